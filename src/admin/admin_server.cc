@@ -1,0 +1,236 @@
+#include "admin/admin_server.h"
+
+#include <openssl/crypto.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "core/strings.h"
+#include "core/log.h"
+#include "http/parser.h"
+
+namespace bulwark::admin {
+
+AdminResponse Json(int status, const std::string& body) { return AdminResponse{status, "application/json", body}; }
+AdminResponse Text(int status, std::string body) { return AdminResponse{status, "text/plain; charset=utf-8", std::move(body)}; }
+
+class AdminServer::Acceptor : public IoHandler {
+ public:
+  explicit Acceptor(AdminServer* s) : s_(s) {}
+  void OnIo(uint32_t) override { s_->OnAccept(); }
+
+ private:
+  AdminServer* s_;
+};
+
+// One admin connection: read a request (head plus a bounded body), answer, close.
+class AdminServer::Conn : public IoHandler {
+ public:
+  Conn(AdminServer* s, int fd) : s_(s), fd_(fd) {
+    timer_.set_callback([this] { Done(); });
+  }
+  ~Conn() override {
+    if (fd_ >= 0) {
+      s_->loop_->Remove(fd_);
+      close(fd_);
+    }
+  }
+  void Start() {
+    if (!s_->loop_->Add(fd_, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, this).ok()) {
+      Done();
+      return;
+    }
+    s_->loop_->ArmTimer(&timer_, 10000);
+  }
+  bool done() const { return done_; }
+
+  void OnIo(uint32_t events) override {
+    if (done_) return;
+    if (!responded_ && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) ReadRequest();
+    if (responded_ && !done_) Flush();
+  }
+
+ private:
+  static constexpr size_t kMaxRequest = 1024 * 1024;
+
+  void ReadRequest() {
+    char buf[16384];
+    for (;;) {
+      ssize_t n = read(fd_, buf, sizeof(buf));
+      if (n > 0) {
+        in_.append(buf, static_cast<size_t>(n));
+        if (in_.size() > kMaxRequest) {
+          Respond(Text(413, "request too large\n"));
+          return;
+        }
+        continue;
+      }
+      if (n == 0) {
+        if (in_.empty()) Done();
+        break;
+      }
+      if (errno == EINTR) continue;
+      break;
+    }
+    http::RequestHead head;
+    http::ParseError err;
+    http::Limits limits;
+    http::ParseStatus st = http::ParseRequest(in_.data(), in_.size(), limits, &head, &err);
+    if (st == http::ParseStatus::kNeedMore) return;
+    if (st == http::ParseStatus::kError) {
+      Respond(Text(err.status, StrCat(err.reason, "\n")));
+      return;
+    }
+    if (head.body == http::BodyKind::kChunked) {
+      Respond(Text(411, "send a Content-Length\n"));
+      return;
+    }
+    size_t need = head.head_len + head.content_length;
+    if (in_.size() < need) return;
+    AdminRequest req;
+    req.method.assign(head.method_str);
+    req.path.assign(head.path);
+    req.query.assign(head.query);
+    req.body = in_.substr(head.head_len, head.content_length);
+    std::string auth;
+    if (const http::Header* h = head.Find("authorization")) auth.assign(h->value);
+    Respond(s_->Dispatch(req, auth));
+  }
+
+  void Respond(const AdminResponse& r) {
+    responded_ = true;
+    out_ = StrCat("HTTP/1.1 ", r.status, " ", http::StatusReason(r.status), "\r\nContent-Type: ", r.content_type,
+                        "\r\nContent-Length: ", r.body.size(), "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                        r.body);
+    Flush();
+  }
+
+  void Flush() {
+    while (off_ < out_.size()) {
+      ssize_t n = write(fd_, out_.data() + off_, out_.size() - off_);
+      if (n > 0) {
+        off_ += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      break;
+    }
+    Done();
+  }
+
+  void Done() {
+    if (done_) return;
+    done_ = true;
+    s_->loop_->CancelTimer(&timer_);
+    if (fd_ >= 0) {
+      shutdown(fd_, SHUT_WR);
+      s_->loop_->Remove(fd_);
+      close(fd_);
+      fd_ = -1;
+    }
+    AdminServer* s = s_;
+    s_->loop_->Defer([s, this] {
+      std::erase_if(s->conns_, [this](const std::unique_ptr<Conn>& c) { return c.get() == this; });
+    });
+  }
+
+  AdminServer* s_;
+  int fd_;
+  std::string in_;
+  std::string out_;
+  size_t off_ = 0;
+  bool responded_ = false;
+  bool done_ = false;
+  Timer timer_;
+};
+
+AdminServer::AdminServer(EventLoop* loop, std::string token) : loop_(loop), token_(std::move(token)) {}
+
+AdminServer::~AdminServer() { Close(); }
+
+void AdminServer::Close() {
+  conns_.clear();
+  if (fd_ >= 0) {
+    loop_->Remove(fd_);
+    close(fd_);
+    fd_ = -1;
+  }
+}
+
+absl::Status AdminServer::Listen(const SocketAddress& addr) {
+  auto fd = ListenTcp(addr, /*reuse_port=*/false, 128);
+  if (!fd.ok()) return fd.status();
+  fd_ = *fd;
+  port_ = LocalPort(fd_);
+  acceptor_ = std::make_unique<Acceptor>(this);
+  return loop_->Add(fd_, EPOLLIN, acceptor_.get());
+}
+
+void AdminServer::OnAccept() {
+  for (int i = 0; i < 64; ++i) {
+    int fd = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    if (conns_.size() >= 256) {  // the admin port is not for load; refuse floods
+      close(fd);
+      continue;
+    }
+    conns_.push_back(std::make_unique<Conn>(this, fd));
+    conns_.back()->Start();
+  }
+}
+
+void AdminServer::Route(std::string method, std::string pattern, Handler h) {
+  Entry e;
+  e.method = std::move(method);
+  e.segments = Split(pattern, '/', true);
+  e.handler = std::move(h);
+  routes_.push_back(std::move(e));
+}
+
+const Handler* AdminServer::Find(const std::string& method, const std::string& path, std::vector<std::string>* params,
+                                 bool* path_exists) const {
+  std::vector<std::string> segs = Split(path, '/', true);
+  *path_exists = false;
+  for (const auto& e : routes_) {
+    if (e.segments.size() != segs.size()) continue;
+    std::vector<std::string> p;
+    bool ok = true;
+    for (size_t i = 0; i < segs.size() && ok; ++i) {
+      const std::string& pat = e.segments[i];
+      if (pat.size() > 2 && pat.front() == '{' && pat.back() == '}') {
+        p.push_back(segs[i]);
+      } else {
+        ok = pat == segs[i];
+      }
+    }
+    if (!ok) continue;
+    *path_exists = true;
+    if (e.method != method) continue;
+    *params = std::move(p);
+    return &e.handler;
+  }
+  return nullptr;
+}
+
+AdminResponse AdminServer::Dispatch(const AdminRequest& req, std::string_view authorization) const {
+  if (!token_.empty() && req.path != "/health" && req.path != "/ready") {
+    std::string want = StrCat("Bearer ", token_);
+    if (authorization.size() != want.size() ||
+        CRYPTO_memcmp(authorization.data(), want.data(), want.size()) != 0) {
+      return Json(401, R"({"error":"missing or wrong bearer token"})");
+    }
+  }
+  std::vector<std::string> params;
+  bool path_exists = false;
+  const Handler* h = Find(req.method, req.path, &params, &path_exists);
+  if (h == nullptr) {
+    return path_exists ? Json(405, R"({"error":"method not allowed"})") : Json(404, R"({"error":"not found"})");
+  }
+  AdminRequest r = req;
+  r.params = std::move(params);
+  return (*h)(r);
+}
+
+}  // namespace bulwark::admin

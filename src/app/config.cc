@@ -1,0 +1,106 @@
+#include "app/config.h"
+
+#include <thread>
+
+#include "core/strings.h"
+
+namespace bulwark {
+
+int Config::EffectiveWorkers() const {
+  if (workers > 0) return workers;
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+namespace {
+
+ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::string& path) {
+  ConfigLoad out;
+  if (!root.has_value()) {
+    out.errors = ctx.errors();
+    return out;
+  }
+  auto cfg = std::make_unique<Config>();
+  cfg->path = path;
+  if (root->IsNull()) {
+    ctx.Error("the file is empty; see config/examples/minimal.yml for a starting point");
+    out.errors = ctx.errors();
+    return out;
+  }
+  MapReader top(ctx, *root, "config");
+  if (top.valid()) {
+    YAML::Node w = top.Get("workers");
+    if (w.IsDefined()) {
+      std::string s;
+      if (ReadScalar(ctx, w, "workers", &s)) {
+        int n = 0;
+        if (s == "auto") {
+          cfg->workers = 0;
+        } else if (ParseInt(s, &n) && n >= 1 && n <= 256) {
+          cfg->workers = n;
+        } else {
+          ctx.Error(w.Mark(), StrCat("workers: expected \"auto\" or a number from 1 to 256, got \"", s, "\""));
+        }
+      }
+    }
+    top.Duration("drain_timeout", &cfg->drain_timeout_ms);
+    YAML::Node log = top.Get("log");
+    if (log.IsDefined()) {
+      MapReader r(ctx, log, "log");
+      r.Enum("level", {"debug", "info", "warn", "error"}, &cfg->log_level);
+      r.Enum("format", {"text", "json"}, &cfg->log_format);
+      r.Finish();
+    }
+    YAML::Node metrics = top.Get("metrics");
+    if (metrics.IsDefined()) {
+      MapReader r(ctx, metrics, "metrics");
+      r.Bool("enabled", &cfg->metrics_enabled);
+      r.Finish();
+    }
+    YAML::Node admin = top.Get("admin");
+    if (admin.IsDefined()) {
+      MapReader r(ctx, admin, "admin");
+      r.Bool("enabled", &cfg->admin.enabled);
+      r.String("listen", &cfg->admin.listen);
+      r.String("token", &cfg->admin.token);
+      r.Finish();
+    }
+    if (cfg->admin.enabled) {
+      auto a = ParseSocketAddress(cfg->admin.listen);
+      if (!a.ok()) {
+        ctx.Error(admin.IsDefined() ? admin.Mark() : root->Mark(), StrCat("admin.listen: ", a.status().message()));
+      } else {
+        cfg->admin.address = *a;
+      }
+    }
+    gateway::ParseGatewayConfig(ctx, top, cfg->gateway.get());
+    if (cfg->gateway->listeners.empty() && ctx.ok()) {
+      ctx.Error(root->Mark(), "config: no `listeners:`; bulwark needs at least one listener to serve");
+    }
+    if (cfg->admin.enabled) {
+      for (const auto& l : cfg->gateway->listeners) {
+        if (l.listen_text == cfg->admin.listen) {
+          ctx.Error(root->Mark(), StrCat("admin.listen: ", cfg->admin.listen, " is also a gateway listener"));
+        }
+      }
+    }
+    top.Finish();
+  }
+  out.errors = ctx.errors();
+  if (out.errors.empty()) out.config = std::move(cfg);
+  return out;
+}
+
+}  // namespace
+
+ConfigLoad LoadConfigFile(const std::string& path, const EnvLookup& env) {
+  ConfigContext ctx(path, env);
+  return Parse(ctx, LoadYamlFile(ctx, path), path);
+}
+
+ConfigLoad LoadConfigText(const std::string& text, const std::string& name, const EnvLookup& env) {
+  ConfigContext ctx(name, env);
+  return Parse(ctx, LoadYamlText(ctx, text), name);
+}
+
+}  // namespace bulwark

@@ -1,0 +1,42 @@
+// bulwark's whole configuration: one YAML file.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config_reader.h"
+#include "core/net.h"
+#include "gateway/config.h"
+
+namespace bulwark {
+
+struct AdminConfig {
+  bool enabled = true;
+  std::string listen = "127.0.0.1:9901";
+  SocketAddress address;
+  std::string token;  // when set, every admin endpoint except /health and /ready needs it
+};
+
+struct Config {
+  std::string path;
+  int workers = 0;                 // 0 = one per core
+  int64_t drain_timeout_ms = 30000;
+  std::string log_level = "info";
+  std::string log_format = "text";
+  bool metrics_enabled = true;
+  AdminConfig admin;
+  std::shared_ptr<gateway::GatewayConfig> gateway = std::make_shared<gateway::GatewayConfig>();
+
+  int EffectiveWorkers() const;
+};
+
+struct ConfigLoad {
+  std::unique_ptr<Config> config;    // null when there are errors
+  std::vector<std::string> errors;   // FILE:LINE:COL: message
+};
+
+ConfigLoad LoadConfigFile(const std::string& path, const EnvLookup& env);
+ConfigLoad LoadConfigText(const std::string& text, const std::string& name, const EnvLookup& env);
+
+}  // namespace bulwark

@@ -1,0 +1,395 @@
+#include "app/server.h"
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/strings.h"
+#include "core/log.h"
+#include "http/parser.h"
+
+namespace bulwark {
+
+class Server::SignalHandler : public IoHandler {
+ public:
+  explicit SignalHandler(Server* s) : s_(s) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  }
+  ~SignalHandler() override {
+    if (fd_ >= 0) close(fd_);
+  }
+  int fd() const { return fd_; }
+  void OnIo(uint32_t) override {
+    signalfd_siginfo si;
+    while (read(fd_, &si, sizeof(si)) == sizeof(si)) {
+      if (si.ssi_signo == SIGHUP) {
+        LogInfo("SIGHUP: reloading configuration");
+        s_->Reload();
+      } else {
+        LogInfo(si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", ": draining and shutting down");
+        s_->BeginDrain();
+      }
+    }
+  }
+
+ private:
+  Server* s_;
+  int fd_ = -1;
+};
+
+void Server::BlockSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+Server::Server(std::unique_ptr<Config> cfg, ConfigSource source) : cfg_(std::move(cfg)), source_(std::move(source)) {}
+
+Server::~Server() {
+  for (auto& w : workers_) w->Stop();
+  for (auto& w : workers_) w->Join();
+  workers_.clear();
+  health_.reset();
+  admin_.reset();
+}
+
+absl::Status Server::Start() {
+  start_wall_s_ = WallMicros() / 1000000;
+  SetLogLevel(cfg_->log_level == "debug"  ? LogLevel::kDebug
+              : cfg_->log_level == "warn" ? LogLevel::kWarn
+              : cfg_->log_level == "error" ? LogLevel::kError
+                                           : LogLevel::kInfo);
+  SetLogJson(cfg_->log_format == "json");
+  absl::Status s = loop_.Init();
+  if (!s.ok()) return s;
+  if (cfg_->gateway->access_log.enabled) {
+    auto al = gateway::AccessLog::Open(cfg_->gateway->access_log);
+    if (!al.ok()) return al.status();
+    access_log_ = std::move(*al);
+  }
+  int n = cfg_->EffectiveWorkers();
+  auto snap = gateway::Snapshot::Build(cfg_->gateway, n, nullptr, &servers_, &endpoints_, ++generation_);
+  if (!snap.ok()) return snap.status();
+  snapshot_ = *snap;
+  gateway::WorkerShared shared{&endpoints_, access_log_.get()};
+  for (int i = 0; i < n; ++i) {
+    workers_.push_back(std::make_unique<gateway::Worker>(i, shared));
+    s = workers_.back()->Start(snapshot_);
+    if (!s.ok()) return s;
+  }
+  health_ = std::make_unique<gateway::HealthChecker>(&loop_);
+  health_->Update(*snapshot_);
+  if (cfg_->admin.enabled) {
+    admin_ = std::make_unique<admin::AdminServer>(&loop_, cfg_->admin.token);
+    s = admin_->Listen(cfg_->admin.address);
+    if (!s.ok()) return s;
+    RegisterAdminRoutes();
+  }
+  RegisterCollectors();
+  signals_ = std::make_unique<SignalHandler>(this);
+  if (signals_->fd() >= 0) {
+    s = loop_.Add(signals_->fd(), EPOLLIN, signals_.get());
+    if (!s.ok()) return s;
+  }
+  // Once a second: rotate the access log when it is full; watch a drain.
+  tick_.set_callback([this] {
+    if (access_log_ != nullptr) access_log_->MaybeRotate();
+    if (draining_) {
+      bool all = true;
+      for (auto& w : workers_) all &= w->finished();
+      if (all || loop_.now_ms() >= drain_deadline_ms_) {
+        if (!all) LogWarn("drain timeout reached; closing the remaining connections");
+        loop_.Stop();
+        return;
+      }
+      loop_.ArmTimer(&tick_, 50);
+      return;
+    }
+    loop_.ArmTimer(&tick_, 1000);
+  });
+  loop_.ArmTimer(&tick_, 1000);
+  for (size_t i = 0; i < cfg_->gateway->listeners.size(); ++i) {
+    const auto& l = cfg_->gateway->listeners[i];
+    LogInfo("listening on ", l.listen_text, " (", l.name, ") with ", n, " workers");
+  }
+  if (admin_) LogInfo("admin API on ", cfg_->admin.address.IpString(), ":", admin_->port());
+  return absl::OkStatus();
+}
+
+int Server::Run() {
+  loop_.Run();
+  for (auto& w : workers_) w->Stop();
+  for (auto& w : workers_) w->Join();
+  LogInfo("stopped");
+  return 0;
+}
+
+void Server::Shutdown() {
+  loop_.Post([this] { BeginDrain(); });
+}
+
+void Server::BeginDrain() {
+  if (draining_) return;
+  draining_ = true;
+  drain_deadline_ms_ = loop_.now_ms() + cfg_->drain_timeout_ms;
+  for (auto& w : workers_) w->PostDrain();
+  loop_.ArmTimer(&tick_, 10);
+}
+
+std::vector<std::string> Server::Reload() {
+  ConfigLoad load = source_();
+  if (!load.errors.empty()) {
+    reloads_failed_.Add(1);
+    LogError("reload refused; the running configuration stays:\n", Join(load.errors, "\n"));
+    return load.errors;
+  }
+  std::unique_ptr<Config> next = std::move(load.config);
+  std::vector<std::string> warnings;
+  if (next->EffectiveWorkers() != cfg_->EffectiveWorkers()) warnings.push_back("workers: takes effect after a restart");
+  if (next->admin.listen != cfg_->admin.listen || next->admin.token != cfg_->admin.token) {
+    warnings.push_back("admin: takes effect after a restart");
+  }
+  if (next->gateway->access_log.path != cfg_->gateway->access_log.path ||
+      next->gateway->access_log.enabled != cfg_->gateway->access_log.enabled) {
+    warnings.push_back("access_log.path/enabled: takes effect after a restart");
+  }
+  // Keep what needs a restart as it is, so the running state and the reported config agree.
+  next->workers = cfg_->workers;
+  next->admin = cfg_->admin;
+  next->gateway->access_log = cfg_->gateway->access_log;
+  auto snap = gateway::Snapshot::Build(next->gateway, cfg_->EffectiveWorkers(), snapshot_.get(), &servers_,
+                                       &endpoints_, generation_ + 1);
+  if (!snap.ok()) {
+    reloads_failed_.Add(1);
+    std::string err = StrCat(next->path, ": ", snap.status().message());
+    LogError("reload refused; the running configuration stays: ", err);
+    return {err};
+  }
+  ++generation_;
+  snapshot_ = *snap;
+  cfg_ = std::move(next);
+  for (auto& w : workers_) w->PostSnapshot(snapshot_);
+  health_->Update(*snapshot_);
+  servers_.Prune();
+  reloads_ok_.Add(1);
+  for (const auto& w : warnings) LogWarn("reload: ", w);
+  LogInfo("configuration reloaded (generation ", generation_, ")");
+  return {};
+}
+
+bool Server::Ready(std::string* why) {
+  if (draining_) {
+    *why = "draining";
+    return false;
+  }
+  int64_t now = MonotonicMs();
+  for (int ui : snapshot_->routed_upstreams) {
+    const auto& ur = snapshot_->upstreams[ui];
+    bool any = false;
+    for (size_t i = 0; i < ur.servers.size(); ++i) {
+      const auto& sc = ur.cfg->servers[i];
+      if (!sc.down && ur.servers[i]->Usable(now, sc.max_fails, sc.fail_timeout_ms)) any = true;
+    }
+    if (!any) {
+      *why = StrCat("upstream ", ur.cfg->name, " has no healthy server");
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string Server::UpstreamsJson() {
+  nlohmann::json out = nlohmann::json::array();
+  int64_t now = MonotonicMs();
+  for (const auto& ur : snapshot_->upstreams) {
+    nlohmann::json u;
+    u["name"] = ur.cfg->name;
+    nlohmann::json servers = nlohmann::json::array();
+    for (size_t i = 0; i < ur.servers.size(); ++i) {
+      const auto& s = *ur.servers[i];
+      const auto& sc = ur.cfg->servers[i];
+      uint64_t requests = 0, failures = 0;
+      for (const auto& w : workers_) {
+        requests += w->server_counters(s.id()).requests.Get();
+        failures += w->server_counters(s.id()).failures.Get();
+      }
+      nlohmann::json j;
+      j["address"] = s.address_text();
+      j["state"] = sc.down ? "down" : s.StateName(now, sc.max_fails, sc.fail_timeout_ms);
+      j["health_score"] = sc.down ? 0 : s.Score(now, sc.max_fails, sc.fail_timeout_ms);
+      j["active_connections"] = s.active_count();
+      j["fails"] = s.fails();
+      j["weight"] = sc.weight;
+      j["backup"] = sc.backup;
+      j["drained"] = s.drained();
+      j["requests"] = requests;
+      j["failures"] = failures;
+      if (s.has_active_check()) {
+        j["check"] = {{"health", s.check_health()},
+                      {"max", s.check_health_max()},
+                      {"last_status", s.last_check_status()},
+                      {"failed_total", s.checks_failed()}};
+      }
+      servers.push_back(std::move(j));
+    }
+    u["servers"] = std::move(servers);
+    out.push_back(std::move(u));
+  }
+  return nlohmann::json{{"generation", generation_}, {"upstreams", out}}.dump();
+}
+
+void Server::RegisterAdminRoutes() {
+  using admin::AdminRequest;
+  using admin::AdminResponse;
+  admin_->Route("GET", "/health", [](const AdminRequest&) { return admin::Text(200, "ok\n"); });
+  admin_->Route("GET", "/ready", [this](const AdminRequest&) {
+    std::string why;
+    if (Ready(&why)) return admin::Text(200, "ready\n");
+    return admin::Text(503, StrCat("not ready: ", why, "\n"));
+  });
+  if (cfg_->metrics_enabled) {
+    admin_->Route("GET", "/metrics", [this](const AdminRequest&) {
+      return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", registry_.Render()};
+    });
+  }
+  admin_->Route("GET", "/api/v1/upstreams", [this](const AdminRequest&) { return admin::Json(200, UpstreamsJson()); });
+  auto set_drain = [this](const AdminRequest& r, bool drained) {
+    for (const auto& ur : snapshot_->upstreams) {
+      if (ur.cfg->name != r.params[0]) continue;
+      for (const auto& s : ur.servers) {
+        if (s->address_text() == r.params[1]) {
+          s->SetDrained(drained);
+          LogInfo("admin: ", drained ? "drained " : "enabled ", ur.cfg->name, " ", s->address_text());
+          nlohmann::json j{{"upstream", ur.cfg->name}, {"server", s->address_text()}, {"drained", drained}};
+          return admin::Json(200, j.dump());
+        }
+      }
+      return admin::Json(404, nlohmann::json{{"error", "no such server in upstream"}}.dump());
+    }
+    return admin::Json(404, nlohmann::json{{"error", "no such upstream"}}.dump());
+  };
+  admin_->Route("POST", "/api/v1/upstreams/{name}/servers/{addr}/drain",
+                [set_drain](const AdminRequest& r) { return set_drain(r, true); });
+  admin_->Route("POST", "/api/v1/upstreams/{name}/servers/{addr}/enable",
+                [set_drain](const AdminRequest& r) { return set_drain(r, false); });
+  admin_->Route("POST", "/api/v1/reload", [this](const AdminRequest&) {
+    std::vector<std::string> errors = Reload();
+    if (!errors.empty()) return admin::Json(400, nlohmann::json{{"reloaded", false}, {"errors", errors}}.dump());
+    return admin::Json(200, nlohmann::json{{"reloaded", true}, {"generation", generation_}}.dump());
+  });
+}
+
+void Server::RegisterCollectors() {
+  registry_.AddCollector([this](std::string* out) { CollectGateway(out); });
+}
+
+void Server::CollectGateway(std::string* out) {
+  std::vector<const observe::HttpShard*> shards;
+  for (const auto& w : workers_) shards.push_back(&w->http_shard());
+  std::vector<std::string_view> methods;
+  for (int m = 0; m < http::kMethodCount; ++m) methods.push_back(http::MethodName(static_cast<http::Method>(m)));
+  observe::RenderHttpShards(shards, endpoints_, methods, out);
+
+  int64_t now = MonotonicMs();
+  struct Row {
+    std::string labels;
+    const gateway::ServerState* s;
+    const gateway::ServerConfig* sc;
+  };
+  std::vector<Row> rows;
+  for (const auto& ur : snapshot_->upstreams) {
+    for (size_t i = 0; i < ur.servers.size(); ++i) {
+      std::string l = "upstream=\"";
+      observe::AppendLabelValue(&l, ur.cfg->name);
+      l.append("\",server=\"");
+      observe::AppendLabelValue(&l, ur.servers[i]->address_text());
+      l.append("\"");
+      rows.push_back({l, ur.servers[i].get(), &ur.cfg->servers[i]});
+    }
+  }
+  auto gauge = [&](const char* name, const char* help, auto value) {
+    observe::AppendHeader(out, name, "gauge", help);
+    for (const auto& r : rows) StrAppend(out, name, "{", r.labels, "} ", value(r), "\n");
+  };
+  auto counter = [&](const char* name, const char* help, auto field) {
+    observe::AppendHeader(out, name, "counter", help);
+    for (const auto& r : rows) {
+      uint64_t sum = 0;
+      for (const auto& w : workers_) sum += field(w->server_counters(r.s->id()));
+      StrAppend(out, name, "{", r.labels, "} ", sum, "\n");
+    }
+  };
+  gauge("bulwark_upstream_up", "1 when the server takes new requests (not down, failed or drained).",
+        [&](const Row& r) { return !r.sc->down && r.s->Usable(now, r.sc->max_fails, r.sc->fail_timeout_ms) ? 1 : 0; });
+  observe::AppendHeader(out, "bulwark_upstream_state", "gauge",
+                        "The server's state: one series per state, 1 for the current one.");
+  for (const auto& r : rows) {
+    std::string_view cur = r.sc->down ? "down" : r.s->StateName(now, r.sc->max_fails, r.sc->fail_timeout_ms);
+    for (const char* st : {"up", "down", "failed", "drained"}) {
+      StrAppend(out, "bulwark_upstream_state{", r.labels, ",state=\"", st, "\"} ", cur == st ? 1 : 0, "\n");
+    }
+  }
+  gauge("bulwark_upstream_health_score", "Health score 0-100 (active-check health times passive headroom).",
+        [&](const Row& r) { return r.sc->down ? 0 : r.s->Score(now, r.sc->max_fails, r.sc->fail_timeout_ms); });
+  gauge("bulwark_upstream_active_connections", "Requests in flight to the server.",
+        [&](const Row& r) { return r.s->active_count(); });
+  gauge("bulwark_upstream_fails", "Current nginx-style failure count (max_fails window).",
+        [&](const Row& r) { return r.s->fails(); });
+  counter("bulwark_upstream_requests_total", "Attempts sent to the server (retries included).",
+          [](const gateway::ServerCounters& c) { return c.requests.Get(); });
+  counter("bulwark_upstream_failures_total", "Attempts that failed (connect, send, read, timeout, bad response).",
+          [](const gateway::ServerCounters& c) { return c.failures.Get(); });
+  counter("bulwark_upstream_retries_total", "Attempts that were retries of a request another server failed.",
+          [](const gateway::ServerCounters& c) { return c.retries.Get(); });
+  observe::AppendHeader(out, "bulwark_upstream_health_checks_failed_total", "counter", "Active health checks that failed.");
+  for (const auto& r : rows) StrAppend(out, "bulwark_upstream_health_checks_failed_total{", r.labels, "} ", r.s->checks_failed(), "\n");
+
+  auto worker_sum = [&](const char* name, const char* type, const char* help, auto field) {
+    observe::AppendHeader(out, name, type, help);
+    uint64_t sum = 0;
+    for (const auto& w : workers_) sum += field(w->stats());
+    StrAppend(out, name, " ", sum, "\n");
+  };
+  worker_sum("bulwark_connections_accepted_total", "counter", "Client connections accepted.",
+             [](const gateway::WorkerStats& s) { return s.accepted.Get(); });
+  worker_sum("bulwark_client_connections", "gauge", "Open client connections.",
+             [](const gateway::WorkerStats& s) { return static_cast<uint64_t>(s.open_clients.load()); });
+  worker_sum("bulwark_upstream_connections", "gauge", "Open upstream connections (active and idle).",
+             [](const gateway::WorkerStats& s) { return static_cast<uint64_t>(s.open_upstreams.load()); });
+  worker_sum("bulwark_http_parse_errors_total", "counter", "Requests refused as malformed (400, 413, 414, 431, 501, 505).",
+             [](const gateway::WorkerStats& s) { return s.parse_errors.Get(); });
+  worker_sum("bulwark_http_timeouts_total", "counter", "Client or upstream timeouts.",
+             [](const gateway::WorkerStats& s) { return s.timeouts.Get(); });
+  worker_sum("bulwark_no_live_upstream_total", "counter", "Requests answered 503 because no server was usable.",
+             [](const gateway::WorkerStats& s) { return s.no_upstream.Get(); });
+  worker_sum("bulwark_client_aborts_total", "counter", "Requests the client abandoned before the response ended (499).",
+             [](const gateway::WorkerStats& s) { return s.client_aborts.Get(); });
+  observe::AppendHeader(out, "bulwark_config_reloads_total", "counter", "Configuration reloads by result.");
+  StrAppend(out, "bulwark_config_reloads_total{result=\"success\"} ", reloads_ok_.Get(), "\n");
+  StrAppend(out, "bulwark_config_reloads_total{result=\"failure\"} ", reloads_failed_.Get(), "\n");
+  observe::AppendHeader(out, "bulwark_config_generation", "gauge", "Generation of the configuration in use.");
+  StrAppend(out, "bulwark_config_generation ", generation_, "\n");
+  if (access_log_ != nullptr) {
+    observe::AppendHeader(out, "bulwark_access_log_write_errors_total", "counter", "Access log writes that failed.");
+    StrAppend(out, "bulwark_access_log_write_errors_total ", access_log_->write_errors(), "\n");
+    observe::AppendHeader(out, "bulwark_access_log_rotations_total", "counter", "Access log rotations.");
+    StrAppend(out, "bulwark_access_log_rotations_total ", access_log_->rotations(), "\n");
+  }
+  observe::AppendHeader(out, "bulwark_workers", "gauge", "Worker threads.");
+  StrAppend(out, "bulwark_workers ", workers_.size(), "\n");
+  observe::AppendHeader(out, "process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
+  StrAppend(out, "process_start_time_seconds ", start_wall_s_, "\n");
+}
+
+}  // namespace bulwark

@@ -1,0 +1,79 @@
+// The running process: workers, the control thread (signals, admin, health checks, reload).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "admin/admin_server.h"
+#include "app/config.h"
+#include "core/event_loop.h"
+#include "gateway/access_log.h"
+#include "gateway/health_checker.h"
+#include "gateway/upstream.h"
+#include "gateway/worker.h"
+#include "observe/metrics.h"
+
+namespace bulwark {
+
+// A Server owns the workers and runs the control loop on the thread that calls Run(). Config is
+// reloaded as a whole: a new snapshot is built beside the old one and handed to the workers;
+// requests in flight finish on the snapshot they started with.
+class Server {
+ public:
+  // `reload_source` re-reads the configuration on SIGHUP or POST /api/v1/reload.
+  using ConfigSource = std::function<ConfigLoad()>;
+  Server(std::unique_ptr<Config> cfg, ConfigSource reload_source);
+  ~Server();
+
+  // Binds every socket and starts the workers. Signals must already be blocked (see BlockSignals).
+  absl::Status Start();
+  // Runs the control loop until SIGTERM/SIGINT (or Shutdown()), drains, and returns the exit code.
+  int Run();
+  // Thread-safe: begin a graceful shutdown.
+  void Shutdown();
+
+  // Control thread: applies a freshly loaded config. Returns the errors (empty on success).
+  std::vector<std::string> Reload();
+
+  EventLoop& control_loop() { return loop_; }
+  admin::AdminServer* admin() { return admin_.get(); }
+  const Config& config() const { return *cfg_; }
+  uint64_t generation() const { return generation_; }
+
+  // Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads it starts later), so
+  // the control loop receives them through a signalfd. Ignores SIGPIPE.
+  static void BlockSignals();
+
+ private:
+  class SignalHandler;
+  void RegisterAdminRoutes();
+  void RegisterCollectors();
+  void BeginDrain();
+  void CollectGateway(std::string* out);
+  std::string UpstreamsJson();
+  bool Ready(std::string* why);
+
+  std::unique_ptr<Config> cfg_;
+  ConfigSource source_;
+  EventLoop loop_;
+  observe::Registry registry_;
+  observe::Interner endpoints_;
+  gateway::ServerRegistry servers_;
+  std::unique_ptr<gateway::AccessLog> access_log_;
+  std::shared_ptr<const gateway::Snapshot> snapshot_;
+  std::vector<std::unique_ptr<gateway::Worker>> workers_;
+  std::unique_ptr<gateway::HealthChecker> health_;
+  std::unique_ptr<admin::AdminServer> admin_;
+  std::unique_ptr<SignalHandler> signals_;
+  uint64_t generation_ = 0;
+  bool draining_ = false;
+  int64_t drain_deadline_ms_ = 0;
+  Timer tick_;
+  observe::AtomicValue reloads_ok_;
+  observe::AtomicValue reloads_failed_;
+  int64_t start_wall_s_ = 0;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,117 @@
+#include "core/event_loop.h"
+
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/strings.h"
+
+namespace bulwark {
+
+int64_t MonotonicMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t WallMicros() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+EventLoop::EventLoop() : now_ms_(MonotonicMs()), timers_(now_ms_) {}
+
+EventLoop::~EventLoop() {
+  if (wakefd_ >= 0) close(wakefd_);
+  if (epfd_ >= 0) close(epfd_);
+}
+
+absl::Status EventLoop::Init() {
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd_ < 0) return absl::InternalError(StrCat("epoll_create1: ", strerror(errno)));
+  wakefd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakefd_ < 0) return absl::InternalError(StrCat("eventfd: ", strerror(errno)));
+  return Add(wakefd_, EPOLLIN, this);
+}
+
+absl::Status EventLoop::Add(int fd, uint32_t events, IoHandler* h) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = h;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    return absl::InternalError(StrCat("epoll_ctl(ADD): ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EventLoop::Modify(int fd, uint32_t events, IoHandler* h) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = h;
+  if (epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) != 0) {
+    return absl::InternalError(StrCat("epoll_ctl(MOD): ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+void EventLoop::Remove(int fd) { epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+
+void EventLoop::Stop() {
+  stop_.store(true, std::memory_order_relaxed);
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(wakefd_, &one, sizeof(one));
+}
+
+void EventLoop::Post(std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&mu_);
+    posted_.push_back(std::move(fn));
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(wakefd_, &one, sizeof(one));
+}
+
+void EventLoop::OnIo(uint32_t) {
+  uint64_t v;
+  while (read(wakefd_, &v, sizeof(v)) > 0) {
+  }
+  RunPosted();
+}
+
+void EventLoop::RunPosted() {
+  std::vector<std::function<void()>> tasks;
+  {
+    absl::MutexLock lock(&mu_);
+    tasks.swap(posted_);
+  }
+  for (auto& t : tasks) t();
+}
+
+void EventLoop::Run() {
+  constexpr int kMaxEvents = 256;
+  epoll_event events[kMaxEvents];
+  while (!stop_.load(std::memory_order_relaxed)) {
+    UpdateTime();
+    int timeout = timers_.NextTimeoutMs(now_ms_);
+    int n = epoll_wait(epfd_, events, kMaxEvents, timeout);
+    if (n < 0 && errno != EINTR) break;
+    UpdateTime();
+    for (int i = 0; i < n; ++i) {
+      static_cast<IoHandler*>(events[i].data.ptr)->OnIo(events[i].events);
+    }
+    timers_.Advance(now_ms_);
+    while (!deferred_.empty()) {
+      std::vector<std::function<void()>> d;
+      d.swap(deferred_);
+      for (auto& fn : d) fn();
+    }
+    if (batch_hook_) batch_hook_();
+  }
+  RunPosted();
+}
+
+}  // namespace bulwark

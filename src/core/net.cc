@@ -1,0 +1,183 @@
+#include "core/net.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/strings.h"
+
+namespace bulwark {
+
+uint16_t SocketAddress::port() const {
+  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage)->sin_port);
+  if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
+  return 0;
+}
+
+std::string SocketAddress::IpString() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (family() == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage)->sin_addr, buf, sizeof(buf));
+  } else if (family() == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr, buf, sizeof(buf));
+  }
+  return buf;
+}
+
+std::string SocketAddress::ToString() const {
+  if (family() == AF_INET6) return StrCat("[", IpString(), "]:", port());
+  return StrCat(IpString(), ":", port());
+}
+
+absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text) {
+  std::string_view host = "0.0.0.0";
+  std::string_view port_str = text;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return absl::InvalidArgumentError(StrCat("invalid address \"", text, "\": expected [IPv6]:PORT"));
+    }
+    host = text.substr(1, close - 1);
+    port_str = text.substr(close + 2);
+  } else if (size_t colon = text.rfind(':'); colon != std::string_view::npos) {
+    if (text.find(':') != colon) {
+      return absl::InvalidArgumentError(
+          StrCat("invalid address \"", text, "\": write IPv6 addresses as [ADDR]:PORT"));
+    }
+    if (colon > 0) host = text.substr(0, colon);
+    port_str = text.substr(colon + 1);
+  }
+  uint32_t port;
+  if (!ParseInt(port_str, &port) || port > 65535) {
+    return absl::InvalidArgumentError(StrCat("invalid address \"", text, "\": expected HOST:PORT with a port 0-65535"));
+  }
+  if (host == "localhost") host = "127.0.0.1";
+  SocketAddress a;
+  std::string h(host);
+  auto* in4 = reinterpret_cast<sockaddr_in*>(&a.storage);
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
+  if (inet_pton(AF_INET, h.c_str(), &in4->sin_addr) == 1) {
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons(static_cast<uint16_t>(port));
+    a.len = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, h.c_str(), &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(static_cast<uint16_t>(port));
+    a.len = sizeof(sockaddr_in6);
+  } else {
+    return absl::InvalidArgumentError(
+        StrCat("invalid address \"", text, "\": \"", host, "\" is not an IP address (host names are not resolved)"));
+  }
+  return a;
+}
+
+absl::StatusOr<CidrBlock> ParseCidr(std::string_view text) {
+  CidrBlock b;
+  std::string_view ip = text;
+  int prefix = -1;
+  if (size_t slash = text.find('/'); slash != std::string_view::npos) {
+    ip = text.substr(0, slash);
+    if (!ParseInt(text.substr(slash + 1), &prefix)) {
+      return absl::InvalidArgumentError(StrCat("invalid CIDR \"", text, "\""));
+    }
+  }
+  std::string s(ip);
+  if (inet_pton(AF_INET, s.c_str(), b.addr) == 1) {
+    b.family = AF_INET;
+    if (prefix < 0) prefix = 32;
+    if (prefix > 32) return absl::InvalidArgumentError(StrCat("invalid CIDR \"", text, "\": prefix > 32"));
+  } else if (inet_pton(AF_INET6, s.c_str(), b.addr) == 1) {
+    b.family = AF_INET6;
+    if (prefix < 0) prefix = 128;
+    if (prefix > 128) return absl::InvalidArgumentError(StrCat("invalid CIDR \"", text, "\": prefix > 128"));
+  } else {
+    return absl::InvalidArgumentError(StrCat("invalid CIDR \"", text, "\": not an IP address"));
+  }
+  b.prefix = prefix;
+  return b;
+}
+
+namespace {
+bool PrefixMatch(const uint8_t* a, const uint8_t* b, int prefix) {
+  int full = prefix / 8;
+  if (std::memcmp(a, b, full) != 0) return false;
+  int rem = prefix % 8;
+  if (rem == 0) return true;
+  uint8_t mask = static_cast<uint8_t>(0xff << (8 - rem));
+  return (a[full] & mask) == (b[full] & mask);
+}
+}  // namespace
+
+bool CidrBlock::Contains(const SocketAddress& a) const {
+  if (a.family() == AF_INET && family == AF_INET) {
+    return PrefixMatch(reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_addr),
+                       addr, prefix);
+  }
+  if (a.family() == AF_INET6) {
+    const uint8_t* v6 = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in6*>(&a.storage)->sin6_addr);
+    if (family == AF_INET6) return PrefixMatch(v6, addr, prefix);
+    // IPv4-mapped IPv6 (::ffff:a.b.c.d) matches IPv4 blocks.
+    static const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::memcmp(v6, kMapped, 12) == 0) return PrefixMatch(v6 + 12, addr, prefix);
+  }
+  return false;
+}
+
+bool CidrBlock::ContainsIp(std::string_view ip) const {
+  std::string s(ip);
+  uint8_t buf[16];
+  if (inet_pton(AF_INET, s.c_str(), buf) == 1) return family == AF_INET && PrefixMatch(buf, addr, prefix);
+  if (inet_pton(AF_INET6, s.c_str(), buf) == 1) return family == AF_INET6 && PrefixMatch(buf, addr, prefix);
+  return false;
+}
+
+absl::StatusOr<int> ListenTcp(const SocketAddress& addr, bool reuse_port, int backlog) {
+  int fd = socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(StrCat("socket: ", strerror(errno)));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (bind(fd, addr.sa(), addr.len) != 0) {
+    int e = errno;
+    close(fd);
+    return absl::UnavailableError(StrCat("cannot listen on ", addr.ToString(), ": ", strerror(e)));
+  }
+  if (listen(fd, backlog) != 0) {
+    int e = errno;
+    close(fd);
+    return absl::UnavailableError(StrCat("listen on ", addr.ToString(), ": ", strerror(e)));
+  }
+  return fd;
+}
+
+absl::StatusOr<int> ConnectTcp(const SocketAddress& addr) {
+  int fd = socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(StrCat("socket: ", strerror(errno)));
+  SetNoDelay(fd);
+  if (connect(fd, addr.sa(), addr.len) != 0 && errno != EINPROGRESS) {
+    int e = errno;
+    close(fd);
+    return absl::UnavailableError(StrCat("connect to ", addr.ToString(), ": ", strerror(e)));
+  }
+  return fd;
+}
+
+int LocalPort(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return -1;
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return -1;
+}
+
+void SetNoDelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+}  // namespace bulwark

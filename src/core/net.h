@@ -1,0 +1,52 @@
+// Socket addresses and the few socket operations every plane needs.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace bulwark {
+
+// An IPv4 or IPv6 socket address.
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+
+  const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&storage); }
+  int family() const { return storage.ss_family; }
+  uint16_t port() const;
+  // "127.0.0.1:8080" or "[::1]:8080".
+  std::string ToString() const;
+  // The IP only ("127.0.0.1", "::1").
+  std::string IpString() const;
+};
+
+// Parses "HOST:PORT", "[V6]:PORT", ":PORT" or "PORT" (host defaults to 0.0.0.0). HOST must be a
+// literal address or "localhost": bulwark does not resolve names on its hot path.
+absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text);
+
+// A CIDR block such as 10.0.0.0/8 or ::1/128; a bare address is a /32 or /128.
+struct CidrBlock {
+  int family = AF_INET;
+  uint8_t addr[16] = {};
+  int prefix = 32;
+  bool Contains(const SocketAddress& a) const;
+  bool ContainsIp(std::string_view ip) const;
+};
+absl::StatusOr<CidrBlock> ParseCidr(std::string_view text);
+
+// Listening socket: non-blocking, SO_REUSEADDR, and SO_REUSEPORT when `reuse_port` so that each
+// worker can have its own accept queue (the kernel spreads connections across them).
+absl::StatusOr<int> ListenTcp(const SocketAddress& addr, bool reuse_port, int backlog = 4096);
+// Starts a non-blocking connect. Returns the fd; the connect may still be in progress.
+absl::StatusOr<int> ConnectTcp(const SocketAddress& addr);
+// The locally bound port of a socket (for port-0 listeners in tests).
+int LocalPort(int fd);
+void SetNoDelay(int fd);
+
+}  // namespace bulwark

@@ -1,0 +1,67 @@
+#include "core/strings.h"
+
+#include <cstdio>
+
+namespace bulwark {
+
+void strings_internal::AppendPiece(std::string* out, double v) {
+  char buf[32];
+  int n = snprintf(buf, sizeof(buf), "%g", v);
+  out->append(buf, static_cast<size_t>(n));
+}
+
+namespace {
+char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+char Upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c; }
+}  // namespace
+
+bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool EndsWith(std::string_view s, std::string_view x) { return s.size() >= x.size() && s.substr(s.size() - x.size()) == x; }
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (Lower(a[i]) != Lower(b[i])) return false;
+  }
+  return true;
+}
+
+bool EndsWithIgnoreCase(std::string_view s, std::string_view x) {
+  return s.size() >= x.size() && EqualsIgnoreCase(s.substr(s.size() - x.size()), x);
+}
+
+std::string AsciiLower(std::string_view s) {
+  std::string r(s);
+  for (char& c : r) c = Lower(c);
+  return r;
+}
+
+std::string AsciiUpper(std::string_view s) {
+  std::string r(s);
+  for (char& c : r) c = Upper(c);
+  return r;
+}
+
+std::vector<std::string> Split(std::string_view s, char sep, bool skip_empty) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    size_t p = s.find(sep, start);
+    std::string_view piece = s.substr(start, p == std::string_view::npos ? std::string_view::npos : p - start);
+    if (!(skip_empty && piece.empty())) out.emplace_back(piece);
+    if (p == std::string_view::npos) break;
+    start = p + 1;
+  }
+  return out;
+}
+
+std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) out.append(sep);
+    out.append(parts[i]);
+  }
+  return out;
+}
+
+}  // namespace bulwark

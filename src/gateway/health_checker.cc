@@ -1,0 +1,161 @@
+#include "gateway/health_checker.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/strings.h"
+#include "core/log.h"
+
+namespace bulwark::gateway {
+
+class HealthChecker::Probe : public IoHandler {
+ public:
+  Probe(HealthChecker* owner, std::shared_ptr<ServerState> server, HealthCheckConfig cfg)
+      : owner_(owner), server_(std::move(server)), cfg_(std::move(cfg)) {
+    next_.set_callback([this] { Start(); });
+    deadline_.set_callback([this] { Finish(false, 0, "timeout"); });
+  }
+  ~Probe() override { Abort(); }
+
+  ServerState* server() const { return server_.get(); }
+  void set_config(const HealthCheckConfig& c) { cfg_ = c; }
+  void Schedule(int64_t delay_ms) { owner_->loop_->ArmTimer(&next_, delay_ms); }
+
+  void OnIo(uint32_t events) override {
+    if (fd_ < 0) return;
+    if (connecting_) {
+      if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+      int err = 0;
+      socklen_t len = sizeof(err);
+      getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) {
+        Finish(false, 0, strerror(err));
+        return;
+      }
+      connecting_ = false;
+      std::string host = cfg_.host.empty() ? server_->address_text() : cfg_.host;
+      std::string req = StrCat("GET ", cfg_.path, " HTTP/1.1\r\nHost: ", host,
+                                     "\r\nUser-Agent: bulwark-health-check\r\nConnection: close\r\n\r\n");
+      // A probe request is tiny; a short write on a fresh connection is not worth handling.
+      if (write(fd_, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+        Finish(false, 0, "write failed");
+        return;
+      }
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+      for (;;) {
+        char buf[512];
+        ssize_t n = read(fd_, buf, sizeof(buf));
+        if (n > 0) {
+          if (got_.size() < 64) got_.append(buf, static_cast<size_t>(std::min<ssize_t>(n, 64)));
+          int status = StatusFromLine();
+          if (status > 0) {
+            bool ok = status >= cfg_.expect_min && status <= cfg_.expect_max;
+            Finish(ok, status, ok ? "" : StrCat("status ", status));
+            return;
+          }
+          continue;
+        }
+        if (n == 0) {
+          Finish(false, 0, "connection closed before a status line");
+          return;
+        }
+        if (errno == EAGAIN || errno == EINTR) return;
+        Finish(false, 0, strerror(errno));
+        return;
+      }
+    }
+  }
+
+ private:
+  int StatusFromLine() const {
+    if (got_.size() < 12) return 0;
+    if (got_.compare(0, 7, "HTTP/1.") != 0 || got_[8] != ' ') return -1;
+    int s = 0;
+    for (int i = 9; i < 12; ++i) {
+      if (got_[i] < '0' || got_[i] > '9') return -1;
+      s = s * 10 + (got_[i] - '0');
+    }
+    return s;
+  }
+
+  void Start() {
+    Abort();
+    got_.clear();
+    auto fd = ConnectTcp(server_->address());
+    if (!fd.ok()) {
+      Finish(false, 0, ToStd(fd.status().message()));
+      return;
+    }
+    fd_ = *fd;
+    connecting_ = true;
+    if (!owner_->loop_->Add(fd_, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, this).ok()) {
+      Finish(false, 0, "epoll");
+      return;
+    }
+    owner_->loop_->ArmTimer(&deadline_, cfg_.timeout_ms);
+  }
+
+  void Abort() {
+    owner_->loop_->CancelTimer(&deadline_);
+    if (fd_ >= 0) {
+      owner_->loop_->Remove(fd_);
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+
+  void Finish(bool ok, int status, std::string_view why) {
+    Abort();
+    ++owner_->checks_run_;
+    bool was_up = server_->active_up();
+    server_->RecordCheck(ok, status < 0 ? 0 : status, 0);
+    if (was_up != server_->active_up()) {
+      if (server_->active_up()) {
+        LogInfo("health: ", server_->upstream(), " ", server_->address_text(), " is UP");
+      } else {
+        LogWarn("health: ", server_->upstream(), " ", server_->address_text(), " is DOWN (", why, ")");
+      }
+    }
+    Schedule(cfg_.interval_ms);
+  }
+
+  HealthChecker* owner_;
+  std::shared_ptr<ServerState> server_;
+  HealthCheckConfig cfg_;
+  Timer next_;
+  Timer deadline_;
+  int fd_ = -1;
+  bool connecting_ = false;
+  std::string got_;
+};
+
+HealthChecker::HealthChecker(EventLoop* loop) : loop_(loop) {}
+
+HealthChecker::~HealthChecker() { probes_.clear(); }
+
+void HealthChecker::Update(const Snapshot& snap) {
+  std::vector<std::unique_ptr<Probe>> next;
+  for (const auto& ur : snap.upstreams) {
+    if (!ur.cfg->health_check.enabled) continue;
+    for (const auto& s : ur.servers) {
+      std::unique_ptr<Probe> p;
+      for (auto& old : probes_) {
+        if (old && old->server() == s.get()) p = std::move(old);
+      }
+      if (p) {
+        p->set_config(ur.cfg->health_check);
+      } else {
+        p = std::make_unique<Probe>(this, s, ur.cfg->health_check);
+        p->Schedule(0);  // check new servers at once
+      }
+      next.push_back(std::move(p));
+    }
+  }
+  probes_ = std::move(next);
+}
+
+}  // namespace bulwark::gateway

@@ -1,0 +1,1324 @@
+#include "gateway/proxy.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "core/strings.h"
+#include "core/log.h"
+#include "gateway/worker.h"
+
+namespace bulwark::gateway {
+namespace {
+
+constexpr size_t kUpstreamBufferBytes = 32 * 1024;
+constexpr size_t kBodySlackBytes = 16 * 1024;   // client buffer room beyond the largest head
+constexpr size_t kMaxPending = 256 * 1024;      // output queued before the other side is paused
+constexpr uint32_t kConnEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+
+int64_t NowMicros() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+bool IsHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+
+// A client-supplied X-Request-Id is kept when it is short and made of safe characters, so it
+// cannot inject anything into logs or upstream headers.
+bool ValidRequestId(std::string_view v) {
+  if (v.empty() || v.size() > 128) return false;
+  for (char c : v) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || c == ':' || c == '/' || c == '+' || c == '=';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// W3C Trace Context: "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>", ids not all zero.
+bool ValidTraceparent(std::string_view v) {
+  if (v.size() < 55) return false;
+  if (v.substr(0, 2) == "ff" || !IsHex(v[0]) || !IsHex(v[1]) || v[2] != '-' || v[35] != '-' || v[52] != '-') {
+    return false;
+  }
+  if (v.substr(0, 2) == "00" && v.size() != 55) return false;
+  bool trace_zero = true, parent_zero = true;
+  for (int i = 3; i < 35; ++i) {
+    if (!IsHex(v[i])) return false;
+    trace_zero &= v[i] == '0';
+  }
+  for (int i = 36; i < 52; ++i) {
+    if (!IsHex(v[i])) return false;
+    parent_zero &= v[i] == '0';
+  }
+  return !trace_zero && !parent_zero && IsHex(v[53]) && IsHex(v[54]);
+}
+
+// True when `name` is listed in a Connection header value (those headers are hop-by-hop too).
+bool NamedInConnection(std::string_view connection, std::string_view name) {
+  while (!connection.empty()) {
+    size_t comma = connection.find(',');
+    std::string_view tok = connection.substr(0, comma);
+    while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t')) tok.remove_prefix(1);
+    while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t')) tok.remove_suffix(1);
+    if (EqualsIgnoreCase(tok, name)) return true;
+    if (comma == std::string_view::npos) break;
+    connection.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+void AppendHex(std::string* out, uint64_t v) {
+  char buf[17];
+  int n = 0;
+  do {
+    buf[16 - n++] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v != 0);
+  out->append(buf + 17 - n, n);
+}
+
+void AppendHeaderLine(std::string* out, std::string_view name, std::string_view value) {
+  out->append(name);
+  out->append(": ");
+  out->append(value);
+  out->append("\r\n");
+}
+
+}  // namespace
+
+void Buffer::Compact() {
+  if (rpos == 0) return;
+  size_t n = wpos - rpos;
+  if (n > 0) std::memmove(data.get(), data.get() + rpos, n);
+  rpos = 0;
+  wpos = n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// UpstreamConn
+
+UpstreamConn::UpstreamConn(Worker* w) : worker_(w) {
+  timer_.set_callback([this] {
+    if (state_ == State::kIdle) {
+      worker_->RemoveIdle(this);
+      Close();
+    } else if (owner_ != nullptr) {
+      owner_->OnUpstreamFailure(UpstreamFailure::kTimeout);
+    }
+  });
+}
+
+absl::Status UpstreamConn::Connect(ServerState* server, int server_index, int64_t connect_timeout_ms) {
+  auto fd = ConnectTcp(server->address());
+  if (!fd.ok()) return fd.status();
+  fd_ = *fd;
+  server_ = server;
+  server_index_ = server_index;
+  in_.Init(kUpstreamBufferBytes);
+  out_.Clear();
+  requests_ = 0;
+  read_paused_ = eof_ = false;
+  state_ = State::kConnecting;
+  absl::Status s = worker_->loop().Add(fd_, kConnEvents, this);
+  if (!s.ok()) {
+    close(fd_);
+    fd_ = -1;
+    state_ = State::kFree;
+    return s;
+  }
+  worker_->stats().open_upstreams.fetch_add(1, std::memory_order_relaxed);
+  ArmTimer(connect_timeout_ms);
+  return absl::OkStatus();
+}
+
+void UpstreamConn::ArmTimer(int64_t ms) { worker_->loop().ArmTimer(&timer_, ms); }
+
+void UpstreamConn::OnIo(uint32_t events) {
+  switch (state_) {
+    case State::kFree:
+      return;
+    case State::kIdle:
+      // An idle keep-alive connection should be silent: anything here means the server closed it
+      // (or broke protocol). Drop it now rather than hand it to the next request.
+      worker_->RemoveIdle(this);
+      Close();
+      return;
+    case State::kConnecting: {
+      if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+      int err = 0;
+      socklen_t len = sizeof(err);
+      getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0 || (events & EPOLLERR)) {
+        if (owner_ != nullptr) owner_->OnUpstreamFailure(UpstreamFailure::kConnect);
+        return;
+      }
+      state_ = State::kActive;
+      if (owner_ != nullptr) owner_->OnUpstreamConnected();
+      return;
+    }
+    case State::kActive:
+      if (owner_ == nullptr) return;
+      if (events & EPOLLOUT) {
+        Flush();
+        if (state_ != State::kActive || owner_ == nullptr) return;
+      }
+      if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ReadAvailable();
+      return;
+  }
+}
+
+void UpstreamConn::Flush() {
+  for (;;) {
+    while (out_.pending() > 0) {
+      ssize_t n = write(fd_, out_.buf.data() + out_.off, out_.pending());
+      if (n > 0) {
+        out_.off += static_cast<size_t>(n);
+        wrote_any_ = true;
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && errno == EAGAIN) {
+        return;  // EPOLLOUT resumes us; the send timeout is armed by the owner
+      } else {
+        if (owner_ != nullptr) owner_->OnUpstreamFailure(UpstreamFailure::kWrite);
+        return;
+      }
+    }
+    out_.Clear();
+    if (owner_ == nullptr || state_ != State::kActive) return;
+    owner_->OnUpstreamDrained();  // may queue more request body
+    if (owner_ == nullptr || state_ != State::kActive || out_.pending() == 0) return;
+  }
+}
+
+void UpstreamConn::ReadAvailable() {
+  while (state_ == State::kActive && owner_ != nullptr) {
+    if (in_.writable() == 0) {
+      in_.Compact();
+      if (in_.writable() == 0) {
+        read_paused_ = true;  // the client is slower than the server; resumed when it drains
+        return;
+      }
+    }
+    ssize_t n = read(fd_, in_.write_ptr(), in_.writable());
+    if (n > 0) {
+      in_.wpos += static_cast<size_t>(n);
+      got_any_ = true;
+      owner_->OnUpstreamData();
+      continue;
+    }
+    if (n == 0) {
+      eof_ = true;
+      owner_->OnUpstreamEof();
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      read_paused_ = false;
+      return;
+    }
+    owner_->OnUpstreamFailure(UpstreamFailure::kRead);
+    return;
+  }
+}
+
+void UpstreamConn::MakeIdle(int64_t keepalive_timeout_ms) {
+  state_ = State::kIdle;
+  owner_ = nullptr;
+  out_.Clear();
+  in_.rpos = in_.wpos = 0;
+  ArmTimer(keepalive_timeout_ms);
+}
+
+void UpstreamConn::Close() {
+  if (state_ == State::kFree) return;
+  worker_->loop().CancelTimer(&timer_);
+  if (fd_ >= 0) {
+    worker_->loop().Remove(fd_);
+    close(fd_);
+    fd_ = -1;
+    worker_->stats().open_upstreams.fetch_sub(1, std::memory_order_relaxed);
+  }
+  state_ = State::kFree;
+  owner_ = nullptr;
+  server_ = nullptr;
+  worker_->FreeUpstream(this);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ClientConn
+
+ClientConn::ClientConn(Worker* w) : worker_(w) {
+  timer_.set_callback([this] { OnClientTimeout(); });
+}
+
+void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
+  const GatewayConfig& cfg = worker_->config();
+  fd_ = fd;
+  open_ = true;
+  peer_ = peer;
+  peer_ip_ = peer.IpString();
+  listener_index_ = listener_index;
+  in_.Init(cfg.http.limits.max_header_bytes + kBodySlackBytes);
+  out_.Clear();
+  scanner_.Reset();
+  state_ = State::kIdle;
+  requests_ = 0;
+  read_paused_ = eof_ = close_after_ = false;
+  in_write_ = write_again_ = write_failed_ = false;
+  bytes_in_ = 0;
+  log_client_ip_.clear();
+  view_ = nullptr;
+  up_ = nullptr;
+  worker_->stats().open_clients.fetch_add(1, std::memory_order_relaxed);
+  if (!worker_->loop().Add(fd_, kConnEvents, this).ok()) {
+    Close();
+    return;
+  }
+  // As nginx: the header timeout runs from the moment the connection is accepted.
+  ArmClientTimer(cfg.http.client_header_timeout_ms);
+}
+
+void ClientConn::ArmClientTimer(int64_t ms) { worker_->loop().ArmTimer(&timer_, ms); }
+
+bool ClientConn::IdleForDrain() const { return open_ && state_ == State::kIdle && in_.readable() == 0; }
+
+void ClientConn::OnIo(uint32_t events) {
+  if (!open_) return;
+  if (state_ == State::kTunnel) {
+    TunnelPump();
+    return;
+  }
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) DoRead();
+  if (open_ && (events & EPOLLOUT)) DoWrite();
+}
+
+void ClientConn::DoRead() {
+  while (open_ && state_ != State::kTunnel) {
+    if (in_.writable() == 0) {
+      if (state_ == State::kIdle || state_ == State::kHead) {
+        if (in_.rpos > 0) {
+          in_.Compact();
+          continue;
+        }
+      } else if (state_ == State::kProxy && !body_done_ && body_pos_ > in_.rpos) {
+        // The body is larger than the buffer: drop what was already forwarded. From here on the
+        // request can no longer be resent to another server.
+        in_.rpos = body_pos_;
+        body_retained_ = false;
+        size_t shift = in_.rpos;
+        in_.Compact();
+        body_pos_ -= shift;
+        body_start_ = 0;
+        continue;
+      }
+      read_paused_ = true;  // resumed when the current exchange consumes the buffer
+      return;
+    }
+    ssize_t n = read(fd_, in_.write_ptr(), in_.writable());
+    if (n > 0) {
+      in_.wpos += static_cast<size_t>(n);
+      bytes_in_ += static_cast<uint64_t>(n);
+      Process();
+      continue;
+    }
+    if (n == 0) {
+      eof_ = true;
+      OnClientEof();
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      read_paused_ = false;
+      return;
+    }
+    Close();
+    return;
+  }
+}
+
+void ClientConn::OnClientEof() {
+  switch (state_) {
+    case State::kIdle:
+    case State::kHead:
+      Close();
+      return;
+    case State::kLocal:
+      close_after_ = true;  // finish writing what is queued, then close
+      DoWrite();
+      return;
+    case State::kProxy:
+      if (resp_done_) {
+        close_after_ = true;
+        DoWrite();
+        return;
+      }
+      // As nginx without proxy_ignore_client_abort: the client gave up, so does the upstream
+      // request; logged as 499.
+      worker_->stats().client_aborts.Add(1);
+      if (!logged_) LogAndCount(499);
+      ReleaseUpstream(false);
+      Close();
+      return;
+    default:
+      Close();
+      return;
+  }
+}
+
+void ClientConn::Process() {
+  for (;;) {
+    switch (state_) {
+      case State::kIdle:
+        if (in_.readable() == 0) return;
+        state_ = State::kHead;
+        start_us_ = NowMicros();
+        start_ms_ = worker_->loop().now_ms();
+        if (requests_ > 0) ArmClientTimer(worker_->config().http.client_header_timeout_ms);
+        continue;
+      case State::kHead: {
+        const http::Limits& limits = worker_->config().http.limits;
+        size_t end = 0;
+        http::ParseError err;
+        http::ParseStatus st = scanner_.Scan(in_.read_ptr(), in_.readable(), limits, true, &end, &err);
+        if (st == http::ParseStatus::kNeedMore) return;
+        if (st == http::ParseStatus::kDone) st = http::ParseRequestHead(in_.read_ptr(), end, limits, &req_, &err);
+        if (st == http::ParseStatus::kError) {
+          worker_->stats().parse_errors.Add(1);
+          method_ = http::Method::kOther;
+          log_method_.assign("-");
+          log_path_.assign("-");
+          request_id_len_ = 0;
+          trace_id_[0] = 0;
+          SendError(err.status, err.reason, true);
+          return;
+        }
+        HandleRequest();
+        return;
+      }
+      case State::kProxy:
+        if (!body_done_ && up_ != nullptr) {
+          ForwardBody();
+          if (up_ != nullptr && up_->state_ == UpstreamConn::State::kActive) up_->Flush();
+        }
+        return;
+      default:
+        return;
+    }
+  }
+}
+
+std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg, const std::string& client_ip) {
+  if (cfg.balance != BalanceKind::kHash) return std::nullopt;
+  switch (cfg.hash_key) {
+    case HashKeyKind::kClientIp:
+      return StableHash(client_ip);
+    case HashKeyKind::kHeader:
+      if (const http::Header* h = req_.Find(cfg.hash_key_name)) return StableHash(h->value);
+      return std::nullopt;
+    case HashKeyKind::kCookie:
+      for (const auto& h : req_.headers) {
+        if (!http::EqualsLower(h.name, "cookie")) continue;
+        std::string_view v = h.value;
+        while (!v.empty()) {
+          size_t semi = v.find(';');
+          std::string_view pair = v.substr(0, semi);
+          while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+          size_t eq = pair.find('=');
+          if (eq != std::string_view::npos && pair.substr(0, eq) == cfg.hash_key_name) {
+            return StableHash(pair.substr(eq + 1));
+          }
+          if (semi == std::string_view::npos) break;
+          v.remove_prefix(semi + 1);
+        }
+      }
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+void ClientConn::HandleRequest() {
+  ++requests_;
+  worker_->stats().requests.Add(1);
+  view_ = worker_->AcquireView();
+  const GatewayConfig& cfg = *view_->snap->config;
+  logged_ = false;
+  resp_started_ = resp_done_ = false;
+  route_ = nullptr;
+  status_ = 0;
+  bytes_out_ = 0;
+  upstream_us_ = -1;
+  attempts_ = 0;
+  log_upstream_.clear();
+  method_ = req_.method;
+  version_minor_ = req_.version_minor;
+  keep_alive_ = req_.keep_alive && !worker_->draining() && requests_ < cfg.http.keepalive_requests;
+  log_method_.assign(req_.method_str);
+  log_path_.assign(req_.target.substr(0, 2048));
+
+  const http::Header* rid = req_.Find("x-request-id");
+  if (rid != nullptr && ValidRequestId(rid->value)) {
+    request_id_len_ = rid->value.size();
+    std::memcpy(request_id_, rid->value.data(), request_id_len_);
+  } else {
+    worker_->RandomHex(request_id_, 32);
+    request_id_len_ = 32;
+  }
+  const http::Header* tp = req_.Find("traceparent");
+  incoming_trace_ = tp != nullptr && ValidTraceparent(tp->value);
+  if (incoming_trace_) {
+    std::memcpy(trace_id_, tp->value.data() + 3, 32);
+  } else {
+    worker_->RandomHex(trace_id_, 32);
+  }
+  trace_id_[32] = 0;
+
+  body_kind_ = req_.body;
+  body_left_ = req_.content_length;
+  body_start_ = in_.rpos + req_.head_len;
+  body_pos_ = body_start_;
+  body_done_ = body_kind_ == http::BodyKind::kNone;
+  body_retained_ = true;
+  body_bytes_ = 0;
+  req_chunks_.Reset();
+  bool has_body = !body_done_;
+
+  if (method_ == http::Method::kConnect) {
+    SendError(501, "CONNECT is not supported", true);
+    return;
+  }
+  if (body_kind_ == http::BodyKind::kLength &&
+      req_.content_length > static_cast<uint64_t>(cfg.http.client_max_body_size)) {
+    SendError(413, "request body larger than client_max_body_size", true);
+    return;
+  }
+  const Router::Route* route = view_->snap->routers[listener_index_]->Match(req_.host, req_.path, req_.method_str);
+  if (route == nullptr) {
+    SendError(404, "no route matches", has_body);
+    return;
+  }
+  route_ = route;
+  if (route->cfg->ret.has_value()) {
+    const ReturnConfig& r = *route->cfg->ret;
+    SendLocal(r.status, r.body, r.content_type, r.location, has_body);
+    return;
+  }
+
+  bool trusted = false;
+  for (const auto& c : cfg.trusted_proxies) {
+    if (c.Contains(peer_)) {
+      trusted = true;
+      break;
+    }
+  }
+  std::string client_ip = peer_ip_;
+  if (trusted) {
+    // Like nginx real_ip with real_ip_recursive on: the rightmost address that is not a trusted
+    // proxy is the client.
+    if (const http::Header* xff = req_.Find("x-forwarded-for")) {
+      std::string_view list = xff->value;
+      while (!list.empty()) {
+        size_t comma = list.rfind(',');
+        std::string_view ip = comma == std::string_view::npos ? list : list.substr(comma + 1);
+        while (!ip.empty() && ip.front() == ' ') ip.remove_prefix(1);
+        while (!ip.empty() && ip.back() == ' ') ip.remove_suffix(1);
+        if (!ip.empty()) {
+          client_ip.assign(ip);
+          bool ip_trusted = false;
+          for (const auto& c : cfg.trusted_proxies) ip_trusted |= c.ContainsIp(ip);
+          if (!ip_trusted) break;
+        }
+        if (comma == std::string_view::npos) break;
+        list = list.substr(0, comma);
+      }
+    }
+  }
+  log_client_ip_ = client_ip;
+  upgrade_requested_ = req_.connection_upgrade && !req_.upgrade.empty();
+  BuildUpstreamHead(*route, client_ip, trusted);
+
+  if (req_.expect_continue && has_body && req_.version_minor == 1) {
+    // bulwark answers 100-continue itself (as nginx does) and does not forward Expect.
+    out_.buf.append("HTTP/1.1 100 Continue\r\n\r\n");
+    WriteOut();
+  }
+
+  upstream_index_ = route->upstream_index;
+  key_hash_ = AffinityHash(*view_->snap->upstreams[upstream_index_].cfg, client_ip);
+  tried_.reset();
+  Balancer& bal = *view_->balancers[upstream_index_];
+  int idx = bal.Select(worker_->loop().now_ms(), key_hash_, tried_);
+  if (idx < 0) {
+    // Every server is down, drained or failed: answer now instead of queueing (nginx: "no live
+    // upstreams").
+    worker_->stats().no_upstream.Add(1);
+    SendError(503, "no live upstreams", has_body);
+    return;
+  }
+  state_ = State::kProxy;
+  if (has_body) {
+    ArmClientTimer(cfg.http.client_body_timeout_ms);
+  } else {
+    worker_->loop().CancelTimer(&timer_);
+  }
+  StartAttempt(idx);
+}
+
+void ClientConn::BuildUpstreamHead(const Router::Route& route, const std::string& client_ip, bool trusted) {
+  std::string& h = up_head_;
+  h.clear();
+  h.append(req_.method_str);
+  h.push_back(' ');
+  if (!req_.target.empty() && req_.target[0] == '/') {
+    h.append(req_.target);
+  } else {
+    h.append(req_.path);  // absolute-form is sent on in origin-form
+    if (!req_.query.empty()) {
+      h.push_back('?');
+      h.append(req_.query);
+    }
+  }
+  h.append(" HTTP/1.1\r\n");
+  if (!req_.host.empty()) {
+    AppendHeaderLine(&h, "Host", req_.host);
+  } else {
+    AppendHeaderLine(&h, "Host", route.cfg->upstream);
+  }
+  std::string_view xff, xfp, xfh;
+  for (const auto& hd : req_.headers) {
+    std::string_view n = hd.name;
+    if (http::IsHopByHop(n)) continue;
+    switch (n.size()) {
+      case 4:
+        if (http::EqualsLower(n, "host")) continue;
+        break;
+      case 6:
+        if (http::EqualsLower(n, "expect") && req_.expect_continue) continue;
+        break;
+      case 9:
+        if (http::EqualsLower(n, "x-real-ip")) continue;
+        break;
+      case 11:
+        if (http::EqualsLower(n, "traceparent")) continue;
+        break;
+      case 12:
+        if (http::EqualsLower(n, "x-request-id")) continue;
+        break;
+      case 14:
+        if (http::EqualsLower(n, "content-length")) continue;
+        break;
+      case 15:
+        if (http::EqualsLower(n, "x-forwarded-for")) {
+          xff = hd.value;
+          continue;
+        }
+        break;
+      case 16:
+        if (http::EqualsLower(n, "x-forwarded-host")) {
+          xfh = hd.value;
+          continue;
+        }
+        break;
+      case 17:
+        if (http::EqualsLower(n, "x-forwarded-proto")) {
+          xfp = hd.value;
+          continue;
+        }
+        break;
+      default:
+        break;
+    }
+    // Same default as nginx (underscores_in_headers off): such names are dropped, because some
+    // servers read "X_Foo" as "X-Foo" and that disagreement can be abused.
+    if (n.find('_') != std::string_view::npos) continue;
+    if (!req_.connection.empty() && NamedInConnection(req_.connection, n)) continue;
+    AppendHeaderLine(&h, n, hd.value);
+  }
+  // X-Forwarded-*: trusted proxies' values are extended; anyone else's are replaced, so a client
+  // cannot forge its address.
+  h.append("X-Forwarded-For: ");
+  if (trusted && !xff.empty()) {
+    h.append(xff);
+    h.append(", ");
+  }
+  h.append(peer_ip_);
+  h.append("\r\n");
+  AppendHeaderLine(&h, "X-Forwarded-Proto", trusted && !xfp.empty() ? xfp : std::string_view("http"));
+  if (trusted && !xfh.empty()) {
+    AppendHeaderLine(&h, "X-Forwarded-Host", xfh);
+  } else if (!req_.host.empty()) {
+    AppendHeaderLine(&h, "X-Forwarded-Host", req_.host);
+  }
+  AppendHeaderLine(&h, "X-Real-IP", client_ip);
+  AppendHeaderLine(&h, "X-Request-Id", std::string_view(request_id_, request_id_len_));
+  if (incoming_trace_) {
+    AppendHeaderLine(&h, "traceparent", req_.Find("traceparent")->value);
+  } else {
+    char span[16];
+    worker_->RandomHex(span, 16);
+    h.append("traceparent: 00-");
+    h.append(trace_id_, 32);
+    h.push_back('-');
+    h.append(span, 16);
+    h.append("-01\r\n");
+  }
+  if (body_kind_ == http::BodyKind::kLength) {
+    h.append("Content-Length: ");
+    StrAppend(&h, req_.content_length);
+    h.append("\r\n");
+  } else if (body_kind_ == http::BodyKind::kChunked) {
+    h.append("Transfer-Encoding: chunked\r\n");
+  }
+  if (upgrade_requested_) {
+    h.append("Connection: upgrade\r\n");
+    AppendHeaderLine(&h, "Upgrade", req_.upgrade);
+  }
+  h.append("\r\n");
+}
+
+void ClientConn::StartAttempt(int server_index) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamConfig& ucfg = *ur.cfg;
+  Balancer& bal = *view_->balancers[upstream_index_];
+  ServerState* s = bal.peer(server_index).state;
+  tried_.set(server_index);
+  ++attempts_;
+  log_upstream_.assign(s->address_text());
+  ServerCounters& sc = worker_->server_counters_mut(s->id());
+  sc.requests.Add(1);
+  if (attempts_ > 1) sc.retries.Add(1);
+  s->active().fetch_add(1, std::memory_order_relaxed);
+  upstream_start_us_ = NowMicros();
+
+  UpstreamConn* c = worker_->TakeIdle(s->id());
+  if (c != nullptr) {
+    c->server_index_ = server_index;
+  } else {
+    c = worker_->NewUpstream();
+    absl::Status st = c->Connect(s, server_index, ucfg.connect_timeout_ms);
+    if (!st.ok()) {
+      worker_->FreeUpstream(c);
+      s->active().fetch_sub(1, std::memory_order_relaxed);
+      s->OnFailure(worker_->loop().now_ms());
+      bal.RecordFailure(server_index);
+      sc.failures.Add(1);
+      RetryOrFail(UpstreamFailure::kConnect, /*sent=*/false);
+      return;
+    }
+  }
+  up_ = c;
+  c->owner_ = this;
+  c->wrote_any_ = c->got_any_ = false;
+  c->read_paused_ = false;
+  c->send_timeout_ms_ = ucfg.send_timeout_ms;
+  c->read_timeout_ms_ = ucfg.read_timeout_ms;
+  resp_scanner_.Reset();
+  resp_chunks_.Reset();
+  resp_started_ = resp_done_ = false;
+
+  // (Re)send the request: the head, then whatever body bytes are in the buffer.
+  c->out_.Clear();
+  c->out_.buf.append(up_head_);
+  body_pos_ = body_start_;
+  body_left_ = req_.content_length;
+  body_bytes_ = 0;
+  body_done_ = body_kind_ == http::BodyKind::kNone;
+  req_chunks_.Reset();
+  ForwardBody();
+  if (up_ == c && c->state_ == UpstreamConn::State::kActive) {
+    c->ArmTimer(ucfg.send_timeout_ms);
+    c->Flush();
+  }
+}
+
+void ClientConn::OnUpstreamConnected() {
+  if (up_ == nullptr) return;
+  up_->ArmTimer(up_->send_timeout_ms_);
+  up_->Flush();
+}
+
+void ClientConn::OnUpstreamDrained() {
+  if (up_ == nullptr) return;
+  if (!body_done_) {
+    ForwardBody();
+    if (read_paused_ && up_ != nullptr && up_->out_.pending() < kMaxPending) DoRead();
+  }
+  // Request fully sent: from now on the read timeout measures the wait for the response.
+  if (up_ != nullptr && up_->out_.pending() == 0 && !resp_started_) up_->ArmTimer(up_->read_timeout_ms_);
+}
+
+void ClientConn::ForwardBody() {
+  if (up_ == nullptr) return;
+  int64_t max_body = view_->snap->config->http.client_max_body_size;
+  while (!body_done_) {
+    size_t avail = in_.wpos - body_pos_;
+    if (avail == 0 || up_->out_.pending() > kMaxPending) break;
+    const char* p = in_.data.get() + body_pos_;
+    if (body_kind_ == http::BodyKind::kLength) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(avail, body_left_));
+      up_->out_.buf.append(p, n);
+      body_pos_ += n;
+      body_left_ -= n;
+      body_bytes_ += n;
+      if (body_left_ == 0) body_done_ = true;
+    } else {
+      size_t consumed = 0;
+      std::string& out = up_->out_.buf;
+      http::ChunkedDecoder::Result r = req_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+        AppendHex(&out, n);
+        out.append("\r\n");
+        out.append(d, n);
+        out.append("\r\n");
+        body_bytes_ += n;
+      });
+      body_pos_ += consumed;
+      if (r == http::ChunkedDecoder::Result::kError || body_bytes_ > static_cast<uint64_t>(max_body)) {
+        bool too_big = r != http::ChunkedDecoder::Result::kError;
+        ReleaseUpstream(false);
+        worker_->stats().parse_errors.Add(too_big ? 0 : 1);
+        if (resp_started_) {
+          Close();
+        } else {
+          SendError(too_big ? 413 : 400, too_big ? "request body larger than client_max_body_size" : req_chunks_.error(), true);
+        }
+        return;
+      }
+      if (r == http::ChunkedDecoder::Result::kDone) {
+        out.append("0\r\n\r\n");
+        body_done_ = true;
+      }
+    }
+  }
+  if (body_done_ && state_ == State::kProxy) worker_->loop().CancelTimer(&timer_);
+  else if (!body_done_ && state_ == State::kProxy) ArmClientTimer(view_->snap->config->http.client_body_timeout_ms);
+}
+
+void ClientConn::OnUpstreamData() {
+  if (up_ == nullptr) return;
+  if (state_ == State::kTunnel) {
+    TunnelPump();
+    return;
+  }
+  if (!resp_started_ && !ParseUpstreamHead()) return;
+  ForwardResponseBody();
+}
+
+bool ClientConn::ParseUpstreamHead() {
+  http::Limits limits;
+  limits.max_header_bytes = kUpstreamBufferBytes;
+  limits.max_request_line = kUpstreamBufferBytes;
+  limits.max_headers = 256;
+  for (;;) {
+    Buffer& b = up_->in_;
+    size_t end = 0;
+    http::ParseError err;
+    http::ParseStatus st = resp_scanner_.Scan(b.read_ptr(), b.readable(), limits, false, &end, &err);
+    if (st == http::ParseStatus::kNeedMore) {
+      if (b.readable() >= kUpstreamBufferBytes) {
+        OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
+      }
+      return false;
+    }
+    if (st == http::ParseStatus::kDone) st = http::ParseResponseHead(b.read_ptr(), end, limits, method_, &resp_, &err);
+    if (st == http::ParseStatus::kError || (resp_.status == 101 && !upgrade_requested_)) {
+      OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
+      return false;
+    }
+    if (resp_.status < 200 && resp_.status != 101) {
+      // Interim responses (100 Continue, 103 Early Hints) are not passed on: bulwark already
+      // answered the client's Expect itself.
+      b.Consume(end);
+      resp_scanner_.Reset();
+      continue;
+    }
+    resp_started_ = true;
+    status_ = resp_.status;
+    BuildResponseHead();
+    b.Consume(end);
+    if (status_ == 101) {
+      state_ = State::kTunnel;
+      worker_->loop().CancelTimer(&timer_);
+      // Bytes the client sent after its request head belong to the new protocol.
+      size_t extra = in_.wpos - body_start_;
+      if (extra > 0) up_->out_.buf.append(in_.data.get() + body_start_, extra);
+      in_.rpos = in_.wpos = 0;
+      if (!logged_) LogAndCount(101);
+      TunnelPump();
+      return false;
+    }
+    return true;
+  }
+}
+
+void ClientConn::BuildResponseHead() {
+  std::string& o = out_.buf;
+  resp_body_ = resp_.body;
+  resp_left_ = resp_.content_length;
+  resp_dechunk_ = false;
+  if (resp_body_ == http::BodyKind::kChunked && version_minor_ == 0) {
+    resp_dechunk_ = true;  // an HTTP/1.0 client gets the decoded body, delimited by close
+    keep_alive_ = false;
+  }
+  if (resp_body_ == http::BodyKind::kUntilClose) keep_alive_ = false;
+  if (worker_->draining()) keep_alive_ = false;
+  o.append(version_minor_ == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  StrAppend(&o, status_);
+  o.push_back(' ');
+  o.append(resp_.reason.empty() ? http::StatusReason(status_) : resp_.reason);
+  o.append("\r\n");
+  bool has_request_id = false;
+  for (const auto& hd : resp_.headers) {
+    if (http::IsHopByHop(hd.name)) continue;
+    if (!resp_.connection.empty() && NamedInConnection(resp_.connection, hd.name)) continue;
+    if (hd.name.size() == 12 && http::EqualsLower(hd.name, "x-request-id")) has_request_id = true;
+    AppendHeaderLine(&o, hd.name, hd.value);
+  }
+  if (!has_request_id) AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
+  if (status_ == 101) {
+    o.append("Connection: upgrade\r\n");
+    AppendHeaderLine(&o, "Upgrade", resp_.upgrade);
+  } else {
+    if (resp_body_ == http::BodyKind::kChunked && !resp_dechunk_) o.append("Transfer-Encoding: chunked\r\n");
+    if (!keep_alive_) {
+      o.append("Connection: close\r\n");
+    } else if (version_minor_ == 0) {
+      o.append("Connection: keep-alive\r\n");
+    }
+  }
+  o.append("\r\n");
+}
+
+void ClientConn::ForwardResponseBody() {
+  if (up_ == nullptr) return;
+  Buffer& b = up_->in_;
+  while (!resp_done_) {
+    if (resp_body_ == http::BodyKind::kNone) {
+      resp_done_ = true;
+      break;
+    }
+    if (b.readable() == 0 || out_.pending() > kMaxPending) break;
+    const char* p = b.read_ptr();
+    size_t avail = b.readable();
+    switch (resp_body_) {
+      case http::BodyKind::kLength: {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(avail, resp_left_));
+        out_.buf.append(p, n);
+        b.Consume(n);
+        resp_left_ -= n;
+        bytes_out_ += n;
+        if (resp_left_ == 0) resp_done_ = true;
+        break;
+      }
+      case http::BodyKind::kChunked: {
+        size_t consumed = 0;
+        http::ChunkedDecoder::Result r = resp_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+          if (resp_dechunk_) out_.buf.append(d, n);
+        });
+        if (r == http::ChunkedDecoder::Result::kError) {
+          // A broken response after its head was sent: all we can do is cut the connection.
+          LogWarn("upstream ", log_upstream_, " sent invalid chunked framing: ", resp_chunks_.error());
+          if (!logged_) LogAndCount(status_);
+          ReleaseUpstream(false);
+          Close();
+          return;
+        }
+        if (!resp_dechunk_) out_.buf.append(p, consumed);
+        b.Consume(consumed);
+        bytes_out_ += consumed;
+        if (r == http::ChunkedDecoder::Result::kDone) resp_done_ = true;
+        break;
+      }
+      case http::BodyKind::kUntilClose:
+        out_.buf.append(p, avail);
+        b.Consume(avail);
+        bytes_out_ += avail;
+        break;
+      case http::BodyKind::kNone:
+        break;
+    }
+  }
+  WriteOut();
+  if (!open_) return;
+  if (resp_done_) FinishExchange();
+}
+
+void ClientConn::OnUpstreamEof() {
+  if (up_ == nullptr) return;
+  if (!resp_started_) {
+    OnUpstreamFailure(up_->got_any_ ? UpstreamFailure::kInvalidResponse : UpstreamFailure::kClosed);
+    return;
+  }
+  if (resp_body_ == http::BodyKind::kUntilClose) {
+    ForwardResponseBody();
+    if (up_ == nullptr) return;
+    resp_done_ = true;
+    FinishExchange();
+    return;
+  }
+  if (!resp_done_) {
+    // Truncated response: the client cannot be told except by closing.
+    LogWarn("upstream ", log_upstream_, " closed the connection mid-response");
+    if (!logged_) LogAndCount(status_);
+    ReleaseUpstream(false);
+    Close();
+  }
+}
+
+void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
+  if (up_ == nullptr) return;
+  if (state_ == State::kTunnel) {
+    ReleaseUpstream(false);
+    Close();
+    return;
+  }
+  UpstreamConn* c = up_;
+  ServerState* s = c->server_;
+  int idx = c->server_index_;
+  bool sent = c->wrote_any_;
+  // A pooled connection the server closed just as we reused it is not the server's fault.
+  bool stale = c->requests_ > 0 && !c->got_any_ &&
+               (why == UpstreamFailure::kClosed || why == UpstreamFailure::kWrite || why == UpstreamFailure::kRead);
+  ReleaseUpstream(false);
+  if (why == UpstreamFailure::kTimeout) worker_->stats().timeouts.Add(1);
+  if (!stale) {
+    s->OnFailure(worker_->loop().now_ms());
+    view_->balancers[upstream_index_]->RecordFailure(idx);
+    worker_->server_counters_mut(s->id()).failures.Add(1);
+    LogWarn("upstream ", s->upstream(), " server ", s->address_text(), " failed: ",
+            why == UpstreamFailure::kConnect ? "connect error"
+            : why == UpstreamFailure::kTimeout ? "timeout"
+            : why == UpstreamFailure::kInvalidResponse ? "invalid response"
+                                                       : "connection error");
+  } else {
+    tried_.reset(idx);  // the server may be tried again on a fresh connection
+  }
+  if (resp_started_) {
+    if (!logged_) LogAndCount(status_);
+    Close();
+    return;
+  }
+  RetryOrFail(why, sent && !stale);
+}
+
+bool ClientConn::RetryOrFail(UpstreamFailure why, bool sent) {
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  int64_t now = worker_->loop().now_ms();
+  // nginx proxy_next_upstream "error timeout" (the default): a request that reached a server is
+  // only resent if it is idempotent (or non_idempotent is allowed); the body must still be here.
+  bool allowed = body_retained_ && (!sent || http::IsIdempotent(method_) || u.retry_non_idempotent) &&
+                 (u.next_upstream_tries == 0 || attempts_ < u.next_upstream_tries) &&
+                 (u.next_upstream_timeout_ms == 0 || now - start_ms_ < u.next_upstream_timeout_ms);
+  if (allowed) {
+    int idx = view_->balancers[upstream_index_]->Select(now, key_hash_, tried_);
+    if (idx >= 0) {
+      StartAttempt(idx);
+      return true;
+    }
+  }
+  bool close = !body_done_ || !body_retained_;
+  if (why == UpstreamFailure::kTimeout) {
+    SendError(504, "upstream timed out", close);
+  } else {
+    SendError(502, "upstream failed", close);
+  }
+  return false;
+}
+
+void ClientConn::ReleaseUpstream(bool reusable) {
+  UpstreamConn* c = up_;
+  if (c == nullptr) return;
+  up_ = nullptr;
+  if (c->server_ != nullptr) c->server_->active().fetch_sub(1, std::memory_order_relaxed);
+  c->owner_ = nullptr;
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  if (reusable && worker_->PutIdle(c, u.keepalive)) {
+    c->MakeIdle(u.keepalive_timeout_ms);
+  } else {
+    c->Close();
+  }
+}
+
+void ClientConn::FinishExchange() {
+  if (up_ != nullptr) {
+    upstream_us_ = NowMicros() - upstream_start_us_;
+    UpstreamConn* c = up_;
+    c->server_->OnSuccess();
+    ++c->requests_;
+    const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+    bool reusable = resp_.keep_alive && body_done_ && c->in_.readable() == 0 && !c->eof_ &&
+                    resp_body_ != http::BodyKind::kUntilClose && c->requests_ < u.keepalive_requests;
+    ReleaseUpstream(reusable);
+  }
+  if (!body_done_) keep_alive_ = false;  // the rest of the body is still on the wire
+  if (!logged_) LogAndCount(status_);
+  state_ = State::kLocal;
+  close_after_ = close_after_ || !keep_alive_;
+  DoWrite();
+}
+
+void ClientConn::SendLocal(int status, std::string_view body, std::string_view content_type,
+                           std::string_view location, bool close) {
+  if (close) keep_alive_ = false;
+  if (worker_->draining()) keep_alive_ = false;
+  status_ = status;
+  resp_started_ = resp_done_ = true;
+  std::string& o = out_.buf;
+  o.append(version_minor_ == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  StrAppend(&o, status, " ", http::StatusReason(status), "\r\nServer: bulwark\r\nDate: ");
+  o.append(worker_->http_date());
+  o.append("\r\n");
+  if (!content_type.empty()) AppendHeaderLine(&o, "Content-Type", content_type);
+  StrAppend(&o, "Content-Length: ", body.size(), "\r\n");
+  if (!location.empty()) AppendHeaderLine(&o, "Location", location);
+  if (request_id_len_ > 0) AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
+  if (!keep_alive_) {
+    o.append("Connection: close\r\n");
+  } else if (version_minor_ == 0) {
+    o.append("Connection: keep-alive\r\n");
+  }
+  o.append("\r\n");
+  if (method_ != http::Method::kHead) o.append(body);
+  bytes_out_ = body.size();
+  if (!logged_) LogAndCount(status);
+  state_ = State::kLocal;
+  close_after_ = close_after_ || !keep_alive_;
+  DoWrite();
+}
+
+void ClientConn::SendError(int status, std::string_view reason, bool close) {
+  std::string body = StrCat(status, " ", http::StatusReason(status), "\n");
+  if (status >= 500 || status == 413 || status == 404) LogDebug("answering ", status, ": ", reason);
+  SendLocal(status, body, "text/plain", "", close);
+}
+
+void ClientConn::WriteOut() {
+  while (out_.pending() > 0) {
+    ssize_t n = write(fd_, out_.buf.data() + out_.off, out_.pending());
+    if (n > 0) {
+      out_.off += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      ArmClientTimer(worker_->config().http.send_timeout_ms);
+      return;
+    }
+    write_failed_ = true;
+    return;
+  }
+  out_.Clear();
+}
+
+void ClientConn::DoWrite() {
+  // Flattened: a completed response may start the next pipelined request, which may complete
+  // at once and call back here; loop instead of recursing.
+  if (in_write_) {
+    write_again_ = true;
+    return;
+  }
+  in_write_ = true;
+  do {
+    write_again_ = false;
+    if (!open_) break;
+    WriteOut();
+    if (write_failed_) {
+      if (!logged_ && state_ == State::kProxy) LogAndCount(499);
+      ReleaseUpstream(false);
+      Close();
+      break;
+    }
+    if (out_.pending() > 0) break;  // wait for EPOLLOUT
+    if (state_ == State::kLocal && resp_done_) {
+      if (close_after_) {
+        Close();
+        break;
+      }
+      StartNextRequest();
+      continue;
+    }
+    if (state_ == State::kProxy && up_ != nullptr && resp_started_) {
+      ForwardResponseBody();
+      if (up_ != nullptr && up_->read_paused_ && out_.pending() < kMaxPending) up_->ReadAvailable();
+    }
+  } while (write_again_);
+  in_write_ = false;
+}
+
+void ClientConn::StartNextRequest() {
+  if (view_ != nullptr) {
+    worker_->ReleaseView(view_);
+    view_ = nullptr;
+  }
+  route_ = nullptr;
+  // Consume the finished request (head and body); what follows is the next pipelined request.
+  in_.rpos = std::max(in_.rpos, std::min(body_pos_, in_.wpos));
+  if (in_.rpos == in_.wpos) in_.rpos = in_.wpos = 0;
+  body_pos_ = body_start_ = 0;
+  scanner_.Reset();
+  state_ = State::kIdle;
+  resp_started_ = resp_done_ = false;
+  request_id_len_ = 0;
+  bytes_in_ = in_.readable();
+  log_client_ip_.clear();
+  if (worker_->draining()) {
+    Close();
+    return;
+  }
+  ArmClientTimer(worker_->config().http.keepalive_timeout_ms);
+  if (in_.readable() > 0) Process();
+  if (open_ && read_paused_ && state_ == State::kIdle) DoRead();
+}
+
+void ClientConn::TunnelPump() {
+  if (up_ == nullptr) {
+    Close();
+    return;
+  }
+  int64_t idle_ms = up_->read_timeout_ms_;
+  bool progress = true;
+  bool done = false;
+  while (progress && !done) {
+    progress = false;
+    // client -> upstream
+    if (up_->out_.pending() < kMaxPending) {
+      char* p = in_.data.get();
+      ssize_t n = read(fd_, p, in_.cap);
+      if (n > 0) {
+        up_->out_.buf.append(p, static_cast<size_t>(n));
+        progress = true;
+      } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        done = true;
+      }
+    }
+    while (up_->out_.pending() > 0) {
+      ssize_t n = write(up_->fd_, up_->out_.buf.data() + up_->out_.off, up_->out_.pending());
+      if (n > 0) {
+        up_->out_.off += static_cast<size_t>(n);
+        progress = true;
+      } else {
+        if (n < 0 && errno != EAGAIN && errno != EINTR) done = true;
+        break;
+      }
+    }
+    if (up_->out_.pending() == 0) up_->out_.Clear();
+    // upstream -> client
+    if (out_.pending() < kMaxPending) {
+      Buffer& b = up_->in_;
+      if (b.readable() > 0) {
+        out_.buf.append(b.read_ptr(), b.readable());
+        b.Consume(b.readable());
+        progress = true;
+      }
+      ssize_t n = read(up_->fd_, b.data.get(), b.cap);
+      if (n > 0) {
+        out_.buf.append(b.data.get(), static_cast<size_t>(n));
+        progress = true;
+      } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        done = true;
+      }
+    }
+    WriteOut();
+    if (write_failed_) done = true;
+  }
+  if (done) {
+    WriteOut();
+    ReleaseUpstream(false);
+    Close();
+    return;
+  }
+  ArmClientTimer(idle_ms);
+}
+
+void ClientConn::OnClientTimeout() {
+  if (!open_) return;
+  switch (state_) {
+    case State::kIdle:
+      Close();  // keep-alive or fresh connection that sent nothing: close quietly, as nginx
+      return;
+    case State::kHead:
+      worker_->stats().timeouts.Add(1);
+      method_ = http::Method::kOther;
+      log_method_.assign("-");
+      log_path_.assign("-");
+      request_id_len_ = 0;
+      SendError(408, "client header timeout", true);
+      return;
+    case State::kProxy:
+      worker_->stats().timeouts.Add(1);
+      if (!body_done_ && !resp_started_) {
+        ReleaseUpstream(false);
+        SendError(408, "client body timeout", true);
+        return;
+      }
+      if (!logged_) LogAndCount(499);
+      ReleaseUpstream(false);
+      Close();
+      return;
+    default:
+      ReleaseUpstream(false);
+      Close();
+      return;
+  }
+}
+
+void ClientConn::LogAndCount(int status) {
+  logged_ = true;
+  int64_t dur_us = NowMicros() - start_us_;
+  uint32_t endpoint = route_ != nullptr ? route_->endpoint_id : worker_->unrouted_endpoint();
+  worker_->http_shard_mut().Record(endpoint, static_cast<int>(method_), status, dur_us);
+  if (worker_->shared().access_log == nullptr) return;
+  std::string& o = worker_->log_buffer();
+  o.append("{\"time\":\"");
+  worker_->AppendLogTime(&o);
+  o.append("\",\"request_id\":\"");
+  o.append(request_id_, request_id_len_);
+  o.append("\",\"trace_id\":\"");
+  o.append(trace_id_);
+  o.append("\",\"client_ip\":\"");
+  AppendJsonEscaped(&o, log_client_ip_.empty() ? peer_ip_ : log_client_ip_);
+  o.append("\",\"method\":\"");
+  AppendJsonEscaped(&o, log_method_);
+  o.append("\",\"path\":\"");
+  AppendJsonEscaped(&o, log_path_);
+  o.append("\",\"route\":\"");
+  if (route_ != nullptr) AppendJsonEscaped(&o, route_->cfg->name);
+  o.append("\",\"upstream\":\"");
+  o.append(log_upstream_);
+  StrAppend(&o, "\",\"status\":", status, ",\"bytes_sent\":", bytes_out_, ",\"bytes_received\":", bytes_in_,
+                  ",\"attempts\":", attempts_, ",\"duration_ms\":");
+  char buf[32];
+  int n = snprintf(buf, sizeof(buf), "%.3f", static_cast<double>(dur_us) / 1000.0);
+  o.append(buf, n);
+  o.append(",\"upstream_ms\":");
+  if (upstream_us_ >= 0) {
+    n = snprintf(buf, sizeof(buf), "%.3f", static_cast<double>(upstream_us_) / 1000.0);
+    o.append(buf, n);
+  } else {
+    o.append("null");
+  }
+  o.append("}\n");
+  worker_->MaybeFlushLog();
+}
+
+void ClientConn::Close() {
+  if (!open_) return;
+  open_ = false;
+  if (up_ != nullptr) ReleaseUpstream(false);
+  worker_->loop().CancelTimer(&timer_);
+  worker_->loop().Remove(fd_);
+  close(fd_);
+  fd_ = -1;
+  if (view_ != nullptr) {
+    worker_->ReleaseView(view_);
+    view_ = nullptr;
+  }
+  state_ = State::kClosing;
+  worker_->stats().open_clients.fetch_sub(1, std::memory_order_relaxed);
+  worker_->FreeClient(this);
+}
+
+}  // namespace bulwark::gateway

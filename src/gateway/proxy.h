@@ -1,0 +1,218 @@
+// The proxy's two connection types and the exchange between them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/event_loop.h"
+#include "core/net.h"
+#include "gateway/balancer.h"
+#include "gateway/router.h"
+#include "http/chunked.h"
+#include "http/parser.h"
+
+namespace bulwark::gateway {
+
+class Worker;
+struct WorkerView;
+class ClientConn;
+
+// A fixed-capacity byte buffer with read and write positions. Allocated once per connection.
+struct Buffer {
+  std::unique_ptr<char[]> data;
+  size_t cap = 0;
+  size_t rpos = 0;
+  size_t wpos = 0;
+
+  void Init(size_t capacity) {
+    if (cap != capacity) {
+      data.reset(new char[capacity]);
+      cap = capacity;
+    }
+    rpos = wpos = 0;
+  }
+  char* read_ptr() { return data.get() + rpos; }
+  size_t readable() const { return wpos - rpos; }
+  char* write_ptr() { return data.get() + wpos; }
+  size_t writable() const { return cap - wpos; }
+  void Consume(size_t n) {
+    rpos += n;
+    if (rpos == wpos) rpos = wpos = 0;
+  }
+  // Moves unread bytes to the front.
+  void Compact();
+};
+
+// An output queue: bytes appended, written from `off`. Keeps its capacity between uses.
+struct OutQueue {
+  std::string buf;
+  size_t off = 0;
+  size_t pending() const { return buf.size() - off; }
+  void Clear() {
+    buf.clear();
+    off = 0;
+  }
+};
+
+enum class UpstreamFailure { kConnect, kWrite, kRead, kTimeout, kInvalidResponse, kClosed };
+
+// A connection to one upstream server: active for one exchange at a time, or idle in the
+// worker's keep-alive pool. Owned by its Worker (pooled objects); worker thread only.
+class UpstreamConn : public IoHandler {
+ public:
+  enum class State { kFree, kConnecting, kActive, kIdle };
+
+  explicit UpstreamConn(Worker* w);
+  void OnIo(uint32_t events) override;
+
+  // Starts a new connection to `server`.
+  absl::Status Connect(ServerState* server, int server_index, int64_t connect_timeout_ms);
+  // Writes as much of out_ as the socket takes.
+  void Flush();
+  // Reads what is available into in_ and hands it to the owner.
+  void ReadAvailable();
+  void Close();
+  void MakeIdle(int64_t keepalive_timeout_ms);
+  void ArmTimer(int64_t ms);
+
+  Worker* worker_;
+  int fd_ = -1;
+  State state_ = State::kFree;
+  ServerState* server_ = nullptr;
+  int server_index_ = -1;
+  ClientConn* owner_ = nullptr;
+  Buffer in_;
+  OutQueue out_;
+  int requests_ = 0;      // exchanges on this connection
+  bool read_paused_ = false;
+  bool eof_ = false;
+  bool wrote_any_ = false;  // any request byte written in the current exchange
+  bool got_any_ = false;    // any response byte read in the current exchange
+  Timer timer_;
+  int64_t send_timeout_ms_ = 60000;
+  int64_t read_timeout_ms_ = 60000;
+};
+
+// A client connection: reads requests, routes them, proxies each to an upstream (retrying
+// another server when one fails before answering) and streams the response back. Pipelined
+// requests are served in order. Owned by its Worker (pooled); worker thread only.
+class ClientConn : public IoHandler {
+ public:
+  explicit ClientConn(Worker* w);
+  void OnIo(uint32_t events) override;
+
+  void Open(int fd, const SocketAddress& peer, int listener_index);
+
+  // Called by the UpstreamConn.
+  void OnUpstreamConnected();
+  void OnUpstreamData();
+  void OnUpstreamEof();
+  void OnUpstreamFailure(UpstreamFailure why);
+  void OnUpstreamDrained();  // its out_ emptied
+  // True for a connection waiting for its next request with nothing buffered (drain closes it).
+  bool IdleForDrain() const;
+  void Close();
+
+  Worker* worker_;
+  int fd_ = -1;
+  bool open_ = false;
+
+ private:
+  enum class State { kIdle, kHead, kProxy, kLocal, kTunnel, kClosing };
+
+  void DoRead();
+  void DoWrite();
+  void WriteOut();
+  void OnClientEof();
+  void Process();
+  void HandleRequest();
+  void StartAttempt(int server_index);
+  bool RetryOrFail(UpstreamFailure why, bool sent);
+  void ForwardBody();
+  bool ParseUpstreamHead();
+  void ForwardResponseBody();
+  void FinishExchange();
+  void StartNextRequest();
+  void SendLocal(int status, std::string_view body, std::string_view content_type, std::string_view location,
+                 bool close);
+  void SendError(int status, std::string_view reason, bool close);
+  void BuildUpstreamHead(const Router::Route& route, const std::string& client_ip, bool trusted);
+  void BuildResponseHead();
+  void ReleaseUpstream(bool reusable);
+  void ArmClientTimer(int64_t ms);
+  void OnClientTimeout();
+  void LogAndCount(int status);
+  void TunnelPump();
+  std::optional<uint64_t> AffinityHash(const UpstreamConfig& cfg, const std::string& client_ip);
+
+  State state_ = State::kIdle;
+  SocketAddress peer_;
+  std::string peer_ip_;
+  int listener_index_ = 0;
+  Buffer in_;
+  OutQueue out_;
+  http::HeadScanner scanner_;
+  http::RequestHead req_;
+  Timer timer_;
+  int requests_ = 0;
+  bool read_paused_ = false;
+  bool eof_ = false;
+  bool close_after_ = false;
+  bool in_write_ = false;
+  bool write_again_ = false;
+  bool write_failed_ = false;
+  bool logged_ = false;
+
+  // The current exchange.
+  WorkerView* view_ = nullptr;
+  const Router::Route* route_ = nullptr;
+  int upstream_index_ = -1;
+  UpstreamConn* up_ = nullptr;
+  std::string up_head_;  // the request head as sent upstream, kept for retries
+  http::Method method_ = http::Method::kGet;
+  int version_minor_ = 1;
+  bool keep_alive_ = true;
+  http::BodyKind body_kind_ = http::BodyKind::kNone;
+  uint64_t body_left_ = 0;        // Content-Length bytes not yet forwarded
+  size_t body_start_ = 0;         // offset of the body in in_ (from rpos at head time)
+  size_t body_pos_ = 0;           // absolute in_ offset of the next body byte to forward
+  bool body_done_ = false;
+  bool body_retained_ = true;     // every body byte is still in in_, so a retry can resend
+  uint64_t body_bytes_ = 0;
+  http::ChunkedDecoder req_chunks_;
+  TriedSet tried_;
+  int attempts_ = 0;
+  int64_t start_us_ = 0;
+  int64_t start_ms_ = 0;
+  int64_t upstream_start_us_ = 0;
+  int64_t upstream_us_ = 0;
+  bool upgrade_requested_ = false;
+  bool incoming_trace_ = false;
+  std::optional<uint64_t> key_hash_;
+
+  // The response.
+  bool resp_started_ = false;
+  http::HeadScanner resp_scanner_;
+  http::ResponseHead resp_;
+  int status_ = 0;
+  http::BodyKind resp_body_ = http::BodyKind::kNone;
+  uint64_t resp_left_ = 0;
+  bool resp_dechunk_ = false;     // HTTP/1.0 client: send chunked bodies decoded
+  bool resp_done_ = false;
+  http::ChunkedDecoder resp_chunks_;
+  uint64_t bytes_out_ = 0;
+  uint64_t bytes_in_ = 0;
+
+  // Copied out of the request head for the access log (the head's bytes may be overwritten).
+  std::string log_path_;
+  std::string log_method_;
+  std::string log_upstream_;
+  std::string log_client_ip_;
+  char request_id_[33] = {};
+  size_t request_id_len_ = 0;
+  char trace_id_[33] = {};
+};
+
+}  // namespace bulwark::gateway

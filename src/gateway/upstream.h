@@ -1,0 +1,70 @@
+// The gateway's runtime snapshot: what a config turns into once its sockets and servers exist.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "gateway/balancer.h"
+#include "gateway/config.h"
+#include "gateway/health.h"
+#include "gateway/router.h"
+#include "observe/metrics.h"
+
+namespace bulwark::gateway {
+
+// Server ids index fixed per-worker counter arrays; this bounds servers across all upstreams.
+constexpr uint32_t kMaxServers = 4096;
+
+// The ServerRegistry owns every ServerState, keyed by (upstream, address), so health, drain
+// flags and failure counts survive a reload that keeps the server. Thread-safe.
+class ServerRegistry {
+ public:
+  // Returns the existing state for the key or creates one; nullptr when kMaxServers are in use.
+  std::shared_ptr<ServerState> Get(const std::string& upstream, const ServerConfig& server);
+  // Forgets states no snapshot uses any more (their ids become free).
+  void Prune();
+  std::vector<std::shared_ptr<ServerState>> All() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<ServerState>> states_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> free_ids_ ABSL_GUARDED_BY(mu_);
+  uint32_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// One address's listening sockets, one per worker (SO_REUSEPORT). Shared by the snapshots that
+// use the address, so a reload that keeps the address keeps the sockets and refuses nothing.
+struct ListenSockets {
+  std::string address_text;
+  std::vector<int> fds;  // index = worker
+  ~ListenSockets();
+};
+
+struct UpstreamRuntime {
+  const UpstreamConfig* cfg = nullptr;
+  std::vector<std::shared_ptr<ServerState>> servers;
+  std::shared_ptr<const HashTables> tables;
+};
+
+// An immutable snapshot of the gateway built from one config. Workers hold it while any request
+// started under it is in flight.
+struct Snapshot {
+  uint64_t generation = 0;
+  std::shared_ptr<const GatewayConfig> config;
+  std::vector<UpstreamRuntime> upstreams;
+  std::vector<std::unique_ptr<Router>> routers;             // per listener
+  std::vector<std::shared_ptr<ListenSockets>> listen;       // per listener
+  std::vector<int> routed_upstreams;                        // upstream indexes some route uses
+
+  // Builds a snapshot, reusing sockets from `previous` where the address is unchanged.
+  static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(
+      std::shared_ptr<const GatewayConfig> config, int workers, const Snapshot* previous,
+      ServerRegistry* registry, observe::Interner* endpoints, uint64_t generation);
+};
+
+}  // namespace bulwark::gateway

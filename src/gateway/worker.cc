@@ -1,0 +1,274 @@
+#include "gateway/worker.h"
+
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "core/log.h"
+#include "gateway/proxy.h"
+
+namespace bulwark::gateway {
+
+// A listening socket registered with this worker's loop (level-triggered: accept until EAGAIN).
+class Worker::Listener : public IoHandler {
+ public:
+  Listener(Worker* w, int fd, int index) : worker_(w), fd_(fd), index_(index) {}
+  void OnIo(uint32_t) override { worker_->Accept(fd_, index_); }
+  int fd() const { return fd_; }
+  void set_index(int i) { index_ = i; }
+
+ private:
+  Worker* worker_;
+  int fd_;
+  int index_;
+};
+
+Worker::Worker(int index, WorkerShared shared) : index_(index), shared_(shared) {
+  uint64_t seed = 0;
+  if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) seed = static_cast<uint64_t>(WallMicros()) ^ index;
+  rng_ = seed | 1;
+  log_buf_.reserve(128 * 1024);
+  server_counters_.reset(new ServerCounters[kMaxServers]);
+  idle_.resize(kMaxServers);
+  unrouted_endpoint_ = shared_.endpoints->Intern("unrouted");
+}
+
+Worker::~Worker() {
+  Stop();
+  Join();
+}
+
+absl::Status Worker::Start(std::shared_ptr<const Snapshot> snap) {
+  absl::Status s = loop_.Init();
+  if (!s.ok()) return s;
+  ApplySnapshot(std::move(snap));
+  loop_.SetBatchHook([this] { FlushLog(); });
+  thread_ = std::thread([this] {
+    loop_.Run();
+    FlushLog();
+    finished_.store(true);
+  });
+  return absl::OkStatus();
+}
+
+void Worker::PostSnapshot(std::shared_ptr<const Snapshot> snap) {
+  loop_.Post([this, snap = std::move(snap)]() mutable { ApplySnapshot(std::move(snap)); });
+}
+
+void Worker::PostDrain() {
+  loop_.Post([this] { BeginDrain(); });
+}
+
+void Worker::Stop() { loop_.Stop(); }
+
+void Worker::Join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
+  auto view = std::make_unique<WorkerView>();
+  view->snap = snap;
+  for (size_t u = 0; u < snap->upstreams.size(); ++u) {
+    const UpstreamRuntime& ur = snap->upstreams[u];
+    std::vector<ServerState*> states;
+    for (const auto& s : ur.servers) states.push_back(s.get());
+    view->balancers.push_back(std::make_unique<Balancer>(*ur.cfg, states, ur.tables, rng_ + u * 7919));
+  }
+  if (!draining_) {
+    // Keep sockets whose fd is still in the snapshot, add the new ones, drop the rest.
+    std::vector<std::pair<int, int>> wanted;  // fd, listener index
+    for (size_t i = 0; i < snap->listen.size(); ++i) wanted.emplace_back(snap->listen[i]->fds[index_], static_cast<int>(i));
+    for (auto it = listeners_.begin(); it != listeners_.end();) {
+      auto w = std::find_if(wanted.begin(), wanted.end(), [&](const auto& p) { return p.first == (*it)->fd(); });
+      if (w == wanted.end()) {
+        loop_.Remove((*it)->fd());
+        it = listeners_.erase(it);
+      } else {
+        (*it)->set_index(w->second);
+        wanted.erase(w);
+        ++it;
+      }
+    }
+    for (const auto& [fd, idx] : wanted) {
+      auto l = std::make_unique<Listener>(this, fd, idx);
+      absl::Status s = loop_.Add(fd, EPOLLIN, l.get());
+      if (!s.ok()) LogError("worker ", index_, ": ", s.message());
+      listeners_.push_back(std::move(l));
+    }
+  }
+  WorkerView* old = current_;
+  current_ = view.get();
+  views_.push_back(std::move(view));
+  if (old != nullptr && old->refs == 0) ReleaseView(old);
+}
+
+WorkerView* Worker::AcquireView() {
+  ++current_->refs;
+  return current_;
+}
+
+void Worker::ReleaseView(WorkerView* v) {
+  if (v->refs > 0) --v->refs;
+  if (v->refs == 0 && v != current_) {
+    std::erase_if(views_, [v](const std::unique_ptr<WorkerView>& p) { return p.get() == v; });
+  }
+}
+
+void Worker::Accept(int lfd, int listener_index) {
+  for (int i = 0; i < 64 && !draining_; ++i) {
+    SocketAddress peer;
+    peer.len = sizeof(peer.storage);
+    int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&peer.storage), &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EMFILE || errno == ENFILE) LogError("accept: ", strerror(errno), " (raise the open files limit)");
+      return;
+    }
+    SetNoDelay(fd);
+    ClientConn* c;
+    if (!free_clients_.empty()) {
+      c = free_clients_.back();
+      free_clients_.pop_back();
+    } else {
+      clients_.push_back(std::make_unique<ClientConn>(this));
+      c = clients_.back().get();
+    }
+    ++live_clients_;
+    stats_.accepted.Add(1);
+    c->Open(fd, peer, listener_index);
+  }
+}
+
+UpstreamConn* Worker::TakeIdle(uint32_t server_id) {
+  auto& list = idle_[server_id];
+  while (!list.empty()) {
+    UpstreamConn* c = list.back();
+    list.pop_back();
+    if (c->state_ == UpstreamConn::State::kIdle && c->fd_ >= 0) {
+      loop_.CancelTimer(&c->timer_);
+      c->state_ = UpstreamConn::State::kActive;
+      return c;
+    }
+  }
+  return nullptr;
+}
+
+bool Worker::PutIdle(UpstreamConn* c, int keepalive_limit) {
+  if (draining_ || keepalive_limit <= 0 || c->server_ == nullptr) return false;
+  auto& list = idle_[c->server_->id()];
+  if (static_cast<int>(list.size()) >= keepalive_limit) return false;
+  list.push_back(c);
+  return true;
+}
+
+void Worker::RemoveIdle(UpstreamConn* c) {
+  if (c->server_ == nullptr) return;
+  auto& list = idle_[c->server_->id()];
+  auto it = std::find(list.begin(), list.end(), c);
+  if (it != list.end()) list.erase(it);
+}
+
+UpstreamConn* Worker::NewUpstream() {
+  if (!free_upstreams_.empty()) {
+    UpstreamConn* c = free_upstreams_.back();
+    free_upstreams_.pop_back();
+    return c;
+  }
+  upstreams_.push_back(std::make_unique<UpstreamConn>(this));
+  return upstreams_.back().get();
+}
+
+// Freed connection objects go back to the pool only after the current event batch: the batch may
+// still hold events for the old fd that point at the object.
+void Worker::FreeUpstream(UpstreamConn* c) {
+  loop_.Defer([this, c] { free_upstreams_.push_back(c); });
+}
+
+void Worker::FreeClient(ClientConn* c) {
+  --live_clients_;
+  loop_.Defer([this, c] { free_clients_.push_back(c); });
+  if (draining_) CheckDrained();
+}
+
+void Worker::CloseIdleClients() {
+  for (auto& c : clients_) {
+    if (c->IdleForDrain()) c->Close();
+  }
+}
+
+void Worker::BeginDrain() {
+  if (draining_) return;
+  draining_ = true;
+  for (auto& l : listeners_) loop_.Remove(l->fd());
+  listeners_.clear();
+  CloseIdleClients();
+  CheckDrained();
+}
+
+void Worker::CheckDrained() {
+  if (live_clients_ > 0) return;
+  for (auto& list : idle_) {
+    while (!list.empty()) {
+      UpstreamConn* c = list.back();
+      list.pop_back();
+      c->Close();
+    }
+  }
+  loop_.Stop();
+}
+
+void Worker::FlushLog() {
+  if (log_buf_.empty()) return;
+  if (shared_.access_log != nullptr) shared_.access_log->Write(log_buf_);
+  log_buf_.clear();
+}
+
+void Worker::RandomHex(char* out, size_t n) {
+  static const char kHex[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i += 16) {
+    rng_ ^= rng_ >> 12;
+    rng_ ^= rng_ << 25;
+    rng_ ^= rng_ >> 27;
+    uint64_t v = rng_ * 2685821657736338717ull;
+    for (size_t j = 0; j < 16 && i + j < n; ++j) {
+      out[i + j] = kHex[v & 15];
+      v >>= 4;
+    }
+  }
+}
+
+void Worker::AppendLogTime(std::string* out) {
+  int64_t us = WallMicros();
+  int64_t sec = us / 1000000;
+  if (sec != log_time_sec_) {
+    log_time_sec_ = sec;
+    log_time_prefix_.clear();
+    AppendRfc3339(&log_time_prefix_, sec * 1000000);
+    log_time_prefix_.resize(log_time_prefix_.size() - 5);  // drop ".000Z"
+  }
+  out->append(log_time_prefix_);
+  char buf[8];
+  int n = snprintf(buf, sizeof(buf), ".%03dZ", static_cast<int>((us / 1000) % 1000));
+  out->append(buf, n);
+}
+
+const std::string& Worker::http_date() {
+  int64_t sec = WallMicros() / 1000000;
+  if (sec != date_sec_) {
+    date_sec_ = sec;
+    time_t t = static_cast<time_t>(sec);
+    tm g;
+    gmtime_r(&t, &g);
+    char buf[64];
+    size_t n = strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &g);
+    date_.assign(buf, n);
+  }
+  return date_;
+}
+
+}  // namespace bulwark::gateway

@@ -1,0 +1,144 @@
+// A gateway worker thread: its own event loop, listeners, connections and upstream pools.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/event_loop.h"
+#include "gateway/access_log.h"
+#include "gateway/balancer.h"
+#include "gateway/upstream.h"
+#include "observe/metrics.h"
+
+namespace bulwark::gateway {
+
+class ClientConn;
+class UpstreamConn;
+class Worker;
+
+// What every worker shares: the route-name interner and the access log. Owned by the Gateway.
+struct WorkerShared {
+  observe::Interner* endpoints = nullptr;
+  AccessLog* access_log = nullptr;  // may be null (access log off)
+};
+
+// The per-worker face of one snapshot: balancers with this worker's round-robin state.
+// Lives while the snapshot is current or a request started under it is still in flight.
+struct WorkerView {
+  std::shared_ptr<const Snapshot> snap;
+  std::vector<std::unique_ptr<Balancer>> balancers;  // per upstream
+  int refs = 0;
+};
+
+// Per-server counters of one worker, indexed by ServerState::id (merged at scrape time).
+struct ServerCounters {
+  observe::ShardValue requests;
+  observe::ShardValue failures;
+  observe::ShardValue retries;
+};
+
+// Counters a worker keeps about itself, read by the metrics collector.
+struct WorkerStats {
+  observe::ShardValue accepted;
+  observe::ShardValue requests;
+  observe::ShardValue parse_errors;
+  observe::ShardValue timeouts;
+  observe::ShardValue no_upstream;
+  observe::ShardValue client_aborts;
+  std::atomic<int64_t> open_clients{0};
+  std::atomic<int64_t> open_upstreams{0};
+};
+
+// A Worker owns one thread. Everything it owns is touched only from that thread except through
+// the Post* methods (which hand work to its loop) and the read-only stats/shards.
+class Worker {
+ public:
+  Worker(int index, WorkerShared shared);
+  ~Worker();
+
+  absl::Status Start(std::shared_ptr<const Snapshot> snap);
+  // Thread-safe: switch new requests to `snap` (old requests finish on their own snapshot).
+  void PostSnapshot(std::shared_ptr<const Snapshot> snap);
+  // Thread-safe: stop accepting; close idle connections; finish in-flight requests, then exit.
+  void PostDrain();
+  // Thread-safe: stop at once (after the drain timeout).
+  void Stop();
+  void Join();
+  bool finished() const { return finished_.load(); }
+
+  int index() const { return index_; }
+  EventLoop& loop() { return loop_; }
+  const observe::HttpShard& http_shard() const { return http_shard_; }
+  observe::HttpShard& http_shard_mut() { return http_shard_; }
+  const ServerCounters& server_counters(uint32_t id) const { return server_counters_[id]; }
+  ServerCounters& server_counters_mut(uint32_t id) { return server_counters_[id]; }
+  WorkerStats& stats() { return stats_; }
+  const WorkerStats& stats() const { return stats_; }
+  const WorkerShared& shared() const { return shared_; }
+
+  // --- used by connections (worker thread only) ---
+  WorkerView* AcquireView();
+  void ReleaseView(WorkerView* v);
+  bool draining() const { return draining_; }
+  UpstreamConn* TakeIdle(uint32_t server_id);
+  bool PutIdle(UpstreamConn* c, int keepalive_limit);
+  void RemoveIdle(UpstreamConn* c);
+  UpstreamConn* NewUpstream();
+  void FreeUpstream(UpstreamConn* c);
+  void FreeClient(ClientConn* c);
+  // The buffer access-log lines are built in; flushed with one write per event batch.
+  std::string& log_buffer() { return log_buf_; }
+  void MaybeFlushLog() {
+    if (log_buf_.size() >= 64 * 1024) FlushLog();
+  }
+  // Appends the current wall-clock time as RFC 3339 with milliseconds (cached per second).
+  void AppendLogTime(std::string* out);
+  uint32_t unrouted_endpoint() const { return unrouted_endpoint_; }
+  const GatewayConfig& config() const { return *current_->snap->config; }
+  void CloseIdleClients();
+  // A request id: 32 lower-case hex characters from the worker's generator.
+  void RandomHex(char* out, size_t n);
+  const std::string& http_date();
+
+ private:
+  class Listener;
+  void ApplySnapshot(std::shared_ptr<const Snapshot> snap);
+  void Accept(int fd, int listener_index);
+  void BeginDrain();
+  void CheckDrained();
+  void FlushLog();
+
+  const int index_;
+  WorkerShared shared_;
+  EventLoop loop_;
+  std::thread thread_;
+  std::atomic<bool> finished_{false};
+  bool draining_ = false;
+
+  WorkerView* current_ = nullptr;
+  std::vector<std::unique_ptr<WorkerView>> views_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+
+  std::vector<std::unique_ptr<ClientConn>> clients_;    // all client connections ever made
+  std::vector<ClientConn*> free_clients_;
+  std::vector<std::unique_ptr<UpstreamConn>> upstreams_;
+  std::vector<UpstreamConn*> free_upstreams_;
+  std::vector<std::vector<UpstreamConn*>> idle_;        // per server id
+  int live_clients_ = 0;
+
+  observe::HttpShard http_shard_;
+  std::unique_ptr<ServerCounters[]> server_counters_;
+  WorkerStats stats_;
+  std::string log_buf_;
+  uint64_t rng_;
+  std::string date_;
+  int64_t date_sec_ = 0;
+  std::string log_time_prefix_;
+  int64_t log_time_sec_ = -1;
+  uint32_t unrouted_endpoint_ = 0;
+};
+
+}  // namespace bulwark::gateway

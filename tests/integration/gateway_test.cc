@@ -1,0 +1,364 @@
+// The gateway against real processes on loopback: bulwark itself (the built binary), nginx from
+// Debian as a backend, and scriptable backends in this process.
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/integration/harness.h"
+
+namespace bulwark::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string Config(int listen, int admin, const std::string& upstream_servers, const std::string& extra = "",
+                   const std::string& upstream_extra = "") {
+  return "workers: 2\n"
+         "access_log: {path: stderr}\n"
+         "admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\n" + extra +
+         "listeners:\n"
+         "  - listen: 127.0.0.1:" + std::to_string(listen) + "\n"
+         "    routes:\n"
+         "      - {name: health, exact: /health, return: {status: 200, body: \"healthy\\n\"}}\n"
+         "      - {name: app, prefix: /, upstream: app}\n"
+         "upstreams:\n"
+         "  app:\n"
+         "    connect_timeout: 1s\n"
+         "    read_timeout: 5s\n" + upstream_extra +
+         "    servers: [" + upstream_servers + "]\n";
+}
+
+std::string Servers(const std::vector<int>& ports) {
+  std::string s;
+  for (int p : ports) s += (s.empty() ? "" : ", ") + std::string("'127.0.0.1:") + std::to_string(p) + "'";
+  return s;
+}
+
+// Load: `threads` keep-alive clients sending GETs until `stop`; counts non-200 answers.
+struct Load {
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, bad{0};
+  std::vector<std::thread> threads;
+  std::vector<std::string> failures;
+  std::mutex mu;
+  Load(int port, int n) {
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([this, port] {
+        auto client = std::make_unique<Client>(port);
+        while (!stop) {
+          Response r = client->Get("/load");
+          if (r.status == 200) {
+            ++ok;
+          } else {
+            ++bad;
+            std::lock_guard<std::mutex> l(mu);
+            failures.push_back(std::to_string(r.status));
+          }
+          if (r.status == 0 || r.closed) client = std::make_unique<Client>(port);
+        }
+      });
+    }
+  }
+  void Finish() {
+    stop = true;
+    for (auto& t : threads) t.join();
+  }
+};
+
+TEST(Gateway, ProxiesToNginxWithForwardedHeaders) {
+  std::string dir = MakeTempDir();
+  int nginx_port = FreePort();
+  WriteFile(dir + "/nginx.conf",
+            "daemon off; worker_processes 1; pid " + dir + "/nginx.pid; error_log " + dir + "/error.log;\n"
+            "events { worker_connections 128; }\n"
+            "http { access_log off; client_body_temp_path " + dir + "; proxy_temp_path " + dir + ";\n"
+            "  server { listen 127.0.0.1:" + std::to_string(nginx_port) + ";\n"
+            "    location / { return 200 \"xff=$http_x_forwarded_for real=$http_x_real_ip rid=$http_x_request_id "
+            "tp=$http_traceparent host=$http_host conn=$http_connection under=$http_x_a_b\"; } } }\n");
+  std::string nginx_bin = FindProgram("nginx");
+  ASSERT_FALSE(nginx_bin.empty()) << "nginx is not installed: run scripts/deps";
+  Process nginx({nginx_bin, "-p", dir, "-c", dir + "/nginx.conf"}, {}, dir + "/nginx.out");
+  ASSERT_TRUE(WaitForPort(nginx_port, 5000)) << ReadFile(dir + "/nginx.out") << ReadFile(dir + "/error.log");
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({nginx_port})));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+
+  Response r = HttpGet(port, "/hello", "X-Forwarded-For: 6.6.6.6\r\nX-Request-Id: abc-123\r\nX_A_B: smuggled\r\n");
+  ASSERT_EQ(r.status, 200) << b.log();
+  // The client is not a trusted proxy: its X-Forwarded-For is replaced, not extended.
+  EXPECT_NE(r.body.find("xff=127.0.0.1 "), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("real=127.0.0.1 "), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("rid=abc-123 "), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("host=test "), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("tp=00-"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("under="), std::string::npos);
+  EXPECT_EQ(r.body.find("smuggled"), std::string::npos) << "headers with underscores are dropped";
+  EXPECT_EQ(r.headers["x-request-id"], "abc-123");
+
+  // A request id is generated when absent; a valid traceparent is propagated as is.
+  r = HttpGet(port, "/", "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["x-request-id"].size(), 32u);
+  EXPECT_NE(r.body.find("tp=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), std::string::npos) << r.body;
+
+  // Static return route and keep-alive with pipelining.
+  Client c(port);
+  ASSERT_TRUE(c.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(c.Read().body, "healthy\n");
+  EXPECT_NE(c.Read().body.find("xff="), std::string::npos);
+  EXPECT_EQ(c.Read().body, "healthy\n");
+
+  // The access log has one JSON line per request with the fields operators search by.
+  std::string log = b.log();
+  EXPECT_NE(log.find("\"request_id\":\"abc-123\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"route\":\"app\""), std::string::npos);
+  EXPECT_NE(log.find("\"upstream\":\"127.0.0.1:" + std::to_string(nginx_port) + "\""), std::string::npos);
+
+  // Metrics carry the seeds' names.
+  Response m = HttpGet(admin, "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.body.find("http_requests_total{method=\"GET\",endpoint=\"app\",status_code=\"200\"} 3"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"health\",status_code=\"200\",le=\"0.01\"}"), std::string::npos);
+  EXPECT_NE(m.body.find("bulwark_upstream_up{upstream=\"app\",server=\"127.0.0.1:" + std::to_string(nginx_port) + "\"} 1"), std::string::npos);
+  nginx.Signal(SIGQUIT);
+  nginx.Wait(5000);
+}
+
+TEST(Gateway, KillingOneOfThreeBackendsUnderLoadGivesNoErrors) {
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::vector<int> ports;
+  for (int i = 0; i < 3; ++i) {
+    backends.push_back(std::make_unique<Backend>([i](const Backend::Request&) { return Backend::Reply(200, "b" + std::to_string(i)); }));
+    ports.push_back(backends.back()->port());
+  }
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers(ports)));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  Load load(port, 6);
+  std::this_thread::sleep_for(300ms);
+  backends[1]->Stop();  // kill one backend mid-load
+  std::this_thread::sleep_for(700ms);
+  backends[1]->Start();
+  std::this_thread::sleep_for(300ms);
+  load.Finish();
+  EXPECT_GT(load.ok.load(), 100);
+  EXPECT_EQ(load.bad.load(), 0) << (load.failures.empty() ? "" : load.failures[0]);
+  Response u = HttpGet(admin, "/api/v1/upstreams");
+  EXPECT_NE(u.body.find("\"failures\""), std::string::npos);
+}
+
+TEST(Gateway, EveryServerDownAnswers503AtOnce) {
+  int dead = FreePort();
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({dead})));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  Response r = HttpGet(port, "/");
+  EXPECT_EQ(r.status, 502);  // the first try fails to connect
+  auto t0 = std::chrono::steady_clock::now();
+  r = HttpGet(port, "/");
+  EXPECT_EQ(r.status, 503);  // then the server is out for fail_timeout: no live upstreams
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+  EXPECT_EQ(HttpGet(admin, "/ready").status, 503);
+  EXPECT_EQ(HttpGet(admin, "/health").status, 200);
+}
+
+TEST(Gateway, DrainAndEnableThroughTheAdminApi) {
+  Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
+  Backend c([](const Backend::Request&) { return Backend::Reply(200, "C"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({a.port(), c.port()})));
+  ASSERT_TRUE(b.Ready(port, admin));
+  std::string addr = "127.0.0.1:" + std::to_string(a.port());
+  ASSERT_EQ(HttpPost(admin, "/api/v1/upstreams/app/servers/" + addr + "/drain", "").status, 200);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(HttpGet(port, "/").body, "C");
+  EXPECT_NE(HttpGet(admin, "/api/v1/upstreams").body.find("\"state\":\"drained\""), std::string::npos);
+  ASSERT_EQ(HttpPost(admin, "/api/v1/upstreams/app/servers/" + addr + "/enable", "").status, 200);
+  // Each worker keeps its own round-robin state and connections land on either worker, so
+  // the split is not exact; both servers must be serving again.
+  int as = 0;
+  for (int i = 0; i < 20; ++i) as += HttpGet(port, "/").body == "A";
+  EXPECT_GE(as, 5);
+  EXPECT_LE(as, 15);
+  EXPECT_EQ(HttpPost(admin, "/api/v1/upstreams/nope/servers/x/drain", "").status, 404);
+}
+
+TEST(Gateway, ActiveHealthChecksTakeAServerOutAndBack) {
+  std::atomic<bool> healthy{true};
+  Backend a([&](const Backend::Request& r) {
+    if (r.target == "/healthz") return Backend::Reply(healthy ? 200 : 500, "");
+    return Backend::Reply(200, "A");
+  });
+  Backend c([](const Backend::Request&) { return Backend::Reply(200, "C"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({a.port(), c.port()}), "",
+                   "    health_check: {path: /healthz, interval: 100ms, timeout: 500ms, rise: 2, fall: 2}\n"));
+  ASSERT_TRUE(b.Ready(port, admin));
+  healthy = false;
+  std::this_thread::sleep_for(600ms);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(HttpGet(port, "/").body, "C");
+  std::string u = HttpGet(admin, "/api/v1/upstreams").body;
+  EXPECT_NE(u.find("\"state\":\"down\""), std::string::npos) << u;
+  healthy = true;
+  std::this_thread::sleep_for(600ms);
+  int as = 0;
+  for (int i = 0; i < 20; ++i) as += HttpGet(port, "/").body == "A";
+  EXPECT_GE(as, 5);
+  EXPECT_LE(as, 15);
+}
+
+TEST(Gateway, HotReloadUnderLoadDropsNothing) {
+  Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({a.port()})));
+  ASSERT_TRUE(b.Ready(port, admin));
+  Load load(port, 4);
+  for (int i = 0; i < 5; ++i) {
+    std::this_thread::sleep_for(100ms);
+    // Alternate between two valid configs, by API and by SIGHUP.
+    WriteFile(b.config_path(), Config(port, admin, Servers({a.port()}), "",
+                                      i % 2 ? "    keepalive: 8\n" : "    keepalive: 16\n"));
+    if (i % 2) {
+      b.process().Signal(SIGHUP);
+    } else {
+      EXPECT_EQ(HttpPost(admin, "/api/v1/reload", "").status, 200);
+    }
+  }
+  // An invalid config is refused with its errors; the old one keeps serving.
+  WriteFile(b.config_path(), "listeners: [{listen: 'x', routes: []}]\n");
+  Response bad = HttpPost(admin, "/api/v1/reload", "");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("bulwark.yml:1:"), std::string::npos) << bad.body;
+  std::this_thread::sleep_for(200ms);
+  load.Finish();
+  EXPECT_GT(load.ok.load(), 50);
+  EXPECT_EQ(load.bad.load(), 0) << (load.failures.empty() ? "" : load.failures[0]);
+  Response m = HttpGet(admin, "/metrics");
+  EXPECT_NE(m.body.find("bulwark_config_reloads_total{result=\"failure\"} 1"), std::string::npos);
+  EXPECT_EQ(HttpGet(port, "/health").status, 200);
+}
+
+TEST(Gateway, SlowlorisIsCutOffByTheHeaderTimeout) {
+  Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({a.port()}), "http: {client_header_timeout: 1s}\n"));
+  ASSERT_TRUE(b.Ready(port, admin));
+  std::vector<std::unique_ptr<Client>> slow;
+  for (int i = 0; i < 20; ++i) {
+    slow.push_back(std::make_unique<Client>(port));
+    slow.back()->Send("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(200ms);
+    for (auto& c : slow) c->Send("a");
+    EXPECT_EQ(HttpGet(port, "/").status, 200);  // others are still served
+  }
+  Response r = slow[0]->Read();
+  EXPECT_EQ(r.status, 408);
+  EXPECT_TRUE(slow[0]->WaitClosed(2000));
+  auto elapsed = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(elapsed, 2500ms);
+  EXPECT_GE(elapsed, 700ms);
+}
+
+TEST(Gateway, SigtermFinishesInFlightRequestsThenExitsZero) {
+  Backend slow([](const Backend::Request&) {
+    std::this_thread::sleep_for(800ms);
+    return Backend::Reply(200, "done");
+  });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({slow.port()}), "drain_timeout: 10s\n"));
+  ASSERT_TRUE(b.Ready(port, admin));
+  Response result;
+  std::thread t([&] { result = HttpGet(port, "/slow"); });
+  std::this_thread::sleep_for(200ms);
+  b.process().Signal(SIGTERM);
+  std::this_thread::sleep_for(200ms);
+  Client late(port, 500);
+  EXPECT_FALSE(late.connected() && late.Get("/").status == 200) << "new connections are not served while draining";
+  t.join();
+  EXPECT_EQ(result.status, 200);
+  EXPECT_EQ(result.body, "done");
+  EXPECT_EQ(b.process().Wait(5000), 0) << b.log();
+}
+
+TEST(Gateway, StreamsChunkedAndLargeBodiesBothWays) {
+  Backend echo([](const Backend::Request& r) {
+    std::string body = "len=" + std::to_string(r.body.size()) + " te=" +
+                       (r.headers.count("transfer-encoding") ? r.headers.at("transfer-encoding") : "-");
+    // Answer chunked, in two chunks.
+    char hex[16];
+    snprintf(hex, sizeof(hex), "%zx", body.size());
+    return std::string("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nlen:\r\n") + hex + "\r\n" +
+           body + "\r\n0\r\n\r\n";
+  });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({echo.port()}), "http: {client_max_body_size: 8M}\n"));
+  ASSERT_TRUE(b.Ready(port, admin));
+  Client c(port);
+  c.Send("POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+  Response r = c.Read();
+  ASSERT_EQ(r.status, 200) << b.log();
+  EXPECT_EQ(r.headers["transfer-encoding"], "chunked");
+  EXPECT_EQ(r.body.substr(0, 4), "len:");
+  EXPECT_NE(r.body.find("len=11 te=chunked"), std::string::npos) << r.body;
+  // A body larger than any buffer streams through.
+  std::string big(3 * 1024 * 1024, 'x');
+  Backend sizer([](const Backend::Request& r) { return Backend::Reply(200, std::to_string(r.body.size())); });
+  int port2 = FreePort(), admin2 = FreePort();
+  Bulwark b2(Config(port2, admin2, Servers({sizer.port()}), "http: {client_max_body_size: 8M}\n"));
+  ASSERT_TRUE(b2.Ready(port2, admin2));
+  Response big_r = HttpPost(port2, "/big", big);
+  EXPECT_EQ(big_r.status, 200);
+  EXPECT_EQ(big_r.body, std::to_string(big.size()));
+  Response too_big = HttpPost(port2, "/big", std::string(9 * 1024 * 1024, 'y'));
+  EXPECT_EQ(too_big.status, 413);
+}
+
+TEST(Gateway, WebSocketUpgradeIsTunnelled) {
+  Backend ws([](const Backend::Request& r) {
+    if (r.headers.count("upgrade") && r.headers.at("upgrade") == "websocket") {
+      return std::string("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    }
+    return Backend::Reply(400, "no upgrade");
+  });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({ws.port()})));
+  ASSERT_TRUE(b.Ready(port, admin));
+  Client c(port);
+  c.Send("GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x\r\n\r\n");
+  Response r = c.Read(true);
+  ASSERT_EQ(r.status, 101) << b.log();
+  EXPECT_EQ(r.headers["upgrade"], "websocket");
+  c.Send("ping-frame-bytes");
+  char buf[64] = {};
+  ssize_t got = 0;
+  while (got < 16) {
+    ssize_t n = recv(c.fd(), buf + got, sizeof(buf) - got, 0);
+    if (n <= 0) break;
+    got += n;
+  }
+  EXPECT_EQ(std::string(buf, got), "ping-frame-bytes");
+}
+
+TEST(CheckConfig, ExitCodesAndMessages) {
+  std::string dir = MakeTempDir();
+  WriteFile(dir + "/good.yml", "listeners: [{listen: '127.0.0.1:1', routes: [{return: 204}]}]\n");
+  WriteFile(dir + "/bad.yml", "listeners:\n  - listen: 127.0.0.1:1\n    routs: []\n");
+  std::string out;
+  EXPECT_EQ(RunBulwark({"check-config", dir + "/good.yml"}, &out), 0) << out;
+  EXPECT_EQ(RunBulwark({"check-config", dir + "/bad.yml"}, &out), 1);
+  EXPECT_NE(out.find(dir + "/bad.yml:3:5: listeners[0]: unknown key \"routs\" (did you mean \"routes\"?)"), std::string::npos) << out;
+  EXPECT_EQ(RunBulwark({"check-config", dir + "/missing.yml"}, &out), 1);
+  EXPECT_NE(out.find("cannot open file"), std::string::npos);
+  EXPECT_EQ(RunBulwark({"version"}, &out), 0);
+  EXPECT_NE(out.find("bulwark "), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bulwark::testing

@@ -1,0 +1,425 @@
+#include "tests/integration/harness.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "http/chunked.h"
+#include "http/parser.h"
+
+namespace bulwark::testing {
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string MakeTempDir() {
+  char tmpl[] = "/tmp/bulwark-test-XXXXXX";
+  char* d = mkdtemp(tmpl);
+  return d ? d : "/tmp";
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string FindProgram(const std::string& name) {
+  std::string path = getenv("PATH") ? getenv("PATH") : "";
+  path += ":/usr/local/sbin:/usr/sbin:/sbin";
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t colon = path.find(':', start);
+    std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    std::string candidate = dir + "/" + name;
+    if (!dir.empty() && access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return "";
+}
+
+static int ConnectTo(int port, int timeout_ms) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool WaitForPort(int port, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int fd = ConnectTo(port, 200);
+    if (fd >= 0) {
+      close(fd);
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+Process::Process(std::vector<std::string> argv, std::map<std::string, std::string> env, const std::string& log_path) {
+  pid_ = fork();
+  if (pid_ == 0) {
+    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, nullptr);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+}
+
+Process::~Process() {
+  if (running()) {
+    kill(pid_, SIGKILL);
+    Wait(5000);
+  }
+}
+
+void Process::Signal(int sig) {
+  if (pid_ > 0) kill(pid_, sig);
+}
+
+bool Process::running() {
+  if (pid_ <= 0 || status_ != -1) return false;
+  int st;
+  pid_t r = waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return false;
+  }
+  return true;
+}
+
+int Process::Wait(int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (running()) {
+    if (std::chrono::steady_clock::now() > deadline) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return status_;
+}
+
+Client::Client(int port, int timeout_ms) { fd_ = ConnectTo(port, timeout_ms); }
+Client::~Client() {
+  if (fd_ >= 0) close(fd_);
+}
+
+bool Client::Send(const std::string& raw) {
+  size_t off = 0;
+  while (off < raw.size()) {
+    ssize_t n = send(fd_, raw.data() + off, raw.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+Response Client::Read(bool head_request) {
+  Response r;
+  http::Limits limits;
+  limits.max_header_bytes = 1 << 20;
+  limits.max_request_line = 1 << 20;
+  http::ResponseHead head;
+  http::ParseError err;
+  char tmp[65536];
+  for (;;) {
+    http::ParseStatus st = http::ParseResponse(buf_.data(), buf_.size(), limits,
+                                               head_request ? http::Method::kHead : http::Method::kGet, &head, &err);
+    if (st == http::ParseStatus::kDone) break;
+    if (st == http::ParseStatus::kError) return r;
+    ssize_t n = recv(fd_, tmp, sizeof(tmp), 0);
+    if (n <= 0) return r;
+    buf_.append(tmp, static_cast<size_t>(n));
+  }
+  r.status = head.status;
+  for (const auto& h : head.headers) {
+    std::string k(h.name);
+    for (auto& c : k) c = static_cast<char>(tolower(c));
+    r.headers[k] = std::string(h.value);
+  }
+  size_t pos = head.head_len;
+  http::BodyKind kind = head.body;
+  uint64_t len = head.content_length;
+  buf_.erase(0, pos);
+  auto fill = [&]() {
+    ssize_t n = recv(fd_, tmp, sizeof(tmp), 0);
+    if (n <= 0) return false;
+    buf_.append(tmp, static_cast<size_t>(n));
+    return true;
+  };
+  if (kind == http::BodyKind::kLength) {
+    while (buf_.size() < len) {
+      if (!fill()) return Response{};
+    }
+    r.body = buf_.substr(0, len);
+    buf_.erase(0, len);
+  } else if (kind == http::BodyKind::kChunked) {
+    http::ChunkedDecoder d;
+    for (;;) {
+      size_t consumed = 0;
+      auto res = d.Feed(buf_.data(), buf_.size(), &consumed, [&](const char* p, size_t n) { r.body.append(p, n); });
+      buf_.erase(0, consumed);
+      if (res == http::ChunkedDecoder::Result::kDone) break;
+      if (res == http::ChunkedDecoder::Result::kError || !fill()) return Response{};
+    }
+  } else if (kind == http::BodyKind::kUntilClose) {
+    while (fill()) {
+    }
+    r.body = buf_;
+    buf_.clear();
+    r.closed = true;
+  }
+  auto c = r.headers.find("connection");
+  if (c != r.headers.end() && c->second == "close") r.closed = true;
+  return r;
+}
+
+Response Client::Get(const std::string& path, const std::string& extra) {
+  if (!Send("GET " + path + " HTTP/1.1\r\nHost: test\r\n" + extra + "\r\n")) return {};
+  return Read();
+}
+
+bool Client::WaitClosed(int timeout_ms) {
+  pollfd p{fd_, POLLIN, 0};
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (poll(&p, 1, 50) > 0) {
+      char c[4096];
+      ssize_t n = recv(fd_, c, sizeof(c), 0);
+      if (n <= 0) return true;
+      buf_.append(c, static_cast<size_t>(n));
+    }
+  }
+  return false;
+}
+
+Response HttpGet(int port, const std::string& path, const std::string& extra) {
+  Client c(port);
+  if (!c.connected()) return {};
+  return c.Get(path, extra + "Connection: close\r\n");
+}
+
+Response HttpPost(int port, const std::string& path, const std::string& body) {
+  Client c(port);
+  if (!c.connected()) return {};
+  c.Send("POST " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body);
+  return c.Read();
+}
+
+Backend::Backend(Handler h, int port) : handler_(std::move(h)), port_(port == 0 ? FreePort() : port) { Start(); }
+
+Backend::~Backend() {
+  Stop();
+}
+
+std::string Backend::Reply(int status, const std::string& body, const std::string& extra) {
+  return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra +
+         "\r\n" + body;
+}
+
+void Backend::Start() {
+  stopping_ = false;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port_));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(fd, 512) != 0) {
+    close(fd);
+    return;
+  }
+  lfd_ = fd;
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+}
+
+void Backend::Stop() {
+  stopping_ = true;
+  int fd = lfd_.exchange(-1);
+  if (fd >= 0) {
+    shutdown(fd, SHUT_RDWR);
+    close(fd);
+  }
+  if (acceptor_.joinable()) acceptor_.join();
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (int c : conns_) shutdown(c, SHUT_RDWR);
+    threads.swap(threads_);
+  }
+  for (auto& t : threads) t.join();
+  std::lock_guard<std::mutex> l(mu_);
+  conns_.clear();
+}
+
+void Backend::AcceptLoop() {
+  for (;;) {
+    int lfd = lfd_.load();
+    if (lfd < 0) return;
+    int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (stopping_) return;
+      continue;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) {
+      close(fd);
+      return;
+    }
+    conns_.push_back(fd);
+    threads_.emplace_back([this, fd] { Serve(fd); });
+  }
+}
+
+void Backend::Serve(int fd) {
+  std::string buf;
+  char tmp[65536];
+  http::Limits limits;
+  for (;;) {
+    http::RequestHead head;
+    http::ParseError err;
+    http::ParseStatus st;
+    while ((st = http::ParseRequest(buf.data(), buf.size(), limits, &head, &err)) == http::ParseStatus::kNeedMore) {
+      ssize_t n = recv(fd, tmp, sizeof(tmp), 0);
+      if (n <= 0) goto done;
+      buf.append(tmp, static_cast<size_t>(n));
+    }
+    if (st == http::ParseStatus::kError) break;
+    {
+      Request req;
+      req.method.assign(head.method_str);
+      req.target.assign(head.target);
+      for (const auto& h : head.headers) {
+        std::string k(h.name);
+        for (auto& c : k) c = static_cast<char>(tolower(c));
+        req.headers[k] = std::string(h.value);
+      }
+      bool close_after = !head.keep_alive;
+      bool upgrade = head.connection_upgrade;
+      size_t pos = head.head_len;
+      buf.erase(0, pos);
+      if (head.body == http::BodyKind::kLength) {
+        while (buf.size() < head.content_length) {
+          ssize_t n = recv(fd, tmp, sizeof(tmp), 0);
+          if (n <= 0) goto done;
+          buf.append(tmp, static_cast<size_t>(n));
+        }
+        req.body = buf.substr(0, head.content_length);
+        buf.erase(0, head.content_length);
+      } else if (head.body == http::BodyKind::kChunked) {
+        http::ChunkedDecoder d;
+        for (;;) {
+          size_t consumed = 0;
+          auto r = d.Feed(buf.data(), buf.size(), &consumed, [&](const char* p, size_t n) { req.body.append(p, n); });
+          buf.erase(0, consumed);
+          if (r == http::ChunkedDecoder::Result::kDone) break;
+          if (r == http::ChunkedDecoder::Result::kError) goto done;
+          ssize_t n = recv(fd, tmp, sizeof(tmp), 0);
+          if (n <= 0) goto done;
+          buf.append(tmp, static_cast<size_t>(n));
+        }
+      }
+      requests_.fetch_add(1);
+      std::string resp = handler_(req);
+      if (send(fd, resp.data(), resp.size(), MSG_NOSIGNAL) < 0) break;
+      if (upgrade && resp.rfind("HTTP/1.1 101", 0) == 0) {
+        // Echo whatever follows, byte for byte (a stand-in for a WebSocket server).
+        if (!buf.empty()) send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
+        for (;;) {
+          ssize_t n = recv(fd, tmp, sizeof(tmp), 0);
+          if (n <= 0) goto done;
+          send(fd, tmp, static_cast<size_t>(n), MSG_NOSIGNAL);
+        }
+      }
+      if (close_after || resp.find("Connection: close") != std::string::npos) break;
+    }
+  }
+done:
+  close(fd);
+}
+
+static std::string BulwarkBinary() { return BULWARK_BINARY; }
+
+Bulwark::Bulwark(const std::string& config, std::map<std::string, std::string> env) {
+  dir_ = MakeTempDir();
+  config_path_ = dir_ + "/bulwark.yml";
+  log_path_ = dir_ + "/bulwark.log";
+  WriteFile(config_path_, config);
+  process_ = std::make_unique<Process>(std::vector<std::string>{BulwarkBinary(), "serve", "-c", config_path_}, env,
+                                       log_path_);
+}
+
+Bulwark::~Bulwark() {
+  process_.reset();
+  std::string cmd = "rm -rf " + dir_;
+  [[maybe_unused]] int rc = system(cmd.c_str());
+}
+
+bool Bulwark::Ready(int port, int admin_port, int timeout_ms) {
+  return WaitForPort(port, timeout_ms) && (admin_port == 0 || WaitForPort(admin_port, timeout_ms));
+}
+
+std::string Bulwark::log() const { return ReadFile(log_path_); }
+
+int RunBulwark(const std::vector<std::string>& args, std::string* output) {
+  std::string dir = MakeTempDir();
+  std::vector<std::string> argv{BulwarkBinary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process p(argv, {}, dir + "/out");
+  int rc = p.Wait(10000);
+  *output = ReadFile(dir + "/out");
+  std::string cmd = "rm -rf " + dir;
+  [[maybe_unused]] int r = system(cmd.c_str());
+  return rc;
+}
+
+}  // namespace bulwark::testing

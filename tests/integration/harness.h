@@ -1,0 +1,121 @@
+// Helpers for integration tests: real processes on loopback, free ports, temp dirs, a raw client.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace bulwark::testing {
+
+int FreePort();
+std::string MakeTempDir();
+void WriteFile(const std::string& path, const std::string& text);
+std::string ReadFile(const std::string& path);
+bool WaitForPort(int port, int timeout_ms);
+// Absolute path of a program from PATH, /usr/sbin or /sbin (nginx and haproxy live in sbin); "" if absent.
+std::string FindProgram(const std::string& name);
+
+// A child process (fork+exec), its output in files. Killed (SIGKILL) on destruction if running.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::map<std::string, std::string> env, const std::string& log_path);
+  ~Process();
+  pid_t pid() const { return pid_; }
+  void Signal(int sig);
+  // Waits up to timeout_ms; returns the exit code, or -1 on timeout, or 128+signal.
+  int Wait(int timeout_ms);
+  bool running();
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+};
+
+struct Response {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+  bool closed = false;  // the server closed the connection after this response
+};
+
+// A blocking HTTP/1.1 client connection.
+class Client {
+ public:
+  explicit Client(int port, int timeout_ms = 5000);
+  ~Client();
+  bool connected() const { return fd_ >= 0; }
+  bool Send(const std::string& raw);
+  // Reads one response (Content-Length, chunked or close-delimited). status 0 on failure.
+  Response Read(bool head_request = false);
+  Response Get(const std::string& path, const std::string& extra_headers = "");
+  // True when the peer has closed the connection (reads EOF within timeout_ms).
+  bool WaitClosed(int timeout_ms);
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+};
+
+// One-shot GET on a new connection.
+Response HttpGet(int port, const std::string& path, const std::string& extra_headers = "");
+Response HttpPost(int port, const std::string& path, const std::string& body);
+
+// A scriptable HTTP backend on its own threads (one per connection).
+class Backend {
+ public:
+  struct Request {
+    std::string method, target, body;
+    std::map<std::string, std::string> headers;  // lower-case names
+  };
+  using Handler = std::function<std::string(const Request&)>;  // returns a whole raw response
+  explicit Backend(Handler h, int port = 0);
+  ~Backend();
+  int port() const { return port_; }
+  int requests() const { return requests_.load(); }
+  void Stop();   // close the listener and every connection
+  void Start();  // listen again on the same port
+  static std::string Reply(int status, const std::string& body, const std::string& extra = "");
+
+ private:
+  void AcceptLoop();
+  void Serve(int fd);
+  Handler handler_;
+  int port_;
+  std::atomic<int> lfd_{-1};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> requests_{0};
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::vector<int> conns_;
+  std::vector<std::thread> threads_;
+};
+
+// bulwark under test: writes `config` to a temp file and runs `bulwark serve`.
+class Bulwark {
+ public:
+  explicit Bulwark(const std::string& config, std::map<std::string, std::string> env = {});
+  ~Bulwark();
+  // Waits until the gateway port (and the admin port, when given) accept connections.
+  bool Ready(int port, int admin_port = 0, int timeout_ms = 5000);
+  Process& process() { return *process_; }
+  const std::string& config_path() const { return config_path_; }
+  const std::string& dir() const { return dir_; }
+  std::string log() const;
+
+ private:
+  std::string dir_, config_path_, log_path_;
+  std::unique_ptr<Process> process_;
+};
+
+// Runs `bulwark ARGS...`, returning exit code and combined output.
+int RunBulwark(const std::vector<std::string>& args, std::string* output);
+
+}  // namespace bulwark::testing

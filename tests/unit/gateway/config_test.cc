@@ -1,0 +1,138 @@
+#include "app/config.h"
+#include "core/strings.h"
+
+#include <map>
+
+#include "gtest/gtest.h"
+
+namespace bulwark {
+namespace {
+
+EnvLookup Env(std::map<std::string, std::string> vars) {
+  return [vars](std::string_view n) -> std::optional<std::string> {
+    auto it = vars.find(std::string(n));
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+ConfigLoad Load(const std::string& text, std::map<std::string, std::string> env = {}) {
+  return LoadConfigText(text, "t.yml", Env(std::move(env)));
+}
+
+constexpr const char* kGood = R"(
+workers: 2
+admin: {listen: 127.0.0.1:9901, token: secret}
+http: {client_max_body_size: 10M, keepalive_timeout: 65s}
+trusted_proxies: [10.0.0.0/8, "::1"]
+listeners:
+  - name: public
+    listen: 127.0.0.1:8080
+    routes:
+      - {name: health, exact: /health, return: {status: 200, body: "healthy\n"}}
+      - {name: api, prefix: /api/, upstream: api, methods: [get, post]}
+upstreams:
+  api:
+    balance: hash
+    hash: {key: "header:X-User", algorithm: maglev}
+    connect_timeout: 5s
+    servers:
+      - 127.0.0.1:3000
+      - {address: 127.0.0.1:3001, weight: 3, max_fails: 3, fail_timeout: 30s}
+    health_check: {path: /healthz, interval: 2s, rise: 3, fall: 2, expect_status: 200-299}
+)";
+
+TEST(Config, ParsesAFullFile) {
+  ConfigLoad l = Load(kGood);
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const Config& c = *l.config;
+  EXPECT_EQ(c.workers, 2);
+  EXPECT_EQ(c.admin.token, "secret");
+  EXPECT_EQ(c.gateway->http.client_max_body_size, 10 * 1024 * 1024);
+  EXPECT_EQ(c.gateway->http.keepalive_timeout_ms, 65000);
+  EXPECT_EQ(c.gateway->trusted_proxies.size(), 2u);
+  const auto& u = c.gateway->upstreams.at(0);
+  EXPECT_EQ(u.balance, gateway::BalanceKind::kHash);
+  EXPECT_EQ(u.hash_key, gateway::HashKeyKind::kHeader);
+  EXPECT_EQ(u.hash_key_name, "x-user");
+  EXPECT_EQ(u.hash_algorithm, gateway::HashAlgorithm::kMaglev);
+  EXPECT_EQ(u.servers[1].weight, 3);
+  EXPECT_EQ(u.servers[1].fail_timeout_ms, 30000);
+  EXPECT_EQ(u.servers[0].max_fails, 1);  // nginx default
+  EXPECT_TRUE(u.health_check.enabled);
+  EXPECT_EQ(u.health_check.expect_max, 299);
+  const auto& routes = c.gateway->listeners.at(0).routes;
+  EXPECT_EQ(routes[1].methods, (std::vector<std::string>{"GET", "POST"}));
+  EXPECT_EQ(routes[0].ret->body, "healthy\n");
+}
+
+TEST(Config, Defaults) {
+  ConfigLoad l = Load("listeners: [{listen: ':8080', routes: [{return: 204}]}]\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  EXPECT_EQ(l.config->workers, 0);
+  EXPECT_EQ(l.config->gateway->http.client_header_timeout_ms, 60000);
+  EXPECT_EQ(l.config->gateway->http.client_max_body_size, 1024 * 1024);
+  EXPECT_TRUE(l.config->gateway->access_log.enabled);
+  EXPECT_EQ(l.config->admin.listen, "127.0.0.1:9901");
+}
+
+TEST(Config, EnvInterpolation) {
+  ConfigLoad l = Load("workers: ${W:-auto}\nlisteners: [{listen: '127.0.0.1:${P}', routes: [{return: 204}]}]\n", {{"P", "81"}});
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  EXPECT_EQ(l.config->gateway->listeners[0].address.port(), 81);
+  l = Load("listeners: [{listen: '127.0.0.1:${P}', routes: [{return: 204}]}]\n");
+  ASSERT_EQ(l.errors.size(), 1u);
+  EXPECT_EQ(l.errors[0], "t.yml:1:22: listeners[0].listen: environment variable P is not set (write ${P:-default} to give a default)");
+}
+
+TEST(Config, ErrorsNameLineAndSuggest) {
+  ConfigLoad l = Load(R"(listeners:
+  - listen: 127.0.0.1:8080
+    routes:
+      - prefix: /
+        upstream: ap
+upstreams:
+  app:
+    balance: round_robbin
+    servers: [127.0.0.1:3000]
+    keepalve: 4
+)");
+  ASSERT_EQ(l.errors.size(), 3u) << Join(l.errors, "\n");
+  EXPECT_EQ(l.errors[0], "t.yml:8:14: upstreams.app.balance: unknown value \"round_robbin\" (did you mean \"round_robin\"?); expected one of: round_robin, least_conn, p2c, hash");
+  EXPECT_EQ(l.errors[1], "t.yml:10:5: upstreams.app: unknown key \"keepalve\" (did you mean \"keepalive\"?)");
+  EXPECT_EQ(l.errors[2], "t.yml:4:9: listeners[0].routes[0].upstream: no upstream named \"ap\" (did you mean \"app\"?)");
+}
+
+TEST(Config, SemanticErrors) {
+  for (const char* text : {
+           "listeners: [{listen: 'nohost:80', routes: [{return: 204}]}]\n",
+           "listeners: [{listen: ':80', routes: []}]\n",
+           "listeners: [{listen: ':80', routes: [{prefix: /}]}]\n",
+           "listeners: [{listen: ':80', routes: [{regex: '(', return: 204}]}]\n",
+           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {servers: []}}\n",
+           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {servers: [1.2.3.4:0]}}\n",
+           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {servers: ['1.1.1.1:1', '1.1.1.1:1']}}\n",
+           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {balance: hash, servers: [{address: '1.1.1.1:1', backup: true}]}}\n",
+           "workers: lots\nlisteners: [{listen: ':80', routes: [{return: 204}]}]\n",
+           "",
+           "a: [\n",
+       }) {
+    ConfigLoad l = Load(text);
+    EXPECT_FALSE(l.errors.empty()) << text;
+    EXPECT_EQ(l.config, nullptr);
+    for (const auto& e : l.errors) EXPECT_EQ(e.rfind("t.yml:", 0), 0u) << e;
+  }
+}
+
+TEST(Config, ShippedExamplesAreValid) {
+  for (const char* f : {"/config/examples/minimal.yml", "/config/demo.yml"}) {
+    ConfigLoad l = LoadConfigFile(std::string(BULWARK_SOURCE_DIR) + f,
+                                  Env({{"LISTEN_PORT", "1"}, {"UPSTREAM_PORT", "2"}, {"ADMIN_PORT", "3"},
+                                       {"DEMO_ORIGIN_1", "127.0.0.1:1"}, {"DEMO_ORIGIN_2", "127.0.0.1:2"},
+                                       {"DEMO_ORIGIN_3", "127.0.0.1:3"}}));
+    EXPECT_TRUE(l.errors.empty()) << f << "\n" << Join(l.errors, "\n");
+  }
+}
+
+}  // namespace
+}  // namespace bulwark
