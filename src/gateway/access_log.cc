@@ -1,6 +1,7 @@
 #include "gateway/access_log.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -74,6 +75,8 @@ bool AccessLog::MaybeRotate() {
   rotations_.fetch_add(1, std::memory_order_relaxed);
   if (cfg_.compress && cfg_.max_files > 0) {
     compressor_ = std::thread([rotated] {
+      // Compression is background work: at nice 19 it never takes CPU from a worker.
+      setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 19);
       // A worker may be inside a write() to the old file; give it a moment to land.
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       absl::Status s = GzipFile(rotated, rotated + ".gz");

@@ -82,6 +82,16 @@ void AppendHex(std::string* out, uint64_t v) {
   out->append(buf + 17 - n, n);
 }
 
+// Microseconds as milliseconds with three decimals ("12.345"), without printf's float path.
+void AppendMillis(std::string* out, int64_t us) {
+  if (us < 0) us = 0;
+  StrAppend(out, us / 1000, ".");
+  int frac = static_cast<int>(us % 1000);
+  out->push_back(static_cast<char>('0' + frac / 100));
+  out->push_back(static_cast<char>('0' + frac / 10 % 10));
+  out->push_back(static_cast<char>('0' + frac % 10));
+}
+
 void AppendHeaderLine(std::string* out, std::string_view name, std::string_view value) {
   out->append(name);
   out->append(": ");
@@ -163,6 +173,7 @@ void UpstreamConn::OnIo(uint32_t events) {
     }
     case State::kActive:
       if (owner_ == nullptr) return;
+      rdhup_ = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
       if (events & EPOLLOUT) {
         Flush();
         if (state_ != State::kActive || owner_ == nullptr) return;
@@ -175,7 +186,7 @@ void UpstreamConn::OnIo(uint32_t events) {
 void UpstreamConn::Flush() {
   for (;;) {
     while (out_.pending() > 0) {
-      ssize_t n = write(fd_, out_.buf.data() + out_.off, out_.pending());
+      ssize_t n = send(fd_, out_.buf.data() + out_.off, out_.pending(), MSG_NOSIGNAL);
       if (n > 0) {
         out_.off += static_cast<size_t>(n);
         wrote_any_ = true;
@@ -204,11 +215,16 @@ void UpstreamConn::ReadAvailable() {
         return;
       }
     }
-    ssize_t n = read(fd_, in_.write_ptr(), in_.writable());
+    size_t want = in_.writable();
+    ssize_t n = recv(fd_, in_.write_ptr(), want, 0);
     if (n > 0) {
       in_.wpos += static_cast<size_t>(n);
       got_any_ = true;
       owner_->OnUpstreamData();
+      // As nginx does with edge-triggered epoll: a short read means the socket is drained, so
+      // skip the read that would only return EAGAIN -- unless the peer also closed (RDHUP),
+      // whose EOF we must still read.
+      if (static_cast<size_t>(n) < want && !rdhup_) return;
       continue;
     }
     if (n == 0) {
@@ -289,6 +305,7 @@ bool ClientConn::IdleForDrain() const { return open_ && state_ == State::kIdle &
 
 void ClientConn::OnIo(uint32_t events) {
   if (!open_) return;
+  rdhup_ = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
   if (state_ == State::kTunnel) {
     TunnelPump();
     return;
@@ -319,11 +336,13 @@ void ClientConn::DoRead() {
       read_paused_ = true;  // resumed when the current exchange consumes the buffer
       return;
     }
-    ssize_t n = read(fd_, in_.write_ptr(), in_.writable());
+    size_t want = in_.writable();
+    ssize_t n = recv(fd_, in_.write_ptr(), want, 0);
     if (n > 0) {
       in_.wpos += static_cast<size_t>(n);
       bytes_in_ += static_cast<uint64_t>(n);
       Process();
+      if (static_cast<size_t>(n) < want && !rdhup_) return;  // drained (see UpstreamConn::ReadAvailable)
       continue;
     }
     if (n == 0) {
@@ -1097,7 +1116,7 @@ void ClientConn::SendError(int status, std::string_view reason, bool close) {
 
 void ClientConn::WriteOut() {
   while (out_.pending() > 0) {
-    ssize_t n = write(fd_, out_.buf.data() + out_.off, out_.pending());
+    ssize_t n = send(fd_, out_.buf.data() + out_.off, out_.pending(), MSG_NOSIGNAL);
     if (n > 0) {
       out_.off += static_cast<size_t>(n);
       continue;
@@ -1186,7 +1205,7 @@ void ClientConn::TunnelPump() {
     // client -> upstream
     if (up_->out_.pending() < kMaxPending) {
       char* p = in_.data.get();
-      ssize_t n = read(fd_, p, in_.cap);
+      ssize_t n = recv(fd_, p, in_.cap, 0);
       if (n > 0) {
         up_->out_.buf.append(p, static_cast<size_t>(n));
         progress = true;
@@ -1195,7 +1214,7 @@ void ClientConn::TunnelPump() {
       }
     }
     while (up_->out_.pending() > 0) {
-      ssize_t n = write(up_->fd_, up_->out_.buf.data() + up_->out_.off, up_->out_.pending());
+      ssize_t n = send(up_->fd_, up_->out_.buf.data() + up_->out_.off, up_->out_.pending(), MSG_NOSIGNAL);
       if (n > 0) {
         up_->out_.off += static_cast<size_t>(n);
         progress = true;
@@ -1213,7 +1232,7 @@ void ClientConn::TunnelPump() {
         b.Consume(b.readable());
         progress = true;
       }
-      ssize_t n = read(up_->fd_, b.data.get(), b.cap);
+      ssize_t n = recv(up_->fd_, b.data.get(), b.cap, 0);
       if (n > 0) {
         out_.buf.append(b.data.get(), static_cast<size_t>(n));
         progress = true;
@@ -1290,13 +1309,10 @@ void ClientConn::LogAndCount(int status) {
   o.append(log_upstream_);
   StrAppend(&o, "\",\"status\":", status, ",\"bytes_sent\":", bytes_out_, ",\"bytes_received\":", bytes_in_,
                   ",\"attempts\":", attempts_, ",\"duration_ms\":");
-  char buf[32];
-  int n = snprintf(buf, sizeof(buf), "%.3f", static_cast<double>(dur_us) / 1000.0);
-  o.append(buf, n);
+  AppendMillis(&o, dur_us);
   o.append(",\"upstream_ms\":");
   if (upstream_us_ >= 0) {
-    n = snprintf(buf, sizeof(buf), "%.3f", static_cast<double>(upstream_us_) / 1000.0);
-    o.append(buf, n);
+    AppendMillis(&o, upstream_us_);
   } else {
     o.append("null");
   }

@@ -88,6 +88,7 @@ class UpstreamConn : public IoHandler {
   int requests_ = 0;      // exchanges on this connection
   bool read_paused_ = false;
   bool eof_ = false;
+  bool rdhup_ = false;      // the last event said the peer closed: read to EOF
   bool wrote_any_ = false;  // any request byte written in the current exchange
   bool got_any_ = false;    // any response byte read in the current exchange
   Timer timer_;
@@ -160,6 +161,7 @@ class ClientConn : public IoHandler {
   bool read_paused_ = false;
   bool eof_ = false;
   bool close_after_ = false;
+  bool rdhup_ = false;
   bool in_write_ = false;
   bool write_again_ = false;
   bool write_failed_ = false;

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP proxy benchmark: wrk against bulwark, nginx and HAProxy, each with one worker,
+# each proxying with keep-alive to the same nginx upstream that serves a small response; and wrk
+# straight at the upstream as the ceiling. Runs are alternated (A B C D, B C D A, ...) so drift on
+# a noisy machine hits every contestant alike; the median of the rounds is reported.
+# On a 2-core machine the proxy under test is pinned to CPU 0 and wrk to CPU 1, so each proxy gets
+# the same core to itself; the upstream floats.
+# bulwark runs as shipped: metrics on and the JSON access log written to a file. nginx writes its
+# access log too. (HAProxy logs only to syslog; none is running, so it logs nothing.)
+#
+#   bench/gateway.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+# The last line is the summary:
+#   gateway: bulwark_rps=N nginx_rps=N haproxy_rps=N direct_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECONDS_PER_RUN=${2:-10}
+CONNS=${3:-50}
+
+scripts/deps
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
+ninja -C build/release bulwark >/dev/null
+
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+work=$(mktemp -d /tmp/bulwark-bench-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 did not open" >&2; tail -5 "$work"/*.out "$work"/*.err 2>/dev/null >&2
+  return 1
+}
+
+UP=$(free_port); BW=$(free_port); BWA=$(free_port); NG=$(free_port); HA=$(free_port)
+
+# The upstream: nginx, one worker, a 13-byte response.
+mkdir -p "$work/up" "$work/ng"
+cat > "$work/up/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid $work/up/nginx.pid; error_log $work/up/error.log crit;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP reuseport; location / { return 200 "hello, world\n"; } } }
+CONF
+"$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
+
+
+# nginx as the proxy, configured the way its docs recommend for upstream keep-alive.
+cat > "$work/ng/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid $work/ng/nginx.pid; error_log $work/ng/error.log crit;
+events { worker_connections 4096; }
+http {
+  access_log $work/ng/access.log;
+  keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NG;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+taskset -c 0 "$NGINX" -p "$work/ng" -c "$work/ng/nginx.conf" & pids+=($!); NG_PID=$!
+
+# HAProxy, one thread, connection reuse to the upstream.
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HA
+  default_backend be
+backend be
+  server s1 127.0.0.1:$UP maxconn 1000
+CONF
+taskset -c 0 "$HAPROXY" -f "$work/haproxy.cfg" -db >"$work/haproxy.out" 2>&1 & pids+=($!); HA_PID=$!
+
+# bulwark, one worker, metrics and access log on.
+cat > "$work/bulwark.yml" <<CONF
+workers: 1
+log: {level: warn}
+admin: {listen: 127.0.0.1:$BWA}
+access_log: {path: $work/bulwark-access.log, max_size: 100g}  # no rotation mid-run, like the nginx peer
+http: {keepalive_requests: 1000000}
+listeners:
+  - listen: 127.0.0.1:$BW
+    routes: [{prefix: /, upstream: app}]
+upstreams:
+  app:
+    keepalive: 64
+    servers: [127.0.0.1:$UP]
+CONF
+taskset -c 0 build/release/bulwark serve -c "$work/bulwark.yml" 2>"$work/bulwark.err" & pids+=($!); BW_PID=$!
+
+for p in $UP $NG $HA $BW; do wait_port "$p"; done
+
+# CPU ticks (user+system, all threads) of a process and its children: the proxy's own cost.
+cpu_ticks() {
+  local total=0 p t
+  for p in "$1" $(pgrep -P "$1" || true); do
+    for t in /proc/"$p"/task/*/stat; do total=$((total + $(awk '{print $14 + $15}' "$t" 2>/dev/null || echo 0))); done
+  done
+  echo "$total"
+}
+
+# wrk prints "Requests/sec: N" and, with --latency, "99%  1.23ms".
+run() {
+  local port=$1 out
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$port/" 2>&1)
+  local rps p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
+  local errs
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+  [ -n "$errs" ] && echo "  (port $port: $errs)" >&2
+  echo "$rps $p99"
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+names=(bulwark nginx haproxy direct)
+ports=($BW $NG $HA $UP)
+procs=($BW_PID $NG_PID $HA_PID "")
+declare -A rps p99 us_per_req
+TICK=$(getconf CLK_TCK)
+# warm-up
+for p in "${ports[@]}"; do wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1; done
+for r in $(seq 0 $((ROUNDS - 1))); do
+  for k in 0 1 2 3; do
+    i=$(( (k + r) % 4 ))
+    t0=0; [ -n "${procs[$i]}" ] && t0=$(cpu_ticks "${procs[$i]}")
+    read -r a b < <(run "${ports[$i]}")
+    if [ -n "${procs[$i]}" ]; then
+      t1=$(cpu_ticks "${procs[$i]}")
+      us_per_req[${names[$i]}]+="$(awk -v d=$((t1 - t0)) -v r="$a" -v s="$SECONDS_PER_RUN" -v hz="$TICK" 'BEGIN {printf "%.2f", d / hz * 1e6 / (r * s)}') "
+    fi
+    rps[${names[$i]}]+="$a "
+    p99[${names[$i]}]+="$b "
+    echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
+  done
+done
+m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+echo "proxy CPU per request (median, microseconds): bulwark=$(m "${us_per_req[bulwark]}") nginx=$(m "${us_per_req[nginx]}") haproxy=$(m "${us_per_req[haproxy]}")"
+printf 'gateway: bulwark_rps=%.0f nginx_rps=%.0f haproxy_rps=%.0f direct_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s haproxy_p99_ms=%s\n' \
+  "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${rps[haproxy]}")" "$(m "${rps[direct]}")" \
+  "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" "$(m "${p99[haproxy]}")"
