@@ -33,6 +33,20 @@ std::string Config(int listen, int admin, const std::string& upstream_servers, c
          "    servers: [" + upstream_servers + "]\n";
 }
 
+// The log lines that are not a plain 200 (for failure messages).
+std::string NotOk(const std::string& log) {
+  std::string out;
+  size_t start = 0;
+  while (start < log.size()) {
+    size_t nl = log.find('\n', start);
+    if (nl == std::string::npos) nl = log.size();
+    std::string line = log.substr(start, nl - start);
+    if (line.find("\"status\":200,") == std::string::npos) out += line + "\n";
+    start = nl + 1;
+  }
+  return out;
+}
+
 std::string Servers(const std::vector<int>& ports) {
   std::string s;
   for (int p : ports) s += (s.empty() ? "" : ", ") + std::string("'127.0.0.1:") + std::to_string(p) + "'";
@@ -42,7 +56,7 @@ std::string Servers(const std::vector<int>& ports) {
 // Load: `threads` keep-alive clients sending GETs until `stop`; counts non-200 answers.
 struct Load {
   std::atomic<bool> stop{false};
-  std::atomic<int> ok{0}, bad{0};
+  std::atomic<int> ok{0}, bad{0}, reconnects{0};
   std::vector<std::thread> threads;
   std::vector<std::string> failures;
   std::mutex mu;
@@ -57,9 +71,12 @@ struct Load {
           } else {
             ++bad;
             std::lock_guard<std::mutex> l(mu);
-            failures.push_back(std::to_string(r.status));
+            failures.push_back(std::to_string(r.status) + " " + r.error);
           }
-          if (r.status == 0 || r.closed) client = std::make_unique<Client>(port);
+          if (r.status == 0 || r.closed) {
+            ++reconnects;
+            client = std::make_unique<Client>(port);
+          }
         }
       });
     }
@@ -147,7 +164,7 @@ TEST(Gateway, KillingOneOfThreeBackendsUnderLoadGivesNoErrors) {
   std::this_thread::sleep_for(300ms);
   load.Finish();
   EXPECT_GT(load.ok.load(), 100);
-  EXPECT_EQ(load.bad.load(), 0) << (load.failures.empty() ? "" : load.failures[0]);
+  EXPECT_EQ(load.bad.load(), 0) << (load.failures.empty() ? "" : load.failures[0]) << "\n" << NotOk(b.log());
   Response u = HttpGet(admin, "/api/v1/upstreams");
   EXPECT_NE(u.body.find("\"failures\""), std::string::npos);
 }
@@ -214,13 +231,14 @@ TEST(Gateway, ActiveHealthChecksTakeAServerOutAndBack) {
 TEST(Gateway, HotReloadUnderLoadDropsNothing) {
   Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
   int port = FreePort(), admin = FreePort();
-  Bulwark b(Config(port, admin, Servers({a.port()})));
+  const std::string http = "http: {keepalive_requests: 100000000}\n";
+  Bulwark b(Config(port, admin, Servers({a.port()}), http));
   ASSERT_TRUE(b.Ready(port, admin));
   Load load(port, 4);
   for (int i = 0; i < 5; ++i) {
     std::this_thread::sleep_for(100ms);
     // Alternate between two valid configs, by API and by SIGHUP.
-    WriteFile(b.config_path(), Config(port, admin, Servers({a.port()}), "",
+    WriteFile(b.config_path(), Config(port, admin, Servers({a.port()}), http,
                                       i % 2 ? "    keepalive: 8\n" : "    keepalive: 16\n"));
     if (i % 2) {
       b.process().Signal(SIGHUP);
@@ -237,6 +255,7 @@ TEST(Gateway, HotReloadUnderLoadDropsNothing) {
   load.Finish();
   EXPECT_GT(load.ok.load(), 50);
   EXPECT_EQ(load.bad.load(), 0) << (load.failures.empty() ? "" : load.failures[0]);
+  EXPECT_EQ(load.reconnects.load(), 0) << "established connections must survive a reload";
   Response m = HttpGet(admin, "/metrics");
   EXPECT_NE(m.body.find("bulwark_config_reloads_total{result=\"failure\"} 1"), std::string::npos);
   EXPECT_EQ(HttpGet(port, "/health").status, 200);

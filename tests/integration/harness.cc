@@ -173,9 +173,16 @@ Response Client::Read(bool head_request) {
     http::ParseStatus st = http::ParseResponse(buf_.data(), buf_.size(), limits,
                                                head_request ? http::Method::kHead : http::Method::kGet, &head, &err);
     if (st == http::ParseStatus::kDone) break;
-    if (st == http::ParseStatus::kError) return r;
+    if (st == http::ParseStatus::kError) {
+      r.error = "unparsable response (" + std::string(err.reason) + "): " + buf_.substr(0, 200);
+      return r;
+    }
     ssize_t n = recv(fd_, tmp, sizeof(tmp), 0);
-    if (n <= 0) return r;
+    if (n <= 0) {
+      r.error = n == 0 ? "connection closed before a response, buffered: " + buf_.substr(0, 200)
+                       : "recv failed: " + std::string(strerror(errno));
+      return r;
+    }
     buf_.append(tmp, static_cast<size_t>(n));
   }
   r.status = head.status;
@@ -384,7 +391,13 @@ void Backend::Serve(int fd) {
     }
   }
 done:
-  close(fd);
+  {
+    // Forget the fd before closing it: its number may be reused at once by another socket in
+    // this process (a test client), which Stop() must not shut down.
+    std::lock_guard<std::mutex> l(mu_);
+    std::erase(conns_, fd);
+    close(fd);
+  }
 }
 
 static std::string BulwarkBinary() { return BULWARK_BINARY; }

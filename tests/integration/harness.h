@@ -43,6 +43,7 @@ struct Response {
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;
   bool closed = false;  // the server closed the connection after this response
+  std::string error;    // why no response could be read (status 0)
 };
 
 // A blocking HTTP/1.1 client connection.
