@@ -21,26 +21,7 @@ scripts/deps
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
 ninja -C build/release bulwark >/dev/null
 
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-work=$(mktemp -d /tmp/bulwark-bench-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 did not open" >&2; tail -5 "$work"/*.out "$work"/*.err 2>/dev/null >&2
-  return 1
-}
+WORK_PREFIX=bench source scripts/lib.sh
 
 UP=$(free_port); BW=$(free_port); BWA=$(free_port); NG=$(free_port); HA=$(free_port)
 

@@ -766,8 +766,15 @@ void ClientConn::OnUpstreamDrained() {
     ForwardBody();
     if (read_paused_ && up_ != nullptr && up_->out_.pending() < kMaxPending) DoRead();
   }
-  // Request fully sent: from now on the read timeout measures the wait for the response.
-  if (up_ != nullptr && up_->out_.pending() == 0 && !resp_started_) up_->ArmTimer(up_->read_timeout_ms_);
+  if (up_ == nullptr || up_->out_.pending() != 0 || resp_started_) return;
+  if (body_done_) {
+    // The whole request is sent: from now on the read timeout measures the wait for the
+    // response (nginx proxy_read_timeout).
+    up_->ArmTimer(up_->read_timeout_ms_);
+  } else {
+    // Waiting for more body from the client, whose own timeout (client_body_timeout) governs.
+    worker_->loop().CancelTimer(&up_->timer_);
+  }
 }
 
 void ClientConn::ForwardBody() {

@@ -365,6 +365,44 @@ TEST(Gateway, WebSocketUpgradeIsTunnelled) {
   EXPECT_EQ(std::string(buf, got), "ping-frame-bytes");
 }
 
+TEST(Gateway, Timeouts) {
+  Backend slow([](const Backend::Request&) {
+    std::this_thread::sleep_for(1500ms);
+    return Backend::Reply(200, "late");
+  });
+  Backend fast([](const Backend::Request&) { return Backend::Reply(200, "fast"); });
+  int port = FreePort(), admin = FreePort();
+  auto short_read = [](std::string c) {
+    c.replace(c.find("read_timeout: 5s"), 16, "read_timeout: 300ms");
+    return c;
+  };
+  Bulwark b(short_read(Config(port, admin, Servers({slow.port()}))));
+  ASSERT_TRUE(b.Ready(port, admin));
+  // The server does not answer within read_timeout: 504.
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(HttpGet(port, "/").status, 504);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1200ms);
+  // The only server timed out, so it is out for fail_timeout (max_fails 1): 503 at once.
+  EXPECT_EQ(HttpGet(port, "/").status, 503);
+
+  // With a second server, a timed-out GET is retried there (nginx proxy_next_upstream timeout).
+  int port2 = FreePort(), admin2 = FreePort();
+  Bulwark b2(short_read(Config(port2, admin2, Servers({slow.port(), fast.port()}),
+                               "http: {client_body_timeout: 500ms, keepalive_timeout: 500ms}\n")));
+  ASSERT_TRUE(b2.Ready(port2, admin2));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(HttpGet(port2, "/").body, "fast");
+  // A body that stops arriving: 408 after client_body_timeout, and the connection is closed.
+  Client c(port2);
+  c.Send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+  Response r = c.Read();
+  EXPECT_EQ(r.status, 408);
+  EXPECT_TRUE(c.WaitClosed(1000));
+  // An idle keep-alive connection is closed after keepalive_timeout.
+  Client idle(port2);
+  EXPECT_EQ(idle.Get("/health").status, 200);
+  EXPECT_TRUE(idle.WaitClosed(1500));
+}
+
 TEST(CheckConfig, ExitCodesAndMessages) {
   std::string dir = MakeTempDir();
   WriteFile(dir + "/good.yml", "listeners: [{listen: '127.0.0.1:1', routes: [{return: 204}]}]\n");

@@ -125,7 +125,8 @@ TEST(Config, SemanticErrors) {
 }
 
 TEST(Config, ShippedExamplesAreValid) {
-  for (const char* f : {"/config/examples/minimal.yml", "/config/demo.yml"}) {
+  for (const char* f : {"/config/examples/minimal.yml", "/config/examples/api-gateway.yml",
+                        "/config/examples/blue-green.yml", "/config/examples/sticky-sessions.yml", "/config/demo.yml"}) {
     ConfigLoad l = LoadConfigFile(std::string(BULWARK_SOURCE_DIR) + f,
                                   Env({{"LISTEN_PORT", "1"}, {"UPSTREAM_PORT", "2"}, {"ADMIN_PORT", "3"},
                                        {"DEMO_ORIGIN_1", "127.0.0.1:1"}, {"DEMO_ORIGIN_2", "127.0.0.1:2"},
