@@ -6,14 +6,18 @@
 
 #include <cerrno>
 
-#include "core/strings.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "http/parser.h"
 
 namespace bulwark::admin {
 
-AdminResponse Json(int status, const std::string& body) { return AdminResponse{status, "application/json", body}; }
-AdminResponse Text(int status, std::string body) { return AdminResponse{status, "text/plain; charset=utf-8", std::move(body)}; }
+AdminResponse Json(int status, const std::string& body) {
+  return AdminResponse{status, "application/json", body};
+}
+AdminResponse Text(int status, std::string body) {
+  return AdminResponse{status, "text/plain; charset=utf-8", std::move(body)};
+}
 
 class AdminServer::Acceptor : public IoHandler {
  public:
@@ -100,9 +104,9 @@ class AdminServer::Conn : public IoHandler {
 
   void Respond(const AdminResponse& r) {
     responded_ = true;
-    out_ = StrCat("HTTP/1.1 ", r.status, " ", http::StatusReason(r.status), "\r\nContent-Type: ", r.content_type,
-                        "\r\nContent-Length: ", r.body.size(), "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-                        r.body);
+    out_ = StrCat("HTTP/1.1 ", r.status, " ", http::StatusReason(r.status),
+                  "\r\nContent-Type: ", r.content_type, "\r\nContent-Length: ", r.body.size(),
+                  "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n", r.body);
     Flush();
   }
 
@@ -146,7 +150,8 @@ class AdminServer::Conn : public IoHandler {
   Timer timer_;
 };
 
-AdminServer::AdminServer(EventLoop* loop, std::string token) : loop_(loop), token_(std::move(token)) {}
+AdminServer::AdminServer(EventLoop* loop, std::string token)
+    : loop_(loop), token_(std::move(token)) {}
 
 AdminServer::~AdminServer() { Close(); }
 
@@ -189,8 +194,8 @@ void AdminServer::Route(std::string method, std::string pattern, Handler h) {
   routes_.push_back(std::move(e));
 }
 
-const Handler* AdminServer::Find(const std::string& method, const std::string& path, std::vector<std::string>* params,
-                                 bool* path_exists) const {
+const Handler* AdminServer::Find(const std::string& method, const std::string& path,
+                                 std::vector<std::string>* params, bool* path_exists) const {
   std::vector<std::string> segs = Split(path, '/', true);
   *path_exists = false;
   for (const auto& e : routes_) {
@@ -226,7 +231,8 @@ AdminResponse AdminServer::Dispatch(const AdminRequest& req, std::string_view au
   bool path_exists = false;
   const Handler* h = Find(req.method, req.path, &params, &path_exists);
   if (h == nullptr) {
-    return path_exists ? Json(405, R"({"error":"method not allowed"})") : Json(404, R"({"error":"not found"})");
+    return path_exists ? Json(405, R"({"error":"method not allowed"})")
+                       : Json(404, R"({"error":"not found"})");
   }
   AdminRequest r = req;
   r.params = std::move(params);

@@ -42,8 +42,8 @@ class AdminServer {
   void Close();
 
   // Exposed for tests: finds the handler for a request.
-  const Handler* Find(const std::string& method, const std::string& path, std::vector<std::string>* params,
-                      bool* path_exists) const;
+  const Handler* Find(const std::string& method, const std::string& path,
+                      std::vector<std::string>* params, bool* path_exists) const;
 
  private:
   class Conn;

@@ -39,7 +39,8 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
         } else if (ParseInt(s, &n) && n >= 1 && n <= 256) {
           cfg->workers = n;
         } else {
-          ctx.Error(w.Mark(), StrCat("workers: expected \"auto\" or a number from 1 to 256, got \"", s, "\""));
+          ctx.Error(w.Mark(), StrCat("workers: expected \"auto\" or a number from 1 to 256, got \"",
+                                     s, "\""));
         }
       }
     }
@@ -68,19 +69,22 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
     if (cfg->admin.enabled) {
       auto a = ParseSocketAddress(cfg->admin.listen);
       if (!a.ok()) {
-        ctx.Error(admin.IsDefined() ? admin.Mark() : root->Mark(), StrCat("admin.listen: ", a.status().message()));
+        ctx.Error(admin.IsDefined() ? admin.Mark() : root->Mark(),
+                  StrCat("admin.listen: ", a.status().message()));
       } else {
         cfg->admin.address = *a;
       }
     }
     gateway::ParseGatewayConfig(ctx, top, cfg->gateway.get());
     if (cfg->gateway->listeners.empty() && ctx.ok()) {
-      ctx.Error(root->Mark(), "config: no `listeners:`; bulwark needs at least one listener to serve");
+      ctx.Error(root->Mark(),
+                "config: no `listeners:`; bulwark needs at least one listener to serve");
     }
     if (cfg->admin.enabled) {
       for (const auto& l : cfg->gateway->listeners) {
         if (l.listen_text == cfg->admin.listen) {
-          ctx.Error(root->Mark(), StrCat("admin.listen: ", cfg->admin.listen, " is also a gateway listener"));
+          ctx.Error(root->Mark(),
+                    StrCat("admin.listen: ", cfg->admin.listen, " is also a gateway listener"));
         }
       }
     }

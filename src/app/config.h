@@ -20,7 +20,7 @@ struct AdminConfig {
 
 struct Config {
   std::string path;
-  int workers = 0;                 // 0 = one per core
+  int workers = 0;  // 0 = one per core
   int64_t drain_timeout_ms = 30000;
   std::string log_level = "info";
   std::string log_format = "text";
@@ -32,8 +32,8 @@ struct Config {
 };
 
 struct ConfigLoad {
-  std::unique_ptr<Config> config;    // null when there are errors
-  std::vector<std::string> errors;   // FILE:LINE:COL: message
+  std::unique_ptr<Config> config;   // null when there are errors
+  std::vector<std::string> errors;  // FILE:LINE:COL: message
 };
 
 ConfigLoad LoadConfigFile(const std::string& path, const EnvLookup& env);

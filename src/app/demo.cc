@@ -7,14 +7,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
-#include "core/strings.h"
 #include "app/server.h"
 #include "core/event_loop.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "http/parser.h"
 
 namespace bulwark {
@@ -55,12 +54,16 @@ struct DemoOrigin::Impl {
           if (st == http::ParseStatus::kError) o->Drop(this);
           return;
         }
-        size_t total = req.head_len + (req.body == http::BodyKind::kLength ? req.content_length : 0);
+        size_t total =
+            req.head_len + (req.body == http::BodyKind::kLength ? req.content_length : 0);
         if (in.size() < total) return;
-        std::string body = nlohmann::json{{"origin", o->name}, {"path", std::string(req.path)},
-                                          {"served", ++o->served}}.dump() + "\n";
-        out = StrCat("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
-                           "\r\n\r\n", body);
+        std::string body =
+            nlohmann::json{
+                {"origin", o->name}, {"path", std::string(req.path)}, {"served", ++o->served}}
+                .dump() +
+            "\n";
+        out = StrCat("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ",
+                     body.size(), "\r\n\r\n", body);
         in.erase(0, total);
         [[maybe_unused]] ssize_t w = write(fd, out.data(), out.size());
       }
@@ -186,8 +189,9 @@ int RunDemo() {
   }
   std::string listen = load.config->gateway->listeners[0].listen_text;
   std::string admin = load.config->admin.listen;
-  Server server(std::move(load.config),
-                [demo_env] { return LoadConfigText(DemoConfigText(), "config/demo.yml (embedded)", demo_env); });
+  Server server(std::move(load.config), [demo_env] {
+    return LoadConfigText(DemoConfigText(), "config/demo.yml (embedded)", demo_env);
+  });
   absl::Status s = server.Start();
   if (!s.ok()) {
     fprintf(stderr, "bulwark demo: %s\n", std::string(s.message()).c_str());
@@ -196,7 +200,9 @@ int RunDemo() {
   server.admin()->Route("GET", "/api/v1/demo/origins", [&origins](const admin::AdminRequest&) {
     nlohmann::json j = nlohmann::json::array();
     for (size_t i = 0; i < origins.size(); ++i) {
-      j.push_back({{"id", i + 1}, {"name", origins[i]->name()}, {"address", origins[i]->address()},
+      j.push_back({{"id", i + 1},
+                   {"name", origins[i]->name()},
+                   {"address", origins[i]->address()},
                    {"running", origins[i]->running()}});
     }
     return admin::Json(200, j.dump());
@@ -208,15 +214,19 @@ int RunDemo() {
     }
     if (start) {
       absl::Status st = origins[id - 1]->Start();
-      if (!st.ok()) return admin::Json(500, nlohmann::json{{"error", std::string(st.message())}}.dump());
+      if (!st.ok())
+        return admin::Json(500, nlohmann::json{{"error", std::string(st.message())}}.dump());
     } else {
       origins[id - 1]->Stop();
     }
     LogInfo("demo: ", origins[id - 1]->name(), start ? " revived" : " stopped");
-    return admin::Json(200, nlohmann::json{{"origin", origins[id - 1]->name()}, {"running", start}}.dump());
+    return admin::Json(
+        200, nlohmann::json{{"origin", origins[id - 1]->name()}, {"running", start}}.dump());
   };
-  server.admin()->Route("POST", "/api/v1/demo/origins/{id}/stop", [toggle](const admin::AdminRequest& r) { return toggle(r, false); });
-  server.admin()->Route("POST", "/api/v1/demo/origins/{id}/start", [toggle](const admin::AdminRequest& r) { return toggle(r, true); });
+  server.admin()->Route("POST", "/api/v1/demo/origins/{id}/stop",
+                        [toggle](const admin::AdminRequest& r) { return toggle(r, false); });
+  server.admin()->Route("POST", "/api/v1/demo/origins/{id}/start",
+                        [toggle](const admin::AdminRequest& r) { return toggle(r, true); });
 
   printf(
       "\nbulwark demo is running.\n\n"
@@ -230,8 +240,8 @@ int RunDemo() {
       "  curl -s http://%s/api/v1/upstreams\n"
       "  curl -s -XPOST http://%s/api/v1/demo/origins/2/start\n\n"
       "Press Ctrl-C to stop.\n\n",
-      listen.c_str(), listen.c_str(), admin.c_str(), admin.c_str(), admin.c_str(), listen.c_str(), admin.c_str(),
-      admin.c_str());
+      listen.c_str(), listen.c_str(), admin.c_str(), admin.c_str(), admin.c_str(), listen.c_str(),
+      admin.c_str(), admin.c_str());
   fflush(stdout);
   return server.Run();
 }

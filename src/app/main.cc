@@ -27,7 +27,8 @@ int Serve(const std::string& path) {
     for (const auto& e : load.errors) fprintf(stderr, "%s\n", e.c_str());
     return 1;
   }
-  bulwark::Server server(std::move(load.config), [path] { return bulwark::LoadConfigFile(path, bulwark::ProcessEnv()); });
+  bulwark::Server server(std::move(load.config),
+                         [path] { return bulwark::LoadConfigFile(path, bulwark::ProcessEnv()); });
   absl::Status s = server.Start();
   if (!s.ok()) {
     fprintf(stderr, "bulwark: %s\n", std::string(s.message()).c_str());
@@ -43,10 +44,12 @@ int main(int argc, char** argv) {
   std::string serve_path, check_path;
   auto* serve = app.add_subcommand("serve", "Run with a configuration file");
   serve->add_option("-c,--config", serve_path, "Configuration file")->required();
-  auto* check = app.add_subcommand("check-config", "Validate a configuration file (exit 1 on any error)");
+  auto* check =
+      app.add_subcommand("check-config", "Validate a configuration file (exit 1 on any error)");
   check->add_option("file", check_path, "Configuration file")->required();
   auto* version = app.add_subcommand("version", "Print the version");
-  auto* demo = app.add_subcommand("demo", "Run the gateway on the embedded demo configuration with three origins");
+  auto* demo = app.add_subcommand(
+      "demo", "Run the gateway on the embedded demo configuration with three origins");
   CLI11_PARSE(app, argc, argv);
   if (*serve) return Serve(serve_path);
   if (*check) return CheckConfig(check_path);

@@ -6,8 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/strings.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "http/parser.h"
 
 namespace bulwark {
@@ -54,7 +54,8 @@ void Server::BlockSignals() {
   signal(SIGPIPE, SIG_IGN);
 }
 
-Server::Server(std::unique_ptr<Config> cfg, ConfigSource source) : cfg_(std::move(cfg)), source_(std::move(source)) {}
+Server::Server(std::unique_ptr<Config> cfg, ConfigSource source)
+    : cfg_(std::move(cfg)), source_(std::move(source)) {}
 
 Server::~Server() {
   for (auto& w : workers_) w->Stop();
@@ -66,8 +67,8 @@ Server::~Server() {
 
 absl::Status Server::Start() {
   start_wall_s_ = WallMicros() / 1000000;
-  SetLogLevel(cfg_->log_level == "debug"  ? LogLevel::kDebug
-              : cfg_->log_level == "warn" ? LogLevel::kWarn
+  SetLogLevel(cfg_->log_level == "debug"   ? LogLevel::kDebug
+              : cfg_->log_level == "warn"  ? LogLevel::kWarn
               : cfg_->log_level == "error" ? LogLevel::kError
                                            : LogLevel::kInfo);
   SetLogJson(cfg_->log_format == "json");
@@ -79,7 +80,8 @@ absl::Status Server::Start() {
     access_log_ = std::move(*al);
   }
   int n = cfg_->EffectiveWorkers();
-  auto snap = gateway::Snapshot::Build(cfg_->gateway, n, nullptr, &servers_, &endpoints_, ++generation_);
+  auto snap =
+      gateway::Snapshot::Build(cfg_->gateway, n, nullptr, &servers_, &endpoints_, ++generation_);
   if (!snap.ok()) return snap.status();
   snapshot_ = *snap;
   gateway::WorkerShared shared{&endpoints_, access_log_.get()};
@@ -156,7 +158,8 @@ std::vector<std::string> Server::Reload() {
   }
   std::unique_ptr<Config> next = std::move(load.config);
   std::vector<std::string> warnings;
-  if (next->EffectiveWorkers() != cfg_->EffectiveWorkers()) warnings.push_back("workers: takes effect after a restart");
+  if (next->EffectiveWorkers() != cfg_->EffectiveWorkers())
+    warnings.push_back("workers: takes effect after a restart");
   if (next->admin.listen != cfg_->admin.listen || next->admin.token != cfg_->admin.token) {
     warnings.push_back("admin: takes effect after a restart");
   }
@@ -168,8 +171,8 @@ std::vector<std::string> Server::Reload() {
   next->workers = cfg_->workers;
   next->admin = cfg_->admin;
   next->gateway->access_log = cfg_->gateway->access_log;
-  auto snap = gateway::Snapshot::Build(next->gateway, cfg_->EffectiveWorkers(), snapshot_.get(), &servers_,
-                                       &endpoints_, generation_ + 1);
+  auto snap = gateway::Snapshot::Build(next->gateway, cfg_->EffectiveWorkers(), snapshot_.get(),
+                                       &servers_, &endpoints_, generation_ + 1);
   if (!snap.ok()) {
     reloads_failed_.Add(1);
     std::string err = StrCat(next->path, ": ", snap.status().message());
@@ -263,15 +266,18 @@ void Server::RegisterAdminRoutes() {
       return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", registry_.Render()};
     });
   }
-  admin_->Route("GET", "/api/v1/upstreams", [this](const AdminRequest&) { return admin::Json(200, UpstreamsJson()); });
+  admin_->Route("GET", "/api/v1/upstreams",
+                [this](const AdminRequest&) { return admin::Json(200, UpstreamsJson()); });
   auto set_drain = [this](const AdminRequest& r, bool drained) {
     for (const auto& ur : snapshot_->upstreams) {
       if (ur.cfg->name != r.params[0]) continue;
       for (const auto& s : ur.servers) {
         if (s->address_text() == r.params[1]) {
           s->SetDrained(drained);
-          LogInfo("admin: ", drained ? "drained " : "enabled ", ur.cfg->name, " ", s->address_text());
-          nlohmann::json j{{"upstream", ur.cfg->name}, {"server", s->address_text()}, {"drained", drained}};
+          LogInfo("admin: ", drained ? "drained " : "enabled ", ur.cfg->name, " ",
+                  s->address_text());
+          nlohmann::json j{
+              {"upstream", ur.cfg->name}, {"server", s->address_text()}, {"drained", drained}};
           return admin::Json(200, j.dump());
         }
       }
@@ -285,7 +291,8 @@ void Server::RegisterAdminRoutes() {
                 [set_drain](const AdminRequest& r) { return set_drain(r, false); });
   admin_->Route("POST", "/api/v1/reload", [this](const AdminRequest&) {
     std::vector<std::string> errors = Reload();
-    if (!errors.empty()) return admin::Json(400, nlohmann::json{{"reloaded", false}, {"errors", errors}}.dump());
+    if (!errors.empty())
+      return admin::Json(400, nlohmann::json{{"reloaded", false}, {"errors", errors}}.dump());
     return admin::Json(200, nlohmann::json{{"reloaded", true}, {"generation", generation_}}.dump());
   });
 }
@@ -298,7 +305,8 @@ void Server::CollectGateway(std::string* out) {
   std::vector<const observe::HttpShard*> shards;
   for (const auto& w : workers_) shards.push_back(&w->http_shard());
   std::vector<std::string_view> methods;
-  for (int m = 0; m < http::kMethodCount; ++m) methods.push_back(http::MethodName(static_cast<http::Method>(m)));
+  for (int m = 0; m < http::kMethodCount; ++m)
+    methods.push_back(http::MethodName(static_cast<http::Method>(m)));
   observe::RenderHttpShards(shards, endpoints_, methods, out);
 
   int64_t now = MonotonicMs();
@@ -330,30 +338,41 @@ void Server::CollectGateway(std::string* out) {
       StrAppend(out, name, "{", r.labels, "} ", sum, "\n");
     }
   };
-  gauge("bulwark_upstream_up", "1 when the server takes new requests (not down, failed or drained).",
-        [&](const Row& r) { return !r.sc->down && r.s->Usable(now, r.sc->max_fails, r.sc->fail_timeout_ms) ? 1 : 0; });
+  gauge("bulwark_upstream_up",
+        "1 when the server takes new requests (not down, failed or drained).", [&](const Row& r) {
+          return !r.sc->down && r.s->Usable(now, r.sc->max_fails, r.sc->fail_timeout_ms) ? 1 : 0;
+        });
   observe::AppendHeader(out, "bulwark_upstream_state", "gauge",
                         "The server's state: one series per state, 1 for the current one.");
   for (const auto& r : rows) {
-    std::string_view cur = r.sc->down ? "down" : r.s->StateName(now, r.sc->max_fails, r.sc->fail_timeout_ms);
+    std::string_view cur =
+        r.sc->down ? "down" : r.s->StateName(now, r.sc->max_fails, r.sc->fail_timeout_ms);
     for (const char* st : {"up", "down", "failed", "drained"}) {
-      StrAppend(out, "bulwark_upstream_state{", r.labels, ",state=\"", st, "\"} ", cur == st ? 1 : 0, "\n");
+      StrAppend(out, "bulwark_upstream_state{", r.labels, ",state=\"", st, "\"} ",
+                cur == st ? 1 : 0, "\n");
     }
   }
-  gauge("bulwark_upstream_health_score", "Health score 0-100 (active-check health times passive headroom).",
-        [&](const Row& r) { return r.sc->down ? 0 : r.s->Score(now, r.sc->max_fails, r.sc->fail_timeout_ms); });
+  gauge("bulwark_upstream_health_score",
+        "Health score 0-100 (active-check health times passive headroom).", [&](const Row& r) {
+          return r.sc->down ? 0 : r.s->Score(now, r.sc->max_fails, r.sc->fail_timeout_ms);
+        });
   gauge("bulwark_upstream_active_connections", "Requests in flight to the server.",
         [&](const Row& r) { return r.s->active_count(); });
   gauge("bulwark_upstream_fails", "Current nginx-style failure count (max_fails window).",
         [&](const Row& r) { return r.s->fails(); });
   counter("bulwark_upstream_requests_total", "Attempts sent to the server (retries included).",
           [](const gateway::ServerCounters& c) { return c.requests.Get(); });
-  counter("bulwark_upstream_failures_total", "Attempts that failed (connect, send, read, timeout, bad response).",
+  counter("bulwark_upstream_failures_total",
+          "Attempts that failed (connect, send, read, timeout, bad response).",
           [](const gateway::ServerCounters& c) { return c.failures.Get(); });
-  counter("bulwark_upstream_retries_total", "Attempts that were retries of a request another server failed.",
+  counter("bulwark_upstream_retries_total",
+          "Attempts that were retries of a request another server failed.",
           [](const gateway::ServerCounters& c) { return c.retries.Get(); });
-  observe::AppendHeader(out, "bulwark_upstream_health_checks_failed_total", "counter", "Active health checks that failed.");
-  for (const auto& r : rows) StrAppend(out, "bulwark_upstream_health_checks_failed_total{", r.labels, "} ", r.s->checks_failed(), "\n");
+  observe::AppendHeader(out, "bulwark_upstream_health_checks_failed_total", "counter",
+                        "Active health checks that failed.");
+  for (const auto& r : rows)
+    StrAppend(out, "bulwark_upstream_health_checks_failed_total{", r.labels, "} ",
+              r.s->checks_failed(), "\n");
 
   auto worker_sum = [&](const char* name, const char* type, const char* help, auto field) {
     observe::AppendHeader(out, name, type, help);
@@ -363,32 +382,42 @@ void Server::CollectGateway(std::string* out) {
   };
   worker_sum("bulwark_connections_accepted_total", "counter", "Client connections accepted.",
              [](const gateway::WorkerStats& s) { return s.accepted.Get(); });
-  worker_sum("bulwark_client_connections", "gauge", "Open client connections.",
-             [](const gateway::WorkerStats& s) { return static_cast<uint64_t>(s.open_clients.load()); });
-  worker_sum("bulwark_upstream_connections", "gauge", "Open upstream connections (active and idle).",
-             [](const gateway::WorkerStats& s) { return static_cast<uint64_t>(s.open_upstreams.load()); });
-  worker_sum("bulwark_http_parse_errors_total", "counter", "Requests refused as malformed (400, 413, 414, 431, 501, 505).",
+  worker_sum(
+      "bulwark_client_connections", "gauge", "Open client connections.",
+      [](const gateway::WorkerStats& s) { return static_cast<uint64_t>(s.open_clients.load()); });
+  worker_sum(
+      "bulwark_upstream_connections", "gauge", "Open upstream connections (active and idle).",
+      [](const gateway::WorkerStats& s) { return static_cast<uint64_t>(s.open_upstreams.load()); });
+  worker_sum("bulwark_http_parse_errors_total", "counter",
+             "Requests refused as malformed (400, 413, 414, 431, 501, 505).",
              [](const gateway::WorkerStats& s) { return s.parse_errors.Get(); });
   worker_sum("bulwark_http_timeouts_total", "counter", "Client or upstream timeouts.",
              [](const gateway::WorkerStats& s) { return s.timeouts.Get(); });
-  worker_sum("bulwark_no_live_upstream_total", "counter", "Requests answered 503 because no server was usable.",
+  worker_sum("bulwark_no_live_upstream_total", "counter",
+             "Requests answered 503 because no server was usable.",
              [](const gateway::WorkerStats& s) { return s.no_upstream.Get(); });
-  worker_sum("bulwark_client_aborts_total", "counter", "Requests the client abandoned before the response ended (499).",
+  worker_sum("bulwark_client_aborts_total", "counter",
+             "Requests the client abandoned before the response ended (499).",
              [](const gateway::WorkerStats& s) { return s.client_aborts.Get(); });
-  observe::AppendHeader(out, "bulwark_config_reloads_total", "counter", "Configuration reloads by result.");
+  observe::AppendHeader(out, "bulwark_config_reloads_total", "counter",
+                        "Configuration reloads by result.");
   StrAppend(out, "bulwark_config_reloads_total{result=\"success\"} ", reloads_ok_.Get(), "\n");
   StrAppend(out, "bulwark_config_reloads_total{result=\"failure\"} ", reloads_failed_.Get(), "\n");
-  observe::AppendHeader(out, "bulwark_config_generation", "gauge", "Generation of the configuration in use.");
+  observe::AppendHeader(out, "bulwark_config_generation", "gauge",
+                        "Generation of the configuration in use.");
   StrAppend(out, "bulwark_config_generation ", generation_, "\n");
   if (access_log_ != nullptr) {
-    observe::AppendHeader(out, "bulwark_access_log_write_errors_total", "counter", "Access log writes that failed.");
+    observe::AppendHeader(out, "bulwark_access_log_write_errors_total", "counter",
+                          "Access log writes that failed.");
     StrAppend(out, "bulwark_access_log_write_errors_total ", access_log_->write_errors(), "\n");
-    observe::AppendHeader(out, "bulwark_access_log_rotations_total", "counter", "Access log rotations.");
+    observe::AppendHeader(out, "bulwark_access_log_rotations_total", "counter",
+                          "Access log rotations.");
     StrAppend(out, "bulwark_access_log_rotations_total ", access_log_->rotations(), "\n");
   }
   observe::AppendHeader(out, "bulwark_workers", "gauge", "Worker threads.");
   StrAppend(out, "bulwark_workers ", workers_.size(), "\n");
-  observe::AppendHeader(out, "process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
+  observe::AppendHeader(out, "process_start_time_seconds", "gauge",
+                        "Start time of the process since the Unix epoch.");
   StrAppend(out, "process_start_time_seconds ", start_wall_s_, "\n");
 }
 

@@ -1,11 +1,11 @@
 #include "core/config_reader.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
-#include <cctype>
 #include "core/strings.h"
 #include "core/units.h"
 
@@ -54,7 +54,8 @@ absl::Status Interpolate(std::string_view in, const EnvLookup& env, std::string*
       if (expr[op] == ':') {
         if (op + 1 >= expr.size() || expr[op + 1] != '-') {
           return absl::InvalidArgumentError(
-              StrCat("unsupported expansion \"${", expr, "}\": use ${VAR}, ${VAR:-default} or ${VAR-default}"));
+              StrCat("unsupported expansion \"${", expr,
+                     "}\": use ${VAR}, ${VAR:-default} or ${VAR-default}"));
         }
         empty_counts_as_unset = true;
         fallback = expr.substr(op + 2);
@@ -73,8 +74,9 @@ absl::Status Interpolate(std::string_view in, const EnvLookup& env, std::string*
     } else if (fallback.has_value()) {
       out->append(*fallback);
     } else {
-      return absl::InvalidArgumentError(StrCat(
-          "environment variable ", name, " is not set (write ${", name, ":-default} to give a default)"));
+      return absl::InvalidArgumentError(StrCat("environment variable ", name,
+                                               " is not set (write ${", name,
+                                               ":-default} to give a default)"));
     }
     i = close + 1;
   }
@@ -122,10 +124,13 @@ void ConfigContext::Error(std::string_view message) {
 
 std::string ConfigContext::ErrorText() const { return Join(errors_, "\n"); }
 
-bool ReadScalar(ConfigContext& ctx, const YAML::Node& node, std::string_view what, std::string* out) {
+bool ReadScalar(ConfigContext& ctx, const YAML::Node& node, std::string_view what,
+                std::string* out) {
   if (!node.IsScalar()) {
     ctx.Error(node.Mark(), StrCat(what, ": expected a single value, got ",
-                                        node.IsMap() ? "a mapping" : node.IsSequence() ? "a list" : "nothing"));
+                                  node.IsMap()        ? "a mapping"
+                                  : node.IsSequence() ? "a list"
+                                                      : "nothing"));
     return false;
   }
   absl::Status s = Interpolate(node.Scalar(), ctx.env(), out);
@@ -201,7 +206,8 @@ bool MapReader::Int(std::string_view key, int64_t* out, int64_t min, int64_t max
     return false;
   }
   if (v < min || v > max) {
-    ctx_.Error(n.Mark(), StrCat(what_, ".", key, ": ", v, " is out of range [", min, ", ", max, "]"));
+    ctx_.Error(n.Mark(),
+               StrCat(what_, ".", key, ": ", v, " is out of range [", min, ", ", max, "]"));
     return false;
   }
   *out = v;
@@ -274,8 +280,8 @@ bool MapReader::Enum(std::string_view key, const std::vector<std::string_view>& 
   std::vector<std::string> cands(choices.begin(), choices.end());
   std::string hint = Suggest(s, cands);
   ctx_.Error(n.Mark(), StrCat(what_, ".", key, ": unknown value \"", s, "\"",
-                                    hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)"),
-                                    "; expected one of: ", Join(cands, ", ")));
+                              hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)"),
+                              "; expected one of: ", Join(cands, ", ")));
   return false;
 }
 
@@ -313,8 +319,9 @@ void MapReader::Finish() {
     const std::string& k = kv.first.Scalar();
     if (std::find(known_.begin(), known_.end(), k) != known_.end()) continue;
     std::string hint = Suggest(k, known_);
-    ctx_.Error(kv.first.Mark(), StrCat(what_, ": unknown key \"", k, "\"",
-                                             hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
+    ctx_.Error(kv.first.Mark(),
+               StrCat(what_, ": unknown key \"", k, "\"",
+                      hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
   }
 }
 

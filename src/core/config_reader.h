@@ -22,8 +22,8 @@ namespace bulwark {
 using EnvLookup = std::function<std::optional<std::string>(std::string_view)>;
 EnvLookup ProcessEnv();
 
-// Expands ${VAR}, ${VAR:-default} (default when unset or empty), ${VAR-default} (default when unset)
-// and $$ (a literal $). An unset variable without a default is an error.
+// Expands ${VAR}, ${VAR:-default} (default when unset or empty), ${VAR-default} (default when
+// unset) and $$ (a literal $). An unset variable without a default is an error.
 absl::Status Interpolate(std::string_view in, const EnvLookup& env, std::string* out);
 
 // Levenshtein distance, used for "did you mean" suggestions.
@@ -51,7 +51,8 @@ class ConfigContext {
 
 // Reads the scalar at `node` with interpolation applied. Reports an error and returns false if
 // the node is not a scalar.
-bool ReadScalar(ConfigContext& ctx, const YAML::Node& node, std::string_view what, std::string* out);
+bool ReadScalar(ConfigContext& ctx, const YAML::Node& node, std::string_view what,
+                std::string* out);
 
 // A view of one YAML mapping that remembers which keys were read, so Finish() can report the
 // rest as unknown. Typed getters report errors themselves and return false on a bad value; a

@@ -14,7 +14,8 @@ namespace bulwark {
 
 uint16_t SocketAddress::port() const {
   if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage)->sin_port);
-  if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
+  if (family() == AF_INET6)
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
   return 0;
 }
 
@@ -23,7 +24,8 @@ std::string SocketAddress::IpString() const {
   if (family() == AF_INET) {
     inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage)->sin_addr, buf, sizeof(buf));
   } else if (family() == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr, buf, sizeof(buf));
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr, buf,
+              sizeof(buf));
   }
   return buf;
 }
@@ -39,7 +41,8 @@ absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text) {
   if (!text.empty() && text[0] == '[') {
     size_t close = text.find(']');
     if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return absl::InvalidArgumentError(StrCat("invalid address \"", text, "\": expected [IPv6]:PORT"));
+      return absl::InvalidArgumentError(
+          StrCat("invalid address \"", text, "\": expected [IPv6]:PORT"));
     }
     host = text.substr(1, close - 1);
     port_str = text.substr(close + 2);
@@ -53,7 +56,8 @@ absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text) {
   }
   uint32_t port;
   if (!ParseInt(port_str, &port) || port > 65535) {
-    return absl::InvalidArgumentError(StrCat("invalid address \"", text, "\": expected HOST:PORT with a port 0-65535"));
+    return absl::InvalidArgumentError(
+        StrCat("invalid address \"", text, "\": expected HOST:PORT with a port 0-65535"));
   }
   if (host == "localhost") host = "127.0.0.1";
   SocketAddress a;
@@ -70,7 +74,8 @@ absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text) {
     a.len = sizeof(sockaddr_in6);
   } else {
     return absl::InvalidArgumentError(
-        StrCat("invalid address \"", text, "\": \"", host, "\" is not an IP address (host names are not resolved)"));
+        StrCat("invalid address \"", text, "\": \"", host,
+               "\" is not an IP address (host names are not resolved)"));
   }
   return a;
 }
@@ -89,11 +94,13 @@ absl::StatusOr<CidrBlock> ParseCidr(std::string_view text) {
   if (inet_pton(AF_INET, s.c_str(), b.addr) == 1) {
     b.family = AF_INET;
     if (prefix < 0) prefix = 32;
-    if (prefix > 32) return absl::InvalidArgumentError(StrCat("invalid CIDR \"", text, "\": prefix > 32"));
+    if (prefix > 32)
+      return absl::InvalidArgumentError(StrCat("invalid CIDR \"", text, "\": prefix > 32"));
   } else if (inet_pton(AF_INET6, s.c_str(), b.addr) == 1) {
     b.family = AF_INET6;
     if (prefix < 0) prefix = 128;
-    if (prefix > 128) return absl::InvalidArgumentError(StrCat("invalid CIDR \"", text, "\": prefix > 128"));
+    if (prefix > 128)
+      return absl::InvalidArgumentError(StrCat("invalid CIDR \"", text, "\": prefix > 128"));
   } else {
     return absl::InvalidArgumentError(StrCat("invalid CIDR \"", text, "\": not an IP address"));
   }
@@ -114,11 +121,13 @@ bool PrefixMatch(const uint8_t* a, const uint8_t* b, int prefix) {
 
 bool CidrBlock::Contains(const SocketAddress& a) const {
   if (a.family() == AF_INET && family == AF_INET) {
-    return PrefixMatch(reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_addr),
+    return PrefixMatch(reinterpret_cast<const uint8_t*>(
+                           &reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_addr),
                        addr, prefix);
   }
   if (a.family() == AF_INET6) {
-    const uint8_t* v6 = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in6*>(&a.storage)->sin6_addr);
+    const uint8_t* v6 = reinterpret_cast<const uint8_t*>(
+        &reinterpret_cast<const sockaddr_in6*>(&a.storage)->sin6_addr);
     if (family == AF_INET6) return PrefixMatch(v6, addr, prefix);
     // IPv4-mapped IPv6 (::ffff:a.b.c.d) matches IPv4 blocks.
     static const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -130,8 +139,10 @@ bool CidrBlock::Contains(const SocketAddress& a) const {
 bool CidrBlock::ContainsIp(std::string_view ip) const {
   std::string s(ip);
   uint8_t buf[16];
-  if (inet_pton(AF_INET, s.c_str(), buf) == 1) return family == AF_INET && PrefixMatch(buf, addr, prefix);
-  if (inet_pton(AF_INET6, s.c_str(), buf) == 1) return family == AF_INET6 && PrefixMatch(buf, addr, prefix);
+  if (inet_pton(AF_INET, s.c_str(), buf) == 1)
+    return family == AF_INET && PrefixMatch(buf, addr, prefix);
+  if (inet_pton(AF_INET6, s.c_str(), buf) == 1)
+    return family == AF_INET6 && PrefixMatch(buf, addr, prefix);
   return false;
 }
 

@@ -16,7 +16,9 @@ char Upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) :
 }  // namespace
 
 bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
-bool EndsWith(std::string_view s, std::string_view x) { return s.size() >= x.size() && s.substr(s.size() - x.size()) == x; }
+bool EndsWith(std::string_view s, std::string_view x) {
+  return s.size() >= x.size() && s.substr(s.size() - x.size()) == x;
+}
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -47,7 +49,8 @@ std::vector<std::string> Split(std::string_view s, char sep, bool skip_empty) {
   size_t start = 0;
   for (;;) {
     size_t p = s.find(sep, start);
-    std::string_view piece = s.substr(start, p == std::string_view::npos ? std::string_view::npos : p - start);
+    std::string_view piece =
+        s.substr(start, p == std::string_view::npos ? std::string_view::npos : p - start);
     if (!(skip_empty && piece.empty())) out.emplace_back(piece);
     if (p == std::string_view::npos) break;
     start = p + 1;

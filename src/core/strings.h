@@ -19,8 +19,9 @@ inline void AppendPiece(std::string* out, absl::string_view s) { out->append(s.d
 inline void AppendPiece(std::string* out, const std::string& s) { out->append(s); }
 inline void AppendPiece(std::string* out, const char* s) { out->append(s); }
 inline void AppendPiece(std::string* out, char c) { out->push_back(c); }
-template <typename T, typename = std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, char> &&
-                                                  !std::is_same_v<T, bool>>>
+template <typename T,
+          typename = std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, char> &&
+                                      !std::is_same_v<T, bool>>>
 void AppendPiece(std::string* out, T v) {
   char buf[24];
   auto r = std::to_chars(buf, buf + sizeof(buf), v);

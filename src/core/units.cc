@@ -29,7 +29,8 @@ bool ReadNumber(std::string_view text, size_t* pos, int64_t* out) {
 }  // namespace
 
 absl::StatusOr<int64_t> ParseDurationMs(std::string_view text) {
-  if (text.empty()) return absl::InvalidArgumentError("expected a duration such as 500ms, 30s or 5m");
+  if (text.empty())
+    return absl::InvalidArgumentError("expected a duration such as 500ms, 30s or 5m");
   size_t pos = 0;
   int64_t total = 0;
   bool any = false;
@@ -51,17 +52,31 @@ absl::StatusOr<int64_t> ParseDurationMs(std::string_view text) {
         pos += 2;
       } else {
         switch (text[pos]) {
-          case 's': mult = 1000; break;
-          case 'm': mult = 60 * 1000; break;
-          case 'h': mult = 3600 * 1000; break;
-          case 'd': mult = 86400LL * 1000; break;
-          case 'w': mult = 7 * 86400LL * 1000; break;
-          case 'M': mult = 30 * 86400LL * 1000; break;
-          case 'y': mult = 365 * 86400LL * 1000; break;
+          case 's':
+            mult = 1000;
+            break;
+          case 'm':
+            mult = 60 * 1000;
+            break;
+          case 'h':
+            mult = 3600 * 1000;
+            break;
+          case 'd':
+            mult = 86400LL * 1000;
+            break;
+          case 'w':
+            mult = 7 * 86400LL * 1000;
+            break;
+          case 'M':
+            mult = 30 * 86400LL * 1000;
+            break;
+          case 'y':
+            mult = 365 * 86400LL * 1000;
+            break;
           default:
-            return absl::InvalidArgumentError(StrCat("invalid duration \"", text, "\": unknown unit '",
-                                                           std::string(1, text[pos]),
-                                                           "' (use ms, s, m, h, d, w)"));
+            return absl::InvalidArgumentError(
+                StrCat("invalid duration \"", text, "\": unknown unit '", std::string(1, text[pos]),
+                       "' (use ms, s, m, h, d, w)"));
         }
         ++pos;
       }
@@ -86,9 +101,18 @@ absl::StatusOr<int64_t> ParseSizeBytes(std::string_view text) {
   int64_t mult = 1;
   if (pos < text.size()) {
     switch (text[pos]) {
-      case 'k': case 'K': mult = 1024; break;
-      case 'm': case 'M': mult = 1024 * 1024; break;
-      case 'g': case 'G': mult = 1024LL * 1024 * 1024; break;
+      case 'k':
+      case 'K':
+        mult = 1024;
+        break;
+      case 'm':
+      case 'M':
+        mult = 1024 * 1024;
+        break;
+      case 'g':
+      case 'G':
+        mult = 1024LL * 1024 * 1024;
+        break;
       default:
         return absl::InvalidArgumentError(
             StrCat("invalid size \"", text, "\": unknown suffix (use k, m or g)"));
@@ -110,7 +134,8 @@ absl::StatusOr<int64_t> ParseRateMilli(std::string_view text) {
   int64_t n;
   auto bad = [&] {
     return absl::InvalidArgumentError(
-        StrCat("invalid rate \"", text, "\": expected requests per second or minute, e.g. 10r/s or 600r/m"));
+        StrCat("invalid rate \"", text,
+               "\": expected requests per second or minute, e.g. 10r/s or 600r/m"));
   };
   if (!ReadNumber(text, &pos, &n) || n == 0) return bad();
   std::string_view rest = text.substr(pos);

@@ -16,8 +16,8 @@ absl::StatusOr<int64_t> ParseDurationMs(std::string_view text);
 // Returns bytes. Suffixes as nginx's ngx_parse_size: k/K, m/M, g/G (powers of 1024).
 absl::StatusOr<int64_t> ParseSizeBytes(std::string_view text);
 
-// Returns the rate in thousandths of a request per second, the unit nginx's limit_req keeps internally
-// (so "1r/m" is exact). Accepts "Nr/s" and "Nr/m".
+// Returns the rate in thousandths of a request per second, the unit nginx's limit_req keeps
+// internally (so "1r/m" is exact). Accepts "Nr/s" and "Nr/m".
 absl::StatusOr<int64_t> ParseRateMilli(std::string_view text);
 
 // Formats milliseconds back the way a user would write them ("1500ms", "30s", "5m").

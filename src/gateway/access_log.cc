@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "core/strings.h"
 #include "core/log.h"
+#include "core/strings.h"
 
 namespace bulwark::gateway {
 
@@ -20,10 +20,12 @@ absl::StatusOr<std::unique_ptr<AccessLog>> AccessLog::Open(const AccessLogConfig
   if (cfg.path == "stdout" || cfg.path == "-") {
     return std::unique_ptr<AccessLog>(new AccessLog(cfg, STDOUT_FILENO, false));
   }
-  if (cfg.path == "stderr") return std::unique_ptr<AccessLog>(new AccessLog(cfg, STDERR_FILENO, false));
+  if (cfg.path == "stderr")
+    return std::unique_ptr<AccessLog>(new AccessLog(cfg, STDERR_FILENO, false));
   int fd = open(cfg.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
-    return absl::UnavailableError(StrCat("access_log: cannot open ", cfg.path, ": ", strerror(errno)));
+    return absl::UnavailableError(
+        StrCat("access_log: cannot open ", cfg.path, ": ", strerror(errno)));
   }
   return std::unique_ptr<AccessLog>(new AccessLog(cfg, fd, true));
 }
@@ -88,7 +90,8 @@ bool AccessLog::MaybeRotate() {
 
 absl::Status GzipFile(const std::string& src, const std::string& dst) {
   FILE* in = fopen(src.c_str(), "rb");
-  if (in == nullptr) return absl::UnavailableError(StrCat("cannot read ", src, ": ", strerror(errno)));
+  if (in == nullptr)
+    return absl::UnavailableError(StrCat("cannot read ", src, ": ", strerror(errno)));
   std::string tmp = dst + ".tmp";
   gzFile out = gzopen(tmp.c_str(), "wb6");
   if (out == nullptr) {
@@ -108,7 +111,8 @@ absl::Status GzipFile(const std::string& src, const std::string& dst) {
   if (gzclose(out) != Z_OK) ok = false;
   if (!ok) {
     unlink(tmp.c_str());
-    return absl::DataLossError(StrCat("compressing ", src, " failed; the uncompressed file is kept"));
+    return absl::DataLossError(
+        StrCat("compressing ", src, " failed; the uncompressed file is kept"));
   }
   rename(tmp.c_str(), dst.c_str());
   unlink(src.c_str());

@@ -29,7 +29,8 @@ class AccessLog {
   uint64_t rotations() const { return rotations_.load(std::memory_order_relaxed); }
 
  private:
-  AccessLog(AccessLogConfig cfg, int fd, bool owned) : cfg_(std::move(cfg)), fd_(fd), owned_(owned) {}
+  AccessLog(AccessLogConfig cfg, int fd, bool owned)
+      : cfg_(std::move(cfg)), fd_(fd), owned_(owned) {}
   AccessLogConfig cfg_;
   int fd_;
   bool owned_;

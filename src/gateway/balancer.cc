@@ -40,7 +40,8 @@ std::shared_ptr<const HashTables> HashTables::Build(const UpstreamConfig& cfg) {
     std::vector<uint32_t> offset(n), skip(n), next(n, 0);
     for (size_t i = 0; i < n; ++i) {
       offset[i] = static_cast<uint32_t>(StableHash(servers[i].address_text, 0x6d61676c) % m);
-      skip[i] = static_cast<uint32_t>(StableHash(servers[i].address_text, 0x65762121) % (m - 1)) + 1;
+      skip[i] =
+          static_cast<uint32_t>(StableHash(servers[i].address_text, 0x65762121) % (m - 1)) + 1;
     }
     t->maglev.assign(m, UINT16_MAX);
     uint32_t filled = 0;
@@ -63,7 +64,10 @@ std::shared_ptr<const HashTables> HashTables::Build(const UpstreamConfig& cfg) {
 
 Balancer::Balancer(const UpstreamConfig& cfg, const std::vector<ServerState*>& states,
                    std::shared_ptr<const HashTables> tables, uint64_t seed)
-    : kind_(cfg.balance), hash_algorithm_(cfg.hash_algorithm), tables_(std::move(tables)), rng_(seed | 1) {
+    : kind_(cfg.balance),
+      hash_algorithm_(cfg.hash_algorithm),
+      tables_(std::move(tables)),
+      rng_(seed | 1) {
   for (size_t i = 0; i < cfg.servers.size(); ++i) {
     const ServerConfig& s = cfg.servers[i];
     Peer p{states[i], s.weight, s.max_fails, s.fail_timeout_ms, s.backup, s.down};
@@ -106,7 +110,8 @@ int Balancer::Select(int64_t now_ms, std::optional<uint64_t> key_hash, const Tri
   return idx;
 }
 
-int Balancer::Pick(int64_t now_ms, std::optional<uint64_t> key_hash, const TriedSet& tried, bool backup) {
+int Balancer::Pick(int64_t now_ms, std::optional<uint64_t> key_hash, const TriedSet& tried,
+                   bool backup) {
   switch (kind_) {
     case BalanceKind::kRoundRobin:
       return SelectRoundRobin(now_ms, tried, backup, nullptr);
@@ -123,7 +128,8 @@ int Balancer::Pick(int64_t now_ms, std::optional<uint64_t> key_hash, const Tried
 
 // nginx's smooth weighted round robin: every eligible peer gains its effective weight, the
 // largest current weight wins and pays back the total. Spreads a 5:1:1 split as a,a,b,a,c,a,a.
-int Balancer::SelectRoundRobin(int64_t now_ms, const TriedSet& tried, bool backup, const std::vector<int>* among) {
+int Balancer::SelectRoundRobin(int64_t now_ms, const TriedSet& tried, bool backup,
+                               const std::vector<int>* among) {
   int best = -1;
   int total = 0;
   auto visit = [&](int i) {

@@ -71,7 +71,8 @@ class Balancer {
   bool Eligible(int i, int64_t now_ms, const TriedSet& tried, bool backup) const {
     return peers_[i].backup == backup && !tried.test(i) && Usable(i, now_ms);
   }
-  int SelectRoundRobin(int64_t now_ms, const TriedSet& tried, bool backup, const std::vector<int>* among);
+  int SelectRoundRobin(int64_t now_ms, const TriedSet& tried, bool backup,
+                       const std::vector<int>* among);
   int SelectLeastConn(int64_t now_ms, const TriedSet& tried, bool backup);
   int SelectP2C(int64_t now_ms, const TriedSet& tried, bool backup);
   int SelectHash(int64_t now_ms, uint64_t key_hash, const TriedSet& tried);

@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "core/strings.h"
-#include "core/strings.h"
 #include "re2/re2.h"
 
 namespace bulwark::gateway {
@@ -11,13 +10,15 @@ namespace {
 
 constexpr int64_t kMaxTimeoutMs = 7LL * 24 * 3600 * 1000;
 
-void ParseHealthCheck(ConfigContext& ctx, const YAML::Node& node, const std::string& what, HealthCheckConfig* hc) {
+void ParseHealthCheck(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                      HealthCheckConfig* hc) {
   MapReader r(ctx, node, what);
   if (!r.valid()) return;
   hc->enabled = true;
   r.Bool("enabled", &hc->enabled);
   r.String("path", &hc->path);
-  if (!hc->path.empty() && hc->path[0] != '/') ctx.Error(r.Get("path").Mark(), StrCat(what, ".path: must start with '/'"));
+  if (!hc->path.empty() && hc->path[0] != '/')
+    ctx.Error(r.Get("path").Mark(), StrCat(what, ".path: must start with '/'"));
   r.String("host", &hc->host);
   r.Duration("interval", &hc->interval_ms);
   r.Duration("timeout", &hc->timeout_ms);
@@ -29,21 +30,27 @@ void ParseHealthCheck(ConfigContext& ctx, const YAML::Node& node, const std::str
     if (ReadScalar(ctx, es, what + ".expect_status", &s)) {
       std::vector<std::string> parts = Split(s, '-');
       int lo = 0, hi = 0;
-      bool ok = parts.size() == 1 ? ParseInt(parts[0], &lo) && (hi = lo, true)
-                                  : parts.size() == 2 && ParseInt(parts[0], &lo) && ParseInt(parts[1], &hi);
+      bool ok = parts.size() == 1
+                    ? ParseInt(parts[0], &lo) && (hi = lo, true)
+                    : parts.size() == 2 && ParseInt(parts[0], &lo) && ParseInt(parts[1], &hi);
       if (!ok || lo < 100 || hi > 599 || lo > hi) {
-        ctx.Error(es.Mark(), StrCat(what, ".expect_status: expected a status such as 200 or a range such as 200-399"));
+        ctx.Error(
+            es.Mark(),
+            StrCat(what,
+                   ".expect_status: expected a status such as 200 or a range such as 200-399"));
       } else {
         hc->expect_min = lo;
         hc->expect_max = hi;
       }
     }
   }
-  if (hc->timeout_ms <= 0 || hc->interval_ms <= 0) ctx.Error(node.Mark(), StrCat(what, ": interval and timeout must be positive"));
+  if (hc->timeout_ms <= 0 || hc->interval_ms <= 0)
+    ctx.Error(node.Mark(), StrCat(what, ": interval and timeout must be positive"));
   r.Finish();
 }
 
-void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& what, ServerConfig* s) {
+void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                 ServerConfig* s) {
   std::optional<MapReader> r;
   if (node.IsMap()) {
     r.emplace(ctx, node, what);
@@ -70,16 +77,20 @@ void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& 
   }
 }
 
-void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node& node, UpstreamConfig* u) {
+void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node& node,
+                   UpstreamConfig* u) {
   std::string what = StrCat("upstreams.", name);
   u->name = name;
   MapReader r(ctx, node, what);
   if (!r.valid()) return;
   std::string balance = "round_robin";
   r.Enum("balance", {"round_robin", "least_conn", "p2c", "hash"}, &balance);
-  if (balance == "least_conn") u->balance = BalanceKind::kLeastConn;
-  else if (balance == "p2c") u->balance = BalanceKind::kP2C;
-  else if (balance == "hash") u->balance = BalanceKind::kHash;
+  if (balance == "least_conn")
+    u->balance = BalanceKind::kLeastConn;
+  else if (balance == "p2c")
+    u->balance = BalanceKind::kP2C;
+  else if (balance == "hash")
+    u->balance = BalanceKind::kHash;
 
   YAML::Node hash = r.Get("hash");
   if (hash.IsDefined()) {
@@ -95,13 +106,15 @@ void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node
       u->hash_key = HashKeyKind::kCookie;
       u->hash_key_name = key.substr(7);
     } else {
-      ctx.Error(h.Get("key").Mark(), StrCat(what, ".hash.key: expected client_ip, header:NAME or cookie:NAME"));
+      ctx.Error(h.Get("key").Mark(),
+                StrCat(what, ".hash.key: expected client_ip, header:NAME or cookie:NAME"));
     }
     std::string algo = "ring";
     h.Enum("algorithm", {"ring", "maglev"}, &algo);
     u->hash_algorithm = algo == "maglev" ? HashAlgorithm::kMaglev : HashAlgorithm::kRing;
     h.Finish();
-    if (u->balance != BalanceKind::kHash) ctx.Error(hash.Mark(), StrCat(what, ".hash: only used with balance: hash"));
+    if (u->balance != BalanceKind::kHash)
+      ctx.Error(hash.Mark(), StrCat(what, ".hash: only used with balance: hash"));
   }
 
   r.Int("keepalive", &u->keepalive, 0, 100000);
@@ -141,7 +154,8 @@ void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node
       ++i;
     }
     if (u->balance == BalanceKind::kHash &&
-        std::any_of(u->servers.begin(), u->servers.end(), [](const ServerConfig& s) { return s.backup; })) {
+        std::any_of(u->servers.begin(), u->servers.end(),
+                    [](const ServerConfig& s) { return s.backup; })) {
       // Same restriction as nginx: backup servers cannot be used with hash balancing.
       ctx.Error(servers.Mark(), StrCat(what, ": backup servers cannot be used with balance: hash"));
     }
@@ -149,12 +163,14 @@ void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node
   r.Finish();
 }
 
-void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& what, RouteConfig* rc) {
+void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                RouteConfig* rc) {
   MapReader r(ctx, node, what);
   if (!r.valid()) return;
   r.String("name", &rc->name);
   int matchers = 0;
-  for (auto [key, kind] : {std::pair{"prefix", PathMatch::kPrefix}, {"exact", PathMatch::kExact},
+  for (auto [key, kind] : {std::pair{"prefix", PathMatch::kPrefix},
+                           {"exact", PathMatch::kExact},
                            {"regex", PathMatch::kRegex}}) {
     if (r.Has(key)) {
       ++matchers;
@@ -194,7 +210,8 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
       rr.String("location", &rv.location);
       rr.Finish();
     }
-    if (rv.status < 100 || rv.status > 599) ctx.Error(ret.Mark(), StrCat(what, ".return: status must be 100-599"));
+    if (rv.status < 100 || rv.status > 599)
+      ctx.Error(ret.Mark(), StrCat(what, ".return: status must be 100-599"));
     rc->ret = std::move(rv);
   }
   if (rc->ret.has_value() == !rc->upstream.empty()) {
@@ -259,7 +276,8 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
     r.Size("max_size", &out->access_log.max_size);
     r.Int("max_files", &out->access_log.max_files, 0, 1000);
     r.Bool("compress", &out->access_log.compress);
-    if (out->access_log.path.empty()) ctx.Error(al.Mark(), "access_log.path: must not be empty (use stdout)");
+    if (out->access_log.path.empty())
+      ctx.Error(al.Mark(), "access_log.path: must not be empty (use stdout)");
     r.Finish();
   }
 
@@ -295,13 +313,16 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
           lc.address = *a;
         }
         for (const auto& other : out->listeners) {
-          if (other.listen_text == lc.listen_text) ctx.Error(r.Get("listen").Mark(), StrCat(what, ".listen: ", lc.listen_text, " is used by another listener"));
+          if (other.listen_text == lc.listen_text)
+            ctx.Error(r.Get("listen").Mark(),
+                      StrCat(what, ".listen: ", lc.listen_text, " is used by another listener"));
         }
       }
       if (lc.name.empty()) lc.name = lc.listen_text;
       YAML::Node routes = r.Get("routes");
       if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
-        ctx.Error(routes.IsDefined() ? routes.Mark() : ln.Mark(), StrCat(what, ": expected `routes:` with at least one route"));
+        ctx.Error(routes.IsDefined() ? routes.Mark() : ln.Mark(),
+                  StrCat(what, ": expected `routes:` with at least one route"));
       } else {
         int ri = 0;
         for (const auto& rn : routes) {
@@ -312,8 +333,9 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
             std::vector<std::string> names;
             for (const auto& u : out->upstreams) names.push_back(u.name);
             std::string hint = Suggest(rc.upstream, names);
-            ctx.Error(rn.Mark(), StrCat(rwhat, ".upstream: no upstream named \"", rc.upstream, "\"",
-                                              hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
+            ctx.Error(rn.Mark(),
+                      StrCat(rwhat, ".upstream: no upstream named \"", rc.upstream, "\"",
+                             hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
           }
           lc.routes.push_back(std::move(rc));
         }

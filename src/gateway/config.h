@@ -17,12 +17,12 @@ namespace bulwark::gateway {
 struct HealthCheckConfig {
   bool enabled = false;
   std::string path = "/";
-  std::string host;                // Host header of the probe; default: the server address
-  int64_t interval_ms = 5000;      // HAProxy "inter" (its default is 2s; 5s is gentler on apps)
+  std::string host;            // Host header of the probe; default: the server address
+  int64_t interval_ms = 5000;  // HAProxy "inter" (its default is 2s; 5s is gentler on apps)
   int64_t timeout_ms = 2000;
-  int rise = 2;                    // HAProxy defaults
+  int rise = 2;  // HAProxy defaults
   int fall = 3;
-  int expect_min = 200;            // expected status range, inclusive
+  int expect_min = 200;  // expected status range, inclusive
   int expect_max = 399;
 };
 
@@ -30,10 +30,10 @@ struct ServerConfig {
   std::string address_text;
   SocketAddress address;
   int weight = 1;
-  int max_fails = 1;               // nginx defaults: max_fails=1 fail_timeout=10s
+  int max_fails = 1;  // nginx defaults: max_fails=1 fail_timeout=10s
   int64_t fail_timeout_ms = 10000;
   bool backup = false;
-  bool down = false;               // nginx "down": configured but never used
+  bool down = false;  // nginx "down": configured but never used
 };
 
 enum class BalanceKind { kRoundRobin, kLeastConn, kP2C, kHash };
@@ -44,10 +44,10 @@ struct UpstreamConfig {
   std::string name;
   BalanceKind balance = BalanceKind::kRoundRobin;
   HashKeyKind hash_key = HashKeyKind::kClientIp;
-  std::string hash_key_name;       // header or cookie name
+  std::string hash_key_name;  // header or cookie name
   HashAlgorithm hash_algorithm = HashAlgorithm::kRing;
   std::vector<ServerConfig> servers;
-  int keepalive = 32;              // idle connections kept per worker per server (nginx keepalive)
+  int keepalive = 32;  // idle connections kept per worker per server (nginx keepalive)
   int64_t keepalive_timeout_ms = 60000;  // nginx upstream keepalive_timeout
   int keepalive_requests = 1000;         // nginx upstream keepalive_requests
   int64_t connect_timeout_ms = 60000;    // nginx proxy_connect_timeout
@@ -69,7 +69,7 @@ struct ReturnConfig {
 enum class PathMatch { kPrefix, kExact, kRegex };
 
 struct RouteConfig {
-  std::string name;      // the `endpoint` label of http_requests_total
+  std::string name;  // the `endpoint` label of http_requests_total
   PathMatch match = PathMatch::kPrefix;
   std::string path = "/";
   std::vector<std::string> hosts;    // empty = any; "*.example.com" wildcards

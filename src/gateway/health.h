@@ -39,7 +39,10 @@ class RiseFall {
 class ServerState {
  public:
   ServerState(uint32_t id, std::string upstream, std::string address_text, SocketAddress address)
-      : id_(id), upstream_(std::move(upstream)), address_text_(std::move(address_text)), address_(address) {}
+      : id_(id),
+        upstream_(std::move(upstream)),
+        address_text_(std::move(address_text)),
+        address_(address) {}
 
   uint32_t id() const { return id_; }
   const std::string& upstream() const { return upstream_; }

@@ -6,8 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "core/strings.h"
 #include "core/log.h"
+#include "core/strings.h"
 
 namespace bulwark::gateway {
 
@@ -38,7 +38,7 @@ class HealthChecker::Probe : public IoHandler {
       connecting_ = false;
       std::string host = cfg_.host.empty() ? server_->address_text() : cfg_.host;
       std::string req = StrCat("GET ", cfg_.path, " HTTP/1.1\r\nHost: ", host,
-                                     "\r\nUser-Agent: bulwark-health-check\r\nConnection: close\r\n\r\n");
+                               "\r\nUser-Agent: bulwark-health-check\r\nConnection: close\r\n\r\n");
       // A probe request is tiny; a short write on a fresh connection is not worth handling.
       if (write(fd_, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
         Finish(false, 0, "write failed");
@@ -117,7 +117,8 @@ class HealthChecker::Probe : public IoHandler {
       if (server_->active_up()) {
         LogInfo("health: ", server_->upstream(), " ", server_->address_text(), " is UP");
       } else {
-        LogWarn("health: ", server_->upstream(), " ", server_->address_text(), " is DOWN (", why, ")");
+        LogWarn("health: ", server_->upstream(), " ", server_->address_text(), " is DOWN (", why,
+                ")");
       }
     }
     Schedule(cfg_.interval_ms);

@@ -7,16 +7,16 @@
 #include <cerrno>
 #include <cstring>
 
-#include "core/strings.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "gateway/worker.h"
 
 namespace bulwark::gateway {
 namespace {
 
 constexpr size_t kUpstreamBufferBytes = 32 * 1024;
-constexpr size_t kBodySlackBytes = 16 * 1024;   // client buffer room beyond the largest head
-constexpr size_t kMaxPending = 256 * 1024;      // output queued before the other side is paused
+constexpr size_t kBodySlackBytes = 16 * 1024;  // client buffer room beyond the largest head
+constexpr size_t kMaxPending = 256 * 1024;     // output queued before the other side is paused
 constexpr uint32_t kConnEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 int64_t NowMicros() {
@@ -32,8 +32,8 @@ bool IsHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 bool ValidRequestId(std::string_view v) {
   if (v.empty() || v.size() > 128) return false;
   for (char c : v) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-              c == '_' || c == '.' || c == ':' || c == '/' || c == '+' || c == '=';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':' || c == '/' || c == '+' || c == '=';
     if (!ok) return false;
   }
   return true;
@@ -42,7 +42,8 @@ bool ValidRequestId(std::string_view v) {
 // W3C Trace Context: "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>", ids not all zero.
 bool ValidTraceparent(std::string_view v) {
   if (v.size() < 55) return false;
-  if (v.substr(0, 2) == "ff" || !IsHex(v[0]) || !IsHex(v[1]) || v[2] != '-' || v[35] != '-' || v[52] != '-') {
+  if (v.substr(0, 2) == "ff" || !IsHex(v[0]) || !IsHex(v[1]) || v[2] != '-' || v[35] != '-' ||
+      v[52] != '-') {
     return false;
   }
   if (v.substr(0, 2) == "00" && v.size() != 55) return false;
@@ -123,7 +124,8 @@ UpstreamConn::UpstreamConn(Worker* w) : worker_(w) {
   });
 }
 
-absl::Status UpstreamConn::Connect(ServerState* server, int server_index, int64_t connect_timeout_ms) {
+absl::Status UpstreamConn::Connect(ServerState* server, int server_index,
+                                   int64_t connect_timeout_ms) {
   auto fd = ConnectTcp(server->address());
   if (!fd.ok()) return fd.status();
   fd_ = *fd;
@@ -301,7 +303,9 @@ void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
 
 void ClientConn::ArmClientTimer(int64_t ms) { worker_->loop().ArmTimer(&timer_, ms); }
 
-bool ClientConn::IdleForDrain() const { return open_ && state_ == State::kIdle && in_.readable() == 0; }
+bool ClientConn::IdleForDrain() const {
+  return open_ && state_ == State::kIdle && in_.readable() == 0;
+}
 
 void ClientConn::OnIo(uint32_t events) {
   if (!open_) return;
@@ -342,7 +346,8 @@ void ClientConn::DoRead() {
       in_.wpos += static_cast<size_t>(n);
       bytes_in_ += static_cast<uint64_t>(n);
       Process();
-      if (static_cast<size_t>(n) < want && !rdhup_) return;  // drained (see UpstreamConn::ReadAvailable)
+      if (static_cast<size_t>(n) < want && !rdhup_)
+        return;  // drained (see UpstreamConn::ReadAvailable)
       continue;
     }
     if (n == 0) {
@@ -403,9 +408,11 @@ void ClientConn::Process() {
         const http::Limits& limits = worker_->config().http.limits;
         size_t end = 0;
         http::ParseError err;
-        http::ParseStatus st = scanner_.Scan(in_.read_ptr(), in_.readable(), limits, true, &end, &err);
+        http::ParseStatus st =
+            scanner_.Scan(in_.read_ptr(), in_.readable(), limits, true, &end, &err);
         if (st == http::ParseStatus::kNeedMore) return;
-        if (st == http::ParseStatus::kDone) st = http::ParseRequestHead(in_.read_ptr(), end, limits, &req_, &err);
+        if (st == http::ParseStatus::kDone)
+          st = http::ParseRequestHead(in_.read_ptr(), end, limits, &req_, &err);
         if (st == http::ParseStatus::kError) {
           worker_->stats().parse_errors.Add(1);
           method_ = http::Method::kOther;
@@ -431,7 +438,8 @@ void ClientConn::Process() {
   }
 }
 
-std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg, const std::string& client_ip) {
+std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg,
+                                                 const std::string& client_ip) {
   if (cfg.balance != BalanceKind::kHash) return std::nullopt;
   switch (cfg.hash_key) {
     case HashKeyKind::kClientIp:
@@ -515,7 +523,8 @@ void ClientConn::HandleRequest() {
     SendError(413, "request body larger than client_max_body_size", true);
     return;
   }
-  const Router::Route* route = view_->snap->routers[listener_index_]->Match(req_.host, req_.path, req_.method_str);
+  const Router::Route* route =
+      view_->snap->routers[listener_index_]->Match(req_.host, req_.path, req_.method_str);
   if (route == nullptr) {
     SendError(404, "no route matches", has_body);
     return;
@@ -587,7 +596,8 @@ void ClientConn::HandleRequest() {
   StartAttempt(idx);
 }
 
-void ClientConn::BuildUpstreamHead(const Router::Route& route, const std::string& client_ip, bool trusted) {
+void ClientConn::BuildUpstreamHead(const Router::Route& route, const std::string& client_ip,
+                                   bool trusted) {
   std::string& h = up_head_;
   h.clear();
   h.append(req_.method_str);
@@ -666,7 +676,8 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, const std::string
   }
   h.append(peer_ip_);
   h.append("\r\n");
-  AppendHeaderLine(&h, "X-Forwarded-Proto", trusted && !xfp.empty() ? xfp : std::string_view("http"));
+  AppendHeaderLine(&h, "X-Forwarded-Proto",
+                   trusted && !xfp.empty() ? xfp : std::string_view("http"));
   if (trusted && !xfh.empty()) {
     AppendHeaderLine(&h, "X-Forwarded-Host", xfh);
   } else if (!req_.host.empty()) {
@@ -794,22 +805,26 @@ void ClientConn::ForwardBody() {
     } else {
       size_t consumed = 0;
       std::string& out = up_->out_.buf;
-      http::ChunkedDecoder::Result r = req_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
-        AppendHex(&out, n);
-        out.append("\r\n");
-        out.append(d, n);
-        out.append("\r\n");
-        body_bytes_ += n;
-      });
+      http::ChunkedDecoder::Result r =
+          req_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+            AppendHex(&out, n);
+            out.append("\r\n");
+            out.append(d, n);
+            out.append("\r\n");
+            body_bytes_ += n;
+          });
       body_pos_ += consumed;
-      if (r == http::ChunkedDecoder::Result::kError || body_bytes_ > static_cast<uint64_t>(max_body)) {
+      if (r == http::ChunkedDecoder::Result::kError ||
+          body_bytes_ > static_cast<uint64_t>(max_body)) {
         bool too_big = r != http::ChunkedDecoder::Result::kError;
         ReleaseUpstream(false);
         worker_->stats().parse_errors.Add(too_big ? 0 : 1);
         if (resp_started_) {
           Close();
         } else {
-          SendError(too_big ? 413 : 400, too_big ? "request body larger than client_max_body_size" : req_chunks_.error(), true);
+          SendError(too_big ? 413 : 400,
+                    too_big ? "request body larger than client_max_body_size" : req_chunks_.error(),
+                    true);
         }
         return;
       }
@@ -819,8 +834,10 @@ void ClientConn::ForwardBody() {
       }
     }
   }
-  if (body_done_ && state_ == State::kProxy) worker_->loop().CancelTimer(&timer_);
-  else if (!body_done_ && state_ == State::kProxy) ArmClientTimer(view_->snap->config->http.client_body_timeout_ms);
+  if (body_done_ && state_ == State::kProxy)
+    worker_->loop().CancelTimer(&timer_);
+  else if (!body_done_ && state_ == State::kProxy)
+    ArmClientTimer(view_->snap->config->http.client_body_timeout_ms);
 }
 
 void ClientConn::OnUpstreamData() {
@@ -842,14 +859,16 @@ bool ClientConn::ParseUpstreamHead() {
     Buffer& b = up_->in_;
     size_t end = 0;
     http::ParseError err;
-    http::ParseStatus st = resp_scanner_.Scan(b.read_ptr(), b.readable(), limits, false, &end, &err);
+    http::ParseStatus st =
+        resp_scanner_.Scan(b.read_ptr(), b.readable(), limits, false, &end, &err);
     if (st == http::ParseStatus::kNeedMore) {
       if (b.readable() >= kUpstreamBufferBytes) {
         OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
       }
       return false;
     }
-    if (st == http::ParseStatus::kDone) st = http::ParseResponseHead(b.read_ptr(), end, limits, method_, &resp_, &err);
+    if (st == http::ParseStatus::kDone)
+      st = http::ParseResponseHead(b.read_ptr(), end, limits, method_, &resp_, &err);
     if (st == http::ParseStatus::kError || (resp_.status == 101 && !upgrade_requested_)) {
       OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
       return false;
@@ -903,12 +922,14 @@ void ClientConn::BuildResponseHead() {
     if (hd.name.size() == 12 && http::EqualsLower(hd.name, "x-request-id")) has_request_id = true;
     AppendHeaderLine(&o, hd.name, hd.value);
   }
-  if (!has_request_id) AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
+  if (!has_request_id)
+    AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
   if (status_ == 101) {
     o.append("Connection: upgrade\r\n");
     AppendHeaderLine(&o, "Upgrade", resp_.upgrade);
   } else {
-    if (resp_body_ == http::BodyKind::kChunked && !resp_dechunk_) o.append("Transfer-Encoding: chunked\r\n");
+    if (resp_body_ == http::BodyKind::kChunked && !resp_dechunk_)
+      o.append("Transfer-Encoding: chunked\r\n");
     if (!keep_alive_) {
       o.append("Connection: close\r\n");
     } else if (version_minor_ == 0) {
@@ -941,12 +962,14 @@ void ClientConn::ForwardResponseBody() {
       }
       case http::BodyKind::kChunked: {
         size_t consumed = 0;
-        http::ChunkedDecoder::Result r = resp_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
-          if (resp_dechunk_) out_.buf.append(d, n);
-        });
+        http::ChunkedDecoder::Result r =
+            resp_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+              if (resp_dechunk_) out_.buf.append(d, n);
+            });
         if (r == http::ChunkedDecoder::Result::kError) {
           // A broken response after its head was sent: all we can do is cut the connection.
-          LogWarn("upstream ", log_upstream_, " sent invalid chunked framing: ", resp_chunks_.error());
+          LogWarn("upstream ", log_upstream_,
+                  " sent invalid chunked framing: ", resp_chunks_.error());
           if (!logged_) LogAndCount(status_);
           ReleaseUpstream(false);
           Close();
@@ -1007,7 +1030,8 @@ void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
   bool sent = c->wrote_any_;
   // A pooled connection the server closed just as we reused it is not the server's fault.
   bool stale = c->requests_ > 0 && !c->got_any_ &&
-               (why == UpstreamFailure::kClosed || why == UpstreamFailure::kWrite || why == UpstreamFailure::kRead);
+               (why == UpstreamFailure::kClosed || why == UpstreamFailure::kWrite ||
+                why == UpstreamFailure::kRead);
   ReleaseUpstream(false);
   if (why == UpstreamFailure::kTimeout) worker_->stats().timeouts.Add(1);
   if (!stale) {
@@ -1015,8 +1039,8 @@ void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
     view_->balancers[upstream_index_]->RecordFailure(idx);
     worker_->server_counters_mut(s->id()).failures.Add(1);
     LogWarn("upstream ", s->upstream(), " server ", s->address_text(), " failed: ",
-            why == UpstreamFailure::kConnect ? "connect error"
-            : why == UpstreamFailure::kTimeout ? "timeout"
+            why == UpstreamFailure::kConnect           ? "connect error"
+            : why == UpstreamFailure::kTimeout         ? "timeout"
             : why == UpstreamFailure::kInvalidResponse ? "invalid response"
                                                        : "connection error");
   } else {
@@ -1035,7 +1059,8 @@ bool ClientConn::RetryOrFail(UpstreamFailure why, bool sent) {
   int64_t now = worker_->loop().now_ms();
   // nginx proxy_next_upstream "error timeout" (the default): a request that reached a server is
   // only resent if it is idempotent (or non_idempotent is allowed); the body must still be here.
-  bool allowed = body_retained_ && (!sent || http::IsIdempotent(method_) || u.retry_non_idempotent) &&
+  bool allowed = body_retained_ &&
+                 (!sent || http::IsIdempotent(method_) || u.retry_non_idempotent) &&
                  (u.next_upstream_tries == 0 || attempts_ < u.next_upstream_tries) &&
                  (u.next_upstream_timeout_ms == 0 || now - start_ms_ < u.next_upstream_timeout_ms);
   if (allowed) {
@@ -1076,7 +1101,8 @@ void ClientConn::FinishExchange() {
     ++c->requests_;
     const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
     bool reusable = resp_.keep_alive && body_done_ && c->in_.readable() == 0 && !c->eof_ &&
-                    resp_body_ != http::BodyKind::kUntilClose && c->requests_ < u.keepalive_requests;
+                    resp_body_ != http::BodyKind::kUntilClose &&
+                    c->requests_ < u.keepalive_requests;
     ReleaseUpstream(reusable);
   }
   if (!body_done_) keep_alive_ = false;  // the rest of the body is still on the wire
@@ -1100,7 +1126,8 @@ void ClientConn::SendLocal(int status, std::string_view body, std::string_view c
   if (!content_type.empty()) AppendHeaderLine(&o, "Content-Type", content_type);
   StrAppend(&o, "Content-Length: ", body.size(), "\r\n");
   if (!location.empty()) AppendHeaderLine(&o, "Location", location);
-  if (request_id_len_ > 0) AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
+  if (request_id_len_ > 0)
+    AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
   if (!keep_alive_) {
     o.append("Connection: close\r\n");
   } else if (version_minor_ == 0) {
@@ -1221,7 +1248,8 @@ void ClientConn::TunnelPump() {
       }
     }
     while (up_->out_.pending() > 0) {
-      ssize_t n = send(up_->fd_, up_->out_.buf.data() + up_->out_.off, up_->out_.pending(), MSG_NOSIGNAL);
+      ssize_t n =
+          send(up_->fd_, up_->out_.buf.data() + up_->out_.off, up_->out_.pending(), MSG_NOSIGNAL);
       if (n > 0) {
         up_->out_.off += static_cast<size_t>(n);
         progress = true;
@@ -1314,8 +1342,8 @@ void ClientConn::LogAndCount(int status) {
   if (route_ != nullptr) AppendJsonEscaped(&o, route_->cfg->name);
   o.append("\",\"upstream\":\"");
   o.append(log_upstream_);
-  StrAppend(&o, "\",\"status\":", status, ",\"bytes_sent\":", bytes_out_, ",\"bytes_received\":", bytes_in_,
-                  ",\"attempts\":", attempts_, ",\"duration_ms\":");
+  StrAppend(&o, "\",\"status\":", status, ",\"bytes_sent\":", bytes_out_,
+            ",\"bytes_received\":", bytes_in_, ",\"attempts\":", attempts_, ",\"duration_ms\":");
   AppendMillis(&o, dur_us);
   o.append(",\"upstream_ms\":");
   if (upstream_us_ >= 0) {

@@ -85,7 +85,7 @@ class UpstreamConn : public IoHandler {
   ClientConn* owner_ = nullptr;
   Buffer in_;
   OutQueue out_;
-  int requests_ = 0;      // exchanges on this connection
+  int requests_ = 0;  // exchanges on this connection
   bool read_paused_ = false;
   bool eof_ = false;
   bool rdhup_ = false;      // the last event said the peer closed: read to EOF
@@ -136,8 +136,8 @@ class ClientConn : public IoHandler {
   void ForwardResponseBody();
   void FinishExchange();
   void StartNextRequest();
-  void SendLocal(int status, std::string_view body, std::string_view content_type, std::string_view location,
-                 bool close);
+  void SendLocal(int status, std::string_view body, std::string_view content_type,
+                 std::string_view location, bool close);
   void SendError(int status, std::string_view reason, bool close);
   void BuildUpstreamHead(const Router::Route& route, const std::string& client_ip, bool trusted);
   void BuildResponseHead();
@@ -177,11 +177,11 @@ class ClientConn : public IoHandler {
   int version_minor_ = 1;
   bool keep_alive_ = true;
   http::BodyKind body_kind_ = http::BodyKind::kNone;
-  uint64_t body_left_ = 0;        // Content-Length bytes not yet forwarded
-  size_t body_start_ = 0;         // offset of the body in in_ (from rpos at head time)
-  size_t body_pos_ = 0;           // absolute in_ offset of the next body byte to forward
+  uint64_t body_left_ = 0;  // Content-Length bytes not yet forwarded
+  size_t body_start_ = 0;   // offset of the body in in_ (from rpos at head time)
+  size_t body_pos_ = 0;     // absolute in_ offset of the next body byte to forward
   bool body_done_ = false;
-  bool body_retained_ = true;     // every body byte is still in in_, so a retry can resend
+  bool body_retained_ = true;  // every body byte is still in in_, so a retry can resend
   uint64_t body_bytes_ = 0;
   http::ChunkedDecoder req_chunks_;
   TriedSet tried_;
@@ -201,7 +201,7 @@ class ClientConn : public IoHandler {
   int status_ = 0;
   http::BodyKind resp_body_ = http::BodyKind::kNone;
   uint64_t resp_left_ = 0;
-  bool resp_dechunk_ = false;     // HTTP/1.0 client: send chunked bodies decoded
+  bool resp_dechunk_ = false;  // HTTP/1.0 client: send chunked bodies decoded
   bool resp_done_ = false;
   http::ChunkedDecoder resp_chunks_;
   uint64_t bytes_out_ = 0;

@@ -2,7 +2,6 @@
 
 #include "core/strings.h"
 
-
 namespace bulwark::gateway {
 
 Router::Router(const ListenerConfig& cfg, const std::vector<std::string>& upstream_names,
@@ -23,7 +22,8 @@ Router::Router(const ListenerConfig& cfg, const std::vector<std::string>& upstre
 bool Router::HostMatches(const std::vector<std::string>& hosts, std::string_view host) {
   if (hosts.empty()) return true;
   // Host may carry a port; names compare case-insensitively.
-  if (size_t colon = host.rfind(':'); colon != std::string_view::npos && host.find(']') == std::string_view::npos) {
+  if (size_t colon = host.rfind(':');
+      colon != std::string_view::npos && host.find(']') == std::string_view::npos) {
     host = host.substr(0, colon);
   }
   for (const auto& h : hosts) {
@@ -45,7 +45,8 @@ bool Router::MethodMatches(const std::vector<std::string>& methods, std::string_
   return false;
 }
 
-const Router::Route* Router::Match(std::string_view host, std::string_view path, std::string_view method) const {
+const Router::Route* Router::Match(std::string_view host, std::string_view path,
+                                   std::string_view method) const {
   const Route* best_prefix = nullptr;
   for (const auto& r : routes_) {
     if (r.cfg->match == PathMatch::kRegex) continue;
@@ -53,7 +54,8 @@ const Router::Route* Router::Match(std::string_view host, std::string_view path,
     if (r.cfg->match == PathMatch::kExact) {
       if (path == r.cfg->path) return &r;
     } else if (StartsWith(path, r.cfg->path)) {
-      if (best_prefix == nullptr || r.cfg->path.size() > best_prefix->cfg->path.size()) best_prefix = &r;
+      if (best_prefix == nullptr || r.cfg->path.size() > best_prefix->cfg->path.size())
+        best_prefix = &r;
     }
   }
   for (const auto& r : routes_) {

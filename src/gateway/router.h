@@ -19,8 +19,8 @@ class Router {
  public:
   struct Route {
     const RouteConfig* cfg = nullptr;
-    uint32_t endpoint_id = 0;   // interned route name, the `endpoint` metric label
-    int upstream_index = -1;    // -1 for `return` routes
+    uint32_t endpoint_id = 0;  // interned route name, the `endpoint` metric label
+    int upstream_index = -1;   // -1 for `return` routes
     std::unique_ptr<RE2> regex;
   };
 

@@ -6,7 +6,8 @@
 
 namespace bulwark::gateway {
 
-std::shared_ptr<ServerState> ServerRegistry::Get(const std::string& upstream, const ServerConfig& server) {
+std::shared_ptr<ServerState> ServerRegistry::Get(const std::string& upstream,
+                                                 const ServerConfig& server) {
   absl::MutexLock lock(&mu_);
   auto key = std::make_pair(upstream, server.address_text);
   auto it = states_.find(key);
@@ -51,8 +52,8 @@ ListenSockets::~ListenSockets() {
 }
 
 absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
-    std::shared_ptr<const GatewayConfig> config, int workers, const Snapshot* previous, ServerRegistry* registry,
-    observe::Interner* endpoints, uint64_t generation) {
+    std::shared_ptr<const GatewayConfig> config, int workers, const Snapshot* previous,
+    ServerRegistry* registry, observe::Interner* endpoints, uint64_t generation) {
   auto snap = std::make_shared<Snapshot>();
   snap->generation = generation;
   snap->config = config;
@@ -66,7 +67,8 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     }
     for (const auto& s : u.servers) {
       auto st = registry->Get(u.name, s);
-      if (st == nullptr) return absl::ResourceExhaustedError(StrCat("more than ", kMaxServers, " servers in total"));
+      if (st == nullptr)
+        return absl::ResourceExhaustedError(StrCat("more than ", kMaxServers, " servers in total"));
       st->SetActiveCheck(u.health_check.enabled, u.health_check.rise, u.health_check.fall);
       rt.servers.push_back(std::move(st));
     }
@@ -79,15 +81,16 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     snap->routers.push_back(std::make_unique<Router>(l, names, intern));
     for (const auto& r : snap->routers.back()->routes()) {
       if (r.upstream_index >= 0 &&
-          std::find(snap->routed_upstreams.begin(), snap->routed_upstreams.end(), r.upstream_index) ==
-              snap->routed_upstreams.end()) {
+          std::find(snap->routed_upstreams.begin(), snap->routed_upstreams.end(),
+                    r.upstream_index) == snap->routed_upstreams.end()) {
         snap->routed_upstreams.push_back(r.upstream_index);
       }
     }
     std::shared_ptr<ListenSockets> sockets;
     if (previous != nullptr) {
       for (const auto& p : previous->listen) {
-        if (p->address_text == l.listen_text && static_cast<int>(p->fds.size()) == workers) sockets = p;
+        if (p->address_text == l.listen_text && static_cast<int>(p->fds.size()) == workers)
+          sockets = p;
       }
     }
     if (sockets == nullptr) {
@@ -101,8 +104,10 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
         // With port 0, every worker must share the port the first socket got.
         if (addr.port() == 0) {
           int port = LocalPort(*fd);
-          if (addr.family() == AF_INET) reinterpret_cast<sockaddr_in*>(&addr.storage)->sin_port = htons(port);
-          else reinterpret_cast<sockaddr_in6*>(&addr.storage)->sin6_port = htons(port);
+          if (addr.family() == AF_INET)
+            reinterpret_cast<sockaddr_in*>(&addr.storage)->sin_port = htons(port);
+          else
+            reinterpret_cast<sockaddr_in6*>(&addr.storage)->sin6_port = htons(port);
         }
       }
     }

@@ -32,7 +32,8 @@ class ServerRegistry {
 
  private:
   mutable absl::Mutex mu_;
-  std::map<std::pair<std::string, std::string>, std::shared_ptr<ServerState>> states_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<ServerState>> states_
+      ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> free_ids_ ABSL_GUARDED_BY(mu_);
   uint32_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -57,9 +58,9 @@ struct Snapshot {
   uint64_t generation = 0;
   std::shared_ptr<const GatewayConfig> config;
   std::vector<UpstreamRuntime> upstreams;
-  std::vector<std::unique_ptr<Router>> routers;             // per listener
-  std::vector<std::shared_ptr<ListenSockets>> listen;       // per listener
-  std::vector<int> routed_upstreams;                        // upstream indexes some route uses
+  std::vector<std::unique_ptr<Router>> routers;        // per listener
+  std::vector<std::shared_ptr<ListenSockets>> listen;  // per listener
+  std::vector<int> routed_upstreams;                   // upstream indexes some route uses
 
   // Builds a snapshot, reusing sockets from `previous` where the address is unchanged.
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(

@@ -30,7 +30,8 @@ class Worker::Listener : public IoHandler {
 
 Worker::Worker(int index, WorkerShared shared) : index_(index), shared_(shared) {
   uint64_t seed = 0;
-  if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) seed = static_cast<uint64_t>(WallMicros()) ^ index;
+  if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+    seed = static_cast<uint64_t>(WallMicros()) ^ index;
   rng_ = seed | 1;
   log_buf_.reserve(128 * 1024);
   server_counters_.reset(new ServerCounters[kMaxServers]);
@@ -77,14 +78,17 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
     const UpstreamRuntime& ur = snap->upstreams[u];
     std::vector<ServerState*> states;
     for (const auto& s : ur.servers) states.push_back(s.get());
-    view->balancers.push_back(std::make_unique<Balancer>(*ur.cfg, states, ur.tables, rng_ + u * 7919));
+    view->balancers.push_back(
+        std::make_unique<Balancer>(*ur.cfg, states, ur.tables, rng_ + u * 7919));
   }
   if (!draining_) {
     // Keep sockets whose fd is still in the snapshot, add the new ones, drop the rest.
     std::vector<std::pair<int, int>> wanted;  // fd, listener index
-    for (size_t i = 0; i < snap->listen.size(); ++i) wanted.emplace_back(snap->listen[i]->fds[index_], static_cast<int>(i));
+    for (size_t i = 0; i < snap->listen.size(); ++i)
+      wanted.emplace_back(snap->listen[i]->fds[index_], static_cast<int>(i));
     for (auto it = listeners_.begin(); it != listeners_.end();) {
-      auto w = std::find_if(wanted.begin(), wanted.end(), [&](const auto& p) { return p.first == (*it)->fd(); });
+      auto w = std::find_if(wanted.begin(), wanted.end(),
+                            [&](const auto& p) { return p.first == (*it)->fd(); });
       if (w == wanted.end()) {
         loop_.Remove((*it)->fd());
         it = listeners_.erase(it);
@@ -123,10 +127,12 @@ void Worker::Accept(int lfd, int listener_index) {
   for (int i = 0; i < 64 && !draining_; ++i) {
     SocketAddress peer;
     peer.len = sizeof(peer.storage);
-    int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&peer.storage), &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&peer.storage), &peer.len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR) continue;
-      if (errno == EMFILE || errno == ENFILE) LogError("accept: ", strerror(errno), " (raise the open files limit)");
+      if (errno == EMFILE || errno == ENFILE)
+        LogError("accept: ", strerror(errno), " (raise the open files limit)");
       return;
     }
     SetNoDelay(fd);

@@ -122,11 +122,11 @@ class Worker {
   std::vector<std::unique_ptr<WorkerView>> views_;
   std::vector<std::unique_ptr<Listener>> listeners_;
 
-  std::vector<std::unique_ptr<ClientConn>> clients_;    // all client connections ever made
+  std::vector<std::unique_ptr<ClientConn>> clients_;  // all client connections ever made
   std::vector<ClientConn*> free_clients_;
   std::vector<std::unique_ptr<UpstreamConn>> upstreams_;
   std::vector<UpstreamConn*> free_upstreams_;
-  std::vector<std::vector<UpstreamConn*>> idle_;        // per server id
+  std::vector<std::vector<UpstreamConn*>> idle_;  // per server id
   int live_clients_ = 0;
 
   observe::HttpShard http_shard_;

@@ -24,7 +24,20 @@ class ChunkedDecoder {
   uint64_t body_bytes() const { return body_bytes_; }
 
  private:
-  enum class State : uint8_t { kSize, kSizeWs, kExt, kSizeLf, kData, kDataCr, kDataLf, kTrailerStart, kTrailer, kTrailerLf, kFinalLf, kDone };
+  enum class State : uint8_t {
+    kSize,
+    kSizeWs,
+    kExt,
+    kSizeLf,
+    kData,
+    kDataCr,
+    kDataLf,
+    kTrailerStart,
+    kTrailer,
+    kTrailerLf,
+    kFinalLf,
+    kDone
+  };
   Result Fail(const char* why) {
     error_ = why;
     return Result::kError;

@@ -68,8 +68,8 @@ std::string_view LastToken(std::string_view list) {
 
 // Parses header lines in [pos, len) into `out`, deriving framing fields. `pos` is just after the
 // start line's CRLF. Returns kDone or kError.
-ParseStatus ParseHeaders(const char* data, size_t pos, size_t len, const Limits& limits, bool is_request,
-                         MessageHead* out, RequestHead* req, ParseError* err) {
+ParseStatus ParseHeaders(const char* data, size_t pos, size_t len, const Limits& limits,
+                         bool is_request, MessageHead* out, RequestHead* req, ParseError* err) {
   bool seen_cl = false, seen_te = false;
   int host_count = 0;
   uint64_t cl = 0;
@@ -84,7 +84,8 @@ ParseStatus ParseHeaders(const char* data, size_t pos, size_t len, const Limits&
     if (line.empty()) break;  // end of head
     if (IsOws(line[0])) return Fail(err, 400, "obsolete line folding");
     size_t colon = line.find(':');
-    if (colon == std::string_view::npos || colon == 0) return Fail(err, 400, "malformed header line");
+    if (colon == std::string_view::npos || colon == 0)
+      return Fail(err, 400, "malformed header line");
     std::string_view name = line.substr(0, colon);
     for (unsigned char c : name) {
       // Catches "Name : value" too: whitespace before the colon must be refused (RFC 9112 5.1).
@@ -105,7 +106,8 @@ ParseStatus ParseHeaders(const char* data, size_t pos, size_t len, const Limits&
         }
         break;
       case 6:
-        if (is_request && EqualsLower(name, "expect")) req->expect_continue = EqualsLower(value, "100-continue");
+        if (is_request && EqualsLower(name, "expect"))
+          req->expect_continue = EqualsLower(value, "100-continue");
         break;
       case 7:
         if (EqualsLower(name, "upgrade")) out->upgrade = value;
@@ -142,7 +144,8 @@ ParseStatus ParseHeaders(const char* data, size_t pos, size_t len, const Limits&
   if (seen_te) {
     if (seen_cl) return Fail(err, 400, "both Content-Length and Transfer-Encoding");
     if (out->version_minor == 0) return Fail(err, 400, "Transfer-Encoding in an HTTP/1.0 message");
-    if (!EqualsLower(LastToken(te), "chunked")) return Fail(err, 400, "chunked is not the final transfer coding");
+    if (!EqualsLower(LastToken(te), "chunked"))
+      return Fail(err, 400, "chunked is not the final transfer coding");
     if (!EqualsLower(te, "chunked")) return Fail(err, 501, "unsupported transfer coding");
     out->body = BodyKind::kChunked;
   } else if (seen_cl) {
@@ -151,7 +154,8 @@ ParseStatus ParseHeaders(const char* data, size_t pos, size_t len, const Limits&
   }
   if (is_request) {
     if (host_count > 1) return Fail(err, 400, "duplicate Host header");
-    if (host_count == 0 && out->version_minor == 1 && req->host.empty()) return Fail(err, 400, "missing Host header");
+    if (host_count == 0 && out->version_minor == 1 && req->host.empty())
+      return Fail(err, 400, "missing Host header");
   }
   return ParseStatus::kDone;
 }
@@ -160,16 +164,26 @@ ParseStatus ParseHeaders(const char* data, size_t pos, size_t len, const Limits&
 
 std::string_view MethodName(Method m) {
   switch (m) {
-    case Method::kGet: return "GET";
-    case Method::kHead: return "HEAD";
-    case Method::kPost: return "POST";
-    case Method::kPut: return "PUT";
-    case Method::kDelete: return "DELETE";
-    case Method::kOptions: return "OPTIONS";
-    case Method::kPatch: return "PATCH";
-    case Method::kTrace: return "TRACE";
-    case Method::kConnect: return "CONNECT";
-    case Method::kOther: return "OTHER";
+    case Method::kGet:
+      return "GET";
+    case Method::kHead:
+      return "HEAD";
+    case Method::kPost:
+      return "POST";
+    case Method::kPut:
+      return "PUT";
+    case Method::kDelete:
+      return "DELETE";
+    case Method::kOptions:
+      return "OPTIONS";
+    case Method::kPatch:
+      return "PATCH";
+    case Method::kTrace:
+      return "TRACE";
+    case Method::kConnect:
+      return "CONNECT";
+    case Method::kOther:
+      return "OTHER";
   }
   return "OTHER";
 }
@@ -209,14 +223,22 @@ bool ListHasToken(std::string_view list, std::string_view lower_token) {
 
 bool IsHopByHop(std::string_view n) {
   switch (n.size()) {
-    case 2: return EqualsLower(n, "te");
-    case 7: return EqualsLower(n, "upgrade") || EqualsLower(n, "trailer");
-    case 10: return EqualsLower(n, "connection") || EqualsLower(n, "keep-alive");
-    case 16: return EqualsLower(n, "proxy-connection");
-    case 17: return EqualsLower(n, "transfer-encoding");
-    case 18: return EqualsLower(n, "proxy-authenticate");
-    case 19: return EqualsLower(n, "proxy-authorization");
-    default: return false;
+    case 2:
+      return EqualsLower(n, "te");
+    case 7:
+      return EqualsLower(n, "upgrade") || EqualsLower(n, "trailer");
+    case 10:
+      return EqualsLower(n, "connection") || EqualsLower(n, "keep-alive");
+    case 16:
+      return EqualsLower(n, "proxy-connection");
+    case 17:
+      return EqualsLower(n, "transfer-encoding");
+    case 18:
+      return EqualsLower(n, "proxy-authenticate");
+    case 19:
+      return EqualsLower(n, "proxy-authorization");
+    default:
+      return false;
   }
 }
 
@@ -256,8 +278,8 @@ void ResponseHead::Clear() {
   reason = {};
 }
 
-ParseStatus HeadScanner::Scan(const char* data, size_t len, const Limits& limits, bool is_request, size_t* end,
-                              ParseError* err) {
+ParseStatus HeadScanner::Scan(const char* data, size_t len, const Limits& limits, bool is_request,
+                              size_t* end, ParseError* err) {
   size_t i = scanned_;
   while (i < len) {
     const char* nl = static_cast<const char*>(std::memchr(data + i, '\n', len - i));
@@ -279,14 +301,16 @@ ParseStatus HeadScanner::Scan(const char* data, size_t len, const Limits& limits
       if (*end > limits.max_header_bytes) return Fail(err, 431, "request header fields too large");
       return ParseStatus::kDone;
     }
-    if (lines_ == 0 && line_len > limits.max_request_line) return Fail(err, 414, "request line too long");
+    if (lines_ == 0 && line_len > limits.max_request_line)
+      return Fail(err, 414, "request line too long");
     ++lines_;
     if (lines_ - 1 > limits.max_headers) return Fail(err, 431, "too many headers");
     line_start_ = p + 1;
     i = p + 1;
   }
   scanned_ = len;
-  if (lines_ == 0 && len - line_start_ > limits.max_request_line) return Fail(err, 414, "request line too long");
+  if (lines_ == 0 && len - line_start_ > limits.max_request_line)
+    return Fail(err, 414, "request line too long");
   if (len > limits.max_header_bytes) return Fail(err, 431, "request header fields too large");
   return ParseStatus::kNeedMore;
 }
@@ -309,7 +333,8 @@ ParseStatus ParseRequestHead(const char* data, size_t len, const Limits& limits,
     if (!kTchar[c]) return Fail(err, 400, "invalid method");
   }
   size_t sp2 = line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || sp2 == sp1 + 1) return Fail(err, 400, "malformed request line");
+  if (sp2 == std::string_view::npos || sp2 == sp1 + 1)
+    return Fail(err, 400, "malformed request line");
   std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   for (unsigned char c : target) {
     if (c <= 0x20 || c == 0x7f) return Fail(err, 400, "invalid character in request target");
@@ -320,8 +345,8 @@ ParseStatus ParseRequestHead(const char* data, size_t len, const Limits& limits,
   } else if (version == "HTTP/1.0") {
     out->version_minor = 0;
     out->keep_alive = false;
-  } else if (version.size() == 8 && version.substr(0, 5) == "HTTP/" && version[5] >= '0' && version[5] <= '9' &&
-             version[6] == '.' && version[7] >= '0' && version[7] <= '9') {
+  } else if (version.size() == 8 && version.substr(0, 5) == "HTTP/" && version[5] >= '0' &&
+             version[5] <= '9' && version[6] == '.' && version[7] >= '0' && version[7] <= '9') {
     return Fail(err, 505, "HTTP version not supported");
   } else {
     return Fail(err, 400, "malformed HTTP version");
@@ -331,23 +356,31 @@ ParseStatus ParseRequestHead(const char* data, size_t len, const Limits& limits,
   out->method = Method::kOther;
   switch (method.size()) {
     case 3:
-      if (method == "GET") out->method = Method::kGet;
-      else if (method == "PUT") out->method = Method::kPut;
+      if (method == "GET")
+        out->method = Method::kGet;
+      else if (method == "PUT")
+        out->method = Method::kPut;
       break;
     case 4:
-      if (method == "POST") out->method = Method::kPost;
-      else if (method == "HEAD") out->method = Method::kHead;
+      if (method == "POST")
+        out->method = Method::kPost;
+      else if (method == "HEAD")
+        out->method = Method::kHead;
       break;
     case 5:
-      if (method == "PATCH") out->method = Method::kPatch;
-      else if (method == "TRACE") out->method = Method::kTrace;
+      if (method == "PATCH")
+        out->method = Method::kPatch;
+      else if (method == "TRACE")
+        out->method = Method::kTrace;
       break;
     case 6:
       if (method == "DELETE") out->method = Method::kDelete;
       break;
     case 7:
-      if (method == "OPTIONS") out->method = Method::kOptions;
-      else if (method == "CONNECT") out->method = Method::kConnect;
+      if (method == "OPTIONS")
+        out->method = Method::kOptions;
+      else if (method == "CONNECT")
+        out->method = Method::kConnect;
       break;
     default:
       break;
@@ -395,8 +428,8 @@ ParseStatus ParseRequest(const char* data, size_t len, const Limits& limits, Req
   return ParseRequestHead(data, end, limits, out, err);
 }
 
-ParseStatus ParseResponseHead(const char* data, size_t len, const Limits& limits, Method request_method,
-                              ResponseHead* out, ParseError* err) {
+ParseStatus ParseResponseHead(const char* data, size_t len, const Limits& limits,
+                              Method request_method, ResponseHead* out, ParseError* err) {
   out->Clear();
   const char* eol = static_cast<const char*>(std::memchr(data, '\n', len));
   if (eol == nullptr) return Fail(err, 502, "incomplete status line");
@@ -449,40 +482,74 @@ ParseStatus ParseResponse(const char* data, size_t len, const Limits& limits, Me
 
 std::string_view StatusReason(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 417:
+      return "Expectation Failed";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 

@@ -19,12 +19,23 @@ struct Header {
 };
 
 struct Limits {
-  size_t max_request_line = 8192;  // nginx large_client_header_buffers: 8k; over it is 414
+  size_t max_request_line = 8192;   // nginx large_client_header_buffers: 8k; over it is 414
   size_t max_header_bytes = 32768;  // the whole head; over it is 431
   int max_headers = 100;            // over it is 431
 };
 
-enum class Method : uint8_t { kGet, kHead, kPost, kPut, kDelete, kOptions, kPatch, kTrace, kConnect, kOther };
+enum class Method : uint8_t {
+  kGet,
+  kHead,
+  kPost,
+  kPut,
+  kDelete,
+  kOptions,
+  kPatch,
+  kTrace,
+  kConnect,
+  kOther
+};
 constexpr int kMethodCount = 10;
 std::string_view MethodName(Method m);
 // RFC 9110 9.2.2: GET HEAD OPTIONS TRACE PUT DELETE are idempotent.
@@ -75,7 +86,11 @@ struct ResponseHead : MessageHead {
 // head trickling in byte by byte costs O(n) in total, not O(n^2).
 class HeadScanner {
  public:
-  void Reset() { scanned_ = 0; line_start_ = 0; lines_ = 0; }
+  void Reset() {
+    scanned_ = 0;
+    line_start_ = 0;
+    lines_ = 0;
+  }
   // Scans data[0..len) for the end of the head. Returns kDone with *end set past the final CRLF.
   ParseStatus Scan(const char* data, size_t len, const Limits& limits, bool is_request, size_t* end,
                    ParseError* err);
@@ -95,8 +110,8 @@ ParseStatus ParseRequest(const char* data, size_t len, const Limits& limits, Req
                          ParseError* err);
 
 // Parses a complete response head. `request_method` decides whether a body follows (HEAD).
-ParseStatus ParseResponseHead(const char* data, size_t len, const Limits& limits, Method request_method,
-                              ResponseHead* out, ParseError* err);
+ParseStatus ParseResponseHead(const char* data, size_t len, const Limits& limits,
+                              Method request_method, ResponseHead* out, ParseError* err);
 ParseStatus ParseResponse(const char* data, size_t len, const Limits& limits, Method request_method,
                           ResponseHead* out, ParseError* err);
 

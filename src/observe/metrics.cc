@@ -37,7 +37,8 @@ void AppendValue(std::string* out, double v) {
   }
 }
 
-void AppendHeader(std::string* out, std::string_view name, std::string_view type, std::string_view help) {
+void AppendHeader(std::string* out, std::string_view name, std::string_view type,
+                  std::string_view help) {
   StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
 }
 
@@ -122,7 +123,11 @@ void RenderHttpShards(const std::vector<const HttpShard*>& shards, const Interne
       uint32_t ep;
       int method, status;
       HttpShard::Unkey(key, &ep, &method, &status);
-      Agg& a = merged[{endpoints.Name(ep), method < static_cast<int>(method_names.size()) ? std::string(method_names[method]) : std::string("OTHER"), status}];
+      Agg& a =
+          merged[{endpoints.Name(ep),
+                  method < static_cast<int>(method_names.size()) ? std::string(method_names[method])
+                                                                 : std::string("OTHER"),
+                  status}];
       a.count += series[i].count.Get();
       for (int b = 0; b < HttpShard::kBuckets; ++b) a.buckets[b] += series[i].buckets[b].Get();
       a.sum_us += series[i].sum_us.Get();
@@ -135,7 +140,8 @@ void RenderHttpShards(const std::vector<const HttpShard*>& shards, const Interne
     AppendLabelValue(o, std::get<0>(k));
     StrAppend(o, "\",status_code=\"", std::get<2>(k), "\"");
   };
-  AppendHeader(out, "http_requests_total", "counter", "HTTP requests served, by method, route and status.");
+  AppendHeader(out, "http_requests_total", "counter",
+               "HTTP requests served, by method, route and status.");
   for (const auto& [k, a] : merged) {
     out->append("http_requests_total{");
     labels(out, k);

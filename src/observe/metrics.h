@@ -20,7 +20,8 @@ void AppendLabelValue(std::string* out, std::string_view v);
 // Appends a sample value the way Prometheus prints it (integers without a fraction, +Inf).
 void AppendValue(std::string* out, double v);
 // "# HELP name text\n# TYPE name type\n"
-void AppendHeader(std::string* out, std::string_view name, std::string_view type, std::string_view help);
+void AppendHeader(std::string* out, std::string_view name, std::string_view type,
+                  std::string_view help);
 
 // A counter or gauge not on the request path: one atomic, shared by every thread.
 class AtomicValue {
@@ -37,7 +38,9 @@ class AtomicValue {
 // locked instruction. The reader may see a value one update old, never a torn one.
 class ShardValue {
  public:
-  void Add(uint64_t d) { v_.store(v_.load(std::memory_order_relaxed) + d, std::memory_order_relaxed); }
+  void Add(uint64_t d) {
+    v_.store(v_.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+  }
   uint64_t Get() const { return v_.load(std::memory_order_relaxed); }
 
  private:

@@ -19,18 +19,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bulwark::http::HeadScanner sc;
   size_t end = 0;
   bulwark::http::ParseStatus st = bulwark::http::ParseStatus::kNeedMore;
-  for (size_t i = 1; i <= size && st == bulwark::http::ParseStatus::kNeedMore; ++i) st = sc.Scan(p, i, limits, true, &end, &err);
+  for (size_t i = 1; i <= size && st == bulwark::http::ParseStatus::kNeedMore; ++i)
+    st = sc.Scan(p, i, limits, true, &end, &err);
   if (st == bulwark::http::ParseStatus::kDone) {
     st = bulwark::http::ParseRequestHead(p, end, limits, &req, &err);
   }
-  if ((st == bulwark::http::ParseStatus::kDone) != (whole == bulwark::http::ParseStatus::kDone)) __builtin_trap();
+  if ((st == bulwark::http::ParseStatus::kDone) != (whole == bulwark::http::ParseStatus::kDone))
+    __builtin_trap();
   if (whole == bulwark::http::ParseStatus::kDone) {
     if (req.head_len > size) __builtin_trap();
     if (req.body == bulwark::http::BodyKind::kChunked && req.content_length != 0) __builtin_trap();
     size_t consumed = 0;
     bulwark::http::ChunkedDecoder d;
     uint64_t total = 0;
-    d.Feed(p + req.head_len, size - req.head_len, &consumed, [&](const char*, size_t n) { total += n; });
+    d.Feed(p + req.head_len, size - req.head_len, &consumed,
+           [&](const char*, size_t n) { total += n; });
     if (consumed > size - req.head_len || total > size) __builtin_trap();
   }
   bulwark::http::ResponseHead resp;

@@ -16,21 +16,24 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string Config(int listen, int admin, const std::string& upstream_servers, const std::string& extra = "",
-                   const std::string& upstream_extra = "") {
+std::string Config(int listen, int admin, const std::string& upstream_servers,
+                   const std::string& extra = "", const std::string& upstream_extra = "") {
   return "workers: 2\n"
          "access_log: {path: stderr}\n"
-         "admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\n" + extra +
+         "admin: {listen: 127.0.0.1:" +
+         std::to_string(admin) + "}\n" + extra +
          "listeners:\n"
-         "  - listen: 127.0.0.1:" + std::to_string(listen) + "\n"
+         "  - listen: 127.0.0.1:" +
+         std::to_string(listen) +
+         "\n"
          "    routes:\n"
          "      - {name: health, exact: /health, return: {status: 200, body: \"healthy\\n\"}}\n"
          "      - {name: app, prefix: /, upstream: app}\n"
          "upstreams:\n"
          "  app:\n"
          "    connect_timeout: 1s\n"
-         "    read_timeout: 5s\n" + upstream_extra +
-         "    servers: [" + upstream_servers + "]\n";
+         "    read_timeout: 5s\n" +
+         upstream_extra + "    servers: [" + upstream_servers + "]\n";
 }
 
 // The log lines that are not a plain 200 (for failure messages).
@@ -49,7 +52,8 @@ std::string NotOk(const std::string& log) {
 
 std::string Servers(const std::vector<int>& ports) {
   std::string s;
-  for (int p : ports) s += (s.empty() ? "" : ", ") + std::string("'127.0.0.1:") + std::to_string(p) + "'";
+  for (int p : ports)
+    s += (s.empty() ? "" : ", ") + std::string("'127.0.0.1:") + std::to_string(p) + "'";
   return s;
 }
 
@@ -90,22 +94,31 @@ struct Load {
 TEST(Gateway, ProxiesToNginxWithForwardedHeaders) {
   std::string dir = MakeTempDir();
   int nginx_port = FreePort();
-  WriteFile(dir + "/nginx.conf",
-            "daemon off; worker_processes 1; pid " + dir + "/nginx.pid; error_log " + dir + "/error.log;\n"
-            "events { worker_connections 128; }\n"
-            "http { access_log off; client_body_temp_path " + dir + "; proxy_temp_path " + dir + ";\n"
-            "  server { listen 127.0.0.1:" + std::to_string(nginx_port) + ";\n"
-            "    location / { return 200 \"xff=$http_x_forwarded_for real=$http_x_real_ip rid=$http_x_request_id "
-            "tp=$http_traceparent host=$http_host conn=$http_connection under=$http_x_a_b\"; } } }\n");
+  WriteFile(dir + "/nginx.conf", "daemon off; worker_processes 1; pid " + dir +
+                                     "/nginx.pid; error_log " + dir +
+                                     "/error.log;\n"
+                                     "events { worker_connections 128; }\n"
+                                     "http { access_log off; client_body_temp_path " +
+                                     dir + "; proxy_temp_path " + dir +
+                                     ";\n"
+                                     "  server { listen 127.0.0.1:" +
+                                     std::to_string(nginx_port) +
+                                     ";\n"
+                                     "    location / { return 200 \"xff=$http_x_forwarded_for "
+                                     "real=$http_x_real_ip rid=$http_x_request_id "
+                                     "tp=$http_traceparent host=$http_host conn=$http_connection "
+                                     "under=$http_x_a_b\"; } } }\n");
   std::string nginx_bin = FindProgram("nginx");
   ASSERT_FALSE(nginx_bin.empty()) << "nginx is not installed: run scripts/deps";
   Process nginx({nginx_bin, "-p", dir, "-c", dir + "/nginx.conf"}, {}, dir + "/nginx.out");
-  ASSERT_TRUE(WaitForPort(nginx_port, 5000)) << ReadFile(dir + "/nginx.out") << ReadFile(dir + "/error.log");
+  ASSERT_TRUE(WaitForPort(nginx_port, 5000))
+      << ReadFile(dir + "/nginx.out") << ReadFile(dir + "/error.log");
   int port = FreePort(), admin = FreePort();
   Bulwark b(Config(port, admin, Servers({nginx_port})));
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
 
-  Response r = HttpGet(port, "/hello", "X-Forwarded-For: 6.6.6.6\r\nX-Request-Id: abc-123\r\nX_A_B: smuggled\r\n");
+  Response r = HttpGet(port, "/hello",
+                       "X-Forwarded-For: 6.6.6.6\r\nX-Request-Id: abc-123\r\nX_A_B: smuggled\r\n");
   ASSERT_EQ(r.status, 200) << b.log();
   // The client is not a trusted proxy: its X-Forwarded-For is replaced, not extended.
   EXPECT_NE(r.body.find("xff=127.0.0.1 "), std::string::npos) << r.body;
@@ -118,14 +131,19 @@ TEST(Gateway, ProxiesToNginxWithForwardedHeaders) {
   EXPECT_EQ(r.headers["x-request-id"], "abc-123");
 
   // A request id is generated when absent; a valid traceparent is propagated as is.
-  r = HttpGet(port, "/", "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n");
+  r = HttpGet(port, "/",
+              "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n");
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.headers["x-request-id"].size(), 32u);
-  EXPECT_NE(r.body.find("tp=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("tp=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            std::string::npos)
+      << r.body;
 
   // Static return route and keep-alive with pipelining.
   Client c(port);
-  ASSERT_TRUE(c.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(
+      c.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /health "
+             "HTTP/1.1\r\nHost: x\r\n\r\n"));
   EXPECT_EQ(c.Read().body, "healthy\n");
   EXPECT_NE(c.Read().body.find("xff="), std::string::npos);
   EXPECT_EQ(c.Read().body, "healthy\n");
@@ -134,14 +152,22 @@ TEST(Gateway, ProxiesToNginxWithForwardedHeaders) {
   std::string log = b.log();
   EXPECT_NE(log.find("\"request_id\":\"abc-123\""), std::string::npos) << log;
   EXPECT_NE(log.find("\"route\":\"app\""), std::string::npos);
-  EXPECT_NE(log.find("\"upstream\":\"127.0.0.1:" + std::to_string(nginx_port) + "\""), std::string::npos);
+  EXPECT_NE(log.find("\"upstream\":\"127.0.0.1:" + std::to_string(nginx_port) + "\""),
+            std::string::npos);
 
   // Metrics carry the seeds' names.
   Response m = HttpGet(admin, "/metrics");
   ASSERT_EQ(m.status, 200);
-  EXPECT_NE(m.body.find("http_requests_total{method=\"GET\",endpoint=\"app\",status_code=\"200\"} 3"), std::string::npos) << m.body;
-  EXPECT_NE(m.body.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"health\",status_code=\"200\",le=\"0.01\"}"), std::string::npos);
-  EXPECT_NE(m.body.find("bulwark_upstream_up{upstream=\"app\",server=\"127.0.0.1:" + std::to_string(nginx_port) + "\"} 1"), std::string::npos);
+  EXPECT_NE(
+      m.body.find("http_requests_total{method=\"GET\",endpoint=\"app\",status_code=\"200\"} 3"),
+      std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"health\","
+                        "status_code=\"200\",le=\"0.01\"}"),
+            std::string::npos);
+  EXPECT_NE(m.body.find("bulwark_upstream_up{upstream=\"app\",server=\"127.0.0.1:" +
+                        std::to_string(nginx_port) + "\"} 1"),
+            std::string::npos);
   nginx.Signal(SIGQUIT);
   nginx.Wait(5000);
 }
@@ -150,7 +176,8 @@ TEST(Gateway, KillingOneOfThreeBackendsUnderLoadGivesNoErrors) {
   std::vector<std::unique_ptr<Backend>> backends;
   std::vector<int> ports;
   for (int i = 0; i < 3; ++i) {
-    backends.push_back(std::make_unique<Backend>([i](const Backend::Request&) { return Backend::Reply(200, "b" + std::to_string(i)); }));
+    backends.push_back(std::make_unique<Backend>(
+        [i](const Backend::Request&) { return Backend::Reply(200, "b" + std::to_string(i)); }));
     ports.push_back(backends.back()->port());
   }
   int port = FreePort(), admin = FreePort();
@@ -164,7 +191,8 @@ TEST(Gateway, KillingOneOfThreeBackendsUnderLoadGivesNoErrors) {
   std::this_thread::sleep_for(300ms);
   load.Finish();
   EXPECT_GT(load.ok.load(), 100);
-  EXPECT_EQ(load.bad.load(), 0) << (load.failures.empty() ? "" : load.failures[0]) << "\n" << NotOk(b.log());
+  EXPECT_EQ(load.bad.load(), 0) << (load.failures.empty() ? "" : load.failures[0]) << "\n"
+                                << NotOk(b.log());
   Response u = HttpGet(admin, "/api/v1/upstreams");
   EXPECT_NE(u.body.find("\"failures\""), std::string::npos);
 }
@@ -193,7 +221,8 @@ TEST(Gateway, DrainAndEnableThroughTheAdminApi) {
   std::string addr = "127.0.0.1:" + std::to_string(a.port());
   ASSERT_EQ(HttpPost(admin, "/api/v1/upstreams/app/servers/" + addr + "/drain", "").status, 200);
   for (int i = 0; i < 6; ++i) EXPECT_EQ(HttpGet(port, "/").body, "C");
-  EXPECT_NE(HttpGet(admin, "/api/v1/upstreams").body.find("\"state\":\"drained\""), std::string::npos);
+  EXPECT_NE(HttpGet(admin, "/api/v1/upstreams").body.find("\"state\":\"drained\""),
+            std::string::npos);
   ASSERT_EQ(HttpPost(admin, "/api/v1/upstreams/app/servers/" + addr + "/enable", "").status, 200);
   // Each worker keeps its own round-robin state and connections land on either worker, so
   // the split is not exact; both servers must be serving again.
@@ -212,8 +241,9 @@ TEST(Gateway, ActiveHealthChecksTakeAServerOutAndBack) {
   });
   Backend c([](const Backend::Request&) { return Backend::Reply(200, "C"); });
   int port = FreePort(), admin = FreePort();
-  Bulwark b(Config(port, admin, Servers({a.port(), c.port()}), "",
-                   "    health_check: {path: /healthz, interval: 100ms, timeout: 500ms, rise: 2, fall: 2}\n"));
+  Bulwark b(Config(
+      port, admin, Servers({a.port(), c.port()}), "",
+      "    health_check: {path: /healthz, interval: 100ms, timeout: 500ms, rise: 2, fall: 2}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   healthy = false;
   std::this_thread::sleep_for(600ms);
@@ -299,7 +329,8 @@ TEST(Gateway, SigtermFinishesInFlightRequestsThenExitsZero) {
   b.process().Signal(SIGTERM);
   std::this_thread::sleep_for(200ms);
   Client late(port, 500);
-  EXPECT_FALSE(late.connected() && late.Get("/").status == 200) << "new connections are not served while draining";
+  EXPECT_FALSE(late.connected() && late.Get("/").status == 200)
+      << "new connections are not served while draining";
   t.join();
   EXPECT_EQ(result.status, 200);
   EXPECT_EQ(result.body, "done");
@@ -308,19 +339,22 @@ TEST(Gateway, SigtermFinishesInFlightRequestsThenExitsZero) {
 
 TEST(Gateway, StreamsChunkedAndLargeBodiesBothWays) {
   Backend echo([](const Backend::Request& r) {
-    std::string body = "len=" + std::to_string(r.body.size()) + " te=" +
-                       (r.headers.count("transfer-encoding") ? r.headers.at("transfer-encoding") : "-");
+    std::string body =
+        "len=" + std::to_string(r.body.size()) +
+        " te=" + (r.headers.count("transfer-encoding") ? r.headers.at("transfer-encoding") : "-");
     // Answer chunked, in two chunks.
     char hex[16];
     snprintf(hex, sizeof(hex), "%zx", body.size());
-    return std::string("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nlen:\r\n") + hex + "\r\n" +
-           body + "\r\n0\r\n\r\n";
+    return std::string("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nlen:\r\n") + hex +
+           "\r\n" + body + "\r\n0\r\n\r\n";
   });
   int port = FreePort(), admin = FreePort();
   Bulwark b(Config(port, admin, Servers({echo.port()}), "http: {client_max_body_size: 8M}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   Client c(port);
-  c.Send("POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+  c.Send(
+      "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n "
+      "world\r\n0\r\n\r\n");
   Response r = c.Read();
   ASSERT_EQ(r.status, 200) << b.log();
   EXPECT_EQ(r.headers["transfer-encoding"], "chunked");
@@ -328,7 +362,8 @@ TEST(Gateway, StreamsChunkedAndLargeBodiesBothWays) {
   EXPECT_NE(r.body.find("len=11 te=chunked"), std::string::npos) << r.body;
   // A body larger than any buffer streams through.
   std::string big(3 * 1024 * 1024, 'x');
-  Backend sizer([](const Backend::Request& r) { return Backend::Reply(200, std::to_string(r.body.size())); });
+  Backend sizer(
+      [](const Backend::Request& r) { return Backend::Reply(200, std::to_string(r.body.size())); });
   int port2 = FreePort(), admin2 = FreePort();
   Bulwark b2(Config(port2, admin2, Servers({sizer.port()}), "http: {client_max_body_size: 8M}\n"));
   ASSERT_TRUE(b2.Ready(port2, admin2));
@@ -342,7 +377,8 @@ TEST(Gateway, StreamsChunkedAndLargeBodiesBothWays) {
 TEST(Gateway, WebSocketUpgradeIsTunnelled) {
   Backend ws([](const Backend::Request& r) {
     if (r.headers.count("upgrade") && r.headers.at("upgrade") == "websocket") {
-      return std::string("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+      return std::string(
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
     }
     return Backend::Reply(400, "no upgrade");
   });
@@ -350,7 +386,9 @@ TEST(Gateway, WebSocketUpgradeIsTunnelled) {
   Bulwark b(Config(port, admin, Servers({ws.port()})));
   ASSERT_TRUE(b.Ready(port, admin));
   Client c(port);
-  c.Send("GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x\r\n\r\n");
+  c.Send(
+      "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "
+      "websocket\r\nSec-WebSocket-Key: x\r\n\r\n");
   Response r = c.Read(true);
   ASSERT_EQ(r.status, 101) << b.log();
   EXPECT_EQ(r.headers["upgrade"], "websocket");
@@ -410,7 +448,11 @@ TEST(CheckConfig, ExitCodesAndMessages) {
   std::string out;
   EXPECT_EQ(RunBulwark({"check-config", dir + "/good.yml"}, &out), 0) << out;
   EXPECT_EQ(RunBulwark({"check-config", dir + "/bad.yml"}, &out), 1);
-  EXPECT_NE(out.find(dir + "/bad.yml:3:5: listeners[0]: unknown key \"routs\" (did you mean \"routes\"?)"), std::string::npos) << out;
+  EXPECT_NE(
+      out.find(dir +
+               "/bad.yml:3:5: listeners[0]: unknown key \"routs\" (did you mean \"routes\"?)"),
+      std::string::npos)
+      << out;
   EXPECT_EQ(RunBulwark({"check-config", dir + "/missing.yml"}, &out), 1);
   EXPECT_NE(out.find("cannot open file"), std::string::npos);
   EXPECT_EQ(RunBulwark({"version"}, &out), 0);

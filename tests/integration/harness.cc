@@ -57,7 +57,8 @@ std::string FindProgram(const std::string& name) {
   size_t start = 0;
   while (start <= path.size()) {
     size_t colon = path.find(':', start);
-    std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    std::string dir =
+        path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
     std::string candidate = dir + "/" + name;
     if (!dir.empty() && access(candidate.c_str(), X_OK) == 0) return candidate;
     if (colon == std::string::npos) break;
@@ -97,7 +98,8 @@ bool WaitForPort(int port, int timeout_ms) {
   return false;
 }
 
-Process::Process(std::vector<std::string> argv, std::map<std::string, std::string> env, const std::string& log_path) {
+Process::Process(std::vector<std::string> argv, std::map<std::string, std::string> env,
+                 const std::string& log_path) {
   pid_ = fork();
   if (pid_ == 0) {
     int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -170,8 +172,9 @@ Response Client::Read(bool head_request) {
   http::ParseError err;
   char tmp[65536];
   for (;;) {
-    http::ParseStatus st = http::ParseResponse(buf_.data(), buf_.size(), limits,
-                                               head_request ? http::Method::kHead : http::Method::kGet, &head, &err);
+    http::ParseStatus st =
+        http::ParseResponse(buf_.data(), buf_.size(), limits,
+                            head_request ? http::Method::kHead : http::Method::kGet, &head, &err);
     if (st == http::ParseStatus::kDone) break;
     if (st == http::ParseStatus::kError) {
       r.error = "unparsable response (" + std::string(err.reason) + "): " + buf_.substr(0, 200);
@@ -211,7 +214,8 @@ Response Client::Read(bool head_request) {
     http::ChunkedDecoder d;
     for (;;) {
       size_t consumed = 0;
-      auto res = d.Feed(buf_.data(), buf_.size(), &consumed, [&](const char* p, size_t n) { r.body.append(p, n); });
+      auto res = d.Feed(buf_.data(), buf_.size(), &consumed,
+                        [&](const char* p, size_t n) { r.body.append(p, n); });
       buf_.erase(0, consumed);
       if (res == http::ChunkedDecoder::Result::kDone) break;
       if (res == http::ChunkedDecoder::Result::kError || !fill()) return Response{};
@@ -261,15 +265,16 @@ Response HttpPost(int port, const std::string& path, const std::string& body) {
   return c.Read();
 }
 
-Backend::Backend(Handler h, int port) : handler_(std::move(h)), port_(port == 0 ? FreePort() : port) { Start(); }
-
-Backend::~Backend() {
-  Stop();
+Backend::Backend(Handler h, int port)
+    : handler_(std::move(h)), port_(port == 0 ? FreePort() : port) {
+  Start();
 }
 
+Backend::~Backend() { Stop(); }
+
 std::string Backend::Reply(int status, const std::string& body, const std::string& extra) {
-  return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra +
-         "\r\n" + body;
+  return "HTTP/1.1 " + std::to_string(status) +
+         " X\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body;
 }
 
 void Backend::Start() {
@@ -335,7 +340,8 @@ void Backend::Serve(int fd) {
     http::RequestHead head;
     http::ParseError err;
     http::ParseStatus st;
-    while ((st = http::ParseRequest(buf.data(), buf.size(), limits, &head, &err)) == http::ParseStatus::kNeedMore) {
+    while ((st = http::ParseRequest(buf.data(), buf.size(), limits, &head, &err)) ==
+           http::ParseStatus::kNeedMore) {
       ssize_t n = recv(fd, tmp, sizeof(tmp), 0);
       if (n <= 0) goto done;
       buf.append(tmp, static_cast<size_t>(n));
@@ -366,7 +372,8 @@ void Backend::Serve(int fd) {
         http::ChunkedDecoder d;
         for (;;) {
           size_t consumed = 0;
-          auto r = d.Feed(buf.data(), buf.size(), &consumed, [&](const char* p, size_t n) { req.body.append(p, n); });
+          auto r = d.Feed(buf.data(), buf.size(), &consumed,
+                          [&](const char* p, size_t n) { req.body.append(p, n); });
           buf.erase(0, consumed);
           if (r == http::ChunkedDecoder::Result::kDone) break;
           if (r == http::ChunkedDecoder::Result::kError) goto done;
@@ -390,14 +397,13 @@ void Backend::Serve(int fd) {
       if (close_after || resp.find("Connection: close") != std::string::npos) break;
     }
   }
-done:
-  {
-    // Forget the fd before closing it: its number may be reused at once by another socket in
-    // this process (a test client), which Stop() must not shut down.
-    std::lock_guard<std::mutex> l(mu_);
-    std::erase(conns_, fd);
-    close(fd);
-  }
+done : {
+  // Forget the fd before closing it: its number may be reused at once by another socket in
+  // this process (a test client), which Stop() must not shut down.
+  std::lock_guard<std::mutex> l(mu_);
+  std::erase(conns_, fd);
+  close(fd);
+}
 }
 
 static std::string BulwarkBinary() { return BULWARK_BINARY; }
@@ -407,8 +413,8 @@ Bulwark::Bulwark(const std::string& config, std::map<std::string, std::string> e
   config_path_ = dir_ + "/bulwark.yml";
   log_path_ = dir_ + "/bulwark.log";
   WriteFile(config_path_, config);
-  process_ = std::make_unique<Process>(std::vector<std::string>{BulwarkBinary(), "serve", "-c", config_path_}, env,
-                                       log_path_);
+  process_ = std::make_unique<Process>(
+      std::vector<std::string>{BulwarkBinary(), "serve", "-c", config_path_}, env, log_path_);
 }
 
 Bulwark::~Bulwark() {

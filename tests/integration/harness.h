@@ -6,8 +6,8 @@
 #include <atomic>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,13 +19,15 @@ std::string MakeTempDir();
 void WriteFile(const std::string& path, const std::string& text);
 std::string ReadFile(const std::string& path);
 bool WaitForPort(int port, int timeout_ms);
-// Absolute path of a program from PATH, /usr/sbin or /sbin (nginx and haproxy live in sbin); "" if absent.
+// Absolute path of a program from PATH, /usr/sbin or /sbin (nginx and haproxy live in sbin); "" if
+// absent.
 std::string FindProgram(const std::string& name);
 
 // A child process (fork+exec), its output in files. Killed (SIGKILL) on destruction if running.
 class Process {
  public:
-  Process(std::vector<std::string> argv, std::map<std::string, std::string> env, const std::string& log_path);
+  Process(std::vector<std::string> argv, std::map<std::string, std::string> env,
+          const std::string& log_path);
   ~Process();
   pid_t pid() const { return pid_; }
   void Signal(int sig);

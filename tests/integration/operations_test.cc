@@ -17,14 +17,16 @@ using namespace std::chrono_literals;
 
 std::string Listener(int port, const std::string& upstream_block, const std::string& top = "") {
   return top + "listeners: [{listen: '127.0.0.1:" + std::to_string(port) +
-         "', routes: [{name: app, prefix: /, upstream: app}]}]\nupstreams:\n  app:\n" + upstream_block;
+         "', routes: [{name: app, prefix: /, upstream: app}]}]\nupstreams:\n  app:\n" +
+         upstream_block;
 }
 
 TEST(Admin, BearerTokenProtectsEverythingButHealthAndReady) {
   Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
   int port = FreePort(), admin = FreePort();
   Bulwark b(Listener(port, "    servers: ['127.0.0.1:" + std::to_string(a.port()) + "']\n",
-                     "admin: {listen: 127.0.0.1:" + std::to_string(admin) + ", token: s3cret}\naccess_log: {enabled: false}\n"));
+                     "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+                         ", token: s3cret}\naccess_log: {enabled: false}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   EXPECT_EQ(HttpGet(admin, "/health").status, 200);
   EXPECT_EQ(HttpGet(admin, "/ready").status, 200);
@@ -38,16 +40,18 @@ TEST(Admin, BearerTokenProtectsEverythingButHealthAndReady) {
 
 TEST(TrustedProxies, RealClientIpComesFromTheChainOnlyWhenThePeerIsTrusted) {
   Backend echo([](const Backend::Request& r) {
-    return Backend::Reply(200, r.headers.at("x-real-ip") + "|" + r.headers.at("x-forwarded-for") + "|" +
-                                   r.headers.at("x-forwarded-proto"));
+    return Backend::Reply(200, r.headers.at("x-real-ip") + "|" + r.headers.at("x-forwarded-for") +
+                                   "|" + r.headers.at("x-forwarded-proto"));
   });
   int port = FreePort(), admin = FreePort();
   std::string up = "    servers: ['127.0.0.1:" + std::to_string(echo.port()) + "']\n";
-  std::string top = "admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\naccess_log: {enabled: false}\n";
+  std::string top =
+      "admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\naccess_log: {enabled: false}\n";
   {
     Bulwark b(Listener(port, up, top + "trusted_proxies: [127.0.0.0/8, 10.0.0.0/8]\n"));
     ASSERT_TRUE(b.Ready(port, admin));
-    Response r = HttpGet(port, "/", "X-Forwarded-For: 203.0.113.7, 10.1.2.3\r\nX-Forwarded-Proto: https\r\n");
+    Response r = HttpGet(port, "/",
+                         "X-Forwarded-For: 203.0.113.7, 10.1.2.3\r\nX-Forwarded-Proto: https\r\n");
     EXPECT_EQ(r.body, "203.0.113.7|203.0.113.7, 10.1.2.3, 127.0.0.1|https");
   }
   port = FreePort();
@@ -63,12 +67,18 @@ TEST(Affinity, HeaderHashKeepsAUserOnOneServer) {
   std::vector<std::unique_ptr<Backend>> bs;
   std::string servers;
   for (int i = 0; i < 3; ++i) {
-    bs.push_back(std::make_unique<Backend>([i](const Backend::Request&) { return Backend::Reply(200, std::to_string(i)); }));
-    servers += (i ? ", " : "") + std::string("'127.0.0.1:") + std::to_string(bs.back()->port()) + "'";
+    bs.push_back(std::make_unique<Backend>(
+        [i](const Backend::Request&) { return Backend::Reply(200, std::to_string(i)); }));
+    servers +=
+        (i ? ", " : "") + std::string("'127.0.0.1:") + std::to_string(bs.back()->port()) + "'";
   }
   int port = FreePort(), admin = FreePort();
-  Bulwark b(Listener(port, "    balance: hash\n    hash: {key: 'header:X-User', algorithm: maglev}\n    servers: [" + servers + "]\n",
-                     "workers: 2\nadmin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\naccess_log: {enabled: false}\n"));
+  Bulwark b(Listener(
+      port,
+      "    balance: hash\n    hash: {key: 'header:X-User', algorithm: maglev}\n    servers: [" +
+          servers + "]\n",
+      "workers: 2\nadmin: {listen: 127.0.0.1:" + std::to_string(admin) +
+          "}\naccess_log: {enabled: false}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   std::set<std::string> seen_servers;
   for (int u = 0; u < 12; ++u) {
@@ -98,14 +108,15 @@ TEST(AccessLog, RotatesBySizeAndGzipsRotatedFiles) {
   std::string dir = MakeTempDir();
   std::string log = dir + "/access.log";
   Bulwark b(Listener(port, "    servers: ['127.0.0.1:" + std::to_string(a.port()) + "']\n",
-                     "admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\naccess_log: {path: " + log +
-                         ", max_size: 4k, max_files: 2}\n"));
+                     "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+                         "}\naccess_log: {path: " + log + ", max_size: 4k, max_files: 2}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   int sent = 0;
   // Three rounds of ~8 KiB of log lines, each followed by the control thread's 1 s rotation tick.
   for (int round = 0; round < 3; ++round) {
     Client c(port);
-    for (int i = 0; i < 40; ++i, ++sent) ASSERT_EQ(c.Get("/r" + std::to_string(round) + "-" + std::to_string(i)).status, 200);
+    for (int i = 0; i < 40; ++i, ++sent)
+      ASSERT_EQ(c.Get("/r" + std::to_string(round) + "-" + std::to_string(i)).status, 200);
     std::this_thread::sleep_for(1500ms);
   }
   std::string l1 = Gunzip(log + ".1.gz");
@@ -128,7 +139,8 @@ TEST(AccessLog, RotatesBySizeAndGzipsRotatedFiles) {
   EXPECT_NE(l1.find("\"/r2-"), std::string::npos);
   EXPECT_NE(l2.find("\"/r1-"), std::string::npos);
   Response m = HttpGet(admin, "/metrics");
-  EXPECT_NE(m.body.find("bulwark_access_log_rotations_total 3"), std::string::npos) << m.body.substr(0, 200);
+  EXPECT_NE(m.body.find("bulwark_access_log_rotations_total 3"), std::string::npos)
+      << m.body.substr(0, 200);
 }
 
 TEST(Demo, OriginsFailOverAndRevive) {
@@ -136,7 +148,8 @@ TEST(Demo, OriginsFailOverAndRevive) {
   // Three consecutive free ports for the origins (retry a few bases if one is taken).
   std::string dir = MakeTempDir();
   Process demo({BULWARK_BINARY, "demo"},
-               {{"DEMO_PORT", std::to_string(port)}, {"DEMO_ADMIN_PORT", std::to_string(admin)},
+               {{"DEMO_PORT", std::to_string(port)},
+                {"DEMO_ADMIN_PORT", std::to_string(admin)},
                 {"DEMO_ORIGIN_BASE_PORT", std::to_string(base)}},
                dir + "/demo.log");
   ASSERT_TRUE(WaitForPort(port, 5000) && WaitForPort(admin, 5000)) << ReadFile(dir + "/demo.log");

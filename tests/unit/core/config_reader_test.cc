@@ -45,7 +45,8 @@ TEST(MapReader, UnknownKeyWithSuggestionAndPosition) {
   r.Int("workers", &workers, 1, 10);
   r.Finish();
   ASSERT_EQ(ctx.errors().size(), 1u);
-  EXPECT_EQ(ctx.errors()[0], "test.yml:2:1: config: unknown key \"workres\" (did you mean \"workers\"?)");
+  EXPECT_EQ(ctx.errors()[0],
+            "test.yml:2:1: config: unknown key \"workres\" (did you mean \"workers\"?)");
 }
 
 TEST(MapReader, TypedErrorsNameTheLine) {

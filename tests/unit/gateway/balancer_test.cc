@@ -26,7 +26,8 @@ struct Fixture {
       s.weight = weights[i];
       s.backup = i < backup.size() && backup[i];
       cfg.servers.push_back(s);
-      states.push_back(std::make_unique<ServerState>(static_cast<uint32_t>(i), "u", s.address_text, s.address));
+      states.push_back(
+          std::make_unique<ServerState>(static_cast<uint32_t>(i), "u", s.address_text, s.address));
       raw.push_back(states.back().get());
     }
     std::shared_ptr<const HashTables> tables;
@@ -114,7 +115,8 @@ TEST_P(HashTest, StableAndOnlyDeadServersKeysMove) {
   EXPECT_EQ(moved, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(RingAndMaglev, HashTest, ::testing::Values(HashAlgorithm::kRing, HashAlgorithm::kMaglev));
+INSTANTIATE_TEST_SUITE_P(RingAndMaglev, HashTest,
+                         ::testing::Values(HashAlgorithm::kRing, HashAlgorithm::kMaglev));
 
 TEST(StableHash, IsStable) {
   // Fixed values: a change here would remap every client across an upgrade.

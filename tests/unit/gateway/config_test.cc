@@ -1,8 +1,8 @@
 #include "app/config.h"
-#include "core/strings.h"
 
 #include <map>
 
+#include "core/strings.h"
 #include "gtest/gtest.h"
 
 namespace bulwark {
@@ -77,12 +77,16 @@ TEST(Config, Defaults) {
 }
 
 TEST(Config, EnvInterpolation) {
-  ConfigLoad l = Load("workers: ${W:-auto}\nlisteners: [{listen: '127.0.0.1:${P}', routes: [{return: 204}]}]\n", {{"P", "81"}});
+  ConfigLoad l = Load(
+      "workers: ${W:-auto}\nlisteners: [{listen: '127.0.0.1:${P}', routes: [{return: 204}]}]\n",
+      {{"P", "81"}});
   ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
   EXPECT_EQ(l.config->gateway->listeners[0].address.port(), 81);
   l = Load("listeners: [{listen: '127.0.0.1:${P}', routes: [{return: 204}]}]\n");
   ASSERT_EQ(l.errors.size(), 1u);
-  EXPECT_EQ(l.errors[0], "t.yml:1:22: listeners[0].listen: environment variable P is not set (write ${P:-default} to give a default)");
+  EXPECT_EQ(l.errors[0],
+            "t.yml:1:22: listeners[0].listen: environment variable P is not set (write "
+            "${P:-default} to give a default)");
 }
 
 TEST(Config, ErrorsNameLineAndSuggest) {
@@ -98,9 +102,14 @@ upstreams:
     keepalve: 4
 )");
   ASSERT_EQ(l.errors.size(), 3u) << Join(l.errors, "\n");
-  EXPECT_EQ(l.errors[0], "t.yml:8:14: upstreams.app.balance: unknown value \"round_robbin\" (did you mean \"round_robin\"?); expected one of: round_robin, least_conn, p2c, hash");
-  EXPECT_EQ(l.errors[1], "t.yml:10:5: upstreams.app: unknown key \"keepalve\" (did you mean \"keepalive\"?)");
-  EXPECT_EQ(l.errors[2], "t.yml:4:9: listeners[0].routes[0].upstream: no upstream named \"ap\" (did you mean \"app\"?)");
+  EXPECT_EQ(l.errors[0],
+            "t.yml:8:14: upstreams.app.balance: unknown value \"round_robbin\" (did you mean "
+            "\"round_robin\"?); expected one of: round_robin, least_conn, p2c, hash");
+  EXPECT_EQ(l.errors[1],
+            "t.yml:10:5: upstreams.app: unknown key \"keepalve\" (did you mean \"keepalive\"?)");
+  EXPECT_EQ(l.errors[2],
+            "t.yml:4:9: listeners[0].routes[0].upstream: no upstream named \"ap\" (did you mean "
+            "\"app\"?)");
 }
 
 TEST(Config, SemanticErrors) {
@@ -110,9 +119,12 @@ TEST(Config, SemanticErrors) {
            "listeners: [{listen: ':80', routes: [{prefix: /}]}]\n",
            "listeners: [{listen: ':80', routes: [{regex: '(', return: 204}]}]\n",
            "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {servers: []}}\n",
-           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {servers: [1.2.3.4:0]}}\n",
-           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {servers: ['1.1.1.1:1', '1.1.1.1:1']}}\n",
-           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {balance: hash, servers: [{address: '1.1.1.1:1', backup: true}]}}\n",
+           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {servers: "
+           "[1.2.3.4:0]}}\n",
+           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {servers: "
+           "['1.1.1.1:1', '1.1.1.1:1']}}\n",
+           "listeners: [{listen: ':80', routes: [{return: 204}]}]\nupstreams: {a: {balance: hash, "
+           "servers: [{address: '1.1.1.1:1', backup: true}]}}\n",
            "workers: lots\nlisteners: [{listen: ':80', routes: [{return: 204}]}]\n",
            "",
            "a: [\n",
@@ -126,10 +138,14 @@ TEST(Config, SemanticErrors) {
 
 TEST(Config, ShippedExamplesAreValid) {
   for (const char* f : {"/config/examples/minimal.yml", "/config/examples/api-gateway.yml",
-                        "/config/examples/blue-green.yml", "/config/examples/sticky-sessions.yml", "/config/demo.yml"}) {
+                        "/config/examples/blue-green.yml", "/config/examples/sticky-sessions.yml",
+                        "/config/demo.yml"}) {
     ConfigLoad l = LoadConfigFile(std::string(BULWARK_SOURCE_DIR) + f,
-                                  Env({{"LISTEN_PORT", "1"}, {"UPSTREAM_PORT", "2"}, {"ADMIN_PORT", "3"},
-                                       {"DEMO_ORIGIN_1", "127.0.0.1:1"}, {"DEMO_ORIGIN_2", "127.0.0.1:2"},
+                                  Env({{"LISTEN_PORT", "1"},
+                                       {"UPSTREAM_PORT", "2"},
+                                       {"ADMIN_PORT", "3"},
+                                       {"DEMO_ORIGIN_1", "127.0.0.1:1"},
+                                       {"DEMO_ORIGIN_2", "127.0.0.1:2"},
                                        {"DEMO_ORIGIN_3", "127.0.0.1:3"}}));
     EXPECT_TRUE(l.errors.empty()) << f << "\n" << Join(l.errors, "\n");
   }

@@ -52,8 +52,9 @@ TEST(Chunked, UpperCaseHexAndBws) {
 }
 
 TEST(Chunked, RejectsBadFraming) {
-  for (const char* bad : {"x\r\n", "\r\n", "-1\r\n", "1000000000000000\r\n", "5\nhello\r\n", "3\r\nabcX\r\n",
-                          "3\r\nabc\n0\r\n\r\n", "0\r\n\n", "0\r\nX: y\n\r\n", "3;a\nb\r\nabc\r\n", "5 x\r\n"}) {
+  for (const char* bad :
+       {"x\r\n", "\r\n", "-1\r\n", "1000000000000000\r\n", "5\nhello\r\n", "3\r\nabcX\r\n",
+        "3\r\nabc\n0\r\n\r\n", "0\r\n\n", "0\r\nX: y\n\r\n", "3;a\nb\r\nabc\r\n", "5 x\r\n"}) {
     EXPECT_EQ(Decode(bad).r, ChunkedDecoder::Result::kError) << bad;
   }
 }

@@ -41,7 +41,8 @@ TEST(RequestParser, SimpleGet) {
 
 TEST(RequestParser, IncompleteNeedsMore) {
   std::string s = "GET / HTTP/1.1\r\nHost: a\r\n";
-  for (size_t i = 0; i < s.size(); ++i) EXPECT_EQ(Parse(s.substr(0, i)).status, ParseStatus::kNeedMore) << i;
+  for (size_t i = 0; i < s.size(); ++i)
+    EXPECT_EQ(Parse(s.substr(0, i)).status, ParseStatus::kNeedMore) << i;
 }
 
 TEST(RequestParser, ByteByByteScannerFindsEnd) {
@@ -52,7 +53,8 @@ TEST(RequestParser, ByteByByteScannerFindsEnd) {
   ParseError err;
   ParseStatus st = ParseStatus::kNeedMore;
   size_t i = 1;
-  for (; i <= s.size() && st == ParseStatus::kNeedMore; ++i) st = sc.Scan(s.data(), i, l, true, &end, &err);
+  for (; i <= s.size() && st == ParseStatus::kNeedMore; ++i)
+    st = sc.Scan(s.data(), i, l, true, &end, &err);
   ASSERT_EQ(st, ParseStatus::kDone);
   EXPECT_EQ(end, s.size() - 3);
 }
@@ -79,7 +81,9 @@ TEST(RequestParser, Http10DefaultsToClose) {
 }
 
 TEST(RequestParser, ConnectionCloseAndUpgrade) {
-  Result r = Parse("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  Result r = Parse(
+      "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: "
+      "websocket\r\n\r\n");
   ASSERT_EQ(r.status, ParseStatus::kDone);
   EXPECT_TRUE(r.head.connection_upgrade);
   EXPECT_EQ(r.head.upgrade, "websocket");
@@ -119,24 +123,44 @@ TEST_P(RequestParserRejects, WithStatus) {
 INSTANTIATE_TEST_SUITE_P(
     Smuggling, RequestParserRejects,
     ::testing::Values(
-        BadCase{"cl_and_te", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
-        BadCase{"te_and_cl", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", 400},
-        BadCase{"differing_cl", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n", 400},
+        BadCase{
+            "cl_and_te",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400},
+        BadCase{
+            "te_and_cl",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+            400},
+        BadCase{"differing_cl",
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+                400},
         BadCase{"cl_list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\n", 400},
         BadCase{"cl_sign", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\n", 400},
         BadCase{"cl_hex", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", 400},
-        BadCase{"cl_overflow", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
-        BadCase{"te_space_before_colon", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", 400},
-        BadCase{"te_vertical_tab", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \x0b" "chunked\r\n\r\n", 400},
-        BadCase{"te_not_final", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400},
-        BadCase{"te_xchunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 400},
-        BadCase{"te_gzip_chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
-        BadCase{"te_duplicate", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+        BadCase{"cl_overflow",
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
+        BadCase{"te_space_before_colon",
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", 400},
+        BadCase{"te_vertical_tab",
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \x0b"
+                "chunked\r\n\r\n",
+                400},
+        BadCase{"te_not_final",
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400},
+        BadCase{"te_xchunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+                400},
+        BadCase{"te_gzip_chunked",
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+        BadCase{"te_duplicate",
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+                "chunked\r\n\r\n",
+                400},
         BadCase{"te_in_http10", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
         BadCase{"bare_lf_request_line", "GET / HTTP/1.1\nHost: a\r\n\r\n", 400},
         BadCase{"bare_lf_header", "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", 400},
         BadCase{"bare_cr_in_value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400},
-        BadCase{"nul_in_value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 35), 400},
+        BadCase{"nul_in_value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 35),
+                400},
         BadCase{"obs_fold", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400},
         BadCase{"missing_host", "GET / HTTP/1.1\r\n\r\n", 400},
         BadCase{"double_host", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
@@ -175,7 +199,8 @@ TEST(ResponseParser, StatusAndFraming) {
   std::string s = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
   ResponseHead h;
   ParseError err;
-  ASSERT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err), ParseStatus::kDone);
+  ASSERT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err),
+            ParseStatus::kDone);
   EXPECT_EQ(h.status, 200);
   EXPECT_EQ(h.reason, "OK");
   EXPECT_EQ(h.body, BodyKind::kLength);
@@ -186,13 +211,16 @@ TEST(ResponseParser, NoBodyCases) {
   ResponseHead h;
   ParseError err;
   std::string s = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
-  ASSERT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kHead, &h, &err), ParseStatus::kDone);
+  ASSERT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kHead, &h, &err),
+            ParseStatus::kDone);
   EXPECT_EQ(h.body, BodyKind::kNone);
   s = "HTTP/1.1 304 Not Modified\r\n\r\n";
-  ASSERT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err), ParseStatus::kDone);
+  ASSERT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err),
+            ParseStatus::kDone);
   EXPECT_EQ(h.body, BodyKind::kNone);
   s = "HTTP/1.1 200 OK\r\n\r\n";
-  ASSERT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err), ParseStatus::kDone);
+  ASSERT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err),
+            ParseStatus::kDone);
   EXPECT_EQ(h.body, BodyKind::kUntilClose);
   EXPECT_FALSE(h.keep_alive);
 }
@@ -201,10 +229,12 @@ TEST(ResponseParser, RejectsSmugglingShapes) {
   ResponseHead h;
   ParseError err;
   std::string s = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
-  EXPECT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err), ParseStatus::kError);
+  EXPECT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err),
+            ParseStatus::kError);
   EXPECT_EQ(err.status, 502);
   s = "HTTP/1.1 2OO OK\r\n\r\n";
-  EXPECT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err), ParseStatus::kError);
+  EXPECT_EQ(ParseResponse(s.data(), s.size(), Limits{}, Method::kGet, &h, &err),
+            ParseStatus::kError);
 }
 
 TEST(Headers, HopByHop) {

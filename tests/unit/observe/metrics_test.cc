@@ -16,13 +16,28 @@ TEST(HttpShard, MergesShardsIntoPrometheusText) {
   b.Record(api, 1, 503, 1000);
   std::string out;
   RenderHttpShards({&a, &b}, names, {"GET", "POST"}, &out);
-  EXPECT_NE(out.find("http_requests_total{method=\"GET\",endpoint=\"api\",status_code=\"200\"} 3\n"), std::string::npos) << out;
-  EXPECT_NE(out.find("http_requests_total{method=\"POST\",endpoint=\"api\",status_code=\"503\"} 1\n"), std::string::npos);
-  EXPECT_NE(out.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"api\",status_code=\"200\",le=\"0.01\"} 1\n"), std::string::npos);
-  EXPECT_NE(out.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"api\",status_code=\"200\",le=\"0.5\"} 2\n"), std::string::npos);
-  EXPECT_NE(out.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"api\",status_code=\"200\",le=\"10\"} 2\n"), std::string::npos);
-  EXPECT_NE(out.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"api\",status_code=\"200\",le=\"+Inf\"} 3\n"), std::string::npos);
-  EXPECT_NE(out.find("http_request_duration_seconds_sum{method=\"GET\",endpoint=\"api\",status_code=\"200\"} 20.305\n"), std::string::npos);
+  EXPECT_NE(
+      out.find("http_requests_total{method=\"GET\",endpoint=\"api\",status_code=\"200\"} 3\n"),
+      std::string::npos)
+      << out;
+  EXPECT_NE(
+      out.find("http_requests_total{method=\"POST\",endpoint=\"api\",status_code=\"503\"} 1\n"),
+      std::string::npos);
+  EXPECT_NE(out.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"api\",status_"
+                     "code=\"200\",le=\"0.01\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(out.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"api\",status_"
+                     "code=\"200\",le=\"0.5\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(out.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"api\",status_"
+                     "code=\"200\",le=\"10\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(out.find("http_request_duration_seconds_bucket{method=\"GET\",endpoint=\"api\",status_"
+                     "code=\"200\",le=\"+Inf\"} 3\n"),
+            std::string::npos);
+  EXPECT_NE(out.find("http_request_duration_seconds_sum{method=\"GET\",endpoint=\"api\",status_"
+                     "code=\"200\"} 20.305\n"),
+            std::string::npos);
   EXPECT_NE(out.find("# TYPE http_request_duration_seconds histogram"), std::string::npos);
 }
 
