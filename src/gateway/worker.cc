@@ -36,6 +36,7 @@ Worker::Worker(int index, WorkerShared shared) : index_(index), shared_(shared) 
   log_buf_.reserve(128 * 1024);
   server_counters_.reset(new ServerCounters[kMaxServers]);
   idle_.resize(kMaxServers);
+  current_servers_.assign(kMaxServers, nullptr);
   unrouted_endpoint_ = shared_.endpoints->Intern("unrouted");
 }
 
@@ -105,6 +106,23 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
       listeners_.push_back(std::move(l));
     }
   }
+  // Servers that left the config: close their idle connections now. (In-flight ones finish and
+  // are then closed rather than pooled: PutIdle checks current_servers_.)
+  std::vector<const ServerState*> next(kMaxServers, nullptr);
+  for (const auto& ur : snap->upstreams) {
+    for (const auto& s : ur.servers) next[s->id()] = s.get();
+  }
+  for (uint32_t id = 0; id < kMaxServers; ++id) {
+    if (current_servers_[id] == next[id]) continue;
+    auto& list = idle_[id];
+    while (!list.empty()) {
+      UpstreamConn* c = list.back();
+      list.pop_back();
+      c->Close();
+    }
+  }
+  current_servers_.swap(next);
+
   WorkerView* old = current_;
   current_ = view.get();
   views_.push_back(std::move(view));
@@ -166,6 +184,7 @@ UpstreamConn* Worker::TakeIdle(uint32_t server_id) {
 
 bool Worker::PutIdle(UpstreamConn* c, int keepalive_limit) {
   if (draining_ || keepalive_limit <= 0 || c->server_ == nullptr) return false;
+  if (current_servers_[c->server_->id()] != c->server_) return false;  // its server left the config
   auto& list = idle_[c->server_->id()];
   if (static_cast<int>(list.size()) >= keepalive_limit) return false;
   list.push_back(c);
@@ -174,6 +193,8 @@ bool Worker::PutIdle(UpstreamConn* c, int keepalive_limit) {
 
 void Worker::RemoveIdle(UpstreamConn* c) {
   if (c->server_ == nullptr) return;
+  // Idle connections only exist for servers of the current snapshot (see ApplySnapshot), so
+  // server_ is alive here.
   auto& list = idle_[c->server_->id()];
   auto it = std::find(list.begin(), list.end(), c);
   if (it != list.end()) list.erase(it);

@@ -127,6 +127,10 @@ class Worker {
   std::vector<std::unique_ptr<UpstreamConn>> upstreams_;
   std::vector<UpstreamConn*> free_upstreams_;
   std::vector<std::vector<UpstreamConn*>> idle_;  // per server id
+  // The ServerState that owns each id in the current snapshot (null: none). Ids are reused once
+  // a server has left every snapshot, so a pooled connection is only kept while its server is
+  // still the current owner of its id.
+  std::vector<const ServerState*> current_servers_;
   int live_clients_ = 0;
 
   observe::HttpShard http_shard_;

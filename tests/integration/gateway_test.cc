@@ -291,6 +291,40 @@ TEST(Gateway, HotReloadUnderLoadDropsNothing) {
   EXPECT_EQ(HttpGet(port, "/health").status, 200);
 }
 
+TEST(Gateway, ReloadThatReplacesServersNeverReusesTheirConnections) {
+  Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
+  Backend c([](const Backend::Request&) { return Backend::Reply(200, "C"); });
+  Backend d([](const Backend::Request&) { return Backend::Reply(200, "D"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, Servers({a.port()})));
+  ASSERT_TRUE(b.Ready(port, admin));
+  // Pooled keep-alive connections to A in every worker.
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(HttpGet(port, "/").body, "A");
+  // A leaves; then a second reload lets its state go and a new server D may take its slot.
+  WriteFile(b.config_path(), Config(port, admin, Servers({c.port()})));
+  ASSERT_EQ(HttpPost(admin, "/api/v1/reload", "").status, 200);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(HttpGet(port, "/").body, "C");
+  WriteFile(b.config_path(), Config(port, admin, Servers({d.port()})));
+  ASSERT_EQ(HttpPost(admin, "/api/v1/reload", "").status, 200);
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(HttpGet(port, "/").body, "D") << "a connection to a removed server was reused";
+  // A third reload adds E, which can take a slot freed by A or C.
+  Backend e([](const Backend::Request&) { return Backend::Reply(200, "E"); });
+  WriteFile(b.config_path(), Config(port, admin, Servers({d.port(), e.port()})));
+  ASSERT_EQ(HttpPost(admin, "/api/v1/reload", "").status, 200);
+  for (int i = 0; i < 12; ++i) {
+    std::string body = HttpGet(port, "/").body;
+    EXPECT_TRUE(body == "D" || body == "E")
+        << "a connection to a removed server was reused: " << body;
+  }
+  // A and C go away: bulwark sees their idle connections close and must not trip over them.
+  a.Stop();
+  c.Stop();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(HttpGet(admin, "/health").status, 200);
+  EXPECT_TRUE(b.process().running()) << b.log();
+}
+
 TEST(Gateway, SlowlorisIsCutOffByTheHeaderTimeout) {
   Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
   int port = FreePort(), admin = FreePort();
