@@ -399,6 +399,9 @@ void Server::CollectGateway(std::string* out) {
   worker_sum("bulwark_client_aborts_total", "counter",
              "Requests the client abandoned before the response ended (499).",
              [](const gateway::WorkerStats& s) { return s.client_aborts.Get(); });
+  worker_sum("bulwark_accept_errors_total", "counter",
+             "accept() failures other than EAGAIN (EMFILE, ENFILE, ENOMEM...).",
+             [](const gateway::WorkerStats& s) { return s.accept_errors.Get(); });
   observe::AppendHeader(out, "bulwark_config_reloads_total", "counter",
                         "Configuration reloads by result.");
   StrAppend(out, "bulwark_config_reloads_total{result=\"success\"} ", reloads_ok_.Get(), "\n");

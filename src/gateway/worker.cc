@@ -37,6 +37,7 @@ Worker::Worker(int index, WorkerShared shared) : index_(index), shared_(shared) 
   server_counters_.reset(new ServerCounters[kMaxServers]);
   idle_.resize(kMaxServers);
   current_servers_.assign(kMaxServers, nullptr);
+  accept_timer_.set_callback([this] { ResumeAccepting(); });
   unrouted_endpoint_ = shared_.endpoints->Intern("unrouted");
 }
 
@@ -81,6 +82,10 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
     for (const auto& s : ur.servers) states.push_back(s.get());
     view->balancers.push_back(
         std::make_unique<Balancer>(*ur.cfg, states, ur.tables, rng_ + u * 7919));
+  }
+  if (accept_paused_) {
+    loop_.CancelTimer(&accept_timer_);
+    ResumeAccepting();
   }
   if (!draining_) {
     // Keep sockets whose fd is still in the snapshot, add the new ones, drop the rest.
@@ -149,8 +154,18 @@ void Worker::Accept(int lfd, int listener_index) {
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR) continue;
-      if (errno == EMFILE || errno == ENFILE)
-        LogError("accept: ", strerror(errno), " (raise the open files limit)");
+      if (errno == EAGAIN || errno == ECONNABORTED) return;
+      // Out of descriptors (or memory): the connection stays in the kernel's queue. Counted
+      // always, logged at most once a second so a flood cannot fill the log.
+      stats_.accept_errors.Add(1);
+      if (loop_.now_ms() - last_accept_error_log_ms_ >= 1000) {
+        last_accept_error_log_ms_ = loop_.now_ms();
+        LogError("accept: ", strerror(errno),
+                 errno == EMFILE || errno == ENFILE ? " (raise the open files limit)" : "");
+      }
+      // The listeners are level-triggered: left armed they would wake this loop at once, again
+      // and again, until a descriptor frees. Pause them briefly instead (nginx does the same).
+      PauseAccepting(100);
       return;
     }
     SetNoDelay(fd);
@@ -165,6 +180,23 @@ void Worker::Accept(int lfd, int listener_index) {
     ++live_clients_;
     stats_.accepted.Add(1);
     c->Open(fd, peer, listener_index);
+  }
+}
+
+void Worker::PauseAccepting(int64_t ms) {
+  if (accept_paused_ || draining_) return;
+  accept_paused_ = true;
+  for (auto& l : listeners_) loop_.Remove(l->fd());
+  loop_.ArmTimer(&accept_timer_, ms);
+}
+
+void Worker::ResumeAccepting() {
+  if (!accept_paused_) return;
+  accept_paused_ = false;
+  if (draining_) return;
+  for (auto& l : listeners_) {
+    absl::Status s = loop_.Add(l->fd(), EPOLLIN, l.get());
+    if (!s.ok()) LogError("worker ", index_, ": ", s.message());
   }
 }
 

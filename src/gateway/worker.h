@@ -48,6 +48,7 @@ struct WorkerStats {
   observe::ShardValue timeouts;
   observe::ShardValue no_upstream;
   observe::ShardValue client_aborts;
+  observe::ShardValue accept_errors;
   std::atomic<int64_t> open_clients{0};
   std::atomic<int64_t> open_upstreams{0};
 };
@@ -108,6 +109,8 @@ class Worker {
   void ApplySnapshot(std::shared_ptr<const Snapshot> snap);
   void Accept(int fd, int listener_index);
   void BeginDrain();
+  void PauseAccepting(int64_t ms);
+  void ResumeAccepting();
   void CheckDrained();
   void FlushLog();
 
@@ -132,6 +135,9 @@ class Worker {
   // still the current owner of its id.
   std::vector<const ServerState*> current_servers_;
   int live_clients_ = 0;
+  int64_t last_accept_error_log_ms_ = 0;
+  bool accept_paused_ = false;
+  Timer accept_timer_;
 
   observe::HttpShard http_shard_;
   std::unique_ptr<ServerCounters[]> server_counters_;

@@ -408,13 +408,18 @@ done : {
 
 static std::string BulwarkBinary() { return BULWARK_BINARY; }
 
-Bulwark::Bulwark(const std::string& config, std::map<std::string, std::string> env) {
+Bulwark::Bulwark(const std::string& config, std::map<std::string, std::string> env,
+                 std::vector<std::string> prefix) {
   dir_ = MakeTempDir();
   config_path_ = dir_ + "/bulwark.yml";
   log_path_ = dir_ + "/bulwark.log";
   WriteFile(config_path_, config);
-  process_ = std::make_unique<Process>(
-      std::vector<std::string>{BulwarkBinary(), "serve", "-c", config_path_}, env, log_path_);
+  std::vector<std::string> argv = std::move(prefix);
+  argv.push_back(BulwarkBinary());
+  argv.push_back("serve");
+  argv.push_back("-c");
+  argv.push_back(config_path_);
+  process_ = std::make_unique<Process>(argv, env, log_path_);
 }
 
 Bulwark::~Bulwark() {

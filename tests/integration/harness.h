@@ -104,7 +104,9 @@ class Backend {
 // bulwark under test: writes `config` to a temp file and runs `bulwark serve`.
 class Bulwark {
  public:
-  explicit Bulwark(const std::string& config, std::map<std::string, std::string> env = {});
+  // `prefix` runs before the binary (e.g. {"prlimit", "--nofile=64", "--"}).
+  explicit Bulwark(const std::string& config, std::map<std::string, std::string> env = {},
+                   std::vector<std::string> prefix = {});
   ~Bulwark();
   // Waits until the gateway port (and the admin port, when given) accept connections.
   bool Ready(int port, int admin_port = 0, int timeout_ms = 5000);
