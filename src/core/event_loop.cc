@@ -48,16 +48,6 @@ absl::Status EventLoop::Add(int fd, uint32_t events, IoHandler* h) {
   return absl::OkStatus();
 }
 
-absl::Status EventLoop::Modify(int fd, uint32_t events, IoHandler* h) {
-  epoll_event ev{};
-  ev.events = events;
-  ev.data.ptr = h;
-  if (epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) != 0) {
-    return absl::InternalError(StrCat("epoll_ctl(MOD): ", strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 void EventLoop::Remove(int fd) { epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
 
 void EventLoop::Stop() {

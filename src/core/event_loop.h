@@ -40,7 +40,6 @@ class EventLoop : private IoHandler {
   absl::Status Init();
 
   absl::Status Add(int fd, uint32_t events, IoHandler* h);
-  absl::Status Modify(int fd, uint32_t events, IoHandler* h);
   void Remove(int fd);
 
   // Runs until Stop() is called.

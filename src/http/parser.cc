@@ -249,8 +249,8 @@ const Header* MessageHead::Find(std::string_view lower_name) const {
   return nullptr;
 }
 
-void RequestHead::Clear() {
-  headers.clear();
+void MessageHead::ClearMessage() {
+  headers.clear();  // keeps its capacity: no allocation per message
   version_minor = 1;
   body = BodyKind::kNone;
   content_length = 0;
@@ -259,21 +259,17 @@ void RequestHead::Clear() {
   connection = {};
   upgrade = {};
   head_len = 0;
+}
+
+void RequestHead::Clear() {
+  ClearMessage();
   method = Method::kGet;
   method_str = target = path = query = host = {};
   expect_continue = false;
 }
 
 void ResponseHead::Clear() {
-  headers.clear();
-  version_minor = 1;
-  body = BodyKind::kNone;
-  content_length = 0;
-  keep_alive = true;
-  connection_upgrade = false;
-  connection = {};
-  upgrade = {};
-  head_len = 0;
+  ClearMessage();
   status = 0;
   reason = {};
 }

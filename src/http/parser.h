@@ -63,6 +63,9 @@ struct MessageHead {
   size_t head_len = 0;              // bytes of the head, including leading CRLFs and the final CRLF
 
   const Header* Find(std::string_view lower_name) const;
+
+ protected:
+  void ClearMessage();
 };
 
 struct RequestHead : MessageHead {
