@@ -155,8 +155,10 @@ void UpstreamConn::OnIo(uint32_t events) {
     case State::kFree:
       return;
     case State::kIdle:
-      // An idle keep-alive connection should be silent: anything here means the server closed it
-      // (or broke protocol). Drop it now rather than hand it to the next request.
+      // An idle keep-alive connection should be silent: input, hang-up or an error means the
+      // server closed it (or broke protocol). Drop it now rather than hand it to the next
+      // request. (A bare EPOLLOUT is only send-buffer space coming back.)
+      if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
       worker_->RemoveIdle(this);
       Close();
       return;
