@@ -18,6 +18,10 @@ constexpr size_t kUpstreamBufferBytes = 32 * 1024;
 constexpr size_t kBodySlackBytes = 16 * 1024;  // client buffer room beyond the largest head
 constexpr size_t kMaxPending = 256 * 1024;     // output queued before the other side is paused
 constexpr uint32_t kConnEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+// Events after which the peer may have closed: its EOF (or error) must be read.
+constexpr uint32_t kPeerGone = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+// Events that call for a read.
+constexpr uint32_t kReadable = EPOLLIN | kPeerGone;
 
 int64_t NowMicros() {
   timespec ts;
@@ -158,7 +162,7 @@ void UpstreamConn::OnIo(uint32_t events) {
       // An idle keep-alive connection should be silent: input, hang-up or an error means the
       // server closed it (or broke protocol). Drop it now rather than hand it to the next
       // request. (A bare EPOLLOUT is only send-buffer space coming back.)
-      if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
+      if (!(events & kReadable)) return;
       worker_->RemoveIdle(this);
       Close();
       return;
@@ -177,12 +181,12 @@ void UpstreamConn::OnIo(uint32_t events) {
     }
     case State::kActive:
       if (owner_ == nullptr) return;
-      rdhup_ = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+      rdhup_ = (events & kPeerGone) != 0;
       if (events & EPOLLOUT) {
         Flush();
         if (state_ != State::kActive || owner_ == nullptr) return;
       }
-      if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ReadAvailable();
+      if (events & kReadable) ReadAvailable();
       return;
   }
 }
@@ -311,12 +315,12 @@ bool ClientConn::IdleForDrain() const {
 
 void ClientConn::OnIo(uint32_t events) {
   if (!open_) return;
-  rdhup_ = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+  rdhup_ = (events & kPeerGone) != 0;
   if (state_ == State::kTunnel) {
     TunnelPump();
     return;
   }
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) DoRead();
+  if (events & kReadable) DoRead();
   if (open_ && (events & EPOLLOUT)) DoWrite();
 }
 

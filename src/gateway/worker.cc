@@ -83,10 +83,6 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
     view->balancers.push_back(
         std::make_unique<Balancer>(*ur.cfg, states, ur.tables, rng_ + u * 7919));
   }
-  if (accept_paused_) {
-    loop_.CancelTimer(&accept_timer_);
-    ResumeAccepting();
-  }
   if (!draining_) {
     // Keep sockets whose fd is still in the snapshot, add the new ones, drop the rest.
     std::vector<std::pair<int, int>> wanted;  // fd, listener index
@@ -105,10 +101,9 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
       }
     }
     for (const auto& [fd, idx] : wanted) {
-      auto l = std::make_unique<Listener>(this, fd, idx);
-      absl::Status s = loop_.Add(fd, EPOLLIN, l.get());
-      if (!s.ok()) LogError("worker ", index_, ": ", s.message());
-      listeners_.push_back(std::move(l));
+      listeners_.push_back(std::make_unique<Listener>(this, fd, idx));
+      // While accepting is paused, ResumeAccepting registers it with the others.
+      if (!accept_paused_) RegisterListener(listeners_.back().get());
     }
   }
   // Servers that left the config: close their idle connections now. (In-flight ones finish and
@@ -194,10 +189,12 @@ void Worker::ResumeAccepting() {
   if (!accept_paused_) return;
   accept_paused_ = false;
   if (draining_) return;
-  for (auto& l : listeners_) {
-    absl::Status s = loop_.Add(l->fd(), EPOLLIN, l.get());
-    if (!s.ok()) LogError("worker ", index_, ": ", s.message());
-  }
+  for (auto& l : listeners_) RegisterListener(l.get());
+}
+
+void Worker::RegisterListener(Listener* l) {
+  absl::Status s = loop_.Add(l->fd(), EPOLLIN, l);
+  if (!s.ok()) LogError("worker ", index_, ": ", s.message());
 }
 
 UpstreamConn* Worker::TakeIdle(uint32_t server_id) {

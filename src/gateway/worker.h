@@ -111,6 +111,7 @@ class Worker {
   void BeginDrain();
   void PauseAccepting(int64_t ms);
   void ResumeAccepting();
+  void RegisterListener(Listener* l);
   void CheckDrained();
   void FlushLog();
 
