@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "core/units.h"
 #include "http/parser.h"
 
 namespace bulwark {
@@ -81,10 +82,11 @@ absl::Status Server::Start() {
   }
   int n = cfg_->EffectiveWorkers();
   auto snap =
-      gateway::Snapshot::Build(cfg_->gateway, n, nullptr, &servers_, &endpoints_, ++generation_);
+      gateway::Snapshot::Build(cfg_->gateway, n, nullptr, &servers_, &zones_, &endpoints_, ++generation_);
   if (!snap.ok()) return snap.status();
   snapshot_ = *snap;
-  gateway::WorkerShared shared{&endpoints_, access_log_.get()};
+  bans_ = std::make_unique<gateway::BanTable>(cfg_->gateway->bans.max_entries);
+  gateway::WorkerShared shared{&endpoints_, access_log_.get(), bans_.get()};
   for (int i = 0; i < n; ++i) {
     workers_.push_back(std::make_unique<gateway::Worker>(i, shared));
     s = workers_.back()->Start(snapshot_);
@@ -172,7 +174,7 @@ std::vector<std::string> Server::Reload() {
   next->admin = cfg_->admin;
   next->gateway->access_log = cfg_->gateway->access_log;
   auto snap = gateway::Snapshot::Build(next->gateway, cfg_->EffectiveWorkers(), snapshot_.get(),
-                                       &servers_, &endpoints_, generation_ + 1);
+                                       &servers_, &zones_, &endpoints_, generation_ + 1);
   if (!snap.ok()) {
     reloads_failed_.Add(1);
     std::string err = StrCat(next->path, ": ", snap.status().message());
@@ -185,6 +187,8 @@ std::vector<std::string> Server::Reload() {
   for (auto& w : workers_) w->PostSnapshot(snapshot_);
   health_->Update(*snapshot_);
   servers_.Prune();
+  zones_.Prune();
+  bans_->set_max_entries(cfg_->gateway->bans.max_entries);
   reloads_ok_.Add(1);
   for (const auto& w : warnings) LogWarn("reload: ", w);
   LogInfo("configuration reloaded (generation ", generation_, ")");
@@ -289,6 +293,68 @@ void Server::RegisterAdminRoutes() {
                 [set_drain](const AdminRequest& r) { return set_drain(r, true); });
   admin_->Route("POST", "/api/v1/upstreams/{name}/servers/{addr}/enable",
                 [set_drain](const AdminRequest& r) { return set_drain(r, false); });
+  admin_->Route("GET", "/api/v1/bans", [this](const AdminRequest&) {
+    int64_t now = MonotonicMs();
+    int64_t wall_ms = WallMicros() / 1000;
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& b : bans_->List(now)) {
+      list.push_back({{"key", b.key},
+                      {"rule", b.rule},
+                      {"reason", b.reason},
+                      {"banned_at_unix_ms", wall_ms - (now - b.banned_at_ms)},
+                      {"expires_at_unix_ms", wall_ms + (b.expires_at_ms - now)},
+                      {"remaining_seconds", (b.expires_at_ms - now + 999) / 1000}});
+    }
+    return admin::Json(200, nlohmann::json{{"bans", list}}.dump());
+  });
+  admin_->Route("POST", "/api/v1/bans", [this](const AdminRequest& r) {
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("key") || !j["key"].is_string() ||
+        j["key"].get<std::string>().empty()) {
+      return admin::Json(400, nlohmann::json{{"error", "expected {\"key\": \"1.2.3.4\", "
+                                                       "\"duration\": \"1h\"}"}}
+                                  .dump());
+    }
+    int64_t ms = 3600 * 1000;
+    if (j.contains("duration")) {
+      auto d = j["duration"].is_string() ? ParseDurationMs(j["duration"].get<std::string>())
+                                         : absl::StatusOr<int64_t>(absl::InvalidArgumentError(
+                                               "duration must be a string such as \"30m\""));
+      if (!d.ok() || *d <= 0)
+        return admin::Json(400, nlohmann::json{{"error", "duration: expected e.g. \"30m\""}}.dump());
+      ms = *d;
+    }
+    std::string key = j["key"].get<std::string>();
+    std::string reason = j.value("reason", std::string("banned by an operator"));
+    bans_->Ban(key, "admin", reason, MonotonicMs(), ms);
+    LogWarn("security event: banned ", key, " for ", FormatDurationMs(ms), " (admin: ", reason,
+            ")");
+    return admin::Json(200, nlohmann::json{{"banned", key}, {"seconds", ms / 1000}}.dump());
+  });
+  admin_->Route("DELETE", "/api/v1/bans/{key}", [this](const AdminRequest& r) {
+    if (!bans_->Lift(r.params[0]))
+      return admin::Json(404, nlohmann::json{{"error", "no such ban"}}.dump());
+    LogWarn("security event: ban on ", r.params[0], " lifted by an operator");
+    return admin::Json(200, nlohmann::json{{"lifted", r.params[0]}}.dump());
+  });
+  admin_->Route("GET", "/api/v1/limits", [this](const AdminRequest&) {
+    nlohmann::json zones = nlohmann::json::array();
+    for (size_t i = 0; i < snapshot_->zones.size(); ++i) {
+      const auto& z = *snapshot_->zones[i];
+      auto counts = z.Counts();
+      nlohmann::json c;
+      for (int k = 0; k < gateway::kLimitResults; ++k)
+        c[gateway::LimitResultName(static_cast<gateway::LimitResult>(k))] = counts[k];
+      zones.push_back({{"zone", z.name()},
+                       {"key", z.key_text()},
+                       {"rate_per_second", static_cast<double>(z.rate_milli()) / 1000.0},
+                       {"keys", z.Keys()},
+                       {"capacity", z.capacity()},
+                       {"evictions", z.Evictions()},
+                       {"requests", c}});
+    }
+    return admin::Json(200, nlohmann::json{{"zones", zones}}.dump());
+  });
   admin_->Route("POST", "/api/v1/reload", [this](const AdminRequest&) {
     std::vector<std::string> errors = Reload();
     if (!errors.empty())
@@ -416,6 +482,55 @@ void Server::CollectGateway(std::string* out) {
     observe::AppendHeader(out, "bulwark_access_log_rotations_total", "counter",
                           "Access log rotations.");
     StrAppend(out, "bulwark_access_log_rotations_total ", access_log_->rotations(), "\n");
+  }
+  worker_sum("bulwark_access_denied_total", "counter",
+             "Requests refused (403) by an allow/deny list.",
+             [](const gateway::WorkerStats& s) { return s.access_denied.Get(); });
+
+  observe::AppendHeader(out, "bulwark_ratelimit_requests_total", "counter",
+                        "limit_req decisions by zone and result.");
+  for (const auto& z : snapshot_->zones) {
+    auto counts = z->Counts();
+    for (int k = 0; k < gateway::kLimitResults; ++k) {
+      out->append("bulwark_ratelimit_requests_total{zone=\"");
+      observe::AppendLabelValue(out, z->name());
+      StrAppend(out, "\",result=\"", gateway::LimitResultName(static_cast<gateway::LimitResult>(k)),
+                "\"} ", counts[k], "\n");
+    }
+  }
+  observe::AppendHeader(out, "bulwark_ratelimit_keys", "gauge", "Keys a limit_req zone holds.");
+  for (const auto& z : snapshot_->zones) {
+    out->append("bulwark_ratelimit_keys{zone=\"");
+    observe::AppendLabelValue(out, z->name());
+    StrAppend(out, "\"} ", z->Keys(), "\n");
+  }
+  observe::AppendHeader(out, "bulwark_ratelimit_evictions_total", "counter",
+                        "Keys dropped because a zone was full (raise its size).");
+  for (const auto& z : snapshot_->zones) {
+    out->append("bulwark_ratelimit_evictions_total{zone=\"");
+    observe::AppendLabelValue(out, z->name());
+    StrAppend(out, "\"} ", z->Evictions(), "\n");
+  }
+  bans_->List(now);  // drops expired bans so the gauge is current
+  observe::AppendHeader(out, "bulwark_bans_active", "gauge", "Keys banned now.");
+  StrAppend(out, "bulwark_bans_active ", bans_->active(), "\n");
+  observe::AppendHeader(out, "bulwark_ban_refused_total", "counter",
+                        "Requests refused because their key was banned.");
+  StrAppend(out, "bulwark_ban_refused_total ", bans_->refused(), "\n");
+  auto rule_counts = bans_->RuleCounts();
+  observe::AppendHeader(out, "bulwark_bans_total", "counter", "Bans imposed, by rule (route).");
+  for (const auto& [rule, c] : rule_counts) {
+    out->append("bulwark_bans_total{rule=\"");
+    observe::AppendLabelValue(out, rule);
+    StrAppend(out, "\"} ", c.first, "\n");
+  }
+  observe::AppendHeader(out, "bulwark_ban_strikes_total", "counter",
+                        "Events counted towards a ban (rate-limit rejections, auth failures).");
+  for (const auto& [rule, c] : rule_counts) {
+    if (rule == "admin") continue;
+    out->append("bulwark_ban_strikes_total{rule=\"");
+    observe::AppendLabelValue(out, rule);
+    StrAppend(out, "\"} ", c.second, "\n");
   }
   observe::AppendHeader(out, "bulwark_workers", "gauge", "Worker threads.");
   StrAppend(out, "bulwark_workers ", workers_.size(), "\n");

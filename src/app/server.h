@@ -61,6 +61,8 @@ class Server {
   observe::Registry registry_;
   observe::Interner endpoints_;
   gateway::ServerRegistry servers_;
+  gateway::ZoneRegistry zones_;
+  std::unique_ptr<gateway::BanTable> bans_;
   std::unique_ptr<gateway::AccessLog> access_log_;
   std::shared_ptr<const gateway::Snapshot> snapshot_;
   std::vector<std::unique_ptr<gateway::Worker>> workers_;

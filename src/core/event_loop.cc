@@ -58,7 +58,7 @@ void EventLoop::Stop() {
 
 void EventLoop::Post(std::function<void()> fn) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     posted_.push_back(std::move(fn));
   }
   uint64_t one = 1;
@@ -75,7 +75,7 @@ void EventLoop::OnIo(uint32_t) {
 void EventLoop::RunPosted() {
   std::vector<std::function<void()>> tasks;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     tasks.swap(posted_);
   }
   for (auto& t : tasks) t();

@@ -10,7 +10,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "core/mutex.h"
 #include "core/timer_wheel.h"
 
 namespace bulwark {
@@ -71,7 +71,7 @@ class EventLoop : private IoHandler {
   int64_t now_ms_;
   TimerWheel timers_;
   std::atomic<bool> stop_{false};
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(mu_);
   std::vector<std::function<void()>> deferred_;
   std::function<void()> batch_hook_;

@@ -136,6 +136,62 @@ bool CidrBlock::Contains(const SocketAddress& a) const {
   return false;
 }
 
+bool CidrBlock::Contains(const IpAddress& a) const {
+  return a.family == family && PrefixMatch(a.bytes, addr, prefix);
+}
+
+std::string CidrBlock::ToString() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family, addr, buf, sizeof(buf));
+  return StrCat(buf, "/", prefix);
+}
+
+namespace {
+const uint8_t kV4Mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+}  // namespace
+
+IpAddress IpAddress::From(const SocketAddress& a) {
+  IpAddress ip;
+  if (a.family() == AF_INET) {
+    std::memcpy(ip.bytes, &reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_addr, 4);
+  } else if (a.family() == AF_INET6) {
+    const uint8_t* v6 = reinterpret_cast<const uint8_t*>(
+        &reinterpret_cast<const sockaddr_in6*>(&a.storage)->sin6_addr);
+    if (std::memcmp(v6, kV4Mapped, 12) == 0) {
+      std::memcpy(ip.bytes, v6 + 12, 4);
+    } else {
+      ip.family = AF_INET6;
+      std::memcpy(ip.bytes, v6, 16);
+    }
+  }
+  return ip;
+}
+
+std::optional<IpAddress> IpAddress::Parse(std::string_view text) {
+  char s[INET6_ADDRSTRLEN + 1];
+  if (text.empty() || text.size() >= sizeof(s)) return std::nullopt;
+  std::memcpy(s, text.data(), text.size());
+  s[text.size()] = 0;
+  IpAddress ip;
+  if (inet_pton(AF_INET, s, ip.bytes) == 1) return ip;
+  if (inet_pton(AF_INET6, s, ip.bytes) == 1) {
+    if (std::memcmp(ip.bytes, kV4Mapped, 12) == 0) {
+      std::memmove(ip.bytes, ip.bytes + 12, 4);
+      std::memset(ip.bytes + 4, 0, 12);
+      return ip;
+    }
+    ip.family = AF_INET6;
+    return ip;
+  }
+  return std::nullopt;
+}
+
+std::string IpAddress::ToString() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family, bytes, buf, sizeof(buf));
+  return buf;
+}
+
 bool CidrBlock::ContainsIp(std::string_view ip) const {
   std::string s(ip);
   uint8_t buf[16];

@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -30,13 +32,35 @@ struct SocketAddress {
 // literal address or "localhost": bulwark does not resolve names on its hot path.
 absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text);
 
+// An IP address without a port, in network byte order. IPv4-mapped IPv6 addresses
+// (::ffff:a.b.c.d, what a dual-stack listener reports for IPv4 clients) are folded to IPv4, so a
+// client has one identity for access lists, rate limits and bans.
+struct IpAddress {
+  int family = AF_INET;
+  uint8_t bytes[16] = {};
+
+  size_t size() const { return family == AF_INET ? 4 : 16; }
+  std::string_view Binary() const {
+    return std::string_view(reinterpret_cast<const char*>(bytes), size());
+  }
+  std::string ToString() const;
+  static IpAddress From(const SocketAddress& a);
+  // A literal IPv4 or IPv6 address; nullopt otherwise.
+  static std::optional<IpAddress> Parse(std::string_view text);
+  bool operator==(const IpAddress& o) const {
+    return family == o.family && std::memcmp(bytes, o.bytes, size()) == 0;
+  }
+};
+
 // A CIDR block such as 10.0.0.0/8 or ::1/128; a bare address is a /32 or /128.
 struct CidrBlock {
   int family = AF_INET;
   uint8_t addr[16] = {};
   int prefix = 32;
   bool Contains(const SocketAddress& a) const;
+  bool Contains(const IpAddress& a) const;
   bool ContainsIp(std::string_view ip) const;
+  std::string ToString() const;
 };
 absl::StatusOr<CidrBlock> ParseCidr(std::string_view text);
 

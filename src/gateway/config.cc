@@ -163,8 +163,194 @@ void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node
   r.Finish();
 }
 
+// "client_ip", "header:NAME", "route", or a list of them; nginx's $binary_remote_addr,
+// $remote_addr and $http_NAME are accepted as the same things.
+void ParseKeySpec(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                  KeySpec* out) {
+  std::vector<std::string> items;
+  if (node.IsSequence()) {
+    for (const auto& n : node) {
+      std::string v;
+      if (ReadScalar(ctx, n, what, &v)) items.push_back(v);
+    }
+  } else {
+    std::string v;
+    if (!ReadScalar(ctx, node, what, &v)) return;
+    items.push_back(v);
+  }
+  if (items.empty()) {
+    ctx.Error(node.Mark(), StrCat(what, ": expected client_ip, header:NAME, route or a list"));
+    return;
+  }
+  out->parts.clear();
+  out->text.clear();
+  for (const auto& item : items) {
+    KeyPart part;
+    if (item == "client_ip" || item == "$binary_remote_addr" || item == "$remote_addr") {
+      part.kind = KeyPartKind::kClientIp;
+    } else if (item == "route") {
+      part.kind = KeyPartKind::kRoute;
+    } else if (StartsWith(item, "header:") && item.size() > 7) {
+      part.kind = KeyPartKind::kHeader;
+      part.name = AsciiLower(item.substr(7));
+    } else if (StartsWith(item, "$http_") && item.size() > 6) {
+      part.kind = KeyPartKind::kHeader;
+      part.name = AsciiLower(item.substr(6));
+      for (char& c : part.name) {
+        if (c == '_') c = '-';
+      }
+    } else {
+      ctx.Error(node.Mark(), StrCat(what, ": unknown key part \"", item,
+                                    "\" (expected client_ip, header:NAME or route)"));
+      continue;
+    }
+    if (!out->text.empty()) out->text.push_back('+');
+    out->text.append(item);
+    out->parts.push_back(std::move(part));
+  }
+}
+
+// A list of nginx-style rules: "allow 10.0.0.0/8", "deny 192.168.1.1", "deny all".
+void ParseAccess(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                 AccessList* out) {
+  if (!node.IsSequence()) {
+    ctx.Error(node.Mark(),
+              StrCat(what, ": expected a list of rules such as [\"allow 10.0.0.0/8\", \"deny all\"]"));
+    return;
+  }
+  out->set = true;
+  out->rules.clear();
+  for (const auto& n : node) {
+    std::string text;
+    if (!ReadScalar(ctx, n, what, &text)) continue;
+    std::vector<std::string> words;
+    for (auto& w : Split(text, ' ')) {
+      if (!w.empty()) words.push_back(w);
+    }
+    AccessRule rule;
+    rule.text = text;
+    if (words.size() != 2 || (words[0] != "allow" && words[0] != "deny")) {
+      ctx.Error(n.Mark(), StrCat(what, ": \"", text,
+                                 "\" is not a rule (expected \"allow CIDR\", \"deny CIDR\" or "
+                                 "\"allow all\" / \"deny all\")"));
+      continue;
+    }
+    rule.allow = words[0] == "allow";
+    if (words[1] == "all") {
+      rule.all = true;
+    } else {
+      auto c = ParseCidr(words[1]);
+      if (!c.ok()) {
+        ctx.Error(n.Mark(), StrCat(what, ": ", c.status().message()));
+        continue;
+      }
+      rule.block = *c;
+    }
+    out->rules.push_back(std::move(rule));
+  }
+}
+
+void ParseLimitReqRule(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                       const GatewayConfig& gw, LimitReqRule* rule) {
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  if (r.Require("zone") && r.String("zone", &rule->zone)) {
+    rule->zone_index = gw.FindLimitZone(rule->zone);
+    if (rule->zone_index < 0) {
+      std::vector<std::string> names;
+      for (const auto& z : gw.limit_zones) names.push_back(z.name);
+      std::string hint = Suggest(rule->zone, names);
+      ctx.Error(r.Get("zone").Mark(),
+                StrCat(what, ".zone: no zone named \"", rule->zone, "\" in limit_req_zones",
+                       hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
+    }
+  }
+  // Same arithmetic as nginx: burst and delay are kept in thousandths of a request; nodelay is
+  // a delay as large as the burst can ever be.
+  int64_t burst = 0, delay = 0;
+  bool nodelay = false;
+  r.Int("burst", &burst, 0, 1000000);
+  r.Bool("nodelay", &nodelay);
+  bool has_delay = r.Has("delay");
+  r.Int("delay", &delay, 0, 1000000);
+  if (nodelay && has_delay)
+    ctx.Error(node.Mark(), StrCat(what, ": use either nodelay or delay, not both"));
+  rule->burst = burst * 1000;
+  rule->delay = nodelay ? INT64_MAX / 2 : delay * 1000;
+  r.Finish();
+}
+
+// Reads limit_req, limit_req_status, limit_req_dry_run and limit_req_retry_after from `r`.
+void ParseLimitReq(ConfigContext& ctx, MapReader& r, const std::string& what,
+                   const GatewayConfig& gw, LimitReqConfig* out) {
+  YAML::Node lr = r.Get("limit_req");
+  if (lr.IsDefined()) {
+    out->set = true;
+    out->rules.clear();
+    if (lr.IsSequence()) {
+      int i = 0;
+      for (const auto& n : lr) {
+        LimitReqRule rule;
+        ParseLimitReqRule(ctx, n, StrCat(what, ".limit_req[", i++, "]"), gw, &rule);
+        for (const auto& other : out->rules) {
+          if (other.zone == rule.zone && !rule.zone.empty())
+            ctx.Error(n.Mark(), StrCat(what, ".limit_req: zone \"", rule.zone,
+                                       "\" is listed twice"));
+        }
+        out->rules.push_back(std::move(rule));
+      }
+    } else {
+      LimitReqRule rule;
+      ParseLimitReqRule(ctx, lr, what + ".limit_req", gw, &rule);
+      out->rules.push_back(std::move(rule));
+    }
+  }
+  out->status_set = r.Has("limit_req_status");
+  r.Int("limit_req_status", &out->status, 400, 599);
+  out->dry_run_set = r.Has("limit_req_dry_run");
+  r.Bool("limit_req_dry_run", &out->dry_run);
+  out->retry_after_set = r.Has("limit_req_retry_after");
+  r.Bool("limit_req_retry_after", &out->retry_after);
+}
+
+void ParseBan(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+              BanRuleConfig* out) {
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  out->set = true;
+  out->key.parts = {KeyPart{}};
+  out->key.text = "client_ip";
+  YAML::Node on = r.Get("on");
+  std::vector<std::string> events;
+  if (!on.IsDefined()) {
+    ctx.Error(node.Mark(), StrCat(what, ": expected `on:` with what to count, e.g. [rate_limited, "
+                                        "401, 403]"));
+  } else {
+    r.StringList("on", &events);
+  }
+  for (const auto& e : events) {
+    int status = 0;
+    if (e == "rate_limited") {
+      out->on_rate_limited = true;
+    } else if (ParseInt(e, &status) && status >= 100 && status <= 599) {
+      out->statuses.push_back(status);
+    } else {
+      ctx.Error(on.Mark(), StrCat(what, ".on: \"", e,
+                                  "\" is neither rate_limited nor an HTTP status"));
+    }
+  }
+  YAML::Node key = r.Get("key");
+  if (key.IsDefined()) ParseKeySpec(ctx, key, what + ".key", &out->key);
+  r.Int("maxretry", &out->maxretry, 1, 1000);
+  r.Duration("findtime", &out->findtime_ms);
+  r.Duration("bantime", &out->bantime_ms);
+  if (out->findtime_ms <= 0 || out->bantime_ms <= 0)
+    ctx.Error(node.Mark(), StrCat(what, ": findtime and bantime must be positive"));
+  r.Finish();
+}
+
 void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
-                RouteConfig* rc) {
+                const GatewayConfig& gw, RouteConfig* rc) {
   MapReader r(ctx, node, what);
   if (!r.valid()) return;
   r.String("name", &rc->name);
@@ -218,10 +404,40 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
     ctx.Error(node.Mark(), StrCat(what, ": a route needs exactly one of `upstream` or `return`"));
   }
   if (rc->name.empty()) rc->name = rc->ret ? StrCat("return:", rc->path) : rc->path;
+  YAML::Node access = r.Get("access");
+  if (access.IsDefined()) ParseAccess(ctx, access, what + ".access", &rc->access);
+  ParseLimitReq(ctx, r, what, gw, &rc->limit_req);
+  YAML::Node ban = r.Get("ban");
+  if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &rc->ban);
   r.Finish();
 }
 
+// nginx-style inheritance: a route without its own rules takes its listener's.
+void InheritFromListener(const ListenerConfig& l, RouteConfig* rc) {
+  if (!rc->access.set) rc->access = l.access;
+  LimitReqConfig& lr = rc->limit_req;
+  if (!lr.set) lr.rules = l.limit_req.rules;
+  if (!lr.status_set) lr.status = l.limit_req.status;
+  if (!lr.dry_run_set) lr.dry_run = l.limit_req.dry_run;
+  if (!lr.retry_after_set) lr.retry_after = l.limit_req.retry_after;
+  if (!rc->ban.set) rc->ban = l.ban;
+}
+
 }  // namespace
+
+bool AccessList::Allows(const IpAddress& ip) const {
+  for (const auto& rule : rules) {
+    if (rule.all || rule.block.Contains(ip)) return rule.allow;
+  }
+  return true;
+}
+
+int GatewayConfig::FindLimitZone(std::string_view name) const {
+  for (size_t i = 0; i < limit_zones.size(); ++i) {
+    if (limit_zones[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
+}
 
 const UpstreamConfig* GatewayConfig::FindUpstream(std::string_view name) const {
   for (const auto& u : upstreams) {
@@ -294,6 +510,53 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
     }
   }
 
+  // limit_req_zones: name -> {key, rate, size} (nginx limit_req_zone).
+  YAML::Node zones = top.Get("limit_req_zones");
+  if (zones.IsDefined()) {
+    if (!zones.IsMap()) {
+      ctx.Error(zones.Mark(), "limit_req_zones: expected a mapping of zone names to settings");
+    } else {
+      for (const auto& kv : zones) {
+        LimitZoneConfig z;
+        z.name = kv.first.Scalar();
+        std::string what = StrCat("limit_req_zones.", z.name);
+        MapReader r(ctx, kv.second, what);
+        if (!r.valid()) continue;
+        z.key.parts = {KeyPart{}};
+        z.key.text = "client_ip";
+        YAML::Node key = r.Get("key");
+        if (key.IsDefined()) ParseKeySpec(ctx, key, what + ".key", &z.key);
+        if (r.Require("rate") && r.Rate("rate", &z.rate_milli) && z.rate_milli <= 0)
+          ctx.Error(r.Get("rate").Mark(), StrCat(what, ".rate: must be at least 1r/m"));
+        r.Size("size", &z.size_bytes);
+        // nginx refuses zones smaller than 8 pages; the same floor keeps a useful table here.
+        if (z.size_bytes < 32 * 1024 || z.size_bytes > (int64_t{1} << 34))
+          ctx.Error(kv.second.Mark(), StrCat(what, ".size: must be between 32k and 16g"));
+        r.Finish();
+        out->limit_zones.push_back(std::move(z));
+      }
+    }
+  }
+
+  YAML::Node bans = top.Get("bans");
+  if (bans.IsDefined()) {
+    MapReader r(ctx, bans, "bans");
+    r.Int("max_entries", &out->bans.max_entries, 16, 100000000);
+    r.Int("status", &out->bans.status, 400, 599);
+    std::vector<std::string> never;
+    YAML::Node nb = r.Get("never_ban");
+    r.StringList("never_ban", &never);
+    for (const auto& n : never) {
+      auto c = ParseCidr(n);
+      if (!c.ok()) {
+        ctx.Error(nb.Mark(), StrCat("bans.never_ban: ", c.status().message()));
+      } else {
+        out->bans.never_ban.push_back(*c);
+      }
+    }
+    r.Finish();
+  }
+
   YAML::Node ls = top.Get("listeners");
   if (!ls.IsDefined() || !ls.IsSequence()) {
     if (ls.IsDefined()) ctx.Error(ls.Mark(), "listeners: expected a list of listeners");
@@ -319,6 +582,11 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
         }
       }
       if (lc.name.empty()) lc.name = lc.listen_text;
+      YAML::Node access = r.Get("access");
+      if (access.IsDefined()) ParseAccess(ctx, access, what + ".access", &lc.access);
+      ParseLimitReq(ctx, r, what, *out, &lc.limit_req);
+      YAML::Node ban = r.Get("ban");
+      if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &lc.ban);
       YAML::Node routes = r.Get("routes");
       if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
         ctx.Error(routes.IsDefined() ? routes.Mark() : ln.Mark(),
@@ -328,7 +596,8 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
         for (const auto& rn : routes) {
           RouteConfig rc;
           std::string rwhat = StrCat(what, ".routes[", ri++, "]");
-          ParseRoute(ctx, rn, rwhat, &rc);
+          ParseRoute(ctx, rn, rwhat, *out, &rc);
+          InheritFromListener(lc, &rc);
           if (!rc.upstream.empty() && out->FindUpstream(rc.upstream) == nullptr) {
             std::vector<std::string> names;
             for (const auto& u : out->upstreams) names.push_back(u.name);

@@ -68,6 +68,74 @@ struct ReturnConfig {
 
 enum class PathMatch { kPrefix, kExact, kRegex };
 
+// nginx `allow` / `deny`: rules are checked in the order written and the first match decides;
+// when none matches the request is allowed. A route with its own list ignores the listener's
+// (nginx inherits a server's rules only into locations that have none).
+struct AccessRule {
+  bool allow = true;
+  bool all = false;
+  CidrBlock block;
+  std::string text;  // as written, for errors and the admin API
+};
+struct AccessList {
+  bool set = false;
+  std::vector<AccessRule> rules;
+  bool Allows(const IpAddress& ip) const;
+};
+
+// What identifies a client for a rate limit or a ban. Several parts are concatenated; as with
+// an nginx key made of variables, a key whose parts are all empty is not limited.
+enum class KeyPartKind { kClientIp, kHeader, kRoute };
+struct KeyPart {
+  KeyPartKind kind = KeyPartKind::kClientIp;
+  std::string name;  // header name, lower case
+};
+struct KeySpec {
+  std::vector<KeyPart> parts;
+  std::string text;  // as written
+  bool operator==(const KeySpec& o) const { return text == o.text; }
+};
+
+// nginx limit_req_zone: a named table of per-key leaky buckets shared by every worker.
+struct LimitZoneConfig {
+  std::string name;
+  KeySpec key;
+  int64_t rate_milli = 0;               // thousandths of a request per second
+  int64_t size_bytes = 10 * 1024 * 1024;  // bounds the keys kept, as nginx's zone size does
+};
+
+// One nginx `limit_req zone=... burst=... [nodelay | delay=N]` line. burst and delay are in
+// thousandths of a request, as nginx keeps them.
+struct LimitReqRule {
+  std::string zone;
+  int zone_index = -1;
+  int64_t burst = 0;
+  int64_t delay = 0;
+};
+struct LimitReqConfig {
+  bool set = false;  // the rules were written here (not inherited)
+  std::vector<LimitReqRule> rules;
+  int status = 429;          // nginx limit_req_status (nginx itself defaults to 503)
+  bool status_set = false;
+  bool dry_run = false;      // nginx limit_req_dry_run
+  bool dry_run_set = false;
+  bool retry_after = true;   // add Retry-After to rejections
+  bool retry_after_set = false;
+};
+
+// Automatic bans, with fail2ban's semantics: `maxretry` counted events from one key within
+// `findtime` ban that key for `bantime`. Counted events are the route's rate-limit rejections
+// and/or responses with the listed statuses (e.g. 401 and 403 from a login route).
+struct BanRuleConfig {
+  bool set = false;
+  bool on_rate_limited = false;
+  std::vector<int> statuses;
+  KeySpec key;
+  int maxretry = 5;                  // fail2ban defaults: 5 within 10m bans for 10m
+  int64_t findtime_ms = 10 * 60 * 1000;
+  int64_t bantime_ms = 10 * 60 * 1000;
+};
+
 struct RouteConfig {
   std::string name;  // the `endpoint` label of http_requests_total
   PathMatch match = PathMatch::kPrefix;
@@ -76,6 +144,9 @@ struct RouteConfig {
   std::vector<std::string> methods;  // empty = any
   std::string upstream;
   std::optional<ReturnConfig> ret;
+  AccessList access;
+  LimitReqConfig limit_req;
+  BanRuleConfig ban;
 };
 
 struct ListenerConfig {
@@ -83,6 +154,17 @@ struct ListenerConfig {
   std::string listen_text;
   SocketAddress address;
   std::vector<RouteConfig> routes;
+  // Defaults for routes that set none of their own (nginx server-level inheritance).
+  AccessList access;
+  LimitReqConfig limit_req;
+  BanRuleConfig ban;
+};
+
+// Settings of the shared ban table.
+struct BansConfig {
+  int64_t max_entries = 100000;       // bans and strike counters kept; the oldest go first
+  std::vector<CidrBlock> never_ban;   // e.g. the office network or monitoring
+  int status = 403;                   // what a banned client gets
 };
 
 struct HttpConfig {
@@ -109,8 +191,11 @@ struct GatewayConfig {
   HttpConfig http;
   std::vector<CidrBlock> trusted_proxies;
   AccessLogConfig access_log;
+  std::vector<LimitZoneConfig> limit_zones;
+  BansConfig bans;
 
   const UpstreamConfig* FindUpstream(std::string_view name) const;
+  int FindLimitZone(std::string_view name) const;
 };
 
 // Reads the gateway keys (listeners, upstreams, http, trusted_proxies, access_log) from the

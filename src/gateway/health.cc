@@ -32,7 +32,7 @@ void ServerState::OnSelected(int64_t now_ms, int max_fails, int64_t fail_timeout
 }
 
 void ServerState::OnFailure(int64_t now_ms) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   fails_.fetch_add(1, std::memory_order_relaxed);
   accessed_ms_.store(now_ms, std::memory_order_relaxed);
   checked_ms_.store(now_ms, std::memory_order_relaxed);
@@ -40,14 +40,14 @@ void ServerState::OnFailure(int64_t now_ms) {
 
 void ServerState::OnSuccess() {
   if (fails_.load(std::memory_order_relaxed) == 0) return;  // the common case takes no lock
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (accessed_ms_.load(std::memory_order_relaxed) < checked_ms_.load(std::memory_order_relaxed)) {
     fails_.store(0, std::memory_order_relaxed);
   }
 }
 
 void ServerState::SetActiveCheck(bool enabled, int rise, int fall) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   bool had = has_check_.load(std::memory_order_relaxed);
   if (enabled && (!had || rise_fall_.rise() != rise || rise_fall_.fall() != fall)) {
     rise_fall_ = RiseFall(rise, fall);
@@ -60,7 +60,7 @@ void ServerState::SetActiveCheck(bool enabled, int rise, int fall) {
 }
 
 void ServerState::RecordCheck(bool success, int status, int64_t) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   rise_fall_.Record(success);
   if (!success) checks_failed_.fetch_add(1, std::memory_order_relaxed);
   last_status_.store(status, std::memory_order_relaxed);

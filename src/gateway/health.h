@@ -6,7 +6,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "core/mutex.h"
 #include "core/net.h"
 
 namespace bulwark::gateway {
@@ -94,7 +94,7 @@ class ServerState {
   const std::string address_text_;
   const SocketAddress address_;
 
-  absl::Mutex mu_;  // serialises passive updates; never taken while a server is healthy
+  Mutex mu_;  // serialises passive updates; never taken while a server is healthy
   std::atomic<int> fails_{0};
   std::atomic<int64_t> accessed_ms_{0};
   std::atomic<int64_t> checked_ms_{0};

@@ -9,6 +9,9 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "core/units.h"
+#include "gateway/bans.h"
+#include "gateway/rate_limit.h"
 #include "gateway/worker.h"
 
 namespace bulwark::gateway {
@@ -295,7 +298,7 @@ void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
   read_paused_ = eof_ = close_after_ = false;
   in_write_ = write_again_ = write_failed_ = false;
   bytes_in_ = 0;
-  log_client_ip_.clear();
+  client_ip_.clear();
   view_ = nullptr;
   up_ = nullptr;
   worker_->stats().open_clients.fetch_add(1, std::memory_order_relaxed);
@@ -394,6 +397,11 @@ void ClientConn::OnClientEof() {
       ReleaseUpstream(false);
       Close();
       return;
+    case State::kDelayed:
+      worker_->stats().client_aborts.Add(1);
+      if (!logged_) LogAndCount(499);
+      Close();
+      return;
     default:
       Close();
       return;
@@ -444,12 +452,11 @@ void ClientConn::Process() {
   }
 }
 
-std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg,
-                                                 const std::string& client_ip) {
+std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg) {
   if (cfg.balance != BalanceKind::kHash) return std::nullopt;
   switch (cfg.hash_key) {
     case HashKeyKind::kClientIp:
-      return StableHash(client_ip);
+      return StableHash(client_ip_);
     case HashKeyKind::kHeader:
       if (const http::Header* h = req_.Find(cfg.hash_key_name)) return StableHash(h->value);
       return std::nullopt;
@@ -487,6 +494,9 @@ void ClientConn::HandleRequest() {
   upstream_us_ = -1;
   attempts_ = 0;
   log_upstream_.clear();
+  ban_key_.clear();
+  limit_rejected_ = false;
+  limit_result_ = -1;
   method_ = req_.method;
   version_minor_ = req_.version_minor;
   keep_alive_ = req_.keep_alive && !worker_->draining() && requests_ < cfg.http.keepalive_requests;
@@ -518,7 +528,42 @@ void ClientConn::HandleRequest() {
   body_retained_ = true;
   body_bytes_ = 0;
   req_chunks_.Reset();
-  bool has_body = !body_done_;
+  has_body_ = !body_done_;
+
+  // The client address: like nginx real_ip with real_ip_recursive on, the rightmost address in
+  // X-Forwarded-For that is not a trusted proxy, when the peer itself is trusted.
+  trusted_peer_ = false;
+  for (const auto& c : cfg.trusted_proxies) {
+    if (c.Contains(peer_)) {
+      trusted_peer_ = true;
+      break;
+    }
+  }
+  client_ip_ = peer_ip_;
+  client_addr_ = IpAddress::From(peer_);
+  if (trusted_peer_) {
+    if (const http::Header* xff = req_.Find("x-forwarded-for")) {
+      std::string_view list = xff->value;
+      while (!list.empty()) {
+        size_t comma = list.rfind(',');
+        std::string_view ip = comma == std::string_view::npos ? list : list.substr(comma + 1);
+        while (!ip.empty() && ip.front() == ' ') ip.remove_prefix(1);
+        while (!ip.empty() && ip.back() == ' ') ip.remove_suffix(1);
+        std::optional<IpAddress> parsed = IpAddress::Parse(ip);
+        if (parsed.has_value()) {
+          client_ip_.assign(ip);
+          client_addr_ = *parsed;
+          bool ip_trusted = false;
+          for (const auto& c : cfg.trusted_proxies) ip_trusted |= c.Contains(*parsed);
+          if (!ip_trusted) break;
+        } else if (!ip.empty()) {
+          break;  // garbage is not an address: keep the last good one
+        }
+        if (comma == std::string_view::npos) break;
+        list = list.substr(0, comma);
+      }
+    }
+  }
 
   if (method_ == http::Method::kConnect) {
     SendError(501, "CONNECT is not supported", true);
@@ -529,51 +574,142 @@ void ClientConn::HandleRequest() {
     SendError(413, "request body larger than client_max_body_size", true);
     return;
   }
-  const Router::Route* route =
-      view_->snap->routers[listener_index_]->Match(req_.host, req_.path, req_.method_str);
-  if (route == nullptr) {
-    SendError(404, "no route matches", has_body);
+  route_ = view_->snap->routers[listener_index_]->Match(req_.host, req_.path, req_.method_str);
+  if (!Protect(cfg, has_body_)) return;
+  if (route_ == nullptr) {
+    SendError(404, "no route matches", has_body_);
     return;
   }
-  route_ = route;
+  Proceed();
+}
+
+bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const {
+  size_t start = out->size();
+  bool any = false;
+  for (size_t i = 0; i < spec.parts.size(); ++i) {
+    const KeyPart& p = spec.parts[i];
+    if (i > 0) out->push_back(binary_ip ? '\x1f' : '+');
+    switch (p.kind) {
+      case KeyPartKind::kClientIp:
+        if (binary_ip) {
+          out->append(client_addr_.Binary());
+        } else {
+          out->append(client_ip_);
+        }
+        any = true;
+        break;
+      case KeyPartKind::kHeader:
+        if (const http::Header* h = req_.Find(p.name); h != nullptr && !h->value.empty()) {
+          out->append(h->value.substr(0, 1024));
+          any = true;
+        }
+        break;
+      case KeyPartKind::kRoute:
+        if (route_ != nullptr) {
+          out->append(route_->cfg->name);
+          any = true;
+        }
+        break;
+    }
+  }
+  if (!any) out->resize(start);  // as nginx: a key whose parts are all empty is not limited
+  return any;
+}
+
+bool ClientConn::Protect(const GatewayConfig& cfg, bool has_body) {
+  const Snapshot& snap = *view_->snap;
+  const ListenerConfig& lcfg = cfg.listeners[listener_index_];
+  const AccessList& acl = route_ != nullptr ? route_->cfg->access : lcfg.access;
+  if (!acl.rules.empty() && !acl.Allows(client_addr_)) {
+    worker_->stats().access_denied.Add(1);
+    SendError(403, "access denied", has_body);
+    return false;
+  }
+  BanTable* bans = worker_->shared().bans;
+  int64_t now = worker_->loop().now_ms();
+  if (bans != nullptr && bans->active() > 0) {
+    for (const KeySpec& spec : snap.ban_keys) {
+      key_buf_.clear();
+      if (AppendKey(spec, false, &key_buf_) && bans->IsBanned(key_buf_, now)) {
+        SendError(cfg.bans.status, "banned", has_body);
+        return false;
+      }
+    }
+  }
+  if (route_ == nullptr) return true;
+  const RouteConfig& rc = *route_->cfg;
+  if (rc.ban.set) {
+    ban_key_.clear();
+    AppendKey(rc.ban.key, false, &ban_key_);
+  }
+  const LimitReqConfig& lr = rc.limit_req;
+  if (lr.rules.empty()) return true;
+
+  // Keys first (the buffer may grow), then views into it.
+  int n = std::min<int>(static_cast<int>(lr.rules.size()), LimitDecision::kMaxRules);
+  size_t offsets[LimitDecision::kMaxRules + 1];
+  key_buf_.clear();
+  for (int i = 0; i < n; ++i) {
+    offsets[i] = key_buf_.size();
+    AppendKey(cfg.limit_zones[lr.rules[i].zone_index].key, true, &key_buf_);
+  }
+  offsets[n] = key_buf_.size();
+  LimitRequest reqs[LimitDecision::kMaxRules];
+  for (int i = 0; i < n; ++i) {
+    const LimitReqRule& rule = lr.rules[i];
+    reqs[i].zone = snap.zones[rule.zone_index].get();
+    reqs[i].burst = rule.burst;
+    reqs[i].delay = rule.delay;
+    reqs[i].key = std::string_view(key_buf_).substr(offsets[i], offsets[i + 1] - offsets[i]);
+  }
+  LimitOutcome out = LimitDecision::Decide(reqs, n, now, lr.dry_run);
+  if (!out.applied) return true;
+  limit_result_ = static_cast<int>(out.result);
+  if (out.result == LimitResult::kRejected) {
+    LogDebug("limiting requests, excess: ", out.excess / 1000, ".", out.excess % 1000,
+             " by zone \"", reqs[out.rule].zone->name(), "\", client: ", client_ip_);
+    limit_rejected_ = true;
+    if (rc.ban.set && rc.ban.on_rate_limited) StrikeBan("rate_limited");
+    std::string extra;
+    if (lr.retry_after) extra = StrCat("Retry-After: ", out.retry_after_s, "\r\n");
+    SendError(lr.status, "rate limited", has_body, extra);
+    return false;
+  }
+  if (out.result == LimitResult::kDelayed && out.delay_ms > 0) {
+    // As nginx: the request waits, its body unread, then continues.
+    state_ = State::kDelayed;
+    ArmClientTimer(out.delay_ms);
+    return false;
+  }
+  return true;
+}
+
+void ClientConn::StrikeBan(std::string_view what) {
+  BanTable* bans = worker_->shared().bans;
+  if (bans == nullptr || route_ == nullptr || ban_key_.empty()) return;
+  const GatewayConfig& cfg = *view_->snap->config;
+  for (const auto& c : cfg.bans.never_ban) {
+    if (c.Contains(client_addr_)) return;
+  }
+  const BanRuleConfig& rule = route_->cfg->ban;
+  if (bans->Strike(ban_key_, route_->cfg->name, rule, worker_->loop().now_ms(), what)) {
+    LogWarn("security event: banned ", ban_key_, " for ", FormatDurationMs(rule.bantime_ms),
+            " (route ", route_->cfg->name, ": ", rule.maxretry, " x ", what, " within ",
+            FormatDurationMs(rule.findtime_ms), ")");
+  }
+}
+
+void ClientConn::Proceed() {
+  const GatewayConfig& cfg = *view_->snap->config;
+  const Router::Route* route = route_;
+  bool has_body = has_body_;
   if (route->cfg->ret.has_value()) {
     const ReturnConfig& r = *route->cfg->ret;
     SendLocal(r.status, r.body, r.content_type, r.location, has_body);
     return;
   }
-
-  bool trusted = false;
-  for (const auto& c : cfg.trusted_proxies) {
-    if (c.Contains(peer_)) {
-      trusted = true;
-      break;
-    }
-  }
-  std::string client_ip = peer_ip_;
-  if (trusted) {
-    // Like nginx real_ip with real_ip_recursive on: the rightmost address that is not a trusted
-    // proxy is the client.
-    if (const http::Header* xff = req_.Find("x-forwarded-for")) {
-      std::string_view list = xff->value;
-      while (!list.empty()) {
-        size_t comma = list.rfind(',');
-        std::string_view ip = comma == std::string_view::npos ? list : list.substr(comma + 1);
-        while (!ip.empty() && ip.front() == ' ') ip.remove_prefix(1);
-        while (!ip.empty() && ip.back() == ' ') ip.remove_suffix(1);
-        if (!ip.empty()) {
-          client_ip.assign(ip);
-          bool ip_trusted = false;
-          for (const auto& c : cfg.trusted_proxies) ip_trusted |= c.ContainsIp(ip);
-          if (!ip_trusted) break;
-        }
-        if (comma == std::string_view::npos) break;
-        list = list.substr(0, comma);
-      }
-    }
-  }
-  log_client_ip_ = client_ip;
   upgrade_requested_ = req_.connection_upgrade && !req_.upgrade.empty();
-  BuildUpstreamHead(*route, client_ip, trusted);
+  BuildUpstreamHead(*route, trusted_peer_);
 
   if (req_.expect_continue && has_body && req_.version_minor == 1) {
     // bulwark answers 100-continue itself (as nginx does) and does not forward Expect.
@@ -582,7 +718,7 @@ void ClientConn::HandleRequest() {
   }
 
   upstream_index_ = route->upstream_index;
-  key_hash_ = AffinityHash(*view_->snap->upstreams[upstream_index_].cfg, client_ip);
+  key_hash_ = AffinityHash(*view_->snap->upstreams[upstream_index_].cfg);
   tried_.reset();
   Balancer& bal = *view_->balancers[upstream_index_];
   int idx = bal.Select(worker_->loop().now_ms(), key_hash_, tried_);
@@ -602,8 +738,7 @@ void ClientConn::HandleRequest() {
   StartAttempt(idx);
 }
 
-void ClientConn::BuildUpstreamHead(const Router::Route& route, const std::string& client_ip,
-                                   bool trusted) {
+void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
   std::string& h = up_head_;
   h.clear();
   h.append(req_.method_str);
@@ -689,7 +824,7 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, const std::string
   } else if (!req_.host.empty()) {
     AppendHeaderLine(&h, "X-Forwarded-Host", req_.host);
   }
-  AppendHeaderLine(&h, "X-Real-IP", client_ip);
+  AppendHeaderLine(&h, "X-Real-IP", client_ip_);
   AppendHeaderLine(&h, "X-Request-Id", std::string_view(request_id_, request_id_len_));
   if (incoming_trace_) {
     AppendHeaderLine(&h, "traceparent", req_.Find("traceparent")->value);
@@ -1119,7 +1254,8 @@ void ClientConn::FinishExchange() {
 }
 
 void ClientConn::SendLocal(int status, std::string_view body, std::string_view content_type,
-                           std::string_view location, bool close) {
+                           std::string_view location, bool close,
+                           std::string_view extra_headers) {
   if (close) keep_alive_ = false;
   if (worker_->draining()) keep_alive_ = false;
   status_ = status;
@@ -1132,6 +1268,7 @@ void ClientConn::SendLocal(int status, std::string_view body, std::string_view c
   if (!content_type.empty()) AppendHeaderLine(&o, "Content-Type", content_type);
   StrAppend(&o, "Content-Length: ", body.size(), "\r\n");
   if (!location.empty()) AppendHeaderLine(&o, "Location", location);
+  o.append(extra_headers);
   if (request_id_len_ > 0)
     AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
   if (!keep_alive_) {
@@ -1148,10 +1285,11 @@ void ClientConn::SendLocal(int status, std::string_view body, std::string_view c
   DoWrite();
 }
 
-void ClientConn::SendError(int status, std::string_view reason, bool close) {
+void ClientConn::SendError(int status, std::string_view reason, bool close,
+                           std::string_view extra_headers) {
   std::string body = StrCat(status, " ", http::StatusReason(status), "\n");
   if (status >= 500 || status == 413 || status == 404) LogDebug("answering ", status, ": ", reason);
-  SendLocal(status, body, "text/plain", "", close);
+  SendLocal(status, body, "text/plain", "", close, extra_headers);
 }
 
 void ClientConn::WriteOut() {
@@ -1222,7 +1360,7 @@ void ClientConn::StartNextRequest() {
   resp_started_ = resp_done_ = false;
   request_id_len_ = 0;
   bytes_in_ = in_.readable();
-  log_client_ip_.clear();
+  client_ip_.clear();
   if (worker_->draining()) {
     Close();
     return;
@@ -1299,6 +1437,10 @@ void ClientConn::OnClientTimeout() {
     case State::kIdle:
       Close();  // keep-alive or fresh connection that sent nothing: close quietly, as nginx
       return;
+    case State::kDelayed:
+      // The limit_req delay is over.
+      Proceed();
+      return;
     case State::kHead:
       worker_->stats().timeouts.Add(1);
       method_ = http::Method::kOther;
@@ -1327,6 +1469,14 @@ void ClientConn::OnClientTimeout() {
 
 void ClientConn::LogAndCount(int status) {
   logged_ = true;
+  if (route_ != nullptr && !ban_key_.empty() && !limit_rejected_) {
+    for (int s : route_->cfg->ban.statuses) {
+      if (s == status) {
+        StrikeBan(StrCat(status));
+        break;
+      }
+    }
+  }
   int64_t dur_us = NowMicros() - start_us_;
   uint32_t endpoint = route_ != nullptr ? route_->endpoint_id : worker_->unrouted_endpoint();
   worker_->http_shard_mut().Record(endpoint, static_cast<int>(method_), status, dur_us);
@@ -1339,7 +1489,7 @@ void ClientConn::LogAndCount(int status) {
   o.append("\",\"trace_id\":\"");
   o.append(trace_id_);
   o.append("\",\"client_ip\":\"");
-  AppendJsonEscaped(&o, log_client_ip_.empty() ? peer_ip_ : log_client_ip_);
+  AppendJsonEscaped(&o, client_ip_.empty() ? peer_ip_ : client_ip_);
   o.append("\",\"method\":\"");
   AppendJsonEscaped(&o, log_method_);
   o.append("\",\"path\":\"");
@@ -1348,7 +1498,13 @@ void ClientConn::LogAndCount(int status) {
   if (route_ != nullptr) AppendJsonEscaped(&o, route_->cfg->name);
   o.append("\",\"upstream\":\"");
   o.append(log_upstream_);
-  StrAppend(&o, "\",\"status\":", status, ",\"bytes_sent\":", bytes_out_,
+  o.push_back('"');
+  if (limit_result_ >= 0) {
+    o.append(",\"limit_req\":\"");
+    o.append(LimitResultName(static_cast<LimitResult>(limit_result_)));
+    o.push_back('"');
+  }
+  StrAppend(&o, ",\"status\":", status, ",\"bytes_sent\":", bytes_out_,
             ",\"bytes_received\":", bytes_in_, ",\"attempts\":", attempts_, ",\"duration_ms\":");
   AppendMillis(&o, dur_us);
   o.append(",\"upstream_ms\":");

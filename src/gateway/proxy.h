@@ -121,7 +121,7 @@ class ClientConn : public IoHandler {
   bool open_ = false;
 
  private:
-  enum class State { kIdle, kHead, kProxy, kLocal, kTunnel, kClosing };
+  enum class State { kIdle, kHead, kDelayed, kProxy, kLocal, kTunnel, kClosing };
 
   void DoRead();
   void DoWrite();
@@ -129,6 +129,13 @@ class ClientConn : public IoHandler {
   void OnClientEof();
   void Process();
   void HandleRequest();
+  // Access lists, bans and rate limits; false when the request was answered here.
+  bool Protect(const GatewayConfig& cfg, bool has_body);
+  // Appends the key `spec` names for this request; client IPs in binary when `binary_ip`.
+  bool AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const;
+  // After the protections (and any limit_req delay): answer or proxy the request.
+  void Proceed();
+  void StrikeBan(std::string_view what);
   void StartAttempt(int server_index);
   bool RetryOrFail(UpstreamFailure why, bool sent);
   void ForwardBody();
@@ -137,16 +144,17 @@ class ClientConn : public IoHandler {
   void FinishExchange();
   void StartNextRequest();
   void SendLocal(int status, std::string_view body, std::string_view content_type,
-                 std::string_view location, bool close);
-  void SendError(int status, std::string_view reason, bool close);
-  void BuildUpstreamHead(const Router::Route& route, const std::string& client_ip, bool trusted);
+                 std::string_view location, bool close, std::string_view extra_headers = {});
+  void SendError(int status, std::string_view reason, bool close,
+                 std::string_view extra_headers = {});
+  void BuildUpstreamHead(const Router::Route& route, bool trusted);
   void BuildResponseHead();
   void ReleaseUpstream(bool reusable);
   void ArmClientTimer(int64_t ms);
   void OnClientTimeout();
   void LogAndCount(int status);
   void TunnelPump();
-  std::optional<uint64_t> AffinityHash(const UpstreamConfig& cfg, const std::string& client_ip);
+  std::optional<uint64_t> AffinityHash(const UpstreamConfig& cfg);
 
   State state_ = State::kIdle;
   SocketAddress peer_;
@@ -193,6 +201,14 @@ class ClientConn : public IoHandler {
   bool upgrade_requested_ = false;
   bool incoming_trace_ = false;
   std::optional<uint64_t> key_hash_;
+  std::string client_ip_;   // after trusted proxies (nginx real_ip), text
+  IpAddress client_addr_;   // the same, binary
+  bool trusted_peer_ = false;
+  bool has_body_ = false;
+  std::string key_buf_;     // rate-limit keys of the current request
+  std::string ban_key_;     // the route's ban key for this request (empty: no ban rule)
+  bool limit_rejected_ = false;
+  int limit_result_ = -1;   // LimitResult of the request, -1 when no limit applied
 
   // The response.
   bool resp_started_ = false;

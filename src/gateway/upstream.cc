@@ -8,7 +8,7 @@ namespace bulwark::gateway {
 
 std::shared_ptr<ServerState> ServerRegistry::Get(const std::string& upstream,
                                                  const ServerConfig& server) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto key = std::make_pair(upstream, server.address_text);
   auto it = states_.find(key);
   if (it != states_.end()) return it->second;
@@ -27,7 +27,7 @@ std::shared_ptr<ServerState> ServerRegistry::Get(const std::string& upstream,
 }
 
 void ServerRegistry::Prune() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (auto it = states_.begin(); it != states_.end();) {
     if (it->second.use_count() == 1) {
       free_ids_.push_back(it->second->id());
@@ -39,7 +39,7 @@ void ServerRegistry::Prune() {
 }
 
 std::vector<std::shared_ptr<ServerState>> ServerRegistry::All() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<std::shared_ptr<ServerState>> out;
   for (const auto& [k, v] : states_) out.push_back(v);
   return out;
@@ -53,7 +53,8 @@ ListenSockets::~ListenSockets() {
 
 absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     std::shared_ptr<const GatewayConfig> config, int workers, const Snapshot* previous,
-    ServerRegistry* registry, observe::Interner* endpoints, uint64_t generation) {
+    ServerRegistry* registry, ZoneRegistry* zones, observe::Interner* endpoints,
+    uint64_t generation) {
   auto snap = std::make_shared<Snapshot>();
   snap->generation = generation;
   snap->config = config;
@@ -76,8 +77,15 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     snap->upstreams.push_back(std::move(rt));
     names.push_back(u.name);
   }
+  for (const auto& z : config->limit_zones) snap->zones.push_back(zones->Get(z));
   auto intern = [endpoints](std::string_view s) { return endpoints->Intern(s); };
   for (const auto& l : config->listeners) {
+    for (const auto& r : l.routes) {
+      if (r.ban.set && std::find(snap->ban_keys.begin(), snap->ban_keys.end(), r.ban.key) ==
+                           snap->ban_keys.end()) {
+        snap->ban_keys.push_back(r.ban.key);
+      }
+    }
     snap->routers.push_back(std::make_unique<Router>(l, names, intern));
     for (const auto& r : snap->routers.back()->routes()) {
       if (r.upstream_index >= 0 &&

@@ -8,10 +8,11 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "core/mutex.h"
 #include "gateway/balancer.h"
 #include "gateway/config.h"
 #include "gateway/health.h"
+#include "gateway/rate_limit.h"
 #include "gateway/router.h"
 #include "observe/metrics.h"
 
@@ -31,7 +32,7 @@ class ServerRegistry {
   std::vector<std::shared_ptr<ServerState>> All() const;
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::pair<std::string, std::string>, std::shared_ptr<ServerState>> states_
       ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> free_ids_ ABSL_GUARDED_BY(mu_);
@@ -61,11 +62,14 @@ struct Snapshot {
   std::vector<std::unique_ptr<Router>> routers;        // per listener
   std::vector<std::shared_ptr<ListenSockets>> listen;  // per listener
   std::vector<int> routed_upstreams;                   // upstream indexes some route uses
+  std::vector<std::shared_ptr<LimitZone>> zones;       // per config.limit_zones
+  std::vector<KeySpec> ban_keys;                       // the distinct keys ban rules use
 
   // Builds a snapshot, reusing sockets from `previous` where the address is unchanged.
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(
       std::shared_ptr<const GatewayConfig> config, int workers, const Snapshot* previous,
-      ServerRegistry* registry, observe::Interner* endpoints, uint64_t generation);
+      ServerRegistry* registry, ZoneRegistry* zones, observe::Interner* endpoints,
+      uint64_t generation);
 };
 
 }  // namespace bulwark::gateway

@@ -10,6 +10,7 @@
 #include "core/event_loop.h"
 #include "gateway/access_log.h"
 #include "gateway/balancer.h"
+#include "gateway/bans.h"
 #include "gateway/upstream.h"
 #include "observe/metrics.h"
 
@@ -23,6 +24,7 @@ class Worker;
 struct WorkerShared {
   observe::Interner* endpoints = nullptr;
   AccessLog* access_log = nullptr;  // may be null (access log off)
+  BanTable* bans = nullptr;
 };
 
 // The per-worker face of one snapshot: balancers with this worker's round-robin state.
@@ -49,6 +51,7 @@ struct WorkerStats {
   observe::ShardValue no_upstream;
   observe::ShardValue client_aborts;
   observe::ShardValue accept_errors;
+  observe::ShardValue access_denied;
   std::atomic<int64_t> open_clients{0};
   std::atomic<int64_t> open_upstreams{0};
 };

@@ -43,27 +43,27 @@ void AppendHeader(std::string* out, std::string_view name, std::string_view type
 }
 
 int Registry::AddCollector(Collector c) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   int id = next_id_++;
   collectors_.emplace_back(id, std::move(c));
   return id;
 }
 
 void Registry::RemoveCollector(int id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::erase_if(collectors_, [id](const auto& p) { return p.first == id; });
 }
 
 std::string Registry::Render() const {
   std::string out;
   out.reserve(16384);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const auto& [id, c] : collectors_) c(&out);
   return out;
 }
 
 uint32_t Interner::Intern(std::string_view s) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (uint32_t i = 0; i < names_.size(); ++i) {
     if (names_[i] == s) return i;
   }
@@ -72,7 +72,7 @@ uint32_t Interner::Intern(std::string_view s) {
 }
 
 std::string Interner::Name(uint32_t id) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return id < names_.size() ? names_[id] : std::string();
 }
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "core/mutex.h"
 
 namespace bulwark::observe {
 
@@ -58,7 +58,7 @@ class Registry {
   std::string Render() const;
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::vector<std::pair<int, Collector>> collectors_ ABSL_GUARDED_BY(mu_);
   int next_id_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -71,7 +71,7 @@ class Interner {
   std::string Name(uint32_t id) const;
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::vector<std::string> names_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -136,6 +136,98 @@ TEST(Config, SemanticErrors) {
   }
 }
 
+TEST(Config, ProtectionSettings) {
+  ConfigLoad l = Load(R"(
+limit_req_zones:
+  api_limit: {key: $binary_remote_addr, rate: 10r/s, size: 10m}
+  tenant: {key: [client_ip, "header:X-Tenant"], rate: 30r/m}
+bans: {max_entries: 1000, never_ban: [10.0.0.0/8], status: 429}
+listeners:
+  - listen: 127.0.0.1:8080
+    access: [allow 10.0.0.0/8, "deny all"]
+    limit_req: {zone: api_limit, burst: 20, nodelay: true}
+    limit_req_status: 503
+    routes:
+      - {prefix: /a, upstream: app}
+      - prefix: /b
+        upstream: app
+        access: []
+        limit_req: [{zone: api_limit, burst: 5, delay: 2}, {zone: tenant}]
+        limit_req_dry_run: true
+        ban: {on: [rate_limited, 401], maxretry: 3, findtime: 1m, bantime: 1h}
+upstreams:
+  app: {servers: [127.0.0.1:3000]}
+)");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const auto& g = *l.config->gateway;
+  ASSERT_EQ(g.limit_zones.size(), 2u);
+  EXPECT_EQ(g.limit_zones[0].rate_milli, 10000);
+  EXPECT_EQ(g.limit_zones[0].key.parts[0].kind, gateway::KeyPartKind::kClientIp);
+  EXPECT_EQ(g.limit_zones[1].rate_milli, 500);
+  ASSERT_EQ(g.limit_zones[1].key.parts.size(), 2u);
+  EXPECT_EQ(g.limit_zones[1].key.parts[1].name, "x-tenant");
+  EXPECT_EQ(g.bans.status, 429);
+  const auto& a = g.listeners[0].routes[0];
+  const auto& b = g.listeners[0].routes[1];
+  // /a inherits everything from the listener.
+  ASSERT_EQ(a.limit_req.rules.size(), 1u);
+  EXPECT_EQ(a.limit_req.rules[0].burst, 20000);
+  EXPECT_GT(a.limit_req.rules[0].delay, a.limit_req.rules[0].burst);  // nodelay
+  EXPECT_EQ(a.limit_req.status, 503);
+  EXPECT_EQ(a.access.rules.size(), 2u);
+  EXPECT_FALSE(a.ban.set);
+  // /b has its own rules and keeps the inherited status.
+  ASSERT_EQ(b.limit_req.rules.size(), 2u);
+  EXPECT_EQ(b.limit_req.rules[0].delay, 2000);
+  EXPECT_EQ(b.limit_req.rules[1].zone_index, 1);
+  EXPECT_EQ(b.limit_req.status, 503);
+  EXPECT_TRUE(b.limit_req.dry_run);
+  EXPECT_TRUE(b.access.set);
+  EXPECT_TRUE(b.access.rules.empty());
+  EXPECT_TRUE(b.ban.on_rate_limited);
+  EXPECT_EQ(b.ban.statuses, std::vector<int>{401});
+  EXPECT_EQ(b.ban.bantime_ms, 3600000);
+
+  IpAddress ten = *IpAddress::Parse("10.1.2.3");
+  IpAddress other = *IpAddress::Parse("::ffff:192.0.2.1");  // folded to IPv4
+  EXPECT_EQ(other.family, AF_INET);
+  EXPECT_TRUE(a.access.Allows(ten));
+  EXPECT_FALSE(a.access.Allows(other));
+}
+
+TEST(Config, ProtectionErrors) {
+  ConfigLoad l = Load(R"(limit_req_zones:
+  api: {rate: 10r/h}
+  login: {rate: 5r/s, key: cookie:sid}
+listeners:
+  - listen: 127.0.0.1:8080
+    access: [permit 10.0.0.0/8, deny 10.0.0.0/33]
+    routes:
+      - prefix: /
+        return: 204
+        limit_req: {zone: logn, burst: 2, nodelay: true, delay: 1}
+        ban: {maxretry: 0}
+)");
+  std::string all = Join(l.errors, "\n");
+  EXPECT_NE(all.find("t.yml:2:15: limit_req_zones.api.rate: invalid rate \"10r/h\""),
+            std::string::npos)
+      << all;
+  EXPECT_EQ(l.errors.size(), 8u) << all;
+  EXPECT_NE(all.find("t.yml:3:28: limit_req_zones.login.key: unknown key part \"cookie:sid\""),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("t.yml:6:14: listeners[0].access: \"permit 10.0.0.0/8\" is not a rule"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("prefix > 32"), std::string::npos) << all;
+  EXPECT_NE(all.find("no zone named \"logn\" in limit_req_zones (did you mean \"login\"?)"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("use either nodelay or delay"), std::string::npos) << all;
+  EXPECT_NE(all.find("expected `on:`"), std::string::npos) << all;
+  EXPECT_NE(all.find("maxretry: 0 is out of range"), std::string::npos) << all;
+}
+
 TEST(Config, ShippedExamplesAreValid) {
   for (const char* f : {"/config/examples/minimal.yml", "/config/examples/api-gateway.yml",
                         "/config/examples/blue-green.yml", "/config/examples/sticky-sessions.yml",

@@ -1,0 +1,79 @@
+// Automatic bans with fail2ban's semantics, shared by every worker.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "core/mutex.h"
+#include "gateway/config.h"
+
+namespace bulwark::gateway {
+
+struct BanInfo {
+  std::string key;     // e.g. the client IP
+  std::string rule;    // the route whose rule banned it, or "admin"
+  std::string reason;  // "5 x 401/403 within 1m"
+  int64_t banned_at_ms = 0;   // monotonic
+  int64_t expires_at_ms = 0;  // monotonic
+};
+
+// A BanTable holds active bans and the strike counters ("failures" in fail2ban's words) that
+// lead to them. A key with `maxretry` strikes inside `findtime` is banned for `bantime`. Both
+// tables are bounded by max_entries: expired entries go first, then the oldest. Checking a key
+// costs one relaxed load while nothing is banned. Thread-safe; times are monotonic ms.
+class BanTable {
+ public:
+  explicit BanTable(int64_t max_entries = 100000);
+
+  void set_max_entries(int64_t n) { max_entries_.store(n, std::memory_order_relaxed); }
+  bool IsBanned(std::string_view key, int64_t now_ms);
+  // Counts one strike against `key` under `rule` (named `rule_name`). Returns true when this
+  // strike bans the key (the caller logs the security event).
+  bool Strike(std::string_view key, std::string_view rule_name, const BanRuleConfig& rule,
+              int64_t now_ms, std::string_view what);
+  // Bans `key` for `duration_ms` (an operator's or another instance's ban).
+  void Ban(std::string_view key, std::string_view rule_name, std::string_view reason,
+           int64_t now_ms, int64_t duration_ms);
+  // Lifts a ban and forgets the key's strikes. Returns false when the key was not banned.
+  bool Lift(std::string_view key);
+  std::vector<BanInfo> List(int64_t now_ms);
+
+  int64_t active() const { return active_.load(std::memory_order_relaxed); }
+  uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+  // Bans imposed and strikes counted, per rule name.
+  std::map<std::string, std::pair<uint64_t, uint64_t>> RuleCounts() const;
+
+ private:
+  static constexpr int kShards = 16;
+  struct Strikes {
+    std::deque<int64_t> times;  // at most maxretry, oldest first
+    int64_t last_ms = 0;
+  };
+  struct Shard {
+    Mutex mu;
+    absl::flat_hash_map<std::string, BanInfo> bans ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<std::string, Strikes> strikes ABSL_GUARDED_BY(mu);
+  };
+  Shard& ShardFor(std::string_view key);
+  void BanLocked(Shard& s, std::string_view key, std::string_view rule_name,
+                 std::string_view reason, int64_t now_ms, int64_t duration_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  void TrimLocked(Shard& s, int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+
+  std::atomic<int64_t> max_entries_;
+  std::atomic<int64_t> active_{0};
+  std::atomic<uint64_t> refused_{0};
+  std::unique_ptr<Shard[]> shards_;
+  mutable Mutex counts_mu_;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> counts_ ABSL_GUARDED_BY(counts_mu_);
+};
+
+}  // namespace bulwark::gateway

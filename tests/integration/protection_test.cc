@@ -1,0 +1,286 @@
+// Edge protection against real processes: limit_req side by side with a real nginx, allow/deny
+// lists, automatic bans and the bans API.
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/integration/harness.h"
+
+namespace bulwark::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Outcome {
+  int status = 0;
+  int64_t ms = 0;
+  std::string retry_after;
+};
+
+// Sends one GET per offset (ms from now), each on its own connection, without waiting for
+// earlier answers, and records status and latency in the order sent.
+std::vector<Outcome> RunSchedule(int port, const std::string& path,
+                                 const std::vector<int>& offsets) {
+  std::vector<Outcome> out(offsets.size());
+  std::vector<std::thread> threads;
+  auto t0 = Clock::now() + std::chrono::milliseconds(50);
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    threads.emplace_back([&, i] {
+      Client c(port);
+      std::this_thread::sleep_until(t0 + std::chrono::milliseconds(offsets[i]));
+      auto start = Clock::now();
+      Response r = c.Get(path);
+      out[i].status = r.status;
+      out[i].ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+      out[i].retry_after = r.headers["retry-after"];
+    });
+  }
+  for (auto& t : threads) t.join();
+  return out;
+}
+
+// P(assed), D(elayed) or R(ejected), one letter per request.
+std::string Classify(const std::vector<Outcome>& v) {
+  std::string s;
+  for (const auto& o : v) s += o.status == 429 ? 'R' : o.status != 200 ? '?' : o.ms >= 50 ? 'D' : 'P';
+  return s;
+}
+
+std::string Describe(const std::vector<Outcome>& v) {
+  std::string s;
+  for (const auto& o : v) s += std::to_string(o.status) + "/" + std::to_string(o.ms) + "ms ";
+  return s;
+}
+
+struct Case {
+  std::string name;
+  std::string nginx_zone;   // limit_req_zone arguments after the key
+  std::string nginx_rules;  // limit_req lines
+  std::string zones_yaml;   // bulwark limit_req_zones entries
+  std::string rules_yaml;   // bulwark limit_req value
+  std::vector<int> offsets;
+};
+
+TEST(Protection, LimitReqMatchesNginxRequestForRequest) {
+  std::string nginx_bin = FindProgram("nginx");
+  ASSERT_FALSE(nginx_bin.empty()) << "nginx is not installed: run scripts/deps";
+  Backend backend([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+
+  std::vector<Case> cases = {
+      {"delay", "zone=c1:1m rate=10r/s", "limit_req zone=c1 burst=3;",
+       "  c1: {rate: 10r/s, size: 1m}\n", "{zone: c1, burst: 3}", {0, 5, 10, 15, 20, 25, 700}},
+      {"nodelay", "zone=c2:1m rate=2r/s", "limit_req zone=c2 burst=5 nodelay;",
+       "  c2: {rate: 2r/s, size: 1m}\n", "{zone: c2, burst: 5, nodelay: true}",
+       {0, 5, 10, 15, 20, 25, 30, 35, 620, 640}},
+      {"two_stage", "zone=c3:1m rate=5r/s", "limit_req zone=c3 burst=4 delay=2;",
+       "  c3: {rate: 5r/s, size: 1m}\n", "{zone: c3, burst: 4, delay: 2}",
+       {0, 5, 10, 15, 20, 25, 30, 35}},
+      {"per_minute", "zone=c4:1m rate=60r/m", "limit_req zone=c4 burst=1 nodelay;",
+       "  c4: {rate: 60r/m, size: 1m}\n", "{zone: c4, burst: 1, nodelay: true}",
+       {0, 5, 10, 500, 1150, 1160}},
+      {"two_zones", "zone=c5:1m rate=10r/s",
+       "limit_req zone=c5 burst=2 nodelay; limit_req zone=c6 burst=4;",
+       "  c5: {rate: 10r/s, size: 1m}\n  c6: {rate: 4r/s, size: 1m}\n",
+       "[{zone: c5, burst: 2, nodelay: true}, {zone: c6, burst: 4}]",
+       {0, 5, 10, 15, 20, 25, 400, 405}},
+  };
+
+  std::string dir = MakeTempDir();
+  int nginx_port = FreePort();
+  std::string zones, locations;
+  for (const auto& c : cases) {
+    zones += "  limit_req_zone $binary_remote_addr " + c.nginx_zone + ";\n";
+    locations += "    location /" + c.name + " { " + c.nginx_rules +
+                 " proxy_pass http://127.0.0.1:" + std::to_string(backend.port()) + "; }\n";
+  }
+  // nginx declares c6 through the two_zones case's rules; it needs its own zone line.
+  zones += "  limit_req_zone $binary_remote_addr zone=c6:1m rate=4r/s;\n";
+  WriteFile(dir + "/nginx.conf",
+            "daemon off; worker_processes 1; pid " + dir + "/nginx.pid; error_log " + dir +
+                "/error.log;\nevents { worker_connections 256; }\nhttp { access_log off; "
+                "client_body_temp_path " + dir + "; proxy_temp_path " + dir +
+                ";\n  limit_req_status 429;\n" + zones + "  server { listen 127.0.0.1:" +
+                std::to_string(nginx_port) + ";\n" + locations + "  }\n}\n");
+  Process nginx({nginx_bin, "-p", dir, "-c", dir + "/nginx.conf"}, {}, dir + "/nginx.out");
+  ASSERT_TRUE(WaitForPort(nginx_port, 5000))
+      << ReadFile(dir + "/nginx.out") << ReadFile(dir + "/error.log");
+
+  int port = FreePort(), admin = FreePort();
+  std::string cfg = "workers: 2\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
+                    std::to_string(admin) + "}\nlimit_req_zones:\n";
+  for (const auto& c : cases) cfg += c.zones_yaml;
+  cfg += "listeners:\n  - listen: 127.0.0.1:" + std::to_string(port) + "\n    routes:\n";
+  for (const auto& c : cases)
+    cfg += "      - {prefix: /" + c.name + ", upstream: app, limit_req: " + c.rules_yaml + "}\n";
+  cfg += "upstreams:\n  app: {servers: ['127.0.0.1:" + std::to_string(backend.port()) + "']}\n";
+  Bulwark b(cfg);
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+
+  for (const auto& c : cases) {
+    std::vector<Outcome> theirs, ours;
+    std::thread t1([&] { theirs = RunSchedule(nginx_port, "/" + c.name, c.offsets); });
+    std::thread t2([&] { ours = RunSchedule(port, "/" + c.name, c.offsets); });
+    t1.join();
+    t2.join();
+    EXPECT_EQ(Classify(ours), Classify(theirs))
+        << c.name << "\nnginx:   " << Describe(theirs) << "\nbulwark: " << Describe(ours);
+    // Each schedule is built to make nginx both delay or reject and pass.
+    EXPECT_NE(Classify(theirs).find_first_of("DR"), std::string::npos) << c.name;
+    EXPECT_NE(Classify(theirs).find('P'), std::string::npos) << c.name;
+    std::cout << c.name << ": " << Classify(theirs) << "\n";
+    // Delays agree to within scheduling noise.
+    for (size_t i = 0; i < ours.size(); ++i) {
+      if (ours[i].status == 200 && theirs[i].status == 200 && theirs[i].ms >= 50) {
+        EXPECT_NEAR(ours[i].ms, theirs[i].ms, 60) << c.name << " request " << i;
+      }
+      if (ours[i].status == 429) {
+        EXPECT_FALSE(ours[i].retry_after.empty()) << c.name;
+      }
+    }
+  }
+  // Every decision is counted.
+  Response m = HttpGet(admin, "/metrics");
+  EXPECT_NE(m.body.find("bulwark_ratelimit_requests_total{zone=\"c2\",result=\"rejected\"} "),
+            std::string::npos);
+  EXPECT_EQ(m.body.find("bulwark_ratelimit_requests_total{zone=\"c2\",result=\"rejected\"} 0"),
+            std::string::npos)
+      << m.body;
+  nginx.Signal(SIGQUIT);
+  nginx.Wait(5000);
+}
+
+TEST(Protection, RejectionStatusDryRunAndInheritance) {
+  Backend backend([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b("workers: 1\naccess_log: {path: stderr}\nadmin: {listen: 127.0.0.1:" +
+            std::to_string(admin) +
+            "}\n"
+            "limit_req_zones:\n  one: {rate: 1r/m}\n  two: {rate: 1r/m, key: route}\n"
+            "listeners:\n  - listen: 127.0.0.1:" +
+            std::to_string(port) +
+            "\n    limit_req: {zone: one}\n    limit_req_status: 503\n"
+            "    routes:\n"
+            "      - {prefix: /inherit, upstream: app}\n"
+            "      - {prefix: /dry, upstream: app, limit_req: {zone: two}, limit_req_dry_run: true}\n"
+            "      - {prefix: /none, upstream: app, limit_req: []}\n"
+            "upstreams:\n  app: {servers: ['127.0.0.1:" +
+            std::to_string(backend.port()) + "']}\n");
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  EXPECT_EQ(HttpGet(port, "/inherit").status, 200);
+  Response r = HttpGet(port, "/inherit");
+  EXPECT_EQ(r.status, 503);  // the listener's limit_req_status, as nginx uses 503
+  // 1r/m is 16 thousandths per second in nginx's integer arithmetic: 62.5 s, rounded up.
+  EXPECT_EQ(r.headers["retry-after"], "63");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(HttpGet(port, "/dry").status, 200);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(HttpGet(port, "/none").status, 200);
+  Response m = HttpGet(admin, "/metrics");
+  EXPECT_NE(m.body.find("bulwark_ratelimit_requests_total{zone=\"two\",result=\"rejected_dry_run\"} 2"),
+            std::string::npos)
+      << m.body;
+  EXPECT_NE(b.log().find("\"limit_req\":\"rejected_dry_run\""), std::string::npos);
+}
+
+TEST(Protection, AllowDenyListsPerListenerAndRoute) {
+  Backend backend([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b("workers: 1\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
+            std::to_string(admin) +
+            "}\n"
+            "trusted_proxies: [127.0.0.1]\n"
+            "listeners:\n  - listen: 127.0.0.1:" +
+            std::to_string(port) +
+            "\n    access: [deny 203.0.113.0/24, 'deny 2001:db8::/32', allow all]\n"
+            "    routes:\n"
+            "      - {prefix: /, upstream: app}\n"
+            "      - {prefix: /internal, upstream: app, access: [allow 10.0.0.0/8, deny all]}\n"
+            "upstreams:\n  app: {servers: ['127.0.0.1:" +
+            std::to_string(backend.port()) + "']}\n");
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  auto from = [&](const std::string& ip, const std::string& path) {
+    return HttpGet(port, path, "X-Forwarded-For: " + ip + "\r\n").status;
+  };
+  EXPECT_EQ(from("198.51.100.7", "/"), 200);
+  EXPECT_EQ(from("203.0.113.9", "/"), 403);
+  EXPECT_EQ(from("2001:db8::1", "/"), 403);
+  EXPECT_EQ(from("2001:db9::1", "/"), 200);
+  EXPECT_EQ(from("203.0.113.9", "/nothing-here"), 403);  // no special route: listener rules
+  // The route's own list replaces the listener's (nginx inheritance).
+  EXPECT_EQ(from("10.1.2.3", "/internal"), 200);
+  EXPECT_EQ(from("198.51.100.7", "/internal"), 403);
+  Response m = HttpGet(admin, "/metrics");
+  EXPECT_NE(m.body.find("bulwark_access_denied_total 4"), std::string::npos) << m.body;
+}
+
+TEST(Protection, AuthFailuresBanAClientUntilLifted) {
+  Backend backend([](const Backend::Request& r) {
+    if (r.target.rfind("/login", 0) == 0) return Backend::Reply(401, "no");
+    return Backend::Reply(200, "ok");
+  });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b("workers: 2\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
+            std::to_string(admin) +
+            "}\n"
+            "trusted_proxies: [127.0.0.1]\n"
+            "bans: {never_ban: [192.0.2.0/24]}\n"
+            "limit_req_zones:\n  api: {rate: 1r/m}\n"
+            "listeners:\n  - listen: 127.0.0.1:" +
+            std::to_string(port) +
+            "\n    routes:\n"
+            "      - {prefix: /, upstream: app}\n"
+            "      - name: login\n        prefix: /login\n        upstream: app\n"
+            "        ban: {on: [401, 403], maxretry: 3, findtime: 1m, bantime: 1h}\n"
+            "      - name: api\n        prefix: /api\n        upstream: app\n"
+            "        limit_req: {zone: api}\n"
+            "        ban: {on: [rate_limited], maxretry: 2, findtime: 1m, bantime: 10m}\n"
+            "upstreams:\n  app: {servers: ['127.0.0.1:" +
+            std::to_string(backend.port()) + "']}\n");
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  auto from = [&](const std::string& ip, const std::string& path) {
+    return HttpGet(port, path, "X-Forwarded-For: " + ip + "\r\n").status;
+  };
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(from("198.51.100.1", "/login"), 401);
+  // Banned everywhere now, for an hour; others are not.
+  EXPECT_EQ(from("198.51.100.1", "/"), 403);
+  EXPECT_EQ(from("198.51.100.1", "/login"), 403);
+  EXPECT_EQ(from("198.51.100.2", "/"), 200);
+  // A never_ban network is never banned.
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(from("192.0.2.1", "/login"), 401);
+  EXPECT_EQ(from("192.0.2.1", "/"), 200);
+  // Rate-limit rejections count too: the first request passes, two rejections ban.
+  EXPECT_EQ(from("198.51.100.3", "/api"), 200);
+  EXPECT_EQ(from("198.51.100.3", "/api"), 429);
+  EXPECT_EQ(from("198.51.100.3", "/api"), 429);
+  EXPECT_EQ(from("198.51.100.3", "/"), 403);
+
+  Response list = HttpGet(admin, "/api/v1/bans");
+  EXPECT_EQ(list.status, 200);
+  EXPECT_NE(list.body.find("\"key\":\"198.51.100.1\""), std::string::npos) << list.body;
+  EXPECT_NE(list.body.find("\"reason\":\"3 x 401 within 1m\""), std::string::npos) << list.body;
+  EXPECT_NE(list.body.find("\"key\":\"198.51.100.3\""), std::string::npos) << list.body;
+  EXPECT_EQ(list.body.find("192.0.2.1"), std::string::npos) << list.body;
+  Response m = HttpGet(admin, "/metrics");
+  EXPECT_NE(m.body.find("bulwark_bans_active 2"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("bulwark_bans_total{rule=\"login\"} 1"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("bulwark_bans_total{rule=\"api\"} 1"), std::string::npos) << m.body;
+  EXPECT_NE(b.log().find("security event: banned 198.51.100.1"), std::string::npos) << b.log();
+
+  // Lift one ban through the API; an operator can ban by hand too.
+  Client c(admin);
+  c.Send("DELETE /api/v1/bans/198.51.100.1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(c.Read().status, 200);
+  EXPECT_EQ(from("198.51.100.1", "/"), 200);
+  Client c2(admin);
+  std::string body = "{\"key\": \"198.51.100.9\", \"duration\": \"5m\"}";
+  c2.Send("POST /api/v1/bans HTTP/1.1\r\nHost: a\r\nContent-Length: " +
+          std::to_string(body.size()) + "\r\n\r\n" + body);
+  EXPECT_EQ(c2.Read().status, 200);
+  EXPECT_EQ(from("198.51.100.9", "/"), 403);
+  Client c3(admin);
+  c3.Send("DELETE /api/v1/bans/203.0.113.1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(c3.Read().status, 404);
+}
+
+}  // namespace
+}  // namespace bulwark::testing
