@@ -206,7 +206,9 @@ bool Server::Ready(std::string* why) {
     bool any = false;
     for (size_t i = 0; i < ur.servers.size(); ++i) {
       const auto& sc = ur.cfg->servers[i];
-      if (!sc.down && ur.servers[i]->Usable(now, sc.max_fails, sc.fail_timeout_ms)) any = true;
+      if (!sc.down && ur.servers[i]->Usable(now, sc.max_fails, sc.fail_timeout_ms) &&
+          ur.servers[i]->ResilienceAllows(now, INT32_MAX))
+        any = true;
     }
     if (!any) {
       *why = StrCat("upstream ", ur.cfg->name, " has no healthy server");
@@ -406,14 +408,17 @@ void Server::CollectGateway(std::string* out) {
   };
   gauge("bulwark_upstream_up",
         "1 when the server takes new requests (not down, failed or drained).", [&](const Row& r) {
-          return !r.sc->down && r.s->Usable(now, r.sc->max_fails, r.sc->fail_timeout_ms) ? 1 : 0;
+          return !r.sc->down && r.s->Usable(now, r.sc->max_fails, r.sc->fail_timeout_ms) &&
+                         r.s->ResilienceAllows(now, INT32_MAX)
+                     ? 1
+                     : 0;
         });
   observe::AppendHeader(out, "bulwark_upstream_state", "gauge",
                         "The server's state: one series per state, 1 for the current one.");
   for (const auto& r : rows) {
     std::string_view cur =
         r.sc->down ? "down" : r.s->StateName(now, r.sc->max_fails, r.sc->fail_timeout_ms);
-    for (const char* st : {"up", "down", "failed", "drained"}) {
+    for (const char* st : {"up", "down", "failed", "drained", "open", "ejected"}) {
       StrAppend(out, "bulwark_upstream_state{", r.labels, ",state=\"", st, "\"} ",
                 cur == st ? 1 : 0, "\n");
     }
@@ -434,6 +439,29 @@ void Server::CollectGateway(std::string* out) {
   counter("bulwark_upstream_retries_total",
           "Attempts that were retries of a request another server failed.",
           [](const gateway::ServerCounters& c) { return c.retries.Get(); });
+  observe::AppendHeader(out, "bulwark_upstream_circuit_breaker_state", "gauge",
+                        "The server's circuit breaker: one series per state, 1 for the current.");
+  for (const auto& r : rows) {
+    int st = static_cast<int>(r.s->breaker_state(now));
+    const char* names[] = {"closed", "open", "half_open"};
+    for (int i = 0; i < 3; ++i) {
+      StrAppend(out, "bulwark_upstream_circuit_breaker_state{", r.labels, ",state=\"", names[i],
+                "\"} ", st == i ? 1 : 0, "\n");
+    }
+  }
+  observe::AppendHeader(out, "bulwark_upstream_circuit_breaker_opens_total", "counter",
+                        "Times the server's circuit breaker opened.");
+  for (const auto& r : rows)
+    StrAppend(out, "bulwark_upstream_circuit_breaker_opens_total{", r.labels, "} ",
+              r.s->breaker_opens(), "\n");
+  observe::AppendHeader(out, "bulwark_upstream_ejected", "gauge",
+                        "1 while outlier detection has ejected the server.");
+  for (const auto& r : rows)
+    StrAppend(out, "bulwark_upstream_ejected{", r.labels, "} ", r.s->ejected(now) ? 1 : 0, "\n");
+  observe::AppendHeader(out, "bulwark_upstream_ejections_total", "counter",
+                        "Times outlier detection ejected the server.");
+  for (const auto& r : rows)
+    StrAppend(out, "bulwark_upstream_ejections_total{", r.labels, "} ", r.s->ejections(), "\n");
   observe::AppendHeader(out, "bulwark_upstream_health_checks_failed_total", "counter",
                         "Active health checks that failed.");
   for (const auto& r : rows)
@@ -483,6 +511,15 @@ void Server::CollectGateway(std::string* out) {
                           "Access log rotations.");
     StrAppend(out, "bulwark_access_log_rotations_total ", access_log_->rotations(), "\n");
   }
+  worker_sum("bulwark_retry_budget_exhausted_total", "counter",
+             "Retries not made because the upstream's retry budget was spent.",
+             [](const gateway::WorkerStats& s) { return s.retry_budget_exhausted.Get(); });
+  worker_sum("bulwark_retry_backoffs_total", "counter",
+             "Retries that waited a jittered backoff first.",
+             [](const gateway::WorkerStats& s) { return s.retry_backoffs.Get(); });
+  worker_sum("bulwark_upstream_panic_total", "counter",
+             "Server choices made in panic mode (too few usable servers: all were used).",
+             [](const gateway::WorkerStats& s) { return s.panic_selections.Get(); });
   worker_sum("bulwark_access_denied_total", "counter",
              "Requests refused (403) by an allow/deny list.",
              [](const gateway::WorkerStats& s) { return s.access_denied.Get(); });

@@ -72,9 +72,11 @@ Balancer::Balancer(const UpstreamConfig& cfg, const std::vector<ServerState*>& s
     const ServerConfig& s = cfg.servers[i];
     Peer p{states[i], s.weight, s.max_fails, s.fail_timeout_ms, s.backup, s.down};
     p.effective_weight = s.weight;
+    p.half_open_requests = cfg.breaker.half_open_requests;
     peers_.push_back(p);
   }
   scratch_.reserve(peers_.size());
+  if (cfg.outlier.enabled) panic_threshold_ = cfg.outlier.panic_threshold;
 }
 
 uint64_t Balancer::Random() {
@@ -101,6 +103,18 @@ void Balancer::RecordFailure(int idx) {
 }
 
 int Balancer::Select(int64_t now_ms, std::optional<uint64_t> key_hash, const TriedSet& tried) {
+  panic_ = false;
+  if (panic_threshold_ > 0) {
+    // Envoy's panic threshold: when too few servers are usable, spreading the load over all of
+    // them (failing or not) beats crushing the few that are left.
+    int usable = 0, total = 0;
+    for (int i = 0; i < static_cast<int>(peers_.size()); ++i) {
+      if (peers_[i].down || peers_[i].state->drained()) continue;
+      ++total;
+      usable += Usable(i, now_ms) ? 1 : 0;
+    }
+    panic_ = total > 0 && usable * 100 < panic_threshold_ * total;
+  }
   int idx = Pick(now_ms, key_hash, tried, false);
   if (idx < 0 && kind_ != BalanceKind::kHash) idx = Pick(now_ms, key_hash, tried, true);
   if (idx >= 0) {

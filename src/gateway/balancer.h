@@ -43,6 +43,7 @@ class Balancer {
     int64_t fail_timeout_ms;
     bool backup;
     bool down;
+    int half_open_requests = 1;  // breaker probes allowed at once
     int current_weight = 0;    // nginx smooth weighted round robin
     int effective_weight = 0;  // lowered on failures, recovers by one per selection
   };
@@ -62,8 +63,13 @@ class Balancer {
   const Peer& peer(int i) const { return peers_[i]; }
   bool Usable(int i, int64_t now_ms) const {
     const Peer& p = peers_[i];
-    return !p.down && p.state->Usable(now_ms, p.max_fails, p.fail_timeout_ms);
+    if (p.down || p.state->drained()) return false;
+    if (panic_) return true;
+    return p.state->Usable(now_ms, p.max_fails, p.fail_timeout_ms) &&
+           p.state->ResilienceAllows(now_ms, p.half_open_requests);
   }
+  // True while the last Select ran in Envoy's panic mode.
+  bool panicked() const { return panic_; }
   // True when at least one server (primary or backup) is usable.
   bool AnyUsable(int64_t now_ms) const;
 
@@ -85,6 +91,8 @@ class Balancer {
   std::shared_ptr<const HashTables> tables_;
   uint64_t rng_;
   std::vector<int> scratch_;  // reused, sized once
+  int panic_threshold_ = 0;   // percent; 0 = never panic (nginx behaviour)
+  bool panic_ = false;
 };
 
 }  // namespace bulwark::gateway

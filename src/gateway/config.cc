@@ -49,6 +49,109 @@ void ParseHealthCheck(ConfigContext& ctx, const YAML::Node& node, const std::str
   r.Finish();
 }
 
+void ParseStatusList(ConfigContext& ctx, MapReader& r, std::string_view key,
+                     const std::string& what, std::vector<int>* out) {
+  YAML::Node n = r.Get(key);
+  if (!n.IsDefined()) return;
+  std::vector<std::string> items;
+  if (!r.StringList(key, &items)) return;
+  out->clear();
+  for (const auto& item : items) {
+    int st = 0;
+    if (!ParseInt(item, &st) || st < 100 || st > 599) {
+      ctx.Error(n.Mark(), StrCat(what, ".", key, ": \"", item, "\" is not an HTTP status"));
+      continue;
+    }
+    out->push_back(st);
+  }
+}
+
+void ParseBreaker(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                  BreakerConfig* b) {
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  b->enabled = true;
+  r.Bool("enabled", &b->enabled);
+  r.Int("failures", &b->failures, 1, 1000000);
+  ParseStatusList(ctx, r, "statuses", what, &b->statuses);
+  r.Duration("open_time", &b->open_time_ms);
+  r.Duration("max_open_time", &b->max_open_time_ms);
+  r.Int("half_open_requests", &b->half_open_requests, 1, 1000);
+  r.Int("successes", &b->successes, 1, 1000);
+  if (b->open_time_ms <= 0 || b->max_open_time_ms < b->open_time_ms)
+    ctx.Error(node.Mark(), StrCat(what, ": need 0 < open_time <= max_open_time"));
+  r.Finish();
+}
+
+void ParseOutlier(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                  OutlierConfig* o) {
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  o->enabled = true;
+  r.Bool("enabled", &o->enabled);
+  r.Int("consecutive_5xx", &o->consecutive_5xx, 1, 1000000);
+  r.Duration("interval", &o->interval_ms);
+  r.Duration("base_ejection_time", &o->base_ejection_time_ms);
+  r.Duration("max_ejection_time", &o->max_ejection_time_ms);
+  r.Int("max_ejection_percent", &o->max_ejection_percent, 0, 100);
+  r.Int("panic_threshold", &o->panic_threshold, 0, 100);
+  if (o->interval_ms <= 0 || o->base_ejection_time_ms <= 0 ||
+      o->max_ejection_time_ms < o->base_ejection_time_ms)
+    ctx.Error(node.Mark(),
+              StrCat(what, ": need positive interval and base_ejection_time <= max_ejection_time"));
+  r.Finish();
+}
+
+void ParseRetry(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                RetryPolicyConfig* p) {
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  p->enabled = true;
+  YAML::Node on = r.Get("on");
+  if (on.IsDefined()) {
+    std::vector<std::string> items;
+    r.StringList("on", &items);
+    p->on_connect_failure = p->on_timeout = p->on_reset = false;
+    p->statuses.clear();
+    for (const auto& item : items) {
+      int st = 0;
+      if (item == "connect_failure") {
+        p->on_connect_failure = true;
+      } else if (item == "timeout") {
+        p->on_timeout = true;
+      } else if (item == "reset") {
+        p->on_reset = true;
+      } else if (ParseInt(item, &st) && st >= 500 && st <= 599) {
+        p->statuses.push_back(st);
+      } else {
+        ctx.Error(on.Mark(), StrCat(what, ".on: \"", item,
+                                    "\" is not one of connect_failure, timeout, reset or a 5xx "
+                                    "status"));
+      }
+    }
+  }
+  r.Duration("per_try_timeout", &p->per_try_timeout_ms);
+  YAML::Node bo = r.Get("backoff");
+  if (bo.IsDefined()) {
+    MapReader b(ctx, bo, what + ".backoff");
+    bool has_max = b.Has("max");
+    b.Duration("base", &p->backoff_base_ms);
+    b.Duration("max", &p->backoff_max_ms);
+    if (!has_max) p->backoff_max_ms = p->backoff_base_ms * 10;  // Envoy: 10 x base
+    if (p->backoff_base_ms < 0 || p->backoff_max_ms < p->backoff_base_ms)
+      ctx.Error(bo.Mark(), StrCat(what, ".backoff: need 0 <= base <= max"));
+    b.Finish();
+  }
+  YAML::Node budget = r.Get("budget");
+  if (budget.IsDefined()) {
+    MapReader b(ctx, budget, what + ".budget");
+    b.Int("percent", &p->budget_percent, 0, 100);
+    b.Int("min_retry_concurrency", &p->min_retry_concurrency, 0, 100000);
+    b.Finish();
+  }
+  r.Finish();
+}
+
 void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
                  ServerConfig* s) {
   std::optional<MapReader> r;
@@ -135,6 +238,12 @@ void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node
 
   YAML::Node hc = r.Get("health_check");
   if (hc.IsDefined()) ParseHealthCheck(ctx, hc, what + ".health_check", &u->health_check);
+  YAML::Node cb = r.Get("circuit_breaker");
+  if (cb.IsDefined()) ParseBreaker(ctx, cb, what + ".circuit_breaker", &u->breaker);
+  YAML::Node od = r.Get("outlier_detection");
+  if (od.IsDefined()) ParseOutlier(ctx, od, what + ".outlier_detection", &u->outlier);
+  YAML::Node rp = r.Get("retry");
+  if (rp.IsDefined()) ParseRetry(ctx, rp, what + ".retry", &u->retry);
 
   YAML::Node servers = r.Get("servers");
   if (!servers.IsDefined() || !servers.IsSequence() || servers.size() == 0) {

@@ -40,6 +40,47 @@ enum class BalanceKind { kRoundRobin, kLeastConn, kP2C, kHash };
 enum class HashKeyKind { kClientIp, kHeader, kCookie };
 enum class HashAlgorithm { kRing, kMaglev };
 
+// A circuit breaker per server. Closed: `failures` consecutive failed attempts (connection
+// errors, timeouts, or a status in `statuses`) open it. Open: the server gets nothing for
+// `open_time`, doubled at each re-open up to `max_open_time` (APISIX api-breaker's schedule).
+// Half-open: up to `half_open_requests` probes at a time; `successes` good answers close it, one
+// failure re-opens it.
+struct BreakerConfig {
+  bool enabled = false;
+  int failures = 3;
+  std::vector<int> statuses = {500, 502, 503, 504};
+  int64_t open_time_ms = 2000;
+  int64_t max_open_time_ms = 300000;
+  int half_open_requests = 1;
+  int successes = 1;
+};
+
+// Envoy outlier detection (consecutive 5xx, where connection errors and timeouts count as 5xx).
+struct OutlierConfig {
+  bool enabled = false;
+  int consecutive_5xx = 5;
+  int64_t interval_ms = 10000;
+  int64_t base_ejection_time_ms = 30000;
+  int64_t max_ejection_time_ms = 300000;
+  int max_ejection_percent = 10;
+  int panic_threshold = 50;  // percent of usable servers below which all are used (0: never)
+};
+
+// Envoy-style retry policy. Without it bulwark retries like nginx proxy_next_upstream (error,
+// timeout; at once).
+struct RetryPolicyConfig {
+  bool enabled = false;
+  bool on_connect_failure = true;
+  bool on_timeout = true;
+  bool on_reset = true;
+  std::vector<int> statuses;        // e.g. 502, 503, 504: the response is dropped and retried
+  int64_t per_try_timeout_ms = 0;   // 0: the upstream's read_timeout only
+  int64_t backoff_base_ms = 25;     // Envoy retry_back_off defaults
+  int64_t backoff_max_ms = 250;
+  int budget_percent = 20;          // active retries <= this share of active requests...
+  int min_retry_concurrency = 3;    // ...or this many, whichever is larger (Envoy retry_budget)
+};
+
 struct UpstreamConfig {
   std::string name;
   BalanceKind balance = BalanceKind::kRoundRobin;
@@ -57,6 +98,9 @@ struct UpstreamConfig {
   int64_t next_upstream_timeout_ms = 0;  // nginx proxy_next_upstream_timeout (0 = no limit)
   bool retry_non_idempotent = false;     // nginx proxy_next_upstream non_idempotent
   HealthCheckConfig health_check;
+  BreakerConfig breaker;
+  OutlierConfig outlier;
+  RetryPolicyConfig retry;
 };
 
 struct ReturnConfig {

@@ -3,13 +3,18 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "core/mutex.h"
 #include "core/net.h"
 
 namespace bulwark::gateway {
+
+struct BreakerConfig;
+struct OutlierConfig;
 
 // The HAProxy rise/fall counter, exactly as HAProxy keeps it: `health` runs from 0 to
 // rise+fall-1 and the server is up while health >= rise. A server starts at health == rise: up,
@@ -78,6 +83,36 @@ class ServerState {
   std::atomic<int>& active() { return active_; }
   int active_count() const { return active_.load(std::memory_order_relaxed); }
 
+  // --- circuit breaker and outlier ejection (see BreakerConfig, OutlierConfig) ---
+  enum class BreakerState { kClosed = 0, kOpen = 1, kHalfOpen = 2 };
+  BreakerState breaker_state(int64_t now_ms) const;
+  // False while the breaker is open, or half-open with every probe slot taken, or the server is
+  // ejected.
+  bool ResilienceAllows(int64_t now_ms, int half_open_requests) const {
+    int64_t open_until = open_until_.load(std::memory_order_relaxed);
+    if (open_until != 0) {
+      if (now_ms < open_until) return false;
+      if (half_open_inflight_.load(std::memory_order_relaxed) >= half_open_requests) return false;
+    }
+    return now_ms >= ejected_until_.load(std::memory_order_relaxed);
+  }
+  // Called when an attempt starts on this server; true when it is a half-open probe (its
+  // outcome must then be recorded with probe = true).
+  bool ClaimProbe(int64_t now_ms);
+  // Records an attempt's outcome for the breaker and outlier detection. `peers` are the
+  // upstream's servers (for max_ejection_percent). Returns what changed, for the log.
+  enum Change { kNoChange = 0, kOpened = 1, kClosed = 2, kEjected = 4 };
+  int RecordOutcome(bool failure, bool probe, int64_t now_ms, const BreakerConfig& breaker,
+                    const OutlierConfig& outlier,
+                    const std::vector<std::shared_ptr<ServerState>>& peers);
+  bool ejected(int64_t now_ms) const {
+    return now_ms < ejected_until_.load(std::memory_order_relaxed);
+  }
+  int64_t open_until_ms() const { return open_until_.load(std::memory_order_relaxed); }
+  int64_t ejected_until_ms() const { return ejected_until_.load(std::memory_order_relaxed); }
+  uint64_t breaker_opens() const { return breaker_opens_.load(std::memory_order_relaxed); }
+  uint64_t ejections() const { return ejections_.load(std::memory_order_relaxed); }
+
   // Usable for new requests right now (not drained, active check up, passive not tripped).
   bool Usable(int64_t now_ms, int max_fails, int64_t fail_timeout_ms) const {
     return !drained() && active_up() && PassiveAvailable(now_ms, max_fails, fail_timeout_ms);
@@ -89,6 +124,9 @@ class ServerState {
   const char* StateName(int64_t now_ms, int max_fails, int64_t fail_timeout_ms) const;
 
  private:
+  void OpenBreakerLocked(int64_t now_ms, const BreakerConfig& breaker)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const uint32_t id_;
   const std::string upstream_;
   const std::string address_text_;
@@ -109,6 +147,19 @@ class ServerState {
 
   std::atomic<bool> drained_{false};
   std::atomic<int> active_{0};
+
+  // Breaker: open_until_ is 0 while closed; once it has passed the breaker is half-open.
+  std::atomic<int64_t> open_until_{0};
+  std::atomic<int> half_open_inflight_{0};
+  std::atomic<int> consecutive_failures_{0};  // breaker, while closed
+  int open_count_ ABSL_GUARDED_BY(mu_) = 0;   // re-opens since the breaker last closed
+  int half_open_successes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> breaker_opens_{0};
+  // Outlier detection.
+  std::atomic<int64_t> ejected_until_{0};
+  std::atomic<int> consecutive_5xx_{0};
+  int ejection_multiplier_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> ejections_{0};
 };
 
 }  // namespace bulwark::gateway

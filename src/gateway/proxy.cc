@@ -155,7 +155,10 @@ absl::Status UpstreamConn::Connect(ServerState* server, int server_index,
   return absl::OkStatus();
 }
 
-void UpstreamConn::ArmTimer(int64_t ms) { worker_->loop().ArmTimer(&timer_, ms); }
+void UpstreamConn::ArmTimer(int64_t ms) {
+  if (deadline_ms_ > 0) ms = std::min(ms, std::max<int64_t>(1, deadline_ms_ - worker_->loop().now_ms()));
+  worker_->loop().ArmTimer(&timer_, ms);
+}
 
 void UpstreamConn::OnIo(uint32_t events) {
   switch (state_) {
@@ -281,6 +284,7 @@ void UpstreamConn::Close() {
 
 ClientConn::ClientConn(Worker* w) : worker_(w) {
   timer_.set_callback([this] { OnClientTimeout(); });
+  retry_timer_.set_callback([this] { OnRetryTimer(); });
 }
 
 void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
@@ -496,6 +500,9 @@ void ClientConn::HandleRequest() {
   log_upstream_.clear();
   ban_key_.clear();
   limit_rejected_ = false;
+  upstream_index_ = -1;
+  attempt_probe_ = counted_active_ = counted_retry_ = false;
+  probe_server_ = nullptr;
   limit_result_ = -1;
   method_ = req_.method;
   version_minor_ = req_.version_minor;
@@ -718,10 +725,14 @@ void ClientConn::Proceed() {
   }
 
   upstream_index_ = route->upstream_index;
-  key_hash_ = AffinityHash(*view_->snap->upstreams[upstream_index_].cfg);
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  key_hash_ = AffinityHash(*ur.cfg);
   tried_.reset();
+  ur.live->active_requests.fetch_add(1, std::memory_order_relaxed);
+  counted_active_ = true;
   Balancer& bal = *view_->balancers[upstream_index_];
   int idx = bal.Select(worker_->loop().now_ms(), key_hash_, tried_);
+  if (bal.panicked()) worker_->stats().panic_selections.Add(1);
   if (idx < 0) {
     // Every server is down, drained or failed: answer now instead of queueing (nginx: "no live
     // upstreams").
@@ -865,18 +876,27 @@ void ClientConn::StartAttempt(int server_index) {
   s->active().fetch_add(1, std::memory_order_relaxed);
   upstream_start_us_ = NowMicros();
 
+  int64_t now = worker_->loop().now_ms();
+  attempt_probe_ = s->ClaimProbe(now);
+  probe_server_ = s;
+  int64_t deadline = ucfg.retry.enabled && ucfg.retry.per_try_timeout_ms > 0
+                         ? now + ucfg.retry.per_try_timeout_ms
+                         : 0;
   UpstreamConn* c = worker_->TakeIdle(s->id());
   if (c != nullptr) {
     c->server_index_ = server_index;
+    c->deadline_ms_ = deadline;
   } else {
     c = worker_->NewUpstream();
+    c->deadline_ms_ = deadline;
     absl::Status st = c->Connect(s, server_index, ucfg.connect_timeout_ms);
     if (!st.ok()) {
       worker_->FreeUpstream(c);
       s->active().fetch_sub(1, std::memory_order_relaxed);
-      s->OnFailure(worker_->loop().now_ms());
+      s->OnFailure(now);
       bal.RecordFailure(server_index);
       sc.failures.Add(1);
+      RecordAttemptOutcome(s, 0);
       RetryOrFail(UpstreamFailure::kConnect, /*sent=*/false);
       return;
     }
@@ -1021,6 +1041,26 @@ bool ClientConn::ParseUpstreamHead() {
       resp_scanner_.Reset();
       continue;
     }
+    // The response head is here: the attempt's outcome is known.
+    ServerState* s = up_->server_;
+    RecordAttemptOutcome(s, resp_.status);
+    const UpstreamConfig& ucfg = *view_->snap->upstreams[upstream_index_].cfg;
+    if (ucfg.retry.enabled && resp_.status >= 500 &&
+        std::find(ucfg.retry.statuses.begin(), ucfg.retry.statuses.end(), resp_.status) !=
+            ucfg.retry.statuses.end() &&
+        MayRetry(/*sent=*/true)) {
+      // Envoy retry_on 5xx statuses: drop this answer and try another server. nginx counts
+      // such statuses as failures of the server (proxy_next_upstream http_50x).
+      s->OnFailure(worker_->loop().now_ms());
+      view_->balancers[upstream_index_]->RecordFailure(up_->server_index_);
+      worker_->server_counters_mut(s->id()).failures.Add(1);
+      int status = resp_.status;
+      ReleaseUpstream(false);
+      resp_scanner_.Reset();
+      if (!RetryNext(status)) return false;
+      return false;
+    }
+    up_->deadline_ms_ = 0;  // the per-try timeout covers the wait for the response head
     resp_started_ = true;
     status_ = resp_.status;
     BuildResponseHead();
@@ -1177,6 +1217,7 @@ void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
   if (why == UpstreamFailure::kTimeout) worker_->stats().timeouts.Add(1);
   if (!stale) {
     s->OnFailure(worker_->loop().now_ms());
+    RecordAttemptOutcome(s, 0);
     view_->balancers[upstream_index_]->RecordFailure(idx);
     worker_->server_counters_mut(s->id()).failures.Add(1);
     LogWarn("upstream ", s->upstream(), " server ", s->address_text(), " failed: ",
@@ -1186,6 +1227,7 @@ void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
                                                        : "connection error");
   } else {
     tried_.reset(idx);  // the server may be tried again on a fresh connection
+    if (attempt_probe_) RecordAttemptOutcome(s, -1);  // give the probe slot back
   }
   if (resp_started_) {
     if (!logged_) LogAndCount(status_);
@@ -1195,29 +1237,134 @@ void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
   RetryOrFail(why, sent && !stale);
 }
 
-bool ClientConn::RetryOrFail(UpstreamFailure why, bool sent) {
-  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+bool ClientConn::MayRetry(bool sent) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamConfig& u = *ur.cfg;
   int64_t now = worker_->loop().now_ms();
-  // nginx proxy_next_upstream "error timeout" (the default): a request that reached a server is
-  // only resent if it is idempotent (or non_idempotent is allowed); the body must still be here.
+  // nginx proxy_next_upstream: a request that reached a server is only resent if it is
+  // idempotent (or non_idempotent is allowed); the body must still be here; tries and time are
+  // bounded.
   bool allowed = body_retained_ &&
                  (!sent || http::IsIdempotent(method_) || u.retry_non_idempotent) &&
                  (u.next_upstream_tries == 0 || attempts_ < u.next_upstream_tries) &&
                  (u.next_upstream_timeout_ms == 0 || now - start_ms_ < u.next_upstream_timeout_ms);
-  if (allowed) {
-    int idx = view_->balancers[upstream_index_]->Select(now, key_hash_, tried_);
-    if (idx >= 0) {
-      StartAttempt(idx);
-      return true;
-    }
+  if (!allowed || !u.retry.enabled || counted_retry_) return allowed;
+  // Envoy's retry budget: retries in flight stay under a share of the requests in flight.
+  int64_t active = ur.live->active_requests.load(std::memory_order_relaxed);
+  int64_t budget = std::max<int64_t>(u.retry.min_retry_concurrency,
+                                     active * u.retry.budget_percent / 100);
+  if (ur.live->active_retries.load(std::memory_order_relaxed) >= budget) {
+    worker_->stats().retry_budget_exhausted.Add(1);
+    return false;
+  }
+  ur.live->active_retries.fetch_add(1, std::memory_order_relaxed);
+  counted_retry_ = true;
+  return true;
+}
+
+bool ClientConn::RetryOrFail(UpstreamFailure why, bool sent) {
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  bool condition = true;
+  if (u.retry.enabled) {
+    condition = why == UpstreamFailure::kConnect   ? u.retry.on_connect_failure
+                : why == UpstreamFailure::kTimeout ? u.retry.on_timeout
+                                                   : u.retry.on_reset;
+  }
+  int status = why == UpstreamFailure::kTimeout ? 504 : 502;
+  if (condition && MayRetry(sent)) return RetryNext(status);
+  bool close = !body_done_ || !body_retained_;
+  SendError(status, status == 504 ? "upstream timed out" : "upstream failed", close);
+  return false;
+}
+
+bool ClientConn::RetryNext(int status_if_none) {
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  if (u.retry.enabled && u.retry.backoff_base_ms > 0) {
+    // Envoy retry_back_off: fully jittered, the n-th retry waits a random time below
+    // (2^n - 1) x base, capped at max.
+    int64_t cap = u.retry.backoff_base_ms;
+    for (int i = 1; i < attempts_ && cap < u.retry.backoff_max_ms; ++i) cap = cap * 2 + u.retry.backoff_base_ms;
+    cap = std::min(cap, u.retry.backoff_max_ms);
+    uint64_t r = worker_->Random();
+    int64_t wait = cap > 0 ? static_cast<int64_t>(r % static_cast<uint64_t>(cap)) : 0;
+    retry_status_ = status_if_none;
+    worker_->stats().retry_backoffs.Add(1);
+    worker_->loop().ArmTimer(&retry_timer_, std::max<int64_t>(wait, 1));
+    return true;
+  }
+  int idx = view_->balancers[upstream_index_]->Select(worker_->loop().now_ms(), key_hash_, tried_);
+  if (idx >= 0) {
+    StartAttempt(idx);
+    return true;
   }
   bool close = !body_done_ || !body_retained_;
-  if (why == UpstreamFailure::kTimeout) {
-    SendError(504, "upstream timed out", close);
-  } else {
-    SendError(502, "upstream failed", close);
-  }
+  SendError(status_if_none, "upstream failed", close);
   return false;
+}
+
+void ClientConn::OnRetryTimer() {
+  if (!open_ || state_ != State::kProxy || up_ != nullptr || view_ == nullptr) return;
+  int idx = view_->balancers[upstream_index_]->Select(worker_->loop().now_ms(), key_hash_, tried_);
+  if (idx >= 0) {
+    StartAttempt(idx);
+    return;
+  }
+  bool close = !body_done_ || !body_retained_;
+  SendError(retry_status_, "upstream failed", close);
+}
+
+void ClientConn::RecordAttemptOutcome(ServerState* s, int status) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamConfig& u = *ur.cfg;
+  bool probe = attempt_probe_ && probe_server_ == s;
+  if (probe) attempt_probe_ = false;
+  if (!u.breaker.enabled && !u.outlier.enabled && !probe) return;
+  if (status < 0) {  // not the server's fault: only release a probe slot
+    if (probe) s->RecordOutcome(false, true, worker_->loop().now_ms(), BreakerConfig{}, OutlierConfig{}, ur.servers);
+    return;
+  }
+  bool breaker_failure =
+      status == 0 || std::find(u.breaker.statuses.begin(), u.breaker.statuses.end(), status) !=
+                         u.breaker.statuses.end();
+  // Envoy counts connection errors and timeouts as 5xx for consecutive_5xx.
+  bool outlier_failure = status == 0 || status >= 500;
+  int64_t now = worker_->loop().now_ms();
+  int change = 0;
+  if (breaker_failure == outlier_failure || !u.outlier.enabled || !u.breaker.enabled) {
+    change = s->RecordOutcome(u.breaker.enabled ? breaker_failure : outlier_failure, probe, now,
+                              u.breaker, u.outlier, ur.servers);
+  } else {
+    change = s->RecordOutcome(breaker_failure, probe, now, u.breaker, OutlierConfig{}, ur.servers);
+    change |= s->RecordOutcome(outlier_failure, false, now, BreakerConfig{}, u.outlier, ur.servers);
+  }
+  if (change & ServerState::kOpened) {
+    LogWarn("upstream ", s->upstream(), " server ", s->address_text(),
+            ": circuit breaker opened for ", FormatDurationMs(s->open_until_ms() - now));
+  }
+  if (change & ServerState::kClosed) {
+    LogInfo("upstream ", s->upstream(), " server ", s->address_text(), ": circuit breaker closed");
+  }
+  if (change & ServerState::kEjected) {
+    LogWarn("upstream ", s->upstream(), " server ", s->address_text(), ": ejected for ",
+            FormatDurationMs(s->ejected_until_ms() - now), " (", u.outlier.consecutive_5xx,
+            " consecutive errors)");
+  }
+}
+
+void ClientConn::EndUpstreamAccounting() {
+  if (view_ == nullptr || upstream_index_ < 0) return;
+  if (!counted_active_ && !counted_retry_ && !attempt_probe_) return;
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  if (attempt_probe_ && probe_server_ != nullptr) {
+    // The request ended before its probe had an answer: free the slot without a verdict.
+    probe_server_->RecordOutcome(false, true, worker_->loop().now_ms(), BreakerConfig{},
+                                 OutlierConfig{}, ur.servers);
+    attempt_probe_ = false;
+  }
+  if (counted_active_) ur.live->active_requests.fetch_sub(1, std::memory_order_relaxed);
+  if (counted_retry_) ur.live->active_retries.fetch_sub(1, std::memory_order_relaxed);
+  counted_active_ = counted_retry_ = false;
+  worker_->loop().CancelTimer(&retry_timer_);
 }
 
 void ClientConn::ReleaseUpstream(bool reusable) {
@@ -1226,6 +1373,7 @@ void ClientConn::ReleaseUpstream(bool reusable) {
   up_ = nullptr;
   if (c->server_ != nullptr) c->server_->active().fetch_sub(1, std::memory_order_relaxed);
   c->owner_ = nullptr;
+  c->deadline_ms_ = 0;
   const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
   if (reusable && worker_->PutIdle(c, u.keepalive)) {
     c->MakeIdle(u.keepalive_timeout_ms);
@@ -1469,6 +1617,7 @@ void ClientConn::OnClientTimeout() {
 
 void ClientConn::LogAndCount(int status) {
   logged_ = true;
+  EndUpstreamAccounting();
   if (route_ != nullptr && !ban_key_.empty() && !limit_rejected_) {
     for (int s : route_->cfg->ban.statuses) {
       if (s == status) {
@@ -1521,6 +1670,8 @@ void ClientConn::Close() {
   if (!open_) return;
   open_ = false;
   if (up_ != nullptr) ReleaseUpstream(false);
+  EndUpstreamAccounting();
+  worker_->loop().CancelTimer(&retry_timer_);
   worker_->loop().CancelTimer(&timer_);
   worker_->loop().Remove(fd_);
   close(fd_);

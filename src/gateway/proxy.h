@@ -94,6 +94,7 @@ class UpstreamConn : public IoHandler {
   Timer timer_;
   int64_t send_timeout_ms_ = 60000;
   int64_t read_timeout_ms_ = 60000;
+  int64_t deadline_ms_ = 0;  // a retry policy's per-try timeout (0: none)
 };
 
 // A client connection: reads requests, routes them, proxies each to an upstream (retrying
@@ -138,6 +139,14 @@ class ClientConn : public IoHandler {
   void StrikeBan(std::string_view what);
   void StartAttempt(int server_index);
   bool RetryOrFail(UpstreamFailure why, bool sent);
+  // Whether the request may go to another server (nginx rules, the retry policy, its budget).
+  bool MayRetry(bool sent);
+  // Picks the next server now, or after the retry policy's backoff.
+  bool RetryNext(int status_if_none);
+  void OnRetryTimer();
+  // Breaker and outlier accounting of the current attempt (status 0: no response).
+  void RecordAttemptOutcome(ServerState* s, int status);
+  void EndUpstreamAccounting();
   void ForwardBody();
   bool ParseUpstreamHead();
   void ForwardResponseBody();
@@ -201,6 +210,12 @@ class ClientConn : public IoHandler {
   bool upgrade_requested_ = false;
   bool incoming_trace_ = false;
   std::optional<uint64_t> key_hash_;
+  bool attempt_probe_ = false;    // the current attempt is a half-open breaker probe...
+  ServerState* probe_server_ = nullptr;  // ...of this server
+  int retry_status_ = 502;        // the answer if no server is left after a backoff
+  bool counted_active_ = false;   // counted in the upstream's active requests (retry budget)
+  bool counted_retry_ = false;    // counted in its active retries
+  Timer retry_timer_;             // backoff before the next attempt
   std::string client_ip_;   // after trusted proxies (nginx real_ip), text
   IpAddress client_addr_;   // the same, binary
   bool trusted_peer_ = false;

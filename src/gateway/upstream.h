@@ -47,8 +47,15 @@ struct ListenSockets {
   ~ListenSockets();
 };
 
+// Requests and retries in flight to one upstream, across workers (Envoy's retry budget).
+struct UpstreamLive {
+  std::atomic<int64_t> active_requests{0};
+  std::atomic<int64_t> active_retries{0};
+};
+
 struct UpstreamRuntime {
   const UpstreamConfig* cfg = nullptr;
+  std::shared_ptr<UpstreamLive> live = std::make_shared<UpstreamLive>();
   std::vector<std::shared_ptr<ServerState>> servers;
   std::shared_ptr<const HashTables> tables;
 };

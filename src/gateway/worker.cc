@@ -284,6 +284,13 @@ void Worker::FlushLog() {
   log_buf_.clear();
 }
 
+uint64_t Worker::Random() {
+  rng_ ^= rng_ >> 12;
+  rng_ ^= rng_ << 25;
+  rng_ ^= rng_ >> 27;
+  return rng_ * 2685821657736338717ull;
+}
+
 void Worker::RandomHex(char* out, size_t n) {
   static const char kHex[] = "0123456789abcdef";
   for (size_t i = 0; i < n; i += 16) {

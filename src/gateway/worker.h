@@ -52,6 +52,9 @@ struct WorkerStats {
   observe::ShardValue client_aborts;
   observe::ShardValue accept_errors;
   observe::ShardValue access_denied;
+  observe::ShardValue retry_budget_exhausted;
+  observe::ShardValue retry_backoffs;
+  observe::ShardValue panic_selections;
   std::atomic<int64_t> open_clients{0};
   std::atomic<int64_t> open_upstreams{0};
 };
@@ -105,6 +108,7 @@ class Worker {
   void CloseIdleClients();
   // A request id: 32 lower-case hex characters from the worker's generator.
   void RandomHex(char* out, size_t n);
+  uint64_t Random();
   const std::string& http_date();
 
  private:
