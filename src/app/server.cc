@@ -165,6 +165,9 @@ std::vector<std::string> Server::Reload() {
   if (next->admin.listen != cfg_->admin.listen || next->admin.token != cfg_->admin.token) {
     warnings.push_back("admin: takes effect after a restart");
   }
+  if (!(next->gateway->redis == cfg_->gateway->redis)) {
+    warnings.push_back("redis: takes effect after a restart");
+  }
   if (next->gateway->access_log.path != cfg_->gateway->access_log.path ||
       next->gateway->access_log.enabled != cfg_->gateway->access_log.enabled) {
     warnings.push_back("access_log.path/enabled: takes effect after a restart");
@@ -173,6 +176,7 @@ std::vector<std::string> Server::Reload() {
   next->workers = cfg_->workers;
   next->admin = cfg_->admin;
   next->gateway->access_log = cfg_->gateway->access_log;
+  next->gateway->redis = cfg_->gateway->redis;
   auto snap = gateway::Snapshot::Build(next->gateway, cfg_->EffectiveWorkers(), snapshot_.get(),
                                        &servers_, &zones_, &endpoints_, generation_ + 1);
   if (!snap.ok()) {
@@ -547,6 +551,32 @@ void Server::CollectGateway(std::string* out) {
     out->append("bulwark_ratelimit_evictions_total{zone=\"");
     observe::AppendLabelValue(out, z->name());
     StrAppend(out, "\"} ", z->Evictions(), "\n");
+  }
+  observe::AppendHeader(out, "bulwark_ratelimit_redis_fallbacks_total", "counter",
+                        "Shared-zone decisions made without Redis (unreachable or too slow).");
+  for (const auto& z : snapshot_->zones) {
+    out->append("bulwark_ratelimit_redis_fallbacks_total{zone=\"");
+    observe::AppendLabelValue(out, z->name());
+    StrAppend(out, "\"} ", z->fallbacks(), "\n");
+  }
+  if (cfg_->gateway->redis.enabled) {
+    bool all_up = true;
+    uint64_t errors = 0, reconnects = 0;
+    for (const auto& w : workers_) {
+      if (w->redis() == nullptr) continue;
+      all_up &= w->redis()->up();
+      errors += w->redis()->errors();
+      reconnects += w->redis()->reconnects();
+    }
+    observe::AppendHeader(out, "bulwark_redis_up", "gauge",
+                          "1 when every worker's Redis connection is up.");
+    StrAppend(out, "bulwark_redis_up ", all_up ? 1 : 0, "\n");
+    observe::AppendHeader(out, "bulwark_redis_errors_total", "counter",
+                          "Redis commands that failed (errors, timeouts, lost connections).");
+    StrAppend(out, "bulwark_redis_errors_total ", errors, "\n");
+    observe::AppendHeader(out, "bulwark_redis_reconnects_total", "counter",
+                          "Times a worker's Redis connection was lost and retried.");
+    StrAppend(out, "bulwark_redis_reconnects_total ", reconnects, "\n");
   }
   bans_->List(now);  // drops expired bans so the gauge is current
   observe::AppendHeader(out, "bulwark_bans_active", "gauge", "Keys banned now.");

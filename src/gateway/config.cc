@@ -405,7 +405,13 @@ void ParseLimitReq(ConfigContext& ctx, MapReader& r, const std::string& what,
           if (other.zone == rule.zone && !rule.zone.empty())
             ctx.Error(n.Mark(), StrCat(what, ".limit_req: zone \"", rule.zone,
                                        "\" is listed twice"));
+          if (other.zone_index >= 0 && rule.zone_index >= 0 &&
+              gw.limit_zones[other.zone_index].shared != gw.limit_zones[rule.zone_index].shared)
+            ctx.Error(n.Mark(), StrCat(what, ".limit_req: zones of one route must be all shared "
+                                             "or all local (they are decided together)"));
         }
+        if (static_cast<int>(out->rules.size()) >= 16)
+          ctx.Error(n.Mark(), StrCat(what, ".limit_req: at most 16 zones per route"));
         out->rules.push_back(std::move(rule));
       }
     } else {
@@ -619,6 +625,31 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
     }
   }
 
+  YAML::Node redis = top.Get("redis");
+  if (redis.IsDefined()) {
+    MapReader r(ctx, redis, "redis");
+    RedisConfig& rc = out->redis;
+    rc.enabled = true;
+    r.Bool("enabled", &rc.enabled);
+    if (r.Require("address") && r.String("address", &rc.address_text)) {
+      auto a = ParseSocketAddress(rc.address_text);
+      if (!a.ok() || a->port() == 0) {
+        ctx.Error(r.Get("address").Mark(),
+                  StrCat("redis.address: ", a.ok() ? "needs a port" : a.status().message()));
+      } else {
+        rc.address = *a;
+      }
+    }
+    r.String("password", &rc.password);
+    r.Int("db", &rc.db, 0, 1000);
+    r.Duration("timeout", &rc.timeout_ms);
+    r.Duration("connect_timeout", &rc.connect_timeout_ms);
+    r.String("key_prefix", &rc.key_prefix);
+    if (rc.timeout_ms <= 0 || rc.connect_timeout_ms <= 0)
+      ctx.Error(redis.Mark(), "redis: timeouts must be positive");
+    r.Finish();
+  }
+
   // limit_req_zones: name -> {key, rate, size} (nginx limit_req_zone).
   YAML::Node zones = top.Get("limit_req_zones");
   if (zones.IsDefined()) {
@@ -638,6 +669,15 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
         if (r.Require("rate") && r.Rate("rate", &z.rate_milli) && z.rate_milli <= 0)
           ctx.Error(r.Get("rate").Mark(), StrCat(what, ".rate: must be at least 1r/m"));
         r.Size("size", &z.size_bytes);
+        r.Bool("shared", &z.shared);
+        std::string failure = "local";
+        r.Enum("redis_failure", {"local", "open", "closed"}, &failure);
+        z.redis_failure = failure == "open"     ? RedisFailure::kOpen
+                          : failure == "closed" ? RedisFailure::kClosed
+                                                : RedisFailure::kLocal;
+        if (z.shared && !out->redis.enabled)
+          ctx.Error(r.Get("shared").Mark(),
+                    StrCat(what, ".shared: needs a `redis:` section with the server to share through"));
         // nginx refuses zones smaller than 8 pages; the same floor keeps a useful table here.
         if (z.size_bytes < 32 * 1024 || z.size_bytes > (int64_t{1} << 34))
           ctx.Error(kv.second.Mark(), StrCat(what, ".size: must be between 32k and 16g"));

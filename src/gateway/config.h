@@ -140,12 +140,35 @@ struct KeySpec {
   bool operator==(const KeySpec& o) const { return text == o.text; }
 };
 
-// nginx limit_req_zone: a named table of per-key leaky buckets shared by every worker.
+// What a shared (Redis) zone does while Redis cannot answer.
+enum class RedisFailure { kLocal, kOpen, kClosed };
+
+// nginx limit_req_zone: a named table of per-key leaky buckets shared by every worker, and with
+// `shared` by every bulwark instance through Redis.
 struct LimitZoneConfig {
   std::string name;
   KeySpec key;
   int64_t rate_milli = 0;               // thousandths of a request per second
   int64_t size_bytes = 10 * 1024 * 1024;  // bounds the keys kept, as nginx's zone size does
+  bool shared = false;
+  RedisFailure redis_failure = RedisFailure::kLocal;
+};
+
+// The Redis server shared state lives in (rate limits across instances, bans).
+struct RedisConfig {
+  bool enabled = false;
+  std::string address_text;
+  SocketAddress address;
+  std::string password;
+  int db = 0;
+  int64_t timeout_ms = 100;          // per command; a later reply counts as a failure
+  int64_t connect_timeout_ms = 500;
+  std::string key_prefix = "bulwark:";
+  bool operator==(const RedisConfig& o) const {
+    return enabled == o.enabled && address_text == o.address_text && password == o.password &&
+           db == o.db && timeout_ms == o.timeout_ms && connect_timeout_ms == o.connect_timeout_ms &&
+           key_prefix == o.key_prefix;
+  }
 };
 
 // One nginx `limit_req zone=... burst=... [nodelay | delay=N]` line. burst and delay are in
@@ -237,6 +260,7 @@ struct GatewayConfig {
   AccessLogConfig access_log;
   std::vector<LimitZoneConfig> limit_zones;
   BansConfig bans;
+  RedisConfig redis;
 
   const UpstreamConfig* FindUpstream(std::string_view name) const;
   int FindLimitZone(std::string_view name) const;

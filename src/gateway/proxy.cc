@@ -12,6 +12,7 @@
 #include "core/units.h"
 #include "gateway/bans.h"
 #include "gateway/rate_limit.h"
+#include "gateway/shared_limit.h"
 #include "gateway/worker.h"
 
 namespace bulwark::gateway {
@@ -402,6 +403,7 @@ void ClientConn::OnClientEof() {
       Close();
       return;
     case State::kDelayed:
+    case State::kLimiting:
       worker_->stats().client_aborts.Add(1);
       if (!logged_) LogAndCount(499);
       Close();
@@ -661,7 +663,7 @@ bool ClientConn::Protect(const GatewayConfig& cfg, bool has_body) {
     AppendKey(cfg.limit_zones[lr.rules[i].zone_index].key, true, &key_buf_);
   }
   offsets[n] = key_buf_.size();
-  LimitRequest reqs[LimitDecision::kMaxRules];
+  LimitRequest* reqs = limit_reqs_;
   for (int i = 0; i < n; ++i) {
     const LimitReqRule& rule = lr.rules[i];
     reqs[i].zone = snap.zones[rule.zone_index].get();
@@ -669,17 +671,76 @@ bool ClientConn::Protect(const GatewayConfig& cfg, bool has_body) {
     reqs[i].delay = rule.delay;
     reqs[i].key = std::string_view(key_buf_).substr(offsets[i], offsets[i + 1] - offsets[i]);
   }
-  LimitOutcome out = LimitDecision::Decide(reqs, n, now, lr.dry_run);
+  limit_n_ = n;
+  if (cfg.limit_zones[lr.rules[0].zone_index].shared) {
+    RedisClient* redis = worker_->redis();
+    if (redis != nullptr && redis->connected()) {
+      // Decided in Redis: the request waits for the answer (a few hundred microseconds on a
+      // LAN; at most redis.timeout before the fallback decides instead).
+      std::vector<std::string_view> keys, args;
+      SharedLimit::BuildArgs(cfg.redis.key_prefix, reqs, n, &redis_buf_, &keys, &args);
+      uint64_t seq = ++limit_seq_;
+      state_ = State::kLimiting;
+      redis->Eval(SharedLimit::Script(), SharedLimit::Sha1(), keys, args,
+                  [this, seq](const RedisReply& r) { OnSharedLimit(seq, r); });
+      return false;
+    }
+    return ApplyLimitOutcome(FallbackDecision());
+  }
+  return ApplyLimitOutcome(LimitDecision::Decide(reqs, n, now, lr.dry_run));
+}
+
+LimitOutcome ClientConn::FallbackDecision() {
+  const GatewayConfig& cfg = *view_->snap->config;
+  const LimitReqConfig& lr = route_->cfg->limit_req;
+  const LimitZoneConfig& zc = cfg.limit_zones[lr.rules[0].zone_index];
+  limit_reqs_[0].zone->CountFallback();
+  LimitOutcome out;
+  switch (zc.redis_failure) {
+    case RedisFailure::kLocal:
+      // Each instance limits on its own until Redis is back.
+      return LimitDecision::Decide(limit_reqs_, limit_n_, worker_->loop().now_ms(), lr.dry_run);
+    case RedisFailure::kOpen:
+      out.applied = true;
+      out.rule = 0;
+      limit_reqs_[0].zone->Count(LimitResult::kPassed);
+      return out;
+    case RedisFailure::kClosed:
+      out.applied = true;
+      out.rule = 0;
+      out.result = lr.dry_run ? LimitResult::kRejectedDryRun : LimitResult::kRejected;
+      out.retry_after_s = 1;
+      limit_reqs_[0].zone->Count(out.result);
+      return out;
+  }
+  return out;
+}
+
+void ClientConn::OnSharedLimit(uint64_t seq, const RedisReply& r) {
+  if (!open_ || state_ != State::kLimiting || seq != limit_seq_) return;  // the client left
+  state_ = State::kHead;
+  LimitOutcome out;
+  if (r.is_error() || !SharedLimit::ParseReply(r, limit_reqs_, limit_n_,
+                                               route_->cfg->limit_req.dry_run, &out)) {
+    if (!r.is_error()) LogWarn("unexpected reply from the shared rate-limit script");
+    out = FallbackDecision();
+  }
+  if (ApplyLimitOutcome(out)) Proceed();
+}
+
+bool ClientConn::ApplyLimitOutcome(const LimitOutcome& out) {
   if (!out.applied) return true;
+  const RouteConfig& rc = *route_->cfg;
+  const LimitReqConfig& lr = rc.limit_req;
   limit_result_ = static_cast<int>(out.result);
   if (out.result == LimitResult::kRejected) {
     LogDebug("limiting requests, excess: ", out.excess / 1000, ".", out.excess % 1000,
-             " by zone \"", reqs[out.rule].zone->name(), "\", client: ", client_ip_);
+             " by zone \"", limit_reqs_[out.rule].zone->name(), "\", client: ", client_ip_);
     limit_rejected_ = true;
     if (rc.ban.set && rc.ban.on_rate_limited) StrikeBan("rate_limited");
     std::string extra;
     if (lr.retry_after) extra = StrCat("Retry-After: ", out.retry_after_s, "\r\n");
-    SendError(lr.status, "rate limited", has_body, extra);
+    SendError(lr.status, "rate limited", has_body_, extra);
     return false;
   }
   if (out.result == LimitResult::kDelayed && out.delay_ms > 0) {

@@ -8,7 +8,9 @@
 
 #include "core/event_loop.h"
 #include "core/net.h"
+#include "core/resp.h"
 #include "gateway/balancer.h"
+#include "gateway/rate_limit.h"
 #include "gateway/router.h"
 #include "http/chunked.h"
 #include "http/parser.h"
@@ -122,7 +124,7 @@ class ClientConn : public IoHandler {
   bool open_ = false;
 
  private:
-  enum class State { kIdle, kHead, kDelayed, kProxy, kLocal, kTunnel, kClosing };
+  enum class State { kIdle, kHead, kLimiting, kDelayed, kProxy, kLocal, kTunnel, kClosing };
 
   void DoRead();
   void DoWrite();
@@ -137,6 +139,12 @@ class ClientConn : public IoHandler {
   // After the protections (and any limit_req delay): answer or proxy the request.
   void Proceed();
   void StrikeBan(std::string_view what);
+  // Acts on a limit_req decision: false when the request was answered or is being delayed.
+  bool ApplyLimitOutcome(const LimitOutcome& out);
+  // A shared zone's decision came back from Redis (or failed).
+  void OnSharedLimit(uint64_t seq, const RedisReply& r);
+  // What a shared zone does while Redis cannot decide.
+  LimitOutcome FallbackDecision();
   void StartAttempt(int server_index);
   bool RetryOrFail(UpstreamFailure why, bool sent);
   // Whether the request may go to another server (nginx rules, the retry policy, its budget).
@@ -223,6 +231,10 @@ class ClientConn : public IoHandler {
   std::string key_buf_;     // rate-limit keys of the current request
   std::string ban_key_;     // the route's ban key for this request (empty: no ban rule)
   bool limit_rejected_ = false;
+  uint64_t limit_seq_ = 0;        // matches a Redis reply to the request that asked
+  int limit_n_ = 0;
+  LimitRequest limit_reqs_[16];   // the current request's rules (keys view key_buf_)
+  std::string redis_buf_;
   int limit_result_ = -1;   // LimitResult of the request, -1 when no limit applied
 
   // The response.

@@ -43,6 +43,12 @@ LimitZone::Shard& LimitZone::ShardFor(std::string_view key) {
   return shards_[std::hash<std::string_view>()(key) % kShards];
 }
 
+void LimitZone::Count(LimitResult r) {
+  Shard& s = shards_[0];
+  MutexLock lock(&s.mu);
+  ++s.counts[static_cast<int>(r)];
+}
+
 size_t LimitZone::Keys() const {
   size_t n = 0;
   for (int i = 0; i < kShards; ++i) {

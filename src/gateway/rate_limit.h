@@ -57,6 +57,11 @@ class LimitZone {
   void set_rate_milli(int64_t r) { rate_.store(r, std::memory_order_relaxed); }
   size_t capacity() const { return per_shard_ * kShards; }
 
+  // Counts a decision made elsewhere (in Redis, or by a fallback policy).
+  void Count(LimitResult r);
+  void CountFallback() { fallbacks_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t fallbacks() const { return fallbacks_.load(std::memory_order_relaxed); }
+
   // For metrics and the admin API.
   size_t Keys() const;
   std::array<uint64_t, kLimitResults> Counts() const;
@@ -104,6 +109,7 @@ class LimitZone {
   const std::string key_text_;
   const int64_t size_bytes_;
   std::atomic<int64_t> rate_;
+  std::atomic<uint64_t> fallbacks_{0};
   size_t per_shard_;
   std::unique_ptr<Shard[]> shards_;
 };

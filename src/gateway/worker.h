@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/event_loop.h"
+#include "core/redis_client.h"
 #include "gateway/access_log.h"
 #include "gateway/balancer.h"
 #include "gateway/bans.h"
@@ -109,6 +110,9 @@ class Worker {
   // A request id: 32 lower-case hex characters from the worker's generator.
   void RandomHex(char* out, size_t n);
   uint64_t Random();
+  // This worker's Redis connection (null when no `redis:` is configured).
+  RedisClient* redis() { return redis_.get(); }
+  const RedisClient* redis() const { return redis_.get(); }
   const std::string& http_date();
 
  private:
@@ -125,6 +129,7 @@ class Worker {
   const int index_;
   WorkerShared shared_;
   EventLoop loop_;
+  std::unique_ptr<RedisClient> redis_;  // after loop_: destroyed first
   std::thread thread_;
   std::atomic<bool> finished_{false};
   bool draining_ = false;

@@ -1,0 +1,93 @@
+// An asynchronous Redis client on one EventLoop: pipelined commands, replies in order,
+// reconnection with backoff, and a per-command deadline.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/event_loop.h"
+#include "core/net.h"
+#include "core/resp.h"
+
+namespace bulwark {
+
+struct RedisOptions {
+  SocketAddress address;
+  std::string password;              // AUTH when set
+  int db = 0;                        // SELECT when not 0
+  int64_t connect_timeout_ms = 500;
+  int64_t command_timeout_ms = 100;  // a reply later than this fails the command (and the link)
+  int64_t reconnect_min_ms = 100;    // backoff between attempts, doubling up to the max
+  int64_t reconnect_max_ms = 2000;
+};
+
+// A RedisClient owns one connection and belongs to the thread that runs its loop. Commands sent
+// while connected are pipelined; their callbacks run in order, on the loop, never inside
+// Command(). When the connection fails every pending callback gets an error reply, the client
+// reports !connected() (callers fall back to local decisions at once instead of queueing) and it
+// reconnects by itself with exponential backoff.
+class RedisClient : private IoHandler {
+ public:
+  using Callback = std::function<void(const RedisReply&)>;
+
+  RedisClient(EventLoop* loop, RedisOptions options, std::string name = "redis");
+  ~RedisClient() override;
+
+  void Start();
+  bool connected() const { return state_ == State::kReady; }
+  // Sends a command. If not connected the callback gets an error after the current batch.
+  void Command(const std::vector<std::string_view>& args, Callback cb);
+  // EVALSHA with the script's SHA-1; loads the script (EVAL) when the server answers NOSCRIPT.
+  void Eval(const std::string& script, const std::string& sha1,
+            const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
+            Callback cb);
+  void Close();
+
+  // Counters for metrics (read from other threads: relaxed, single writer).
+  uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
+  uint64_t reconnects() const { return reconnects_.load(std::memory_order_relaxed); }
+  bool up() const { return up_.load(std::memory_order_relaxed); }
+
+  // The SHA-1 of a script, as Redis names it (hex).
+  static std::string ScriptSha1(std::string_view script);
+
+ private:
+  enum class State { kIdle, kConnecting, kReady, kBackoff, kClosed };
+  struct Pending {
+    Callback cb;
+    int64_t deadline_ms;
+    bool internal;  // AUTH/SELECT during the handshake
+  };
+
+  void OnIo(uint32_t events) override;
+  void Connect();
+  void OnConnected();
+  void Fail(std::string_view why);
+  void Flush();
+  void ReadAvailable();
+  void OnTimer();
+  void ArmDeadline();
+
+  EventLoop* loop_;
+  RedisOptions opt_;
+  std::string name_;
+  State state_ = State::kIdle;
+  int fd_ = -1;
+  std::string out_;
+  size_t out_off_ = 0;
+  std::string in_;
+  std::deque<Pending> pending_;
+  Timer timer_;
+  int64_t backoff_ms_ = 0;
+  RespLimits limits_;
+  std::atomic<uint64_t> errors_{0};
+  std::atomic<uint64_t> reconnects_{0};
+  std::atomic<bool> up_{false};
+  bool logged_down_ = false;
+};
+
+}  // namespace bulwark
