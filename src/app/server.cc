@@ -1,6 +1,7 @@
 #include "app/server.h"
 
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -86,7 +87,12 @@ absl::Status Server::Start() {
   if (!snap.ok()) return snap.status();
   snapshot_ = *snap;
   bans_ = std::make_unique<gateway::BanTable>(cfg_->gateway->bans.max_entries);
-  gateway::WorkerShared shared{&endpoints_, access_log_.get(), bans_.get()};
+  {
+    uint64_t id[2] = {};
+    if (getrandom(id, sizeof(id), 0) != sizeof(id)) id[0] = WallMicros();
+    instance_id_ = StrCat(id[0] ^ id[1]);
+  }
+  gateway::WorkerShared shared{&endpoints_, access_log_.get(), bans_.get(), instance_id_};
   for (int i = 0; i < n; ++i) {
     workers_.push_back(std::make_unique<gateway::Worker>(i, shared));
     s = workers_.back()->Start(snapshot_);
@@ -101,6 +107,7 @@ absl::Status Server::Start() {
     RegisterAdminRoutes();
   }
   RegisterCollectors();
+  if (cfg_->gateway->redis.enabled) StartBanSync();
   signals_ = std::make_unique<SignalHandler>(this);
   if (signals_->fd() >= 0) {
     s = loop_.Add(signals_->fd(), EPOLLIN, signals_.get());
@@ -197,6 +204,101 @@ std::vector<std::string> Server::Reload() {
   for (const auto& w : warnings) LogWarn("reload: ", w);
   LogInfo("configuration reloaded (generation ", generation_, ")");
   return {};
+}
+
+namespace {
+// Every shared ban with its remaining time, in one round trip: {value, pttl, value, pttl, ...}.
+const char kLoadBansScript[] = R"lua(
+local out = {}
+local cursor = '0'
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = r[1]
+  for _, k in ipairs(r[2]) do
+    local v = redis.call('GET', k)
+    local t = redis.call('PTTL', k)
+    if v and t > 0 then
+      table.insert(out, v)
+      table.insert(out, t)
+    end
+  end
+until cursor == '0'
+return out
+)lua";
+}  // namespace
+
+void Server::StartBanSync() {
+  const gateway::RedisConfig& rc = cfg_->gateway->redis;
+  RedisOptions o;
+  o.address = rc.address;
+  o.password = rc.password;
+  o.db = rc.db;
+  o.connect_timeout_ms = rc.connect_timeout_ms;
+  o.command_timeout_ms = std::max<int64_t>(rc.timeout_ms, 2000);  // loading may take a moment
+  redis_cmd_ = std::make_unique<RedisClient>(&loop_, o, "redis (control)");
+  redis_sub_ = std::make_unique<RedisClient>(&loop_, o, "redis (ban subscriber)");
+  redis_sub_->SetPushHandler(
+      [this](std::string_view, std::string_view payload) { OnBanMessage(payload, -1); });
+  redis_sub_->SetOnReady([this] {
+    redis_sub_->Command({"SUBSCRIBE", gateway::BanChannel(cfg_->gateway->redis.key_prefix)},
+                        [](const RedisReply&) {});
+    LoadSharedBans();  // what was banned while this instance was away
+  });
+  redis_cmd_->SetOnReady([this] { LoadSharedBans(); });
+  redis_cmd_->Start();
+  redis_sub_->Start();
+}
+
+void Server::LoadSharedBans() {
+  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) return;
+  static const std::string sha = RedisClient::ScriptSha1(kLoadBansScript);
+  std::string pattern = gateway::BanRedisKey(cfg_->gateway->redis.key_prefix, "*");
+  redis_cmd_->Eval(kLoadBansScript, sha, {}, {pattern}, [this](const RedisReply& r) {
+    if (r.type != RedisReply::Type::kArray) return;
+    for (size_t i = 0; i + 1 < r.elements.size(); i += 2)
+      OnBanMessage(r.elements[i].str, r.elements[i + 1].integer);
+  });
+}
+
+void Server::OnBanMessage(std::string_view payload, int64_t ttl_ms) {
+  auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return;
+  std::string from = j.value("from", std::string());
+  std::string op = j.value("op", std::string());
+  std::string key = j.value("key", std::string());
+  if (key.empty()) return;
+  if (op == "lift") {
+    if (from != instance_id_ && bans_->Lift(key))
+      LogWarn("security event: ban on ", key, " lifted by another instance");
+    return;
+  }
+  if (op != "ban") return;
+  int64_t ms = ttl_ms > 0 ? ttl_ms : j.value("ms", int64_t{0});
+  if (ms <= 0) return;
+  if (from == instance_id_ && ttl_ms < 0) return;  // our own announcement
+  std::string rule = j.value("rule", std::string("shared"));
+  std::string reason = j.value("reason", std::string());
+  bool known = false;
+  for (const auto& b : bans_->List(MonotonicMs())) known |= b.key == key;
+  bans_->Ban(key, rule, reason, MonotonicMs(), ms, /*remote=*/true);
+  if (!known) {
+    LogWarn("security event: banned ", key, " for ", FormatDurationMs(ms), " (shared: ", rule,
+            ": ", reason, ")");
+  }
+}
+
+void Server::PublishBan(std::string_view op, const std::string& key, std::string_view reason,
+                        int64_t ms) {
+  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) return;
+  const std::string& prefix = cfg_->gateway->redis.key_prefix;
+  std::string msg = gateway::BanMessage(op, key, "admin", reason, ms, instance_id_);
+  std::string rkey = gateway::BanRedisKey(prefix, key);
+  if (op == "ban") {
+    redis_cmd_->Command({"SET", rkey, msg, "PX", StrCat(ms)}, [](const RedisReply&) {});
+  } else {
+    redis_cmd_->Command({"DEL", rkey}, [](const RedisReply&) {});
+  }
+  redis_cmd_->Command({"PUBLISH", gateway::BanChannel(prefix), msg}, [](const RedisReply&) {});
 }
 
 bool Server::Ready(std::string* why) {
@@ -333,13 +435,15 @@ void Server::RegisterAdminRoutes() {
     std::string key = j["key"].get<std::string>();
     std::string reason = j.value("reason", std::string("banned by an operator"));
     bans_->Ban(key, "admin", reason, MonotonicMs(), ms);
+    PublishBan("ban", key, reason, ms);
     LogWarn("security event: banned ", key, " for ", FormatDurationMs(ms), " (admin: ", reason,
             ")");
     return admin::Json(200, nlohmann::json{{"banned", key}, {"seconds", ms / 1000}}.dump());
   });
   admin_->Route("DELETE", "/api/v1/bans/{key}", [this](const AdminRequest& r) {
-    if (!bans_->Lift(r.params[0]))
-      return admin::Json(404, nlohmann::json{{"error", "no such ban"}}.dump());
+    bool lifted = bans_->Lift(r.params[0]);
+    PublishBan("lift", r.params[0], "", 0);  // other instances may hold it even if this one does not
+    if (!lifted) return admin::Json(404, nlohmann::json{{"error", "no such ban"}}.dump());
     LogWarn("security event: ban on ", r.params[0], " lifted by an operator");
     return admin::Json(200, nlohmann::json{{"lifted", r.params[0]}}.dump());
   });
@@ -581,6 +685,9 @@ void Server::CollectGateway(std::string* out) {
   bans_->List(now);  // drops expired bans so the gauge is current
   observe::AppendHeader(out, "bulwark_bans_active", "gauge", "Keys banned now.");
   StrAppend(out, "bulwark_bans_active ", bans_->active(), "\n");
+  observe::AppendHeader(out, "bulwark_bans_received_total", "counter",
+                        "Bans other instances shared through Redis.");
+  StrAppend(out, "bulwark_bans_received_total ", bans_->received(), "\n");
   observe::AppendHeader(out, "bulwark_ban_refused_total", "counter",
                         "Requests refused because their key was banned.");
   StrAppend(out, "bulwark_ban_refused_total ", bans_->refused(), "\n");

@@ -9,6 +9,7 @@
 #include "admin/admin_server.h"
 #include "app/config.h"
 #include "core/event_loop.h"
+#include "core/redis_client.h"
 #include "gateway/access_log.h"
 #include "gateway/health_checker.h"
 #include "gateway/upstream.h"
@@ -54,6 +55,13 @@ class Server {
   void CollectGateway(std::string* out);
   std::string UpstreamsJson();
   bool Ready(std::string* why);
+  // Bans shared through Redis: a subscriber for other instances' bans and lifts, and a command
+  // connection to load the current bans after every (re)connect and to publish the admin's.
+  void StartBanSync();
+  void LoadSharedBans();
+  void OnBanMessage(std::string_view payload, int64_t ttl_ms);
+  void PublishBan(std::string_view op, const std::string& key, std::string_view reason,
+                  int64_t ms);
 
   std::unique_ptr<Config> cfg_;
   ConfigSource source_;
@@ -63,6 +71,9 @@ class Server {
   gateway::ServerRegistry servers_;
   gateway::ZoneRegistry zones_;
   std::unique_ptr<gateway::BanTable> bans_;
+  std::string instance_id_;
+  std::unique_ptr<RedisClient> redis_cmd_;
+  std::unique_ptr<RedisClient> redis_sub_;
   std::unique_ptr<gateway::AccessLog> access_log_;
   std::shared_ptr<const gateway::Snapshot> snapshot_;
   std::vector<std::unique_ptr<gateway::Worker>> workers_;

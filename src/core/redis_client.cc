@@ -77,6 +77,7 @@ void RedisClient::OnConnected() {
   }
   ArmDeadline();
   Flush();
+  if (on_ready_ && state_ == State::kReady) on_ready_();
 }
 
 void RedisClient::Command(const std::vector<std::string_view>& args, Callback cb) {
@@ -203,6 +204,15 @@ void RedisClient::ReadAvailable() {
     std::string err;
     RespStatus st = ParseResp(std::string_view(in_).substr(off), limits_, &r, &used, &err);
     if (st == RespStatus::kNeedMore) break;
+    if (st == RespStatus::kDone && push_ && r.type == RedisReply::Type::kArray &&
+        r.elements.size() == 3 && r.elements[0].str == "message") {
+      off += used;
+      push_(r.elements[1].str, r.elements[2].str);
+      continue;
+    }
+    if (st == RespStatus::kDone && r.type == RedisReply::Type::kArray && !r.elements.empty() &&
+        r.elements[0].str == "subscribe")
+      subscribed_ = true;
     if (st == RespStatus::kError || pending_.empty()) {
       Fail(st == RespStatus::kError ? StrCat("bad reply: ", err) : "reply without a command");
       return;
@@ -235,6 +245,7 @@ void RedisClient::Fail(std::string_view why) {
   errors_.fetch_add(1, std::memory_order_relaxed);
   reconnects_.fetch_add(1, std::memory_order_relaxed);
   state_ = State::kBackoff;
+  subscribed_ = false;
   backoff_ms_ = backoff_ms_ == 0 ? opt_.reconnect_min_ms
                                  : std::min(backoff_ms_ * 2, opt_.reconnect_max_ms);
   loop_->ArmTimer(&timer_, backoff_ms_);

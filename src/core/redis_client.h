@@ -47,6 +47,16 @@ class RedisClient : private IoHandler {
             Callback cb);
   void Close();
 
+  // Pub/sub: messages ("message", channel, payload) pushed by the server are handed to `fn`
+  // instead of being matched to a command. `on_ready` runs after every (re)connect, e.g. to
+  // SUBSCRIBE again and reload state missed while disconnected.
+  using PushHandler = std::function<void(std::string_view channel, std::string_view payload)>;
+  void SetPushHandler(PushHandler fn) { push_ = std::move(fn); }
+  void SetOnReady(std::function<void()> fn) { on_ready_ = std::move(fn); }
+  // Whether commands may be sent with no reply expected within the command timeout (a
+  // subscribed connection is quiet for long stretches).
+  bool subscribed() const { return subscribed_; }
+
   // Counters for metrics (read from other threads: relaxed, single writer).
   uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
   uint64_t reconnects() const { return reconnects_.load(std::memory_order_relaxed); }
@@ -88,6 +98,9 @@ class RedisClient : private IoHandler {
   std::atomic<uint64_t> reconnects_{0};
   std::atomic<bool> up_{false};
   bool logged_down_ = false;
+  PushHandler push_;
+  std::function<void()> on_ready_;
+  bool subscribed_ = false;
 };
 
 }  // namespace bulwark

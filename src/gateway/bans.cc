@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "core/log.h"
 #include "core/strings.h"
 #include "core/units.h"
 
@@ -121,11 +122,15 @@ bool BanTable::Strike(std::string_view key, std::string_view rule_name, const Ba
 }
 
 void BanTable::Ban(std::string_view key, std::string_view rule_name, std::string_view reason,
-                   int64_t now_ms, int64_t duration_ms) {
+                   int64_t now_ms, int64_t duration_ms, bool remote) {
   {
     Shard& s = ShardFor(key);
     MutexLock lock(&s.mu);
     BanLocked(s, key, rule_name, reason, now_ms, duration_ms);
+  }
+  if (remote) {
+    received_.fetch_add(1, std::memory_order_relaxed);
+    return;
   }
   MutexLock lock(&counts_mu_);
   ++counts_[std::string(rule_name)].first;
@@ -161,6 +166,22 @@ std::vector<BanInfo> BanTable::List(int64_t now_ms) {
   std::sort(out.begin(), out.end(),
             [](const BanInfo& a, const BanInfo& b) { return a.key < b.key; });
   return out;
+}
+
+std::string BanMessage(std::string_view op, std::string_view key, std::string_view rule,
+                       std::string_view reason, int64_t duration_ms, std::string_view from) {
+  std::string m = "{\"op\":\"";
+  AppendJsonEscaped(&m, op);
+  m.append("\",\"key\":\"");
+  AppendJsonEscaped(&m, key);
+  m.append("\",\"rule\":\"");
+  AppendJsonEscaped(&m, rule);
+  m.append("\",\"reason\":\"");
+  AppendJsonEscaped(&m, reason);
+  StrAppend(&m, "\",\"ms\":", duration_ms, ",\"from\":\"");
+  AppendJsonEscaped(&m, from);
+  m.append("\"}");
+  return m;
 }
 
 std::map<std::string, std::pair<uint64_t, uint64_t>> BanTable::RuleCounts() const {

@@ -15,6 +15,10 @@
 #include "core/mutex.h"
 #include "gateway/config.h"
 
+namespace bulwark {
+struct RedisReply;
+}
+
 namespace bulwark::gateway {
 
 struct BanInfo {
@@ -39,15 +43,17 @@ class BanTable {
   // strike bans the key (the caller logs the security event).
   bool Strike(std::string_view key, std::string_view rule_name, const BanRuleConfig& rule,
               int64_t now_ms, std::string_view what);
-  // Bans `key` for `duration_ms` (an operator's or another instance's ban).
+  // Bans `key` for `duration_ms`: an operator's ban, or (remote = true) one another instance
+  // imposed and shared through Redis, which is not counted as this instance's.
   void Ban(std::string_view key, std::string_view rule_name, std::string_view reason,
-           int64_t now_ms, int64_t duration_ms);
+           int64_t now_ms, int64_t duration_ms, bool remote = false);
   // Lifts a ban and forgets the key's strikes. Returns false when the key was not banned.
   bool Lift(std::string_view key);
   std::vector<BanInfo> List(int64_t now_ms);
 
   int64_t active() const { return active_.load(std::memory_order_relaxed); }
   uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+  uint64_t received() const { return received_.load(std::memory_order_relaxed); }
   // Bans imposed and strikes counted, per rule name.
   std::map<std::string, std::pair<uint64_t, uint64_t>> RuleCounts() const;
 
@@ -71,9 +77,18 @@ class BanTable {
   std::atomic<int64_t> max_entries_;
   std::atomic<int64_t> active_{0};
   std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> received_{0};
   std::unique_ptr<Shard[]> shards_;
   mutable Mutex counts_mu_;
   std::map<std::string, std::pair<uint64_t, uint64_t>> counts_ ABSL_GUARDED_BY(counts_mu_);
 };
+
+// The message a ban or a lift is shared with through Redis (JSON, one line), and the Redis keys.
+std::string BanMessage(std::string_view op, std::string_view key, std::string_view rule,
+                       std::string_view reason, int64_t duration_ms, std::string_view from);
+inline std::string BanRedisKey(std::string_view prefix, std::string_view key) {
+  return std::string(prefix) + "ban:" + std::string(key);
+}
+inline std::string BanChannel(std::string_view prefix) { return std::string(prefix) + "bans"; }
 
 }  // namespace bulwark::gateway

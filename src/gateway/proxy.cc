@@ -761,9 +761,22 @@ void ClientConn::StrikeBan(std::string_view what) {
   }
   const BanRuleConfig& rule = route_->cfg->ban;
   if (bans->Strike(ban_key_, route_->cfg->name, rule, worker_->loop().now_ms(), what)) {
+    std::string reason =
+        StrCat(rule.maxretry, " x ", what, " within ", FormatDurationMs(rule.findtime_ms));
     LogWarn("security event: banned ", ban_key_, " for ", FormatDurationMs(rule.bantime_ms),
-            " (route ", route_->cfg->name, ": ", rule.maxretry, " x ", what, " within ",
-            FormatDurationMs(rule.findtime_ms), ")");
+            " (route ", route_->cfg->name, ": ", reason, ")");
+    RedisClient* redis = worker_->redis();
+    if (redis != nullptr && redis->connected()) {
+      // Shared with the other instances: kept in Redis for the ban's time (for instances that
+      // start or reconnect later) and announced to the ones listening now.
+      const std::string& prefix = cfg.redis.key_prefix;
+      std::string msg = BanMessage("ban", ban_key_, route_->cfg->name, reason, rule.bantime_ms,
+                                   worker_->shared().instance_id);
+      std::string rkey = BanRedisKey(prefix, ban_key_);
+      std::string ms = StrCat(rule.bantime_ms);
+      redis->Command({"SET", rkey, msg, "PX", ms}, [](const RedisReply&) {});
+      redis->Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
+    }
   }
 }
 

@@ -26,6 +26,7 @@ struct WorkerShared {
   observe::Interner* endpoints = nullptr;
   AccessLog* access_log = nullptr;  // may be null (access log off)
   BanTable* bans = nullptr;
+  std::string instance_id;  // tells this instance's shared bans from others'
 };
 
 // The per-worker face of one snapshot: balancers with this worker's round-robin state.

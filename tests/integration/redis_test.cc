@@ -180,5 +180,67 @@ TEST(SharedLimits, FailClosedRejectsWhileRedisIsDown) {
   }
 }
 
+TEST(SharedBans, ABanOnOneInstanceHoldsOnAllAndLiftsEverywhere) {
+  RedisServer redis;
+  Backend backend([](const Backend::Request& r) {
+    return r.target == "/login" ? Backend::Reply(401, "no") : Backend::Reply(200, "ok");
+  });
+  auto config = [&](int port, int admin) {
+    return "workers: 2\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
+           std::to_string(admin) + "}\nredis: {address: '127.0.0.1:" +
+           std::to_string(redis.port()) +
+           "'}\ntrusted_proxies: [127.0.0.1]\nlisteners:\n  - listen: 127.0.0.1:" +
+           std::to_string(port) +
+           "\n    routes:\n      - {prefix: /, upstream: app}\n"
+           "      - {name: login, prefix: /login, upstream: app, ban: {on: [401], maxretry: 2, "
+           "bantime: 1h}}\n"
+           "upstreams:\n  app: {servers: ['127.0.0.1:" +
+           std::to_string(backend.port()) + "']}\n";
+  };
+  int p1 = FreePort(), a1 = FreePort(), p2 = FreePort(), a2 = FreePort();
+  Bulwark b1(config(p1, a1));
+  Bulwark b2(config(p2, a2));
+  ASSERT_TRUE(b1.Ready(p1, a1)) << b1.log();
+  ASSERT_TRUE(b2.Ready(p2, a2)) << b2.log();
+  auto up = [](int admin) {
+    return Metric(HttpGet(admin, "/metrics").body, "bulwark_redis_up") == "1";
+  };
+  for (int i = 0; i < 100 && !(up(a1) && up(a2)); ++i) std::this_thread::sleep_for(50ms);
+  std::this_thread::sleep_for(200ms);  // the subscribers are in
+  auto from = [](int port, const std::string& ip, const std::string& path) {
+    return HttpGet(port, path, "X-Forwarded-For: " + ip + "\r\n").status;
+  };
+  EXPECT_EQ(from(p1, "198.51.100.20", "/login"), 401);
+  EXPECT_EQ(from(p1, "198.51.100.20", "/login"), 401);
+  EXPECT_EQ(from(p1, "198.51.100.20", "/"), 403);
+  // The other instance hears of it at once.
+  int status = 0;
+  for (int i = 0; i < 40 && (status = from(p2, "198.51.100.20", "/")) != 403; ++i)
+    std::this_thread::sleep_for(25ms);
+  EXPECT_EQ(status, 403) << b2.log();
+  EXPECT_EQ(from(p2, "198.51.100.21", "/"), 200);
+  EXPECT_EQ(Metric(HttpGet(a2, "/metrics").body, "bulwark_bans_received_total"), "1");
+  EXPECT_NE(b2.log().find("security event: banned 198.51.100.20"), std::string::npos);
+
+  // An instance that starts later loads the bans in force.
+  int p3 = FreePort(), a3 = FreePort();
+  Bulwark b3(config(p3, a3));
+  ASSERT_TRUE(b3.Ready(p3, a3)) << b3.log();
+  for (int i = 0; i < 40 && (status = from(p3, "198.51.100.20", "/")) != 403; ++i)
+    std::this_thread::sleep_for(25ms);
+  EXPECT_EQ(status, 403) << b3.log();
+
+  // Lifted through one instance's API: lifted on all.
+  Client c(a2);
+  c.Send("DELETE /api/v1/bans/198.51.100.20 HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(c.Read().status, 200);
+  for (int i = 0; i < 40 && (status = from(p1, "198.51.100.20", "/")) != 200; ++i)
+    std::this_thread::sleep_for(25ms);
+  EXPECT_EQ(status, 200) << b1.log();
+  for (int i = 0; i < 40 && (status = from(p3, "198.51.100.20", "/")) != 200; ++i)
+    std::this_thread::sleep_for(25ms);
+  EXPECT_EQ(status, 200);
+}
+
 }  // namespace
 }  // namespace bulwark::testing
