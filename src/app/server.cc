@@ -92,7 +92,14 @@ absl::Status Server::Start() {
     if (getrandom(id, sizeof(id), 0) != sizeof(id)) id[0] = WallMicros();
     instance_id_ = StrCat(id[0] ^ id[1]);
   }
-  gateway::WorkerShared shared{&endpoints_, access_log_.get(), bans_.get(), instance_id_};
+  gateway::WorkerShared shared{&endpoints_, access_log_.get(), bans_.get(), instance_id_, ""};
+  {
+    unsigned char key[32];
+    if (getrandom(key, sizeof(key), 0) != sizeof(key)) {
+      for (auto& c : key) c = static_cast<unsigned char>(WallMicros());
+    }
+    shared.sticky_secret.assign(reinterpret_cast<char*>(key), sizeof(key));
+  }
   for (int i = 0; i < n; ++i) {
     workers_.push_back(std::make_unique<gateway::Worker>(i, shared));
     s = workers_.back()->Start(snapshot_);

@@ -73,6 +73,7 @@ Balancer::Balancer(const UpstreamConfig& cfg, const std::vector<ServerState*>& s
     Peer p{states[i], s.weight, s.max_fails, s.fail_timeout_ms, s.backup, s.down};
     p.effective_weight = s.weight;
     p.half_open_requests = cfg.breaker.half_open_requests;
+    p.sticky_id = StableHash(s.address_text);
     peers_.push_back(p);
   }
   scratch_.reserve(peers_.size());
@@ -122,6 +123,17 @@ int Balancer::Select(int64_t now_ms, std::optional<uint64_t> key_hash, const Tri
     p.state->OnSelected(now_ms, p.max_fails, p.fail_timeout_ms);
   }
   return idx;
+}
+
+int Balancer::FindSticky(uint64_t id, int64_t now_ms, const TriedSet& tried) {
+  for (int i = 0; i < static_cast<int>(peers_.size()); ++i) {
+    if (peers_[i].sticky_id != id) continue;
+    if (tried.test(i) || !Usable(i, now_ms)) return -1;
+    Peer& p = peers_[i];
+    p.state->OnSelected(now_ms, p.max_fails, p.fail_timeout_ms);
+    return i;
+  }
+  return -1;
 }
 
 int Balancer::Pick(int64_t now_ms, std::optional<uint64_t> key_hash, const TriedSet& tried,

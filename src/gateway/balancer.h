@@ -44,6 +44,7 @@ class Balancer {
     bool backup;
     bool down;
     int half_open_requests = 1;  // breaker probes allowed at once
+    uint64_t sticky_id = 0;      // StableHash of the address: what sticky cookies name
     int current_weight = 0;    // nginx smooth weighted round robin
     int effective_weight = 0;  // lowered on failures, recovers by one per selection
   };
@@ -70,6 +71,8 @@ class Balancer {
   }
   // True while the last Select ran in Envoy's panic mode.
   bool panicked() const { return panic_; }
+  // The server a sticky cookie or session names, if it is usable and not yet tried; else -1.
+  int FindSticky(uint64_t id, int64_t now_ms, const TriedSet& tried);
   // True when at least one server (primary or backup) is usable.
   bool AnyUsable(int64_t now_ms) const;
 

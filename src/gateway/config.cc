@@ -152,6 +152,41 @@ void ParseRetry(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   r.Finish();
 }
 
+void ParseSticky(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                 StickyConfig* st) {
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  st->enabled = true;
+  r.String("cookie", &st->cookie);
+  r.String("secret", &st->secret);
+  r.Duration("max_age", &st->max_age_ms);
+  r.String("path", &st->path);
+  r.Bool("http_only", &st->http_only);
+  r.Bool("secure", &st->secure);
+  r.Enum("same_site", {"Strict", "Lax", "None"}, &st->same_site);
+  r.String("session_cookie", &st->session_cookie);
+  r.Duration("ttl", &st->ttl_ms);
+  auto token = [](const std::string& s) {
+    if (s.empty()) return false;
+    for (char c : s) {
+      if (c <= 32 || c >= 127 || std::string_view("()<>@,;:\\\"/[]?={}").find(c) != std::string_view::npos)
+        return false;
+    }
+    return true;
+  };
+  if (st->cookie.empty() && st->session_cookie.empty())
+    ctx.Error(node.Mark(), StrCat(what, ": set `cookie` (bulwark's own cookie) and/or "
+                                        "`session_cookie` (the application's, kept in Redis)"));
+  if (!st->cookie.empty() && !token(st->cookie))
+    ctx.Error(r.Get("cookie").Mark(), StrCat(what, ".cookie: not a valid cookie name"));
+  if (!st->session_cookie.empty() && !token(st->session_cookie))
+    ctx.Error(r.Get("session_cookie").Mark(), StrCat(what, ".session_cookie: not a valid cookie name"));
+  if (st->ttl_ms <= 0) ctx.Error(node.Mark(), StrCat(what, ".ttl: must be positive"));
+  if (st->same_site == "None" && !st->secure)
+    ctx.Error(node.Mark(), StrCat(what, ": same_site None needs secure: true (browsers require it)"));
+  r.Finish();
+}
+
 void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
                  ServerConfig* s) {
   std::optional<MapReader> r;
@@ -244,6 +279,8 @@ void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node
   if (od.IsDefined()) ParseOutlier(ctx, od, what + ".outlier_detection", &u->outlier);
   YAML::Node rp = r.Get("retry");
   if (rp.IsDefined()) ParseRetry(ctx, rp, what + ".retry", &u->retry);
+  YAML::Node sk = r.Get("sticky");
+  if (sk.IsDefined()) ParseSticky(ctx, sk, what + ".sticky", &u->sticky);
 
   YAML::Node servers = r.Get("servers");
   if (!servers.IsDefined() || !servers.IsSequence() || servers.size() == 0) {
@@ -648,6 +685,13 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
     if (rc.timeout_ms <= 0 || rc.connect_timeout_ms <= 0)
       ctx.Error(redis.Mark(), "redis: timeouts must be positive");
     r.Finish();
+  }
+
+  for (const auto& u : out->upstreams) {
+    if (!u.sticky.session_cookie.empty() && !out->redis.enabled)
+      ctx.Error(ups.Mark(), StrCat("upstreams.", u.name,
+                                   ".sticky.session_cookie: needs a `redis:` section (the "
+                                   "session table lives there)"));
   }
 
   // limit_req_zones: name -> {key, rate, size} (nginx limit_req_zone).

@@ -81,6 +81,23 @@ struct RetryPolicyConfig {
   int min_retry_concurrency = 3;    // ...or this many, whichever is larger (Envoy retry_budget)
 };
 
+// Sticky sessions. `cookie`: bulwark sets a cookie naming the server (signed, so a client cannot
+// choose one) and sends later requests carrying it to that server while it is usable; otherwise
+// another is chosen and the cookie rewritten. `session_cookie`: the application's own session
+// cookie is mapped to a server in Redis (shared by instances, refreshed on use, with a TTL).
+struct StickyConfig {
+  bool enabled = false;
+  std::string cookie;          // e.g. "bulwark_srv"
+  std::string secret;          // HMAC key; empty: random per process
+  int64_t max_age_ms = 0;      // 0: a session cookie
+  std::string path = "/";
+  bool http_only = true;
+  bool secure = false;
+  std::string same_site = "Lax";
+  std::string session_cookie;  // the app's cookie for the Redis table
+  int64_t ttl_ms = 30 * 60 * 1000;
+};
+
 struct UpstreamConfig {
   std::string name;
   BalanceKind balance = BalanceKind::kRoundRobin;
@@ -101,6 +118,7 @@ struct UpstreamConfig {
   BreakerConfig breaker;
   OutlierConfig outlier;
   RetryPolicyConfig retry;
+  StickyConfig sticky;
 };
 
 struct ReturnConfig {

@@ -1,5 +1,8 @@
 #include "gateway/proxy.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -99,6 +102,73 @@ void AppendMillis(std::string* out, int64_t us) {
   out->push_back(static_cast<char>('0' + frac / 100));
   out->push_back(static_cast<char>('0' + frac / 10 % 10));
   out->push_back(static_cast<char>('0' + frac % 10));
+}
+
+// The value of cookie `name` in the request's Cookie headers ("" when absent).
+std::string_view CookieValue(const http::RequestHead& req, std::string_view name) {
+  for (const auto& h : req.headers) {
+    if (h.name.size() != 6 || !http::EqualsLower(h.name, "cookie")) continue;
+    std::string_view v = h.value;
+    while (!v.empty()) {
+      size_t semi = v.find(';');
+      std::string_view pair = v.substr(0, semi);
+      while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+      size_t eq = pair.find('=');
+      if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
+        std::string_view val = pair.substr(eq + 1);
+        while (!val.empty() && val.back() == ' ') val.remove_suffix(1);
+        return val;
+      }
+      if (semi == std::string_view::npos) break;
+      v.remove_prefix(semi + 1);
+    }
+  }
+  return {};
+}
+
+void AppendHex16(std::string* out, uint64_t v) {
+  static const char kHex[] = "0123456789abcdef";
+  for (int i = 15; i >= 0; --i) out->push_back(kHex[(v >> (i * 4)) & 15]);
+}
+
+bool ParseHex16(std::string_view s, uint64_t* v) {
+  if (s.size() != 16) return false;
+  uint64_t r = 0;
+  for (char c : s) {
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return false;
+    r = (r << 4) | static_cast<uint64_t>(d);
+  }
+  *v = r;
+  return true;
+}
+
+// The signature in a sticky cookie: HMAC-SHA256 over the upstream and server id, 64 bits of it.
+void AppendStickyMac(std::string* out, std::string_view secret, std::string_view upstream,
+                     uint64_t id) {
+  std::string data(upstream);
+  data.push_back('\n');
+  AppendHex16(&data, id);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), md, &len);
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | md[i];
+  AppendHex16(out, v);
+}
+
+// "ID.MAC" with a valid MAC -> the server id.
+bool ParseStickyCookie(std::string_view v, std::string_view secret, std::string_view upstream,
+                       uint64_t* id) {
+  if (v.size() != 33 || v[16] != '.') return false;
+  uint64_t parsed = 0;
+  if (!ParseHex16(v.substr(0, 16), &parsed)) return false;
+  std::string mac;
+  AppendStickyMac(&mac, secret, upstream, parsed);
+  if (CRYPTO_memcmp(mac.data(), v.data() + 17, 16) != 0) return false;
+  *id = parsed;
+  return true;
 }
 
 void AppendHeaderLine(std::string* out, std::string_view name, std::string_view value) {
@@ -404,6 +474,7 @@ void ClientConn::OnClientEof() {
       return;
     case State::kDelayed:
     case State::kLimiting:
+    case State::kSticky:
       worker_->stats().client_aborts.Add(1);
       if (!logged_) LogAndCount(499);
       Close();
@@ -804,23 +875,115 @@ void ClientConn::Proceed() {
   tried_.reset();
   ur.live->active_requests.fetch_add(1, std::memory_order_relaxed);
   counted_active_ = true;
+  sticky_cookie_id_ = session_server_id_ = 0;
+  session_value_.clear();
+  const StickyConfig& sticky = ur.cfg->sticky;
+  if (sticky.enabled) {
+    if (!sticky.cookie.empty()) {
+      uint64_t id = 0;
+      if (ParseStickyCookie(CookieValue(req_, sticky.cookie), StickySecret(), ur.cfg->name, &id))
+        sticky_cookie_id_ = id;
+    }
+    std::string_view sv =
+        sticky.session_cookie.empty() ? std::string_view() : CookieValue(req_, sticky.session_cookie);
+    if (!sv.empty() && sv.size() <= 512) {
+      session_value_.assign(sv);
+      RedisClient* redis = worker_->redis();
+      if (redis != nullptr && redis->connected()) {
+        // The session table (seed 002's design): session -> server, refreshed on every use.
+        std::string key = StrCat(cfg.redis.key_prefix, "sticky:", ur.cfg->name, ":", session_value_);
+        std::string ttl = StrCat(sticky.ttl_ms);
+        uint64_t seq = ++limit_seq_;
+        state_ = State::kSticky;
+        redis->Command({"GETEX", key, "PX", ttl},
+                       [this, seq](const RedisReply& r) { OnStickyLookup(seq, r); });
+        return;
+      }
+    }
+  }
+  ChooseAndStart(0);
+}
+
+void ClientConn::OnStickyLookup(uint64_t seq, const RedisReply& r) {
+  if (!open_ || state_ != State::kSticky || seq != limit_seq_) return;
+  state_ = State::kHead;
+  uint64_t id = 0;
+  // Redis down or slow: the session is balanced like any request (and re-pinned later).
+  if (r.type == RedisReply::Type::kString && ParseHex16(r.str, &id)) session_server_id_ = id;
+  ChooseAndStart(session_server_id_);
+}
+
+std::string_view ClientConn::StickySecret() const {
+  const StickyConfig& st = view_->snap->upstreams[upstream_index_].cfg->sticky;
+  return st.secret.empty() ? std::string_view(worker_->shared().sticky_secret)
+                           : std::string_view(st.secret);
+}
+
+void ClientConn::ChooseAndStart(uint64_t session_server) {
+  const GatewayConfig& cfg = *view_->snap->config;
   Balancer& bal = *view_->balancers[upstream_index_];
-  int idx = bal.Select(worker_->loop().now_ms(), key_hash_, tried_);
+  int64_t now = worker_->loop().now_ms();
+  int idx = -1;
+  if (session_server != 0) idx = bal.FindSticky(session_server, now, tried_);
+  if (idx < 0 && sticky_cookie_id_ != 0) idx = bal.FindSticky(sticky_cookie_id_, now, tried_);
+  if (idx < 0) idx = bal.Select(now, key_hash_, tried_);
   if (bal.panicked()) worker_->stats().panic_selections.Add(1);
   if (idx < 0) {
     // Every server is down, drained or failed: answer now instead of queueing (nginx: "no live
     // upstreams").
     worker_->stats().no_upstream.Add(1);
-    SendError(503, "no live upstreams", has_body);
+    SendError(503, "no live upstreams", has_body_);
     return;
   }
   state_ = State::kProxy;
-  if (has_body) {
+  if (has_body_) {
     ArmClientTimer(cfg.http.client_body_timeout_ms);
   } else {
     worker_->loop().CancelTimer(&timer_);
   }
   StartAttempt(idx);
+}
+
+void ClientConn::StickyResponse(std::string* o) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const StickyConfig& st = ur.cfg->sticky;
+  if (!st.enabled || up_ == nullptr) return;
+  uint64_t id = view_->balancers[upstream_index_]->peer(up_->server_index_).sticky_id;
+  if (!st.cookie.empty() && id != sticky_cookie_id_) {
+    // Pin (or re-pin, when the pinned server could not answer) to the server that did.
+    o->append("Set-Cookie: ");
+    o->append(st.cookie);
+    o->push_back('=');
+    AppendHex16(o, id);
+    o->push_back('.');
+    AppendStickyMac(o, StickySecret(), ur.cfg->name, id);
+    StrAppend(o, "; Path=", st.path);
+    if (st.max_age_ms > 0) StrAppend(o, "; Max-Age=", st.max_age_ms / 1000);
+    if (st.http_only) o->append("; HttpOnly");
+    if (st.secure) o->append("; Secure");
+    StrAppend(o, "; SameSite=", st.same_site, "\r\n");
+  }
+  if (st.session_cookie.empty()) return;
+  // A session the application just created, or one whose server changed, is (re)recorded.
+  std::string_view created;
+  for (const auto& h : resp_.headers) {
+    if (h.name.size() != 10 || !http::EqualsLower(h.name, "set-cookie")) continue;
+    std::string_view v = h.value;
+    if (v.size() > st.session_cookie.size() && v.substr(0, st.session_cookie.size()) == st.session_cookie &&
+        v[st.session_cookie.size()] == '=') {
+      v.remove_prefix(st.session_cookie.size() + 1);
+      created = v.substr(0, v.find(';'));
+    }
+  }
+  std::string_view session = !created.empty() ? created : std::string_view(session_value_);
+  if (session.empty() || session.size() > 512) return;
+  if (created.empty() && session_server_id_ == id) return;
+  RedisClient* redis = worker_->redis();
+  if (redis == nullptr || !redis->connected()) return;
+  std::string key = StrCat(view_->snap->config->redis.key_prefix, "sticky:", ur.cfg->name, ":", session);
+  std::string value;
+  AppendHex16(&value, id);
+  redis->Command({"SET", key, value, "PX", StrCat(st.ttl_ms)}, [](const RedisReply&) {});
 }
 
 void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
@@ -1179,6 +1342,7 @@ void ClientConn::BuildResponseHead() {
   }
   if (!has_request_id)
     AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
+  StickyResponse(&o);
   if (status_ == 101) {
     o.append("Connection: upgrade\r\n");
     AppendHeaderLine(&o, "Upgrade", resp_.upgrade);

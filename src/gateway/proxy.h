@@ -124,7 +124,7 @@ class ClientConn : public IoHandler {
   bool open_ = false;
 
  private:
-  enum class State { kIdle, kHead, kLimiting, kDelayed, kProxy, kLocal, kTunnel, kClosing };
+  enum class State { kIdle, kHead, kLimiting, kDelayed, kSticky, kProxy, kLocal, kTunnel, kClosing };
 
   void DoRead();
   void DoWrite();
@@ -138,6 +138,12 @@ class ClientConn : public IoHandler {
   bool AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const;
   // After the protections (and any limit_req delay): answer or proxy the request.
   void Proceed();
+  // Picks the server (a sticky one first when it is usable) and starts the first attempt.
+  void ChooseAndStart(uint64_t session_server);
+  void OnStickyLookup(uint64_t seq, const RedisReply& r);
+  // Adds Set-Cookie / records the session when the answering server is not the pinned one.
+  void StickyResponse(std::string* head);
+  std::string_view StickySecret() const;
   void StrikeBan(std::string_view what);
   // Acts on a limit_req decision: false when the request was answered or is being delayed.
   bool ApplyLimitOutcome(const LimitOutcome& out);
@@ -235,6 +241,9 @@ class ClientConn : public IoHandler {
   int limit_n_ = 0;
   LimitRequest limit_reqs_[16];   // the current request's rules (keys view key_buf_)
   std::string redis_buf_;
+  uint64_t sticky_cookie_id_ = 0;   // the server the request's sticky cookie names (0: none)
+  uint64_t session_server_id_ = 0;  // the server Redis maps its session to (0: none)
+  std::string session_value_;       // the request's application session cookie
   int limit_result_ = -1;   // LimitResult of the request, -1 when no limit applied
 
   // The response.

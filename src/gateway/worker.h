@@ -27,6 +27,7 @@ struct WorkerShared {
   AccessLog* access_log = nullptr;  // may be null (access log off)
   BanTable* bans = nullptr;
   std::string instance_id;  // tells this instance's shared bans from others'
+  std::string sticky_secret;  // random per process; used when a sticky config sets no secret
 };
 
 // The per-worker face of one snapshot: balancers with this worker's round-robin state.

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <set>
 #include <iostream>
 #include <chrono>
 #include <thread>
@@ -240,6 +241,53 @@ TEST(SharedBans, ABanOnOneInstanceHoldsOnAllAndLiftsEverywhere) {
   for (int i = 0; i < 40 && (status = from(p3, "198.51.100.20", "/")) != 200; ++i)
     std::this_thread::sleep_for(25ms);
   EXPECT_EQ(status, 200);
+}
+
+TEST(SharedSticky, SessionTableInRedisPinsAcrossInstances) {
+  RedisServer redis;
+  std::vector<std::unique_ptr<Backend>> backends;
+  for (int i = 0; i < 3; ++i) {
+    backends.push_back(std::make_unique<Backend>([i](const Backend::Request& r) {
+      if (r.target == "/login")
+        return Backend::Reply(200, "s" + std::to_string(i),
+                              "Set-Cookie: SESSIONID=sess-" + std::to_string(i) + "; Path=/\r\n");
+      return Backend::Reply(200, "s" + std::to_string(i));
+    }));
+  }
+  auto config = [&](int port, int admin) {
+    return "workers: 2\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
+           std::to_string(admin) + "}\nredis: {address: '127.0.0.1:" +
+           std::to_string(redis.port()) + "'}\nlisteners:\n  - listen: 127.0.0.1:" +
+           std::to_string(port) +
+           "\n    routes: [{prefix: /, upstream: app}]\n"
+           "upstreams:\n  app:\n    sticky: {session_cookie: SESSIONID, ttl: 10m}\n"
+           "    servers: ['127.0.0.1:" + std::to_string(backends[0]->port()) + "', '127.0.0.1:" +
+           std::to_string(backends[1]->port()) + "', '127.0.0.1:" +
+           std::to_string(backends[2]->port()) + "']\n";
+  };
+  int p1 = FreePort(), a1 = FreePort(), p2 = FreePort(), a2 = FreePort();
+  Bulwark b1(config(p1, a1));
+  Bulwark b2(config(p2, a2));
+  ASSERT_TRUE(b1.Ready(p1, a1)) << b1.log();
+  ASSERT_TRUE(b2.Ready(p2, a2)) << b2.log();
+  auto up = [](int admin) {
+    return Metric(HttpGet(admin, "/metrics").body, "bulwark_redis_up") == "1";
+  };
+  for (int i = 0; i < 100 && !(up(a1) && up(a2)); ++i) std::this_thread::sleep_for(50ms);
+  // Log in through instance 1: the application creates a session and bulwark records its server.
+  Response login = HttpGet(p1, "/login");
+  ASSERT_EQ(login.status, 200);
+  std::string session = login.headers["set-cookie"].substr(0, login.headers["set-cookie"].find(';'));
+  ASSERT_EQ(session, "SESSIONID=sess-" + login.body.substr(1));
+  std::this_thread::sleep_for(100ms);
+  // Both instances send that session to the same server, every time.
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(HttpGet(i % 2 ? p1 : p2, "/page", "Cookie: " + session + "\r\n").body, login.body);
+  }
+  // Without the session the requests spread.
+  std::set<std::string> seen;
+  for (int i = 0; i < 6; ++i) seen.insert(HttpGet(p2, "/page").body);
+  EXPECT_GT(seen.size(), 1u);
 }
 
 }  // namespace

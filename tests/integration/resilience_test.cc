@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <set>
 #include <chrono>
 #include <thread>
 
@@ -174,6 +175,50 @@ TEST(Resilience, RetryBudgetAndPerTryTimeout) {
     EXPECT_LT(ms, 1000);
   }
   EXPECT_GT(slow.requests(), 0);
+}
+
+TEST(Sticky, SignedCookiePinsAndMovesWhenTheServerDies) {
+  std::vector<std::unique_ptr<Backend>> backends;
+  for (int i = 0; i < 3; ++i) {
+    backends.push_back(std::make_unique<Backend>(
+        [i](const Backend::Request&) { return Backend::Reply(200, "s" + std::to_string(i)); }));
+  }
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Cfg(port, admin, {backends[0]->port(), backends[1]->port(), backends[2]->port()},
+                "    sticky: {cookie: srv, secret: s3cret, max_age: 1h}\n"));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  Response first = HttpGet(port, "/");
+  ASSERT_EQ(first.status, 200);
+  std::string set = first.headers["set-cookie"];
+  ASSERT_EQ(set.rfind("srv=", 0), 0u) << set;
+  EXPECT_NE(set.find("; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"), std::string::npos) << set;
+  std::string cookie = set.substr(0, set.find(';'));
+  for (int i = 0; i < 10; ++i) {
+    Response r = HttpGet(port, "/", "Cookie: a=b; " + cookie + "\r\n");
+    EXPECT_EQ(r.body, first.body);
+    EXPECT_EQ(r.headers.count("set-cookie"), 0u);  // already pinned there
+  }
+  // A cookie a client made up (or changed) is not believed: balanced, and a real one is set.
+  std::string forged = cookie;
+  forged[forged.size() - 1] = forged.back() == '0' ? '1' : '0';
+  std::set<std::string> seen;
+  for (int i = 0; i < 6; ++i) {
+    Response r = HttpGet(port, "/", "Cookie: " + forged + "\r\n");
+    seen.insert(r.body);
+    EXPECT_EQ(r.headers["set-cookie"].rfind("srv=", 0), 0u);
+  }
+  EXPECT_GT(seen.size(), 1u);
+  // The pinned server dies: the session moves and the cookie is rewritten.
+  int pinned = first.body[1] - '0';
+  backends[pinned]->Stop();
+  Response moved = HttpGet(port, "/", "Cookie: " + cookie + "\r\n");
+  EXPECT_EQ(moved.status, 200);
+  EXPECT_NE(moved.body, first.body);
+  std::string reset = moved.headers["set-cookie"];
+  ASSERT_FALSE(reset.empty());
+  std::string cookie2 = reset.substr(0, reset.find(';'));
+  EXPECT_NE(cookie2, cookie);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(HttpGet(port, "/", "Cookie: " + cookie2 + "\r\n").body, moved.body);
 }
 
 }  // namespace
