@@ -5,6 +5,10 @@
 #include "app/config.h"
 #include "app/demo.h"
 #include "app/server.h"
+#include "core/event_loop.h"
+#include "core/units.h"
+#include "nlohmann/json.hpp"
+#include "security/jwt.h"
 
 namespace {
 constexpr const char* kVersion = "0.1.0";
@@ -36,6 +40,38 @@ int Serve(const std::string& path) {
   }
   return server.Run();
 }
+// Mints an HS256 service token from a provider's secret (seed 002's X-Service-Auth tokens).
+int IssueToken(const std::string& path, std::string provider, const std::string& service,
+               const std::string& ttl_text) {
+  bulwark::ConfigLoad load = bulwark::LoadConfigFile(path, bulwark::ProcessEnv());
+  if (!load.errors.empty()) {
+    for (const auto& e : load.errors) fprintf(stderr, "%s\n", e.c_str());
+    return 1;
+  }
+  const auto& providers = load.config->gateway->jwt_providers;
+  const bulwark::gateway::JwtProviderConfig* p = nullptr;
+  for (const auto& candidate : providers) {
+    if (provider.empty() ? !candidate.secret.empty() : candidate.name == provider) p = &candidate;
+    if (p != nullptr) break;
+  }
+  if (p == nullptr || p->secret.empty()) {
+    fprintf(stderr, "bulwark: %s\n",
+            provider.empty() ? "no jwt_providers entry has an HS256 secret to sign with"
+                             : ("jwt provider \"" + provider + "\" has no HS256 secret").c_str());
+    return 1;
+  }
+  auto ttl = bulwark::ParseDurationMs(ttl_text);
+  if (!ttl.ok() || *ttl < 1000) {
+    fprintf(stderr, "bulwark: --ttl: expected a duration such as 1h\n");
+    return 1;
+  }
+  int64_t now = bulwark::WallMicros() / 1000000;
+  nlohmann::json claims{{"sub", service}, {"iat", now}, {"exp", now + *ttl / 1000}};
+  if (!p->issuers.empty()) claims["iss"] = p->issuers.front();
+  if (!p->audiences.empty()) claims["aud"] = p->audiences.front();
+  printf("%s\n", bulwark::security::MintHs256(claims, p->secret).c_str());
+  return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -48,6 +84,14 @@ int main(int argc, char** argv) {
       app.add_subcommand("check-config", "Validate a configuration file (exit 1 on any error)");
   check->add_option("file", check_path, "Configuration file")->required();
   auto* version = app.add_subcommand("version", "Print the version");
+  auto* token = app.add_subcommand("token", "Service tokens");
+  token->require_subcommand(1);
+  auto* issue = token->add_subcommand("issue", "Mint an HS256 token from a jwt provider's secret");
+  std::string token_config, token_provider, token_service, token_ttl = "1h";
+  issue->add_option("-c,--config", token_config, "Configuration file")->required();
+  issue->add_option("--service", token_service, "The service name (the `sub` claim)")->required();
+  issue->add_option("--ttl", token_ttl, "Lifetime, e.g. 1h (default 1h)");
+  issue->add_option("--provider", token_provider, "jwt_providers entry (default: the first with a secret)");
   auto* demo = app.add_subcommand(
       "demo", "Run the gateway on the embedded demo configuration with three origins");
   CLI11_PARSE(app, argc, argv);
@@ -58,5 +102,6 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*demo) return bulwark::RunDemo();
+  if (*issue) return IssueToken(token_config, token_provider, token_service, token_ttl);
   return 2;
 }

@@ -713,6 +713,23 @@ void Server::CollectGateway(std::string* out) {
     observe::AppendLabelValue(out, rule);
     StrAppend(out, "\"} ", c.second, "\n");
   }
+  observe::AppendHeader(out, "bulwark_jwt_verified_total", "counter",
+                        "Requests whose JWT verified, by provider.");
+  for (const auto& p : snapshot_->config->jwt_providers) {
+    out->append("bulwark_jwt_verified_total{provider=\"");
+    observe::AppendLabelValue(out, p.name);
+    StrAppend(out, "\"} ", p.counters->verified.load(std::memory_order_relaxed), "\n");
+  }
+  observe::AppendHeader(out, "bulwark_jwt_rejections_total", "counter",
+                        "Requests refused (401) by a JWT check, by provider and reason.");
+  for (const auto& p : snapshot_->config->jwt_providers) {
+    for (int f = 1; f < security::kJwtFailures; ++f) {
+      out->append("bulwark_jwt_rejections_total{provider=\"");
+      observe::AppendLabelValue(out, p.name);
+      StrAppend(out, "\",reason=\"", security::JwtFailureName(static_cast<security::JwtFailure>(f)),
+                "\"} ", p.counters->rejected[f].load(std::memory_order_relaxed), "\n");
+    }
+  }
   observe::AppendHeader(out, "bulwark_workers", "gauge", "Worker threads.");
   StrAppend(out, "bulwark_workers ", workers_.size(), "\n");
   observe::AppendHeader(out, "process_start_time_seconds", "gauge",

@@ -1,6 +1,8 @@
 #include "gateway/config.h"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include "core/strings.h"
 #include "re2/re2.h"
@@ -336,6 +338,9 @@ void ParseKeySpec(ConfigContext& ctx, const YAML::Node& node, const std::string&
       part.kind = KeyPartKind::kClientIp;
     } else if (item == "route") {
       part.kind = KeyPartKind::kRoute;
+    } else if (StartsWith(item, "jwt:") && item.size() > 4) {
+      part.kind = KeyPartKind::kJwtClaim;
+      part.name = item.substr(4);
     } else if (StartsWith(item, "header:") && item.size() > 7) {
       part.kind = KeyPartKind::kHeader;
       part.name = AsciiLower(item.substr(7));
@@ -347,7 +352,7 @@ void ParseKeySpec(ConfigContext& ctx, const YAML::Node& node, const std::string&
       }
     } else {
       ctx.Error(node.Mark(), StrCat(what, ": unknown key part \"", item,
-                                    "\" (expected client_ip, header:NAME or route)"));
+                                    "\" (expected client_ip, header:NAME, jwt:CLAIM or route)"));
       continue;
     }
     if (!out->text.empty()) out->text.push_back('+');
@@ -501,6 +506,118 @@ void ParseBan(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
   r.Finish();
 }
 
+// A file named in the config: relative paths are taken from the config file's directory.
+bool ReadConfigFile(ConfigContext& ctx, const YAML::Node& at, const std::string& what,
+                    const std::string& path, std::string* out) {
+  std::string full = path;
+  if (!path.empty() && path[0] != '/') {
+    size_t slash = ctx.file().rfind('/');
+    if (slash != std::string::npos) full = ctx.file().substr(0, slash + 1) + path;
+  }
+  std::ifstream f(full, std::ios::binary);
+  if (!f) {
+    ctx.Error(at.Mark(), StrCat(what, ": cannot read ", full));
+    return false;
+  }
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  if (out->size() > 1024 * 1024) {
+    ctx.Error(at.Mark(), StrCat(what, ": ", full, " is larger than 1M"));
+    return false;
+  }
+  return true;
+}
+
+void ParseJwtProvider(ConfigContext& ctx, const std::string& name, const YAML::Node& node,
+                      JwtProviderConfig* p) {
+  std::string what = StrCat("jwt_providers.", name);
+  p->name = name;
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  std::vector<security::JwtKey> keys;
+  int sources = 0;
+  std::string secret, secret_file, pem_file, jwks_file;
+  if (r.Has("secret")) {
+    ++sources;
+    r.String("secret", &secret);
+  }
+  if (r.Has("secret_file")) {
+    ++sources;
+    r.String("secret_file", &secret_file);
+    if (ReadConfigFile(ctx, r.Get("secret_file"), what + ".secret_file", secret_file, &secret)) {
+      while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+    }
+  }
+  if (sources > 0) {
+    // RFC 7518: an HS256 key must be at least as long as the hash (256 bits).
+    if (secret.size() < 32) {
+      ctx.Error(node.Mark(), StrCat(what, ": the HS256 secret must be at least 32 bytes"));
+    } else {
+      security::JwtKey k;
+      k.alg = security::JwtAlg::kHS256;
+      k.secret = secret;
+      keys.push_back(std::move(k));
+      p->secret = secret;
+    }
+  }
+  if (r.Has("public_key_file")) {
+    ++sources;
+    r.String("public_key_file", &pem_file);
+    std::string pem;
+    if (ReadConfigFile(ctx, r.Get("public_key_file"), what + ".public_key_file", pem_file, &pem)) {
+      auto k = security::JwtKeyFromPem(pem);
+      if (!k.ok()) {
+        ctx.Error(r.Get("public_key_file").Mark(),
+                  StrCat(what, ".public_key_file: ", k.status().message()));
+      } else {
+        keys.push_back(std::move(*k));
+      }
+    }
+  }
+  if (r.Has("jwks_file")) {
+    ++sources;
+    r.String("jwks_file", &jwks_file);
+    std::string json;
+    if (ReadConfigFile(ctx, r.Get("jwks_file"), what + ".jwks_file", jwks_file, &json)) {
+      auto ks = security::JwtKeysFromJwks(json);
+      if (!ks.ok()) {
+        ctx.Error(r.Get("jwks_file").Mark(), StrCat(what, ".jwks_file: ", ks.status().message()));
+      } else {
+        for (auto& k : *ks) keys.push_back(std::move(k));
+      }
+    }
+  }
+  if (sources != 1)
+    ctx.Error(node.Mark(), StrCat(what, ": set exactly one of secret, secret_file, "
+                                        "public_key_file or jwks_file"));
+  security::JwtPolicy policy;
+  r.StringList("issuer", &p->issuers);
+  r.StringList("audience", &p->audiences);
+  policy.issuers = p->issuers;
+  policy.audiences = p->audiences;
+  int64_t leeway_ms = 60000;
+  r.Duration("leeway", &leeway_ms);
+  policy.leeway_s = leeway_ms / 1000;
+  r.Bool("require_exp", &policy.require_exp);
+  r.String("header", &p->header);
+  p->header = AsciiLower(p->header);
+  YAML::Node fc = r.Get("forward_claims");
+  if (fc.IsDefined()) {
+    if (!fc.IsMap()) {
+      ctx.Error(fc.Mark(), StrCat(what, ".forward_claims: expected {claim: Header-Name}"));
+    } else {
+      for (const auto& kv : fc) {
+        std::string header;
+        if (ReadScalar(ctx, kv.second, what + ".forward_claims", &header))
+          p->forward_claims.emplace_back(kv.first.Scalar(), header);
+      }
+    }
+  }
+  r.Finish();
+  p->verifier = std::make_shared<security::JwtVerifier>(std::move(keys), policy);
+}
+
 void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
                 const GatewayConfig& gw, RouteConfig* rc) {
   MapReader r(ctx, node, what);
@@ -561,6 +678,8 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   ParseLimitReq(ctx, r, what, gw, &rc->limit_req);
   YAML::Node ban = r.Get("ban");
   if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &rc->ban);
+  rc->jwt_set = r.Has("jwt");
+  r.String("jwt", &rc->jwt);
   r.Finish();
 }
 
@@ -573,6 +692,7 @@ void InheritFromListener(const ListenerConfig& l, RouteConfig* rc) {
   if (!lr.dry_run_set) lr.dry_run = l.limit_req.dry_run;
   if (!lr.retry_after_set) lr.retry_after = l.limit_req.retry_after;
   if (!rc->ban.set) rc->ban = l.ban;
+  if (!rc->jwt_set) rc->jwt = l.jwt;
 }
 
 }  // namespace
@@ -694,6 +814,19 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
                                    "session table lives there)"));
   }
 
+  YAML::Node jwts = top.Get("jwt_providers");
+  if (jwts.IsDefined()) {
+    if (!jwts.IsMap()) {
+      ctx.Error(jwts.Mark(), "jwt_providers: expected a mapping of provider names to settings");
+    } else {
+      for (const auto& kv : jwts) {
+        JwtProviderConfig p;
+        ParseJwtProvider(ctx, kv.first.Scalar(), kv.second, &p);
+        out->jwt_providers.push_back(std::move(p));
+      }
+    }
+  }
+
   // limit_req_zones: name -> {key, rate, size} (nginx limit_req_zone).
   YAML::Node zones = top.Get("limit_req_zones");
   if (zones.IsDefined()) {
@@ -780,6 +913,7 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
       ParseLimitReq(ctx, r, what, *out, &lc.limit_req);
       YAML::Node ban = r.Get("ban");
       if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &lc.ban);
+      r.String("jwt", &lc.jwt);
       YAML::Node routes = r.Get("routes");
       if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
         ctx.Error(routes.IsDefined() ? routes.Mark() : ln.Mark(),
@@ -791,6 +925,18 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
           std::string rwhat = StrCat(what, ".routes[", ri++, "]");
           ParseRoute(ctx, rn, rwhat, *out, &rc);
           InheritFromListener(lc, &rc);
+          if (!rc.jwt.empty()) {
+            for (size_t i = 0; i < out->jwt_providers.size(); ++i) {
+              if (out->jwt_providers[i].name == rc.jwt) rc.jwt_index = static_cast<int>(i);
+            }
+            if (rc.jwt_index < 0) {
+              std::vector<std::string> names;
+              for (const auto& p : out->jwt_providers) names.push_back(p.name);
+              std::string hint = Suggest(rc.jwt, names);
+              ctx.Error(rn.Mark(), StrCat(rwhat, ".jwt: no jwt_providers entry named \"", rc.jwt,
+                                          "\"", hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
+            }
+          }
           if (!rc.upstream.empty() && out->FindUpstream(rc.upstream) == nullptr) {
             std::vector<std::string> names;
             for (const auto& u : out->upstreams) names.push_back(u.name);

@@ -7,9 +7,14 @@
 #include <string>
 #include <vector>
 
+#include <array>
+#include <atomic>
+#include <memory>
+
 #include "core/config_reader.h"
 #include "core/net.h"
 #include "http/parser.h"
+#include "security/jwt.h"
 
 namespace bulwark::gateway {
 
@@ -147,10 +152,10 @@ struct AccessList {
 
 // What identifies a client for a rate limit or a ban. Several parts are concatenated; as with
 // an nginx key made of variables, a key whose parts are all empty is not limited.
-enum class KeyPartKind { kClientIp, kHeader, kRoute };
+enum class KeyPartKind { kClientIp, kHeader, kRoute, kJwtClaim };
 struct KeyPart {
   KeyPartKind kind = KeyPartKind::kClientIp;
-  std::string name;  // header name, lower case
+  std::string name;  // header name (lower case) or claim name
 };
 struct KeySpec {
   std::vector<KeyPart> parts;
@@ -170,6 +175,22 @@ struct LimitZoneConfig {
   int64_t size_bytes = 10 * 1024 * 1024;  // bounds the keys kept, as nginx's zone size does
   bool shared = false;
   RedisFailure redis_failure = RedisFailure::kLocal;
+};
+
+// A JWT provider: keys, checks, where the token is and which claims go upstream.
+struct JwtProviderConfig {
+  std::string name;
+  std::string header = "authorization";  // lower case; "Bearer " is stripped when present
+  std::vector<std::pair<std::string, std::string>> forward_claims;  // claim -> header
+  std::string secret;                    // HS256 (for `bulwark token issue` too)
+  std::vector<std::string> issuers, audiences;
+  std::shared_ptr<const security::JwtVerifier> verifier;
+  // Counters (reset by a reload): verified, and rejections by JwtFailure.
+  struct Counters {
+    std::atomic<uint64_t> verified{0};
+    std::array<std::atomic<uint64_t>, security::kJwtFailures> rejected{};
+  };
+  std::shared_ptr<Counters> counters = std::make_shared<Counters>();
 };
 
 // The Redis server shared state lives in (rate limits across instances, bans).
@@ -232,6 +253,9 @@ struct RouteConfig {
   AccessList access;
   LimitReqConfig limit_req;
   BanRuleConfig ban;
+  std::string jwt;        // provider name ("" none)
+  int jwt_index = -1;
+  bool jwt_set = false;
 };
 
 struct ListenerConfig {
@@ -243,6 +267,8 @@ struct ListenerConfig {
   AccessList access;
   LimitReqConfig limit_req;
   BanRuleConfig ban;
+  std::string jwt;
+  int jwt_index = -1;
 };
 
 // Settings of the shared ban table.
@@ -279,6 +305,7 @@ struct GatewayConfig {
   std::vector<LimitZoneConfig> limit_zones;
   BansConfig bans;
   RedisConfig redis;
+  std::vector<JwtProviderConfig> jwt_providers;
 
   const UpstreamConfig* FindUpstream(std::string_view name) const;
   int FindLimitZone(std::string_view name) const;

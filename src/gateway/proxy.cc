@@ -573,6 +573,8 @@ void ClientConn::HandleRequest() {
   log_upstream_.clear();
   ban_key_.clear();
   limit_rejected_ = false;
+  jwt_ok_ = false;
+  jwt_headers_.clear();
   upstream_index_ = -1;
   attempt_probe_ = counted_active_ = counted_retry_ = false;
   probe_server_ = nullptr;
@@ -690,6 +692,18 @@ bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out
           any = true;
         }
         break;
+      case KeyPartKind::kJwtClaim:
+        if (jwt_ok_) {
+          auto it = jwt_claims_.find(p.name);
+          if (it != jwt_claims_.end() && (it->is_string() || it->is_number())) {
+            std::string v = it->is_string() ? it->get<std::string>() : it->dump();
+            if (!v.empty()) {
+              out->append(v.substr(0, 1024));
+              any = true;
+            }
+          }
+        }
+        break;
     }
   }
   if (!any) out->resize(start);  // as nginx: a key whose parts are all empty is not limited
@@ -718,6 +732,7 @@ bool ClientConn::Protect(const GatewayConfig& cfg, bool has_body) {
   }
   if (route_ == nullptr) return true;
   const RouteConfig& rc = *route_->cfg;
+  if (rc.jwt_index >= 0 && !VerifyJwt(cfg.jwt_providers[rc.jwt_index])) return false;
   if (rc.ban.set) {
     ban_key_.clear();
     AppendKey(rc.ban.key, false, &ban_key_);
@@ -819,6 +834,41 @@ bool ClientConn::ApplyLimitOutcome(const LimitOutcome& out) {
     state_ = State::kDelayed;
     ArmClientTimer(out.delay_ms);
     return false;
+  }
+  return true;
+}
+
+bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
+  std::string_view token;
+  if (const http::Header* h = req_.Find(p.header)) {
+    token = h->value;
+    if (token.size() > 7 && http::EqualsLower(token.substr(0, 7), "bearer ")) token.remove_prefix(7);
+    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  }
+  int64_t now_s = WallMicros() / 1000000;
+  security::JwtFailure f = p.verifier->Verify(token, now_s, &jwt_claims_);
+  if (f != security::JwtFailure::kNone) {
+    p.counters->rejected[static_cast<int>(f)].fetch_add(1, std::memory_order_relaxed);
+    // RFC 6750: say it is a bearer token that is wanted, and why this one was not taken.
+    std::string extra = "WWW-Authenticate: Bearer realm=\"bulwark\"";
+    if (f != security::JwtFailure::kMissing) {
+      StrAppend(&extra, ", error=\"invalid_token\", error_description=\"",
+                security::JwtFailureName(f), "\"");
+    }
+    extra.append("\r\n");
+    SendError(401, "token refused", has_body_, extra);
+    return false;
+  }
+  p.counters->verified.fetch_add(1, std::memory_order_relaxed);
+  jwt_ok_ = true;
+  jwt_headers_.clear();
+  for (const auto& [claim, header] : p.forward_claims) {
+    auto it = jwt_claims_.find(claim);
+    if (it == jwt_claims_.end()) continue;
+    std::string v = it->is_string() ? it->get<std::string>() : it->dump();
+    bool clean = v.size() <= 1024;
+    for (char c : v) clean &= c >= 32 && c != 127;
+    if (clean) AppendHeaderLine(&jwt_headers_, header, v);
   }
   return true;
 }
@@ -1053,6 +1103,14 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
     // Same default as nginx (underscores_in_headers off): such names are dropped, because some
     // servers read "X_Foo" as "X-Foo" and that disagreement can be abused.
     if (n.find('_') != std::string_view::npos) continue;
+    if (route.cfg->jwt_index >= 0) {
+      // Headers that carry verified claims upstream are only ever bulwark's: a client's own
+      // copy is dropped, so it cannot pose as someone else.
+      bool spoof = false;
+      for (const auto& fc : view_->snap->config->jwt_providers[route.cfg->jwt_index].forward_claims)
+        spoof |= n.size() == fc.second.size() && EqualsIgnoreCase(n, fc.second);
+      if (spoof) continue;
+    }
     if (!req_.connection.empty() && NamedInConnection(req_.connection, n)) continue;
     AppendHeaderLine(&h, n, hd.value);
   }
@@ -1073,6 +1131,7 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
     AppendHeaderLine(&h, "X-Forwarded-Host", req_.host);
   }
   AppendHeaderLine(&h, "X-Real-IP", client_ip_);
+  h.append(jwt_headers_);
   AppendHeaderLine(&h, "X-Request-Id", std::string_view(request_id_, request_id_len_));
   if (incoming_trace_) {
     AppendHeaderLine(&h, "traceparent", req_.Find("traceparent")->value);

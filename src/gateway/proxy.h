@@ -145,6 +145,8 @@ class ClientConn : public IoHandler {
   void StickyResponse(std::string* head);
   std::string_view StickySecret() const;
   void StrikeBan(std::string_view what);
+  // The route's JWT check: false when the request was answered (401).
+  bool VerifyJwt(const JwtProviderConfig& p);
   // Acts on a limit_req decision: false when the request was answered or is being delayed.
   bool ApplyLimitOutcome(const LimitOutcome& out);
   // A shared zone's decision came back from Redis (or failed).
@@ -244,6 +246,9 @@ class ClientConn : public IoHandler {
   uint64_t sticky_cookie_id_ = 0;   // the server the request's sticky cookie names (0: none)
   uint64_t session_server_id_ = 0;  // the server Redis maps its session to (0: none)
   std::string session_value_;       // the request's application session cookie
+  bool jwt_ok_ = false;             // the route's JWT verified; claims below
+  nlohmann::json jwt_claims_;
+  std::string jwt_headers_;         // claim headers to send upstream
   int limit_result_ = -1;   // LimitResult of the request, -1 when no limit applied
 
   // The response.
