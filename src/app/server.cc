@@ -713,6 +713,35 @@ void Server::CollectGateway(std::string* out) {
     observe::AppendLabelValue(out, rule);
     StrAppend(out, "\"} ", c.second, "\n");
   }
+  observe::AppendHeader(out, "bulwark_tls_handshakes_total", "counter",
+                        "TLS handshakes completed, by listener and protocol (reset by a reload).");
+  for (const auto& l : snapshot_->config->listeners) {
+    if (l.tls.server == nullptr) continue;
+    for (const char* proto : {"TLSv1.2", "TLSv1.3"}) {
+      out->append("bulwark_tls_handshakes_total{listener=\"");
+      observe::AppendLabelValue(out, l.name);
+      StrAppend(out, "\",protocol=\"", proto, "\"} ",
+                std::string_view(proto) == "TLSv1.2" ? l.tls.server->handshakes_tls12()
+                                                     : l.tls.server->handshakes_tls13(),
+                "\n");
+    }
+  }
+  observe::AppendHeader(out, "bulwark_tls_handshake_errors_total", "counter",
+                        "TLS handshakes that failed or were abandoned, by listener.");
+  for (const auto& l : snapshot_->config->listeners) {
+    if (l.tls.server == nullptr) continue;
+    out->append("bulwark_tls_handshake_errors_total{listener=\"");
+    observe::AppendLabelValue(out, l.name);
+    StrAppend(out, "\"} ", l.tls.server->failures(), "\n");
+  }
+  observe::AppendHeader(out, "bulwark_tls_sessions_resumed_total", "counter",
+                        "TLS handshakes that resumed a session (cache or ticket), by listener.");
+  for (const auto& l : snapshot_->config->listeners) {
+    if (l.tls.server == nullptr) continue;
+    out->append("bulwark_tls_sessions_resumed_total{listener=\"");
+    observe::AppendLabelValue(out, l.name);
+    StrAppend(out, "\"} ", l.tls.server->resumed(), "\n");
+  }
   observe::AppendHeader(out, "bulwark_jwt_verified_total", "counter",
                         "Requests whose JWT verified, by provider.");
   for (const auto& p : snapshot_->config->jwt_providers) {

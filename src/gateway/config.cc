@@ -529,6 +529,81 @@ bool ReadConfigFile(ConfigContext& ctx, const YAML::Node& at, const std::string&
   return true;
 }
 
+std::string ConfigRelative(const ConfigContext& ctx, const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  size_t slash = ctx.file().rfind('/');
+  return slash == std::string::npos ? path : ctx.file().substr(0, slash + 1) + path;
+}
+
+void ParseTls(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+              ListenerTlsConfig* t) {
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  t->enabled = true;
+  auto read_cert = [&](MapReader& m, const std::string& w) {
+    TlsCertificate c;
+    if (m.Require("cert") && m.Require("key")) {
+      m.String("cert", &c.cert_file);
+      m.String("key", &c.key_file);
+      c.cert_file = ConfigRelative(ctx, c.cert_file);
+      c.key_file = ConfigRelative(ctx, c.key_file);
+      t->settings.certificates.push_back(c);
+    }
+    (void)w;
+  };
+  YAML::Node certs = r.Get("certificates");
+  if (certs.IsDefined()) {
+    if (!certs.IsSequence() || certs.size() == 0) {
+      ctx.Error(certs.Mark(), StrCat(what, ".certificates: expected a list of {cert, key}"));
+    } else {
+      int i = 0;
+      for (const auto& c : certs) {
+        std::string w = StrCat(what, ".certificates[", i++, "]");
+        MapReader m(ctx, c, w);
+        if (!m.valid()) continue;
+        read_cert(m, w);
+        m.Finish();
+      }
+    }
+  } else if (r.Has("cert") || r.Has("key")) {
+    read_cert(r, what);
+  } else {
+    ctx.Error(node.Mark(), StrCat(what, ": expected `cert` and `key`, or `certificates:`"));
+  }
+  std::vector<std::string> protocols;
+  YAML::Node pn = r.Get("protocols");
+  if (pn.IsDefined() && r.StringList("protocols", &protocols)) {
+    int lo = 0, hi = 0;
+    for (const auto& p : protocols) {
+      int v = TlsVersionFromName(p);
+      if (v == 0) {
+        ctx.Error(pn.Mark(), StrCat(what, ".protocols: \"", p, "\" is not TLSv1.2 or TLSv1.3"));
+        continue;
+      }
+      lo = lo == 0 ? v : std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    if (lo != 0) {
+      t->settings.min_version = lo;
+      t->settings.max_version = hi;
+    }
+  }
+  r.String("ciphers", &t->settings.ciphers);
+  int64_t timeout_ms = t->settings.session_timeout_s * 1000;
+  r.Duration("session_timeout", &timeout_ms);
+  t->settings.session_timeout_s = std::max<int64_t>(1, timeout_ms / 1000);
+  r.Bool("session_cache", &t->settings.session_cache);
+  r.Finish();
+  if (!t->settings.certificates.empty()) {
+    auto server = TlsServer::Build(t->settings);
+    if (!server.ok()) {
+      ctx.Error(node.Mark(), StrCat(what, ": ", server.status().message()));
+    } else {
+      t->server = *server;
+    }
+  }
+}
+
 void ParseJwtProvider(ConfigContext& ctx, const std::string& name, const YAML::Node& node,
                       JwtProviderConfig* p) {
   std::string what = StrCat("jwt_providers.", name);
@@ -618,6 +693,31 @@ void ParseJwtProvider(ConfigContext& ctx, const std::string& name, const YAML::N
   p->verifier = std::make_shared<security::JwtVerifier>(std::move(keys), policy);
 }
 
+void ParseAddHeaders(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                     std::vector<AddHeader>* out) {
+  if (!node.IsSequence()) {
+    ctx.Error(node.Mark(), StrCat(what, ": expected a list of {name, value, always}"));
+    return;
+  }
+  out->clear();
+  int i = 0;
+  for (const auto& n : node) {
+    std::string w = StrCat(what, "[", i++, "]");
+    MapReader r(ctx, n, w);
+    if (!r.valid()) continue;
+    AddHeader h;
+    if (r.Require("name")) r.String("name", &h.name);
+    if (r.Require("value")) r.String("value", &h.value);
+    r.Bool("always", &h.always);
+    bool ok = !h.name.empty();
+    for (char c : h.name) ok &= c > 32 && c < 127 && c != ':';
+    for (char c : h.value) ok &= (c >= 32 && c != 127) || c == '\t';
+    if (!ok) ctx.Error(n.Mark(), StrCat(w, ": not a valid header name and value"));
+    r.Finish();
+    out->push_back(std::move(h));
+  }
+}
+
 void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
                 const GatewayConfig& gw, RouteConfig* rc) {
   MapReader r(ctx, node, what);
@@ -680,6 +780,11 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &rc->ban);
   rc->jwt_set = r.Has("jwt");
   r.String("jwt", &rc->jwt);
+  YAML::Node ah = r.Get("add_header");
+  if (ah.IsDefined()) {
+    rc->add_headers_set = true;
+    ParseAddHeaders(ctx, ah, what + ".add_header", &rc->add_headers);
+  }
   r.Finish();
 }
 
@@ -693,6 +798,11 @@ void InheritFromListener(const ListenerConfig& l, RouteConfig* rc) {
   if (!lr.retry_after_set) lr.retry_after = l.limit_req.retry_after;
   if (!rc->ban.set) rc->ban = l.ban;
   if (!rc->jwt_set) rc->jwt = l.jwt;
+  if (!rc->add_headers_set) rc->add_headers = l.add_headers;
+  for (const auto& h : rc->add_headers) {
+    std::string& block = h.always ? rc->add_header_always_block : rc->add_header_block;
+    StrAppend(&block, h.name, ": ", h.value, "\r\n");
+  }
 }
 
 }  // namespace
@@ -914,6 +1024,10 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
       YAML::Node ban = r.Get("ban");
       if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &lc.ban);
       r.String("jwt", &lc.jwt);
+      YAML::Node tls = r.Get("tls");
+      if (tls.IsDefined()) ParseTls(ctx, tls, what + ".tls", &lc.tls);
+      YAML::Node ah = r.Get("add_header");
+      if (ah.IsDefined()) ParseAddHeaders(ctx, ah, what + ".add_header", &lc.add_headers);
       YAML::Node routes = r.Get("routes");
       if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
         ctx.Error(routes.IsDefined() ? routes.Mark() : ln.Mark(),

@@ -13,6 +13,7 @@
 
 #include "core/config_reader.h"
 #include "core/net.h"
+#include "core/tls.h"
 #include "http/parser.h"
 #include "security/jwt.h"
 
@@ -135,6 +136,14 @@ struct ReturnConfig {
 
 enum class PathMatch { kPrefix, kExact, kRegex };
 
+// nginx add_header: added to responses with status 200, 201, 204, 206, 301, 302, 303, 304, 307
+// or 308, or to every response with `always`.
+struct AddHeader {
+  std::string name;
+  std::string value;
+  bool always = false;
+};
+
 // nginx `allow` / `deny`: rules are checked in the order written and the first match decides;
 // when none matches the request is allowed. A route with its own list ignores the listener's
 // (nginx inherits a server's rules only into locations that have none).
@@ -256,6 +265,16 @@ struct RouteConfig {
   std::string jwt;        // provider name ("" none)
   int jwt_index = -1;
   bool jwt_set = false;
+  std::vector<AddHeader> add_headers;
+  bool add_headers_set = false;
+  std::string add_header_block;         // the lines for success statuses, pre-rendered
+  std::string add_header_always_block;  // the lines for every status
+};
+
+struct ListenerTlsConfig {
+  bool enabled = false;
+  TlsSettings settings;
+  std::shared_ptr<TlsServer> server;  // built when the config is loaded (files read then)
 };
 
 struct ListenerConfig {
@@ -269,6 +288,8 @@ struct ListenerConfig {
   BanRuleConfig ban;
   std::string jwt;
   int jwt_index = -1;
+  ListenerTlsConfig tls;
+  std::vector<AddHeader> add_headers;
 };
 
 // Settings of the shared ban table.

@@ -1,12 +1,15 @@
 #include "gateway/proxy.h"
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -102,6 +105,17 @@ void AppendMillis(std::string* out, int64_t us) {
   out->push_back(static_cast<char>('0' + frac / 100));
   out->push_back(static_cast<char>('0' + frac / 10 % 10));
   out->push_back(static_cast<char>('0' + frac % 10));
+}
+
+// nginx add_header without `always` applies to these statuses only.
+bool AddHeaderStatus(int status) {
+  switch (status) {
+    case 200: case 201: case 204: case 206: case 301: case 302: case 303: case 304: case 307:
+    case 308:
+      return true;
+    default:
+      return false;
+  }
 }
 
 // The value of cookie `name` in the request's Cookie headers ("" when absent).
@@ -375,8 +389,20 @@ void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
   bytes_in_ = 0;
   client_ip_.clear();
   view_ = nullptr;
+  // A pooled connection object must not remember the route of its previous life: that route
+  // belongs to a snapshot a reload may have freed.
+  route_ = nullptr;
   up_ = nullptr;
   worker_->stats().open_clients.fetch_add(1, std::memory_order_relaxed);
+  tls_done_ = false;
+  tls_ = cfg.listeners[listener_index].tls.server;
+  if (tls_ != nullptr) {
+    ssl_ = tls_->NewSsl(fd_);
+    if (ssl_ == nullptr) {
+      Close();
+      return;
+    }
+  }
   if (!worker_->loop().Add(fd_, kConnEvents, this).ok()) {
     Close();
     return;
@@ -398,8 +424,65 @@ void ClientConn::OnIo(uint32_t events) {
     TunnelPump();
     return;
   }
+  if (ssl_ != nullptr) {
+    // TLS reads may need the socket writable and writes readable (handshakes, key updates):
+    // every event retries both directions.
+    DoRead();
+    if (open_ && out_.pending() > 0) DoWrite();
+    return;
+  }
   if (events & kReadable) DoRead();
   if (open_ && (events & EPOLLOUT)) DoWrite();
+}
+
+ssize_t ClientConn::Recv(char* buf, size_t n) {
+  if (ssl_ == nullptr) return recv(fd_, buf, n, 0);
+  ERR_clear_error();
+  int r = SSL_read(ssl_, buf, static_cast<int>(std::min<size_t>(n, INT32_MAX)));
+  if (r > 0) {
+    if (!tls_done_) {
+      tls_done_ = true;
+      tls_->CountHandshake(ssl_);
+    }
+    return r;
+  }
+  int e = SSL_get_error(ssl_, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    if (!tls_done_ && SSL_is_init_finished(ssl_)) {
+      tls_done_ = true;
+      tls_->CountHandshake(ssl_);
+    }
+    errno = EAGAIN;
+    return -1;
+  }
+  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+    if (!tls_done_) tls_->CountFailure();  // gave up in the middle of the handshake
+    return 0;
+  }
+  if (!tls_done_) {
+    tls_->CountFailure();
+    LogDebug("TLS handshake with ", peer_ip_, " failed: ",
+             ERR_reason_error_string(ERR_peek_error()) ? ERR_reason_error_string(ERR_peek_error())
+                                                       : "error");
+  }
+  ERR_clear_error();
+  errno = EPROTO;
+  return -1;
+}
+
+ssize_t ClientConn::Send(const char* buf, size_t n) {
+  if (ssl_ == nullptr) return send(fd_, buf, n, MSG_NOSIGNAL);
+  ERR_clear_error();
+  int r = SSL_write(ssl_, buf, static_cast<int>(std::min<size_t>(n, INT32_MAX)));
+  if (r > 0) return r;
+  int e = SSL_get_error(ssl_, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return -1;
+  }
+  ERR_clear_error();
+  errno = EPIPE;
+  return -1;
 }
 
 void ClientConn::DoRead() {
@@ -425,13 +508,14 @@ void ClientConn::DoRead() {
       return;
     }
     size_t want = in_.writable();
-    ssize_t n = recv(fd_, in_.write_ptr(), want, 0);
+    ssize_t n = Recv(in_.write_ptr(), want);
     if (n > 0) {
       in_.wpos += static_cast<size_t>(n);
       bytes_in_ += static_cast<uint64_t>(n);
       Process();
-      if (static_cast<size_t>(n) < want && !rdhup_)
-        return;  // drained (see UpstreamConn::ReadAvailable)
+      // A short plain read drained the socket (see UpstreamConn::ReadAvailable); TLS hands out
+      // one record at a time, so it reads on until it would block.
+      if (static_cast<size_t>(n) < want && !rdhup_ && ssl_ == nullptr) return;
       continue;
     }
     if (n == 0) {
@@ -873,6 +957,44 @@ bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
   return true;
 }
 
+std::string ClientConn::ExpandVariables(std::string_view t) const {
+  // nginx variables a `return` commonly uses: return 301 https://$host$request_uri;
+  std::string out;
+  size_t i = 0;
+  while (i < t.size()) {
+    if (t[i] != '$') {
+      out.push_back(t[i++]);
+      continue;
+    }
+    size_t j = i + 1;
+    while (j < t.size() && (std::isalnum(static_cast<unsigned char>(t[j])) || t[j] == '_')) ++j;
+    std::string_view name = t.substr(i + 1, j - i - 1);
+    std::string_view host = req_.host.substr(0, req_.host.rfind(':') == std::string_view::npos ||
+                                                        req_.host.find(']') != std::string_view::npos
+                                                    ? req_.host.size()
+                                                    : req_.host.rfind(':'));
+    if (name == "scheme") {
+      out.append(ssl_ != nullptr ? "https" : "http");
+    } else if (name == "host") {
+      out.append(AsciiLower(std::string(host)));
+    } else if (name == "http_host") {
+      out.append(req_.host);
+    } else if (name == "request_uri") {
+      out.append(req_.target);
+    } else if (name == "uri") {
+      out.append(req_.path);
+    } else if (name == "args") {
+      out.append(req_.query);
+    } else if (name == "remote_addr") {
+      out.append(client_ip_);
+    } else {
+      out.append(t.substr(i, j - i));  // unknown: left as written
+    }
+    i = j;
+  }
+  return out;
+}
+
 void ClientConn::StrikeBan(std::string_view what) {
   BanTable* bans = worker_->shared().bans;
   if (bans == nullptr || route_ == nullptr || ban_key_.empty()) return;
@@ -907,7 +1029,13 @@ void ClientConn::Proceed() {
   bool has_body = has_body_;
   if (route->cfg->ret.has_value()) {
     const ReturnConfig& r = *route->cfg->ret;
-    SendLocal(r.status, r.body, r.content_type, r.location, has_body);
+    if (r.location.find('$') == std::string::npos && r.body.find('$') == std::string::npos) {
+      SendLocal(r.status, r.body, r.content_type, r.location, has_body);
+    } else {
+      std::string location = ExpandVariables(r.location);
+      std::string body = ExpandVariables(r.body);
+      SendLocal(r.status, body, r.content_type, location, has_body);
+    }
     return;
   }
   upgrade_requested_ = req_.connection_upgrade && !req_.upgrade.empty();
@@ -1124,7 +1252,9 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
   h.append(peer_ip_);
   h.append("\r\n");
   AppendHeaderLine(&h, "X-Forwarded-Proto",
-                   trusted && !xfp.empty() ? xfp : std::string_view("http"));
+                   trusted && !xfp.empty() ? xfp
+                   : ssl_ != nullptr       ? std::string_view("https")
+                                           : std::string_view("http"));
   if (trusted && !xfh.empty()) {
     AppendHeaderLine(&h, "X-Forwarded-Host", xfh);
   } else if (!req_.host.empty()) {
@@ -1402,6 +1532,10 @@ void ClientConn::BuildResponseHead() {
   if (!has_request_id)
     AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
   StickyResponse(&o);
+  if (route_ != nullptr) {
+    if (AddHeaderStatus(status_)) o.append(route_->cfg->add_header_block);
+    o.append(route_->cfg->add_header_always_block);
+  }
   if (status_ == 101) {
     o.append("Connection: upgrade\r\n");
     AppendHeaderLine(&o, "Upgrade", resp_.upgrade);
@@ -1714,6 +1848,15 @@ void ClientConn::SendLocal(int status, std::string_view body, std::string_view c
   StrAppend(&o, "Content-Length: ", body.size(), "\r\n");
   if (!location.empty()) AppendHeaderLine(&o, "Location", location);
   o.append(extra_headers);
+  if (route_ != nullptr) {
+    if (AddHeaderStatus(status)) o.append(route_->cfg->add_header_block);
+    o.append(route_->cfg->add_header_always_block);
+  } else if (view_ != nullptr) {
+    // No route (404, refused before routing): the listener's headers, as nginx's server level.
+    for (const auto& h : view_->snap->config->listeners[listener_index_].add_headers) {
+      if (h.always || AddHeaderStatus(status)) AppendHeaderLine(&o, h.name, h.value);
+    }
+  }
   if (request_id_len_ > 0)
     AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
   if (!keep_alive_) {
@@ -1739,7 +1882,7 @@ void ClientConn::SendError(int status, std::string_view reason, bool close,
 
 void ClientConn::WriteOut() {
   while (out_.pending() > 0) {
-    ssize_t n = send(fd_, out_.buf.data() + out_.off, out_.pending(), MSG_NOSIGNAL);
+    ssize_t n = Send(out_.buf.data() + out_.off, out_.pending());
     if (n > 0) {
       out_.off += static_cast<size_t>(n);
       continue;
@@ -1828,7 +1971,7 @@ void ClientConn::TunnelPump() {
     // client -> upstream
     if (up_->out_.pending() < kMaxPending) {
       char* p = in_.data.get();
-      ssize_t n = recv(fd_, p, in_.cap, 0);
+      ssize_t n = Recv(p, in_.cap);
       if (n > 0) {
         up_->out_.buf.append(p, static_cast<size_t>(n));
         progress = true;
@@ -1971,12 +2114,19 @@ void ClientConn::Close() {
   worker_->loop().CancelTimer(&retry_timer_);
   worker_->loop().CancelTimer(&timer_);
   worker_->loop().Remove(fd_);
+  if (ssl_ != nullptr) {
+    if (tls_done_) SSL_shutdown(ssl_);  // close_notify if the socket takes it; no waiting
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+  }
+  tls_.reset();
   close(fd_);
   fd_ = -1;
   if (view_ != nullptr) {
     worker_->ReleaseView(view_);
     view_ = nullptr;
   }
+  route_ = nullptr;
   state_ = State::kClosing;
   worker_->stats().open_clients.fetch_sub(1, std::memory_order_relaxed);
   worker_->FreeClient(this);

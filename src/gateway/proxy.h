@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/event_loop.h"
+#include "core/tls.h"
 #include "core/net.h"
 #include "core/resp.h"
 #include "gateway/balancer.h"
@@ -128,6 +129,10 @@ class ClientConn : public IoHandler {
 
   void DoRead();
   void DoWrite();
+  // The client socket, through TLS when the listener has it: >0 bytes, 0 at EOF, -1 with errno
+  // (EAGAIN when it would block).
+  ssize_t Recv(char* buf, size_t n);
+  ssize_t Send(const char* buf, size_t n);
   void WriteOut();
   void OnClientEof();
   void Process();
@@ -145,6 +150,8 @@ class ClientConn : public IoHandler {
   void StickyResponse(std::string* head);
   std::string_view StickySecret() const;
   void StrikeBan(std::string_view what);
+  // $scheme, $host, $http_host, $request_uri, $uri, $args, $remote_addr in a `return`.
+  std::string ExpandVariables(std::string_view t) const;
   // The route's JWT check: false when the request was answered (401).
   bool VerifyJwt(const JwtProviderConfig& p);
   // Acts on a limit_req decision: false when the request was answered or is being delayed.
@@ -182,6 +189,9 @@ class ClientConn : public IoHandler {
   std::optional<uint64_t> AffinityHash(const UpstreamConfig& cfg);
 
   State state_ = State::kIdle;
+  SSL* ssl_ = nullptr;
+  std::shared_ptr<TlsServer> tls_;  // the listener's TLS (counters), kept for the connection
+  bool tls_done_ = false;           // handshake finished
   SocketAddress peer_;
   std::string peer_ip_;
   int listener_index_ = 0;

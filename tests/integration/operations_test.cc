@@ -183,5 +183,33 @@ TEST(Demo, OriginsFailOverAndRevive) {
   EXPECT_EQ(demo.Wait(5000), 0);
 }
 
+// Regression: pooled client-connection objects kept the route of their previous connection. After
+// a reload freed that route's snapshot, a malformed first request on a reused object logged
+// against the freed route (a use-after-free ASan caught).
+TEST(Regression, PooledConnectionForgetsItsRouteAcrossReload) {
+  Backend a([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  int port = FreePort(), admin = FreePort();
+  auto config = [&](const std::string& name) {
+    return "workers: 1\naccess_log: {path: stderr}\nadmin: {listen: 127.0.0.1:" +
+           std::to_string(admin) + "}\nlisteners:\n  - listen: 127.0.0.1:" + std::to_string(port) +
+           "\n    routes: [{name: " + name + ", prefix: /, upstream: app}]\n"
+           "upstreams:\n  app: {servers: ['127.0.0.1:" + std::to_string(a.port()) + "']}\n";
+  };
+  Bulwark b(config("first"));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(HttpGet(port, "/").status, 200);
+  std::this_thread::sleep_for(100ms);
+  WriteFile(b.config_path(), config("second"));
+  b.process().Signal(SIGHUP);
+  std::this_thread::sleep_for(300ms);
+  for (int i = 0; i < 3; ++i) {
+    Client c(port);
+    c.Send("NOT HTTP\r\n\r\n");
+    EXPECT_EQ(c.Read().status, 400);
+  }
+  EXPECT_EQ(HttpGet(port, "/").status, 200);
+  EXPECT_TRUE(b.process().running());
+}
+
 }  // namespace
 }  // namespace bulwark::testing

@@ -1,0 +1,167 @@
+#include "core/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "core/strings.h"
+
+namespace bulwark {
+namespace {
+
+std::string OpenSslError() {
+  unsigned long e = ERR_get_error();
+  if (e == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof(buf));
+  ERR_clear_error();
+  return buf;
+}
+
+std::vector<std::string> CertNames(SSL_CTX* ctx) {
+  std::vector<std::string> out;
+  X509* cert = SSL_CTX_get0_certificate(ctx);
+  if (cert == nullptr) return out;
+  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (sans != nullptr) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); ++i) {
+      const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans, i);
+      if (n->type != GEN_DNS) continue;
+      const unsigned char* d = ASN1_STRING_get0_data(n->d.dNSName);
+      out.push_back(AsciiLower(std::string(reinterpret_cast<const char*>(d),
+                                           static_cast<size_t>(ASN1_STRING_length(n->d.dNSName)))));
+    }
+    GENERAL_NAMES_free(sans);
+  }
+  if (out.empty()) {
+    // No subjectAltName: fall back to the common name, as browsers once did.
+    char cn[256] = {};
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) > 0)
+      out.push_back(AsciiLower(cn));
+  }
+  return out;
+}
+
+bool NameMatches(std::string_view pattern, std::string_view host) {
+  if (pattern == host) return true;
+  // "*.example.com" covers exactly one more label.
+  if (pattern.size() > 2 && pattern[0] == '*' && pattern[1] == '.') {
+    size_t dot = host.find('.');
+    return dot != std::string_view::npos && dot > 0 && host.substr(dot) == pattern.substr(1);
+  }
+  return false;
+}
+
+int OnAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+           unsigned int inlen, void*) {
+  // Only HTTP/1.1 is spoken; pick it when offered, otherwise carry on without ALPN.
+  for (unsigned int i = 0; i < inlen;) {
+    unsigned int len = in[i];
+    if (i + 1 + len > inlen) break;
+    if (len == 8 && std::string_view(reinterpret_cast<const char*>(in + i + 1), 8) == "http/1.1") {
+      *out = in + i + 1;
+      *outlen = 8;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+}  // namespace
+
+int TlsVersionFromName(std::string_view name) {
+  if (name == "TLSv1.2") return TLS1_2_VERSION;
+  if (name == "TLSv1.3") return TLS1_3_VERSION;
+  return 0;
+}
+
+absl::StatusOr<std::shared_ptr<TlsServer>> TlsServer::Build(const TlsSettings& s) {
+  if (s.certificates.empty()) return absl::InvalidArgumentError("no certificates");
+  auto server = std::shared_ptr<TlsServer>(new TlsServer());
+  static const unsigned char kSessionContext[] = "bulwark";
+  for (const auto& c : s.certificates) {
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == nullptr) return absl::InternalError(OpenSslError());
+    server->ctxs_.push_back(ctx);
+    SSL_CTX_set_min_proto_version(ctx, s.min_version);
+    SSL_CTX_set_max_proto_version(ctx, s.max_version);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_set_cipher_list(ctx, s.ciphers.c_str()) != 1)
+      return absl::InvalidArgumentError(StrCat("ciphers \"", s.ciphers, "\": ", OpenSslError()));
+    if (SSL_CTX_use_certificate_chain_file(ctx, c.cert_file.c_str()) != 1)
+      return absl::InvalidArgumentError(StrCat(c.cert_file, ": ", OpenSslError()));
+    if (SSL_CTX_use_PrivateKey_file(ctx, c.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+      std::string err = OpenSslError();
+      if (err.find("key values mismatch") != std::string::npos)
+        return absl::InvalidArgumentError(
+            StrCat(c.key_file, " is not the key of ", c.cert_file));
+      return absl::InvalidArgumentError(StrCat(c.key_file, ": ", err));
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1)
+      return absl::InvalidArgumentError(
+          StrCat(c.key_file, " is not the key of ", c.cert_file, ": ", OpenSslError()));
+    SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof(kSessionContext) - 1);
+    SSL_CTX_set_session_cache_mode(ctx, s.session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_timeout(ctx, static_cast<long>(s.session_timeout_s));
+    if (!s.session_cache) SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_alpn_select_cb(ctx, OnAlpn, nullptr);
+    server->names_.push_back(CertNames(ctx));
+  }
+  SSL_CTX_set_tlsext_servername_callback(server->ctxs_[0], OnServerName);
+  SSL_CTX_set_tlsext_servername_arg(server->ctxs_[0], server.get());
+  return server;
+}
+
+TlsServer::~TlsServer() {
+  for (SSL_CTX* c : ctxs_) SSL_CTX_free(c);
+}
+
+SSL_CTX* TlsServer::Pick(std::string_view host) const {
+  std::string h = AsciiLower(std::string(host));
+  for (size_t i = 0; i < ctxs_.size(); ++i) {
+    for (const auto& n : names_[i]) {
+      if (n == h) return ctxs_[i];
+    }
+  }
+  for (size_t i = 0; i < ctxs_.size(); ++i) {
+    for (const auto& n : names_[i]) {
+      if (NameMatches(n, h)) return ctxs_[i];
+    }
+  }
+  return ctxs_[0];
+}
+
+int TlsServer::OnServerName(SSL* ssl, int*, void* arg) {
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (name == nullptr) return SSL_TLSEXT_ERR_NOACK;
+  auto* self = static_cast<TlsServer*>(arg);
+  SSL_CTX* ctx = self->Pick(name);
+  if (ctx != SSL_get_SSL_CTX(ssl)) SSL_set_SSL_CTX(ssl, ctx);
+  return SSL_TLSEXT_ERR_OK;
+}
+
+SSL* TlsServer::NewSsl(int fd) const {
+  SSL* ssl = SSL_new(ctxs_[0]);
+  if (ssl == nullptr) return nullptr;
+  if (SSL_set_fd(ssl, fd) != 1) {
+    SSL_free(ssl);
+    return nullptr;
+  }
+  SSL_set_accept_state(ssl);
+  return ssl;
+}
+
+void TlsServer::CountHandshake(SSL* ssl) {
+  if (SSL_version(ssl) == TLS1_3_VERSION) {
+    tls13_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    tls12_.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (SSL_session_reused(ssl)) resumed_.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace bulwark
