@@ -10,11 +10,17 @@
 # bulwark runs as shipped: metrics on and the JSON access log written to a file. nginx writes its
 # access log too. (HAProxy logs only to syslog; none is running, so it logs nothing.)
 #
-#   bench/gateway.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+#   bench/gateway.sh [--protected] [ROUNDS] [SECONDS] [CONNECTIONS]
 # The last line is the summary:
 #   gateway: bulwark_rps=N nginx_rps=N haproxy_rps=N direct_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X
+# With --protected, bulwark and nginx both terminate TLS (the same P-256 certificate, keep-alive
+# connections) and apply a rate limit that never triggers; bulwark also verifies a JWT on every
+# request (nginx OSS has no JWT: "bulwark_nojwt" is bulwark without it, for that comparison):
+#   gateway-protected: bulwark_rps=N nginx_rps=N bulwark_p99_ms=X nginx_p99_ms=X bulwark_nojwt_rps=N
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PROTECTED=0
+if [ "${1:-}" = "--protected" ]; then PROTECTED=1; shift; fi
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNS=${3:-50}
@@ -37,6 +43,88 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 taskset -c 0 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 
+if [ "$PROTECTED" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=bench.test >/dev/null 2>&1
+  SECRET=bench-secret-bench-secret-bench-secret
+  BW2=$(free_port); BWA2=$(free_port)
+  cat > "$work/ng/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid $work/ng/nginx.pid; error_log $work/ng/error.log crit;
+events { worker_connections 4096; }
+http {
+  access_log $work/ng/access.log;
+  keepalive_requests 1000000;
+  limit_req_zone \$binary_remote_addr zone=api:10m rate=1000000r/s;
+  upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NG ssl;
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;
+    add_header Strict-Transport-Security "max-age=31536000" always;
+    location / { limit_req zone=api burst=1000000 nodelay;
+      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+  taskset -c 0 "$NGINX" -p "$work/ng" -c "$work/ng/nginx.conf" & pids+=($!); NG_PID=$!
+  for variant in jwt nojwt; do
+    port=$BW; aport=$BWA; jwt="jwt: svc"
+    if [ "$variant" = nojwt ]; then port=$BW2; aport=$BWA2; jwt=""; fi
+    cat > "$work/bulwark-$variant.yml" <<CONF
+workers: 1
+log: {level: warn}
+admin: {listen: 127.0.0.1:$aport}
+access_log: {path: $work/bulwark-$variant-access.log, max_size: 100g}
+http: {keepalive_requests: 1000000}
+jwt_providers:
+  svc: {secret: $SECRET, issuer: bench}
+limit_req_zones:
+  api: {rate: 1000000r/s}
+listeners:
+  - listen: 127.0.0.1:$port
+    tls: {cert: $work/cert.pem, key: $work/key.pem}
+    add_header: [{name: Strict-Transport-Security, value: max-age=31536000, always: true}]
+    limit_req: {zone: api, burst: 1000000, nodelay: true}
+    routes: [{prefix: /, upstream: app, $jwt}]
+upstreams:
+  app:
+    keepalive: 64
+    servers: [127.0.0.1:$UP]
+CONF
+    taskset -c 0 build/release/bulwark serve -c "$work/bulwark-$variant.yml" 2>"$work/bulwark-$variant.err" & pids+=($!)
+    if [ "$variant" = jwt ]; then BW_PID=$!; else BW2_PID=$!; fi
+  done
+  TOKEN=$(build/release/bulwark token issue -c "$work/bulwark-jwt.yml" --service bench --ttl 2h)
+  for p in $UP $NG $BW $BW2; do wait_port "$p"; done
+  run_tls() {
+    local port=$1 out rps p99
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency \
+      -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$port/" 2>&1)
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
+    local errs
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+    [ -n "$errs" ] && echo "  (port $port: $errs)" >&2
+    echo "$rps $p99"
+  }
+  median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+  names=(bulwark nginx bulwark_nojwt); ports=($BW $NG $BW2)
+  declare -A rps p99
+  for p in "${ports[@]}"; do wrk -t1 -c"$CONNS" -d1s -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$p/" >/dev/null 2>&1; done
+  # A request without the token must be refused by the JWT variant (the check is really on).
+  code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$BW/")
+  [ "$code" = 401 ] || { echo "bulwark did not ask for the token (got $code)" >&2; exit 1; }
+  for r in $(seq 0 $((ROUNDS - 1))); do
+    for k in 0 1 2; do
+      i=$(( (k + r) % 3 ))
+      read -r a b < <(run_tls "${ports[$i]}")
+      rps[${names[$i]}]+="$a "; p99[${names[$i]}]+="$b "
+      echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
+    done
+  done
+  m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+  printf 'gateway-protected: bulwark_rps=%.0f nginx_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s bulwark_nojwt_rps=%.0f\n' \
+    "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" \
+    "$(m "${rps[bulwark_nojwt]}")"
+  exit 0
+fi
 
 # nginx as the proxy, configured the way its docs recommend for upstream keep-alive.
 cat > "$work/ng/nginx.conf" <<CONF

@@ -394,7 +394,9 @@ void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
   route_ = nullptr;
   up_ = nullptr;
   worker_->stats().open_clients.fetch_add(1, std::memory_order_relaxed);
-  tls_done_ = false;
+  tls_done_ = read_wants_write_ = write_wants_read_ = false;
+  jwt_verifier_.reset();  // a new connection verifies its first token in full
+  jwt_token_.clear();
   tls_ = cfg.listeners[listener_index].tls.server;
   if (tls_ != nullptr) {
     ssl_ = tls_->NewSsl(fd_);
@@ -425,10 +427,9 @@ void ClientConn::OnIo(uint32_t events) {
     return;
   }
   if (ssl_ != nullptr) {
-    // TLS reads may need the socket writable and writes readable (handshakes, key updates):
-    // every event retries both directions.
-    DoRead();
-    if (open_ && out_.pending() > 0) DoWrite();
+    // TLS reads may need the socket writable and writes readable (handshakes, key updates).
+    if ((events & kReadable) || (read_wants_write_ && (events & EPOLLOUT))) DoRead();
+    if (open_ && ((events & EPOLLOUT) || (write_wants_read_ && (events & kReadable)))) DoWrite();
     return;
   }
   if (events & kReadable) DoRead();
@@ -447,6 +448,7 @@ ssize_t ClientConn::Recv(char* buf, size_t n) {
     return r;
   }
   int e = SSL_get_error(ssl_, r);
+  read_wants_write_ = e == SSL_ERROR_WANT_WRITE;
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
     if (!tls_done_ && SSL_is_init_finished(ssl_)) {
       tls_done_ = true;
@@ -474,8 +476,12 @@ ssize_t ClientConn::Send(const char* buf, size_t n) {
   if (ssl_ == nullptr) return send(fd_, buf, n, MSG_NOSIGNAL);
   ERR_clear_error();
   int r = SSL_write(ssl_, buf, static_cast<int>(std::min<size_t>(n, INT32_MAX)));
-  if (r > 0) return r;
+  if (r > 0) {
+    write_wants_read_ = false;
+    return r;
+  }
   int e = SSL_get_error(ssl_, r);
+  write_wants_read_ = e == SSL_ERROR_WANT_READ;
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
     errno = EAGAIN;
     return -1;
@@ -658,7 +664,6 @@ void ClientConn::HandleRequest() {
   ban_key_.clear();
   limit_rejected_ = false;
   jwt_ok_ = false;
-  jwt_headers_.clear();
   upstream_index_ = -1;
   attempt_probe_ = counted_active_ = counted_retry_ = false;
   probe_server_ = nullptr;
@@ -930,8 +935,12 @@ bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
     while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
   }
   int64_t now_s = WallMicros() / 1000000;
-  security::JwtFailure f = p.verifier->Verify(token, now_s, &jwt_claims_);
+  bool cached = !token.empty() && jwt_verifier_ == p.verifier && token == jwt_token_;
+  security::JwtFailure f = cached ? p.verifier->CheckTimes(jwt_claims_, now_s)
+                                  : p.verifier->Verify(token, now_s, &jwt_claims_);
   if (f != security::JwtFailure::kNone) {
+    jwt_verifier_.reset();
+    jwt_token_.clear();
     p.counters->rejected[static_cast<int>(f)].fetch_add(1, std::memory_order_relaxed);
     // RFC 6750: say it is a bearer token that is wanted, and why this one was not taken.
     std::string extra = "WWW-Authenticate: Bearer realm=\"bulwark\"";
@@ -945,6 +954,9 @@ bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
   }
   p.counters->verified.fetch_add(1, std::memory_order_relaxed);
   jwt_ok_ = true;
+  if (cached) return true;  // claims and their headers are still those of this token
+  jwt_verifier_ = p.verifier;
+  jwt_token_.assign(token);
   jwt_headers_.clear();
   for (const auto& [claim, header] : p.forward_claims) {
     auto it = jwt_claims_.find(claim);
@@ -1261,7 +1273,7 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
     AppendHeaderLine(&h, "X-Forwarded-Host", req_.host);
   }
   AppendHeaderLine(&h, "X-Real-IP", client_ip_);
-  h.append(jwt_headers_);
+  if (jwt_ok_) h.append(jwt_headers_);
   AppendHeaderLine(&h, "X-Request-Id", std::string_view(request_id_, request_id_len_));
   if (incoming_trace_) {
     AppendHeaderLine(&h, "traceparent", req_.Find("traceparent")->value);
@@ -2120,6 +2132,7 @@ void ClientConn::Close() {
     ssl_ = nullptr;
   }
   tls_.reset();
+  jwt_verifier_.reset();
   close(fd_);
   fd_ = -1;
   if (view_ != nullptr) {

@@ -192,6 +192,8 @@ class ClientConn : public IoHandler {
   SSL* ssl_ = nullptr;
   std::shared_ptr<TlsServer> tls_;  // the listener's TLS (counters), kept for the connection
   bool tls_done_ = false;           // handshake finished
+  bool read_wants_write_ = false;   // SSL_read needs the socket writable first
+  bool write_wants_read_ = false;   // SSL_write needs the socket readable first
   SocketAddress peer_;
   std::string peer_ip_;
   int listener_index_ = 0;
@@ -259,6 +261,12 @@ class ClientConn : public IoHandler {
   bool jwt_ok_ = false;             // the route's JWT verified; claims below
   nlohmann::json jwt_claims_;
   std::string jwt_headers_;         // claim headers to send upstream
+  // The last token this connection verified (clients send the same one on every request of a
+  // keep-alive connection): the signature is not checked again, only the times (Envoy caches
+  // verified tokens in the same spirit).
+  std::string jwt_token_;
+  // Held, not just compared: a reload's new verifier can never reuse this one's address.
+  std::shared_ptr<const security::JwtVerifier> jwt_verifier_;
   int limit_result_ = -1;   // LimitResult of the request, -1 when no limit applied
 
   // The response.

@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
+#include <openssl/params.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -136,6 +137,40 @@ std::shared_ptr<EVP_PKEY> EcFromJwk(const nlohmann::json& k) {
 }
 
 }  // namespace
+
+HmacSha256Key::HmacSha256Key(std::string_view key) {
+  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (mac == nullptr) return;
+  tmpl_ = EVP_MAC_CTX_new(mac);
+  EVP_MAC_free(mac);
+  if (tmpl_ == nullptr) return;
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_END};
+  if (EVP_MAC_init(tmpl_, reinterpret_cast<const unsigned char*>(key.data()), key.size(), params) != 1) {
+    EVP_MAC_CTX_free(tmpl_);
+    tmpl_ = nullptr;
+  }
+}
+
+HmacSha256Key::~HmacSha256Key() { EVP_MAC_CTX_free(tmpl_); }
+
+bool HmacSha256Key::Sign(std::string_view data, unsigned char out[32]) const {
+  if (tmpl_ == nullptr) return false;
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(tmpl_);
+  if (ctx == nullptr) return false;
+  size_t len = 0;
+  bool ok = EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1 &&
+            EVP_MAC_final(ctx, out, &len, 32) == 1 && len == 32;
+  EVP_MAC_CTX_free(ctx);
+  return ok;
+}
+
+JwtVerifier::JwtVerifier(std::vector<JwtKey> keys, JwtPolicy policy)
+    : keys_(std::move(keys)), policy_(std::move(policy)) {
+  for (const auto& k : keys_) {
+    hmacs_.push_back(k.alg == JwtAlg::kHS256 ? std::make_shared<HmacSha256Key>(k.secret) : nullptr);
+  }
+}
 
 const char* JwtAlgName(JwtAlg a) {
   switch (a) {
@@ -301,7 +336,8 @@ JwtFailure JwtVerifier::Verify(std::string_view token, int64_t now_s,
   if (!Base64UrlDecode(token.substr(d2 + 1), &sig)) return JwtFailure::kMalformed;
   std::string_view signed_part = token.substr(0, d2);
   bool any_key = false, alg_mismatch = false, verified = false;
-  for (const auto& k : keys_) {
+  for (size_t ki = 0; ki < keys_.size(); ++ki) {
+    const JwtKey& k = keys_[ki];
     if (!kid.empty() && !k.kid.empty() && k.kid != kid) continue;
     any_key = true;
     if (k.alg != want) {
@@ -311,7 +347,7 @@ JwtFailure JwtVerifier::Verify(std::string_view token, int64_t now_s,
     switch (k.alg) {
       case JwtAlg::kHS256: {
         unsigned char mac[32];
-        verified = sig.size() == 32 && HmacSha256(k.secret, signed_part, mac) &&
+        verified = sig.size() == 32 && hmacs_[ki]->Sign(signed_part, mac) &&
                    CRYPTO_memcmp(mac, sig.data(), 32) == 0;
         break;
       }
@@ -329,12 +365,8 @@ JwtFailure JwtVerifier::Verify(std::string_view token, int64_t now_s,
 
   nlohmann::json payload;
   if (!ParseB64Json(token.substr(d1 + 1, d2 - d1 - 1), &payload)) return JwtFailure::kMalformed;
-  int64_t exp = 0, nbf = 0;
-  bool has_exp = false, has_nbf = false;
-  if (!NumericClaim(payload, "exp", &exp, &has_exp) || !NumericClaim(payload, "nbf", &nbf, &has_nbf))
-    return JwtFailure::kMalformed;
-  if (has_exp ? now_s >= exp + policy_.leeway_s : policy_.require_exp) return JwtFailure::kExpired;
-  if (has_nbf && now_s + policy_.leeway_s < nbf) return JwtFailure::kNotYetValid;
+  JwtFailure times = CheckTimes(payload, now_s);
+  if (times != JwtFailure::kNone) return times;
   if (!policy_.issuers.empty()) {
     auto it = payload.find("iss");
     if (it == payload.end() || !it->is_string() ||
@@ -359,6 +391,16 @@ JwtFailure JwtVerifier::Verify(std::string_view token, int64_t now_s,
     if (!ok) return JwtFailure::kAudience;
   }
   if (claims != nullptr) *claims = std::move(payload);
+  return JwtFailure::kNone;
+}
+
+JwtFailure JwtVerifier::CheckTimes(const nlohmann::json& claims, int64_t now_s) const {
+  int64_t exp = 0, nbf = 0;
+  bool has_exp = false, has_nbf = false;
+  if (!NumericClaim(claims, "exp", &exp, &has_exp) || !NumericClaim(claims, "nbf", &nbf, &has_nbf))
+    return JwtFailure::kMalformed;
+  if (has_exp ? now_s >= exp + policy_.leeway_s : policy_.require_exp) return JwtFailure::kExpired;
+  if (has_nbf && now_s + policy_.leeway_s < nbf) return JwtFailure::kNotYetValid;
   return JwtFailure::kNone;
 }
 

@@ -1,6 +1,10 @@
 // JWT on a route of the real binary: tokens minted by `bulwark token issue`, attack cases,
 // claims forwarded (and not spoofable), a rate limit keyed by a claim.
+#include <signal.h>
+
+#include <chrono>
 #include <mutex>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
@@ -81,11 +85,30 @@ TEST(JwtRoute, ServiceTokensOnARoute) {
   EXPECT_EQ(HttpGet(port, "/limited/", "X-Service-Auth: " + token + "\r\n").status, 429);
   EXPECT_EQ(HttpGet(port, "/limited/", "X-Service-Auth: " + token2 + "\r\n").status, 200);
 
+  // One keep-alive connection: the verified token is remembered, a different one is checked in
+  // full, and after a reload that rotates the secret the old token is refused at once.
+  Client c(port);
+  auto get = [&](const std::string& t) {
+    c.Send("GET /internal/k HTTP/1.1\r\nHost: a\r\nX-Service-Auth: Bearer " + t + "\r\n\r\n");
+    return c.Read().status;
+  };
+  EXPECT_EQ(get(token), 200);
+  EXPECT_EQ(get(forged), 401);
+  EXPECT_EQ(get(token), 200);
+  EXPECT_EQ(get(token), 200);
+
   std::string m = HttpGet(admin, "/metrics").body;
   EXPECT_EQ(Metric(m, "bulwark_jwt_rejections_total{provider=\"services\",reason=\"missing\"}"), "2");
   EXPECT_EQ(Metric(m, "bulwark_jwt_rejections_total{provider=\"services\",reason=\"algorithm\"}"), "1");
-  EXPECT_EQ(Metric(m, "bulwark_jwt_rejections_total{provider=\"services\",reason=\"signature\"}"), "1");
-  EXPECT_EQ(Metric(m, "bulwark_jwt_verified_total{provider=\"services\"}"), "4");
+  EXPECT_EQ(Metric(m, "bulwark_jwt_rejections_total{provider=\"services\",reason=\"signature\"}"), "2");
+  EXPECT_EQ(Metric(m, "bulwark_jwt_verified_total{provider=\"services\"}"), "7");
+
+  std::string rotated = cfg;
+  rotated.replace(rotated.find("${SVC_SECRET}"), 13, "another-secret-another-secret-another");
+  WriteFile(b.config_path(), rotated);
+  b.process().Signal(SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(get(token), 401);
 }
 
 TEST(JwtConfig, ErrorsNameTheProviderAndFile) {
