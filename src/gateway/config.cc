@@ -718,6 +718,43 @@ void ParseAddHeaders(ConfigContext& ctx, const YAML::Node& node, const std::stri
   }
 }
 
+void ParseGzip(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+               GzipConfig* g) {
+  if (node.IsScalar()) {
+    std::string v;
+    if (ReadScalar(ctx, node, what, &v)) {
+      std::string l = AsciiLower(v);
+      if (l == "on" || l == "true") {
+        g->enabled = true;
+      } else if (l == "off" || l == "false") {
+        g->enabled = false;
+      } else {
+        ctx.Error(node.Mark(), StrCat(what, ": expected on, off or {types, min_length, ...}"));
+      }
+    }
+    return;
+  }
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  g->enabled = true;
+  r.Bool("enabled", &g->enabled);
+  std::vector<std::string> types;
+  if (r.Has("types") && r.StringList("types", &types)) {
+    g->types = {"text/html"};
+    for (auto& t : types) {
+      t = AsciiLower(t);
+      if (t != "text/html") g->types.push_back(t);
+    }
+  }
+  r.Size("min_length", &g->min_length);
+  r.Int("level", &g->level, 1, 9);
+  r.Bool("vary", &g->vary);
+  std::string proxied = "off";
+  r.Enum("proxied", {"off", "any"}, &proxied);
+  g->proxied = proxied == "any";
+  r.Finish();
+}
+
 void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
                 const GatewayConfig& gw, RouteConfig* rc) {
   MapReader r(ctx, node, what);
@@ -780,6 +817,11 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &rc->ban);
   rc->jwt_set = r.Has("jwt");
   r.String("jwt", &rc->jwt);
+  YAML::Node gz = r.Get("gzip");
+  if (gz.IsDefined()) {
+    rc->gzip_set = true;
+    ParseGzip(ctx, gz, what + ".gzip", &rc->gzip);
+  }
   YAML::Node ah = r.Get("add_header");
   if (ah.IsDefined()) {
     rc->add_headers_set = true;
@@ -799,6 +841,7 @@ void InheritFromListener(const ListenerConfig& l, RouteConfig* rc) {
   if (!rc->ban.set) rc->ban = l.ban;
   if (!rc->jwt_set) rc->jwt = l.jwt;
   if (!rc->add_headers_set) rc->add_headers = l.add_headers;
+  if (!rc->gzip_set) rc->gzip = l.gzip;
   for (const auto& h : rc->add_headers) {
     std::string& block = h.always ? rc->add_header_always_block : rc->add_header_block;
     StrAppend(&block, h.name, ": ", h.value, "\r\n");
@@ -1028,6 +1071,8 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
       if (tls.IsDefined()) ParseTls(ctx, tls, what + ".tls", &lc.tls);
       YAML::Node ah = r.Get("add_header");
       if (ah.IsDefined()) ParseAddHeaders(ctx, ah, what + ".add_header", &lc.add_headers);
+      YAML::Node gz = r.Get("gzip");
+      if (gz.IsDefined()) ParseGzip(ctx, gz, what + ".gzip", &lc.gzip);
       YAML::Node routes = r.Get("routes");
       if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
         ctx.Error(routes.IsDefined() ? routes.Mark() : ln.Mark(),

@@ -136,6 +136,17 @@ struct ReturnConfig {
 
 enum class PathMatch { kPrefix, kExact, kRegex };
 
+// nginx gzip: compress responses of these types (text/html always) from min_length bytes up,
+// for clients that accept gzip.
+struct GzipConfig {
+  bool enabled = false;
+  std::vector<std::string> types = {"text/html"};
+  int64_t min_length = 20;  // nginx gzip_min_length default
+  int level = 1;            // nginx gzip_comp_level default
+  bool vary = false;        // nginx gzip_vary default
+  bool proxied = false;     // nginx gzip_proxied: off (requests with Via) or any
+};
+
 // nginx add_header: added to responses with status 200, 201, 204, 206, 301, 302, 303, 304, 307
 // or 308, or to every response with `always`.
 struct AddHeader {
@@ -267,6 +278,8 @@ struct RouteConfig {
   bool jwt_set = false;
   std::vector<AddHeader> add_headers;
   bool add_headers_set = false;
+  GzipConfig gzip;
+  bool gzip_set = false;
   std::string add_header_block;         // the lines for success statuses, pre-rendered
   std::string add_header_always_block;  // the lines for every status
 };
@@ -290,6 +303,7 @@ struct ListenerConfig {
   int jwt_index = -1;
   ListenerTlsConfig tls;
   std::vector<AddHeader> add_headers;
+  GzipConfig gzip;
 };
 
 // Settings of the shared ban table.

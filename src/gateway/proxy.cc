@@ -107,6 +107,30 @@ void AppendMillis(std::string* out, int64_t us) {
   out->push_back(static_cast<char>('0' + frac % 10));
 }
 
+// nginx ngx_http_gzip_ok: the codings list names gzip without q=0 (q=0, q=0.0, q=0.00...).
+bool AcceptsGzip(std::string_view v) {
+  while (!v.empty()) {
+    size_t comma = v.find(',');
+    std::string_view item = v.substr(0, comma);
+    v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    size_t semi = item.find(';');
+    std::string_view name = item.substr(0, semi);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    if (name.size() != 4 || !http::EqualsLower(name, "gzip")) continue;
+    if (semi == std::string_view::npos) return true;
+    std::string_view params = item.substr(semi + 1);
+    size_t q = params.find("q=");
+    if (q == std::string_view::npos) return true;
+    std::string_view qv = params.substr(q + 2);
+    bool zero = !qv.empty() && qv[0] == '0';
+    for (size_t i = 1; zero && i < qv.size() && qv[i] != ' ' && qv[i] != ';'; ++i)
+      zero = qv[i] == '.' || qv[i] == '0';
+    if (!zero) return true;
+  }
+  return false;
+}
+
 // nginx add_header without `always` applies to these statuses only.
 bool AddHeaderStatus(int status) {
   switch (status) {
@@ -691,6 +715,14 @@ void ClientConn::HandleRequest() {
   }
   trace_id_[32] = 0;
 
+  accept_gzip_ = via_ = false;
+  for (const auto& h : req_.headers) {
+    if (h.name.size() == 15 && http::EqualsLower(h.name, "accept-encoding")) {
+      accept_gzip_ = accept_gzip_ || AcceptsGzip(h.value);
+    } else if (h.name.size() == 3 && http::EqualsLower(h.name, "via")) {
+      via_ = true;
+    }
+  }
   body_kind_ = req_.body;
   body_left_ = req_.content_length;
   body_start_ = in_.rpos + req_.head_len;
@@ -1529,6 +1561,26 @@ void ClientConn::BuildResponseHead() {
   }
   if (resp_body_ == http::BodyKind::kUntilClose) keep_alive_ = false;
   if (worker_->draining()) keep_alive_ = false;
+  gzip_ = ShouldGzip();
+  if (gzip_) {
+    const GzipConfig& g = route_->cfg->gzip;
+    if (!gz_) {
+      gz_ = std::make_unique<z_stream>();
+      *gz_ = z_stream{};
+      // windowBits 15 + 16: a gzip wrapper, as nginx sends.
+      if (deflateInit2(gz_.get(), g.level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        gz_.reset();
+        gzip_ = false;
+      }
+      gz_level_ = g.level;
+    } else {
+      deflateReset(gz_.get());
+      if (gz_level_ != g.level) {
+        deflateParams(gz_.get(), g.level, Z_DEFAULT_STRATEGY);
+        gz_level_ = g.level;
+      }
+    }
+  }
   o.append(version_minor_ == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
   StrAppend(&o, status_);
   o.push_back(' ');
@@ -1539,7 +1591,22 @@ void ClientConn::BuildResponseHead() {
     if (http::IsHopByHop(hd.name)) continue;
     if (!resp_.connection.empty() && NamedInConnection(resp_.connection, hd.name)) continue;
     if (hd.name.size() == 12 && http::EqualsLower(hd.name, "x-request-id")) has_request_id = true;
+    if (gzip_) {
+      if (hd.name.size() == 14 && http::EqualsLower(hd.name, "content-length")) continue;
+      if (hd.name.size() == 4 && http::EqualsLower(hd.name, "etag") &&
+          !(hd.value.size() > 2 && hd.value[0] == 'W' && hd.value[1] == '/')) {
+        // As nginx: the compressed body is not byte-identical, so a strong ETag becomes weak.
+        o.append("ETag: W/");
+        o.append(hd.value);
+        o.append("\r\n");
+        continue;
+      }
+    }
     AppendHeaderLine(&o, hd.name, hd.value);
+  }
+  if (gzip_) {
+    o.append("Content-Encoding: gzip\r\n");
+    if (route_->cfg->gzip.vary) o.append("Vary: Accept-Encoding\r\n");
   }
   if (!has_request_id)
     AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
@@ -1552,7 +1619,7 @@ void ClientConn::BuildResponseHead() {
     o.append("Connection: upgrade\r\n");
     AppendHeaderLine(&o, "Upgrade", resp_.upgrade);
   } else {
-    if (resp_body_ == http::BodyKind::kChunked && !resp_dechunk_)
+    if (gzip_ || (resp_body_ == http::BodyKind::kChunked && !resp_dechunk_))
       o.append("Transfer-Encoding: chunked\r\n");
     if (!keep_alive_) {
       o.append("Connection: close\r\n");
@@ -1561,6 +1628,58 @@ void ClientConn::BuildResponseHead() {
     }
   }
   o.append("\r\n");
+}
+
+bool ClientConn::ShouldGzip() const {
+  if (route_ == nullptr || !route_->cfg->gzip.enabled || !accept_gzip_) return false;
+  const GzipConfig& g = route_->cfg->gzip;
+  // nginx gzip filter: 200, 403 and 404 only; HTTP/1.1 clients (gzip_http_version 1.1); not HEAD;
+  // not through a proxy unless gzip_proxied any; not already encoded; a listed type; long enough.
+  if (status_ != 200 && status_ != 403 && status_ != 404) return false;
+  if (version_minor_ != 1 || method_ == http::Method::kHead) return false;
+  if (resp_body_ == http::BodyKind::kNone) return false;
+  if (via_ && !g.proxied) return false;
+  if (resp_body_ == http::BodyKind::kLength &&
+      resp_.content_length < static_cast<uint64_t>(g.min_length))
+    return false;
+  bool typed = false;
+  for (const auto& h : resp_.headers) {
+    if (h.name.size() == 16 && http::EqualsLower(h.name, "content-encoding")) return false;
+    if (h.name.size() == 13 && http::EqualsLower(h.name, "content-range")) return false;
+    if (h.name.size() == 12 && http::EqualsLower(h.name, "content-type")) {
+      std::string_view t = h.value.substr(0, h.value.find(';'));
+      while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+      for (const auto& want : g.types) {
+        if (want == "*" || (t.size() == want.size() && EqualsIgnoreCase(t, want))) typed = true;
+      }
+    }
+  }
+  return typed;
+}
+
+void ClientConn::GzipFeed(const char* d, size_t n, bool finish) {
+  z_stream& z = *gz_;
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(d));
+  z.avail_in = static_cast<uInt>(n);
+  unsigned char buf[16384];
+  for (;;) {
+    z.next_out = buf;
+    z.avail_out = sizeof(buf);
+    // Z_SYNC_FLUSH at the end of each batch keeps streamed responses moving (nginx buffers
+    // instead; a slightly larger output is the price).
+    int rc = deflate(&z, finish ? Z_FINISH : Z_SYNC_FLUSH);
+    size_t have = sizeof(buf) - z.avail_out;
+    if (have > 0) {
+      AppendHex(&out_.buf, have);
+      out_.buf.append("\r\n");
+      out_.buf.append(reinterpret_cast<char*>(buf), have);
+      out_.buf.append("\r\n");
+      bytes_out_ += have;
+    }
+    if (finish ? rc == Z_STREAM_END : (z.avail_in == 0 && z.avail_out != 0)) break;
+    if (rc == Z_STREAM_ERROR) break;
+  }
+  if (finish) out_.buf.append("0\r\n\r\n");
 }
 
 void ClientConn::ForwardResponseBody() {
@@ -1574,6 +1693,36 @@ void ClientConn::ForwardResponseBody() {
     if (b.readable() == 0 || out_.pending() > kMaxPending) break;
     const char* p = b.read_ptr();
     size_t avail = b.readable();
+    if (gzip_) {
+      // The decoded body goes through deflate; what comes out is sent as chunks.
+      if (resp_body_ == http::BodyKind::kChunked) {
+        size_t consumed = 0;
+        http::ChunkedDecoder::Result r = resp_chunks_.Feed(
+            p, avail, &consumed, [&](const char* d, size_t n) { GzipFeed(d, n, false); });
+        if (r == http::ChunkedDecoder::Result::kError) {
+          LogWarn("upstream ", log_upstream_,
+                  " sent invalid chunked framing: ", resp_chunks_.error());
+          if (!logged_) LogAndCount(status_);
+          ReleaseUpstream(false);
+          Close();
+          return;
+        }
+        b.Consume(consumed);
+        if (r == http::ChunkedDecoder::Result::kDone) resp_done_ = true;
+      } else {
+        size_t n = resp_body_ == http::BodyKind::kLength
+                       ? static_cast<size_t>(std::min<uint64_t>(avail, resp_left_))
+                       : avail;
+        GzipFeed(p, n, false);
+        b.Consume(n);
+        if (resp_body_ == http::BodyKind::kLength) {
+          resp_left_ -= n;
+          if (resp_left_ == 0) resp_done_ = true;
+        }
+      }
+      if (resp_done_) GzipFeed(nullptr, 0, true);
+      continue;
+    }
     switch (resp_body_) {
       case http::BodyKind::kLength: {
         size_t n = static_cast<size_t>(std::min<uint64_t>(avail, resp_left_));
@@ -1629,6 +1778,7 @@ void ClientConn::OnUpstreamEof() {
     ForwardResponseBody();
     if (up_ == nullptr) return;
     resp_done_ = true;
+    if (gzip_) GzipFeed(nullptr, 0, true);
     FinishExchange();
     return;
   }
@@ -2133,6 +2283,10 @@ void ClientConn::Close() {
   }
   tls_.reset();
   jwt_verifier_.reset();
+  if (gz_) {
+    deflateEnd(gz_.get());
+    gz_.reset();
+  }
   close(fd_);
   fd_ = -1;
   if (view_ != nullptr) {

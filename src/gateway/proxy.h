@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 
+#include <zlib.h>
+
 #include "core/event_loop.h"
 #include "core/tls.h"
 #include "core/net.h"
@@ -181,6 +183,10 @@ class ClientConn : public IoHandler {
                  std::string_view extra_headers = {});
   void BuildUpstreamHead(const Router::Route& route, bool trusted);
   void BuildResponseHead();
+  // nginx's gzip filter conditions for the current response.
+  bool ShouldGzip() const;
+  // Compresses body bytes into chunks on out_; `finish` ends the stream and the chunked body.
+  void GzipFeed(const char* d, size_t n, bool finish);
   void ReleaseUpstream(bool reusable);
   void ArmClientTimer(int64_t ms);
   void OnClientTimeout();
@@ -277,6 +283,11 @@ class ClientConn : public IoHandler {
   http::BodyKind resp_body_ = http::BodyKind::kNone;
   uint64_t resp_left_ = 0;
   bool resp_dechunk_ = false;  // HTTP/1.0 client: send chunked bodies decoded
+  bool gzip_ = false;          // the response body is being gzipped (sent chunked)
+  bool accept_gzip_ = false;   // the request's Accept-Encoding allows gzip
+  bool via_ = false;           // the request came through a proxy (nginx gzip_proxied)
+  std::unique_ptr<z_stream> gz_;  // kept between responses (deflateReset), freed on Close
+  int gz_level_ = 0;
   bool resp_done_ = false;
   http::ChunkedDecoder resp_chunks_;
   uint64_t bytes_out_ = 0;

@@ -1,5 +1,7 @@
 // Edge protection against real processes: limit_req side by side with a real nginx, allow/deny
 // lists, automatic bans and the bans API.
+#include <zlib.h>
+
 #include <chrono>
 #include <iostream>
 #include <thread>
@@ -280,6 +282,82 @@ TEST(Protection, AuthFailuresBanAClientUntilLifted) {
   Client c3(admin);
   c3.Send("DELETE /api/v1/bans/203.0.113.1 HTTP/1.1\r\nHost: a\r\n\r\n");
   EXPECT_EQ(c3.Read().status, 404);
+}
+
+std::string Gunzip(const std::string& in) {
+  z_stream z{};
+  inflateInit2(&z, 15 + 16);
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  std::string out;
+  char buf[16384];
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof(buf);
+    rc = inflate(&z, Z_NO_FLUSH);
+    out.append(buf, sizeof(buf) - z.avail_out);
+  }
+  inflateEnd(&z);
+  return rc == Z_STREAM_END ? out : "<bad gzip>";
+}
+
+TEST(Gzip, CompressesLikeNginxGzipFilter) {
+  std::string json = "[";
+  for (int i = 0; i < 300; ++i) json += "{\"id\":" + std::to_string(i) + ",\"name\":\"item\"},";
+  json += "{}]";
+  Backend backend([&](const Backend::Request& r) {
+    if (r.target == "/small") return Backend::Reply(200, "{}", "Content-Type: application/json\r\n");
+    if (r.target == "/png") return Backend::Reply(200, json, "Content-Type: image/png\r\n");
+    if (r.target == "/chunked") {
+      std::string body;
+      for (size_t i = 0; i < json.size(); i += 1000) {
+        std::string piece = json.substr(i, 1000);
+        char hex[16];
+        snprintf(hex, sizeof(hex), "%zx", piece.size());
+        body += std::string(hex) + "\r\n" + piece + "\r\n";
+      }
+      return "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n" + body + "0\r\n\r\n";
+    }
+    return Backend::Reply(200, json, "Content-Type: application/json\r\nETag: \"v1\"\r\n");
+  });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b("workers: 1\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
+            std::to_string(admin) + "}\nlisteners:\n  - listen: 127.0.0.1:" + std::to_string(port) +
+            "\n    gzip: {types: [application/json], min_length: 1k, level: 6, vary: true}\n"
+            "    routes: [{prefix: /, upstream: app}]\n"
+            "upstreams:\n  app: {servers: ['127.0.0.1:" + std::to_string(backend.port()) + "']}\n");
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  Client c(port);
+  auto get = [&](const std::string& path, const std::string& headers) {
+    c.Send("GET " + path + " HTTP/1.1\r\nHost: a\r\n" + headers + "\r\n");
+    return c.Read();
+  };
+  Response r = get("/", "Accept-Encoding: br, gzip, deflate\r\n");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["content-encoding"], "gzip");
+  EXPECT_EQ(r.headers["vary"], "Accept-Encoding");
+  EXPECT_EQ(r.headers["etag"], "W/\"v1\"");
+  EXPECT_EQ(r.headers.count("content-length"), 0u);
+  EXPECT_LT(r.body.size(), json.size() / 3);
+  EXPECT_EQ(Gunzip(r.body), json);
+  // The same connection goes on working (keep-alive, chunked framing right).
+  r = get("/chunked", "Accept-Encoding: gzip\r\n");
+  EXPECT_EQ(r.headers["content-encoding"], "gzip");
+  EXPECT_EQ(Gunzip(r.body), json);
+  // Not compressed: no gzip accepted, q=0, too small, another type, HEAD, through a proxy.
+  r = get("/", "");
+  EXPECT_EQ(r.headers.count("content-encoding"), 0u);
+  EXPECT_EQ(r.body, json);
+  EXPECT_EQ(r.headers["etag"], "\"v1\"");
+  EXPECT_EQ(get("/", "Accept-Encoding: gzip;q=0\r\n").headers.count("content-encoding"), 0u);
+  EXPECT_EQ(get("/", "Accept-Encoding: gzip;q=0.5\r\n").headers["content-encoding"], "gzip");
+  EXPECT_EQ(get("/small", "Accept-Encoding: gzip\r\n").headers.count("content-encoding"), 0u);
+  EXPECT_EQ(get("/png", "Accept-Encoding: gzip\r\n").headers.count("content-encoding"), 0u);
+  EXPECT_EQ(get("/", "Accept-Encoding: gzip\r\nVia: 1.1 cdn\r\n").headers.count("content-encoding"), 0u);
+  c.Send("HEAD / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n");
+  EXPECT_EQ(c.Read(true).headers.count("content-encoding"), 0u);
 }
 
 }  // namespace
