@@ -686,6 +686,7 @@ void ClientConn::HandleRequest() {
   attempts_ = 0;
   log_upstream_.clear();
   ban_key_.clear();
+  ban_counted_ = false;
   limit_rejected_ = false;
   jwt_ok_ = false;
   upstream_index_ = -1;
@@ -1037,6 +1038,19 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
     i = j;
   }
   return out;
+}
+
+void ClientConn::BanStatus(int status) {
+  // Counted once, before the answer leaves: the client's next request, on whichever worker,
+  // must already see the ban.
+  if (ban_counted_ || route_ == nullptr || ban_key_.empty() || limit_rejected_) return;
+  ban_counted_ = true;
+  for (int s : route_->cfg->ban.statuses) {
+    if (s == status) {
+      StrikeBan(StrCat(status));
+      break;
+    }
+  }
 }
 
 void ClientConn::StrikeBan(std::string_view what) {
@@ -1561,6 +1575,7 @@ void ClientConn::BuildResponseHead() {
   }
   if (resp_body_ == http::BodyKind::kUntilClose) keep_alive_ = false;
   if (worker_->draining()) keep_alive_ = false;
+  BanStatus(status_);
   gzip_ = ShouldGzip();
   if (gzip_) {
     const GzipConfig& g = route_->cfg->gzip;
@@ -2001,6 +2016,7 @@ void ClientConn::SendLocal(int status, std::string_view body, std::string_view c
   if (worker_->draining()) keep_alive_ = false;
   status_ = status;
   resp_started_ = resp_done_ = true;
+  BanStatus(status);
   std::string& o = out_.buf;
   o.append(version_minor_ == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
   StrAppend(&o, status, " ", http::StatusReason(status), "\r\nServer: bulwark\r\nDate: ");
@@ -2220,14 +2236,7 @@ void ClientConn::OnClientTimeout() {
 void ClientConn::LogAndCount(int status) {
   logged_ = true;
   EndUpstreamAccounting();
-  if (route_ != nullptr && !ban_key_.empty() && !limit_rejected_) {
-    for (int s : route_->cfg->ban.statuses) {
-      if (s == status) {
-        StrikeBan(StrCat(status));
-        break;
-      }
-    }
-  }
+  BanStatus(status);
   int64_t dur_us = NowMicros() - start_us_;
   uint32_t endpoint = route_ != nullptr ? route_->endpoint_id : worker_->unrouted_endpoint();
   worker_->http_shard_mut().Record(endpoint, static_cast<int>(method_), status, dur_us);

@@ -152,6 +152,7 @@ class ClientConn : public IoHandler {
   void StickyResponse(std::string* head);
   std::string_view StickySecret() const;
   void StrikeBan(std::string_view what);
+  void BanStatus(int status);
   // $scheme, $host, $http_host, $request_uri, $uri, $args, $remote_addr in a `return`.
   std::string ExpandVariables(std::string_view t) const;
   // The route's JWT check: false when the request was answered (401).
@@ -257,6 +258,7 @@ class ClientConn : public IoHandler {
   std::string key_buf_;     // rate-limit keys of the current request
   std::string ban_key_;     // the route's ban key for this request (empty: no ban rule)
   bool limit_rejected_ = false;
+  bool ban_counted_ = false;
   uint64_t limit_seq_ = 0;        // matches a Redis reply to the request that asked
   int limit_n_ = 0;
   LimitRequest limit_reqs_[16];   // the current request's rules (keys view key_buf_)
