@@ -817,6 +817,11 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &rc->ban);
   rc->jwt_set = r.Has("jwt");
   r.String("jwt", &rc->jwt);
+  if (r.Has("retry_non_idempotent")) {
+    bool v = false;
+    r.Bool("retry_non_idempotent", &v);
+    rc->retry_non_idempotent = v;
+  }
   YAML::Node gz = r.Get("gzip");
   if (gz.IsDefined()) {
     rc->gzip_set = true;

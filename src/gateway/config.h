@@ -280,6 +280,8 @@ struct RouteConfig {
   bool add_headers_set = false;
   GzipConfig gzip;
   bool gzip_set = false;
+  // Resend POST/PATCH/... that reached a failed server (overrides the upstream's setting).
+  std::optional<bool> retry_non_idempotent;
   std::string add_header_block;         // the lines for success statuses, pre-rendered
   std::string add_header_always_block;  // the lines for every status
 };

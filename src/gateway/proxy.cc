@@ -1852,8 +1852,11 @@ bool ClientConn::MayRetry(bool sent) {
   // nginx proxy_next_upstream: a request that reached a server is only resent if it is
   // idempotent (or non_idempotent is allowed); the body must still be here; tries and time are
   // bounded.
+  bool non_idempotent_ok = route_ != nullptr && route_->cfg->retry_non_idempotent.has_value()
+                               ? *route_->cfg->retry_non_idempotent
+                               : u.retry_non_idempotent;
   bool allowed = body_retained_ &&
-                 (!sent || http::IsIdempotent(method_) || u.retry_non_idempotent) &&
+                 (!sent || http::IsIdempotent(method_) || non_idempotent_ok) &&
                  (u.next_upstream_tries == 0 || attempts_ < u.next_upstream_tries) &&
                  (u.next_upstream_timeout_ms == 0 || now - start_ms_ < u.next_upstream_timeout_ms);
   if (!allowed || !u.retry.enabled || counted_retry_) return allowed;

@@ -142,6 +142,25 @@ TEST(Resilience, RetryPolicyOnStatusesWithBackoffAndBudget) {
             "0");
 }
 
+TEST(Resilience, PostsAreRetriedOnlyWhereARouteOptsIn) {
+  Backend bad([](const Backend::Request&) { return Backend::Reply(503, "busy"); });
+  Backend good([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  int port = FreePort(), admin = FreePort();
+  std::string cfg = Cfg(port, admin, {bad.port(), good.port()}, "    retry: {on: [503], backoff: {base: 0ms}}\n");
+  cfg.replace(cfg.find("    routes: [{prefix: /, upstream: app}]"), 40,
+              "    routes: [{prefix: /, upstream: app}, {prefix: /idempotent-api, upstream: app, "
+              "retry_non_idempotent: true}]");
+  Bulwark b(cfg);
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  int plain503 = 0, opted200 = 0;
+  for (int i = 0; i < 8; ++i) {
+    plain503 += HttpPost(port, "/orders", "x").status == 503;
+    opted200 += HttpPost(port, "/idempotent-api/put", "x").status == 200;
+  }
+  EXPECT_GT(plain503, 0);  // round robin sends some POSTs to the failing server: not resent
+  EXPECT_EQ(opted200, 8);  // the route allows it: resent to the good one
+}
+
 TEST(Resilience, RetryBudgetAndPerTryTimeout) {
   Backend bad([](const Backend::Request&) { return Backend::Reply(503, "busy"); });
   Backend slow([](const Backend::Request&) {

@@ -228,6 +228,61 @@ listeners:
   EXPECT_NE(all.find("maxretry: 0 is out of range"), std::string::npos) << all;
 }
 
+TEST(Config, ResilienceStickyGzipAndHeaders) {
+  ConfigLoad l = Load(R"(
+redis: {address: 127.0.0.1:6379}
+listeners:
+  - listen: 127.0.0.1:8080
+    gzip: on
+    add_header: [{name: X-Frame-Options, value: DENY}, {name: Strict-Transport-Security, value: max-age=1, always: true}]
+    routes:
+      - {prefix: /, upstream: app}
+      - {prefix: /pay, upstream: app, retry_non_idempotent: true, gzip: off, add_header: []}
+upstreams:
+  app:
+    circuit_breaker: {failures: 5, statuses: [500, 503], open_time: 1s, max_open_time: 1m, half_open_requests: 2, successes: 2}
+    outlier_detection: {consecutive_5xx: 7, base_ejection_time: 10s, max_ejection_percent: 50, panic_threshold: 0}
+    retry: {on: [connect_failure, 502], per_try_timeout: 2s, backoff: {base: 10ms}, budget: {percent: 30, min_retry_concurrency: 1}}
+    sticky: {cookie: srv, secret: x, max_age: 1h, session_cookie: SID, ttl: 5m}
+    servers: [127.0.0.1:3000]
+)");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const auto& u = l.config->gateway->upstreams[0];
+  EXPECT_TRUE(u.breaker.enabled);
+  EXPECT_EQ(u.breaker.statuses, (std::vector<int>{500, 503}));
+  EXPECT_EQ(u.breaker.max_open_time_ms, 60000);
+  EXPECT_EQ(u.outlier.consecutive_5xx, 7);
+  EXPECT_EQ(u.outlier.panic_threshold, 0);
+  EXPECT_TRUE(u.retry.on_connect_failure);
+  EXPECT_FALSE(u.retry.on_timeout);
+  EXPECT_EQ(u.retry.statuses, std::vector<int>{502});
+  EXPECT_EQ(u.retry.backoff_max_ms, 100);  // 10 x base, as Envoy
+  EXPECT_EQ(u.sticky.session_cookie, "SID");
+  const auto& r0 = l.config->gateway->listeners[0].routes[0];
+  const auto& r1 = l.config->gateway->listeners[0].routes[1];
+  EXPECT_TRUE(r0.gzip.enabled);
+  EXPECT_EQ(r0.add_header_block, "X-Frame-Options: DENY\r\n");
+  EXPECT_EQ(r0.add_header_always_block, "Strict-Transport-Security: max-age=1\r\n");
+  EXPECT_FALSE(r0.retry_non_idempotent.has_value());
+  EXPECT_FALSE(r1.gzip.enabled);
+  EXPECT_TRUE(r1.add_header_block.empty());
+  EXPECT_TRUE(*r1.retry_non_idempotent);
+
+  ConfigLoad bad = Load(R"(listeners: [{listen: ':80', routes: [{return: 204}]}]
+upstreams:
+  a:
+    circuit_breaker: {open_time: 10s, max_open_time: 1s}
+    retry: {on: [timeout, 404]}
+    sticky: {secret: x, session_cookie: SID, same_site: None}
+    servers: [1.1.1.1:1]
+)");
+  std::string all = Join(bad.errors, "\n");
+  EXPECT_NE(all.find("need 0 < open_time <= max_open_time"), std::string::npos) << all;
+  EXPECT_NE(all.find("\"404\" is not one of connect_failure"), std::string::npos) << all;
+  EXPECT_NE(all.find("same_site None needs secure: true"), std::string::npos) << all;
+  EXPECT_NE(all.find("sticky.session_cookie: needs a `redis:` section"), std::string::npos) << all;
+}
+
 TEST(Config, ShippedExamplesAreValid) {
   for (const char* f : {"/config/examples/minimal.yml", "/config/examples/api-gateway.yml",
                         "/config/examples/blue-green.yml", "/config/examples/sticky-sessions.yml",
