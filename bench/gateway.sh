@@ -43,6 +43,20 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 taskset -c 0 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 
+# wrk prints "Requests/sec: N" and, with --latency, "99%  1.23ms". run URL [wrk options...]
+run() {
+  local url=$1 out rps p99 errs
+  shift
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency "$@" "$url" 2>&1)
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+  [ -n "$errs" ] && echo "  ($url: $errs)" >&2
+  echo "$rps $p99"
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
 if [ "$PROTECTED" = 1 ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=bench.test >/dev/null 2>&1
@@ -93,18 +107,6 @@ CONF
   done
   TOKEN=$(build/release/bulwark token issue -c "$work/bulwark-jwt.yml" --service bench --ttl 2h)
   for p in $UP $NG $BW $BW2; do wait_port "$p"; done
-  run_tls() {
-    local port=$1 out rps p99
-    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency \
-      -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$port/" 2>&1)
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
-    local errs
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-    [ -n "$errs" ] && echo "  (port $port: $errs)" >&2
-    echo "$rps $p99"
-  }
-  median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
   names=(bulwark nginx bulwark_nojwt); ports=($BW $NG $BW2)
   declare -A rps p99
   for p in "${ports[@]}"; do wrk -t1 -c"$CONNS" -d1s -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$p/" >/dev/null 2>&1; done
@@ -114,7 +116,7 @@ CONF
   for r in $(seq 0 $((ROUNDS - 1))); do
     for k in 0 1 2; do
       i=$(( (k + r) % 3 ))
-      read -r a b < <(run_tls "${ports[$i]}")
+      read -r a b < <(run "https://127.0.0.1:${ports[$i]}/" -H "Authorization: Bearer $TOKEN")
       rps[${names[$i]}]+="$a "; p99[${names[$i]}]+="$b "
       echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
     done
@@ -186,21 +188,6 @@ cpu_ticks() {
   echo "$total"
 }
 
-# wrk prints "Requests/sec: N" and, with --latency, "99%  1.23ms".
-run() {
-  local port=$1 out
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$port/" 2>&1)
-  local rps p99
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
-  local errs
-  errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-  [ -n "$errs" ] && echo "  (port $port: $errs)" >&2
-  echo "$rps $p99"
-}
-
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-
 names=(bulwark nginx haproxy direct)
 ports=($BW $NG $HA $UP)
 procs=($BW_PID $NG_PID $HA_PID "")
@@ -212,7 +199,7 @@ for r in $(seq 0 $((ROUNDS - 1))); do
   for k in 0 1 2 3; do
     i=$(( (k + r) % 4 ))
     t0=0; [ -n "${procs[$i]}" ] && t0=$(cpu_ticks "${procs[$i]}")
-    read -r a b < <(run "${ports[$i]}")
+    read -r a b < <(run "http://127.0.0.1:${ports[$i]}/")
     if [ -n "${procs[$i]}" ]; then
       t1=$(cpu_ticks "${procs[$i]}")
       us_per_req[${names[$i]}]+="$(awk -v d=$((t1 - t0)) -v r="$a" -v s="$SECONDS_PER_RUN" -v hz="$TICK" 'BEGIN {printf "%.2f", d / hz * 1e6 / (r * s)}') "

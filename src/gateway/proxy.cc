@@ -1645,6 +1645,14 @@ void ClientConn::BuildResponseHead() {
   o.append("\r\n");
 }
 
+void ClientConn::BrokenUpstreamFraming() {
+  // A broken response after its head was sent: all that can be done is cut the connection.
+  LogWarn("upstream ", log_upstream_, " sent invalid chunked framing: ", resp_chunks_.error());
+  if (!logged_) LogAndCount(status_);
+  ReleaseUpstream(false);
+  Close();
+}
+
 bool ClientConn::ShouldGzip() const {
   if (route_ == nullptr || !route_->cfg->gzip.enabled || !accept_gzip_) return false;
   const GzipConfig& g = route_->cfg->gzip;
@@ -1715,11 +1723,7 @@ void ClientConn::ForwardResponseBody() {
         http::ChunkedDecoder::Result r = resp_chunks_.Feed(
             p, avail, &consumed, [&](const char* d, size_t n) { GzipFeed(d, n, false); });
         if (r == http::ChunkedDecoder::Result::kError) {
-          LogWarn("upstream ", log_upstream_,
-                  " sent invalid chunked framing: ", resp_chunks_.error());
-          if (!logged_) LogAndCount(status_);
-          ReleaseUpstream(false);
-          Close();
+          BrokenUpstreamFraming();
           return;
         }
         b.Consume(consumed);
@@ -1755,12 +1759,7 @@ void ClientConn::ForwardResponseBody() {
               if (resp_dechunk_) out_.buf.append(d, n);
             });
         if (r == http::ChunkedDecoder::Result::kError) {
-          // A broken response after its head was sent: all we can do is cut the connection.
-          LogWarn("upstream ", log_upstream_,
-                  " sent invalid chunked framing: ", resp_chunks_.error());
-          if (!logged_) LogAndCount(status_);
-          ReleaseUpstream(false);
-          Close();
+          BrokenUpstreamFraming();
           return;
         }
         if (!resp_dechunk_) out_.buf.append(p, consumed);

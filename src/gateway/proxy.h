@@ -176,6 +176,7 @@ class ClientConn : public IoHandler {
   void ForwardBody();
   bool ParseUpstreamHead();
   void ForwardResponseBody();
+  void BrokenUpstreamFraming();
   void FinishExchange();
   void StartNextRequest();
   void SendLocal(int status, std::string_view body, std::string_view content_type,
