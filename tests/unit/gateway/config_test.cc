@@ -1,5 +1,10 @@
 #include "app/config.h"
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+
 #include <map>
 
 #include "core/strings.h"
@@ -283,7 +288,35 @@ upstreams:
   EXPECT_NE(all.find("sticky.session_cookie: needs a `redis:` section"), std::string::npos) << all;
 }
 
+// A throwaway self-signed P-256 certificate for examples that terminate TLS.
+std::pair<std::string, std::string> TestCertificate() {
+  char tmpl[] = "/tmp/bulwark-cert-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  X509* cert = X509_new();
+  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+  X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+  X509_set_pubkey(cert, key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("example.test"), -1, -1, 0);
+  X509_set_issuer_name(cert, name);
+  X509_sign(cert, key, EVP_sha256());
+  std::string cert_path = dir + "/cert.pem", key_path = dir + "/key.pem";
+  FILE* f = fopen(cert_path.c_str(), "w");
+  PEM_write_X509(f, cert);
+  fclose(f);
+  f = fopen(key_path.c_str(), "w");
+  PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+  fclose(f);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return {cert_path, key_path};
+}
+
 TEST(Config, ShippedExamplesAreValid) {
+  auto [cert, key] = TestCertificate();
   for (const char* f : {"/config/examples/minimal.yml", "/config/examples/api-gateway.yml",
                         "/config/examples/blue-green.yml", "/config/examples/sticky-sessions.yml",
                         "/config/demo.yml"}) {
@@ -293,7 +326,9 @@ TEST(Config, ShippedExamplesAreValid) {
                                        {"ADMIN_PORT", "3"},
                                        {"DEMO_ORIGIN_1", "127.0.0.1:1"},
                                        {"DEMO_ORIGIN_2", "127.0.0.1:2"},
-                                       {"DEMO_ORIGIN_3", "127.0.0.1:3"}}));
+                                       {"DEMO_ORIGIN_3", "127.0.0.1:3"},
+                                       {"TLS_CERT", cert},
+                                       {"TLS_KEY", key}}));
     EXPECT_TRUE(l.errors.empty()) << f << "\n" << Join(l.errors, "\n");
   }
 }
