@@ -144,15 +144,29 @@ TEST(AccessLog, RotatesBySizeAndGzipsRotatedFiles) {
 }
 
 TEST(Demo, OriginsFailOverAndRevive) {
-  int port = FreePort(), admin = FreePort(), base = FreePort();
-  // Three consecutive free ports for the origins (retry a few bases if one is taken).
-  std::string dir = MakeTempDir();
-  Process demo({BULWARK_BINARY, "demo"},
-               {{"DEMO_PORT", std::to_string(port)},
-                {"DEMO_ADMIN_PORT", std::to_string(admin)},
-                {"DEMO_ORIGIN_BASE_PORT", std::to_string(base)}},
-               dir + "/demo.log");
-  ASSERT_TRUE(WaitForPort(port, 5000) && WaitForPort(admin, 5000)) << ReadFile(dir + "/demo.log");
+  // The demo's origins take three consecutive ports from a base; on a busy machine one of them can
+  // be taken between choosing and binding, so a start that fails to bind is retried with new ports.
+  int port = 0, admin = 0;
+  std::string dir;
+  std::unique_ptr<Process> demo_proc;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    port = FreePort();
+    admin = FreePort();
+    int base = FreePort();
+    dir = MakeTempDir();
+    demo_proc = std::make_unique<Process>(
+        std::vector<std::string>{BULWARK_BINARY, "demo"},
+        std::map<std::string, std::string>{{"DEMO_PORT", std::to_string(port)},
+                                           {"DEMO_ADMIN_PORT", std::to_string(admin)},
+                                           {"DEMO_ORIGIN_BASE_PORT", std::to_string(base)}},
+        dir + "/demo.log");
+    if (WaitForPort(port, 5000) && WaitForPort(admin, 5000)) break;
+    ASSERT_NE(ReadFile(dir + "/demo.log").find("Address already in use"), std::string::npos)
+        << ReadFile(dir + "/demo.log");
+    demo_proc.reset();
+  }
+  ASSERT_NE(demo_proc, nullptr);
+  Process& demo = *demo_proc;
   std::set<std::string> origins;
   for (int i = 0; i < 6; ++i) {
     Response r = HttpGet(port, "/");
