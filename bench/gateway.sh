@@ -57,27 +57,35 @@ run() {
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
-if [ "$PROTECTED" = 1 ]; then
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=bench.test >/dev/null 2>&1
-  SECRET=bench-secret-bench-secret-bench-secret
-  BW2=$(free_port); BWA2=$(free_port)
+# nginx as the proxy on CPU 0, keep-alive to the upstream as its docs recommend. Arguments add to
+# the http block, the listen line, the server block and the location (the --protected settings).
+start_nginx_proxy() {
   cat > "$work/ng/nginx.conf" <<CONF
 daemon off; worker_processes 1; pid $work/ng/nginx.pid; error_log $work/ng/error.log crit;
 events { worker_connections 4096; }
 http {
   access_log $work/ng/access.log;
   keepalive_requests 1000000;
-  limit_req_zone \$binary_remote_addr zone=api:10m rate=1000000r/s;
+  $1
   upstream app { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$NG ssl;
-    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;
-    add_header Strict-Transport-Security "max-age=31536000" always;
-    location / { limit_req zone=api burst=1000000 nodelay;
+  server { listen 127.0.0.1:$NG$2;
+    $3
+    location / { $4
       proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
   taskset -c 0 "$NGINX" -p "$work/ng" -c "$work/ng/nginx.conf" & pids+=($!); NG_PID=$!
+}
+
+if [ "$PROTECTED" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=bench.test >/dev/null 2>&1
+  SECRET=bench-secret-bench-secret-bench-secret
+  BW2=$(free_port); BWA2=$(free_port)
+  start_nginx_proxy 'limit_req_zone $binary_remote_addr zone=api:10m rate=1000000r/s;' ' ssl' \
+    "ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;
+    add_header Strict-Transport-Security \"max-age=31536000\" always;" \
+    'limit_req zone=api burst=1000000 nodelay;'
   for variant in jwt nojwt; do
     port=$BW; aport=$BWA; jwt="jwt: svc"
     if [ "$variant" = nojwt ]; then port=$BW2; aport=$BWA2; jwt=""; fi
@@ -129,17 +137,7 @@ CONF
 fi
 
 # nginx as the proxy, configured the way its docs recommend for upstream keep-alive.
-cat > "$work/ng/nginx.conf" <<CONF
-daemon off; worker_processes 1; pid $work/ng/nginx.pid; error_log $work/ng/error.log crit;
-events { worker_connections 4096; }
-http {
-  access_log $work/ng/access.log;
-  keepalive_requests 1000000;
-  upstream app { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$NG;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-taskset -c 0 "$NGINX" -p "$work/ng" -c "$work/ng/nginx.conf" & pids+=($!); NG_PID=$!
+start_nginx_proxy "" "" "" ""
 
 # HAProxy, one thread, connection reuse to the upstream.
 cat > "$work/haproxy.cfg" <<CONF

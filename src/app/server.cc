@@ -82,8 +82,8 @@ absl::Status Server::Start() {
     access_log_ = std::move(*al);
   }
   int n = cfg_->EffectiveWorkers();
-  auto snap =
-      gateway::Snapshot::Build(cfg_->gateway, n, nullptr, &servers_, &zones_, &endpoints_, ++generation_);
+  auto snap = gateway::Snapshot::Build(cfg_->gateway, n, nullptr, &servers_, &zones_, &endpoints_,
+                                       ++generation_);
   if (!snap.ok()) return snap.status();
   snapshot_ = *snap;
   bans_ = std::make_unique<gateway::BanTable>(cfg_->gateway->bans.max_entries);
@@ -285,12 +285,9 @@ void Server::OnBanMessage(std::string_view payload, int64_t ttl_ms) {
   if (from == instance_id_ && ttl_ms < 0) return;  // our own announcement
   std::string rule = j.value("rule", std::string("shared"));
   std::string reason = j.value("reason", std::string());
-  bool known = false;
-  for (const auto& b : bans_->List(MonotonicMs())) known |= b.key == key;
-  bans_->Ban(key, rule, reason, MonotonicMs(), ms, /*remote=*/true);
-  if (!known) {
-    LogWarn("security event: banned ", key, " for ", FormatDurationMs(ms), " (shared: ", rule,
-            ": ", reason, ")");
+  if (bans_->Ban(key, rule, reason, MonotonicMs(), ms, /*remote=*/true)) {
+    LogWarn("security event: banned ", key, " for ", FormatDurationMs(ms), " (shared: ", rule, ": ",
+            reason, ")");
   }
 }
 
@@ -426,8 +423,9 @@ void Server::RegisterAdminRoutes() {
     auto j = nlohmann::json::parse(r.body, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("key") || !j["key"].is_string() ||
         j["key"].get<std::string>().empty()) {
-      return admin::Json(400, nlohmann::json{{"error", "expected {\"key\": \"1.2.3.4\", "
-                                                       "\"duration\": \"1h\"}"}}
+      return admin::Json(400, nlohmann::json{{"error",
+                                              "expected {\"key\": \"1.2.3.4\", "
+                                              "\"duration\": \"1h\"}"}}
                                   .dump());
     }
     int64_t ms = 3600 * 1000;
@@ -436,7 +434,8 @@ void Server::RegisterAdminRoutes() {
                                          : absl::StatusOr<int64_t>(absl::InvalidArgumentError(
                                                "duration must be a string such as \"30m\""));
       if (!d.ok() || *d <= 0)
-        return admin::Json(400, nlohmann::json{{"error", "duration: expected e.g. \"30m\""}}.dump());
+        return admin::Json(400,
+                           nlohmann::json{{"error", "duration: expected e.g. \"30m\""}}.dump());
       ms = *d;
     }
     std::string key = j["key"].get<std::string>();
@@ -449,7 +448,8 @@ void Server::RegisterAdminRoutes() {
   });
   admin_->Route("DELETE", "/api/v1/bans/{key}", [this](const AdminRequest& r) {
     bool lifted = bans_->Lift(r.params[0]);
-    PublishBan("lift", r.params[0], "", 0);  // other instances may hold it even if this one does not
+    // Other instances may hold the ban even if this one does not.
+    PublishBan("lift", r.params[0], "", 0);
     if (!lifted) return admin::Json(404, nlohmann::json{{"error", "no such ban"}}.dump());
     LogWarn("security event: ban on ", r.params[0], " lifted by an operator");
     return admin::Json(200, nlohmann::json{{"lifted", r.params[0]}}.dump());
@@ -485,6 +485,17 @@ void Server::RegisterCollectors() {
 }
 
 void Server::CollectGateway(std::string* out) {
+  // name{label="value"} v, and a metric with one unlabelled sample.
+  auto sample = [out](std::string_view name, std::string_view label, std::string_view value,
+                      auto v) {
+    StrAppend(out, name, "{", label, "=\"");
+    observe::AppendLabelValue(out, value);
+    StrAppend(out, "\"} ", v, "\n");
+  };
+  auto single = [out](std::string_view name, std::string_view type, std::string_view help, auto v) {
+    observe::AppendHeader(out, name, type, help);
+    StrAppend(out, name, " ", v, "\n");
+  };
   std::vector<const observe::HttpShard*> shards;
   for (const auto& w : workers_) shards.push_back(&w->http_shard());
   std::vector<std::string_view> methods;
@@ -615,16 +626,13 @@ void Server::CollectGateway(std::string* out) {
                         "Configuration reloads by result.");
   StrAppend(out, "bulwark_config_reloads_total{result=\"success\"} ", reloads_ok_.Get(), "\n");
   StrAppend(out, "bulwark_config_reloads_total{result=\"failure\"} ", reloads_failed_.Get(), "\n");
-  observe::AppendHeader(out, "bulwark_config_generation", "gauge",
-                        "Generation of the configuration in use.");
-  StrAppend(out, "bulwark_config_generation ", generation_, "\n");
+  single("bulwark_config_generation", "gauge", "Generation of the configuration in use.",
+         generation_);
   if (access_log_ != nullptr) {
-    observe::AppendHeader(out, "bulwark_access_log_write_errors_total", "counter",
-                          "Access log writes that failed.");
-    StrAppend(out, "bulwark_access_log_write_errors_total ", access_log_->write_errors(), "\n");
-    observe::AppendHeader(out, "bulwark_access_log_rotations_total", "counter",
-                          "Access log rotations.");
-    StrAppend(out, "bulwark_access_log_rotations_total ", access_log_->rotations(), "\n");
+    single("bulwark_access_log_write_errors_total", "counter", "Access log writes that failed.",
+           access_log_->write_errors());
+    single("bulwark_access_log_rotations_total", "counter", "Access log rotations.",
+           access_log_->rotations());
   }
   worker_sum("bulwark_retry_budget_exhausted_total", "counter",
              "Retries not made because the upstream's retry budget was spent.",
@@ -652,23 +660,17 @@ void Server::CollectGateway(std::string* out) {
   }
   observe::AppendHeader(out, "bulwark_ratelimit_keys", "gauge", "Keys a limit_req zone holds.");
   for (const auto& z : snapshot_->zones) {
-    out->append("bulwark_ratelimit_keys{zone=\"");
-    observe::AppendLabelValue(out, z->name());
-    StrAppend(out, "\"} ", z->Keys(), "\n");
+    sample("bulwark_ratelimit_keys", "zone", z->name(), z->Keys());
   }
   observe::AppendHeader(out, "bulwark_ratelimit_evictions_total", "counter",
                         "Keys dropped because a zone was full (raise its size).");
   for (const auto& z : snapshot_->zones) {
-    out->append("bulwark_ratelimit_evictions_total{zone=\"");
-    observe::AppendLabelValue(out, z->name());
-    StrAppend(out, "\"} ", z->Evictions(), "\n");
+    sample("bulwark_ratelimit_evictions_total", "zone", z->name(), z->Evictions());
   }
   observe::AppendHeader(out, "bulwark_ratelimit_redis_fallbacks_total", "counter",
                         "Shared-zone decisions made without Redis (unreachable or too slow).");
   for (const auto& z : snapshot_->zones) {
-    out->append("bulwark_ratelimit_redis_fallbacks_total{zone=\"");
-    observe::AppendLabelValue(out, z->name());
-    StrAppend(out, "\"} ", z->fallbacks(), "\n");
+    sample("bulwark_ratelimit_redis_fallbacks_total", "zone", z->name(), z->fallbacks());
   }
   if (cfg_->gateway->redis.enabled) {
     bool all_up = true;
@@ -679,39 +681,29 @@ void Server::CollectGateway(std::string* out) {
       errors += w->redis()->errors();
       reconnects += w->redis()->reconnects();
     }
-    observe::AppendHeader(out, "bulwark_redis_up", "gauge",
-                          "1 when every worker's Redis connection is up.");
-    StrAppend(out, "bulwark_redis_up ", all_up ? 1 : 0, "\n");
-    observe::AppendHeader(out, "bulwark_redis_errors_total", "counter",
-                          "Redis commands that failed (errors, timeouts, lost connections).");
-    StrAppend(out, "bulwark_redis_errors_total ", errors, "\n");
-    observe::AppendHeader(out, "bulwark_redis_reconnects_total", "counter",
-                          "Times a worker's Redis connection was lost and retried.");
-    StrAppend(out, "bulwark_redis_reconnects_total ", reconnects, "\n");
+    single("bulwark_redis_up", "gauge", "1 when every worker's Redis connection is up.",
+           all_up ? 1 : 0);
+    single("bulwark_redis_errors_total", "counter",
+           "Redis commands that failed (errors, timeouts, lost connections).", errors);
+    single("bulwark_redis_reconnects_total", "counter",
+           "Times a worker's Redis connection was lost and retried.", reconnects);
   }
   bans_->List(now);  // drops expired bans so the gauge is current
-  observe::AppendHeader(out, "bulwark_bans_active", "gauge", "Keys banned now.");
-  StrAppend(out, "bulwark_bans_active ", bans_->active(), "\n");
-  observe::AppendHeader(out, "bulwark_bans_received_total", "counter",
-                        "Bans other instances shared through Redis.");
-  StrAppend(out, "bulwark_bans_received_total ", bans_->received(), "\n");
-  observe::AppendHeader(out, "bulwark_ban_refused_total", "counter",
-                        "Requests refused because their key was banned.");
-  StrAppend(out, "bulwark_ban_refused_total ", bans_->refused(), "\n");
+  single("bulwark_bans_active", "gauge", "Keys banned now.", bans_->active());
+  single("bulwark_bans_received_total", "counter", "Bans other instances shared through Redis.",
+         bans_->received());
+  single("bulwark_ban_refused_total", "counter", "Requests refused because their key was banned.",
+         bans_->refused());
   auto rule_counts = bans_->RuleCounts();
   observe::AppendHeader(out, "bulwark_bans_total", "counter", "Bans imposed, by rule (route).");
   for (const auto& [rule, c] : rule_counts) {
-    out->append("bulwark_bans_total{rule=\"");
-    observe::AppendLabelValue(out, rule);
-    StrAppend(out, "\"} ", c.first, "\n");
+    sample("bulwark_bans_total", "rule", rule, c.first);
   }
   observe::AppendHeader(out, "bulwark_ban_strikes_total", "counter",
                         "Events counted towards a ban (rate-limit rejections, auth failures).");
   for (const auto& [rule, c] : rule_counts) {
     if (rule == "admin") continue;
-    out->append("bulwark_ban_strikes_total{rule=\"");
-    observe::AppendLabelValue(out, rule);
-    StrAppend(out, "\"} ", c.second, "\n");
+    sample("bulwark_ban_strikes_total", "rule", rule, c.second);
   }
   observe::AppendHeader(out, "bulwark_tls_handshakes_total", "counter",
                         "TLS handshakes completed, by listener and protocol (reset by a reload).");
@@ -730,24 +722,19 @@ void Server::CollectGateway(std::string* out) {
                         "TLS handshakes that failed or were abandoned, by listener.");
   for (const auto& l : snapshot_->config->listeners) {
     if (l.tls.server == nullptr) continue;
-    out->append("bulwark_tls_handshake_errors_total{listener=\"");
-    observe::AppendLabelValue(out, l.name);
-    StrAppend(out, "\"} ", l.tls.server->failures(), "\n");
+    sample("bulwark_tls_handshake_errors_total", "listener", l.name, l.tls.server->failures());
   }
   observe::AppendHeader(out, "bulwark_tls_sessions_resumed_total", "counter",
                         "TLS handshakes that resumed a session (cache or ticket), by listener.");
   for (const auto& l : snapshot_->config->listeners) {
     if (l.tls.server == nullptr) continue;
-    out->append("bulwark_tls_sessions_resumed_total{listener=\"");
-    observe::AppendLabelValue(out, l.name);
-    StrAppend(out, "\"} ", l.tls.server->resumed(), "\n");
+    sample("bulwark_tls_sessions_resumed_total", "listener", l.name, l.tls.server->resumed());
   }
   observe::AppendHeader(out, "bulwark_jwt_verified_total", "counter",
                         "Requests whose JWT verified, by provider.");
   for (const auto& p : snapshot_->config->jwt_providers) {
-    out->append("bulwark_jwt_verified_total{provider=\"");
-    observe::AppendLabelValue(out, p.name);
-    StrAppend(out, "\"} ", p.counters->verified.load(std::memory_order_relaxed), "\n");
+    sample("bulwark_jwt_verified_total", "provider", p.name,
+           p.counters->verified.load(std::memory_order_relaxed));
   }
   observe::AppendHeader(out, "bulwark_jwt_rejections_total", "counter",
                         "Requests refused (401) by a JWT check, by provider and reason.");
@@ -759,11 +746,9 @@ void Server::CollectGateway(std::string* out) {
                 "\"} ", p.counters->rejected[f].load(std::memory_order_relaxed), "\n");
     }
   }
-  observe::AppendHeader(out, "bulwark_workers", "gauge", "Worker threads.");
-  StrAppend(out, "bulwark_workers ", workers_.size(), "\n");
-  observe::AppendHeader(out, "process_start_time_seconds", "gauge",
-                        "Start time of the process since the Unix epoch.");
-  StrAppend(out, "process_start_time_seconds ", start_wall_s_, "\n");
+  single("bulwark_workers", "gauge", "Worker threads.", workers_.size());
+  single("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.",
+         start_wall_s_);
 }
 
 }  // namespace bulwark

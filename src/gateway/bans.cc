@@ -67,10 +67,11 @@ void BanTable::TrimLocked(Shard& s, int64_t now_ms) {
   }
 }
 
-void BanTable::BanLocked(Shard& s, std::string_view key, std::string_view rule_name,
+bool BanTable::BanLocked(Shard& s, std::string_view key, std::string_view rule_name,
                          std::string_view reason, int64_t now_ms, int64_t duration_ms) {
   absl::string_view k(key.data(), key.size());
   auto it = s.bans.find(k);
+  bool was_banned = it != s.bans.end() && it->second.expires_at_ms > now_ms;
   if (it == s.bans.end()) {
     TrimLocked(s, now_ms);
     it = s.bans.emplace(std::string(key), BanInfo{}).first;
@@ -83,6 +84,7 @@ void BanTable::BanLocked(Shard& s, std::string_view key, std::string_view rule_n
   b.banned_at_ms = now_ms;
   b.expires_at_ms = std::max(b.expires_at_ms, now_ms + duration_ms);
   s.strikes.erase(k);
+  return !was_banned;
 }
 
 bool BanTable::Strike(std::string_view key, std::string_view rule_name, const BanRuleConfig& rule,
@@ -121,19 +123,21 @@ bool BanTable::Strike(std::string_view key, std::string_view rule_name, const Ba
   return banned;
 }
 
-void BanTable::Ban(std::string_view key, std::string_view rule_name, std::string_view reason,
+bool BanTable::Ban(std::string_view key, std::string_view rule_name, std::string_view reason,
                    int64_t now_ms, int64_t duration_ms, bool remote) {
+  bool fresh;
   {
     Shard& s = ShardFor(key);
     MutexLock lock(&s.mu);
-    BanLocked(s, key, rule_name, reason, now_ms, duration_ms);
+    fresh = BanLocked(s, key, rule_name, reason, now_ms, duration_ms);
   }
   if (remote) {
     received_.fetch_add(1, std::memory_order_relaxed);
-    return;
+    return fresh;
   }
   MutexLock lock(&counts_mu_);
   ++counts_[std::string(rule_name)].first;
+  return fresh;
 }
 
 bool BanTable::Lift(std::string_view key) {

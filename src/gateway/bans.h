@@ -44,8 +44,9 @@ class BanTable {
   bool Strike(std::string_view key, std::string_view rule_name, const BanRuleConfig& rule,
               int64_t now_ms, std::string_view what);
   // Bans `key` for `duration_ms`: an operator's ban, or (remote = true) one another instance
-  // imposed and shared through Redis, which is not counted as this instance's.
-  void Ban(std::string_view key, std::string_view rule_name, std::string_view reason,
+  // imposed and shared through Redis, which is not counted as this instance's. Returns true when
+  // the key was not banned before.
+  bool Ban(std::string_view key, std::string_view rule_name, std::string_view reason,
            int64_t now_ms, int64_t duration_ms, bool remote = false);
   // Lifts a ban and forgets the key's strikes. Returns false when the key was not banned.
   bool Lift(std::string_view key);
@@ -69,7 +70,8 @@ class BanTable {
     absl::flat_hash_map<std::string, Strikes> strikes ABSL_GUARDED_BY(mu);
   };
   Shard& ShardFor(std::string_view key);
-  void BanLocked(Shard& s, std::string_view key, std::string_view rule_name,
+  // Returns true when the key had no ban in force.
+  bool BanLocked(Shard& s, std::string_view key, std::string_view rule_name,
                  std::string_view reason, int64_t now_ms, int64_t duration_ms)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void TrimLocked(Shard& s, int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);

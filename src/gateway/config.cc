@@ -506,14 +506,16 @@ void ParseBan(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
   r.Finish();
 }
 
-// A file named in the config: relative paths are taken from the config file's directory.
+// Paths named in the config: relative ones are taken from the config file's directory.
+std::string ConfigRelative(const ConfigContext& ctx, const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  size_t slash = ctx.file().rfind('/');
+  return slash == std::string::npos ? path : ctx.file().substr(0, slash + 1) + path;
+}
+
 bool ReadConfigFile(ConfigContext& ctx, const YAML::Node& at, const std::string& what,
                     const std::string& path, std::string* out) {
-  std::string full = path;
-  if (!path.empty() && path[0] != '/') {
-    size_t slash = ctx.file().rfind('/');
-    if (slash != std::string::npos) full = ctx.file().substr(0, slash + 1) + path;
-  }
+  std::string full = ConfigRelative(ctx, path);
   std::ifstream f(full, std::ios::binary);
   if (!f) {
     ctx.Error(at.Mark(), StrCat(what, ": cannot read ", full));
@@ -527,12 +529,6 @@ bool ReadConfigFile(ConfigContext& ctx, const YAML::Node& at, const std::string&
     return false;
   }
   return true;
-}
-
-std::string ConfigRelative(const ConfigContext& ctx, const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  size_t slash = ctx.file().rfind('/');
-  return slash == std::string::npos ? path : ctx.file().substr(0, slash + 1) + path;
 }
 
 void ParseTls(ConfigContext& ctx, const YAML::Node& node, const std::string& what,

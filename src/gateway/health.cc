@@ -101,13 +101,15 @@ void ServerState::OpenBreakerLocked(int64_t now_ms, const BreakerConfig& breaker
   breaker_opens_.fetch_add(1, std::memory_order_relaxed);
 }
 
-int ServerState::RecordOutcome(bool failure, bool probe, int64_t now_ms,
+int ServerState::RecordOutcome(bool breaker_failure, bool outlier_failure, bool probe,
+                               int64_t now_ms,
                                const BreakerConfig& breaker, const OutlierConfig& outlier,
                                const std::vector<std::shared_ptr<ServerState>>& peers) {
   if (probe) half_open_inflight_.fetch_sub(1, std::memory_order_relaxed);
   int change = kNoChange;
   // The common case, a success with nothing to reset, takes no lock.
-  if (!failure && !probe && open_until_.load(std::memory_order_relaxed) == 0) {
+  if (!breaker_failure && !outlier_failure && !probe &&
+      open_until_.load(std::memory_order_relaxed) == 0) {
     if (breaker.enabled && consecutive_failures_.load(std::memory_order_relaxed) != 0)
       consecutive_failures_.store(0, std::memory_order_relaxed);
     if (outlier.enabled && consecutive_5xx_.load(std::memory_order_relaxed) != 0)
@@ -118,7 +120,7 @@ int ServerState::RecordOutcome(bool failure, bool probe, int64_t now_ms,
     MutexLock lock(&mu_);
     int64_t open_until = open_until_.load(std::memory_order_relaxed);
     bool half_open = open_until != 0 && now_ms >= open_until;
-    if (failure) {
+    if (breaker_failure) {
       if (half_open) {
         OpenBreakerLocked(now_ms, breaker);
         change |= kOpened;
@@ -142,7 +144,7 @@ int ServerState::RecordOutcome(bool failure, bool probe, int64_t now_ms,
     }
   }
   if (outlier.enabled) {
-    if (!failure) {
+    if (!outlier_failure) {
       consecutive_5xx_.store(0, std::memory_order_relaxed);
     } else if (consecutive_5xx_.fetch_add(1, std::memory_order_relaxed) + 1 >=
                    outlier.consecutive_5xx &&

@@ -99,11 +99,12 @@ class ServerState {
   // Called when an attempt starts on this server; true when it is a half-open probe (its
   // outcome must then be recorded with probe = true).
   bool ClaimProbe(int64_t now_ms);
-  // Records an attempt's outcome for the breaker and outlier detection. `peers` are the
-  // upstream's servers (for max_ejection_percent). Returns what changed, for the log.
+  // Records an attempt's outcome for the breaker and outlier detection, each with its own idea
+  // of failure (the breaker's statuses; Envoy's 5xx). `peers` are the upstream's servers (for
+  // max_ejection_percent). Returns what changed, for the log.
   enum Change { kNoChange = 0, kOpened = 1, kClosed = 2, kEjected = 4 };
-  int RecordOutcome(bool failure, bool probe, int64_t now_ms, const BreakerConfig& breaker,
-                    const OutlierConfig& outlier,
+  int RecordOutcome(bool breaker_failure, bool outlier_failure, bool probe, int64_t now_ms,
+                    const BreakerConfig& breaker, const OutlierConfig& outlier,
                     const std::vector<std::shared_ptr<ServerState>>& peers);
   bool ejected(int64_t now_ms) const {
     return now_ms < ejected_until_.load(std::memory_order_relaxed);

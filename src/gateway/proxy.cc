@@ -142,8 +142,8 @@ bool AddHeaderStatus(int status) {
   }
 }
 
-// The value of cookie `name` in the request's Cookie headers ("" when absent).
-std::string_view CookieValue(const http::RequestHead& req, std::string_view name) {
+// The value of cookie `name` in the request's Cookie headers (nullopt when absent).
+std::optional<std::string_view> CookieValue(const http::RequestHead& req, std::string_view name) {
   for (const auto& h : req.headers) {
     if (h.name.size() != 6 || !http::EqualsLower(h.name, "cookie")) continue;
     std::string_view v = h.value;
@@ -161,7 +161,7 @@ std::string_view CookieValue(const http::RequestHead& req, std::string_view name
       v.remove_prefix(semi + 1);
     }
   }
-  return {};
+  return std::nullopt;
 }
 
 void AppendHex16(std::string* out, uint64_t v) {
@@ -652,21 +652,7 @@ std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg) {
       if (const http::Header* h = req_.Find(cfg.hash_key_name)) return StableHash(h->value);
       return std::nullopt;
     case HashKeyKind::kCookie:
-      for (const auto& h : req_.headers) {
-        if (!http::EqualsLower(h.name, "cookie")) continue;
-        std::string_view v = h.value;
-        while (!v.empty()) {
-          size_t semi = v.find(';');
-          std::string_view pair = v.substr(0, semi);
-          while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
-          size_t eq = pair.find('=');
-          if (eq != std::string_view::npos && pair.substr(0, eq) == cfg.hash_key_name) {
-            return StableHash(pair.substr(eq + 1));
-          }
-          if (semi == std::string_view::npos) break;
-          v.remove_prefix(semi + 1);
-        }
-      }
+      if (auto v = CookieValue(req_, cfg.hash_key_name)) return StableHash(*v);
       return std::nullopt;
   }
   return std::nullopt;
@@ -779,7 +765,7 @@ void ClientConn::HandleRequest() {
     return;
   }
   route_ = view_->snap->routers[listener_index_]->Match(req_.host, req_.path, req_.method_str);
-  if (!Protect(cfg, has_body_)) return;
+  if (!Protect(cfg)) return;
   if (route_ == nullptr) {
     SendError(404, "no route matches", has_body_);
     return;
@@ -832,13 +818,13 @@ bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out
   return any;
 }
 
-bool ClientConn::Protect(const GatewayConfig& cfg, bool has_body) {
+bool ClientConn::Protect(const GatewayConfig& cfg) {
   const Snapshot& snap = *view_->snap;
   const ListenerConfig& lcfg = cfg.listeners[listener_index_];
   const AccessList& acl = route_ != nullptr ? route_->cfg->access : lcfg.access;
   if (!acl.rules.empty() && !acl.Allows(client_addr_)) {
     worker_->stats().access_denied.Add(1);
-    SendError(403, "access denied", has_body);
+    SendError(403, "access denied", has_body_);
     return false;
   }
   BanTable* bans = worker_->shared().bans;
@@ -847,7 +833,7 @@ bool ClientConn::Protect(const GatewayConfig& cfg, bool has_body) {
     for (const KeySpec& spec : snap.ban_keys) {
       key_buf_.clear();
       if (AppendKey(spec, false, &key_buf_) && bans->IsBanned(key_buf_, now)) {
-        SendError(cfg.bans.status, "banned", has_body);
+        SendError(cfg.bans.status, "banned", has_body_);
         return false;
       }
     }
@@ -1004,6 +990,12 @@ bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
 
 std::string ClientConn::ExpandVariables(std::string_view t) const {
   // nginx variables a `return` commonly uses: return 301 https://$host$request_uri;
+  // $host is the Host without its port (a bracketed IPv6 literal is kept whole).
+  size_t colon = req_.host.rfind(':');
+  std::string_view host =
+      colon == std::string_view::npos || req_.host.find(']') != std::string_view::npos
+          ? req_.host
+          : req_.host.substr(0, colon);
   std::string out;
   size_t i = 0;
   while (i < t.size()) {
@@ -1014,10 +1006,6 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
     size_t j = i + 1;
     while (j < t.size() && (std::isalnum(static_cast<unsigned char>(t[j])) || t[j] == '_')) ++j;
     std::string_view name = t.substr(i + 1, j - i - 1);
-    std::string_view host = req_.host.substr(0, req_.host.rfind(':') == std::string_view::npos ||
-                                                        req_.host.find(']') != std::string_view::npos
-                                                    ? req_.host.size()
-                                                    : req_.host.rfind(':'));
     if (name == "scheme") {
       out.append(ssl_ != nullptr ? "https" : "http");
     } else if (name == "host") {
@@ -1117,11 +1105,13 @@ void ClientConn::Proceed() {
   if (sticky.enabled) {
     if (!sticky.cookie.empty()) {
       uint64_t id = 0;
-      if (ParseStickyCookie(CookieValue(req_, sticky.cookie), StickySecret(), ur.cfg->name, &id))
+      if (ParseStickyCookie(CookieValue(req_, sticky.cookie).value_or(""), StickySecret(),
+                            ur.cfg->name, &id))
         sticky_cookie_id_ = id;
     }
     std::string_view sv =
-        sticky.session_cookie.empty() ? std::string_view() : CookieValue(req_, sticky.session_cookie);
+        sticky.session_cookie.empty() ? std::string_view()
+                                      : CookieValue(req_, sticky.session_cookie).value_or("");
     if (!sv.empty() && sv.size() <= 512) {
       session_value_.assign(sv);
       RedisClient* redis = worker_->redis();
@@ -1930,7 +1920,10 @@ void ClientConn::RecordAttemptOutcome(ServerState* s, int status) {
   if (probe) attempt_probe_ = false;
   if (!u.breaker.enabled && !u.outlier.enabled && !probe) return;
   if (status < 0) {  // not the server's fault: only release a probe slot
-    if (probe) s->RecordOutcome(false, true, worker_->loop().now_ms(), BreakerConfig{}, OutlierConfig{}, ur.servers);
+    if (probe) {
+      s->RecordOutcome(false, false, true, worker_->loop().now_ms(), BreakerConfig{},
+                       OutlierConfig{}, ur.servers);
+    }
     return;
   }
   bool breaker_failure =
@@ -1939,14 +1932,8 @@ void ClientConn::RecordAttemptOutcome(ServerState* s, int status) {
   // Envoy counts connection errors and timeouts as 5xx for consecutive_5xx.
   bool outlier_failure = status == 0 || status >= 500;
   int64_t now = worker_->loop().now_ms();
-  int change = 0;
-  if (breaker_failure == outlier_failure || !u.outlier.enabled || !u.breaker.enabled) {
-    change = s->RecordOutcome(u.breaker.enabled ? breaker_failure : outlier_failure, probe, now,
-                              u.breaker, u.outlier, ur.servers);
-  } else {
-    change = s->RecordOutcome(breaker_failure, probe, now, u.breaker, OutlierConfig{}, ur.servers);
-    change |= s->RecordOutcome(outlier_failure, false, now, BreakerConfig{}, u.outlier, ur.servers);
-  }
+  int change = s->RecordOutcome(breaker_failure, outlier_failure, probe, now, u.breaker, u.outlier,
+                                ur.servers);
   if (change & ServerState::kOpened) {
     LogWarn("upstream ", s->upstream(), " server ", s->address_text(),
             ": circuit breaker opened for ", FormatDurationMs(s->open_until_ms() - now));
@@ -1967,7 +1954,7 @@ void ClientConn::EndUpstreamAccounting() {
   const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
   if (attempt_probe_ && probe_server_ != nullptr) {
     // The request ended before its probe had an answer: free the slot without a verdict.
-    probe_server_->RecordOutcome(false, true, worker_->loop().now_ms(), BreakerConfig{},
+    probe_server_->RecordOutcome(false, false, true, worker_->loop().now_ms(), BreakerConfig{},
                                  OutlierConfig{}, ur.servers);
     attempt_probe_ = false;
   }

@@ -140,7 +140,7 @@ class ClientConn : public IoHandler {
   void Process();
   void HandleRequest();
   // Access lists, bans and rate limits; false when the request was answered here.
-  bool Protect(const GatewayConfig& cfg, bool has_body);
+  bool Protect(const GatewayConfig& cfg);
   // Appends the key `spec` names for this request; client IPs in binary when `binary_ip`.
   bool AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const;
   // After the protections (and any limit_req delay): answer or proxy the request.

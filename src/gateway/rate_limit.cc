@@ -220,11 +220,9 @@ LimitOutcome LimitDecision::Decide(const LimitRequest* rules, int n, int64_t now
   int last = -1;   // nginx's `limit`: the last rule looked at
   int stop = n;    // nginx's `n` after the loop
   bool busy = false;
-  bool any = false;
   for (int i = 0; i < n; ++i) {
     last = i;
     if (shard[i] == nullptr) continue;
-    any = true;
     bool account = i == n - 1;
     node[i] = rules[i].zone->Lookup(*shard[i], rules[i].key, now_ms, rules[i].burst, account,
                                     &excess, &busy);
@@ -234,7 +232,6 @@ LimitOutcome LimitDecision::Decide(const LimitRequest* rules, int n, int64_t now
     }
     pending[i] = true;
   }
-  (void)any;
 
   if (busy) {
     out.result = dry_run ? LimitResult::kRejectedDryRun : LimitResult::kRejected;

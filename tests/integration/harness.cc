@@ -462,4 +462,11 @@ int RunBulwark(const std::vector<std::string>& args, std::string* output) {
   return rc;
 }
 
+std::string Metric(const std::string& text, const std::string& series) {
+  size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return "";
+  size_t start = at + series.size() + 2;
+  return text.substr(start, text.find('\n', start) - start);
+}
+
 }  // namespace bulwark::testing

@@ -120,6 +120,9 @@ class Bulwark {
   std::unique_ptr<Process> process_;
 };
 
+// The value of one series (name with its labels, as printed) in /metrics text; "" when absent.
+std::string Metric(const std::string& text, const std::string& series);
+
 // Runs `bulwark ARGS...`, returning exit code and combined output.
 int RunBulwark(const std::vector<std::string>& args, std::string* output);
 

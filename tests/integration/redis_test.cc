@@ -44,11 +44,13 @@ class RedisServer {
   std::unique_ptr<Process> proc_;
 };
 
-std::string Metric(const std::string& text, const std::string& series) {
-  size_t at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return "";
-  size_t start = at + series.size() + 2;
-  return text.substr(start, text.find('\n', start) - start);
+// Waits until every worker of the bulwark with this admin port is connected to Redis.
+bool WaitRedisUp(int admin, int timeout_ms) {
+  for (int waited = 0;; waited += 50) {
+    if (Metric(HttpGet(admin, "/metrics").body, "bulwark_redis_up") == "1") return true;
+    if (waited >= timeout_ms) return false;
+    std::this_thread::sleep_for(50ms);
+  }
 }
 
 std::string Config(int port, int admin, int backend, int redis, const std::string& zone) {
@@ -70,8 +72,7 @@ TEST(SharedLimits, TwoInstancesAdmitTheConfiguredRateTogether) {
   Bulwark b2(Config(p2, a2, backend.port(), redis.port(), zone));
   ASSERT_TRUE(b1.Ready(p1, a1)) << b1.log();
   ASSERT_TRUE(b2.Ready(p2, a2)) << b2.log();
-  for (int i = 0; i < 50 && Metric(HttpGet(a1, "/metrics").body, "bulwark_redis_up") != "1"; ++i)
-    std::this_thread::sleep_for(50ms);
+  WaitRedisUp(a1, 2500);
 
   // Four clients, two per instance, as fast as they can for 3 s.
   std::atomic<bool> stop{false};
@@ -125,9 +126,7 @@ TEST(SharedLimits, RedisDownFallsBackToLocalAndRecovers) {
   Bulwark b(Config(port, admin, backend.port(), redis.port(),
                    "{key: client_ip, rate: 1r/m, shared: true}"));
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
-  auto redis_up = [&] { return Metric(HttpGet(admin, "/metrics").body, "bulwark_redis_up"); };
-  for (int i = 0; i < 50 && redis_up() != "1"; ++i) std::this_thread::sleep_for(50ms);
-  ASSERT_EQ(redis_up(), "1");
+  ASSERT_TRUE(WaitRedisUp(admin, 2500));
   EXPECT_EQ(HttpGet(port, "/").status, 200);
   EXPECT_EQ(HttpGet(port, "/").status, 429);
 
@@ -148,8 +147,7 @@ TEST(SharedLimits, RedisDownFallsBackToLocalAndRecovers) {
   EXPECT_NE(b.log().find("unavailable"), std::string::npos);
 
   redis.Start();  // same port, empty
-  for (int i = 0; i < 100 && redis_up() != "1"; ++i) std::this_thread::sleep_for(50ms);
-  ASSERT_EQ(redis_up(), "1") << b.log();
+  ASSERT_TRUE(WaitRedisUp(admin, 5000)) << b.log();
   std::string before = Metric(HttpGet(admin, "/metrics").body,
                               "bulwark_ratelimit_redis_fallbacks_total{zone=\"z\"}");
   EXPECT_EQ(HttpGet(port, "/").status, 200);  // Redis decides again, from a fresh state
@@ -167,10 +165,7 @@ TEST(SharedLimits, FailClosedRejectsWhileRedisIsDown) {
   Bulwark b(Config(port, admin, backend.port(), redis.port(),
                    "{key: client_ip, rate: 100r/s, shared: true, redis_failure: closed}"));
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
-  for (int i = 0; i < 50; ++i) {
-    if (Metric(HttpGet(admin, "/metrics").body, "bulwark_redis_up") == "1") break;
-    std::this_thread::sleep_for(50ms);
-  }
+  WaitRedisUp(admin, 2500);
   EXPECT_EQ(HttpGet(port, "/").status, 200);
   redis.Kill();
   std::this_thread::sleep_for(100ms);
@@ -203,10 +198,8 @@ TEST(SharedBans, ABanOnOneInstanceHoldsOnAllAndLiftsEverywhere) {
   Bulwark b2(config(p2, a2));
   ASSERT_TRUE(b1.Ready(p1, a1)) << b1.log();
   ASSERT_TRUE(b2.Ready(p2, a2)) << b2.log();
-  auto up = [](int admin) {
-    return Metric(HttpGet(admin, "/metrics").body, "bulwark_redis_up") == "1";
-  };
-  for (int i = 0; i < 100 && !(up(a1) && up(a2)); ++i) std::this_thread::sleep_for(50ms);
+  WaitRedisUp(a1, 5000);
+  WaitRedisUp(a2, 5000);
   std::this_thread::sleep_for(200ms);  // the subscribers are in
   auto from = [](int port, const std::string& ip, const std::string& path) {
     return HttpGet(port, path, "X-Forwarded-For: " + ip + "\r\n").status;
@@ -270,10 +263,8 @@ TEST(SharedSticky, SessionTableInRedisPinsAcrossInstances) {
   Bulwark b2(config(p2, a2));
   ASSERT_TRUE(b1.Ready(p1, a1)) << b1.log();
   ASSERT_TRUE(b2.Ready(p2, a2)) << b2.log();
-  auto up = [](int admin) {
-    return Metric(HttpGet(admin, "/metrics").body, "bulwark_redis_up") == "1";
-  };
-  for (int i = 0; i < 100 && !(up(a1) && up(a2)); ++i) std::this_thread::sleep_for(50ms);
+  WaitRedisUp(a1, 5000);
+  WaitRedisUp(a2, 5000);
   // Log in through instance 1: the application creates a session and bulwark records its server.
   Response login = HttpGet(p1, "/login");
   ASSERT_EQ(login.status, 200);

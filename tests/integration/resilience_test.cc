@@ -30,14 +30,6 @@ std::string Cfg(int port, int admin, const std::vector<int>& servers, const std:
          upstream + "    servers: [" + list + "]\n";
 }
 
-// A metric's value from /metrics text ("" when absent).
-std::string Metric(const std::string& text, const std::string& series) {
-  size_t at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return "";
-  size_t start = at + series.size() + 2;
-  return text.substr(start, text.find('\n', start) - start);
-}
-
 TEST(Resilience, CircuitBreakerOpensDoublesAndCloses) {
   std::atomic<bool> broken{true};
   Backend bad([&](const Backend::Request&) {

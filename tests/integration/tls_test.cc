@@ -37,13 +37,6 @@ void MakeCert(const std::string& dir, const std::string& name) {
   ASSERT_EQ(st, 0) << out;
 }
 
-std::string Metric(const std::string& text, const std::string& series) {
-  size_t at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return "";
-  size_t start = at + series.size() + 2;
-  return text.substr(start, text.find('\n', start) - start);
-}
-
 TEST(Tls, TerminatesPicksBySniAndReloadsCertificates) {
   ASSERT_FALSE(FindProgram("curl").empty()) << "curl is not installed: run scripts/deps";
   ASSERT_FALSE(FindProgram("openssl").empty()) << "openssl is not installed: run scripts/deps";

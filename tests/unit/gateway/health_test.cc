@@ -108,13 +108,13 @@ TEST(Breaker, OpensAfterConsecutiveFailuresAndDoublesOnReopen) {
   b.open_time_ms = 2000;
   b.max_open_time_ms = 5000;
   OutlierConfig off;
-  s.RecordOutcome(true, false, 0, b, off, pool);
-  s.RecordOutcome(true, false, 0, b, off, pool);
-  s.RecordOutcome(false, false, 0, b, off, pool);  // a success resets the count
-  s.RecordOutcome(true, false, 0, b, off, pool);
-  s.RecordOutcome(true, false, 0, b, off, pool);
+  s.RecordOutcome(true, true, false, 0, b, off, pool);
+  s.RecordOutcome(true, true, false, 0, b, off, pool);
+  s.RecordOutcome(false, false, false, 0, b, off, pool);  // a success resets the count
+  s.RecordOutcome(true, true, false, 0, b, off, pool);
+  s.RecordOutcome(true, true, false, 0, b, off, pool);
   EXPECT_EQ(s.breaker_state(0), ServerState::BreakerState::kClosed);
-  EXPECT_EQ(s.RecordOutcome(true, false, 100, b, off, pool), ServerState::kOpened);
+  EXPECT_EQ(s.RecordOutcome(true, true, false, 100, b, off, pool), ServerState::kOpened);
   EXPECT_EQ(s.breaker_state(100), ServerState::BreakerState::kOpen);
   EXPECT_FALSE(s.ResilienceAllows(2099, 1));
   // Half-open after 2 s: one probe at a time.
@@ -123,16 +123,16 @@ TEST(Breaker, OpensAfterConsecutiveFailuresAndDoublesOnReopen) {
   EXPECT_TRUE(s.ClaimProbe(2100));
   EXPECT_FALSE(s.ResilienceAllows(2100, 1));
   // The probe fails: open again for twice as long (4 s), then capped at 5 s.
-  EXPECT_EQ(s.RecordOutcome(true, true, 2200, b, off, pool), ServerState::kOpened);
+  EXPECT_EQ(s.RecordOutcome(true, true, true, 2200, b, off, pool), ServerState::kOpened);
   EXPECT_EQ(s.open_until_ms(), 6200);
   EXPECT_TRUE(s.ClaimProbe(6200));
-  s.RecordOutcome(true, true, 6200, b, off, pool);
+  s.RecordOutcome(true, true, true, 6200, b, off, pool);
   EXPECT_EQ(s.open_until_ms(), 11200);
   // A good probe closes it and the schedule starts over.
   EXPECT_TRUE(s.ClaimProbe(11200));
-  EXPECT_EQ(s.RecordOutcome(false, true, 11300, b, off, pool), ServerState::kClosed);
+  EXPECT_EQ(s.RecordOutcome(false, false, true, 11300, b, off, pool), ServerState::kClosed);
   EXPECT_EQ(s.breaker_state(11300), ServerState::BreakerState::kClosed);
-  for (int i = 0; i < 3; ++i) s.RecordOutcome(true, false, 20000, b, off, pool);
+  for (int i = 0; i < 3; ++i) s.RecordOutcome(true, true, false, 20000, b, off, pool);
   EXPECT_EQ(s.open_until_ms(), 22000);
   EXPECT_EQ(s.breaker_opens(), 4u);
 }
@@ -146,14 +146,14 @@ TEST(Breaker, HalfOpenNeedsSuccessesAndAllowsSeveralProbes) {
   b.half_open_requests = 2;
   b.successes = 2;
   OutlierConfig off;
-  s.RecordOutcome(true, false, 0, b, off, pool);
+  s.RecordOutcome(true, true, false, 0, b, off, pool);
   EXPECT_TRUE(s.ClaimProbe(2000));
   EXPECT_TRUE(s.ResilienceAllows(2000, 2));
   EXPECT_TRUE(s.ClaimProbe(2000));
   EXPECT_FALSE(s.ResilienceAllows(2000, 2));
-  EXPECT_EQ(s.RecordOutcome(false, true, 2001, b, off, pool), 0);
+  EXPECT_EQ(s.RecordOutcome(false, false, true, 2001, b, off, pool), 0);
   EXPECT_EQ(s.breaker_state(2001), ServerState::BreakerState::kHalfOpen);
-  EXPECT_EQ(s.RecordOutcome(false, true, 2002, b, off, pool), ServerState::kClosed);
+  EXPECT_EQ(s.RecordOutcome(false, false, true, 2002, b, off, pool), ServerState::kClosed);
 }
 
 TEST(Outlier, ConsecutiveErrorsEjectForBaseTimesCount) {
@@ -166,19 +166,19 @@ TEST(Outlier, ConsecutiveErrorsEjectForBaseTimesCount) {
   o.base_ejection_time_ms = 30000;
   o.max_ejection_time_ms = 70000;
   o.interval_ms = 10000;
-  s.RecordOutcome(true, false, 0, off, o, pool);
-  s.RecordOutcome(true, false, 0, off, o, pool);
-  EXPECT_EQ(s.RecordOutcome(true, false, 0, off, o, pool), ServerState::kEjected);
+  s.RecordOutcome(true, true, false, 0, off, o, pool);
+  s.RecordOutcome(true, true, false, 0, off, o, pool);
+  EXPECT_EQ(s.RecordOutcome(true, true, false, 0, off, o, pool), ServerState::kEjected);
   EXPECT_TRUE(s.ejected(29999));
   EXPECT_FALSE(s.ResilienceAllows(29999, 1));
   EXPECT_FALSE(s.ejected(30000));
   // Ejected again at once: 2 x base. Then 3 x base would be 90 s: capped at 70 s.
-  for (int i = 0; i < 3; ++i) s.RecordOutcome(true, false, 30000, off, o, pool);
+  for (int i = 0; i < 3; ++i) s.RecordOutcome(true, true, false, 30000, off, o, pool);
   EXPECT_EQ(s.ejected_until_ms(), 90000);
-  for (int i = 0; i < 3; ++i) s.RecordOutcome(true, false, 90000, off, o, pool);
+  for (int i = 0; i < 3; ++i) s.RecordOutcome(true, true, false, 90000, off, o, pool);
   EXPECT_EQ(s.ejected_until_ms(), 160000);
   // After enough healthy intervals the multiplier decays back to one.
-  for (int i = 0; i < 3; ++i) s.RecordOutcome(true, false, 500000, off, o, pool);
+  for (int i = 0; i < 3; ++i) s.RecordOutcome(true, true, false, 500000, off, o, pool);
   EXPECT_EQ(s.ejected_until_ms(), 530000);
   EXPECT_EQ(s.ejections(), 4u);
 }
@@ -190,12 +190,12 @@ TEST(Outlier, MaxEjectionPercentButAlwaysOne) {
   o.enabled = true;
   o.consecutive_5xx = 1;
   o.max_ejection_percent = 10;  // 10% of 4 is less than one server: still one may go
-  EXPECT_EQ(pool[0]->RecordOutcome(true, false, 0, off, o, pool), ServerState::kEjected);
-  EXPECT_EQ(pool[1]->RecordOutcome(true, false, 0, off, o, pool), 0);
+  EXPECT_EQ(pool[0]->RecordOutcome(true, true, false, 0, off, o, pool), ServerState::kEjected);
+  EXPECT_EQ(pool[1]->RecordOutcome(true, true, false, 0, off, o, pool), 0);
   EXPECT_FALSE(pool[1]->ejected(0));
   o.max_ejection_percent = 50;
-  EXPECT_EQ(pool[1]->RecordOutcome(true, false, 0, off, o, pool), ServerState::kEjected);
-  EXPECT_EQ(pool[2]->RecordOutcome(true, false, 0, off, o, pool), 0);
+  EXPECT_EQ(pool[1]->RecordOutcome(true, true, false, 0, off, o, pool), ServerState::kEjected);
+  EXPECT_EQ(pool[2]->RecordOutcome(true, true, false, 0, off, o, pool), 0);
 }
 
 }  // namespace
