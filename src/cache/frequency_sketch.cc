@@ -6,8 +6,8 @@ namespace bulwark::cache {
 namespace {
 
 // Four independent slots per key from one 64-bit hash (a multiply-shift per row).
-constexpr uint64_t kSeeds[4] = {0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full,
-                                0x165667B19E3779F9ull, 0xD6E8FEB86659FD93ull};
+constexpr uint64_t kSeeds[4] = {0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull,
+                                0xD6E8FEB86659FD93ull};
 
 uint64_t Mix(uint64_t h, int row) {
   uint64_t x = (h ^ (h >> 31)) * kSeeds[row];

@@ -23,7 +23,7 @@ class FrequencySketch {
   int Counter(uint64_t slot, int row) const;
   void Reset();
 
-  uint64_t mask_;              // counters per row - 1
+  uint64_t mask_;                      // counters per row - 1
   std::unique_ptr<uint64_t[]> table_;  // 16 counters per word, rows interleaved
   uint64_t words_;
   uint64_t sample_size_;

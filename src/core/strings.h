@@ -64,6 +64,8 @@ std::string AsciiLower(std::string_view s);
 std::string AsciiUpper(std::string_view s);
 std::vector<std::string> Split(std::string_view s, char sep, bool skip_empty = false);
 std::string Join(const std::vector<std::string>& parts, std::string_view sep);
+// Without leading and trailing spaces, tabs, CR and LF.
+std::string_view Trim(std::string_view s);
 inline std::string_view ToStd(absl::string_view s) { return std::string_view(s.data(), s.size()); }
 
 }  // namespace bulwark
