@@ -1,6 +1,7 @@
 #include "core/net.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
@@ -33,6 +34,29 @@ std::string SocketAddress::IpString() const {
 std::string SocketAddress::ToString() const {
   if (family() == AF_INET6) return StrCat("[", IpString(), "]:", port());
   return StrCat(IpString(), ":", port());
+}
+
+absl::StatusOr<SocketAddress> ResolveSocketAddress(const std::string& host, int port) {
+  std::string literal = host.find(':') != std::string::npos ? StrCat("[", host, "]") : host;
+  auto direct = ParseSocketAddress(StrCat(literal, ":", port));
+  if (direct.ok()) return direct;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (rc != 0 || res == nullptr) {
+    return absl::UnavailableError(StrCat("cannot resolve \"", host, "\": ", gai_strerror(rc)));
+  }
+  SocketAddress a;
+  memcpy(&a.storage, res->ai_addr, res->ai_addrlen);
+  a.len = static_cast<socklen_t>(res->ai_addrlen);
+  freeaddrinfo(res);
+  if (a.family() == AF_INET) {
+    reinterpret_cast<sockaddr_in*>(&a.storage)->sin_port = htons(static_cast<uint16_t>(port));
+  } else {
+    reinterpret_cast<sockaddr_in6*>(&a.storage)->sin6_port = htons(static_cast<uint16_t>(port));
+  }
+  return a;
 }
 
 absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text) {

@@ -31,6 +31,9 @@ struct SocketAddress {
 // Parses "HOST:PORT", "[V6]:PORT", ":PORT" or "PORT" (host defaults to 0.0.0.0). HOST must be a
 // literal address or "localhost": bulwark does not resolve names on its hot path.
 absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text);
+// Like ParseSocketAddress for a host and port, but also resolves host names (getaddrinfo,
+// blocking): for start-up and control paths only, never per request.
+absl::StatusOr<SocketAddress> ResolveSocketAddress(const std::string& host, int port);
 
 // An IP address without a port, in network byte order. IPv4-mapped IPv6 addresses
 // (::ffff:a.b.c.d, what a dual-stack listener reports for IPv4 clients) are folded to IPv4, so a

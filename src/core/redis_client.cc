@@ -37,6 +37,14 @@ void RedisClient::Start() {
 }
 
 void RedisClient::Connect() {
+  if (opt_.resolve) {
+    std::optional<SocketAddress> a = opt_.resolve();
+    if (!a.has_value()) {
+      Fail("no server address known yet");
+      return;
+    }
+    opt_.address = *a;
+  }
   auto fd = ConnectTcp(opt_.address);
   if (!fd.ok()) {
     Fail(ToStd(fd.status().message()));
@@ -221,7 +229,13 @@ void RedisClient::ReadAvailable() {
     Pending p = std::move(pending_.front());
     pending_.pop_front();
     if (r.is_error() && !p.internal) errors_.fetch_add(1, std::memory_order_relaxed);
+    bool readonly = r.is_error() && StartsWith(r.str, "READONLY");
     p.cb(r);  // may send more commands, or fail the link
+    // A master demoted to replica (a Sentinel failover): reconnect, which asks for the address.
+    if (readonly && state_ == State::kReady) {
+      Fail("the server is a read-only replica now");
+      return;
+    }
   }
   if (state_ == State::kReady) {
     in_.erase(0, off);
@@ -244,6 +258,7 @@ void RedisClient::Fail(std::string_view why) {
   }
   errors_.fetch_add(1, std::memory_order_relaxed);
   reconnects_.fetch_add(1, std::memory_order_relaxed);
+  bool was_ready = state_ == State::kReady;
   state_ = State::kBackoff;
   subscribed_ = false;
   backoff_ms_ = backoff_ms_ == 0 ? opt_.reconnect_min_ms
@@ -256,6 +271,7 @@ void RedisClient::Fail(std::string_view why) {
   in_.clear();
   RedisReply err = RedisReply::Error(StrCat("redis unavailable: ", why));
   for (auto& p : failed) p.cb(err);
+  if (was_ready && on_down_) on_down_();
 }
 
 void RedisClient::Close() {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +24,9 @@ struct RedisOptions {
   int64_t command_timeout_ms = 100;  // a reply later than this fails the command (and the link)
   int64_t reconnect_min_ms = 100;    // backoff between attempts, doubling up to the max
   int64_t reconnect_max_ms = 2000;
+  // When set, asked for the address before every connection attempt (Sentinel discovery);
+  // nullopt means "no server known yet" and the attempt fails into the usual backoff.
+  std::function<std::optional<SocketAddress>()> resolve;
 };
 
 // A RedisClient owns one connection and belongs to the thread that runs its loop. Commands sent
@@ -53,6 +57,8 @@ class RedisClient : private IoHandler {
   using PushHandler = std::function<void(std::string_view channel, std::string_view payload)>;
   void SetPushHandler(PushHandler fn) { push_ = std::move(fn); }
   void SetOnReady(std::function<void()> fn) { on_ready_ = std::move(fn); }
+  // Runs when an established connection is lost (not on failed connection attempts).
+  void SetOnDown(std::function<void()> fn) { on_down_ = std::move(fn); }
   // Whether commands may be sent with no reply expected within the command timeout (a
   // subscribed connection is quiet for long stretches).
   bool subscribed() const { return subscribed_; }
@@ -100,6 +106,7 @@ class RedisClient : private IoHandler {
   bool logged_down_ = false;
   PushHandler push_;
   std::function<void()> on_ready_;
+  std::function<void()> on_down_;
   bool subscribed_ = false;
 };
 
