@@ -20,16 +20,21 @@ namespace bulwark::cache {
 namespace {
 
 constexpr char kDefaultNamespace[] = "default";
-// L2 values start with a version byte, flags and the wall-clock time they stop being fresh,
-// so every instance agrees on freshness whatever its own clock started from.
+// L2 values start with a version byte, flags, the wall-clock time they stop being fresh (so
+// every instance agrees on freshness whatever its own clock started from) and their tags (so
+// an instance that copies the value into its L1 can drop it on a tag invalidation). The layout
+// is documented in docs/formats/cache_l2.md.
 constexpr char kL2Version = 1;
 constexpr uint8_t kL2Negative = 1;
-constexpr size_t kL2Header = 10;
+constexpr size_t kL2Header = 12;  // version, flags, fresh_until (8, LE), tag count (2, LE)
+constexpr size_t kMaxTags = 64;
+constexpr size_t kMaxTagLength = 1024;
 constexpr int64_t kLockPollMs = 50;
 
 int64_t WallMs() { return WallMicros() / 1000; }
 
-std::string EncodeL2(bool negative, int64_t fresh_until_wall, std::string_view value) {
+std::string EncodeL2(bool negative, int64_t fresh_until_wall, const std::vector<std::string>& tags,
+                     std::string_view value) {
   std::string out;
   out.reserve(kL2Header + value.size());
   out.push_back(kL2Version);
@@ -37,18 +42,42 @@ std::string EncodeL2(bool negative, int64_t fresh_until_wall, std::string_view v
   for (int i = 0; i < 8; ++i) {
     out.push_back(static_cast<char>((static_cast<uint64_t>(fresh_until_wall) >> (8 * i)) & 0xFF));
   }
+  size_t n = std::min(tags.size(), kMaxTags);
+  out.push_back(static_cast<char>(n & 0xFF));
+  out.push_back(static_cast<char>(n >> 8));
+  for (size_t t = 0; t < n; ++t) {
+    size_t len = std::min(tags[t].size(), kMaxTagLength);
+    out.push_back(static_cast<char>(len & 0xFF));
+    out.push_back(static_cast<char>(len >> 8));
+    out.append(tags[t], 0, len);
+  }
   out.append(value);
   return out;
 }
 
+// Rejects anything malformed (a foreign value under our prefix) as a miss.
 bool DecodeL2(std::string_view in, bool* negative, int64_t* fresh_until_wall,
-              std::string_view* value) {
+              std::vector<std::string>* tags, std::string_view* value) {
   if (in.size() < kL2Header || in[0] != kL2Version) return false;
   *negative = (static_cast<uint8_t>(in[1]) & kL2Negative) != 0;
   uint64_t t = 0;
-  for (int i = 0; i < 8; ++i) t |= static_cast<uint64_t>(static_cast<uint8_t>(in[2 + i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    t |= static_cast<uint64_t>(static_cast<uint8_t>(in[2 + i])) << (8 * i);
   *fresh_until_wall = static_cast<int64_t>(t);
-  *value = in.substr(kL2Header);
+  size_t n =
+      static_cast<uint8_t>(in[10]) | (static_cast<size_t>(static_cast<uint8_t>(in[11])) << 8);
+  if (n > kMaxTags) return false;
+  size_t off = kL2Header;
+  for (size_t i = 0; i < n; ++i) {
+    if (off + 2 > in.size()) return false;
+    size_t len = static_cast<uint8_t>(in[off]) |
+                 (static_cast<size_t>(static_cast<uint8_t>(in[off + 1])) << 8);
+    off += 2;
+    if (len > kMaxTagLength || off + len > in.size()) return false;
+    tags->emplace_back(in.substr(off, len));
+    off += len;
+  }
+  *value = in.substr(off);
   return true;
 }
 
@@ -260,7 +289,8 @@ struct CacheClient::Impl {
     if (ns.cfg.l1_ttl_ms > 0) fresh_ms = std::min(fresh_ms, ns.cfg.l1_ttl_ms);
     PutOptions o;
     o.fresh_until_ms = now + fresh_ms;
-    int64_t stale = negative ? 0 : std::max(ns.cfg.stale_while_revalidate_ms, ns.cfg.stale_if_error_ms);
+    int64_t stale =
+        negative ? 0 : std::max(ns.cfg.stale_while_revalidate_ms, ns.cfg.stale_if_error_ms);
     o.stale_until_ms = o.fresh_until_ms + stale;
     o.negative = negative;
     o.load_ms = load_ms;
@@ -268,16 +298,17 @@ struct CacheClient::Impl {
     ns.l1->Put(key, std::move(v), o, now);
   }
 
-  void StoreL2(Cache::Namespace& ns, const std::string& key, std::string_view value,
-               bool negative, int64_t fresh_ms, const std::vector<std::string>& tags) {
+  void StoreL2(Cache::Namespace& ns, const std::string& key, std::string_view value, bool negative,
+               int64_t fresh_ms, const std::vector<std::string>& tags) {
     if (!L2Usable(ns.cfg)) {
       if (ns.cfg.l2 && cache->l2_configured()) cache->counters_.l2_skipped.fetch_add(1);
       return;
     }
-    int64_t stale = negative ? 0 : std::max(ns.cfg.stale_while_revalidate_ms, ns.cfg.stale_if_error_ms);
+    int64_t stale =
+        negative ? 0 : std::max(ns.cfg.stale_while_revalidate_ms, ns.cfg.stale_if_error_ms);
     std::string px = StrCat(fresh_ms + stale);
     std::string k = L2Key(key);
-    std::string v = EncodeL2(negative, WallMs() + fresh_ms, value);
+    std::string v = EncodeL2(negative, WallMs() + fresh_ms, tags, value);
     Cache* c = cache;
     redis->Command({"SET", k, v, "PX", px}, [c](const RedisReply& r) {
       if (r.is_error()) c->counters_.l2_errors.fetch_add(1);
@@ -332,8 +363,8 @@ struct CacheClient::Impl {
     Lookup l = ns.l1->Get(key, now);
     std::shared_ptr<const std::string> stale_value;
     if (l.hit()) {
-      bool in_swr = l.state == Freshness::kStale &&
-                    now < l.fresh_until_ms + ns.cfg.stale_while_revalidate_ms;
+      bool in_swr =
+          l.state == Freshness::kStale && now < l.fresh_until_ms + ns.cfg.stale_while_revalidate_ms;
       if (l.state == Freshness::kFresh || in_swr) {
         n.l1_hits.fetch_add(1);
         GetResult r;
@@ -375,9 +406,9 @@ struct CacheClient::Impl {
       if (answered->exchange(true)) return;
       cache->counters_.lock_timeouts.fetch_add(1);
       GetResult r;
-      r.status = absl::DeadlineExceededError(
-          StrCat("timed out after ", cache->config_.avalanche.lock_timeout_ms,
-                 "ms waiting for the load of \"", key, "\""));
+      r.status = absl::DeadlineExceededError(StrCat("timed out after ",
+                                                    cache->config_.avalanche.lock_timeout_ms,
+                                                    "ms waiting for the load of \"", key, "\""));
       (*user_cb)(r);
     });
     Waiter w{loop, alive, wcb, answered};
@@ -412,16 +443,18 @@ struct CacheClient::Impl {
     }
     std::string k = L2Key(key);
     std::weak_ptr<bool> a = alive;
-    redis->Command({"GET", k}, [this, a, &ns, key, stale_value, finish](const RedisReply& r) {
-      if (a.expired()) return;
-      if (FromL2(ns, key, r, finish)) return;
-      Load(ns, key, stale_value, finish);
-    });
+    uint64_t epoch = cache->invalidation_epoch_.load(std::memory_order_acquire);
+    redis->Command({"GET", k},
+                   [this, a, &ns, key, stale_value, finish, epoch](const RedisReply& r) {
+                     if (a.expired()) return;
+                     if (FromL2(ns, key, r, finish, epoch)) return;
+                     Load(ns, key, stale_value, finish);
+                   });
   }
 
   // Handles an L2 reply; true when it answered the request.
   bool FromL2(Cache::Namespace& ns, const std::string& key, const RedisReply& r,
-              const std::function<void(const GetResult&)>& finish) {
+              const std::function<void(const GetResult&)>& finish, uint64_t epoch) {
     CacheCounters& n = cache->counters_;
     if (r.is_error()) {
       n.l2_errors.fetch_add(1);
@@ -430,7 +463,9 @@ struct CacheClient::Impl {
     bool negative = false;
     int64_t fresh_until = 0;
     std::string_view payload;
-    if (r.type != RedisReply::Type::kString || !DecodeL2(r.str, &negative, &fresh_until, &payload)) {
+    std::vector<std::string> tags;
+    if (r.type != RedisReply::Type::kString ||
+        !DecodeL2(r.str, &negative, &fresh_until, &tags, &payload)) {
       n.l2_misses.fetch_add(1);
       return false;
     }
@@ -450,7 +485,11 @@ struct CacheClient::Impl {
       v = std::make_shared<const std::string>(payload);
       res.value = v;
     }
-    StoreL1(ns, key, v, negative, fresh_ms, 0, {});
+    // An invalidation that arrived while this GET was in flight may concern this very value:
+    // serve it, but do not keep it in L1.
+    if (cache->invalidation_epoch_.load(std::memory_order_acquire) == epoch) {
+      StoreL1(ns, key, v, negative, fresh_ms, 0, tags);
+    }
     finish(res);
     return true;
   }
@@ -516,6 +555,7 @@ struct CacheClient::Impl {
         RunLoader(ns, key, stale_value, finish, "");
         return;
       }
+      uint64_t epoch = cache->invalidation_epoch_.load(std::memory_order_acquire);
       redis->Command({"GET", L2Key(key)}, [=, this, &ns](const RedisReply& r) {
         if (a.expired()) {
           cache->flights_->Release();
@@ -525,7 +565,7 @@ struct CacheClient::Impl {
           cache->flights_->Release();
           finish(res);
         };
-        if (r.type == RedisReply::Type::kString && FromL2(ns, key, r, release_then)) return;
+        if (r.type == RedisReply::Type::kString && FromL2(ns, key, r, release_then, epoch)) return;
         Poll(ns, key, stale_value, finish, started);
       });
     });
@@ -626,9 +666,9 @@ struct CacheClient::Impl {
           MutexLock lock(&ns.mu);
           if (static_cast<int>(ns.queue.size()) >= ns.cfg.write_behind_queue) {
             cache->counters_.write_behind_rejected.fetch_add(1);
-            done(absl::ResourceExhaustedError(
-                StrCat("write-behind queue of \"", ns.cfg.name, "\" is full (",
-                       ns.cfg.write_behind_queue, " writes waiting)")));
+            done(absl::ResourceExhaustedError(StrCat("write-behind queue of \"", ns.cfg.name,
+                                                     "\" is full (", ns.cfg.write_behind_queue,
+                                                     " writes waiting)")));
             return;
           }
           ns.queue.push_back({key, value, 0});
@@ -645,6 +685,7 @@ struct CacheClient::Impl {
              const SetOptions& options) {
     int64_t ttl = EffectiveTtl(ns.cfg, options.ttl_ms);
     auto v = std::make_shared<const std::string>(std::move(value));
+    cache->invalidation_epoch_.fetch_add(1, std::memory_order_acq_rel);
     StoreL1(ns, key, v, false, ttl, 0, options.tags);
     StoreL2(ns, key, *v, false, ttl, options.tags);
     if (cache->bloom_) cache->bloom_->Add(key);
@@ -653,6 +694,7 @@ struct CacheClient::Impl {
 
   void Delete(const std::string& key, DoneCallback done) {
     cache->counters_.deletes.fetch_add(1);
+    cache->invalidation_epoch_.fetch_add(1, std::memory_order_acq_rel);
     cache->NamespaceOf(key).l1->Erase(key);
     Publish("key", key);
     if (redis == nullptr || !redis->connected()) {
@@ -688,9 +730,8 @@ struct CacheClient::Impl {
   }
 
   // Walks L2 with SCAN (never KEYS, which blocks Redis) and applies `op` to each batch.
-  void ScanL2(const std::string& glob,
-              std::function<void(const std::vector<std::string>&)> op, DoneCallback done,
-              std::string cursor = "0") {
+  void ScanL2(const std::string& glob, std::function<void(const std::vector<std::string>&)> op,
+              DoneCallback done, std::string cursor = "0") {
     if (redis == nullptr || !redis->connected()) {
       done(absl::OkStatus());
       return;
@@ -825,6 +866,7 @@ size_t Cache::write_behind_pending() const {
 
 void Cache::FlushL1(const char* why) {
   size_t dropped = 0;
+  invalidation_epoch_.fetch_add(1, std::memory_order_acq_rel);
   for (auto& [name, ns] : namespaces_) dropped += ns->l1->Clear();
   counters_.l1_flushes.fetch_add(1);
   LogInfo("cache: L1 flushed (", why, "), ", dropped, " entries dropped");
@@ -845,6 +887,7 @@ void Cache::ApplyInvalidation(std::string_view message) {
     if (origin == instance_id_) return;  // our own, already applied
     counters_.invalidations_received.fetch_add(1);
   }
+  invalidation_epoch_.fetch_add(1, std::memory_order_acq_rel);
   if (op == "key") {
     NamespaceOf(arg).l1->Erase(arg);
   } else if (op == "tag") {
@@ -1061,7 +1104,8 @@ void Cache::FlushWriteBehind() {
     {
       MutexLock lock(&ns->mu);
       if (ns->flushing || ns->queue.empty() || now < ns->retry_at_ms) continue;
-      size_t n = std::min<size_t>(ns->queue.size(), static_cast<size_t>(ns->cfg.write_behind_batch));
+      size_t n =
+          std::min<size_t>(ns->queue.size(), static_cast<size_t>(ns->cfg.write_behind_batch));
       batch.assign(std::make_move_iterator(ns->queue.begin()),
                    std::make_move_iterator(ns->queue.begin() + static_cast<long>(n)));
       ns->queue.erase(ns->queue.begin(), ns->queue.begin() + static_cast<long>(n));
@@ -1099,8 +1143,7 @@ void Cache::FlushWriteBehind() {
       }
       LogWarn("cache: write-behind of ", shared_batch->size(), " writes in \"", ns->cfg.name,
               "\" failed: ", st.message(), "; ", kept, " kept for retry in ", backoff, "ms",
-              ns->given_up.empty() ? ""
-                                   : StrCat(", ", ns->given_up.size(), " past max_attempts"));
+              ns->given_up.empty() ? "" : StrCat(", ", ns->given_up.size(), " past max_attempts"));
     });
   }
 }

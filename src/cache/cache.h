@@ -56,8 +56,8 @@ struct WriteOp {
 };
 // Called on the cache's control loop (write-behind) or the caller's loop (write-through) with
 // one or more writes; `done` must be called once, on that loop.
-using Writer = std::function<void(const std::vector<WriteOp>& batch,
-                                  std::function<void(absl::Status)> done)>;
+using Writer =
+    std::function<void(const std::vector<WriteOp>& batch, std::function<void(absl::Status)> done)>;
 // Produces the entries to warm a namespace with (the seeds' warmupUsers and friends).
 using WarmupSource = std::function<void(
     std::function<void(absl::StatusOr<std::vector<std::pair<std::string, std::string>>>)> done)>;
@@ -157,6 +157,9 @@ class Cache {
   std::unique_ptr<class FlightTable> flights_;
   std::unique_ptr<Control> control_;
   std::atomic<bool> subscriber_up_{false};
+  // Bumped by every invalidation: an L2 read that started before a bump may carry the value
+  // the invalidation was about, so it is served but not copied into L1.
+  std::atomic<uint64_t> invalidation_epoch_{0};
   std::string instance_id_;
   CacheCounters counters_;
 };

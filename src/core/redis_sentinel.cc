@@ -45,26 +45,25 @@ std::optional<SocketAddress> SentinelResolver::master() const {
 
 void SentinelResolver::Query() {
   if (!client_->connected()) return;
-  client_->Command({"SENTINEL", "get-master-addr-by-name", master_name_},
-                   [this](const RedisReply& r) {
-                     if (r.type != RedisReply::Type::kArray || r.elements.size() != 2) {
-                       if (!r.is_error()) {
-                         LogWarn("redis sentinel: no master named \"", master_name_, "\"");
-                       }
-                       return;
-                     }
-                     int port = 0;
-                     if (!ParseInt(r.elements[1].str, &port)) return;
-                     auto a = ResolveSocketAddress(r.elements[0].str, port);
-                     if (!a.ok()) return;
-                     MutexLock lock(&mu_);
-                     if (!master_.has_value() || master_->ToString() != a->ToString()) {
-                       LogInfo("redis sentinel: master \"", master_name_, "\" is at ",
-                               a->ToString());
-                       master_ = *a;
-                       changes_.fetch_add(1, std::memory_order_relaxed);
-                     }
-                   });
+  client_->Command(
+      {"SENTINEL", "get-master-addr-by-name", master_name_}, [this](const RedisReply& r) {
+        if (r.type != RedisReply::Type::kArray || r.elements.size() != 2) {
+          if (!r.is_error()) {
+            LogWarn("redis sentinel: no master named \"", master_name_, "\"");
+          }
+          return;
+        }
+        int port = 0;
+        if (!ParseInt(r.elements[1].str, &port)) return;
+        auto a = ResolveSocketAddress(r.elements[0].str, port);
+        if (!a.ok()) return;
+        MutexLock lock(&mu_);
+        if (!master_.has_value() || master_->ToString() != a->ToString()) {
+          LogInfo("redis sentinel: master \"", master_name_, "\" is at ", a->ToString());
+          master_ = *a;
+          changes_.fetch_add(1, std::memory_order_relaxed);
+        }
+      });
 }
 
 }  // namespace bulwark

@@ -469,4 +469,64 @@ std::string Metric(const std::string& text, const std::string& series) {
   return text.substr(start, text.find('\n', start) - start);
 }
 
+RedisServer::RedisServer(std::vector<std::string> extra, std::string sentinel_conf)
+    : port_(FreePort()),
+      dir_(MakeTempDir()),
+      extra_(std::move(extra)),
+      sentinel_conf_(std::move(sentinel_conf)) {
+  Start();
+}
+
+RedisServer::~RedisServer() {
+  Kill();
+  std::string cmd = "rm -rf " + dir_;
+  [[maybe_unused]] int r = system(cmd.c_str());
+}
+
+void RedisServer::Start() {
+  std::string bin = FindProgram("redis-server");
+  if (bin.empty()) {
+    ADD_FAILURE() << "redis-server is not installed: run scripts/deps";
+    return;
+  }
+  std::vector<std::string> argv{bin};
+  if (!sentinel_conf_.empty()) {
+    // Sentinel rewrites its config file, so it gets its own copy.
+    WriteFile(dir_ + "/sentinel.conf", sentinel_conf_);
+    argv.push_back(dir_ + "/sentinel.conf");
+    argv.push_back("--sentinel");
+  }
+  for (const std::string& a : std::vector<std::string>{"--port", std::to_string(port_), "--bind",
+                                                        "127.0.0.1", "--dir", dir_}) {
+    argv.push_back(a);
+  }
+  if (sentinel_conf_.empty()) {
+    for (const char* a : {"--save", "", "--appendonly", "no"}) argv.push_back(a);
+  }
+  argv.insert(argv.end(), extra_.begin(), extra_.end());
+  proc_ = std::make_unique<Process>(argv, std::map<std::string, std::string>{},
+                                    dir_ + "/redis.log");
+  if (!WaitForPort(port_, 5000)) ADD_FAILURE() << ReadFile(dir_ + "/redis.log");
+}
+
+void RedisServer::Kill() {
+  if (proc_ == nullptr) return;
+  proc_->Signal(SIGKILL);
+  proc_->Wait(5000);
+  proc_.reset();
+}
+
+std::string RedisCli(int port, const std::vector<std::string>& args) {
+  std::string dir = MakeTempDir();
+  std::vector<std::string> argv{FindProgram("redis-cli"), "-p", std::to_string(port)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process p(argv, {}, dir + "/out");
+  p.Wait(10000);
+  std::string out = ReadFile(dir + "/out");
+  std::string cmd = "rm -rf " + dir;
+  [[maybe_unused]] int r = system(cmd.c_str());
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
 }  // namespace bulwark::testing

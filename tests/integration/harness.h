@@ -123,6 +123,30 @@ class Bulwark {
 // The value of one series (name with its labels, as printed) in /metrics text; "" when absent.
 std::string Metric(const std::string& text, const std::string& series);
 
+// A real redis-server on a free loopback port, in a temp dir, without persistence. Extra
+// arguments are appended (e.g. {"--replicaof", "127.0.0.1", "6380"}); with `sentinel` it runs
+// as a Sentinel whose config file is `sentinel_conf`.
+class RedisServer {
+ public:
+  explicit RedisServer(std::vector<std::string> extra = {}, std::string sentinel_conf = "");
+  ~RedisServer();
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  void Start();
+  void Kill();
+  bool running() const { return proc_ != nullptr; }
+
+ private:
+  int port_;
+  std::string dir_;
+  std::vector<std::string> extra_;
+  std::string sentinel_conf_;
+  std::unique_ptr<Process> proc_;
+};
+
+// Runs redis-cli against a port; returns its output without the trailing newline.
+std::string RedisCli(int port, const std::vector<std::string>& args);
+
 // Runs `bulwark ARGS...`, returning exit code and combined output.
 int RunBulwark(const std::vector<std::string>& args, std::string* output);
 

@@ -17,33 +17,6 @@ namespace {
 using namespace std::chrono_literals;
 
 // redis-server on a free loopback port, no persistence.
-class RedisServer {
- public:
-  RedisServer() : port_(FreePort()), dir_(MakeTempDir()) { Start(); }
-  ~RedisServer() { Kill(); }
-  int port() const { return port_; }
-  void Start() {
-    std::string bin = FindProgram("redis-server");
-    ASSERT_FALSE(bin.empty()) << "redis-server is not installed: run scripts/deps";
-    proc_ = std::make_unique<Process>(
-        std::vector<std::string>{bin, "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no", "--dir", dir_},
-        std::map<std::string, std::string>{}, dir_ + "/redis.log");
-    ASSERT_TRUE(WaitForPort(port_, 5000)) << ReadFile(dir_ + "/redis.log");
-  }
-  void Kill() {
-    if (proc_ == nullptr) return;
-    proc_->Signal(SIGKILL);
-    proc_->Wait(5000);
-    proc_.reset();
-  }
-
- private:
-  int port_;
-  std::string dir_;
-  std::unique_ptr<Process> proc_;
-};
-
 // Waits until every worker of the bulwark with this admin port is connected to Redis.
 bool WaitRedisUp(int admin, int timeout_ms) {
   for (int waited = 0;; waited += 50) {

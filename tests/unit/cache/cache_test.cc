@@ -9,61 +9,12 @@
 #include <thread>
 
 #include "core/event_loop.h"
+#include "tests/cache_sync.h"
 
 namespace bulwark::cache {
 namespace {
 
 using namespace std::chrono_literals;
-
-// An event loop on its own thread; Run() executes a function there and waits for it.
-class LoopThread {
- public:
-  LoopThread() {
-    EXPECT_TRUE(loop_.Init().ok());
-    thread_ = std::thread([this] { loop_.Run(); });
-  }
-  ~LoopThread() {
-    loop_.Stop();
-    thread_.join();
-  }
-  EventLoop* loop() { return &loop_; }
-  template <typename F>
-  void Run(F fn) {
-    std::promise<void> done;
-    loop_.Post([&] {
-      loop_.UpdateTime();
-      fn();
-      done.set_value();
-    });
-    done.get_future().wait();
-  }
-
- private:
-  EventLoop loop_;
-  std::thread thread_;
-};
-
-// Runs an async cache call on `lt` and waits for its callback.
-GetResult GetSync(LoopThread& lt, CacheClient* c, const std::string& key) {
-  std::promise<GetResult> p;
-  lt.Run([&] { c->Get(key, [&p](const GetResult& r) { p.set_value(r); }); });
-  auto f = p.get_future();
-  if (f.wait_for(20s) != std::future_status::ready) {
-    ADD_FAILURE() << "no answer for " << key;
-    return {};
-  }
-  return f.get();
-}
-
-absl::Status DoneSync(LoopThread& lt, std::function<void(DoneCallback)> call) {
-  std::promise<absl::Status> p;
-  lt.Run([&] { call([&p](absl::Status s) { p.set_value(s); }); });
-  auto f = p.get_future();
-  if (f.wait_for(20s) != std::future_status::ready) return absl::DeadlineExceededError("hung");
-  return f.get();
-}
-
-std::string Value(const GetResult& r) { return r.value ? *r.value : "<" + r.status.ToString() + ">"; }
 
 CacheConfig BaseConfig() {
   CacheConfig c;
@@ -309,7 +260,8 @@ TEST(Cache, BloomFilterAnswersForUnknownKeysAfterWarmup) {
   EXPECT_GE(rejected, 95);  // the configured 1% false-positive rate lets a few through
   EXPECT_LE(loads.load(), 5);
   // A key written through the cache becomes known.
-  ASSERT_TRUE(DoneSync(f.lt, [&](DoneCallback d) { f.client->Set("user:5000", "new", {}, d); }).ok());
+  ASSERT_TRUE(
+      DoneSync(f.lt, [&](DoneCallback d) { f.client->Set("user:5000", "new", {}, d); }).ok());
   f.lt.Run([&] { f.cache->L1StatsByNamespace(); });
   ASSERT_TRUE(DoneSync(f.lt, [&](DoneCallback d) { f.client->Delete("user:5000", d); }).ok());
   r = GetSync(f.lt, f.client.get(), "user:5000");
@@ -324,7 +276,9 @@ TEST(Cache, RandomExpirySpreadsTtls) {
   Fixture f(cfg);
   f.Start();
   for (int i = 0; i < 200; ++i) {
-    ASSERT_TRUE(DoneSync(f.lt, [&](DoneCallback d) { f.client->Set("user:" + std::to_string(i), "x", {}, d); }).ok());
+    ASSERT_TRUE(DoneSync(f.lt, [&](DoneCallback d) {
+                  f.client->Set("user:" + std::to_string(i), "x", {}, d);
+                }).ok());
   }
   // Each key's freshness ends somewhere in [now + 80 s, now + 100 s], not all at one instant.
   int64_t lo = INT64_MAX, hi = 0;
@@ -382,9 +336,9 @@ TEST(Cache, TagsPatternsPrefixesAndEvents) {
       DoneSync(f.lt, [&](DoneCallback d) { f.client->Emit("no.such.event", {}, d); })));
 
   // Lazy: still there right after, gone after the delay.
-  ASSERT_TRUE(
-      DoneSync(f.lt, [&](DoneCallback d) { f.client->Emit("org.updated", {{"orgId", "1"}}, d); })
-          .ok());
+  ASSERT_TRUE(DoneSync(f.lt, [&](DoneCallback d) {
+                f.client->Emit("org.updated", {{"orgId", "1"}}, d);
+              }).ok());
   EXPECT_TRUE(has("org:1:tree"));
   std::this_thread::sleep_for(300ms);
   EXPECT_FALSE(has("org:1:tree"));
@@ -400,10 +354,12 @@ TEST(Cache, TagsPatternsPrefixesAndEvents) {
   ASSERT_TRUE(DoneSync(f.lt, [&](DoneCallback d) { f.client->InvalidateTag("sale", d); }).ok());
   EXPECT_TRUE(has("product:1"));
   EXPECT_FALSE(has("product:2"));
-  ASSERT_TRUE(DoneSync(f.lt, [&](DoneCallback d) { f.client->InvalidatePrefix("product:", d); }).ok());
+  ASSERT_TRUE(
+      DoneSync(f.lt, [&](DoneCallback d) { f.client->InvalidatePrefix("product:", d); }).ok());
   EXPECT_FALSE(has("product:1"));
   EXPECT_FALSE(has("product:3"));
-  ASSERT_TRUE(DoneSync(f.lt, [&](DoneCallback d) { f.client->InvalidatePattern("user:?:*", d); }).ok());
+  ASSERT_TRUE(
+      DoneSync(f.lt, [&](DoneCallback d) { f.client->InvalidatePattern("user:?:*", d); }).ok());
   EXPECT_FALSE(has("user:8:profile"));
 }
 
@@ -467,7 +423,8 @@ TEST(Cache, WriteBehindBatchesRetriesAndNeverDrops) {
   EXPECT_EQ(f.cache->write_behind_pending(), 0u);
   std::lock_guard<std::mutex> l(mu);
   ASSERT_EQ(written.size(), 25u);
-  for (int i = 0; i < 25; ++i) EXPECT_EQ(written[i], "user:" + std::to_string(i) + "=v" + std::to_string(i));
+  for (int i = 0; i < 25; ++i)
+    EXPECT_EQ(written[i], "user:" + std::to_string(i) + "=v" + std::to_string(i));
   for (size_t s : batch_sizes) EXPECT_LE(s, 10u);
   EXPECT_EQ(f.cache->counters().write_behind_failures.load(), 2u);
   EXPECT_EQ(f.cache->counters().write_behind_written.load(), 25u);
@@ -480,7 +437,8 @@ TEST(Cache, AFullWriteBehindQueueRefusesInsteadOfDropping) {
   ns.write_behind_interval_ms = 100000;  // never flushes during the test
   ns.write_behind_queue = 3;
   Fixture f(cfg);
-  f.cache->SetWriter("user", [](const std::vector<WriteOp>&, auto done) { done(absl::OkStatus()); });
+  f.cache->SetWriter("user",
+                     [](const std::vector<WriteOp>&, auto done) { done(absl::OkStatus()); });
   f.Start();
   std::this_thread::sleep_for(20ms);  // let the first (immediate) flush pass
   for (int i = 0; i < 3; ++i) {
