@@ -83,7 +83,7 @@ absl::Status Server::Start() {
   }
   int n = cfg_->EffectiveWorkers();
   auto snap = gateway::Snapshot::Build(cfg_->gateway, n, nullptr, &servers_, &zones_, &endpoints_,
-                                       ++generation_);
+                                       ++generation_, &cache_zones_);
   if (!snap.ok()) return snap.status();
   snapshot_ = *snap;
   bans_ = std::make_unique<gateway::BanTable>(cfg_->gateway->bans.max_entries);
@@ -192,7 +192,8 @@ std::vector<std::string> Server::Reload() {
   next->gateway->access_log = cfg_->gateway->access_log;
   next->gateway->redis = cfg_->gateway->redis;
   auto snap = gateway::Snapshot::Build(next->gateway, cfg_->EffectiveWorkers(), snapshot_.get(),
-                                       &servers_, &zones_, &endpoints_, generation_ + 1);
+                                       &servers_, &zones_, &endpoints_, generation_ + 1,
+                                       &cache_zones_);
   if (!snap.ok()) {
     reloads_failed_.Add(1);
     std::string err = StrCat(next->path, ": ", snap.status().message());
@@ -206,6 +207,7 @@ std::vector<std::string> Server::Reload() {
   health_->Update(*snapshot_);
   servers_.Prune();
   zones_.Prune();
+  cache_zones_.Prune();
   bans_->set_max_entries(cfg_->gateway->bans.max_entries);
   reloads_ok_.Add(1);
   for (const auto& w : warnings) LogWarn("reload: ", w);
@@ -454,6 +456,64 @@ void Server::RegisterAdminRoutes() {
     LogWarn("security event: ban on ", r.params[0], " lifted by an operator");
     return admin::Json(200, nlohmann::json{{"lifted", r.params[0]}}.dump());
   });
+  admin_->Route("GET", "/api/v1/cache", [this](const AdminRequest&) {
+    nlohmann::json zones = nlohmann::json::array();
+    for (const auto& z : snapshot_->cache_zones) {
+      auto st = z->l1().Stats();
+      zones.push_back({{"zone", z->config().name},
+                       {"policy", cache::EvictionPolicyName(z->config().policy)},
+                       {"max_bytes", z->config().max_bytes},
+                       {"entries", st.entries},
+                       {"bytes", st.bytes},
+                       {"hits", z->hits.load()},
+                       {"misses", z->misses.load()},
+                       {"stale", z->stale.load()},
+                       {"coalesced", z->coalesced.load()},
+                       {"stored", z->stored.load()},
+                       {"evictions", st.evictions + st.rejected}});
+    }
+    return admin::Json(200, nlohmann::json{{"zones", zones}}.dump());
+  });
+  // Purge: {"zone": "main" (default: every zone), and one of "key", "prefix", "tag",
+  // "pattern" (a Redis glob), or "all": true}.
+  admin_->Route("POST", "/api/v1/cache/purge", [this](const AdminRequest& r) {
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    auto bad = [] {
+      return admin::Json(400, nlohmann::json{{"error",
+                                              "expected {\"key\"|\"prefix\"|\"tag\"|\"pattern\": "
+                                              "\"...\"} or {\"all\": true}, and optionally "
+                                              "\"zone\""}}
+                                  .dump());
+    };
+    if (j.is_discarded() || !j.is_object()) return bad();
+    std::string zone = j.value("zone", std::string());
+    int given = 0;
+    for (const char* k : {"key", "prefix", "tag", "pattern"}) {
+      if (j.contains(k)) {
+        if (!j[k].is_string() || j[k].get<std::string>().empty()) return bad();
+        ++given;
+      }
+    }
+    bool all = j.value("all", false);
+    if (given + (all ? 1 : 0) != 1) return bad();
+    size_t purged = 0;
+    bool found = zone.empty();
+    for (const auto& z : snapshot_->cache_zones) {
+      if (!zone.empty() && z->config().name != zone) continue;
+      found = true;
+      size_t n = 0;
+      if (j.contains("key")) n = z->l1().Erase(j["key"].get<std::string>()) ? 1 : 0;
+      if (j.contains("prefix")) n = z->l1().ErasePrefix(j["prefix"].get<std::string>());
+      if (j.contains("tag")) n = z->l1().EraseTag(j["tag"].get<std::string>());
+      if (j.contains("pattern")) n = z->l1().ErasePattern(j["pattern"].get<std::string>());
+      if (all) n = z->l1().Clear();
+      z->purged.fetch_add(n, std::memory_order_relaxed);
+      purged += n;
+    }
+    if (!found) return admin::Json(404, nlohmann::json{{"error", "no such cache zone"}}.dump());
+    LogInfo("cache purge: ", r.body, " removed ", purged, " entries");
+    return admin::Json(200, nlohmann::json{{"purged", purged}}.dump());
+  });
   admin_->Route("GET", "/api/v1/limits", [this](const AdminRequest&) {
     nlohmann::json zones = nlohmann::json::array();
     for (size_t i = 0; i < snapshot_->zones.size(); ++i) {
@@ -671,6 +731,71 @@ void Server::CollectGateway(std::string* out) {
                         "Shared-zone decisions made without Redis (unreachable or too slow).");
   for (const auto& z : snapshot_->zones) {
     sample("bulwark_ratelimit_redis_fallbacks_total", "zone", z->name(), z->fallbacks());
+  }
+  if (!snapshot_->cache_zones.empty()) {
+    // The seeds' names (cache_hits_total, cache_operations_total) plus bulwark_http_cache_*.
+    observe::AppendHeader(out, "cache_hits_total", "counter",
+                          "HTTP cache lookups by cache type and result (hit includes stale).");
+    uint64_t hit = 0, miss = 0, stored = 0, purged = 0;
+    for (const auto& z : snapshot_->cache_zones) {
+      hit += z->hits.load() + z->stale.load();
+      miss += z->misses.load();
+      stored += z->stored.load();
+      purged += z->purged.load();
+    }
+    StrAppend(out, "cache_hits_total{cache_type=\"memory\",result=\"hit\"} ", hit, "\n");
+    StrAppend(out, "cache_hits_total{cache_type=\"memory\",result=\"miss\"} ", miss, "\n");
+    observe::AppendHeader(out, "cache_operations_total", "counter",
+                          "HTTP cache operations by cache type and operation.");
+    StrAppend(out, "cache_operations_total{cache_type=\"memory\",operation=\"get\"} ", hit + miss,
+              "\n");
+    StrAppend(out, "cache_operations_total{cache_type=\"memory\",operation=\"set\"} ", stored,
+              "\n");
+    StrAppend(out, "cache_operations_total{cache_type=\"memory\",operation=\"purge\"} ", purged,
+              "\n");
+    auto zone_counter = [&](const char* name, const char* type, const char* help,
+                            auto get) {
+      observe::AppendHeader(out, name, type, help);
+      for (const auto& z : snapshot_->cache_zones) sample(name, "zone", z->config().name, get(*z));
+    };
+    zone_counter("bulwark_http_cache_hits_total", "counter", "Fresh responses served from a zone.",
+                 [](gateway::HttpCacheZone& z) { return z.hits.load(); });
+    zone_counter("bulwark_http_cache_misses_total", "counter",
+                 "Cacheable requests that went to the upstream.",
+                 [](gateway::HttpCacheZone& z) { return z.misses.load(); });
+    zone_counter("bulwark_http_cache_stale_total", "counter",
+                 "Stale responses served (stale-while-revalidate, stale-if-error).",
+                 [](gateway::HttpCacheZone& z) { return z.stale.load(); });
+    zone_counter("bulwark_http_cache_bypass_total", "counter",
+                 "Requests on a cached route that the cache did not handle (method, credentials).",
+                 [](gateway::HttpCacheZone& z) { return z.bypass.load(); });
+    zone_counter("bulwark_http_cache_coalesced_total", "counter",
+                 "Misses that waited for another request's fetch of the same key.",
+                 [](gateway::HttpCacheZone& z) { return z.coalesced.load(); });
+    zone_counter("bulwark_http_cache_lock_timeouts_total", "counter",
+                 "Waits for another request's fetch that timed out (lock_timeout).",
+                 [](gateway::HttpCacheZone& z) { return z.lock_timeouts.load(); });
+    zone_counter("bulwark_http_cache_stored_total", "counter", "Responses stored.",
+                 [](gateway::HttpCacheZone& z) { return z.stored.load(); });
+    zone_counter("bulwark_http_cache_not_stored_total", "counter",
+                 "Responses not stored (Cache-Control, Set-Cookie, status, failures).",
+                 [](gateway::HttpCacheZone& z) { return z.not_stored.load(); });
+    zone_counter("bulwark_http_cache_too_big_total", "counter",
+                 "Responses not stored because they exceed max_object_size.",
+                 [](gateway::HttpCacheZone& z) { return z.too_big.load(); });
+    zone_counter("bulwark_http_cache_purged_total", "counter",
+                 "Entries removed through the purge API.",
+                 [](gateway::HttpCacheZone& z) { return z.purged.load(); });
+    zone_counter("bulwark_http_cache_entries", "gauge", "Responses a zone holds.",
+                 [](gateway::HttpCacheZone& z) { return z.l1().Stats().entries; });
+    zone_counter("bulwark_http_cache_bytes", "gauge", "Bytes a zone holds (with overhead).",
+                 [](gateway::HttpCacheZone& z) { return z.l1().Stats().bytes; });
+    zone_counter("bulwark_http_cache_evictions_total", "counter",
+                 "Entries evicted (or not admitted) to stay within the zone's size.",
+                 [](gateway::HttpCacheZone& z) {
+                   auto st = z.l1().Stats();
+                   return st.evictions + st.rejected;
+                 });
   }
   if (cfg_->gateway->redis.enabled) {
     bool all_up = true;

@@ -70,6 +70,7 @@ class Server {
   observe::Interner endpoints_;
   gateway::ServerRegistry servers_;
   gateway::ZoneRegistry zones_;
+  gateway::CacheZoneRegistry cache_zones_;
   std::unique_ptr<gateway::BanTable> bans_;
   std::string instance_id_;
   std::unique_ptr<RedisClient> redis_cmd_;

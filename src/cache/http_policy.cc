@@ -190,8 +190,8 @@ int64_t ParseHttpDate(std::string_view s) {
   } else if (parts.size() == 5) {
     // asctime: Sun Nov  6 08:49:37 1994
     int mon = Month(parts[1]);
-    if (mon < 0 || !Num(parts[2], &tm.tm_mday) || !Clock(parts[3], &tm) ||
-        parts[4].size() != 4 || !Num(parts[4], &tm.tm_year))
+    if (mon < 0 || !Num(parts[2], &tm.tm_mday) || !Clock(parts[3], &tm) || parts[4].size() != 4 ||
+        !Num(parts[4], &tm.tm_year))
       return -1;
     tm.tm_mon = mon;
     tm.tm_year -= 1900;
@@ -246,8 +246,7 @@ StorageDecision DecideStorage(const ResponseFacts& f, const HttpCacheRules& rule
   if (explicit_lifetime) {
     lifetime_ms = lifetime_s * 1000;
   } else {
-    if (std::find(rules.statuses.begin(), rules.statuses.end(), f.status) ==
-            rules.statuses.end() ||
+    if (std::find(rules.statuses.begin(), rules.statuses.end(), f.status) == rules.statuses.end() ||
         rules.default_ttl_ms <= 0) {
       d.reason = "no freshness";
       return d;
@@ -287,6 +286,8 @@ std::string EncodeHttpObject(const HttpObject& o) {
   PutU16(&out, static_cast<size_t>(o.status));
   PutI64(&out, o.stored_unix_s);
   PutI64(&out, o.initial_age_s);
+  PutI64(&out, o.stale_while_revalidate_ms);
+  PutI64(&out, o.stale_if_error_ms);
   size_t nv = std::min(o.vary.size(), kMaxVaryHeaders);
   PutU16(&out, nv);
   for (size_t i = 0; i < nv; ++i) {
@@ -308,7 +309,9 @@ bool DecodeHttpObject(std::string_view data, HttpObjectView* out) {
   size_t status = 0, nv = 0, nt = 0, head_len = 0;
   if (!r.U16(&status) || status < 100 || status > 999) return false;
   out->status = static_cast<int>(status);
-  if (!r.I64(&out->stored_unix_s) || !r.I64(&out->initial_age_s)) return false;
+  if (!r.I64(&out->stored_unix_s) || !r.I64(&out->initial_age_s) ||
+      !r.I64(&out->stale_while_revalidate_ms) || !r.I64(&out->stale_if_error_ms))
+    return false;
   if (!r.U16(&nv) || nv > kMaxVaryHeaders) return false;
   out->vary.clear();
   for (size_t i = 0; i < nv; ++i) {

@@ -81,6 +81,8 @@ struct HttpObject {
   std::vector<std::pair<std::string, std::string>> vary;  // lower-case name → request value
   int64_t stored_unix_s = 0;
   int64_t initial_age_s = 0;
+  int64_t stale_while_revalidate_ms = 0;
+  int64_t stale_if_error_ms = 0;
   std::vector<std::string> tags;
   std::string body;
 };
@@ -94,6 +96,8 @@ struct HttpObjectView {
   std::vector<std::pair<std::string_view, std::string_view>> vary;
   int64_t stored_unix_s = 0;
   int64_t initial_age_s = 0;
+  int64_t stale_while_revalidate_ms = 0;
+  int64_t stale_if_error_ms = 0;
   std::vector<std::string_view> tags;
   std::string_view body;
 };

@@ -751,6 +751,71 @@ void ParseGzip(ConfigContext& ctx, const YAML::Node& node, const std::string& wh
   r.Finish();
 }
 
+// route.cache: a zone name, or {zone, ttl, key, methods, statuses, max_object_size,
+// stale_while_revalidate, stale_if_error, lock, lock_timeout, tag_headers, ignore_set_cookie}.
+void ParseRouteCache(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                     const GatewayConfig& gw, RouteCacheConfig* c) {
+  c->enabled = true;
+  YAML::Node zone_node = node;
+  if (node.IsScalar()) {
+    ReadScalar(ctx, node, what, &c->zone);
+  } else {
+    MapReader r(ctx, node, what);
+    if (!r.valid()) return;
+    r.Require("zone");
+    zone_node.reset(r.Get("zone"));  // (reset: Node = Node would write through)
+    r.String("zone", &c->zone);
+    r.Bool("enabled", &c->enabled);
+    r.String("key", &c->key);
+    r.Duration("ttl", &c->ttl_ms);
+    if (r.Has("methods")) {
+      r.StringList("methods", &c->methods);
+      for (auto& m : c->methods) {
+        m = AsciiUpper(m);
+        if (m != "GET" && m != "HEAD") {
+          ctx.Error(r.Get("methods").Mark(),
+                    StrCat(what, ".methods: only GET and HEAD responses are cached, not ", m));
+        }
+      }
+    }
+    if (r.Has("statuses")) {
+      std::vector<std::string> st;
+      r.StringList("statuses", &st);
+      c->statuses.clear();
+      for (const auto& x : st) {
+        int v = 0;
+        if (!ParseInt(x, &v) || v < 200 || v > 599) {
+          ctx.Error(r.Get("statuses").Mark(), StrCat(what, ".statuses: \"", x, "\" is not a status 200-599"));
+        } else {
+          c->statuses.push_back(v);
+        }
+      }
+    }
+    r.Size("max_object_size", &c->max_object_bytes);
+    r.Duration("stale_while_revalidate", &c->stale_while_revalidate_ms);
+    r.Duration("stale_if_error", &c->stale_if_error_ms);
+    r.Bool("lock", &c->lock);
+    r.Duration("lock_timeout", &c->lock_timeout_ms);
+    if (r.Has("tag_headers")) {
+      r.StringList("tag_headers", &c->tag_headers);
+      for (auto& h : c->tag_headers) h = AsciiLower(h);
+    }
+    r.Bool("ignore_set_cookie", &c->ignore_set_cookie);
+    r.Finish();
+  }
+  for (size_t i = 0; i < gw.cache_zones.size(); ++i) {
+    if (gw.cache_zones[i].name == c->zone) c->zone_index = static_cast<int>(i);
+  }
+  if (c->zone_index < 0) {
+    std::vector<std::string> names;
+    for (const auto& z : gw.cache_zones) names.push_back(z.name);
+    std::string hint = Suggest(c->zone, names);
+    ctx.Error(zone_node.Mark(), StrCat(what, ": no zone named \"", c->zone, "\" in cache_zones",
+                                       hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
+  }
+  if (c->key.empty()) ctx.Error(node.Mark(), StrCat(what, ".key: must not be empty"));
+}
+
 void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
                 const GatewayConfig& gw, RouteConfig* rc) {
   MapReader r(ctx, node, what);
@@ -828,6 +893,8 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
     rc->add_headers_set = true;
     ParseAddHeaders(ctx, ah, what + ".add_header", &rc->add_headers);
   }
+  YAML::Node cache = r.Get("cache");
+  if (cache.IsDefined()) ParseRouteCache(ctx, cache, what + ".cache", gw, &rc->cache);
   r.Finish();
 }
 
@@ -977,6 +1044,39 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
         JwtProviderConfig p;
         ParseJwtProvider(ctx, kv.first.Scalar(), kv.second, &p);
         out->jwt_providers.push_back(std::move(p));
+      }
+    }
+  }
+
+  // cache_zones: name -> {max_size, max_entries, policy} (nginx proxy_cache_path keys_zone).
+  YAML::Node czones = top.Get("cache_zones");
+  if (czones.IsDefined()) {
+    if (!czones.IsMap()) {
+      ctx.Error(czones.Mark(), "cache_zones: expected a mapping of zone names to settings");
+    } else {
+      for (const auto& kv : czones) {
+        CacheZoneConfig z;
+        z.name = kv.first.Scalar();
+        std::string what = StrCat("cache_zones.", z.name);
+        MapReader r(ctx, kv.second, what);
+        if (!r.valid()) continue;
+        r.Size("max_size", &z.max_bytes);
+        r.Int("max_entries", &z.max_entries, 0, int64_t{1} << 32);
+        if (YAML::Node p = r.Get("policy"); p.IsDefined()) {
+          std::string text;
+          if (ReadScalar(ctx, p, what + ".policy", &text)) {
+            auto policy = cache::ParseEvictionPolicy(text);
+            if (policy.ok()) {
+              z.policy = *policy;
+            } else {
+              ctx.Error(p.Mark(), StrCat(what, ".policy: ", policy.status().message()));
+            }
+          }
+        }
+        if (z.max_bytes < (int64_t{1} << 20) || z.max_bytes > (int64_t{1} << 40))
+          ctx.Error(kv.second.Mark(), StrCat(what, ".max_size: must be between 1m and 1t"));
+        r.Finish();
+        out->cache_zones.push_back(std::move(z));
       }
     }
   }

@@ -13,6 +13,7 @@
 
 #include "core/config_reader.h"
 #include "core/net.h"
+#include "gateway/http_cache.h"
 #include "core/tls.h"
 #include "http/parser.h"
 #include "security/jwt.h"
@@ -262,6 +263,26 @@ struct BanRuleConfig {
   int64_t bantime_ms = 10 * 60 * 1000;
 };
 
+// A route's HTTP cache (nginx proxy_cache with its proxy_cache_* settings; RFC 9111 freshness).
+struct RouteCacheConfig {
+  bool enabled = false;
+  std::string zone;
+  int zone_index = -1;
+  std::vector<std::string> methods = {"GET", "HEAD"};  // HEAD is answered from GET entries
+  // The key, with nginx variables: $request_method (HEAD counts as GET), $scheme, $host,
+  // $request_uri, $uri, $args, $http_NAME, $cookie_NAME.
+  std::string key = "$request_method $host$request_uri";
+  int64_t ttl_ms = 0;  // for responses without Cache-Control/Expires (nginx proxy_cache_valid)
+  std::vector<int> statuses = {200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501};
+  int64_t max_object_bytes = 1 << 20;
+  int64_t stale_while_revalidate_ms = 0;  // unless the response says otherwise
+  int64_t stale_if_error_ms = 0;
+  bool lock = true;                  // coalesce concurrent misses (proxy_cache_lock)
+  int64_t lock_timeout_ms = 5000;    // proxy_cache_lock_timeout
+  std::vector<std::string> tag_headers = {"cache-tag", "surrogate-key"};
+  bool ignore_set_cookie = false;    // proxy_ignore_headers Set-Cookie
+};
+
 struct RouteConfig {
   std::string name;  // the `endpoint` label of http_requests_total
   PathMatch match = PathMatch::kPrefix;
@@ -280,6 +301,7 @@ struct RouteConfig {
   bool add_headers_set = false;
   GzipConfig gzip;
   bool gzip_set = false;
+  RouteCacheConfig cache;
   // Resend POST/PATCH/... that reached a failed server (overrides the upstream's setting).
   std::optional<bool> retry_non_idempotent;
   std::string add_header_block;         // the lines for success statuses, pre-rendered
@@ -343,6 +365,7 @@ struct GatewayConfig {
   BansConfig bans;
   RedisConfig redis;
   std::vector<JwtProviderConfig> jwt_providers;
+  std::vector<CacheZoneConfig> cache_zones;
 
   const UpstreamConfig* FindUpstream(std::string_view name) const;
   int FindLimitZone(std::string_view name) const;

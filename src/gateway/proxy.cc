@@ -589,6 +589,7 @@ void ClientConn::OnClientEof() {
     case State::kDelayed:
     case State::kLimiting:
     case State::kSticky:
+    case State::kCacheWait:
       worker_->stats().client_aborts.Add(1);
       if (!logged_) LogAndCount(499);
       Close();
@@ -991,11 +992,13 @@ bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
 std::string ClientConn::ExpandVariables(std::string_view t) const {
   // nginx variables a `return` commonly uses: return 301 https://$host$request_uri;
   // $host is the Host without its port (a bracketed IPv6 literal is kept whole).
-  size_t colon = req_.host.rfind(':');
-  std::string_view host =
-      colon == std::string_view::npos || req_.host.find(']') != std::string_view::npos
-          ? req_.host
-          : req_.host.substr(0, colon);
+  std::string_view host = req_.host;
+  if (!host.empty() && host[0] == '[') {
+    host = host.substr(0, host.find(']') + 1);  // [v6] without its port (npos + 1 is 0: all)
+    if (host.empty()) host = req_.host;
+  } else if (size_t colon = host.rfind(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
   std::string out;
   size_t i = 0;
   while (i < t.size()) {
@@ -1020,6 +1023,16 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
       out.append(req_.query);
     } else if (name == "remote_addr") {
       out.append(client_ip_);
+    } else if (name == "request_method") {
+      // A cache key's method: HEAD is answered from GET entries (nginx proxy_cache_convert_head).
+      out.append(method_ == http::Method::kHead && cache_zone_ != nullptr ? "GET"
+                                                                         : req_.method_str);
+    } else if (name.size() > 5 && name.substr(0, 5) == "http_") {
+      std::string h = AsciiLower(std::string(name.substr(5)));
+      std::replace(h.begin(), h.end(), '_', '-');
+      if (const http::Header* hd = req_.Find(h)) out.append(hd->value);
+    } else if (name.size() > 7 && name.substr(0, 7) == "cookie_") {
+      out.append(CookieValue(req_, name.substr(7)).value_or(""));
     } else {
       out.append(t.substr(i, j - i));  // unknown: left as written
     }
@@ -1070,7 +1083,6 @@ void ClientConn::StrikeBan(std::string_view what) {
 }
 
 void ClientConn::Proceed() {
-  const GatewayConfig& cfg = *view_->snap->config;
   const Router::Route* route = route_;
   bool has_body = has_body_;
   if (route->cfg->ret.has_value()) {
@@ -1085,6 +1097,14 @@ void ClientConn::Proceed() {
     return;
   }
   upgrade_requested_ = req_.connection_upgrade && !req_.upgrade.empty();
+  if (route->cfg->cache.enabled && route->cfg->cache.zone_index >= 0 && CacheLookup(true)) return;
+  ProceedUpstream();
+}
+
+void ClientConn::ProceedUpstream() {
+  const GatewayConfig& cfg = *view_->snap->config;
+  const Router::Route* route = route_;
+  bool has_body = has_body_;
   BuildUpstreamHead(*route, trusted_peer_);
 
   if (req_.expect_continue && has_body && req_.version_minor == 1) {
@@ -1130,6 +1150,273 @@ void ClientConn::Proceed() {
   ChooseAndStart(0);
 }
 
+// ---------------------------------------------------------------- HTTP cache
+
+namespace {
+
+// Wait tokens: unique per wait in the process, so a pooled conn never takes a wake-up meant
+// for the request it served before.
+std::atomic<uint64_t> g_cache_wait_tokens{1};
+
+bool IsStatusWithoutBody(int status) { return status == 204 || status == 304 || status < 200; }
+
+}  // namespace
+
+void ClientConn::ResetCacheState() {
+  if (cache_zone_ != nullptr) CacheComplete(false);
+  cache_zone_ = nullptr;
+  cache_key_.clear();
+  cache_status_ = nullptr;
+  cache_store_ = cache_capture_ = false;
+  cache_stale_.reset();
+  cache_stale_until_ = 0;
+  cache_obj_.tags.clear();
+  cache_obj_.vary.clear();
+  cache_obj_.head.clear();
+  // A large captured body is not kept around on an idle connection.
+  if (cache_obj_.body.capacity() > 64 * 1024) {
+    std::string().swap(cache_obj_.body);
+  } else {
+    cache_obj_.body.clear();
+  }
+}
+
+bool ClientConn::VaryMatches(const cache::HttpObjectView& v) const {
+  for (const auto& [name, value] : v.vary) {
+    const http::Header* h = req_.Find(name);
+    std::string_view now = h != nullptr ? h->value : std::string_view();
+    if (now != value) return false;
+  }
+  return true;
+}
+
+bool ClientConn::CacheLookup(bool first) {
+  const RouteCacheConfig& cc = route_->cfg->cache;
+  HttpCacheZone* zone = view_->snap->cache_zones[static_cast<size_t>(cc.zone_index)].get();
+  cache_zone_ = zone;
+  bool head = method_ == http::Method::kHead;
+  bool allowed = false;
+  for (const std::string& m : cc.methods) {
+    if ((m == "GET" && method_ == http::Method::kGet) || (m == "HEAD" && head)) allowed = true;
+  }
+  // RFC 9111 §3.5: a shared cache does not answer requests with credentials from a stored
+  // response (Varnish passes them too); upgrades are never cached.
+  if (!allowed || upgrade_requested_ || req_.Find("authorization") != nullptr) {
+    cache_status_ = "BYPASS";
+    zone->bypass.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (first) cache_key_ = ExpandVariables(cc.key);
+  int64_t now = worker_->loop().now_ms();
+  cache::Lookup l = zone->l1().Get(cache_key_, now);
+  cache::HttpObjectView v;
+  if (l.hit() && l.value != nullptr && cache::DecodeHttpObject(*l.value, &v) && VaryMatches(v)) {
+    if (l.state == cache::Freshness::kFresh) {
+      zone->hits.fetch_add(1, std::memory_order_relaxed);
+      ServeCached(l.value, v, "HIT");
+      return true;
+    }
+    if (now < l.fresh_until_ms + v.stale_if_error_ms) {
+      cache_stale_ = l.value;
+      cache_stale_until_ = l.fresh_until_ms + v.stale_if_error_ms;
+    }
+    // stale-while-revalidate, as nginx's proxy_cache_use_stale updating: while one request
+    // refreshes the entry, the others get the stale copy at once.
+    if (now < l.fresh_until_ms + v.stale_while_revalidate_ms && zone->InFlight(cache_key_)) {
+      zone->stale.fetch_add(1, std::memory_order_relaxed);
+      ServeCached(l.value, v, "STALE");
+      return true;
+    }
+  }
+  zone->misses.fetch_add(1, std::memory_order_relaxed);
+  cache_status_ = "MISS";
+  if (head || !first) return false;  // HEAD is answered from GET entries but not stored
+  cache_store_ = true;
+  if (!cc.lock) return false;
+  cache_wait_token_ = g_cache_wait_tokens.fetch_add(1, std::memory_order_relaxed);
+  HttpCacheZone::Waiter me{worker_, this, cache_wait_token_};
+  if (zone->JoinFlight(cache_key_, &me)) {
+    cache_leader_ = true;
+    return false;
+  }
+  // Another request is fetching this key: wait for it (nginx proxy_cache_lock).
+  zone->coalesced.fetch_add(1, std::memory_order_relaxed);
+  cache_store_ = false;
+  state_ = State::kCacheWait;
+  ArmClientTimer(cc.lock_timeout_ms);
+  return true;
+}
+
+void ClientConn::OnCacheWake(uint64_t token) {
+  if (!open_ || state_ != State::kCacheWait || token != cache_wait_token_) return;
+  worker_->loop().CancelTimer(&timer_);
+  state_ = State::kHead;
+  // The fetch is over: a hit now, or (not storable, or it failed) straight to the server.
+  if (CacheLookup(false)) return;
+  ProceedUpstream();
+}
+
+void ClientConn::ServeCached(const std::shared_ptr<const std::string>& value,
+                             const cache::HttpObjectView& v, const char* status) {
+  cache_status_ = status;
+  if (cache_zone_ != nullptr) CacheComplete(false);
+  if (worker_->draining()) keep_alive_ = false;
+  if (has_body_ && !body_done_) keep_alive_ = false;  // the request body is not read
+  status_ = v.status;
+  resp_started_ = resp_done_ = true;
+  log_upstream_.clear();
+  std::string& o = out_.buf;
+  o.append(version_minor_ == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  StrAppend(&o, v.status, " ", http::StatusReason(v.status), "\r\n");
+  o.append(v.head);
+  int64_t age = std::max<int64_t>(0, WallMicros() / 1000000 - v.stored_unix_s) + v.initial_age_s;
+  StrAppend(&o, "Age: ", age, "\r\nX-Cache: ", status, "\r\n");
+  if (request_id_len_ > 0)
+    AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
+  if (AddHeaderStatus(v.status)) o.append(route_->cfg->add_header_block);
+  o.append(route_->cfg->add_header_always_block);
+  if (!IsStatusWithoutBody(v.status)) StrAppend(&o, "Content-Length: ", v.body.size(), "\r\n");
+  if (!keep_alive_) {
+    o.append("Connection: close\r\n");
+  } else if (version_minor_ == 0) {
+    o.append("Connection: keep-alive\r\n");
+  }
+  o.append("\r\n");
+  if (method_ != http::Method::kHead && !IsStatusWithoutBody(v.status)) {
+    o.append(v.body);
+    bytes_out_ = v.body.size();
+  }
+  (void)value;  // the caller's reference keeps `v` valid until here
+  if (!logged_) LogAndCount(v.status);
+  state_ = State::kLocal;
+  close_after_ = close_after_ || !keep_alive_;
+  DoWrite();
+}
+
+bool ClientConn::ServeStaleOnError() {
+  if (cache_stale_ == nullptr || worker_->loop().now_ms() >= cache_stale_until_) return false;
+  cache::HttpObjectView v;
+  std::shared_ptr<const std::string> keep = cache_stale_;
+  if (!cache::DecodeHttpObject(*keep, &v)) return false;
+  if (cache_zone_ != nullptr) cache_zone_->stale.fetch_add(1, std::memory_order_relaxed);
+  ServeCached(keep, v, "STALE");
+  return true;
+}
+
+void ClientConn::CacheDecide() {
+  const RouteCacheConfig& cc = route_->cfg->cache;
+  cache::ResponseFacts f;
+  f.status = resp_.status;
+  std::string_view vary_value;
+  bool vary_seen = false;
+  for (const auto& hd : resp_.headers) {
+    if (http::EqualsLower(hd.name, "cache-control")) {
+      cache::ParseCacheControl(hd.value, &f.cc);
+    } else if (http::EqualsLower(hd.name, "expires")) {
+      f.expires = cache::ParseHttpDate(hd.value);
+    } else if (http::EqualsLower(hd.name, "date")) {
+      f.date = cache::ParseHttpDate(hd.value);
+    } else if (http::EqualsLower(hd.name, "age")) {
+      int64_t a = 0;
+      if (ParseInt(hd.value, &a) && a >= 0) f.age = a;
+    } else if (http::EqualsLower(hd.name, "set-cookie")) {
+      f.has_set_cookie = true;
+    } else if (http::EqualsLower(hd.name, "vary")) {
+      if (vary_seen) f.vary_star = true;  // two Vary lines: not worth merging, not stored
+      vary_seen = true;
+      vary_value = hd.value;
+      if (hd.value.find('*') != std::string_view::npos) f.vary_star = true;
+    }
+  }
+  cache::HttpCacheRules rules;
+  rules.default_ttl_ms = cc.ttl_ms;
+  rules.statuses = cc.statuses;
+  rules.stale_while_revalidate_ms = cc.stale_while_revalidate_ms;
+  rules.stale_if_error_ms = cc.stale_if_error_ms;
+  rules.ignore_set_cookie = cc.ignore_set_cookie;
+  int64_t now_s = WallMicros() / 1000000;
+  cache_decision_ = cache::DecideStorage(f, rules, now_s);
+  if (!cache_decision_.store ||
+      (resp_.body == http::BodyKind::kLength &&
+       resp_.content_length > static_cast<uint64_t>(cc.max_object_bytes))) {
+    if (cache_decision_.store) cache_zone_->too_big.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  cache_obj_ = cache::HttpObject{};
+  cache_obj_.status = resp_.status;
+  for (const auto& hd : resp_.headers) {
+    if (http::IsHopByHop(hd.name)) continue;
+    if (!resp_.connection.empty() && NamedInConnection(resp_.connection, hd.name)) continue;
+    if (http::EqualsLower(hd.name, "content-length") || http::EqualsLower(hd.name, "age") ||
+        http::EqualsLower(hd.name, "x-request-id") || http::EqualsLower(hd.name, "x-cache") ||
+        http::EqualsLower(hd.name, "set-cookie"))
+      continue;
+    AppendHeaderLine(&cache_obj_.head, hd.name, hd.value);
+    for (const std::string& tag_header : cc.tag_headers) {
+      if (!http::EqualsLower(hd.name, tag_header)) continue;
+      // Cache-Tag (comma-separated) and Surrogate-Key (space-separated) lists.
+      for (std::string& part : Split(hd.value, ',', true)) {
+        for (std::string& t : Split(part, ' ', true)) {
+          if (cache_obj_.tags.size() < cache::kMaxTags && t.size() <= 256)
+            cache_obj_.tags.push_back(std::move(t));
+        }
+      }
+    }
+  }
+  for (std::string& name : Split(vary_value, ',', true)) {
+    std::string n = AsciiLower(std::string(Trim(name)));
+    if (n.empty()) continue;
+    if (cache_obj_.vary.size() >= cache::kMaxVaryHeaders) return;  // too many: not stored
+    const http::Header* h = req_.Find(n);
+    cache_obj_.vary.emplace_back(n, h != nullptr ? std::string(h->value) : std::string());
+  }
+  int64_t apparent = f.date >= 0 ? std::max<int64_t>(0, now_s - f.date) : 0;
+  cache_obj_.stored_unix_s = now_s;
+  cache_obj_.initial_age_s = std::max(apparent, f.age);
+  cache_obj_.stale_while_revalidate_ms = cache_decision_.stale_while_revalidate_ms;
+  cache_obj_.stale_if_error_ms = cache_decision_.stale_if_error_ms;
+  if (resp_.body == http::BodyKind::kLength) {
+    cache_obj_.body.reserve(static_cast<size_t>(resp_.content_length));
+  }
+  cache_capture_ = true;
+}
+
+void ClientConn::CaptureBody(const char* d, size_t n) {
+  if (cache_obj_.body.size() + n > static_cast<size_t>(route_->cfg->cache.max_object_bytes)) {
+    cache_capture_ = false;  // too big to keep: the response still streams to the client
+    cache_zone_->too_big.fetch_add(1, std::memory_order_relaxed);
+    cache_obj_.body.clear();
+    return;
+  }
+  cache_obj_.body.append(d, n);
+}
+
+void ClientConn::CacheComplete(bool store) {
+  HttpCacheZone* zone = cache_zone_;
+  if (zone == nullptr) return;
+  if (store && cache_capture_) {
+    int64_t now = worker_->loop().now_ms();
+    cache::PutOptions o;
+    o.fresh_until_ms = now + cache_decision_.fresh_ms;
+    o.stale_until_ms = o.fresh_until_ms + std::max(cache_decision_.stale_while_revalidate_ms,
+                                                   cache_decision_.stale_if_error_ms);
+    o.tags = cache_obj_.tags;
+    zone->l1().Put(cache_key_, cache::EncodeHttpObject(cache_obj_), o, now);
+    zone->stored.fetch_add(1, std::memory_order_relaxed);
+  } else if (cache_store_ && cache_leader_) {
+    zone->not_stored.fetch_add(1, std::memory_order_relaxed);
+  }
+  cache_capture_ = false;
+  cache_store_ = false;
+  if (!cache_leader_) return;
+  cache_leader_ = false;
+  for (const HttpCacheZone::Waiter& w : zone->FinishFlight(cache_key_)) {
+    ClientConn* c = w.conn;
+    uint64_t token = w.token;
+    w.worker->loop().Post([c, token] { c->OnCacheWake(token); });
+  }
+}
+
 void ClientConn::OnStickyLookup(uint64_t seq, const RedisReply& r) {
   if (!open_ || state_ != State::kSticky || seq != limit_seq_) return;
   state_ = State::kHead;
@@ -1158,6 +1445,7 @@ void ClientConn::ChooseAndStart(uint64_t session_server) {
     // Every server is down, drained or failed: answer now instead of queueing (nginx: "no live
     // upstreams").
     worker_->stats().no_upstream.Add(1);
+    if (ServeStaleOnError()) return;
     SendError(503, "no live upstreams", has_body_);
     return;
   }
@@ -1534,9 +1822,19 @@ bool ClientConn::ParseUpstreamHead() {
       if (!RetryNext(status)) return false;
       return false;
     }
+    if (cache_stale_ != nullptr && resp_.status >= 500 && resp_.status != 501 &&
+        resp_.status <= 504 && worker_->loop().now_ms() < cache_stale_until_) {
+      // RFC 5861 stale-if-error (nginx proxy_cache_use_stale http_50x): the stale copy instead
+      // of the server's error.
+      ReleaseUpstream(false);
+      resp_scanner_.Reset();
+      ServeStaleOnError();
+      return false;
+    }
     up_->deadline_ms_ = 0;  // the per-try timeout covers the wait for the response head
     resp_started_ = true;
     status_ = resp_.status;
+    if (cache_store_) CacheDecide();
     BuildResponseHead();
     b.Consume(end);
     if (status_ == 101) {
@@ -1615,6 +1913,7 @@ void ClientConn::BuildResponseHead() {
   }
   if (!has_request_id)
     AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
+  if (cache_status_ != nullptr) AppendHeaderLine(&o, "X-Cache", cache_status_);
   StickyResponse(&o);
   if (route_ != nullptr) {
     if (AddHeaderStatus(status_)) o.append(route_->cfg->add_header_block);
@@ -1710,8 +2009,11 @@ void ClientConn::ForwardResponseBody() {
       // The decoded body goes through deflate; what comes out is sent as chunks.
       if (resp_body_ == http::BodyKind::kChunked) {
         size_t consumed = 0;
-        http::ChunkedDecoder::Result r = resp_chunks_.Feed(
-            p, avail, &consumed, [&](const char* d, size_t n) { GzipFeed(d, n, false); });
+        http::ChunkedDecoder::Result r =
+            resp_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+              if (cache_capture_) CaptureBody(d, n);
+              GzipFeed(d, n, false);
+            });
         if (r == http::ChunkedDecoder::Result::kError) {
           BrokenUpstreamFraming();
           return;
@@ -1722,6 +2024,7 @@ void ClientConn::ForwardResponseBody() {
         size_t n = resp_body_ == http::BodyKind::kLength
                        ? static_cast<size_t>(std::min<uint64_t>(avail, resp_left_))
                        : avail;
+        if (cache_capture_) CaptureBody(p, n);
         GzipFeed(p, n, false);
         b.Consume(n);
         if (resp_body_ == http::BodyKind::kLength) {
@@ -1736,6 +2039,7 @@ void ClientConn::ForwardResponseBody() {
       case http::BodyKind::kLength: {
         size_t n = static_cast<size_t>(std::min<uint64_t>(avail, resp_left_));
         out_.buf.append(p, n);
+        if (cache_capture_) CaptureBody(p, n);
         b.Consume(n);
         resp_left_ -= n;
         bytes_out_ += n;
@@ -1747,6 +2051,7 @@ void ClientConn::ForwardResponseBody() {
         http::ChunkedDecoder::Result r =
             resp_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
               if (resp_dechunk_) out_.buf.append(d, n);
+              if (cache_capture_) CaptureBody(d, n);
             });
         if (r == http::ChunkedDecoder::Result::kError) {
           BrokenUpstreamFraming();
@@ -1760,6 +2065,7 @@ void ClientConn::ForwardResponseBody() {
       }
       case http::BodyKind::kUntilClose:
         out_.buf.append(p, avail);
+        if (cache_capture_) CaptureBody(p, avail);
         b.Consume(avail);
         bytes_out_ += avail;
         break;
@@ -1897,6 +2203,7 @@ bool ClientConn::RetryNext(int status_if_none) {
     StartAttempt(idx);
     return true;
   }
+  if (ServeStaleOnError()) return false;
   bool close = !body_done_ || !body_retained_;
   SendError(status_if_none, "upstream failed", close);
   return false;
@@ -1980,6 +2287,7 @@ void ClientConn::ReleaseUpstream(bool reusable) {
 }
 
 void ClientConn::FinishExchange() {
+  if (cache_zone_ != nullptr) CacheComplete(cache_capture_ && resp_done_);
   if (up_ != nullptr) {
     upstream_us_ = NowMicros() - upstream_start_us_;
     UpstreamConn* c = up_;
@@ -2001,6 +2309,7 @@ void ClientConn::FinishExchange() {
 void ClientConn::SendLocal(int status, std::string_view body, std::string_view content_type,
                            std::string_view location, bool close,
                            std::string_view extra_headers) {
+  if (cache_zone_ != nullptr) CacheComplete(false);
   if (close) keep_alive_ = false;
   if (worker_->draining()) keep_alive_ = false;
   status_ = status;
@@ -2106,6 +2415,7 @@ void ClientConn::StartNextRequest() {
     view_ = nullptr;
   }
   route_ = nullptr;
+  ResetCacheState();
   // Consume the finished request (head and body); what follows is the next pipelined request.
   in_.rpos = std::max(in_.rpos, std::min(body_pos_, in_.wpos));
   if (in_.rpos == in_.wpos) in_.rpos = in_.wpos = 0;
@@ -2196,6 +2506,13 @@ void ClientConn::OnClientTimeout() {
       // The limit_req delay is over.
       Proceed();
       return;
+    case State::kCacheWait:
+      // proxy_cache_lock_timeout: go to the server, and do not store what it answers.
+      if (cache_zone_ != nullptr) cache_zone_->lock_timeouts.fetch_add(1, std::memory_order_relaxed);
+      cache_store_ = false;
+      state_ = State::kHead;
+      ProceedUpstream();
+      return;
     case State::kHead:
       worker_->stats().timeouts.Add(1);
       method_ = http::Method::kOther;
@@ -2269,6 +2586,7 @@ void ClientConn::LogAndCount(int status) {
 void ClientConn::Close() {
   if (!open_) return;
   open_ = false;
+  ResetCacheState();  // a leader that goes away wakes its waiters (they fetch themselves)
   if (up_ != nullptr) ReleaseUpstream(false);
   EndUpstreamAccounting();
   worker_->loop().CancelTimer(&retry_timer_);

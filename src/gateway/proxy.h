@@ -12,6 +12,7 @@
 #include "core/tls.h"
 #include "core/net.h"
 #include "core/resp.h"
+#include "cache/http_policy.h"
 #include "gateway/balancer.h"
 #include "gateway/rate_limit.h"
 #include "gateway/router.h"
@@ -118,6 +119,8 @@ class ClientConn : public IoHandler {
   void OnUpstreamEof();
   void OnUpstreamFailure(UpstreamFailure why);
   void OnUpstreamDrained();  // its out_ emptied
+  // The fetch this request waited for is over (posted by the leader's worker).
+  void OnCacheWake(uint64_t token);
   // True for a connection waiting for its next request with nothing buffered (drain closes it).
   bool IdleForDrain() const;
   void Close();
@@ -127,7 +130,18 @@ class ClientConn : public IoHandler {
   bool open_ = false;
 
  private:
-  enum class State { kIdle, kHead, kLimiting, kDelayed, kSticky, kProxy, kLocal, kTunnel, kClosing };
+  enum class State {
+    kIdle,
+    kHead,
+    kLimiting,
+    kDelayed,
+    kSticky,
+    kCacheWait,  // another request is fetching the same cache key (proxy_cache_lock)
+    kProxy,
+    kLocal,
+    kTunnel,
+    kClosing
+  };
 
   void DoRead();
   void DoWrite();
@@ -145,6 +159,22 @@ class ClientConn : public IoHandler {
   bool AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const;
   // After the protections (and any limit_req delay): answer or proxy the request.
   void Proceed();
+  // The part of Proceed after the cache: build the upstream request and pick a server.
+  void ProceedUpstream();
+  // The route's cache: true when the request was answered (a hit) or is waiting for another
+  // request's fetch. `first` is false after a wait, when the request may not lead a new fetch.
+  bool CacheLookup(bool first);
+  bool VaryMatches(const cache::HttpObjectView& v) const;
+  void ServeCached(const std::shared_ptr<const std::string>& value,
+                   const cache::HttpObjectView& v, const char* status);
+  // stale-if-error: answers with the stale copy instead of an error; false if there is none.
+  bool ServeStaleOnError();
+  // Decides whether the upstream's response is stored and starts capturing it.
+  void CacheDecide();
+  void CaptureBody(const char* d, size_t n);
+  // Stores a captured response, then wakes the requests that waited for it (idempotent).
+  void CacheComplete(bool store);
+  void ResetCacheState();
   // Picks the server (a sticky one first when it is usable) and starts the first attempt.
   void ChooseAndStart(uint64_t session_server);
   void OnStickyLookup(uint64_t seq, const RedisReply& r);
@@ -277,6 +307,19 @@ class ClientConn : public IoHandler {
   // Held, not just compared: a reload's new verifier can never reuse this one's address.
   std::shared_ptr<const security::JwtVerifier> jwt_verifier_;
   int limit_result_ = -1;   // LimitResult of the request, -1 when no limit applied
+
+  // The HTTP cache of the current request.
+  HttpCacheZone* cache_zone_ = nullptr;  // the route's zone (null: not cached)
+  std::string cache_key_;
+  const char* cache_status_ = nullptr;  // X-Cache: HIT, MISS, STALE or BYPASS
+  bool cache_leader_ = false;           // this request leads the zone's fetch of the key
+  bool cache_store_ = false;            // its response may be stored
+  bool cache_capture_ = false;          // the response is being captured for storing
+  uint64_t cache_wait_token_ = 0;
+  std::shared_ptr<const std::string> cache_stale_;  // a stale copy for stale-if-error...
+  int64_t cache_stale_until_ = 0;                    // ...usable until then (loop ms)
+  cache::StorageDecision cache_decision_;
+  cache::HttpObject cache_obj_;  // the response being captured
 
   // The response.
   bool resp_started_ = false;

@@ -54,7 +54,7 @@ ListenSockets::~ListenSockets() {
 absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     std::shared_ptr<const GatewayConfig> config, int workers, const Snapshot* previous,
     ServerRegistry* registry, ZoneRegistry* zones, observe::Interner* endpoints,
-    uint64_t generation) {
+    uint64_t generation, CacheZoneRegistry* cache_zones) {
   auto snap = std::make_shared<Snapshot>();
   snap->generation = generation;
   snap->config = config;
@@ -78,6 +78,10 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     names.push_back(u.name);
   }
   for (const auto& z : config->limit_zones) snap->zones.push_back(zones->Get(z));
+  for (const auto& z : config->cache_zones) {
+    snap->cache_zones.push_back(cache_zones != nullptr ? cache_zones->Get(z)
+                                                       : std::make_shared<HttpCacheZone>(z));
+  }
   auto intern = [endpoints](std::string_view s) { return endpoints->Intern(s); };
   for (const auto& l : config->listeners) {
     for (const auto& r : l.routes) {

@@ -71,12 +71,13 @@ struct Snapshot {
   std::vector<int> routed_upstreams;                   // upstream indexes some route uses
   std::vector<std::shared_ptr<LimitZone>> zones;       // per config.limit_zones
   std::vector<KeySpec> ban_keys;                       // the distinct keys ban rules use
+  std::vector<std::shared_ptr<HttpCacheZone>> cache_zones;  // per config.cache_zones
 
   // Builds a snapshot, reusing sockets from `previous` where the address is unchanged.
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(
       std::shared_ptr<const GatewayConfig> config, int workers, const Snapshot* previous,
       ServerRegistry* registry, ZoneRegistry* zones, observe::Interner* endpoints,
-      uint64_t generation);
+      uint64_t generation, CacheZoneRegistry* cache_zones = nullptr);
 };
 
 }  // namespace bulwark::gateway

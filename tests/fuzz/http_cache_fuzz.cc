@@ -21,6 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (auto t : v.tags) o.tags.emplace_back(t);
     o.stored_unix_s = v.stored_unix_s;
     o.initial_age_s = v.initial_age_s;
+    o.stale_while_revalidate_ms = v.stale_while_revalidate_ms;
+    o.stale_if_error_ms = v.stale_if_error_ms;
     o.body = std::string(v.body);
     std::string again = bulwark::cache::EncodeHttpObject(o);
     bulwark::cache::HttpObjectView w;

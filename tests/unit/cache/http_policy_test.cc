@@ -140,6 +140,8 @@ TEST(HttpObject, RoundTripAndRejectsGarbage) {
   o.vary = {{"accept-encoding", "gzip"}};
   o.stored_unix_s = 1234567;
   o.initial_age_s = 3;
+  o.stale_while_revalidate_ms = 5000;
+  o.stale_if_error_ms = 60000;
   o.tags = {"product-1", "catalog"};
   o.body = std::string("body\0bytes", 10);
   std::string enc = EncodeHttpObject(o);
@@ -151,6 +153,8 @@ TEST(HttpObject, RoundTripAndRejectsGarbage) {
   EXPECT_EQ(v.vary[0].second, "gzip");
   EXPECT_EQ(v.stored_unix_s, 1234567);
   EXPECT_EQ(v.initial_age_s, 3);
+  EXPECT_EQ(v.stale_while_revalidate_ms, 5000);
+  EXPECT_EQ(v.stale_if_error_ms, 60000);
   ASSERT_EQ(v.tags.size(), 2u);
   EXPECT_EQ(v.tags[1], "catalog");
   EXPECT_EQ(v.body, o.body);

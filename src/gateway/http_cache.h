@@ -1,0 +1,76 @@
+// The gateway's HTTP response cache: zones of stored responses shared by every worker, and the
+// in-flight table that coalesces concurrent misses (nginx proxy_cache_lock).
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "cache/l1_cache.h"
+#include "core/mutex.h"
+
+namespace bulwark::gateway {
+
+class Worker;
+class ClientConn;
+
+struct CacheZoneConfig {
+  std::string name;
+  int64_t max_bytes = 256 << 20;  // nginx proxy_cache_path max_size
+  int64_t max_entries = 0;        // 0: bounded by bytes only
+  cache::EvictionPolicy policy = cache::EvictionPolicy::kWTinyLfu;
+  bool operator==(const CacheZoneConfig& o) const {
+    return name == o.name && max_bytes == o.max_bytes && max_entries == o.max_entries &&
+           policy == o.policy;
+  }
+};
+
+// One zone: its L1 and its in-flight fetches. Thread-safe; lives across reloads while a
+// snapshot uses it.
+class HttpCacheZone {
+ public:
+  explicit HttpCacheZone(const CacheZoneConfig& cfg);
+
+  const CacheZoneConfig& config() const { return cfg_; }
+  cache::L1Cache& l1() { return *l1_; }
+
+  // A request waiting for another request's fetch of the same key.
+  struct Waiter {
+    Worker* worker;
+    ClientConn* conn;
+    uint64_t token;  // the conn's wait token: a reused conn does not take someone else's wake-up
+  };
+  // True when the caller leads the fetch of `key` (nobody else is fetching it).
+  bool JoinFlight(const std::string& key, const Waiter* waiter);
+  bool InFlight(const std::string& key) const;
+  // Ends the leader's fetch and returns who waited for it.
+  std::vector<Waiter> FinishFlight(const std::string& key);
+
+  // Counters for metrics (relaxed).
+  std::atomic<uint64_t> hits{0}, misses{0}, stale{0}, bypass{0}, coalesced{0};
+  std::atomic<uint64_t> stored{0}, not_stored{0}, too_big{0}, lock_timeouts{0}, purged{0};
+
+ private:
+  CacheZoneConfig cfg_;
+  std::unique_ptr<cache::L1Cache> l1_;
+  mutable Mutex mu_;
+  std::map<std::string, std::vector<Waiter>, std::less<>> flights_ ABSL_GUARDED_BY(mu_);
+};
+
+// Zones by name across reloads (the contents survive a reload, as nginx's cache does).
+class CacheZoneRegistry {
+ public:
+  std::shared_ptr<HttpCacheZone> Get(const CacheZoneConfig& cfg);
+  void Prune();
+  std::vector<std::shared_ptr<HttpCacheZone>> All() const;
+  std::shared_ptr<HttpCacheZone> Find(std::string_view name) const;
+
+ private:
+  mutable Mutex mu_;
+  std::map<std::string, std::shared_ptr<HttpCacheZone>, std::less<>> zones_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace bulwark::gateway

@@ -1,0 +1,250 @@
+// The gateway's HTTP cache against a real upstream: hits and misses, RFC 9111 decisions,
+// coalescing, stale-while-revalidate, stale-if-error with the upstream down, purge by tag.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "tests/integration/harness.h"
+
+namespace bulwark::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string CacheConfig(int port, int admin, int backend, const std::string& route_cache) {
+  return "workers: 2\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
+         std::to_string(admin) +
+         "}\ncache_zones:\n  main: {max_size: 16m}\nlisteners:\n  - listen: 127.0.0.1:" +
+         std::to_string(port) +
+         "\n    routes:\n      - {prefix: /, upstream: app, cache: " + route_cache +
+         "}\nupstreams:\n  app: {servers: [{address: '127.0.0.1:" + std::to_string(backend) +
+         "', max_fails: 0}]}\n";
+}
+
+Response Get(int port, const std::string& path, const std::string& headers = "") {
+  return HttpGet(port, path, headers);
+}
+
+std::string Header(const Response& r, const std::string& name) {
+  auto it = r.headers.find(name);
+  return it == r.headers.end() ? "" : it->second;
+}
+
+struct CachedSite {
+  CachedSite(Backend::Handler h, const std::string& route_cache)
+      : backend(std::move(h)),
+        port(FreePort()),
+        admin(FreePort()),
+        bw(CacheConfig(port, admin, backend.port(), route_cache)) {
+    EXPECT_TRUE(bw.Ready(port, admin)) << bw.log();
+  }
+  Backend backend;
+  int port, admin;
+  Bulwark bw;
+};
+
+TEST(HttpCache, MissThenHitWithAge) {
+  std::atomic<int> n{0};
+  CachedSite s(
+      [&](const Backend::Request& r) {
+        return Backend::Reply(200, "v" + std::to_string(++n) + ":" + r.target,
+                              "Cache-Control: max-age=60\r\nContent-Type: text/plain\r\n");
+      },
+      "main");
+  Response a = Get(s.port, "/item?id=1");
+  EXPECT_EQ(a.status, 200);
+  EXPECT_EQ(Header(a, "x-cache"), "MISS");
+  EXPECT_EQ(a.body, "v1:/item?id=1");
+  Response b = Get(s.port, "/item?id=1");
+  EXPECT_EQ(Header(b, "x-cache"), "HIT");
+  EXPECT_EQ(b.body, "v1:/item?id=1");
+  EXPECT_EQ(Header(b, "content-type"), "text/plain");
+  EXPECT_NE(Header(b, "age"), "");
+  EXPECT_NE(Header(b, "x-request-id"), Header(a, "x-request-id"));
+  // The query is part of the key; HEAD is answered from the GET entry.
+  EXPECT_EQ(Get(s.port, "/item?id=2").body, "v2:/item?id=2");
+  Client c(s.port);
+  c.Send("HEAD /item?id=1 HTTP/1.1\r\nHost: test\r\n\r\n");
+  Response h = c.Read(/*head_request=*/true);
+  EXPECT_EQ(Header(h, "x-cache"), "HIT");
+  EXPECT_EQ(Header(h, "content-length"), "13");
+  EXPECT_EQ(s.backend.requests(), 2);
+  std::string metrics = HttpGet(s.admin, "/metrics").body;
+  EXPECT_EQ(Metric(metrics, "cache_hits_total{cache_type=\"memory\",result=\"hit\"}"), "2");
+  EXPECT_EQ(Metric(metrics, "cache_hits_total{cache_type=\"memory\",result=\"miss\"}"), "2");
+  EXPECT_EQ(Metric(metrics, "bulwark_http_cache_entries{zone=\"main\"}"), "2");
+}
+
+TEST(HttpCache, WhatIsNotStored) {
+  std::atomic<int> n{0};
+  CachedSite s(
+      [&](const Backend::Request& r) {
+        std::string extra;
+        if (r.target == "/private") extra = "Cache-Control: private, max-age=60\r\n";
+        if (r.target == "/nostore") extra = "Cache-Control: no-store\r\n";
+        if (r.target == "/cookie") extra = "Cache-Control: max-age=60\r\nSet-Cookie: s=1\r\n";
+        if (r.target == "/plain") extra = "";  // no freshness, no route ttl
+        if (r.target == "/auth") extra = "Cache-Control: max-age=60\r\n";
+        if (r.target == "/error") return Backend::Reply(500, "e" + std::to_string(++n));
+        return Backend::Reply(200, "v" + std::to_string(++n), extra);
+      },
+      "main");
+  for (const char* path : {"/private", "/nostore", "/cookie", "/plain", "/error"}) {
+    Response a = Get(s.port, path);
+    Response b = Get(s.port, path);
+    EXPECT_EQ(Header(b, "x-cache"), "MISS") << path;
+    EXPECT_NE(a.body, b.body) << path;
+  }
+  Response a = Get(s.port, "/auth", "Authorization: Bearer x\r\n");
+  EXPECT_EQ(Header(a, "x-cache"), "BYPASS");
+  // POST is never cached.
+  Client c(s.port);
+  c.Send("POST /item HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(Header(c.Read(), "x-cache"), "BYPASS");
+}
+
+TEST(HttpCache, RouteTtlExpiresAndVarySelects) {
+  std::atomic<int> n{0};
+  CachedSite s(
+      [&](const Backend::Request& r) {
+        auto it = r.headers.find("accept-language");
+        std::string lang = it == r.headers.end() ? "none" : it->second;
+        return Backend::Reply(200, lang + std::to_string(++n), "Vary: Accept-Language\r\n");
+      },
+      "{zone: main, ttl: 300ms}");
+  EXPECT_EQ(Get(s.port, "/v", "Accept-Language: fr\r\n").body, "fr1");
+  EXPECT_EQ(Get(s.port, "/v", "Accept-Language: fr\r\n").body, "fr1");
+  // A different Vary value is a miss (one variant per key, as nginx keeps).
+  Response de = Get(s.port, "/v", "Accept-Language: de\r\n");
+  EXPECT_EQ(de.body, "de2");
+  EXPECT_EQ(Header(de, "x-cache"), "MISS");
+  std::this_thread::sleep_for(400ms);
+  Response again = Get(s.port, "/v", "Accept-Language: de\r\n");
+  EXPECT_EQ(Header(again, "x-cache"), "MISS");
+  EXPECT_EQ(again.body, "de3");
+}
+
+TEST(HttpCache, HundredConcurrentMissesMakeOneUpstreamRequest) {
+  CachedSite s(
+      [&](const Backend::Request&) {
+        std::this_thread::sleep_for(300ms);
+        return Backend::Reply(200, "slow", "Cache-Control: max-age=60\r\n");
+      },
+      "main");
+  std::atomic<int> ok{0}, hits{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 100; ++i) {
+    clients.emplace_back([&] {
+      Response r = Get(s.port, "/hot");
+      if (r.status == 200 && r.body == "slow") ok.fetch_add(1);
+      if (Header(r, "x-cache") == "HIT") hits.fetch_add(1);
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 100);
+  EXPECT_EQ(s.backend.requests(), 1);
+  EXPECT_GE(hits.load(), 90);  // the waiters are answered from the stored response
+  std::string metrics = HttpGet(s.admin, "/metrics").body;
+  EXPECT_NE(Metric(metrics, "bulwark_http_cache_coalesced_total{zone=\"main\"}"), "0");
+}
+
+TEST(HttpCache, StaleIsServedWhileTheUpstreamIsDown) {
+  std::atomic<int> n{0};
+  CachedSite s(
+      [&](const Backend::Request&) {
+        return Backend::Reply(200, "v" + std::to_string(++n), "Cache-Control: max-age=1\r\n");
+      },
+      "{zone: main, stale_if_error: 1h}");
+  EXPECT_EQ(Get(s.port, "/page").body, "v1");
+  s.backend.Stop();
+  std::this_thread::sleep_for(1100ms);
+  Response r = Get(s.port, "/page");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "v1");
+  EXPECT_EQ(Header(r, "x-cache"), "STALE");
+  // Not cached at all: the error shows.
+  EXPECT_EQ(Get(s.port, "/other").status, 502);
+  s.backend.Start();
+  for (int i = 0; i < 50; ++i) {
+    r = Get(s.port, "/page");
+    if (r.body != "v1") break;
+    std::this_thread::sleep_for(100ms);  // until the failed server is tried again
+  }
+  EXPECT_EQ(r.body, "v2");
+  EXPECT_EQ(Header(r, "x-cache"), "MISS");
+}
+
+TEST(HttpCache, StaleIfErrorAlsoCoversServerErrors) {
+  std::atomic<bool> broken{false};
+  CachedSite s(
+      [&](const Backend::Request&) {
+        if (broken) return Backend::Reply(503, "down");
+        return Backend::Reply(200, "good", "Cache-Control: max-age=1, stale-if-error=60\r\n");
+      },
+      "main");
+  EXPECT_EQ(Get(s.port, "/p").body, "good");
+  broken = true;
+  std::this_thread::sleep_for(1100ms);
+  Response r = Get(s.port, "/p");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "good");
+  EXPECT_EQ(Header(r, "x-cache"), "STALE");
+}
+
+TEST(HttpCache, StaleWhileRevalidateAnswersAtOnceDuringTheRefresh) {
+  std::atomic<int> n{0};
+  CachedSite s(
+      [&](const Backend::Request&) {
+        int v = ++n;
+        if (v > 1) std::this_thread::sleep_for(500ms);
+        return Backend::Reply(200, "v" + std::to_string(v),
+                              "Cache-Control: max-age=1, stale-while-revalidate=30\r\n");
+      },
+      "main");
+  EXPECT_EQ(Get(s.port, "/s").body, "v1");
+  std::this_thread::sleep_for(1100ms);
+  std::thread refresher([&] { EXPECT_EQ(Get(s.port, "/s").body, "v2"); });
+  std::this_thread::sleep_for(100ms);
+  auto t0 = std::chrono::steady_clock::now();
+  Response r = Get(s.port, "/s");
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.body, "v1");
+  EXPECT_EQ(Header(r, "x-cache"), "STALE");
+  EXPECT_LT(took, 300ms);
+  refresher.join();
+  EXPECT_EQ(Get(s.port, "/s").body, "v2");
+}
+
+TEST(HttpCache, PurgeByTagKeyAndPrefix) {
+  std::atomic<int> n{0};
+  CachedSite s(
+      [&](const Backend::Request& r) {
+        std::string tags = r.target.rfind("/product/1", 0) == 0 ? "product-1 catalog" : "catalog";
+        return Backend::Reply(200, "v" + std::to_string(++n),
+                              "Cache-Control: max-age=60\r\nSurrogate-Key: " + tags + "\r\n");
+      },
+      "main");
+  for (const char* p : {"/product/1", "/product/1/reviews", "/product/2", "/about"}) Get(s.port, p);
+  EXPECT_EQ(Header(Get(s.port, "/product/1"), "x-cache"), "HIT");
+  Response purge = HttpPost(s.admin, "/api/v1/cache/purge", R"({"tag": "product-1"})");
+  EXPECT_EQ(purge.status, 200);
+  EXPECT_NE(purge.body.find("\"purged\":2"), std::string::npos) << purge.body;
+  EXPECT_EQ(Header(Get(s.port, "/product/1"), "x-cache"), "MISS");
+  EXPECT_EQ(Header(Get(s.port, "/product/2"), "x-cache"), "HIT");
+  purge = HttpPost(s.admin, "/api/v1/cache/purge", R"({"key": "GET test/about"})");
+  EXPECT_NE(purge.body.find("\"purged\":1"), std::string::npos) << purge.body;
+  EXPECT_EQ(Header(Get(s.port, "/about"), "x-cache"), "MISS");
+  purge = HttpPost(s.admin, "/api/v1/cache/purge", R"({"prefix": "GET test/product/"})");
+  EXPECT_NE(purge.body.find("\"purged\":2"), std::string::npos)
+      << purge.body;  // /product/1 again, /product/2
+  EXPECT_EQ(HttpPost(s.admin, "/api/v1/cache/purge", R"({"tag": 1})").status, 400);
+  EXPECT_EQ(HttpPost(s.admin, "/api/v1/cache/purge", R"({"zone": "nope", "all": true})").status,
+            404);
+  std::string list = HttpGet(s.admin, "/api/v1/cache").body;
+  EXPECT_NE(list.find("\"zone\":\"main\""), std::string::npos) << list;
+}
+
+}  // namespace
+}  // namespace bulwark::testing
