@@ -2,8 +2,8 @@
 # Side-by-side HTTP cache benchmark: bulwark's cache, nginx proxy_cache and Varnish in front of
 # the same origin (nginx answering every /obj/N with a 1 KiB body and Cache-Control:
 # max-age=3600). Two measures:
-#   1. origin requests: the same stream of requests (Zipf 0.9 over 100k objects, plus a scan of
-#      5k objects seen once every 20k requests; bench/cache_replay) through each cache sized to
+#   1. origin requests: the same stream of 1M requests (Zipf 0.9 over 100k objects, plus a scan of
+#      5k objects seen once every 50k requests; bench/cache_replay) through each cache sized to
 #      hold about 10% of the objects (10k); fewer origin requests = a better cache;
 #   2. hit throughput: wrk (1 thread, 50 connections) on 100 cached objects.
 # Each cache runs with one worker on CPU 0 (Varnish's threads too); the origin and the clients
@@ -14,7 +14,7 @@
 #   cache: bulwark_origin_requests=N nginx_origin_requests=N varnish_origin_requests=N bulwark_hit_rps=N varnish_hit_rps=N nginx_hit_rps=N
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REQUESTS=${1:-400000}
+REQUESTS=${1:-1000000}
 SECONDS_PER_RUN=${2:-10}
 
 scripts/deps

@@ -1,5 +1,5 @@
 // Replays the cache benchmark's request stream against a proxy and counts the answers:
-// Zipf(0.9) over 100k objects, with a scan of 5k objects seen once every 20k requests.
+// Zipf(0.9) over 100k objects, with a scan of 5k objects seen once every 50k requests.
 //
 //   cache_replay HOST:PORT [REQUESTS] [CONNECTIONS]
 // Prints: replay: requests=N ok=N errors=N seconds=S rps=N
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
   uint64_t requests = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 400000;
   int conns = argc > 3 ? std::atoi(argv[3]) : 4;
   std::vector<uint64_t> trace =
-      bulwark::cache::ZipfWithScansTrace(100000, 0.9, requests, 20000, 5000, 20261122);
+      bulwark::cache::ZipfWithScansTrace(100000, 0.9, requests, 50000, 5000, 20261122);
   std::atomic<uint64_t> next{0}, ok{0}, errors{0};
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;

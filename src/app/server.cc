@@ -246,16 +246,139 @@ void Server::StartBanSync() {
   o.command_timeout_ms = std::max<int64_t>(rc.timeout_ms, 2000);  // loading may take a moment
   redis_cmd_ = std::make_unique<RedisClient>(&loop_, o, "redis (control)");
   redis_sub_ = std::make_unique<RedisClient>(&loop_, o, "redis (ban subscriber)");
-  redis_sub_->SetPushHandler(
-      [this](std::string_view, std::string_view payload) { OnBanMessage(payload, -1); });
+  redis_sub_->SetPushHandler([this](std::string_view channel, std::string_view payload) {
+    if (channel == gateway::HttpCacheChannel(cfg_->gateway->redis.key_prefix)) {
+      OnCachePurgeMessage(payload);
+    } else {
+      OnBanMessage(payload, -1);
+    }
+  });
   redis_sub_->SetOnReady([this] {
-    redis_sub_->Command({"SUBSCRIBE", gateway::BanChannel(cfg_->gateway->redis.key_prefix)},
+    redis_sub_->Command({"SUBSCRIBE", gateway::BanChannel(cfg_->gateway->redis.key_prefix),
+                         gateway::HttpCacheChannel(cfg_->gateway->redis.key_prefix)},
                         [](const RedisReply&) {});
     LoadSharedBans();  // what was banned while this instance was away
+  });
+  // Purges announced while the subscription was down are lost: zones with a shared level drop
+  // their in-memory copies (they refill from Redis).
+  redis_sub_->SetOnDown([this] {
+    for (const auto& z : snapshot_->cache_zones) {
+      if (z->config().redis) z->l1().Clear();
+    }
   });
   redis_cmd_->SetOnReady([this] { LoadSharedBans(); });
   redis_cmd_->Start();
   redis_sub_->Start();
+}
+
+size_t Server::PurgeLocal(const std::string& zone, const std::string& op, const std::string& arg) {
+  size_t purged = 0;
+  for (const auto& z : snapshot_->cache_zones) {
+    if (!zone.empty() && z->config().name != zone) continue;
+    size_t n = 0;
+    if (op == "key") n = z->l1().Erase(arg) ? 1 : 0;
+    if (op == "prefix") n = z->l1().ErasePrefix(arg);
+    if (op == "tag") n = z->l1().EraseTag(arg);
+    if (op == "pattern") n = z->l1().ErasePattern(arg);
+    if (op == "all") n = z->l1().Clear();
+    z->purged.fetch_add(n, std::memory_order_relaxed);
+    purged += n;
+  }
+  return purged;
+}
+
+namespace {
+std::string GlobEscape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+}  // namespace
+
+void Server::PurgeShared(const std::string& zone, const std::string& op, const std::string& arg) {
+  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) return;
+  const std::string& prefix = cfg_->gateway->redis.key_prefix;
+  // The other instances hear of the purge only once Redis no longer holds the entries, or they
+  // could copy them straight back from Redis.
+  std::string msg =
+      nlohmann::json{{"from", instance_id_}, {"zone", zone}, {"op", op}, {"arg", arg}}.dump();
+  auto pending = std::make_shared<int>(1);
+  auto publish = [this, pending, msg, channel = gateway::HttpCacheChannel(prefix)] {
+    if (--*pending > 0 || redis_cmd_ == nullptr) return;
+    redis_cmd_->Command({"PUBLISH", channel, msg}, [](const RedisReply&) {});
+  };
+  for (const auto& z : snapshot_->cache_zones) {
+    if ((!zone.empty() && z->config().name != zone) || !z->config().redis) continue;
+    const std::string& name = z->config().name;
+    std::string kp = GlobEscape(gateway::HttpCacheRedisKey(prefix, name, ""));
+    gateway::HttpCacheZone* zp = z.get();
+    ++*pending;
+    if (op == "key") {
+      redis_cmd_->Command({"DEL", gateway::HttpCacheRedisKey(prefix, name, arg)},
+                          [zp, publish](const RedisReply& r) {
+                            if (r.type == RedisReply::Type::kInteger)
+                              zp->l2_purged.fetch_add(static_cast<uint64_t>(r.integer));
+                            publish();
+                          });
+    } else if (op == "tag") {
+      std::string tk = gateway::HttpCacheRedisTagKey(prefix, name, arg);
+      redis_cmd_->Command({"SMEMBERS", tk}, [this, tk, zp, publish](const RedisReply& r) {
+        if (r.type != RedisReply::Type::kArray || redis_cmd_ == nullptr) {
+          publish();
+          return;
+        }
+        std::vector<std::string_view> del = {"DEL", tk};
+        for (const RedisReply& e : r.elements) del.push_back(e.str);
+        redis_cmd_->Command(del, [zp, publish](const RedisReply& d) {
+          if (d.type == RedisReply::Type::kInteger && d.integer > 0)
+            zp->l2_purged.fetch_add(static_cast<uint64_t>(d.integer - 1));
+          publish();
+        });
+      });
+    } else if (op == "prefix") {
+      ScanDelete(kp + GlobEscape(arg) + "*", "0", publish);
+    } else if (op == "pattern") {
+      ScanDelete(kp + arg, "0", publish);
+    } else {
+      ScanDelete(kp + "*", "0", publish);
+    }
+  }
+  publish();
+}
+
+void Server::ScanDelete(std::string match, std::string cursor, std::function<void()> done) {
+  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) {
+    done();
+    return;
+  }
+  redis_cmd_->Command({"SCAN", cursor, "MATCH", match, "COUNT", "1000"},
+                      [this, match, done](const RedisReply& r) {
+                        if (r.type != RedisReply::Type::kArray || r.elements.size() != 2) {
+                          done();
+                          return;
+                        }
+                        if (!r.elements[1].elements.empty() && redis_cmd_ != nullptr) {
+                          std::vector<std::string_view> del = {"DEL"};
+                          for (const RedisReply& e : r.elements[1].elements) del.push_back(e.str);
+                          redis_cmd_->Command(del, [](const RedisReply&) {});
+                        }
+                        if (r.elements[0].str != "0") {
+                          ScanDelete(match, r.elements[0].str, done);
+                        } else {
+                          done();  // the DELs before it are answered first (one connection)
+                        }
+                      });
+}
+
+void Server::OnCachePurgeMessage(std::string_view payload) {
+  auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return;
+  if (j.value("from", std::string()) == instance_id_) return;  // applied when it was made
+  PurgeLocal(j.value("zone", std::string()), j.value("op", std::string()),
+             j.value("arg", std::string()));
 }
 
 void Server::LoadSharedBans() {
@@ -496,22 +619,20 @@ void Server::RegisterAdminRoutes() {
     }
     bool all = j.value("all", false);
     if (given + (all ? 1 : 0) != 1) return bad();
-    size_t purged = 0;
-    bool found = zone.empty();
-    for (const auto& z : snapshot_->cache_zones) {
-      if (!zone.empty() && z->config().name != zone) continue;
-      found = true;
-      size_t n = 0;
-      if (j.contains("key")) n = z->l1().Erase(j["key"].get<std::string>()) ? 1 : 0;
-      if (j.contains("prefix")) n = z->l1().ErasePrefix(j["prefix"].get<std::string>());
-      if (j.contains("tag")) n = z->l1().EraseTag(j["tag"].get<std::string>());
-      if (j.contains("pattern")) n = z->l1().ErasePattern(j["pattern"].get<std::string>());
-      if (all) n = z->l1().Clear();
-      z->purged.fetch_add(n, std::memory_order_relaxed);
-      purged += n;
+    std::string op = all ? "all" : "";
+    std::string arg;
+    for (const char* k : {"key", "prefix", "tag", "pattern"}) {
+      if (j.contains(k)) {
+        op = k;
+        arg = j[k].get<std::string>();
+      }
     }
+    bool found = zone.empty();
+    for (const auto& z : snapshot_->cache_zones) found |= z->config().name == zone;
     if (!found) return admin::Json(404, nlohmann::json{{"error", "no such cache zone"}}.dump());
-    LogInfo("cache purge: ", r.body, " removed ", purged, " entries");
+    size_t purged = PurgeLocal(zone, op, arg);
+    PurgeShared(zone, op, arg);
+    LogInfo("cache purge: ", r.body, " removed ", purged, " entries here");
     return admin::Json(200, nlohmann::json{{"purged", purged}}.dump());
   });
   admin_->Route("GET", "/api/v1/limits", [this](const AdminRequest&) {
@@ -743,8 +864,21 @@ void Server::CollectGateway(std::string* out) {
       stored += z->stored.load();
       purged += z->purged.load();
     }
+    uint64_t l2_hit = 0, l2_miss = 0, l2_sets = 0, l2_purged = 0;
+    bool any_l2 = false;
+    for (const auto& z : snapshot_->cache_zones) {
+      any_l2 |= z->config().redis;
+      l2_hit += z->l2_hits.load();
+      l2_miss += z->l2_misses.load();
+      l2_sets += z->l2_sets.load();
+      l2_purged += z->l2_purged.load();
+    }
     StrAppend(out, "cache_hits_total{cache_type=\"memory\",result=\"hit\"} ", hit, "\n");
     StrAppend(out, "cache_hits_total{cache_type=\"memory\",result=\"miss\"} ", miss, "\n");
+    if (any_l2) {
+      StrAppend(out, "cache_hits_total{cache_type=\"redis\",result=\"hit\"} ", l2_hit, "\n");
+      StrAppend(out, "cache_hits_total{cache_type=\"redis\",result=\"miss\"} ", l2_miss, "\n");
+    }
     observe::AppendHeader(out, "cache_operations_total", "counter",
                           "HTTP cache operations by cache type and operation.");
     StrAppend(out, "cache_operations_total{cache_type=\"memory\",operation=\"get\"} ", hit + miss,
@@ -753,6 +887,14 @@ void Server::CollectGateway(std::string* out) {
               "\n");
     StrAppend(out, "cache_operations_total{cache_type=\"memory\",operation=\"purge\"} ", purged,
               "\n");
+    if (any_l2) {
+      StrAppend(out, "cache_operations_total{cache_type=\"redis\",operation=\"get\"} ",
+                l2_hit + l2_miss, "\n");
+      StrAppend(out, "cache_operations_total{cache_type=\"redis\",operation=\"set\"} ", l2_sets,
+                "\n");
+      StrAppend(out, "cache_operations_total{cache_type=\"redis\",operation=\"purge\"} ",
+                l2_purged, "\n");
+    }
     auto zone_counter = [&](const char* name, const char* type, const char* help,
                             auto get) {
       observe::AppendHeader(out, name, type, help);
@@ -783,6 +925,9 @@ void Server::CollectGateway(std::string* out) {
     zone_counter("bulwark_http_cache_too_big_total", "counter",
                  "Responses not stored because they exceed max_object_size.",
                  [](gateway::HttpCacheZone& z) { return z.too_big.load(); });
+    zone_counter("bulwark_http_cache_redis_errors_total", "counter",
+                 "Failed reads and writes of a zone's Redis level.",
+                 [](gateway::HttpCacheZone& z) { return z.l2_errors.load(); });
     zone_counter("bulwark_http_cache_purged_total", "counter",
                  "Entries removed through the purge API.",
                  [](gateway::HttpCacheZone& z) { return z.purged.load(); });

@@ -59,6 +59,12 @@ class Server {
   // connection to load the current bans after every (re)connect and to publish the admin's.
   void StartBanSync();
   void LoadSharedBans();
+  // HTTP cache purges: applied to this instance's zones, then to their Redis level (SCAN, never
+  // KEYS) and announced to the other instances.
+  size_t PurgeLocal(const std::string& zone, const std::string& op, const std::string& arg);
+  void PurgeShared(const std::string& zone, const std::string& op, const std::string& arg);
+  void ScanDelete(std::string match, std::string cursor, std::function<void()> done);
+  void OnCachePurgeMessage(std::string_view payload);
   void OnBanMessage(std::string_view payload, int64_t ttl_ms);
   void PublishBan(std::string_view op, const std::string& key, std::string_view reason,
                   int64_t ms);

@@ -1073,6 +1073,10 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
             }
           }
         }
+        r.Bool("redis", &z.redis);
+        if (z.redis && !out->redis.enabled)
+          ctx.Error(r.Get("redis").Mark(),
+                    StrCat(what, ".redis: needs a `redis:` section with the server to share through"));
         if (z.max_bytes < (int64_t{1} << 20) || z.max_bytes > (int64_t{1} << 40))
           ctx.Error(kv.second.Mark(), StrCat(what, ".max_size: must be between 1m and 1t"));
         r.Finish();

@@ -22,11 +22,24 @@ struct CacheZoneConfig {
   int64_t max_bytes = 256 << 20;  // nginx proxy_cache_path max_size
   int64_t max_entries = 0;        // 0: bounded by bytes only
   cache::EvictionPolicy policy = cache::EvictionPolicy::kWTinyLfu;
+  bool redis = false;  // a second level in the gateway's `redis:`, shared by instances
   bool operator==(const CacheZoneConfig& o) const {
     return name == o.name && max_bytes == o.max_bytes && max_entries == o.max_entries &&
-           policy == o.policy;
+           policy == o.policy && redis == o.redis;
   }
 };
+
+// Redis keys of a zone's second level: PREFIX hc:ZONE:KEY (an entry), PREFIX hct:ZONE:TAG (the
+// entry keys of a tag), and the channel purges are announced on.
+std::string HttpCacheRedisKey(std::string_view prefix, std::string_view zone, std::string_view key);
+std::string HttpCacheRedisTagKey(std::string_view prefix, std::string_view zone,
+                                 std::string_view tag);
+std::string HttpCacheChannel(std::string_view prefix);
+// An L2 entry: version, fresh-until and stale-until (Unix ms), then the stored object.
+std::string EncodeL2Entry(int64_t fresh_until_unix_ms, int64_t stale_until_unix_ms,
+                          std::string_view object);
+bool DecodeL2Entry(std::string_view in, int64_t* fresh_until_unix_ms,
+                   int64_t* stale_until_unix_ms, std::string_view* object);
 
 // One zone: its L1 and its in-flight fetches. Thread-safe; lives across reloads while a
 // snapshot uses it.
@@ -52,6 +65,7 @@ class HttpCacheZone {
   // Counters for metrics (relaxed).
   std::atomic<uint64_t> hits{0}, misses{0}, stale{0}, bypass{0}, coalesced{0};
   std::atomic<uint64_t> stored{0}, not_stored{0}, too_big{0}, lock_timeouts{0}, purged{0};
+  std::atomic<uint64_t> l2_hits{0}, l2_misses{0}, l2_errors{0}, l2_sets{0}, l2_purged{0};
 
  private:
   CacheZoneConfig cfg_;

@@ -590,6 +590,7 @@ void ClientConn::OnClientEof() {
     case State::kLimiting:
     case State::kSticky:
     case State::kCacheWait:
+    case State::kCacheL2:
       worker_->stats().client_aborts.Add(1);
       if (!logged_) LogAndCount(499);
       Close();
@@ -1237,6 +1238,16 @@ bool ClientConn::CacheLookup(bool first) {
   HttpCacheZone::Waiter me{worker_, this, cache_wait_token_};
   if (zone->JoinFlight(cache_key_, &me)) {
     cache_leader_ = true;
+    RedisClient* redis = worker_->redis();
+    if (zone->config().redis && redis != nullptr && redis->connected()) {
+      // The second level, shared by the instances: asked once per key, by the leader.
+      uint64_t seq = ++limit_seq_;
+      state_ = State::kCacheL2;
+      const GatewayConfig& gw = *view_->snap->config;
+      redis->Command({"GET", HttpCacheRedisKey(gw.redis.key_prefix, zone->config().name, cache_key_)},
+                     [this, seq](const RedisReply& r) { OnCacheL2(seq, r); });
+      return true;
+    }
     return false;
   }
   // Another request is fetching this key: wait for it (nginx proxy_cache_lock).
@@ -1245,6 +1256,41 @@ bool ClientConn::CacheLookup(bool first) {
   state_ = State::kCacheWait;
   ArmClientTimer(cc.lock_timeout_ms);
   return true;
+}
+
+void ClientConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
+  if (!open_ || state_ != State::kCacheL2 || seq != limit_seq_) return;  // the client left
+  state_ = State::kHead;
+  HttpCacheZone* zone = cache_zone_;
+  int64_t fresh_until = 0, stale_until = 0;
+  std::string_view object;
+  cache::HttpObjectView v;
+  if (r.is_error()) zone->l2_errors.fetch_add(1, std::memory_order_relaxed);
+  if (r.type == RedisReply::Type::kString &&
+      DecodeL2Entry(r.str, &fresh_until, &stale_until, &object) &&
+      cache::DecodeHttpObject(object, &v) && VaryMatches(v)) {
+    int64_t wall = WallMicros() / 1000;
+    int64_t now = worker_->loop().now_ms();
+    auto value = std::make_shared<const std::string>(object);
+    cache::HttpObjectView view;
+    cache::DecodeHttpObject(*value, &view);
+    if (fresh_until > wall) {
+      zone->l2_hits.fetch_add(1, std::memory_order_relaxed);
+      cache::PutOptions o;
+      o.fresh_until_ms = now + (fresh_until - wall);
+      o.stale_until_ms = now + (stale_until - wall);
+      for (std::string_view t : view.tags) o.tags.emplace_back(t);
+      zone->l1().Put(cache_key_, value, o, now);
+      ServeCached(value, view, "HIT");  // and wakes the requests waiting on this key
+      return;
+    }
+    if (wall < fresh_until + view.stale_if_error_ms) {
+      cache_stale_ = value;  // stale-if-error from the shared level
+      cache_stale_until_ = now + (fresh_until + view.stale_if_error_ms - wall);
+    }
+  }
+  zone->l2_misses.fetch_add(1, std::memory_order_relaxed);
+  ProceedUpstream();
 }
 
 void ClientConn::OnCacheWake(uint64_t token) {
@@ -1401,8 +1447,30 @@ void ClientConn::CacheComplete(bool store) {
     o.stale_until_ms = o.fresh_until_ms + std::max(cache_decision_.stale_while_revalidate_ms,
                                                    cache_decision_.stale_if_error_ms);
     o.tags = cache_obj_.tags;
-    zone->l1().Put(cache_key_, cache::EncodeHttpObject(cache_obj_), o, now);
+    auto value = std::make_shared<const std::string>(cache::EncodeHttpObject(cache_obj_));
+    zone->l1().Put(cache_key_, value, o, now);
     zone->stored.fetch_add(1, std::memory_order_relaxed);
+    RedisClient* redis = worker_->redis();
+    if (zone->config().redis && redis != nullptr && redis->connected()) {
+      const std::string& prefix = view_->snap->config->redis.key_prefix;
+      int64_t wall = WallMicros() / 1000;
+      int64_t life = o.stale_until_ms - now;
+      std::string rkey = HttpCacheRedisKey(prefix, zone->config().name, cache_key_);
+      std::string px = StrCat(std::max<int64_t>(life, 1));
+      redis->Command({"SET", rkey,
+                      EncodeL2Entry(wall + cache_decision_.fresh_ms, wall + life, *value), "PX",
+                      px},
+                     [zone](const RedisReply& r) {
+                       (r.is_error() ? zone->l2_errors : zone->l2_sets)
+                           .fetch_add(1, std::memory_order_relaxed);
+                     });
+      for (const std::string& t : cache_obj_.tags) {
+        std::string tk = HttpCacheRedisTagKey(prefix, zone->config().name, t);
+        redis->Command({"SADD", tk, rkey}, [](const RedisReply&) {});
+        redis->Command({"PEXPIRE", tk, StrCat(life + 60000), "GT"}, [](const RedisReply&) {});
+        redis->Command({"PEXPIRE", tk, StrCat(life + 60000), "NX"}, [](const RedisReply&) {});
+      }
+    }
   } else if (cache_store_ && cache_leader_) {
     zone->not_stored.fetch_add(1, std::memory_order_relaxed);
   }

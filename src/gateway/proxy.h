@@ -137,6 +137,7 @@ class ClientConn : public IoHandler {
     kDelayed,
     kSticky,
     kCacheWait,  // another request is fetching the same cache key (proxy_cache_lock)
+    kCacheL2,    // the cache's Redis level is being asked
     kProxy,
     kLocal,
     kTunnel,
@@ -165,6 +166,8 @@ class ClientConn : public IoHandler {
   // request's fetch. `first` is false after a wait, when the request may not lead a new fetch.
   bool CacheLookup(bool first);
   bool VaryMatches(const cache::HttpObjectView& v) const;
+  // The zone's Redis level answered the leader's lookup (or failed).
+  void OnCacheL2(uint64_t seq, const RedisReply& r);
   void ServeCached(const std::shared_ptr<const std::string>& value,
                    const cache::HttpObjectView& v, const char* status);
   // stale-if-error: answers with the stale copy instead of an error; false if there is none.

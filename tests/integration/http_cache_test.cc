@@ -246,5 +246,60 @@ TEST(HttpCache, PurgeByTagKeyAndPrefix) {
   EXPECT_NE(list.find("\"zone\":\"main\""), std::string::npos) << list;
 }
 
+TEST(HttpCache, TwoInstancesShareTheRedisLevelAndPurges) {
+  RedisServer redis;
+  std::atomic<int> n{0};
+  Backend backend([&](const Backend::Request& r) {
+    return Backend::Reply(200, "v" + std::to_string(++n) + ":" + r.target,
+                          "Cache-Control: max-age=60\r\nCache-Tag: page\r\n");
+  });
+  auto config = [&](int port, int admin) {
+    return "workers: 2\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
+           std::to_string(admin) +
+           "}\nredis: {address: '127.0.0.1:" + std::to_string(redis.port()) +
+           "', timeout: 500ms}\ncache_zones:\n  main: {max_size: 16m, redis: true}\n"
+           "listeners:\n  - listen: 127.0.0.1:" +
+           std::to_string(port) +
+           "\n    routes: [{prefix: /, upstream: app, cache: main}]\nupstreams:\n  app: {servers: "
+           "['127.0.0.1:" +
+           std::to_string(backend.port()) + "']}\n";
+  };
+  int p1 = FreePort(), a1 = FreePort(), p2 = FreePort(), a2 = FreePort();
+  Bulwark b1(config(p1, a1)), b2(config(p2, a2));
+  ASSERT_TRUE(b1.Ready(p1, a1)) << b1.log();
+  ASSERT_TRUE(b2.Ready(p2, a2)) << b2.log();
+  for (int a : {a1, a2}) {
+    for (int i = 0; i < 100 && Metric(HttpGet(a, "/metrics").body, "bulwark_redis_up") != "1"; ++i)
+      std::this_thread::sleep_for(50ms);
+  }
+  Response first = Get(p1, "/shared");
+  EXPECT_EQ(Header(first, "x-cache"), "MISS");
+  // The second instance finds it in Redis: no second request to the upstream.
+  Response second;
+  for (int i = 0; i < 50; ++i) {  // the first instance's SET may still be on its way
+    second = Get(p2, "/shared");
+    if (Header(second, "x-cache") == "HIT") break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(Header(second, "x-cache"), "HIT");
+  EXPECT_EQ(second.body, first.body);
+  EXPECT_EQ(backend.requests(), 1);
+  EXPECT_EQ(
+      Metric(HttpGet(a2, "/metrics").body, "cache_hits_total{cache_type=\"redis\",result=\"hit\"}"),
+      "1");
+  // A purge on one instance reaches the other instance's memory and Redis.
+  EXPECT_EQ(Header(Get(p2, "/shared"), "x-cache"), "HIT");
+  Response purge = HttpPost(a1, "/api/v1/cache/purge", R"({"tag": "page"})");
+  EXPECT_EQ(purge.status, 200) << purge.body;
+  Response after;
+  for (int i = 0; i < 50; ++i) {
+    after = Get(p2, "/shared");
+    if (Header(after, "x-cache") == "MISS") break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(Header(after, "x-cache"), "MISS");
+  EXPECT_EQ(after.body, "v2:/shared");
+}
+
 }  // namespace
 }  // namespace bulwark::testing
