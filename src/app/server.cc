@@ -263,7 +263,7 @@ void Server::StartBanSync() {
   // their in-memory copies (they refill from Redis).
   redis_sub_->SetOnDown([this] {
     for (const auto& z : snapshot_->cache_zones) {
-      if (z->config().redis) z->l1().Clear();
+      if (z->config().redis) z->ForEachL1([](cache::L1Cache& l) { return l.Clear(); });
     }
   });
   redis_cmd_->SetOnReady([this] { LoadSharedBans(); });
@@ -276,11 +276,14 @@ size_t Server::PurgeLocal(const std::string& zone, const std::string& op, const 
   for (const auto& z : snapshot_->cache_zones) {
     if (!zone.empty() && z->config().name != zone) continue;
     size_t n = 0;
-    if (op == "key") n = z->l1().Erase(arg) ? 1 : 0;
-    if (op == "prefix") n = z->l1().ErasePrefix(arg);
-    if (op == "tag") n = z->l1().EraseTag(arg);
-    if (op == "pattern") n = z->l1().ErasePattern(arg);
-    if (op == "all") n = z->l1().Clear();
+    n = z->ForEachL1([&](cache::L1Cache& l) -> size_t {
+      if (op == "key") return l.Erase(arg) ? 1 : 0;
+      if (op == "prefix") return l.ErasePrefix(arg);
+      if (op == "tag") return l.EraseTag(arg);
+      if (op == "pattern") return l.ErasePattern(arg);
+      if (op == "all") return l.Clear();
+      return 0;
+    });
     z->purged.fetch_add(n, std::memory_order_relaxed);
     purged += n;
   }
@@ -582,7 +585,7 @@ void Server::RegisterAdminRoutes() {
   admin_->Route("GET", "/api/v1/cache", [this](const AdminRequest&) {
     nlohmann::json zones = nlohmann::json::array();
     for (const auto& z : snapshot_->cache_zones) {
-      auto st = z->l1().Stats();
+      auto st = z->Stats();
       zones.push_back({{"zone", z->config().name},
                        {"policy", cache::EvictionPolicyName(z->config().policy)},
                        {"max_bytes", z->config().max_bytes},
@@ -932,13 +935,13 @@ void Server::CollectGateway(std::string* out) {
                  "Entries removed through the purge API.",
                  [](gateway::HttpCacheZone& z) { return z.purged.load(); });
     zone_counter("bulwark_http_cache_entries", "gauge", "Responses a zone holds.",
-                 [](gateway::HttpCacheZone& z) { return z.l1().Stats().entries; });
+                 [](gateway::HttpCacheZone& z) { return z.Stats().entries; });
     zone_counter("bulwark_http_cache_bytes", "gauge", "Bytes a zone holds (with overhead).",
-                 [](gateway::HttpCacheZone& z) { return z.l1().Stats().bytes; });
+                 [](gateway::HttpCacheZone& z) { return z.Stats().bytes; });
     zone_counter("bulwark_http_cache_evictions_total", "counter",
                  "Entries evicted (or not admitted) to stay within the zone's size.",
                  [](gateway::HttpCacheZone& z) {
-                   auto st = z.l1().Stats();
+                   auto st = z.Stats();
                    return st.evictions + st.rejected;
                  });
   }

@@ -1074,6 +1074,7 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
           }
         }
         r.Bool("redis", &z.redis);
+        r.Bool("per_worker", &z.per_worker);
         if (z.redis && !out->redis.enabled)
           ctx.Error(r.Get("redis").Mark(),
                     StrCat(what, ".redis: needs a `redis:` section with the server to share through"));

@@ -1,5 +1,7 @@
 #include "gateway/http_cache.h"
 
+#include <algorithm>
+
 #include "core/log.h"
 #include "core/strings.h"
 
@@ -40,14 +42,41 @@ bool DecodeL2Entry(std::string_view in, int64_t* fresh_until, int64_t* stale_unt
   return true;
 }
 
-HttpCacheZone::HttpCacheZone(const CacheZoneConfig& cfg) : cfg_(cfg) {
+HttpCacheZone::HttpCacheZone(const CacheZoneConfig& cfg, int workers)
+    : cfg_(cfg), workers_(std::max(workers, 1)) {
+  int n = cfg.per_worker ? workers_ : 1;
   cache::L1Options o;
   o.policy = cfg.policy;
-  o.max_bytes = cfg.max_bytes;
-  o.max_entries = cfg.max_entries;
-  // Each shard holds 1/16 of the bytes; fewer shards for small zones so large objects fit.
-  o.shards = cfg.max_bytes >= (int64_t{64} << 20) ? 16 : 4;
-  l1_ = std::make_unique<cache::L1Cache>(o);
+  o.max_bytes = cfg.max_bytes / n;
+  o.max_entries = cfg.max_entries > 0 ? std::max<int64_t>(1, cfg.max_entries / n) : 0;
+  // Each shard holds 1/16 of the bytes; fewer shards for small zones so large objects fit. A
+  // per-worker L1 is touched by one thread only: one shard, the exact policy.
+  o.shards = cfg.per_worker ? 1 : o.max_bytes >= (int64_t{64} << 20) ? 16 : 4;
+  for (int i = 0; i < n; ++i) l1s_.push_back(std::make_unique<cache::L1Cache>(o));
+}
+
+size_t HttpCacheZone::ForEachL1(const std::function<size_t(cache::L1Cache&)>& fn) {
+  size_t total = 0;
+  for (auto& l : l1s_) total += fn(*l);
+  return total;
+}
+
+cache::L1Stats HttpCacheZone::Stats() const {
+  cache::L1Stats t;
+  for (const auto& l : l1s_) {
+    cache::L1Stats s = l->Stats();
+    t.entries += s.entries;
+    t.bytes += s.bytes;
+    t.hits += s.hits;
+    t.stale_hits += s.stale_hits;
+    t.misses += s.misses;
+    t.puts += s.puts;
+    t.rejected += s.rejected;
+    t.evictions += s.evictions;
+    t.expirations += s.expirations;
+    t.invalidations += s.invalidations;
+  }
+  return t;
 }
 
 bool HttpCacheZone::JoinFlight(const std::string& key, const Waiter* waiter) {
@@ -75,14 +104,14 @@ std::vector<HttpCacheZone::Waiter> HttpCacheZone::FinishFlight(const std::string
   return w;
 }
 
-std::shared_ptr<HttpCacheZone> CacheZoneRegistry::Get(const CacheZoneConfig& cfg) {
+std::shared_ptr<HttpCacheZone> CacheZoneRegistry::Get(const CacheZoneConfig& cfg, int workers) {
   MutexLock lock(&mu_);
   auto it = zones_.find(cfg.name);
   if (it != zones_.end()) {
-    if (it->second->config() == cfg) return it->second;
+    if (it->second->config() == cfg && it->second->workers() == workers) return it->second;
     LogInfo("cache zone \"", cfg.name, "\" changed size or policy: starting it empty");
   }
-  auto z = std::make_shared<HttpCacheZone>(cfg);
+  auto z = std::make_shared<HttpCacheZone>(cfg, workers);
   zones_[cfg.name] = z;
   return z;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,9 +24,12 @@ struct CacheZoneConfig {
   int64_t max_entries = 0;        // 0: bounded by bytes only
   cache::EvictionPolicy policy = cache::EvictionPolicy::kWTinyLfu;
   bool redis = false;  // a second level in the gateway's `redis:`, shared by instances
+  // One L1 per worker (each with max_size / workers) instead of one shared by all: no
+  // cross-core traffic on hits, at the price of each worker filling its own copy.
+  bool per_worker = false;
   bool operator==(const CacheZoneConfig& o) const {
     return name == o.name && max_bytes == o.max_bytes && max_entries == o.max_entries &&
-           policy == o.policy && redis == o.redis;
+           policy == o.policy && redis == o.redis && per_worker == o.per_worker;
   }
 };
 
@@ -45,10 +49,17 @@ bool DecodeL2Entry(std::string_view in, int64_t* fresh_until_unix_ms,
 // snapshot uses it.
 class HttpCacheZone {
  public:
-  explicit HttpCacheZone(const CacheZoneConfig& cfg);
+  HttpCacheZone(const CacheZoneConfig& cfg, int workers);
 
   const CacheZoneConfig& config() const { return cfg_; }
-  cache::L1Cache& l1() { return *l1_; }
+  int workers() const { return workers_; }
+  // The L1 a worker uses (the shared one unless per_worker).
+  cache::L1Cache& l1(int worker) {
+    return *l1s_[l1s_.size() == 1 ? 0 : static_cast<size_t>(worker) % l1s_.size()];
+  }
+  // Runs `fn` on every L1 of the zone (purges); returns the sum of what it returns.
+  size_t ForEachL1(const std::function<size_t(cache::L1Cache&)>& fn);
+  cache::L1Stats Stats() const;
 
   // A request waiting for another request's fetch of the same key.
   struct Waiter {
@@ -69,7 +80,8 @@ class HttpCacheZone {
 
  private:
   CacheZoneConfig cfg_;
-  std::unique_ptr<cache::L1Cache> l1_;
+  int workers_;
+  std::vector<std::unique_ptr<cache::L1Cache>> l1s_;
   mutable Mutex mu_;
   std::map<std::string, std::vector<Waiter>, std::less<>> flights_ ABSL_GUARDED_BY(mu_);
 };
@@ -77,7 +89,7 @@ class HttpCacheZone {
 // Zones by name across reloads (the contents survive a reload, as nginx's cache does).
 class CacheZoneRegistry {
  public:
-  std::shared_ptr<HttpCacheZone> Get(const CacheZoneConfig& cfg);
+  std::shared_ptr<HttpCacheZone> Get(const CacheZoneConfig& cfg, int workers);
   void Prune();
   std::vector<std::shared_ptr<HttpCacheZone>> All() const;
   std::shared_ptr<HttpCacheZone> Find(std::string_view name) const;

@@ -1171,6 +1171,7 @@ void ClientConn::ResetCacheState() {
   cache_store_ = cache_capture_ = false;
   cache_stale_.reset();
   cache_stale_until_ = 0;
+  cache_handoff_.reset();
   cache_obj_.tags.clear();
   cache_obj_.vary.clear();
   cache_obj_.head.clear();
@@ -1209,7 +1210,7 @@ bool ClientConn::CacheLookup(bool first) {
   }
   if (first) cache_key_ = ExpandVariables(cc.key);
   int64_t now = worker_->loop().now_ms();
-  cache::Lookup l = zone->l1().Get(cache_key_, now);
+  cache::Lookup l = zone->l1(worker_->index()).Get(cache_key_, now);
   cache::HttpObjectView v;
   if (l.hit() && l.value != nullptr && cache::DecodeHttpObject(*l.value, &v) && VaryMatches(v)) {
     if (l.state == cache::Freshness::kFresh) {
@@ -1280,7 +1281,9 @@ void ClientConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
       o.fresh_until_ms = now + (fresh_until - wall);
       o.stale_until_ms = now + (stale_until - wall);
       for (std::string_view t : view.tags) o.tags.emplace_back(t);
-      zone->l1().Put(cache_key_, value, o, now);
+      zone->l1(worker_->index()).Put(cache_key_, value, o, now);
+      cache_handoff_ = value;
+      cache_handoff_opts_ = o;
       ServeCached(value, view, "HIT");  // and wakes the requests waiting on this key
       return;
     }
@@ -1293,9 +1296,15 @@ void ClientConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
   ProceedUpstream();
 }
 
-void ClientConn::OnCacheWake(uint64_t token) {
+void ClientConn::OnCacheWake(uint64_t token, std::shared_ptr<const std::string> value,
+                             cache::PutOptions options) {
   if (!open_ || state_ != State::kCacheWait || token != cache_wait_token_) return;
   worker_->loop().CancelTimer(&timer_);
+  if (value != nullptr && cache_zone_ != nullptr && cache_zone_->config().per_worker) {
+    // This worker's own L1 gets the leader's copy (the deadlines are on the same clock).
+    cache_zone_->l1(worker_->index()).Put(cache_key_, std::move(value), options,
+                                          worker_->loop().now_ms());
+  }
   state_ = State::kHead;
   // The fetch is over: a hit now, or (not storable, or it failed) straight to the server.
   if (CacheLookup(false)) return;
@@ -1448,8 +1457,10 @@ void ClientConn::CacheComplete(bool store) {
                                                    cache_decision_.stale_if_error_ms);
     o.tags = cache_obj_.tags;
     auto value = std::make_shared<const std::string>(cache::EncodeHttpObject(cache_obj_));
-    zone->l1().Put(cache_key_, value, o, now);
+    zone->l1(worker_->index()).Put(cache_key_, value, o, now);
     zone->stored.fetch_add(1, std::memory_order_relaxed);
+    cache_handoff_ = value;
+    cache_handoff_opts_ = o;
     RedisClient* redis = worker_->redis();
     if (zone->config().redis && redis != nullptr && redis->connected()) {
       const std::string& prefix = view_->snap->config->redis.key_prefix;
@@ -1478,10 +1489,13 @@ void ClientConn::CacheComplete(bool store) {
   cache_store_ = false;
   if (!cache_leader_) return;
   cache_leader_ = false;
+  std::shared_ptr<const std::string> value = std::move(cache_handoff_);
   for (const HttpCacheZone::Waiter& w : zone->FinishFlight(cache_key_)) {
     ClientConn* c = w.conn;
     uint64_t token = w.token;
-    w.worker->loop().Post([c, token] { c->OnCacheWake(token); });
+    w.worker->loop().Post([c, token, value, o = cache_handoff_opts_] {
+      c->OnCacheWake(token, value, o);
+    });
   }
 }
 

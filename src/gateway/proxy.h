@@ -119,8 +119,10 @@ class ClientConn : public IoHandler {
   void OnUpstreamEof();
   void OnUpstreamFailure(UpstreamFailure why);
   void OnUpstreamDrained();  // its out_ emptied
-  // The fetch this request waited for is over (posted by the leader's worker).
-  void OnCacheWake(uint64_t token);
+  // The fetch this request waited for is over (posted by the leader's worker), with what it
+  // stored (for per-worker zones, whose waiters keep their own copy).
+  void OnCacheWake(uint64_t token, std::shared_ptr<const std::string> value,
+                   cache::PutOptions options);
   // True for a connection waiting for its next request with nothing buffered (drain closes it).
   bool IdleForDrain() const;
   void Close();
@@ -323,6 +325,8 @@ class ClientConn : public IoHandler {
   int64_t cache_stale_until_ = 0;                    // ...usable until then (loop ms)
   cache::StorageDecision cache_decision_;
   cache::HttpObject cache_obj_;  // the response being captured
+  std::shared_ptr<const std::string> cache_handoff_;  // what this request put in its L1...
+  cache::PutOptions cache_handoff_opts_;               // ...and its deadlines, for waiters
 
   // The response.
   bool resp_started_ = false;

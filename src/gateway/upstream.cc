@@ -79,8 +79,9 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
   }
   for (const auto& z : config->limit_zones) snap->zones.push_back(zones->Get(z));
   for (const auto& z : config->cache_zones) {
-    snap->cache_zones.push_back(cache_zones != nullptr ? cache_zones->Get(z)
-                                                       : std::make_shared<HttpCacheZone>(z));
+    snap->cache_zones.push_back(cache_zones != nullptr
+                                    ? cache_zones->Get(z, workers)
+                                    : std::make_shared<HttpCacheZone>(z, workers));
   }
   auto intern = [endpoints](std::string_view s) { return endpoints->Intern(s); };
   for (const auto& l : config->listeners) {

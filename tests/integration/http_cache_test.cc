@@ -13,11 +13,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string CacheConfig(int port, int admin, int backend, const std::string& route_cache) {
+std::string CacheConfig(int port, int admin, int backend, const std::string& route_cache,
+                        const std::string& zone = "{max_size: 16m}") {
   return "workers: 2\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
-         std::to_string(admin) +
-         "}\ncache_zones:\n  main: {max_size: 16m}\nlisteners:\n  - listen: 127.0.0.1:" +
-         std::to_string(port) +
+         std::to_string(admin) + "}\ncache_zones:\n  main: " + zone +
+         "\nlisteners:\n  - listen: 127.0.0.1:" + std::to_string(port) +
          "\n    routes:\n      - {prefix: /, upstream: app, cache: " + route_cache +
          "}\nupstreams:\n  app: {servers: [{address: '127.0.0.1:" + std::to_string(backend) +
          "', max_fails: 0}]}\n";
@@ -33,11 +33,12 @@ std::string Header(const Response& r, const std::string& name) {
 }
 
 struct CachedSite {
-  CachedSite(Backend::Handler h, const std::string& route_cache)
+  CachedSite(Backend::Handler h, const std::string& route_cache,
+             const std::string& zone = "{max_size: 16m}")
       : backend(std::move(h)),
         port(FreePort()),
         admin(FreePort()),
-        bw(CacheConfig(port, admin, backend.port(), route_cache)) {
+        bw(CacheConfig(port, admin, backend.port(), route_cache, zone)) {
     EXPECT_TRUE(bw.Ready(port, admin)) << bw.log();
   }
   Backend backend;
@@ -244,6 +245,35 @@ TEST(HttpCache, PurgeByTagKeyAndPrefix) {
             404);
   std::string list = HttpGet(s.admin, "/api/v1/cache").body;
   EXPECT_NE(list.find("\"zone\":\"main\""), std::string::npos) << list;
+}
+
+TEST(HttpCache, PerWorkerZonesCoalesceAndHitOnEveryWorker) {
+  CachedSite s(
+      [&](const Backend::Request&) {
+        std::this_thread::sleep_for(300ms);
+        return Backend::Reply(200, "slow", "Cache-Control: max-age=60\r\n");
+      },
+      "main", "{max_size: 16m, per_worker: true}");
+  std::atomic<int> ok{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 100; ++i) {
+    clients.emplace_back([&] {
+      Response r = Get(s.port, "/hot");
+      if (r.status == 200 && r.body == "slow") ok.fetch_add(1);
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 100);
+  EXPECT_EQ(s.backend.requests(), 1);
+  // New connections land on both workers (SO_REUSEPORT): every one is a hit.
+  int hits = 0;
+  for (int i = 0; i < 20; ++i) hits += Header(Get(s.port, "/hot"), "x-cache") == "HIT";
+  EXPECT_EQ(hits, 20);
+  EXPECT_EQ(s.backend.requests(), 1);
+  // Purges reach every worker's copy.
+  Response purge = HttpPost(s.admin, "/api/v1/cache/purge", R"({"all": true})");
+  EXPECT_EQ(purge.status, 200);
+  EXPECT_EQ(Header(Get(s.port, "/hot"), "x-cache"), "MISS");
 }
 
 TEST(HttpCache, TwoInstancesShareTheRedisLevelAndPurges) {
