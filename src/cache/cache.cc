@@ -426,6 +426,64 @@ struct CacheClient::Impl {
     Lead(ns, key, std::move(stale_value), nullptr);
   }
 
+  void GetMany(const std::vector<std::string>& keys,
+               std::function<void(std::vector<GetResult>)> cb) {
+    if (keys.empty()) {
+      cb({});
+      return;
+    }
+    auto results = std::make_shared<std::vector<GetResult>>(keys.size());
+    auto remaining = std::make_shared<size_t>(keys.size());
+    auto done = std::make_shared<std::function<void(std::vector<GetResult>)>>(std::move(cb));
+    auto finish = [results, remaining, done](size_t i, const GetResult& r) {
+      (*results)[i] = r;
+      if (--*remaining == 0) (*done)(std::move(*results));
+    };
+    int64_t now = loop->now_ms();
+    std::vector<size_t> batch;  // indexes that go to Redis together
+    std::vector<size_t> slow;   // indexes that take the single-key path
+    for (size_t i = 0; i < keys.size(); ++i) {
+      Cache::Namespace& ns = cache->NamespaceOf(keys[i]);
+      Lookup l = ns.l1->Peek(keys[i], now);
+      if (l.state == Freshness::kFresh) {
+        slow.push_back(i);  // a fresh hit: Get answers it at once (and counts the access)
+      } else if (L2Usable(ns.cfg) &&
+                 !(cache->bloom_ && cache->bloom_ready() && !cache->bloom_->MayContain(keys[i]))) {
+        batch.push_back(i);
+      } else {
+        slow.push_back(i);
+      }
+    }
+    for (size_t i : slow) {
+      Get(keys[i], [finish, i](const GetResult& r) { finish(i, r); });
+    }
+    if (batch.empty()) return;
+    std::vector<std::string> l2keys;
+    l2keys.reserve(batch.size());
+    for (size_t i : batch) l2keys.push_back(L2Key(keys[i]));
+    std::vector<std::string_view> args = {"MGET"};
+    for (const std::string& k : l2keys) args.push_back(k);
+    uint64_t epoch = cache->invalidation_epoch_.load(std::memory_order_acquire);
+    std::weak_ptr<bool> a = alive;
+    redis->Command(args, [this, a, keys, batch, finish, epoch](const RedisReply& r) {
+      if (a.expired()) return;
+      bool ok = r.type == RedisReply::Type::kArray && r.elements.size() == batch.size();
+      if (!ok && r.is_error()) cache->counters_.l2_errors.fetch_add(1);
+      for (size_t j = 0; j < batch.size(); ++j) {
+        size_t i = batch[j];
+        const std::string& key = keys[i];
+        if (ok) {
+          Cache::Namespace& ns = cache->NamespaceOf(key);
+          cache->counters_.l1_misses.fetch_add(1);
+          auto one = [finish, i](const GetResult& res) { finish(i, res); };
+          if (FromL2(ns, key, r.elements[j], one, epoch)) continue;
+        }
+        // Not in Redis (or Redis failed): the single-key path, with its single flight.
+        Get(key, [finish, i](const GetResult& res) { finish(i, res); });
+      }
+    });
+  }
+
   // The leader's path: L2, then (under the concurrency bound) the loader.
   void Lead(Cache::Namespace& ns, const std::string& key,
             std::shared_ptr<const std::string> stale_value, GetCallback solo) {
@@ -1171,6 +1229,10 @@ CacheClient::~CacheClient() {
 }
 
 void CacheClient::Get(const std::string& key, GetCallback cb) { impl_->Get(key, std::move(cb)); }
+void CacheClient::GetMany(const std::vector<std::string>& keys,
+                          std::function<void(std::vector<GetResult>)> cb) {
+  impl_->GetMany(keys, std::move(cb));
+}
 void CacheClient::Set(const std::string& key, std::string value, SetOptions options,
                       DoneCallback done) {
   impl_->Set(key, std::move(value), std::move(options), std::move(done));

@@ -171,6 +171,10 @@ class CacheClient {
   ~CacheClient();
 
   void Get(const std::string& key, GetCallback cb);
+  // Several keys at once, answered together in the same order: L1 first, then one pipelined
+  // MGET for everything L1 lacked, then the loader (single flight) for what Redis lacked.
+  void GetMany(const std::vector<std::string>& keys,
+               std::function<void(std::vector<GetResult>)> cb);
   // Stores a value as the namespace's write strategy says: cache-aside stores it; write-through
   // writes it through the Writer first and stores it only if that succeeded; write-behind
   // stores it and queues the write (ResourceExhausted when the queue is full: nothing is lost

@@ -219,8 +219,15 @@ void RedisClient::ReadAvailable() {
       continue;
     }
     if (st == RespStatus::kDone && r.type == RedisReply::Type::kArray && !r.elements.empty() &&
-        r.elements[0].str == "subscribe")
+        (r.elements[0].str == "subscribe" || r.elements[0].str == "psubscribe")) {
       subscribed_ = true;
+      // SUBSCRIBE with N channels is confirmed N times, once per channel; the command's own
+      // callback takes the first confirmation and the others are dropped here.
+      if (pending_.empty()) {
+        off += used;
+        continue;
+      }
+    }
     if (st == RespStatus::kError || pending_.empty()) {
       Fail(st == RespStatus::kError ? StrCat("bad reply: ", err) : "reply without a command");
       return;

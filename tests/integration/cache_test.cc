@@ -108,6 +108,24 @@ TEST(CacheRedis, TwoInstancesShareL2) {
   EXPECT_EQ(b.loads.load(), 0);
   EXPECT_EQ(b.Get("user:1").source, Source::kL1);
   EXPECT_EQ(b.cache->counters().l2_hits.load(), 1u);
+  // Several keys from Redis in one MGET.
+  ASSERT_TRUE(a.Set("user:10", "ten").ok());
+  ASSERT_TRUE(a.Set("user:11", "eleven").ok());
+  ASSERT_TRUE(b.WaitReceived(2));
+  std::promise<std::vector<GetResult>> many;
+  b.worker.Run([&] {
+    b.client->GetMany({"user:10", "user:11", "user:12"},
+                      [&many](std::vector<GetResult> r) { many.set_value(std::move(r)); });
+  });
+  std::vector<GetResult> got = many.get_future().get();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(Value(got[0]), "ten");
+  EXPECT_EQ(got[0].source, Source::kL2);
+  EXPECT_EQ(Value(got[1]), "eleven");
+  EXPECT_EQ(got[1].source, Source::kL2);
+  EXPECT_EQ(Value(got[2]), "loaded:user:12");
+  EXPECT_NE(RedisCli(redis.port(), {"INFO", "commandstats"}).find("cmdstat_mget:calls=1,"),
+            std::string::npos);
   // The value in Redis carries its TTL.
   int64_t pttl = std::stoll(RedisCli(redis.port(), {"PTTL", "bulwark:cache:k:user:1"}));
   EXPECT_GT(pttl, 50000);

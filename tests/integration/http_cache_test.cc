@@ -329,6 +329,10 @@ TEST(HttpCache, TwoInstancesShareTheRedisLevelAndPurges) {
   }
   EXPECT_EQ(Header(after, "x-cache"), "MISS");
   EXPECT_EQ(after.body, "v2:/shared");
+  // It was the announcement that purged the second instance (not a lost subscription).
+  EXPECT_EQ(Metric(HttpGet(a2, "/metrics").body, "bulwark_http_cache_purged_total{zone=\"main\"}"),
+            "1");
+  EXPECT_EQ(b2.log().find("unavailable"), std::string::npos) << b2.log();
 }
 
 }  // namespace

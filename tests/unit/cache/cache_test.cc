@@ -478,6 +478,37 @@ TEST(Cache, EarlyRefreshKeepsHotKeysFresh) {
   EXPECT_LE(misses, 2);
 }
 
+TEST(Cache, GetManyAnswersInOrder) {
+  Fixture f(BaseConfig());
+  std::atomic<int> loads{0};
+  f.cache->SetLoader("user", [&](const std::string& key, LoadDone done) {
+    loads.fetch_add(1);
+    if (key == "user:404") {
+      done(Loaded{absl::NotFoundError("no"), {}, 0});
+      return;
+    }
+    done(Loaded{"L" + key, {}, 0});
+  });
+  f.Start();
+  ASSERT_TRUE(
+      DoneSync(f.lt, [&](DoneCallback d) { f.client->Set("user:2", "cached", {}, d); }).ok());
+  std::promise<std::vector<GetResult>> p;
+  f.lt.Run([&] {
+    f.client->GetMany({"user:1", "user:2", "user:404", "user:1"},
+                      [&p](std::vector<GetResult> r) { p.set_value(std::move(r)); });
+  });
+  auto fut = p.get_future();
+  ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
+  std::vector<GetResult> r = fut.get();
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(Value(r[0]), "Luser:1");
+  EXPECT_EQ(Value(r[1]), "cached");
+  EXPECT_EQ(r[1].source, Source::kL1);
+  EXPECT_TRUE(absl::IsNotFound(r[2].status));
+  EXPECT_EQ(Value(r[3]), "Luser:1");
+  EXPECT_EQ(loads.load(), 2);  // user:1 once (single flight), user:404 once
+}
+
 TEST(Cache, ClusterModeIsRefusedClearly) {
   CacheConfig cfg = BaseConfig();
   cfg.redis.enabled = true;
