@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cache/glob.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/units.h"
@@ -290,17 +291,6 @@ size_t Server::PurgeLocal(const std::string& zone, const std::string& op, const 
   return purged;
 }
 
-namespace {
-std::string GlobEscape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-}  // namespace
-
 void Server::PurgeShared(const std::string& zone, const std::string& op, const std::string& arg) {
   if (redis_cmd_ == nullptr || !redis_cmd_->connected()) return;
   const std::string& prefix = cfg_->gateway->redis.key_prefix;
@@ -316,7 +306,7 @@ void Server::PurgeShared(const std::string& zone, const std::string& op, const s
   for (const auto& z : snapshot_->cache_zones) {
     if ((!zone.empty() && z->config().name != zone) || !z->config().redis) continue;
     const std::string& name = z->config().name;
-    std::string kp = GlobEscape(gateway::HttpCacheRedisKey(prefix, name, ""));
+    std::string kp = cache::GlobEscape(gateway::HttpCacheRedisKey(prefix, name, ""));
     gateway::HttpCacheZone* zp = z.get();
     ++*pending;
     if (op == "key") {
@@ -342,7 +332,7 @@ void Server::PurgeShared(const std::string& zone, const std::string& op, const s
         });
       });
     } else if (op == "prefix") {
-      ScanDelete(kp + GlobEscape(arg) + "*", "0", publish);
+      ScanDelete(kp + cache::GlobEscape(arg) + "*", "0", publish);
     } else if (op == "pattern") {
       ScanDelete(kp + arg, "0", publish);
     } else {

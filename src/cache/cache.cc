@@ -81,16 +81,6 @@ bool DecodeL2(std::string_view in, bool* negative, int64_t* fresh_until_wall,
   return true;
 }
 
-// Escapes glob characters so a literal prefix can head a SCAN MATCH pattern.
-std::string GlobEscape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
 std::string RandomToken() {
   std::random_device rd;
   return StrCat(static_cast<uint64_t>(rd()) << 32 | rd(), "-", getpid());
@@ -100,6 +90,37 @@ std::string RandomToken() {
 constexpr char kUnlockScript[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
     "return 0";
+
+// Connection options for the L2 master. With a Sentinel, the master is whatever the resolver last
+// learned; otherwise the first node, resolved now or, while its name does not resolve, again at
+// every connection attempt.
+RedisOptions L2RedisOptions(const CacheRedisConfig& cfg,
+                            const std::atomic<SentinelResolver*>* sentinel,
+                            int64_t command_timeout_ms) {
+  RedisOptions o;
+  o.password = cfg.password;
+  o.db = cfg.database;
+  o.command_timeout_ms = command_timeout_ms;
+  if (cfg.mode == CacheRedisConfig::Mode::kSentinel) {
+    o.resolve = [sentinel]() -> std::optional<SocketAddress> {
+      SentinelResolver* s = sentinel->load(std::memory_order_acquire);
+      return s ? s->master() : std::nullopt;
+    };
+    return o;
+  }
+  const RedisEndpointConfig& e = cfg.nodes.front();
+  auto a = ResolveSocketAddress(e.host, e.port);
+  if (a.ok()) {
+    o.address = *a;
+    return o;
+  }
+  o.resolve = [host = e.host, port = e.port]() -> std::optional<SocketAddress> {
+    auto r = ResolveSocketAddress(host, port);
+    if (!r.ok()) return std::nullopt;
+    return *r;
+  };
+  return o;
+}
 
 }  // namespace
 
@@ -689,17 +710,18 @@ struct CacheClient::Impl {
   void Set(const std::string& key, std::string value, SetOptions options, DoneCallback done) {
     Cache::Namespace& ns = cache->NamespaceOf(key);
     cache->counters_.sets.fetch_add(1);
+    if (ns.cfg.write != WriteStrategy::kCacheAside && !ns.writer) {
+      done(absl::FailedPreconditionError(StrCat("namespace \"", ns.cfg.name, "\" is ",
+                                                WriteStrategyName(ns.cfg.write),
+                                                " but has no writer")));
+      return;
+    }
     switch (ns.cfg.write) {
       case WriteStrategy::kCacheAside:
         Store(ns, key, std::move(value), options);
         done(absl::OkStatus());
         return;
       case WriteStrategy::kWriteThrough: {
-        if (!ns.writer) {
-          done(absl::FailedPreconditionError(
-              StrCat("namespace \"", ns.cfg.name, "\" is write-through but has no writer")));
-          return;
-        }
         std::weak_ptr<bool> a = alive;
         std::vector<WriteOp> batch{{key, value, 0}};
         ns.writer(batch, [=, this, &ns, value = std::move(value)](absl::Status st) mutable {
@@ -715,11 +737,6 @@ struct CacheClient::Impl {
         return;
       }
       case WriteStrategy::kWriteBehind: {
-        if (!ns.writer) {
-          done(absl::FailedPreconditionError(
-              StrCat("namespace \"", ns.cfg.name, "\" is write-behind but has no writer")));
-          return;
-        }
         {
           MutexLock lock(&ns.mu);
           if (static_cast<int>(ns.queue.size()) >= ns.cfg.write_behind_queue) {
@@ -966,32 +983,8 @@ std::unique_ptr<CacheClient> Cache::Attach(EventLoop* loop) {
   impl->cache = this;
   impl->loop = loop;
   if (config_.redis.enabled && !config_.redis.nodes.empty()) {
-    RedisOptions o;
-    o.password = config_.redis.password;
-    o.db = config_.redis.database;
-    o.command_timeout_ms = config_.redis.command_timeout_ms;
-    if (config_.redis.mode == CacheRedisConfig::Mode::kSentinel) {
-      Control* ctl = control_.get();
-      o.resolve = [ctl]() -> std::optional<SocketAddress> {
-        SentinelResolver* s = ctl->sentinel_ptr.load(std::memory_order_acquire);
-        return s ? s->master() : std::nullopt;
-      };
-    } else {
-      const RedisEndpointConfig& e = config_.redis.nodes.front();
-      auto a = ResolveSocketAddress(e.host, e.port);
-      if (a.ok()) {
-        o.address = *a;
-      } else {
-        std::string host = e.host;
-        int port = e.port;
-        // Resolved again at every attempt until the name resolves.
-        o.resolve = [host, port]() -> std::optional<SocketAddress> {
-          auto r = ResolveSocketAddress(host, port);
-          if (!r.ok()) return std::nullopt;
-          return *r;
-        };
-      }
-    }
+    RedisOptions o =
+        L2RedisOptions(config_.redis, &control_->sentinel_ptr, config_.redis.command_timeout_ms);
     impl->redis = std::make_unique<RedisClient>(loop, o, "cache redis");
     impl->redis->Start();
   }
@@ -1018,26 +1011,8 @@ void Cache::Start(EventLoop* loop) {
   c.client = Attach(loop);
   if (c.client->impl_->redis) {
     // A second connection for the subscription (a subscribed connection takes no commands).
-    RedisOptions o;
-    o.password = config_.redis.password;
-    o.db = config_.redis.database;
-    o.command_timeout_ms = 1000;
+    RedisOptions o = L2RedisOptions(config_.redis, &c.sentinel_ptr, 1000);
     Control* ctl = control_.get();
-    const RedisEndpointConfig& e = config_.redis.nodes.front();
-    if (config_.redis.mode == CacheRedisConfig::Mode::kSentinel) {
-      o.resolve = [ctl]() -> std::optional<SocketAddress> {
-        SentinelResolver* s = ctl->sentinel_ptr.load(std::memory_order_acquire);
-        return s ? s->master() : std::nullopt;
-      };
-    } else {
-      std::string host = e.host;
-      int port = e.port;
-      o.resolve = [host, port]() -> std::optional<SocketAddress> {
-        auto r = ResolveSocketAddress(host, port);
-        if (!r.ok()) return std::nullopt;
-        return *r;
-      };
-    }
     c.subscriber = std::make_unique<RedisClient>(loop, o, "cache invalidation subscriber");
     c.subscriber->SetPushHandler([this](std::string_view channel, std::string_view payload) {
       if (channel == config_.redis.channel) ApplyInvalidation(payload);

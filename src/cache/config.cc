@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "cache/glob.h"
 #include "core/strings.h"
 #include "core/units.h"
 
@@ -480,10 +481,7 @@ absl::StatusOr<std::string> ExpandPattern(const std::string& pattern,
       return absl::InvalidArgumentError(
           StrCat("the event has no \"", name, "\" for pattern \"", pattern, "\""));
     }
-    for (char c : it->second) {
-      if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
-      out.push_back(c);
-    }
+    out.append(GlobEscape(it->second));
     i = close;
   }
   return out;

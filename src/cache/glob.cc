@@ -91,6 +91,16 @@ std::string_view GlobLiteralPrefix(std::string_view pattern) {
   return pattern.substr(0, i);
 }
 
+std::string GlobEscape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
 bool IsGlob(std::string_view pattern) {
   return GlobLiteralPrefix(pattern).size() != pattern.size();
 }

@@ -7,6 +7,7 @@
 // An unterminated [ class extends to the end of the pattern, as in Redis.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace bulwark::cache {
@@ -21,5 +22,8 @@ std::string_view GlobLiteralPrefix(std::string_view pattern);
 
 // Whether the pattern has any special character at all.
 bool IsGlob(std::string_view pattern);
+
+// Escapes the special characters, so `text` matches only itself inside a pattern.
+std::string GlobEscape(std::string_view text);
 
 }  // namespace bulwark::cache

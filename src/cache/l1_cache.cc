@@ -704,21 +704,28 @@ std::vector<std::string> L1Cache::Keys() const {
   return keys;
 }
 
+L1Stats& L1Stats::operator+=(const L1Stats& o) {
+  entries += o.entries;
+  bytes += o.bytes;
+  hits += o.hits;
+  stale_hits += o.stale_hits;
+  misses += o.misses;
+  puts += o.puts;
+  rejected += o.rejected;
+  evictions += o.evictions;
+  expirations += o.expirations;
+  invalidations += o.invalidations;
+  return *this;
+}
+
 L1Stats L1Cache::Stats() const {
   L1Stats total;
   for (auto& sp : shards_) {
     SpinLockHolder lock(&sp->mu);
     L1Stats s = sp->stats;
-    total.entries += sp->index.size();
-    total.bytes += static_cast<uint64_t>(sp->bytes);
-    total.hits += s.hits;
-    total.stale_hits += s.stale_hits;
-    total.misses += s.misses;
-    total.puts += s.puts;
-    total.rejected += s.rejected;
-    total.evictions += s.evictions;
-    total.expirations += s.expirations;
-    total.invalidations += s.invalidations;
+    s.entries = sp->index.size();
+    s.bytes = static_cast<uint64_t>(sp->bytes);
+    total += s;
   }
   return total;
 }

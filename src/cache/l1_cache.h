@@ -90,6 +90,9 @@ struct L1Stats {
   uint64_t evictions = 0;      // dropped to make room
   uint64_t expirations = 0;    // dropped because stale_until passed
   uint64_t invalidations = 0;  // removed by Erase/EraseTag/ErasePrefix/ErasePattern/Clear
+
+  // Field-wise sum, for totals over shards and over per-worker caches.
+  L1Stats& operator+=(const L1Stats& o);
 };
 
 class L1Cache {

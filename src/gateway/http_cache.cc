@@ -63,19 +63,7 @@ size_t HttpCacheZone::ForEachL1(const std::function<size_t(cache::L1Cache&)>& fn
 
 cache::L1Stats HttpCacheZone::Stats() const {
   cache::L1Stats t;
-  for (const auto& l : l1s_) {
-    cache::L1Stats s = l->Stats();
-    t.entries += s.entries;
-    t.bytes += s.bytes;
-    t.hits += s.hits;
-    t.stale_hits += s.stale_hits;
-    t.misses += s.misses;
-    t.puts += s.puts;
-    t.rejected += s.rejected;
-    t.evictions += s.evictions;
-    t.expirations += s.expirations;
-    t.invalidations += s.invalidations;
-  }
+  for (const auto& l : l1s_) t += l->Stats();
   return t;
 }
 

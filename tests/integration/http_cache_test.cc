@@ -304,13 +304,15 @@ TEST(HttpCache, TwoInstancesShareTheRedisLevelAndPurges) {
   }
   Response first = Get(p1, "/shared");
   EXPECT_EQ(Header(first, "x-cache"), "MISS");
-  // The second instance finds it in Redis: no second request to the upstream.
-  Response second;
-  for (int i = 0; i < 50; ++i) {  // the first instance's SET may still be on its way
-    second = Get(p2, "/shared");
-    if (Header(second, "x-cache") == "HIT") break;
+  // The first instance's SET is sent after the response; wait until Redis holds it (asking the
+  // second instance earlier would be an honest miss that goes to the upstream).
+  for (int i = 0; i < 100 && RedisCli(redis.port(), {"DBSIZE"}).find_first_of("123456789") ==
+                                 std::string::npos;
+       ++i) {
     std::this_thread::sleep_for(20ms);
   }
+  // The second instance finds it in Redis: no second request to the upstream.
+  Response second = Get(p2, "/shared");
   EXPECT_EQ(Header(second, "x-cache"), "HIT");
   EXPECT_EQ(second.body, first.body);
   EXPECT_EQ(backend.requests(), 1);
