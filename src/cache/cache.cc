@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/mutex.h"
 #include "core/redis_client.h"
+#include "core/redis_cluster.h"
 #include "core/redis_sentinel.h"
 #include "core/strings.h"
 
@@ -108,6 +109,19 @@ RedisOptions L2RedisOptions(const CacheRedisConfig& cfg,
     };
     return o;
   }
+  if (cfg.mode == CacheRedisConfig::Mode::kCluster) {
+    // Any node will do (a cluster forwards PUBLISH to every node): the next one at each attempt.
+    auto next = std::make_shared<size_t>(0);
+    o.resolve = [nodes = cfg.nodes, next]() -> std::optional<SocketAddress> {
+      for (size_t i = 0; i < nodes.size(); ++i) {
+        const RedisEndpointConfig& e = nodes[(*next)++ % nodes.size()];
+        auto r = ResolveSocketAddress(e.host, e.port);
+        if (r.ok()) return *r;
+      }
+      return std::nullopt;
+    };
+    return o;
+  }
   const RedisEndpointConfig& e = cfg.nodes.front();
   auto a = ResolveSocketAddress(e.host, e.port);
   if (a.ok()) {
@@ -121,6 +135,36 @@ RedisOptions L2RedisOptions(const CacheRedisConfig& cfg,
   };
   return o;
 }
+
+// The L2 connection of one loop: a single server (named, or Sentinel's master) or a Redis
+// Cluster. Both answer the same calls; only SCAN needs to know, as it walks one node at a time.
+class L2Link {
+ public:
+  explicit L2Link(std::unique_ptr<RedisClient> one) : one_(std::move(one)) {}
+  explicit L2Link(std::unique_ptr<RedisClusterClient> cluster) : cluster_(std::move(cluster)) {}
+
+  void Start() { one_ ? one_->Start() : cluster_->Start(); }
+  bool connected() const { return one_ ? one_->connected() : cluster_->connected(); }
+  void Command(const std::vector<std::string_view>& args, RedisClient::Callback cb) {
+    one_ ? one_->Command(args, std::move(cb)) : cluster_->Command(args, std::move(cb));
+  }
+  void Eval(const std::string& script, const std::string& sha1,
+            const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
+            RedisClient::Callback cb) {
+    one_ ? one_->Eval(script, sha1, keys, args, std::move(cb))
+         : cluster_->Eval(script, sha1, keys, args, std::move(cb));
+  }
+  void SetOnReady(std::function<void()> fn) {
+    one_ ? one_->SetOnReady(std::move(fn)) : cluster_->SetOnReady(std::move(fn));
+  }
+  std::vector<RedisClient*> ScanTargets() const {
+    return one_ ? std::vector<RedisClient*>{one_.get()} : cluster_->Masters();
+  }
+
+ private:
+  std::unique_ptr<RedisClient> one_;
+  std::unique_ptr<RedisClusterClient> cluster_;
+};
 
 }  // namespace
 
@@ -256,7 +300,7 @@ struct Cache::Control {
 struct CacheClient::Impl {
   Cache* cache;
   EventLoop* loop;
-  std::unique_ptr<RedisClient> redis;
+  std::unique_ptr<L2Link> redis;
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
   struct Delayed {
     Timer timer;
@@ -805,30 +849,39 @@ struct CacheClient::Impl {
   }
 
   // Walks L2 with SCAN (never KEYS, which blocks Redis) and applies `op` to each batch.
+  // SCANs every node in turn (one server, or each master of a cluster).
   void ScanL2(const std::string& glob, std::function<void(const std::vector<std::string>&)> op,
-              DoneCallback done, std::string cursor = "0") {
+              DoneCallback done) {
     if (redis == nullptr || !redis->connected()) {
       done(absl::OkStatus());
       return;
     }
-    std::string match = StrCat(GlobEscape(cache->config_.redis.key_prefix), "k:", glob);
+    ScanNode(std::make_shared<std::vector<RedisClient*>>(redis->ScanTargets()), 0,
+             StrCat(GlobEscape(cache->config_.redis.key_prefix), "k:", glob), std::move(op),
+             std::move(done), "0");
+  }
+
+  void ScanNode(std::shared_ptr<std::vector<RedisClient*>> nodes, size_t i, std::string match,
+                std::function<void(const std::vector<std::string>&)> op, DoneCallback done,
+                std::string cursor) {
+    if (i == nodes->size()) {
+      done(absl::OkStatus());
+      return;
+    }
     std::weak_ptr<bool> a = alive;
-    redis->Command({"SCAN", cursor, "MATCH", match, "COUNT", "1000"},
-                   [=, this](const RedisReply& r) {
-                     if (a.expired()) return;
-                     if (r.is_error() || r.elements.size() != 2) {
-                       done(absl::UnavailableError(r.is_error() ? r.str : "bad SCAN reply"));
-                       return;
-                     }
-                     std::vector<std::string> keys;
-                     for (const RedisReply& e : r.elements[1].elements) keys.push_back(e.str);
-                     if (!keys.empty()) op(keys);
-                     if (r.elements[0].str == "0") {
-                       done(absl::OkStatus());
-                     } else {
-                       ScanL2(glob, op, done, r.elements[0].str);
-                     }
-                   });
+    (*nodes)[i]->Command(
+        {"SCAN", cursor, "MATCH", match, "COUNT", "1000"}, [=, this](const RedisReply& r) {
+          if (a.expired()) return;
+          if (r.is_error() || r.elements.size() != 2) {
+            done(absl::UnavailableError(r.is_error() ? r.str : "bad SCAN reply"));
+            return;
+          }
+          std::vector<std::string> keys;
+          for (const RedisReply& e : r.elements[1].elements) keys.push_back(e.str);
+          if (!keys.empty()) op(keys);
+          bool last = r.elements[0].str == "0";
+          ScanNode(nodes, last ? i + 1 : i, match, op, done, last ? "0" : r.elements[0].str);
+        });
   }
 
   void InvalidatePattern(const std::string& glob, DoneCallback done) {
@@ -864,11 +917,6 @@ Cache::Cache(CacheConfig config) : config_(std::move(config)) {}
 Cache::~Cache() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<Cache>> Cache::Create(CacheConfig config) {
-  if (config.redis.enabled && config.redis.mode == CacheRedisConfig::Mode::kCluster) {
-    return absl::UnimplementedError(
-        "redis.cluster: Redis Cluster slot routing is not supported yet; point `redis.address` "
-        "at one server or use `redis.sentinel`");
-  }
   std::unique_ptr<Cache> c(new Cache(std::move(config)));
   if (!c->config_.namespaces.count(kDefaultNamespace)) {
     NamespaceConfig d;
@@ -983,9 +1031,18 @@ std::unique_ptr<CacheClient> Cache::Attach(EventLoop* loop) {
   impl->cache = this;
   impl->loop = loop;
   if (config_.redis.enabled && !config_.redis.nodes.empty()) {
-    RedisOptions o =
-        L2RedisOptions(config_.redis, &control_->sentinel_ptr, config_.redis.command_timeout_ms);
-    impl->redis = std::make_unique<RedisClient>(loop, o, "cache redis");
+    if (config_.redis.mode == CacheRedisConfig::Mode::kCluster) {
+      RedisClusterOptions co;
+      for (const auto& e : config_.redis.nodes) co.seeds.push_back({e.host, e.port});
+      co.password = config_.redis.password;
+      co.command_timeout_ms = config_.redis.command_timeout_ms;
+      impl->redis = std::make_unique<L2Link>(
+          std::make_unique<RedisClusterClient>(loop, std::move(co), "cache redis cluster"));
+    } else {
+      RedisOptions o =
+          L2RedisOptions(config_.redis, &control_->sentinel_ptr, config_.redis.command_timeout_ms);
+      impl->redis = std::make_unique<L2Link>(std::make_unique<RedisClient>(loop, o, "cache redis"));
+    }
     impl->redis->Start();
   }
   return std::unique_ptr<CacheClient>(new CacheClient(std::move(impl)));
@@ -1059,7 +1116,7 @@ void Cache::Start(EventLoop* loop) {
     });
     if (config_.warmup.on_start) {
       // Warm once Redis is reachable, so L2 is filled too; without it after a second anyway.
-      RedisClient* r = c.client->impl_->redis.get();
+      L2Link* r = c.client->impl_->redis.get();
       if (r != nullptr) {
         r->SetOnReady([this] {
           if (control_->warmed_once || control_->stopped) return;

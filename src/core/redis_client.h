@@ -43,6 +43,8 @@ class RedisClient : private IoHandler {
 
   void Start();
   bool connected() const { return state_ == State::kReady; }
+  // The server connected to (or last tried).
+  const SocketAddress& address() const { return opt_.address; }
   // Sends a command. If not connected the callback gets an error after the current batch.
   void Command(const std::vector<std::string_view>& args, Callback cb);
   // EVALSHA with the script's SHA-1; loads the script (EVAL) when the server answers NOSCRIPT.

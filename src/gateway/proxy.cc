@@ -1230,14 +1230,23 @@ bool ClientConn::CacheLookup(bool first) {
       return true;
     }
   }
-  zone->misses.fetch_add(1, std::memory_order_relaxed);
   cache_status_ = "MISS";
-  if (head || !first) return false;  // HEAD is answered from GET entries but not stored
+  // One outcome per request: a request that waits for another's fetch is counted when it
+  // wakes (a hit, or a miss if it must go to the server after all), not here as well.
+  auto miss = [zone] { zone->misses.fetch_add(1, std::memory_order_relaxed); };
+  if (head || !first) {  // HEAD is answered from GET entries but not stored
+    miss();
+    return false;
+  }
   cache_store_ = true;
-  if (!cc.lock) return false;
+  if (!cc.lock) {
+    miss();
+    return false;
+  }
   cache_wait_token_ = g_cache_wait_tokens.fetch_add(1, std::memory_order_relaxed);
   HttpCacheZone::Waiter me{worker_, this, cache_wait_token_};
   if (zone->JoinFlight(cache_key_, &me)) {
+    miss();
     cache_leader_ = true;
     RedisClient* redis = worker_->redis();
     if (zone->config().redis && redis != nullptr && redis->connected()) {
@@ -2590,7 +2599,10 @@ void ClientConn::OnClientTimeout() {
       return;
     case State::kCacheWait:
       // proxy_cache_lock_timeout: go to the server, and do not store what it answers.
-      if (cache_zone_ != nullptr) cache_zone_->lock_timeouts.fetch_add(1, std::memory_order_relaxed);
+      if (cache_zone_ != nullptr) {
+        cache_zone_->lock_timeouts.fetch_add(1, std::memory_order_relaxed);
+        cache_zone_->misses.fetch_add(1, std::memory_order_relaxed);
+      }
       cache_store_ = false;
       state_ = State::kHead;
       ProceedUpstream();

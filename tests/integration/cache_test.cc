@@ -1,5 +1,6 @@
 // The multi-level cache library against a real Redis: two instances sharing L2, invalidations
-// crossing instances, Redis killed under load, Sentinel failover, the cross-instance load lock.
+// crossing instances, Redis killed under load, Sentinel failover, Redis Cluster (slot routing,
+// resharding), the cross-instance load lock.
 #include "cache/cache.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <thread>
 
+#include "core/redis_cluster.h"
 #include "tests/cache_sync.h"
 #include "tests/integration/harness.h"
 
@@ -255,6 +257,104 @@ TEST(CacheRedis, OneLoadAcrossInstancesWithTheLockRequest) {
   EXPECT_EQ(Value(rb), "slow:user:big");
   EXPECT_EQ(loads.load(), 1);
   EXPECT_EQ(rb.source, Source::kL2);
+}
+
+// Redis Cluster as L2: keys spread over the masters by slot, multi-slot MGET and SCAN-based
+// invalidation work, and a slot migrated under the cache (ASK while it moves, MOVED once it has)
+// is followed without a miss.
+TEST(CacheRedis, ClusterRoutesBySlotAndFollowsAMigratingSlot) {
+  testing::RedisClusterServers cluster(3);
+  ASSERT_TRUE(cluster.ok()) << cluster.log();
+  auto config = [&] {
+    CacheConfig c = RedisConfig(0);
+    c.redis.mode = CacheRedisConfig::Mode::kCluster;
+    // An unreachable seed first: discovery moves on to the next one.
+    c.redis.nodes = {{"127.0.0.1", testing::FreePort()},
+                     {"127.0.0.1", cluster.port(1)},
+                     {"127.0.0.1", cluster.port(2)}};
+    return c;
+  };
+  auto dbsize = [&](size_t i) { return std::stoi(RedisCli(cluster.port(i), {"DBSIZE"})); };
+  Instance a(config()), b(config());
+  a.Start();
+  b.Start();
+  ASSERT_TRUE(a.WaitReady());
+  ASSERT_TRUE(b.WaitReady());
+  // Our slot function agrees with the cluster's.
+  for (const char* k : {"bulwark:cache:k:user:1", "x", "{user1000}.following"}) {
+    EXPECT_EQ(RedisClusterClient::KeySlot(k),
+              std::stoi(RedisCli(cluster.port(0), {"CLUSTER", "KEYSLOT", k})))
+        << k;
+  }
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(a.Set("user:" + std::to_string(i), "v" + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(b.WaitReceived(30));
+  int total = 0;
+  for (size_t i = 0; i < cluster.size(); ++i) {
+    EXPECT_GT(dbsize(i), 0) << "node " << i << " got no keys";
+    total += dbsize(i);
+  }
+  EXPECT_EQ(total, 30);
+  // One GetMany over keys in many slots: split per slot, answered in order.
+  std::vector<std::string> keys;
+  for (int i = 0; i < 30; ++i) keys.push_back("user:" + std::to_string(i));
+  std::promise<std::vector<GetResult>> many;
+  b.worker.Run([&] {
+    b.client->GetMany(keys, [&many](std::vector<GetResult> r) { many.set_value(std::move(r)); });
+  });
+  std::vector<GetResult> got = many.get_future().get();
+  ASSERT_EQ(got.size(), 30u);
+  for (int i = 0; i < 30; ++i) {
+    EXPECT_EQ(Value(got[i]), "v" + std::to_string(i)) << i;
+    EXPECT_EQ(got[i].source, Source::kL2) << i;
+  }
+  EXPECT_EQ(b.loads.load(), 0);
+  // A pattern invalidation SCANs every master.
+  ASSERT_TRUE(
+      DoneSync(a.worker, [&](DoneCallback d) { a.client->InvalidatePattern("user:1*", d); }).ok());
+  total = 0;
+  for (size_t i = 0; i < cluster.size(); ++i) total += dbsize(i);
+  EXPECT_EQ(total, 19);  // user:1 and user:10..19 are gone
+
+  // Move the slot of user:25 to another master, the way redis-cli --cluster reshard does.
+  const std::string l2key = "bulwark:cache:k:user:25";
+  std::string slot = RedisCli(cluster.port(0), {"CLUSTER", "KEYSLOT", l2key});
+  size_t from = 0;
+  for (size_t i = 0; i < cluster.size(); ++i) {
+    if (RedisCli(cluster.port(i), {"CLUSTER", "COUNTKEYSINSLOT", slot}) == "1") from = i;
+  }
+  size_t to = (from + 1) % cluster.size();
+  std::string from_id = RedisCli(cluster.port(from), {"CLUSTER", "MYID"});
+  std::string to_id = RedisCli(cluster.port(to), {"CLUSTER", "MYID"});
+  EXPECT_EQ(RedisCli(cluster.port(to), {"CLUSTER", "SETSLOT", slot, "IMPORTING", from_id}), "OK");
+  EXPECT_EQ(RedisCli(cluster.port(from), {"CLUSTER", "SETSLOT", slot, "MIGRATING", to_id}), "OK");
+  EXPECT_EQ(RedisCli(cluster.port(from), {"MIGRATE", "127.0.0.1", std::to_string(cluster.port(to)),
+                                          l2key, "0", "5000"}),
+            "OK");
+  // Mid-migration the old owner answers ASK: a fresh instance (empty L1) still finds the value.
+  {
+    Instance c(config());
+    c.Start();
+    ASSERT_TRUE(c.WaitReady());
+    GetResult r = c.Get("user:25");
+    EXPECT_EQ(Value(r), "v25");
+    EXPECT_EQ(r.source, Source::kL2);
+    EXPECT_NE(RedisCli(cluster.port(to), {"INFO", "commandstats"}).find("cmdstat_asking:calls="),
+              std::string::npos);
+  }
+  for (size_t i = 0; i < cluster.size(); ++i) {
+    EXPECT_EQ(RedisCli(cluster.port(i), {"CLUSTER", "SETSLOT", slot, "NODE", to_id}), "OK");
+  }
+  // Now the old owner answers MOVED: a's slot map is out of date, the write lands anyway.
+  ASSERT_TRUE(a.Set("user:25", "moved").ok());
+  EXPECT_NE(RedisCli(cluster.port(to), {"GET", l2key}).find("moved"), std::string::npos);
+  EXPECT_EQ(RedisCli(cluster.port(from), {"CLUSTER", "COUNTKEYSINSLOT", slot}), "0");
+  ASSERT_TRUE(b.WaitReceived(32));  // 30 sets, the pattern, this set
+  GetResult r = b.Get("user:25");
+  EXPECT_EQ(Value(r), "moved");
+  EXPECT_EQ(r.source, Source::kL2);
+  EXPECT_EQ(b.loads.load(), 0);
 }
 
 TEST(CacheRedis, SentinelFailoverMovesTheCacheToTheNewMaster) {

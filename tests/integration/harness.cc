@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "http/chunked.h"
@@ -514,6 +515,31 @@ void RedisServer::Kill() {
   proc_->Signal(SIGKILL);
   proc_->Wait(5000);
   proc_.reset();
+}
+
+RedisClusterServers::RedisClusterServers(int masters) {
+  std::vector<std::string> create = {"--cluster", "create"};
+  for (int i = 0; i < masters; ++i) {
+    // The cluster bus port defaults to port + 10000, which may not be free (or valid).
+    nodes_.push_back(std::make_unique<RedisServer>(
+        std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-port",
+                                 std::to_string(FreePort()), "--cluster-node-timeout", "2000"}));
+    create.push_back("127.0.0.1:" + std::to_string(nodes_.back()->port()));
+  }
+  for (const char* a : {"--cluster-replicas", "0", "--cluster-yes"}) create.push_back(a);
+  log_ = RedisCli(nodes_[0]->port(), create);
+  for (int waited = 0; waited < 15000; waited += 100) {
+    bool all = true;
+    for (const auto& n : nodes_) {
+      all = all &&
+            RedisCli(n->port(), {"CLUSTER", "INFO"}).find("cluster_state:ok") != std::string::npos;
+    }
+    if (all) {
+      ok_ = true;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 std::string RedisCli(int port, const std::vector<std::string>& args) {

@@ -144,6 +144,22 @@ class RedisServer {
   std::unique_ptr<Process> proc_;
 };
 
+// Masters on loopback joined into a Redis Cluster (no replicas, slots split evenly by
+// `redis-cli --cluster create`); ok() once every node reports cluster_state:ok.
+class RedisClusterServers {
+ public:
+  explicit RedisClusterServers(int masters = 3);
+  bool ok() const { return ok_; }
+  size_t size() const { return nodes_.size(); }
+  int port(size_t i) const { return nodes_[i]->port(); }
+  const std::string& log() const { return log_; }
+
+ private:
+  std::vector<std::unique_ptr<RedisServer>> nodes_;
+  bool ok_ = false;
+  std::string log_;
+};
+
 // Runs redis-cli against a port; returns its output without the trailing newline.
 std::string RedisCli(int port, const std::vector<std::string>& args);
 

@@ -509,15 +509,5 @@ TEST(Cache, GetManyAnswersInOrder) {
   EXPECT_EQ(loads.load(), 2);  // user:1 once (single flight), user:404 once
 }
 
-TEST(Cache, ClusterModeIsRefusedClearly) {
-  CacheConfig cfg = BaseConfig();
-  cfg.redis.enabled = true;
-  cfg.redis.mode = CacheRedisConfig::Mode::kCluster;
-  cfg.redis.nodes = {{"127.0.0.1", 7000}};
-  auto c = Cache::Create(cfg);
-  ASSERT_FALSE(c.ok());
-  EXPECT_NE(std::string(c.status().message()).find("redis.cluster"), std::string::npos);
-}
-
 }  // namespace
 }  // namespace bulwark::cache
