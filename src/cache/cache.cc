@@ -1135,10 +1135,12 @@ void Cache::Start(EventLoop* loop) {
 void Cache::ScheduleWarmup() {
   Control& c = *control_;
   if (!config_.warmup.schedule.has_value() || c.stopped) return;
-  int64_t now_s = WallMs() / 1000;
-  int64_t next = config_.warmup.schedule->Next(now_s);
+  int64_t now_ms = wall_ms_ ? wall_ms_() : WallMs();
+  // In the local time zone, as cron(8) reads a crontab.
+  int64_t next = config_.warmup.schedule->Next(now_ms / 1000, /*utc=*/false);
   if (next < 0) return;
-  c.loop->ArmTimer(&c.warmup_timer, (next - now_s) * 1000);
+  // To the millisecond: a schedule read at hh:mm:59.6 fires 0.4 s later, not a second later.
+  c.loop->ArmTimer(&c.warmup_timer, std::max<int64_t>(1, next * 1000 - now_ms));
 }
 
 void Cache::RunWarmup() {

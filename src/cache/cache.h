@@ -107,6 +107,8 @@ class Cache {
   void SetLoader(const std::string& ns, Loader loader);
   void SetWriter(const std::string& ns, Writer writer);
   void SetWarmupSource(const std::string& ns, WarmupSource source);
+  // The wall clock (ms since the epoch) the warm-up schedule is read against; tests move it.
+  void SetWallClock(std::function<int64_t()> wall_ms) { wall_ms_ = std::move(wall_ms); }
 
   // Starts the control work on `loop` (its thread): the invalidation subscriber, the Sentinel
   // lookups, the write-behind flusher and warm-up (at once if `on_start`, then on schedule).
@@ -161,6 +163,7 @@ class Cache {
   // the invalidation was about, so it is served but not copied into L1.
   std::atomic<uint64_t> invalidation_epoch_{0};
   std::string instance_id_;
+  std::function<int64_t()> wall_ms_;
   CacheCounters counters_;
 };
 

@@ -18,7 +18,7 @@ uint64_t Mix(uint64_t h, int row) {
 
 FrequencySketch::FrequencySketch(uint64_t capacity) {
   uint64_t width = 16;
-  while (width < std::max<uint64_t>(capacity, 16)) width <<= 1;
+  while (width < std::max<uint64_t>(capacity * 4, 16)) width <<= 1;
   mask_ = width - 1;
   words_ = width * 4 / 16;  // 4 rows of `width` 4-bit counters, 16 per word
   table_.reset(new uint64_t[words_]());
@@ -33,18 +33,20 @@ int FrequencySketch::Counter(uint64_t slot, int row) const {
 }
 
 void FrequencySketch::Increment(uint64_t key_hash) {
-  bool added = false;
+  uint64_t index[4];
+  int value[4];
+  int least = 15;
   for (int row = 0; row < 4; ++row) {
-    uint64_t slot = Mix(key_hash, row) & mask_;
-    uint64_t index = slot * 4 + static_cast<uint64_t>(row);
-    uint64_t& word = table_[index / 16];
-    int shift = static_cast<int>(index % 16) * 4;
-    if (((word >> shift) & 0xF) < 15) {
-      word += uint64_t{1} << shift;
-      added = true;
-    }
+    index[row] = (Mix(key_hash, row) & mask_) * 4 + static_cast<uint64_t>(row);
+    value[row] = static_cast<int>((table_[index[row] / 16] >> ((index[row] % 16) * 4)) & 0xF);
+    least = std::min(least, value[row]);
   }
-  if (added && ++additions_ >= sample_size_) Reset();
+  if (least == 15) return;
+  for (int row = 0; row < 4; ++row) {
+    if (value[row] != least) continue;
+    table_[index[row] / 16] += uint64_t{1} << ((index[row] % 16) * 4);
+  }
+  if (++additions_ >= sample_size_) Reset();
 }
 
 int FrequencySketch::Estimate(uint64_t key_hash) const {

@@ -8,9 +8,14 @@
 
 namespace bulwark::cache {
 
-// Estimates how often a key was seen recently. Four rows of 4-bit counters (saturating at 15);
-// after `10 × capacity` increments every counter is halved, so old popularity fades. Memory is
-// 8 bytes per cached entry. Not thread-safe (one per cache shard).
+// Estimates how often a key was seen recently. Four rows of 4-bit counters (saturating at 15),
+// each row 4 × capacity wide (rounded up to a power of two): 16 counters, 8 bytes, per cached
+// entry, as Caffeine sizes its sketch — a narrower one lets the many rare keys of a long tail
+// collide into estimates that beat the cache's real residents. Increments are conservative
+// ("minimal increment", from the TinyLFU paper): only the rows at the key's current minimum
+// go up, which keeps the other rows' collisions from inflating anyone's estimate. After
+// `10 × capacity` increments every counter is halved, so old popularity fades. Not thread-safe
+// (one per cache shard).
 class FrequencySketch {
  public:
   explicit FrequencySketch(uint64_t capacity);

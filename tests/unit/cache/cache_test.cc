@@ -228,6 +228,45 @@ TEST(Cache, LoadsRunAtMostMaxConcurrentAtOnce) {
   EXPECT_EQ(peak.load(), 2);
 }
 
+TEST(Cache, WarmupRunsOnItsCronSchedule) {
+  CacheConfig cfg = BaseConfig();
+  cfg.warmup.enabled = true;
+  cfg.warmup.namespaces = {"user"};
+  cfg.warmup.on_start = false;
+  auto schedule = CronSchedule::Parse("* * * * *");
+  ASSERT_TRUE(schedule.ok()) << schedule.status();
+  cfg.warmup.schedule = *schedule;
+  Fixture f(cfg);
+  // A wall clock 300 ms before a minute starts, then running at the real pace.
+  auto start = std::chrono::steady_clock::now();
+  int64_t base = (int64_t{1800000000000} / 60000 + 1) * 60000 - 300;
+  f.cache->SetWallClock([start, base] {
+    return base + std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+  });
+  std::atomic<int> runs{0};
+  f.cache->SetWarmupSource("user", [&runs](auto done) {
+    int n = runs.fetch_add(1) + 1;
+    done(std::vector<std::pair<std::string, std::string>>{{"user:1", "warm-" + std::to_string(n)}});
+  });
+  f.Start();
+  EXPECT_EQ(f.cache->counters().warmups.load(), 0u);  // not on start
+  for (int i = 0; i < 200 && f.cache->counters().warmups.load() == 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  auto fired_after = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(f.cache->counters().warmups.load(), 1u);
+  EXPECT_GE(fired_after, 250ms);   // at the minute, not at once...
+  EXPECT_LT(fired_after, 1500ms);  // ...and not a whole second late
+  GetResult r = GetSync(f.lt, f.client.get(), "user:1");
+  EXPECT_EQ(Value(r), "warm-1");
+  EXPECT_EQ(r.source, Source::kL1);
+  // The next run is a minute away.
+  std::this_thread::sleep_for(700ms);
+  EXPECT_EQ(runs.load(), 1);
+}
+
 TEST(Cache, BloomFilterAnswersForUnknownKeysAfterWarmup) {
   CacheConfig cfg = BaseConfig();
   cfg.penetration.enabled = true;
