@@ -288,6 +288,7 @@ struct Cache::Control {
   std::atomic<SentinelResolver*> sentinel_ptr{nullptr};
   bool ever_subscribed = false;
   bool warmed_once = false;
+  int64_t warmup_slot_s = 0;  // the schedule's last minute armed (Unix seconds)
   std::unique_ptr<RedisClient> subscriber;
   std::unique_ptr<CacheClient> client;  // the control loop's own client (warm-up, flushes)
   Timer flush_timer;
@@ -1136,9 +1137,13 @@ void Cache::ScheduleWarmup() {
   Control& c = *control_;
   if (!config_.warmup.schedule.has_value() || c.stopped) return;
   int64_t now_ms = wall_ms_ ? wall_ms_() : WallMs();
-  // In the local time zone, as cron(8) reads a crontab.
-  int64_t next = config_.warmup.schedule->Next(now_ms / 1000, /*utc=*/false);
+  // In the local time zone, as cron(8) reads a crontab. A timer may fire a hair before its
+  // minute by the wall clock; counting from the minute just run (not from "now") keeps that
+  // minute from running twice.
+  int64_t after = std::max(now_ms / 1000, c.warmup_slot_s);
+  int64_t next = config_.warmup.schedule->Next(after, /*utc=*/false);
   if (next < 0) return;
+  c.warmup_slot_s = next;
   // To the millisecond: a schedule read at hh:mm:59.6 fires 0.4 s later, not a second later.
   c.loop->ArmTimer(&c.warmup_timer, std::max<int64_t>(1, next * 1000 - now_ms));
 }
