@@ -3,9 +3,12 @@
 // Built only without sanitizers: UBSan checks a virtual call by reading the object through a
 // pipe(), which cannot be made when the process has no descriptors left, so every virtual call
 // would be reported as a bad vptr. scripts/test runs this in the release build.
+#include <dirent.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -31,6 +34,31 @@ double CpuSeconds(pid_t pid) {
   return static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
 }
 
+// Per-thread CPU ticks ("name tid" -> ticks), to say which thread spins when one does.
+std::map<std::string, long> ThreadTicks(pid_t pid) {
+  std::map<std::string, long> out;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), closedir);
+  if (!d) return out;
+  while (dirent* e = readdir(d.get())) {
+    if (e->d_name[0] == '.') continue;
+    std::string base = dir + "/" + e->d_name;
+    std::string comm = ReadFile(base + "/comm");
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    std::string stat = ReadFile(base + "/stat");
+    size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream in(stat.substr(close + 2));
+    std::string field;
+    long ticks = 0;
+    for (int i = 3; i <= 15 && in >> field; ++i) {
+      if (i == 14 || i == 15) ticks += std::stol(field);
+    }
+    out[comm + " " + e->d_name] = ticks;
+  }
+  return out;
+}
+
 TEST(Limits, OutOfDescriptorsIsCountedDoesNotSpinAndRecovers) {
   Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
   int port = FreePort(), admin = FreePort();
@@ -52,12 +80,18 @@ TEST(Limits, OutOfDescriptorsIsCountedDoesNotSpinAndRecovers) {
   ASSERT_TRUE(b.process().running()) << b.log();
   // CPU per wall-clock second, so a loaded machine that oversleeps does not skew it.
   double cpu0 = CpuSeconds(b.process().pid());
+  auto threads0 = ThreadTicks(b.process().pid());
   auto t0 = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(1000ms);
   double cpu = CpuSeconds(b.process().pid()) - cpu0;
+  auto threads1 = ThreadTicks(b.process().pid());
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::string per_thread;
+  for (const auto& [name, ticks] : threads1) {
+    per_thread += " " + name + "=" + std::to_string(ticks - threads0[name]);
+  }
   EXPECT_LT(cpu / wall, 0.3) << "the worker spins while out of descriptors: " << cpu
-                             << " s of CPU in " << wall << " s";
+                             << " s of CPU in " << wall << " s; ticks per thread:" << per_thread;
   hogs.clear();  // descriptors come back
   std::this_thread::sleep_for(500ms);
   EXPECT_EQ(HttpGet(port, "/").body, "A");
