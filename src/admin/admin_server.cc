@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "core/log.h"
 #include "core/strings.h"
@@ -157,6 +158,7 @@ AdminServer::~AdminServer() { Close(); }
 
 void AdminServer::Close() {
   conns_.clear();
+  loop_->CancelTimer(&accept_timer_);
   if (fd_ >= 0) {
     loop_->Remove(fd_);
     close(fd_);
@@ -176,7 +178,17 @@ absl::Status AdminServer::Listen(const SocketAddress& addr) {
 void AdminServer::OnAccept() {
   for (int i = 0; i < 64; ++i) {
     int fd = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return;
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == ECONNABORTED) return;
+      if (loop_->now_ms() - last_accept_error_log_ms_ >= 1000) {
+        last_accept_error_log_ms_ = loop_->now_ms();
+        LogError("admin accept: ", strerror(errno),
+                 errno == EMFILE || errno == ENFILE ? " (raise the open files limit)" : "");
+      }
+      PauseAccepting();
+      return;
+    }
     if (conns_.size() >= 256) {  // the admin port is not for load; refuse floods
       close(fd);
       continue;
@@ -184,6 +196,17 @@ void AdminServer::OnAccept() {
     conns_.push_back(std::make_unique<Conn>(this, fd));
     conns_.back()->Start();
   }
+}
+
+void AdminServer::PauseAccepting() {
+  if (accept_paused_ || fd_ < 0) return;
+  accept_paused_ = true;
+  loop_->Remove(fd_);
+  accept_timer_.set_callback([this] {
+    accept_paused_ = false;
+    if (fd_ >= 0 && loop_->Add(fd_, EPOLLIN, acceptor_.get()).ok()) OnAccept();
+  });
+  loop_->ArmTimer(&accept_timer_, 100);
 }
 
 void AdminServer::Route(std::string method, std::string pattern, Handler h) {

@@ -49,6 +49,7 @@ class AdminServer {
   class Conn;
   class Acceptor;
   void OnAccept();
+  void PauseAccepting();
   AdminResponse Dispatch(const AdminRequest& req, std::string_view authorization) const;
 
   EventLoop* loop_;
@@ -56,6 +57,12 @@ class AdminServer {
   int fd_ = -1;
   int port_ = 0;
   std::unique_ptr<Acceptor> acceptor_;
+  // Out of descriptors, the level-triggered listener would wake the loop again at once for the
+  // connection still queued; it is taken out of the loop for a moment instead, as the workers'
+  // listeners are (nginx does the same).
+  bool accept_paused_ = false;
+  Timer accept_timer_;
+  int64_t last_accept_error_log_ms_ = -1000000;
   struct Entry {
     std::string method;
     std::vector<std::string> segments;

@@ -76,6 +76,9 @@ TEST(Limits, OutOfDescriptorsIsCountedDoesNotSpinAndRecovers) {
   // accept them all.
   std::vector<std::unique_ptr<Client>> hogs;
   for (int i = 0; i < 100; ++i) hogs.push_back(std::make_unique<Client>(port, 1000));
+  // And one waiting at the admin port (a Prometheus scrape, say): the control thread cannot
+  // accept it either and must not spin on it.
+  hogs.push_back(std::make_unique<Client>(admin, 1000));
   std::this_thread::sleep_for(300ms);
   ASSERT_TRUE(b.process().running()) << b.log();
   // CPU per wall-clock second, so a loaded machine that oversleeps does not skew it.
