@@ -100,22 +100,30 @@ void RedisClient::Command(const std::vector<std::string_view>& args, Callback cb
   Flush();
 }
 
+RedisClient::EvalCalls RedisClient::MakeEvalCalls(const std::string& script,
+                                                  const std::string& sha1,
+                                                  const std::vector<std::string_view>& keys,
+                                                  const std::vector<std::string_view>& args) {
+  EvalCalls c;
+  c.evalsha = {"EVALSHA", sha1, StrCat(keys.size())};
+  c.evalsha.insert(c.evalsha.end(), keys.begin(), keys.end());
+  c.evalsha.insert(c.evalsha.end(), args.begin(), args.end());
+  c.eval = c.evalsha;
+  c.eval[0] = "EVAL";
+  c.eval[1] = script;
+  return c;
+}
+
 void RedisClient::Eval(const std::string& script, const std::string& sha1,
                        const std::vector<std::string_view>& keys,
                        const std::vector<std::string_view>& args, Callback cb) {
-  std::string numkeys = StrCat(keys.size());
-  std::vector<std::string_view> cmd = {"EVALSHA", sha1, numkeys};
-  cmd.insert(cmd.end(), keys.begin(), keys.end());
-  cmd.insert(cmd.end(), args.begin(), args.end());
+  EvalCalls calls = MakeEvalCalls(script, sha1, keys, args);
   // On NOSCRIPT (a restarted or flushed server) the same call is made with EVAL, which also
   // caches the script for the next EVALSHA.
-  std::vector<std::string> copy(cmd.begin() + 1, cmd.end());
-  copy[0] = script;
-  Command(cmd, [this, copy = std::move(copy), cb = std::move(cb)](const RedisReply& r) {
+  std::vector<std::string_view> evalsha(calls.evalsha.begin(), calls.evalsha.end());
+  Command(evalsha, [this, eval = std::move(calls.eval), cb = std::move(cb)](const RedisReply& r) {
     if (r.is_error() && StartsWith(r.str, "NOSCRIPT") && state_ == State::kReady) {
-      std::vector<std::string_view> again = {"EVAL"};
-      for (const auto& s : copy) again.push_back(s);
-      Command(again, cb);
+      Command(std::vector<std::string_view>(eval.begin(), eval.end()), cb);
       return;
     }
     cb(r);

@@ -72,6 +72,14 @@ class RedisClient : private IoHandler {
 
   // The SHA-1 of a script, as Redis names it (hex).
   static std::string ScriptSha1(std::string_view script);
+  // EVALSHA sha1 numkeys keys... args..., and the same call as EVAL with the script, which
+  // Eval sends when the server answers NOSCRIPT. Shared with RedisClusterClient.
+  struct EvalCalls {
+    std::vector<std::string> evalsha, eval;
+  };
+  static EvalCalls MakeEvalCalls(const std::string& script, const std::string& sha1,
+                                 const std::vector<std::string_view>& keys,
+                                 const std::vector<std::string_view>& args);
 
  private:
   enum class State { kIdle, kConnecting, kReady, kBackoff, kClosed };

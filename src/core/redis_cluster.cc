@@ -292,13 +292,14 @@ void RedisClusterClient::Command(const std::vector<std::string_view>& args, Call
   if (closed_ || args.empty()) return fail("client closed");
   if (!complete_) return fail("cluster slot map not known yet");
   std::string upper = AsciiUpper(args[0]);
-  auto owned = std::make_shared<Args>(args.begin(), args.end());
   if (Keyless(upper) || args.size() < 2) {
     RedisClient* c = AnyConnected();
     if (c == nullptr) return fail("no cluster node connected");
     c->Command(args, std::move(cb));
     return;
   }
+  // Kept for a redirection's resend: the caller's views do not outlive this call.
+  auto owned = std::make_shared<Args>(args.begin(), args.end());
   if (Splittable(upper) && args.size() > 2) {
     SplitByKey(std::move(owned), std::move(cb));
     return;
@@ -413,18 +414,13 @@ void RedisClusterClient::SplitByKey(std::shared_ptr<const Args> args, Callback c
 void RedisClusterClient::Eval(const std::string& script, const std::string& sha1,
                               const std::vector<std::string_view>& keys,
                               const std::vector<std::string_view>& args, Callback cb) {
-  std::string numkeys = StrCat(keys.size());
-  std::vector<std::string_view> cmd = {"EVALSHA", sha1, numkeys};
-  cmd.insert(cmd.end(), keys.begin(), keys.end());
-  cmd.insert(cmd.end(), args.begin(), args.end());
   // As RedisClient::Eval: NOSCRIPT (a node that never saw the script) → EVAL, same routing.
-  auto again = std::make_shared<Args>(cmd.begin(), cmd.end());
-  (*again)[0] = "EVAL";
-  (*again)[1] = script;
+  RedisClient::EvalCalls calls = RedisClient::MakeEvalCalls(script, sha1, keys, args);
+  auto eval = std::make_shared<Args>(std::move(calls.eval));
   std::weak_ptr<bool> alive = alive_;
-  Command(cmd, [this, alive, again, cb = std::move(cb)](const RedisReply& r) {
+  Command(Views(calls.evalsha), [this, alive, eval, cb = std::move(cb)](const RedisReply& r) {
     if (r.is_error() && StartsWith(r.str, "NOSCRIPT") && !alive.expired() && !closed_) {
-      Command(Views(*again), cb);
+      Command(Views(*eval), cb);
       return;
     }
     cb(r);
