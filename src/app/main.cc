@@ -1,5 +1,6 @@
 // bulwark: one binary for the gateway, the PostgreSQL proxy, observability and backups.
 #include <cstdio>
+#include <iostream>
 
 #include "CLI/CLI.hpp"
 #include "app/config.h"
@@ -8,6 +9,7 @@
 #include "core/event_loop.h"
 #include "core/units.h"
 #include "nlohmann/json.hpp"
+#include "observe/rules/test_runner.h"
 #include "security/jwt.h"
 
 namespace {
@@ -92,6 +94,15 @@ int main(int argc, char** argv) {
   issue->add_option("--service", token_service, "The service name (the `sub` claim)")->required();
   issue->add_option("--ttl", token_ttl, "Lifetime, e.g. 1h (default 1h)");
   issue->add_option("--provider", token_provider, "jwt_providers entry (default: the first with a secret)");
+  auto* rules = app.add_subcommand("rules", "Prometheus rule files");
+  rules->require_subcommand(1);
+  std::vector<std::string> rule_test_files, rule_check_files;
+  auto* rules_test = rules->add_subcommand(
+      "test", "Run rule unit tests written for `promtool test rules` (exit 1 on a failure)");
+  rules_test->add_option("files", rule_test_files, "Test files")->required();
+  auto* rules_check = rules->add_subcommand(
+      "check", "Check rule files (exit 1 on any error), as promtool check rules");
+  rules_check->add_option("files", rule_check_files, "Rule files")->required();
   auto* demo = app.add_subcommand(
       "demo", "Run the gateway on the embedded demo configuration with three origins");
   CLI11_PARSE(app, argc, argv);
@@ -102,6 +113,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*demo) return bulwark::RunDemo();
+  if (*rules_test) return bulwark::observe::rules::RunRuleTests(rule_test_files, std::cout) ? 0 : 1;
+  if (*rules_check) {
+    return bulwark::observe::rules::CheckRuleFiles(rule_check_files, std::cout) ? 0 : 1;
+  }
   if (*issue) return IssueToken(token_config, token_provider, token_service, token_ttl);
   return 2;
 }

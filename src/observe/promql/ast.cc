@@ -25,8 +25,9 @@ std::string FormatNumber(double v) {
   return buf;
 }
 
-// Go's %q, which Prometheus uses to print strings and label values.
-std::string Quote(std::string_view s) {
+}  // namespace
+
+std::string GoQuote(std::string_view s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
@@ -59,6 +60,8 @@ std::string Quote(std::string_view s) {
   return out;
 }
 
+namespace {
+
 std::string JoinLabels(const std::vector<std::string>& labels) {
   return StrCat("(", Join(labels, ", "), ")");
 }
@@ -85,7 +88,7 @@ std::string SelectorString(const Expr& e) {
   std::vector<std::string> parts;
   for (const Matcher& m : e.matchers) {
     if (m.name == "__name__" && !e.name.empty()) continue;
-    parts.push_back(StrCat(m.name, MatcherOpName(m.op), Quote(m.value)));
+    parts.push_back(StrCat(m.name, MatcherOpName(m.op), GoQuote(m.value)));
   }
   if (!parts.empty() || e.name.empty()) StrAppend(&out, "{", Join(parts, ", "), "}");
   return out;
@@ -239,7 +242,7 @@ std::string Expr::String() const {
     case Kind::kNumber:
       return FormatNumber(number);
     case Kind::kString:
-      return Quote(str);
+      return GoQuote(str);
     case Kind::kSelector: {
       std::string out = SelectorString(*this);
       AppendModifiers(*this, &out);

@@ -34,6 +34,8 @@ struct Matcher {
   bool MatchesEmpty() const { return Matches(""); }
 };
 const char* MatcherOpName(Matcher::Op op);  // "=", "!=", "=~", "!~"
+// Go's %q, which Prometheus uses to print strings and label values.
+std::string GoQuote(std::string_view s);
 
 enum class BinOp : uint8_t {
   kAdd,

@@ -639,6 +639,8 @@ class Parser {
       case Tok::kEnd:
         return "end of input";
       case Tok::kIdent:
+        // atan2 is an operator token, described as Prometheus describes operators.
+        if (t.text == "atan2") return "<op:atan2>";
         return IsKeyword(t.text) ? StrCat("<", t.text, ">") : StrCat("identifier \"", t.text, "\"");
       case Tok::kNumber:
         return StrCat("number \"", t.text, "\"");

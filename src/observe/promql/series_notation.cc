@@ -106,14 +106,20 @@ absl::StatusOr<std::vector<SeriesValue>> ParseSeriesValues(std::string_view text
       if (head[op] == '-') b = -b;
     }
     if (auto st = room(times + 1); !st.ok()) return st;
-    for (int64_t j = 0; j <= times; ++j) {
-      out.push_back({SeriesValue::Kind::kValue, a + static_cast<double>(j) * b});
+    // Each sample adds the step to the previous one, as promtool does (0.1+0.1x7 ends at
+    // 0.7999999999999999, not 0.8): the float error accumulates the same way.
+    out.push_back({SeriesValue::Kind::kValue, a});
+    for (int64_t j = 1; j <= times; ++j) {
+      a += b;
+      out.push_back({SeriesValue::Kind::kValue, a});
     }
   }
   return out;
 }
 
 absl::StatusOr<Labels> ParseSeriesDesc(std::string_view text) {
+  // "{}" is the empty label set (a scalar's, or an aggregation's without labels).
+  if (Trim(text) == "{}") return Labels{};
   // A selector with only equality matchers is exactly a series description.
   auto e = Parse(text);
   if (!e.ok()) return e.status();

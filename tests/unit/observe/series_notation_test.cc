@@ -45,6 +45,10 @@ TEST(SeriesNotation, ExpandsLikePromtool) {
   EXPECT_EQ(Render("-Inf +Inf NaN"), "-inf inf nan");
   EXPECT_EQ(Render("1e2x1"), "100 100");
   EXPECT_EQ(Render("1e-3+1e-3x1"), "0.001 0.002");
+  // Each step adds to the previous sample, so float error accumulates as in promtool.
+  auto steps = ParseSeriesValues("0.1+0.1x7");
+  ASSERT_TRUE(steps.ok());
+  EXPECT_EQ(steps->back().value, 0.7999999999999999);
   EXPECT_EQ(Render("0+0x2 1+0x2"), "0 0 0 1 1 1");
 }
 
