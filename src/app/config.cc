@@ -75,6 +75,13 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
         cfg->admin.address = *a;
       }
     }
+    YAML::Node observe = top.Get("observe");
+    if (observe.IsDefined()) {
+      std::string base_dir;
+      if (size_t slash = path.rfind('/'); slash != std::string::npos)
+        base_dir = path.substr(0, slash);
+      observe::LoadObserveConfig(ctx, observe, base_dir, cfg->observe.get());
+    }
     gateway::ParseGatewayConfig(ctx, top, cfg->gateway.get());
     if (cfg->gateway->listeners.empty() && ctx.ok()) {
       ctx.Error(root->Mark(),

@@ -8,6 +8,7 @@
 #include "core/config_reader.h"
 #include "core/net.h"
 #include "gateway/config.h"
+#include "observe/config.h"
 
 namespace bulwark {
 
@@ -27,6 +28,7 @@ struct Config {
   bool metrics_enabled = true;
   AdminConfig admin;
   std::shared_ptr<gateway::GatewayConfig> gateway = std::make_shared<gateway::GatewayConfig>();
+  std::shared_ptr<observe::ObserveConfig> observe = std::make_shared<observe::ObserveConfig>();
 
   int EffectiveWorkers() const;
 };

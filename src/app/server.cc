@@ -61,6 +61,7 @@ Server::Server(std::unique_ptr<Config> cfg, ConfigSource source)
     : cfg_(std::move(cfg)), source_(std::move(source)) {}
 
 Server::~Server() {
+  observer_.reset();
   for (auto& w : workers_) w->Stop();
   for (auto& w : workers_) w->Join();
   workers_.clear();
@@ -115,6 +116,21 @@ absl::Status Server::Start() {
     RegisterAdminRoutes();
   }
   RegisterCollectors();
+  {
+    // bulwark's own samples are labelled with the admin address (what Prometheus would call
+    // this target), or the host name without an admin listener.
+    std::string instance = "localhost";
+    if (admin_) {
+      instance = StrCat(cfg_->admin.address.IpString(), ":", admin_->port());
+    } else {
+      char host[256] = {};
+      if (gethostname(host, sizeof(host) - 1) == 0) instance = host;
+    }
+    observer_ = std::make_unique<observe::Observer>(&loop_, &registry_, instance);
+    observer_->Apply(cfg_->observe);
+    if (admin_) RegisterObserveRoutes();
+    observer_->Start();
+  }
   if (cfg_->gateway->redis.enabled) StartBanSync();
   signals_ = std::make_unique<SignalHandler>(this);
   if (signals_->fd() >= 0) {
@@ -210,6 +226,14 @@ std::vector<std::string> Server::Reload() {
   zones_.Prune();
   cache_zones_.Prune();
   bans_->set_max_entries(cfg_->gateway->bans.max_entries);
+  if (observer_) {
+    observer_->Apply(cfg_->observe);
+    if (cfg_->observe->enabled) {
+      observer_->Start();
+    } else {
+      observer_->Stop();
+    }
+  }
   reloads_ok_.Add(1);
   for (const auto& w : warnings) LogWarn("reload: ", w);
   LogInfo("configuration reloaded (generation ", generation_, ")");
@@ -654,6 +678,87 @@ void Server::RegisterAdminRoutes() {
   });
 }
 
+void Server::RegisterObserveRoutes() {
+  using admin::AdminRequest;
+  // Prometheus's and Alertmanager's own API paths, so their tools and dashboards work here.
+  auto param = [](const std::string& query, std::string_view name) -> std::optional<std::string> {
+    for (const std::string& kv : Split(query, '&', true)) {
+      size_t eq = kv.find('=');
+      std::string k = kv.substr(0, eq);
+      if (k != name) continue;
+      std::string v = eq == std::string::npos ? "" : kv.substr(eq + 1), out;
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (v[i] == '+') {
+          out.push_back(' ');
+        } else if (v[i] == '%' && i + 2 < v.size()) {
+          out.push_back(static_cast<char>(std::strtol(v.substr(i + 1, 2).c_str(), nullptr, 16)));
+          i += 2;
+        } else {
+          out.push_back(v[i]);
+        }
+      }
+      return out;
+    }
+    return std::nullopt;
+  };
+  auto api_error = [](int status, std::string_view type, const std::string& msg) {
+    return admin::Json(
+        status, nlohmann::json{{"status", "error"}, {"errorType", type}, {"error", msg}}.dump());
+  };
+  admin_->Route("GET", "/api/v1/rules",
+                [this](const AdminRequest&) { return admin::Json(200, observer_->RulesJson()); });
+  admin_->Route("GET", "/api/v1/query", [this, param, api_error](const AdminRequest& r) {
+    auto q = param(r.query, "query");
+    if (!q) return api_error(400, "bad_data", "missing query");
+    double t = static_cast<double>(observe::Observer::WallMs()) / 1000;
+    if (auto ts = param(r.query, "time")) t = std::strtod(ts->c_str(), nullptr);
+    std::string error;
+    std::string body = observer_->QueryJson(*q, t, &error);
+    if (!error.empty()) return api_error(400, "bad_data", error);
+    return admin::Json(200, body);
+  });
+  admin_->Route("GET", "/api/v1/query_range", [this, param, api_error](const AdminRequest& r) {
+    auto q = param(r.query, "query");
+    auto start = param(r.query, "start"), end = param(r.query, "end"),
+         step = param(r.query, "step");
+    if (!q || !start || !end || !step)
+      return api_error(400, "bad_data", "query, start, end and step are needed");
+    std::string error;
+    std::string body = observer_->QueryRangeJson(*q, std::strtod(start->c_str(), nullptr),
+                                                 std::strtod(end->c_str(), nullptr),
+                                                 std::strtod(step->c_str(), nullptr), &error);
+    if (!error.empty()) return api_error(400, "bad_data", error);
+    return admin::Json(200, body);
+  });
+  admin_->Route("GET", "/api/v1/observe/status",
+                [this](const AdminRequest&) { return admin::Json(200, observer_->StatusJson()); });
+  admin_->Route("GET", "/api/v2/alerts", [this](const AdminRequest&) {
+    return admin::Json(200, observer_->AlertsV2Json());
+  });
+  admin_->Route("POST", "/api/v2/alerts", [this](const AdminRequest& r) {
+    std::string error = observer_->PostAlerts(r.body);
+    if (!error.empty()) return admin::Json(400, nlohmann::json(error).dump());
+    return admin::Json(200, "");
+  });
+  admin_->Route("GET", "/api/v2/silences", [this](const AdminRequest&) {
+    return admin::Json(200, observer_->SilencesJson());
+  });
+  admin_->Route("POST", "/api/v2/silences", [this](const AdminRequest& r) {
+    std::string error;
+    std::string id = observer_->PostSilence(r.body, &error);
+    if (!error.empty()) return admin::Json(400, nlohmann::json(error).dump());
+    return admin::Json(200, nlohmann::json{{"silenceID", id}}.dump());
+  });
+  admin_->Route("DELETE", "/api/v2/silence/{id}", [this](const AdminRequest& r) {
+    if (!observer_->ExpireSilence(r.params[0])) {
+      return admin::Json(
+          404,
+          nlohmann::json(StrCat("silence ", r.params[0], " not found or already expired")).dump());
+    }
+    return admin::Json(200, "");
+  });
+}
+
 void Server::RegisterCollectors() {
   registry_.AddCollector([this](std::string* out) { CollectGateway(out); });
 }
@@ -1010,8 +1115,6 @@ void Server::CollectGateway(std::string* out) {
     }
   }
   single("bulwark_workers", "gauge", "Worker threads.", workers_.size());
-  single("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.",
-         start_wall_s_);
 }
 
 }  // namespace bulwark

@@ -15,6 +15,7 @@
 #include "gateway/upstream.h"
 #include "gateway/worker.h"
 #include "observe/metrics.h"
+#include "observe/observer.h"
 
 namespace bulwark {
 
@@ -50,6 +51,7 @@ class Server {
  private:
   class SignalHandler;
   void RegisterAdminRoutes();
+  void RegisterObserveRoutes();
   void RegisterCollectors();
   void BeginDrain();
   void CollectGateway(std::string* out);
@@ -86,6 +88,7 @@ class Server {
   std::vector<std::unique_ptr<gateway::Worker>> workers_;
   std::unique_ptr<gateway::HealthChecker> health_;
   std::unique_ptr<admin::AdminServer> admin_;
+  std::unique_ptr<observe::Observer> observer_;
   std::unique_ptr<SignalHandler> signals_;
   uint64_t generation_ = 0;
   bool draining_ = false;

@@ -36,6 +36,9 @@ class ConfigContext {
 
   void Error(const YAML::Mark& mark, std::string_view message);
   void Error(std::string_view message);  // an error without a position (e.g. a file-level problem)
+  // An error in another file the configuration refers to, already prefixed with its own
+  // FILE:LINE:COL.
+  void ForeignError(std::string message) { errors_.push_back(std::move(message)); }
   bool ok() const { return errors_.empty(); }
   const std::vector<std::string>& errors() const { return errors_; }
   // All errors, one per line.

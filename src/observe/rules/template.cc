@@ -124,46 +124,7 @@ std::string GoTimeString(double seconds) {
 // ---------------------------------------------------------------------------------------------
 // Values.
 
-struct TValue {
-  enum class Kind { kNil, kString, kFloat, kInt, kBool, kMap, kData };
-  Kind kind = Kind::kNil;
-  std::string s;
-  double f = 0;
-  int64_t i = 0;
-  bool b = false;
-  const std::map<std::string, std::string>* m = nullptr;
-
-  static TValue Str(std::string v) {
-    TValue t;
-    t.kind = Kind::kString;
-    t.s = std::move(v);
-    return t;
-  }
-  static TValue Float(double v) {
-    TValue t;
-    t.kind = Kind::kFloat;
-    t.f = v;
-    return t;
-  }
-  static TValue Int(int64_t v) {
-    TValue t;
-    t.kind = Kind::kInt;
-    t.i = v;
-    return t;
-  }
-  static TValue Bool(bool v) {
-    TValue t;
-    t.kind = Kind::kBool;
-    t.b = v;
-    return t;
-  }
-  static TValue Map(const std::map<std::string, std::string>* v) {
-    TValue t;
-    t.kind = Kind::kMap;
-    t.m = v;
-    return t;
-  }
-};
+using TValue = TemplateValue;
 
 const char* GoTypeName(const TValue& v) {
   switch (v.kind) {
@@ -176,9 +137,11 @@ const char* GoTypeName(const TValue& v) {
     case TValue::Kind::kBool:
       return "bool";
     case TValue::Kind::kMap:
-      return "map[string]string";
-    case TValue::Kind::kData:
-      return "*template.tmplQueryData";
+      return "template.KV";
+    case TValue::Kind::kObject:
+      return "template.Data";
+    case TValue::Kind::kList:
+      return "[]interface {}";
     default:
       return "<nil>";
   }
@@ -204,8 +167,24 @@ std::string Print(const TValue& v) {
       }
       return out + "]";
     }
-    case TValue::Kind::kData:
-      return "{...}";
+    case TValue::Kind::kObject: {
+      std::string out = "{";
+      bool first = true;
+      for (const auto& [k, val] : *v.object) {
+        if (!first) out += " ";
+        first = false;
+        out += Print(val);
+      }
+      return out + "}";
+    }
+    case TValue::Kind::kList: {
+      std::string out = "[";
+      for (size_t k = 0; k < v.list->size(); ++k) {
+        if (k > 0) out += " ";
+        out += Print((*v.list)[k]);
+      }
+      return out + "]";
+    }
     default:
       return "<no value>";
   }
@@ -223,8 +202,10 @@ bool Truth(const TValue& v) {
       return v.b;
     case TValue::Kind::kMap:
       return !v.m->empty();
-    case TValue::Kind::kData:
+    case TValue::Kind::kObject:
       return true;
+    case TValue::Kind::kList:
+      return !v.list->empty();
     default:
       return false;
   }
@@ -430,7 +411,8 @@ struct Command {
 };
 
 struct Pipeline {
-  std::string decl;  // "$x" for {{ $x := ... }}
+  std::string decl;   // "$x" for {{ $x := ... }}; the element in {{ range $i, $x := }}
+  std::string decl2;  // {{ range $i, $x := ... }}: decl is $i, decl2 is $x
   bool assign = false;
   std::vector<Command> cmds;
 };
@@ -438,7 +420,7 @@ struct Pipeline {
 }  // namespace
 
 struct Template::Node {
-  enum class Kind { kList, kText, kAction, kIf };
+  enum class Kind { kList, kText, kAction, kIf, kRange };
   Kind kind = Kind::kList;
   std::string text;
   Pipeline pipe;
@@ -560,9 +542,13 @@ class Parser {
         list->list.push_back(ParseIf());
         continue;
       }
+      if (toks_[0].kind == Tok::kIdent && first == "range") {
+        tok_ = 1;
+        list->list.push_back(ParseRange());
+        continue;
+      }
       if (toks_[0].kind == Tok::kIdent &&
-          (first == "range" || first == "with" || first == "define" || first == "template" ||
-           first == "block")) {
+          (first == "with" || first == "define" || first == "template" || first == "block")) {
         Error(StrCat("{{", first, "}} is not supported in alert templates"));
       }
       auto n = std::make_unique<Template::Node>();
@@ -571,6 +557,40 @@ class Parser {
       if (tok_ != toks_.size()) Error(StrCat("unexpected ", toks_[tok_].text, " in command"));
       list->list.push_back(std::move(n));
     }
+  }
+
+  std::unique_ptr<Template::Node> ParseRange() {
+    if (++if_depth_ > 64) Error("{{range}} nested too deep");
+    auto n = std::make_unique<Template::Node>();
+    n->kind = Template::Node::Kind::kRange;
+    // {{ range $i, $x := pipeline }} or {{ range $x := pipeline }} or {{ range pipeline }}
+    if (tok_ + 3 < toks_.size() && toks_[tok_].kind == Tok::kVar &&
+        toks_[tok_ + 1].kind == Tok::kComma && toks_[tok_ + 2].kind == Tok::kVar &&
+        toks_[tok_ + 3].kind == Tok::kDecl) {
+      n->pipe.decl = toks_[tok_].text;
+      n->pipe.decl2 = toks_[tok_ + 2].text;
+      tok_ += 4;
+      Pipeline p = ParsePipeline(false);
+      n->pipe.cmds = std::move(p.cmds);
+    } else {
+      n->pipe = ParsePipeline(/*allow_decl=*/true);
+    }
+    if (tok_ != toks_.size()) Error(StrCat("unexpected ", toks_[tok_].text, " in range"));
+    auto body = std::make_unique<Template::Node>();
+    std::string_view end_word;
+    ParseList(body.get(), &end_word);
+    auto else_list = std::make_unique<Template::Node>();
+    if (end_word.empty()) Error("unexpected EOF");
+    if (end_word == "else") {
+      if (toks_.size() > 1) Error("unexpected tokens after else");
+      std::string_view end2;
+      ParseList(else_list.get(), &end2);
+      if (end2 != "end") Error(end2.empty() ? "unexpected EOF" : "expected end; found else");
+    }
+    n->list.push_back(std::move(body));
+    n->list.push_back(std::move(else_list));
+    --if_depth_;
+    return n;
   }
 
   std::unique_ptr<Template::Node> ParseIf() {
@@ -603,7 +623,19 @@ class Parser {
   }
 
   struct Tok {
-    enum Kind { kIdent, kVar, kField, kString, kNumber, kPipe, kOpen, kClose, kDecl, kAssign };
+    enum Kind {
+      kIdent,
+      kVar,
+      kField,
+      kString,
+      kNumber,
+      kPipe,
+      kOpen,
+      kClose,
+      kDecl,
+      kAssign,
+      kComma
+    };
     Kind kind;
     std::string text;
   };
@@ -644,6 +676,9 @@ class Parser {
     while (i < s.size()) {
       char c = s[i];
       if (IsSpace(c)) {
+        ++i;
+      } else if (c == ',') {
+        out.push_back({Tok::kComma, ","});
         ++i;
       } else if (c == '|') {
         out.push_back({Tok::kPipe, "|"});
@@ -846,16 +881,10 @@ class Parser {
 
 class Executor {
  public:
-  explicit Executor(const TemplateData& data) : data_(data) {
-    TValue root;
-    root.kind = TValue::Kind::kData;
+  Executor(const TValue& root, const std::vector<std::pair<std::string, TValue>>& vars)
+      : dot_(root) {
     vars_.push_back({"$", root});
-    static const std::map<std::string, std::string> kEmpty;
-    vars_.push_back({"$labels", TValue::Map(data.labels ? data.labels : &kEmpty)});
-    vars_.push_back(
-        {"$externalLabels", TValue::Map(data.external_labels ? data.external_labels : &kEmpty)});
-    vars_.push_back({"$externalURL", TValue::Str(data.external_url)});
-    vars_.push_back({"$value", TValue::Float(data.value)});
+    for (const auto& v : vars) vars_.push_back(v);
   }
 
   void Run(const Template::Node& n, std::string* out) {
@@ -878,24 +907,82 @@ class Executor {
         vars_.resize(mark);
         break;
       }
+      case Template::Node::Kind::kRange: {
+        size_t mark = vars_.size();
+        Pipeline p = n.pipe;
+        std::string index_var = p.decl2.empty() ? "" : p.decl;
+        std::string elem_var = p.decl2.empty() ? p.decl : p.decl2;
+        p.decl.clear();
+        p.decl2.clear();
+        TValue over = EvalPipeline(p);
+        std::vector<std::pair<TValue, TValue>> items;  // (index or key, element)
+        if (over.kind == TValue::Kind::kList) {
+          for (size_t k = 0; k < over.list->size(); ++k) {
+            items.emplace_back(TValue::Int(static_cast<int64_t>(k)), (*over.list)[k]);
+          }
+        } else if (over.kind == TValue::Kind::kMap) {
+          for (const auto& [k, v] : *over.m) items.emplace_back(TValue::Str(k), TValue::Str(v));
+        } else if (over.kind != TValue::Kind::kNil) {
+          Throw(StrCat("range can't iterate over ", Print(over)));
+        }
+        if (items.empty()) {
+          Run(*n.list[1], out);
+          break;
+        }
+        TValue saved = dot_;
+        for (auto& [key, elem] : items) {
+          if (++iterations_ > 100000) Throw("range: more than 100000 iterations");
+          vars_.resize(mark);
+          if (!index_var.empty()) vars_.push_back({index_var, key});
+          if (!elem_var.empty()) vars_.push_back({elem_var, elem});
+          dot_ = elem;
+          Run(*n.list[0], out);
+        }
+        dot_ = saved;
+        vars_.resize(mark);
+        break;
+      }
     }
   }
 
  private:
+  static TValue Pairs(const TValue::Map& m, int which) {
+    std::vector<TValue> out;
+    for (const auto& [k, v] : m) {
+      if (which == 0) {
+        out.push_back(TValue::ObjectOf({{"Name", TValue::Str(k)}, {"Value", TValue::Str(v)}}));
+      } else {
+        out.push_back(TValue::Str(which == 1 ? k : v));
+      }
+    }
+    return TValue::ListOf(std::move(out));
+  }
+
   TValue Field(const TValue& base, const std::string& f) {
     if (base.kind == TValue::Kind::kMap) {
+      // Alertmanager's KV methods come before the map's keys, as Go templates look them up.
+      if (f == "SortedPairs") return Pairs(*base.m, 0);
+      if (f == "Names") return Pairs(*base.m, 1);
+      if (f == "Values") return Pairs(*base.m, 2);
       auto it = base.m->find(f);
       return TValue::Str(it == base.m->end() ? "" : it->second);  // missingkey=zero
     }
-    if (base.kind == TValue::Kind::kData) {
-      static const std::map<std::string, std::string> kEmpty;
-      if (f == "Labels") return TValue::Map(data_.labels ? data_.labels : &kEmpty);
-      if (f == "ExternalLabels") {
-        return TValue::Map(data_.external_labels ? data_.external_labels : &kEmpty);
+    if (base.kind == TValue::Kind::kObject) {
+      auto it = base.object->find(f);
+      if (it == base.object->end()) Throw(StrCat("can't evaluate field ", f));
+      return it->second;
+    }
+    if (base.kind == TValue::Kind::kList && (f == "Firing" || f == "Resolved")) {
+      // Alertmanager's Alerts.Firing() / Alerts.Resolved().
+      std::vector<TValue> out;
+      for (const TValue& a : *base.list) {
+        if (a.kind != TValue::Kind::kObject) continue;
+        auto st = a.object->find("Status");
+        if (st != a.object->end() && st->second.s == (f == "Firing" ? "firing" : "resolved")) {
+          out.push_back(a);
+        }
       }
-      if (f == "ExternalURL") return TValue::Str(data_.external_url);
-      if (f == "Value") return TValue::Float(data_.value);
-      Throw(StrCat("can't evaluate field ", f, " in type *template.tmplQueryData"));
+      return TValue::ListOf(std::move(out));
     }
     Throw(StrCat("can't evaluate field ", f, " in type ", GoTypeName(base)));
   }
@@ -911,7 +998,7 @@ class Executor {
     switch (o.kind) {
       case Operand::Kind::kVar:
       case Operand::Kind::kField: {
-        TValue v = o.kind == Operand::Kind::kVar ? Lookup(o.name) : Lookup("$");
+        TValue v = o.kind == Operand::Kind::kVar ? Lookup(o.name) : dot_;
         for (const std::string& f : o.fields) v = Field(v, f);
         return v;
       }
@@ -1041,6 +1128,16 @@ class Executor {
       }
       return TValue::Str(s);
     }
+    if (fn == "join") {
+      want(2);
+      if (args[1].kind != TValue::Kind::kList) Throw("error calling join: expected a list");
+      std::string out;
+      for (size_t k = 0; k < args[1].list->size(); ++k) {
+        if (k > 0) out += str_arg(0);
+        out += Print((*args[1].list)[k]);
+      }
+      return TValue::Str(out);
+    }
     if (fn == "safeHtml" || fn == "html" || fn == "js" || fn == "urlquery") {
       want(1);
       return TValue::Str(Print(args[0]));
@@ -1142,8 +1239,9 @@ class Executor {
     Throw(StrCat("function \"", fn, "\" not defined"));
   }
 
-  const TemplateData& data_;
+  TValue dot_;
   std::vector<std::pair<std::string, TValue>> vars_;
+  int iterations_ = 0;
 };
 
 }  // namespace
@@ -1167,15 +1265,82 @@ absl::StatusOr<std::unique_ptr<Template>> Template::Parse(std::string_view name,
 }
 
 absl::StatusOr<std::string> Template::Expand(const TemplateData& data) const {
+  // Prometheus's alert data, and the variables it defines before every template.
+  static const TemplateValue::Map kEmpty;
+  TValue labels = TValue::MapRef(data.labels ? data.labels : &kEmpty);
+  TValue external = TValue::MapRef(data.external_labels ? data.external_labels : &kEmpty);
+  TValue root = TValue::ObjectOf({{"Labels", labels},
+                                  {"ExternalLabels", external},
+                                  {"ExternalURL", TValue::Str(data.external_url)},
+                                  {"Value", TValue::Float(data.value)}});
+  return ExpandValue(root, {{"$labels", labels},
+                            {"$externalLabels", external},
+                            {"$externalURL", TValue::Str(data.external_url)},
+                            {"$value", TValue::Float(data.value)}});
+}
+
+absl::StatusOr<std::string> Template::ExpandValue(
+    const TemplateValue& root,
+    const std::vector<std::pair<std::string, TemplateValue>>& vars) const {
   std::string out;
   try {
-    Executor ex(data);
+    Executor ex(root, vars);
     ex.Run(*root_, &out);
+    if (out.size() > 1024 * 1024) Throw("output larger than 1 MiB");
   } catch (const TemplateError& e) {
     return absl::InvalidArgumentError(
         StrCat("template: ", name_, ": executing \"", name_, "\": ", e.message));
   }
   return out;
+}
+
+TemplateValue TemplateValue::Str(std::string v) {
+  TemplateValue t;
+  t.kind = Kind::kString;
+  t.s = std::move(v);
+  return t;
+}
+TemplateValue TemplateValue::Float(double v) {
+  TemplateValue t;
+  t.kind = Kind::kFloat;
+  t.f = v;
+  return t;
+}
+TemplateValue TemplateValue::Int(int64_t v) {
+  TemplateValue t;
+  t.kind = Kind::kInt;
+  t.i = v;
+  return t;
+}
+TemplateValue TemplateValue::Bool(bool v) {
+  TemplateValue t;
+  t.kind = Kind::kBool;
+  t.b = v;
+  return t;
+}
+TemplateValue TemplateValue::MapOf(Map v) {
+  TemplateValue t;
+  t.kind = Kind::kMap;
+  t.m = std::make_shared<const Map>(std::move(v));
+  return t;
+}
+TemplateValue TemplateValue::MapRef(const Map* v) {
+  TemplateValue t;
+  t.kind = Kind::kMap;
+  t.m = std::shared_ptr<const Map>(std::shared_ptr<const Map>(), v);  // not owning
+  return t;
+}
+TemplateValue TemplateValue::ObjectOf(Object v) {
+  TemplateValue t;
+  t.kind = Kind::kObject;
+  t.object = std::make_shared<const Object>(std::move(v));
+  return t;
+}
+TemplateValue TemplateValue::ListOf(std::vector<TemplateValue> v) {
+  TemplateValue t;
+  t.kind = Kind::kList;
+  t.list = std::make_shared<const std::vector<TemplateValue>>(std::move(v));
+  return t;
 }
 
 }  // namespace bulwark::observe::rules

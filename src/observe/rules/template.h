@@ -2,11 +2,13 @@
 // files use, with Prometheus's functions. Supported:
 //   {{ .Labels.job }} {{ $labels.job }} {{ $value }} {{ .Value }} {{ $externalLabels.x }}
 //   pipelines: {{ $value | humanizePercentage }}, calls: {{ printf "%.2f" $value }}
-//   {{ if ... }} / {{ else if ... }} / {{ else }} / {{ end }}, {{ $x := ... }}, {{/* comment */}},
-//   trim markers {{- and -}}
+//   {{ if ... }} / {{ else if ... }} / {{ else }} / {{ end }}, {{ range .Alerts }} (also
+//   {{ range $i, $a := ... }}), {{ $x := ... }}, {{/* comment */}}, trim markers {{- and -}}
+//   Alertmanager's helpers on its data: .Alerts.Firing, .Alerts.Resolved, .Labels.SortedPairs,
+//   .Labels.Names, .Labels.Values
 // Functions: humanize, humanize1024, humanizeDuration, humanizePercentage, humanizeTimestamp,
 // printf, print, toUpper, toLower, title, match, reReplaceAll, stripPort, eq, ne, lt, le, gt,
-// ge, and, or, not, len, index, parseDuration. A missing label is the empty string
+// ge, and, or, not, len, index, parseDuration, join, safeHtml. A missing label is the empty string
 // (Prometheus runs templates with missingkey=zero). Query functions (`query`, `first`, ...) are
 // not supported: a template using them fails to parse, so the rule file is refused at load.
 #pragma once
@@ -15,10 +17,38 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
 namespace bulwark::observe::rules {
+
+// A value templates read: what Alertmanager's notification templates get (objects, lists,
+// label maps) as well as Prometheus's alert data. Copies share their contents.
+struct TemplateValue {
+  using Map = std::map<std::string, std::string>;
+  using Object = std::map<std::string, TemplateValue>;
+  enum class Kind { kNil, kString, kFloat, kInt, kBool, kMap, kObject, kList };
+  Kind kind = Kind::kNil;
+  std::string s;
+  double f = 0;
+  int64_t i = 0;
+  bool b = false;
+  std::shared_ptr<const Map> m;
+  std::shared_ptr<const Object> object;
+  std::shared_ptr<const std::vector<TemplateValue>> list;
+
+  static TemplateValue Str(std::string v);
+  static TemplateValue Float(double v);
+  static TemplateValue Int(int64_t v);
+  static TemplateValue Bool(bool v);
+  static TemplateValue MapOf(Map v);
+  // Refers to `*v` without owning it; `v` must outlive the value.
+  static TemplateValue MapRef(const Map* v);
+  static TemplateValue ObjectOf(Object v);
+  static TemplateValue ListOf(std::vector<TemplateValue> v);
+};
 
 struct TemplateData {
   const std::map<std::string, std::string>* labels = nullptr;
@@ -36,6 +66,11 @@ class Template {
   // Expands with `data`. An error (a function refusing its argument) is returned; Prometheus
   // then uses "<error expanding template: ...>" as the text.
   absl::StatusOr<std::string> Expand(const TemplateData& data) const;
+  // Expands with `root` as the dot (Alertmanager's notification data); `vars` are extra
+  // variables ("$x") visible to the template.
+  absl::StatusOr<std::string> ExpandValue(
+      const TemplateValue& root,
+      const std::vector<std::pair<std::string, TemplateValue>>& vars = {}) const;
 
   struct Node;
 

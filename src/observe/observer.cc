@@ -1,0 +1,836 @@
+#include "observe/observer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "nlohmann/json.hpp"
+#include "observe/alerting/notify.h"
+#include "observe/exposition.h"
+#include "observe/promql/engine.h"
+#include "observe/promql/parser.h"
+
+namespace bulwark::observe {
+namespace {
+
+using json = nlohmann::json;
+constexpr int64_t kTickMs = 250;
+
+std::string UrlEscape(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof(buf), "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+json LabelsJson(const promql::Labels& l) {
+  json j = json::object();
+  for (const auto& [k, v] : l) j[k] = v;
+  return j;
+}
+
+// Prometheus's API renders sample values as strings.
+std::string ApiValue(double v) { return promql::FormatGoFloat(v); }
+
+alerting::LabelMap ToMap(const promql::Labels& l) { return alerting::LabelMap(l.begin(), l.end()); }
+
+}  // namespace
+
+int64_t Observer::WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Observer::Observer(EventLoop* loop, Registry* registry, std::string instance)
+    : loop_(loop), registry_(registry), instance_(std::move(instance)) {
+  timer_.set_callback([this] { Tick(); });
+  collector_id_ = registry_->AddCollector([this](std::string* out) { Collect(out); });
+}
+
+Observer::~Observer() {
+  *alive_ = false;
+  Stop();
+  registry_->RemoveCollector(collector_id_);
+  // The delivery threads stop before the loop and this object go away; outcomes still in
+  // flight find alive_ false.
+  notifier_.reset();
+  scraper_.reset();
+}
+
+std::string Observer::ExternalUrl() const {
+  if (config_ && !config_->external_url.empty()) return config_->external_url;
+  return StrCat("http://", instance_);
+}
+
+rules::EvalContext Observer::Context() const {
+  rules::EvalContext ctx;
+  ctx.external_labels = config_->external_labels;
+  ctx.external_url = ExternalUrl();
+  // Subqueries without a step use the evaluation interval, as in Prometheus.
+  ctx.query.default_subquery_step_ms = config_->evaluation_interval_ms;
+  return ctx;
+}
+
+void Observer::Apply(std::shared_ptr<const ObserveConfig> config) {
+  config_ = std::move(config);
+  if (!store_) {
+    tsdb::Store::Options o;
+    o.retention_ms = config_->retention_ms;
+    o.max_series = config_->max_series;
+    o.max_samples = config_->max_samples;
+    store_ = std::make_unique<tsdb::Store>(o);
+  }
+  if (!notifier_) notifier_ = std::make_unique<alerting::Notifier>();
+  if (!scraper_) scraper_ = std::make_unique<alerting::Notifier>();
+
+  // Rule groups; alert state carries over for unchanged rules (same group, name, expression).
+  std::vector<GroupRun> old;
+  old.swap(groups_);
+  int64_t now = WallMs();
+  for (const auto& def : config_->groups) {
+    GroupRun g;
+    g.def = def;
+    g.eval = std::make_unique<rules::GroupEvaluator>(def.get());
+    g.interval_ms = def->interval_ms > 0 ? def->interval_ms : config_->evaluation_interval_ms;
+    g.next_ms = now + g.interval_ms;
+    for (GroupRun& o : old) {
+      if (o.def->name != def->name || o.def->file != def->file) continue;
+      g.next_ms = o.next_ms;
+      g.evaluations = o.evaluations;
+      g.failures = o.failures;
+      g.missed = o.missed;
+      for (size_t i = 0; i < def->rules.size(); ++i) {
+        for (size_t j = 0; j < o.def->rules.size(); ++j) {
+          const rules::Rule& a = def->rules[i];
+          const rules::Rule& b = o.def->rules[j];
+          if (a.name == b.name && a.expr_text == b.expr_text && a.kind == b.kind) {
+            g.eval->mutable_states()[i] = std::move(o.eval->mutable_states()[j]);
+          }
+        }
+      }
+    }
+    groups_.push_back(std::move(g));
+  }
+
+  if (config_->alertmanager) {
+    if (!dispatcher_) {
+      std::weak_ptr<bool> alive = alive_;
+      dispatcher_ = std::make_unique<alerting::Dispatcher>(
+          config_->alertmanager, [this](alerting::Notification n) { Deliver(std::move(n)); });
+    } else {
+      dispatcher_->SetConfig(config_->alertmanager, now);
+    }
+  } else {
+    dispatcher_.reset();
+  }
+}
+
+void Observer::Start() {
+  if (running_ || !config_ || !config_->enabled) return;
+  running_ = true;
+  next_sample_ms_ = WallMs();
+  loop_->ArmTimer(&timer_, 0);
+}
+
+void Observer::Stop() {
+  if (!running_) return;
+  running_ = false;
+  loop_->CancelTimer(&timer_);
+}
+
+void Observer::RunOnce() {
+  int64_t now = WallMs();
+  Sample(now);
+  for (GroupRun& g : groups_) EvalGroup(g, now);
+  if (dispatcher_) dispatcher_->Tick(now);
+}
+
+void Observer::Tick() {
+  int64_t now = WallMs();
+  if (now >= next_sample_ms_) {
+    Sample(now);
+    next_sample_ms_ = std::max(next_sample_ms_ + config_->evaluation_interval_ms, now + 1);
+    store_->Trim(now);
+  }
+  for (const ScrapeConfig& job : config_->scrape) {
+    int64_t interval = job.interval_ms > 0 ? job.interval_ms : config_->evaluation_interval_ms;
+    int64_t& next = next_scrape_ms_[job.job];
+    if (now >= next) {
+      Scrape(job, now);
+      next = std::max(next + interval, now + 1);
+    }
+  }
+  for (GroupRun& g : groups_) {
+    if (now < g.next_ms) continue;
+    EvalGroup(g, now);
+    g.next_ms += g.interval_ms;
+    if (g.next_ms <= now) {
+      // Evaluation fell behind by whole intervals: skip them, as Prometheus counts
+      // prometheus_rule_group_iterations_missed_total.
+      g.missed += static_cast<uint64_t>((now - g.next_ms) / g.interval_ms + 1);
+      g.next_ms = now + g.interval_ms;
+    }
+  }
+  if (dispatcher_) dispatcher_->Tick(now);
+  if (running_) loop_->ArmTimer(&timer_, kTickMs);
+}
+
+void Observer::Ingest(const promql::Labels& extra, const std::string& text, int64_t now_ms,
+                      size_t limit, std::string* error) {
+  // First parse everything, so a target over its sample limit adds nothing (Prometheus fails
+  // such a scrape as a whole).
+  std::vector<ExpositionSample> samples;
+  absl::Status st =
+      ParseExposition(text, limit, [&](ExpositionSample& s) { samples.push_back(s); });
+  if (!st.ok()) {
+    *error = std::string(st.message());
+    return;
+  }
+  for (ExpositionSample& s : samples) {
+    promql::Labels l = std::move(s.labels);
+    for (const auto& [k, v] : extra) {
+      // A target's own job/instance labels are kept as exported_job/exported_instance
+      // (Prometheus's honor_labels: false).
+      auto it = std::find_if(l.begin(), l.end(), [&](const auto& p) { return p.first == k; });
+      if (it != l.end()) {
+        std::string old = it->second;
+        l.erase(it);
+        l.emplace_back("exported_" + k, old);
+      }
+      l.emplace_back(k, v);
+    }
+    std::sort(l.begin(), l.end());
+    if (store_->Append(l, s.timestamp_ms.value_or(now_ms), s.value)) ++samples_ingested_;
+  }
+}
+
+void Observer::Sample(int64_t now_ms) {
+  auto start = std::chrono::steady_clock::now();
+  promql::Labels extra = {{"instance", instance_}, {"job", "bulwark"}};
+  std::string error;
+  Ingest(extra, registry_->Render(), now_ms, std::numeric_limits<size_t>::max(), &error);
+  if (!error.empty()) LogWarn("observe: reading bulwark's own metrics failed: ", error);
+  store_->Append({{"__name__", "up"}, {"instance", instance_}, {"job", "bulwark"}}, now_ms,
+                 error.empty() ? 1 : 0);
+  last_sample_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void Observer::Scrape(const ScrapeConfig& job, int64_t now_ms) {
+  for (const std::string& target : job.targets) {
+    ++scrapes_;
+    auto body = std::make_shared<std::string>();
+    alerting::Notifier::Job j;
+    j.integration = "scrape";
+    j.get = true;
+    j.url = StrCat("http://", target, job.metrics_path);
+    j.timeout_ms = job.timeout_ms;
+    j.max_answer = 256 * 1024 * 1024;
+    j.on_body = [body](std::string b) { *body = std::move(b); };
+    std::weak_ptr<bool> alive = alive_;
+    int64_t started = alerting::Notifier::NowMs();
+    j.done = [this, alive, body, target, job, now_ms, started](bool ok, const std::string& err,
+                                                               int) {
+      double took = static_cast<double>(alerting::Notifier::NowMs() - started) / 1000;
+      loop_->Post([this, alive, body, target, job, now_ms, ok, err, took] {
+        if (alive.expired() || !*alive.lock()) return;
+        promql::Labels extra = {{"instance", target}, {"job", job.job}};
+        std::string error = ok ? "" : err;
+        if (ok) Ingest(extra, *body, now_ms, job.sample_limit, &error);
+        if (!error.empty()) {
+          ++scrape_failures_;
+          LogWarn("observe: scrape of ", target, " (job ", job.job, ") failed: ", error);
+        }
+        auto with = [&](const char* name) {
+          promql::Labels l = extra;
+          l.emplace_back("__name__", name);
+          std::sort(l.begin(), l.end());
+          return l;
+        };
+        store_->Append(with("up"), now_ms, error.empty() ? 1 : 0);
+        store_->Append(with("scrape_duration_seconds"), now_ms, took);
+      });
+    };
+    scraper_->Submit(std::move(j));
+  }
+}
+
+void Observer::EvalGroup(GroupRun& g, int64_t now_ms) {
+  rules::EvalContext ctx = Context();
+  g.eval->Eval(now_ms, store_.get(), ctx);
+  ++g.evaluations;
+  for (const rules::RuleState& st : g.eval->states()) {
+    if (!st.last_error.empty()) ++g.failures;
+  }
+  SendAlerts(g, now_ms);
+}
+
+void Observer::SendAlerts(GroupRun& g, int64_t now_ms) {
+  // Prometheus's notifier: an active alert is (re)sent when it fired, when it resolved, and
+  // every resend_delay; it stays valid for 4 × max(interval, resend_delay), so two missed
+  // evaluations do not resolve it.
+  int64_t resend = config_->resend_delay_ms;
+  int64_t valid_for = 4 * std::max(g.interval_ms, resend);
+  std::vector<alerting::OutgoingAlert> out;
+  for (size_t i = 0; i < g.def->rules.size(); ++i) {
+    const rules::Rule& rule = g.def->rules[i];
+    if (rule.kind != rules::Rule::Kind::kAlert) continue;
+    for (auto& [h, a] : g.eval->mutable_states()[i].active) {
+      if (a.state == rules::AlertState::kPending) continue;
+      bool needs = a.resolved_at > a.last_sent_at || a.last_sent_at + resend < now_ms;
+      if (!needs) continue;
+      a.last_sent_at = now_ms;
+      a.valid_until = now_ms + valid_for;
+      alerting::OutgoingAlert o;
+      o.labels = ToMap(a.labels);
+      for (const auto& [k, v] : config_->external_labels) o.labels.emplace(k, v);
+      o.annotations = ToMap(a.annotations);
+      o.starts_at_ms = a.fired_at;
+      o.ends_at_ms = a.state == rules::AlertState::kInactive ? a.resolved_at : a.valid_until;
+      o.generator_url =
+          StrCat(ExternalUrl(), "/graph?g0.expr=", UrlEscape(rule.expr_text), "&g0.tab=1");
+      out.push_back(std::move(o));
+    }
+  }
+  if (out.empty()) return;
+  alerts_sent_ += out.size();
+  if (dispatcher_) {
+    for (const alerting::OutgoingAlert& o : out) {
+      alerting::Alert a;
+      a.labels = o.labels;
+      a.annotations = o.annotations;
+      a.starts_at_ms = o.starts_at_ms;
+      a.ends_at_ms = o.ends_at_ms;
+      a.generator_url = o.generator_url;
+      dispatcher_->Put(std::move(a), now_ms);
+    }
+  }
+  if (!config_->forward.empty()) {
+    std::string body = alerting::AlertmanagerV2Payload(out);
+    for (const std::string& am : config_->forward) {
+      alerting::Notifier::Job j;
+      j.integration = "alertmanager";
+      j.url = am + "/api/v2/alerts";
+      j.body = body;
+      j.deadline_ms = alerting::Notifier::NowMs() + 10000;
+      std::weak_ptr<bool> alive = alive_;
+      j.done = [this, alive, am](bool ok, const std::string& err, int) {
+        if (ok) return;
+        loop_->Post([this, alive, am, err] {
+          if (alive.expired() || !*alive.lock()) return;
+          ++alerts_forward_failed_;
+          LogWarn("observe: sending alerts to Alertmanager ", am, " failed: ", err);
+        });
+      };
+      notifier_->Submit(std::move(j));
+    }
+  }
+}
+
+void Observer::Deliver(alerting::Notification n) {
+  const alerting::Receiver* r =
+      config_->alertmanager ? config_->alertmanager->FindReceiver(n.receiver) : nullptr;
+  if (r == nullptr) return;
+  alerting::Notifier::Job j;
+  j.integration = n.integration;
+  std::string ext = ExternalUrl();
+  bool send_resolved = true;
+  size_t i = static_cast<size_t>(n.index);
+  if (n.integration == "webhook" && i < r->webhooks.size()) {
+    send_resolved = r->webhooks[i].send_resolved;
+    j.url = r->webhooks[i].url;
+    j.body = alerting::WebhookPayload(n, r->webhooks[i], ext);
+  } else if (n.integration == "slack" && i < r->slack.size()) {
+    send_resolved = r->slack[i].send_resolved;
+    j.url = r->slack[i].api_url;
+    j.body = alerting::SlackPayload(n, r->slack[i], ext);
+  } else if (n.integration == "email" && i < r->email.size()) {
+    const alerting::EmailConfig& c = r->email[i];
+    send_resolved = c.send_resolved;
+    bool implicit_tls = EndsWith(c.smarthost, ":465");
+    j.url = StrCat(implicit_tls ? "smtps://" : "smtp://", c.smarthost);
+    j.mail_from = c.from;
+    for (const std::string& to : Split(c.to, ',', true)) j.rcpt.emplace_back(Trim(to));
+    j.user = c.auth_username;
+    j.password = c.auth_password;
+    j.require_tls = c.require_tls && !implicit_tls;
+    j.body = alerting::EmailMessage(n, c, ext, WallMs(), StrCat(n.id, ".", WallMs()));
+  } else if (n.integration == "dingtalk" && i < r->dingtalk.size()) {
+    send_resolved = r->dingtalk[i].send_resolved;
+    j.url = alerting::DingTalkUrl(r->dingtalk[i], WallMs());
+    j.body = alerting::DingTalkPayload(n, r->dingtalk[i], ext);
+    j.check = [](const std::string& body, std::string* error) {
+      json a = json::parse(body, nullptr, false);
+      if (a.is_object() && a.contains("errcode") && a["errcode"].is_number() && a["errcode"] != 0) {
+        *error = StrCat("DingTalk refused the message: ", a.value("errmsg", std::string("?")));
+        return false;
+      }
+      return true;
+    };
+  } else {
+    return;
+  }
+  if (alerting::AlertsToSend(n, send_resolved).empty()) {
+    // Only resolved alerts and send_resolved off: nothing goes out, but the notification log
+    // records them (Alertmanager's retry stage does the same).
+    if (dispatcher_) dispatcher_->Delivered(n, true, WallMs());
+    return;
+  }
+  j.deadline_ms = alerting::Notifier::NowMs() + std::max<int64_t>(n.deadline_ms - n.now_ms, 1000);
+  std::weak_ptr<bool> alive = alive_;
+  auto shared = std::make_shared<alerting::Notification>(std::move(n));
+  j.done = [this, alive, shared](bool ok, const std::string& err, int attempts) {
+    loop_->Post([this, alive, shared, ok, err, attempts] {
+      if (alive.expired() || !*alive.lock()) return;
+      if (!ok) {
+        LogWarn("observe: notification to ", shared->receiver, " (", shared->integration,
+                ") failed after ", attempts, " attempt", attempts == 1 ? "" : "s", ": ", err);
+      }
+      if (dispatcher_) dispatcher_->Delivered(*shared, ok, WallMs());
+    });
+  };
+  notifier_->Submit(std::move(j));
+}
+
+// ------------------------------------------------------------------------------------- API
+
+std::string Observer::RulesJson() const {
+  json groups = json::array();
+  for (const GroupRun& g : groups_) {
+    json rules = json::array();
+    for (size_t i = 0; i < g.def->rules.size(); ++i) {
+      const rules::Rule& r = g.def->rules[i];
+      const rules::RuleState& st = g.eval->states()[i];
+      json j = {
+          {"name", r.name},
+          {"query", r.expr_text},
+          {"labels", LabelsJson(r.labels)},
+          {"health", st.last_eval_ms == 0 ? "unknown" : (st.last_error.empty() ? "ok" : "err")},
+          {"lastError", st.last_error},
+          {"evaluationTime", st.last_duration_s},
+          {"lastEvaluation", alerting::Rfc3339(st.last_eval_ms)},
+          {"type", r.kind == rules::Rule::Kind::kAlert ? "alerting" : "recording"}};
+      if (r.kind == rules::Rule::Kind::kAlert) {
+        j["duration"] = static_cast<double>(r.for_ms) / 1000;
+        j["keepFiringFor"] = static_cast<double>(r.keep_firing_for_ms) / 1000;
+        j["annotations"] = LabelsJson(r.annotations);
+        json alerts = json::array();
+        std::string state = "inactive";
+        for (const auto& [h, a] : st.active) {
+          if (a.state == rules::AlertState::kInactive) continue;
+          if (a.state == rules::AlertState::kFiring) state = "firing";
+          if (a.state == rules::AlertState::kPending && state != "firing") state = "pending";
+          alerts.push_back({{"labels", LabelsJson(a.labels)},
+                            {"annotations", LabelsJson(a.annotations)},
+                            {"state", rules::AlertStateName(a.state)},
+                            {"activeAt", alerting::Rfc3339(a.active_at)},
+                            {"value", promql::FormatGoFloat(a.value)}});
+        }
+        j["state"] = state;
+        j["alerts"] = alerts;
+      }
+      rules.push_back(std::move(j));
+    }
+    groups.push_back({{"name", g.def->name},
+                      {"file", g.def->file},
+                      {"interval", static_cast<double>(g.interval_ms) / 1000},
+                      {"rules", rules},
+                      {"evaluationTime", g.eval->last_duration_s()}});
+  }
+  return json{{"status", "success"}, {"data", {{"groups", groups}}}}.dump();
+}
+
+std::string Observer::QueryJson(const std::string& query, double time_s, std::string* error) const {
+  auto e = promql::Parse(query);
+  if (!e.ok()) {
+    *error = std::string(e.status().message());
+    return "";
+  }
+  int64_t t = static_cast<int64_t>(std::llround(time_s * 1000));
+  promql::QueryResult r;
+  promql::EvalOptions opts;
+  opts.default_subquery_step_ms = config_ ? config_->evaluation_interval_ms : 60000;
+  absl::Status st = promql::Evaluate(**e, t, *store_, opts, &r);
+  if (!st.ok()) {
+    *error = std::string(st.message());
+    return "";
+  }
+  json data;
+  double ts = static_cast<double>(t) / 1000;
+  switch (r.type) {
+    case promql::ValueType::kScalar:
+      data = {{"resultType", "scalar"}, {"result", json::array({ts, ApiValue(r.scalar)})}};
+      break;
+    case promql::ValueType::kString:
+      data = {{"resultType", "string"}, {"result", json::array({ts, r.str})}};
+      break;
+    case promql::ValueType::kVector: {
+      json res = json::array();
+      for (const promql::Sample& s : r.vector) {
+        res.push_back(
+            {{"metric", LabelsJson(*s.labels)}, {"value", json::array({ts, ApiValue(s.v)})}});
+      }
+      data = {{"resultType", "vector"}, {"result", res}};
+      break;
+    }
+    default: {
+      json res = json::array();
+      for (const auto& s : r.matrix) {
+        json values = json::array();
+        for (const tsdb::Point& p : s.points)
+          values.push_back(json::array({static_cast<double>(p.t) / 1000, ApiValue(p.v)}));
+        res.push_back({{"metric", LabelsJson(*s.labels)}, {"values", values}});
+      }
+      data = {{"resultType", "matrix"}, {"result", res}};
+    }
+  }
+  return json{{"status", "success"}, {"data", data}}.dump();
+}
+
+std::string Observer::QueryRangeJson(const std::string& query, double start_s, double end_s,
+                                     double step_s, std::string* error) const {
+  auto e = promql::Parse(query);
+  if (!e.ok()) {
+    *error = std::string(e.status().message());
+    return "";
+  }
+  if ((*e)->type() != promql::ValueType::kVector && (*e)->type() != promql::ValueType::kScalar) {
+    *error = "invalid expression type for range query, must be Scalar or instant Vector";
+    return "";
+  }
+  if (!(step_s > 0) || !(end_s >= start_s) || (end_s - start_s) / step_s > 11000) {
+    *error = "exceeded maximum resolution of 11,000 points per timeseries, or a bad step";
+    return "";
+  }
+  std::map<promql::Labels, json> series;
+  promql::EvalOptions opts;
+  opts.default_subquery_step_ms = config_ ? config_->evaluation_interval_ms : 60000;
+  int64_t start = static_cast<int64_t>(std::llround(start_s * 1000));
+  int64_t end = static_cast<int64_t>(std::llround(end_s * 1000));
+  int64_t step = std::max<int64_t>(1, static_cast<int64_t>(std::llround(step_s * 1000)));
+  promql::QueryResult r;
+  for (int64_t t = start; t <= end; t += step) {
+    absl::Status st = promql::Evaluate(**e, t, *store_, opts, &r);
+    if (!st.ok()) {
+      *error = std::string(st.message());
+      return "";
+    }
+    double ts = static_cast<double>(t) / 1000;
+    if (r.type == promql::ValueType::kScalar) {
+      series[{}].push_back(json::array({ts, ApiValue(r.scalar)}));
+    } else {
+      for (const promql::Sample& s : r.vector)
+        series[*s.labels].push_back(json::array({ts, ApiValue(s.v)}));
+    }
+  }
+  json res = json::array();
+  for (auto& [l, values] : series) res.push_back({{"metric", LabelsJson(l)}, {"values", values}});
+  return json{{"status", "success"}, {"data", {{"resultType", "matrix"}, {"result", res}}}}.dump();
+}
+
+std::string Observer::AlertsV2Json() const {
+  json out = json::array();
+  if (!dispatcher_) return out.dump();
+  int64_t now = WallMs();
+  for (const auto& st : dispatcher_->Alerts(now)) {
+    const alerting::Alert& a = *st.alert;
+    bool suppressed = !st.silenced_by.empty() || !st.inhibited_by.empty();
+    json receivers = json::array();
+    for (const std::string& r : st.receivers) receivers.push_back({{"name", r}});
+    out.push_back({{"labels", a.labels},
+                   {"annotations", a.annotations},
+                   {"startsAt", alerting::Rfc3339(a.starts_at_ms)},
+                   {"endsAt", alerting::Rfc3339(a.ends_at_ms)},
+                   {"updatedAt", alerting::Rfc3339(a.updated_at_ms)},
+                   {"generatorURL", a.generator_url},
+                   {"fingerprint", alerting::FingerprintString(a.fingerprint)},
+                   {"receivers", receivers},
+                   {"status",
+                    {{"state", suppressed ? "suppressed" : "active"},
+                     {"silencedBy", st.silenced_by},
+                     {"inhibitedBy", st.inhibited_by}}}});
+  }
+  return out.dump();
+}
+
+std::string Observer::PostAlerts(const std::string& body) {
+  if (!dispatcher_) return "no Alertmanager configuration: set observe.alertmanager.config_file";
+  json list = json::parse(body, nullptr, false);
+  if (!list.is_array()) return "expected a JSON array of alerts";
+  int64_t now = WallMs();
+  std::vector<alerting::Alert> alerts;
+  for (const json& j : list) {
+    if (!j.is_object() || !j.contains("labels") || !j["labels"].is_object())
+      return "every alert needs labels";
+    alerting::Alert a;
+    for (auto& [k, v] : j["labels"].items()) {
+      if (!v.is_string()) return StrCat("label ", k, ": expected a string");
+      if (!rules::IsValidLabelName(k)) return StrCat("invalid label name \"", k, "\"");
+      if (!v.get<std::string>().empty()) a.labels[k] = v.get<std::string>();
+    }
+    if (a.labels.empty()) return "an alert has no labels";
+    if (j.contains("annotations") && j["annotations"].is_object()) {
+      for (auto& [k, v] : j["annotations"].items()) {
+        if (v.is_string()) a.annotations[k] = v.get<std::string>();
+      }
+    }
+    for (const char* f : {"startsAt", "endsAt"}) {
+      if (!j.contains(f)) continue;
+      int64_t ms = 0;
+      if (!j[f].is_string() || !alerting::ParseRfc3339(j[f].get<std::string>(), &ms)) {
+        return StrCat(f, ": expected an RFC 3339 time");
+      }
+      (std::string_view(f) == "startsAt" ? a.starts_at_ms : a.ends_at_ms) = ms;
+    }
+    if (a.ends_at_ms != 0 && a.starts_at_ms != 0 && a.ends_at_ms < a.starts_at_ms) {
+      return "start time must be before end time";
+    }
+    if (j.contains("generatorURL") && j["generatorURL"].is_string())
+      a.generator_url = j["generatorURL"];
+    alerts.push_back(std::move(a));
+  }
+  for (alerting::Alert& a : alerts) dispatcher_->Put(std::move(a), now);
+  return "";
+}
+
+std::string Observer::SilencesJson() const {
+  json out = json::array();
+  if (!dispatcher_) return out.dump();
+  int64_t now = WallMs();
+  for (const alerting::Silence& s : dispatcher_->silences()) {
+    json matchers = json::array();
+    for (const promql::Matcher& m : s.matchers) {
+      bool regex = m.op == promql::Matcher::Op::kRegex || m.op == promql::Matcher::Op::kNotRegex;
+      bool equal = m.op == promql::Matcher::Op::kEqual || m.op == promql::Matcher::Op::kRegex;
+      matchers.push_back(
+          {{"name", m.name}, {"value", m.value}, {"isRegex", regex}, {"isEqual", equal}});
+    }
+    out.push_back({{"id", s.id},
+                   {"status", {{"state", s.State(now)}}},
+                   {"updatedAt", alerting::Rfc3339(s.updated_at_ms)},
+                   {"matchers", matchers},
+                   {"startsAt", alerting::Rfc3339(s.starts_at_ms)},
+                   {"endsAt", alerting::Rfc3339(s.ends_at_ms)},
+                   {"createdBy", s.created_by},
+                   {"comment", s.comment}});
+  }
+  return out.dump();
+}
+
+std::string Observer::PostSilence(const std::string& body, std::string* error) {
+  if (!dispatcher_) {
+    *error = "no Alertmanager configuration: set observe.alertmanager.config_file";
+    return "";
+  }
+  json j = json::parse(body, nullptr, false);
+  if (!j.is_object() || !j.contains("matchers") || !j["matchers"].is_array() ||
+      j["matchers"].empty()) {
+    *error = "a silence needs at least one matcher";
+    return "";
+  }
+  alerting::Silence s;
+  bool any_non_empty = false;
+  for (const json& m : j["matchers"]) {
+    if (!m.is_object() || !m.contains("name") || !m.contains("value") || !m["name"].is_string() ||
+        !m["value"].is_string()) {
+      *error = "every matcher needs a name and a value";
+      return "";
+    }
+    bool regex = m.value("isRegex", false), equal = m.value("isEqual", true);
+    std::string name = m["name"], value = m["value"];
+    std::string op = regex ? (equal ? "=~" : "!~") : (equal ? "=" : "!=");
+    auto parsed = alerting::ParseMatchers(StrCat(name, op, promql::GoQuote(value)));
+    if (!parsed.ok() || parsed->size() != 1) {
+      *error = parsed.ok() ? "bad matcher" : std::string(parsed.status().message());
+      return "";
+    }
+    any_non_empty = any_non_empty || !(*parsed)[0].MatchesEmpty();
+    s.matchers.push_back(std::move((*parsed)[0]));
+  }
+  if (!any_non_empty) {
+    *error = "at least one matcher must not match the empty string";
+    return "";
+  }
+  int64_t now = WallMs();
+  for (const char* f : {"startsAt", "endsAt"}) {
+    int64_t ms = 0;
+    if (!j.contains(f) || !j[f].is_string() ||
+        !alerting::ParseRfc3339(j[f].get<std::string>(), &ms)) {
+      *error = StrCat(f, ": expected an RFC 3339 time");
+      return "";
+    }
+    (std::string_view(f) == "startsAt" ? s.starts_at_ms : s.ends_at_ms) = ms;
+  }
+  if (s.ends_at_ms <= s.starts_at_ms) {
+    *error = "end time must not be before start time";
+    return "";
+  }
+  if (s.ends_at_ms <= now) {
+    *error = "end time can't be in the past";
+    return "";
+  }
+  s.created_by = j.value("createdBy", std::string());
+  s.comment = j.value("comment", std::string());
+  if (s.created_by.empty()) {
+    *error = "missing createdBy";
+    return "";
+  }
+  if (j.contains("id") && j["id"].is_string()) s.id = j["id"];
+  return dispatcher_->AddSilence(std::move(s), now);
+}
+
+bool Observer::ExpireSilence(const std::string& id) {
+  return dispatcher_ && dispatcher_->ExpireSilence(id, WallMs());
+}
+
+std::string Observer::StatusJson() const {
+  tsdb::Store::Stats st = store_ ? store_->stats() : tsdb::Store::Stats{};
+  size_t firing = 0, pending = 0;
+  for (const GroupRun& g : groups_) {
+    for (const rules::RuleState& rs : g.eval->states()) {
+      for (const auto& [h, a] : rs.active) {
+        firing += a.state == rules::AlertState::kFiring;
+        pending += a.state == rules::AlertState::kPending;
+      }
+    }
+  }
+  return json{{"series", st.series},
+              {"samples", st.samples},
+              {"bytes", st.bytes},
+              {"evaluationInterval",
+               config_ ? static_cast<double>(config_->evaluation_interval_ms) / 1000 : 0},
+              {"groups", groups_.size()},
+              {"alertsFiring", firing},
+              {"alertsPending", pending},
+              {"silences", dispatcher_ ? dispatcher_->silences().size() : 0}}
+      .dump();
+}
+
+void Observer::Collect(std::string* out) const {
+  if (!store_) return;
+  tsdb::Store::Stats st = store_->stats();
+  auto gauge = [out](std::string_view name, std::string_view type, std::string_view help,
+                     double v) {
+    AppendHeader(out, name, type, help);
+    StrAppend(out, name, " ");
+    AppendValue(out, v);
+    out->push_back('\n');
+  };
+  gauge("bulwark_tsdb_series", "gauge", "Series in the in-memory store.",
+        static_cast<double>(st.series));
+  gauge("bulwark_tsdb_samples", "gauge", "Samples in the in-memory store.",
+        static_cast<double>(st.samples));
+  gauge("bulwark_tsdb_memory_bytes", "gauge", "Estimated memory held by the in-memory store.",
+        static_cast<double>(st.bytes));
+  gauge("bulwark_tsdb_out_of_order_samples_total", "counter",
+        "Samples refused because they were not newer than their series' last one.",
+        static_cast<double>(st.out_of_order));
+  gauge("bulwark_tsdb_series_refused_total", "counter",
+        "New series refused over observe.max_series.", static_cast<double>(st.series_refused));
+  gauge("bulwark_tsdb_samples_trimmed_total", "counter",
+        "Samples dropped before their retention ended, over observe.max_samples.",
+        static_cast<double>(st.samples_trimmed));
+  gauge("bulwark_tsdb_samples_ingested_total", "counter",
+        "Samples sampled or scraped into the store.", static_cast<double>(samples_ingested_));
+  gauge("bulwark_scrapes_total", "counter", "Scrapes of observe.scrape targets.",
+        static_cast<double>(scrapes_));
+  gauge("bulwark_scrape_failures_total", "counter",
+        "Scrapes that failed (network, status, parse, limit).",
+        static_cast<double>(scrape_failures_));
+  gauge("bulwark_self_sample_duration_seconds", "gauge",
+        "Time the last sampling of bulwark's own metrics took.", last_sample_s_);
+  gauge("prometheus_notifications_sent_total", "counter",
+        "Alerts sent by the rule evaluator (to the built-in and forwarded Alertmanagers).",
+        static_cast<double>(alerts_sent_));
+  gauge("prometheus_notifications_errors_total", "counter",
+        "Batches of alerts a forward Alertmanager refused.",
+        static_cast<double>(alerts_forward_failed_));
+  // Rule groups, with Prometheus's metric names.
+  auto group_label = [](const GroupRun& g) { return StrCat(g.def->file, ";", g.def->name); };
+  AppendHeader(out, "prometheus_rule_group_last_duration_seconds", "gauge",
+               "The duration of the last rule group evaluation.");
+  for (const GroupRun& g : groups_) {
+    StrAppend(out, "prometheus_rule_group_last_duration_seconds{rule_group=\"");
+    AppendLabelValue(out, group_label(g));
+    out->append("\"} ");
+    AppendValue(out, g.eval->last_duration_s());
+    out->push_back('\n');
+  }
+  AppendHeader(out, "prometheus_rule_evaluations_total", "counter", "Rule group evaluations.");
+  for (const GroupRun& g : groups_) {
+    StrAppend(out, "prometheus_rule_evaluations_total{rule_group=\"");
+    AppendLabelValue(out, group_label(g));
+    StrAppend(out, "\"} ", g.evaluations * g.def->rules.size(), "\n");
+  }
+  AppendHeader(out, "prometheus_rule_evaluation_failures_total", "counter",
+               "Rule evaluations that failed.");
+  for (const GroupRun& g : groups_) {
+    StrAppend(out, "prometheus_rule_evaluation_failures_total{rule_group=\"");
+    AppendLabelValue(out, group_label(g));
+    StrAppend(out, "\"} ", g.failures, "\n");
+  }
+  AppendHeader(out, "prometheus_rule_group_iterations_missed_total", "counter",
+               "Rule group evaluations skipped because the previous ones ran late.");
+  for (const GroupRun& g : groups_) {
+    StrAppend(out, "prometheus_rule_group_iterations_missed_total{rule_group=\"");
+    AppendLabelValue(out, group_label(g));
+    StrAppend(out, "\"} ", g.missed, "\n");
+  }
+  if (dispatcher_) {
+    const auto& s = dispatcher_->stats();
+    gauge("alertmanager_alerts_received_total", "counter",
+          "Alerts the built-in Alertmanager received.", static_cast<double>(s.alerts_received));
+    gauge("alertmanager_alerts_invalid_total", "counter", "Alerts refused as invalid.",
+          static_cast<double>(s.alerts_invalid));
+    size_t active = 0, suppressed = 0;
+    for (const auto& a : dispatcher_->Alerts(WallMs())) {
+      (a.silenced_by.empty() && a.inhibited_by.empty() ? active : suppressed)++;
+    }
+    AppendHeader(out, "alertmanager_alerts", "gauge", "Alerts by state.");
+    StrAppend(out, "alertmanager_alerts{state=\"active\"} ", active, "\n");
+    StrAppend(out, "alertmanager_alerts{state=\"suppressed\"} ", suppressed, "\n");
+    size_t active_silences = 0;
+    for (const auto& si : dispatcher_->silences())
+      active_silences += si.State(WallMs()) == "active";
+    gauge("alertmanager_silences_active", "gauge", "Active silences.",
+          static_cast<double>(active_silences));
+  }
+  if (notifier_) {
+    auto counters = notifier_->counters();
+    AppendHeader(out, "alertmanager_notifications_total", "counter",
+                 "Notifications attempted, by integration.");
+    for (const auto& [k, c] : counters) {
+      StrAppend(out, "alertmanager_notifications_total{integration=\"", k, "\"} ", c->jobs.load(),
+                "\n");
+    }
+    AppendHeader(out, "alertmanager_notifications_failed_total", "counter",
+                 "Notifications that failed after every retry, by integration.");
+    for (const auto& [k, c] : counters) {
+      StrAppend(out, "alertmanager_notifications_failed_total{integration=\"", k, "\"} ",
+                c->failed.load(), "\n");
+    }
+    AppendHeader(out, "alertmanager_notification_requests_total", "counter",
+                 "Delivery attempts, by integration.");
+    for (const auto& [k, c] : counters) {
+      StrAppend(out, "alertmanager_notification_requests_total{integration=\"", k, "\"} ",
+                c->requests.load(), "\n");
+    }
+    AppendHeader(out, "alertmanager_notification_requests_failed_total", "counter",
+                 "Delivery attempts that failed (each retry counts), by integration.");
+    for (const auto& [k, c] : counters) {
+      StrAppend(out, "alertmanager_notification_requests_failed_total{integration=\"", k, "\"} ",
+                c->requests_failed.load(), "\n");
+    }
+  }
+}
+
+}  // namespace bulwark::observe

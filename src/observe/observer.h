@@ -1,0 +1,106 @@
+// The observe plane at run time, on the control thread's loop:
+//  - every evaluation_interval it samples bulwark's own metrics (the registry's text, with
+//    job="bulwark" and instance=<admin address>, plus up=1) into the series store; scrape
+//    targets are fetched on a separate thread and appended the same way, with up=0|1;
+//  - rule groups are evaluated on their interval; firing and resolved alerts are sent as
+//    Prometheus sends them (every resend_delay while active, ends_at = 4 × max(interval,
+//    resend_delay) ahead) to the built-in Alertmanager and to the real ones configured under
+//    `forward`;
+//  - the built-in Alertmanager (Dispatcher) routes, groups, inhibits, silences and hands
+//    notifications to the Notifier thread, whose outcomes come back to this loop.
+// Not thread-safe: every call happens on the loop's thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/event_loop.h"
+#include "observe/alerting/dispatcher.h"
+#include "observe/alerting/notifier.h"
+#include "observe/config.h"
+#include "observe/metrics.h"
+#include "observe/rules/group.h"
+#include "observe/tsdb/store.h"
+
+namespace bulwark::observe {
+
+class Observer {
+ public:
+  // `instance` labels bulwark's own samples (and is the default external URL's host).
+  Observer(EventLoop* loop, Registry* registry, std::string instance);
+  ~Observer();
+  Observer(const Observer&) = delete;
+  Observer& operator=(const Observer&) = delete;
+
+  // Applies a configuration (at start and on every reload). Rule state (pending/firing alerts)
+  // carries over for rules whose group, name and expression are unchanged.
+  void Apply(std::shared_ptr<const ObserveConfig> config);
+  void Start();
+  void Stop();
+
+  // Admin API (Prometheus and Alertmanager compatible JSON).
+  std::string RulesJson() const;  // GET /api/v1/rules
+  std::string QueryJson(const std::string& query, double time_s, std::string* error) const;
+  std::string QueryRangeJson(const std::string& query, double start_s, double end_s, double step_s,
+                             std::string* error) const;
+  std::string AlertsV2Json() const;  // GET /api/v2/alerts
+  // POST /api/v2/alerts: alerts from Prometheus or another bulwark. Returns "" or an error.
+  std::string PostAlerts(const std::string& body);
+  std::string SilencesJson() const;  // GET /api/v2/silences
+  // POST /api/v2/silences: returns the id, or sets *error.
+  std::string PostSilence(const std::string& body, std::string* error);
+  bool ExpireSilence(const std::string& id);
+  std::string StatusJson() const;  // store and evaluation summary for the dashboard
+
+  void Collect(std::string* out) const;  // bulwark_rule_*, alertmanager_*, bulwark_tsdb_*
+
+  // For tests: run one sampling + evaluation round now.
+  void RunOnce();
+  const tsdb::Store& store() const { return *store_; }
+  static int64_t WallMs();
+
+ private:
+  struct GroupRun {
+    std::shared_ptr<const rules::RuleGroup> def;
+    std::unique_ptr<rules::GroupEvaluator> eval;
+    int64_t next_ms = 0;
+    int64_t interval_ms = 0;
+    uint64_t evaluations = 0, failures = 0, missed = 0;
+  };
+
+  void Tick();
+  void Sample(int64_t now_ms);
+  void Scrape(const ScrapeConfig& job, int64_t now_ms);
+  void Ingest(const promql::Labels& extra, const std::string& text, int64_t now_ms, size_t limit,
+              std::string* error);
+  void EvalGroup(GroupRun& g, int64_t now_ms);
+  void SendAlerts(GroupRun& g, int64_t now_ms);
+  void Deliver(alerting::Notification n);
+  rules::EvalContext Context() const;
+  std::string ExternalUrl() const;
+
+  EventLoop* loop_;
+  Registry* registry_;
+  std::string instance_;
+  int collector_id_ = -1;
+  std::shared_ptr<const ObserveConfig> config_;
+  std::unique_ptr<tsdb::Store> store_;
+  std::vector<GroupRun> groups_;
+  std::unique_ptr<alerting::Dispatcher> dispatcher_;
+  std::unique_ptr<alerting::Notifier> notifier_;
+  std::unique_ptr<alerting::Notifier> scraper_;
+  Timer timer_;
+  bool running_ = false;
+  int64_t next_sample_ms_ = 0;
+  std::map<std::string, int64_t> next_scrape_ms_;
+  // Counters.
+  uint64_t samples_ingested_ = 0, scrapes_ = 0, scrape_failures_ = 0;
+  uint64_t alerts_sent_ = 0, alerts_forward_failed_ = 0;
+  double last_sample_s_ = 0;
+  // Shared with callbacks that may outlive a reload or this object's destruction.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace bulwark::observe
