@@ -198,10 +198,11 @@ void Observer::Ingest(const promql::Labels& extra, const std::string& text, int6
   }
   for (ExpositionSample& s : samples) {
     promql::Labels l = std::move(s.labels);
-    for (const auto& [k, v] : extra) {
+    for (const auto& [key, v] : extra) {
       // A target's own job/instance labels are kept as exported_job/exported_instance
       // (Prometheus's honor_labels: false).
-      auto it = std::find_if(l.begin(), l.end(), [&](const auto& p) { return p.first == k; });
+      const std::string& k = key;
+      auto it = std::find_if(l.begin(), l.end(), [&k](const auto& p) { return p.first == k; });
       if (it != l.end()) {
         std::string old = it->second;
         l.erase(it);
