@@ -50,6 +50,11 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
       MapReader r(ctx, log, "log");
       r.Enum("level", {"debug", "info", "warn", "error"}, &cfg->log_level);
       r.Enum("format", {"text", "json"}, &cfg->log_format);
+      r.String("file", &cfg->log_file.path);
+      r.String("error_file", &cfg->error_log);
+      r.Size("max_size", &cfg->log_file.max_size);
+      r.Int("max_files", &cfg->log_file.max_files, 0, 1000);
+      r.Bool("compress", &cfg->log_file.compress);
       r.Finish();
     }
     YAML::Node metrics = top.Get("metrics");

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/config_reader.h"
+#include "core/log_file.h"
 #include "core/net.h"
 #include "gateway/config.h"
 #include "observe/config.h"
@@ -25,6 +26,8 @@ struct Config {
   int64_t drain_timeout_ms = 30000;
   std::string log_level = "info";
   std::string log_format = "text";
+  LogFileConfig log_file{.path = ""};  // path "" = stderr
+  std::string error_log;               // warnings and errors again, in their own file ("" = none)
   bool metrics_enabled = true;
   AdminConfig admin;
   std::shared_ptr<gateway::GatewayConfig> gateway = std::make_shared<gateway::GatewayConfig>();

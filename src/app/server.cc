@@ -76,6 +76,22 @@ absl::Status Server::Start() {
               : cfg_->log_level == "error" ? LogLevel::kError
                                            : LogLevel::kInfo);
   SetLogJson(cfg_->log_format == "json");
+  if (!cfg_->log_file.path.empty() || !cfg_->error_log.empty()) {
+    std::unique_ptr<LogFile> main, errors;
+    if (!cfg_->log_file.path.empty()) {
+      auto f = LogFile::Open(cfg_->log_file);
+      if (!f.ok()) return f.status();
+      main = std::move(*f);
+    }
+    if (!cfg_->error_log.empty()) {
+      LogFileConfig e = cfg_->log_file;
+      e.path = cfg_->error_log;
+      auto f = LogFile::Open(e);
+      if (!f.ok()) return f.status();
+      errors = std::move(*f);
+    }
+    SetLogFiles(std::move(main), std::move(errors));
+  }
   absl::Status s = loop_.Init();
   if (!s.ok()) return s;
   if (cfg_->gateway->access_log.enabled) {
@@ -140,6 +156,7 @@ absl::Status Server::Start() {
   // Once a second: rotate the access log when it is full; watch a drain.
   tick_.set_callback([this] {
     if (access_log_ != nullptr) access_log_->MaybeRotate();
+    MaybeRotateLogFiles();
     if (draining_) {
       bool all = true;
       for (auto& w : workers_) all &= w->finished();

@@ -7,11 +7,28 @@
 #include <cstdio>
 
 #include "core/event_loop.h"
+#include "core/log_file.h"
 
 namespace bulwark {
 namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 std::atomic<bool> g_json{false};
+// Set once at start-up (SetLogFiles) and kept for the life of the process.
+std::atomic<LogFile*> g_main{nullptr};
+std::atomic<LogFile*> g_errors{nullptr};
+
+// "health: server x is DOWN" -> component "health", message "server x is DOWN".
+std::string_view SplitComponent(std::string_view* message) {
+  size_t colon = message->find(": ");
+  if (colon == std::string_view::npos || colon == 0 || colon > 24) return "bulwark";
+  for (size_t i = 0; i < colon; ++i) {
+    char c = (*message)[i];
+    if (!((c >= 'a' && c <= 'z') || c == '_' || (i > 0 && c >= '0' && c <= '9'))) return "bulwark";
+  }
+  std::string_view component = message->substr(0, colon);
+  message->remove_prefix(colon + 2);
+  return component;
+}
 const char* LevelName(LogLevel l) {
   switch (l) {
     case LogLevel::kDebug:
@@ -77,16 +94,25 @@ void AppendRfc3339(std::string* out, int64_t wall_micros) {
   out->append(buf, n);
 }
 
-void LogLine(LogLevel level, std::string_view message) {
+void LogLine(LogLevel level, std::string_view message) { LogLineFor(level, "", message); }
+
+void LogLineFor(LogLevel level, std::string_view request_id, std::string_view message) {
   std::string line;
-  line.reserve(message.size() + 64);
+  line.reserve(message.size() + 96);
   if (g_json.load(std::memory_order_relaxed)) {
+    std::string_view component = SplitComponent(&message);
     line.append("{\"time\":\"");
     AppendRfc3339(&line, WallMicros());
     line.append("\",\"level\":\"");
     line.append(LevelName(level));
+    line.append("\",\"component\":\"");
+    AppendJsonEscaped(&line, component);
     line.append("\",\"msg\":\"");
     AppendJsonEscaped(&line, message);
+    if (!request_id.empty()) {
+      line.append("\",\"request_id\":\"");
+      AppendJsonEscaped(&line, request_id);
+    }
     line.append("\"}\n");
   } else {
     AppendRfc3339(&line, WallMicros());
@@ -94,10 +120,32 @@ void LogLine(LogLevel level, std::string_view message) {
     line.append(LevelName(level));
     line.push_back(' ');
     line.append(message);
+    if (!request_id.empty()) {
+      line.append(" request_id=");
+      line.append(request_id);
+    }
     line.push_back('\n');
   }
   // One write() per line keeps lines whole when several threads log at once.
-  [[maybe_unused]] ssize_t n = write(STDERR_FILENO, line.data(), line.size());
+  if (LogFile* f = g_main.load(std::memory_order_acquire)) {
+    f->Write(line);
+  } else {
+    [[maybe_unused]] ssize_t n = write(STDERR_FILENO, line.data(), line.size());
+  }
+  if (level >= LogLevel::kWarn) {
+    if (LogFile* e = g_errors.load(std::memory_order_acquire)) e->Write(line);
+  }
+}
+
+void SetLogFiles(std::unique_ptr<LogFile> main, std::unique_ptr<LogFile> errors) {
+  // The files live as long as the process: a thread may still be logging at exit.
+  g_main.store(main.release(), std::memory_order_release);
+  g_errors.store(errors.release(), std::memory_order_release);
+}
+
+void MaybeRotateLogFiles() {
+  if (LogFile* f = g_main.load(std::memory_order_acquire)) f->MaybeRotate();
+  if (LogFile* e = g_errors.load(std::memory_order_acquire)) e->MaybeRotate();
 }
 
 }  // namespace bulwark

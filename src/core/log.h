@@ -1,6 +1,11 @@
-// Process log (not the access log): one line per event on stderr, plain or JSON.
+// Process log (not the access log): one line per event, plain or JSON, on stderr or in a
+// rotating file, with warnings and errors also in a separate error log when one is set.
+// A JSON line: {"time":"...","level":"warn","component":"health","msg":"...","request_id":"..."}.
+// The component is the message's leading "word: " (every message names its part that way:
+// "health: ...", "observe: ..."), "bulwark" when there is none.
 #pragma once
 
+#include <memory>
 #include <string_view>
 
 #include "core/strings.h"
@@ -13,6 +18,16 @@ void SetLogLevel(LogLevel level);
 void SetLogJson(bool json);
 bool LogEnabled(LogLevel level);
 void LogLine(LogLevel level, std::string_view message);
+// With the request (or trace) id the line is about.
+void LogLineFor(LogLevel level, std::string_view request_id, std::string_view message);
+
+class LogFile;
+struct LogFileConfig;
+// Sends the log to `main` (stderr when null) and warnings and errors also to `errors`. Lines
+// are whole with either; called at start-up, before other threads log.
+void SetLogFiles(std::unique_ptr<LogFile> main, std::unique_ptr<LogFile> errors);
+// Rotates the log files that have reached their size (from the control thread, once a second).
+void MaybeRotateLogFiles();
 
 template <typename... Args>
 void LogInfo(const Args&... args) {
@@ -25,6 +40,10 @@ void LogWarn(const Args&... args) {
 template <typename... Args>
 void LogError(const Args&... args) {
   if (LogEnabled(LogLevel::kError)) LogLine(LogLevel::kError, StrCat(args...));
+}
+template <typename... Args>
+void LogWarnFor(std::string_view request_id, const Args&... args) {
+  if (LogEnabled(LogLevel::kWarn)) LogLineFor(LogLevel::kWarn, request_id, StrCat(args...));
 }
 template <typename... Args>
 void LogDebug(const Args&... args) {

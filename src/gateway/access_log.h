@@ -1,45 +1,10 @@
-// The JSON access log file shared by all workers, with size-based rotation.
+// The JSON access log: a LogFile shared by every worker (see core/log_file.h).
 #pragma once
 
-#include <atomic>
-#include <memory>
-#include <string>
-#include <thread>
-
-#include "absl/status/statusor.h"
-#include "gateway/config.h"
+#include "core/log_file.h"
 
 namespace bulwark::gateway {
 
-// An AccessLog is one open file (or stdout). Workers append whole batches of lines with one
-// write() each on a fd that never changes number; rotation renames the file and swaps a new one
-// in under the same number with dup2(), so no worker ever sees a closed fd and no line is lost.
-// Rotated files are gzipped off the request path. Write() is thread-safe; MaybeRotate() is
-// called from the control thread only.
-class AccessLog {
- public:
-  static absl::StatusOr<std::unique_ptr<AccessLog>> Open(const AccessLogConfig& cfg);
-  ~AccessLog();
-
-  void Write(std::string_view data);
-  // Rotates when the file has reached max_size. Returns true if it rotated.
-  bool MaybeRotate();
-  const AccessLogConfig& config() const { return cfg_; }
-  uint64_t write_errors() const { return write_errors_.load(std::memory_order_relaxed); }
-  uint64_t rotations() const { return rotations_.load(std::memory_order_relaxed); }
-
- private:
-  AccessLog(AccessLogConfig cfg, int fd, bool owned)
-      : cfg_(std::move(cfg)), fd_(fd), owned_(owned) {}
-  AccessLogConfig cfg_;
-  int fd_;
-  bool owned_;
-  std::thread compressor_;
-  std::atomic<uint64_t> write_errors_{0};
-  std::atomic<uint64_t> rotations_{0};
-};
-
-// Gzips `src` to `dst` and removes `src` on success.
-absl::Status GzipFile(const std::string& src, const std::string& dst);
+using AccessLog = LogFile;
 
 }  // namespace bulwark::gateway

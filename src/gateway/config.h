@@ -2,19 +2,19 @@
 // Parsed once into plain structs; a running gateway only ever sees a complete, validated copy.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <array>
-#include <atomic>
-#include <memory>
-
 #include "core/config_reader.h"
+#include "core/log_file.h"
 #include "core/net.h"
-#include "gateway/http_cache.h"
 #include "core/tls.h"
+#include "gateway/http_cache.h"
 #include "http/parser.h"
 #include "security/jwt.h"
 
@@ -347,12 +347,8 @@ struct HttpConfig {
   int64_t send_timeout_ms = 60000;             // nginx default
 };
 
-struct AccessLogConfig {
+struct AccessLogConfig : LogFileConfig {
   bool enabled = true;
-  std::string path = "stdout";
-  int64_t max_size = 100LL * 1024 * 1024;
-  int max_files = 5;
-  bool compress = true;
 };
 
 struct GatewayConfig {

@@ -2027,7 +2027,8 @@ void ClientConn::BuildResponseHead() {
 
 void ClientConn::BrokenUpstreamFraming() {
   // A broken response after its head was sent: all that can be done is cut the connection.
-  LogWarn("upstream ", log_upstream_, " sent invalid chunked framing: ", resp_chunks_.error());
+  LogWarnFor(std::string_view(request_id_, request_id_len_), "upstream: ", log_upstream_,
+             " sent invalid chunked framing: ", resp_chunks_.error());
   if (!logged_) LogAndCount(status_);
   ReleaseUpstream(false);
   Close();
@@ -2185,7 +2186,8 @@ void ClientConn::OnUpstreamEof() {
   }
   if (!resp_done_) {
     // Truncated response: the client cannot be told except by closing.
-    LogWarn("upstream ", log_upstream_, " closed the connection mid-response");
+    LogWarnFor(std::string_view(request_id_, request_id_len_), "upstream: ", log_upstream_,
+               " closed the connection mid-response");
     if (!logged_) LogAndCount(status_);
     ReleaseUpstream(false);
     Close();
@@ -2214,11 +2216,12 @@ void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
     RecordAttemptOutcome(s, 0);
     view_->balancers[upstream_index_]->RecordFailure(idx);
     worker_->server_counters_mut(s->id()).failures.Add(1);
-    LogWarn("upstream ", s->upstream(), " server ", s->address_text(), " failed: ",
-            why == UpstreamFailure::kConnect           ? "connect error"
-            : why == UpstreamFailure::kTimeout         ? "timeout"
-            : why == UpstreamFailure::kInvalidResponse ? "invalid response"
-                                                       : "connection error");
+    LogWarnFor(std::string_view(request_id_, request_id_len_), "upstream: ", s->upstream(),
+               " server ", s->address_text(), " failed: ",
+               why == UpstreamFailure::kConnect           ? "connect error"
+               : why == UpstreamFailure::kTimeout         ? "timeout"
+               : why == UpstreamFailure::kInvalidResponse ? "invalid response"
+                                                          : "connection error");
   } else {
     tried_.reset(idx);  // the server may be tried again on a fresh connection
     if (attempt_probe_) RecordAttemptOutcome(s, -1);  // give the probe slot back

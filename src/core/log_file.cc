@@ -1,4 +1,4 @@
-#include "gateway/access_log.h"
+#include "core/log_file.h"
 
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -14,28 +14,26 @@
 #include "core/log.h"
 #include "core/strings.h"
 
-namespace bulwark::gateway {
+namespace bulwark {
 
-absl::StatusOr<std::unique_ptr<AccessLog>> AccessLog::Open(const AccessLogConfig& cfg) {
+absl::StatusOr<std::unique_ptr<LogFile>> LogFile::Open(const LogFileConfig& cfg) {
   if (cfg.path == "stdout" || cfg.path == "-") {
-    return std::unique_ptr<AccessLog>(new AccessLog(cfg, STDOUT_FILENO, false));
+    return std::unique_ptr<LogFile>(new LogFile(cfg, STDOUT_FILENO, false));
   }
-  if (cfg.path == "stderr")
-    return std::unique_ptr<AccessLog>(new AccessLog(cfg, STDERR_FILENO, false));
+  if (cfg.path == "stderr") return std::unique_ptr<LogFile>(new LogFile(cfg, STDERR_FILENO, false));
   int fd = open(cfg.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
-    return absl::UnavailableError(
-        StrCat("access_log: cannot open ", cfg.path, ": ", strerror(errno)));
+    return absl::UnavailableError(StrCat("log: cannot open ", cfg.path, ": ", strerror(errno)));
   }
-  return std::unique_ptr<AccessLog>(new AccessLog(cfg, fd, true));
+  return std::unique_ptr<LogFile>(new LogFile(cfg, fd, true));
 }
 
-AccessLog::~AccessLog() {
+LogFile::~LogFile() {
   if (compressor_.joinable()) compressor_.join();
   if (owned_) close(fd_);
 }
 
-void AccessLog::Write(std::string_view data) {
+void LogFile::Write(std::string_view data) {
   while (!data.empty()) {
     ssize_t n = write(fd_, data.data(), data.size());
     if (n < 0) {
@@ -47,7 +45,7 @@ void AccessLog::Write(std::string_view data) {
   }
 }
 
-bool AccessLog::MaybeRotate() {
+bool LogFile::MaybeRotate() {
   if (!owned_ || cfg_.max_size <= 0) return false;
   struct stat st;
   if (fstat(fd_, &st) != 0 || st.st_size < cfg_.max_size) return false;
@@ -69,7 +67,7 @@ bool AccessLog::MaybeRotate() {
   }
   int nfd = open(p.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (nfd < 0) {
-    LogError("access_log: cannot reopen ", p, " after rotation: ", strerror(errno));
+    LogError("log: cannot reopen ", p, " after rotation: ", strerror(errno));
     return false;
   }
   dup3(nfd, fd_, O_CLOEXEC);
@@ -82,7 +80,7 @@ bool AccessLog::MaybeRotate() {
       // A worker may be inside a write() to the old file; give it a moment to land.
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       absl::Status s = GzipFile(rotated, rotated + ".gz");
-      if (!s.ok()) LogError("access_log: ", s.message());
+      if (!s.ok()) LogError("log: ", s.message());
     });
   }
   return true;
@@ -119,4 +117,4 @@ absl::Status GzipFile(const std::string& src, const std::string& dst) {
   return absl::OkStatus();
 }
 
-}  // namespace bulwark::gateway
+}  // namespace bulwark
