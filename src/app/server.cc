@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "admin/dashboard.h"
 #include "cache/glob.h"
 #include "core/log.h"
 #include "core/strings.h"
@@ -531,6 +532,14 @@ void Server::RegisterAdminRoutes() {
   using admin::AdminRequest;
   using admin::AdminResponse;
   admin_->Route("GET", "/health", [](const AdminRequest&) { return admin::Text(200, "ok\n"); });
+  for (const char* path : {"/", "/dashboard"}) {
+    admin_->Route("GET", path, [](const AdminRequest&) {
+      admin::AdminResponse r;
+      r.content_type = "text/html; charset=utf-8";
+      r.body = std::string(admin::DashboardHtml());
+      return r;
+    });
+  }
   admin_->Route("GET", "/ready", [this](const AdminRequest&) {
     std::string why;
     if (Ready(&why)) return admin::Text(200, "ready\n");

@@ -1,0 +1,179 @@
+// The dashboard in a real browser (Debian's chromium, driven by playwright-core): a running
+// bulwark with an origin, live traffic (some of it failing), a rule that fires and a webhook
+// receiver. The page must show live values in its charts and tables, silence an alert from
+// its button, and the screenshot is kept under the test output directory.
+//
+//   BULWARK=build/release/bulwark OUT=build/test-output node tests/browser/dashboard.test.mjs
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import http from "node:http";
+import net from "node:net";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const bulwarkBin = process.env.BULWARK || "build/release/bulwark";
+const outDir = process.env.OUT || "build/test-output";
+const browserPath = process.env.CHROMIUM || "/usr/bin/chromium";
+fs.mkdirSync(outDir, { recursive: true });
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function fail(msg) { throw new Error(msg); }
+
+async function waitFor(what, fn, timeoutMs = 20000) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e.message; }
+    await sleep(250);
+  }
+  fail(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bulwark-dashboard-"));
+const children = [];
+const servers = [];
+let browser;
+
+async function main() {
+  // The origin: /fail answers 500, everything else 200 after a few milliseconds.
+  const origin = http.createServer((req, res) => {
+    setTimeout(() => {
+      res.writeHead(req.url.startsWith("/fail") ? 500 : 200, { "Content-Type": "text/plain" });
+      res.end("hello\n");
+    }, 5 + Math.random() * 20);
+  });
+  servers.push(origin);
+  await new Promise((r) => origin.listen(0, "127.0.0.1", r));
+  const hooks = [];
+  const receiver = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => { hooks.push(JSON.parse(body)); res.end(); });
+  });
+  servers.push(receiver);
+  await new Promise((r) => receiver.listen(0, "127.0.0.1", r));
+
+  const port = await freePort(), admin = await freePort();
+  fs.writeFileSync(path.join(dir, "rules.yml"), `groups:
+  - name: dashboard
+    rules:
+      - alert: BulwarkIsUp
+        expr: up{job="bulwark"} == 1
+        labels: {severity: warning}
+        annotations: {summary: "bulwark {{ $labels.instance }} is up (a test alert)"}
+`);
+  fs.writeFileSync(path.join(dir, "am.yml"), `route:
+  receiver: hook
+  group_wait: 1s
+  group_interval: 2s
+receivers:
+  - name: hook
+    webhook_configs: [{url: "http://127.0.0.1:${receiver.address().port}/"}]
+`);
+  fs.writeFileSync(path.join(dir, "bulwark.yml"), `workers: 1
+admin: {listen: "127.0.0.1:${admin}"}
+access_log: {enabled: false}
+observe:
+  evaluation_interval: 1s
+  rule_files: [rules.yml]
+  alertmanager: {config_file: am.yml}
+listeners:
+  - listen: "127.0.0.1:${port}"
+    routes: [{prefix: /, upstream: app}]
+upstreams:
+  app:
+    servers: ["127.0.0.1:${origin.address().port}"]
+`);
+  const log = fs.openSync(path.join(outDir, "dashboard-bulwark.log"), "w");
+  const b = spawn(bulwarkBin, ["serve", "-c", path.join(dir, "bulwark.yml")], { stdio: ["ignore", log, log] });
+  children.push(b);
+  const api = async (p) => {
+    const r = await fetch(`http://127.0.0.1:${admin}${p}`);
+    if (!r.ok) throw new Error(`${p}: ${r.status}`);
+    return r.json();
+  };
+  await waitFor("bulwark's admin API", () => api("/api/v1/observe/status"));
+
+  // Traffic for the charts: a steady stream, one request in ten failing.
+  let stop = false, sent = 0;
+  const traffic = (async () => {
+    while (!stop) {
+      const url = `http://127.0.0.1:${port}/${sent % 10 === 0 ? "fail" : "ok"}/${sent}`;
+      await fetch(url).then((r) => r.text()).catch(() => {});
+      sent++;
+      await sleep(15);
+    }
+  })();
+
+  browser = await chromium.launch({ executablePath: browserPath, args: ["--no-sandbox", "--headless=new"] });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(`http://127.0.0.1:${admin}/`);
+  await waitFor("three refreshes of the page", async () =>
+    Number(await page.evaluate(() => document.body.dataset.refreshes || 0)) >= 3);
+
+  // Charts: points drawn and a current value above zero.
+  for (const id of ["rps", "errors", "p95"]) {
+    await waitFor(`the ${id} chart to have points`, async () =>
+      Number(await page.getAttribute(`#chart-${id}`, "data-points")) >= 2, 30000);
+  }
+  const rps = await waitFor("a request rate", async () => {
+    const t = await page.textContent("#value-rps");
+    return parseFloat(t) > 0 ? t : null;
+  });
+  const errRate = await waitFor("an error rate", async () => {
+    const t = await page.textContent("#value-errors");
+    return parseFloat(t) > 0 ? t : null;
+  });
+  const p95 = await page.textContent("#value-p95");
+  if (!/ms|s$/.test(p95)) fail(`p95 shows ${p95}`);
+
+  // The upstream table: the origin, up, with its request count growing.
+  const first = Number(await page.textContent("#upstreams tbody tr td.requests"));
+  if (await page.textContent("#upstreams tbody tr td.state") !== "up") fail("the origin is not shown up");
+  await waitFor("the request count to grow", async () =>
+    Number(await page.textContent("#upstreams tbody tr td.requests")) > first);
+
+  // The firing alert, silenced from the page.
+  await waitFor("the firing alert", async () =>
+    (await page.textContent("#alerts tbody")).includes("BulwarkIsUp"));
+  await waitFor("the alert's notification", () => hooks.length > 0);
+  await page.click("#alerts tbody tr.alert button.silence");
+  await waitFor("the silence in the table", async () =>
+    (await page.textContent("#silences tbody")).includes("dashboard"));
+  await waitFor("the alert shown silenced", async () =>
+    (await page.textContent("#alerts tbody td.alert-state")).includes("silenced"));
+  const silences = await api("/api/v2/silences");
+  if (silences.length !== 1 || silences[0].status.state !== "active" || silences[0].createdBy !== "dashboard") {
+    fail(`silences: ${JSON.stringify(silences)}`);
+  }
+  const amAlerts = await api("/api/v2/alerts");
+  if (!amAlerts.some((a) => a.status.state === "suppressed")) fail("the alert is not suppressed");
+  await page.screenshot({ path: path.join(outDir, "dashboard.png"), fullPage: true });
+  if (errors.length) fail(`page errors: ${errors.join("; ")}`);
+  stop = true;
+  await traffic;
+  console.log(`dashboard: ok (rps ${rps}, errors ${errRate}, p95 ${p95}, ${sent} requests, screenshot ${path.join(outDir, "dashboard.png")})`);
+}
+
+let code = 0;
+try {
+  await main();
+} catch (e) {
+  console.error(`dashboard test FAILED: ${e.message}`);
+  code = 1;
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  for (const c of children) c.kill("SIGTERM");
+  for (const s of servers) s.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+process.exit(code);
