@@ -90,6 +90,10 @@ void Observer::Apply(std::shared_ptr<const ObserveConfig> config) {
     o.max_samples = config_->max_samples;
     store_ = std::make_unique<tsdb::Store>(o);
   }
+  if (!system_ || config_->disk_mounts != system_mounts_) {
+    system_ = std::make_unique<SystemMetrics>("/proc", config_->disk_mounts);
+    system_mounts_ = config_->disk_mounts;
+  }
   if (!notifier_) notifier_ = std::make_unique<alerting::Notifier>();
   if (!scraper_) scraper_ = std::make_unique<alerting::Notifier>();
 
@@ -717,6 +721,7 @@ std::string Observer::StatusJson() const {
 }
 
 void Observer::Collect(std::string* out) const {
+  if (system_) system_->Collect(out);
   if (!store_) return;
   tsdb::Store::Stats st = store_->stats();
   auto gauge = [out](std::string_view name, std::string_view type, std::string_view help,

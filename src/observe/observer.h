@@ -22,6 +22,7 @@
 #include "observe/config.h"
 #include "observe/metrics.h"
 #include "observe/rules/group.h"
+#include "observe/system_metrics.h"
 #include "observe/tsdb/store.h"
 
 namespace bulwark::observe {
@@ -87,6 +88,8 @@ class Observer {
   int collector_id_ = -1;
   std::shared_ptr<const ObserveConfig> config_;
   std::unique_ptr<tsdb::Store> store_;
+  std::unique_ptr<SystemMetrics> system_;
+  std::vector<std::string> system_mounts_;
   std::vector<GroupRun> groups_;
   std::unique_ptr<alerting::Dispatcher> dispatcher_;
   std::unique_ptr<alerting::Notifier> notifier_;

@@ -1,0 +1,321 @@
+// The observe plane in a running bulwark: its own metrics and a scraped target in the series
+// store, rules firing and forwarded to a real Alertmanager (Debian's 0.25), email over SMTP,
+// webhook deliveries retried with backoff, and configuration errors in rule and Alertmanager
+// files reported with file:line by check-config.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "nlohmann/json.hpp"
+#include "tests/integration/harness.h"
+
+namespace bulwark::testing {
+namespace {
+
+using json = nlohmann::json;
+
+std::string Config(int port, int admin, int app, const std::string& observe) {
+  return "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+         "}\naccess_log: {enabled: false}\nobserve:\n" + observe +
+         "listeners: [{listen: '127.0.0.1:" + std::to_string(port) +
+         "', routes: [{prefix: /, upstream: app}]}]\n" +
+         "upstreams:\n  app:\n    servers: ['127.0.0.1:" + std::to_string(app) + "']\n";
+}
+
+json Query(int admin, const std::string& q) {
+  std::string enc;
+  for (unsigned char c : q) {
+    char buf[4];
+    std::snprintf(buf, sizeof(buf), "%%%02X", c);
+    enc += std::isalnum(c) ? std::string(1, static_cast<char>(c)) : std::string(buf);
+  }
+  Response r = HttpGet(admin, "/api/v1/query?query=" + enc);
+  return json::parse(r.body, nullptr, false);
+}
+
+template <typename F>
+bool WaitUntil(F f, int ms) {
+  for (int i = 0; i < ms / 50; ++i) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return f();
+}
+
+TEST(Observe, SamplesItselfAndScrapesATarget) {
+  Backend exporter([](const Backend::Request& r) {
+    if (r.target != "/metrics") return Backend::Reply(404, "");
+    return Backend::Reply(
+        200,
+        "# TYPE pg_up gauge\npg_up 1\npg_stat_database_numbackends{datname=\"app\"} 7\n"
+        "job_label_clash{job=\"other\"} 1\n");
+  });
+  Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  int port = FreePort(), admin = FreePort(), dead = FreePort();
+  Bulwark b(Config(port, admin, app.port(),
+                   "  evaluation_interval: 1s\n  scrape:\n"
+                   "    - {job: postgres, targets: ['127.0.0.1:" +
+                       std::to_string(exporter.port()) +
+                       "']}\n"
+                       "    - {job: gone, targets: ['127.0.0.1:" +
+                       std::to_string(dead) + "'], timeout: 1s}\n"));
+  ASSERT_TRUE(b.Ready(port, admin));
+  for (int i = 0; i < 5; ++i) HttpGet(port, "/");
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        json r = Query(admin, "pg_stat_database_numbackends");
+        return r["data"]["result"].size() == 1;
+      },
+      5000));
+  json r = Query(admin, "pg_stat_database_numbackends");
+  EXPECT_EQ(r["data"]["result"][0]["metric"]["job"], "postgres");
+  EXPECT_EQ(r["data"]["result"][0]["value"][1], "7");
+  r = Query(admin, "job_label_clash");
+  EXPECT_EQ(r["data"]["result"][0]["metric"]["exported_job"], "other");
+  ASSERT_TRUE(WaitUntil(
+      [&] { return Query(admin, "up{job=\"gone\"}")["data"]["result"].size() == 1; }, 5000));
+  EXPECT_EQ(Query(admin, "up{job=\"gone\"}")["data"]["result"][0]["value"][1], "0");
+  EXPECT_EQ(Query(admin, "up{job=\"postgres\"}")["data"]["result"][0]["value"][1], "1");
+  // bulwark's own series, and the system metrics under the seeds' names.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        json q = Query(admin, "sum(http_requests_total{job=\"bulwark\"})");
+        return q["data"]["result"].size() == 1 && q["data"]["result"][0]["value"][1] == "5";
+      },
+      5000));
+  for (const char* m : {"cpu_usage_percent", "memory_usage_bytes", "disk_usage_bytes",
+                        "network_bytes_total", "process_resident_memory_bytes", "up"}) {
+    EXPECT_FALSE(Query(admin, m)["data"]["result"].empty()) << m;
+  }
+  r = Query(admin, "rate(");
+  EXPECT_EQ(r["status"], "error");
+  EXPECT_NE(r["error"].get<std::string>().find("parse error"), std::string::npos);
+  std::string metrics = HttpGet(admin, "/metrics").body;
+  EXPECT_NE(Metric(metrics, "bulwark_scrape_failures_total"), "0");
+  EXPECT_NE(Metric(metrics, "bulwark_tsdb_series"), "0");
+}
+
+TEST(Observe, RulesFireAndAreForwardedToARealAlertmanager) {
+  std::string am_bin = FindProgram("prometheus-alertmanager");
+  ASSERT_FALSE(am_bin.empty()) << "prometheus-alertmanager is not installed: run scripts/deps";
+  std::string dir = MakeTempDir();
+  int am_port = FreePort();
+  WriteFile(dir + "/am.yml", "route: {receiver: none}\nreceivers: [{name: none}]\n");
+  Process am(
+      {am_bin, "--config.file=" + dir + "/am.yml", "--storage.path=" + dir + "/data",
+       "--web.listen-address=127.0.0.1:" + std::to_string(am_port), "--cluster.listen-address="},
+      {}, dir + "/am.log");
+  WriteFile(dir + "/rules.yml",
+            "groups:\n- name: g\n  interval: 1s\n  rules:\n"
+            "  - alert: TooManyRequests\n    expr: sum(http_requests_total{job=\"bulwark\"}) > 2\n"
+            "    for: 2s\n    labels: {severity: page}\n"
+            "    annotations: {summary: '{{ $value }} requests'}\n"
+            "  - record: bulwark:requests:sum\n    expr: sum(http_requests_total)\n");
+  Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(
+      port, admin, app.port(),
+      "  evaluation_interval: 1s\n  external_labels: {cluster: test}\n  rule_files: [" + dir +
+          "/rules.yml]\n  alertmanager: {forward: ['http://127.0.0.1:" + std::to_string(am_port) +
+          "']}\n"));
+  ASSERT_TRUE(b.Ready(port, admin));
+  for (int i = 0; i < 3; ++i) HttpGet(port, "/");
+  // Pending first, then firing after `for`, then in the real Alertmanager.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        json rules = json::parse(HttpGet(admin, "/api/v1/rules").body, nullptr, false);
+        return rules["data"]["groups"][0]["rules"][0]["state"] == "pending";
+      },
+      5000));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        json rules = json::parse(HttpGet(admin, "/api/v1/rules").body, nullptr, false);
+        return rules["data"]["groups"][0]["rules"][0]["state"] == "firing";
+      },
+      6000));
+  json got;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        got = json::parse(HttpGet(am_port, "/api/v2/alerts").body, nullptr, false);
+        return got.is_array() && !got.empty();
+      },
+      8000))
+      << ReadFile(dir + "/am.log");
+  EXPECT_EQ(got[0]["labels"]["alertname"], "TooManyRequests");
+  EXPECT_EQ(got[0]["labels"]["severity"], "page");
+  EXPECT_EQ(got[0]["labels"]["cluster"], "test");  // external labels go with the alert
+  EXPECT_EQ(got[0]["annotations"]["summary"], "3 requests");
+  EXPECT_NE(got[0]["generatorURL"].get<std::string>().find("/graph?g0.expr="), std::string::npos);
+  // The recording rule's series and ALERTS are queryable.
+  EXPECT_EQ(Query(admin, "bulwark:requests:sum")["data"]["result"][0]["value"][1], "3");
+  EXPECT_EQ(Query(admin, "ALERTS{alertstate=\"firing\"}")["data"]["result"].size(), 1u);
+}
+
+// A minimal SMTP server: accepts one session and keeps the message.
+class SmtpServer {
+ public:
+  SmtpServer() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    socklen_t len = sizeof(a);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    listen(fd_, 4);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~SmtpServer() {
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    thread_.join();
+  }
+  int port() const { return port_; }
+  std::string message() {
+    std::lock_guard<std::mutex> l(mu_);
+    return message_;
+  }
+  std::string envelope() {
+    std::lock_guard<std::mutex> l(mu_);
+    return envelope_;
+  }
+
+ private:
+  void Serve() {
+    int c = accept(fd_, nullptr, nullptr);
+    if (c < 0) return;
+    auto say = [c](const std::string& s) {
+      [[maybe_unused]] ssize_t n = write(c, s.data(), s.size());
+    };
+    say("220 test ESMTP\r\n");
+    std::string buf;
+    bool data = false;
+    char tmp[4096];
+    for (;;) {
+      ssize_t n = read(c, tmp, sizeof(tmp));
+      if (n <= 0) break;
+      buf.append(tmp, static_cast<size_t>(n));
+      if (data) {
+        size_t end = buf.find("\r\n.\r\n");
+        if (end == std::string::npos) continue;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          message_ = buf.substr(0, end);
+        }
+        buf.erase(0, end + 5);
+        data = false;
+        say("250 queued\r\n");
+      }
+      size_t nl;
+      while (!data && (nl = buf.find("\r\n")) != std::string::npos) {
+        std::string line = buf.substr(0, nl);
+        buf.erase(0, nl + 2);
+        std::string verb = line.substr(0, 4);
+        if (verb == "EHLO" || verb == "HELO") {
+          say("250 test\r\n");
+        } else if (verb == "MAIL" || verb == "RCPT") {
+          std::lock_guard<std::mutex> l(mu_);
+          envelope_ += line + "\n";
+          say("250 ok\r\n");
+        } else if (verb == "DATA") {
+          data = true;
+          say("354 go ahead\r\n");
+        } else if (verb == "QUIT") {
+          say("221 bye\r\n");
+          close(c);
+          return;
+        } else {
+          say("250 ok\r\n");
+        }
+      }
+    }
+    close(c);
+  }
+  int fd_;
+  int port_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::string message_, envelope_;
+};
+
+TEST(Observe, EmailOverSmtpAndWebhookRetriedWithBackoff) {
+  SmtpServer smtp;
+  std::atomic<int> calls{0};
+  Backend flaky([&](const Backend::Request&) {
+    // The first two deliveries fail with a 503; the third is taken.
+    return ++calls <= 2 ? Backend::Reply(503, "busy") : Backend::Reply(200, "");
+  });
+  std::string dir = MakeTempDir();
+  WriteFile(
+      dir + "/am.yml",
+      "route: {receiver: ops, group_wait: 0s, group_interval: 5s}\n"
+      "receivers:\n- name: ops\n"
+      "  email_configs:\n  - to: 'ops@example.com'\n    from: 'bulwark@example.com'\n"
+      "    smarthost: '127.0.0.1:" +
+          std::to_string(smtp.port()) +
+          "'\n    require_tls: false\n"
+          "    headers: {Subject: '[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }}'}\n"
+          "    text: '{{ range .Alerts }}{{ .Labels.instance }}: {{ .Annotations.summary }}{{ end "
+          "}}'\n"
+          "  webhook_configs:\n  - url: 'http://127.0.0.1:" +
+          std::to_string(flaky.port()) + "/hook'\n");
+  Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Config(port, admin, app.port(), "  alertmanager: {config_file: " + dir + "/am.yml}\n"));
+  ASSERT_TRUE(b.Ready(port, admin));
+  Client c(admin);
+  std::string body =
+      R"([{"labels":{"alertname":"DiskFull","instance":"db-1"},"annotations":{"summary":"disk 95% full"}}])";
+  ASSERT_TRUE(
+      c.Send("POST /api/v2/alerts HTTP/1.1\r\nHost: test\r\nContent-Type: "
+             "application/json\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_EQ(c.Read().status, 200);
+  ASSERT_TRUE(WaitUntil([&] { return !smtp.message().empty(); }, 5000));
+  std::string msg = smtp.message();
+  EXPECT_NE(msg.find("Subject: [FIRING] DiskFull"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("db-1: disk 95% full"), std::string::npos) << msg;
+  EXPECT_NE(smtp.envelope().find("<ops@example.com>"), std::string::npos) << smtp.envelope();
+  // Retried after 0.5 s and 1 s: delivered on the third attempt, within the group interval.
+  ASSERT_TRUE(WaitUntil([&] { return calls.load() >= 3; }, 4000)) << calls.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::string metrics = HttpGet(admin, "/metrics").body;
+  EXPECT_EQ(
+      Metric(metrics, "alertmanager_notification_requests_failed_total{integration=\"webhook\"}"),
+      "2");
+  EXPECT_EQ(Metric(metrics, "alertmanager_notifications_failed_total{integration=\"webhook\"}"),
+            "0");
+  EXPECT_EQ(Metric(metrics, "alertmanager_notifications_total{integration=\"email\"}"), "1");
+  EXPECT_EQ(calls.load(), 3);
+}
+
+TEST(Observe, CheckConfigReportsRuleAndAlertmanagerErrorsWithTheirLines) {
+  std::string dir = MakeTempDir();
+  std::string seeds = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/";
+  WriteFile(dir + "/bulwark.yml",
+            "observe:\n  rule_files: ['" + seeds +
+                "000-alerts.yml', bad.yml]\n"
+                "listeners: [{listen: '127.0.0.1:1', routes: [{prefix: /, upstream: app}]}]\n"
+                "upstreams: {app: {servers: ['127.0.0.1:2']}}\n");
+  WriteFile(dir + "/bad.yml", "groups:\n- name: x\n  rules:\n  - alert: A\n    expr: sum(\n");
+  std::string out;
+  EXPECT_EQ(RunBulwark({"check-config", dir + "/bulwark.yml"}, &out), 1);
+  EXPECT_NE(out.find("bad.yml:5:11: group \"x\", rule 1, \"A\": could not parse expression"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("000-alerts.yml:109:9: field subject not found"), std::string::npos) << out;
+  EXPECT_NE(out.find("undefined receiver \"default\" used in route"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace bulwark::testing
