@@ -100,6 +100,12 @@ open(sys.argv[1], "w").write("\n".join(out) + "\n")
 PY
 RULES=$(grep -c "alert: BenchAlert" "$work/rules.yml")
 
+# count(ALERTS{alertstate="firing"}) at the Prometheus-style API at BASE_URL.
+firing() {
+  curl -s "$1/api/v1/query?query=count(ALERTS%7Balertstate%3D%22firing%22%7D)" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'
+}
+
 # Median over ROUNDS readings, 5 s apart, of the summed group durations at METRICS_URL.
 measure() {
   local url=$1 vals=()
@@ -125,7 +131,7 @@ pids+=($PROM_PID)
 wait_port "$PROM"
 sleep "$WARMUP"
 PROM_MS=$(measure "http://127.0.0.1:$PROM/metrics")
-PROM_FIRING=$(curl -s "http://127.0.0.1:$PROM/api/v1/query?query=count(ALERTS%7Balertstate%3D%22firing%22%7D)" | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
+PROM_FIRING=$(firing "http://127.0.0.1:$PROM")
 kill "$PROM_PID"; wait "$PROM_PID" 2>/dev/null || true
 
 # bulwark alone, on the same target and rules.
@@ -146,7 +152,7 @@ pids+=($BW_PID)
 wait_port "$BWA"
 sleep "$WARMUP"
 BW_MS=$(measure "http://127.0.0.1:$BWA/metrics")
-BW_FIRING=$(curl -s "http://127.0.0.1:$BWA/api/v1/query?query=count(ALERTS%7Balertstate%3D%22firing%22%7D)" | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
+BW_FIRING=$(firing "http://127.0.0.1:$BWA")
 
 echo "firing alerts after ${WARMUP}s + measuring: prometheus=$PROM_FIRING bulwark=$BW_FIRING"
 echo "rules: bulwark_eval_ms=$BW_MS prometheus_eval_ms=$PROM_MS series=$SERIES rules=$RULES"

@@ -15,36 +15,6 @@ bool NameStart(char c) {
 }
 bool NameChar(char c) { return NameStart(c) || (c >= '0' && c <= '9'); }
 
-bool ParseFloat(std::string_view s, double* out) {
-  if (s.empty() || s.size() > 64) return false;
-  std::string_view body = s;
-  bool neg = false;
-  if (body[0] == '+' || body[0] == '-') {
-    neg = body[0] == '-';
-    body.remove_prefix(1);
-  }
-  std::string lower = AsciiLower(body);
-  if (lower == "inf") {
-    *out = neg ? -INFINITY : INFINITY;
-    return true;
-  }
-  if (lower == "nan") {
-    *out = NAN;
-    return true;
-  }
-  for (char c : body) {
-    if (!((c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-')) {
-      return false;
-    }
-  }
-  std::string buf(s);
-  char* end = nullptr;
-  double v = std::strtod(buf.c_str(), &end);
-  if (end != buf.c_str() + buf.size()) return false;
-  *out = v;
-  return true;
-}
-
 }  // namespace
 
 absl::Status ParseExposition(std::string_view text, size_t sample_limit,
@@ -115,7 +85,8 @@ absl::Status ParseExposition(std::string_view text, size_t sample_limit,
     while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
     size_t vs = i;
     while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
-    if (!ParseFloat(line.substr(vs, i - vs), &s.value)) return bad("expected a sample value");
+    if (!promql::ParseGoFloat(line.substr(vs, i - vs), &s.value))
+      return bad("expected a sample value");
     while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
     if (i < line.size()) {
       int64_t ts = 0;

@@ -761,36 +761,28 @@ void Observer::Collect(std::string* out) const {
         "Batches of alerts a forward Alertmanager refused.",
         static_cast<double>(alerts_forward_failed_));
   // Rule groups, with Prometheus's metric names.
-  auto group_label = [](const GroupRun& g) { return StrCat(g.def->file, ";", g.def->name); };
-  AppendHeader(out, "prometheus_rule_group_last_duration_seconds", "gauge",
-               "The duration of the last rule group evaluation.");
-  for (const GroupRun& g : groups_) {
-    StrAppend(out, "prometheus_rule_group_last_duration_seconds{rule_group=\"");
-    AppendLabelValue(out, group_label(g));
-    out->append("\"} ");
-    AppendValue(out, g.eval->last_duration_s());
-    out->push_back('\n');
-  }
-  AppendHeader(out, "prometheus_rule_evaluations_total", "counter", "Rule group evaluations.");
-  for (const GroupRun& g : groups_) {
-    StrAppend(out, "prometheus_rule_evaluations_total{rule_group=\"");
-    AppendLabelValue(out, group_label(g));
-    StrAppend(out, "\"} ", g.evaluations * g.def->rules.size(), "\n");
-  }
-  AppendHeader(out, "prometheus_rule_evaluation_failures_total", "counter",
-               "Rule evaluations that failed.");
-  for (const GroupRun& g : groups_) {
-    StrAppend(out, "prometheus_rule_evaluation_failures_total{rule_group=\"");
-    AppendLabelValue(out, group_label(g));
-    StrAppend(out, "\"} ", g.failures, "\n");
-  }
-  AppendHeader(out, "prometheus_rule_group_iterations_missed_total", "counter",
-               "Rule group evaluations skipped because the previous ones ran late.");
-  for (const GroupRun& g : groups_) {
-    StrAppend(out, "prometheus_rule_group_iterations_missed_total{rule_group=\"");
-    AppendLabelValue(out, group_label(g));
-    StrAppend(out, "\"} ", g.missed, "\n");
-  }
+  // One family with a sample per rule group (labelled "file;name", as Prometheus does).
+  auto per_group = [&](std::string_view name, std::string_view type, std::string_view help,
+                       auto value) {
+    AppendHeader(out, name, type, help);
+    for (const GroupRun& g : groups_) {
+      StrAppend(out, name, "{rule_group=\"");
+      AppendLabelValue(out, StrCat(g.def->file, ";", g.def->name));
+      out->append("\"} ");
+      AppendValue(out, static_cast<double>(value(g)));
+      out->push_back('\n');
+    }
+  };
+  per_group("prometheus_rule_group_last_duration_seconds", "gauge",
+            "The duration of the last rule group evaluation.",
+            [](const GroupRun& g) { return g.eval->last_duration_s(); });
+  per_group("prometheus_rule_evaluations_total", "counter", "Rule evaluations.",
+            [](const GroupRun& g) { return g.evaluations * g.def->rules.size(); });
+  per_group("prometheus_rule_evaluation_failures_total", "counter", "Rule evaluations that failed.",
+            [](const GroupRun& g) { return g.failures; });
+  per_group("prometheus_rule_group_iterations_missed_total", "counter",
+            "Rule group evaluations skipped because the previous ones ran late.",
+            [](const GroupRun& g) { return g.missed; });
   if (dispatcher_) {
     const auto& s = dispatcher_->stats();
     gauge("alertmanager_alerts_received_total", "counter",
@@ -812,30 +804,24 @@ void Observer::Collect(std::string* out) const {
   }
   if (notifier_) {
     auto counters = notifier_->counters();
-    AppendHeader(out, "alertmanager_notifications_total", "counter",
-                 "Notifications attempted, by integration.");
-    for (const auto& [k, c] : counters) {
-      StrAppend(out, "alertmanager_notifications_total{integration=\"", k, "\"} ", c->jobs.load(),
-                "\n");
-    }
-    AppendHeader(out, "alertmanager_notifications_failed_total", "counter",
-                 "Notifications that failed after every retry, by integration.");
-    for (const auto& [k, c] : counters) {
-      StrAppend(out, "alertmanager_notifications_failed_total{integration=\"", k, "\"} ",
-                c->failed.load(), "\n");
-    }
-    AppendHeader(out, "alertmanager_notification_requests_total", "counter",
-                 "Delivery attempts, by integration.");
-    for (const auto& [k, c] : counters) {
-      StrAppend(out, "alertmanager_notification_requests_total{integration=\"", k, "\"} ",
-                c->requests.load(), "\n");
-    }
-    AppendHeader(out, "alertmanager_notification_requests_failed_total", "counter",
-                 "Delivery attempts that failed (each retry counts), by integration.");
-    for (const auto& [k, c] : counters) {
-      StrAppend(out, "alertmanager_notification_requests_failed_total{integration=\"", k, "\"} ",
-                c->requests_failed.load(), "\n");
-    }
+    // Alertmanager's notification families, by integration.
+    auto per_integration = [&](std::string_view name, std::string_view help,
+                               const std::atomic<uint64_t> alerting::Notifier::Counters::*field) {
+      AppendHeader(out, name, "counter", help);
+      for (const auto& [k, c] : counters) {
+        StrAppend(out, name, "{integration=\"", k, "\"} ", (c->*field).load(), "\n");
+      }
+    };
+    per_integration("alertmanager_notifications_total", "Notifications attempted, by integration.",
+                    &alerting::Notifier::Counters::jobs);
+    per_integration("alertmanager_notifications_failed_total",
+                    "Notifications that failed after every retry, by integration.",
+                    &alerting::Notifier::Counters::failed);
+    per_integration("alertmanager_notification_requests_total",
+                    "Delivery attempts, by integration.", &alerting::Notifier::Counters::requests);
+    per_integration("alertmanager_notification_requests_failed_total",
+                    "Delivery attempts that failed (each retry counts), by integration.",
+                    &alerting::Notifier::Counters::requests_failed);
   }
 }
 

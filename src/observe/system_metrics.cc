@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/files.h"
 #include "core/strings.h"
 #include "observe/metrics.h"
 
@@ -23,12 +24,8 @@ int64_t NowMs() {
       .count();
 }
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// /proc files are small; an unreadable one reads as empty (its metric is left out).
+std::string Slurp(const std::string& path) { return ReadFileToString(path, 4 << 20).value_or(""); }
 
 // Filesystems that hold data, as opposed to kernel and memory filesystems.
 bool RealFilesystem(const std::string& type) {

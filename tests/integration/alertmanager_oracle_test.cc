@@ -121,16 +121,9 @@ TEST(AlertmanagerOracle, SameNotificationsAsAlertmanager) {
              {}, dir + "/am.log");
   Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
   int port = FreePort(), admin = FreePort();
-  Bulwark b("admin: {listen: 127.0.0.1:" + std::to_string(admin) +
-            "}\naccess_log: {enabled: false}\n"
-            "observe:\n  external_url: http://alerts.test\n  alertmanager: {config_file: " +
-            dir +
-            "/bw.yml}\n"
-            "listeners: [{listen: '127.0.0.1:" +
-            std::to_string(port) +
-            "', routes: [{prefix: /, upstream: app}]}]\n"
-            "upstreams:\n  app:\n    servers: ['127.0.0.1:" +
-            std::to_string(app.port()) + "']\n");
+  Bulwark b(ObserveConfig(
+      port, admin, app.port(),
+      "  external_url: http://alerts.test\n  alertmanager: {config_file: " + dir + "/bw.yml}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   bool am_ready = false;
   for (int i = 0; i < 100 && !am_ready; ++i) {
@@ -200,16 +193,8 @@ TEST(AlertmanagerOracle, SilencesThroughTheApi) {
   WriteFile(dir + "/am.yml", Config(hooks.port(), "bw"));
   Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
   int port = FreePort(), admin = FreePort();
-  Bulwark b("admin: {listen: 127.0.0.1:" + std::to_string(admin) +
-            "}\naccess_log: {enabled: false}\n"
-            "observe:\n  alertmanager: {config_file: " +
-            dir +
-            "/am.yml}\n"
-            "listeners: [{listen: '127.0.0.1:" +
-            std::to_string(port) +
-            "', routes: [{prefix: /, upstream: app}]}]\n"
-            "upstreams:\n  app:\n    servers: ['127.0.0.1:" +
-            std::to_string(app.port()) + "']\n");
+  Bulwark b(ObserveConfig(port, admin, app.port(),
+                          "  alertmanager: {config_file: " + dir + "/am.yml}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   int64_t now = NowMs();
   json silence = {

@@ -451,6 +451,14 @@ bool Bulwark::Ready(int port, int admin_port, int timeout_ms) {
 
 std::string Bulwark::log() const { return ReadFile(log_path_); }
 
+std::string ObserveConfig(int port, int admin, int app_port, const std::string& observe) {
+  return "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+         "}\naccess_log: {enabled: false}\nobserve:\n" + observe +
+         "listeners: [{listen: '127.0.0.1:" + std::to_string(port) +
+         "', routes: [{prefix: /, upstream: app}]}]\n" +
+         "upstreams:\n  app:\n    servers: ['127.0.0.1:" + std::to_string(app_port) + "']\n";
+}
+
 int RunBulwark(const std::vector<std::string>& args, std::string* output) {
   std::string dir = MakeTempDir();
   std::vector<std::string> argv{BulwarkBinary()};

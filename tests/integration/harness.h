@@ -163,6 +163,11 @@ class RedisClusterServers {
 // Runs redis-cli against a port; returns its output without the trailing newline.
 std::string RedisCli(int port, const std::vector<std::string>& args);
 
+// A bulwark configuration with an admin listener, one listener routing everything to
+// 127.0.0.1:APP_PORT, no access log, and `observe` as the body of the `observe:` block (indented
+// two spaces, ending in a newline).
+std::string ObserveConfig(int port, int admin, int app_port, const std::string& observe);
+
 // Runs `bulwark ARGS...`, returning exit code and combined output.
 int RunBulwark(const std::vector<std::string>& args, std::string* output);
 

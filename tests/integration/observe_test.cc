@@ -21,14 +21,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string Config(int port, int admin, int app, const std::string& observe) {
-  return "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
-         "}\naccess_log: {enabled: false}\nobserve:\n" + observe +
-         "listeners: [{listen: '127.0.0.1:" + std::to_string(port) +
-         "', routes: [{prefix: /, upstream: app}]}]\n" +
-         "upstreams:\n  app:\n    servers: ['127.0.0.1:" + std::to_string(app) + "']\n";
-}
-
 json Query(int admin, const std::string& q) {
   std::string enc;
   for (unsigned char c : q) {
@@ -59,13 +51,13 @@ TEST(Observe, SamplesItselfAndScrapesATarget) {
   });
   Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
   int port = FreePort(), admin = FreePort(), dead = FreePort();
-  Bulwark b(Config(port, admin, app.port(),
-                   "  evaluation_interval: 1s\n  scrape:\n"
-                   "    - {job: postgres, targets: ['127.0.0.1:" +
-                       std::to_string(exporter.port()) +
-                       "']}\n"
-                       "    - {job: gone, targets: ['127.0.0.1:" +
-                       std::to_string(dead) + "'], timeout: 1s}\n"));
+  Bulwark b(ObserveConfig(port, admin, app.port(),
+                          "  evaluation_interval: 1s\n  scrape:\n"
+                          "    - {job: postgres, targets: ['127.0.0.1:" +
+                              std::to_string(exporter.port()) +
+                              "']}\n"
+                              "    - {job: gone, targets: ['127.0.0.1:" +
+                              std::to_string(dead) + "'], timeout: 1s}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   for (int i = 0; i < 5; ++i) HttpGet(port, "/");
   ASSERT_TRUE(WaitUntil(
@@ -120,7 +112,7 @@ TEST(Observe, RulesFireAndAreForwardedToARealAlertmanager) {
             "  - record: bulwark:requests:sum\n    expr: sum(http_requests_total)\n");
   Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
   int port = FreePort(), admin = FreePort();
-  Bulwark b(Config(
+  Bulwark b(ObserveConfig(
       port, admin, app.port(),
       "  evaluation_interval: 1s\n  external_labels: {cluster: test}\n  rule_files: [" + dir +
           "/rules.yml]\n  alertmanager: {forward: ['http://127.0.0.1:" + std::to_string(am_port) +
@@ -271,7 +263,8 @@ TEST(Observe, EmailOverSmtpAndWebhookRetriedWithBackoff) {
           std::to_string(flaky.port()) + "/hook'\n");
   Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
   int port = FreePort(), admin = FreePort();
-  Bulwark b(Config(port, admin, app.port(), "  alertmanager: {config_file: " + dir + "/am.yml}\n"));
+  Bulwark b(ObserveConfig(port, admin, app.port(),
+                          "  alertmanager: {config_file: " + dir + "/am.yml}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   Client c(admin);
   std::string body =

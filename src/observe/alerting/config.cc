@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "core/config_reader.h"
+#include "core/files.h"
 #include "core/strings.h"
 #include "observe/promql/parser.h"
 #include "yaml-cpp/yaml.h"
@@ -533,10 +534,9 @@ absl::StatusOr<std::unique_ptr<AlertmanagerConfig>> ParseAlertmanagerConfig(
 
 absl::StatusOr<std::unique_ptr<AlertmanagerConfig>> LoadAlertmanagerConfig(
     const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat(path, ": cannot open"));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return ParseAlertmanagerConfig(path, text);
+  auto text = ReadFileToString(path, 16 * 1024 * 1024);
+  if (!text.ok()) return text.status();
+  return ParseAlertmanagerConfig(path, *text);
 }
 
 }  // namespace bulwark::observe::alerting

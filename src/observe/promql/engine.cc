@@ -74,71 +74,9 @@ uint64_t Signature(const Labels& l, bool on, const std::vector<std::string>& nam
   return h;
 }
 
-const std::string* Get(const Labels& l, std::string_view name) {
-  for (const auto& [n, v] : l) {
-    if (n == name) return &v;
-  }
-  return nullptr;
-}
-
-void Set(Labels* l, std::string_view name, std::string_view value) {
-  auto it = std::lower_bound(l->begin(), l->end(), name,
-                             [](const auto& p, std::string_view n) { return p.first < n; });
-  if (it != l->end() && it->first == name) {
-    if (value.empty()) {
-      l->erase(it);
-    } else {
-      it->second.assign(value);
-    }
-  } else if (!value.empty()) {
-    l->emplace(it, std::string(name), std::string(value));
-  }
-}
-
-void Del(Labels* l, std::string_view name) { Set(l, name, ""); }
-
-bool IsValidLabelName(std::string_view n) {
-  if (n.empty()) return false;
-  for (size_t i = 0; i < n.size(); ++i) {
-    char c = n[i];
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-              (i > 0 && c >= '0' && c <= '9');
-    if (!ok) return false;
-  }
-  return true;
-}
-
-// Go's strconv.ParseFloat for the `le` label: decimal or hex, Inf/Infinity/NaN in any case.
-bool ParseGoFloat(std::string_view s, double* out) {
-  if (s.empty() || s.size() > 128) return false;
-  std::string_view body = s;
-  bool neg = false;
-  if (body[0] == '+' || body[0] == '-') {
-    neg = body[0] == '-';
-    body.remove_prefix(1);
-  }
-  std::string lower = AsciiLower(body);
-  if (lower == "inf" || lower == "infinity") {
-    *out = neg ? -INFINITY : INFINITY;
-    return true;
-  }
-  if (lower == "nan") {
-    *out = NAN;
-    return true;
-  }
-  for (char c : lower) {
-    bool ok = (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'x' || c == 'p' || c == '+' ||
-              c == '-' || (c >= 'a' && c <= 'f') || c == '_';
-    if (!ok) return false;
-  }
-  std::string buf(s);
-  char* end = nullptr;
-  errno = 0;
-  double v = std::strtod(buf.c_str(), &end);
-  if (end != buf.c_str() + buf.size()) return false;
-  *out = v;
-  return true;
-}
+const std::string* Get(const Labels& l, std::string_view name) { return GetLabel(l, name); }
+void Set(Labels* l, std::string_view name, std::string_view value) { SetLabel(l, name, value); }
+void Del(Labels* l, std::string_view name) { SetLabel(l, name, ""); }
 
 // Go's container/heap over samples, so topk/bottomk keep the same elements Prometheus keeps
 // when values tie.

@@ -15,11 +15,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "observe/promql/labels.h"
 
 namespace bulwark::observe::promql {
-
-// Label pairs sorted by name; the metric name is the "__name__" label.
-using Labels = std::vector<std::pair<std::string, std::string>>;
 
 struct SeriesValue {
   enum class Kind : uint8_t { kValue, kMissing, kStale };

@@ -12,19 +12,7 @@ namespace {
 // Prometheus keeps a resolved alert this long so it is sent as resolved.
 constexpr int64_t kResolvedRetentionMs = 15 * 60 * 1000;
 
-void SetLabel(Labels* l, std::string_view name, std::string_view value) {
-  auto it = std::lower_bound(l->begin(), l->end(), name,
-                             [](const auto& p, std::string_view n) { return p.first < n; });
-  if (it != l->end() && it->first == name) {
-    if (value.empty()) {
-      l->erase(it);
-    } else {
-      it->second.assign(value);
-    }
-  } else if (!value.empty()) {
-    l->emplace(it, std::string(name), std::string(value));
-  }
-}
+using promql::SetLabel;
 
 uint64_t Hash(const Labels& l) { return absl::HashOf(l); }
 

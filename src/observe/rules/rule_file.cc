@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/config_reader.h"
+#include "core/files.h"
 #include "core/strings.h"
 #include "observe/promql/parser.h"
 #include "yaml-cpp/yaml.h"
@@ -269,28 +270,6 @@ std::string AlertmanagerPart(const std::string& text) {
 
 }  // namespace
 
-bool IsValidMetricName(std::string_view n) {
-  if (n.empty()) return false;
-  for (size_t i = 0; i < n.size(); ++i) {
-    char c = n[i];
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
-              (i > 0 && c >= '0' && c <= '9');
-    if (!ok) return false;
-  }
-  return true;
-}
-
-bool IsValidLabelName(std::string_view n) {
-  if (n.empty()) return false;
-  for (size_t i = 0; i < n.size(); ++i) {
-    char c = n[i];
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-              (i > 0 && c >= '0' && c <= '9');
-    if (!ok) return false;
-  }
-  return true;
-}
-
 absl::StatusOr<RuleFile> ParseRuleFile(const std::string& path, const std::string& text,
                                        const RuleFileOptions& options) {
   if (text.size() > kMaxRuleFileBytes) {
@@ -312,10 +291,9 @@ absl::StatusOr<RuleFile> ParseRuleFile(const std::string& path, const std::strin
 }
 
 absl::StatusOr<RuleFile> LoadRuleFile(const std::string& path, const RuleFileOptions& options) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat(path, ": cannot open"));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return ParseRuleFile(path, text, options);
+  auto text = ReadFileToString(path, kMaxRuleFileBytes);
+  if (!text.ok()) return text.status();
+  return ParseRuleFile(path, *text, options);
 }
 
 }  // namespace bulwark::observe::rules

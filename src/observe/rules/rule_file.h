@@ -64,8 +64,7 @@ absl::StatusOr<RuleFile> LoadRuleFile(const std::string& path, const RuleFileOpt
 absl::StatusOr<RuleFile> ParseRuleFile(const std::string& path, const std::string& text,
                                        const RuleFileOptions& options = {});
 
-// Whether `name` is a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*) or label name.
-bool IsValidMetricName(std::string_view name);
-bool IsValidLabelName(std::string_view name);
+using promql::IsValidLabelName;
+using promql::IsValidMetricName;
 
 }  // namespace bulwark::observe::rules

@@ -42,10 +42,7 @@ std::pair<const Point*, const Point*> Series::Range(int64_t from, int64_t to) co
 }
 
 const std::string* Series::Get(std::string_view name) const {
-  for (const auto& [n, v] : labels) {
-    if (n == name) return &v;
-  }
-  return nullptr;
+  return promql::GetLabel(labels, name);
 }
 
 size_t Store::LabelsHash::operator()(const Labels& l) const { return absl::HashOf(l); }
