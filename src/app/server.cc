@@ -185,6 +185,7 @@ int Server::Run() {
   for (auto& w : workers_) w->Stop();
   for (auto& w : workers_) w->Join();
   LogInfo("stopped");
+  FinishLogFiles();
   return 0;
 }
 

@@ -143,6 +143,11 @@ void SetLogFiles(std::unique_ptr<LogFile> main, std::unique_ptr<LogFile> errors)
   g_errors.store(errors.release(), std::memory_order_release);
 }
 
+void FinishLogFiles() {
+  if (LogFile* f = g_main.load(std::memory_order_acquire)) f->WaitForCompression();
+  if (LogFile* e = g_errors.load(std::memory_order_acquire)) e->WaitForCompression();
+}
+
 void MaybeRotateLogFiles() {
   if (LogFile* f = g_main.load(std::memory_order_acquire)) f->MaybeRotate();
   if (LogFile* e = g_errors.load(std::memory_order_acquire)) e->MaybeRotate();

@@ -28,6 +28,9 @@ struct LogFileConfig;
 void SetLogFiles(std::unique_ptr<LogFile> main, std::unique_ptr<LogFile> errors);
 // Rotates the log files that have reached their size (from the control thread, once a second).
 void MaybeRotateLogFiles();
+// At exit: waits for a rotated log file still being compressed (the files themselves stay open,
+// for threads that log to the end).
+void FinishLogFiles();
 
 template <typename... Args>
 void LogInfo(const Args&... args) {

@@ -33,6 +33,10 @@ LogFile::~LogFile() {
   if (owned_) close(fd_);
 }
 
+void LogFile::WaitForCompression() {
+  if (compressor_.joinable()) compressor_.join();
+}
+
 void LogFile::Write(std::string_view data) {
   while (!data.empty()) {
     ssize_t n = write(fd_, data.data(), data.size());

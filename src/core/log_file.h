@@ -31,6 +31,8 @@ class LogFile {
   void Write(std::string_view data);
   // Rotates when the file has reached max_size. Returns true if it rotated.
   bool MaybeRotate();
+  // Waits for the compression of the last rotated file, if one is running.
+  void WaitForCompression();
   const LogFileConfig& config() const { return cfg_; }
   uint64_t write_errors() const { return write_errors_.load(std::memory_order_relaxed); }
   uint64_t rotations() const { return rotations_.load(std::memory_order_relaxed); }
