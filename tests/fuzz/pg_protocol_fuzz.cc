@@ -1,10 +1,12 @@
 // Fuzzes the PostgreSQL protocol decoder: a stream of bytes as a client would send them (a
 // startup packet, then typed messages), every message handed to the parser for its type.
-// Any input must end in a status or a parse, never a crash, a hang or a read out of bounds.
+// Query texts also go through the router's classifier. Any input must end in a status or a
+// parse, never a crash, a hang or a read out of bounds.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
+#include "pg/classify.h"
 #include "pg/protocol.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
