@@ -451,6 +451,62 @@ bool Bulwark::Ready(int port, int admin_port, int timeout_ms) {
 
 std::string Bulwark::log() const { return ReadFile(log_path_); }
 
+namespace {
+const char kPgBin[] = "/usr/lib/postgresql/15/bin/";
+// Runs argv as the postgres user (PostgreSQL refuses to run as root) and waits for it.
+int RunAsPostgres(std::vector<std::string> argv, const std::string& log) {
+  if (getuid() == 0) {
+    argv.insert(argv.begin(),
+                {"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"});
+  }
+  Process p(argv, {}, log);
+  return p.Wait(60000);
+}
+}  // namespace
+
+PostgresServer::PostgresServer(std::vector<std::string> conf) : port_(FreePort()) {
+  dir_ = MakeTempDir();
+  if (getuid() == 0) {
+    std::string cmd = "chown postgres:postgres " + dir_;
+    if (system(cmd.c_str()) != 0) return;
+  }
+  if (RunAsPostgres({std::string(kPgBin) + "initdb", "-D", dir_ + "/data", "-U", "postgres",
+                     "--auth-local=trust", "--auth-host=md5", "--no-sync"},
+                    dir_ + "/initdb.log") != 0) {
+    return;
+  }
+  std::string extra = "\nlisten_addresses = '127.0.0.1'\nport = " + std::to_string(port_) +
+                      "\nunix_socket_directories = '" + dir_ + "'\nfsync = off\n";
+  for (const std::string& line : conf) extra += line + "\n";
+  std::string pgconf = ReadFile(dir_ + "/data/postgresql.conf") + extra;
+  WriteFile(dir_ + "/data/postgresql.conf", pgconf);
+  std::vector<std::string> argv = {std::string(kPgBin) + "postgres", "-D", dir_ + "/data"};
+  if (getuid() == 0) {
+    argv.insert(argv.begin(),
+                {"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"});
+  }
+  proc_ =
+      std::make_unique<Process>(argv, std::map<std::string, std::string>{}, dir_ + "/postgres.log");
+  ok_ = WaitForPort(port_, 20000);
+}
+
+PostgresServer::~PostgresServer() {
+  if (proc_ && proc_->running()) {
+    proc_->Signal(SIGINT);  // fast shutdown
+    proc_->Wait(20000);
+  }
+}
+
+std::string PostgresServer::Psql(const std::string& sql, const std::string& db) {
+  std::string out = dir_ + "/psql.out";
+  RunAsPostgres({"psql", "-X", "-At", "-h", dir_, "-p", std::to_string(port_), "-U", "postgres",
+                 "-d", db, "-v", "ON_ERROR_STOP=1", "-c", sql},
+                out);
+  std::string r = ReadFile(out);
+  while (!r.empty() && r.back() == '\n') r.pop_back();
+  return r;
+}
+
 std::string ObserveConfig(int port, int admin, int app_port, const std::string& observe) {
   return "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
          "}\naccess_log: {enabled: false}\nobserve:\n" + observe +

@@ -144,6 +144,28 @@ class RedisServer {
   std::unique_ptr<Process> proc_;
 };
 
+// A PostgreSQL 15 server of its own on loopback (Debian's binaries), run as the postgres user:
+// initdb in a temp dir (trust on the Unix socket, md5 on TCP, so a role's stored password decides
+// between md5 and SCRAM-SHA-256), listening on a free port. `conf` lines are appended to
+// postgresql.conf. Stopped with a fast shutdown.
+class PostgresServer {
+ public:
+  explicit PostgresServer(std::vector<std::string> conf = {});
+  ~PostgresServer();
+  bool ok() const { return ok_; }
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  // Runs SQL with psql as the superuser over the Unix socket; returns psql's output (-At).
+  std::string Psql(const std::string& sql, const std::string& db = "postgres");
+  std::string log() { return ReadFile(dir_ + "/postgres.log"); }
+
+ private:
+  bool ok_ = false;
+  int port_;
+  std::string dir_;
+  std::unique_ptr<Process> proc_;
+};
+
 // Masters on loopback joined into a Redis Cluster (no replicas, slots split evenly by
 // `redis-cli --cluster create`); ok() once every node reports cluster_state:ok.
 class RedisClusterServers {

@@ -1,0 +1,203 @@
+// The PostgreSQL plane's parts against a real PostgreSQL 15 (Debian's, run as the postgres
+// user): the protocol codec and the client side of md5 and SCRAM-SHA-256 authentication, as
+// the proxy will speak them to its servers.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "pg/auth.h"
+#include "pg/classify.h"
+#include "pg/protocol.h"
+#include "tests/integration/harness.h"
+
+namespace bulwark::testing {
+namespace {
+
+// A blocking protocol client: enough to log in and run simple queries.
+class PgConn {
+ public:
+  explicit PgConn(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+    timeval tv{10, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~PgConn() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool Send(const std::string& data) {
+    return fd_ >= 0 && write(fd_, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+  }
+  // The next message, or type 0 on EOF/timeout/garbage.
+  pg::Message Next() {
+    for (;;) {
+      auto m = pg::NextMessage(buf_, pg::kDefaultMaxMessage);
+      if (!m.ok()) return {};
+      if (m->has_value()) {
+        last_.assign(buf_.data(), (*m)->size);
+        buf_.erase(0, (*m)->size);
+        pg::Message out = **m;
+        out.body = std::string_view(last_).substr(5);
+        return out;
+      }
+      char tmp[65536];
+      ssize_t n = read(fd_, tmp, sizeof(tmp));
+      if (n <= 0) return {};
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+  }
+
+  // Logs in; returns "" or the reason it failed.
+  std::string Login(const std::string& user, const std::string& password, const std::string& db) {
+    std::string out;
+    pg::AppendStartup(&out, {{"user", user}, {"database", db}});
+    if (!Send(out)) return "send failed";
+    std::unique_ptr<pg::ScramClient> scram;
+    for (;;) {
+      pg::Message m = Next();
+      if (m.type == 0) return "connection closed";
+      if (m.type == 'E')
+        return pg::ParseErrorFields(m.body)->Get('C') + " " +
+               pg::ParseErrorFields(m.body)->Get('M');
+      if (m.type == 'Z') return "";
+      if (m.type != 'R') continue;  // ParameterStatus, BackendKeyData
+      auto auth = pg::ParseAuthentication(m.body);
+      if (!auth.ok()) return std::string(auth.status().message());
+      std::string reply;
+      switch (auth->code) {
+        case 0:
+          break;
+        case 5: {
+          std::string body = pg::Md5Response(user, password, auth->data);
+          body.push_back('\0');
+          pg::AppendMessage(&reply, 'p', body);
+          used_ = "md5";
+          break;
+        }
+        case 10: {
+          scram = std::make_unique<pg::ScramClient>(password, "nonce-from-the-test-0123");
+          std::string first = scram->ClientFirst();
+          std::string body = "SCRAM-SHA-256";
+          body.push_back('\0');
+          pg::AppendInt32(&body, static_cast<int32_t>(first.size()));
+          body += first;
+          pg::AppendMessage(&reply, 'p', body);
+          used_ = "scram";
+          break;
+        }
+        case 11: {
+          auto final_msg = scram->ClientFinal(auth->data);
+          if (!final_msg.ok()) return std::string(final_msg.status().message());
+          pg::AppendMessage(&reply, 'p', *final_msg);
+          break;
+        }
+        case 12: {
+          absl::Status st = scram->Verify(auth->data);
+          if (!st.ok()) return std::string(st.message());
+          verified_ = true;
+          break;
+        }
+        default:
+          return "unexpected authentication code " + std::to_string(auth->code);
+      }
+      if (!reply.empty() && !Send(reply)) return "send failed";
+    }
+  }
+
+  // Runs a simple query; returns the first column of each row, '|'-joined, or "ERROR <code>".
+  std::string Query(const std::string& sql) {
+    std::string out, q;
+    pg::AppendQuery(&q, sql);
+    if (!Send(q)) return "send failed";
+    for (;;) {
+      pg::Message m = Next();
+      if (m.type == 0) return "closed";
+      if (m.type == 'D') {
+        auto row = pg::ParseDataRow(m.body);
+        if (!out.empty()) out += "|";
+        out += row.ok() && !row->empty() && (*row)[0] ? std::string(*(*row)[0]) : "NULL";
+      }
+      if (m.type == 'E') out = "ERROR " + pg::ParseErrorFields(m.body)->Get('C');
+      if (m.type == 'Z') return out;
+    }
+  }
+
+  const std::string& used() const { return used_; }
+  bool verified() const { return verified_; }
+
+ private:
+  int fd_ = -1;
+  std::string buf_, last_, used_;
+  bool verified_ = false;
+};
+
+TEST(PgReal, Md5AndScramLoginsAndQueries) {
+  PostgresServer pg;
+  ASSERT_TRUE(pg.ok()) << ReadFile(pg.dir() + "/initdb.log") << pg.log();
+  pg.Psql(
+      "SET password_encryption = 'scram-sha-256'; CREATE ROLE scram_user LOGIN PASSWORD 's3cret';"
+      "SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'pw';");
+  pg.Psql("CREATE DATABASE app OWNER scram_user");  // not inside the block above
+  {
+    PgConn c(pg.port());
+    ASSERT_EQ(c.Login("scram_user", "s3cret", "app"), "");
+    EXPECT_EQ(c.used(), "scram");
+    EXPECT_TRUE(c.verified());  // the server proved it knows the verifier
+    EXPECT_EQ(c.Query("SELECT 40 + 2"), "42");
+    EXPECT_EQ(c.Query("SELECT x FROM generate_series(1, 3) x"), "1|2|3");
+    EXPECT_EQ(c.Query("SELEC 1"), "ERROR 42601");
+  }
+  {
+    PgConn c(pg.port());
+    ASSERT_EQ(c.Login("md5_user", "pw", "postgres"), "");
+    EXPECT_EQ(c.used(), "md5");
+    EXPECT_EQ(c.Query("SELECT current_user"), "md5_user");
+  }
+  {
+    PgConn c(pg.port());
+    EXPECT_EQ(c.Login("scram_user", "wrong", "app").substr(0, 5), "28P01");
+  }
+  {
+    PgConn c(pg.port());
+    EXPECT_EQ(c.Login("md5_user", "wrong", "postgres").substr(0, 5), "28P01");
+  }
+  // The verifier bulwark would keep for a user list checks out against PostgreSQL's own.
+  std::string stored = pg.Psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_user'");
+  auto v = pg::ParseScramVerifier(stored);
+  ASSERT_TRUE(v.ok()) << stored;
+  pg::ScramVerifier mine = pg::MakeScramVerifier("s3cret", v->salt, v->iterations);
+  EXPECT_EQ(mine.stored_key, v->stored_key);
+  EXPECT_EQ(mine.server_key, v->server_key);
+}
+
+TEST(PgReal, ClassifierAgreesWithAReadOnlyReplicaOnWhatIsARead) {
+  // What PostgreSQL refuses in a read-only transaction (what a replica refuses), the classifier
+  // must call a write; what it accepts may be a read.
+  PostgresServer pg;
+  ASSERT_TRUE(pg.ok()) << pg.log();
+  pg.Psql("CREATE TABLE t (id int, tenant_id int); CREATE SEQUENCE s;");
+  for (const char* sql : {"SELECT * FROM t WHERE tenant_id = 1", "SELECT count(*) FROM t",
+                          "INSERT INTO t VALUES (1, 1)", "UPDATE t SET id = 2", "DELETE FROM t",
+                          "SELECT * FROM t FOR UPDATE", "SELECT nextval('s')",
+                          "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+                          "CREATE TABLE u (a int)", "SELECT * INTO v FROM t"}) {
+    std::string out = pg.Psql(std::string("BEGIN TRANSACTION READ ONLY; ") + sql + "; COMMIT;");
+    pg::Classification c = pg::Classify(sql, pg::ClassifyOptions{});
+    // psql prints nothing for a refused statement on stdout; its error goes to stderr, which
+    // the harness keeps in the same file: "ERROR:  cannot execute ... in a read-only transaction".
+    bool read_only_error = out.find("read-only transaction") != std::string::npos;
+    EXPECT_EQ(c.write, read_only_error) << sql << " -> " << out << " (" << c.reason << ")";
+  }
+}
+
+}  // namespace
+}  // namespace bulwark::testing
