@@ -464,22 +464,20 @@ int RunAsPostgres(std::vector<std::string> argv, const std::string& log) {
 }
 }  // namespace
 
-PostgresServer::PostgresServer(std::vector<std::string> conf) : port_(FreePort()) {
+bool PostgresServer::Prepare() {
   dir_ = MakeTempDir();
   if (getuid() == 0) {
     std::string cmd = "chown postgres:postgres " + dir_;
-    if (system(cmd.c_str()) != 0) return;
+    if (system(cmd.c_str()) != 0) return false;
   }
-  if (RunAsPostgres({std::string(kPgBin) + "initdb", "-D", dir_ + "/data", "-U", "postgres",
-                     "--auth-local=trust", "--auth-host=md5", "--no-sync"},
-                    dir_ + "/initdb.log") != 0) {
-    return;
-  }
+  return true;
+}
+
+void PostgresServer::Start(const std::vector<std::string>& conf) {
   std::string extra = "\nlisten_addresses = '127.0.0.1'\nport = " + std::to_string(port_) +
                       "\nunix_socket_directories = '" + dir_ + "'\nfsync = off\n";
   for (const std::string& line : conf) extra += line + "\n";
-  std::string pgconf = ReadFile(dir_ + "/data/postgresql.conf") + extra;
-  WriteFile(dir_ + "/data/postgresql.conf", pgconf);
+  WriteFile(dir_ + "/data/postgresql.conf", ReadFile(dir_ + "/data/postgresql.conf") + extra);
   std::vector<std::string> argv = {std::string(kPgBin) + "postgres", "-D", dir_ + "/data"};
   if (getuid() == 0) {
     argv.insert(argv.begin(),
@@ -488,6 +486,29 @@ PostgresServer::PostgresServer(std::vector<std::string> conf) : port_(FreePort()
   proc_ =
       std::make_unique<Process>(argv, std::map<std::string, std::string>{}, dir_ + "/postgres.log");
   ok_ = WaitForPort(port_, 20000);
+}
+
+PostgresServer::PostgresServer(std::vector<std::string> conf) : port_(FreePort()) {
+  if (!Prepare()) return;
+  if (RunAsPostgres({std::string(kPgBin) + "initdb", "-D", dir_ + "/data", "-U", "postgres",
+                     "--auth-local=trust", "--auth-host=md5", "--no-sync"},
+                    dir_ + "/initdb.log") != 0) {
+    return;
+  }
+  Start(conf);
+}
+
+PostgresServer::PostgresServer(ReplicaOf r) : port_(FreePort()) {
+  if (!Prepare()) return;
+  // Over the primary's Unix socket, where replication is trusted; -R writes standby.signal and
+  // primary_conninfo, so the copy starts as a streaming replica.
+  if (RunAsPostgres({std::string(kPgBin) + "pg_basebackup", "-h", r.primary->dir(), "-p",
+                     std::to_string(r.primary->port()), "-U", "postgres", "-D", dir_ + "/data",
+                     "-R", "-X", "stream", "--no-sync"},
+                    dir_ + "/basebackup.log") != 0) {
+    return;
+  }
+  Start({});
 }
 
 PostgresServer::~PostgresServer() {

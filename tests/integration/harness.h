@@ -151,6 +151,11 @@ class RedisServer {
 class PostgresServer {
  public:
   explicit PostgresServer(std::vector<std::string> conf = {});
+  // A streaming replica of `primary`: pg_basebackup -R from it, then started on its own port.
+  struct ReplicaOf {
+    const PostgresServer* primary;
+  };
+  explicit PostgresServer(ReplicaOf replica_of);
   ~PostgresServer();
   bool ok() const { return ok_; }
   int port() const { return port_; }
@@ -160,6 +165,9 @@ class PostgresServer {
   std::string log() { return ReadFile(dir_ + "/postgres.log"); }
 
  private:
+  bool Prepare();
+  void Start(const std::vector<std::string>& conf);
+
   bool ok_ = false;
   int port_;
   std::string dir_;

@@ -1,11 +1,15 @@
 // The PostgreSQL plane's parts against a real PostgreSQL 15 (Debian's, run as the postgres
 // user): the protocol codec and the client side of md5 and SCRAM-SHA-256 authentication, as
-// the proxy will speak them to its servers.
+// the proxy will speak them to its servers; the query classifier against what a read-only
+// transaction refuses; and the harness's streaming replicas the routing tests will use.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include "pg/auth.h"
 #include "pg/classify.h"
@@ -197,6 +201,44 @@ TEST(PgReal, ClassifierAgreesWithAReadOnlyReplicaOnWhatIsARead) {
     bool read_only_error = out.find("read-only transaction") != std::string::npos;
     EXPECT_EQ(c.write, read_only_error) << sql << " -> " << out << " (" << c.reason << ")";
   }
+}
+
+}  // namespace
+}  // namespace bulwark::testing
+
+namespace bulwark::testing {
+namespace {
+
+TEST(PgReal, StreamingReplicasFollowThePrimaryAndCanBePaused) {
+  PostgresServer primary;
+  ASSERT_TRUE(primary.ok()) << primary.log();
+  PostgresServer r1(PostgresServer::ReplicaOf{&primary}), r2(PostgresServer::ReplicaOf{&primary});
+  ASSERT_TRUE(r1.ok()) << ReadFile(r1.dir() + "/basebackup.log") << r1.log();
+  ASSERT_TRUE(r2.ok()) << r2.log();
+  EXPECT_EQ(primary.Psql("SELECT pg_is_in_recovery()"), "f");
+  EXPECT_EQ(r1.Psql("SELECT pg_is_in_recovery()"), "t");
+  EXPECT_EQ(primary.Psql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"),
+            "2");
+  primary.Psql("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)");
+  auto count_is = [](PostgresServer& s, const std::string& want) {
+    for (int i = 0; i < 100; ++i) {
+      if (s.Psql("SELECT count(*) FROM t") == want) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  ASSERT_TRUE(count_is(r1, "10"));
+  ASSERT_TRUE(count_is(r2, "10"));
+  // A replica whose replay is paused falls behind (how the lag tests will exclude one).
+  r1.Psql("SELECT pg_wal_replay_pause()");
+  primary.Psql("INSERT INTO t SELECT generate_series(11, 20)");
+  ASSERT_TRUE(count_is(r2, "20"));
+  EXPECT_EQ(r1.Psql("SELECT count(*) FROM t"), "10");
+  EXPECT_EQ(
+      r1.Psql("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) > 0"),
+      "t");
+  r1.Psql("SELECT pg_wal_replay_resume()");
+  EXPECT_TRUE(count_is(r1, "20"));
 }
 
 }  // namespace
