@@ -50,6 +50,12 @@ absl::Status EventLoop::Add(int fd, uint32_t events, IoHandler* h) {
 
 void EventLoop::Remove(int fd) { epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
 
+void EventLoop::Forget(IoHandler* h) {
+  for (int j = batch_i_ + 1; j < batch_n_; ++j) {
+    if (batch_[j].data.ptr == h) batch_[j].data.ptr = nullptr;
+  }
+}
+
 void EventLoop::Stop() {
   stop_.store(true, std::memory_order_relaxed);
   uint64_t one = 1;
@@ -90,9 +96,13 @@ void EventLoop::Run() {
     int n = epoll_wait(epfd_, events, kMaxEvents, timeout);
     if (n < 0 && errno != EINTR) break;
     UpdateTime();
-    for (int i = 0; i < n; ++i) {
-      static_cast<IoHandler*>(events[i].data.ptr)->OnIo(events[i].events);
+    batch_ = events;
+    batch_n_ = n;
+    for (batch_i_ = 0; batch_i_ < n; ++batch_i_) {
+      auto* h = static_cast<IoHandler*>(events[batch_i_].data.ptr);
+      if (h != nullptr) h->OnIo(events[batch_i_].events);
     }
+    batch_n_ = 0;
     timers_.Advance(now_ms_);
     while (!deferred_.empty()) {
       std::vector<std::function<void()>> d;

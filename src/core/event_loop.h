@@ -41,6 +41,10 @@ class EventLoop : private IoHandler {
 
   absl::Status Add(int fd, uint32_t events, IoHandler* h);
   void Remove(int fd);
+  // Drops the events still waiting for `h` in the batch being dispatched, so a handler freed by
+  // an earlier event of the same batch (a client closed from a posted task) is not called.
+  // Handlers freed outside their own callbacks call it before they go.
+  void Forget(IoHandler* h);
 
   // Runs until Stop() is called.
   void Run();
@@ -69,6 +73,10 @@ class EventLoop : private IoHandler {
   int epfd_ = -1;
   int wakefd_ = -1;
   int64_t now_ms_;
+  // The epoll batch being dispatched (for Forget).
+  struct epoll_event* batch_ = nullptr;
+  int batch_n_ = 0;
+  int batch_i_ = 0;
   TimerWheel timers_;
   std::atomic<bool> stop_{false};
   Mutex mu_;

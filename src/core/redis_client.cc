@@ -294,6 +294,7 @@ void RedisClient::Close() {
   loop_->CancelTimer(&timer_);
   if (fd_ >= 0) {
     loop_->Remove(fd_);
+    loop_->Forget(this);
     close(fd_);
     fd_ = -1;
   }

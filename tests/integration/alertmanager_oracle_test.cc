@@ -235,6 +235,17 @@ TEST(AlertmanagerOracle, SilencesThroughTheApi) {
   }
   json listed = json::parse(HttpGet(admin, "/api/v2/silences").body);
   ASSERT_EQ(listed.size(), 1u);
+  // Alertmanager's own client speaks to bulwark's API.
+  std::string amtool = FindProgram("amtool");
+  ASSERT_FALSE(amtool.empty());
+  Process q({amtool, "--alertmanager.url=http://127.0.0.1:" + std::to_string(admin), "silence",
+             "query", "-o", "json"},
+            {}, dir + "/amtool.out");
+  ASSERT_EQ(q.Wait(20000), 0) << ReadFile(dir + "/amtool.out");
+  json via_amtool = json::parse(ReadFile(dir + "/amtool.out"), nullptr, false);
+  ASSERT_TRUE(via_amtool.is_array()) << ReadFile(dir + "/amtool.out");
+  ASSERT_EQ(via_amtool.size(), 1u);
+  EXPECT_EQ(via_amtool[0]["id"], id);
   EXPECT_EQ(listed[0]["status"]["state"], "active");
   EXPECT_EQ(listed[0]["comment"], "maintenance");
   // Expire it: the next flush sends the silenced alert.
