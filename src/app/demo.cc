@@ -232,6 +232,7 @@ int RunDemo() {
       "\nbulwark demo is running.\n\n"
       "  gateway        http://%s/            (three origins behind it, round robin)\n"
       "  health         http://%s/health\n"
+      "  dashboard      http://%s/               (live charts, upstreams, alerts)\n"
       "  upstreams      http://%s/api/v1/upstreams\n"
       "  metrics        http://%s/metrics\n\n"
       "Watch failover: stop an origin, keep requesting, then revive it:\n"
@@ -240,8 +241,8 @@ int RunDemo() {
       "  curl -s http://%s/api/v1/upstreams\n"
       "  curl -s -XPOST http://%s/api/v1/demo/origins/2/start\n\n"
       "Press Ctrl-C to stop.\n\n",
-      listen.c_str(), listen.c_str(), admin.c_str(), admin.c_str(), admin.c_str(), listen.c_str(),
-      admin.c_str(), admin.c_str());
+      listen.c_str(), listen.c_str(), admin.c_str(), admin.c_str(), admin.c_str(), admin.c_str(),
+      listen.c_str(), admin.c_str(), admin.c_str());
   fflush(stdout);
   return server.Run();
 }
