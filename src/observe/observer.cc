@@ -18,20 +18,6 @@ namespace {
 using json = nlohmann::json;
 constexpr int64_t kTickMs = 250;
 
-std::string UrlEscape(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof(buf), "%%%02X", c);
-      out += buf;
-    }
-  }
-  return out;
-}
-
 json LabelsJson(const promql::Labels& l) {
   json j = json::object();
   for (const auto& [k, v] : l) j[k] = v;
@@ -302,7 +288,7 @@ void Observer::SendAlerts(GroupRun& g, int64_t now_ms) {
       o.starts_at_ms = a.fired_at;
       o.ends_at_ms = a.state == rules::AlertState::kInactive ? a.resolved_at : a.valid_until;
       o.generator_url =
-          StrCat(ExternalUrl(), "/graph?g0.expr=", UrlEscape(rule.expr_text), "&g0.tab=1");
+          StrCat(ExternalUrl(), "/graph?g0.expr=", UrlQueryEscape(rule.expr_text), "&g0.tab=1");
       out.push_back(std::move(o));
     }
   }

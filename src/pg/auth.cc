@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <map>
 
+#include "core/base64.h"
 #include "core/strings.h"
 
 namespace bulwark::pg {
@@ -69,29 +70,6 @@ std::map<char, std::string> Attributes(std::string_view msg) {
 }
 
 }  // namespace
-
-std::string Base64Encode(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-
-absl::StatusOr<std::string> Base64Decode(std::string_view in) {
-  if (in.size() % 4 != 0) return absl::InvalidArgumentError("bad base64");
-  std::string out(3 * in.size() / 4 + 1, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  if (n < 0) return absl::InvalidArgumentError("bad base64");
-  size_t pad = 0;
-  if (!in.empty() && in.back() == '=') ++pad;
-  if (in.size() > 1 && in[in.size() - 2] == '=') ++pad;
-  out.resize(static_cast<size_t>(n) - pad);
-  return out;
-}
 
 std::string Md5Response(std::string_view user, std::string_view password, std::string_view salt) {
   return Md5ResponseFromHash(StrCat("md5", Md5Hex(StrCat(password, user))), salt);

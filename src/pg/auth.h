@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "core/base64.h"
 
 namespace bulwark::pg {
 
@@ -59,7 +60,7 @@ class ScramClient {
   std::string password_, nonce_, client_first_bare_, server_signature_;
 };
 
-std::string Base64Encode(std::string_view in);
-absl::StatusOr<std::string> Base64Decode(std::string_view in);
+using bulwark::Base64Decode;
+using bulwark::Base64Encode;
 
 }  // namespace bulwark::pg

@@ -154,16 +154,10 @@ namespace {
 
 class Loader {
  public:
-  explicit Loader(std::string path) : path_(std::move(path)) {}
-  std::vector<std::string>& errors() { return errors_; }
+  explicit Loader(ConfigContext& ctx) : ctx_(ctx) {}
 
   void Error(const YAML::Node& at, const std::string& msg) {
-    if (at && at.Mark().line >= 0) {
-      errors_.push_back(
-          StrCat(path_, ":", at.Mark().line + 1, ":", at.Mark().column + 1, ": ", msg));
-    } else {
-      errors_.push_back(StrCat(path_, ": ", msg));
-    }
+    ctx_.Error(at ? at.Mark() : YAML::Mark::null_mark(), msg);
   }
 
   void Keys(const YAML::Node& n, const std::vector<std::string>& known, std::string_view type) {
@@ -502,8 +496,7 @@ class Loader {
   }
 
  private:
-  std::string path_;
-  std::vector<std::string> errors_;
+  ConfigContext& ctx_;
   std::vector<std::pair<YAML::Node, const Route*>> routes_;
 };
 
@@ -513,22 +506,20 @@ absl::StatusOr<std::unique_ptr<AlertmanagerConfig>> ParseAlertmanagerConfig(
     const std::string& path, const std::string& text) {
   if (text.size() > 16 * 1024 * 1024)
     return absl::InvalidArgumentError(StrCat(path, ": larger than 16 MiB"));
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        StrCat(path, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
-  }
+  // Alertmanager files take no ${VAR} interpolation (Alertmanager reads them as they are).
+  ConfigContext ctx(path,
+                    [](std::string_view) -> std::optional<std::string> { return std::nullopt; });
+  std::optional<YAML::Node> root = LoadYamlText(ctx, text);
   auto cfg = std::make_unique<AlertmanagerConfig>();
-  Loader loader(path);
-  try {
-    loader.Load(root, cfg.get());
-  } catch (const YAML::Exception& e) {
-    loader.errors().push_back(
-        StrCat(path, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
+  if (root) {
+    Loader loader(ctx);
+    try {
+      loader.Load(*root, cfg.get());
+    } catch (const YAML::Exception& e) {
+      ctx.Error(e.mark, e.msg);
+    }
   }
-  if (!loader.errors().empty()) return absl::InvalidArgumentError(Join(loader.errors(), "\n"));
+  if (!ctx.ok()) return absl::InvalidArgumentError(ctx.ErrorText());
   return cfg;
 }
 

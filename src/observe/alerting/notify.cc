@@ -5,6 +5,7 @@
 
 #include <ctime>
 
+#include "core/base64.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
 
@@ -32,39 +33,10 @@ LabelMap Common(const std::vector<const Alert*>& alerts, bool annotations) {
   return out;
 }
 
-std::string UrlQueryEscape(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else if (c == ' ') {
-      out.push_back('+');
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof(buf), "%%%02X", c);
-      out += buf;
-    }
-  }
-  return out;
-}
-
 // Go's time.Time String() in UTC, which templates print for .StartsAt.
 std::string GoTime(int64_t ms) {
-  if (ms == 0) return "0001-01-01 00:00:00 +0000 UTC";
-  time_t s = static_cast<time_t>(ms / 1000);
-  struct tm tm;
-  gmtime_r(&s, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-  std::string out = buf;
-  if (ms % 1000 != 0) {
-    char f[8];
-    std::snprintf(f, sizeof(f), ".%03d", static_cast<int>(ms % 1000));
-    std::string fs = f;
-    while (fs.back() == '0') fs.pop_back();
-    out += fs;
-  }
-  return out + " +0000 UTC";
+  if (ms == 0) return "0001-01-01 00:00:00 +0000 UTC";  // Go's zero time
+  return rules::GoTimeString(ms / 1000, (ms % 1000) * 1000000);
 }
 
 std::string FiringCount(const Notification& n, const std::vector<const Alert*>& alerts) {
@@ -135,14 +107,6 @@ std::string HtmlEscape(std::string_view s) {
         out.push_back(c);
     }
   }
-  return out;
-}
-
-std::string Base64(const unsigned char* data, size_t n) {
-  std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  int len =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
-  out.resize(static_cast<size_t>(len));
   return out;
 }
 
@@ -324,7 +288,8 @@ std::string DingTalkUrl(const DingTalkConfig& c, int64_t now_ms) {
   unsigned int len = 0;
   HMAC(EVP_sha256(), c.secret.data(), static_cast<int>(c.secret.size()),
        reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), mac, &len);
-  std::string sign = UrlQueryEscape(Base64(mac, len));
+  std::string sign =
+      UrlQueryEscape(Base64Encode(std::string_view(reinterpret_cast<char*>(mac), len)));
   return StrCat(c.url, c.url.find('?') == std::string::npos ? "?" : "&", "timestamp=", ts,
                 "&sign=", sign);
 }

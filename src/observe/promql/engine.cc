@@ -74,8 +74,7 @@ uint64_t Signature(const Labels& l, bool on, const std::vector<std::string>& nam
   return h;
 }
 
-const std::string* Get(const Labels& l, std::string_view name) { return GetLabel(l, name); }
-void Set(Labels* l, std::string_view name, std::string_view value) { SetLabel(l, name, value); }
+// Removing a label is setting it empty (Prometheus's labels.Builder.Del).
 void Del(Labels* l, std::string_view name) { SetLabel(l, name, ""); }
 
 // Go's container/heap over samples, so topk/bottomk keep the same elements Prometheus keeps
@@ -224,7 +223,7 @@ class Evaluator {
     return &arena_->back();
   }
   const Labels* DropName(const Labels* l) {
-    if (l->empty() || Get(*l, kMetricName) == nullptr) return l;
+    if (l->empty() || GetLabel(*l, kMetricName) == nullptr) return l;
     auto [it, inserted] = dropped_.try_emplace(l, nullptr);
     if (inserted) {
       Labels copy = *l;
@@ -523,7 +522,7 @@ Labels AbsentLabels(const Expr& arg) {
   for (const Matcher& m : sel->matchers) {
     if (m.name == kMetricName) continue;
     if (m.op == Matcher::Op::kEqual && !Contains(seen, m.name)) {
-      Set(&out, m.name, m.value);
+      SetLabel(&out, m.name, m.value);
       seen.push_back(m.name);
     } else {
       Del(&out, m.name);
@@ -744,7 +743,7 @@ Value Evaluator::Call(const Expr& e, int64_t t) {
     absl::flat_hash_map<uint64_t, size_t> groups;
     std::vector<std::pair<const Labels*, std::vector<Bucket>>> buckets;
     for (const Sample& s : args[0 + 1].vector) {
-      const std::string* bound = Get(*s.labels, "le");
+      const std::string* bound = GetLabel(*s.labels, "le");
       double upper;
       if (bound == nullptr || !ParseGoFloat(*bound, &upper)) continue;
       uint64_t h = 0x51ed27ull;
@@ -776,7 +775,7 @@ Value Evaluator::Call(const Expr& e, int64_t t) {
       Fail(StrCat("invalid destination label name in label_replace(): ", dst));
     std::vector<re2::StringPiece> groups(1 + re.NumberOfCapturingGroups());
     for (const Sample& s : args[0].vector) {
-      const std::string* v = Get(*s.labels, src);
+      const std::string* v = GetLabel(*s.labels, src);
       std::string value = v ? *v : "";
       if (!re.Match(value, 0, value.size(), re2::RE2::UNANCHORED, groups.data(),
                     static_cast<int>(groups.size()))) {
@@ -785,7 +784,7 @@ Value Evaluator::Call(const Expr& e, int64_t t) {
       }
       std::string res = ExpandGoTemplate(re, repl, groups);
       Labels l = *s.labels;
-      Set(&l, dst, res);
+      SetLabel(&l, dst, res);
       out.vector.push_back({Own(std::move(l)), s.v, t});
     }
     CheckUnique(out.vector);
@@ -805,10 +804,10 @@ Value Evaluator::Call(const Expr& e, int64_t t) {
       std::string joined;
       for (size_t i = 3; i < args.size(); ++i) {
         if (i > 3) joined += sep;
-        if (const std::string* v = Get(*s.labels, args[i].str)) joined += *v;
+        if (const std::string* v = GetLabel(*s.labels, args[i].str)) joined += *v;
       }
       Labels l = *s.labels;
-      Set(&l, dst, joined);
+      SetLabel(&l, dst, joined);
       out.vector.push_back({Own(std::move(l)), s.v, t});
     }
     CheckUnique(out.vector);
@@ -950,7 +949,7 @@ Value Evaluator::Aggregate(const Expr& e, int64_t t) {
       std::string text(buf, r.ptr);
       if (std::isnan(s.v)) text = "NaN";
       if (std::isinf(s.v)) text = s.v > 0 ? "+Inf" : "-Inf";
-      Set(&l, value_label, text);
+      SetLabel(&l, value_label, text);
       s.labels = Own(std::move(l));
     }
     uint64_t key =
@@ -1243,8 +1242,8 @@ Vector Evaluator::VectorBinop(const Expr& e, const Vector& lhs_in, const Vector&
         }
       }
       for (const std::string& n : m.include) {
-        const std::string* v = Get(*rs.labels, n);
-        Set(&l, n, v ? *v : "");
+        const std::string* v = GetLabel(*rs.labels, n);
+        SetLabel(&l, n, v ? *v : "");
       }
       changed = l != base;
     }

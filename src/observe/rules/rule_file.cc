@@ -24,18 +24,9 @@ const std::vector<std::string>& AlertmanagerKeys() {
 
 class Loader {
  public:
-  Loader(std::string path, const RuleFileOptions& options)
-      : path_(std::move(path)), options_(options) {}
+  Loader(ConfigContext& ctx, const RuleFileOptions& options) : ctx_(ctx), options_(options) {}
 
-  std::vector<std::string>& errors() { return errors_; }
-
-  void Error(const YAML::Mark& mark, const std::string& msg) {
-    if (mark.is_null()) {
-      errors_.push_back(StrCat(path_, ": ", msg));
-    } else {
-      errors_.push_back(StrCat(path_, ":", mark.line + 1, ":", mark.column + 1, ": ", msg));
-    }
-  }
+  void Error(const YAML::Mark& mark, const std::string& msg) { ctx_.Error(mark, msg); }
 
   // Keys of `node` not in `known`: refused as Go's strict YAML decoding refuses them.
   void CheckKeys(const YAML::Node& node, const std::vector<std::string>& known,
@@ -198,7 +189,7 @@ class Loader {
       }
       CheckKeys(g, {"name", "interval", "limit", "rules"}, "rulefmt.RuleGroup");
       RuleGroup group;
-      group.file = path_;
+      group.file = ctx_.file();
       if (g["name"]) Scalar(g["name"], "name", &group.name);
       if (group.name.empty()) {
         Error(g.Mark(), "Groupname must not be empty");
@@ -239,9 +230,8 @@ class Loader {
   }
 
  private:
-  std::string path_;
+  ConfigContext& ctx_;
   RuleFileOptions options_;
-  std::vector<std::string> errors_;
 };
 
 // The Alertmanager part of a mixed file: its top-level blocks kept, every other line blanked,
@@ -275,17 +265,16 @@ absl::StatusOr<RuleFile> ParseRuleFile(const std::string& path, const std::strin
   if (text.size() > kMaxRuleFileBytes) {
     return absl::InvalidArgumentError(StrCat(path, ": larger than 16 MiB"));
   }
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        StrCat(path, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
-  }
+  // Rule files take no ${VAR} interpolation (Prometheus reads them as they are).
+  ConfigContext ctx(path,
+                    [](std::string_view) -> std::optional<std::string> { return std::nullopt; });
+  std::optional<YAML::Node> root = LoadYamlText(ctx, text);
   RuleFile out;
-  Loader loader(path, options);
-  loader.Load(root, &out);
-  if (!loader.errors().empty()) return absl::InvalidArgumentError(Join(loader.errors(), "\n"));
+  if (root) {
+    Loader loader(ctx, options);
+    loader.Load(*root, &out);
+  }
+  if (!ctx.ok()) return absl::InvalidArgumentError(ctx.ErrorText());
   if (options.allow_alertmanager) out.alertmanager_yaml = AlertmanagerPart(text);
   return out;
 }

@@ -94,18 +94,8 @@ std::string HumanizeDuration(double v) {
 
 std::string HumanizePercentage(double v) { return FormatGoG4(v * 100) + "%"; }
 
-namespace {
-
-// Go's time.Time.String() in UTC: "2006-01-02 15:04:05.999999999 +0000 UTC".
-std::string GoTimeString(double seconds) {
-  double whole = std::floor(seconds);
-  int64_t s = GoInt64(whole);
-  int64_t nanos = static_cast<int64_t>(std::llround((seconds - whole) * 1e9));
-  if (nanos >= 1000000000) {
-    ++s;
-    nanos -= 1000000000;
-  }
-  time_t tt = static_cast<time_t>(s);
+std::string GoTimeString(int64_t seconds, int64_t nanos) {
+  time_t tt = static_cast<time_t>(seconds);
   struct tm tm;
   gmtime_r(&tt, &tm);
   char buf[64];
@@ -119,6 +109,20 @@ std::string GoTimeString(double seconds) {
     out += f;
   }
   return out + " +0000 UTC";
+}
+
+namespace {
+
+// humanizeTimestamp's argument: seconds with a fraction.
+std::string GoTimeFromSeconds(double seconds) {
+  double whole = std::floor(seconds);
+  int64_t s = GoInt64(whole);
+  int64_t nanos = static_cast<int64_t>(std::llround((seconds - whole) * 1e9));
+  if (nanos >= 1000000000) {
+    ++s;
+    nanos -= 1000000000;
+  }
+  return rules::GoTimeString(s, nanos);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1092,7 +1096,7 @@ class Executor {
       if (fn == "humanizeDuration") return TValue::Str(HumanizeDuration(v));
       if (fn == "humanizePercentage") return TValue::Str(HumanizePercentage(v));
       if (std::isnan(v) || std::isinf(v)) return TValue::Str(FormatGoG4(v));
-      return TValue::Str(GoTimeString(v));
+      return TValue::Str(GoTimeFromSeconds(v));
     }
     if (fn == "printf") {
       if (args.empty()) Throw("wrong number of args for printf: want at least 1 got 0");

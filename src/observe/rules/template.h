@@ -85,6 +85,9 @@ std::string Humanize(double v);
 std::string Humanize1024(double v);
 std::string HumanizeDuration(double v);
 std::string HumanizePercentage(double v);
+// Go's time.Time String() in UTC: "2006-01-02 15:04:05.999999999 +0000 UTC" (the fraction
+// without trailing zeros), which templates print for times.
+std::string GoTimeString(int64_t seconds, int64_t nanos);
 // Go's fmt for one verb, e.g. FormatGo("%.4g", 12.5).
 std::string FormatGoG4(double v);
 
