@@ -80,17 +80,16 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
         cfg->admin.address = *a;
       }
     }
+    std::string base_dir;
+    if (size_t slash = path.rfind('/'); slash != std::string::npos) base_dir = path.substr(0, slash);
     YAML::Node observe = top.Get("observe");
-    if (observe.IsDefined()) {
-      std::string base_dir;
-      if (size_t slash = path.rfind('/'); slash != std::string::npos)
-        base_dir = path.substr(0, slash);
-      observe::LoadObserveConfig(ctx, observe, base_dir, cfg->observe.get());
-    }
+    if (observe.IsDefined()) observe::LoadObserveConfig(ctx, observe, base_dir, cfg->observe.get());
+    YAML::Node pg = top.Get("pg");
+    if (pg.IsDefined()) pg::LoadPgConfig(ctx, pg, base_dir, cfg->pg.get());
     gateway::ParseGatewayConfig(ctx, top, cfg->gateway.get());
-    if (cfg->gateway->listeners.empty() && ctx.ok()) {
+    if (cfg->gateway->listeners.empty() && !cfg->pg->enabled && ctx.ok()) {
       ctx.Error(root->Mark(),
-                "config: no `listeners:`; bulwark needs at least one listener to serve");
+                "config: no `listeners:` and no `pg:`; bulwark needs something to serve");
     }
     if (cfg->admin.enabled) {
       for (const auto& l : cfg->gateway->listeners) {
@@ -98,6 +97,9 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
           ctx.Error(root->Mark(),
                     StrCat("admin.listen: ", cfg->admin.listen, " is also a gateway listener"));
         }
+      }
+      if (cfg->pg->enabled && cfg->pg->listen_text == cfg->admin.listen) {
+        ctx.Error(root->Mark(), StrCat("admin.listen: ", cfg->admin.listen, " is also pg.listen"));
       }
     }
     top.Finish();

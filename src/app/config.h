@@ -10,6 +10,7 @@
 #include "core/net.h"
 #include "gateway/config.h"
 #include "observe/config.h"
+#include "pg/config.h"
 
 namespace bulwark {
 
@@ -32,6 +33,7 @@ struct Config {
   AdminConfig admin;
   std::shared_ptr<gateway::GatewayConfig> gateway = std::make_shared<gateway::GatewayConfig>();
   std::shared_ptr<observe::ObserveConfig> observe = std::make_shared<observe::ObserveConfig>();
+  std::shared_ptr<pg::PgConfig> pg = std::make_shared<pg::PgConfig>();
 
   int EffectiveWorkers() const;
 };

@@ -63,6 +63,7 @@ Server::Server(std::unique_ptr<Config> cfg, ConfigSource source)
 
 Server::~Server() {
   observer_.reset();
+  pg_.reset();
   for (auto& w : workers_) w->Stop();
   for (auto& w : workers_) w->Join();
   workers_.clear();
@@ -126,6 +127,11 @@ absl::Status Server::Start() {
   }
   health_ = std::make_unique<gateway::HealthChecker>(&loop_);
   health_->Update(*snapshot_);
+  if (cfg_->pg->enabled) {
+    pg_ = std::make_unique<pg::Proxy>(cfg_->pg);
+    s = pg_->Start();
+    if (!s.ok()) return s;
+  }
   if (cfg_->admin.enabled) {
     admin_ = std::make_unique<admin::AdminServer>(&loop_, cfg_->admin.token);
     s = admin_->Listen(cfg_->admin.address);
@@ -159,7 +165,7 @@ absl::Status Server::Start() {
     if (access_log_ != nullptr) access_log_->MaybeRotate();
     MaybeRotateLogFiles();
     if (draining_) {
-      bool all = true;
+      bool all = pg_ == nullptr || pg_->finished();
       for (auto& w : workers_) all &= w->finished();
       if (all || loop_.now_ms() >= drain_deadline_ms_) {
         if (!all) LogWarn("drain timeout reached; closing the remaining connections");
@@ -176,6 +182,11 @@ absl::Status Server::Start() {
     const auto& l = cfg_->gateway->listeners[i];
     LogInfo("listening on ", l.listen_text, " (", l.name, ") with ", n, " workers");
   }
+  if (pg_) {
+    LogInfo("PostgreSQL proxy on ", cfg_->pg->listen.IpString(), ":", pg_->port(), " (",
+            pg::PoolModeName(cfg_->pg->pool_mode), " pooling, ", cfg_->pg->databases.size(),
+            cfg_->pg->databases.size() == 1 ? " database)" : " databases)");
+  }
   if (admin_) LogInfo("admin API on ", cfg_->admin.address.IpString(), ":", admin_->port());
   return absl::OkStatus();
 }
@@ -184,6 +195,10 @@ int Server::Run() {
   loop_.Run();
   for (auto& w : workers_) w->Stop();
   for (auto& w : workers_) w->Join();
+  if (pg_) {
+    pg_->Stop();
+    pg_->Join();
+  }
   LogInfo("stopped");
   FinishLogFiles();
   return 0;
@@ -198,6 +213,7 @@ void Server::BeginDrain() {
   draining_ = true;
   drain_deadline_ms_ = loop_.now_ms() + cfg_->drain_timeout_ms;
   for (auto& w : workers_) w->PostDrain();
+  if (pg_) pg_->Drain();
   loop_.ArmTimer(&tick_, 10);
 }
 
@@ -217,6 +233,16 @@ std::vector<std::string> Server::Reload() {
   }
   if (!(next->gateway->redis == cfg_->gateway->redis)) {
     warnings.push_back("redis: takes effect after a restart");
+  }
+  if (next->pg->enabled != cfg_->pg->enabled ||
+      (next->pg->enabled && next->pg->listen_text != cfg_->pg->listen_text) ||
+      next->pg->client_tls_sslmode != cfg_->pg->client_tls_sslmode) {
+    warnings.push_back("pg.enabled/listen/client_tls: take effect after a restart");
+    next->pg->enabled = cfg_->pg->enabled;
+    next->pg->listen_text = cfg_->pg->listen_text;
+    next->pg->listen = cfg_->pg->listen;
+    next->pg->client_tls_sslmode = cfg_->pg->client_tls_sslmode;
+    next->pg->client_tls = cfg_->pg->client_tls;
   }
   if (next->gateway->access_log.path != cfg_->gateway->access_log.path ||
       next->gateway->access_log.enabled != cfg_->gateway->access_log.enabled) {
@@ -245,6 +271,7 @@ std::vector<std::string> Server::Reload() {
   zones_.Prune();
   cache_zones_.Prune();
   bans_->set_max_entries(cfg_->gateway->bans.max_entries);
+  if (pg_) pg_->Reload(cfg_->pg);
   if (observer_) {
     observer_->Apply(cfg_->observe);
     if (cfg_->observe->enabled) {
@@ -551,6 +578,10 @@ void Server::RegisterAdminRoutes() {
       return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", registry_.Render()};
     });
   }
+  admin_->Route("GET", "/api/v1/pg", [this](const AdminRequest&) {
+    if (!pg_) return admin::Json(404, R"({"error":"no pg: block in the configuration"})");
+    return admin::Json(200, pg_->StatusJson());
+  });
   admin_->Route("GET", "/api/v1/upstreams",
                 [this](const AdminRequest&) { return admin::Json(200, UpstreamsJson()); });
   auto set_drain = [this](const AdminRequest& r, bool drained) {
@@ -788,6 +819,9 @@ void Server::RegisterObserveRoutes() {
 
 void Server::RegisterCollectors() {
   registry_.AddCollector([this](std::string* out) { CollectGateway(out); });
+  registry_.AddCollector([this](std::string* out) {
+    if (pg_) pg_->CollectMetrics(out);
+  });
 }
 
 void Server::CollectGateway(std::string* out) {

@@ -16,6 +16,7 @@
 #include "gateway/worker.h"
 #include "observe/metrics.h"
 #include "observe/observer.h"
+#include "pg/proxy.h"
 
 namespace bulwark {
 
@@ -41,6 +42,7 @@ class Server {
 
   EventLoop& control_loop() { return loop_; }
   admin::AdminServer* admin() { return admin_.get(); }
+  pg::Proxy* pg() { return pg_.get(); }
   const Config& config() const { return *cfg_; }
   uint64_t generation() const { return generation_; }
 
@@ -89,6 +91,7 @@ class Server {
   std::unique_ptr<gateway::HealthChecker> health_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::unique_ptr<observe::Observer> observer_;
+  std::unique_ptr<pg::Proxy> pg_;
   std::unique_ptr<SignalHandler> signals_;
   uint64_t generation_ = 0;
   bool draining_ = false;

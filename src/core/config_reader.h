@@ -68,6 +68,7 @@ class MapReader {
   bool valid() const { return valid_; }
   const YAML::Node& node() const { return node_; }
   std::string_view what() const { return what_; }
+  ConfigContext& ctx() const { return ctx_; }
 
   // Returns the node for `key` (marking it known), or an undefined node when absent.
   YAML::Node Get(std::string_view key);

@@ -151,11 +151,20 @@ absl::StatusOr<std::string> ScramServer::ServerFinal(std::string_view client_fin
   if (CRYPTO_memcmp(computed.data(), v_.stored_key.data(), 32) != 0) {
     return absl::PermissionDeniedError("password authentication failed");
   }
+  client_key_ = client_key;
   return StrCat("v=", Base64Encode(Hmac(v_.server_key, auth_message)));
 }
 
 ScramClient::ScramClient(std::string password, std::string nonce_bytes)
     : password_(std::move(password)), nonce_(Base64Encode(nonce_bytes)) {}
+
+ScramClient ScramClient::FromKeys(std::string client_key, std::string server_key,
+                                  std::string nonce_bytes) {
+  ScramClient c("", std::move(nonce_bytes));
+  c.client_key_ = std::move(client_key);
+  c.server_key_ = std::move(server_key);
+  return c;
+}
 
 std::string ScramClient::ClientFirst() {
   client_first_bare_ = StrCat("n=,r=", nonce_);
@@ -173,13 +182,17 @@ absl::StatusOr<std::string> ScramClient::ClientFinal(std::string_view server_fir
   if (!salt.ok() || !ParseInt(attrs['i'], &iterations) || iterations < 1) {
     return absl::InvalidArgumentError("malformed SCRAM server-first message");
   }
-  std::string salted = SaltedPassword(password_, *salt, iterations);
-  std::string client_key = Hmac(salted, "Client Key");
+  std::string client_key = client_key_, server_key = server_key_;
+  if (client_key.empty()) {
+    std::string salted = SaltedPassword(password_, *salt, iterations);
+    client_key = Hmac(salted, "Client Key");
+    server_key = Hmac(salted, "Server Key");
+  }
   std::string stored_key = Sha256(client_key);
   std::string without_proof = StrCat("c=biws,r=", r);
   std::string auth_message = StrCat(client_first_bare_, ",", server_first, ",", without_proof);
   std::string proof = Xor(client_key, Hmac(stored_key, auth_message));
-  server_signature_ = Hmac(Hmac(salted, "Server Key"), auth_message);
+  server_signature_ = Hmac(server_key, auth_message);
   return StrCat(without_proof, ",p=", Base64Encode(proof));
 }
 

@@ -41,16 +41,25 @@ class ScramServer {
   // Takes the client-final message; returns the server-final one ("v=...") if the proof holds,
   // an error (password authentication failed) if not.
   absl::StatusOr<std::string> ServerFinal(std::string_view client_final);
+  // After a successful ServerFinal: the client's ClientKey, recovered from its proof. With the
+  // verifier's ServerKey it logs in to a PostgreSQL holding the same verifier, without the
+  // password (PgBouncer's SCRAM pass-through, used with auth_query).
+  const std::string& client_key() const { return client_key_; }
+  const ScramVerifier& verifier() const { return v_; }
 
  private:
   ScramVerifier v_;
-  std::string client_first_bare_, server_first_, nonce_;
+  std::string client_first_bare_, server_first_, nonce_, client_key_;
 };
 
 // The client side, towards PostgreSQL.
 class ScramClient {
  public:
   ScramClient(std::string password, std::string nonce_bytes);
+  // Logs in with keys instead of a password (see ScramServer::client_key); works only when the
+  // server's verifier has the same salt and iterations, as a verifier read from it does.
+  static ScramClient FromKeys(std::string client_key, std::string server_key,
+                              std::string nonce_bytes);
   std::string ClientFirst();  // "n,,n=,r=<nonce>"
   absl::StatusOr<std::string> ClientFinal(std::string_view server_first);
   // Checks the server's signature: a server that does not know the password cannot produce it.
@@ -58,6 +67,7 @@ class ScramClient {
 
  private:
   std::string password_, nonce_, client_first_bare_, server_signature_;
+  std::string client_key_, server_key_;  // FromKeys
 };
 
 using bulwark::Base64Decode;

@@ -1,0 +1,283 @@
+#include "pg/config.h"
+
+#include "core/strings.h"
+
+namespace bulwark::pg {
+
+const char* PoolModeName(PoolMode m) {
+  return m == PoolMode::kSession ? "session" : "transaction";
+}
+
+const char* RoleName(Role r) {
+  switch (r) {
+    case Role::kPrimary:
+      return "primary";
+    case Role::kReplica:
+      return "replica";
+    default:
+      return "auto";
+  }
+}
+
+const UserConfig* PgConfig::FindUser(std::string_view name) const {
+  for (const auto& u : users) {
+    if (u.name == name) return &u;
+  }
+  return nullptr;
+}
+
+namespace {
+
+bool ReadPoolMode(MapReader& r, std::string_view key, std::optional<PoolMode>* out) {
+  std::string s;
+  if (!r.Has(key)) return true;
+  if (!r.Enum(key, {"session", "transaction", "statement"}, &s)) return false;
+  if (s == "statement") {
+    // PgBouncer's statement mode forbids multi-statement transactions; bulwark does not offer it.
+    r.ctx().Error(r.Get(key).Mark(),
+                  StrCat(r.what(), ".", key,
+                         ": \"statement\" pooling is not supported; use \"transaction\""));
+    return false;
+  }
+  *out = s == "session" ? PoolMode::kSession : PoolMode::kTransaction;
+  return true;
+}
+
+void ReadServer(ConfigContext& ctx, const YAML::Node& n, const std::string& what,
+                ServerConfig* out) {
+  if (n.IsScalar()) {
+    out->address_text = n.Scalar();
+  } else {
+    MapReader r(ctx, n, what);
+    if (!r.valid()) return;
+    r.Require("address");
+    r.String("address", &out->address_text);
+    std::string role = "auto";
+    r.Enum("role", {"auto", "primary", "replica"}, &role);
+    out->role = role == "primary" ? Role::kPrimary
+                : role == "replica" ? Role::kReplica
+                                    : Role::kAuto;
+    r.Finish();
+  }
+  if (out->address_text.empty()) return;
+  if (out->address_text[0] == '/') {
+    // A socket directory and port, as libpq's host=/var/run/postgresql port=5432.
+    std::string dir = out->address_text;
+    int port = 5432;
+    if (size_t colon = dir.rfind(':'); colon != std::string::npos) {
+      if (!ParseInt(dir.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+        ctx.Error(n.Mark(), StrCat(what, ": bad port in \"", out->address_text, "\""));
+        return;
+      }
+      dir = dir.substr(0, colon);
+    }
+    out->unix_path = StrCat(dir, "/.s.PGSQL.", port);
+    return;
+  }
+  auto a = ParseSocketAddress(out->address_text);
+  if (!a.ok()) {
+    ctx.Error(n.Mark(), StrCat(what, ": ", a.status().message()));
+    return;
+  }
+  if (a->port() == 0 || out->address_text.find(':') == std::string::npos) {
+    ctx.Error(n.Mark(), StrCat(what, ": \"", out->address_text,
+                               "\" needs a port (PostgreSQL's is usually 5432)"));
+    return;
+  }
+  out->address = *a;
+}
+
+void ReadDatabase(ConfigContext& ctx, const std::string& name, const YAML::Node& n,
+                  const std::string& base_dir, DatabaseConfig* db) {
+  std::string what = StrCat("pg.databases.", name);
+  db->name = name;
+  db->dbname = name;
+  MapReader r(ctx, n, what);
+  if (!r.valid()) return;
+  r.String("dbname", &db->dbname);
+  r.String("user", &db->user);
+  r.String("password", &db->password);
+  ReadPoolMode(r, "pool_mode", &db->pool_mode);
+  r.Int("pool_size", &db->pool_size, 1, 10000);
+  r.Int("min_pool_size", &db->min_pool_size, 0, 10000);
+  r.Int("reserve_pool", &db->reserve_pool, 0, 10000);
+  r.Int("max_db_connections", &db->max_db_connections, 0, 100000);
+  if (r.Require("servers")) {
+    YAML::Node servers = r.Get("servers");
+    if (!servers.IsSequence() || servers.size() == 0) {
+      ctx.Error(servers.Mark(), StrCat(what, ".servers: expected a list of servers"));
+    } else {
+      int primaries = 0;
+      for (size_t i = 0; i < servers.size(); ++i) {
+        ServerConfig s;
+        ReadServer(ctx, servers[i], StrCat(what, ".servers[", i, "]"), &s);
+        if (s.role == Role::kPrimary) ++primaries;
+        db->servers.push_back(std::move(s));
+      }
+      if (primaries > 1) {
+        ctx.Error(servers.Mark(), StrCat(what, ".servers: ", primaries,
+                                         " servers say role: primary; at most one may"));
+      }
+      if (db->servers.size() == 1 && db->servers[0].role == Role::kAuto) {
+        db->servers[0].role = Role::kPrimary;  // one server: it takes everything
+      }
+    }
+  }
+  YAML::Node sharding = r.Get("sharding");
+  std::string sharding_file;
+  r.String("sharding_file", &sharding_file);
+  if (sharding.IsDefined() && !sharding_file.empty()) {
+    ctx.Error(sharding.Mark(), StrCat(what, ": give `sharding` or `sharding_file`, not both"));
+  } else if (sharding.IsDefined()) {
+    db->sharding.emplace();
+    LoadSharding(ctx, sharding, &*db->sharding);
+  } else if (!sharding_file.empty()) {
+    std::string path =
+        sharding_file[0] == '/' || base_dir.empty() ? sharding_file : base_dir + "/" + sharding_file;
+    ConfigContext sub(path, ctx.env());
+    auto root = LoadYamlFile(sub, path);
+    if (root && root->IsMap() && (*root)["sharding"].IsDefined()) {
+      db->sharding.emplace();
+      LoadSharding(sub, (*root)["sharding"], &*db->sharding);
+    } else if (root) {
+      sub.Error("no top-level `sharding:` mapping");
+    }
+    for (const auto& e : sub.errors()) ctx.ForeignError(e);
+  }
+  r.Finish();
+}
+
+}  // namespace
+
+void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
+                  PgConfig* out) {
+  MapReader r(ctx, node, "pg");
+  if (!r.valid()) return;
+  out->enabled = true;
+  r.Bool("enabled", &out->enabled);
+  r.String("listen", &out->listen_text);
+  if (auto a = ParseSocketAddress(out->listen_text); a.ok()) {
+    out->listen = *a;
+  } else {
+    ctx.Error(r.Has("listen") ? r.Get("listen").Mark() : node.Mark(),
+              StrCat("pg.listen: ", a.status().message()));
+  }
+  std::optional<PoolMode> mode;
+  ReadPoolMode(r, "pool_mode", &mode);
+  if (mode) out->pool_mode = *mode;
+  std::string auth = "scram-sha-256";
+  r.Enum("auth_type", {"scram-sha-256", "md5", "plain", "trust"}, &auth);
+  out->auth_type = auth == "md5"     ? AuthType::kMd5
+                   : auth == "plain" ? AuthType::kPlain
+                   : auth == "trust" ? AuthType::kTrust
+                                     : AuthType::kScram;
+  r.String("auth_user", &out->auth_user);
+  r.String("auth_query", &out->auth_query);
+
+  r.Int("default_pool_size", &out->default_pool_size, 1, 10000);
+  r.Int("min_pool_size", &out->min_pool_size, 0, 10000);
+  r.Int("reserve_pool_size", &out->reserve_pool_size, 0, 10000);
+  r.Duration("reserve_pool_timeout", &out->reserve_pool_timeout_ms);
+  r.Int("max_client_conn", &out->max_client_conn, 1, 1000000);
+  r.Int("max_db_connections", &out->max_db_connections, 0, 100000);
+  r.Int("max_user_connections", &out->max_user_connections, 0, 100000);
+  r.Duration("server_lifetime", &out->server_lifetime_ms);
+  r.Duration("server_idle_timeout", &out->server_idle_timeout_ms);
+  r.Duration("server_connect_timeout", &out->server_connect_timeout_ms);
+  r.Duration("server_login_retry", &out->server_login_retry_ms);
+  r.Duration("query_timeout", &out->query_timeout_ms);
+  r.Duration("query_wait_timeout", &out->query_wait_timeout_ms);
+  r.Duration("client_idle_timeout", &out->client_idle_timeout_ms);
+  r.Duration("client_login_timeout", &out->client_login_timeout_ms);
+  r.Duration("idle_transaction_timeout", &out->idle_transaction_timeout_ms);
+  r.String("server_reset_query", &out->server_reset_query);
+  r.Bool("server_reset_query_always", &out->server_reset_query_always);
+  r.String("server_check_query", &out->server_check_query);
+  r.Duration("server_check_delay", &out->server_check_delay_ms);
+  r.Size("max_packet_size", &out->max_packet_size);
+  if (out->max_packet_size < 1024) {
+    ctx.Error(r.Get("max_packet_size").Mark(), "pg.max_packet_size: at least 1 KiB");
+  }
+
+  r.Enum("client_tls_sslmode", {"disable", "allow", "prefer", "require"},
+         &out->client_tls_sslmode);
+  std::string cert, key;
+  r.String("client_tls_cert_file", &cert);
+  r.String("client_tls_key_file", &key);
+  if (out->client_tls_sslmode != "disable") {
+    if (cert.empty() || key.empty()) {
+      ctx.Error(node.Mark(), StrCat("pg.client_tls_sslmode: ", out->client_tls_sslmode,
+                                    " needs client_tls_cert_file and client_tls_key_file"));
+    } else {
+      out->client_tls.emplace();
+      out->client_tls->certificates.push_back({cert, key});
+    }
+  }
+
+  YAML::Node users = r.Get("users");
+  if (users.IsDefined()) {
+    if (!users.IsSequence()) {
+      ctx.Error(users.Mark(), "pg.users: expected a list of {name, password}");
+    } else {
+      for (size_t i = 0; i < users.size(); ++i) {
+        std::string what = StrCat("pg.users[", i, "]");
+        MapReader u(ctx, users[i], what);
+        if (!u.valid()) continue;
+        UserConfig uc;
+        u.Require("name");
+        u.String("name", &uc.name);
+        u.String("password", &uc.password);
+        ReadPoolMode(u, "pool_mode", &uc.pool_mode);
+        u.Int("pool_size", &uc.pool_size, 1, 10000);
+        u.Int("max_user_connections", &uc.max_user_connections, 0, 100000);
+        u.Finish();
+        if (out->FindUser(uc.name) != nullptr) {
+          ctx.Error(users[i].Mark(), StrCat(what, ": user \"", uc.name, "\" is listed twice"));
+        }
+        out->users.push_back(std::move(uc));
+      }
+    }
+  }
+  if (!out->auth_user.empty() && out->FindUser(out->auth_user) == nullptr) {
+    ctx.Error(r.Get("auth_user").Mark(),
+              StrCat("pg.auth_user: \"", out->auth_user,
+                     "\" must be in pg.users (bulwark logs in as it to run auth_query)"));
+  }
+
+  YAML::Node dbs = r.Get("databases");
+  if (!dbs.IsDefined() || !dbs.IsMap() || dbs.size() == 0) {
+    ctx.Error(dbs.IsDefined() ? dbs.Mark() : node.Mark(),
+              "pg.databases: expected a mapping of database names to their servers");
+  } else {
+    for (auto it = dbs.begin(); it != dbs.end(); ++it) {
+      std::string name = it->first.Scalar();
+      DatabaseConfig db;
+      ReadDatabase(ctx, name, it->second, base_dir, &db);
+      out->databases[name] = std::move(db);
+    }
+  }
+
+  YAML::Node routing = r.Get("routing");
+  if (routing.IsDefined()) {
+    MapReader rr(ctx, routing, "pg.routing");
+    rr.Bool("read_write_split", &out->routing.read_write_split);
+    rr.Size("max_lag_bytes", &out->routing.max_lag_bytes);
+    rr.Duration("max_lag", &out->routing.max_lag_ms);
+    rr.Duration("read_your_writes", &out->routing.read_your_writes_ms);
+    rr.StringList("volatile_functions", &out->routing.volatile_functions);
+    rr.Bool("allow_scatter", &out->routing.allow_scatter);
+    rr.Finish();
+  }
+  YAML::Node health = r.Get("health");
+  if (health.IsDefined()) {
+    MapReader hr(ctx, health, "pg.health");
+    hr.Duration("interval", &out->health.interval_ms);
+    hr.Duration("timeout", &out->health.timeout_ms);
+    hr.Int("fails", &out->health.fails, 1, 100);
+    hr.Duration("ban", &out->health.ban_ms);
+    hr.Finish();
+  }
+  r.Finish();
+}
+
+}  // namespace bulwark::pg

@@ -1,0 +1,136 @@
+// The `pg:` block: bulwark as a PostgreSQL proxy. Pool settings keep PgBouncer's names, units
+// and defaults, so an operator's pgbouncer.ini translates key by key (docs/pg.md has the table).
+//
+//   pg:
+//     listen: 127.0.0.1:6432
+//     pool_mode: transaction        # session | transaction
+//     default_pool_size: 20
+//     auth_type: scram-sha-256      # scram-sha-256 | md5 | plain | trust
+//     users:
+//       - {name: app, password: secret}        # or "SCRAM-SHA-256$..." / "md5..."
+//     databases:
+//       app:
+//         dbname: app
+//         servers:
+//           - {address: 127.0.0.1:5432, role: primary}
+//           - {address: 127.0.0.1:5433, role: replica}
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/config_reader.h"
+#include "core/net.h"
+#include "core/tls.h"
+#include "pg/sharding.h"
+
+namespace bulwark::pg {
+
+enum class PoolMode { kSession, kTransaction };
+enum class AuthType { kScram, kMd5, kPlain, kTrust };
+enum class Role { kAuto, kPrimary, kReplica };
+
+const char* PoolModeName(PoolMode m);
+const char* RoleName(Role r);
+
+struct UserConfig {
+  std::string name;
+  // As given: a plain password, a pg_authid SCRAM verifier or an "md5<hex>" hash.
+  std::string password;
+  std::optional<PoolMode> pool_mode;
+  int pool_size = 0;  // 0: the database's or default_pool_size
+  int max_user_connections = 0;
+};
+
+struct ServerConfig {
+  std::string address_text;  // host:port, or a unix socket directory (starts with "/")
+  SocketAddress address;     // TCP only
+  std::string unix_path;     // ".../.s.PGSQL.<port>" for socket directories
+  Role role = Role::kAuto;
+  std::string Name() const { return address_text; }
+};
+
+struct DatabaseConfig {
+  std::string name;    // what clients ask for
+  std::string dbname;  // on the servers (default: name)
+  // Fixed server login for every client of this database (PgBouncer's `user=`/`password=` in
+  // [databases]); empty: each client's own user with the password bulwark knows for it.
+  std::string user, password;
+  std::vector<ServerConfig> servers;
+  std::optional<PoolMode> pool_mode;
+  int pool_size = 0;  // 0: default_pool_size
+  int min_pool_size = -1;
+  int reserve_pool = -1;
+  int max_db_connections = 0;
+  std::optional<ShardingConfig> sharding;
+};
+
+struct RoutingConfig {
+  bool read_write_split = true;  // with replicas configured
+  int64_t max_lag_bytes = 16 * 1024 * 1024;
+  int64_t max_lag_ms = 10000;
+  int64_t read_your_writes_ms = 0;  // after a write, the client's reads stay on the primary
+  std::vector<std::string> volatile_functions;  // empty: the classifier's list
+  bool allow_scatter = false;  // queries without a shard key: error (default) or every shard
+};
+
+struct HealthConfig {
+  int64_t interval_ms = 2000;
+  int64_t timeout_ms = 1000;
+  int fails = 3;        // consecutive failed checks that mark a server down
+  int64_t ban_ms = 30000;  // how long a failed server gets no new connections
+};
+
+struct PgConfig {
+  bool enabled = false;
+  std::string listen_text = "127.0.0.1:6432";
+  SocketAddress listen;
+  PoolMode pool_mode = PoolMode::kSession;  // PgBouncer's default
+  AuthType auth_type = AuthType::kScram;
+  std::vector<UserConfig> users;
+  std::string auth_user;   // runs auth_query for users not in `users`
+  std::string auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
+  std::map<std::string, DatabaseConfig> databases;
+
+  // PgBouncer's names and defaults.
+  int default_pool_size = 20;
+  int min_pool_size = 0;
+  int reserve_pool_size = 0;
+  int64_t reserve_pool_timeout_ms = 5000;
+  int max_client_conn = 100;
+  int max_db_connections = 0;
+  int max_user_connections = 0;
+  int64_t server_lifetime_ms = 3600 * 1000;
+  int64_t server_idle_timeout_ms = 600 * 1000;
+  int64_t server_connect_timeout_ms = 15 * 1000;
+  int64_t server_login_retry_ms = 15 * 1000;
+  int64_t query_timeout_ms = 0;
+  int64_t query_wait_timeout_ms = 120 * 1000;
+  int64_t client_idle_timeout_ms = 0;
+  int64_t client_login_timeout_ms = 60 * 1000;
+  int64_t idle_transaction_timeout_ms = 0;
+  std::string server_reset_query = "DISCARD ALL";
+  bool server_reset_query_always = false;
+  std::string server_check_query = "select 1";
+  int64_t server_check_delay_ms = 30 * 1000;
+  int64_t max_packet_size = 256 * 1024 * 1024;
+
+  // Client-side TLS (PgBouncer's client_tls_*): disable | allow | prefer | require.
+  std::string client_tls_sslmode = "disable";
+  std::optional<TlsSettings> client_tls;
+
+  RoutingConfig routing;
+  HealthConfig health;
+
+  const UserConfig* FindUser(std::string_view name) const;
+};
+
+// Reads `pg:`; `base_dir` resolves relative file names (sharding_file).
+void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
+                  PgConfig* out);
+
+}  // namespace bulwark::pg

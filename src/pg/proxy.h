@@ -1,0 +1,64 @@
+// The PostgreSQL proxy: a listener speaking protocol v3 to clients, pools of server connections
+// per (database, user, server) with PgBouncer's session and transaction modes, and the router
+// that picks the primary or a replica per transaction.
+//
+// It runs on one thread with its own event loop, as PgBouncer does: pools are shared by every
+// client, so one thread owns them and nothing on the query path takes a lock. The control thread
+// talks to it through Post (reload, status) and reads counters (metrics) without stopping it.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "pg/config.h"
+
+namespace bulwark::pg {
+
+class ProxyImpl;
+
+// Per-server state from the health checker, shared by the checker (writer) and the proxy
+// (reader). Atomics only: read on the routing path without locks.
+struct ServerHealth {
+  std::atomic<int> role{0};         // 0 unknown, 1 primary, 2 replica (pg_is_in_recovery)
+  std::atomic<bool> up{true};       // false after `fails` failed checks, until one succeeds
+  std::atomic<int64_t> banned_until_ms{0};
+  std::atomic<int64_t> lag_bytes{0};
+  std::atomic<int64_t> lag_ms{0};
+  std::atomic<int64_t> latency_us{0};
+  std::atomic<int64_t> checks{0};
+  std::atomic<int64_t> failures{0};
+  std::atomic<int> consecutive_failures{0};
+  std::atomic<bool> demoted{false};  // an old primary after failover: no writes until re-added
+};
+
+class Proxy {
+ public:
+  explicit Proxy(std::shared_ptr<const PgConfig> cfg);
+  ~Proxy();
+  Proxy(const Proxy&) = delete;
+  Proxy& operator=(const Proxy&) = delete;
+
+  // Binds the listener and starts the proxy thread.
+  absl::Status Start();
+  // Thread-safe: new clients and new server connections use `cfg`; existing ones keep going.
+  void Reload(std::shared_ptr<const PgConfig> cfg);
+  // Thread-safe: stop accepting; clients finish (session: until they leave; transaction: their
+  // current transaction), then the thread exits. Stop() ends at once.
+  void Drain();
+  void Stop();
+  void Join();
+  bool finished() const;
+  int port() const;
+
+  // Thread-safe (asks the proxy thread and waits up to a second): pools, clients and servers.
+  std::string StatusJson();
+  // Thread-safe: Prometheus text for db_connections, db_query_duration_seconds, bulwark_pg_*.
+  void CollectMetrics(std::string* out) const;
+
+ private:
+  std::unique_ptr<ProxyImpl> impl_;
+};
+
+}  // namespace bulwark::pg

@@ -1,0 +1,347 @@
+// The proxy's moving parts, private to src/pg: client and server connections, pools and the
+// proxy thread that owns them. Everything here is touched by the proxy thread only, except the
+// counters (atomics, read by the metrics collector).
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "core/event_loop.h"
+#include "core/mutex.h"
+#include "core/tls.h"
+#include "observe/metrics.h"
+#include "pg/auth.h"
+#include "pg/buffer.h"
+#include "pg/classify.h"
+#include "pg/config.h"
+#include "pg/proxy.h"
+
+namespace bulwark::pg {
+
+class ClientConn;
+class ServerConn;
+class ProxyImpl;
+struct PoolGroup;
+
+// db_query_duration_seconds' operations and buckets (seed 000's metrics.yml).
+enum Operation { kOpSelect, kOpInsert, kOpUpdate, kOpDelete, kOpCopy, kOpOther, kOpCount };
+inline constexpr double kQueryBuckets[] = {0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10};
+inline constexpr int kQueryBucketCount = 8;
+
+// Per client-facing database: counters kept for the life of the process (series continue across
+// reloads). Written by the proxy thread, read by the collector.
+struct DatabaseStats {
+  struct Histogram {
+    observe::ShardValue buckets[kQueryBucketCount];  // non-cumulative
+    observe::ShardValue count;
+    observe::ShardValue sum_us;
+  };
+  Histogram ops[kOpCount];
+  observe::ShardValue transactions;
+  observe::ShardValue queries;
+  observe::ShardValue routed_primary;
+  observe::ShardValue routed_replica;
+  observe::ShardValue wait_timeouts;
+  observe::ShardValue query_timeouts;
+  observe::ShardValue wait_us;  // total time clients waited for a server
+  std::atomic<int64_t> clients{0};
+  std::atomic<int64_t> clients_waiting{0};
+};
+
+// Per (database, user, server): the pool's gauges and counters.
+struct PoolStats {
+  std::string database, user, server;
+  std::atomic<int64_t> active{0};      // linked to a client
+  std::atomic<int64_t> idle{0};        // ready in the pool
+  std::atomic<int64_t> connecting{0};  // connecting or logging in
+  std::atomic<int64_t> used{0};        // running the reset or a check query
+  observe::ShardValue connects;
+  observe::ShardValue connect_failures;
+  observe::ShardValue bytes_in;   // from the server
+  observe::ShardValue bytes_out;  // to the server
+};
+
+// A prepared statement as a client named it, and what the servers call it.
+struct PreparedStatement {
+  uint64_t hash = 0;        // of query and parameter types: the server-side name
+  std::string parse_body;   // the Parse message body with the server-side name
+  bool write = true;        // the router's verdict on the query
+};
+
+// One pool: server connections to one server for one (database, user).
+struct Pool {
+  PoolGroup* group = nullptr;
+  const ServerConfig* server = nullptr;
+  std::shared_ptr<ServerHealth> health;
+  Role config_role = Role::kPrimary;  // from the config until the health checker knows better
+  PoolStats* stats = nullptr;
+  std::vector<ServerConn*> idle;      // LIFO, as PgBouncer's server_round_robin = 0
+  std::deque<ClientConn*> waiting;    // FIFO
+  int total = 0;                      // every server connection of this pool
+  int connecting = 0;
+  int64_t last_failure_ms = -1;       // server_login_retry starts from here
+  std::string last_error;
+  int64_t wait_since_ms = 0;          // oldest waiter (for reserve_pool_timeout)
+};
+
+// The pools of one (database, user): one per server, plus what new clients are welcomed with.
+struct PoolGroup {
+  std::string database, user;
+  std::shared_ptr<const PgConfig> cfg;  // the snapshot this group was made under
+  const DatabaseConfig* db = nullptr;
+  const UserConfig* user_cfg = nullptr;
+  DatabaseStats* stats = nullptr;
+  PoolMode mode = PoolMode::kSession;
+  int pool_size = 20, min_pool_size = 0, reserve = 0, max_db = 0, max_user = 0;
+  std::vector<std::unique_ptr<Pool>> pools;  // per server, in config order
+  // ParameterStatus values of the first server login: what clients are told at startup.
+  std::vector<std::pair<std::string, std::string>> welcome;
+  bool welcome_ready = false;
+  std::vector<ClientConn*> login_waiters;  // clients waiting for `welcome`
+  int clients = 0;
+  bool retired = false;  // replaced by a reload: no new clients
+  // Server login credentials.
+  std::string server_user, server_password;
+  // SCRAM pass-through: the ClientKey of the last client that logged in with SCRAM and the
+  // verifier's ServerKey, for servers whose password bulwark holds only as a verifier.
+  std::string scram_client_key, scram_server_key;
+  bool has_replicas = false;
+  int rr = 0;  // round robin over replicas
+};
+
+// Data queued for a socket: appended at the end, written from `off`.
+struct OutQueue {
+  std::string buf;
+  size_t off = 0;
+  size_t pending() const { return buf.size() - off; }
+  void Consumed(size_t n) {
+    off += n;
+    if (off == buf.size()) {
+      buf.clear();
+      off = 0;
+    }
+  }
+};
+
+// What the server owes the client for one message sent to it, in order. The proxy answers some
+// messages itself (a Parse the server already has) and slips in some of its own (a Parse the
+// server lacks, a SET to match the client's parameters), so responses are matched to requests.
+struct Expect {
+  enum Kind : uint8_t { kForward, kDrop, kSynthetic };
+  Kind kind = kForward;
+  char type = 0;            // the request: 'P','B','C','D','E','S','Q','F'
+  uint64_t stmt_hash = 0;   // an injected or forwarded named Parse (forgotten on error)
+  std::string synthetic;    // kSynthetic: the bytes to send the client
+};
+
+class ServerConn final : public IoHandler {
+ public:
+  enum class State { kConnecting, kLogin, kIdle, kActive, kReset, kClosed };
+  ServerConn(ProxyImpl* proxy, Pool* pool);
+  ~ServerConn() override;
+
+  void Connect();
+  void OnIo(uint32_t events) override;
+  void Close(std::string_view why);
+
+  // Sends what is queued; false when the connection failed (and was closed).
+  bool Flush();
+  void ReadAndForward();
+
+  State state = State::kConnecting;
+  Pool* pool;
+  ProxyImpl* proxy;
+  int fd = -1;
+  ByteBuffer in;
+  OutQueue out;
+  ClientConn* client = nullptr;
+  std::vector<std::pair<std::string, std::string>> params;  // ParameterStatus
+  int32_t backend_pid = 0, backend_key = 0;
+  std::unordered_set<uint64_t> prepared;
+  std::deque<uint64_t> prepared_order;
+  int64_t created_ms = 0, last_used_ms = 0;
+  bool at_sync = true;  // the last thing from the server was ReadyForQuery 'I'
+  bool counted_connecting = true;  // still in its pool's `connecting`
+  char tx_status = 'I';
+  bool reading_paused = false;
+  size_t pass_left = 0;  // bytes of a large DataRow/CopyData still to pass to the client
+  bool pass_drop = false;
+  std::unique_ptr<ScramClient> scram;
+  Timer timer;
+  std::string FindParam(std::string_view name) const;
+  void SetParam(std::string_view name, std::string_view value);
+  void AddPrepared(uint64_t h);
+  void ForgetPrepared(uint64_t h);
+  void ResumeReading();
+
+ private:
+  void OnLoginMessage(char type, std::string_view body);
+  void LoginFailed(std::string why);
+};
+
+class ClientConn final : public IoHandler {
+ public:
+  enum class State {
+    kStartup,     // before the startup packet
+    kTls,         // TLS handshake after SSLRequest
+    kAuth,        // password exchange
+    kWelcome,     // waiting for the pool's first server login (parameters)
+    kIdle,        // logged in, no server
+    kWaiting,     // queued for a server
+    kLinked,      // a server is attached
+    kClosed
+  };
+  ClientConn(ProxyImpl* proxy, int fd, const SocketAddress& peer);
+  ~ClientConn() override;
+
+  void OnIo(uint32_t events) override;
+  void Close(std::string_view why);
+  // Sends an ErrorResponse (FATAL) and closes once it is written.
+  void Fatal(std::string_view sqlstate, std::string_view message);
+  bool Flush();
+  // The proxy hands this client a server (or calls it back with null on a wait timeout).
+  void Attach(ServerConn* s);
+  void WelcomeReady();
+  void WelcomeFailed(const std::string& error);
+  // Server bytes: called by the server connection with a complete message.
+  void FromServer(char type, std::string_view msg, std::string_view body);
+  // The server went away under this client.
+  void ServerLost(std::string_view why);
+  void ProcessInput();
+  void ResumeReading();
+  // After a batch of server messages: flush, and in transaction mode give the server back at
+  // the end of a transaction.
+  void AfterServerBatch();
+  // Sends the answers bulwark owes the client ahead of the server's next one.
+  void DrainSynthetic();
+
+  ProxyImpl* proxy;
+  int fd;
+  SocketAddress peer;
+  State state = State::kStartup;
+  SSL* ssl = nullptr;
+  bool tls_done = false;
+  ByteBuffer in;
+  OutQueue out;
+  PoolGroup* group = nullptr;
+  ServerConn* server = nullptr;
+  Pool* wanted = nullptr;  // the pool being waited on
+  std::string user, database;
+  std::vector<std::pair<std::string, std::string>> startup_params;
+  // Parameters PgBouncer tracks per client and sets on each server it lands on.
+  std::vector<std::pair<std::string, std::string>> vars;
+  std::unordered_map<std::string, PreparedStatement> prepared;
+  std::deque<Expect> expects;
+  int32_t key_pid = 0, key_secret = 0;
+  int64_t connected_ms = 0, wait_start_ms = 0, query_start_ms = 0, last_write_ms = -1;
+  int64_t idle_since_ms = 0;
+  bool abandon = false;  // after an error in an extended-protocol batch, until Sync
+  size_t pass_left = 0;  // bytes of a large message still to pass through to the server
+  bool close_after_flush = false;
+  bool reading_paused = false;
+  bool read_next = true;  // the routing verdict for the next transaction
+  Operation last_op = kOpOther;
+  std::unique_ptr<ScramServer> scram_server;
+  std::string md5_salt;
+  std::string scram_client_key;  // for SCRAM pass-through to servers
+  const ScramVerifier* verifier = nullptr;
+  int auth_step = 0;
+  Timer timer;
+
+ private:
+  void OnStartup();
+  void StartAuth();
+  void OnAuthMessage(char type, std::string_view body);
+  void AuthOk();
+  bool RouteAndAcquire();
+  // Forwards the messages in `in` to the server until it needs more bytes or one must wait.
+  void ForwardInput();
+  bool HandleExtended(char type, std::string_view msg, std::string_view body);
+  void Release();
+  void TryRecv();
+};
+
+// The proxy thread.
+class ProxyImpl {
+ public:
+  explicit ProxyImpl(std::shared_ptr<const PgConfig> cfg);
+  ~ProxyImpl();
+
+  absl::Status Start();
+  void Run();
+
+  EventLoop loop;
+  std::shared_ptr<const PgConfig> cfg;
+  std::shared_ptr<TlsServer> tls;
+  int listen_fd = -1;
+  int port = 0;
+  std::thread thread;
+  std::atomic<bool> finished{false};
+  bool draining = false;
+
+  // Every pool group made under the current or an older config (retired ones stay until empty).
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<PoolGroup>> groups;
+  std::vector<std::unique_ptr<PoolGroup>> retired;
+  std::unordered_map<uint64_t, ClientConn*> by_cancel_key;
+  std::unordered_set<ClientConn*> clients;
+  std::unordered_set<ServerConn*> servers;
+
+  // Shared with the health checker and the collector; never removed (keyed by name).
+  mutable Mutex stats_mu;
+  std::map<std::string, std::unique_ptr<DatabaseStats>> db_stats;
+  std::map<std::string, std::unique_ptr<PoolStats>> pool_stats;
+  std::map<std::string, std::shared_ptr<ServerHealth>> health;  // by server address
+
+  observe::ShardValue clients_accepted, clients_refused, login_failures, protocol_errors,
+      cancels;
+  std::atomic<int64_t> clients_open{0};
+
+  // SCRAM verifiers derived once per config for users given plain passwords.
+  std::map<std::string, ScramVerifier> verifiers;
+
+  PoolGroup* FindGroup(const std::string& database, const std::string& user, std::string* error);
+  // Puts `c` in the pool's queue or links it to an idle server at once.
+  void Acquire(Pool* p, ClientConn* c);
+  // A server is free: give it to the next waiter, or keep it idle.
+  void Release(ServerConn* s);
+  void ServerReady(ServerConn* s);  // login or reset finished
+  // Closed: free it, retry for waiters. `login_error` is set when it never became ready.
+  void ServerGone(ServerConn* s, ServerConn::State was, const std::string& login_error);
+  void ClientGone(ClientConn* c);
+  void MaybeConnect(Pool* p);
+  void Janitor();
+  void ApplyConfig(std::shared_ptr<const PgConfig> c);
+  Pool* ChoosePool(PoolGroup* g, bool read);
+  Role EffectiveRole(const Pool* p) const;
+  int DatabaseConnections(const std::string& database) const;
+  std::string StatusJson();
+  void Accept();
+  void Cancel(int32_t pid, int32_t key);
+  std::string RandomBytes(size_t n);
+  uint64_t Random();
+  Classification Classify(std::string_view sql);
+  ClassifyOptions classify_options;
+  void CheckDrained();
+
+  ServerConn* NewServer(Pool* p);
+  void Drain();
+
+ private:
+  class Listener;
+  std::unique_ptr<Listener> listener_;
+  Timer janitor_;
+  uint64_t rng_ = 0;
+};
+
+}  // namespace bulwark::pg
