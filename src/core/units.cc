@@ -118,7 +118,12 @@ absl::StatusOr<int64_t> ParseSizeBytes(std::string_view text) {
             StrCat("invalid size \"", text, "\": unknown suffix (use k, m or g)"));
     }
     ++pos;
-    if (pos < text.size() && (text[pos] == 'b' || text[pos] == 'B')) ++pos;  // "10MB" is common
+    // "10MB" and "10MiB" are common spellings of the same (binary) unit.
+    if (pos + 1 < text.size() && text[pos] == 'i' &&
+        (text[pos + 1] == 'B' || text[pos + 1] == 'b')) {
+      ++pos;
+    }
+    if (pos < text.size() && (text[pos] == 'b' || text[pos] == 'B')) ++pos;
   }
   if (pos != text.size()) {
     return absl::InvalidArgumentError(StrCat("invalid size \"", text, "\": trailing characters"));

@@ -227,8 +227,14 @@ void ClientConn::ProcessInput() {
         auto sp = ParseStartup((*m)->body);
         size_t size = (*m)->size;
         if (!sp.ok()) {
+          std::string_view why = ToStd(sp.status().message());
+          if (StartsWith(why, "unsupported frontend protocol")) {
+            // PostgreSQL's answer to protocol 2 and 4+ (not a malformed packet).
+            Fatal("0A000", why);
+            return;
+          }
           proxy->protocol_errors.Add(1);
-          Fatal("08P01", ToStd(sp.status().message()));
+          Fatal("08P01", why);
           return;
         }
         in.Consume(size);
@@ -258,12 +264,26 @@ void ClientConn::ProcessInput() {
           Close("cancel request");
           return;
         }
-        if (sp->code != kProtocolV3) {
-          Fatal("0A000", StrCat("unsupported frontend protocol ", sp->code >> 16, ".",
-                                sp->code & 0xffff, ": bulwark speaks 3.0"));
-          return;
+        // 3.x asks for protocol extensions: like PostgreSQL, answer that 3.0 is what there is
+        // and which _pq_ options were not understood (NegotiateProtocolVersion).
+        std::vector<std::string> unknown;
+        for (const auto& [k, v] : sp->params) {
+          if (StartsWith(k, "_pq_.")) unknown.push_back(k);
         }
-        startup_params = std::move(sp->params);
+        if (sp->code != kProtocolV3 || !unknown.empty()) {
+          std::string body;
+          AppendInt32(&body, kProtocolV3);
+          AppendInt32(&body, static_cast<int32_t>(unknown.size()));
+          for (const auto& k : unknown) {
+            body += k;
+            body.push_back('\0');
+          }
+          AppendMessage(&out.buf, 'v', body);
+        }
+        startup_params.clear();
+        for (auto& kv : sp->params) {
+          if (!StartsWith(kv.first, "_pq_.")) startup_params.push_back(std::move(kv));
+        }
         OnStartup();
         continue;
       }
@@ -518,7 +538,9 @@ bool ClientConn::RouteAndAcquire() {
   // The verdict for this transaction: a read when replicas may take it.
   bool read = false;
   const PgConfig& cfg = *group->cfg;
-  bool routing = cfg.routing.read_write_split && group->has_replicas;
+  // Only transaction pooling can split: a session keeps the server its first query chose.
+  bool routing =
+      cfg.routing.read_write_split && group->has_replicas && group->mode == PoolMode::kTransaction;
   if (routing && !(cfg.routing.read_your_writes_ms > 0 && last_write_ms >= 0 &&
                    proxy->loop.now_ms() - last_write_ms < cfg.routing.read_your_writes_ms)) {
     std::string_view v = in.view();

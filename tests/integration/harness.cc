@@ -504,7 +504,7 @@ PostgresServer::PostgresServer(ReplicaOf r) : port_(FreePort()) {
   // primary_conninfo, so the copy starts as a streaming replica.
   if (RunAsPostgres({std::string(kPgBin) + "pg_basebackup", "-h", r.primary->dir(), "-p",
                      std::to_string(r.primary->port()), "-U", "postgres", "-D", dir_ + "/data",
-                     "-R", "-X", "stream", "--no-sync"},
+                     "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"},
                     dir_ + "/basebackup.log") != 0) {
     return;
   }
@@ -542,6 +542,21 @@ int RunBulwark(const std::vector<std::string>& args, std::string* output) {
   argv.insert(argv.end(), args.begin(), args.end());
   Process p(argv, {}, dir + "/out");
   int rc = p.Wait(10000);
+  *output = ReadFile(dir + "/out");
+  std::string cmd = "rm -rf " + dir;
+  [[maybe_unused]] int r = system(cmd.c_str());
+  return rc;
+}
+
+int RunProgram(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+               std::string* output, int timeout_ms) {
+  std::string dir = MakeTempDir();
+  Process p(argv, env, dir + "/out");
+  int rc = p.Wait(timeout_ms);
+  if (rc == -1) {
+    p.Signal(SIGKILL);
+    p.Wait(5000);
+  }
   *output = ReadFile(dir + "/out");
   std::string cmd = "rm -rf " + dir;
   [[maybe_unused]] int r = system(cmd.c_str());

@@ -200,5 +200,9 @@ std::string ObserveConfig(int port, int admin, int app_port, const std::string& 
 
 // Runs `bulwark ARGS...`, returning exit code and combined output.
 int RunBulwark(const std::vector<std::string>& args, std::string* output);
+// Runs any program with extra environment; returns its exit code (-1 on timeout) and its
+// stdout and stderr together in `output`.
+int RunProgram(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+               std::string* output, int timeout_ms = 60000);
 
 }  // namespace bulwark::testing

@@ -1,0 +1,327 @@
+// The PostgreSQL proxy end to end: real PostgreSQL 15 servers (run as the postgres user),
+// psql, pgbench and a byte-level client through bulwark.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include "pg/protocol.h"
+#include "tests/integration/harness.h"
+#include "tests/integration/pg_client.h"
+
+namespace bulwark::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A PostgreSQL server with the `app` role (password "secret", SCRAM) owning database `app`.
+struct AppDatabase {
+  PostgresServer pg;
+  AppDatabase() {
+    if (!pg.ok()) return;
+    pg.Psql("SET password_encryption = 'scram-sha-256'; CREATE ROLE app LOGIN PASSWORD 'secret'");
+    pg.Psql("CREATE DATABASE app OWNER app");
+  }
+};
+
+// `pg_block` is inserted under `pg:` (two-space indented lines); `servers` is the YAML list.
+std::string ProxyConfig(int port, int admin, const std::string& servers,
+                        const std::string& pg_block = "") {
+  return "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+         "}\npg:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n" + pg_block +
+         "  users:\n    - {name: app, password: secret}\n"
+         "  databases:\n    app:\n      servers: " +
+         servers + "\n";
+}
+
+std::string One(int pg_port) { return "['127.0.0.1:" + std::to_string(pg_port) + "']"; }
+
+std::string Psql(int port, const std::vector<std::string>& commands,
+                 std::map<std::string, std::string> env = {}) {
+  std::vector<std::string> argv = {
+      "psql", "-X", "-At", "-h", "127.0.0.1", "-p", std::to_string(port), "-U", "app", "-d", "app"};
+  for (const auto& c : commands) {
+    argv.push_back("-c");
+    argv.push_back(c);
+  }
+  env["PGPASSWORD"] = env.count("PGPASSWORD") ? env["PGPASSWORD"] : "secret";
+  std::string out;
+  RunProgram(argv, env, &out, 60000);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+std::string Pgbench(int port, std::vector<std::string> args) {
+  std::vector<std::string> argv = {"pgbench", "-h", "127.0.0.1", "-p", std::to_string(port),
+                                   "-U",      "app"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("app");
+  std::string out;
+  RunProgram(argv, {{"PGPASSWORD", "secret"}}, &out, 120000);
+  return out;
+}
+
+struct Proxy {
+  int port = FreePort(), admin = FreePort();
+  std::unique_ptr<Bulwark> bw;
+  Proxy(const std::string& servers, const std::string& block) {
+    bw = std::make_unique<Bulwark>(ProxyConfig(port, admin, servers, block));
+  }
+  bool Ready() { return bw->Ready(port, admin); }
+  std::string Metrics() { return HttpGet(admin, "/metrics").body; }
+};
+
+TEST(PgProxy, PgbenchAllProtocolsThroughTransactionPooling) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  // Three server connections for eight clients: every transaction may land on another one.
+  Proxy px(One(db.pg.port()), "  pool_mode: transaction\n  default_pool_size: 3\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  // pgbench -i loads with COPY FROM STDIN: COPY in through the proxy.
+  std::string init = Pgbench(px.port, {"-i", "-s", "1", "-q"});
+  ASSERT_NE(init.find("done in"), std::string::npos) << init;
+  EXPECT_EQ(db.pg.Psql("SELECT count(*) FROM pgbench_accounts", "app"), "100000");
+  for (const char* mode : {"simple", "extended", "prepared"}) {
+    for (bool select_only : {true, false}) {
+      // One pgbench thread per client: a thread blocked in a synchronous PQprepare while the
+      // three servers are held by its other clients' transactions would wait for itself.
+      std::vector<std::string> args = {"-c", "8", "-j", "8", "-t", "150", "-M", mode};
+      if (select_only) args.push_back("-S");
+      std::string out = Pgbench(px.port, args);
+      EXPECT_NE(out.find("number of transactions actually processed: 1200/1200"), std::string::npos)
+          << mode << (select_only ? " -S" : "") << "\n"
+          << out << px.bw->log();
+      EXPECT_NE(out.find("number of failed transactions: 0 "), std::string::npos) << out;
+    }
+  }
+  // Each tpcb-like transaction adds one history row (pgbench empties the table per run).
+  EXPECT_EQ(db.pg.Psql("SELECT count(*) FROM pgbench_history", "app"), "1200");
+  // Never more than the pool's three server connections.
+  EXPECT_EQ(db.pg.Psql("SELECT count(*) <= 3 FROM pg_stat_activity WHERE usename = 'app'"), "t");
+  // COPY out through the proxy equals COPY out from the server.
+  std::string copy =
+      "COPY (SELECT aid, abalance FROM pgbench_accounts WHERE aid <= 500 ORDER BY "
+      "aid) TO STDOUT";
+  std::string via = Psql(px.port, {copy});
+  EXPECT_EQ(via, db.pg.Psql(copy, "app"));
+  EXPECT_GT(via.size(), 2500u);
+
+  std::string m = px.Metrics();
+  EXPECT_EQ(Metric(m, "db_connections{database=\"app\",state=\"total\"}"), "3") << m;
+  EXPECT_NE(Metric(m, "db_query_duration_seconds_count{database=\"app\",operation=\"select\"}"),
+            "");
+  EXPECT_NE(Metric(m, "db_query_duration_seconds_count{database=\"app\",operation=\"update\"}"),
+            "");
+  EXPECT_GE(std::stoll(Metric(m, "bulwark_pg_transactions_total{database=\"app\"}")), 7200);
+  std::string status = HttpGet(px.admin, "/api/v1/pg").body;
+  EXPECT_NE(status.find("\"pool_mode\":\"transaction\""), std::string::npos) << status;
+  EXPECT_NE(status.find("\"total\":3"), std::string::npos) << status;
+}
+
+TEST(PgProxy, SessionPoolingKeepsStateAndResetsItForTheNextClient) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  Proxy px(One(db.pg.port()), "  pool_mode: session\n  default_pool_size: 1\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  EXPECT_EQ(Psql(px.port, {"SET work_mem = '7MB'", "CREATE TEMP TABLE t AS SELECT 1 AS x",
+                           "SHOW work_mem", "SELECT x FROM t"}),
+            "SET\nSELECT 1\n7MB\n1");
+  // One server connection for both clients; DISCARD ALL (server_reset_query) ran in between.
+  EXPECT_EQ(Psql(px.port, {"SHOW work_mem", "SELECT to_regclass('pg_temp.t') IS NULL"}), "4MB\nt");
+  EXPECT_EQ(db.pg.Psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'"), "1");
+  // pgbench in session mode too.
+  Pgbench(px.port, {"-i", "-s", "1", "-q"});
+  std::string out = Pgbench(px.port, {"-c", "1", "-t", "200", "-M", "prepared"});
+  EXPECT_NE(out.find("actually processed: 200/200"), std::string::npos) << out;
+}
+
+TEST(PgProxy, TransactionPoolingGivesEachClientItsOwnParameters) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  Proxy px(One(db.pg.port()), "  pool_mode: transaction\n  default_pool_size: 1\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn a(px.port), b(px.port);
+  ASSERT_EQ(a.Login("app", "secret", "app", {{"application_name", "alpha"}}), "");
+  ASSERT_EQ(b.Login("app", "secret", "app", {{"application_name", "beta"}}), "");
+  EXPECT_EQ(a.Query("SHOW application_name"), "alpha");
+  EXPECT_EQ(b.Query("SHOW application_name"), "beta");
+  std::string zone = db.pg.Psql("SHOW TimeZone");
+  ASSERT_NE(zone, "Asia/Tokyo");
+  EXPECT_EQ(a.Query("SET TimeZone = 'Asia/Tokyo'"), "");
+  EXPECT_EQ(b.Query("SHOW TimeZone"), zone) << "b must not see a's SET";
+  EXPECT_EQ(a.Query("SHOW TimeZone"), "Asia/Tokyo") << "a keeps its SET on the shared server";
+  EXPECT_EQ(a.Query("SELECT pg_backend_pid()"), b.Query("SELECT pg_backend_pid()"));
+}
+
+TEST(PgProxy, LoginsWithEveryMethodAndClearRefusals) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  // The user list may hold PostgreSQL's own verifier instead of the password: bulwark then
+  // logs in to the server with the key the client proved (SCRAM pass-through).
+  std::string verifier = db.pg.Psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'");
+  ASSERT_EQ(verifier.rfind("SCRAM-SHA-256$", 0), 0u) << verifier;
+  for (const char* auth : {"scram-sha-256", "md5", "plain"}) {
+    Proxy px(One(db.pg.port()), std::string("  auth_type: ") + auth + "\n");
+    ASSERT_TRUE(px.Ready()) << px.bw->log();
+    PgConn c(px.port);
+    ASSERT_EQ(c.Login("app", "secret", "app"), "") << auth;
+    EXPECT_EQ(c.used(), std::string(auth) == "scram-sha-256" ? "scram"
+                        : std::string(auth) == "md5"         ? "md5"
+                                                             : "plain");
+    EXPECT_EQ(c.Query("SELECT current_user"), "app");
+    PgConn wrong(px.port);
+    EXPECT_EQ(wrong.Login("app", "nope", "app").substr(0, 5), "28P01") << auth;
+  }
+  {
+    int port = FreePort(), admin = FreePort();
+    std::string cfg = "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+                      "}\npg:\n  listen: 127.0.0.1:" + std::to_string(port) +
+                      "\n  users:\n    - {name: app, password: '" + verifier +
+                      "'}\n  databases:\n    app: {servers: " + One(db.pg.port()) + "}\n";
+    Bulwark bw(cfg);
+    ASSERT_TRUE(bw.Ready(port, admin)) << bw.log();
+    PgConn c(port);
+    ASSERT_EQ(c.Login("app", "secret", "app"), "");
+    EXPECT_EQ(c.used(), "scram");
+    EXPECT_EQ(c.Query("SELECT 1 + 1"), "2") << bw.log();
+  }
+  Proxy px(One(db.pg.port()), "");
+  ASSERT_TRUE(px.Ready());
+  EXPECT_NE(Psql(px.port, {"SELECT 1"}, {{"PGPASSWORD", "bad"}})
+                .find("password authentication failed for user \"app\""),
+            std::string::npos);
+  PgConn nodb(px.port);
+  EXPECT_EQ(nodb.Login("app", "secret", "nope"), "3D000 no such database: nope");
+  PgConn nouser(px.port);
+  EXPECT_EQ(nouser.Login("mallory", "secret", "app").substr(0, 5), "28P01");
+  std::string m = px.Metrics();
+  EXPECT_EQ(Metric(m, "bulwark_pg_login_failures_total"), "3") << m;
+}
+
+TEST(PgProxy, MalformedMessagesGetAnErrorAndTheProxyGoesOn) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  Proxy px(One(db.pg.port()), "  pool_mode: transaction\n  max_packet_size: 64KiB\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  auto raw = [&](const std::string& bytes, bool login) {
+    PgConn c(px.port);
+    if (login && c.Login("app", "secret", "app") != "") return std::string("login failed");
+    c.Send(bytes);
+    return c.NextError();
+  };
+  std::string be = [] {
+    std::string s;
+    pg::AppendInt32(&s, 5);  // a startup packet shorter than its own header
+    return s;
+  }();
+  EXPECT_EQ(raw(be, false).substr(0, 5), "08P01");
+  std::string huge;
+  pg::AppendInt32(&huge, 20000);
+  pg::AppendInt32(&huge, pg::kProtocolV3);
+  EXPECT_EQ(raw(huge, false), "08P01 invalid startup packet length 20000");
+  std::string shortmsg("Q\0\0\0\2", 5);
+  EXPECT_EQ(raw(shortmsg, true), "08P01 invalid message length 2");
+  std::string unknown("y\0\0\0\4", 5);
+  EXPECT_EQ(raw(unknown, true).substr(0, 5), "08P01");
+  std::string big;
+  pg::AppendQuery(&big, "SELECT '" + std::string(100000, 'x') + "'");
+  EXPECT_EQ(raw(big, true).substr(0, 5), "08P01");
+  std::string version;
+  pg::AppendInt32(&version, 8);
+  pg::AppendInt32(&version, 2 << 16);
+  EXPECT_EQ(raw(version, false).substr(0, 5), "0A000");
+  // Everyone else is served as before.
+  EXPECT_EQ(Psql(px.port, {"SELECT 6 * 7"}), "42");
+  EXPECT_EQ(Metric(px.Metrics(), "bulwark_pg_protocol_errors_total"), "5");
+}
+
+TEST(PgProxy, CancelRequestReachesTheServerRunningTheQuery) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  Proxy px(One(db.pg.port()), "  pool_mode: transaction\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn c(px.port);
+  ASSERT_EQ(c.Login("app", "secret", "app"), "");
+  ASSERT_TRUE(c.SendQuery("SELECT pg_sleep(20)"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto start = Clock::now();
+  {
+    PgConn cancel(px.port);
+    std::string req;
+    pg::AppendCancelRequest(&req, c.key().pid, c.key().key);
+    cancel.Send(req);
+  }
+  EXPECT_EQ(c.Finish(), "ERROR 57014");
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(c.Query("SELECT 'still here'"), "still here");
+  // A wrong key cancels nothing.
+  ASSERT_TRUE(c.SendQuery("SELECT pg_sleep(1)"));
+  {
+    PgConn cancel(px.port);
+    std::string req;
+    pg::AppendCancelRequest(&req, c.key().pid, c.key().key + 1);
+    cancel.Send(req);
+  }
+  EXPECT_EQ(c.Finish(), "");
+}
+
+TEST(PgProxy, QueryWaitTimeoutAndMaxClientConn) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  Proxy px(One(db.pg.port()),
+           "  pool_mode: transaction\n  default_pool_size: 1\n  query_wait_timeout: 1s\n"
+           "  max_client_conn: 3\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn a(px.port), b(px.port);
+  ASSERT_EQ(a.Login("app", "secret", "app"), "");
+  ASSERT_EQ(b.Login("app", "secret", "app"), "");
+  EXPECT_EQ(a.Query("BEGIN"), "");  // a holds the only server connection
+  auto start = Clock::now();
+  ASSERT_TRUE(b.SendQuery("SELECT 1"));
+  EXPECT_EQ(b.NextError().substr(0, 25), "08P01 query_wait_timeout:");
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(900));
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(4));
+  EXPECT_EQ(Metric(px.Metrics(), "bulwark_pg_wait_timeouts_total{database=\"app\"}"), "1");
+  EXPECT_EQ(a.Query("COMMIT"), "");
+  PgConn c(px.port), d(px.port), e2(px.port);
+  EXPECT_EQ(c.Login("app", "secret", "app"), "");
+  EXPECT_EQ(d.Login("app", "secret", "app"), "");
+  EXPECT_EQ(e2.Login("app", "secret", "app"),
+            "53300 no more connections allowed (max_client_conn)");
+}
+
+TEST(PgProxy, ReadsGoToReplicasAndWritesToThePrimary) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  db.pg.Psql("CREATE TABLE t (id int); CREATE SEQUENCE s; GRANT ALL ON t, s TO app", "app");
+  PostgresServer r1(PostgresServer::ReplicaOf{&db.pg}), r2(PostgresServer::ReplicaOf{&db.pg});
+  ASSERT_TRUE(r1.ok() && r2.ok()) << r1.log() << r2.log();
+  std::string servers = "[{address: '127.0.0.1:" + std::to_string(db.pg.port()) +
+                        "', role: primary}, {address: '127.0.0.1:" + std::to_string(r1.port()) +
+                        "', role: replica}, {address: '127.0.0.1:" + std::to_string(r2.port()) +
+                        "', role: replica}]";
+  Proxy px(servers, "  pool_mode: transaction\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn c(px.port);
+  ASSERT_EQ(c.Login("app", "secret", "app"), "");
+  std::set<std::string> ports;
+  for (int i = 0; i < 6; ++i) {
+    std::string r = c.Query("SELECT pg_is_in_recovery()::text || ' ' || current_setting('port')");
+    EXPECT_EQ(r.substr(0, 5), "true ");
+    ports.insert(r.substr(5));
+  }
+  EXPECT_EQ(ports, (std::set<std::string>{std::to_string(r1.port()), std::to_string(r2.port())}));
+  EXPECT_EQ(c.Query("/* bulwark:primary */ SELECT pg_is_in_recovery()"), "f");
+  EXPECT_EQ(c.Query("INSERT INTO t VALUES (1) RETURNING pg_is_in_recovery()"), "f");
+  EXPECT_EQ(c.Query("SELECT nextval('s') > 0 AND NOT pg_is_in_recovery()"), "t");
+  EXPECT_EQ(c.Query("SELECT NOT pg_is_in_recovery() FROM t FOR UPDATE"), "t");
+  std::string m = px.Metrics();
+  EXPECT_GE(std::stoll(Metric(m, "bulwark_pg_routed_total{database=\"app\",target=\"replica\"}")),
+            6);
+  EXPECT_GE(std::stoll(Metric(m, "bulwark_pg_routed_total{database=\"app\",target=\"primary\"}")),
+            4);
+}
+
+}  // namespace
+}  // namespace bulwark::testing
