@@ -275,6 +275,8 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
     hr.Duration("timeout", &out->health.timeout_ms);
     hr.Int("fails", &out->health.fails, 1, 100);
     hr.Duration("ban", &out->health.ban_ms);
+    hr.String("user", &out->health.user);
+    hr.String("password", &out->health.password);
     hr.Finish();
   }
   r.Finish();

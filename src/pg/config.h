@@ -83,6 +83,9 @@ struct HealthConfig {
   int64_t timeout_ms = 1000;
   int fails = 3;        // consecutive failed checks that mark a server down
   int64_t ban_ms = 30000;  // how long a failed server gets no new connections
+  // The health checker's login; default: the database's `user`, else the first of `users`
+  // with a plain password.
+  std::string user, password;
 };
 
 struct PgConfig {

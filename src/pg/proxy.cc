@@ -151,6 +151,13 @@ absl::Status ProxyImpl::Start() {
     loop.ArmTimer(&janitor_, 1000);
   });
   loop.ArmTimer(&janitor_, 1000);
+  {
+    MutexLock l(&stats_mu);
+    checker = std::make_unique<HealthChecker>(cfg, health);
+  }
+  // Roles and lag are known before the first client is routed.
+  checker->Round();
+  checker->Start();
   thread = std::thread([this] {
     loop.Run();
     finished.store(true);
@@ -191,6 +198,10 @@ void ProxyImpl::ApplyConfig(std::shared_ptr<const PgConfig> c) {
         if (!health.count(s.Name())) health[s.Name()] = std::make_shared<ServerHealth>();
       }
     }
+  }
+  if (checker) {
+    MutexLock l(&stats_mu);
+    checker->Update(cfg, health);
   }
   // Groups made under the old config serve their clients until they leave.
   for (auto& [key, g] : groups) {
@@ -709,6 +720,7 @@ Proxy::Proxy(std::shared_ptr<const PgConfig> cfg) : impl_(std::make_unique<Proxy
 Proxy::~Proxy() {
   Stop();
   Join();
+  if (impl_->checker) impl_->checker->Stop();
 }
 
 absl::Status Proxy::Start() { return impl_->Start(); }
@@ -727,6 +739,7 @@ void Proxy::Stop() { impl_->loop.Stop(); }
 
 void Proxy::Join() {
   if (impl_->thread.joinable()) impl_->thread.join();
+  if (impl_->checker) impl_->checker->Stop();
 }
 
 bool Proxy::finished() const { return impl_->finished.load(); }

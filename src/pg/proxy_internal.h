@@ -25,6 +25,7 @@
 #include "pg/buffer.h"
 #include "pg/classify.h"
 #include "pg/config.h"
+#include "pg/health.h"
 #include "pg/proxy.h"
 
 namespace bulwark::pg {
@@ -302,6 +303,7 @@ class ProxyImpl {
   std::map<std::string, std::unique_ptr<DatabaseStats>> db_stats;
   std::map<std::string, std::unique_ptr<PoolStats>> pool_stats;
   std::map<std::string, std::shared_ptr<ServerHealth>> health;  // by server address
+  std::unique_ptr<HealthChecker> checker;
 
   observe::ShardValue clients_accepted, clients_refused, login_failures, protocol_errors,
       cancels;

@@ -323,5 +323,60 @@ TEST(PgProxy, ReadsGoToReplicasAndWritesToThePrimary) {
             4);
 }
 
+TEST(PgProxy, RolesComeFromTheServersAndALaggingReplicaGetsNoReads) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  PostgresServer r1(PostgresServer::ReplicaOf{&db.pg}), r2(PostgresServer::ReplicaOf{&db.pg});
+  ASSERT_TRUE(r1.ok() && r2.ok()) << r1.log() << r2.log();
+  // No roles in the config, and the primary is not listed first: pg_is_in_recovery() decides.
+  auto addr = [](int port) { return "'127.0.0.1:" + std::to_string(port) + "'"; };
+  std::string servers =
+      "[" + addr(r1.port()) + ", " + addr(db.pg.port()) + ", " + addr(r2.port()) + "]";
+  Proxy px(servers,
+           "  pool_mode: transaction\n  routing: {max_lag_bytes: 64k, max_lag: 1h}\n"
+           "  health: {interval: 200ms}\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn c(px.port);
+  ASSERT_EQ(c.Login("app", "secret", "app"), "");
+  EXPECT_EQ(c.Query("CREATE TABLE t AS SELECT 1 AS x RETURNING"), "ERROR 42601");
+  EXPECT_EQ(c.Query("CREATE TABLE t (x int)"), "");  // on the primary, wherever it is listed
+  auto reads = [&] {
+    std::set<std::string> ports;
+    for (int i = 0; i < 6; ++i) ports.insert(c.Query("SELECT current_setting('port')"));
+    return ports;
+  };
+  std::string p1 = std::to_string(r1.port()), p2 = std::to_string(r2.port());
+  EXPECT_EQ(reads(), (std::set<std::string>{p1, p2}));
+
+  // r1 stops replaying; the primary writes ~1 MB of WAL.
+  r1.Psql("SELECT pg_wal_replay_pause()");
+  db.pg.Psql(
+      "CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, "
+      "5000) g",
+      "app");
+  std::string lag;
+  for (int i = 0; i < 50; ++i) {
+    lag = Metric(px.Metrics(), "bulwark_pg_replication_lag_bytes{server=\"127.0.0.1:" + p1 + "\"}");
+    if (!lag.empty() && std::stoll(lag) > 65536) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GT(std::stoll(lag), 65536) << HttpGet(px.admin, "/api/v1/pg").body;
+  EXPECT_EQ(reads(), (std::set<std::string>{p2}));
+  // The roles the checker found are on the admin API.
+  std::string status = HttpGet(px.admin, "/api/v1/pg").body;
+  EXPECT_NE(status.find("\"address\":\"127.0.0.1:" + p1 + "\",\"check_failures\":0,\"checks\""),
+            std::string::npos)
+      << status;
+
+  // Replay resumes; r1 catches up and gets reads again.
+  r1.Psql("SELECT pg_wal_replay_resume()");
+  std::set<std::string> seen;
+  for (int i = 0; i < 50 && seen.size() < 2; ++i) {
+    seen = reads();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{p1, p2}));
+}
+
 }  // namespace
 }  // namespace bulwark::testing

@@ -1,0 +1,244 @@
+#include "pg/health.h"
+
+#include <libpq-fe.h>
+
+#include <chrono>
+
+#include "core/event_loop.h"
+#include "core/log.h"
+#include "core/strings.h"
+
+namespace bulwark::pg {
+
+int64_t ParseLsn(std::string_view text) {
+  size_t slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 >= text.size()) return -1;
+  auto hex = [](std::string_view s, uint64_t* out) {
+    uint64_t v = 0;
+    if (s.size() > 8) return false;
+    for (char c : s) {
+      int d = c >= '0' && c <= '9'   ? c - '0'
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                     : -1;
+      if (d < 0) return false;
+      v = v * 16 + static_cast<uint64_t>(d);
+    }
+    *out = v;
+    return true;
+  };
+  uint64_t hi = 0, lo = 0;
+  if (!hex(text.substr(0, slash), &hi) || !hex(text.substr(slash + 1), &lo)) return -1;
+  return static_cast<int64_t>((hi << 32) | lo);
+}
+
+struct HealthChecker::Target {
+  std::string name, conninfo;
+  PGconn* conn = nullptr;
+  ~Target() {
+    if (conn != nullptr) PQfinish(conn);
+  }
+};
+
+namespace {
+
+std::string ConnValue(const std::string& v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+// The login the health checker uses for a database's servers.
+void Credentials(const PgConfig& cfg, const DatabaseConfig& db, std::string* user,
+                 std::string* password) {
+  if (!cfg.health.user.empty()) {
+    *user = cfg.health.user;
+    *password = cfg.health.password;
+    return;
+  }
+  if (!db.user.empty()) {
+    *user = db.user;
+    *password = db.password;
+    return;
+  }
+  for (const UserConfig& u : cfg.users) {
+    bool hashed = StartsWith(u.password, "SCRAM-SHA-256$") ||
+                  (StartsWith(u.password, "md5") && u.password.size() == 35);
+    if (!hashed) {
+      *user = u.name;
+      *password = u.password;
+      return;
+    }
+  }
+}
+
+constexpr char kQuery[] =
+    "SELECT pg_is_in_recovery(), "
+    "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text "
+    "ELSE pg_current_wal_lsn()::text END, "
+    "CASE WHEN NOT pg_is_in_recovery() "
+    "OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE COALESCE(floor(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000), 0) "
+    "END";
+
+}  // namespace
+
+HealthChecker::HealthChecker(std::shared_ptr<const PgConfig> cfg,
+                             std::map<std::string, std::shared_ptr<ServerHealth>> health)
+    : cfg_(std::move(cfg)), health_(std::move(health)) {}
+
+HealthChecker::~HealthChecker() { Stop(); }
+
+void HealthChecker::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void HealthChecker::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void HealthChecker::Update(std::shared_ptr<const PgConfig> cfg,
+                           std::map<std::string, std::shared_ptr<ServerHealth>> health) {
+  std::lock_guard<std::mutex> l(mu_);
+  cfg_ = std::move(cfg);
+  health_ = std::move(health);
+}
+
+void HealthChecker::Run() {
+  for (;;) {
+    int64_t interval;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stop_) return;
+      interval = cfg_->health.interval_ms;
+    }
+    Round();
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::milliseconds(interval), [this] { return stop_; });
+    if (stop_) return;
+  }
+}
+
+void HealthChecker::Round() {
+  std::shared_ptr<const PgConfig> cfg;
+  std::map<std::string, std::shared_ptr<ServerHealth>> health;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    cfg = cfg_;
+    health = health_;
+  }
+  struct Result {
+    std::string name;
+    ServerHealth* h;
+    bool ok = false;
+    bool recovery = false;
+    int64_t lsn = -1, lag_ms = 0, latency_us = 0;
+    std::string error;
+  };
+  std::vector<Result> results;
+  std::map<std::string, bool> seen;
+  int timeout_s = static_cast<int>(std::max<int64_t>(1, (cfg->health.timeout_ms + 999) / 1000));
+  for (const auto& [dbname, db] : cfg->databases) {
+    std::string user, password;
+    Credentials(*cfg, db, &user, &password);
+    for (const ServerConfig& s : db.servers) {
+      if (seen[s.Name()]) continue;
+      seen[s.Name()] = true;
+      auto hit = health.find(s.Name());
+      if (hit == health.end()) continue;
+      std::string host, port;
+      if (!s.unix_path.empty()) {
+        host = s.unix_path.substr(0, s.unix_path.rfind("/.s.PGSQL."));
+        port = s.unix_path.substr(s.unix_path.rfind('.') + 1);
+      } else {
+        host = s.address.IpString();
+        port = std::to_string(s.address.port());
+      }
+      std::string conninfo =
+          StrCat("host=", ConnValue(host), " port=", port, " dbname=", ConnValue(db.dbname),
+                 " user=", ConnValue(user), " password=", ConnValue(password),
+                 " connect_timeout=", timeout_s, " application_name='bulwark health check'",
+                 " options='-c statement_timeout=", cfg->health.timeout_ms, "'");
+      auto& t = targets_[s.Name()];
+      if (!t || t->conninfo != conninfo) {
+        t = std::make_unique<Target>();
+        t->name = s.Name();
+        t->conninfo = conninfo;
+      }
+      Result r;
+      r.name = s.Name();
+      r.h = hit->second.get();
+      auto started = std::chrono::steady_clock::now();
+      for (int attempt = 0; attempt < 2 && !r.ok; ++attempt) {
+        if (t->conn == nullptr || PQstatus(t->conn) != CONNECTION_OK) {
+          if (t->conn != nullptr) PQfinish(t->conn);
+          t->conn = PQconnectdb(t->conninfo.c_str());
+          if (PQstatus(t->conn) != CONNECTION_OK) {
+            r.error = Trim(PQerrorMessage(t->conn));
+            PQfinish(t->conn);
+            t->conn = nullptr;
+            break;  // a fresh connection failed: the server is not there
+          }
+        }
+        PGresult* res = PQexec(t->conn, kQuery);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+          r.ok = true;
+          r.recovery = PQgetvalue(res, 0, 0)[0] == 't';
+          r.lsn = ParseLsn(PQgetvalue(res, 0, 1));
+          r.lag_ms = std::strtoll(PQgetvalue(res, 0, 2), nullptr, 10);
+        } else {
+          r.error = Trim(PQerrorMessage(t->conn));
+          // A connection broken since the last round: reconnect once before calling it down.
+          PQfinish(t->conn);
+          t->conn = nullptr;
+        }
+        PQclear(res);
+      }
+      r.latency_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                         std::chrono::steady_clock::now() - started)
+                         .count();
+      if (!r.ok) LogDebug("pg: health check of ", s.Name(), " failed: ", r.error);
+      results.push_back(std::move(r));
+    }
+  }
+  int64_t primary_lsn = -1;
+  for (const Result& r : results) {
+    if (r.ok && !r.recovery) primary_lsn = std::max(primary_lsn, r.lsn);
+  }
+  int64_t now = MonotonicMs();
+  for (const Result& r : results) {
+    ServerHealth& h = *r.h;
+    h.checks.fetch_add(1, std::memory_order_relaxed);
+    h.latency_us.store(r.latency_us, std::memory_order_relaxed);
+    if (r.ok) {
+      h.consecutive_failures.store(0, std::memory_order_relaxed);
+      if (!h.up.load()) LogInfo("pg: server ", r.name, " is up again");
+      h.up.store(true, std::memory_order_relaxed);
+      h.role.store(r.recovery ? 2 : 1, std::memory_order_relaxed);
+      int64_t lag = r.recovery && primary_lsn >= 0 && r.lsn >= 0
+                        ? std::max<int64_t>(0, primary_lsn - r.lsn)
+                        : 0;
+      h.lag_bytes.store(lag, std::memory_order_relaxed);
+      h.lag_ms.store(r.recovery ? r.lag_ms : 0, std::memory_order_relaxed);
+    } else {
+      h.failures.fetch_add(1, std::memory_order_relaxed);
+      int n = h.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (n >= cfg->health.fails && h.up.load()) {
+        h.up.store(false, std::memory_order_relaxed);
+        h.banned_until_ms.store(now + cfg->health.ban_ms, std::memory_order_relaxed);
+        LogWarn("pg: server ", r.name, " marked down after ", n, " failed checks: ", r.error);
+      }
+    }
+  }
+}
+
+}  // namespace bulwark::pg
