@@ -556,6 +556,30 @@ std::string Server::UpstreamsJson() {
   return nlohmann::json{{"generation", generation_}, {"upstreams", out}}.dump();
 }
 
+namespace {
+// A query-string parameter, decoded (+ and %XX); nullopt when absent.
+std::optional<std::string> QueryParam(const std::string& query, std::string_view name) {
+  for (const std::string& kv : Split(query, '&', true)) {
+    size_t eq = kv.find('=');
+    std::string k = kv.substr(0, eq);
+    if (k != name) continue;
+    std::string v = eq == std::string::npos ? "" : kv.substr(eq + 1), out;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '+') {
+        out.push_back(' ');
+      } else if (v[i] == '%' && i + 2 < v.size()) {
+        out.push_back(static_cast<char>(std::strtol(v.substr(i + 1, 2).c_str(), nullptr, 16)));
+        i += 2;
+      } else {
+        out.push_back(v[i]);
+      }
+    }
+    return out;
+  }
+  return std::nullopt;
+}
+}  // namespace
+
 void Server::RegisterAdminRoutes() {
   using admin::AdminRequest;
   using admin::AdminResponse;
@@ -581,6 +605,14 @@ void Server::RegisterAdminRoutes() {
   admin_->Route("GET", "/api/v1/pg", [this](const AdminRequest&) {
     if (!pg_) return admin::Json(404, R"({"error":"no pg: block in the configuration"})");
     return admin::Json(200, pg_->StatusJson());
+  });
+  admin_->Route("POST", "/api/v1/pg/readd", [this](const AdminRequest& r) {
+    if (!pg_) return admin::Json(404, R"({"error":"no pg: block in the configuration"})");
+    auto server = QueryParam(r.query, "server");
+    if (!server || !pg_->Readd(*server)) {
+      return admin::Json(404, R"({"error":"no such server; use ?server=<address as configured>"})");
+    }
+    return admin::Json(200, R"({"readded":true})");
   });
   admin_->Route("GET", "/api/v1/upstreams",
                 [this](const AdminRequest&) { return admin::Json(200, UpstreamsJson()); });
@@ -739,46 +771,26 @@ void Server::RegisterAdminRoutes() {
 void Server::RegisterObserveRoutes() {
   using admin::AdminRequest;
   // Prometheus's and Alertmanager's own API paths, so their tools and dashboards work here.
-  auto param = [](const std::string& query, std::string_view name) -> std::optional<std::string> {
-    for (const std::string& kv : Split(query, '&', true)) {
-      size_t eq = kv.find('=');
-      std::string k = kv.substr(0, eq);
-      if (k != name) continue;
-      std::string v = eq == std::string::npos ? "" : kv.substr(eq + 1), out;
-      for (size_t i = 0; i < v.size(); ++i) {
-        if (v[i] == '+') {
-          out.push_back(' ');
-        } else if (v[i] == '%' && i + 2 < v.size()) {
-          out.push_back(static_cast<char>(std::strtol(v.substr(i + 1, 2).c_str(), nullptr, 16)));
-          i += 2;
-        } else {
-          out.push_back(v[i]);
-        }
-      }
-      return out;
-    }
-    return std::nullopt;
-  };
   auto api_error = [](int status, std::string_view type, const std::string& msg) {
     return admin::Json(
         status, nlohmann::json{{"status", "error"}, {"errorType", type}, {"error", msg}}.dump());
   };
   admin_->Route("GET", "/api/v1/rules",
                 [this](const AdminRequest&) { return admin::Json(200, observer_->RulesJson()); });
-  admin_->Route("GET", "/api/v1/query", [this, param, api_error](const AdminRequest& r) {
-    auto q = param(r.query, "query");
+  admin_->Route("GET", "/api/v1/query", [this, api_error](const AdminRequest& r) {
+    auto q = QueryParam(r.query, "query");
     if (!q) return api_error(400, "bad_data", "missing query");
     double t = static_cast<double>(observe::Observer::WallMs()) / 1000;
-    if (auto ts = param(r.query, "time")) t = std::strtod(ts->c_str(), nullptr);
+    if (auto ts = QueryParam(r.query, "time")) t = std::strtod(ts->c_str(), nullptr);
     std::string error;
     std::string body = observer_->QueryJson(*q, t, &error);
     if (!error.empty()) return api_error(400, "bad_data", error);
     return admin::Json(200, body);
   });
-  admin_->Route("GET", "/api/v1/query_range", [this, param, api_error](const AdminRequest& r) {
-    auto q = param(r.query, "query");
-    auto start = param(r.query, "start"), end = param(r.query, "end"),
-         step = param(r.query, "step");
+  admin_->Route("GET", "/api/v1/query_range", [this, api_error](const AdminRequest& r) {
+    auto q = QueryParam(r.query, "query");
+    auto start = QueryParam(r.query, "start"), end = QueryParam(r.query, "end"),
+         step = QueryParam(r.query, "step");
     if (!q || !start || !end || !step)
       return api_error(400, "bad_data", "query, start, end and step are needed");
     std::string error;

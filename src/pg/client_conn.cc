@@ -543,32 +543,53 @@ bool ClientConn::RouteAndAcquire() {
       cfg.routing.read_write_split && group->has_replicas && group->mode == PoolMode::kTransaction;
   if (routing && !(cfg.routing.read_your_writes_ms > 0 && last_write_ms >= 0 &&
                    proxy->loop.now_ms() - last_write_ms < cfg.routing.read_your_writes_ms)) {
+    // The first request decides: a simple Query, or an extended-protocol batch up to its
+    // Sync (or Flush). A read only when every statement in it is one.
     std::string_view v = in.view();
-    uint32_t len = ReadU32(v.data() + 1);
-    if (len < 4 || len > static_cast<uint64_t>(cfg.max_packet_size)) {
-      proxy->protocol_errors.Add(1);
-      Fatal("08P01", StrCat("invalid message length ", len));
-      return false;
-    }
-    if (v.size() < 1 + size_t{len}) {
-      in.Reserve(1 + size_t{len} - v.size());
-      return false;  // the whole first message decides
-    }
-    char type = v[0];
-    std::string_view body = v.substr(5, len - 4);
-    if (type == 'Q') {
-      auto q = ParseQuery(body);
-      if (q.ok()) read = !proxy->Classify(*q).write;
-    } else if (type == 'P') {
-      auto p = ParseParse(body);
-      if (p.ok()) read = !proxy->Classify(p->query).write;
-    } else if (type == 'B') {
-      auto b = ParseBind(body);
-      if (b.ok()) {
-        auto it = prepared.find(std::string(b->statement));
-        read = it != prepared.end() && !it->second.write;
+    read = true;
+    size_t at = 0;
+    bool complete = false;
+    while (at + 5 <= v.size()) {
+      char type = v[at];
+      uint32_t len = ReadU32(v.data() + at + 1);
+      if (len < 4 || len > static_cast<uint64_t>(cfg.max_packet_size)) {
+        proxy->protocol_errors.Add(1);
+        Fatal("08P01", StrCat("invalid message length ", len));
+        return false;
+      }
+      if (v.size() - at < 1 + size_t{len}) {
+        in.Reserve(1 + size_t{len} - (v.size() - at));
+        break;
+      }
+      std::string_view body = v.substr(at + 5, len - 4);
+      at += 1 + size_t{len};
+      if (type == 'Q') {
+        auto q = ParseQuery(body);
+        read = read && q.ok() && proxy->IsRead(*q);
+        complete = true;
+        break;
+      }
+      if (type == 'P') {
+        auto p = ParseParse(body);
+        read = read && p.ok() && proxy->IsRead(p->query);
+      } else if (type == 'B') {
+        auto b = ParseBind(body);
+        if (b.ok() && !b->statement.empty()) {
+          auto it = prepared.find(std::string(b->statement));
+          read = read && it != prepared.end() && !it->second.write;
+        }
+      } else if (type == 'S' || type == 'H') {
+        complete = true;
+        break;
+      } else if (type != 'D' && type != 'E' && type != 'C') {
+        read = false;  // function calls, COPY data: the primary
+      }
+      if (!read) {
+        complete = true;  // already decided
+        break;
       }
     }
+    if (!complete) return false;  // wait for the rest of the request
   }
   read_next = read;
   Pool* p = proxy->ChoosePool(group, read);
@@ -757,7 +778,7 @@ bool ClientConn::HandleExtended(char type, std::string_view msg, std::string_vie
     ps.parse_body.push_back('\0');
     AppendInt16(&ps.parse_body, static_cast<int16_t>(p->param_types.size()));
     ps.parse_body += types;
-    ps.write = group->has_replicas ? proxy->Classify(p->query).write : true;
+    ps.write = group->has_replicas ? !proxy->IsRead(p->query) : true;
     std::string client_name(p->statement);
     Expect e;
     e.type = 'P';
@@ -923,13 +944,21 @@ void ClientConn::FromServer(char type, std::string_view msg, std::string_view bo
 // Called by the server connection after a batch of its messages.
 void ClientConn::AfterServerBatch() {
   if (state != State::kLinked) return;
-  if (!Flush()) return;
   ServerConn* s = server;
-  if (s != nullptr && group->mode == PoolMode::kTransaction && s->at_sync &&
-      s->tx_status == 'I' && expects.empty() && pass_left == 0) {
+  if (s != nullptr && group->mode == PoolMode::kTransaction && s->at_sync && s->tx_status == 'I' &&
+      expects.empty() && pass_left == 0 && s->pass_left == 0) {
+    // The server goes to the next waiting client (whose query is sent now) before this
+    // client's answer is written: the server works while the answer travels.
     Release();
+    if (!Flush()) return;
+    if (state == State::kIdle && proxy->draining) {
+      Fatal("57P01", "bulwark is shutting down");  // its transaction is done; nothing is lost
+      return;
+    }
     if (state == State::kIdle && !in.empty()) ProcessInput();
+    return;
   }
+  Flush();
 }
 
 void ClientConn::Release() {

@@ -279,6 +279,13 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
     hr.String("password", &out->health.password);
     hr.Finish();
   }
+  YAML::Node failover = r.Get("failover");
+  if (failover.IsDefined()) {
+    MapReader fr(ctx, failover, "pg.failover");
+    fr.Bool("enabled", &out->failover.enabled);
+    fr.Duration("promote_timeout", &out->failover.promote_timeout_ms);
+    fr.Finish();
+  }
   r.Finish();
 }
 

@@ -88,6 +88,12 @@ struct HealthConfig {
   std::string user, password;
 };
 
+// Automatic failover (off by default: promoting a replica is a decision operators opt in to).
+struct FailoverConfig {
+  bool enabled = false;
+  int64_t promote_timeout_ms = 60000;  // pg_promote(wait => true, wait_seconds)
+};
+
 struct PgConfig {
   bool enabled = false;
   std::string listen_text = "127.0.0.1:6432";
@@ -128,6 +134,7 @@ struct PgConfig {
 
   RoutingConfig routing;
   HealthConfig health;
+  FailoverConfig failover;
 
   const UserConfig* FindUser(std::string_view name) const;
 };

@@ -212,7 +212,7 @@ void HealthChecker::Round() {
   }
   int64_t primary_lsn = -1;
   for (const Result& r : results) {
-    if (r.ok && !r.recovery) primary_lsn = std::max(primary_lsn, r.lsn);
+    if (r.ok && !r.recovery && !r.h->demoted.load()) primary_lsn = std::max(primary_lsn, r.lsn);
   }
   int64_t now = MonotonicMs();
   for (const Result& r : results) {
@@ -220,6 +220,7 @@ void HealthChecker::Round() {
     h.checks.fetch_add(1, std::memory_order_relaxed);
     h.latency_us.store(r.latency_us, std::memory_order_relaxed);
     if (r.ok) {
+      h.lsn.store(r.lsn, std::memory_order_relaxed);
       h.consecutive_failures.store(0, std::memory_order_relaxed);
       if (!h.up.load()) LogInfo("pg: server ", r.name, " is up again");
       h.up.store(true, std::memory_order_relaxed);
@@ -232,12 +233,205 @@ void HealthChecker::Round() {
     } else {
       h.failures.fetch_add(1, std::memory_order_relaxed);
       int n = h.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (n == 1) h.first_failure_ms.store(now, std::memory_order_relaxed);
       if (n >= cfg->health.fails && h.up.load()) {
         h.up.store(false, std::memory_order_relaxed);
         h.banned_until_ms.store(now + cfg->health.ban_ms, std::memory_order_relaxed);
         LogWarn("pg: server ", r.name, " marked down after ", n, " failed checks: ", r.error);
       }
     }
+  }
+  MaybeFailover(*cfg, health);
+}
+
+HealthChecker::Target* HealthChecker::TargetFor(const std::string& name) {
+  auto it = targets_.find(name);
+  if (it == targets_.end() || it->second->conn == nullptr ||
+      PQstatus(it->second->conn) != CONNECTION_OK) {
+    return nullptr;
+  }
+  return it->second.get();
+}
+
+std::vector<FailoverEvent> HealthChecker::Events() {
+  std::lock_guard<std::mutex> l(mu_);
+  return events_;
+}
+
+std::string ReplaceHostPort(std::string_view conninfo, const std::string& host,
+                            const std::string& port) {
+  // key = value pairs; values may be single-quoted with backslash escapes.
+  std::vector<std::pair<std::string, std::string>> kv;
+  size_t i = 0;
+  auto skip = [&] {
+    while (i < conninfo.size() && (conninfo[i] == ' ' || conninfo[i] == '\t')) ++i;
+  };
+  while (true) {
+    skip();
+    if (i >= conninfo.size()) break;
+    size_t k = i;
+    while (i < conninfo.size() && conninfo[i] != '=' && conninfo[i] != ' ') ++i;
+    std::string key(conninfo.substr(k, i - k));
+    skip();
+    if (i < conninfo.size() && conninfo[i] == '=') ++i;
+    skip();
+    std::string value;
+    if (i < conninfo.size() && conninfo[i] == '\'') {
+      ++i;
+      while (i < conninfo.size() && conninfo[i] != '\'') {
+        if (conninfo[i] == '\\' && i + 1 < conninfo.size()) ++i;
+        value.push_back(conninfo[i++]);
+      }
+      ++i;
+    } else {
+      while (i < conninfo.size() && conninfo[i] != ' ') value.push_back(conninfo[i++]);
+    }
+    if (key != "host" && key != "hostaddr" && key != "port") kv.emplace_back(key, value);
+  }
+  kv.insert(kv.begin(), {{"host", host}, {"port", port}});
+  std::string out;
+  for (const auto& [k, v] : kv) {
+    if (!out.empty()) out.push_back(' ');
+    out += k;
+    out += '=';
+    out += ConnValue(v);
+  }
+  return out;
+}
+
+// The primary of a database is down and no other server says it is primary: promote the
+// replica that has replayed the most WAL (with a synchronous replica, that one holds every
+// acknowledged commit), point the others at it, and keep the old primary out of writes until
+// an operator re-adds it. Runs on the checker's thread: every step is a blocking libpq call.
+void HealthChecker::MaybeFailover(
+    const PgConfig& cfg, const std::map<std::string, std::shared_ptr<ServerHealth>>& health) {
+  if (!cfg.failover.enabled) return;
+  std::map<std::string, bool> done;  // databases sharing servers fail over once
+  for (const auto& [dbname, db] : cfg.databases) {
+    const ServerConfig* down = nullptr;
+    bool primary_up = false;
+    for (const ServerConfig& s : db.servers) {
+      auto it = health.find(s.Name());
+      if (it == health.end() || it->second->demoted.load()) continue;
+      const ServerHealth& h = *it->second;
+      if (h.role.load() != 1) continue;
+      if (h.up.load()) {
+        primary_up = true;
+      } else {
+        down = &s;
+      }
+    }
+    if (primary_up || down == nullptr || done[down->Name()]) continue;
+    done[down->Name()] = true;
+    int64_t decided = MonotonicMs();
+    FailoverEvent ev;
+    ev.database = dbname;
+    ev.old_primary = down->Name();
+    ev.wall_ms = WallMicros() / 1000;
+    ServerHealth& old_h = *health.at(down->Name());
+    ev.detect_ms = decided - old_h.first_failure_ms.load();
+    // The candidate: an up replica with the most WAL replayed.
+    const ServerConfig* best = nullptr;
+    int64_t best_lsn = -1;
+    for (const ServerConfig& s : db.servers) {
+      if (&s == down) continue;
+      auto it = health.find(s.Name());
+      if (it == health.end()) continue;
+      const ServerHealth& h = *it->second;
+      if (!h.up.load() || h.role.load() != 2 || h.demoted.load()) continue;
+      if (h.lsn.load() > best_lsn) {
+        best_lsn = h.lsn.load();
+        best = &s;
+      }
+    }
+    auto finish = [&](std::string error) {
+      ev.error = std::move(error);
+      ev.total_ms = MonotonicMs() - old_h.first_failure_ms.load();
+      if (ev.error.empty()) {
+        LogWarn("pg: failover of ", dbname, ": ", ev.old_primary, " -> ", ev.new_primary,
+                " (detected in ", ev.detect_ms, " ms, promoted in ", ev.promote_ms, " ms, total ",
+                ev.total_ms, " ms; replicas repointed: ",
+                ev.repointed.empty() ? "none" : Join(ev.repointed, ", "), ")");
+      } else {
+        LogError("pg: failover of ", dbname, " from ", ev.old_primary, " failed: ", ev.error);
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      events_.push_back(ev);
+      if (events_.size() > 100) events_.erase(events_.begin());
+    };
+    if (best == nullptr) {
+      finish("no replica is up to promote");
+      continue;
+    }
+    Target* t = TargetFor(best->Name());
+    if (t == nullptr) {
+      finish(StrCat("no connection to ", best->Name()));
+      continue;
+    }
+    ev.new_primary = best->Name();
+    int64_t promote_start = MonotonicMs();
+    std::string sql = StrCat("SELECT pg_promote(true, ",
+                             std::max<int64_t>(1, cfg.failover.promote_timeout_ms / 1000), ")");
+    // The health connection has a statement_timeout of health.timeout; promotion may take
+    // longer.
+    PQclear(PQexec(t->conn, "SET statement_timeout = 0"));
+    PGresult* res = PQexec(t->conn, sql.c_str());
+    bool promoted = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                    PQgetvalue(res, 0, 0)[0] == 't';
+    std::string err = promoted ? "" : std::string(Trim(PQerrorMessage(t->conn)));
+    PQclear(res);
+    PQclear(PQexec(t->conn, StrCat("SET statement_timeout = ", cfg.health.timeout_ms).c_str()));
+    if (!promoted) {
+      finish(StrCat("pg_promote() on ", best->Name(),
+                    " did not finish: ", err.empty() ? "timed out" : err));
+      continue;
+    }
+    ev.promote_ms = MonotonicMs() - promote_start;
+    // From here on writes go to the new primary; the old one stays out until re-added.
+    old_h.demoted.store(true);
+    ServerHealth& new_h = *health.at(best->Name());
+    new_h.role.store(1);
+    new_h.lag_bytes.store(0);
+    new_h.lag_ms.store(0);
+    std::string host, port;
+    if (!best->unix_path.empty()) {
+      host = best->unix_path.substr(0, best->unix_path.rfind("/.s.PGSQL."));
+      port = best->unix_path.substr(best->unix_path.rfind('.') + 1);
+    } else {
+      host = best->address.IpString();
+      port = std::to_string(best->address.port());
+    }
+    for (const ServerConfig& s : db.servers) {
+      if (&s == down || &s == best) continue;
+      Target* rt = TargetFor(s.Name());
+      if (rt == nullptr) continue;
+      PGresult* ci = PQexec(rt->conn, "SHOW primary_conninfo");
+      if (PQresultStatus(ci) != PGRES_TUPLES_OK || PQntuples(ci) != 1) {
+        LogError("pg: failover: cannot read primary_conninfo on ", s.Name(), ": ",
+                 Trim(PQerrorMessage(rt->conn)));
+        PQclear(ci);
+        continue;
+      }
+      std::string conninfo = ReplaceHostPort(PQgetvalue(ci, 0, 0), host, port);
+      PQclear(ci);
+      char* lit = PQescapeLiteral(rt->conn, conninfo.c_str(), conninfo.size());
+      std::string alter = StrCat("ALTER SYSTEM SET primary_conninfo = ", lit ? lit : "''");
+      if (lit) PQfreemem(lit);
+      PGresult* a = PQexec(rt->conn, alter.c_str());
+      bool ok = PQresultStatus(a) == PGRES_COMMAND_OK;
+      PQclear(a);
+      PGresult* rl = PQexec(rt->conn, "SELECT pg_reload_conf()");
+      ok = ok && PQresultStatus(rl) == PGRES_TUPLES_OK;
+      PQclear(rl);
+      if (ok) {
+        ev.repointed.push_back(s.Name());
+      } else {
+        LogError("pg: failover: could not point ", s.Name(), " at ", best->Name(), ": ",
+                 Trim(PQerrorMessage(rt->conn)));
+      }
+    }
+    finish("");
+    if (on_change_) on_change_();
   }
 }
 

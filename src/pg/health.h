@@ -10,6 +10,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,8 +23,24 @@
 
 namespace bulwark::pg {
 
-// "16/B374D848" -> 0x16B374D848; nullopt-like -1 for text that is not an LSN.
+// "16/B374D848" -> 0x16B374D848; -1 for text that is not an LSN.
 int64_t ParseLsn(std::string_view text);
+
+// A libpq connection string with `host` and `port` replaced (other keys kept, values quoted as
+// libpq reads them).
+std::string ReplaceHostPort(std::string_view conninfo, const std::string& host,
+                            const std::string& port);
+
+// One automatic failover, for logs, the admin API and the drill reports.
+struct FailoverEvent {
+  std::string database, old_primary, new_primary;
+  int64_t wall_ms = 0;                 // when it started (Unix ms)
+  int64_t detect_ms = 0;               // first failed check -> failover decided
+  int64_t promote_ms = 0;              // pg_promote() until the new primary accepts writes
+  int64_t total_ms = 0;                // first failed check -> done
+  std::vector<std::string> repointed;  // replicas now following the new primary
+  std::string error;                   // why it did not complete ("" when it did)
+};
 
 class HealthChecker {
  public:
@@ -38,10 +55,16 @@ class HealthChecker {
               std::map<std::string, std::shared_ptr<ServerHealth>> health);
   // Runs one round now (tests and the thread).
   void Round();
+  // Called (on the checker's thread) after a failover changed the topology.
+  void set_on_change(std::function<void()> f) { on_change_ = std::move(f); }
+  std::vector<FailoverEvent> Events();
 
  private:
   struct Target;
   void Run();
+  void MaybeFailover(const PgConfig& cfg,
+                     const std::map<std::string, std::shared_ptr<ServerHealth>>& health);
+  Target* TargetFor(const std::string& name);
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -50,6 +73,8 @@ class HealthChecker {
   std::map<std::string, std::shared_ptr<ServerHealth>> health_;
   std::map<std::string, std::unique_ptr<Target>> targets_;  // thread only
   std::thread thread_;
+  std::function<void()> on_change_;
+  std::vector<FailoverEvent> events_;  // guarded by mu_
 };
 
 }  // namespace bulwark::pg

@@ -129,6 +129,19 @@ uint64_t ProxyImpl::Random() {
 
 Classification ProxyImpl::Classify(std::string_view sql) { return pg::Classify(sql, classify_options); }
 
+bool ProxyImpl::IsRead(std::string_view sql) {
+  Classification c = Classify(sql);
+  if (c.write) return false;
+  // An explicit transaction goes to the primary unless it says READ ONLY: its later statements
+  // may write, and a replica would refuse them.
+  if (c.tx == Classification::Tx::kBegin) {
+    std::string upper = AsciiUpper(sql);
+    return upper.find("READ ONLY") != std::string::npos &&
+           upper.find("READ WRITE") == std::string::npos;
+  }
+  return true;
+}
+
 absl::Status ProxyImpl::Start() {
   if (auto st = loop.Init(); !st.ok()) return st;
   ApplyConfig(cfg);
@@ -155,6 +168,7 @@ absl::Status ProxyImpl::Start() {
     MutexLock l(&stats_mu);
     checker = std::make_unique<HealthChecker>(cfg, health);
   }
+  checker->set_on_change([this] { loop.Post([this] { OnTopologyChange(); }); });
   // Roles and lag are known before the first client is routed.
   checker->Round();
   checker->Start();
@@ -305,7 +319,9 @@ Pool* ProxyImpl::ChoosePool(PoolGroup* g, bool read) {
       Pool* p = g->pools[(g->rr + i) % n].get();
       if (EffectiveRole(p) != Role::kReplica) continue;
       const ServerHealth& h = *p->health;
-      if (!h.up.load(std::memory_order_relaxed)) continue;
+      if (!h.up.load(std::memory_order_relaxed) || h.demoted.load(std::memory_order_relaxed)) {
+        continue;
+      }
       if (h.banned_until_ms.load(std::memory_order_relaxed) > now) continue;
       if (h.lag_bytes.load(std::memory_order_relaxed) > rc.max_lag_bytes) continue;
       if (h.lag_ms.load(std::memory_order_relaxed) > rc.max_lag_ms) continue;
@@ -622,6 +638,33 @@ void ProxyImpl::Janitor() {
   for (auto& [cl, why] : idle_out) cl->Fatal("08P01", why);
 }
 
+// After a failover: clients queued on a server that no longer takes their transactions move
+// to the pool that does, and idle connections to the old primary are closed.
+void ProxyImpl::OnTopologyChange() {
+  auto move = [&](PoolGroup* g) {
+    for (auto& p : g->pools) {
+      bool gone = p->health->demoted.load() || !p->health->up.load();
+      if (!gone) continue;
+      std::vector<ServerConn*> idle = p->idle;
+      for (ServerConn* s : idle) s->Close("server demoted or down");
+      std::deque<ClientConn*> waiting;
+      waiting.swap(p->waiting);
+      for (ClientConn* c : waiting) {
+        if (c->state != ClientConn::State::kWaiting) continue;
+        Pool* np = ChoosePool(g, c->read_next);
+        if (np == nullptr || np == p.get()) {
+          p->waiting.push_back(c);
+          continue;
+        }
+        c->wanted = np;
+        Acquire(np, c);
+      }
+    }
+  };
+  for (auto& [k, g] : groups) move(g.get());
+  for (auto& g : retired) move(g.get());
+}
+
 void ProxyImpl::Drain() {
   if (draining) return;
   draining = true;
@@ -710,6 +753,23 @@ std::string ProxyImpl::StatusJson() {
     }
   }
   out["servers"] = std::move(servers_j);
+  json failovers = json::array();
+  if (checker) {
+    for (const FailoverEvent& e : checker->Events()) {
+      json j;
+      j["database"] = e.database;
+      j["old_primary"] = e.old_primary;
+      j["new_primary"] = e.new_primary;
+      j["time_ms"] = e.wall_ms;
+      j["detect_ms"] = e.detect_ms;
+      j["promote_ms"] = e.promote_ms;
+      j["total_ms"] = e.total_ms;
+      j["repointed"] = e.repointed;
+      if (!e.error.empty()) j["error"] = e.error;
+      failovers.push_back(std::move(j));
+    }
+  }
+  out["failovers"] = std::move(failovers);
   return out.dump();
 }
 
@@ -745,6 +805,15 @@ void Proxy::Join() {
 bool Proxy::finished() const { return impl_->finished.load(); }
 
 int Proxy::port() const { return impl_->port; }
+
+bool Proxy::Readd(const std::string& server) {
+  MutexLock l(&impl_->stats_mu);
+  auto it = impl_->health.find(server);
+  if (it == impl_->health.end()) return false;
+  if (it->second->demoted.exchange(false))
+    LogWarn("pg: server ", server, " re-added by an operator");
+  return true;
+}
 
 std::string Proxy::StatusJson() {
   if (impl_->finished.load()) return "{}";
@@ -934,6 +1003,14 @@ void Proxy::CollectMetrics(std::string* out) const {
   global("bulwark_pg_protocol_errors_total", "Clients closed for a protocol violation.",
          p->protocol_errors.Get());
   global("bulwark_pg_cancel_requests_total", "Cancel requests received.", p->cancels.Get());
+  if (p->checker) {
+    uint64_t ok = 0, failed = 0;
+    for (const FailoverEvent& e : p->checker->Events()) (e.error.empty() ? ok : failed)++;
+    AppendHeader(out, "bulwark_pg_failovers_total", "counter",
+                 "Automatic failovers, by result (the last 100 are on /api/v1/pg).");
+    out->append("bulwark_pg_failovers_total{result=\"ok\"} " + std::to_string(ok) + "\n");
+    out->append("bulwark_pg_failovers_total{result=\"failed\"} " + std::to_string(failed) + "\n");
+  }
   AppendHeader(out, "bulwark_pg_server_up", "gauge",
                "1 when the health checker reaches the server, by server and role.");
   for (const auto& [name, h] : p->health) {

@@ -31,6 +31,8 @@ struct ServerHealth {
   std::atomic<int64_t> failures{0};
   std::atomic<int> consecutive_failures{0};
   std::atomic<bool> demoted{false};  // an old primary after failover: no writes until re-added
+  std::atomic<int64_t> lsn{-1};      // current (primary) or replayed (replica) WAL position
+  std::atomic<int64_t> first_failure_ms{0};  // monotonic time of the first of the failed checks
 };
 
 class Proxy {
@@ -56,6 +58,9 @@ class Proxy {
   std::string StatusJson();
   // Thread-safe: Prometheus text for db_connections, db_query_duration_seconds, bulwark_pg_*.
   void CollectMetrics(std::string* out) const;
+  // Thread-safe: an operator takes a demoted old primary back (after making it a replica of
+  // the new primary, or deciding it is the primary again). False when no server has that name.
+  bool Readd(const std::string& server);
 
  private:
   std::unique_ptr<ProxyImpl> impl_;

@@ -323,6 +323,7 @@ class ProxyImpl {
   void ClientGone(ClientConn* c);
   void MaybeConnect(Pool* p);
   void Janitor();
+  void OnTopologyChange();
   void ApplyConfig(std::shared_ptr<const PgConfig> c);
   Pool* ChoosePool(PoolGroup* g, bool read);
   Role EffectiveRole(const Pool* p) const;
@@ -333,6 +334,8 @@ class ProxyImpl {
   std::string RandomBytes(size_t n);
   uint64_t Random();
   Classification Classify(std::string_view sql);
+  // The router's verdict: may this request run on a replica?
+  bool IsRead(std::string_view sql);
   ClassifyOptions classify_options;
   void CheckDrained();
 

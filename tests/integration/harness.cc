@@ -508,7 +508,14 @@ PostgresServer::PostgresServer(ReplicaOf r) : port_(FreePort()) {
                     dir_ + "/basebackup.log") != 0) {
     return;
   }
-  Start({});
+  Start(r.conf);
+}
+
+void PostgresServer::Stop(int sig) {
+  if (proc_ && proc_->running()) {
+    proc_->Signal(sig);
+    proc_->Wait(20000);
+  }
 }
 
 PostgresServer::~PostgresServer() {

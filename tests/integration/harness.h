@@ -154,6 +154,7 @@ class PostgresServer {
   // A streaming replica of `primary`: pg_basebackup -R from it, then started on its own port.
   struct ReplicaOf {
     const PostgresServer* primary;
+    std::vector<std::string> conf = {};  // extra postgresql.conf lines (cluster_name, ...)
   };
   explicit PostgresServer(ReplicaOf replica_of);
   ~PostgresServer();
@@ -163,6 +164,10 @@ class PostgresServer {
   // Runs SQL with psql as the superuser over the Unix socket; returns psql's output (-At).
   std::string Psql(const std::string& sql, const std::string& db = "postgres");
   std::string log() { return ReadFile(dir_ + "/postgres.log"); }
+  // "<socket dir>:<port>": how bulwark's config names this server over its Unix socket.
+  std::string socket_address() const { return dir_ + ":" + std::to_string(port_); }
+  // Stops the server with `sig` (SIGQUIT: immediate shutdown, as a crash) and waits for it.
+  void Stop(int sig);
 
  private:
   bool Prepare();

@@ -2,10 +2,13 @@
 // psql, pgbench and a byte-level client through bulwark.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <set>
 #include <thread>
 
+#include "core/strings.h"
 #include "pg/protocol.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/pg_client.h"
@@ -98,7 +101,9 @@ TEST(PgProxy, PgbenchAllProtocolsThroughTransactionPooling) {
   // Each tpcb-like transaction adds one history row (pgbench empties the table per run).
   EXPECT_EQ(db.pg.Psql("SELECT count(*) FROM pgbench_history", "app"), "1200");
   // Never more than the pool's three server connections.
-  EXPECT_EQ(db.pg.Psql("SELECT count(*) <= 3 FROM pg_stat_activity WHERE usename = 'app'"), "t");
+  EXPECT_EQ(db.pg.Psql("SELECT count(*) <= 3 FROM pg_stat_activity WHERE usename = 'app' "
+                       "AND application_name <> 'bulwark health check'"),
+            "t");
   // COPY out through the proxy equals COPY out from the server.
   std::string copy =
       "COPY (SELECT aid, abalance FROM pgbench_accounts WHERE aid <= 500 ORDER BY "
@@ -129,7 +134,9 @@ TEST(PgProxy, SessionPoolingKeepsStateAndResetsItForTheNextClient) {
             "SET\nSELECT 1\n7MB\n1");
   // One server connection for both clients; DISCARD ALL (server_reset_query) ran in between.
   EXPECT_EQ(Psql(px.port, {"SHOW work_mem", "SELECT to_regclass('pg_temp.t') IS NULL"}), "4MB\nt");
-  EXPECT_EQ(db.pg.Psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'"), "1");
+  EXPECT_EQ(db.pg.Psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' "
+                       "AND application_name <> 'bulwark health check'"),
+            "1");
   // pgbench in session mode too.
   Pgbench(px.port, {"-i", "-s", "1", "-q"});
   std::string out = Pgbench(px.port, {"-c", "1", "-t", "200", "-M", "prepared"});
@@ -376,6 +383,117 @@ TEST(PgProxy, RolesComeFromTheServersAndALaggingReplicaGetsNoReads) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(seen, (std::set<std::string>{p1, p2}));
+}
+
+TEST(PgProxy, FailoverPromotesTheSynchronousReplicaAndLosesNoAcknowledgedCommit) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  PostgresServer r1(PostgresServer::ReplicaOf{&db.pg, {"cluster_name = 'r1'"}});
+  PostgresServer r2(PostgresServer::ReplicaOf{&db.pg});
+  ASSERT_TRUE(r1.ok() && r2.ok()) << r1.log() << r2.log();
+  // r1 is synchronous: every commit the primary acknowledges is on r1 first.
+  db.pg.Psql("ALTER SYSTEM SET synchronous_standby_names = 'r1'");
+  db.pg.Psql("SELECT pg_reload_conf()");
+  for (int i = 0; i < 100; ++i) {
+    if (db.pg.Psql("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'r1'") ==
+        "sync") {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(db.pg.Psql("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'r1'"),
+            "sync");
+  db.pg.Psql("CREATE TABLE acked (id int PRIMARY KEY); GRANT ALL ON acked TO app", "app");
+  // Over the Unix sockets, where the harness trusts local logins: the health checker logs in as
+  // the superuser that pg_promote() and ALTER SYSTEM need.
+  std::string servers = "['" + db.pg.socket_address() + "', '" + r1.socket_address() + "', '" +
+                        r2.socket_address() + "']";
+  Proxy px(servers,
+           "  pool_mode: transaction\n  health: {interval: 200ms, fails: 3, user: postgres}\n"
+           "  failover: {enabled: true}\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  std::string init = Pgbench(px.port, {"-i", "-s", "1", "-q"});
+  ASSERT_NE(init.find("done in"), std::string::npos) << init << px.bw->log();
+
+  // Load: pgbench, and a writer that remembers every commit bulwark acknowledged.
+  std::string load_dir = MakeTempDir();
+  Process load({"pgbench", "-h", "127.0.0.1", "-p", std::to_string(px.port), "-U", "app", "-c", "4",
+                "-T", "8", "-n", "app"},
+               {{"PGPASSWORD", "secret"}}, load_dir + "/pgbench.out");
+  std::atomic<bool> stop{false};
+  std::vector<int> acked;
+  int errors = 0;
+  std::thread writer([&] {
+    auto conn = std::make_unique<PgConn>(px.port);
+    bool in = conn->Login("app", "secret", "app").empty();
+    for (int id = 1; !stop.load(); ++id) {
+      if (!in) {
+        conn = std::make_unique<PgConn>(px.port);
+        in = conn->Login("app", "secret", "app").empty();
+        if (!in) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          continue;
+        }
+      }
+      std::string r = conn->Query("INSERT INTO acked VALUES (" + std::to_string(id) + ")");
+      if (r.empty()) {
+        acked.push_back(id);
+      } else {
+        ++errors;
+        if (r == "closed") in = false;
+      }
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto killed = Clock::now();
+  db.pg.Stop(SIGQUIT);  // immediate shutdown: the primary is gone
+  std::string status;
+  for (int i = 0; i < 150; ++i) {
+    status = HttpGet(px.admin, "/api/v1/pg").body;
+    if (status.find("\"new_primary\"") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto failed_over = Clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // writes on the new primary
+  stop = true;
+  writer.join();
+  load.Wait(30000);
+  ASSERT_NE(status.find("\"new_primary\":\"" + r1.socket_address() + "\""), std::string::npos)
+      << status << px.bw->log();
+  EXPECT_EQ(status.find("\"error\""), std::string::npos) << status;
+  EXPECT_LT(failed_over - killed, std::chrono::seconds(10));
+  EXPECT_EQ(r1.Psql("SELECT pg_is_in_recovery()"), "f");
+
+  // Every acknowledged commit, before and after the failover, is on the new primary.
+  ASSERT_GT(acked.size(), 20u) << errors;
+  std::string ids = r1.Psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM acked", "app");
+  std::set<int> have;
+  for (const std::string& t : Split(ids, ',', true)) have.insert(std::stoi(t));
+  int missing = 0;
+  for (int id : acked) missing += have.count(id) == 0;
+  EXPECT_EQ(missing, 0) << acked.size() << " acknowledged, " << have.size()
+                        << " on the new primary";
+  EXPECT_GT(acked.back(), acked[acked.size() / 2]);  // writes went on after the failover
+
+  // New transactions succeed through the same address, and r2 follows the new primary.
+  std::string out = Pgbench(px.port, {"-c", "2", "-j", "2", "-t", "50"});
+  EXPECT_NE(out.find("number of failed transactions: 0 "), std::string::npos) << out;
+  PgConn c(px.port);
+  ASSERT_EQ(c.Login("app", "secret", "app"), "");
+  EXPECT_EQ(c.Query("INSERT INTO acked VALUES (-1)"), "");
+  std::string on_r2;
+  for (int i = 0; i < 100 && on_r2 != "1"; ++i) {
+    on_r2 = r2.Psql("SELECT count(*) FROM acked WHERE id = -1", "app");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(on_r2, "1") << r2.log();
+  std::string m = px.Metrics();
+  EXPECT_EQ(Metric(m, "bulwark_pg_failovers_total{result=\"ok\"}"), "1");
+  EXPECT_NE(HttpGet(px.admin, "/api/v1/pg").body.find("\"demoted\":true"), std::string::npos);
+  // The operator takes the old primary back.
+  EXPECT_EQ(HttpPost(px.admin, "/api/v1/pg/readd?server=" + db.pg.socket_address(), "").status,
+            200);
+  EXPECT_EQ(HttpGet(px.admin, "/api/v1/pg").body.find("\"demoted\":true"), std::string::npos);
 }
 
 }  // namespace
