@@ -323,6 +323,7 @@ void HealthChecker::MaybeFailover(
     }
     if (primary_up || down == nullptr || done[down->Name()]) continue;
     done[down->Name()] = true;
+    const std::string& database = dbname;  // lambdas cannot capture structured bindings
     int64_t decided = MonotonicMs();
     FailoverEvent ev;
     ev.database = dbname;
@@ -348,12 +349,12 @@ void HealthChecker::MaybeFailover(
       ev.error = std::move(error);
       ev.total_ms = MonotonicMs() - old_h.first_failure_ms.load();
       if (ev.error.empty()) {
-        LogWarn("pg: failover of ", dbname, ": ", ev.old_primary, " -> ", ev.new_primary,
+        LogWarn("pg: failover of ", database, ": ", ev.old_primary, " -> ", ev.new_primary,
                 " (detected in ", ev.detect_ms, " ms, promoted in ", ev.promote_ms, " ms, total ",
                 ev.total_ms, " ms; replicas repointed: ",
                 ev.repointed.empty() ? "none" : Join(ev.repointed, ", "), ")");
       } else {
-        LogError("pg: failover of ", dbname, " from ", ev.old_primary, " failed: ", ev.error);
+        LogError("pg: failover of ", database, " from ", ev.old_primary, " failed: ", ev.error);
       }
       std::lock_guard<std::mutex> l(mu_);
       events_.push_back(ev);
