@@ -8,7 +8,9 @@
 #   - both directly with 20 clients: the ceiling a pool of 20 can reach on this machine.
 # Each run lasts DURATION seconds after a 5 s warm-up run that is not counted; with ROUNDS > 1
 # the runs alternate and each figure is the median. p99 comes from pgbench's per-transaction
-# log (--sampling-rate 0.2) of the select-only runs through the proxies.
+# log (--sampling-rate 0.2) of the select-only runs through the proxies. A line before the
+# summary gives each proxy's own CPU time per transaction (from /proc), which the machine's
+# noise moves much less than throughput.
 #
 #   bench/pg.sh [DURATION_SECONDS] [ROUNDS]
 # The last line is the summary:
@@ -69,6 +71,7 @@ pg:
 EOF
 build/release/bulwark serve -c "$work/bulwark.yml" >"$work/bulwark.log" 2>&1 &
 pids+=($!)
+BW_PID=$!
 wait_port "$BW"
 
 cat >"$work/pgbouncer.ini" <<EOF
@@ -91,10 +94,14 @@ echo '"app" "secret"' >"$work/userlist.txt"
 [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$work/pgbouncer.ini" "$work/userlist.txt"
 as_postgres pgbouncer "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
 pids+=($!)
+PGB_PID=$!  # setpriv execs pgbouncer: the same process
 wait_port "$PGB"
 
+# CPU time (user + system, clock ticks) a process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # run NAME PORT CLIENTS SECONDS [pgbench args...]: prints the TPS; with LOG set, keeps a
-# per-transaction log in $work/NAME.log.*
+# per-transaction log in $work/NAME.log.*; with PID set, appends "NAME cpu_us transactions"
+# for that process to $work/cpu.
 run() {
   local name=$1 port=$2 clients=$3 secs=$4
   shift 4
@@ -103,9 +110,16 @@ run() {
     rm -f "$work/$name".log*
     logargs=(-l --sampling-rate 0.2 --log-prefix "$work/$name.log")
   fi
-  local out
+  local out t0=0
+  [ -n "${PID:-}" ] && t0=$(ticks "$PID")
   out=$(cd "$work" && pgbench -h 127.0.0.1 -p "$port" -U app -c "$clients" -j 2 -T "$secs" -n \
     "${logargs[@]}" "$@" app 2>&1) || { echo "$out" >&2; return 1; }
+  if [ -n "${PID:-}" ]; then
+    local t1 n
+    t1=$(ticks "$PID")
+    n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+    echo "$name $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) )) $n" >>"$work/cpu"
+  fi
   if ! grep -q "number of failed transactions: 0 " <<<"$out"; then
     echo "$name: pgbench reported failures:" >&2
     echo "$out" >&2
@@ -130,18 +144,23 @@ run warm "$PGPORT" 20 5 -S >/dev/null
 
 declare -A r
 for round in $(seq 1 "$ROUNDS"); do
-  r[sb]+=" $(LOG=1 run sel-bulwark "$BW" 200 "$DURATION" -S)"
-  r[sp]+=" $(LOG=1 run sel-pgbouncer "$PGB" 200 "$DURATION" -S)"
+  r[sb]+=" $(PID=$BW_PID LOG=1 run sel-bulwark "$BW" 200 "$DURATION" -S)"
+  r[sp]+=" $(PID=$PGB_PID LOG=1 run sel-pgbouncer "$PGB" 200 "$DURATION" -S)"
   r[sd]+=" $(run sel-direct "$PGPORT" 200 "$DURATION" -S)"
   r[sd20]+=" $(run sel-direct20 "$PGPORT" 20 "$DURATION" -S)"
-  r[tb]+=" $(run tpcb-bulwark "$BW" 200 "$DURATION")"
-  r[tp]+=" $(run tpcb-pgbouncer "$PGB" 200 "$DURATION")"
+  r[tb]+=" $(PID=$BW_PID run tpcb-bulwark "$BW" 200 "$DURATION")"
+  r[tp]+=" $(PID=$PGB_PID run tpcb-pgbouncer "$PGB" 200 "$DURATION")"
   r[td20]+=" $(run tpcb-direct20 "$PGPORT" 20 "$DURATION")"
   echo "round $round: select bulwark/pgbouncer/direct/direct20 =" \
     "$(echo "${r[sb]}" | awk '{print $NF}')/$(echo "${r[sp]}" | awk '{print $NF}')/$(echo "${r[sd]}" | awk '{print $NF}')/$(echo "${r[sd20]}" | awk '{print $NF}')," \
     "tpcb bulwark/pgbouncer/direct20 = $(echo "${r[tb]}" | awk '{print $NF}')/$(echo "${r[tp]}" | awk '{print $NF}')/$(echo "${r[td20]}" | awk '{print $NF}')" >&2
 done
 
+# The proxies' own CPU per transaction: less noisy than throughput on a shared machine.
+awk '{c[$1] += $2; n[$1] += $3} END {
+  printf "cpu: select_bulwark_us_per_tx=%.1f select_pgbouncer_us_per_tx=%.1f tpcb_bulwark_us_per_tx=%.1f tpcb_pgbouncer_us_per_tx=%.1f\n",
+    c["sel-bulwark"] / n["sel-bulwark"], c["sel-pgbouncer"] / n["sel-pgbouncer"],
+    c["tpcb-bulwark"] / n["tpcb-bulwark"], c["tpcb-pgbouncer"] / n["tpcb-pgbouncer"] }' "$work/cpu"
 echo "pg: select_bulwark_tps=$(median <<<"${r[sb]}") select_pgbouncer_tps=$(median <<<"${r[sp]}")" \
   "select_direct_tps=$(median <<<"${r[sd]}") select_direct20_tps=$(median <<<"${r[sd20]}")" \
   "tpcb_bulwark_tps=$(median <<<"${r[tb]}") tpcb_pgbouncer_tps=$(median <<<"${r[tp]}")" \

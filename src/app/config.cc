@@ -63,6 +63,28 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
       r.Bool("enabled", &cfg->metrics_enabled);
       r.Finish();
     }
+    YAML::Node cluster = top.Get("cluster");
+    if (cluster.IsDefined()) {
+      MapReader r(ctx, cluster, "cluster");
+      r.String("name", &cfg->cluster.name);
+      YAML::Node etcd = r.Get("etcd");
+      if (etcd.IsDefined()) {
+        MapReader e(ctx, etcd, "cluster.etcd");
+        e.Require("endpoints");
+        e.StringList("endpoints", &cfg->cluster.etcd_endpoints);
+        e.String("key_prefix", &cfg->cluster.etcd_key_prefix);
+        e.Duration("lease_ttl", &cfg->cluster.lease_ttl_ms);
+        if (cfg->cluster.lease_ttl_ms < 2000) {
+          ctx.Error(etcd.Mark(), "cluster.etcd.lease_ttl: at least 2s (etcd counts in seconds)");
+        }
+        for (std::string& ep : cfg->cluster.etcd_endpoints) {
+          if (ep.find("://") == std::string::npos) ep = "http://" + ep;
+          while (!ep.empty() && ep.back() == '/') ep.pop_back();
+        }
+        e.Finish();
+      }
+      r.Finish();
+    }
     YAML::Node admin = top.Get("admin");
     if (admin.IsDefined()) {
       MapReader r(ctx, admin, "admin");

@@ -21,6 +21,15 @@ struct AdminConfig {
   std::string token;  // when set, every admin endpoint except /health and /ready needs it
 };
 
+// Several instances in front of the same servers: who does the work that must happen once.
+struct ClusterConfig {
+  std::string name;  // this instance (default: host name and admin port)
+  std::vector<std::string> etcd_endpoints;
+  std::string etcd_key_prefix = "/bulwark";
+  int64_t lease_ttl_ms = 10000;
+  bool enabled() const { return !etcd_endpoints.empty(); }
+};
+
 struct Config {
   std::string path;
   int workers = 0;  // 0 = one per core
@@ -31,6 +40,7 @@ struct Config {
   std::string error_log;               // warnings and errors again, in their own file ("" = none)
   bool metrics_enabled = true;
   AdminConfig admin;
+  ClusterConfig cluster;
   std::shared_ptr<gateway::GatewayConfig> gateway = std::make_shared<gateway::GatewayConfig>();
   std::shared_ptr<observe::ObserveConfig> observe = std::make_shared<observe::ObserveConfig>();
   std::shared_ptr<pg::PgConfig> pg = std::make_shared<pg::PgConfig>();

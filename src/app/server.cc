@@ -127,8 +127,23 @@ absl::Status Server::Start() {
   }
   health_ = std::make_unique<gateway::HealthChecker>(&loop_);
   health_->Update(*snapshot_);
+  if (cfg_->cluster.enabled()) {
+    EtcdLeaseOptions o;
+    o.endpoints = cfg_->cluster.etcd_endpoints;
+    o.key = cfg_->cluster.etcd_key_prefix + "/leader";
+    o.ttl_ms = cfg_->cluster.lease_ttl_ms;
+    o.name = cfg_->cluster.name;
+    if (o.name.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof(host) - 1);
+      o.name = StrCat(host, "/", cfg_->admin.listen);
+    }
+    lease_ = std::make_unique<EtcdLease>(o);
+    lease_->Start();
+  }
   if (cfg_->pg->enabled) {
     pg_ = std::make_unique<pg::Proxy>(cfg_->pg);
+    pg_->set_lease(lease_.get());
     s = pg_->Start();
     if (!s.ok()) return s;
   }
@@ -199,6 +214,7 @@ int Server::Run() {
     pg_->Stop();
     pg_->Join();
   }
+  if (lease_) lease_->Stop();  // gives the lease back: another instance leads at once
   LogInfo("stopped");
   FinishLogFiles();
   return 0;
@@ -233,6 +249,13 @@ std::vector<std::string> Server::Reload() {
   }
   if (!(next->gateway->redis == cfg_->gateway->redis)) {
     warnings.push_back("redis: takes effect after a restart");
+  }
+  if (next->cluster.etcd_endpoints != cfg_->cluster.etcd_endpoints ||
+      next->cluster.name != cfg_->cluster.name ||
+      next->cluster.etcd_key_prefix != cfg_->cluster.etcd_key_prefix ||
+      next->cluster.lease_ttl_ms != cfg_->cluster.lease_ttl_ms) {
+    warnings.push_back("cluster: takes effect after a restart");
+    next->cluster = cfg_->cluster;
   }
   if (next->pg->enabled != cfg_->pg->enabled ||
       (next->pg->enabled && next->pg->listen_text != cfg_->pg->listen_text) ||
@@ -606,6 +629,17 @@ void Server::RegisterAdminRoutes() {
     if (!pg_) return admin::Json(404, R"({"error":"no pg: block in the configuration"})");
     return admin::Json(200, pg_->StatusJson());
   });
+  admin_->Route("GET", "/api/v1/cluster", [this](const AdminRequest&) {
+    nlohmann::json j;
+    j["etcd"] = lease_ != nullptr;
+    if (lease_) {
+      j["name"] = lease_->options().name;
+      j["key"] = lease_->options().key;
+      j["leader"] = lease_->leader();
+      j["holder"] = lease_->holder();
+    }
+    return admin::Json(200, j.dump());
+  });
   admin_->Route("POST", "/api/v1/pg/readd", [this](const AdminRequest& r) {
     if (!pg_) return admin::Json(404, R"({"error":"no pg: block in the configuration"})");
     auto server = QueryParam(r.query, "server");
@@ -833,6 +867,12 @@ void Server::RegisterCollectors() {
   registry_.AddCollector([this](std::string* out) { CollectGateway(out); });
   registry_.AddCollector([this](std::string* out) {
     if (pg_) pg_->CollectMetrics(out);
+    if (lease_) {
+      observe::AppendHeader(out, "bulwark_cluster_leader", "gauge",
+                            "1 while this instance holds the etcd lease (and does the work that "
+                            "must happen once).");
+      StrAppend(out, "bulwark_cluster_leader ", lease_->leader() ? 1 : 0, "\n");
+    }
   });
 }
 

@@ -8,6 +8,7 @@
 
 #include "admin/admin_server.h"
 #include "app/config.h"
+#include "core/etcd_lease.h"
 #include "core/event_loop.h"
 #include "core/redis_client.h"
 #include "gateway/access_log.h"
@@ -91,6 +92,7 @@ class Server {
   std::unique_ptr<gateway::HealthChecker> health_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::unique_ptr<observe::Observer> observer_;
+  std::unique_ptr<EtcdLease> lease_;  // before pg_: destroyed after it
   std::unique_ptr<pg::Proxy> pg_;
   std::unique_ptr<SignalHandler> signals_;
   uint64_t generation_ = 0;

@@ -91,34 +91,53 @@ class Walker {
       if (IsWriteNode(k)) {
         std::string verb = k.substr(0, k.size() - 4);
         Write(AsciiUpper(verb));
+        // The target table is a bare RangeVar (no "RangeVar" key around it).
+        if (v.contains("relation")) Table(v["relation"]);
         if (k == "InsertStmt") InsertKeys(v);
         if ((k == "UpdateStmt" || k == "DeleteStmt") && v.contains("whereClause")) {
-          WhereKeys(v["whereClause"], o_.shard_column, &c_->keys);
+          AllWhereKeys(v["whereClause"]);
         }
       } else if (k == "SelectStmt") {
         if (v.contains("lockingClause")) Write("FOR UPDATE/SHARE");
         if (v.contains("intoClause")) Write("SELECT INTO");
-        if (v.contains("whereClause")) WhereKeys(v["whereClause"], o_.shard_column, &c_->keys);
+        if (v.contains("whereClause")) AllWhereKeys(v["whereClause"]);
       } else if (k == "FuncCall" && v.contains("funcname") && !v["funcname"].empty()) {
         std::string name = AsciiLower(v["funcname"].back()["String"].value("sval", ""));
         if (std::find(o_.volatile_functions.begin(), o_.volatile_functions.end(), name) !=
             o_.volatile_functions.end()) {
           Write(name + "()");
         }
-      } else if (k == "RangeVar" && v.contains("relname")) {
-        std::string t = v["relname"];
-        if (std::find(c_->tables.begin(), c_->tables.end(), t) == c_->tables.end())
-          c_->tables.push_back(t);
+      } else if (k == "RangeVar") {
+        Table(v);
       }
       Walk(v, depth + 1);
     }
   }
 
+  void Table(const json& rv) {
+    if (!rv.is_object() || !rv.contains("relname")) return;
+    std::string t = rv["relname"];
+    if (std::find(c_->tables.begin(), c_->tables.end(), t) == c_->tables.end()) {
+      c_->tables.push_back(t);
+    }
+    if (!rv.contains("schemaname")) c_->table_refs.push_back({t, rv.value("location", -1)});
+  }
+
+  void AllWhereKeys(const json& where) {
+    WhereKeys(where, o_.shard_column, &c_->keys);
+    for (const std::string& col : o_.value_columns) WhereKeys(where, col, &c_->values[col]);
+  }
+
   void InsertKeys(const json& ins) {
+    InsertColumn(ins, o_.shard_column, &c_->keys);
+    for (const std::string& col : o_.value_columns) InsertColumn(ins, col, &c_->values[col]);
+  }
+
+  void InsertColumn(const json& ins, const std::string& column, std::vector<ShardKeyRef>* out) {
     if (!ins.contains("cols") || !ins.contains("selectStmt")) return;
     int index = -1, i = 0;
     for (const json& col : ins["cols"]) {
-      if (col["ResTarget"].value("name", "") == o_.shard_column) index = i;
+      if (col["ResTarget"].value("name", "") == column) index = i;
       ++i;
     }
     if (index < 0) return;
@@ -127,7 +146,7 @@ class Walker {
     for (const json& row : sel["valuesLists"]) {
       const json& items = row["List"]["items"];
       if (items.is_array() && index < static_cast<int>(items.size())) {
-        if (auto v = ValueRef(items[static_cast<size_t>(index)])) c_->keys.push_back(*v);
+        if (auto v = ValueRef(items[static_cast<size_t>(index)])) out->push_back(*v);
       }
     }
   }
@@ -267,7 +286,10 @@ Classification Classify(std::string_view sql, const ClassifyOptions& options) {
   pg_query_free_parse_result(r);
   Walker w(options, &c);
   if (tree.is_object() && tree.contains("stmts")) {
-    for (const json& s : tree["stmts"]) w.Statement(s.value("stmt", json::object()));
+    for (const json& s : tree["stmts"]) {
+      ++c.statements;
+      w.Statement(s.value("stmt", json::object()));
+    }
   }
   if (c.hint_primary) w.Write("/* bulwark:primary */");
   return c;

@@ -9,6 +9,7 @@
 // parse, and any query carrying a /* bulwark:primary */ comment goes to the primary.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,6 +22,12 @@ struct ShardKeyRef {
   int param = 0;                       // $n (1-based) when the value is a parameter
 };
 
+// Where a table is named in the query text (unqualified names only), for rewriting it.
+struct TableRef {
+  std::string name;
+  int location = -1;  // byte offset of the name in the query
+};
+
 struct Classification {
   bool parsed = true;
   std::string error;   // the parser's message when !parsed
@@ -29,7 +36,11 @@ struct Classification {
   enum class Tx { kNone, kBegin, kCommit, kRollback };
   Tx tx = Tx::kNone;
   std::vector<std::string> tables;
+  std::vector<TableRef> table_refs;
+  int statements = 0;
   std::vector<ShardKeyRef> keys;           // `<column> = value` in WHERE, INSERT values
+  // The same for ClassifyOptions::value_columns (e.g. the date of monthly tables).
+  std::map<std::string, std::vector<ShardKeyRef>> values;
   std::optional<std::string> set_tenant;   // SET bulwark.tenant_id = <value>
   std::optional<std::string> hint_tenant;  // /* tenant_id: <value> */
   bool hint_primary = false;               // /* bulwark:primary */
@@ -37,6 +48,7 @@ struct Classification {
 
 struct ClassifyOptions {
   std::string shard_column = "tenant_id";
+  std::vector<std::string> value_columns;
   // Functions that make a SELECT a write (PgBouncer-style routers keep such a list).
   std::vector<std::string> volatile_functions = {"nextval",
                                                  "setval",

@@ -317,8 +317,8 @@ void ClientConn::ProcessInput() {
           Fatal("57P01", "bulwark is shutting down");
           return;
         }
-        if (!RouteAndAcquire()) return;
-        continue;
+        if (!RouteAndAcquire()) return;  // waiting for a server or for more bytes
+        continue;                        // linked, or answered here
       }
       case State::kLinked:
         ForwardInput();
@@ -535,14 +535,18 @@ void ClientConn::WelcomeFailed(const std::string& error) {
 }
 
 bool ClientConn::RouteAndAcquire() {
-  // The verdict for this transaction: a read when replicas may take it.
-  bool read = false;
   const PgConfig& cfg = *group->cfg;
   // Only transaction pooling can split: a session keeps the server its first query chose.
-  bool routing =
-      cfg.routing.read_write_split && group->has_replicas && group->mode == PoolMode::kTransaction;
-  if (routing && !(cfg.routing.read_your_writes_ms > 0 && last_write_ms >= 0 &&
-                   proxy->loop.now_ms() - last_write_ms < cfg.routing.read_your_writes_ms)) {
+  bool split = cfg.routing.read_write_split && group->has_replicas &&
+               group->mode == PoolMode::kTransaction &&
+               !(cfg.routing.read_your_writes_ms > 0 && last_write_ms >= 0 &&
+                 proxy->loop.now_ms() - last_write_ms < cfg.routing.read_your_writes_ms);
+  bool sharded = group->sharding != nullptr;
+  bool read = false;
+  shard_next = -1;
+  rewrite.clear();
+  rewrite_skip = 0;
+  if (split || sharded) {
     // The first request decides: a simple Query, or an extended-protocol batch up to its
     // Sync (or Flush). A read only when every statement in it is one.
     std::string_view v = in.view();
@@ -583,16 +587,19 @@ bool ClientConn::RouteAndAcquire() {
         break;
       } else if (type != 'D' && type != 'E' && type != 'C') {
         read = false;  // function calls, COPY data: the primary
-      }
-      if (!read) {
-        complete = true;  // already decided
+        complete = true;
         break;
       }
     }
     if (!complete) return false;  // wait for the rest of the request
+    if (sharded) {
+      bool answered = false;
+      if (!RouteShardRequest(&answered)) return answered;
+    }
+    read = read && split;
   }
   read_next = read;
-  Pool* p = proxy->ChoosePool(group, read);
+  Pool* p = proxy->ChoosePool(group, read, shard_next);
   if (p == nullptr) {
     Fatal("08006", StrCat("no server of database \"", database, "\" can take queries"));
     return false;
@@ -603,6 +610,179 @@ bool ClientConn::RouteAndAcquire() {
   group->stats->clients_waiting.fetch_add(1, std::memory_order_relaxed);
   proxy->Acquire(p, this);
   return state == State::kLinked;
+}
+
+namespace {
+
+std::string_view SqlStateFor(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kFailedPrecondition:
+      return "0A000";  // feature_not_supported: the query cannot be routed as written
+    case absl::StatusCode::kOutOfRange:
+      return "22008";  // datetime_field_overflow: outside the monthly tables' range
+    case absl::StatusCode::kInvalidArgument:
+      return "22023";  // invalid_parameter_value
+    default:
+      return "XX000";
+  }
+}
+
+// A Bind's parameters as text: text-format values as they are, binary int2/int4/int8 decoded.
+std::vector<std::optional<std::string>> BindParams(const Bind& b) {
+  std::vector<std::optional<std::string>> out;
+  for (size_t i = 0; i < b.params.size(); ++i) {
+    int16_t fmt = b.param_formats.empty()       ? 0
+                  : b.param_formats.size() == 1 ? b.param_formats[0]
+                  : i < b.param_formats.size()  ? b.param_formats[i]
+                                                : 0;
+    const auto& v = b.params[i];
+    if (!v) {
+      out.push_back(std::nullopt);
+    } else if (fmt == 0) {
+      out.push_back(std::string(*v));
+    } else if (v->size() == 2 || v->size() == 4 || v->size() == 8) {
+      int64_t n = static_cast<int8_t>((*v)[0]);
+      for (size_t k = 1; k < v->size(); ++k) n = (n << 8) | static_cast<unsigned char>((*v)[k]);
+      out.push_back(std::to_string(n));
+    } else {
+      out.push_back(std::nullopt);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+bool ClientConn::RouteShardRequest(bool* answered) {
+  const PgConfig& cfg = *group->cfg;
+  std::string_view v = in.view();
+  char type = v[0];
+  uint32_t len = ReadU32(v.data() + 1);
+  std::string_view body = v.substr(5, len - 4);
+  auto reject = [&](const absl::Status& st) {
+    RejectRequest(SqlStateFor(st), ToStd(st.message()));
+    *answered = true;
+    return false;
+  };
+  if (type == 'Q') {
+    auto q = ParseQuery(body);
+    if (!q.ok()) return reject(q.status());
+    Classification c = proxy->Classify(*q, group->shard_options);
+    if (c.set_tenant) {
+      tenant = *c.set_tenant;
+      if (c.statements == 1) {
+        // The session's tenant is bulwark's to keep: answered here, as PostgreSQL would.
+        in.Consume(1 + size_t{len});
+        AppendMessage(&out.buf, 'C', std::string_view("SET\0", 4));
+        AppendReadyForQuery(&out.buf, 'I');
+        Flush();
+        *answered = true;
+        return false;
+      }
+    }
+    auto r = RouteShard(*group->sharding, c, *q, {}, tenant, cfg.routing.allow_scatter);
+    if (!r.ok()) return reject(r.status());
+    if (r->scatter) return reject(absl::FailedPreconditionError("scatter-gather is not built yet"));
+    shard_next = r->shard;
+    if (!r->sql.empty()) {
+      AppendQuery(&rewrite, r->sql);
+      rewrite_skip = 1 + size_t{len};
+    }
+    return true;
+  }
+  // Extended protocol: the statement's text, from this Parse or the prepared statement a Bind
+  // names, and the values of the batch's first Bind.
+  std::string query;
+  bool named = false;
+  std::optional<Bind> bind;
+  std::string bind_stmt;
+  size_t at = 0;
+  bool have_parse = false;
+  std::string parse_name;
+  while (at + 5 <= v.size()) {
+    char t = v[at];
+    uint32_t l = ReadU32(v.data() + at + 1);
+    std::string_view b = v.substr(at + 5, l - 4);
+    at += 1 + size_t{l};
+    if (t == 'P' && !have_parse) {
+      auto p = ParseParse(b);
+      if (!p.ok()) return reject(p.status());
+      query = std::string(p->query);
+      parse_name = std::string(p->statement);
+      named = !parse_name.empty();
+      have_parse = true;
+    } else if (t == 'B' && !bind) {
+      auto bb = ParseBind(b);
+      if (!bb.ok()) return reject(bb.status());
+      bind = *bb;
+      bind_stmt = std::string(bb->statement);
+      if (!have_parse) {
+        auto it = prepared.find(bind_stmt);
+        if (it == prepared.end()) break;  // the server will say it does not exist
+        query = it->second.query;
+        named = true;
+      }
+    } else if (t == 'S' || t == 'H') {
+      break;
+    }
+  }
+  Classification c = proxy->Classify(query, group->shard_options);
+  if (!bind) {
+    // Only preparing (Parse, Describe, Sync): any shard can, and the Bind that executes it is
+    // routed by its values (the statement is prepared again there if needed) — unless its
+    // text names a table split by month, which a named statement cannot follow.
+    bool monthly = false;
+    for (const TableRef& t : c.table_refs) {
+      auto it = group->sharding->tables.find(t.name);
+      monthly = monthly || (it != group->sharding->tables.end() && it->second.monthly);
+    }
+    if (monthly && named) {
+      return reject(absl::FailedPreconditionError(
+          "tables split by month need the unnamed statement (or a simple query): a named "
+          "prepared statement would keep one month's table"));
+    }
+    shard_next = 0;
+    return true;
+  }
+  std::vector<std::optional<std::string>> params;
+  if (bind && (!have_parse || bind_stmt == parse_name)) params = BindParams(*bind);
+  auto r = RouteShard(*group->sharding, c, query, params, tenant, cfg.routing.allow_scatter);
+  if (!r.ok()) return reject(r.status());
+  if (r->scatter) return reject(absl::FailedPreconditionError("scatter-gather is not built yet"));
+  shard_next = r->shard;
+  if (!r->sql.empty()) {
+    if (named || type != 'P') {
+      return reject(absl::FailedPreconditionError(
+          "tables split by month need the unnamed statement (or a simple query): a named "
+          "prepared statement would keep one month's table"));
+    }
+    auto p = ParseParse(body);
+    std::string nb;
+    nb.push_back('\0');  // the unnamed statement
+    nb += r->sql;
+    nb.push_back('\0');
+    AppendInt16(&nb, static_cast<int16_t>(p->param_types.size()));
+    for (uint32_t t : p->param_types) AppendInt32(&nb, static_cast<int32_t>(t));
+    AppendMessage(&rewrite, 'P', nb);
+    rewrite_skip = 1 + size_t{len};
+  }
+  return true;
+}
+
+void ClientConn::RejectRequest(std::string_view sqlstate, std::string_view message) {
+  // Drop the request: one Query, or the extended messages through the first Sync.
+  bool simple = !in.empty() && in.view()[0] == 'Q';
+  while (in.size() >= 5) {
+    std::string_view v = in.view();
+    uint32_t len = ReadU32(v.data() + 1);
+    if (v.size() < 1 + size_t{len}) break;
+    char t = v[0];
+    in.Consume(1 + size_t{len});
+    if (simple || t == 'S') break;
+  }
+  AppendError(&out.buf, "ERROR", sqlstate, message);
+  AppendReadyForQuery(&out.buf, 'I');
+  Flush();
 }
 
 void ClientConn::Attach(ServerConn* s) {
@@ -648,6 +828,19 @@ void ClientConn::ForwardInput() {
   const bool tx_mode = group->mode == PoolMode::kTransaction;
   const size_t max_packet = static_cast<size_t>(group->cfg->max_packet_size);
   size_t forwarded = 0;
+  if (!rewrite.empty()) {  // the router's version of the first message
+    if (expects.empty()) query_start_ms = proxy->loop.now_ms();
+    Expect e;
+    e.type = rewrite[0];
+    expects.push_back(std::move(e));
+    if (rewrite[0] == 'Q') group->stats->queries.Add(1);
+    s->at_sync = false;
+    s->out.buf += rewrite;
+    forwarded += rewrite.size();
+    in.Consume(rewrite_skip);
+    rewrite.clear();
+    rewrite_skip = 0;
+  }
   while (state == State::kLinked && server == s) {
     if (pass_left > 0) {  // the rest of a large message (COPY data)
       size_t n = std::min(pass_left, in.size());
@@ -771,6 +964,7 @@ bool ClientConn::HandleExtended(char type, std::string_view msg, std::string_vie
     uint64_t h = Fnv1a(p->query, types);
     PreparedStatement ps;
     ps.hash = h;
+    ps.query = std::string(p->query);
     std::string name = ServerStatementName(h);
     ps.parse_body = name;
     ps.parse_body.push_back('\0');
@@ -978,6 +1172,12 @@ void ClientConn::ServerLost(std::string_view why) {
   server = nullptr;
   if (state != State::kLinked) return;
   if (group->mode == PoolMode::kSession) {
+    Fatal("08006", StrCat("server connection lost: ", why));
+    return;
+  }
+  if (pass_left > 0) {
+    // The rest of a message already half sent is still coming from the client: nothing can
+    // tell where its next message starts.
     Fatal("08006", StrCat("server connection lost: ", why));
     return;
   }

@@ -266,6 +266,11 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
     rr.Duration("read_your_writes", &out->routing.read_your_writes_ms);
     rr.StringList("volatile_functions", &out->routing.volatile_functions);
     rr.Bool("allow_scatter", &out->routing.allow_scatter);
+    if (out->routing.allow_scatter) {
+      ctx.Error(rr.Get("allow_scatter").Mark(),
+                "pg.routing.allow_scatter: scatter-gather is not supported yet; queries without "
+                "a shard key are refused");
+    }
     rr.Finish();
   }
   YAML::Node health = r.Get("health");

@@ -306,6 +306,7 @@ std::string ReplaceHostPort(std::string_view conninfo, const std::string& host,
 void HealthChecker::MaybeFailover(
     const PgConfig& cfg, const std::map<std::string, std::shared_ptr<ServerHealth>>& health) {
   if (!cfg.failover.enabled) return;
+  if (leader_ && !leader_()) return;  // another instance holds the lease and decides
   std::map<std::string, bool> done;  // databases sharing servers fail over once
   for (const auto& [dbname, db] : cfg.databases) {
     const ServerConfig* down = nullptr;

@@ -57,6 +57,8 @@ class HealthChecker {
   void Round();
   // Called (on the checker's thread) after a failover changed the topology.
   void set_on_change(std::function<void()> f) { on_change_ = std::move(f); }
+  // Failover decisions only while `leader` says so (the etcd lease holder).
+  void set_leader(std::function<bool()> leader) { leader_ = std::move(leader); }
   std::vector<FailoverEvent> Events();
 
  private:
@@ -74,6 +76,7 @@ class HealthChecker {
   std::map<std::string, std::unique_ptr<Target>> targets_;  // thread only
   std::thread thread_;
   std::function<void()> on_change_;
+  std::function<bool()> leader_;
   std::vector<FailoverEvent> events_;  // guarded by mu_
 };
 

@@ -169,6 +169,7 @@ absl::Status ProxyImpl::Start() {
     checker = std::make_unique<HealthChecker>(cfg, health);
   }
   checker->set_on_change([this] { loop.Post([this] { OnTopologyChange(); }); });
+  if (lease != nullptr) checker->set_leader([l = lease] { return l->leader(); });
   // Roles and lag are known before the first client is routed.
   checker->Round();
   checker->Start();
@@ -266,29 +267,48 @@ PoolGroup* ProxyImpl::FindGroup(const std::string& database, const std::string& 
   MutexLock l(&stats_mu);
   g->stats = db_stats[database].get();
   bool first_auto = true;
+  if (db.sharding) {
+    g->sharding = &*db.sharding;
+    g->shard_options = ShardClassifyOptions(*db.sharding, classify_options);
+  }
+  std::vector<std::pair<int, std::string>> dbnames;
+  if (db.sharding) {
+    for (size_t i = 0; i < db.sharding->databases.size(); ++i) {
+      dbnames.emplace_back(static_cast<int>(i), db.sharding->databases[i]);
+    }
+  } else {
+    dbnames.emplace_back(-1, db.dbname);
+  }
   for (const ServerConfig& s : db.servers) {
-    auto p = std::make_unique<Pool>();
-    p->group = g.get();
-    p->server = &s;
-    p->health = health[s.Name()];
+    Role role;
     if (s.role == Role::kPrimary) {
-      p->config_role = Role::kPrimary;
+      role = Role::kPrimary;
     } else if (s.role == Role::kReplica) {
-      p->config_role = Role::kReplica;
+      role = Role::kReplica;
     } else {
-      p->config_role = !explicit_primary && first_auto ? Role::kPrimary : Role::kReplica;
+      role = !explicit_primary && first_auto ? Role::kPrimary : Role::kReplica;
       first_auto = false;
     }
-    std::string key_text = StrCat(database, "\x1f", user, "\x1f", s.Name());
-    auto& ps = pool_stats[key_text];
-    if (!ps) {
-      ps = std::make_unique<PoolStats>();
-      ps->database = database;
-      ps->user = user;
-      ps->server = s.Name();
+    for (const auto& [shard, dbname] : dbnames) {
+      auto p = std::make_unique<Pool>();
+      p->group = g.get();
+      p->server = &s;
+      p->dbname = dbname;
+      p->shard = shard;
+      p->health = health[s.Name()];
+      p->config_role = role;
+      std::string server_label = shard < 0 ? s.Name() : StrCat(s.Name(), "/", dbname);
+      std::string key_text = StrCat(database, "\x1f", user, "\x1f", server_label);
+      auto& ps = pool_stats[key_text];
+      if (!ps) {
+        ps = std::make_unique<PoolStats>();
+        ps->database = database;
+        ps->user = user;
+        ps->server = server_label;
+      }
+      p->stats = ps.get();
+      g->pools.push_back(std::move(p));
     }
-    p->stats = ps.get();
-    g->pools.push_back(std::move(p));
   }
   PoolGroup* raw = g.get();
   groups[key] = std::move(g);
@@ -302,9 +322,11 @@ Role ProxyImpl::EffectiveRole(const Pool* p) const {
   return p->config_role;
 }
 
-Pool* ProxyImpl::ChoosePool(PoolGroup* g, bool read) {
+Pool* ProxyImpl::ChoosePool(PoolGroup* g, bool read, int shard) {
+  if (g->sharding != nullptr && shard < 0) shard = 0;  // logins and welcome: any shard
   Pool* primary = nullptr;
   for (auto& p : g->pools) {
+    if (p->shard != shard) continue;
     if (p->health->demoted.load(std::memory_order_relaxed)) continue;
     if (EffectiveRole(p.get()) == Role::kPrimary) {
       primary = p.get();
@@ -317,7 +339,7 @@ Pool* ProxyImpl::ChoosePool(PoolGroup* g, bool read) {
     size_t n = g->pools.size();
     for (size_t i = 0; i < n; ++i) {
       Pool* p = g->pools[(g->rr + i) % n].get();
-      if (EffectiveRole(p) != Role::kReplica) continue;
+      if (p->shard != shard || EffectiveRole(p) != Role::kReplica) continue;
       const ServerHealth& h = *p->health;
       if (!h.up.load(std::memory_order_relaxed) || h.demoted.load(std::memory_order_relaxed)) {
         continue;
@@ -490,7 +512,7 @@ void ProxyImpl::Release(ServerConn* s) {
   while (!p->waiting.empty()) {
     ClientConn* c = p->waiting.front();
     p->waiting.pop_front();
-    if (c->state != ClientConn::State::kWaiting) continue;
+    if (c->state != ClientConn::State::kWaiting || c->close_after_flush) continue;
     if (!p->waiting.empty()) p->wait_since_ms = p->waiting.front()->wait_start_ms;
     MoveGauge(s, ServerConn::State::kActive);
     c->Attach(s);
@@ -651,7 +673,7 @@ void ProxyImpl::OnTopologyChange() {
       waiting.swap(p->waiting);
       for (ClientConn* c : waiting) {
         if (c->state != ClientConn::State::kWaiting) continue;
-        Pool* np = ChoosePool(g, c->read_next);
+        Pool* np = ChoosePool(g, c->read_next, c->shard_next);
         if (np == nullptr || np == p.get()) {
           p->waiting.push_back(c);
           continue;
@@ -700,6 +722,7 @@ std::string ProxyImpl::StatusJson() {
       j["database"] = g.database;
       j["user"] = g.user;
       j["server"] = p->server->Name();
+      j["dbname"] = p->dbname;
       j["role"] = RoleName(EffectiveRole(p.get()));
       j["pool_mode"] = PoolModeName(g.mode);
       j["pool_size"] = g.pool_size;
@@ -784,6 +807,8 @@ Proxy::~Proxy() {
 }
 
 absl::Status Proxy::Start() { return impl_->Start(); }
+
+void Proxy::set_lease(const EtcdLease* lease) { impl_->lease = lease; }
 
 void Proxy::Reload(std::shared_ptr<const PgConfig> cfg) {
   ProxyImpl* p = impl_.get();

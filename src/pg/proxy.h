@@ -17,6 +17,13 @@
 namespace bulwark::pg {
 
 class ProxyImpl;
+}  // namespace bulwark::pg
+
+namespace bulwark {
+class EtcdLease;
+}  // namespace bulwark
+
+namespace bulwark::pg {
 
 // Per-server state from the health checker, shared by the checker (writer) and the proxy
 // (reader). Atomics only: read on the routing path without locks.
@@ -42,6 +49,8 @@ class Proxy {
   Proxy(const Proxy&) = delete;
   Proxy& operator=(const Proxy&) = delete;
 
+  // With several instances: only the holder of this lease fails over (set before Start).
+  void set_lease(const EtcdLease* lease);
   // Binds the listener and starts the proxy thread.
   absl::Status Start();
   // Thread-safe: new clients and new server connections use `cfg`; existing ones keep going.

@@ -11,12 +11,14 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+#include "core/etcd_lease.h"
 #include "core/event_loop.h"
 #include "core/mutex.h"
 #include "core/tls.h"
@@ -27,6 +29,7 @@
 #include "pg/config.h"
 #include "pg/health.h"
 #include "pg/proxy.h"
+#include "pg/shard_router.h"
 
 namespace bulwark::pg {
 
@@ -75,6 +78,7 @@ struct PoolStats {
 
 // A prepared statement as a client named it, and what the servers call it.
 struct PreparedStatement {
+  std::string query;
   uint64_t hash = 0;        // of query and parameter types: the server-side name
   std::string parse_body;   // the Parse message body with the server-side name
   bool write = true;        // the router's verdict on the query
@@ -84,6 +88,8 @@ struct PreparedStatement {
 struct Pool {
   PoolGroup* group = nullptr;
   const ServerConfig* server = nullptr;
+  std::string dbname;  // on the server: the database's dbname, or one shard's
+  int shard = -1;      // index into the shard map's databases; -1 when not sharded
   std::shared_ptr<ServerHealth> health;
   Role config_role = Role::kPrimary;  // from the config until the health checker knows better
   PoolStats* stats = nullptr;
@@ -119,6 +125,8 @@ struct PoolGroup {
   std::string scram_client_key, scram_server_key;
   bool has_replicas = false;
   int rr = 0;  // round robin over replicas
+  const ShardingConfig* sharding = nullptr;  // the database's shard map, when it has one
+  ClassifyOptions shard_options;             // its key and date columns
 };
 
 // Data queued for a socket: appended at the end, written from `off`.
@@ -252,6 +260,12 @@ class ClientConn final : public IoHandler {
   bool close_after_flush = false;
   bool reading_paused = false;
   bool read_next = true;  // the routing verdict for the next transaction
+  int shard_next = -1;    // and its shard
+  std::optional<std::string> tenant;  // SET bulwark.tenant_id
+  // The first message rewritten by the router (monthly tables): sent instead of the first
+  // `rewrite_skip` bytes of `in`.
+  std::string rewrite;
+  size_t rewrite_skip = 0;
   Operation last_op = kOpOther;
   std::unique_ptr<ScramServer> scram_server;
   std::string md5_salt;
@@ -266,6 +280,11 @@ class ClientConn final : public IoHandler {
   void OnAuthMessage(char type, std::string_view body);
   void AuthOk();
   bool RouteAndAcquire();
+  // Sharded databases: fills shard_next (and `rewrite`); false when the request was answered
+  // here (an error, or a SET bulwark.tenant_id) or needs more bytes.
+  bool RouteShardRequest(bool* answered);
+  // Answers the first request in `in` with an error and drops it (up to its Sync).
+  void RejectRequest(std::string_view sqlstate, std::string_view message);
   // Forwards the messages in `in` to the server until it needs more bytes or one must wait.
   void ForwardInput();
   bool HandleExtended(char type, std::string_view msg, std::string_view body);
@@ -304,6 +323,7 @@ class ProxyImpl {
   std::map<std::string, std::unique_ptr<PoolStats>> pool_stats;
   std::map<std::string, std::shared_ptr<ServerHealth>> health;  // by server address
   std::unique_ptr<HealthChecker> checker;
+  const EtcdLease* lease = nullptr;
 
   observe::ShardValue clients_accepted, clients_refused, login_failures, protocol_errors,
       cancels;
@@ -325,7 +345,7 @@ class ProxyImpl {
   void Janitor();
   void OnTopologyChange();
   void ApplyConfig(std::shared_ptr<const PgConfig> c);
-  Pool* ChoosePool(PoolGroup* g, bool read);
+  Pool* ChoosePool(PoolGroup* g, bool read, int shard = -1);
   Role EffectiveRole(const Pool* p) const;
   int DatabaseConnections(const std::string& database) const;
   std::string StatusJson();
@@ -334,6 +354,9 @@ class ProxyImpl {
   std::string RandomBytes(size_t n);
   uint64_t Random();
   Classification Classify(std::string_view sql);
+  Classification Classify(std::string_view sql, const ClassifyOptions& o) {
+    return pg::Classify(sql, o);
+  }
   // The router's verdict: may this request run on a replica?
   bool IsRead(std::string_view sql);
   ClassifyOptions classify_options;

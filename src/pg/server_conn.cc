@@ -122,8 +122,8 @@ void ServerConn::Connect() {
     return;
   }
   fd = s;
-  std::vector<std::pair<std::string, std::string>> sp = {
-      {"user", pool->group->server_user}, {"database", pool->group->db->dbname}};
+  std::vector<std::pair<std::string, std::string>> sp = {{"user", pool->group->server_user},
+                                                         {"database", pool->dbname}};
   AppendStartup(&out.buf, sp);
   auto st = proxy->loop.Add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, this);
   if (!st.ok()) {

@@ -474,18 +474,41 @@ bool PostgresServer::Prepare() {
 }
 
 void PostgresServer::Start(const std::vector<std::string>& conf) {
-  std::string extra = "\nlisten_addresses = '127.0.0.1'\nport = " + std::to_string(port_) +
-                      "\nunix_socket_directories = '" + dir_ + "'\nfsync = off\n";
-  for (const std::string& line : conf) extra += line + "\n";
-  WriteFile(dir_ + "/data/postgresql.conf", ReadFile(dir_ + "/data/postgresql.conf") + extra);
-  std::vector<std::string> argv = {std::string(kPgBin) + "postgres", "-D", dir_ + "/data"};
-  if (getuid() == 0) {
-    argv.insert(argv.begin(),
-                {"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"});
+  const std::string conf_path = dir_ + "/data/postgresql.conf";
+  const std::string base = ReadFile(conf_path);
+  // Tests run in parallel: the free port may be taken by another test's server before this one
+  // binds it, and then the port answers for the wrong server. Ours is up when its own
+  // postmaster.pid says "ready" (line 8); if it died instead, try another port.
+  for (int attempt = 0; attempt < 3 && !ok_; ++attempt) {
+    if (attempt > 0) port_ = FreePort();
+    std::string extra = "\nlisten_addresses = '127.0.0.1'\nport = " + std::to_string(port_) +
+                        "\nunix_socket_directories = '" + dir_ + "'\nfsync = off\n";
+    for (const std::string& line : conf) extra += line + "\n";
+    WriteFile(conf_path, base + extra);
+    std::vector<std::string> argv = {std::string(kPgBin) + "postgres", "-D", dir_ + "/data"};
+    if (getuid() == 0) {
+      argv.insert(argv.begin(),
+                  {"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"});
+    }
+    proc_ = std::make_unique<Process>(argv, std::map<std::string, std::string>{},
+                                      dir_ + "/postgres.log");
+    for (int i = 0; i < 400 && proc_->running(); ++i) {
+      std::string pid = ReadFile(dir_ + "/data/postmaster.pid");
+      std::vector<std::string> lines;
+      std::stringstream ss(pid);
+      for (std::string l; std::getline(ss, l);) lines.push_back(l);
+      if (lines.size() >= 8 && lines[3] == std::to_string(port_) &&
+          lines[7].find("ready") != std::string::npos) {
+        ok_ = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!ok_ && proc_->running()) {
+      proc_->Signal(SIGKILL);
+      proc_->Wait(5000);
+    }
   }
-  proc_ =
-      std::make_unique<Process>(argv, std::map<std::string, std::string>{}, dir_ + "/postgres.log");
-  ok_ = WaitForPort(port_, 20000);
 }
 
 PostgresServer::PostgresServer(std::vector<std::string> conf) : port_(FreePort()) {
@@ -533,6 +556,31 @@ std::string PostgresServer::Psql(const std::string& sql, const std::string& db) 
   std::string r = ReadFile(out);
   while (!r.empty() && r.back() == '\n') r.pop_back();
   return r;
+}
+
+EtcdServer::EtcdServer() : port_(FreePort()), peer_port_(FreePort()), dir_(MakeTempDir()) {
+  std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
+  proc_ = std::make_unique<Process>(
+      std::vector<std::string>{"etcd", "--name", "t", "--data-dir", dir_ + "/data",
+                               "--listen-client-urls", endpoint(), "--advertise-client-urls",
+                               endpoint(), "--listen-peer-urls", peer,
+                               "--initial-advertise-peer-urls", peer, "--initial-cluster",
+                               "t=" + peer, "--log-level", "warn"},
+      std::map<std::string, std::string>{}, dir_ + "/etcd.log");
+  ok_ = WaitForPort(port_, 20000);
+}
+
+void EtcdServer::Stop() {
+  if (proc_ && proc_->running()) {
+    proc_->Signal(SIGKILL);
+    proc_->Wait(10000);
+  }
+}
+
+EtcdServer::~EtcdServer() {
+  Stop();
+  std::string cmd = "rm -rf " + dir_;
+  [[maybe_unused]] int rc = system(cmd.c_str());
 }
 
 std::string ObserveConfig(int port, int admin, int app_port, const std::string& observe) {

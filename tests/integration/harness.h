@@ -179,6 +179,22 @@ class PostgresServer {
   std::unique_ptr<Process> proc_;
 };
 
+// A single-member etcd (Debian's etcd-server) on loopback ports.
+class EtcdServer {
+ public:
+  EtcdServer();
+  ~EtcdServer();
+  bool ok() const { return ok_; }
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  void Stop();
+
+ private:
+  bool ok_ = false;
+  int port_, peer_port_;
+  std::string dir_;
+  std::unique_ptr<Process> proc_;
+};
+
 // Masters on loopback joined into a Redis Cluster (no replicas, slots split evenly by
 // `redis-cli --cluster create`); ok() once every node reports cluster_state:ok.
 class RedisClusterServers {

@@ -137,10 +137,12 @@ TEST(PgProxy, SessionPoolingKeepsStateAndResetsItForTheNextClient) {
   EXPECT_EQ(db.pg.Psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' "
                        "AND application_name <> 'bulwark health check'"),
             "1");
-  // pgbench in session mode too.
+  // pgbench in session mode too, every protocol (one server: the clients take turns).
   Pgbench(px.port, {"-i", "-s", "1", "-q"});
-  std::string out = Pgbench(px.port, {"-c", "1", "-t", "200", "-M", "prepared"});
-  EXPECT_NE(out.find("actually processed: 200/200"), std::string::npos) << out;
+  for (const char* mode : {"simple", "extended", "prepared"}) {
+    std::string out = Pgbench(px.port, {"-c", "1", "-t", "200", "-M", mode});
+    EXPECT_NE(out.find("actually processed: 200/200"), std::string::npos) << mode << out;
+  }
 }
 
 TEST(PgProxy, TransactionPoolingGivesEachClientItsOwnParameters) {
@@ -204,6 +206,34 @@ TEST(PgProxy, LoginsWithEveryMethodAndClearRefusals) {
   EXPECT_EQ(nouser.Login("mallory", "secret", "app").substr(0, 5), "28P01");
   std::string m = px.Metrics();
   EXPECT_EQ(Metric(m, "bulwark_pg_login_failures_total"), "3") << m;
+}
+
+TEST(PgProxy, ClientTlsAfterSslRequest) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  std::string dir = MakeTempDir(), out;
+  ASSERT_EQ(RunProgram({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", dir + "/pg.key",
+                        "-out", dir + "/pg.crt", "-days", "2", "-subj", "/CN=localhost"},
+                       {}, &out),
+            0)
+      << out;
+  Proxy px(One(db.pg.port()), "  client_tls_sslmode: require\n  client_tls_cert_file: " + dir +
+                                  "/pg.crt\n  client_tls_key_file: " + dir + "/pg.key\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  EXPECT_EQ(Psql(px.port, {"SELECT 'over TLS'"}, {{"PGSSLMODE", "require"}}), "over TLS");
+  EXPECT_NE(Psql(px.port, {"SELECT 1"}, {{"PGSSLMODE", "disable"}}).find("SSL required"),
+            std::string::npos);
+  // pgbench over TLS, both protocols.
+  std::vector<std::string> argv = {"pgbench", "-h",  "127.0.0.1", "-p", std::to_string(px.port),
+                                   "-U",      "app", "-i",        "-s", "1",
+                                   "-q",      "app"};
+  RunProgram(argv, {{"PGPASSWORD", "secret"}, {"PGSSLMODE", "require"}}, &out);
+  EXPECT_NE(out.find("done in"), std::string::npos) << out;
+  RunProgram({"pgbench", "-h", "127.0.0.1", "-p", std::to_string(px.port), "-U", "app", "-c", "4",
+              "-j", "4", "-t", "100", "-M", "prepared", "app"},
+             {{"PGPASSWORD", "secret"}, {"PGSSLMODE", "require"}}, &out);
+  EXPECT_NE(out.find("actually processed: 400/400"), std::string::npos) << out;
 }
 
 TEST(PgProxy, MalformedMessagesGetAnErrorAndTheProxyGoesOn) {
@@ -494,6 +524,80 @@ TEST(PgProxy, FailoverPromotesTheSynchronousReplicaAndLosesNoAcknowledgedCommit)
   EXPECT_EQ(HttpPost(px.admin, "/api/v1/pg/readd?server=" + db.pg.socket_address(), "").status,
             200);
   EXPECT_EQ(HttpGet(px.admin, "/api/v1/pg").body.find("\"demoted\":true"), std::string::npos);
+}
+
+TEST(PgProxy, ShardRoutingForEveryKeySourceWithSeedShardMap) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  // Seed 000's shard map as it is: db_tenant_0000..0007, users and orders split by month.
+  for (int i = 0; i < 8; ++i) {
+    std::string name = "db_tenant_000" + std::to_string(i);
+    db.pg.Psql("CREATE DATABASE " + name + " OWNER app");
+    std::string ddl;
+    for (const char* month : {"2025_01", "2025_02", "2025_03"}) {
+      ddl += std::string("CREATE TABLE users_") + month +
+             " (id int, tenant_id int, created_at date, name text);" + "CREATE TABLE orders_" +
+             month + " (id int, tenant_id int, created_at date);";
+    }
+    db.pg.Psql(ddl + "GRANT ALL ON ALL TABLES IN SCHEMA public TO app;", name);
+  }
+  int port = FreePort(), admin = FreePort();
+  std::string seed = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-sharding.yml";
+  std::string cfg = "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+                    "}\npg:\n  listen: 127.0.0.1:" + std::to_string(port) +
+                    "\n  pool_mode: transaction\n  users: [{name: app, password: secret}]\n"
+                    "  databases:\n    tenants:\n      sharding_file: " +
+                    seed + "\n      servers: " + One(db.pg.port()) + "\n";
+  Bulwark bw(cfg);
+  ASSERT_TRUE(bw.Ready(port, admin)) << bw.log();
+  auto on = [&](int shard, const std::string& sql) {
+    return db.pg.Psql(sql, "db_tenant_000" + std::to_string(shard));
+  };
+  PgConn c(port);
+  ASSERT_EQ(c.Login("app", "secret", "tenants"), "");
+  // WHERE / INSERT values: tenant 11 -> db_tenant_${11 % 8} = db_tenant_0003, March's table.
+  EXPECT_EQ(c.Query("INSERT INTO users (id, tenant_id, created_at, name) VALUES "
+                    "(1, 11, '2025-03-14', 'eleven')"),
+            "");
+  EXPECT_EQ(on(3, "SELECT name FROM users_2025_03 WHERE id = 1"), "eleven");
+  EXPECT_EQ(c.Query("SELECT name FROM users WHERE tenant_id = 11 AND created_at = '2025-03-14'"),
+            "eleven");
+  // The session's tenant.
+  EXPECT_EQ(c.Query("SET bulwark.tenant_id = 5"), "");
+  EXPECT_EQ(c.Query("INSERT INTO orders (id, created_at) VALUES (7, '2025-01-02')"), "");
+  EXPECT_EQ(on(5, "SELECT count(*) FROM orders_2025_01 WHERE id = 7"), "1");
+  // A comment, over the session's.
+  EXPECT_EQ(c.Query("/* tenant_id: 2 */ INSERT INTO orders (id, created_at) VALUES (8, "
+                    "'2025-02-01')"),
+            "");
+  EXPECT_EQ(on(2, "SELECT count(*) FROM orders_2025_02 WHERE id = 8"), "1");
+  // Parameters of the extended protocol (pgbench -M extended sends :t as $1).
+  std::string dir = MakeTempDir();
+  WriteFile(dir + "/ins.sql",
+            "\\set t 13\nINSERT INTO users (id, tenant_id, created_at, name) VALUES (2, :t, "
+            "'2025-01-20', 'thirteen');\n");
+  std::string out;
+  RunProgram({"pgbench", "-h", "127.0.0.1", "-p", std::to_string(port), "-U", "app", "-n", "-t",
+              "1", "-M", "extended", "-f", dir + "/ins.sql", "tenants"},
+             {{"PGPASSWORD", "secret"}}, &out);
+  EXPECT_NE(out.find("actually processed: 1/1"), std::string::npos) << out;
+  EXPECT_EQ(on(5, "SELECT name FROM users_2025_01 WHERE id = 2"), "thirteen");  // 13 % 8
+  // A named prepared statement cannot follow the months: refused with the reason.
+  RunProgram({"pgbench", "-h", "127.0.0.1", "-p", std::to_string(port), "-U", "app", "-n", "-t",
+              "1", "-M", "prepared", "-f", dir + "/ins.sql", "tenants"},
+             {{"PGPASSWORD", "secret"}}, &out);
+  EXPECT_NE(out.find("tables split by month need the unnamed statement"), std::string::npos) << out;
+  // No key at all: refused, and the connection goes on.
+  PgConn d(port);
+  ASSERT_EQ(d.Login("app", "secret", "tenants"), "");
+  ASSERT_TRUE(d.SendQuery("SELECT count(*) FROM users WHERE created_at = '2025-01-01'"));
+  EXPECT_EQ(d.NextError().substr(0, 19), "0A000 no shard key:");
+  EXPECT_EQ(d.Finish(), "");
+  EXPECT_EQ(
+      d.Query("/* tenant_id: 3 */ SELECT count(*) FROM users WHERE created_at = '2025-03-14'"),
+      "1");
+  std::string status = HttpGet(admin, "/api/v1/pg").body;
+  EXPECT_NE(status.find("\"dbname\":\"db_tenant_0005\""), std::string::npos) << status;
 }
 
 }  // namespace

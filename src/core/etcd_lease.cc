@@ -1,0 +1,171 @@
+#include "core/etcd_lease.h"
+
+#include <curl/curl.h>
+
+#include <chrono>
+
+#include "core/base64.h"
+#include "core/event_loop.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "nlohmann/json.hpp"
+
+namespace bulwark {
+namespace {
+
+size_t Collect(char* p, size_t size, size_t n, void* out) {
+  auto* s = static_cast<std::string*>(out);
+  if (s->size() + size * n > 1 << 20) return 0;  // etcd's answers here are tiny
+  s->append(p, size * n);
+  return size * n;
+}
+
+int64_t ToInt(const nlohmann::json& v) {
+  // The gateway prints int64 fields as strings.
+  if (v.is_string()) return std::strtoll(v.get<std::string>().c_str(), nullptr, 10);
+  if (v.is_number_integer()) return v.get<int64_t>();
+  return 0;
+}
+
+}  // namespace
+
+EtcdLease::EtcdLease(EtcdLeaseOptions o) : o_(std::move(o)) {}
+
+EtcdLease::~EtcdLease() { Stop(); }
+
+void EtcdLease::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+std::string EtcdLease::holder() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return holder_;
+}
+
+void EtcdLease::SetLeader(bool v) {
+  if (leader_.exchange(v, std::memory_order_acq_rel) != v) {
+    if (v) {
+      LogInfo("cluster: ", o_.name, " holds the etcd lease ", o_.key, ": this instance leads");
+    } else {
+      LogWarn("cluster: ", o_.name, " no longer holds the etcd lease ", o_.key);
+    }
+  }
+}
+
+bool EtcdLease::Post(const std::string& path, const std::string& body, std::string* answer) {
+  for (size_t tries = 0; tries < o_.endpoints.size(); ++tries) {
+    const std::string& base = o_.endpoints[(endpoint_ + tries) % o_.endpoints.size()];
+    std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
+    if (!curl) return false;
+    CURL* c = curl.get();
+    std::string url = base + path;
+    answer->clear();
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(o_.request_timeout_ms));
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(o_.request_timeout_ms));
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+    curl_slist* h = curl_slist_append(nullptr, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, answer);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    if (rc == CURLE_OK && status == 200) {
+      endpoint_ = (endpoint_ + tries) % o_.endpoints.size();
+      return true;
+    }
+    LogDebug("cluster: etcd ", url, ": ",
+             rc != CURLE_OK ? curl_easy_strerror(rc) : StrCat("HTTP ", status));
+  }
+  return false;
+}
+
+void EtcdLease::Run() {
+  using nlohmann::json;
+  const std::string key64 = Base64Encode(o_.key);
+  int64_t last_ok = MonotonicMs();
+  for (;;) {
+    int64_t wait = std::max<int64_t>(100, o_.ttl_ms / 3);
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      if (stop_) break;
+    }
+    std::string answer;
+    if (lease_ == 0) {
+      if (Post("/v3/lease/grant", json{{"TTL", std::max<int64_t>(1, o_.ttl_ms / 1000)}}.dump(),
+               &answer)) {
+        json j = json::parse(answer, nullptr, false);
+        if (j.is_object()) lease_ = ToInt(j.value("ID", json()));
+        if (lease_ != 0) last_ok = MonotonicMs();
+      }
+    } else if (Post("/v3/lease/keepalive", json{{"ID", std::to_string(lease_)}}.dump(), &answer)) {
+      json j = json::parse(answer, nullptr, false);
+      if (j.is_object() && j.contains("result") && ToInt(j["result"].value("TTL", json())) > 0) {
+        last_ok = MonotonicMs();
+      } else {
+        lease_ = 0;  // expired: the key went with it; campaign again with a new lease
+        SetLeader(false);
+      }
+    }
+    if (leader() && MonotonicMs() - last_ok > o_.ttl_ms * 2 / 3) {
+      SetLeader(false);  // etcd out of reach: step down before the lease can expire under us
+      lease_ = 0;
+    }
+    if (lease_ != 0 && !leader()) {
+      json txn = {
+          {"compare",
+           {{{"key", key64}, {"result", "EQUAL"}, {"target", "CREATE"}, {"create_revision", "0"}}}},
+          {"success",
+           {{{"request_put",
+              {{"key", key64},
+               {"value", Base64Encode(o_.name)},
+               {"lease", std::to_string(lease_)}}}}}},
+          {"failure", {{{"request_range", {{"key", key64}}}}}}};
+      if (Post("/v3/kv/txn", txn.dump(), &answer)) {
+        json j = json::parse(answer, nullptr, false);
+        bool won = j.is_object() && j.value("succeeded", false);
+        std::string who;
+        if (won) {
+          who = o_.name;
+        } else if (j.is_object() && j.contains("responses")) {
+          for (const json& r : j["responses"]) {
+            const json& kvs = r.value("response_range", json::object()).value("kvs", json::array());
+            if (!kvs.empty()) {
+              auto v = Base64Decode(kvs[0].value("value", ""));
+              if (v.ok()) who = *v;
+            }
+          }
+        }
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          holder_ = who;
+        }
+        SetLeader(won);
+      }
+    }
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::milliseconds(wait), [this] { return stop_; });
+  }
+  if (lease_ != 0) {
+    std::string answer;
+    Post("/v3/lease/revoke", json{{"ID", std::to_string(lease_)}}.dump(), &answer);
+    lease_ = 0;
+  }
+  SetLeader(false);
+}
+
+void EtcdLease::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace bulwark

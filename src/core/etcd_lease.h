@@ -1,0 +1,61 @@
+// Leader election through an etcd lease (etcd v3's JSON gateway, over libcurl, on a thread of
+// its own): the work that must happen once across bulwark instances — PostgreSQL failover,
+// backup schedules — runs only where leader() is true.
+//
+// Campaign: grant a lease of `ttl`, then one transaction "if `key` was never created, put our
+// name under it with the lease". The winner keeps the lease alive every ttl/3; the others watch
+// the key and try again when it is gone (its holder stopped, crashed or lost etcd for a ttl).
+// A leader that cannot reach etcd steps down by itself after 2/3 of the ttl, before its lease
+// can expire and another instance take over: there is never a moment with two leaders.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace bulwark {
+
+struct EtcdLeaseOptions {
+  std::vector<std::string> endpoints;  // "http://127.0.0.1:2379"
+  std::string key = "/bulwark/leader";
+  std::string name;  // this instance, stored as the key's value
+  int64_t ttl_ms = 10000;
+  int64_t request_timeout_ms = 2000;
+};
+
+class EtcdLease {
+ public:
+  explicit EtcdLease(EtcdLeaseOptions o);
+  ~EtcdLease();
+  EtcdLease(const EtcdLease&) = delete;
+  EtcdLease& operator=(const EtcdLease&) = delete;
+
+  void Start();
+  // Stops campaigning and gives the lease back (revoke), so another instance takes over now.
+  void Stop();
+  bool leader() const { return leader_.load(std::memory_order_acquire); }
+  // Who holds the key, as last seen ("" when no one or unknown).
+  std::string holder() const;
+  const EtcdLeaseOptions& options() const { return o_; }
+
+ private:
+  void Run();
+  // POSTs `body` to `path` on the first endpoint that answers; false when none does.
+  bool Post(const std::string& path, const std::string& body, std::string* answer);
+  void SetLeader(bool v);
+
+  EtcdLeaseOptions o_;
+  std::atomic<bool> leader_{false};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::string holder_;
+  int64_t lease_ = 0;
+  size_t endpoint_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace bulwark
