@@ -78,7 +78,7 @@ ClientConn::ClientConn(ProxyImpl* p, int f, const SocketAddress& a)
   connected_ms = proxy->loop.now_ms();
   timer.set_callback([this] {
     if (state == State::kStartup || state == State::kTls || state == State::kAuth ||
-        state == State::kWelcome) {
+        state == State::kWelcome || state == State::kAuthQuery) {
       Fatal("08P01", "client_login_timeout: login took too long");
     }
   });
@@ -325,6 +325,8 @@ void ClientConn::ProcessInput() {
         return;
       case State::kWaiting:
       case State::kWelcome:
+      case State::kScatter:
+      case State::kAuthQuery:
       case State::kTls:
         if (in.size() > kWaitingInputLimit) reading_paused = true;
         return;
@@ -359,6 +361,13 @@ void ClientConn::OnStartup() {
   if (database.empty()) database = user;
   if (proxy->tls != nullptr && ssl == nullptr && proxy->cfg->client_tls_sslmode == "require") {
     Fatal("28000", "SSL required");
+    return;
+  }
+  // A user not in the config is asked of the server at every login (PgBouncer's auth_query),
+  // so a password changed there counts at once.
+  if (proxy->cfg->FindUser(user) == nullptr && proxy->cfg->databases.count(database) &&
+      proxy->StartAuthQuery(this)) {
+    state = State::kAuthQuery;
     return;
   }
   std::string error;
@@ -529,6 +538,35 @@ void ClientConn::WelcomeReady() {
   if (!in.empty()) ProcessInput();
 }
 
+void ClientConn::WaitTimedOut(const std::string& why) { Fatal("08P01", why); }
+
+void ClientConn::AuthQueryAnswered(bool found) {
+  std::string error;
+  group = found ? proxy->FindGroup(database, user, &error) : nullptr;
+  if (group == nullptr) {
+    proxy->login_failures.Add(1);
+    Fatal("28P01", StrCat("password authentication failed for user \"", user, "\""));
+    return;
+  }
+  group->clients++;
+  group->stats->clients.fetch_add(1, std::memory_order_relaxed);
+  StartAuth();
+  if (state != State::kClosed && !in.empty()) ProcessInput();
+}
+
+void ClientConn::ScatterDone() {
+  job = nullptr;
+  state = State::kIdle;
+  idle_since_ms = proxy->loop.now_ms();
+  group->stats->transactions.Add(1);
+  if (!Flush()) return;
+  if (reading_paused && !close_after_flush) {
+    reading_paused = false;
+    TryRecv();
+  }
+  if (state == State::kIdle && !in.empty()) ProcessInput();
+}
+
 void ClientConn::WelcomeFailed(const std::string& error) {
   proxy->login_failures.Add(1);
   Fatal("08006", error);
@@ -682,7 +720,16 @@ bool ClientConn::RouteShardRequest(bool* answered) {
     }
     auto r = RouteShard(*group->sharding, c, *q, {}, tenant, cfg.routing.allow_scatter);
     if (!r.ok()) return reject(r.status());
-    if (r->scatter) return reject(absl::FailedPreconditionError("scatter-gather is not built yet"));
+    if (r->scatter) {
+      auto plan = PlanScatter(*q);
+      if (!plan.ok()) return reject(plan.status());
+      bool read = cfg.routing.read_write_split && group->has_replicas && proxy->IsRead(*q);
+      in.Consume(1 + size_t{len});
+      group->stats->queries.Add(1);
+      proxy->StartScatter(this, std::move(*plan), read);
+      *answered = true;
+      return false;
+    }
     shard_next = r->shard;
     if (!r->sql.empty()) {
       AppendQuery(&rewrite, r->sql);
@@ -748,7 +795,11 @@ bool ClientConn::RouteShardRequest(bool* answered) {
   if (bind && (!have_parse || bind_stmt == parse_name)) params = BindParams(*bind);
   auto r = RouteShard(*group->sharding, c, query, params, tenant, cfg.routing.allow_scatter);
   if (!r.ok()) return reject(r.status());
-  if (r->scatter) return reject(absl::FailedPreconditionError("scatter-gather is not built yet"));
+  if (r->scatter) {
+    return reject(absl::FailedPreconditionError(
+        "no shard key: a query for every shard must be a simple query (the extended protocol "
+        "needs a tenant)"));
+  }
   shard_next = r->shard;
   if (!r->sql.empty()) {
     if (named || type != 'P') {

@@ -238,10 +238,10 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
       }
     }
   }
-  if (!out->auth_user.empty()) {
-    // Not built yet: refused rather than ignored, so no one believes it checks passwords.
+  if (!out->auth_user.empty() && out->FindUser(out->auth_user) == nullptr) {
     ctx.Error(r.Get("auth_user").Mark(),
-              "pg.auth_user: auth_query is not supported yet; list the users in pg.users");
+              StrCat("pg.auth_user: \"", out->auth_user,
+                     "\" must be in pg.users (bulwark logs in as it to run auth_query)"));
   }
 
   YAML::Node dbs = r.Get("databases");
@@ -266,11 +266,7 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
     rr.Duration("read_your_writes", &out->routing.read_your_writes_ms);
     rr.StringList("volatile_functions", &out->routing.volatile_functions);
     rr.Bool("allow_scatter", &out->routing.allow_scatter);
-    if (out->routing.allow_scatter) {
-      ctx.Error(rr.Get("allow_scatter").Mark(),
-                "pg.routing.allow_scatter: scatter-gather is not supported yet; queries without "
-                "a shard key are refused");
-    }
+
     rr.Finish();
   }
   YAML::Node health = r.Get("health");

@@ -200,6 +200,11 @@ void ProxyImpl::ApplyConfig(std::shared_ptr<const PgConfig> c) {
       }
     }
   }
+  for (const auto& [name, u] : learnt_users) {
+    if (v.count(name) || cfg->FindUser(name) != nullptr) continue;
+    auto p = ParseScramVerifier(u.password);
+    if (p.ok()) v[name] = *p;
+  }
   verifiers = std::move(v);
   classify_options = ClassifyOptions();
   if (!cfg->routing.volatile_functions.empty()) {
@@ -239,6 +244,10 @@ PoolGroup* ProxyImpl::FindGroup(const std::string& database, const std::string& 
   }
   const UserConfig* u = cfg->FindUser(user);
   if (u == nullptr) {
+    auto lit = learnt_users.find(user);
+    if (lit != learnt_users.end()) u = &lit->second;
+  }
+  if (u == nullptr) {
     *error = StrCat("password authentication failed for user \"", user, "\"");
     return nullptr;
   }
@@ -260,7 +269,6 @@ PoolGroup* ProxyImpl::FindGroup(const std::string& database, const std::string& 
   g->max_db = db.max_db_connections > 0 ? db.max_db_connections : cfg->max_db_connections;
   g->max_user = u->max_user_connections > 0 ? u->max_user_connections : cfg->max_user_connections;
   g->server_user = db.user.empty() ? user : db.user;
-  g->server_password = db.user.empty() ? u->password : db.password;
   g->has_replicas = db.servers.size() > 1;
   bool explicit_primary = false;
   for (const auto& s : db.servers) explicit_primary = explicit_primary || s.role == Role::kPrimary;
@@ -404,7 +412,7 @@ void ProxyImpl::Cancel(int32_t pid, int32_t key) {
   if (!cc->active()) delete cc;
 }
 
-void ProxyImpl::Acquire(Pool* p, ClientConn* c) {
+void ProxyImpl::Acquire(Pool* p, PoolUser* c) {
   int64_t now = loop.now_ms();
   while (!p->idle.empty()) {
     ServerConn* s = p->idle.back();
@@ -414,6 +422,7 @@ void ProxyImpl::Acquire(Pool* p, ClientConn* c) {
       continue;
     }
     MoveGauge(s, ServerConn::State::kActive);
+    c->wanted = nullptr;
     c->Attach(s);
     return;
   }
@@ -496,6 +505,7 @@ void ProxyImpl::Release(ServerConn* s) {
   PoolGroup* g = p->group;
   int64_t now = loop.now_ms();
   s->client = nullptr;
+  s->internal = nullptr;
   s->last_used_ms = now;
   if (s->tx_status != 'I' || !s->at_sync) {
     s->Close("returned in a transaction");
@@ -510,12 +520,13 @@ void ProxyImpl::Release(ServerConn* s) {
     return;
   }
   while (!p->waiting.empty()) {
-    ClientConn* c = p->waiting.front();
+    PoolUser* u = p->waiting.front();
     p->waiting.pop_front();
-    if (c->state != ClientConn::State::kWaiting || c->close_after_flush) continue;
+    if (!u->Waiting()) continue;
     if (!p->waiting.empty()) p->wait_since_ms = p->waiting.front()->wait_start_ms;
     MoveGauge(s, ServerConn::State::kActive);
-    c->Attach(s);
+    u->wanted = nullptr;
+    u->Attach(s);
     return;
   }
   MoveGauge(s, ServerConn::State::kIdle);
@@ -556,11 +567,22 @@ void ProxyImpl::ClientGone(ClientConn* c) {
     g->stats->clients.fetch_sub(1, std::memory_order_relaxed);
     if (c->wanted != nullptr) {
       auto& w = c->wanted->waiting;
-      auto it = std::find(w.begin(), w.end(), c);
+      auto it = std::find(w.begin(), w.end(), static_cast<PoolUser*>(c));
       if (it != w.end()) w.erase(it);
       g->stats->clients_waiting.fetch_sub(1, std::memory_order_relaxed);
       c->wanted = nullptr;
     }
+    if (c->job != nullptr) {
+      c->job->client = nullptr;  // its parts finish and give their servers back
+      c->job = nullptr;
+    }
+  }
+  if (c->auth_query != nullptr) {
+    c->auth_query->client = nullptr;
+    c->auth_query = nullptr;
+  }
+  if (c->group != nullptr) {
+    PoolGroup* g = c->group;
     auto lw = std::find(g->login_waiters.begin(), g->login_waiters.end(), c);
     if (lw != g->login_waiters.end()) g->login_waiters.erase(lw);
     if (c->server != nullptr) {
@@ -613,18 +635,19 @@ void ProxyImpl::Janitor() {
           s->Close(old ? "server_lifetime" : "server_idle_timeout");
         }
       }
-      std::vector<ClientConn*> expired;
-      for (ClientConn* w : p->waiting) {
-        if (c.query_wait_timeout_ms > 0 && now - w->wait_start_ms >= c.query_wait_timeout_ms) {
+      std::vector<PoolUser*> expired;
+      for (PoolUser* w : p->waiting) {
+        if (w->Waiting() && c.query_wait_timeout_ms > 0 &&
+            now - w->wait_start_ms >= c.query_wait_timeout_ms) {
           expired.push_back(w);
         }
       }
-      for (ClientConn* w : expired) {
+      for (PoolUser* w : expired) {
         g->stats->wait_timeouts.Add(1);
-        w->Fatal("08P01", StrCat("query_wait_timeout: no connection to server ",
-                                 p->server->Name(), " within ", c.query_wait_timeout_ms, " ms",
-                                 p->last_error.empty() ? "" : " (last error: ", p->last_error,
-                                 p->last_error.empty() ? "" : ")"));
+        w->WaitTimedOut(StrCat("query_wait_timeout: no connection to server ", p->server->Name(),
+                               " within ", c.query_wait_timeout_ms, " ms",
+                               p->last_error.empty() ? "" : " (last error: ", p->last_error,
+                               p->last_error.empty() ? "" : ")"));
       }
       if (!g->retired && !draining && g->min_pool_size > 0 && p->total < g->min_pool_size &&
           (p->last_failure_ms < 0 || now - p->last_failure_ms >= c.server_login_retry_ms) &&
@@ -669,17 +692,17 @@ void ProxyImpl::OnTopologyChange() {
       if (!gone) continue;
       std::vector<ServerConn*> idle = p->idle;
       for (ServerConn* s : idle) s->Close("server demoted or down");
-      std::deque<ClientConn*> waiting;
+      std::deque<PoolUser*> waiting;
       waiting.swap(p->waiting);
-      for (ClientConn* c : waiting) {
-        if (c->state != ClientConn::State::kWaiting) continue;
-        Pool* np = ChoosePool(g, c->read_next, c->shard_next);
+      for (PoolUser* u : waiting) {
+        if (!u->Waiting()) continue;
+        Pool* np = ChoosePool(g, u->read_next, u->shard_next);
         if (np == nullptr || np == p.get()) {
-          p->waiting.push_back(c);
+          p->waiting.push_back(u);
           continue;
         }
-        c->wanted = np;
-        Acquire(np, c);
+        u->wanted = np;
+        Acquire(np, u);
       }
     }
   };
@@ -698,7 +721,8 @@ void ProxyImpl::Drain() {
   std::vector<ClientConn*> idle;
   for (ClientConn* c : clients) {
     bool tx = c->group != nullptr && c->group->mode == PoolMode::kTransaction;
-    if (c->state != ClientConn::State::kLinked && (tx || c->state != ClientConn::State::kIdle)) {
+    if (c->state != ClientConn::State::kLinked && c->state != ClientConn::State::kScatter &&
+        (tx || c->state != ClientConn::State::kIdle)) {
       idle.push_back(c);
     }
   }
@@ -743,8 +767,8 @@ std::string ProxyImpl::StatusJson() {
   json clients_j = json::array();
   int64_t now = loop.now_ms();
   for (ClientConn* c : clients) {
-    static const char* kStates[] = {"startup", "tls",     "auth",   "login",
-                                    "idle",    "waiting", "active", "closed"};
+    static const char* kStates[] = {"startup", "tls",     "auth_query", "auth",    "login",
+                                    "idle",    "waiting", "active",     "scatter", "closed"};
     json j;
     j["address"] = c->peer.ToString();
     j["user"] = c->user;
@@ -794,6 +818,333 @@ std::string ProxyImpl::StatusJson() {
   }
   out["failovers"] = std::move(failovers);
   return out.dump();
+}
+
+// ------------------------------------------------------------------------------ scatter
+
+void ProxyImpl::StartScatter(ClientConn* c, ScatterPlan plan, bool read) {
+  PoolGroup* g = c->group;
+  auto owned = std::make_unique<ScatterJob>();
+  ScatterJob* job = owned.get();
+  jobs[job] = std::move(owned);
+  job->proxy = this;
+  job->client = c;
+  job->plan = std::move(plan);
+  c->state = ClientConn::State::kScatter;
+  c->job = job;
+  c->query_start_ms = loop.now_ms();
+  size_t n = g->sharding->databases.size();
+  job->remaining = static_cast<int>(n);
+  for (size_t i = 0; i < n; ++i) {
+    job->parts.push_back(std::make_unique<ScatterPart>(job, static_cast<int>(i)));
+  }
+  for (auto& part : job->parts) {
+    ScatterPart* sp = part.get();
+    sp->read_next = read;
+    Pool* p = ChoosePool(g, read, sp->shard_next);
+    if (p == nullptr) {
+      sp->WaitTimedOut(StrCat("no server of shard ", g->sharding->databases[sp->shard_next],
+                              " can take queries"));
+      continue;
+    }
+    sp->waiting = true;
+    sp->wanted = p;
+    sp->wait_start_ms = loop.now_ms();
+    Acquire(p, sp);
+  }
+}
+
+void ScatterPart::Attach(ServerConn* s) {
+  waiting = false;
+  server = s;
+  s->internal = this;
+  // The client's parameters (DateStyle, TimeZone...) shape the rows' text: set them first.
+  ClientConn* c = job->client;
+  std::string sets;
+  if (c != nullptr) {
+    for (const auto& [k, v] : c->vars) {
+      if (s->FindParam(k) != v) {
+        sets += StrCat("SET ", k, " TO '");
+        for (char ch : v) {
+          if (ch == '\'') sets.push_back('\'');
+          sets.push_back(ch);
+        }
+        sets += "';";
+        s->SetParam(k, v);
+      }
+    }
+  }
+  if (!sets.empty()) {
+    AppendQuery(&s->out.buf, sets);
+    skip_z = 1;
+  }
+  AppendQuery(&s->out.buf, job->plan.sql);
+  s->at_sync = false;
+  s->Flush();
+}
+
+void ScatterPart::WaitTimedOut(const std::string& why) {
+  if (wanted != nullptr) {
+    auto& w = wanted->waiting;
+    auto it = std::find(w.begin(), w.end(), static_cast<PoolUser*>(this));
+    if (it != w.end()) w.erase(it);
+    wanted = nullptr;
+  }
+  waiting = false;
+  if (error.empty()) AppendError(&error, "ERROR", "08P01", why);
+  Done();
+}
+
+void ScatterPart::FromServer(char type, std::string_view msg, std::string_view body) {
+  if (type == 'S') {
+    auto ps = ParseParameterStatus(body);
+    if (ps.ok()) server->SetParam(ps->name, ps->value);
+    return;
+  }
+  if (skip_z > 0) {
+    if (type == 'Z') --skip_z;
+    return;
+  }
+  switch (type) {
+    case 'T':
+      row_description = std::string(body);
+      break;
+    case 'D': {
+      auto row = ParseDataRow(body);
+      if (!row.ok()) {
+        if (error.empty()) AppendError(&error, "ERROR", "08P01", "malformed DataRow from a shard");
+        break;
+      }
+      Row r;
+      r.reserve(row->size());
+      for (const auto& v : *row) {
+        r.push_back(v ? std::optional<std::string>(std::string(*v)) : std::nullopt);
+      }
+      rows.push_back(std::move(r));
+      break;
+    }
+    case 'E':
+      if (error.empty()) error = std::string(msg);
+      break;
+    case 'Z':
+      server->tx_status = body.empty() ? 'I' : body[0];
+      server->at_sync = true;
+      done = true;
+      break;
+    default:
+      break;  // CommandComplete, notices
+  }
+}
+
+void ScatterPart::AfterServerBatch() {
+  if (!done || server == nullptr) return;
+  ServerConn* s = server;
+  server = nullptr;
+  s->internal = nullptr;
+  job->proxy->Release(s);
+  job->PartDone();
+}
+
+void ScatterPart::ServerLost(std::string_view why) {
+  server = nullptr;
+  if (done) return;
+  if (error.empty()) AppendError(&error, "ERROR", "08006", StrCat("server connection lost: ", why));
+  Done();
+}
+
+void ScatterPart::Done() {
+  done = true;
+  job->PartDone();
+}
+
+void ScatterJob::PartDone() {
+  if (--remaining > 0) return;
+  ClientConn* c = client;
+  if (c != nullptr && c->state == ClientConn::State::kScatter) {
+    const std::string* error = nullptr;
+    for (const auto& p : parts) {
+      if (!p->error.empty()) {
+        error = &p->error;
+        break;
+      }
+    }
+    std::string& out = c->out.buf;
+    if (error != nullptr) {
+      out += *error;
+    } else {
+      ScatterMerger m(plan);
+      absl::Status st;
+      for (auto& p : parts) {
+        auto fields = ParseRowDescription(p->row_description);
+        if (!fields.ok()) {
+          st = fields.status();
+          break;
+        }
+        st = m.Add(*fields, std::move(p->rows));
+        if (!st.ok()) break;
+      }
+      auto r = st.ok() ? m.Finish() : absl::StatusOr<ScatterResult>(st);
+      if (!r.ok()) {
+        AppendError(&out, "ERROR",
+                    r.status().code() == absl::StatusCode::kFailedPrecondition ? "0A000" : "XX000",
+                    ToStd(r.status().message()));
+      } else {
+        AppendMessage(&out, 'T', r->row_description);
+        std::string row;
+        for (const Row& rr : r->rows) {
+          row.clear();
+          AppendInt16(&row, static_cast<int16_t>(rr.size()));
+          for (const auto& v : rr) {
+            if (!v) {
+              AppendInt32(&row, -1);
+            } else {
+              AppendInt32(&row, static_cast<int32_t>(v->size()));
+              row += *v;
+            }
+          }
+          AppendMessage(&out, 'D', row);
+        }
+        std::string tag = StrCat("SELECT ", r->rows.size());
+        tag.push_back('\0');
+        AppendMessage(&out, 'C', tag);
+        c->group->stats->scatters.Add(1);
+      }
+    }
+    AppendReadyForQuery(&out, 'I');
+    c->ScatterDone();
+  }
+  ProxyImpl* p = proxy;
+  ScatterJob* self = this;
+  p->loop.Defer([p, self] { p->jobs.erase(self); });
+}
+
+// ------------------------------------------------------------------------------ auth_query
+
+bool ProxyImpl::StartAuthQuery(ClientConn* c) {
+  if (cfg->auth_user.empty()) return false;
+  std::string error;
+  PoolGroup* g = FindGroup(c->database, cfg->auth_user, &error);
+  if (g == nullptr) return false;
+  Pool* p = ChoosePool(g, false);
+  if (p == nullptr) return false;
+  auto owned = std::make_unique<AuthQuery>(this, c, c->user);
+  AuthQuery* q = owned.get();
+  auth_queries[q] = std::move(owned);
+  c->auth_query = q;
+  q->waiting = true;
+  q->wanted = p;
+  q->wait_start_ms = loop.now_ms();
+  Acquire(p, q);
+  return true;
+}
+
+void AuthQuery::Attach(ServerConn* s) {
+  waiting = false;
+  server = s;
+  s->internal = this;
+  // Extended protocol, so the user name travels as a parameter, never inside the SQL.
+  std::string parse;
+  parse.push_back('\0');
+  parse += proxy->cfg->auth_query;
+  parse.push_back('\0');
+  AppendInt16(&parse, 0);
+  AppendMessage(&s->out.buf, 'P', parse);
+  std::string bind("\0\0", 2);
+  AppendInt16(&bind, 0);
+  AppendInt16(&bind, 1);
+  AppendInt32(&bind, static_cast<int32_t>(user.size()));
+  bind += user;
+  AppendInt16(&bind, 0);
+  AppendMessage(&s->out.buf, 'B', bind);
+  std::string exec("\0", 1);
+  AppendInt32(&exec, 0);
+  AppendMessage(&s->out.buf, 'E', exec);
+  AppendMessage(&s->out.buf, 'S', "");
+  s->at_sync = false;
+  s->Flush();
+}
+
+void AuthQuery::WaitTimedOut(const std::string& why) {
+  if (wanted != nullptr) {
+    auto& w = wanted->waiting;
+    auto it = std::find(w.begin(), w.end(), static_cast<PoolUser*>(this));
+    if (it != w.end()) w.erase(it);
+    wanted = nullptr;
+  }
+  waiting = false;
+  if (error.empty()) error = why;
+  Finish();
+}
+
+void AuthQuery::FromServer(char type, std::string_view, std::string_view body) {
+  if (type == 'D' && !found) {
+    auto row = ParseDataRow(body);
+    // PgBouncer's contract: two columns, the name and the password (NULL: no password).
+    if (row.ok() && row->size() >= 2 && (*row)[1]) {
+      found = true;
+      password = std::string(*(*row)[1]);
+    }
+  } else if (type == 'E' && error.empty()) {
+    auto f = ParseErrorFields(body);
+    error = f.ok() ? f->Get('M') : "malformed error";
+  } else if (type == 'Z') {
+    server->tx_status = body.empty() ? 'I' : body[0];
+    server->at_sync = true;
+    done = true;
+  } else if (type == 'S') {
+    auto ps = ParseParameterStatus(body);
+    if (ps.ok()) server->SetParam(ps->name, ps->value);
+  }
+}
+
+void AuthQuery::AfterServerBatch() {
+  if (!done || server == nullptr) return;
+  ServerConn* s = server;
+  server = nullptr;
+  s->internal = nullptr;
+  proxy->Release(s);
+  Finish();
+}
+
+void AuthQuery::ServerLost(std::string_view why) {
+  server = nullptr;
+  if (done) return;
+  done = true;
+  if (error.empty()) error = StrCat("server connection lost: ", why);
+  Finish();
+}
+
+void AuthQuery::Finish() {
+  done = true;
+  proxy->AuthQueryDone(this);
+}
+
+void ProxyImpl::AuthQueryDone(AuthQuery* q) {
+  ClientConn* c = q->client;
+  if (c != nullptr && c->state == ClientConn::State::kAuthQuery) {
+    c->auth_query = nullptr;
+    if (!q->error.empty()) {
+      LogWarn("pg: auth_query for user ", q->user, " failed: ", q->error);
+      login_failures.Add(1);
+      c->Fatal("28000", StrCat("bulwark could not look up user \"", q->user,
+                               "\" (auth_query failed: ", q->error, ")"));
+    } else {
+      if (q->found) {
+        UserConfig& u = learnt_users[q->user];
+        u.name = q->user;
+        u.password = q->password;
+        auto v = ParseScramVerifier(q->password);
+        if (v.ok()) {
+          verifiers[q->user] = *v;
+        } else {
+          verifiers.erase(q->user);
+        }
+      }
+      c->AuthQueryAnswered(q->found);
+    }
+  }
+  AuthQuery* self = q;
+  loop.Defer([this, self] { auth_queries.erase(self); });
 }
 
 // ------------------------------------------------------------------------------ Proxy
@@ -950,6 +1301,9 @@ void Proxy::CollectMetrics(std::string* out) const {
                  [](const DatabaseStats& s) { return double(s.transactions.Get()); });
   per_db_counter("bulwark_pg_queries_total", "counter", "Queries (simple Query and Execute).",
                  [](const DatabaseStats& s) { return double(s.queries.Get()); });
+  per_db_counter("bulwark_pg_scatter_queries_total", "counter",
+                 "Queries without a shard key run on every shard and merged.",
+                 [](const DatabaseStats& s) { return double(s.scatters.Get()); });
   per_db_counter("bulwark_pg_wait_seconds_total", "counter",
                  "Time clients spent waiting for a server connection.",
                  [](const DatabaseStats& s) { return double(s.wait_us.Get()) / 1e6; });

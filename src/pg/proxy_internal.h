@@ -29,6 +29,7 @@
 #include "pg/config.h"
 #include "pg/health.h"
 #include "pg/proxy.h"
+#include "pg/scatter.h"
 #include "pg/shard_router.h"
 
 namespace bulwark::pg {
@@ -36,7 +37,38 @@ namespace bulwark::pg {
 class ClientConn;
 class ServerConn;
 class ProxyImpl;
+class ScatterJob;
+class AuthQuery;
+class ScatterPart;
 struct PoolGroup;
+struct Pool;
+
+// Something a pool lends server connections to: a client, or one shard's part of a
+// scatter-gather query. Waits in the pool's queue until Attach.
+class PoolUser {
+ public:
+  virtual ~PoolUser() = default;
+  virtual void Attach(ServerConn* s) = 0;
+  // Still wants a server (a closed client or a finished part is skipped).
+  virtual bool Waiting() const = 0;
+  // query_wait_timeout passed in the queue.
+  virtual void WaitTimedOut(const std::string& why) = 0;
+
+  Pool* wanted = nullptr;  // the pool being waited on
+  int64_t wait_start_ms = 0;
+  bool read_next = true;  // the routing verdict for the next transaction
+  int shard_next = -1;    // and its shard
+};
+
+// A user of a server connection that is bulwark itself (not a client's bytes): one part of a
+// scatter-gather, or an auth_query. Gets whole messages.
+class InternalUser : public PoolUser {
+ public:
+  virtual void FromServer(char type, std::string_view msg, std::string_view body) = 0;
+  // After a batch of messages: give the server back once its ReadyForQuery came.
+  virtual void AfterServerBatch() = 0;
+  virtual void ServerLost(std::string_view why) = 0;
+};
 
 // db_query_duration_seconds' operations and buckets (seed 000's metrics.yml).
 enum Operation { kOpSelect, kOpInsert, kOpUpdate, kOpDelete, kOpCopy, kOpOther, kOpCount };
@@ -56,6 +88,7 @@ struct DatabaseStats {
   observe::ShardValue queries;
   observe::ShardValue routed_primary;
   observe::ShardValue routed_replica;
+  observe::ShardValue scatters;  // queries run on every shard
   observe::ShardValue wait_timeouts;
   observe::ShardValue query_timeouts;
   observe::ShardValue wait_us;  // total time clients waited for a server
@@ -94,7 +127,7 @@ struct Pool {
   Role config_role = Role::kPrimary;  // from the config until the health checker knows better
   PoolStats* stats = nullptr;
   std::vector<ServerConn*> idle;      // LIFO, as PgBouncer's server_round_robin = 0
-  std::deque<ClientConn*> waiting;    // FIFO
+  std::deque<PoolUser*> waiting;      // FIFO
   int total = 0;                      // every server connection of this pool
   int connecting = 0;
   int64_t last_failure_ms = -1;       // server_login_retry starts from here
@@ -119,7 +152,7 @@ struct PoolGroup {
   int clients = 0;
   bool retired = false;  // replaced by a reload: no new clients
   // Server login credentials.
-  std::string server_user, server_password;
+  std::string server_user;  // the password: the database's, or user_cfg's (read at each login)
   // SCRAM pass-through: the ClientKey of the last client that logged in with SCRAM and the
   // verifier's ServerKey, for servers whose password bulwark holds only as a verifier.
   std::string scram_client_key, scram_server_key;
@@ -175,6 +208,7 @@ class ServerConn final : public IoHandler {
   ByteBuffer in;
   OutQueue out;
   ClientConn* client = nullptr;
+  InternalUser* internal = nullptr;  // or lent to bulwark itself (scatter-gather, auth_query)
   std::vector<std::pair<std::string, std::string>> params;  // ParameterStatus
   int32_t backend_pid = 0, backend_key = 0;
   std::unordered_set<uint64_t> prepared;
@@ -199,16 +233,18 @@ class ServerConn final : public IoHandler {
   void LoginFailed(std::string why);
 };
 
-class ClientConn final : public IoHandler {
+class ClientConn final : public IoHandler, public PoolUser {
  public:
   enum class State {
-    kStartup,     // before the startup packet
-    kTls,         // TLS handshake after SSLRequest
-    kAuth,        // password exchange
-    kWelcome,     // waiting for the pool's first server login (parameters)
-    kIdle,        // logged in, no server
-    kWaiting,     // queued for a server
-    kLinked,      // a server is attached
+    kStartup,    // before the startup packet
+    kTls,        // TLS handshake after SSLRequest
+    kAuthQuery,  // waiting for auth_query's answer
+    kAuth,       // password exchange
+    kWelcome,    // waiting for the pool's first server login (parameters)
+    kIdle,       // logged in, no server
+    kWaiting,    // queued for a server
+    kLinked,     // a server is attached
+    kScatter,    // a query runs on every shard
     kClosed
   };
   ClientConn(ProxyImpl* proxy, int fd, const SocketAddress& peer);
@@ -219,8 +255,14 @@ class ClientConn final : public IoHandler {
   // Sends an ErrorResponse (FATAL) and closes once it is written.
   void Fatal(std::string_view sqlstate, std::string_view message);
   bool Flush();
-  // The proxy hands this client a server (or calls it back with null on a wait timeout).
-  void Attach(ServerConn* s);
+  // The proxy hands this client a server.
+  void Attach(ServerConn* s) override;
+  bool Waiting() const override { return state == State::kWaiting && !close_after_flush; }
+  void WaitTimedOut(const std::string& why) override;
+  // A scatter-gather finished: its answer is in `out`.
+  void ScatterDone();
+  // auth_query answered: the user is known now (or not: the login fails).
+  void AuthQueryAnswered(bool found);
   void WelcomeReady();
   void WelcomeFailed(const std::string& error);
   // Server bytes: called by the server connection with a complete message.
@@ -245,7 +287,8 @@ class ClientConn final : public IoHandler {
   OutQueue out;
   PoolGroup* group = nullptr;
   ServerConn* server = nullptr;
-  Pool* wanted = nullptr;  // the pool being waited on
+  ScatterJob* job = nullptr;
+  AuthQuery* auth_query = nullptr;
   std::string user, database;
   std::vector<std::pair<std::string, std::string>> startup_params;
   // Parameters PgBouncer tracks per client and sets on each server it lands on.
@@ -253,14 +296,12 @@ class ClientConn final : public IoHandler {
   std::unordered_map<std::string, PreparedStatement> prepared;
   std::deque<Expect> expects;
   int32_t key_pid = 0, key_secret = 0;
-  int64_t connected_ms = 0, wait_start_ms = 0, query_start_ms = 0, last_write_ms = -1;
+  int64_t connected_ms = 0, query_start_ms = 0, last_write_ms = -1;
   int64_t idle_since_ms = 0;
   bool abandon = false;  // after an error in an extended-protocol batch, until Sync
   size_t pass_left = 0;  // bytes of a large message still to pass through to the server
   bool close_after_flush = false;
   bool reading_paused = false;
-  bool read_next = true;  // the routing verdict for the next transaction
-  int shard_next = -1;    // and its shard
   std::optional<std::string> tenant;  // SET bulwark.tenant_id
   // The first message rewritten by the router (monthly tables): sent instead of the first
   // `rewrite_skip` bytes of `in`.
@@ -290,6 +331,63 @@ class ClientConn final : public IoHandler {
   bool HandleExtended(char type, std::string_view msg, std::string_view body);
   void Release();
   void TryRecv();
+};
+
+// One shard's part of a scatter-gather: the query on one server, its rows kept whole.
+class ScatterPart final : public InternalUser {
+ public:
+  ScatterPart(ScatterJob* j, int shard) : job(j) { shard_next = shard; }
+  void Attach(ServerConn* s) override;
+  bool Waiting() const override { return waiting; }
+  void WaitTimedOut(const std::string& why) override;
+  void FromServer(char type, std::string_view msg, std::string_view body) override;
+  void AfterServerBatch() override;
+  void ServerLost(std::string_view why) override;
+
+  ScatterJob* job;
+  ServerConn* server = nullptr;
+  bool waiting = false, done = false;
+  int skip_z = 0;  // ReadyForQuery of the parameter SETs sent first
+  std::string row_description;
+  std::vector<Row> rows;
+  std::string error;  // the first ErrorResponse, whole
+
+ private:
+  void Done();
+};
+
+// A query without a shard key, on every shard; the merged answer goes to the client.
+class ScatterJob {
+ public:
+  ProxyImpl* proxy = nullptr;
+  ClientConn* client = nullptr;  // null once the client has gone
+  ScatterPlan plan;
+  std::vector<std::unique_ptr<ScatterPart>> parts;
+  int remaining = 0;
+  void PartDone();
+};
+
+// PgBouncer's auth_query: the password of a user not in `users`, asked of the server as
+// `auth_user` (SELECT usename, passwd FROM pg_shadow WHERE usename=$1 by default).
+class AuthQuery final : public InternalUser {
+ public:
+  AuthQuery(ProxyImpl* p, ClientConn* c, std::string u) : proxy(p), client(c), user(std::move(u)) {}
+  void Attach(ServerConn* s) override;
+  bool Waiting() const override { return waiting; }
+  void WaitTimedOut(const std::string& why) override;
+  void FromServer(char type, std::string_view msg, std::string_view body) override;
+  void AfterServerBatch() override;
+  void ServerLost(std::string_view why) override;
+
+  ProxyImpl* proxy;
+  ClientConn* client;  // null once the client has gone
+  std::string user;
+  ServerConn* server = nullptr;
+  bool waiting = false, done = false, found = false;
+  std::string password, error;
+
+ private:
+  void Finish();
 };
 
 // The proxy thread.
@@ -333,8 +431,17 @@ class ProxyImpl {
   std::map<std::string, ScramVerifier> verifiers;
 
   PoolGroup* FindGroup(const std::string& database, const std::string& user, std::string* error);
-  // Puts `c` in the pool's queue or links it to an idle server at once.
-  void Acquire(Pool* p, ClientConn* c);
+  // Puts `u` in the pool's queue or attaches it to an idle server at once.
+  void Acquire(Pool* p, PoolUser* u);
+  // Runs `plan` on every shard of the client's database for it.
+  void StartScatter(ClientConn* c, ScatterPlan plan, bool read);
+  std::unordered_map<ScatterJob*, std::unique_ptr<ScatterJob>> jobs;
+  // auth_query: users learnt from the servers (kept; the password is refreshed each login).
+  std::map<std::string, UserConfig> learnt_users;
+  std::unordered_map<AuthQuery*, std::unique_ptr<AuthQuery>> auth_queries;
+  // Starts an auth_query for `c`; false when there is no auth_user to ask with.
+  bool StartAuthQuery(ClientConn* c);
+  void AuthQueryDone(AuthQuery* q);
   // A server is free: give it to the next waiter, or keep it idle.
   void Release(ServerConn* s);
   void ServerReady(ServerConn* s);  // login or reset finished

@@ -195,6 +195,7 @@ void ServerConn::ReadAndForward() {
     in.Commit(static_cast<size_t>(n));
     pool->stats->bytes_in.Add(static_cast<uint64_t>(n));
     ClientConn* c = client;
+    InternalUser* sp = internal;
     // Whole messages (DataRow and CopyData may pass in parts).
     while (state != State::kClosed) {
       if (pass_left > 0) {
@@ -231,15 +232,19 @@ void ServerConn::ReadAndForward() {
       std::string_view body = v.substr(5, len - 4);
       if (state == State::kActive && c != nullptr) {
         c->FromServer(type, v.substr(0, total), body);
+      } else if (state == State::kActive && sp != nullptr) {
+        sp->FromServer(type, v.substr(0, total), body);
       } else {
         OnLoginMessage(type, body);
       }
       in.Consume(total);
-      if (c != client) break;  // released or lost
+      if (c != client || sp != internal) break;  // released or lost
     }
     if (c != nullptr && c == client) {
       if (c->out.pending() > kHighWater) reading_paused = true;
       c->AfterServerBatch();
+    } else if (sp != nullptr && sp == internal) {
+      sp->AfterServerBatch();
     }
     if (static_cast<size_t>(n) < room) return;
   }
@@ -268,6 +273,11 @@ void ServerConn::Close(std::string_view why) {
     ClientConn* c = client;
     client = nullptr;
     c->ServerLost(why);
+  }
+  if (internal != nullptr) {
+    InternalUser* u = internal;
+    internal = nullptr;
+    u->ServerLost(why);
   }
 }
 
@@ -307,7 +317,8 @@ void ServerConn::OnLoginMessage(char type, std::string_view body) {
         LoginFailed(std::string(a.status().message()));
         return;
       }
-      const std::string& pw = g.server_password;
+      // Read at each login: an auth_query user's secret is refreshed in place.
+      const std::string& pw = g.db->user.empty() ? g.user_cfg->password : g.db->password;
       bool plain = !pw.empty() && !IsMd5Hash(pw) && !StartsWith(pw, "SCRAM-SHA-256$");
       switch (a->code) {
         case 0:

@@ -208,6 +208,49 @@ TEST(PgProxy, LoginsWithEveryMethodAndClearRefusals) {
   EXPECT_EQ(Metric(m, "bulwark_pg_login_failures_total"), "3") << m;
 }
 
+TEST(PgProxy, AuthQueryLearnsUsersFromTheServer) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  db.pg.Psql("CREATE ROLE authuser LOGIN SUPERUSER PASSWORD 'authpw'");
+  db.pg.Psql(
+      "SET password_encryption = 'scram-sha-256'; CREATE ROLE alice LOGIN PASSWORD "
+      "'wonderland'; SET password_encryption = 'md5'; CREATE ROLE carol LOGIN PASSWORD "
+      "'c4r0l'; GRANT ALL ON DATABASE app TO alice, carol");
+  int port = FreePort(), admin = FreePort();
+  std::string cfg = "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+                    "}\npg:\n  listen: 127.0.0.1:" + std::to_string(port) +
+                    "\n  pool_mode: transaction\n  auth_user: authuser\n"
+                    "  users: [{name: authuser, password: authpw}]\n"
+                    "  databases:\n    app: {servers: " +
+                    One(db.pg.port()) + "}\n";
+  Bulwark bw(cfg);
+  ASSERT_TRUE(bw.Ready(port, admin)) << bw.log();
+  {
+    // alice is not in the config: her SCRAM verifier comes from pg_shadow, and bulwark logs in
+    // to the server as her with the key her own login proved.
+    PgConn c(port);
+    ASSERT_EQ(c.Login("alice", "wonderland", "app"), "") << bw.log();
+    EXPECT_EQ(c.used(), "scram");
+    EXPECT_EQ(c.Query("SELECT current_user"), "alice");
+  }
+  {
+    PgConn c(port);  // an md5 hash in pg_shadow: the login is md5
+    ASSERT_EQ(c.Login("carol", "c4r0l", "app"), "") << bw.log();
+    EXPECT_EQ(c.used(), "md5");
+    EXPECT_EQ(c.Query("SELECT current_user"), "carol");
+  }
+  PgConn wrong(port);
+  EXPECT_EQ(wrong.Login("alice", "rabbit", "app").substr(0, 5), "28P01");
+  PgConn nobody(port);
+  EXPECT_EQ(nobody.Login("bob", "x", "app"),
+            "28P01 password authentication failed for user \"bob\"");
+  // A password changed on the server is what the next login checks against.
+  db.pg.Psql(
+      "SET password_encryption = 'scram-sha-256'; ALTER ROLE alice PASSWORD 'looking-glass'");
+  PgConn again(port);
+  EXPECT_EQ(again.Login("alice", "looking-glass", "app"), "");
+}
+
 TEST(PgProxy, ClientTlsAfterSslRequest) {
   AppDatabase db;
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
@@ -598,6 +641,77 @@ TEST(PgProxy, ShardRoutingForEveryKeySourceWithSeedShardMap) {
       "1");
   std::string status = HttpGet(admin, "/api/v1/pg").body;
   EXPECT_NE(status.find("\"dbname\":\"db_tenant_0005\""), std::string::npos) << status;
+}
+
+TEST(PgProxy, ScatterGatherEqualsOneDatabase) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  // Four shards (a map of our own) and a reference database holding every row.
+  std::string ddl =
+      "CREATE TABLE payments (id int, tenant_id int, amount numeric(10,2), note text);";
+  db.pg.Psql("CREATE DATABASE ref OWNER app");
+  db.pg.Psql(ddl + "GRANT ALL ON payments TO app;", "ref");
+  for (int i = 0; i < 4; ++i) {
+    db.pg.Psql("CREATE DATABASE shard_" + std::to_string(i) + " OWNER app");
+    db.pg.Psql(ddl + "GRANT ALL ON payments TO app;", "shard_" + std::to_string(i));
+  }
+  for (int t = 0; t < 22; ++t) {
+    std::string values;
+    for (int k = 0; k < 4; ++k) {
+      int id = t * 10 + k;
+      values += (k ? "," : "") + std::string("(") + std::to_string(id) + "," + std::to_string(t) +
+                "," + std::to_string((t * 7 + k * 3) % 50) + "." + std::to_string(25 * k % 100) +
+                "," + (k == 2 ? "NULL" : "'n" + std::to_string(id % 7) + "'") + ")";
+    }
+    std::string insert = "INSERT INTO payments VALUES " + values;
+    db.pg.Psql(insert, "ref");
+    db.pg.Psql(insert, "shard_" + std::to_string(t % 4));
+  }
+  int port = FreePort(), admin = FreePort();
+  std::string cfg =
+      "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+      "}\npg:\n  listen: 127.0.0.1:" + std::to_string(port) +
+      "\n  pool_mode: transaction\n  default_pool_size: 2\n"
+      "  routing: {allow_scatter: true}\n"
+      "  users: [{name: app, password: secret}]\n  databases:\n    tenants:\n"
+      "      servers: " +
+      One(db.pg.port()) +
+      "\n      sharding:\n        databases: [shard_0, shard_1, shard_2, shard_3]\n"
+      "        tables:\n          payments:\n            database_strategy: "
+      "{sharding_column: tenant_id, algorithm_expression: 'shard_${tenant_id % 4}'}\n";
+  Bulwark bw(cfg);
+  ASSERT_TRUE(bw.Ready(port, admin)) << bw.log();
+  auto via = [&](const std::string& sql) {
+    std::string out;
+    RunProgram({"psql", "-X", "-At", "-h", "127.0.0.1", "-p", std::to_string(port), "-U", "app",
+                "-d", "tenants", "-c", sql},
+               {{"PGPASSWORD", "secret"}}, &out);
+    return out;
+  };
+  for (const char* sql : {
+           "SELECT count(*), sum(amount), avg(amount), min(amount), max(amount), count(note) "
+           "FROM payments",
+           "SELECT tenant_id, count(*), sum(amount), avg(amount) FROM payments GROUP BY "
+           "tenant_id ORDER BY tenant_id",
+           "SELECT note, count(*) AS n, max(id) FROM payments GROUP BY note ORDER BY n DESC, "
+           "note NULLS FIRST",
+           "SELECT id, amount FROM payments ORDER BY amount DESC, id LIMIT 5 OFFSET 3",
+           "SELECT id FROM payments WHERE amount > 40 ORDER BY 1",
+           "SELECT avg(id), min(note), max(note) FROM payments WHERE tenant_id < 0",
+       }) {
+    std::string want = db.pg.Psql(sql, "ref");
+    EXPECT_EQ(via(sql), want + (want.empty() ? "" : "\n")) << sql;
+  }
+  // What cannot be merged exactly is refused with the reason.
+  EXPECT_NE(via("SELECT DISTINCT note FROM payments")
+                .find("cannot scatter to every shard: "
+                      "SELECT DISTINCT"),
+            std::string::npos);
+  // A tenant still goes to its one shard.
+  EXPECT_EQ(via("SELECT count(*) FROM payments WHERE tenant_id = 5"), "4\n");
+  EXPECT_EQ(Metric(HttpGet(admin, "/metrics").body,
+                   "bulwark_pg_scatter_queries_total{database=\"tenants\"}"),
+            "6");
 }
 
 }  // namespace

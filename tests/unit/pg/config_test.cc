@@ -83,7 +83,7 @@ TEST(PgConfig, MistakesAreReportedWithTheirLines) {
             std::string::npos)
       << errors;
   EXPECT_NE(errors.find("user \"app\" is listed twice"), std::string::npos) << errors;
-  EXPECT_NE(errors.find("pg.auth_user: auth_query is not supported yet"), std::string::npos);
+  EXPECT_NE(errors.find("pg.auth_user: \"pgbouncer\" must be in pg.users"), std::string::npos);
   EXPECT_NE(errors.find("11:11: pg.databases.app.servers[1]: invalid address \"127.0.0.1\""),
             std::string::npos)
       << errors;
