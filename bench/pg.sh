@@ -49,6 +49,7 @@ EOF
 as_postgres "$PGBIN/postgres" -D "$work/data" >"$work/postgres.log" 2>&1 &
 pids+=($!)
 wait_port "$PGPORT"
+pids+=("$(head -1 "$work/data/postmaster.pid")")  # the postmaster, not the subshell
 psql -X -q -h "$work" -p "$PGPORT" -U postgres \
   -c "CREATE ROLE app LOGIN PASSWORD 'secret'" -c "CREATE DATABASE app OWNER app" >/dev/null
 export PGPASSWORD=secret
@@ -94,8 +95,10 @@ echo '"app" "secret"' >"$work/userlist.txt"
 [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$work/pgbouncer.ini" "$work/userlist.txt"
 as_postgres pgbouncer "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
 pids+=($!)
-PGB_PID=$!  # setpriv execs pgbouncer: the same process
 wait_port "$PGB"
+# $! is the subshell around setpriv; the process to measure (and stop) is pgbouncer itself.
+PGB_PID=$(pgrep -f "pgbouncer $work/pgbouncer.ini" | head -1)
+pids+=("$PGB_PID")
 
 # CPU time (user + system, clock ticks) a process has used so far.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
