@@ -822,6 +822,29 @@ std::string ProxyImpl::StatusJson() {
 
 // ------------------------------------------------------------------------------ scatter
 
+void InternalUser::LeaveQueue() {
+  if (wanted == nullptr) return;
+  auto& w = wanted->waiting;
+  auto it = std::find(w.begin(), w.end(), static_cast<PoolUser*>(this));
+  if (it != w.end()) w.erase(it);
+  wanted = nullptr;
+}
+
+bool InternalUser::TrackServer(ServerConn* s, char type, std::string_view body, bool* ready) {
+  if (type == 'S') {
+    auto ps = ParseParameterStatus(body);
+    if (ps.ok()) s->SetParam(ps->name, ps->value);
+    return true;
+  }
+  if (type == 'Z') {
+    s->tx_status = body.empty() ? 'I' : body[0];
+    s->at_sync = true;
+    *ready = true;
+    return true;
+  }
+  return false;
+}
+
 void ProxyImpl::StartScatter(ClientConn* c, ScatterPlan plan, bool read) {
   PoolGroup* g = c->group;
   auto owned = std::make_unique<ScatterJob>();
@@ -884,27 +907,24 @@ void ScatterPart::Attach(ServerConn* s) {
 }
 
 void ScatterPart::WaitTimedOut(const std::string& why) {
-  if (wanted != nullptr) {
-    auto& w = wanted->waiting;
-    auto it = std::find(w.begin(), w.end(), static_cast<PoolUser*>(this));
-    if (it != w.end()) w.erase(it);
-    wanted = nullptr;
-  }
+  LeaveQueue();
   waiting = false;
   if (error.empty()) AppendError(&error, "ERROR", "08P01", why);
   Done();
 }
 
 void ScatterPart::FromServer(char type, std::string_view msg, std::string_view body) {
-  if (type == 'S') {
-    auto ps = ParseParameterStatus(body);
-    if (ps.ok()) server->SetParam(ps->name, ps->value);
+  bool ready = false;
+  if (TrackServer(server, type, body, &ready)) {
+    if (!ready) return;  // a ParameterStatus
+    if (skip_z > 0) {
+      --skip_z;  // the parameter SETs are done
+    } else {
+      done = true;
+    }
     return;
   }
-  if (skip_z > 0) {
-    if (type == 'Z') --skip_z;
-    return;
-  }
+  if (skip_z > 0) return;
   switch (type) {
     case 'T':
       row_description = std::string(body);
@@ -925,11 +945,6 @@ void ScatterPart::FromServer(char type, std::string_view msg, std::string_view b
     }
     case 'E':
       if (error.empty()) error = std::string(msg);
-      break;
-    case 'Z':
-      server->tx_status = body.empty() ? 'I' : body[0];
-      server->at_sync = true;
-      done = true;
       break;
     default:
       break;  // CommandComplete, notices
@@ -1065,18 +1080,14 @@ void AuthQuery::Attach(ServerConn* s) {
 }
 
 void AuthQuery::WaitTimedOut(const std::string& why) {
-  if (wanted != nullptr) {
-    auto& w = wanted->waiting;
-    auto it = std::find(w.begin(), w.end(), static_cast<PoolUser*>(this));
-    if (it != w.end()) w.erase(it);
-    wanted = nullptr;
-  }
+  LeaveQueue();
   waiting = false;
   if (error.empty()) error = why;
   Finish();
 }
 
 void AuthQuery::FromServer(char type, std::string_view, std::string_view body) {
+  if (TrackServer(server, type, body, &done)) return;
   if (type == 'D' && !found) {
     auto row = ParseDataRow(body);
     // PgBouncer's contract: two columns, the name and the password (NULL: no password).
@@ -1087,13 +1098,6 @@ void AuthQuery::FromServer(char type, std::string_view, std::string_view body) {
   } else if (type == 'E' && error.empty()) {
     auto f = ParseErrorFields(body);
     error = f.ok() ? f->Get('M') : "malformed error";
-  } else if (type == 'Z') {
-    server->tx_status = body.empty() ? 'I' : body[0];
-    server->at_sync = true;
-    done = true;
-  } else if (type == 'S') {
-    auto ps = ParseParameterStatus(body);
-    if (ps.ok()) server->SetParam(ps->name, ps->value);
   }
 }
 

@@ -68,6 +68,12 @@ class InternalUser : public PoolUser {
   // After a batch of messages: give the server back once its ReadyForQuery came.
   virtual void AfterServerBatch() = 0;
   virtual void ServerLost(std::string_view why) = 0;
+
+ protected:
+  // Out of the pool's queue (a wait that timed out).
+  void LeaveQueue();
+  // ParameterStatus and ReadyForQuery keep the server's state; true when `type` was one.
+  bool TrackServer(ServerConn* s, char type, std::string_view body, bool* ready);
 };
 
 // db_query_duration_seconds' operations and buckets (seed 000's metrics.yml).

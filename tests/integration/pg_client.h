@@ -130,20 +130,8 @@ class PgConn {
 
   // Runs a simple query; returns the first column of each row, '|'-joined, or "ERROR <code>".
   std::string Query(const std::string& sql) {
-    std::string out, q;
-    pg::AppendQuery(&q, sql);
-    if (!Send(q)) return "send failed";
-    for (;;) {
-      pg::Message m = Next();
-      if (m.type == 0) return "closed";
-      if (m.type == 'D') {
-        auto row = pg::ParseDataRow(m.body);
-        if (!out.empty()) out += "|";
-        out += row.ok() && !row->empty() && (*row)[0] ? std::string(*(*row)[0]) : "NULL";
-      }
-      if (m.type == 'E') out = "ERROR " + pg::ParseErrorFields(m.body)->Get('C');
-      if (m.type == 'Z') return out;
-    }
+    if (!SendQuery(sql)) return "send failed";
+    return Finish();
   }
 
   // Sends a query without waiting for its answer (for cancel tests).
