@@ -100,7 +100,11 @@ TEST(SharedLimits, TwoInstancesAdmitTheConfiguredRateTogether) {
   EXPECT_EQ(other.load(), 0);
   std::cout << "shared limit: admitted " << admitted << " of " << (ok1 + ok2 + limited)
             << " in " << seconds << " s (expected " << expected << ")\n";
-  EXPECT_NEAR(admitted, expected, expected * 0.02 + 1)
+  // Each instance stamps its requests with its own clock and Redis judges them in arrival
+  // order; under the sanitizers (and other tests on both cores) that order jitters by more
+  // milliseconds, and GCRA then refuses a few requests it would admit. 2% in release builds.
+  const double tolerance = BULWARK_SANITIZED ? 0.06 : 0.02;
+  EXPECT_NEAR(admitted, expected, expected * tolerance + 1)
       << "admitted " << admitted << " in " << seconds << " s";
   std::string m = HttpGet(a1, "/metrics").body;
   EXPECT_EQ(Metric(m, "bulwark_ratelimit_redis_fallbacks_total{zone=\"z\"}"), "0");
