@@ -22,26 +22,11 @@ constexpr size_t kHighWater = 512 * 1024;
 // Bytes a client may send ahead while it waits for a server.
 constexpr size_t kWaitingInputLimit = 256 * 1024;
 
-uint32_t ReadU32(const char* p) {
-  const auto* u = reinterpret_cast<const unsigned char*>(p);
-  return (uint32_t{u[0]} << 24) | (uint32_t{u[1]} << 16) | (uint32_t{u[2]} << 8) | u[3];
-}
-
 // The parameters a client may set and PostgreSQL reports (GUC_REPORT): PgBouncer's tracked set.
 bool Tracked(std::string_view name) {
   return name == "client_encoding" || name == "DateStyle" || name == "TimeZone" ||
          name == "IntervalStyle" || name == "standard_conforming_strings" ||
          name == "application_name";
-}
-
-// A SQL string literal (standard_conforming_strings on: only quotes double).
-void AppendLiteral(std::string* out, std::string_view v) {
-  out->push_back('\'');
-  for (char c : v) {
-    if (c == '\'') out->push_back('\'');
-    out->push_back(c);
-  }
-  out->push_back('\'');
 }
 
 uint64_t Fnv1a(std::string_view a, std::string_view b) {
@@ -50,13 +35,6 @@ uint64_t Fnv1a(std::string_view a, std::string_view b) {
   h = (h ^ 0xff) * 1099511628211ull;
   for (char c : b) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
   return h;
-}
-
-std::string ServerStatementName(uint64_t h) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string s = "bulwark_";
-  for (int i = 60; i >= 0; i -= 4) s.push_back(kHex[(h >> i) & 15]);
-  return s;
 }
 
 Operation OperationOf(std::string_view tag) {
@@ -852,17 +830,7 @@ void ClientConn::Attach(ServerConn* s) {
   state = State::kLinked;
   wanted = nullptr;
   // Bring the server's parameters to the client's values (PgBouncer's varcache).
-  std::string sets;
-  for (const auto& [k, v] : vars) {
-    if (s->FindParam(k) != v) {
-      sets += "SET ";
-      sets += k;
-      sets += " TO ";
-      AppendLiteral(&sets, v);
-      sets += ";";
-      s->SetParam(k, v);
-    }
-  }
+  std::string sets = s->SetsFor(vars);
   if (!sets.empty()) {
     AppendQuery(&s->out.buf, sets);
     Expect e;
@@ -1016,7 +984,7 @@ bool ClientConn::HandleExtended(char type, std::string_view msg, std::string_vie
     PreparedStatement ps;
     ps.hash = h;
     ps.query = std::string(p->query);
-    std::string name = ServerStatementName(h);
+    std::string name = ServerConn::StatementName(h);
     ps.parse_body = name;
     ps.parse_body.push_back('\0');
     ps.parse_body.append(p->query.data(), p->query.size());
@@ -1079,7 +1047,7 @@ bool ClientConn::HandleExtended(char type, std::string_view msg, std::string_vie
     e.stmt_hash = ps.hash;
     expects.push_back(std::move(e));
   }
-  std::string server_name = ServerStatementName(ps.hash);
+  std::string server_name = ServerConn::StatementName(ps.hash);
   std::string rebuilt;
   rebuilt.reserve(body.size() + server_name.size());
   rebuilt.append(body.data(), name_at);

@@ -58,14 +58,14 @@ class Reader {
   size_t pos_ = 0;
 };
 
+}  // namespace
+
 uint32_t ReadU32(const char* p) {
   return (static_cast<uint32_t>(static_cast<unsigned char>(p[0])) << 24) |
          (static_cast<uint32_t>(static_cast<unsigned char>(p[1])) << 16) |
          (static_cast<uint32_t>(static_cast<unsigned char>(p[2])) << 8) |
          static_cast<uint32_t>(static_cast<unsigned char>(p[3]));
 }
-
-}  // namespace
 
 absl::StatusOr<std::optional<Message>> NextMessage(std::string_view data, size_t max_size) {
   if (data.size() < 5) return std::optional<Message>();

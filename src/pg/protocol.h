@@ -149,6 +149,7 @@ void AppendReadyForQuery(std::string* out, char status);
 void AppendQuery(std::string* out, std::string_view sql);
 
 // Big-endian helpers.
+uint32_t ReadU32(const char* p);
 void AppendInt32(std::string* out, int32_t v);
 void AppendInt16(std::string* out, int16_t v);
 

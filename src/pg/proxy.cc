@@ -882,21 +882,7 @@ void ScatterPart::Attach(ServerConn* s) {
   server = s;
   s->internal = this;
   // The client's parameters (DateStyle, TimeZone...) shape the rows' text: set them first.
-  ClientConn* c = job->client;
-  std::string sets;
-  if (c != nullptr) {
-    for (const auto& [k, v] : c->vars) {
-      if (s->FindParam(k) != v) {
-        sets += StrCat("SET ", k, " TO '");
-        for (char ch : v) {
-          if (ch == '\'') sets.push_back('\'');
-          sets.push_back(ch);
-        }
-        sets += "';";
-        s->SetParam(k, v);
-      }
-    }
-  }
+  std::string sets = job->client != nullptr ? s->SetsFor(job->client->vars) : "";
   if (!sets.empty()) {
     AppendQuery(&s->out.buf, sets);
     skip_z = 1;

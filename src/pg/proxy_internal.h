@@ -231,6 +231,10 @@ class ServerConn final : public IoHandler {
   std::string FindParam(std::string_view name) const;
   void SetParam(std::string_view name, std::string_view value);
   void AddPrepared(uint64_t h);
+  // What this server calls a client's prepared statement with text hash `h`.
+  static std::string StatementName(uint64_t h);
+  // SET statements bringing this server's parameters to `vars` (recorded as set), or "".
+  std::string SetsFor(const std::vector<std::pair<std::string, std::string>>& vars);
   void ForgetPrepared(uint64_t h);
   void ResumeReading();
 

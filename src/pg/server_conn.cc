@@ -22,11 +22,6 @@ constexpr size_t kHighWater = 512 * 1024;
 // max_prepared_statements is 200 by default since 1.22); the oldest goes first.
 constexpr size_t kMaxPreparedPerServer = 1000;
 
-uint32_t ReadU32(const char* p) {
-  const auto* u = reinterpret_cast<const unsigned char*>(p);
-  return (uint32_t{u[0]} << 24) | (uint32_t{u[1]} << 16) | (uint32_t{u[2]} << 8) | u[3];
-}
-
 bool IsMd5Hash(const std::string& s) { return s.size() == 35 && StartsWith(s, "md5"); }
 
 }  // namespace
@@ -62,6 +57,28 @@ void ServerConn::SetParam(std::string_view name, std::string_view value) {
   params.emplace_back(std::string(name), std::string(value));
 }
 
+std::string ServerConn::StatementName(uint64_t h) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s = "bulwark_";
+  for (int i = 60; i >= 0; i -= 4) s.push_back(kHex[(h >> i) & 15]);
+  return s;
+}
+
+std::string ServerConn::SetsFor(const std::vector<std::pair<std::string, std::string>>& vars) {
+  std::string sets;
+  for (const auto& [k, v] : vars) {
+    if (FindParam(k) == v) continue;
+    sets += StrCat("SET ", k, " TO '");
+    for (char c : v) {  // a string literal (standard_conforming_strings: quotes double)
+      if (c == '\'') sets.push_back('\'');
+      sets.push_back(c);
+    }
+    sets += "';";
+    SetParam(k, v);
+  }
+  return sets;
+}
+
 void ServerConn::AddPrepared(uint64_t h) {
   if (!prepared.insert(h).second) return;
   prepared_order.push_back(h);
@@ -70,10 +87,7 @@ void ServerConn::AddPrepared(uint64_t h) {
     prepared_order.pop_front();
     prepared.erase(old);
     // Closed with the next batch; its CloseComplete is dropped like any injected answer.
-    std::string body = "S";
-    static const char kHex[] = "0123456789abcdef";
-    body += "bulwark_";
-    for (int i = 60; i >= 0; i -= 4) body.push_back(kHex[(old >> i) & 15]);
+    std::string body = "S" + StatementName(old);
     body.push_back('\0');
     AppendMessage(&out.buf, 'C', body);
     if (client != nullptr) {
