@@ -69,6 +69,7 @@ ClientConn::~ClientConn() {
 
 void ClientConn::OnIo(uint32_t events) {
   if (state == State::kClosed) return;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) peer_hup = true;
   if (events & EPOLLOUT) {
     if (!Flush()) return;
   }
@@ -110,8 +111,9 @@ void ClientConn::TryRecv() {
     if (n > 0) {
       in.Commit(static_cast<size_t>(n));
       ProcessInput();
-      // A short read drained the socket: the next byte brings a new edge.
-      if (ssl == nullptr && static_cast<size_t>(n) < room) return;
+      // A short read drained the socket: the next byte brings a new edge (nginx's rule) — but
+      // a hang-up that came with the data shows only at the next recv().
+      if (ssl == nullptr && static_cast<size_t>(n) < room && !peer_hup) return;
       continue;
     }
     if (n == 0) {

@@ -300,7 +300,7 @@ std::string ReplaceHostPort(std::string_view conninfo, const std::string& host,
 }
 
 // The primary of a database is down and no other server says it is primary: promote the
-// replica that has replayed the most WAL (with a synchronous replica, that one holds every
+// replica holding the most WAL (a synchronous replica holds every
 // acknowledged commit), point the others at it, and keep the old primary out of writes until
 // an operator re-adds it. Runs on the checker's thread: every step is a blocking libpq call.
 void HealthChecker::MaybeFailover(
@@ -332,7 +332,12 @@ void HealthChecker::MaybeFailover(
     ev.wall_ms = WallMicros() / 1000;
     ServerHealth& old_h = *health.at(down->Name());
     ev.detect_ms = decided - old_h.first_failure_ms.load();
-    // The candidate: an up replica with the most WAL replayed.
+    // The candidate: the up replica holding the most WAL, asked now rather than taken from the
+    // last round (checks of different replicas are moments apart under load, and with the
+    // primary gone the positions no longer move). Received WAL counts, not only replayed WAL:
+    // promotion replays everything received first, and a synchronous replica acknowledges a
+    // commit once it is flushed (synchronous_commit = on), before replaying it. Ties go to the
+    // server listed first.
     const ServerConfig* best = nullptr;
     int64_t best_lsn = -1;
     for (const ServerConfig& s : db.servers) {
@@ -341,8 +346,21 @@ void HealthChecker::MaybeFailover(
       if (it == health.end()) continue;
       const ServerHealth& h = *it->second;
       if (!h.up.load() || h.role.load() != 2 || h.demoted.load()) continue;
-      if (h.lsn.load() > best_lsn) {
-        best_lsn = h.lsn.load();
+      Target* ct = TargetFor(s.Name());
+      if (ct == nullptr) continue;
+      PGresult* r = PQexec(ct->conn,
+                           "SELECT greatest(pg_last_wal_receive_lsn(), "
+                           "pg_last_wal_replay_lsn())::text");
+      int64_t lsn = -1;
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+        lsn = ParseLsn(PQgetvalue(r, 0, 0));
+      } else {
+        LogWarn("pg: failover: cannot read the WAL position of ", s.Name(), ": ",
+                Trim(PQerrorMessage(ct->conn)));
+      }
+      PQclear(r);
+      if (lsn > best_lsn) {
+        best_lsn = lsn;
         best = &s;
       }
     }

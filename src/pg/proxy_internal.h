@@ -224,6 +224,9 @@ class ServerConn final : public IoHandler {
   bool counted_connecting = true;  // still in its pool's `connecting`
   char tx_status = 'I';
   bool reading_paused = false;
+  // epoll said the server hung up: read until EOF even after a short read (data and hang-up
+  // can come in one edge-triggered event).
+  bool peer_hup = false;
   size_t pass_left = 0;  // bytes of a large DataRow/CopyData still to pass to the client
   bool pass_drop = false;
   std::unique_ptr<ScramClient> scram;
@@ -312,6 +315,7 @@ class ClientConn final : public IoHandler, public PoolUser {
   size_t pass_left = 0;  // bytes of a large message still to pass through to the server
   bool close_after_flush = false;
   bool reading_paused = false;
+  bool peer_hup = false;              // as ServerConn::peer_hup
   std::optional<std::string> tenant;  // SET bulwark.tenant_id
   // The first message rewritten by the router (monthly tables): sent instead of the first
   // `rewrite_skip` bytes of `in`.

@@ -160,6 +160,7 @@ void ServerConn::OnIo(uint32_t events) {
     }
     state = State::kLogin;
   }
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) peer_hup = true;
   if (events & EPOLLOUT) {
     if (!Flush()) return;
   }
@@ -260,7 +261,9 @@ void ServerConn::ReadAndForward() {
     } else if (sp != nullptr && sp == internal) {
       sp->AfterServerBatch();
     }
-    if (static_cast<size_t>(n) < room) return;
+    // A short read drained the socket (the next byte brings a new edge), unless the server
+    // hung up: then its EOF came in the same event and only the next recv() shows it.
+    if (static_cast<size_t>(n) < room && !peer_hup) return;
   }
 }
 
