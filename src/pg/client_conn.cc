@@ -1173,6 +1173,9 @@ void ClientConn::AfterServerBatch() {
     if (state == State::kIdle && !in.empty()) ProcessInput();
     return;
   }
+  // Everything asked is answered: idle_transaction_timeout counts from here (PgBouncer's
+  // "idle in transaction" is the time since the client's last answer).
+  if (expects.empty()) idle_since_ms = proxy->loop.now_ms();
   Flush();
 }
 

@@ -128,6 +128,37 @@ void HealthChecker::Run() {
   }
 }
 
+namespace {
+
+// One server's answer to one round of checks.
+struct Result {
+  std::string name;
+  ServerHealth* h;
+  bool ok = false;
+  bool recovery = false;
+  int64_t lsn = -1, lag_ms = 0, latency_us = 0;
+  std::string error;
+};
+
+// Another up, non-demoted primary sharing a database with server `name`, if any.
+const std::string* OtherPrimary(const PgConfig& cfg, const std::vector<Result>& results,
+                                const std::string& name) {
+  for (const Result& o : results) {
+    if (o.name == name || !o.ok || o.recovery || o.h->demoted.load()) continue;
+    for (const auto& [dbname, db] : cfg.databases) {
+      bool has_a = false, has_b = false;
+      for (const ServerConfig& s : db.servers) {
+        has_a = has_a || s.Name() == name;
+        has_b = has_b || s.Name() == o.name;
+      }
+      if (has_a && has_b) return &o.name;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 void HealthChecker::Round() {
   std::shared_ptr<const PgConfig> cfg;
   std::map<std::string, std::shared_ptr<ServerHealth>> health;
@@ -136,14 +167,6 @@ void HealthChecker::Round() {
     cfg = cfg_;
     health = health_;
   }
-  struct Result {
-    std::string name;
-    ServerHealth* h;
-    bool ok = false;
-    bool recovery = false;
-    int64_t lsn = -1, lag_ms = 0, latency_us = 0;
-    std::string error;
-  };
   std::vector<Result> results;
   std::map<std::string, bool> seen;
   int timeout_s = static_cast<int>(std::max<int64_t>(1, (cfg->health.timeout_ms + 999) / 1000));
@@ -222,7 +245,18 @@ void HealthChecker::Round() {
     if (r.ok) {
       h.lsn.store(r.lsn, std::memory_order_relaxed);
       h.consecutive_failures.store(0, std::memory_order_relaxed);
-      if (!h.up.load()) LogInfo("pg: server ", r.name, " is up again");
+      if (!h.up.load()) {
+        LogInfo("pg: server ", r.name, " is up again");
+        // Back as a primary while another server of its database is one: a failover happened
+        // meanwhile (here, or on the instance holding the cluster lease). Two primaries mean
+        // split brain; the one that was away gets nothing until an operator re-adds it.
+        const std::string* other = r.recovery ? nullptr : OtherPrimary(*cfg, results, r.name);
+        if (other != nullptr && !h.demoted.exchange(true)) {
+          LogWarn("pg: server ", r.name, " came back as a primary while ", *other,
+                  " is the primary of its database; it gets no queries until re-added "
+                  "(POST /api/v1/pg/readd)");
+        }
+      }
       h.up.store(true, std::memory_order_relaxed);
       h.role.store(r.recovery ? 2 : 1, std::memory_order_relaxed);
       int64_t lag = r.recovery && primary_lsn >= 0 && r.lsn >= 0

@@ -37,6 +37,22 @@ std::atomic<int64_t>* GaugeFor(PoolStats* st, ServerConn::State s) {
   }
 }
 
+// What a pool group was built from: its user, its database and the pool-wide defaults. A
+// sharded database never matches (its shard map is not compared), so a reload rebuilds it.
+std::string GroupSignature(const PgConfig& cfg, const DatabaseConfig& db, const UserConfig& u) {
+  if (db.sharding) return "";
+  auto mode = [](const std::optional<PoolMode>& m) { return m ? PoolModeName(*m) : "-"; };
+  std::string sig = StrCat(
+      u.name, "\x1f", u.password, "\x1f", mode(u.pool_mode), "\x1f", u.pool_size, "\x1f",
+      u.max_user_connections, "\x1f", db.name, "\x1f", db.dbname, "\x1f", db.user, "\x1f",
+      db.password, "\x1f", mode(db.pool_mode), "\x1f", db.pool_size, "\x1f", db.min_pool_size,
+      "\x1f", db.reserve_pool, "\x1f", db.max_db_connections, "\x1f", PoolModeName(cfg.pool_mode),
+      "\x1f", cfg.default_pool_size, "\x1f", cfg.min_pool_size, "\x1f", cfg.reserve_pool_size,
+      "\x1f", cfg.max_db_connections, "\x1f", cfg.max_user_connections);
+  for (const ServerConfig& s : db.servers) StrAppend(&sig, "\x1f", s.Name(), "=", RoleName(s.role));
+  return sig;
+}
+
 void MoveGauge(ServerConn* s, ServerConn::State to) {
   if (auto* g = GaugeFor(s->pool->stats, s->state)) g->fetch_sub(1, std::memory_order_relaxed);
   s->state = to;
@@ -223,16 +239,47 @@ void ProxyImpl::ApplyConfig(std::shared_ptr<const PgConfig> c) {
     MutexLock l(&stats_mu);
     checker->Update(cfg, health);
   }
-  // Groups made under the old config serve their clients until they leave.
-  for (auto& [key, g] : groups) {
+  // A group whose user, database and pool defaults are as they were carries on with its
+  // server connections (PgBouncer's RELOAD keeps unchanged pools too); the others are retired:
+  // they serve their clients until those leave, and new logins get a new group.
+  for (auto it = groups.begin(); it != groups.end();) {
+    PoolGroup* g = it->second.get();
+    auto dit = cfg->databases.find(g->database);
+    const UserConfig* u = FindUserConfig(g->user);
+    if (dit != cfg->databases.end() && u != nullptr && !g->signature.empty() &&
+        GroupSignature(*cfg, dit->second, *u) == g->signature) {
+      // Repointed into the new snapshot; the old one lives until `cfg` is replaced, last.
+      for (auto& p : g->pools) {
+        for (const ServerConfig& s : dit->second.servers) {
+          if (s.Name() == p->server->Name()) p->server = &s;
+        }
+      }
+      g->db = &dit->second;
+      g->user_cfg = u;
+      g->cfg = cfg;
+      ++it;
+      continue;
+    }
+    retired.push_back(std::move(it->second));
+    it = groups.erase(it);
+  }
+  for (auto& g : retired) {
+    if (g->retired) continue;
     g->retired = true;
     for (auto& p : g->pools) {
       std::vector<ServerConn*> idle = p->idle;
       for (ServerConn* s : idle) s->Close("configuration reloaded");
     }
-    retired.push_back(std::move(g));
   }
-  groups.clear();
+}
+
+const UserConfig* ProxyImpl::FindUserConfig(const std::string& user) const {
+  const UserConfig* u = cfg->FindUser(user);
+  if (u == nullptr) {
+    auto lit = learnt_users.find(user);
+    if (lit != learnt_users.end()) u = &lit->second;
+  }
+  return u;
 }
 
 PoolGroup* ProxyImpl::FindGroup(const std::string& database, const std::string& user,
@@ -242,11 +289,7 @@ PoolGroup* ProxyImpl::FindGroup(const std::string& database, const std::string& 
     *error = StrCat("no such database: ", database);
     return nullptr;
   }
-  const UserConfig* u = cfg->FindUser(user);
-  if (u == nullptr) {
-    auto lit = learnt_users.find(user);
-    if (lit != learnt_users.end()) u = &lit->second;
-  }
+  const UserConfig* u = FindUserConfig(user);
   if (u == nullptr) {
     *error = StrCat("password authentication failed for user \"", user, "\"");
     return nullptr;
@@ -261,6 +304,7 @@ PoolGroup* ProxyImpl::FindGroup(const std::string& database, const std::string& 
   g->cfg = cfg;
   g->db = &db;
   g->user_cfg = u;
+  g->signature = GroupSignature(*cfg, db, *u);
   g->mode = u->pool_mode ? *u->pool_mode : db.pool_mode ? *db.pool_mode : cfg->pool_mode;
   g->pool_size = u->pool_size > 0 ? u->pool_size : db.pool_size > 0 ? db.pool_size
                                                                     : cfg->default_pool_size;
@@ -332,14 +376,18 @@ Role ProxyImpl::EffectiveRole(const Pool* p) const {
 
 Pool* ProxyImpl::ChoosePool(PoolGroup* g, bool read, int shard) {
   if (g->sharding != nullptr && shard < 0) shard = 0;  // logins and welcome: any shard
+  // The first primary that is up; when none is, the first one anyway (its clients wait for
+  // it, or for a failover to move them).
   Pool* primary = nullptr;
   for (auto& p : g->pools) {
     if (p->shard != shard) continue;
     if (p->health->demoted.load(std::memory_order_relaxed)) continue;
-    if (EffectiveRole(p.get()) == Role::kPrimary) {
+    if (EffectiveRole(p.get()) != Role::kPrimary) continue;
+    if (p->health->up.load(std::memory_order_relaxed)) {
       primary = p.get();
       break;
     }
+    if (primary == nullptr) primary = p.get();
   }
   if (read && g->has_replicas && g->cfg->routing.read_write_split) {
     const RoutingConfig& rc = g->cfg->routing;

@@ -157,6 +157,9 @@ struct PoolGroup {
   std::vector<ClientConn*> login_waiters;  // clients waiting for `welcome`
   int clients = 0;
   bool retired = false;  // replaced by a reload: no new clients
+  // Everything a reload must not change under a running group (GroupSignature); a reload that
+  // leaves it alone keeps the group and its server connections.
+  std::string signature;
   // Server login credentials.
   std::string server_user;  // the password: the database's, or user_cfg's (read at each login)
   // SCRAM pass-through: the ClientKey of the last client that logged in with SCRAM and the
@@ -445,6 +448,7 @@ class ProxyImpl {
   std::map<std::string, ScramVerifier> verifiers;
 
   PoolGroup* FindGroup(const std::string& database, const std::string& user, std::string* error);
+  const UserConfig* FindUserConfig(const std::string& user) const;
   // Puts `u` in the pool's queue or attaches it to an idle server at once.
   void Acquire(Pool* p, PoolUser* u);
   // Runs `plan` on every shard of the client's database for it.

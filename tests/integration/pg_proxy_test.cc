@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -602,6 +603,269 @@ TEST(PgProxy, FailoverPromotesTheMostAdvancedReplicaAndLosesNoAcknowledgedCommit
   EXPECT_EQ(HttpPost(px.admin, "/api/v1/pg/readd?server=" + db.pg.socket_address(), "").status,
             200);
   EXPECT_EQ(HttpGet(px.admin, "/api/v1/pg").body.find("\"demoted\":true"), std::string::npos);
+}
+
+// The app role's server connections (the health checker's own login is not one of them).
+std::string Backends(PostgresServer& pg) {
+  return pg.Psql(
+      "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND application_name <> "
+      "'bulwark health check'");
+}
+
+// Polls `f` until it returns `want` or `ms` pass; returns its last answer.
+template <typename F>
+std::string WaitForValue(F f, const std::string& want, int ms) {
+  auto until = Clock::now() + std::chrono::milliseconds(ms);
+  std::string v = f();
+  while (v != want && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    v = f();
+  }
+  return v;
+}
+
+TEST(PgProxy, PoolSizesAndServerTimersAsPgBouncer) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  auto backends = [&] { return Backends(db.pg); };
+  {
+    SCOPED_TRACE("min_pool_size and server_idle_timeout");
+    Proxy px(One(db.pg.port()),
+             "  pool_mode: transaction\n  default_pool_size: 3\n  min_pool_size: 2\n"
+             "  server_idle_timeout: 2s\n");
+    ASSERT_TRUE(px.Ready()) << px.bw->log();
+    PgConn a(px.port), b(px.port), c(px.port);
+    ASSERT_EQ(a.Login("app", "secret", "app"), "");
+    ASSERT_EQ(b.Login("app", "secret", "app"), "");
+    ASSERT_EQ(c.Login("app", "secret", "app"), "");
+    // Once the pool exists it is filled up to min_pool_size, though one client used one.
+    EXPECT_EQ(a.Query("SELECT 1"), "1");
+    EXPECT_EQ(WaitForValue(backends, "2", 5000), "2");
+    // Three transactions at once: three server connections (default_pool_size).
+    for (PgConn* k : {&a, &b, &c}) EXPECT_EQ(k->Query("BEGIN"), "");
+    EXPECT_EQ(backends(), "3");
+    for (PgConn* k : {&a, &b, &c}) EXPECT_EQ(k->Query("COMMIT"), "");
+    EXPECT_EQ(backends(), "3");
+    // Unused for server_idle_timeout: closed down to min_pool_size, and never below it.
+    EXPECT_EQ(WaitForValue(backends, "2", 6000), "2");
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    EXPECT_EQ(backends(), "2");
+  }
+  EXPECT_EQ(WaitForValue(backends, "0", 5000), "0");
+  {
+    SCOPED_TRACE("server_lifetime");
+    Proxy px(One(db.pg.port()),
+             "  pool_mode: transaction\n  default_pool_size: 1\n  server_lifetime: 1s\n");
+    ASSERT_TRUE(px.Ready()) << px.bw->log();
+    PgConn a(px.port);
+    ASSERT_EQ(a.Login("app", "secret", "app"), "");
+    std::string pid = a.Query("SELECT pg_backend_pid()");
+    EXPECT_EQ(a.Query("SELECT pg_backend_pid()"), pid);  // young: the same connection again
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    std::string next = a.Query("SELECT pg_backend_pid()");
+    EXPECT_NE(next, pid);  // too old to be given out again: a new one
+    EXPECT_FALSE(next.empty());
+  }
+  {
+    SCOPED_TRACE("reserve_pool_size and reserve_pool_timeout");
+    Proxy px(One(db.pg.port()),
+             "  pool_mode: transaction\n  default_pool_size: 1\n  reserve_pool_size: 1\n"
+             "  reserve_pool_timeout: 500ms\n");
+    ASSERT_TRUE(px.Ready()) << px.bw->log();
+    PgConn a(px.port), b(px.port), c(px.port);
+    ASSERT_EQ(a.Login("app", "secret", "app"), "");
+    ASSERT_EQ(b.Login("app", "secret", "app"), "");
+    ASSERT_EQ(c.Login("app", "secret", "app"), "");
+    EXPECT_EQ(a.Query("BEGIN"), "");  // holds the pool's one connection
+    auto start = Clock::now();
+    EXPECT_EQ(b.Query("SELECT 2"), "2");  // after waiting reserve_pool_timeout: the reserve
+    EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(450));
+    EXPECT_LT(Clock::now() - start, std::chrono::seconds(3));
+    // The reserve is one connection: with both taken, the next client waits for one back.
+    EXPECT_EQ(b.Query("BEGIN"), "");
+    ASSERT_TRUE(c.SendQuery("SELECT 3"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    EXPECT_EQ(backends(), "2");
+    EXPECT_EQ(a.Query("COMMIT"), "");
+    EXPECT_EQ(c.Finish(), "3");
+    EXPECT_EQ(b.Query("COMMIT"), "");
+  }
+  {
+    SCOPED_TRACE("idle_transaction_timeout");
+    Proxy px(One(db.pg.port()), "  pool_mode: transaction\n  idle_transaction_timeout: 1s\n");
+    ASSERT_TRUE(px.Ready()) << px.bw->log();
+    PgConn idle(px.port), busy(px.port);
+    ASSERT_EQ(idle.Login("app", "secret", "app"), "");
+    ASSERT_EQ(busy.Login("app", "secret", "app"), "");
+    EXPECT_EQ(idle.Query("BEGIN"), "");
+    EXPECT_EQ(busy.Query("BEGIN"), "");
+    for (int i = 0; i < 8; ++i) {  // 2.4 s in a transaction, never 1 s without a query
+      EXPECT_EQ(busy.Query("SELECT 1"), "1");
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+    // PgBouncer's behaviour: the idle one is disconnected with the reason.
+    EXPECT_EQ(idle.NextError(), "08P01 idle_transaction_timeout");
+    EXPECT_EQ(idle.NextError(), "closed");
+    EXPECT_EQ(busy.Query("COMMIT"), "");
+  }
+}
+
+TEST(PgProxy, ReadYourWritesAndReadsFallBackToThePrimary) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  db.pg.Psql("CREATE TABLE t (id int); GRANT ALL ON t TO app", "app");
+  PostgresServer r1(PostgresServer::ReplicaOf{&db.pg}), r2(PostgresServer::ReplicaOf{&db.pg});
+  ASSERT_TRUE(r1.ok() && r2.ok()) << r1.log() << r2.log();
+  auto addr = [](int port) { return "127.0.0.1:" + std::to_string(port); };
+  std::string servers = "[{address: '" + addr(db.pg.port()) + "', role: primary}, {address: '" +
+                        addr(r1.port()) + "', role: replica}, {address: '" + addr(r2.port()) +
+                        "', role: replica}]";
+  Proxy px(servers,
+           "  pool_mode: transaction\n  routing: {read_your_writes: 1500ms}\n"
+           "  health: {interval: 200ms, fails: 2}\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn c(px.port), other(px.port);
+  ASSERT_EQ(c.Login("app", "secret", "app"), "");
+  ASSERT_EQ(other.Login("app", "secret", "app"), "");
+  EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "t");
+  EXPECT_EQ(c.Query("INSERT INTO t VALUES (1)"), "");
+  // Within the window the writer's reads stay on the primary and see its write...
+  EXPECT_EQ(c.Query("SELECT count(*)::text || pg_is_in_recovery()::text FROM t"), "1false");
+  // ...while other clients' reads still go to the replicas.
+  EXPECT_EQ(other.Query("SELECT pg_is_in_recovery()"), "t");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1700));
+  EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "t");
+
+  // Every replica down: reads go to the primary and succeed.
+  r1.Stop(SIGINT);
+  r2.Stop(SIGINT);
+  auto down = [&] {
+    std::string m = px.Metrics();
+    return Metric(m, "bulwark_pg_server_up{server=\"" + addr(r1.port()) + "\",role=\"replica\"}") +
+           Metric(m, "bulwark_pg_server_up{server=\"" + addr(r2.port()) + "\",role=\"replica\"}");
+  };
+  ASSERT_EQ(WaitForValue(down, "00", 5000), "00") << px.Metrics();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(c.Query("SELECT count(*)::text || pg_is_in_recovery()::text FROM t"), "1false");
+  }
+  EXPECT_EQ(other.Query("SELECT pg_is_in_recovery()"), "f");
+}
+
+TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  // A role the server asks for its password in clear text (pg_hba `password`), and the log
+  // line that says which method each login used.
+  db.pg.Psql("CREATE ROLE plain LOGIN PASSWORD 'pw'");
+  std::string hba_path = db.pg.dir() + "/data/pg_hba.conf";
+  std::string hba = ReadFile(hba_path);
+  {
+    std::ofstream f(hba_path, std::ios::trunc);
+    f << "host all plain 127.0.0.1/32 password\n" << hba;
+  }
+  db.pg.Psql("ALTER SYSTEM SET log_connections = on");
+  db.pg.Psql("SELECT pg_reload_conf()");
+  Proxy px(One(db.pg.port()), "  pool_mode: transaction\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn a(px.port);
+  ASSERT_EQ(a.Login("app", "secret", "app"), "");
+  std::string pid = a.Query("SELECT pg_backend_pid()");
+  {
+    PgConn p(px.port);
+    EXPECT_EQ(p.Login("plain", "pw", "app"),
+              "28P01 password authentication failed for user \"plain\"");
+  }
+  auto reload = [&](const std::string& block, const std::string& users) {
+    std::string cfg = ProxyConfig(px.port, px.admin, One(db.pg.port()), block);
+    cfg.replace(cfg.find("    - {name: app, password: secret}\n"),
+                std::string("    - {name: app, password: secret}\n").size(), users);
+    {
+      std::ofstream f(px.bw->config_path(), std::ios::trunc);
+      f << cfg;
+    }
+    return HttpPost(px.admin, "/api/v1/reload", "").status;
+  };
+  // A new user: the running pool of app is left as it is (same server connection).
+  ASSERT_EQ(reload("  pool_mode: transaction\n",
+                   "    - {name: app, password: secret}\n    - {name: plain, password: pw}\n"),
+            200)
+      << px.bw->log();
+  EXPECT_EQ(a.Query("SELECT pg_backend_pid()"), pid) << px.bw->log();
+  PgConn p(px.port);
+  ASSERT_EQ(p.Login("plain", "pw", "app"), "");
+  EXPECT_EQ(p.Query("SELECT current_user"), "plain");
+  EXPECT_NE(db.pg.log().find("identity=\"plain\" method=password"), std::string::npos)
+      << db.pg.log();
+  // A bad file changes nothing.
+  {
+    std::ofstream f(px.bw->config_path(), std::ios::trunc);
+    f << "pg: [\n";
+  }
+  EXPECT_EQ(HttpPost(px.admin, "/api/v1/reload", "").status, 400);
+  EXPECT_EQ(a.Query("SELECT pg_backend_pid()"), pid);
+  // A changed pool setting: the pool is rebuilt; its clients carry on with new connections,
+  // and a removed user can no longer log in.
+  ASSERT_EQ(reload("  pool_mode: transaction\n  default_pool_size: 5\n",
+                   "    - {name: app, password: secret}\n"),
+            200);
+  std::string next = a.Query("SELECT pg_backend_pid()");
+  EXPECT_NE(next, pid);
+  EXPECT_FALSE(next.empty());
+  PgConn gone(px.port);
+  EXPECT_NE(gone.Login("plain", "pw", "app"), "");
+  EXPECT_EQ(WaitForValue([&] { return Backends(db.pg); }, "1", 5000), "1");
+}
+
+TEST(PgProxy, WithEtcdOnlyTheLeaseHolderFailsOver) {
+  EtcdServer etcd;
+  ASSERT_TRUE(etcd.ok());
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  db.pg.Psql("CREATE TABLE t (id int); GRANT ALL ON t TO app", "app");
+  PostgresServer r1(PostgresServer::ReplicaOf{&db.pg});
+  ASSERT_TRUE(r1.ok()) << r1.log();
+  std::string servers = "['" + db.pg.socket_address() + "', '" + r1.socket_address() + "']";
+  auto cluster = [&](const std::string& name) {
+    return "cluster:\n  name: " + name + "\n  etcd: {endpoints: ['" + etcd.endpoint() +
+           "'], key_prefix: /bulwark-pg-test, lease_ttl: 3s}\n";
+  };
+  const std::string block =
+      "  pool_mode: transaction\n  health: {interval: 200ms, fails: 3, user: postgres}\n"
+      "  failover: {enabled: true}\n";
+  int port_a = FreePort(), admin_a = FreePort(), port_b = FreePort(), admin_b = FreePort();
+  Bulwark a(cluster("a") + ProxyConfig(port_a, admin_a, servers, block));
+  ASSERT_TRUE(a.Ready(port_a, admin_a)) << a.log();
+  auto leader = [](int admin) {
+    return HttpGet(admin, "/api/v1/cluster").body.find("\"leader\":true") != std::string::npos;
+  };
+  ASSERT_EQ(WaitForValue([&] { return std::string(leader(admin_a) ? "y" : "n"); }, "y", 5000), "y");
+  Bulwark b(cluster("b") + ProxyConfig(port_b, admin_b, servers, block));
+  ASSERT_TRUE(b.Ready(port_b, admin_b)) << b.log();
+  EXPECT_NE(HttpGet(admin_b, "/api/v1/cluster").body.find("\"holder\":\"a\""), std::string::npos)
+      << HttpGet(admin_b, "/api/v1/cluster").body;
+  EXPECT_FALSE(leader(admin_b));
+
+  db.pg.Stop(SIGQUIT);
+  EXPECT_EQ(WaitForValue([&] { return r1.Psql("SELECT pg_is_in_recovery()"); }, "f", 10000), "f");
+  // Both instances see the server as down; only the leader acted, the other learnt the new
+  // role from its checks.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  std::string sa = HttpGet(admin_a, "/api/v1/pg").body, sb = HttpGet(admin_b, "/api/v1/pg").body;
+  EXPECT_NE(sa.find("\"new_primary\":\"" + r1.socket_address() + "\""), std::string::npos) << sa;
+  EXPECT_EQ(sb.find("new_primary"), std::string::npos) << sb << b.log();
+  EXPECT_EQ(Metric(HttpGet(admin_a, "/metrics").body, "bulwark_pg_failovers_total{result=\"ok\"}"),
+            "1");
+  EXPECT_NE(b.log().find("marked down"), std::string::npos) << b.log();
+  size_t at = sb.find("\"address\":\"" + r1.socket_address() + "\"", sb.find("\"servers\""));
+  ASSERT_NE(at, std::string::npos) << sb;
+  EXPECT_NE(sb.substr(at, sb.find('}', at) - at).find("\"role\":\"primary\""), std::string::npos)
+      << sb;
+  // Writes through either instance land on the new primary.
+  for (int port : {port_a, port_b}) {
+    PgConn c(port);
+    ASSERT_EQ(c.Login("app", "secret", "app"), "");
+    EXPECT_EQ(c.Query("INSERT INTO t VALUES (1) RETURNING NOT pg_is_in_recovery()"), "t");
+  }
 }
 
 TEST(PgProxy, ShardRoutingForEveryKeySourceWithSeedShardMap) {
