@@ -7,7 +7,7 @@
 #   - select-only directly with 200 clients (200 backends),
 #   - both directly with 20 clients: the ceiling a pool of 20 can reach on this machine.
 # Each run lasts DURATION seconds after a 5 s warm-up run that is not counted; with ROUNDS > 1
-# the runs alternate and each figure is the median. p99 comes from pgbench's per-transaction
+# the runs alternate (the two proxies taking turns going first) and each figure is the median. p99 comes from pgbench's per-transaction
 # log (--sampling-rate 0.2) of the select-only runs through the proxies. A line before the
 # summary gives each proxy's own CPU time per transaction (from /proc), which the machine's
 # noise moves much less than throughput.
@@ -147,12 +147,24 @@ run warm "$PGPORT" 20 5 -S >/dev/null
 
 declare -A r
 for round in $(seq 1 "$ROUNDS"); do
-  r[sb]+=" $(PID=$BW_PID LOG=1 run sel-bulwark "$BW" 200 "$DURATION" -S)"
-  r[sp]+=" $(PID=$PGB_PID LOG=1 run sel-pgbouncer "$PGB" 200 "$DURATION" -S)"
+  # The proxies take turns going first: tpcb-like runs age the tables (dead tuples until
+  # autovacuum), so a fixed order would favour whichever always runs first.
+  if [ $((round % 2)) -eq 1 ]; then
+    r[sb]+=" $(PID=$BW_PID LOG=1 run sel-bulwark "$BW" 200 "$DURATION" -S)"
+    r[sp]+=" $(PID=$PGB_PID LOG=1 run sel-pgbouncer "$PGB" 200 "$DURATION" -S)"
+  else
+    r[sp]+=" $(PID=$PGB_PID LOG=1 run sel-pgbouncer "$PGB" 200 "$DURATION" -S)"
+    r[sb]+=" $(PID=$BW_PID LOG=1 run sel-bulwark "$BW" 200 "$DURATION" -S)"
+  fi
   r[sd]+=" $(run sel-direct "$PGPORT" 200 "$DURATION" -S)"
   r[sd20]+=" $(run sel-direct20 "$PGPORT" 20 "$DURATION" -S)"
-  r[tb]+=" $(PID=$BW_PID run tpcb-bulwark "$BW" 200 "$DURATION")"
-  r[tp]+=" $(PID=$PGB_PID run tpcb-pgbouncer "$PGB" 200 "$DURATION")"
+  if [ $((round % 2)) -eq 1 ]; then
+    r[tb]+=" $(PID=$BW_PID run tpcb-bulwark "$BW" 200 "$DURATION")"
+    r[tp]+=" $(PID=$PGB_PID run tpcb-pgbouncer "$PGB" 200 "$DURATION")"
+  else
+    r[tp]+=" $(PID=$PGB_PID run tpcb-pgbouncer "$PGB" 200 "$DURATION")"
+    r[tb]+=" $(PID=$BW_PID run tpcb-bulwark "$BW" 200 "$DURATION")"
+  fi
   r[td20]+=" $(run tpcb-direct20 "$PGPORT" 20 "$DURATION")"
   echo "round $round: select bulwark/pgbouncer/direct/direct20 =" \
     "$(echo "${r[sb]}" | awk '{print $NF}')/$(echo "${r[sp]}" | awk '{print $NF}')/$(echo "${r[sd]}" | awk '{print $NF}')/$(echo "${r[sd20]}" | awk '{print $NF}')," \
