@@ -9,6 +9,14 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # Some pids are not our children (a postmaster started through setpriv): wait up to 10 s for
+  # them too, so nothing still writes into $work while it is removed.
+  for _ in $(seq 1 100); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" -eq 0 ] && break
+    sleep 0.1
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
