@@ -108,10 +108,13 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
     if (observe.IsDefined()) observe::LoadObserveConfig(ctx, observe, base_dir, cfg->observe.get());
     YAML::Node pg = top.Get("pg");
     if (pg.IsDefined()) pg::LoadPgConfig(ctx, pg, base_dir, cfg->pg.get());
+    YAML::Node vault = top.Get("vault");
+    if (vault.IsDefined()) vault::LoadVaultConfig(ctx, vault, base_dir, cfg->vault.get());
     gateway::ParseGatewayConfig(ctx, top, cfg->gateway.get());
-    if (cfg->gateway->listeners.empty() && !cfg->pg->enabled && ctx.ok()) {
+    if (cfg->gateway->listeners.empty() && !cfg->pg->enabled && !cfg->vault->enabled && ctx.ok()) {
       ctx.Error(root->Mark(),
-                "config: no `listeners:` and no `pg:`; bulwark needs something to serve");
+                "config: no `listeners:`, no `pg:` and no `vault:`; bulwark needs something to "
+                "do");
     }
     if (cfg->admin.enabled) {
       for (const auto& l : cfg->gateway->listeners) {

@@ -11,6 +11,7 @@
 #include "gateway/config.h"
 #include "observe/config.h"
 #include "pg/config.h"
+#include "vault/config.h"
 
 namespace bulwark {
 
@@ -44,6 +45,7 @@ struct Config {
   std::shared_ptr<gateway::GatewayConfig> gateway = std::make_shared<gateway::GatewayConfig>();
   std::shared_ptr<observe::ObserveConfig> observe = std::make_shared<observe::ObserveConfig>();
   std::shared_ptr<pg::PgConfig> pg = std::make_shared<pg::PgConfig>();
+  std::shared_ptr<vault::VaultConfig> vault = std::make_shared<vault::VaultConfig>();
 
   int EffectiveWorkers() const;
 };

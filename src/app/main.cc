@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "CLI/CLI.hpp"
+#include "app/backup_cli.h"
 #include "app/config.h"
 #include "app/demo.h"
 #include "app/server.h"
@@ -103,6 +104,23 @@ int main(int argc, char** argv) {
   auto* rules_check = rules->add_subcommand(
       "check", "Check rule files (exit 1 on any error), as promtool check rules");
   rules_check->add_option("files", rule_check_files, "Rule files")->required();
+  auto* backup = app.add_subcommand("backup", "Backups made by the vault: run, list, verify");
+  backup->require_subcommand(1);
+  bulwark::BackupCommand bcmd;
+  auto* backup_run = backup->add_subcommand("run", "Make one backup of a plan now");
+  backup_run->add_option("plan", bcmd.plan, "Plan name (vault.plans)")->required();
+  auto* backup_list = backup->add_subcommand("list", "List the catalog, newest first");
+  backup_list->add_option("--plan", bcmd.plan, "Only this plan");
+  auto* backup_verify = backup->add_subcommand(
+      "verify", "Check every stored copy of a backup end to end (exit 1 when it fails)");
+  backup_verify->add_option("id", bcmd.id, "Backup id (from `backup list`)")->required();
+  auto* backup_cat = backup->add_subcommand(
+      "cat", "Write a backup's original bytes to stdout (checked as they are read)");
+  backup_cat->add_option("id", bcmd.id, "Backup id (from `backup list`)")->required();
+  for (auto* sub : {backup_run, backup_list, backup_verify, backup_cat}) {
+    sub->add_option("-c,--config", bcmd.config, "Configuration file")->required();
+    sub->add_flag("--json", bcmd.json, "Print JSON");
+  }
   auto* demo = app.add_subcommand(
       "demo", "Run the gateway on the embedded demo configuration with three origins");
   CLI11_PARSE(app, argc, argv);
@@ -113,6 +131,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*demo) return bulwark::RunDemo();
+  if (*backup) {
+    bcmd.action = *backup_run ? "run" : *backup_list ? "list" : *backup_cat ? "cat" : "verify";
+    return bulwark::RunBackupCommand(bcmd);
+  }
   if (*rules_test) return bulwark::observe::rules::RunRuleTests(rule_test_files, std::cout) ? 0 : 1;
   if (*rules_check) {
     return bulwark::observe::rules::CheckRuleFiles(rule_check_files, std::cout) ? 0 : 1;

@@ -147,6 +147,13 @@ absl::Status Server::Start() {
     s = pg_->Start();
     if (!s.ok()) return s;
   }
+  if (cfg_->vault->enabled) {
+    std::function<bool()> leader;
+    if (lease_) leader = [l = lease_.get()] { return l->leader(); };
+    vault_ = std::make_unique<vault::Scheduler>(cfg_->vault, leader);
+    s = vault_->Start();
+    if (!s.ok()) return s;
+  }
   if (cfg_->admin.enabled) {
     admin_ = std::make_unique<admin::AdminServer>(&loop_, cfg_->admin.token);
     s = admin_->Listen(cfg_->admin.address);
@@ -214,6 +221,7 @@ int Server::Run() {
     pg_->Stop();
     pg_->Join();
   }
+  if (vault_) vault_->Stop();  // waits for a running backup to finish
   if (lease_) lease_->Stop();  // gives the lease back: another instance leads at once
   LogInfo("stopped");
   FinishLogFiles();
@@ -295,6 +303,7 @@ std::vector<std::string> Server::Reload() {
   cache_zones_.Prune();
   bans_->set_max_entries(cfg_->gateway->bans.max_entries);
   if (pg_) pg_->Reload(cfg_->pg);
+  if (vault_) vault_->Update(cfg_->vault);
   if (observer_) {
     observer_->Apply(cfg_->observe);
     if (cfg_->observe->enabled) {
@@ -640,6 +649,18 @@ void Server::RegisterAdminRoutes() {
     }
     return admin::Json(200, j.dump());
   });
+  admin_->Route("GET", "/api/v1/backups", [this](const AdminRequest& r) {
+    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+    return admin::Json(200, vault_->ListJson(QueryParam(r.query, "plan").value_or("")));
+  });
+  admin_->Route("POST", "/api/v1/backups/run", [this](const AdminRequest& r) {
+    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+    auto plan = QueryParam(r.query, "plan");
+    if (!plan || !vault_->RunNow(*plan)) {
+      return admin::Json(400, R"({"error":"?plan= names no plan under vault.plans"})");
+    }
+    return admin::Json(202, nlohmann::json{{"queued", *plan}}.dump());
+  });
   admin_->Route("POST", "/api/v1/pg/readd", [this](const AdminRequest& r) {
     if (!pg_) return admin::Json(404, R"({"error":"no pg: block in the configuration"})");
     auto server = QueryParam(r.query, "server");
@@ -867,6 +888,7 @@ void Server::RegisterCollectors() {
   registry_.AddCollector([this](std::string* out) { CollectGateway(out); });
   registry_.AddCollector([this](std::string* out) {
     if (pg_) pg_->CollectMetrics(out);
+    if (vault_) vault_->CollectMetrics(out);
     if (lease_) {
       observe::AppendHeader(out, "bulwark_cluster_leader", "gauge",
                             "1 while this instance holds the etcd lease (and does the work that "

@@ -18,6 +18,7 @@
 #include "observe/metrics.h"
 #include "observe/observer.h"
 #include "pg/proxy.h"
+#include "vault/scheduler.h"
 
 namespace bulwark {
 
@@ -94,6 +95,7 @@ class Server {
   std::unique_ptr<observe::Observer> observer_;
   std::unique_ptr<EtcdLease> lease_;  // before pg_: destroyed after it
   std::unique_ptr<pg::Proxy> pg_;
+  std::unique_ptr<vault::Scheduler> vault_;
   std::unique_ptr<SignalHandler> signals_;
   uint64_t generation_ = 0;
   bool draining_ = false;

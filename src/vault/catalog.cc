@@ -1,0 +1,188 @@
+#include "vault/catalog.h"
+
+#include <sqlite3.h>
+
+#include "core/strings.h"
+#include "nlohmann/json.hpp"
+
+namespace bulwark::vault {
+namespace {
+
+// A prepared statement that finalizes itself.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  bool ok() const { return rc_ == SQLITE_OK; }
+  absl::Status Error() const {
+    return absl::InternalError(StrCat("catalog: ", sqlite3_errmsg(db_)));
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  int Step() { return sqlite3_step(s_); }
+  int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
+  std::string Text(int col) const {
+    const unsigned char* t = sqlite3_column_text(s_, col);
+    return t == nullptr ? "" : reinterpret_cast<const char*>(t);
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* s_ = nullptr;
+  int rc_;
+};
+
+constexpr const char* kColumns =
+    "id, plan, source, trigger, status, started_ms, finished_ms, raw_bytes, stored_bytes, "
+    "raw_sha256, stored_sha256, compression, key_id, object, storage, pid, error, verified, "
+    "verified_ms, verify_error";
+
+BackupRecord Row(const Stmt& s) {
+  BackupRecord b;
+  b.id = s.Int(0);
+  b.plan = s.Text(1);
+  b.source = s.Text(2);
+  b.trigger = s.Text(3);
+  b.status = s.Text(4);
+  b.started_ms = s.Int(5);
+  b.finished_ms = s.Int(6);
+  b.raw_bytes = s.Int(7);
+  b.stored_bytes = s.Int(8);
+  b.raw_sha256 = s.Text(9);
+  b.stored_sha256 = s.Text(10);
+  b.compression = s.Text(11);
+  b.key_id = s.Text(12);
+  b.object = s.Text(13);
+  auto j = nlohmann::json::parse(s.Text(14), nullptr, false);
+  if (j.is_array()) {
+    for (const auto& e : j) {
+      if (e.is_string()) b.storage.push_back(e.get<std::string>());
+    }
+  }
+  b.pid = s.Int(15);
+  b.error = s.Text(16);
+  b.verified = s.Text(17);
+  b.verified_ms = s.Int(18);
+  b.verify_error = s.Text(19);
+  return b;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return absl::UnavailableError(StrCat("catalog ", path, ": ", msg));
+  }
+  sqlite3_busy_timeout(db, 10000);  // a scheduled backup and a CLI call may meet
+  std::unique_ptr<Catalog> c(new Catalog(db));
+  // WAL: readers (the admin API, `backup list`) never wait for a running backup's writes.
+  if (auto st = c->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"); !st.ok()) return st;
+  if (auto st =
+          c->Exec("CREATE TABLE IF NOT EXISTS backups ("
+                  " id INTEGER PRIMARY KEY AUTOINCREMENT, plan TEXT NOT NULL, source TEXT NOT NULL,"
+                  " trigger TEXT NOT NULL, status TEXT NOT NULL, started_ms INTEGER NOT NULL,"
+                  " finished_ms INTEGER NOT NULL DEFAULT 0, raw_bytes INTEGER NOT NULL DEFAULT 0,"
+                  " stored_bytes INTEGER NOT NULL DEFAULT 0, raw_sha256 TEXT NOT NULL DEFAULT '',"
+                  " stored_sha256 TEXT NOT NULL DEFAULT '', compression TEXT NOT NULL DEFAULT '',"
+                  " key_id TEXT NOT NULL DEFAULT '', object TEXT NOT NULL, storage TEXT NOT NULL,"
+                  " pid INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
+                  " verified TEXT NOT NULL DEFAULT '', verified_ms INTEGER NOT NULL DEFAULT 0,"
+                  " verify_error TEXT NOT NULL DEFAULT '');"
+                  "CREATE INDEX IF NOT EXISTS backups_plan ON backups (plan, started_ms);");
+      !st.ok()) {
+    return st;
+  }
+  return c;
+}
+
+Catalog::~Catalog() { sqlite3_close(db_); }
+
+absl::Status Catalog::Exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "error";
+    sqlite3_free(err);
+    return absl::InternalError(StrCat("catalog: ", msg));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Catalog::Begin(const BackupRecord& b) {
+  Stmt s(db_,
+         "INSERT INTO backups (plan, source, trigger, status, started_ms, compression, key_id,"
+         " object, storage, pid) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)");
+  if (!s.ok()) return s.Error();
+  s.Bind(1, b.plan).Bind(2, b.source).Bind(3, b.trigger).Bind(4, b.started_ms);
+  s.Bind(5, b.compression).Bind(6, b.key_id).Bind(7, b.object);
+  s.Bind(8, nlohmann::json(b.storage).dump()).Bind(9, b.pid);
+  if (s.Step() != SQLITE_DONE) return s.Error();
+  return sqlite3_last_insert_rowid(db_);
+}
+
+absl::Status Catalog::Finish(const BackupRecord& b) {
+  Stmt s(db_,
+         "UPDATE backups SET status = ?, finished_ms = ?, raw_bytes = ?, stored_bytes = ?,"
+         " raw_sha256 = ?, stored_sha256 = ?, storage = ?, error = ?, pid = 0 WHERE id = ?");
+  if (!s.ok()) return s.Error();
+  s.Bind(1, b.status).Bind(2, b.finished_ms).Bind(3, b.raw_bytes).Bind(4, b.stored_bytes);
+  s.Bind(5, b.raw_sha256).Bind(6, b.stored_sha256).Bind(7, nlohmann::json(b.storage).dump());
+  s.Bind(8, b.error).Bind(9, b.id);
+  if (s.Step() != SQLITE_DONE) return s.Error();
+  return absl::OkStatus();
+}
+
+absl::Status Catalog::SetVerified(int64_t id, bool ok, const std::string& error, int64_t now_ms) {
+  Stmt s(db_, "UPDATE backups SET verified = ?, verified_ms = ?, verify_error = ? WHERE id = ?");
+  if (!s.ok()) return s.Error();
+  s.Bind(1, std::string(ok ? "ok" : "failed")).Bind(2, now_ms).Bind(3, error).Bind(4, id);
+  if (s.Step() != SQLITE_DONE) return s.Error();
+  return absl::OkStatus();
+}
+
+absl::Status Catalog::SetStatus(int64_t id, const std::string& status) {
+  Stmt s(db_, "UPDATE backups SET status = ? WHERE id = ?");
+  if (!s.ok()) return s.Error();
+  s.Bind(1, status).Bind(2, id);
+  if (s.Step() != SQLITE_DONE) return s.Error();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BackupRecord> Catalog::Get(int64_t id) {
+  Stmt s(db_, StrCat("SELECT ", kColumns, " FROM backups WHERE id = ?").c_str());
+  if (!s.ok()) return s.Error();
+  s.Bind(1, id);
+  int rc = s.Step();
+  if (rc == SQLITE_DONE) return absl::NotFoundError(StrCat("no backup ", id, " in the catalog"));
+  if (rc != SQLITE_ROW) return s.Error();
+  return Row(s);
+}
+
+absl::StatusOr<std::vector<BackupRecord>> Catalog::List(const std::string& plan) {
+  Stmt s(db_, StrCat("SELECT ", kColumns,
+                     " FROM backups WHERE (? = '' OR plan = ?) ORDER BY started_ms DESC, id DESC")
+                  .c_str());
+  if (!s.ok()) return s.Error();
+  s.Bind(1, plan).Bind(2, plan);
+  std::vector<BackupRecord> out;
+  for (;;) {
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return s.Error();
+    out.push_back(Row(s));
+  }
+  return out;
+}
+
+}  // namespace bulwark::vault

@@ -1,0 +1,59 @@
+// The backup catalog: every backup bulwark made or tried, in SQLite (one file, no server).
+// A row is written before the first byte is read from the source (status "running") and
+// finished after every copy is complete, so a crash in between leaves a row that says so;
+// RecoverInterrupted() (vault.h) turns those into "failed" and removes their partial objects.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+struct sqlite3;
+
+namespace bulwark::vault {
+
+struct BackupRecord {
+  int64_t id = 0;
+  std::string plan;
+  std::string source;   // the source type (pg_dump, files, command)
+  std::string trigger;  // manual | schedule | drill | safety
+  std::string status;   // running | ok | failed | deleted
+  int64_t started_ms = 0, finished_ms = 0;
+  int64_t raw_bytes = 0, stored_bytes = 0;
+  std::string raw_sha256, stored_sha256;
+  std::string compression, key_id;
+  std::string object;                // the object's name in each storage
+  std::vector<std::string> storage;  // the storages holding a copy (or meant to)
+  int64_t pid = 0;                   // the process writing it, while running
+  std::string error;
+  std::string verified;  // "" (never), ok, failed
+  int64_t verified_ms = 0;
+  std::string verify_error;
+};
+
+class Catalog {
+ public:
+  static absl::StatusOr<std::unique_ptr<Catalog>> Open(const std::string& path);
+  ~Catalog();
+
+  // Inserts `b` (status running); returns its id.
+  absl::StatusOr<int64_t> Begin(const BackupRecord& b);
+  // Stores the final state of `b` (found by id): status, sizes, checksums, error.
+  absl::Status Finish(const BackupRecord& b);
+  absl::Status SetVerified(int64_t id, bool ok, const std::string& error, int64_t now_ms);
+  absl::Status SetStatus(int64_t id, const std::string& status);
+  absl::StatusOr<BackupRecord> Get(int64_t id);
+  // Newest first; `plan` "" for every plan.
+  absl::StatusOr<std::vector<BackupRecord>> List(const std::string& plan = "");
+
+ private:
+  explicit Catalog(sqlite3* db) : db_(db) {}
+  absl::Status Exec(const std::string& sql);
+  sqlite3* db_;
+};
+
+}  // namespace bulwark::vault

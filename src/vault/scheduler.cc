@@ -1,0 +1,220 @@
+#include "vault/scheduler.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "nlohmann/json.hpp"
+#include "observe/metrics.h"
+
+namespace bulwark::vault {
+namespace {
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Scheduler::Scheduler(std::shared_ptr<const VaultConfig> cfg, std::function<bool()> leader)
+    : leader_(std::move(leader)), cfg_(std::move(cfg)) {}
+
+Scheduler::~Scheduler() { Stop(); }
+
+absl::Status Scheduler::Open() {
+  std::string dir = cfg_->catalog.substr(0, cfg_->catalog.rfind('/'));
+  for (size_t at = 1; !dir.empty() && (at = dir.find('/', at)) != std::string::npos; ++at) {
+    mkdir(dir.substr(0, at).c_str(), 0700);
+  }
+  if (!dir.empty()) mkdir(dir.c_str(), 0700);
+  auto c = Catalog::Open(cfg_->catalog);
+  if (!c.ok()) return c.status();
+  catalog_ = std::move(*c);
+  Vault v(cfg_, catalog_.get());
+  auto n = v.RecoverInterrupted();
+  if (!n.ok()) return n.status();
+  if (*n > 0) LogWarn("vault: ", *n, " interrupted backup(s) marked failed");
+  // The last success of each plan, from the catalog, so the metric survives restarts.
+  auto all = catalog_->List();
+  if (!all.ok()) return all.status();
+  std::lock_guard<std::mutex> l(mu_);
+  for (const BackupRecord& b : *all) {
+    PlanStats& s = stats_[b.plan];
+    if ((b.status == "ok" || b.status == "deleted") && s.last_success_ms == 0) {
+      s.last_success_ms = b.finished_ms;
+      s.last_duration_ms = b.finished_ms - b.started_ms;
+      s.last_raw = b.raw_bytes;
+      s.last_stored = b.stored_bytes;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::Start() {
+  if (auto st = Open(); !st.ok()) return st;
+  thread_ = std::thread([this] { Loop(); });
+  return absl::OkStatus();
+}
+
+void Scheduler::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Scheduler::Update(std::shared_ptr<const VaultConfig> cfg) {
+  std::lock_guard<std::mutex> l(mu_);
+  cfg_ = std::move(cfg);
+  for (auto& [name, s] : stats_) s.next_ms = -1;  // recomputed from the new schedules
+  cv_.notify_all();
+}
+
+bool Scheduler::RunNow(const std::string& plan) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!cfg_->plans.count(plan)) return false;
+  manual_.push_back(plan);
+  cv_.notify_all();
+  return true;
+}
+
+void Scheduler::Loop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stop_) {
+    l.unlock();
+    Tick(WallMs());
+    l.lock();
+    if (stop_) break;
+    // Schedules have minute resolution; a second's sleep keeps the start within a second.
+    if (manual_.empty()) cv_.wait_for(l, std::chrono::seconds(1));
+  }
+}
+
+int Scheduler::Tick(int64_t now_ms) {
+  std::vector<std::pair<std::string, std::string>> due;  // plan, trigger
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    while (!manual_.empty()) {
+      due.emplace_back(manual_.front(), "manual");
+      manual_.pop_front();
+    }
+    bool lead = !leader_ || leader_();
+    for (const auto& [name, p] : cfg_->plans) {
+      if (!p.schedule) continue;
+      PlanStats& s = stats_[name];
+      if (s.next_ms < 0) {
+        s.next_ms = p.schedule->Next(now_ms / 1000) * 1000;
+        continue;
+      }
+      if (now_ms < s.next_ms) continue;
+      s.next_ms = p.schedule->Next(now_ms / 1000) * 1000;
+      if (lead) due.emplace_back(name, "schedule");
+    }
+  }
+  for (const auto& [plan, trigger] : due) RunOne(plan, trigger);
+  return static_cast<int>(due.size());
+}
+
+void Scheduler::RunOne(const std::string& plan, const std::string& trigger) {
+  std::lock_guard<std::mutex> run(run_mu_);
+  std::shared_ptr<const VaultConfig> cfg;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    cfg = cfg_;
+  }
+  Vault v(cfg, catalog_.get());
+  auto r = v.Backup(plan, trigger);
+  std::lock_guard<std::mutex> l(mu_);
+  PlanStats& s = stats_[plan];
+  if (!r.ok()) {
+    ++s.failed;
+    s.last_failed = true;
+    LogError("vault: backup of plan ", plan, ": ", r.status().message());
+    return;
+  }
+  if (r->status == "ok") {
+    ++s.ok;
+    s.last_failed = false;
+    s.last_success_ms = r->finished_ms;
+    s.last_duration_ms = r->finished_ms - r->started_ms;
+    s.last_raw = r->raw_bytes;
+    s.last_stored = r->stored_bytes;
+    LogInfo("vault: backup ", r->id, " of plan ", plan, " (", trigger, "): ", r->raw_bytes,
+            " bytes stored as ", r->stored_bytes, " in ", s.last_duration_ms, " ms");
+  } else {
+    ++s.failed;
+    s.last_failed = true;
+    LogError("vault: backup ", r->id, " of plan ", plan, " (", trigger, ") failed: ", r->error);
+  }
+}
+
+void Scheduler::CollectMetrics(std::string* out) {
+  using observe::AppendHeader;
+  std::lock_guard<std::mutex> l(mu_);
+  auto each = [&](const char* name, const char* type, const char* help, auto value) {
+    AppendHeader(out, name, type, help);
+    for (const auto& [plan, p] : cfg_->plans) {
+      auto it = stats_.find(plan);
+      PlanStats s = it == stats_.end() ? PlanStats{} : it->second;
+      StrAppend(out, name, "{plan=\"", plan, "\"} ", value(s), "\n");
+    }
+  };
+  each("bulwark_backup_last_success_timestamp_seconds", "gauge",
+       "When the plan's last complete backup finished (0: never).",
+       [](const PlanStats& s) { return s.last_success_ms / 1000; });
+  each("bulwark_backup_last_duration_seconds", "gauge",
+       "How long the plan's last complete backup took.",
+       [](const PlanStats& s) { return static_cast<double>(s.last_duration_ms) / 1000.0; });
+  each("bulwark_backup_last_raw_bytes", "gauge", "Original size of the last complete backup.",
+       [](const PlanStats& s) { return s.last_raw; });
+  each("bulwark_backup_last_stored_bytes", "gauge",
+       "Stored (compressed, encrypted) size of the last complete backup.",
+       [](const PlanStats& s) { return s.last_stored; });
+  each("bulwark_backup_failing", "gauge",
+       "1 when the plan's last backup failed (alert on it), 0 after a success.",
+       [](const PlanStats& s) { return s.last_failed ? 1 : 0; });
+  AppendHeader(out, "bulwark_backup_runs_total", "counter",
+               "Backups run by this process, by plan and result.");
+  for (const auto& [plan, p] : cfg_->plans) {
+    auto it = stats_.find(plan);
+    PlanStats s = it == stats_.end() ? PlanStats{} : it->second;
+    StrAppend(out, "bulwark_backup_runs_total{plan=\"", plan, "\",result=\"ok\"} ", s.ok, "\n");
+    StrAppend(out, "bulwark_backup_runs_total{plan=\"", plan, "\",result=\"failed\"} ", s.failed,
+              "\n");
+  }
+}
+
+std::string Scheduler::ListJson(const std::string& plan) {
+  std::lock_guard<std::mutex> l(mu_);
+  nlohmann::json out = nlohmann::json::array();
+  if (catalog_ == nullptr) return out.dump();
+  auto all = catalog_->List(plan);
+  if (!all.ok()) return nlohmann::json{{"error", all.status().message()}}.dump();
+  for (const BackupRecord& b : *all) {
+    nlohmann::json j = {{"id", b.id},
+                        {"plan", b.plan},
+                        {"source", b.source},
+                        {"trigger", b.trigger},
+                        {"status", b.status},
+                        {"started_ms", b.started_ms},
+                        {"finished_ms", b.finished_ms},
+                        {"raw_bytes", b.raw_bytes},
+                        {"stored_bytes", b.stored_bytes},
+                        {"stored_sha256", b.stored_sha256},
+                        {"key_id", b.key_id},
+                        {"object", b.object},
+                        {"storage", b.storage},
+                        {"verified", b.verified}};
+    if (!b.error.empty()) j["error"] = b.error;
+    out.push_back(std::move(j));
+  }
+  return out.dump();
+}
+
+}  // namespace bulwark::vault

@@ -1,0 +1,267 @@
+// Backups end to end with real programs: pg_dump from a real PostgreSQL 15 (run as the postgres
+// user) through `bulwark backup run`, restored with pg_restore from `bulwark backup cat`, and
+// the catalog's answers when an archive is corrupted, the key is wrong or a backup is killed.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include "nlohmann/json.hpp"
+#include "tests/integration/harness.h"
+
+namespace bulwark::testing {
+namespace {
+
+const char* kKeyA = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const char* kKeyB = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
+
+struct VaultSetup {
+  std::string dir = MakeTempDir();
+  std::string config = dir + "/bulwark.yml";
+  void Write(const std::string& text) {
+    std::ofstream f(config, std::ios::trunc);
+    f << text;
+  }
+  // Runs `bulwark ARGS -c config`; returns the exit code, output in `out`.
+  int Run(std::vector<std::string> args, std::string* out) {
+    args.push_back("-c");
+    args.push_back(config);
+    return RunBulwark(args, out);
+  }
+  nlohmann::json List() {
+    std::string out;
+    EXPECT_EQ(Run({"backup", "list", "--json"}, &out), 0) << out;
+    auto j = nlohmann::json::parse(out.substr(out.find('[')), nullptr, false);
+    return j.is_array() ? j : nlohmann::json::array();
+  }
+};
+
+std::string VaultConfig(const std::string& dir, const std::string& key, const std::string& plans) {
+  return "vault:\n  catalog: " + dir + "/catalog.db\n  keys: [{value: " + key +
+         "}]\n  storage:\n    disk: {path: " + dir + "/store}\n    copy: {path: " + dir +
+         "/copy}\n  plans:\n" + plans;
+}
+
+TEST(Vault, PgDumpBackupVerifyAndRestoreRoundTrip) {
+  PostgresServer pg;
+  ASSERT_TRUE(pg.ok()) << pg.log();
+  pg.Psql("CREATE DATABASE app");
+  pg.Psql(
+      "CREATE TABLE orders (id int PRIMARY KEY, tenant_id int, note text, amount numeric);"
+      "INSERT INTO orders SELECT g, g % 8, md5(g::text), g * 1.25 FROM generate_series(1, "
+      "20000) g;"
+      "CREATE TABLE users (id int PRIMARY KEY, name text);"
+      "INSERT INTO users VALUES (1, 'ada'), (2, 'grace'), (3, NULL);",
+      "app");
+  VaultSetup v;
+  std::string plans = "    app-db:\n      source: {type: pg_dump, host: " + pg.dir() +
+                      ", port: " + std::to_string(pg.port()) +
+                      ", user: postgres, database: app}\n      threads: 2\n";
+  v.Write(VaultConfig(v.dir, kKeyA, plans));
+  std::string out;
+  ASSERT_EQ(v.Run({"backup", "run", "app-db"}, &out), 0) << out;
+  EXPECT_NE(out.find("backup 1 of plan app-db: ok"), std::string::npos) << out;
+  nlohmann::json list = v.List();
+  ASSERT_EQ(list.size(), 1u);
+  const nlohmann::json& b = list[0];
+  EXPECT_EQ(b["status"], "ok");
+  EXPECT_EQ(b["source"], "pg_dump");
+  EXPECT_EQ(b["compression"], "zstd");
+  EXPECT_EQ(b["storage"], nlohmann::json({"copy", "disk"}));
+  EXPECT_GT(b["raw_bytes"].get<int64_t>(), 500000);
+  EXPECT_LT(b["stored_bytes"].get<int64_t>(), b["raw_bytes"].get<int64_t>());
+  std::string object = b["object"];
+  // The same bytes in both storages, under the final name only; the data is not readable.
+  std::string a = ReadFile(v.dir + "/store/" + object), c = ReadFile(v.dir + "/copy/" + object);
+  EXPECT_EQ(a, c);
+  EXPECT_EQ(a.size(), b["stored_bytes"].get<size_t>());
+  EXPECT_EQ(a.find("grace"), std::string::npos);
+  struct stat sb;
+  EXPECT_NE(stat((v.dir + "/store/" + object + ".partial").c_str(), &sb), 0) << "partial object";
+  ASSERT_EQ(stat((v.dir + "/store/" + object).c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_mode & 0777, 0600u);
+
+  ASSERT_EQ(v.Run({"backup", "verify", "1"}, &out), 0) << out;
+  EXPECT_NE(out.find("backup 1: verified (2 copies"), std::string::npos) << out;
+  EXPECT_EQ(v.List()[0]["verified"], "ok");
+
+  // Restore into a new database with pg_restore fed by `backup cat`; the tables are equal.
+  pg.Psql("CREATE DATABASE restored");
+  std::string restore_out;
+  int rc = RunProgram({"sh", "-c",
+                       std::string(BULWARK_BINARY) + " backup cat 1 -c " + v.config +
+                           " | pg_restore --no-owner -h " + pg.dir() + " -p " +
+                           std::to_string(pg.port()) + " -U postgres -d restored"},
+                      {}, &restore_out);
+  ASSERT_EQ(rc, 0) << restore_out;
+  for (const char* q : {"SELECT count(*), sum(amount), md5(string_agg(note, ',' ORDER BY id)) "
+                        "FROM orders",
+                        "SELECT string_agg(id || ':' || coalesce(name, 'NULL'), ',' ORDER BY id) "
+                        "FROM users"}) {
+    std::string want = pg.Psql(q, "app");
+    EXPECT_FALSE(want.empty());
+    EXPECT_EQ(pg.Psql(q, "restored"), want) << q;
+  }
+
+  // One corrupt byte in one copy: verify names the copy and the chunk, and exits 1.
+  {
+    std::fstream f(v.dir + "/copy/" + object, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(a.size() / 2));
+    char ch = a[a.size() / 2] ^ 0x20;
+    f.write(&ch, 1);
+  }
+  EXPECT_EQ(v.Run({"backup", "verify", "1"}, &out), 1) << out;
+  EXPECT_NE(out.find("verification failed: " + v.dir + "/copy/" + object + ": chunk "),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("does not authenticate"), std::string::npos) << out;
+  EXPECT_EQ(v.List()[0]["verified"], "failed");
+
+  // A configuration with another key cannot read it, and says which key it needs.
+  {
+    v.Write(VaultConfig(v.dir, kKeyB, plans));
+    EXPECT_EQ(v.Run({"backup", "cat", "1"}, &out), 1);
+    EXPECT_NE(out.find("the archive is encrypted with key k-"), std::string::npos) << out;
+    EXPECT_NE(out.find("; the key given is k-"), std::string::npos) << out;
+  }
+}
+
+TEST(Vault, AFailedOrKilledBackupLeavesNoObjectAndTheCatalogSaysSo) {
+  VaultSetup v;
+  std::string plans =
+      "    fails:\n      source: {type: command, command: [sh, -c, 'seq 1 100000; echo "
+      "\"pg_dump: error: connection refused\" >&2; exit 1']}\n"
+      "    slow:\n      source: {type: command, command: [sh, -c, 'seq 1 200000; sleep 30']}\n"
+      "      storage: [disk]\n"
+      "    files:\n      source: {type: files, paths: ['" +
+      v.dir +
+      "/data']}\n      compression: gzip\n      encrypt: false\n"
+      "      retention: {count: 1}\n";
+  v.Write(VaultConfig(v.dir, kKeyA, plans));
+  std::string out;
+  EXPECT_EQ(v.Run({"backup", "run", "fails"}, &out), 1);
+  EXPECT_NE(out.find("backup 1 of plan fails failed: sh exited with status 1: pg_dump: error: "
+                     "connection refused"),
+            std::string::npos)
+      << out;
+  nlohmann::json list = v.List();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["status"], "failed");
+  // Nothing was left in either storage (the directories exist, their plan folders are empty).
+  std::string find;
+  RunProgram({"find", v.dir + "/store", v.dir + "/copy", "-type", "f"}, {}, &find);
+  EXPECT_EQ(find, "");
+  EXPECT_EQ(v.Run({"backup", "verify", "1"}, &out), 2);
+  EXPECT_NE(out.find("backup 1 is failed; only complete backups can be verified"),
+            std::string::npos)
+      << out;
+
+  // Killed in the middle (SIGKILL: no cleanup of its own): the row says running until the next
+  // bulwark looks, which marks it failed and removes the partial object.
+  Process slow({BULWARK_BINARY, "backup", "run", "slow", "-c", v.config}, {}, v.dir + "/slow.out");
+  std::string partial;
+  for (int i = 0; i < 100 && partial.empty(); ++i) {
+    RunProgram({"find", v.dir + "/store", "-name", "*.partial", "-size", "+0"}, {}, &partial);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_FALSE(partial.empty()) << ReadFile(v.dir + "/slow.out");
+  // A second instance meanwhile leaves the running backup alone.
+  list = v.List();
+  EXPECT_EQ(list[0]["status"], "running");
+  kill(slow.pid(), SIGKILL);
+  slow.Wait(5000);
+  list = v.List();  // this call recovers it
+  EXPECT_EQ(list[0]["status"], "failed");
+  EXPECT_NE(list[0]["error"].get<std::string>().find("interrupted"), std::string::npos);
+  RunProgram({"find", v.dir + "/store", "-type", "f"}, {}, &find);
+  EXPECT_EQ(find, "");
+
+  // Files, gzip, no key: round trip through tar.
+  mkdir((v.dir + "/data").c_str(), 0700);
+  {
+    std::ofstream f(v.dir + "/data/app.yml");
+    f << "listen: 8080\n";
+  }
+  ASSERT_EQ(v.Run({"backup", "run", "files"}, &out), 0) << out;
+  EXPECT_NE(out.find("gzip, not encrypted"), std::string::npos) << out;
+  std::string listing;
+  ASSERT_EQ(
+      RunProgram({"sh", "-c",
+                  std::string(BULWARK_BINARY) + " backup cat 3 -c " + v.config + " | tar -tvf -"},
+                 {}, &listing),
+      0)
+      << listing;
+  EXPECT_NE(listing.find(v.dir.substr(1) + "/data/app.yml"), std::string::npos) << listing;
+
+  // retention {count: 1}: the next backup of the plan deletes this one, object and all.
+  std::string first = v.List()[0]["object"];
+  ASSERT_EQ(v.Run({"backup", "run", "files"}, &out), 0) << out;
+  EXPECT_NE(out.find("retention deleted backup 3"), std::string::npos) << out;
+  list = v.List();
+  EXPECT_EQ(list[0]["status"], "ok");
+  EXPECT_EQ(list[1]["status"], "deleted");
+  struct stat sb;
+  EXPECT_NE(stat((v.dir + "/store/" + first).c_str(), &sb), 0);
+  EXPECT_NE(stat((v.dir + "/copy/" + first).c_str(), &sb), 0);
+  EXPECT_EQ(stat((v.dir + "/store/" + list[0]["object"].get<std::string>()).c_str(), &sb), 0);
+}
+
+TEST(Vault, ServeRunsBackupsOnRequestAndReportsThem) {
+  VaultSetup v;
+  int admin = FreePort();
+  std::string plans =
+      "    ok:\n      source: {type: command, command: [sh, -c, 'seq 1 1000']}\n"
+      "      schedule: '0 3 * * *'\n"
+      "    broken:\n      source: {type: command, command: [sh, -c, 'exit 5']}\n";
+  v.Write(VaultConfig(v.dir, kKeyA, plans));  // the same vault for the CLI
+  Bulwark bw("admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\n" +
+             VaultConfig(v.dir, kKeyA, plans));
+  ASSERT_TRUE(bw.Ready(admin, admin)) << bw.log();
+  EXPECT_EQ(HttpPost(admin, "/api/v1/backups/run?plan=ok", "").status, 202);
+  EXPECT_EQ(HttpPost(admin, "/api/v1/backups/run?plan=broken", "").status, 202);
+  EXPECT_EQ(HttpPost(admin, "/api/v1/backups/run?plan=nope", "").status, 400);
+  std::string m;
+  for (int i = 0; i < 100; ++i) {
+    m = HttpGet(admin, "/metrics").body;
+    if (Metric(m, "bulwark_backup_runs_total{plan=\"broken\",result=\"failed\"}") == "1") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(Metric(m, "bulwark_backup_runs_total{plan=\"ok\",result=\"ok\"}"), "1") << m;
+  EXPECT_EQ(Metric(m, "bulwark_backup_failing{plan=\"broken\"}"), "1") << m;
+  EXPECT_EQ(Metric(m, "bulwark_backup_failing{plan=\"ok\"}"), "0");
+  EXPECT_EQ(Metric(m, "bulwark_backup_last_raw_bytes{plan=\"ok\"}"), "3893");  // seq 1 1000
+  auto list = nlohmann::json::parse(HttpGet(admin, "/api/v1/backups").body, nullptr, false);
+  ASSERT_TRUE(list.is_array());
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0]["status"], "failed");
+  EXPECT_EQ(list[0]["error"], "sh exited with status 5");
+  EXPECT_EQ(list[1]["status"], "ok");
+  EXPECT_EQ(list[1]["trigger"], "manual");
+  // The CLI sees the same catalog while serve runs.
+  std::string out;
+  EXPECT_EQ(v.Run({"backup", "verify", std::to_string(list[1]["id"].get<int>())}, &out), 0) << out;
+}
+
+TEST(Vault, ConfigErrorsNameTheProblem) {
+  VaultSetup v;
+  v.Write("vault:\n  catalog: " + v.dir +
+          "/c.db\n  storage: {disk: {path: /tmp/x}}\n  plans:\n"
+          "    a: {source: {type: pg_dump}, schedule: '61 * * * *', storage: [nope]}\n");
+  std::string out;
+  EXPECT_EQ(RunBulwark({"check-config", v.config}, &out), 1);
+  EXPECT_NE(out.find("vault.plans.a.source: missing required key \"database\""), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("vault.plans.a.schedule:"), std::string::npos) << out;
+  EXPECT_NE(out.find("no storage named \"nope\""), std::string::npos) << out;
+  EXPECT_NE(out.find("vault.keys is empty"), std::string::npos) << out;
+  v.Write("vault:\n  keys: [{value: short}]\n");
+  EXPECT_EQ(RunBulwark({"check-config", v.config}, &out), 1);
+  EXPECT_NE(out.find("an archive key is 32 bytes"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace bulwark::testing
