@@ -383,6 +383,8 @@ class GzipDecompressor final : public Decompressor {
 
 }  // namespace
 
+std::string HexDigest(const unsigned char* p, size_t n) { return Hex(p, n); }
+
 const char* CompressionName(Compression c) {
   switch (c) {
     case Compression::kNone:

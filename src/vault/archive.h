@@ -40,6 +40,9 @@ std::string KeyId(const std::array<uint8_t, 32>& bytes);
 // surrounding whitespace ignored.
 absl::StatusOr<ArchiveKey> ParseKey(std::string_view text);
 
+// Lower-case hex of `n` bytes (SHA-256 digests in the catalog and in messages).
+std::string HexDigest(const unsigned char* p, size_t n);
+
 // Where bytes go: storage, a restore command's stdin, a digest.
 class ByteSink {
  public:

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "core/event_loop.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
@@ -12,11 +13,7 @@
 namespace bulwark::vault {
 namespace {
 
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+int64_t WallMs() { return WallMicros() / 1000; }
 
 }  // namespace
 

@@ -9,11 +9,11 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <ctime>
 
+#include "core/event_loop.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
@@ -24,11 +24,7 @@ extern char** environ;
 namespace bulwark::vault {
 namespace {
 
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+int64_t WallMs() { return WallMicros() / 1000; }
 
 std::string UtcStamp(int64_t ms) {
   time_t t = static_cast<time_t>(ms / 1000);
@@ -85,13 +81,7 @@ class Sha256Sink final : public ByteSink {
     unsigned char md[32];
     unsigned int n = 0;
     EVP_DigestFinal_ex(ctx_, md, &n);
-    static const char* d = "0123456789abcdef";
-    std::string out;
-    for (unsigned char c : md) {
-      out.push_back(d[c >> 4]);
-      out.push_back(d[c & 15]);
-    }
-    return out;
+    return HexDigest(md, sizeof(md));
   }
 
  private:
