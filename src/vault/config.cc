@@ -136,11 +136,34 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
         std::string what = StrCat("vault.storage.", s.name);
         MapReader sr(ctx, it.second, what);
         if (!sr.valid()) continue;
-        sr.Enum("type", {"local"}, &s.type);
-        sr.Require("path");
-        sr.String("path", &s.path);
-        if (!s.path.empty() && s.path[0] != '/' && !base_dir.empty()) {
-          s.path = base_dir + "/" + s.path;
+        sr.Enum("type", {"local", "s3"}, &s.type);
+        if (s.type == "s3") {
+          sr.Require("bucket");
+          sr.String("bucket", &s.bucket);
+          sr.String("endpoint", &s.endpoint);
+          sr.String("region", &s.region);
+          sr.Require("access_key");
+          sr.Require("secret_key");
+          sr.String("access_key", &s.access_key);
+          sr.String("secret_key", &s.secret_key);
+          sr.String("prefix", &s.prefix);
+          s.path_style = !s.endpoint.empty();
+          sr.Bool("path_style", &s.path_style);
+          if (sr.Size("part_size", &s.part_size) &&
+              (s.part_size < (5 << 20) || s.part_size > (int64_t{5} << 30))) {
+            ctx.Error(sr.Get("part_size").Mark(),
+                      StrCat(what, ".part_size: S3 takes parts of 5MiB to 5GiB"));
+          }
+          if (!s.endpoint.empty() && s.endpoint.find("://") == std::string::npos) {
+            ctx.Error(sr.Get("endpoint").Mark(),
+                      StrCat(what, ".endpoint: a URL such as https://minio.internal:9000"));
+          }
+        } else {
+          sr.Require("path");
+          sr.String("path", &s.path);
+          if (!s.path.empty() && s.path[0] != '/' && !base_dir.empty()) {
+            s.path = base_dir + "/" + s.path;
+          }
         }
         sr.Finish();
         out->storage[s.name] = s;

@@ -13,11 +13,17 @@
 namespace bulwark::vault {
 
 // Where archives are kept. `local`: a directory (objects are written as NAME.partial and
-// renamed once complete and synced, so a crash never leaves a half object under its real name).
+// renamed once complete and synced). `s3`: a bucket of any S3-compatible service (multipart
+// uploads, visible only once completed).
 struct StorageConfig {
   std::string name;
   std::string type = "local";
   std::string path;  // local
+  // s3
+  std::string endpoint;  // default https://s3.<region>.amazonaws.com
+  std::string bucket, region = "us-east-1", access_key, secret_key, prefix;
+  bool path_style = false;  // default: true when `endpoint` is given
+  int64_t part_size = 16 << 20;
 };
 
 // What a backup reads. Each source is a program whose stdout is the backup stream.

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/strings.h"
+#include "vault/s3.h"
 
 namespace bulwark::vault {
 namespace {
@@ -120,6 +121,7 @@ void LocalStorage::RemovePartial(const std::string& object) {
 }
 
 std::unique_ptr<Storage> MakeStorage(const StorageConfig& cfg) {
+  if (cfg.type == "s3") return std::make_unique<S3Storage>(cfg);
   return std::make_unique<LocalStorage>(cfg);
 }
 
