@@ -2,8 +2,10 @@
 // lists, automatic bans and the bans API.
 #include <zlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -21,25 +23,38 @@ struct Outcome {
 };
 
 // Sends one GET per offset (ms from now), each on its own connection, without waiting for
-// earlier answers, and records status and latency in the order sent.
+// earlier answers, and records status and latency in the order sent. The connections are opened
+// first and every request is written by this one thread, so requests leave in schedule order
+// (a thread per request let wake-up jitter on a loaded machine reorder requests 5 ms apart);
+// a reader per connection timestamps the answers.
 std::vector<Outcome> RunSchedule(int port, const std::string& path,
                                  const std::vector<int>& offsets, const std::string& id_prefix) {
-  std::vector<Outcome> out(offsets.size());
-  std::vector<std::thread> threads;
-  auto t0 = Clock::now() + std::chrono::milliseconds(50);
-  for (size_t i = 0; i < offsets.size(); ++i) {
-    threads.emplace_back([&, i] {
-      Client c(port);
-      std::this_thread::sleep_until(t0 + std::chrono::milliseconds(offsets[i]));
-      auto start = Clock::now();
-      Response r = c.Get(path, "X-Request-Id: " + id_prefix + std::to_string(i) + "\r\n");
+  size_t n = offsets.size();
+  std::vector<Outcome> out(n);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (size_t i = 0; i < n; ++i) clients.push_back(std::make_unique<Client>(port));
+  std::vector<Clock::time_point> sent(n);
+  std::vector<std::atomic<bool>> ready(n);
+  std::vector<std::thread> readers;
+  for (size_t i = 0; i < n; ++i) {
+    readers.emplace_back([&, i] {
+      while (!ready[i].load()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      Response r = clients[i]->Read();
       out[i].status = r.status;
       out[i].ms =
-          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - sent[i]).count();
       out[i].retry_after = r.headers["retry-after"];
     });
   }
-  for (auto& t : threads) t.join();
+  auto t0 = Clock::now() + std::chrono::milliseconds(50);
+  for (size_t i = 0; i < n; ++i) {
+    std::this_thread::sleep_until(t0 + std::chrono::milliseconds(offsets[i]));
+    sent[i] = Clock::now();
+    clients[i]->Send("GET " + path + " HTTP/1.1\r\nHost: test\r\nX-Request-Id: " + id_prefix +
+                     std::to_string(i) + "\r\n\r\n");
+    ready[i].store(true);
+  }
+  for (auto& t : readers) t.join();
   return out;
 }
 
