@@ -13,7 +13,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -35,10 +37,36 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
+namespace {
+
+// Every temp dir a test made, removed when the test binary exits (PostgreSQL data directories
+// are 100+ MB each: left behind, a few hundred runs fill the disk). BULWARK_KEEP_TEST_DIRS=1
+// keeps them for a look afterwards.
+std::mutex temp_dirs_mu;
+std::vector<std::string>* temp_dirs = nullptr;
+
+void RemoveTempDirs() {
+  if (getenv("BULWARK_KEEP_TEST_DIRS") != nullptr) return;
+  std::lock_guard<std::mutex> l(temp_dirs_mu);
+  for (const std::string& d : *temp_dirs) {
+    std::error_code ec;
+    std::filesystem::remove_all(d, ec);
+  }
+}
+
+}  // namespace
+
 std::string MakeTempDir() {
   char tmpl[] = "/tmp/bulwark-test-XXXXXX";
   char* d = mkdtemp(tmpl);
-  return d ? d : "/tmp";
+  if (d == nullptr) return "/tmp";
+  std::lock_guard<std::mutex> l(temp_dirs_mu);
+  if (temp_dirs == nullptr) {
+    temp_dirs = new std::vector<std::string>();
+    std::atexit(RemoveTempDirs);
+  }
+  temp_dirs->push_back(d);
+  return d;
 }
 
 void WriteFile(const std::string& path, const std::string& text) {
