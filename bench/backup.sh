@@ -131,10 +131,11 @@ done
 
 # Both restores must hold the same data as the source.
 for db in restored_b restored_p; do
-  for t in pgbench_accounts pgbench_branches pgbench_tellers; do
-    a=$(psql -X -At "${PG[@]}" -d app -c "SELECT count(*), sum(abalance) FROM $t")
-    b=$(psql -X -At "${PG[@]}" -d "$db" -c "SELECT count(*), sum(abalance) FROM $t")
-    [ "$a" = "$b" ] || { echo "FAIL: $db.$t differs from the source ($b vs $a)" >&2; exit 1; }
+  for q in "count(*), sum(abalance) FROM pgbench_accounts" "count(*), sum(bbalance) FROM pgbench_branches" \
+    "count(*), sum(tbalance) FROM pgbench_tellers"; do
+    a=$(psql -X -At "${PG[@]}" -d app -c "SELECT $q")
+    b=$(psql -X -At "${PG[@]}" -d "$db" -c "SELECT $q")
+    [ "$a" = "$b" ] || { echo "FAIL: $db: $q differs from the source ($b vs $a)" >&2; exit 1; }
   done
 done
 bulwark_bytes=$(find "$work/store" -name '*.bwv' -printf '%s\n' | tail -1)
