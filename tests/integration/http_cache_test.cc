@@ -255,9 +255,12 @@ TEST(HttpCache, PurgeByTagKeyAndPrefix) {
 }
 
 TEST(HttpCache, PerWorkerZonesCoalesceAndHitOnEveryWorker) {
+  // The fetch takes a second, so all 100 clients are waiting while it runs (starting 100
+  // threads under ThreadSanitizer took longer than the 300 ms this used to wait, and a client
+  // arriving after the fetch, before the copy reached its worker's zone, fetched again).
   CachedSite s(
       [&](const Backend::Request&) {
-        std::this_thread::sleep_for(300ms);
+        std::this_thread::sleep_for(1000ms);
         return Backend::Reply(200, "slow", "Cache-Control: max-age=60\r\n");
       },
       "main", "{max_size: 16m, per_worker: true}");
