@@ -1,9 +1,6 @@
 #include "app/backup_cli.h"
 
-#include <sys/stat.h>
-
 #include <cstdio>
-#include <ctime>
 
 #include "app/config.h"
 #include "core/strings.h"
@@ -26,15 +23,7 @@ std::string Bytes(int64_t n) {
   return buf;
 }
 
-std::string Time(int64_t ms) {
-  if (ms <= 0) return "-";
-  time_t t = static_cast<time_t>(ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[32];
-  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string Time(int64_t ms) { return ms <= 0 ? "-" : FormatUtc(ms, "%Y-%m-%dT%H:%M:%SZ"); }
 
 nlohmann::json ToJson(const vault::BackupRecord& b) {
   nlohmann::json j = {{"id", b.id},
@@ -71,12 +60,6 @@ int RunBackupCommand(const BackupCommand& cmd) {
     fprintf(stderr, "bulwark: %s has no vault: block\n", cmd.config.c_str());
     return 2;
   }
-  // The catalog's directory is made on first use (0700: it names every backup).
-  std::string dir = vc->catalog.substr(0, vc->catalog.rfind('/'));
-  for (size_t at = 1; !dir.empty() && (at = dir.find('/', at)) != std::string::npos; ++at) {
-    mkdir(dir.substr(0, at).c_str(), 0700);
-  }
-  if (!dir.empty()) mkdir(dir.c_str(), 0700);
   auto catalog = vault::Catalog::Open(vc->catalog);
   if (!catalog.ok()) {
     fprintf(stderr, "bulwark: %s\n", std::string(catalog.status().message()).c_str());

@@ -1,5 +1,7 @@
 #include "core/files.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -20,6 +22,16 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max
     }
   }
   return out;
+}
+
+absl::Status MakeParentDirs(const std::string& path) {
+  for (size_t at = 1; (at = path.find('/', at)) != std::string::npos; ++at) {
+    std::string dir = path.substr(0, at);
+    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::UnavailableError(StrCat(dir, ": ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace bulwark

@@ -11,4 +11,7 @@ namespace bulwark {
 // The file's bytes; NotFound when it cannot be opened, InvalidArgument beyond `max_bytes`.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes);
 
+// `mkdir -p` for the directories above `path` (new ones get mode 0700).
+absl::Status MakeParentDirs(const std::string& path);
+
 }  // namespace bulwark

@@ -1,6 +1,7 @@
 #include "core/strings.h"
 
 #include <cstdio>
+#include <ctime>
 
 namespace bulwark {
 
@@ -90,6 +91,15 @@ std::string_view Trim(std::string_view s) {
   while (!s.empty() && space(s.front())) s.remove_prefix(1);
   while (!s.empty() && space(s.back())) s.remove_suffix(1);
   return s;
+}
+
+std::string FormatUtc(int64_t ms, const char* format) {
+  time_t t = static_cast<time_t>(ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[64];
+  size_t n = strftime(buf, sizeof(buf), format, &tm);
+  return std::string(buf, n);
 }
 
 }  // namespace bulwark

@@ -82,12 +82,12 @@ struct ChunkCipher;
 
 // Writes an archive of the bytes given to Write() into `out`. Nothing is complete until Finish()
 // has returned OK: an archive without its final chunk is refused by every reader.
-class ArchiveWriter {
+class ArchiveWriter final : public ByteSink {
  public:
   static absl::StatusOr<std::unique_ptr<ArchiveWriter>> Create(const ArchiveOptions& options,
                                                                ByteSink* out);
-  ~ArchiveWriter();
-  absl::Status Write(std::string_view raw);
+  ~ArchiveWriter() override;
+  absl::Status Write(std::string_view raw) override;
   absl::Status Finish();
 
   uint64_t raw_bytes() const { return raw_bytes_; }
@@ -117,11 +117,11 @@ class ArchiveWriter {
 
 // Reads an archive pushed to it in pieces of any size and writes the original bytes to `out`
 // (null: verify only). Every error names the chunk and the archive offset where it was found.
-class ArchiveReader {
+class ArchiveReader final : public ByteSink {
  public:
   ArchiveReader(std::vector<ArchiveKey> keys, ByteSink* out);
-  ~ArchiveReader();
-  absl::Status Write(std::string_view stored);
+  ~ArchiveReader() override;
+  absl::Status Write(std::string_view stored) override;
   // The archive is complete: its final chunk was read and the original size and SHA-256 match.
   absl::Status Finish();
 

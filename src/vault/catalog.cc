@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include "core/files.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
 
@@ -78,6 +79,8 @@ BackupRecord Row(const Stmt& s) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
+  // Its directory is made on first use (0700: the catalog names every backup).
+  if (auto st = MakeParentDirs(path); !st.ok()) return st;
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
   if (rc != SQLITE_OK) {

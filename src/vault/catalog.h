@@ -37,6 +37,7 @@ struct BackupRecord {
 
 class Catalog {
  public:
+  // Opens (or creates) the catalog at `path`, making its directories.
   static absl::StatusOr<std::unique_ptr<Catalog>> Open(const std::string& path);
   ~Catalog();
 

@@ -5,7 +5,6 @@
 #include <openssl/hmac.h>
 
 #include <algorithm>
-#include <ctime>
 #include <memory>
 
 #include "core/event_loop.h"
@@ -74,14 +73,7 @@ size_t HeaderLine(char* p, size_t size, size_t n, void* arg) {
   return size * n;
 }
 
-std::string AmzDate() {
-  time_t t = static_cast<time_t>(WallMicros() / 1000000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[32];
-  strftime(buf, sizeof(buf), "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
+std::string AmzDate() { return FormatUtc(WallMicros() / 1000, "%Y%m%dT%H%M%SZ"); }
 
 }  // namespace
 

@@ -1,7 +1,5 @@
 #include "vault/scheduler.h"
 
-#include <sys/stat.h>
-
 #include <chrono>
 
 #include "core/event_loop.h"
@@ -23,11 +21,6 @@ Scheduler::Scheduler(std::shared_ptr<const VaultConfig> cfg, std::function<bool(
 Scheduler::~Scheduler() { Stop(); }
 
 absl::Status Scheduler::Open() {
-  std::string dir = cfg_->catalog.substr(0, cfg_->catalog.rfind('/'));
-  for (size_t at = 1; !dir.empty() && (at = dir.find('/', at)) != std::string::npos; ++at) {
-    mkdir(dir.substr(0, at).c_str(), 0700);
-  }
-  if (!dir.empty()) mkdir(dir.c_str(), 0700);
   auto c = Catalog::Open(cfg_->catalog);
   if (!c.ok()) return c.status();
   catalog_ = std::move(*c);

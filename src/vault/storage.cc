@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/files.h"
 #include "core/strings.h"
 #include "vault/s3.h"
 
@@ -15,15 +16,6 @@ namespace {
 
 absl::Status Errno(const std::string& what) {
   return absl::UnavailableError(StrCat(what, ": ", std::strerror(errno)));
-}
-
-// mkdir -p for the directories above `path`.
-absl::Status MakeParents(const std::string& path) {
-  for (size_t at = 1; (at = path.find('/', at)) != std::string::npos; ++at) {
-    std::string dir = path.substr(0, at);
-    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return Errno(dir);
-  }
-  return absl::OkStatus();
 }
 
 void SyncDir(const std::string& path) {
@@ -78,7 +70,7 @@ class LocalWriter final : public ObjectWriter {
 
 absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalStorage::Create(const std::string& object) {
   std::string path = Locate(object);
-  if (auto st = MakeParents(path); !st.ok()) return st;
+  if (auto st = MakeParentDirs(path); !st.ok()) return st;
   struct stat sb;
   if (stat(path.c_str(), &sb) == 0) {
     return absl::AlreadyExistsError(StrCat(path, " already exists"));

@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <ctime>
 
 #include "core/event_loop.h"
 #include "core/log.h"
@@ -26,14 +25,7 @@ namespace {
 
 int64_t WallMs() { return WallMicros() / 1000; }
 
-std::string UtcStamp(int64_t ms) {
-  time_t t = static_cast<time_t>(ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[32];
-  strftime(buf, sizeof(buf), "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
+std::string UtcStamp(int64_t ms) { return FormatUtc(ms, "%Y%m%dT%H%M%SZ"); }
 
 // Copies every write to several sinks; the first failure stops it.
 class TeeSink final : public ByteSink {
@@ -48,25 +40,6 @@ class TeeSink final : public ByteSink {
 
  private:
   std::vector<ByteSink*> sinks_;
-};
-
-// Feeds an archive writer.
-class WriterSink final : public ByteSink {
- public:
-  explicit WriterSink(ArchiveWriter* w) : w_(w) {}
-  absl::Status Write(std::string_view data) override { return w_->Write(data); }
-
- private:
-  ArchiveWriter* w_;
-};
-
-class ReaderSink final : public ByteSink {
- public:
-  explicit ReaderSink(ArchiveReader* r) : r_(r) {}
-  absl::Status Write(std::string_view data) override { return r_->Write(data); }
-
- private:
-  ArchiveReader* r_;
 };
 
 class Sha256Sink final : public ByteSink {
@@ -243,8 +216,7 @@ absl::StatusOr<BackupRecord> Vault::Backup(const std::string& plan_name,
   o.metadata = meta.dump();
   auto writer = ArchiveWriter::Create(o, &tee);
   if (!writer.ok()) return fail(writer.status());
-  WriterSink ws(writer->get());
-  if (auto st = RunSource(plan.source.Argv(), plan.source.Env(), &ws); !st.ok()) {
+  if (auto st = RunSource(plan.source.Argv(), plan.source.Env(), writer->get()); !st.ok()) {
     return fail(st);  // the objects abort (and disappear) as they go out of scope
   }
   if (auto st = (*writer)->Finish(); !st.ok()) return fail(st);
@@ -313,8 +285,7 @@ absl::StatusOr<BackupRecord> Vault::Verify(int64_t id) {
     }
     Sha256Sink sha;
     ArchiveReader reader(cfg_->keys, nullptr);
-    ReaderSink rs(&reader);
-    TeeSink tee({&sha, &rs});
+    TeeSink tee({&sha, &reader});
     absl::Status st = storage->Read(rec->object, &tee);
     if (st.ok()) st = reader.Finish();
     std::string where = storage->Locate(rec->object);
@@ -348,9 +319,8 @@ absl::Status Vault::Extract(int64_t id, ByteSink* out) {
         StrCat("storage \"", rec->storage.front(), "\" is no longer configured"));
   }
   ArchiveReader reader(cfg_->keys, out);
-  ReaderSink rs(&reader);
   std::string where = storage->Locate(rec->object);
-  absl::Status st = storage->Read(rec->object, &rs);
+  absl::Status st = storage->Read(rec->object, &reader);
   if (st.ok()) st = reader.Finish();
   if (!st.ok()) return absl::DataLossError(StrCat(where, ": ", st.message()));
   if (reader.raw_sha256() != rec->raw_sha256) {
