@@ -1,5 +1,5 @@
-// `bulwark backup run|list|verify`: the vault from the command line (cron-free operation,
-// scripts, drills).
+// `bulwark backup run|list|verify|cat`, `bulwark restore`, `bulwark drill`, `bulwark plan
+// run|status`: the vault from the command line (cron-free operation, scripts, drills).
 #pragma once
 
 #include <string>
@@ -8,9 +8,11 @@ namespace bulwark {
 
 struct BackupCommand {
   std::string config;
-  std::string action;  // run | list | verify | cat
-  std::string plan;    // run: the plan; list: a filter
-  int64_t id = 0;      // verify, cat
+  std::string action;  // run | list | verify | cat | restore | drill | plan-run | plan-status
+  std::string plan;    // run: the plan; list: a filter; drill, plan-*: the drill / recovery plan
+  int64_t id = 0;      // verify, cat, restore
+  std::string target;  // restore
+  bool dry_run = false;
   bool json = false;
 };
 

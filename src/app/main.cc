@@ -121,6 +121,29 @@ int main(int argc, char** argv) {
     sub->add_option("-c,--config", bcmd.config, "Configuration file")->required();
     sub->add_flag("--json", bcmd.json, "Print JSON");
   }
+  auto* restore = app.add_subcommand(
+      "restore",
+      "Restore a backup: verify it, keep a safety backup, restore, check, roll back "
+      "on failure");
+  restore->add_option("id", bcmd.id, "Backup id (from `backup list`)")->required();
+  restore->add_option("--target", bcmd.target,
+                      "Database name on the plan's server, or a directory (files, "
+                      "pg_basebackup); default: where the backup came from");
+  restore->add_flag("--dry-run", bcmd.dry_run, "Say what would be done, change nothing");
+  auto* drill = app.add_subcommand(
+      "drill",
+      "Run a disaster-recovery drill (vault.drills): seed, back up, break, restore, check");
+  drill->add_option("name", bcmd.plan, "Drill name (vault.drills)")->required();
+  auto* plan = app.add_subcommand("plan", "Recovery plans (vault.recovery)");
+  plan->require_subcommand(1);
+  auto* plan_run = plan->add_subcommand("run", "Run a recovery plan; roll back if a step fails");
+  plan_run->add_option("name", bcmd.plan, "Recovery plan name")->required();
+  auto* plan_status = plan->add_subcommand("status", "The last run of each recovery plan");
+  plan_status->add_option("name", bcmd.plan, "Only this plan");
+  for (auto* sub : {restore, drill, plan_run, plan_status}) {
+    sub->add_option("-c,--config", bcmd.config, "Configuration file")->required();
+    sub->add_flag("--json", bcmd.json, "Print JSON");
+  }
   auto* demo = app.add_subcommand(
       "demo", "Run the gateway on the embedded demo configuration with three origins");
   CLI11_PARSE(app, argc, argv);
@@ -133,6 +156,10 @@ int main(int argc, char** argv) {
   if (*demo) return bulwark::RunDemo();
   if (*backup) {
     bcmd.action = *backup_run ? "run" : *backup_list ? "list" : *backup_cat ? "cat" : "verify";
+    return bulwark::RunBackupCommand(bcmd);
+  }
+  if (*restore || *drill || *plan) {
+    bcmd.action = *restore ? "restore" : *drill ? "drill" : *plan_run ? "plan-run" : "plan-status";
     return bulwark::RunBackupCommand(bcmd);
   }
   if (*rules_test) return bulwark::observe::rules::RunRuleTests(rule_test_files, std::cout) ? 0 : 1;

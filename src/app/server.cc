@@ -150,6 +150,7 @@ absl::Status Server::Start() {
   if (cfg_->vault->enabled) {
     std::function<bool()> leader;
     if (lease_) leader = [l = lease_.get()] { return l->leader(); };
+    for (const std::string& note : cfg_->vault->notes) LogWarn("vault: ", note);
     vault_ = std::make_unique<vault::Scheduler>(cfg_->vault, leader);
     s = vault_->Start();
     if (!s.ok()) return s;
@@ -660,6 +661,27 @@ void Server::RegisterAdminRoutes() {
       return admin::Json(400, R"({"error":"?plan= names no plan under vault.plans"})");
     }
     return admin::Json(202, nlohmann::json{{"queued", *plan}}.dump());
+  });
+  admin_->Route("GET", "/api/v1/drills", [this](const AdminRequest& r) {
+    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+    return admin::Json(200,
+                       vault_->ReportsJson("drill", QueryParam(r.query, "drill").value_or("")));
+  });
+  admin_->Route("POST", "/api/v1/drills/run", [this](const AdminRequest& r) {
+    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+    auto drill = QueryParam(r.query, "drill");
+    if (!drill || !vault_->RunDrill(*drill)) {
+      return admin::Json(400, R"({"error":"?drill= names no drill under vault.drills"})");
+    }
+    return admin::Json(202, nlohmann::json{{"queued", *drill}}.dump());
+  });
+  admin_->Route("GET", "/api/v1/restores", [this](const AdminRequest&) {
+    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+    return admin::Json(200, vault_->ReportsJson("restore", ""));
+  });
+  admin_->Route("GET", "/api/v1/recovery", [this](const AdminRequest& r) {
+    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+    return admin::Json(200, vault_->ReportsJson("plan", QueryParam(r.query, "plan").value_or("")));
   });
   admin_->Route("POST", "/api/v1/pg/readd", [this](const AdminRequest& r) {
     if (!pg_) return admin::Json(404, R"({"error":"no pg: block in the configuration"})");

@@ -93,6 +93,19 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
+std::string HumanBytes(int64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
 std::string FormatUtc(int64_t ms, const char* format) {
   time_t t = static_cast<time_t>(ms / 1000);
   struct tm tm;

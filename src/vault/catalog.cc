@@ -103,7 +103,13 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) 
                   " pid INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
                   " verified TEXT NOT NULL DEFAULT '', verified_ms INTEGER NOT NULL DEFAULT 0,"
                   " verify_error TEXT NOT NULL DEFAULT '');"
-                  "CREATE INDEX IF NOT EXISTS backups_plan ON backups (plan, started_ms);");
+                  "CREATE INDEX IF NOT EXISTS backups_plan ON backups (plan, started_ms);"
+                  // Restores, drills and recovery-plan runs: one row each, the detail as JSON.
+                  "CREATE TABLE IF NOT EXISTS reports ("
+                  " id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, name TEXT NOT NULL,"
+                  " status TEXT NOT NULL, started_ms INTEGER NOT NULL,"
+                  " finished_ms INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '{}');"
+                  "CREATE INDEX IF NOT EXISTS reports_kind ON reports (kind, name, id);");
       !st.ok()) {
     return st;
   }
@@ -184,6 +190,50 @@ absl::StatusOr<std::vector<BackupRecord>> Catalog::List(const std::string& plan)
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return s.Error();
     out.push_back(Row(s));
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> Catalog::AddReport(const Report& r) {
+  Stmt s(db_,
+         "INSERT INTO reports (kind, name, status, started_ms, finished_ms, detail)"
+         " VALUES (?, ?, ?, ?, ?, ?)");
+  if (!s.ok()) return s.Error();
+  s.Bind(1, r.kind).Bind(2, r.name).Bind(3, r.status).Bind(4, r.started_ms);
+  s.Bind(5, r.finished_ms).Bind(6, r.detail);
+  if (s.Step() != SQLITE_DONE) return s.Error();
+  return sqlite3_last_insert_rowid(db_);
+}
+
+absl::Status Catalog::UpdateReport(const Report& r) {
+  Stmt s(db_, "UPDATE reports SET status = ?, finished_ms = ?, detail = ? WHERE id = ?");
+  if (!s.ok()) return s.Error();
+  s.Bind(1, r.status).Bind(2, r.finished_ms).Bind(3, r.detail).Bind(4, r.id);
+  if (s.Step() != SQLITE_DONE) return s.Error();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Report>> Catalog::Reports(const std::string& kind,
+                                                     const std::string& name, int limit) {
+  Stmt s(db_,
+         "SELECT id, kind, name, status, started_ms, finished_ms, detail FROM reports"
+         " WHERE kind = ? AND (? = '' OR name = ?) ORDER BY id DESC LIMIT ?");
+  if (!s.ok()) return s.Error();
+  s.Bind(1, kind).Bind(2, name).Bind(3, name).Bind(4, int64_t{limit});
+  std::vector<Report> out;
+  for (;;) {
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return s.Error();
+    Report r;
+    r.id = s.Int(0);
+    r.kind = s.Text(1);
+    r.name = s.Text(2);
+    r.status = s.Text(3);
+    r.started_ms = s.Int(4);
+    r.finished_ms = s.Int(5);
+    r.detail = s.Text(6);
+    out.push_back(std::move(r));
   }
   return out;
 }

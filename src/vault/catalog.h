@@ -35,6 +35,16 @@ struct BackupRecord {
   std::string verify_error;
 };
 
+// A restore, a drill or a recovery-plan run: what ran, how it ended, its detail as JSON.
+struct Report {
+  int64_t id = 0;
+  std::string kind;    // restore | drill | plan
+  std::string name;    // the backup id, drill name or plan name
+  std::string status;  // running | ok | failed | rolled_back | dry_run
+  int64_t started_ms = 0, finished_ms = 0;
+  std::string detail = "{}";
+};
+
 class Catalog {
  public:
   // Opens (or creates) the catalog at `path`, making its directories.
@@ -50,6 +60,12 @@ class Catalog {
   absl::StatusOr<BackupRecord> Get(int64_t id);
   // Newest first; `plan` "" for every plan.
   absl::StatusOr<std::vector<BackupRecord>> List(const std::string& plan = "");
+
+  absl::StatusOr<int64_t> AddReport(const Report& r);
+  absl::Status UpdateReport(const Report& r);  // by id
+  // Newest first; `name` "" for all of `kind`.
+  absl::StatusOr<std::vector<Report>> Reports(const std::string& kind, const std::string& name = "",
+                                              int limit = 50);
 
  private:
   explicit Catalog(sqlite3* db) : db_(db) {}

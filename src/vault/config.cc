@@ -1,15 +1,66 @@
 #include "vault/config.h"
 
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "core/files.h"
 #include "core/strings.h"
 
 namespace bulwark::vault {
 
 std::vector<std::string> SourceConfig::Argv() const {
+  std::string p = std::to_string(port);
+  if (type == "pg_dump" && all_databases) {
+    // Plain SQL that drops and re-creates each database it holds: replaying it is a restore.
+    std::vector<std::string> argv = {"pg_dumpall", "--clean", "--if-exists", "-h", host,
+                                     "-p",         p,         "-U",          user, "--no-password"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    return argv;
+  }
   if (type == "pg_dump") {
     // -Fc: pg_restore can pick and reorder; -Z0: bulwark compresses (zstd beats pg_dump's zlib).
-    return {"pg_dump", "-Fc", "-Z0",           "-h",    host, "-p", std::to_string(port),
-            "-U",      user,  "--no-password", database};
+    std::vector<std::string> argv = {"pg_dump", "-Fc", "-Z0", "-h", host,
+                                     "-p",      p,     "-U",  user, "--no-password"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back(database);
+    return argv;
+  }
+  if (type == "pg_basebackup") {
+    // To stdout only as one tar (one tablespace), with the WAL it needs inside (-X fetch).
+    return {"pg_basebackup",
+            "-h",
+            host,
+            "-p",
+            p,
+            "-U",
+            user,
+            "-D",
+            "-",
+            "-Ft",
+            "-X",
+            "fetch",
+            "--checkpoint=fast",
+            "--no-password"};
+  }
+  if (type == "mysqldump") {
+    std::vector<std::string> argv = {
+        "mysqldump",  "--single-transaction",           "--routines", "--triggers", "--events",
+        "--hex-blob", "--default-character-set=utf8mb4"};
+    if (!host.empty() && host[0] == '/') {
+      argv.push_back("--socket=" + host);
+    } else {
+      argv.insert(argv.end(), {"--protocol=tcp", "-h", host, "-P", p});
+    }
+    argv.push_back("-u" + user);
+    argv.insert(argv.end(), options.begin(), options.end());
+    if (all_databases) {
+      argv.push_back("--all-databases");
+    } else {
+      argv.push_back(database);
+    }
+    return argv;
   }
   if (type == "files") {
     std::vector<std::string> argv = {"tar", "--create", "--file=-", "--absolute-names", "--"};
@@ -20,8 +71,16 @@ std::vector<std::string> SourceConfig::Argv() const {
 }
 
 std::vector<std::pair<std::string, std::string>> SourceConfig::Env() const {
-  if (type == "pg_dump" && !password.empty()) return {{"PGPASSWORD", password}};
+  if (password.empty()) return {};
+  if (Engine() == "postgres") return {{"PGPASSWORD", password}};
+  if (Engine() == "mysql") return {{"MYSQL_PWD", password}};
   return {};
+}
+
+std::string SourceConfig::Engine() const {
+  if (type == "pg_dump" || type == "pg_basebackup") return "postgres";
+  if (type == "mysqldump") return "mysql";
+  return "";
 }
 
 namespace {
@@ -77,22 +136,31 @@ void LoadSource(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   MapReader r(ctx, node, what);
   if (!r.valid()) return;
   r.Require("type");
-  r.Enum("type", {"pg_dump", "command", "files"}, &s->type);
-  if (s->type == "pg_dump") {
-    r.Require("database");
+  r.Enum("type", {"pg_dump", "pg_basebackup", "mysqldump", "command", "files"}, &s->type);
+  if (s->Engine() != "") {
+    bool mysql = s->Engine() == "mysql";
     r.String("host", &s->host);
+    s->port = mysql ? 3306 : 5432;
     r.Int("port", &s->port, 1, 65535);
     r.String("user", &s->user);
     r.String("password", &s->password);
-    r.String("database", &s->database);
+    if (s->type != "pg_basebackup") {
+      r.Bool("all_databases", &s->all_databases);
+      r.String("database", &s->database);
+      r.StringList("options", &s->options);
+      if (s->database.empty() == !s->all_databases) {
+        ctx.Error(node.Mark(), StrCat(what, ": give either database or all_databases: true"));
+      }
+    }
     if (s->host.empty()) s->host = "127.0.0.1";
-    if (s->user.empty()) s->user = "postgres";
+    if (s->user.empty()) s->user = mysql ? "root" : "postgres";
   } else if (s->type == "command") {
     r.Require("command");
     r.StringList("command", &s->command);
+    r.StringList("restore_command", &s->restore_command);
     if (r.Has("command") && s->command.empty()) {
       ctx.Error(node.Mark(),
-                StrCat(what, ".command: an argv list, e.g. [mysqldump, --all-databases]"));
+                StrCat(what, ".command: an argv list, e.g. [redis-cli, --rdb, /dev/stdout]"));
     }
   } else if (s->type == "files") {
     r.Require("paths");
@@ -106,7 +174,308 @@ void LoadSource(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   r.Finish();
 }
 
+void LoadCheck(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+               CheckConfig* c) {
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  r.String("name", &c->name);
+  r.String("sql", &c->sql);
+  r.String("expect", &c->expect);
+  r.String("table", &c->table);
+  r.Int("min_rows", &c->min_rows, 0, int64_t{1} << 62);
+  r.String("database", &c->database);
+  r.StringList("command", &c->command);
+  r.Finish();
+  int kinds = !c->sql.empty() + !c->table.empty() + !c->command.empty();
+  if (kinds != 1) {
+    ctx.Error(node.Mark(), StrCat(what, ": give one of sql, table (with min_rows) or command"));
+  }
+  if (c->name.empty()) {
+    c->name = !c->table.empty()    ? StrCat(c->table, " has at least ", c->min_rows, " rows")
+              : !c->sql.empty()    ? c->sql
+              : c->command.empty() ? ""
+                                   : absl::StrJoin(c->command, " ");
+  }
+}
+
+const std::vector<std::string_view> kActions = {
+    "command", "http",  "restore",        "backup",
+    "promote", "drill", "drain-upstream", "undrain-upstream"};
+
+void LoadStep(ConfigContext& ctx, const YAML::Node& node, const std::string& what, StepConfig* st) {
+  MapReader r(ctx, node, what);
+  if (!r.valid()) return;
+  r.String("id", &st->id);
+  r.String("name", &st->name);
+  r.String("description", &st->description);
+  r.Require("action");
+  r.Enum("action", kActions, &st->action);
+  r.StringList("command", &st->command);
+  r.String("url", &st->url);
+  r.Enum("method", {"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"}, &st->method);
+  r.String("body", &st->body);
+  r.Int("expect_status", &st->expect_status, 100, 599);
+  r.String("plan", &st->plan);
+  r.String("backup", &st->backup);
+  r.String("target", &st->target);
+  r.String("upstream", &st->upstream);
+  r.String("server", &st->server);
+  r.String("host", &st->host);
+  r.Int("port", &st->port, 1, 65535);
+  r.String("user", &st->user);
+  r.String("password", &st->password);
+  r.Duration("timeout", &st->timeout_ms);
+  r.Int("retries", &st->retries, 0, 100);
+  r.Duration("retry_delay", &st->retry_delay_ms);
+  r.StringList("depends", &st->depends);
+  YAML::Node undo = r.Get("undo");
+  if (undo.IsDefined()) {
+    // One action or a list of them.
+    if (undo.IsSequence()) {
+      for (size_t i = 0; i < undo.size(); ++i) {
+        st->undo.emplace_back();
+        LoadStep(ctx, undo[i], StrCat(what, ".undo[", i, "]"), &st->undo.back());
+      }
+    } else {
+      st->undo.emplace_back();
+      LoadStep(ctx, undo, what + ".undo", &st->undo.back());
+    }
+  }
+  r.Finish();
+  auto need = [&](bool ok, std::string_view field) {
+    if (!ok) ctx.Error(node.Mark(), StrCat(what, ": action ", st->action, " needs ", field));
+  };
+  if (st->action == "command") need(!st->command.empty(), "command (an argv list)");
+  if (st->action == "http") need(!st->url.empty(), "url");
+  if (st->action == "restore" || st->action == "backup" || st->action == "drill") {
+    need(!st->plan.empty(), "plan");
+  }
+  if (st->action == "promote") need(!st->host.empty(), "host");
+  if (st->action == "drain-upstream" || st->action == "undrain-upstream") {
+    need(!st->url.empty(), "url (the bulwark admin address)");
+    need(!st->upstream.empty(), "upstream");
+    need(!st->server.empty(), "server");
+  }
+  if (st->user.empty()) st->user = "postgres";
+  if (st->name.empty()) st->name = st->id.empty() ? st->action : st->id;
+}
+
+// Orders steps so each comes after the steps it depends on (file order otherwise), as Kahn's
+// algorithm; unknown ids and cycles are errors.
+void OrderSteps(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                std::vector<StepConfig>* steps) {
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < steps->size(); ++i) {
+    StepConfig& st = (*steps)[i];
+    if (st.id.empty()) st.id = StrCat("step-", i + 1);
+    if (!index.emplace(st.id, i).second) {
+      ctx.Error(node.Mark(), StrCat(what, ": two steps have the id \"", st.id, "\""));
+      return;
+    }
+  }
+  for (const StepConfig& st : *steps) {
+    for (const std::string& d : st.depends) {
+      if (!index.count(d)) {
+        ctx.Error(node.Mark(), StrCat(what, ": step \"", st.id, "\" depends on \"", d,
+                                      "\", which is not a step"));
+        return;
+      }
+    }
+  }
+  std::vector<StepConfig> ordered;
+  std::vector<bool> placed(steps->size(), false);
+  std::set<std::string> done;
+  while (ordered.size() < steps->size()) {
+    bool progress = false;
+    for (size_t i = 0; i < steps->size(); ++i) {
+      if (placed[i]) continue;
+      bool ready = true;
+      for (const std::string& d : (*steps)[i].depends) ready = ready && done.count(d) > 0;
+      if (!ready) continue;
+      placed[i] = true;
+      done.insert((*steps)[i].id);
+      ordered.push_back((*steps)[i]);
+      progress = true;
+      break;  // restart: keep file order among the ready ones
+    }
+    if (!progress) {
+      ctx.Error(node.Mark(), StrCat(what, ": the steps' dependencies form a cycle"));
+      return;
+    }
+  }
+  *steps = std::move(ordered);
+}
+
 }  // namespace
+
+// A backup plan file in the shape teams write for their own scripts (seed 000's backup.yml):
+// `backup.types` (schedule, retention in days, compress, encrypt), `backup.storage.local` and
+// `.cloud` (aws_s3, aliyun_oss), `backup.database.mysql` (the flags of its dump_command are
+// kept). Each type becomes a plan of that name; `backup_scripts` are what bulwark replaces.
+void LoadSeedBackupFile(ConfigContext& parent, const std::string& path, VaultConfig* out) {
+  ConfigContext ctx(path, parent.env());
+  auto root = LoadYamlFile(ctx, path);
+  if (root && (!root->IsMap() || !(*root)["backup"].IsDefined())) {
+    ctx.Error("no top-level `backup:` mapping");
+  } else if (root) {
+    YAML::Node backup = (*root)["backup"];
+    MapReader br(ctx, backup, "backup");
+    // storage
+    std::vector<std::string> storages;
+    YAML::Node storage = br.Get("storage");
+    if (storage.IsDefined()) {
+      MapReader sr(ctx, storage, "backup.storage");
+      YAML::Node local = sr.Get("local");
+      if (local.IsDefined()) {
+        StorageConfig sc;
+        sc.name = "local";
+        MapReader lr(ctx, local, "backup.storage.local");
+        lr.Require("path");
+        lr.String("path", &sc.path);
+        int64_t max_size = 0;
+        if (lr.Size("max_size", &max_size)) {
+          out->notes.push_back(StrCat(path,
+                                      ": backup.storage.local.max_size is not enforced; "
+                                      "retention decides what is kept"));
+        }
+        lr.Finish();
+        out->storage[sc.name] = sc;
+        storages.push_back(sc.name);
+      }
+      YAML::Node cloud = sr.Get("cloud");
+      if (cloud.IsDefined() && cloud.IsSequence()) {
+        for (size_t i = 0; i < cloud.size(); ++i) {
+          std::string what = StrCat("backup.storage.cloud[", i, "]");
+          MapReader cr(ctx, cloud[i], what);
+          if (!cr.valid()) continue;
+          StorageConfig sc;
+          sc.type = "s3";
+          std::string kind;
+          cr.Require("type");
+          cr.Enum("type", {"aws_s3", "aliyun_oss", "s3"}, &kind);
+          cr.Require("bucket");
+          cr.String("bucket", &sc.bucket);
+          cr.String("region", &sc.region);
+          cr.String("endpoint", &sc.endpoint);
+          cr.String("access_key", &sc.access_key);
+          cr.String("secret_key", &sc.secret_key);
+          cr.String("prefix", &sc.prefix);
+          cr.Finish();
+          // Alibaba OSS speaks the S3 API at oss-<region>.aliyuncs.com, virtual-hosted style.
+          if (kind == "aliyun_oss" && sc.endpoint.empty()) {
+            sc.endpoint = StrCat("https://oss-", sc.region, ".aliyuncs.com");
+          }
+          sc.path_style = false;
+          sc.name = kind;
+          for (int n = 2; out->storage.count(sc.name); ++n) sc.name = StrCat(kind, "-", n);
+          out->storage[sc.name] = sc;
+          storages.push_back(sc.name);
+        }
+      } else if (cloud.IsDefined()) {
+        ctx.Error(cloud.Mark(), "backup.storage.cloud: a list of {type, bucket, region, ...}");
+      }
+      sr.Finish();
+    }
+    // database
+    SourceConfig src;
+    YAML::Node database = br.Get("database");
+    if (database.IsDefined()) {
+      MapReader dr(ctx, database, "backup.database");
+      YAML::Node mysql = dr.Get("mysql");
+      YAML::Node postgres = dr.Get("postgresql");
+      dr.Finish();
+      YAML::Node db = mysql.IsDefined() ? mysql : postgres;
+      if (db.IsDefined()) {
+        std::string what =
+            mysql.IsDefined() ? "backup.database.mysql" : "backup.database.postgresql";
+        MapReader mr(ctx, db, what);
+        src.type = mysql.IsDefined() ? "mysqldump" : "pg_dump";
+        src.port = mysql.IsDefined() ? 3306 : 5432;
+        mr.String("host", &src.host);
+        mr.Int("port", &src.port, 1, 65535);
+        mr.String("username", &src.user);
+        mr.String("password", &src.password);
+        mr.String("database", &src.database);
+        std::string dump_command, restore_command;
+        mr.String("dump_command", &dump_command);
+        mr.String("restore_command", &restore_command);  // bulwark pipes into mysql / pg_restore
+        mr.Finish();
+        src.all_databases = src.database.empty();
+        if (src.user.empty()) src.user = mysql.IsDefined() ? "root" : "postgres";
+        // Keep the operator's dump flags, minus what bulwark sets itself.
+        for (absl::string_view tok :
+             absl::StrSplit(dump_command, absl::ByAnyChar(" \t\n\\"), absl::SkipEmpty())) {
+          if (tok.substr(0, 2) != "--" || tok == "--databases" || tok == "--all-databases")
+            continue;
+          std::string t(tok);
+          SourceConfig plain;
+          plain.type = src.type;
+          auto defaults = plain.Argv();
+          if (std::find(defaults.begin(), defaults.end(), t) != defaults.end()) continue;
+          src.options.push_back(t);
+        }
+      }
+    }
+    // types
+    YAML::Node types = br.Get("types");
+    if (types.IsDefined() && types.IsMap()) {
+      for (const auto& it : types) {
+        std::string name = it.first.as<std::string>();
+        std::string what = StrCat("backup.types.", name);
+        MapReader tr(ctx, it.second, what);
+        if (!tr.valid()) continue;
+        if (!tr.Has("schedule")) {
+          // e.g. `realtime` (continuous binlog shipping): not a scheduled dump.
+          for (const char* k : {"enabled", "target", "bucket", "encryption"}) tr.Known(k);
+          tr.Finish();
+          out->notes.push_back(StrCat(path, ": backup.types.", name,
+                                      " has no schedule; bulwark takes scheduled dumps only, so "
+                                      "it is not run"));
+          continue;
+        }
+        if (src.type.empty()) {
+          ctx.Error(it.second.Mark(), StrCat(what, ": backup.database names no database to dump"));
+          continue;
+        }
+        PlanConfig p;
+        p.name = name;
+        p.source = src;
+        tr.String("schedule", &p.schedule_text);
+        auto c = CronSchedule::Parse(p.schedule_text);
+        if (c.ok()) {
+          p.schedule = *c;
+        } else {
+          ctx.Error(tr.Get("schedule").Mark(), StrCat(what, ".schedule: ", c.status().message()));
+        }
+        // `retention: 30` next to `find -mtime +30 -delete`: days.
+        int days = 0;
+        if (tr.Int("retention", &days, 1, 100000)) {
+          p.retention.max_age_ms = int64_t{days} * 86400 * 1000;
+        }
+        bool compress = true;
+        tr.Bool("compress", &compress);
+        p.compression = compress ? Compression::kZstd : Compression::kNone;
+        tr.Bool("encrypt", &p.encrypt);
+        tr.Finish();
+        if (name == "incremental") {
+          out->notes.push_back(StrCat(path,
+                                      ": backup.types.incremental is taken as full dumps on "
+                                      "its schedule (bulwark has no binlog increments)"));
+        }
+        p.storage = storages;
+        if (out->plans.count(name)) {
+          ctx.Error(it.second.Mark(), StrCat(what, ": a plan named \"", name, "\" exists already"));
+          continue;
+        }
+        out->plans[name] = p;
+      }
+    } else if (types.IsDefined()) {
+      ctx.Error(types.Mark(), "backup.types: a map of name: {schedule, retention, ...}");
+    }
+    br.Finish();
+  }
+  for (const auto& e : ctx.errors()) parent.ForeignError(e);
+}
 
 void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
                      VaultConfig* out) {
@@ -224,10 +593,107 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
           rr.Int("monthly", &p.retention.monthly, 0, 100000);
           rr.Finish();
         }
+        YAML::Node checks = pr.Get("checks");
+        if (checks.IsDefined()) {
+          if (!checks.IsSequence()) {
+            ctx.Error(checks.Mark(), StrCat(what, ".checks: a list of {sql|table|command: ...}"));
+          } else {
+            for (size_t i = 0; i < checks.size(); ++i) {
+              p.checks.emplace_back();
+              LoadCheck(ctx, checks[i], StrCat(what, ".checks[", i, "]"), &p.checks.back());
+            }
+          }
+        }
+        pr.Bool("verify_restore", &p.verify_restore);
+        pr.Bool("verify_after_backup", &p.verify_after_backup);
         pr.Finish();
+        for (const CheckConfig& c : p.checks) {
+          if (!c.command.empty()) continue;
+          if (p.source.Engine().empty() || p.source.type == "pg_basebackup") {
+            ctx.Error(checks.Mark(), StrCat(what,
+                                            ".checks: sql and table checks need a pg_dump or "
+                                            "mysqldump source; use command checks"));
+            break;
+          }
+          if (!p.source.OneDatabase() && c.database.empty()) {
+            ctx.Error(checks.Mark(), StrCat(what,
+                                            ".checks: with all_databases each sql or table "
+                                            "check names its database"));
+            break;
+          }
+        }
         out->plans[p.name] = p;
       }
     }
+  }
+  YAML::Node drills = r.Get("drills");
+  if (drills.IsDefined()) {
+    if (!drills.IsMap()) {
+      ctx.Error(drills.Mark(), "vault.drills: a map of name: {plan, database, rows, ...}");
+    } else {
+      for (const auto& it : drills) {
+        DrillConfig d;
+        d.name = it.first.as<std::string>();
+        std::string what = StrCat("vault.drills.", d.name);
+        MapReader dr(ctx, it.second, what);
+        if (!dr.valid()) continue;
+        dr.Require("plan");
+        dr.String("plan", &d.plan);
+        dr.String("database", &d.database);
+        dr.Int("rows", &d.rows, 1, 10000000);
+        dr.Enum("break", {"drop_database", "command"}, &d.break_mode);
+        dr.StringList("break_command", &d.break_command);
+        YAML::Node targets = dr.Get("targets");
+        if (targets.IsDefined()) {
+          MapReader tr(ctx, targets, what + ".targets");
+          tr.Duration("rto", &d.rto_target_ms);
+          tr.Duration("rpo", &d.rpo_target_ms);
+          tr.Finish();
+        }
+        dr.Finish();
+        if (d.break_mode == "command" && d.break_command.empty()) {
+          ctx.Error(it.second.Mark(), StrCat(what, ": break: command needs break_command"));
+        }
+        out->drills[d.name] = d;
+      }
+    }
+  }
+  YAML::Node recovery = r.Get("recovery");
+  if (recovery.IsDefined()) {
+    if (!recovery.IsMap()) {
+      ctx.Error(recovery.Mark(), "vault.recovery: a map of plan name: {steps, rollback}");
+    } else {
+      for (const auto& it : recovery) {
+        RecoveryPlanConfig rp;
+        rp.name = it.first.as<std::string>();
+        std::string what = StrCat("vault.recovery.", rp.name);
+        MapReader rr(ctx, it.second, what);
+        if (!rr.valid()) continue;
+        rr.String("description", &rp.description);
+        rr.Require("steps");
+        for (const char* list : {"steps", "rollback"}) {
+          YAML::Node n = rr.Get(list);
+          if (!n.IsDefined()) continue;
+          if (!n.IsSequence()) {
+            ctx.Error(n.Mark(), StrCat(what, ".", list, ": a list of steps"));
+            continue;
+          }
+          auto* dst = std::string_view(list) == "steps" ? &rp.steps : &rp.rollback;
+          for (size_t i = 0; i < n.size(); ++i) {
+            dst->emplace_back();
+            LoadStep(ctx, n[i], StrCat(what, ".", list, "[", i, "]"), &dst->back());
+          }
+          OrderSteps(ctx, n, StrCat(what, ".", list), dst);
+        }
+        rr.Finish();
+        out->recovery[rp.name] = rp;
+      }
+    }
+  }
+  std::string plans_file;
+  if (r.String("plans_file", &plans_file) && !plans_file.empty()) {
+    if (plans_file[0] != '/' && !base_dir.empty()) plans_file = base_dir + "/" + plans_file;
+    LoadSeedBackupFile(ctx, plans_file, out);
   }
   r.Finish();
   // Cross-checks once everything is read.
@@ -249,6 +715,32 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
                 StrCat("vault.plans.", name,
                        ": encrypt is on (the default) but vault.keys is empty; add a key "
                        "(`openssl rand -hex 32`) or set encrypt: false"));
+    }
+  }
+  for (const auto& [name, d] : out->drills) {
+    auto pit = out->plans.find(d.plan);
+    if (pit == out->plans.end()) {
+      ctx.Error(node.Mark(),
+                StrCat("vault.drills.", name, ".plan: no plan named \"", d.plan, "\""));
+    } else if (pit->second.source.Engine().empty() || pit->second.source.type == "pg_basebackup") {
+      ctx.Error(node.Mark(),
+                StrCat("vault.drills.", name,
+                       ".plan: drills need a pg_dump or "
+                       "mysqldump plan (its server is where the drill database goes)"));
+    }
+  }
+  for (const auto& [name, rp] : out->recovery) {
+    for (const auto* list : {&rp.steps, &rp.rollback}) {
+      for (const StepConfig& st : *list) {
+        if ((st.action == "restore" || st.action == "backup") && !out->plans.count(st.plan)) {
+          ctx.Error(node.Mark(), StrCat("vault.recovery.", name, ": step \"", st.id,
+                                        "\": no backup plan named \"", st.plan, "\""));
+        }
+        if (st.action == "drill" && !out->drills.count(st.plan)) {
+          ctx.Error(node.Mark(), StrCat("vault.recovery.", name, ": step \"", st.id,
+                                        "\": no drill named \"", st.plan, "\""));
+        }
+      }
     }
   }
 }

@@ -69,7 +69,15 @@ void Scheduler::Update(std::shared_ptr<const VaultConfig> cfg) {
 bool Scheduler::RunNow(const std::string& plan) {
   std::lock_guard<std::mutex> l(mu_);
   if (!cfg_->plans.count(plan)) return false;
-  manual_.push_back(plan);
+  manual_.emplace_back("backup", plan);
+  cv_.notify_all();
+  return true;
+}
+
+bool Scheduler::RunDrill(const std::string& name) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!cfg_->drills.count(name)) return false;
+  manual_.emplace_back("drill", name);
   cv_.notify_all();
   return true;
 }
@@ -88,10 +96,15 @@ void Scheduler::Loop() {
 
 int Scheduler::Tick(int64_t now_ms) {
   std::vector<std::pair<std::string, std::string>> due;  // plan, trigger
+  std::vector<std::string> drills;
   {
     std::lock_guard<std::mutex> l(mu_);
     while (!manual_.empty()) {
-      due.emplace_back(manual_.front(), "manual");
+      if (manual_.front().first == "drill") {
+        drills.push_back(manual_.front().second);
+      } else {
+        due.emplace_back(manual_.front().second, "manual");
+      }
       manual_.pop_front();
     }
     bool lead = !leader_ || leader_();
@@ -108,7 +121,56 @@ int Scheduler::Tick(int64_t now_ms) {
     }
   }
   for (const auto& [plan, trigger] : due) RunOne(plan, trigger);
-  return static_cast<int>(due.size());
+  for (const std::string& d : drills) RunOneDrill(d);
+  return static_cast<int>(due.size() + drills.size());
+}
+
+void Scheduler::RunOneDrill(const std::string& name) {
+  std::lock_guard<std::mutex> run(run_mu_);
+  std::shared_ptr<const VaultConfig> cfg;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    cfg = cfg_;
+  }
+  Vault v(cfg, catalog_.get());
+  auto r = v.Drill(name);
+  std::lock_guard<std::mutex> l(mu_);
+  DrillStats& s = drills_[name];
+  ++s.runs;
+  s.last_ms = WallMs();
+  if (!r.ok()) {
+    s.passed = false;
+    LogError("vault: drill ", name, ": ", r.status().message());
+    return;
+  }
+  s.passed = (*r)["status"] == "passed";
+  s.rto_ms = r->value("rto_ms", int64_t{-1});
+  s.rpo_ms = r->value("rpo_ms", int64_t{-1});
+  if (s.passed) {
+    LogInfo("vault: drill ", name, " passed: RTO ", s.rto_ms, " ms, RPO ", s.rpo_ms, " ms");
+  } else {
+    LogError("vault: drill ", name, " failed: ", r->value("problems", nlohmann::json()).dump());
+  }
+}
+
+std::string Scheduler::ReportsJson(const std::string& kind, const std::string& name) {
+  std::lock_guard<std::mutex> l(mu_);
+  nlohmann::json out = nlohmann::json::array();
+  if (catalog_ == nullptr) return out.dump();
+  auto all = catalog_->Reports(kind, name, 50);
+  if (!all.ok()) return nlohmann::json{{"error", all.status().message()}}.dump();
+  for (const Report& r : *all) {
+    auto detail = nlohmann::json::parse(r.detail, nullptr, false);
+    nlohmann::json j = {{"id", r.id},
+                        {"kind", r.kind},
+                        {"name", r.name},
+                        {"status", r.status},
+                        {"started_ms", r.started_ms},
+                        {"finished_ms", r.finished_ms}};
+    if (detail.is_object()) j["detail"] = detail;
+    out.push_back(std::move(j));
+  }
+  return out.dump();
 }
 
 void Scheduler::RunOne(const std::string& plan, const std::string& trigger) {
@@ -169,6 +231,24 @@ void Scheduler::CollectMetrics(std::string* out) {
   each("bulwark_backup_failing", "gauge",
        "1 when the plan's last backup failed (alert on it), 0 after a success.",
        [](const PlanStats& s) { return s.last_failed ? 1 : 0; });
+  if (!cfg_->drills.empty()) {
+    auto drill = [&](const char* name, const char* help, auto value) {
+      AppendHeader(out, name, "gauge", help);
+      for (const auto& [d, dc] : cfg_->drills) {
+        auto it = drills_.find(d);
+        DrillStats s = it == drills_.end() ? DrillStats{} : it->second;
+        StrAppend(out, name, "{drill=\"", d, "\"} ", value(s), "\n");
+      }
+    };
+    drill("bulwark_drill_last_timestamp_seconds", "When the drill last ran (0: not since start).",
+          [](const DrillStats& s) { return s.last_ms / 1000; });
+    drill("bulwark_drill_last_passed", "1 when the drill's last run passed.",
+          [](const DrillStats& s) { return s.passed ? 1 : 0; });
+    drill("bulwark_drill_last_rto_seconds", "The RTO the drill's last run measured (-1: none).",
+          [](const DrillStats& s) {
+            return s.rto_ms < 0 ? -1.0 : static_cast<double>(s.rto_ms) / 1000.0;
+          });
+  }
   AppendHeader(out, "bulwark_backup_runs_total", "counter",
                "Backups run by this process, by plan and result.");
   for (const auto& [plan, p] : cfg_->plans) {

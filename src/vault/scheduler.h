@@ -30,6 +30,8 @@ class Scheduler {
   void Update(std::shared_ptr<const VaultConfig> cfg);
   // Queues a run of `plan` now (any instance: an operator asked). False for an unknown plan.
   bool RunNow(const std::string& plan);
+  // Queues drill `name` (vault.drills); it runs on the same thread, one job at a time.
+  bool RunDrill(const std::string& name);
 
   // Runs every plan due at `now_ms` and the queued manual runs; returns how many ran. The
   // thread calls it; tests call it with their own clock instead of Start().
@@ -39,6 +41,8 @@ class Scheduler {
   void CollectMetrics(std::string* out);
   // The catalog, newest first, as JSON (the admin API); `plan` "" for all.
   std::string ListJson(const std::string& plan);
+  // The newest reports of `kind` (restore, drill, plan) as JSON, each with its detail.
+  std::string ReportsJson(const std::string& kind, const std::string& name);
 
  private:
   struct PlanStats {
@@ -47,16 +51,23 @@ class Scheduler {
     uint64_t ok = 0, failed = 0;
     bool last_failed = false;
   };
+  struct DrillStats {
+    int64_t last_ms = 0, rto_ms = -1, rpo_ms = -1;
+    bool passed = false;
+    uint64_t runs = 0;
+  };
   absl::Status Open();
   void Loop();
   void RunOne(const std::string& plan, const std::string& trigger);
+  void RunOneDrill(const std::string& name);
 
   std::function<bool()> leader_;
   std::mutex mu_;  // everything below (a backup runs outside it)
   std::shared_ptr<const VaultConfig> cfg_;
   std::unique_ptr<Catalog> catalog_;
   std::map<std::string, PlanStats> stats_;
-  std::deque<std::string> manual_;
+  std::map<std::string, DrillStats> drills_;
+  std::deque<std::pair<std::string, std::string>> manual_;  // kind (backup, drill), name
   std::condition_variable cv_;
   bool stop_ = false;
   std::mutex run_mu_;  // one backup at a time; holds the catalog for writers

@@ -1,11 +1,7 @@
 #include "vault/vault.h"
 
-#include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <poll.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,9 +12,8 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
+#include "vault/process.h"
 #include "vault/retention.h"
-
-extern char** environ;
 
 namespace bulwark::vault {
 namespace {
@@ -63,91 +58,6 @@ class Sha256Sink final : public ByteSink {
 
 }  // namespace
 
-absl::Status RunSource(const std::vector<std::string>& argv,
-                       const std::vector<std::pair<std::string, std::string>>& env, ByteSink* out) {
-  if (argv.empty()) return absl::InvalidArgumentError("no command to run");
-  int out_pipe[2], err_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0) return absl::InternalError(std::strerror(errno));
-  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
-    close(out_pipe[0]);
-    close(out_pipe[1]);
-    return absl::InternalError(std::strerror(errno));
-  }
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string_view kv(*e);
-    bool overridden = false;
-    for (const auto& [k, v] : env) overridden = overridden || kv.substr(0, k.size() + 1) == k + "=";
-    if (!overridden) env_strings.emplace_back(kv);
-  }
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp, args;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argv_copy = argv;
-  for (auto& s : argv_copy) args.push_back(s.data());
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  close(out_pipe[1]);
-  close(err_pipe[1]);
-  if (rc != 0) {
-    close(out_pipe[0]);
-    close(err_pipe[0]);
-    return absl::UnavailableError(StrCat("cannot run ", argv[0], ": ", std::strerror(rc)));
-  }
-  std::string err_tail, buf(256 * 1024, '\0');
-  absl::Status sink_error;
-  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  int open_fds = 2;
-  while (open_fds > 0) {
-    if (poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    for (pollfd& p : fds) {
-      if (p.fd < 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      ssize_t n = read(p.fd, buf.data(), buf.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        close(p.fd);
-        p.fd = -1;
-        --open_fds;
-        continue;
-      }
-      std::string_view data(buf.data(), static_cast<size_t>(n));
-      if (&p == &fds[0]) {
-        if (sink_error.ok()) {
-          sink_error = out->Write(data);
-          if (!sink_error.ok()) kill(pid, SIGTERM);  // nowhere to put its output
-        }
-      } else {
-        err_tail.append(data);
-        if (err_tail.size() > 4096) err_tail.erase(0, err_tail.size() - 4096);
-      }
-    }
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  std::string tail(Trim(err_tail));
-  std::string why = tail.empty() ? "" : StrCat(": ", tail);
-  if (!sink_error.ok()) return sink_error;
-  if (WIFSIGNALED(status)) {
-    return absl::AbortedError(StrCat(argv[0], " was killed by signal ", WTERMSIG(status), why));
-  }
-  if (WEXITSTATUS(status) != 0) {
-    return absl::AbortedError(StrCat(argv[0], " exited with status ", WEXITSTATUS(status), why));
-  }
-  return absl::OkStatus();
-}
-
 Vault::Vault(std::shared_ptr<const VaultConfig> cfg, Catalog* catalog)
     : cfg_(std::move(cfg)), catalog_(catalog), now_ms_(WallMs) {}
 
@@ -163,7 +73,15 @@ absl::StatusOr<BackupRecord> Vault::Backup(const std::string& plan_name,
   if (pit == cfg_->plans.end()) {
     return absl::NotFoundError(StrCat("no backup plan named \"", plan_name, "\""));
   }
-  const PlanConfig& plan = pit->second;
+  auto rec = BackupPlan(pit->second, trigger, true);
+  if (rec.ok() && rec->status == "ok" && pit->second.verify_after_backup) {
+    return Verify(rec->id);
+  }
+  return rec;
+}
+
+absl::StatusOr<BackupRecord> Vault::BackupPlan(const PlanConfig& plan, const std::string& trigger,
+                                               bool prune) {
   BackupRecord rec;
   rec.plan = plan.name;
   rec.source = plan.source.type;
@@ -212,7 +130,7 @@ absl::StatusOr<BackupRecord> Vault::Backup(const std::string& plan_name,
                          {"source", plan.source.type},
                          {"started", UtcStamp(rec.started_ms)},
                          {"catalog_id", rec.id}};
-  if (plan.source.type == "pg_dump") meta["database"] = plan.source.database;
+  if (plan.source.OneDatabase()) meta["database"] = plan.source.database;
   o.metadata = meta.dump();
   auto writer = ArchiveWriter::Create(o, &tee);
   if (!writer.ok()) return fail(writer.status());
@@ -238,6 +156,7 @@ absl::StatusOr<BackupRecord> Vault::Backup(const std::string& plan_name,
     return st;
   }
   last_pruned_.clear();
+  if (!prune) return rec;
   auto pruned = Prune(plan.name);
   if (pruned.ok()) {
     last_pruned_ = *pruned;
@@ -254,22 +173,38 @@ absl::StatusOr<std::vector<int64_t>> Vault::Prune(const std::string& plan_name) 
   }
   auto all = catalog_->List(plan_name);
   if (!all.ok()) return all.status();
-  std::vector<int64_t> done;
-  for (int64_t id : Expired(*all, pit->second.retention, now_ms_())) {
-    auto rec = catalog_->Get(id);
-    if (!rec.ok()) return rec.status();
-    for (const std::string& s : rec->storage) {
-      auto storage = StorageNamed(s);
-      if (storage == nullptr) continue;  // no longer configured: nothing bulwark can delete
-      if (auto st = storage->Remove(rec->object); !st.ok()) return st;
+  // Safety backups (taken by restores) are outside the plan's rules: the newest three stay.
+  std::vector<BackupRecord> scheduled;
+  std::vector<int64_t> expired;
+  int safety = 0;
+  for (const BackupRecord& b : *all) {
+    if (b.trigger == "safety") {
+      if (b.status == "ok" && ++safety > 3) expired.push_back(b.id);
+    } else if (b.trigger != "drill") {
+      scheduled.push_back(b);
     }
-    if (auto st = catalog_->SetStatus(id, "deleted"); !st.ok()) return st;
+  }
+  for (int64_t id : Expired(scheduled, pit->second.retention, now_ms_())) expired.push_back(id);
+  std::vector<int64_t> done;
+  for (int64_t id : expired) {
+    if (auto st = Delete(id); !st.ok()) return st;
     done.push_back(id);
   }
   return done;
 }
 
-absl::StatusOr<BackupRecord> Vault::Verify(int64_t id) {
+absl::Status Vault::Delete(int64_t id) {
+  auto rec = catalog_->Get(id);
+  if (!rec.ok()) return rec.status();
+  for (const std::string& s : rec->storage) {
+    auto storage = StorageNamed(s);
+    if (storage == nullptr) continue;  // no longer configured: nothing bulwark can delete
+    if (auto st = storage->Remove(rec->object); !st.ok()) return st;
+  }
+  return catalog_->SetStatus(id, "deleted");
+}
+
+absl::StatusOr<BackupRecord> Vault::Verify(int64_t id, bool scratch_restore) {
   auto rec = catalog_->Get(id);
   if (!rec.ok()) return rec.status();
   if (rec->status != "ok") {
@@ -300,6 +235,15 @@ absl::StatusOr<BackupRecord> Vault::Verify(int64_t id) {
     if (reader.raw_sha256() != rec->raw_sha256) {
       error = StrCat(where, ": the original's SHA-256 differs from the catalog's");
       break;
+    }
+  }
+  if (error.empty() && scratch_restore) {
+    auto pit = cfg_->plans.find(rec->plan);
+    if (pit != cfg_->plans.end() && pit->second.verify_restore &&
+        pit->second.source.OneDatabase() && pit->second.source.type == rec->source) {
+      if (auto st = VerifyByRestoring(*rec, pit->second); !st.ok()) {
+        error = std::string(st.message());
+      }
     }
   }
   if (auto st = catalog_->SetVerified(id, error.empty(), error, now_ms_()); !st.ok()) return st;

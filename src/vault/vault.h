@@ -9,17 +9,39 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "vault/catalog.h"
 #include "vault/config.h"
 #include "vault/storage.h"
 
 namespace bulwark::vault {
 
-// Runs `argv` (PATH lookup) with `env` added, stdin from /dev/null, its stdout streamed into
-// `out`. Fails when the program cannot start, exits non-zero or is killed, or when `out` fails
-// (the program is then stopped); the error ends with the last lines it wrote to stderr.
-absl::Status RunSource(const std::vector<std::string>& argv,
-                       const std::vector<std::pair<std::string, std::string>>& env, ByteSink* out);
+struct RestoreOptions {
+  int64_t backup_id = 0;
+  // A database name on the plan's server, a directory (files, pg_basebackup), or "" for where
+  // the backup came from.
+  std::string target;
+  bool dry_run = false;
+  bool skip_checks = false;  // drills check their own rows, not the plan's tables
+};
+
+// What a restore, a drill or a recovery plan did: each step with its duration and outcome.
+struct StepLog {
+  nlohmann::json steps = nlohmann::json::array();
+  // Runs `fn` as step `what`, timed; returns its status.
+  absl::Status Run(const std::string& what, const std::function<absl::Status()>& fn);
+  void Planned(const std::string& what) { steps.push_back({{"step", what}}); }
+};
+
+struct RestoreResult {
+  int64_t report_id = 0, backup_id = 0, safety_backup_id = 0;
+  std::string plan, source, target;
+  std::string status;  // ok | rolled_back | failed | dry_run
+  std::string error, rollback_error;
+  int64_t started_ms = 0, finished_ms = 0;
+  StepLog log;
+  nlohmann::json ToJson() const;
+};
 
 class Vault {
  public:
@@ -28,9 +50,27 @@ class Vault {
   // Makes one backup of `plan`. The returned record says ok or failed (with the reason); an
   // error status means the catalog itself could not be written.
   absl::StatusOr<BackupRecord> Backup(const std::string& plan, const std::string& trigger);
+  // The same for a plan that need not be configured (safety and drill backups); `prune`
+  // applies the plan's retention afterwards.
+  absl::StatusOr<BackupRecord> BackupPlan(const PlanConfig& plan, const std::string& trigger,
+                                          bool prune);
+  // Restores backup `o.backup_id` (restore.cc): verifies it, takes a safety backup of the
+  // target when there is something to lose, restores, runs the plan's checks, and restores
+  // the safety backup if the restore or a check fails. A dry run only says what it would do.
+  absl::StatusOr<RestoreResult> Restore(const RestoreOptions& o);
+  // Runs drill `name` (drill.cc); the report (also kept in the catalog) says passed or failed
+  // and why, with the measured RTO and RPO. An error status: the catalog could not be written.
+  absl::StatusOr<nlohmann::json> Drill(const std::string& name);
+  // Deletes backup `id`'s objects from every storage and marks it deleted.
+  absl::Status Delete(int64_t id);
+  const VaultConfig& config() const { return *cfg_; }
+  Catalog* catalog() const { return catalog_; }
+  int64_t now_ms() const { return now_ms_(); }
   // Checks every stored copy of backup `id`: its SHA-256 against the catalog, then a full read
   // (every chunk authenticated, decompressed, the original's size and SHA-256 compared).
-  absl::StatusOr<BackupRecord> Verify(int64_t id);
+  // With `scratch_restore`, a one-database backup is also restored into a scratch database
+  // and the plan's checks run there (plan option verify_restore).
+  absl::StatusOr<BackupRecord> Verify(int64_t id, bool scratch_restore = true);
   // Writes the original bytes of backup `id` to `out`, read from its first storage; every chunk
   // is checked before it is passed on, and the end is checked against the catalog.
   absl::Status Extract(int64_t id, ByteSink* out);
@@ -47,6 +87,8 @@ class Vault {
 
  private:
   std::unique_ptr<Storage> StorageNamed(const std::string& name) const;
+  // Restores a scratch copy of a one-database backup and runs the plan's checks there.
+  absl::Status VerifyByRestoring(const BackupRecord& rec, const PlanConfig& plan);
 
   std::shared_ptr<const VaultConfig> cfg_;
   Catalog* catalog_;

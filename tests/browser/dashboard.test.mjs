@@ -90,6 +90,16 @@ listeners:
 upstreams:
   app:
     servers: ["127.0.0.1:${origin.address().port}"]
+vault:
+  catalog: catalog.db
+  storage: {disk: {path: store}}
+  plans:
+    configs:
+      source: {type: command, command: [sh, -c, "seq 1 50000"]}
+      encrypt: false
+    broken:
+      source: {type: command, command: [sh, -c, "echo no such database >&2; exit 2"]}
+      encrypt: false
 `);
   const log = fs.openSync(path.join(outDir, "dashboard-bulwark.log"), "w");
   const b = spawn(bulwarkBin, ["serve", "-c", path.join(dir, "bulwark.yml")], { stdio: ["ignore", log, log] });
@@ -100,6 +110,12 @@ upstreams:
     return r.json();
   };
   await waitFor("bulwark's admin API", () => api("/api/v1/observe/status"));
+
+  // Two backups, one failing: the backups panel shows both plans.
+  for (const plan of ["configs", "broken"]) {
+    const r = await fetch(`http://127.0.0.1:${admin}/api/v1/backups/run?plan=${plan}`, { method: "POST" });
+    if (r.status !== 202) fail(`backups/run?plan=${plan}: ${r.status}`);
+  }
 
   // Traffic for the charts: a steady stream, one request in ten failing.
   let stop = false, sent = 0;
@@ -157,6 +173,13 @@ upstreams:
   }
   const amAlerts = await api("/api/v2/alerts");
   if (!amAlerts.some((a) => a.status.state === "suppressed")) fail("the alert is not suppressed");
+  // The backups panel: the good plan with its sizes, the broken one failed.
+  await waitFor("both plans in the backups panel", async () =>
+    (await page.locator("#backups tbody tr.backup").count()) === 2);
+  const good = await page.textContent('#backups tr[data-plan="configs"]');
+  if (!good.includes("ok") || !good.includes("282.1 KiB →")) fail(`backups panel, configs: ${good}`);
+  const bad = await page.textContent('#backups tr[data-plan="broken"]');
+  if (!bad.includes("failed") || !bad.includes("never")) fail(`backups panel, broken: ${bad}`);
   await page.screenshot({ path: path.join(outDir, "dashboard.png"), fullPage: true });
   if (errors.length) fail(`page errors: ${errors.join("; ")}`);
   stop = true;

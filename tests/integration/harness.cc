@@ -562,6 +562,68 @@ PostgresServer::PostgresServer(ReplicaOf r) : port_(FreePort()) {
   Start(r.conf);
 }
 
+PostgresServer::PostgresServer(FromDataDir from) : port_(FreePort()) {
+  if (!Prepare()) return;
+  std::string cmd = "mv " + from.data + " " + dir_ + "/data && chmod 700 " + dir_ + "/data";
+  if (getuid() == 0) cmd += " && chown -R postgres:postgres " + dir_ + "/data";
+  if (system(cmd.c_str()) != 0) return;
+  // Whatever the copied configuration said about the socket directory and the port, Start()
+  // appends this server's own.
+  Start({});
+}
+
+MysqlServer::MysqlServer() : port_(FreePort()), dir_(MakeTempDir()) {
+  bool root = getuid() == 0;
+  if (root && system(("chown mysql:mysql " + dir_).c_str()) != 0) return;
+  std::vector<std::string> install = {"mariadb-install-db", "--no-defaults",
+                                      "--datadir=" + dir_ + "/data", "--skip-test-db",
+                                      "--auth-root-authentication-method=normal"};
+  if (root) install.push_back("--user=mysql");
+  std::string out;
+  if (RunProgram(install, {}, &out) != 0) {
+    WriteFile(dir_ + "/error.log", out);
+    return;
+  }
+  std::vector<std::string> argv = {"mariadbd",
+                                   "--no-defaults",
+                                   "--datadir=" + dir_ + "/data",
+                                   "--socket=" + socket(),
+                                   "--port=" + std::to_string(port_),
+                                   "--bind-address=127.0.0.1",
+                                   "--pid-file=" + dir_ + "/mysqld.pid",
+                                   "--log-error=" + dir_ + "/error.log",
+                                   "--innodb-flush-log-at-trx-commit=0",
+                                   "--skip-log-bin"};
+  if (root) argv.push_back("--user=mysql");
+  proc_ =
+      std::make_unique<Process>(argv, std::map<std::string, std::string>{}, dir_ + "/mariadbd.out");
+  for (int i = 0; i < 600 && proc_->running(); ++i) {
+    std::string ping;
+    if (RunProgram({"mysqladmin", "--socket=" + socket(), "-uroot", "ping"}, {}, &ping) == 0) {
+      ok_ = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+MysqlServer::~MysqlServer() {
+  if (proc_ && proc_->running()) {
+    proc_->Signal(SIGTERM);
+    proc_->Wait(30000);
+  }
+}
+
+std::string MysqlServer::Sql(const std::string& sql, const std::string& db) {
+  std::vector<std::string> argv = {"mysql", "--socket=" + socket(), "-uroot", "-N", "-B", "-e",
+                                   sql};
+  if (!db.empty()) argv.push_back(db);
+  std::string out;
+  RunProgram(argv, {}, &out);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
 void PostgresServer::Stop(int sig) {
   if (proc_ && proc_->running()) {
     proc_->Signal(sig);

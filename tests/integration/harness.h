@@ -157,6 +157,12 @@ class PostgresServer {
     std::vector<std::string> conf = {};  // extra postgresql.conf lines (cluster_name, ...)
   };
   explicit PostgresServer(ReplicaOf replica_of);
+  // A server started on an existing data directory (moved into the server's own temp dir and
+  // given to the postgres user): e.g. one restored from a pg_basebackup.
+  struct FromDataDir {
+    std::string data;
+  };
+  explicit PostgresServer(FromDataDir from);
   ~PostgresServer();
   bool ok() const { return ok_; }
   int port() const { return port_; }
@@ -173,6 +179,26 @@ class PostgresServer {
   bool Prepare();
   void Start(const std::vector<std::string>& conf);
 
+  bool ok_ = false;
+  int port_;
+  std::string dir_;
+  std::unique_ptr<Process> proc_;
+};
+
+// MariaDB (Debian's mariadb-server) with its own data directory, run as the mysql user on a
+// Unix socket and a free loopback port; root has no password on the socket.
+class MysqlServer {
+ public:
+  MysqlServer();
+  ~MysqlServer();
+  bool ok() const { return ok_; }
+  const std::string& dir() const { return dir_; }
+  std::string socket() const { return dir_ + "/mysql.sock"; }
+  // Runs SQL as root; returns the output (-N -B: tab-separated, no headers).
+  std::string Sql(const std::string& sql, const std::string& db = "");
+  std::string log() { return ReadFile(dir_ + "/error.log"); }
+
+ private:
   bool ok_ = false;
   int port_;
   std::string dir_;

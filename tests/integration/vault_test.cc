@@ -338,7 +338,8 @@ TEST(Vault, ConfigErrorsNameTheProblem) {
           "    a: {source: {type: pg_dump}, schedule: '61 * * * *', storage: [nope]}\n");
   std::string out;
   EXPECT_EQ(RunBulwark({"check-config", v.config}, &out), 1);
-  EXPECT_NE(out.find("vault.plans.a.source: missing required key \"database\""), std::string::npos)
+  EXPECT_NE(out.find("vault.plans.a.source: give either database or all_databases: true"),
+            std::string::npos)
       << out;
   EXPECT_NE(out.find("vault.plans.a.schedule:"), std::string::npos) << out;
   EXPECT_NE(out.find("no storage named \"nope\""), std::string::npos) << out;

@@ -1,0 +1,50 @@
+// A database server reached through its own client programs (psql, pg_restore, mysql), the way
+// an operator would by hand: the same authentication, the same error messages.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "vault/config.h"
+#include "vault/process.h"
+
+namespace bulwark::vault {
+
+class DatabaseClient {
+ public:
+  // `src`: a pg_dump or mysqldump source (host, port, user, password, engine).
+  explicit DatabaseClient(SourceConfig src) : src_(std::move(src)) {}
+
+  bool postgres() const { return src_.Engine() == "postgres"; }
+  // The first column of the first row of `sql` run in `db`, as text; "" for no rows.
+  absl::StatusOr<std::string> Query(const std::string& db, const std::string& sql,
+                                    int64_t timeout_ms = 600000) const;
+  absl::StatusOr<bool> Exists(const std::string& db) const;
+  absl::Status Create(const std::string& db) const;
+  // Drops `db` if it exists, disconnecting its clients (PostgreSQL: WITH (FORCE)).
+  absl::Status Drop(const std::string& db) const;
+  // The program that takes a backup of this source on stdin and restores it into `db`
+  // ("" with all_databases: the whole server).
+  std::vector<std::string> RestoreArgv(const std::string& db) const;
+  EnvList Env() const { return src_.Env(); }
+  // A source that backs up `db` of this server the way the plan does.
+  SourceConfig DumpOf(const std::string& db) const;
+  // "postgres://user@host:port/db"
+  std::string Describe(const std::string& db) const;
+  // Runs one check in `db` (or the check's own database); the error says what was found.
+  absl::Status RunCheck(const CheckConfig& c, const std::string& db) const;
+
+  static std::string QuoteIdent(const std::string& name, bool postgres);
+  static std::string QuoteLiteral(const std::string& value, bool postgres);
+
+ private:
+  std::string AdminDb() const { return postgres() ? "postgres" : ""; }
+  SourceConfig src_;
+};
+
+// Runs a check that needs no database (`command`).
+absl::Status RunCommandCheck(const CheckConfig& c);
+
+}  // namespace bulwark::vault
