@@ -157,6 +157,29 @@ TEST(Restore, PgBasebackupIntoADataDirectoryThatStarts) {
   EXPECT_EQ(copy.Psql("SELECT count(*), md5(string_agg(v, ',' ORDER BY id)) FROM t"), want);
 }
 
+TEST(Restore, PgAllDatabasesComeBackWithTheirContents) {
+  PostgresServer pg;
+  ASSERT_TRUE(pg.ok()) << pg.log();
+  pg.Psql("CREATE DATABASE one");
+  pg.Psql("CREATE DATABASE two");
+  pg.Psql("CREATE TABLE t (v text); INSERT INTO t VALUES ('one');", "one");
+  pg.Psql("CREATE TABLE t (v text); INSERT INTO t VALUES ('two');", "two");
+  VaultDir s;
+  s.Write("  plans:\n    server:\n      source: {type: pg_dump, all_databases: true, host: " +
+          pg.dir() + ", port: " + std::to_string(pg.port()) + ", user: postgres}\n"
+          "      checks: [{table: t, min_rows: 1, database: two}]\n");
+  std::string out;
+  ASSERT_EQ(s.Run({"backup", "run", "server"}, &out), 0) << out;
+  EXPECT_EQ(s.Run({"restore", "1", "--target", "x"}, &out), 2) << out;  // the server, not a db
+  pg.Psql("DROP DATABASE two");
+  pg.Psql("UPDATE t SET v = 'changed'", "one");
+  nlohmann::json r = s.Json({"restore", "1"});
+  EXPECT_EQ(r["status"], "ok") << r.dump(2);
+  EXPECT_EQ(r["safety_backup_id"], 2);
+  EXPECT_EQ(pg.Psql("SELECT v FROM t", "one"), "one");
+  EXPECT_EQ(pg.Psql("SELECT v FROM t", "two"), "two");
+}
+
 TEST(Restore, FilesInPlaceIntoADirectoryAndRolledBackByACheck) {
   VaultDir s;
   std::string data = s.dir + "/data";
