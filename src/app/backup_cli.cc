@@ -30,6 +30,7 @@ nlohmann::json ToJson(const vault::BackupRecord& b) {
                       {"object", b.object},
                       {"storage", b.storage},
                       {"verified", b.verified}};
+  if (!b.database.empty()) j["database"] = b.database;
   if (!b.error.empty()) j["error"] = b.error;
   if (!b.verify_error.empty()) j["verify_error"] = b.verify_error;
   return j;

@@ -198,11 +198,17 @@ class ZstdCompressor final : public Compressor {
  public:
   ZstdCompressor() : ctx_(ZSTD_createCCtx()) {}
   ~ZstdCompressor() override { ZSTD_freeCCtx(ctx_); }
-  absl::Status Init(int level, int threads) {
+  absl::Status Init(int level, int threads, int window_log) {
     if (ctx_ == nullptr) return absl::ResourceExhaustedError("zstd: out of memory");
     size_t r = ZSTD_CCtx_setParameter(ctx_, ZSTD_c_compressionLevel, level);
     if (ZSTD_isError(r))
       return absl::InvalidArgumentError(StrCat("zstd level: ", ZSTD_getErrorName(r)));
+    if (window_log > 0) {
+      r = ZSTD_CCtx_setParameter(ctx_, ZSTD_c_windowLog, window_log);
+      if (ZSTD_isError(r)) {
+        return absl::InvalidArgumentError(StrCat("zstd window_log: ", ZSTD_getErrorName(r)));
+      }
+    }
     if (threads > 0) {
       r = ZSTD_CCtx_setParameter(ctx_, ZSTD_c_nbWorkers, threads);
       if (ZSTD_isError(r)) {
@@ -460,7 +466,7 @@ absl::StatusOr<std::unique_ptr<ArchiveWriter>> ArchiveWriter::Create(const Archi
       break;
     case Compression::kZstd: {
       auto z = std::make_unique<ZstdCompressor>();
-      if (auto st = z->Init(o.level, o.threads); !st.ok()) return st;
+      if (auto st = z->Init(o.level, o.threads, o.window_log); !st.ok()) return st;
       w->compressor_ = std::move(z);
       break;
     }

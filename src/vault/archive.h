@@ -61,6 +61,7 @@ struct ArchiveOptions {
   Compression compression = Compression::kZstd;
   int level = 3;                    // zstd 1..19, gzip 1..9
   int threads = 0;                  // zstd worker threads; 0 compresses on the caller's thread
+  int window_log = 0;               // zstd window 2^N bytes (10..27); 0: the level's own
   const ArchiveKey* key = nullptr;  // null: not encrypted (chunks still carry a checksum)
   uint32_t chunk_size = 1 << 20;    // compressed bytes per chunk, 4 KiB .. 64 MiB
   std::string metadata;             // stored in clear in the header (JSON), at most 16 KiB

@@ -44,7 +44,7 @@ class Stmt {
 constexpr const char* kColumns =
     "id, plan, source, trigger, status, started_ms, finished_ms, raw_bytes, stored_bytes, "
     "raw_sha256, stored_sha256, compression, key_id, object, storage, pid, error, verified, "
-    "verified_ms, verify_error";
+    "verified_ms, verify_error, database";
 
 BackupRecord Row(const Stmt& s) {
   BackupRecord b;
@@ -73,6 +73,7 @@ BackupRecord Row(const Stmt& s) {
   b.verified = s.Text(17);
   b.verified_ms = s.Int(18);
   b.verify_error = s.Text(19);
+  b.database = s.Text(20);
   return b;
 }
 
@@ -113,6 +114,11 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) 
       !st.ok()) {
     return st;
   }
+  // Added after the first release of the catalog: older files get the column (empty).
+  if (auto st = c->Exec("ALTER TABLE backups ADD COLUMN database TEXT NOT NULL DEFAULT ''");
+      !st.ok() && st.message().find("duplicate column") == std::string_view::npos) {
+    return st;
+  }
   return c;
 }
 
@@ -131,11 +137,11 @@ absl::Status Catalog::Exec(const std::string& sql) {
 absl::StatusOr<int64_t> Catalog::Begin(const BackupRecord& b) {
   Stmt s(db_,
          "INSERT INTO backups (plan, source, trigger, status, started_ms, compression, key_id,"
-         " object, storage, pid) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)");
+         " object, storage, pid, database) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)");
   if (!s.ok()) return s.Error();
   s.Bind(1, b.plan).Bind(2, b.source).Bind(3, b.trigger).Bind(4, b.started_ms);
   s.Bind(5, b.compression).Bind(6, b.key_id).Bind(7, b.object);
-  s.Bind(8, nlohmann::json(b.storage).dump()).Bind(9, b.pid);
+  s.Bind(8, nlohmann::json(b.storage).dump()).Bind(9, b.pid).Bind(10, b.database);
   if (s.Step() != SQLITE_DONE) return s.Error();
   return sqlite3_last_insert_rowid(db_);
 }

@@ -33,6 +33,9 @@ struct BackupRecord {
   std::string verified;  // "" (never), ok, failed
   int64_t verified_ms = 0;
   std::string verify_error;
+  // The database it holds (one-database sources): where a restore goes by default. A safety
+  // backup of another database, or a drill's, names its own.
+  std::string database;
 };
 
 // A restore, a drill or a recovery-plan run: what ran, how it ended, its detail as JSON.

@@ -573,6 +573,9 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
           pr.Int("level", &p.level, 1, 19);
         }
         pr.Int("threads", &p.threads, 0, 64);
+        if (pr.Int("window_log", &p.window_log, 0, 27) && p.window_log > 0 && p.window_log < 10) {
+          ctx.Error(pr.Get("window_log").Mark(), StrCat(what, ".window_log: 10..27, or 0"));
+        }
         pr.Bool("encrypt", &p.encrypt);
         int64_t chunk = p.chunk_size;
         if (pr.Size("chunk_size", &chunk)) {

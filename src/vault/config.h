@@ -79,6 +79,10 @@ struct PlanConfig {
   Compression compression = Compression::kZstd;
   int level = 3;
   int threads = 0;
+  // zstd's window: 2^22 = 4 MiB by default, twice what level 3 picks on its own. Dumps repeat
+  // over longer distances than that; on a pgbench dump it saves 1.5% for a quarter more
+  // compression CPU (on the compressor's own threads). 0: the level's own choice.
+  int window_log = 22;
   bool encrypt = true;
   uint32_t chunk_size = 1 << 20;
   std::vector<std::string> storage;  // names; default: every storage

@@ -89,6 +89,12 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
                                                 " source; plan ", plan.name, " now has a ",
                                                 src.type, " source"));
   }
+  if (rec->trigger == "drill" && !o.skip_checks) {
+    return absl::FailedPreconditionError(
+        StrCat("backup ", rec->id,
+               " was made by a drill of its own database; it is not restored "
+               "outside the drill"));
+  }
   RestoreResult r;
   r.backup_id = rec->id;
   r.plan = plan.name;
@@ -111,7 +117,10 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
           "this backup holds every database of its server; it restores to that server only "
           "(no --target)");
     }
-    std::string name = src.OneDatabase() ? (o.target.empty() ? src.database : o.target) : "";
+    // By default, the database the backup was taken of (a safety backup of another database
+    // goes back there).
+    std::string from = rec->database.empty() ? src.database : rec->database;
+    std::string name = src.OneDatabase() ? (o.target.empty() ? from : o.target) : "";
     if (name.find_first_of("/\\") != std::string::npos) {
       return absl::InvalidArgumentError(StrCat("--target: \"", name, "\" is not a database name"));
     }
@@ -220,7 +229,10 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
   };
   auto checks = [&]() -> absl::Status {
     if (o.skip_checks) return absl::OkStatus();
-    std::string dbname = src.OneDatabase() ? (o.target.empty() ? src.database : o.target) : "";
+    std::string dbname =
+        src.OneDatabase()
+            ? (o.target.empty() ? (rec->database.empty() ? src.database : rec->database) : o.target)
+            : "";
     for (const CheckConfig& c : plan.checks) {
       absl::Status st = c.command.empty() ? db.RunCheck(c, dbname) : RunCommandCheck(c);
       if (!st.ok()) return st;

@@ -281,6 +281,7 @@ std::string Scheduler::ListJson(const std::string& plan) {
                         {"object", b.object},
                         {"storage", b.storage},
                         {"verified", b.verified}};
+    if (!b.database.empty()) j["database"] = b.database;
     if (!b.error.empty()) j["error"] = b.error;
     out.push_back(std::move(j));
   }

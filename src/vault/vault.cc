@@ -98,6 +98,7 @@ absl::StatusOr<BackupRecord> Vault::BackupPlan(const PlanConfig& plan, const std
       StrCat(plan.name, "/", plan.name, "-", UtcStamp(rec.started_ms), "-", suffix, ".bwv");
   rec.storage = plan.storage;
   rec.pid = getpid();
+  if (plan.source.OneDatabase()) rec.database = plan.source.database;
   auto id = catalog_->Begin(rec);
   if (!id.ok()) return id.status();
   rec.id = *id;
@@ -124,6 +125,7 @@ absl::StatusOr<BackupRecord> Vault::BackupPlan(const PlanConfig& plan, const std
   o.compression = plan.compression;
   o.level = plan.level;
   o.threads = plan.threads;
+  o.window_log = plan.compression == Compression::kZstd ? plan.window_log : 0;
   o.key = key;
   o.chunk_size = plan.chunk_size;
   nlohmann::json meta = {{"plan", plan.name},

@@ -116,9 +116,21 @@ TEST(Restore, PgSafetyBackupRollBackDryRunAndScratchVerify) {
   EXPECT_EQ(r["status"], "ok") << r.dump(2);
   EXPECT_FALSE(r.contains("safety_backup_id"));
   EXPECT_EQ(pg.Psql(kOrders, "copy"), want);
+  // Again, over a changed copy: its safety backup is of `copy`, and restoring that backup
+  // without --target goes back to `copy`, not to the plan's database.
+  pg.Psql("UPDATE orders SET note = 'copy' WHERE id = 1", "copy");
+  r = s.Json({"restore", "1", "--target", "copy"});
+  ASSERT_EQ(r["status"], "ok") << r.dump(2);
+  int64_t copy_safety = r["safety_backup_id"];
+  EXPECT_EQ(s.Json({"backup", "list"})[0]["database"], "copy");
+  std::string app_now = pg.Psql(kOrders, "app");
+  r = s.Json({"restore", std::to_string(copy_safety)});
+  ASSERT_EQ(r["status"], "ok") << r.dump(2);
+  EXPECT_EQ(pg.Psql("SELECT note FROM orders WHERE id = 1", "copy"), "copy");
+  EXPECT_EQ(pg.Psql(kOrders, "app"), app_now);
 
   // A backup that does not verify is refused before anything is touched.
-  std::string object = list[1]["object"];
+  std::string object = s.Json({"backup", "list", "--plan", "app"}).back()["object"];
   {
     std::fstream f(s.dir + "/store/" + object, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(200);
