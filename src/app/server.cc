@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "admin/dashboard.h"
 #include "cache/glob.h"
 #include "core/log.h"
@@ -661,6 +662,13 @@ void Server::RegisterAdminRoutes() {
       return admin::Json(400, R"({"error":"?plan= names no plan under vault.plans"})");
     }
     return admin::Json(202, nlohmann::json{{"queued", *plan}}.dump());
+  });
+  admin_->Route("GET", "/api/v1/backups/{id}", [this](const AdminRequest& r) {
+    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+    int64_t id = 0;
+    std::string j = absl::SimpleAtoi(r.params[0], &id) ? vault_->GetJson(id) : "";
+    if (j.empty()) return admin::Json(404, R"({"error":"no such backup in the catalog"})");
+    return admin::Json(200, j);
   });
   admin_->Route("GET", "/api/v1/drills", [this](const AdminRequest& r) {
     if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");

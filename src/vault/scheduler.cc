@@ -153,6 +153,34 @@ void Scheduler::RunOneDrill(const std::string& name) {
   }
 }
 
+std::string Scheduler::GetJson(int64_t id) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (catalog_ == nullptr) return "";
+  auto b = catalog_->Get(id);
+  if (!b.ok()) return "";
+  nlohmann::json j = {{"id", b->id},
+                      {"plan", b->plan},
+                      {"source", b->source},
+                      {"trigger", b->trigger},
+                      {"status", b->status},
+                      {"started_ms", b->started_ms},
+                      {"finished_ms", b->finished_ms},
+                      {"raw_bytes", b->raw_bytes},
+                      {"stored_bytes", b->stored_bytes},
+                      {"raw_sha256", b->raw_sha256},
+                      {"stored_sha256", b->stored_sha256},
+                      {"compression", b->compression},
+                      {"key_id", b->key_id},
+                      {"object", b->object},
+                      {"storage", b->storage},
+                      {"verified", b->verified},
+                      {"verified_ms", b->verified_ms}};
+  if (!b->database.empty()) j["database"] = b->database;
+  if (!b->error.empty()) j["error"] = b->error;
+  if (!b->verify_error.empty()) j["verify_error"] = b->verify_error;
+  return j.dump();
+}
+
 std::string Scheduler::ReportsJson(const std::string& kind, const std::string& name) {
   std::lock_guard<std::mutex> l(mu_);
   nlohmann::json out = nlohmann::json::array();

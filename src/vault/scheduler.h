@@ -41,6 +41,8 @@ class Scheduler {
   void CollectMetrics(std::string* out);
   // The catalog, newest first, as JSON (the admin API); `plan` "" for all.
   std::string ListJson(const std::string& plan);
+  // One backup with everything the catalog knows (checksums, copies, verification); "" if none.
+  std::string GetJson(int64_t id);
   // The newest reports of `kind` (restore, drill, plan) as JSON, each with its detail.
   std::string ReportsJson(const std::string& kind, const std::string& name);
 

@@ -243,6 +243,13 @@ TEST(Vault, ServeRunsBackupsOnRequestAndReportsThem) {
   EXPECT_EQ(list[0]["error"], "sh exited with status 5");
   EXPECT_EQ(list[1]["status"], "ok");
   EXPECT_EQ(list[1]["trigger"], "manual");
+  // One backup, inspected.
+  auto one = nlohmann::json::parse(
+      HttpGet(admin, "/api/v1/backups/" + std::to_string(list[1]["id"].get<int>())).body, nullptr,
+      false);
+  EXPECT_EQ(one["plan"], "ok") << one.dump();
+  EXPECT_EQ(one["raw_sha256"].get<std::string>().size(), 64u) << one.dump();
+  EXPECT_EQ(HttpGet(admin, "/api/v1/backups/999").status, 404);
   // The CLI sees the same catalog while serve runs.
   std::string out;
   EXPECT_EQ(v.Run({"backup", "verify", std::to_string(list[1]["id"].get<int>())}, &out), 0) << out;
@@ -286,7 +293,10 @@ TEST(Vault, S3StorageWithMultipartUploadsVerifiesAndPrunes) {
                                 "-c 12000000 /dev/urandom']}\n      compression: none\n"
                                 "      storage: [s3, disk]\n      retention: {count: 1}\n"
                                 "    small:\n      source: {type: command, command: [sh, -c, "
-                                "'seq 1 5000']}\n      storage: [s3]\n");
+                                "'seq 1 5000']}\n      storage: [s3]\n"
+                                "    stalls:\n      source: {type: command, command: [sh, -c, "
+                                "'head -c 12000000 /dev/urandom; sleep 60']}\n"
+                                "      compression: none\n      storage: [s3]\n");
   cfg.replace(cfg.find("  plans:\n"), 0, s3_storage);
   v.Write(cfg);
   std::string out;
@@ -321,6 +331,28 @@ TEST(Vault, S3StorageWithMultipartUploadsVerifiesAndPrunes) {
   std::string files2;
   RunProgram({"find", s3.dir, "-path", "*" + first + "*"}, {}, &files2);
   EXPECT_EQ(files2, "") << files2;
+
+  // Killed in the middle of a multipart upload (two parts sent, the source stalled): S3 shows
+  // nothing under the name, and the next bulwark marks the row failed.
+  Process stalls({BULWARK_BINARY, "backup", "run", "stalls", "-c", v.config}, {},
+                 v.dir + "/stalls.out");
+  bool parts = false;
+  for (int i = 0; i < 150 && !parts; ++i) {
+    std::string found;
+    // s3rver keeps the parts of open uploads as .../uploads/<upload id>/<part number>.
+    RunProgram({"find", s3.dir, "-path", "*uploads*", "-name", "2", "-size", "+0"}, {}, &found);
+    parts = !found.empty();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(parts) << ReadFile(v.dir + "/stalls.out");
+  kill(stalls.pid(), SIGKILL);
+  stalls.Wait(5000);
+  EXPECT_EQ(HttpGet(s3.port, "/backups?prefix=bulwark/stalls/").body.find("<Key>"),
+            std::string::npos);
+  nlohmann::json after = v.List();  // this call recovers it
+  EXPECT_EQ(after[0]["plan"], "stalls");
+  EXPECT_EQ(after[0]["status"], "failed");
+  EXPECT_NE(after[0]["error"].get<std::string>().find("interrupted"), std::string::npos);
 
   // Unknown credentials: the backup fails with S3's own reason.
   std::string bad = cfg;
