@@ -312,7 +312,11 @@ void ParseInvalidation(ConfigContext& ctx, const YAML::Node& n, CacheConfig* out
     return;
   }
   for (auto it = events.begin(); it != events.end(); ++it) {
-    std::string name = it->first.as<std::string>();
+    if (!it->first.IsScalar()) {
+      ctx.Error(it->first.Mark(), "invalidation.events: each name must be a plain string");
+      continue;
+    }
+    std::string name = it->first.Scalar();
     std::string what = StrCat("invalidation.events.", name);
     std::vector<InvalidationRule>& rules = out->events[name];
     YAML::Node body = it->second;
@@ -372,7 +376,11 @@ void ParseCacheConfig(ConfigContext& ctx, const YAML::Node& node, CacheConfig* o
       ctx.Error(s.Mark(), "cache_strategies: expected a mapping of namespace name to settings");
     } else {
       for (auto it = s.begin(); it != s.end(); ++it) {
-        std::string name = it->first.as<std::string>();
+        if (!it->first.IsScalar()) {
+          ctx.Error(it->first.Mark(), "cache_strategies: each name must be a plain string");
+          continue;
+        }
+        std::string name = it->first.Scalar();
         ParseNamespace(ctx, name, it->second, &out->namespaces[name]);
       }
     }

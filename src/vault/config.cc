@@ -420,7 +420,11 @@ void LoadSeedBackupFile(ConfigContext& parent, const std::string& path, VaultCon
     YAML::Node types = br.Get("types");
     if (types.IsDefined() && types.IsMap()) {
       for (const auto& it : types) {
-        std::string name = it.first.as<std::string>();
+        if (!it.first.IsScalar()) {
+          ctx.Error(it.first.Mark(), "backup.types: each name must be a plain string");
+          continue;
+        }
+        std::string name = it.first.Scalar();
         std::string what = StrCat("backup.types.", name);
         MapReader tr(ctx, it.second, what);
         if (!tr.valid()) continue;
@@ -501,7 +505,11 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
     } else {
       for (const auto& it : storage) {
         StorageConfig s;
-        s.name = it.first.as<std::string>();
+        if (!it.first.IsScalar()) {
+          ctx.Error(it.first.Mark(), "vault.storage: each name must be a plain string");
+          continue;
+        }
+        s.name = it.first.Scalar();
         std::string what = StrCat("vault.storage.", s.name);
         MapReader sr(ctx, it.second, what);
         if (!sr.valid()) continue;
@@ -546,7 +554,11 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
     } else {
       for (const auto& it : plans) {
         PlanConfig p;
-        p.name = it.first.as<std::string>();
+        if (!it.first.IsScalar()) {
+          ctx.Error(it.first.Mark(), "vault.plans: each name must be a plain string");
+          continue;
+        }
+        p.name = it.first.Scalar();
         std::string what = StrCat("vault.plans.", p.name);
         MapReader pr(ctx, it.second, what);
         if (!pr.valid()) continue;
@@ -636,7 +648,11 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
     } else {
       for (const auto& it : drills) {
         DrillConfig d;
-        d.name = it.first.as<std::string>();
+        if (!it.first.IsScalar()) {
+          ctx.Error(it.first.Mark(), "vault.drills: each name must be a plain string");
+          continue;
+        }
+        d.name = it.first.Scalar();
         std::string what = StrCat("vault.drills.", d.name);
         MapReader dr(ctx, it.second, what);
         if (!dr.valid()) continue;
@@ -668,7 +684,11 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
     } else {
       for (const auto& it : recovery) {
         RecoveryPlanConfig rp;
-        rp.name = it.first.as<std::string>();
+        if (!it.first.IsScalar()) {
+          ctx.Error(it.first.Mark(), "vault.recovery: each name must be a plain string");
+          continue;
+        }
+        rp.name = it.first.Scalar();
         std::string what = StrCat("vault.recovery.", rp.name);
         MapReader rr(ctx, it.second, what);
         if (!rr.valid()) continue;

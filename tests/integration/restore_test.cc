@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -377,6 +378,33 @@ TEST(RecoveryPlan, AFailingThirdStepRollsBackStepsTwoAndOne) {
       << st.dump(2);
   // While step 2 had run, the server was drained: the journal says it answered 200.
   EXPECT_EQ(st[0]["journal"][1]["output"], "HTTP 200");
+}
+
+TEST(RecoveryPlan, PromoteMakesTheStandbyThePrimaryAndChecksIt) {
+  PostgresServer primary;
+  ASSERT_TRUE(primary.ok()) << primary.log();
+  PostgresServer standby(PostgresServer::ReplicaOf{&primary});
+  ASSERT_TRUE(standby.ok()) << standby.log();
+  ASSERT_EQ(standby.Psql("SELECT pg_is_in_recovery()"), "t");
+  primary.Stop(SIGQUIT);  // the primary is lost
+  VaultDir s;
+  s.Write(
+      "  recovery:\n    failover:\n      steps:\n"
+      "        - {id: promote, action: promote, host: " +
+      standby.dir() + ", port: " + std::to_string(standby.port()) +
+      ", timeout: 90s}\n"
+      "        - {id: writable, depends: [promote], action: command, command: [psql, -X, -At, "
+      "-h, " +
+      standby.dir() + ", -p, '" + std::to_string(standby.port()) +
+      "', -U, postgres, -c, 'CREATE TABLE after_failover (x int)']}\n");
+  std::string out;
+  ASSERT_EQ(s.Run({"plan", "run", "failover"}, &out), 0) << out << standby.log();
+  EXPECT_NE(out.find("failover: done"), std::string::npos) << out;
+  EXPECT_EQ(standby.Psql("SELECT pg_is_in_recovery()"), "f");
+  EXPECT_EQ(standby.Psql("SELECT count(*) FROM pg_tables WHERE tablename = 'after_failover'"), "1");
+  // Promoting it again fails (it is no standby), and the journal says why.
+  EXPECT_EQ(s.Run({"plan", "run", "failover"}, &out), 1) << out;
+  EXPECT_NE(out.find("recovery is not in progress"), std::string::npos) << out;
 }
 
 TEST(RecoveryPlan, ConfigErrorsNameTheStep) {
