@@ -13,29 +13,6 @@ namespace {
 
 std::string Time(int64_t ms) { return ms <= 0 ? "-" : FormatUtc(ms, "%Y-%m-%dT%H:%M:%SZ"); }
 
-nlohmann::json ToJson(const vault::BackupRecord& b) {
-  nlohmann::json j = {{"id", b.id},
-                      {"plan", b.plan},
-                      {"source", b.source},
-                      {"trigger", b.trigger},
-                      {"status", b.status},
-                      {"started", Time(b.started_ms)},
-                      {"finished", Time(b.finished_ms)},
-                      {"raw_bytes", b.raw_bytes},
-                      {"stored_bytes", b.stored_bytes},
-                      {"raw_sha256", b.raw_sha256},
-                      {"stored_sha256", b.stored_sha256},
-                      {"compression", b.compression},
-                      {"key_id", b.key_id},
-                      {"object", b.object},
-                      {"storage", b.storage},
-                      {"verified", b.verified}};
-  if (!b.database.empty()) j["database"] = b.database;
-  if (!b.error.empty()) j["error"] = b.error;
-  if (!b.verify_error.empty()) j["verify_error"] = b.verify_error;
-  return j;
-}
-
 std::string Seconds(int64_t ms) {
   char buf[32];
   if (ms >= 3600000) {
@@ -259,7 +236,7 @@ int RunBackupCommand(const BackupCommand& cmd) {
       return 2;
     }
     if (cmd.json) {
-      printf("%s\n", ToJson(*r).dump().c_str());
+      printf("%s\n", vault::BackupJson(*r).dump().c_str());
     } else if (r->status == "ok") {
       printf("backup %lld of plan %s: ok, %s → %s in %.1f s (%s%s%s), %s\n",
              static_cast<long long>(r->id), r->plan.c_str(), HumanBytes(r->raw_bytes).c_str(),
@@ -287,7 +264,7 @@ int RunBackupCommand(const BackupCommand& cmd) {
     }
     if (cmd.json) {
       nlohmann::json j = nlohmann::json::array();
-      for (const auto& b : *all) j.push_back(ToJson(b));
+      for (const auto& b : *all) j.push_back(vault::BackupJson(b));
       printf("%s\n", j.dump().c_str());
       return 0;
     }
@@ -328,7 +305,7 @@ int RunBackupCommand(const BackupCommand& cmd) {
       return 2;
     }
     if (cmd.json) {
-      printf("%s\n", ToJson(*r).dump().c_str());
+      printf("%s\n", vault::BackupJson(*r).dump().c_str());
     } else if (r->verified == "ok") {
       printf("backup %lld: verified (%zu cop%s, %s original bytes)\n",
              static_cast<long long>(r->id), r->storage.size(), r->storage.size() == 1 ? "y" : "ies",

@@ -79,6 +79,33 @@ BackupRecord Row(const Stmt& s) {
 
 }  // namespace
 
+nlohmann::json BackupJson(const BackupRecord& b) {
+  auto utc = [](int64_t ms) { return ms <= 0 ? "-" : FormatUtc(ms, "%Y-%m-%dT%H:%M:%SZ"); };
+  nlohmann::json j = {{"id", b.id},
+                      {"plan", b.plan},
+                      {"source", b.source},
+                      {"trigger", b.trigger},
+                      {"status", b.status},
+                      {"started", utc(b.started_ms)},
+                      {"finished", utc(b.finished_ms)},
+                      {"started_ms", b.started_ms},
+                      {"finished_ms", b.finished_ms},
+                      {"raw_bytes", b.raw_bytes},
+                      {"stored_bytes", b.stored_bytes},
+                      {"raw_sha256", b.raw_sha256},
+                      {"stored_sha256", b.stored_sha256},
+                      {"compression", b.compression},
+                      {"key_id", b.key_id},
+                      {"object", b.object},
+                      {"storage", b.storage},
+                      {"verified", b.verified}};
+  if (b.verified_ms > 0) j["verified_ms"] = b.verified_ms;
+  if (!b.database.empty()) j["database"] = b.database;
+  if (!b.error.empty()) j["error"] = b.error;
+  if (!b.verify_error.empty()) j["verify_error"] = b.verify_error;
+  return j;
+}
+
 absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
   // Its directory is made on first use (0700: the catalog names every backup).
   if (auto st = MakeParentDirs(path); !st.ok()) return st;

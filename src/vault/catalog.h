@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 
 struct sqlite3;
 
@@ -37,6 +38,10 @@ struct BackupRecord {
   // backup of another database, or a drill's, names its own.
   std::string database;
 };
+
+// Everything the catalog knows of a backup, as the CLI's --json and the admin API give it
+// (times both as Unix milliseconds and as UTC text).
+nlohmann::json BackupJson(const BackupRecord& b);
 
 // A restore, a drill or a recovery-plan run: what ran, how it ended, its detail as JSON.
 struct Report {

@@ -158,27 +158,7 @@ std::string Scheduler::GetJson(int64_t id) {
   if (catalog_ == nullptr) return "";
   auto b = catalog_->Get(id);
   if (!b.ok()) return "";
-  nlohmann::json j = {{"id", b->id},
-                      {"plan", b->plan},
-                      {"source", b->source},
-                      {"trigger", b->trigger},
-                      {"status", b->status},
-                      {"started_ms", b->started_ms},
-                      {"finished_ms", b->finished_ms},
-                      {"raw_bytes", b->raw_bytes},
-                      {"stored_bytes", b->stored_bytes},
-                      {"raw_sha256", b->raw_sha256},
-                      {"stored_sha256", b->stored_sha256},
-                      {"compression", b->compression},
-                      {"key_id", b->key_id},
-                      {"object", b->object},
-                      {"storage", b->storage},
-                      {"verified", b->verified},
-                      {"verified_ms", b->verified_ms}};
-  if (!b->database.empty()) j["database"] = b->database;
-  if (!b->error.empty()) j["error"] = b->error;
-  if (!b->verify_error.empty()) j["verify_error"] = b->verify_error;
-  return j.dump();
+  return BackupJson(*b).dump();
 }
 
 std::string Scheduler::ReportsJson(const std::string& kind, const std::string& name) {
@@ -294,25 +274,7 @@ std::string Scheduler::ListJson(const std::string& plan) {
   if (catalog_ == nullptr) return out.dump();
   auto all = catalog_->List(plan);
   if (!all.ok()) return nlohmann::json{{"error", all.status().message()}}.dump();
-  for (const BackupRecord& b : *all) {
-    nlohmann::json j = {{"id", b.id},
-                        {"plan", b.plan},
-                        {"source", b.source},
-                        {"trigger", b.trigger},
-                        {"status", b.status},
-                        {"started_ms", b.started_ms},
-                        {"finished_ms", b.finished_ms},
-                        {"raw_bytes", b.raw_bytes},
-                        {"stored_bytes", b.stored_bytes},
-                        {"stored_sha256", b.stored_sha256},
-                        {"key_id", b.key_id},
-                        {"object", b.object},
-                        {"storage", b.storage},
-                        {"verified", b.verified}};
-    if (!b.database.empty()) j["database"] = b.database;
-    if (!b.error.empty()) j["error"] = b.error;
-    out.push_back(std::move(j));
-  }
+  for (const BackupRecord& b : *all) out.push_back(BackupJson(b));
   return out.dump();
 }
 
