@@ -21,7 +21,7 @@ struct BackupRecord {
   int64_t id = 0;
   std::string plan;
   std::string source;   // the source type (pg_dump, files, command)
-  std::string trigger;  // manual | schedule | drill | safety
+  std::string trigger;  // manual | "schedule <cron>" | safety | drill | recovery
   std::string status;   // running | ok | failed | deleted
   int64_t started_ms = 0, finished_ms = 0;
   int64_t raw_bytes = 0, stored_bytes = 0;

@@ -117,7 +117,8 @@ int Scheduler::Tick(int64_t now_ms) {
       }
       if (now_ms < s.next_ms) continue;
       s.next_ms = p.schedule->Next(now_ms / 1000) * 1000;
-      if (lead) due.emplace_back(name, "schedule");
+      // The catalog keeps the schedule that made the backup, as it was then.
+      if (lead) due.emplace_back(name, StrCat("schedule ", p.schedule_text));
     }
   }
   for (const auto& [plan, trigger] : due) RunOne(plan, trigger);
