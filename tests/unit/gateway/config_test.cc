@@ -5,6 +5,7 @@
 #include <openssl/x509.h>
 #include <stdlib.h>
 
+#include <filesystem>
 #include <map>
 
 #include "core/strings.h"
@@ -331,6 +332,7 @@ TEST(Config, ShippedExamplesAreValid) {
                                        {"TLS_KEY", key}}));
     EXPECT_TRUE(l.errors.empty()) << f << "\n" << Join(l.errors, "\n");
   }
+  std::filesystem::remove_all(std::filesystem::path(cert).parent_path());  // nothing left in /tmp
 }
 
 }  // namespace
