@@ -306,52 +306,44 @@ void ParseInvalidation(ConfigContext& ctx, const YAML::Node& n, CacheConfig* out
   if (!r.valid()) return;
   YAML::Node events = r.Get("events");
   r.Finish();
-  if (!events.IsDefined()) return;
-  if (!events.IsMap()) {
-    ctx.Error(events.Mark(), "invalidation.events: expected a mapping of event name to patterns");
-    return;
-  }
-  for (auto it = events.begin(); it != events.end(); ++it) {
-    if (!it->first.IsScalar()) {
-      ctx.Error(it->first.Mark(), "invalidation.events: each name must be a plain string");
-      continue;
-    }
-    std::string name = it->first.Scalar();
-    std::string what = StrCat("invalidation.events.", name);
-    std::vector<InvalidationRule>& rules = out->events[name];
-    YAML::Node body = it->second;
-    if (body.IsSequence()) {
-      for (size_t i = 0; i < body.size(); ++i) {
-        ParseRule(ctx, body[i], StrCat(what, "[", i, "]"), InvalidationMode::kImmediate, 5000, 0,
-                  &rules);
-      }
-    } else if (body.IsMap()) {
-      // {strategy, delay, ttl, patterns: [...]}: one setting for all of the event's patterns.
-      MapReader er(ctx, body, what);
-      InvalidationMode mode = InvalidationMode::kImmediate;
-      std::string m;
-      if (er.Enum("strategy", {"immediate", "lazy", "time-based"}, &m) && !m.empty()) {
-        mode = m == "lazy"         ? InvalidationMode::kLazy
-               : m == "time-based" ? InvalidationMode::kTimeBased
-                                   : InvalidationMode::kImmediate;
-      }
-      int64_t delay = 5000, ttl = 0;
-      er.Duration("delay", &delay);
-      er.Duration("ttl", &ttl);
-      er.Require("patterns");
-      YAML::Node patterns = er.Get("patterns");
-      er.Finish();
-      if (patterns.IsSequence()) {
-        for (size_t i = 0; i < patterns.size(); ++i) {
-          ParseRule(ctx, patterns[i], StrCat(what, ".patterns[", i, "]"), mode, delay, ttl, &rules);
-        }
-      } else if (patterns.IsDefined()) {
-        ctx.Error(patterns.Mark(), StrCat(what, ".patterns: expected a list"));
-      }
-    } else {
-      ParseRule(ctx, body, what, InvalidationMode::kImmediate, 5000, 0, &rules);
-    }
-  }
+  ForEachNamed(ctx, events, "invalidation.events", "expected a mapping of event name to patterns",
+               [&](const std::string& name, const YAML::Node& body) {
+                 std::string what = StrCat("invalidation.events.", name);
+                 std::vector<InvalidationRule>& rules = out->events[name];
+                 if (body.IsSequence()) {
+                   for (size_t i = 0; i < body.size(); ++i) {
+                     ParseRule(ctx, body[i], StrCat(what, "[", i, "]"),
+                               InvalidationMode::kImmediate, 5000, 0, &rules);
+                   }
+                 } else if (body.IsMap()) {
+                   // {strategy, delay, ttl, patterns: [...]}: one setting for all of the event's
+                   // patterns.
+                   MapReader er(ctx, body, what);
+                   InvalidationMode mode = InvalidationMode::kImmediate;
+                   std::string m;
+                   if (er.Enum("strategy", {"immediate", "lazy", "time-based"}, &m) && !m.empty()) {
+                     mode = m == "lazy"         ? InvalidationMode::kLazy
+                            : m == "time-based" ? InvalidationMode::kTimeBased
+                                                : InvalidationMode::kImmediate;
+                   }
+                   int64_t delay = 5000, ttl = 0;
+                   er.Duration("delay", &delay);
+                   er.Duration("ttl", &ttl);
+                   er.Require("patterns");
+                   YAML::Node patterns = er.Get("patterns");
+                   er.Finish();
+                   if (patterns.IsSequence()) {
+                     for (size_t i = 0; i < patterns.size(); ++i) {
+                       ParseRule(ctx, patterns[i], StrCat(what, ".patterns[", i, "]"), mode, delay,
+                                 ttl, &rules);
+                     }
+                   } else if (patterns.IsDefined()) {
+                     ctx.Error(patterns.Mark(), StrCat(what, ".patterns: expected a list"));
+                   }
+                 } else {
+                   ParseRule(ctx, body, what, InvalidationMode::kImmediate, 5000, 0, &rules);
+                 }
+               });
 }
 
 }  // namespace
@@ -371,20 +363,11 @@ const char* WriteStrategyName(WriteStrategy s) {
 void ParseCacheConfig(ConfigContext& ctx, const YAML::Node& node, CacheConfig* out) {
   MapReader r(ctx, node, "cache");
   if (!r.valid()) return;
-  if (YAML::Node s = r.Get("cache_strategies"); s.IsDefined()) {
-    if (!s.IsMap()) {
-      ctx.Error(s.Mark(), "cache_strategies: expected a mapping of namespace name to settings");
-    } else {
-      for (auto it = s.begin(); it != s.end(); ++it) {
-        if (!it->first.IsScalar()) {
-          ctx.Error(it->first.Mark(), "cache_strategies: each name must be a plain string");
-          continue;
-        }
-        std::string name = it->first.Scalar();
-        ParseNamespace(ctx, name, it->second, &out->namespaces[name]);
-      }
-    }
-  }
+  ForEachNamed(ctx, r.Get("cache_strategies"), "cache_strategies",
+               "expected a mapping of namespace name to settings",
+               [&](const std::string& name, const YAML::Node& body) {
+                 ParseNamespace(ctx, name, body, &out->namespaces[name]);
+               });
   if (YAML::Node n = r.Get("redis"); n.IsDefined()) ParseRedis(ctx, n, out);
   if (YAML::Node n = r.Get("warmup"); n.IsDefined()) ParseWarmup(ctx, n, "warmup", &out->warmup);
   if (YAML::Node n = r.Get("cache_penetration"); n.IsDefined()) {

@@ -97,6 +97,23 @@ int EditDistance(std::string_view a, std::string_view b) {
   return prev[b.size()];
 }
 
+void ForEachNamed(ConfigContext& ctx, const YAML::Node& node, std::string_view what,
+                  std::string_view shape,
+                  const std::function<void(const std::string&, const YAML::Node&)>& each) {
+  if (!node.IsDefined()) return;
+  if (!node.IsMap()) {
+    ctx.Error(node.Mark(), StrCat(what, ": ", shape));
+    return;
+  }
+  for (const auto& kv : node) {
+    if (!kv.first.IsScalar()) {
+      ctx.Error(kv.first.Mark(), StrCat(what, ": each name must be a plain string"));
+      continue;
+    }
+    each(kv.first.Scalar(), kv.second);
+  }
+}
+
 std::string Suggest(std::string_view word, const std::vector<std::string>& candidates) {
   std::string best;
   int best_d = std::max<int>(2, static_cast<int>(word.size()) / 3) + 1;

@@ -101,6 +101,13 @@ class MapReader {
   std::vector<std::string> known_;
 };
 
+// Calls `each(name, value)` for every entry of the mapping `node` ("name: {...}" sections such as
+// vault.plans). Nothing for an undefined node; an error "WHAT: SHAPE" when it is not a mapping,
+// and "WHAT: each name must be a plain string" for a key that is a list or a mapping.
+void ForEachNamed(ConfigContext& ctx, const YAML::Node& node, std::string_view what,
+                  std::string_view shape,
+                  const std::function<void(const std::string&, const YAML::Node&)>& each);
+
 // Suggests the closest of `candidates` to `word`, or "" if none is close enough.
 std::string Suggest(std::string_view word, const std::vector<std::string>& candidates);
 

@@ -417,65 +417,57 @@ void LoadSeedBackupFile(ConfigContext& parent, const std::string& path, VaultCon
       }
     }
     // types
-    YAML::Node types = br.Get("types");
-    if (types.IsDefined() && types.IsMap()) {
-      for (const auto& it : types) {
-        if (!it.first.IsScalar()) {
-          ctx.Error(it.first.Mark(), "backup.types: each name must be a plain string");
-          continue;
-        }
-        std::string name = it.first.Scalar();
-        std::string what = StrCat("backup.types.", name);
-        MapReader tr(ctx, it.second, what);
-        if (!tr.valid()) continue;
-        if (!tr.Has("schedule")) {
-          // e.g. `realtime` (continuous binlog shipping): not a scheduled dump.
-          for (const char* k : {"enabled", "target", "bucket", "encryption"}) tr.Known(k);
+    ForEachNamed(
+        ctx, br.Get("types"), "backup.types", "a map of name: {schedule, retention, ...}",
+        [&](const std::string& name, const YAML::Node& body) {
+          std::string what = StrCat("backup.types.", name);
+          MapReader tr(ctx, body, what);
+          if (!tr.valid()) return;
+          if (!tr.Has("schedule")) {
+            // e.g. `realtime` (continuous binlog shipping): not a scheduled dump.
+            for (const char* k : {"enabled", "target", "bucket", "encryption"}) tr.Known(k);
+            tr.Finish();
+            out->notes.push_back(StrCat(path, ": backup.types.", name,
+                                        " has no schedule; bulwark takes scheduled dumps only, so "
+                                        "it is not run"));
+            return;
+          }
+          if (src.type.empty()) {
+            ctx.Error(body.Mark(), StrCat(what, ": backup.database names no database to dump"));
+            return;
+          }
+          PlanConfig p;
+          p.name = name;
+          p.source = src;
+          tr.String("schedule", &p.schedule_text);
+          auto c = CronSchedule::Parse(p.schedule_text);
+          if (c.ok()) {
+            p.schedule = *c;
+          } else {
+            ctx.Error(tr.Get("schedule").Mark(), StrCat(what, ".schedule: ", c.status().message()));
+          }
+          // `retention: 30` next to `find -mtime +30 -delete`: days.
+          int days = 0;
+          if (tr.Int("retention", &days, 1, 100000)) {
+            p.retention.max_age_ms = int64_t{days} * 86400 * 1000;
+          }
+          bool compress = true;
+          tr.Bool("compress", &compress);
+          p.compression = compress ? Compression::kZstd : Compression::kNone;
+          tr.Bool("encrypt", &p.encrypt);
           tr.Finish();
-          out->notes.push_back(StrCat(path, ": backup.types.", name,
-                                      " has no schedule; bulwark takes scheduled dumps only, so "
-                                      "it is not run"));
-          continue;
-        }
-        if (src.type.empty()) {
-          ctx.Error(it.second.Mark(), StrCat(what, ": backup.database names no database to dump"));
-          continue;
-        }
-        PlanConfig p;
-        p.name = name;
-        p.source = src;
-        tr.String("schedule", &p.schedule_text);
-        auto c = CronSchedule::Parse(p.schedule_text);
-        if (c.ok()) {
-          p.schedule = *c;
-        } else {
-          ctx.Error(tr.Get("schedule").Mark(), StrCat(what, ".schedule: ", c.status().message()));
-        }
-        // `retention: 30` next to `find -mtime +30 -delete`: days.
-        int days = 0;
-        if (tr.Int("retention", &days, 1, 100000)) {
-          p.retention.max_age_ms = int64_t{days} * 86400 * 1000;
-        }
-        bool compress = true;
-        tr.Bool("compress", &compress);
-        p.compression = compress ? Compression::kZstd : Compression::kNone;
-        tr.Bool("encrypt", &p.encrypt);
-        tr.Finish();
-        if (name == "incremental") {
-          out->notes.push_back(StrCat(path,
-                                      ": backup.types.incremental is taken as full dumps on "
-                                      "its schedule (bulwark has no binlog increments)"));
-        }
-        p.storage = storages;
-        if (out->plans.count(name)) {
-          ctx.Error(it.second.Mark(), StrCat(what, ": a plan named \"", name, "\" exists already"));
-          continue;
-        }
-        out->plans[name] = p;
-      }
-    } else if (types.IsDefined()) {
-      ctx.Error(types.Mark(), "backup.types: a map of name: {schedule, retention, ...}");
-    }
+          if (name == "incremental") {
+            out->notes.push_back(StrCat(path,
+                                        ": backup.types.incremental is taken as full dumps on "
+                                        "its schedule (bulwark has no binlog increments)"));
+          }
+          p.storage = storages;
+          if (out->plans.count(name)) {
+            ctx.Error(body.Mark(), StrCat(what, ": a plan named \"", name, "\" exists already"));
+            return;
+          }
+          out->plans[name] = p;
+        });
     br.Finish();
   }
   for (const auto& e : ctx.errors()) parent.ForeignError(e);
@@ -498,70 +490,54 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
       for (const auto& k : keys) LoadKey(ctx, k, base_dir, out);
     }
   }
-  YAML::Node storage = r.Get("storage");
-  if (storage.IsDefined()) {
-    if (!storage.IsMap()) {
-      ctx.Error(storage.Mark(), "vault.storage: a map of name: {type, ...}");
-    } else {
-      for (const auto& it : storage) {
-        StorageConfig s;
-        if (!it.first.IsScalar()) {
-          ctx.Error(it.first.Mark(), "vault.storage: each name must be a plain string");
-          continue;
-        }
-        s.name = it.first.Scalar();
-        std::string what = StrCat("vault.storage.", s.name);
-        MapReader sr(ctx, it.second, what);
-        if (!sr.valid()) continue;
-        sr.Enum("type", {"local", "s3"}, &s.type);
-        if (s.type == "s3") {
-          sr.Require("bucket");
-          sr.String("bucket", &s.bucket);
-          sr.String("endpoint", &s.endpoint);
-          sr.String("region", &s.region);
-          sr.Require("access_key");
-          sr.Require("secret_key");
-          sr.String("access_key", &s.access_key);
-          sr.String("secret_key", &s.secret_key);
-          sr.String("prefix", &s.prefix);
-          s.path_style = !s.endpoint.empty();
-          sr.Bool("path_style", &s.path_style);
-          if (sr.Size("part_size", &s.part_size) &&
-              (s.part_size < (5 << 20) || s.part_size > (int64_t{5} << 30))) {
-            ctx.Error(sr.Get("part_size").Mark(),
-                      StrCat(what, ".part_size: S3 takes parts of 5MiB to 5GiB"));
-          }
-          if (!s.endpoint.empty() && s.endpoint.find("://") == std::string::npos) {
-            ctx.Error(sr.Get("endpoint").Mark(),
-                      StrCat(what, ".endpoint: a URL such as https://minio.internal:9000"));
-          }
-        } else {
-          sr.Require("path");
-          sr.String("path", &s.path);
-          if (!s.path.empty() && s.path[0] != '/' && !base_dir.empty()) {
-            s.path = base_dir + "/" + s.path;
-          }
-        }
-        sr.Finish();
-        out->storage[s.name] = s;
-      }
-    }
-  }
-  YAML::Node plans = r.Get("plans");
-  if (plans.IsDefined()) {
-    if (!plans.IsMap()) {
-      ctx.Error(plans.Mark(), "vault.plans: a map of name: {source, schedule, ...}");
-    } else {
-      for (const auto& it : plans) {
+  ForEachNamed(ctx, r.Get("storage"), "vault.storage", "a map of name: {type, ...}",
+               [&](const std::string& name, const YAML::Node& body) {
+                 StorageConfig s;
+                 s.name = name;
+                 std::string what = StrCat("vault.storage.", s.name);
+                 MapReader sr(ctx, body, what);
+                 if (!sr.valid()) return;
+                 sr.Enum("type", {"local", "s3"}, &s.type);
+                 if (s.type == "s3") {
+                   sr.Require("bucket");
+                   sr.String("bucket", &s.bucket);
+                   sr.String("endpoint", &s.endpoint);
+                   sr.String("region", &s.region);
+                   sr.Require("access_key");
+                   sr.Require("secret_key");
+                   sr.String("access_key", &s.access_key);
+                   sr.String("secret_key", &s.secret_key);
+                   sr.String("prefix", &s.prefix);
+                   s.path_style = !s.endpoint.empty();
+                   sr.Bool("path_style", &s.path_style);
+                   if (sr.Size("part_size", &s.part_size) &&
+                       (s.part_size < (5 << 20) || s.part_size > (int64_t{5} << 30))) {
+                     ctx.Error(sr.Get("part_size").Mark(),
+                               StrCat(what, ".part_size: S3 takes parts of 5MiB to 5GiB"));
+                   }
+                   if (!s.endpoint.empty() && s.endpoint.find("://") == std::string::npos) {
+                     ctx.Error(
+                         sr.Get("endpoint").Mark(),
+                         StrCat(what, ".endpoint: a URL such as https://minio.internal:9000"));
+                   }
+                 } else {
+                   sr.Require("path");
+                   sr.String("path", &s.path);
+                   if (!s.path.empty() && s.path[0] != '/' && !base_dir.empty()) {
+                     s.path = base_dir + "/" + s.path;
+                   }
+                 }
+                 sr.Finish();
+                 out->storage[s.name] = s;
+               });
+  ForEachNamed(
+      ctx, r.Get("plans"), "vault.plans", "a map of name: {source, schedule, ...}",
+      [&](const std::string& name, const YAML::Node& body) {
         PlanConfig p;
-        if (!it.first.IsScalar()) {
-          ctx.Error(it.first.Mark(), "vault.plans: each name must be a plain string");
-          continue;
-        }
-        p.name = it.first.Scalar();
+        p.name = name;
         std::string what = StrCat("vault.plans.", p.name);
-        MapReader pr(ctx, it.second, what);
-        if (!pr.valid()) continue;
+        MapReader pr(ctx, body, what);
+        if (!pr.valid()) return;
         pr.Require("source");
         YAML::Node src = pr.Get("source");
         if (src.IsDefined()) LoadSource(ctx, src, what + ".source", &p.source);
@@ -638,81 +614,59 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
           }
         }
         out->plans[p.name] = p;
-      }
-    }
-  }
-  YAML::Node drills = r.Get("drills");
-  if (drills.IsDefined()) {
-    if (!drills.IsMap()) {
-      ctx.Error(drills.Mark(), "vault.drills: a map of name: {plan, database, rows, ...}");
-    } else {
-      for (const auto& it : drills) {
-        DrillConfig d;
-        if (!it.first.IsScalar()) {
-          ctx.Error(it.first.Mark(), "vault.drills: each name must be a plain string");
-          continue;
-        }
-        d.name = it.first.Scalar();
-        std::string what = StrCat("vault.drills.", d.name);
-        MapReader dr(ctx, it.second, what);
-        if (!dr.valid()) continue;
-        dr.Require("plan");
-        dr.String("plan", &d.plan);
-        dr.String("database", &d.database);
-        dr.Int("rows", &d.rows, 1, 10000000);
-        dr.Enum("break", {"drop_database", "command"}, &d.break_mode);
-        dr.StringList("break_command", &d.break_command);
-        YAML::Node targets = dr.Get("targets");
-        if (targets.IsDefined()) {
-          MapReader tr(ctx, targets, what + ".targets");
-          tr.Duration("rto", &d.rto_target_ms);
-          tr.Duration("rpo", &d.rpo_target_ms);
-          tr.Finish();
-        }
-        dr.Finish();
-        if (d.break_mode == "command" && d.break_command.empty()) {
-          ctx.Error(it.second.Mark(), StrCat(what, ": break: command needs break_command"));
-        }
-        out->drills[d.name] = d;
-      }
-    }
-  }
-  YAML::Node recovery = r.Get("recovery");
-  if (recovery.IsDefined()) {
-    if (!recovery.IsMap()) {
-      ctx.Error(recovery.Mark(), "vault.recovery: a map of plan name: {steps, rollback}");
-    } else {
-      for (const auto& it : recovery) {
-        RecoveryPlanConfig rp;
-        if (!it.first.IsScalar()) {
-          ctx.Error(it.first.Mark(), "vault.recovery: each name must be a plain string");
-          continue;
-        }
-        rp.name = it.first.Scalar();
-        std::string what = StrCat("vault.recovery.", rp.name);
-        MapReader rr(ctx, it.second, what);
-        if (!rr.valid()) continue;
-        rr.String("description", &rp.description);
-        rr.Require("steps");
-        for (const char* list : {"steps", "rollback"}) {
-          YAML::Node n = rr.Get(list);
-          if (!n.IsDefined()) continue;
-          if (!n.IsSequence()) {
-            ctx.Error(n.Mark(), StrCat(what, ".", list, ": a list of steps"));
-            continue;
-          }
-          auto* dst = std::string_view(list) == "steps" ? &rp.steps : &rp.rollback;
-          for (size_t i = 0; i < n.size(); ++i) {
-            dst->emplace_back();
-            LoadStep(ctx, n[i], StrCat(what, ".", list, "[", i, "]"), &dst->back());
-          }
-          OrderSteps(ctx, n, StrCat(what, ".", list), dst);
-        }
-        rr.Finish();
-        out->recovery[rp.name] = rp;
-      }
-    }
-  }
+      });
+  ForEachNamed(ctx, r.Get("drills"), "vault.drills", "a map of name: {plan, database, rows, ...}",
+               [&](const std::string& name, const YAML::Node& body) {
+                 DrillConfig d;
+                 d.name = name;
+                 std::string what = StrCat("vault.drills.", d.name);
+                 MapReader dr(ctx, body, what);
+                 if (!dr.valid()) return;
+                 dr.Require("plan");
+                 dr.String("plan", &d.plan);
+                 dr.String("database", &d.database);
+                 dr.Int("rows", &d.rows, 1, 10000000);
+                 dr.Enum("break", {"drop_database", "command"}, &d.break_mode);
+                 dr.StringList("break_command", &d.break_command);
+                 YAML::Node targets = dr.Get("targets");
+                 if (targets.IsDefined()) {
+                   MapReader tr(ctx, targets, what + ".targets");
+                   tr.Duration("rto", &d.rto_target_ms);
+                   tr.Duration("rpo", &d.rpo_target_ms);
+                   tr.Finish();
+                 }
+                 dr.Finish();
+                 if (d.break_mode == "command" && d.break_command.empty()) {
+                   ctx.Error(body.Mark(), StrCat(what, ": break: command needs break_command"));
+                 }
+                 out->drills[d.name] = d;
+               });
+  ForEachNamed(ctx, r.Get("recovery"), "vault.recovery", "a map of plan name: {steps, rollback}",
+               [&](const std::string& name, const YAML::Node& body) {
+                 RecoveryPlanConfig rp;
+                 rp.name = name;
+                 std::string what = StrCat("vault.recovery.", rp.name);
+                 MapReader rr(ctx, body, what);
+                 if (!rr.valid()) return;
+                 rr.String("description", &rp.description);
+                 rr.Require("steps");
+                 for (const char* list : {"steps", "rollback"}) {
+                   YAML::Node n = rr.Get(list);
+                   if (!n.IsDefined()) continue;
+                   if (!n.IsSequence()) {
+                     ctx.Error(n.Mark(), StrCat(what, ".", list, ": a list of steps"));
+                     continue;
+                   }
+                   auto* dst = std::string_view(list) == "steps" ? &rp.steps : &rp.rollback;
+                   for (size_t i = 0; i < n.size(); ++i) {
+                     dst->emplace_back();
+                     LoadStep(ctx, n[i], StrCat(what, ".", list, "[", i, "]"), &dst->back());
+                   }
+                   OrderSteps(ctx, n, StrCat(what, ".", list), dst);
+                 }
+                 rr.Finish();
+                 out->recovery[rp.name] = rp;
+               });
   std::string plans_file;
   if (r.String("plans_file", &plans_file) && !plans_file.empty()) {
     if (plans_file[0] != '/' && !base_dir.empty()) plans_file = base_dir + "/" + plans_file;

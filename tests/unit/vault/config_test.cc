@@ -103,5 +103,17 @@ TEST(VaultConfig, SourcesChecksAndDrillsAreChecked) {
   EXPECT_EQ(c.plans.at("c").source.user, "root");
 }
 
+TEST(VaultConfig, ANameThatIsNotAStringIsAnErrorNotACrash) {
+  VaultConfig c;
+  std::string errors =
+      Load("vault:\n  storage:\n    ? [a, b]\n    : {path: /tmp/x}\n  plans: [x]\n", &c);
+  EXPECT_NE(errors.find("bulwark.yml:3:7: vault.storage: each name must be a plain string"),
+            std::string::npos)
+      << errors;
+  EXPECT_NE(errors.find("vault.plans: a map of name: {source, schedule, ...}"), std::string::npos)
+      << errors;
+  EXPECT_TRUE(c.storage.empty());
+}
+
 }  // namespace
 }  // namespace bulwark::vault
