@@ -111,35 +111,40 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
   PlanConfig safety = plan;               // backs up the target as it is now
   safety.schedule.reset();
   safety.retention = {};
+  // The database a one-database backup goes to: --target, or the one it was taken of (a safety
+  // backup of another database goes back there).
+  std::string target_db;
+  if (src.OneDatabase()) {
+    target_db = !o.target.empty()        ? o.target
+                : !rec->database.empty() ? rec->database
+                                         : src.database;
+  }
   if (!src.Engine().empty() && src.type != "pg_basebackup") {
     if (!src.OneDatabase() && !o.target.empty()) {
       return absl::InvalidArgumentError(
           "this backup holds every database of its server; it restores to that server only "
           "(no --target)");
     }
-    // By default, the database the backup was taken of (a safety backup of another database
-    // goes back there).
-    std::string from = rec->database.empty() ? src.database : rec->database;
-    std::string name = src.OneDatabase() ? (o.target.empty() ? from : o.target) : "";
-    if (name.find_first_of("/\\") != std::string::npos) {
-      return absl::InvalidArgumentError(StrCat("--target: \"", name, "\" is not a database name"));
+    if (target_db.find_first_of("/\\") != std::string::npos) {
+      return absl::InvalidArgumentError(
+          StrCat("--target: \"", target_db, "\" is not a database name"));
     }
-    r.target = db.Describe(name);
+    r.target = db.Describe(target_db);
     where = r.target;
     if (src.OneDatabase()) {
-      has_data = [&db, name] { return db.Exists(name); };
-      prepare = [&db, name]() -> absl::Status {
-        if (auto st = db.Drop(name); !st.ok()) return st;
-        return db.Create(name);
+      has_data = [&db, target_db] { return db.Exists(target_db); };
+      prepare = [&db, target_db]() -> absl::Status {
+        if (auto st = db.Drop(target_db); !st.ok()) return st;
+        return db.Create(target_db);
       };
-      discard = [&db, name] { return db.Drop(name); };
+      discard = [&db, target_db] { return db.Drop(target_db); };
     } else {
       has_data = [] { return true; };
       prepare = [] { return absl::OkStatus(); };  // the dump drops and re-creates each database
       discard = [] { return absl::OkStatus(); };
     }
-    restore_argv = [&db, name] { return db.RestoreArgv(name); };
-    safety.source = db.DumpOf(name);
+    restore_argv = [&db, target_db] { return db.RestoreArgv(target_db); };
+    safety.source = db.DumpOf(target_db);
   } else if (src.type == "files" || src.type == "pg_basebackup") {
     std::string dir = o.target;
     if (src.type == "pg_basebackup" && dir.empty()) {
@@ -229,13 +234,8 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
   };
   auto checks = [&]() -> absl::Status {
     if (o.skip_checks) return absl::OkStatus();
-    std::string dbname =
-        src.OneDatabase()
-            ? (o.target.empty() ? (rec->database.empty() ? src.database : rec->database) : o.target)
-            : "";
     for (const CheckConfig& c : plan.checks) {
-      absl::Status st = c.command.empty() ? db.RunCheck(c, dbname) : RunCommandCheck(c);
-      if (!st.ok()) return st;
+      if (absl::Status st = db.RunCheck(c, target_db); !st.ok()) return st;
     }
     return absl::OkStatus();
   };
