@@ -651,44 +651,48 @@ void Server::RegisterAdminRoutes() {
     }
     return admin::Json(200, j.dump());
   });
-  admin_->Route("GET", "/api/v1/backups", [this](const AdminRequest& r) {
-    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+  // Every vault route answers the same when there is no vault: block.
+  auto no_vault = [] {
+    return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+  };
+  admin_->Route("GET", "/api/v1/backups", [this, no_vault](const AdminRequest& r) {
+    if (!vault_) return no_vault();
     return admin::Json(200, vault_->ListJson(QueryParam(r.query, "plan").value_or("")));
   });
-  admin_->Route("POST", "/api/v1/backups/run", [this](const AdminRequest& r) {
-    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+  admin_->Route("POST", "/api/v1/backups/run", [this, no_vault](const AdminRequest& r) {
+    if (!vault_) return no_vault();
     auto plan = QueryParam(r.query, "plan");
     if (!plan || !vault_->RunNow(*plan)) {
       return admin::Json(400, R"({"error":"?plan= names no plan under vault.plans"})");
     }
     return admin::Json(202, nlohmann::json{{"queued", *plan}}.dump());
   });
-  admin_->Route("GET", "/api/v1/backups/{id}", [this](const AdminRequest& r) {
-    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+  admin_->Route("GET", "/api/v1/backups/{id}", [this, no_vault](const AdminRequest& r) {
+    if (!vault_) return no_vault();
     int64_t id = 0;
     std::string j = absl::SimpleAtoi(r.params[0], &id) ? vault_->GetJson(id) : "";
     if (j.empty()) return admin::Json(404, R"({"error":"no such backup in the catalog"})");
     return admin::Json(200, j);
   });
-  admin_->Route("GET", "/api/v1/drills", [this](const AdminRequest& r) {
-    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+  admin_->Route("GET", "/api/v1/drills", [this, no_vault](const AdminRequest& r) {
+    if (!vault_) return no_vault();
     return admin::Json(200,
                        vault_->ReportsJson("drill", QueryParam(r.query, "drill").value_or("")));
   });
-  admin_->Route("POST", "/api/v1/drills/run", [this](const AdminRequest& r) {
-    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+  admin_->Route("POST", "/api/v1/drills/run", [this, no_vault](const AdminRequest& r) {
+    if (!vault_) return no_vault();
     auto drill = QueryParam(r.query, "drill");
     if (!drill || !vault_->RunDrill(*drill)) {
       return admin::Json(400, R"({"error":"?drill= names no drill under vault.drills"})");
     }
     return admin::Json(202, nlohmann::json{{"queued", *drill}}.dump());
   });
-  admin_->Route("GET", "/api/v1/restores", [this](const AdminRequest&) {
-    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+  admin_->Route("GET", "/api/v1/restores", [this, no_vault](const AdminRequest&) {
+    if (!vault_) return no_vault();
     return admin::Json(200, vault_->ReportsJson("restore", ""));
   });
-  admin_->Route("GET", "/api/v1/recovery", [this](const AdminRequest& r) {
-    if (!vault_) return admin::Json(404, R"({"error":"no vault: block in the configuration"})");
+  admin_->Route("GET", "/api/v1/recovery", [this, no_vault](const AdminRequest& r) {
+    if (!vault_) return no_vault();
     return admin::Json(200, vault_->ReportsJson("plan", QueryParam(r.query, "plan").value_or("")));
   });
   admin_->Route("POST", "/api/v1/pg/readd", [this](const AdminRequest& r) {
