@@ -255,14 +255,14 @@ absl::Status ProcessSink::Write(std::string_view data) {
     if (out_ >= 0 && fds[1].revents) Drain(false);
     if (fds[0].revents & (POLLERR | POLLHUP)) {
       // It stopped reading: its exit status and output say why.
-      absl::Status st = Wait();
+      absl::Status st = Finish();
       return st.ok() ? absl::AbortedError(StrCat(name_, " stopped reading its input")) : st;
     }
     if (!(fds[0].revents & POLLOUT)) continue;
     ssize_t n = write(in_, data.data(), data.size());
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
-      absl::Status st = Wait();
+      absl::Status st = Finish();
       return st.ok() ? absl::AbortedError(StrCat(name_, ": ", std::strerror(errno))) : st;
     }
     data.remove_prefix(static_cast<size_t>(n));
@@ -270,7 +270,7 @@ absl::Status ProcessSink::Write(std::string_view data) {
   return absl::OkStatus();
 }
 
-absl::Status ProcessSink::Wait() {
+absl::Status ProcessSink::Finish() {
   if (finished_) return absl::AbortedError(StrCat(name_, " has already finished"));
   if (in_ >= 0) {
     close(in_);
@@ -281,7 +281,5 @@ absl::Status ProcessSink::Wait() {
   finished_ = true;
   return ExitStatus(name_, status, tail_);
 }
-
-absl::Status ProcessSink::Finish() { return Wait(); }
 
 }  // namespace bulwark::vault

@@ -44,7 +44,6 @@ class ProcessSink final : public ByteSink {
   ProcessSink(std::string name, pid_t pid, int in, int out)
       : name_(std::move(name)), pid_(pid), in_(in), out_(out) {}
   void Drain(bool block);
-  absl::Status Wait();
 
   std::string name_;
   pid_t pid_;
