@@ -1094,6 +1094,10 @@ void Server::CollectGateway(std::string* out) {
   worker_sum("bulwark_access_denied_total", "counter",
              "Requests refused (403) by an allow/deny list.",
              [](const gateway::WorkerStats& s) { return s.access_denied.Get(); });
+  worker_sum("bulwark_http_bad_paths_total", "counter",
+             "Requests refused (400) for their path: a malformed or NUL escape, `..` above the "
+             "root, or an encoded slash under escaped_slashes: reject.",
+             [](const gateway::WorkerStats& s) { return s.bad_paths.Get(); });
 
   observe::AppendHeader(out, "bulwark_ratelimit_requests_total", "counter",
                         "limit_req decisions by zone and result.");

@@ -956,6 +956,13 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
     r.Duration("keepalive_timeout", &h.keepalive_timeout_ms);
     r.Int("keepalive_requests", &h.keepalive_requests, 1, 100000000);
     r.Duration("send_timeout", &h.send_timeout_ms);
+    r.Bool("merge_slashes", &h.path.merge_slashes);
+    std::string slashes, upstream_path;
+    r.Enum("escaped_slashes", {"decode", "keep", "reject"}, &slashes);
+    if (slashes == "keep") h.path.escaped_slashes = http::EscapedSlashes::kKeep;
+    if (slashes == "reject") h.path.escaped_slashes = http::EscapedSlashes::kReject;
+    r.Enum("upstream_path", {"normalized", "original"}, &upstream_path);
+    if (upstream_path == "original") h.upstream_path = UpstreamPath::kOriginal;
     if (h.limits.max_header_bytes < 256 || h.limits.max_header_bytes > 1024 * 1024) {
       ctx.Error(http.Mark(), "http.max_header_bytes: must be between 256 and 1M");
     }

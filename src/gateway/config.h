@@ -16,6 +16,7 @@
 #include "core/tls.h"
 #include "gateway/http_cache.h"
 #include "http/parser.h"
+#include "http/path.h"
 #include "security/jwt.h"
 
 namespace bulwark::gateway {
@@ -270,8 +271,10 @@ struct RouteCacheConfig {
   int zone_index = -1;
   std::vector<std::string> methods = {"GET", "HEAD"};  // HEAD is answered from GET entries
   // The key, with nginx variables: $request_method (HEAD counts as GET), $scheme, $host,
-  // $request_uri, $uri, $args, $http_NAME, $cookie_NAME.
-  std::string key = "$request_method $host$request_uri";
+  // $request_uri, $uri, $args, $http_NAME, $cookie_NAME, and bulwark's $upstream_request_uri
+  // (the normalised target as it goes upstream). Like nginx's default key it starts with the
+  // scheme's part: an http request never fills the entry https clients get.
+  std::string key = "$request_method $scheme://$host$upstream_request_uri";
   int64_t ttl_ms = 0;  // for responses without Cache-Control/Expires (nginx proxy_cache_valid)
   std::vector<int> statuses = {200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501};
   int64_t max_object_bytes = 1 << 20;
@@ -337,8 +340,14 @@ struct BansConfig {
   int status = 403;                   // what a banned client gets
 };
 
+// What goes upstream as the request path (Envoy normalize_path): the normalised path, or the
+// path exactly as the client sent it. Routes always decide on the normalised path.
+enum class UpstreamPath : uint8_t { kNormalized, kOriginal };
+
 struct HttpConfig {
   http::Limits limits;
+  http::PathOptions path;  // merge_slashes, escaped_slashes
+  UpstreamPath upstream_path = UpstreamPath::kNormalized;
   int64_t client_max_body_size = 1024 * 1024;  // nginx default 1m
   int64_t client_header_timeout_ms = 60000;    // nginx default
   int64_t client_body_timeout_ms = 60000;      // nginx default

@@ -766,13 +766,30 @@ void ClientConn::HandleRequest() {
     SendError(413, "request body larger than client_max_body_size", true);
     return;
   }
-  route_ = view_->snap->routers[listener_index_]->Match(req_.host, req_.path, req_.method_str);
+  if (!NormalizeRequestPath(cfg)) return;
+  route_ = view_->snap->routers[listener_index_]->Match(req_.host, path_, req_.method_str);
   if (!Protect(cfg)) return;
   if (route_ == nullptr) {
     SendError(404, "no route matches", has_body_);
     return;
   }
   Proceed();
+}
+
+bool ClientConn::NormalizeRequestPath(const GatewayConfig& cfg) {
+  if (http::PathIsNormal(req_.path, cfg.http.path)) {
+    path_ = upstream_path_ = req_.path;
+    return true;
+  }
+  http::ParseError err;
+  if (!http::NormalizePath(req_.path, cfg.http.path, &path_buf_, &upstream_path_buf_, &err)) {
+    worker_->stats().bad_paths.Add(1);
+    SendError(err.status, err.reason, has_body_);
+    return false;
+  }
+  path_ = path_buf_;
+  upstream_path_ = upstream_path_buf_;
+  return true;
 }
 
 bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const {
@@ -1019,7 +1036,15 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
     } else if (name == "request_uri") {
       out.append(req_.target);
     } else if (name == "uri") {
-      out.append(req_.path);
+      out.append(path_);  // decoded and normalised, as nginx's $uri
+    } else if (name == "upstream_request_uri") {
+      // The target as it goes upstream: normalised (escapes kept) unless upstream_path: original.
+      out.append(view_->snap->config->http.upstream_path == UpstreamPath::kOriginal ? req_.path
+                                                                                    : upstream_path_);
+      if (!req_.query.empty()) {
+        out.push_back('?');
+        out.append(req_.query);
+      }
     } else if (name == "args") {
       out.append(req_.query);
     } else if (name == "remote_addr") {
@@ -1091,7 +1116,20 @@ void ClientConn::Proceed() {
     if (r.location.find('$') == std::string::npos && r.body.find('$') == std::string::npos) {
       SendLocal(r.status, r.body, r.content_type, r.location, has_body);
     } else {
-      std::string location = ExpandVariables(r.location);
+      // $uri is decoded: a %0D%0A in the request must not start a header of the answer (the
+      // classic `return 302 https://$host$uri` header injection). Controls and spaces are
+      // escaped again.
+      std::string location;
+      for (char c : ExpandVariables(r.location)) {
+        unsigned char u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u == 0x7f) {
+          location.push_back('%');
+          location.push_back("0123456789ABCDEF"[u >> 4]);
+          location.push_back("0123456789ABCDEF"[u & 15]);
+        } else {
+          location.push_back(c);
+        }
+      }
       std::string body = ExpandVariables(r.body);
       SendLocal(r.status, body, r.content_type, location, has_body);
     }
@@ -1596,10 +1634,13 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
   h.clear();
   h.append(req_.method_str);
   h.push_back(' ');
-  if (!req_.target.empty() && req_.target[0] == '/') {
+  const GatewayConfig& cfg = *view_->snap->config;
+  if (cfg.http.upstream_path == UpstreamPath::kOriginal && !req_.target.empty() &&
+      req_.target[0] == '/') {
     h.append(req_.target);
   } else {
-    h.append(req_.path);  // absolute-form is sent on in origin-form
+    // Envoy normalize_path; absolute-form is sent on in origin-form.
+    h.append(cfg.http.upstream_path == UpstreamPath::kOriginal ? req_.path : upstream_path_);
     if (!req_.query.empty()) {
       h.push_back('?');
       h.append(req_.query);

@@ -158,6 +158,8 @@ class ClientConn : public IoHandler {
   void HandleRequest();
   // Access lists, bans and rate limits; false when the request was answered here.
   bool Protect(const GatewayConfig& cfg);
+  // Sets path_ and upstream_path_; answers 400 and returns false for a path nginx refuses.
+  bool NormalizeRequestPath(const GatewayConfig& cfg);
   // Appends the key `spec` names for this request; client IPs in binary when `binary_ip`.
   bool AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const;
   // After the protections (and any limit_req delay): answer or proxy the request.
@@ -261,6 +263,13 @@ class ClientConn : public IoHandler {
   int upstream_index_ = -1;
   UpstreamConn* up_ = nullptr;
   std::string up_head_;  // the request head as sent upstream, kept for retries
+  // The normalised path (http/path.h): what routes, access lists, limits, cache keys and $uri
+  // see, and what goes upstream. Views into req_ when the path was already normal, else into
+  // the buffers below (reused from request to request).
+  std::string_view path_;
+  std::string_view upstream_path_;
+  std::string path_buf_;
+  std::string upstream_path_buf_;
   http::Method method_ = http::Method::kGet;
   int version_minor_ = 1;
   bool keep_alive_ = true;

@@ -55,6 +55,7 @@ struct WorkerStats {
   observe::ShardValue client_aborts;
   observe::ShardValue accept_errors;
   observe::ShardValue access_denied;
+  observe::ShardValue bad_paths;
   observe::ShardValue retry_budget_exhausted;
   observe::ShardValue retry_backoffs;
   observe::ShardValue panic_selections;

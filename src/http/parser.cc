@@ -404,6 +404,9 @@ ParseStatus ParseRequestHead(const char* data, size_t len, const Limits& limits,
     t = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
     if (target == "*") t = target;
   }
+  // A fragment is not part of a request target (RFC 9112 3.2); like nginx, it ends the path or
+  // the query where a client sends one anyway.
+  t = t.substr(0, t.find('#'));
   size_t q = t.find('?');
   out->path = t.substr(0, q);
   out->query = q == std::string_view::npos ? std::string_view() : t.substr(q + 1);

@@ -241,10 +241,10 @@ TEST(HttpCache, PurgeByTagKeyAndPrefix) {
   EXPECT_NE(purge.body.find("\"purged\":2"), std::string::npos) << purge.body;
   EXPECT_EQ(Header(Get(s.port, "/product/1"), "x-cache"), "MISS");
   EXPECT_EQ(Header(Get(s.port, "/product/2"), "x-cache"), "HIT");
-  purge = HttpPost(s.admin, "/api/v1/cache/purge", R"({"key": "GET test/about"})");
+  purge = HttpPost(s.admin, "/api/v1/cache/purge", R"({"key": "GET http://test/about"})");
   EXPECT_NE(purge.body.find("\"purged\":1"), std::string::npos) << purge.body;
   EXPECT_EQ(Header(Get(s.port, "/about"), "x-cache"), "MISS");
-  purge = HttpPost(s.admin, "/api/v1/cache/purge", R"({"prefix": "GET test/product/"})");
+  purge = HttpPost(s.admin, "/api/v1/cache/purge", R"({"prefix": "GET http://test/product/"})");
   EXPECT_NE(purge.body.find("\"purged\":2"), std::string::npos)
       << purge.body;  // /product/1 again, /product/2
   EXPECT_EQ(HttpPost(s.admin, "/api/v1/cache/purge", R"({"tag": 1})").status, 400);
@@ -252,6 +252,53 @@ TEST(HttpCache, PurgeByTagKeyAndPrefix) {
             404);
   std::string list = HttpGet(s.admin, "/api/v1/cache").body;
   EXPECT_NE(list.find("\"zone\":\"main\""), std::string::npos) << list;
+}
+
+// The default key starts with the scheme (as nginx's "$scheme$proxy_host$request_uri"): what an
+// http client fetched is never served to an https client. It is built from the normalised path
+// as it goes upstream: spellings of one path share an entry, /a%3Fb and /a?b do not.
+TEST(HttpCache, DefaultKeyHasTheSchemeAndTheNormalisedPath) {
+  std::string dir = MakeTempDir();
+  std::string out;
+  ASSERT_EQ(RunProgram({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", dir + "/t.key", "-out",
+                        dir + "/t.crt", "-days", "2", "-subj", "/CN=test"},
+                       {}, &out),
+            0)
+      << out;
+  std::atomic<int> n{0};
+  Backend backend([&](const Backend::Request& r) {
+    auto proto = r.headers.find("x-forwarded-proto");
+    return Backend::Reply(200, proto->second + " " + std::to_string(++n) + " " + r.target,
+                          "Cache-Control: max-age=60\r\n");
+  });
+  int http = FreePort(), https = FreePort(), admin = FreePort();
+  std::string routes = "    routes: [{prefix: /, upstream: app, cache: main}]\n";
+  Bulwark b("workers: 1\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:" +
+            std::to_string(admin) + "}\ncache_zones:\n  main: {max_size: 16m}\nlisteners:\n" +
+            "  - listen: 127.0.0.1:" + std::to_string(http) + "\n" + routes +
+            "  - listen: 127.0.0.1:" + std::to_string(https) + "\n    tls: {certificates: [{cert: " +
+            dir + "/t.crt, key: " + dir + "/t.key}]}\n" + routes +
+            "upstreams:\n  app: {servers: ['127.0.0.1:" + std::to_string(backend.port()) + "']}\n");
+  ASSERT_TRUE(b.Ready(http, admin)) << b.log();
+  EXPECT_EQ(Get(http, "/page").body, "http 1 /page");
+  EXPECT_EQ(Get(http, "/page").body, "http 1 /page");  // a hit
+  auto curl = [&](const std::string& path) {
+    std::string body;
+    RunProgram({"curl", "-sk", "--path-as-is", "-H", "Host: test",
+                "https://127.0.0.1:" + std::to_string(https) + path},
+               {}, &body);
+    return body;
+  };
+  EXPECT_EQ(curl("/page"), "https 2 /page");  // not the http entry
+  EXPECT_EQ(curl("/page"), "https 2 /page");
+  EXPECT_EQ(Get(http, "//x/../page").body, "http 1 /page");
+  EXPECT_EQ(Get(http, "/a%3Fb").body, "http 3 /a%3Fb");
+  EXPECT_EQ(Get(http, "/a?b").body, "http 4 /a?b");
+  EXPECT_EQ(Get(http, "/%61%3fb").body, "http 3 /a%3Fb");
+  Response purge = HttpPost(admin, "/api/v1/cache/purge", R"({"key": "GET https://test/page"})");
+  EXPECT_NE(purge.body.find("\"purged\":1"), std::string::npos) << purge.body;
+  EXPECT_EQ(curl("/page"), "https 5 /page");
 }
 
 TEST(HttpCache, PerWorkerZonesCoalesceAndHitOnEveryWorker) {

@@ -82,6 +82,28 @@ TEST(Config, Defaults) {
   EXPECT_EQ(l.config->admin.listen, "127.0.0.1:9901");
 }
 
+TEST(Config, PathSettings) {
+  ConfigLoad l = Load("listeners: [{listen: ':8080', routes: [{return: 204}]}]\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const gateway::HttpConfig& d = l.config->gateway->http;
+  EXPECT_TRUE(d.path.merge_slashes);
+  EXPECT_EQ(d.path.escaped_slashes, http::EscapedSlashes::kDecode);
+  EXPECT_EQ(d.upstream_path, gateway::UpstreamPath::kNormalized);
+  l = Load(
+      "http: {merge_slashes: false, escaped_slashes: reject, upstream_path: original}\n"
+      "listeners: [{listen: ':8080', routes: [{return: 204}]}]\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const gateway::HttpConfig& h = l.config->gateway->http;
+  EXPECT_FALSE(h.path.merge_slashes);
+  EXPECT_EQ(h.path.escaped_slashes, http::EscapedSlashes::kReject);
+  EXPECT_EQ(h.upstream_path, gateway::UpstreamPath::kOriginal);
+  l = Load("http: {escaped_slashes: decoded}\nlisteners: [{listen: ':8080', routes: [{return: 204}]}]\n");
+  ASSERT_EQ(l.errors.size(), 1u);
+  EXPECT_EQ(l.errors[0],
+            "t.yml:1:25: http.escaped_slashes: unknown value \"decoded\" (did you mean "
+            "\"decode\"?); expected one of: decode, keep, reject");
+}
+
 TEST(Config, EnvInterpolation) {
   ConfigLoad l = Load(
       "workers: ${W:-auto}\nlisteners: [{listen: '127.0.0.1:${P}', routes: [{return: 204}]}]\n",
