@@ -189,7 +189,10 @@ void AdminServer::OnAccept() {
       PauseAccepting();
       return;
     }
-    if (conns_.size() >= 256) {  // the admin port is not for load; refuse floods
+    // The admin port is not for load: a flood is refused, and it cannot take more than a
+    // quarter of the default descriptor reserve (reserved_descriptors) from the pg proxy and
+    // the vault.
+    if (conns_.size() >= kMaxConnections) {
       close(fd);
       continue;
     }

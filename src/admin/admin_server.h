@@ -33,6 +33,7 @@ using Handler = std::function<AdminResponse(const AdminRequest&)>;
 // connection (Connection: close): admin traffic is light and this keeps the code obvious.
 class AdminServer {
  public:
+  static constexpr size_t kMaxConnections = 64;
   AdminServer(EventLoop* loop, std::string token);
   ~AdminServer();
 

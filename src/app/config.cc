@@ -45,6 +45,7 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
       }
     }
     top.Duration("drain_timeout", &cfg->drain_timeout_ms);
+    top.Int("reserved_descriptors", &cfg->reserved_descriptors, 16, 10000000);
     YAML::Node log = top.Get("log");
     if (log.IsDefined()) {
       MapReader r(ctx, log, "log");

@@ -35,6 +35,9 @@ struct Config {
   std::string path;
   int workers = 0;  // 0 = one per core
   int64_t drain_timeout_ms = 30000;
+  // Descriptors the gateway's connections may never take (admin, the pg proxy, the vault, log
+  // files). 0: 256, plus two per pg.max_client_conn when the pg proxy is on.
+  int64_t reserved_descriptors = 0;
   std::string log_level = "info";
   std::string log_format = "text";
   LogFileConfig log_file{.path = ""};  // path "" = stderr

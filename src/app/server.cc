@@ -1,7 +1,9 @@
 #include "app/server.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -72,6 +74,46 @@ Server::~Server() {
   admin_.reset();
 }
 
+
+// Descriptors, as HAProxy works out maxconn from `ulimit -n`: the soft open files limit is
+// raised to the hard one (systemd's soft 1024 is far below what a proxy needs), the reserve and
+// what the process already holds are set aside, and the gateway gets the rest. Each client may
+// need an upstream connection, so the per-worker default max_connections is half the gateway's
+// share, split between the workers.
+void Server::SetDescriptorBudget(int workers, gateway::WorkerShared* shared) {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  int64_t limit = rl.rlim_cur == RLIM_INFINITY ? int64_t{1} << 20 : static_cast<int64_t>(rl.rlim_cur);
+  int64_t held = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d)) held += e->d_name[0] != '.';
+    closedir(d);
+  }
+  int64_t reserve = cfg_->reserved_descriptors;
+  if (reserve == 0) reserve = 256 + (cfg_->pg->enabled ? 2 * int64_t{cfg_->pg->max_client_conn} : 0);
+  descriptors_.limit = std::max<int64_t>(limit - reserve - held, 4 * workers);
+  shared->descriptors = &descriptors_;
+  shared->auto_max_connections =
+      static_cast<int>(std::clamp<int64_t>(descriptors_.limit / 2 / workers, 1, 1 << 20));
+  int configured = cfg_->gateway->http.max_connections;
+  if (limit - reserve - held < 64) {
+    LogWarn("the open files limit (", limit, ") leaves the gateway ", limit - reserve - held,
+            " descriptors after the reserve of ", reserve, "; raise it (LimitNOFILE= in systemd)");
+  } else if (configured > 0 && int64_t{configured} * workers * 2 > descriptors_.limit) {
+    // nginx's "worker_connections exceed open file resource limit" warning.
+    LogWarn("http.max_connections ", configured, " x ", workers, " workers x 2 exceeds the ",
+            descriptors_.limit, " descriptors the gateway may use (open files limit ", limit,
+            ", reserve ", reserve, "); connections beyond that wait in the listen queue");
+  }
+  LogInfo("descriptors: open files limit ", limit, ", reserved ", reserve, ", gateway ",
+          descriptors_.limit, ", max_connections per worker ",
+          configured > 0 ? configured : shared->auto_max_connections);
+}
+
 absl::Status Server::Start() {
   start_wall_s_ = WallMicros() / 1000000;
   SetLogLevel(cfg_->log_level == "debug"   ? LogLevel::kDebug
@@ -114,6 +156,7 @@ absl::Status Server::Start() {
     instance_id_ = StrCat(id[0] ^ id[1]);
   }
   gateway::WorkerShared shared{&endpoints_, access_log_.get(), bans_.get(), instance_id_, ""};
+  SetDescriptorBudget(n, &shared);
   {
     unsigned char key[32];
     if (getrandom(key, sizeof(key), 0) != sizeof(key)) {
@@ -1067,6 +1110,30 @@ void Server::CollectGateway(std::string* out) {
   worker_sum("bulwark_client_aborts_total", "counter",
              "Requests the client abandoned before the response ended (499).",
              [](const gateway::WorkerStats& s) { return s.client_aborts.Get(); });
+  {
+    observe::AppendHeader(out, "bulwark_http_connections_limited_total", "counter",
+                          "Times a worker stopped accepting: it held http.max_connections "
+                          "clients, or the gateway's share of descriptors was in use.");
+    uint64_t cap = 0, fds = 0;
+    for (const auto& w : workers_) {
+      cap += w->stats().limited_max_connections.Get();
+      fds += w->stats().limited_descriptors.Get();
+    }
+    StrAppend(out, "bulwark_http_connections_limited_total{reason=\"max_connections\"} ", cap,
+              "\nbulwark_http_connections_limited_total{reason=\"descriptors\"} ", fds, "\n");
+  }
+  if (!workers_.empty()) {
+    observe::AppendHeader(out, "bulwark_http_max_connections", "gauge",
+                          "Client connections one worker holds at most (http.max_connections).");
+    StrAppend(out, "bulwark_http_max_connections ", workers_[0]->max_connections(), "\n");
+  }
+  observe::AppendHeader(out, "bulwark_gateway_descriptors", "gauge",
+                        "Descriptors the gateway's client and upstream connections hold.");
+  StrAppend(out, "bulwark_gateway_descriptors ", descriptors_.used.load(), "\n");
+  observe::AppendHeader(out, "bulwark_gateway_descriptors_limit", "gauge",
+                        "Descriptors the gateway may hold: the open files limit less the "
+                        "reserve and what the process held at start.");
+  StrAppend(out, "bulwark_gateway_descriptors_limit ", descriptors_.limit, "\n");
   worker_sum("bulwark_accept_errors_total", "counter",
              "accept() failures other than EAGAIN (EMFILE, ENFILE, ENOMEM...).",
              [](const gateway::WorkerStats& s) { return s.accept_errors.Get(); });
@@ -1123,6 +1190,23 @@ void Server::CollectGateway(std::string* out) {
                         "Shared-zone decisions made without Redis (unreachable or too slow).");
   for (const auto& z : snapshot_->zones) {
     sample("bulwark_ratelimit_redis_fallbacks_total", "zone", z->name(), z->fallbacks());
+  }
+  if (!snapshot_->conn_zones.empty()) {
+    observe::AppendHeader(out, "bulwark_limit_conn_requests_total", "counter",
+                          "limit_conn decisions by zone and result.");
+    for (const auto& z : snapshot_->conn_zones) {
+      for (int k = 0; k < gateway::kConnResults; ++k) {
+        auto r = static_cast<gateway::ConnResult>(k);
+        out->append("bulwark_limit_conn_requests_total{zone=\"");
+        observe::AppendLabelValue(out, z->name());
+        StrAppend(out, "\",result=\"", gateway::ConnResultName(r), "\"} ", z->Counted(r), "\n");
+      }
+    }
+    observe::AppendHeader(out, "bulwark_limit_conn_keys", "gauge",
+                          "Keys with requests in progress in a limit_conn zone.");
+    for (const auto& z : snapshot_->conn_zones) {
+      sample("bulwark_limit_conn_keys", "zone", z->name(), z->Keys());
+    }
   }
   if (!snapshot_->cache_zones.empty()) {
     // The seeds' names (cache_hits_total, cache_operations_total) plus bulwark_http_cache_*.

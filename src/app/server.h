@@ -64,6 +64,9 @@ class Server {
   // Bans shared through Redis: a subscriber for other instances' bans and lifts, and a command
   // connection to load the current bans after every (re)connect and to publish the admin's.
   void StartBanSync();
+  // Raises the soft open files limit and works out the gateway's descriptor budget and the
+  // default http.max_connections.
+  void SetDescriptorBudget(int workers, gateway::WorkerShared* shared);
   void LoadSharedBans();
   // HTTP cache purges: applied to this instance's zones, then to their Redis level (SCAN, never
   // KEYS) and announced to the other instances.
@@ -89,7 +92,9 @@ class Server {
   std::unique_ptr<RedisClient> redis_sub_;
   std::unique_ptr<gateway::AccessLog> access_log_;
   std::shared_ptr<const gateway::Snapshot> snapshot_;
+  gateway::DescriptorBudget descriptors_;  // declared before the workers that point at it
   std::vector<std::unique_ptr<gateway::Worker>> workers_;
+
   std::unique_ptr<gateway::HealthChecker> health_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::unique_ptr<observe::Observer> observer_;

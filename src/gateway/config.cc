@@ -470,6 +470,54 @@ void ParseLimitReq(ConfigContext& ctx, MapReader& r, const std::string& what,
   r.Bool("limit_req_retry_after", &out->retry_after);
 }
 
+// Reads limit_conn ({zone, max} or a list of them), limit_conn_status and limit_conn_dry_run
+// (nginx's directives) from `r`.
+void ParseLimitConn(ConfigContext& ctx, MapReader& r, const std::string& what,
+                    const GatewayConfig& gw, LimitConnConfig* out) {
+  YAML::Node lc = r.Get("limit_conn");
+  if (lc.IsDefined()) {
+    out->set = true;
+    out->rules.clear();
+    auto one = [&](const YAML::Node& n, const std::string& w) {
+      MapReader m(ctx, n, w);
+      if (!m.valid()) return;
+      LimitConnRule rule;
+      if (m.Require("zone") && m.String("zone", &rule.zone)) {
+        rule.zone_index = gw.FindConnZone(rule.zone);
+        if (rule.zone_index < 0) {
+          std::vector<std::string> names;
+          for (const auto& z : gw.conn_zones) names.push_back(z.name);
+          std::string hint = Suggest(rule.zone, names);
+          ctx.Error(m.Get("zone").Mark(),
+                    StrCat(w, ".zone: no zone named \"", rule.zone, "\" in limit_conn_zones",
+                           hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
+        }
+      }
+      if (m.Require("max")) m.Int("max", &rule.max, 1, 1000000);
+      m.Finish();
+      for (const auto& other : out->rules) {
+        if (other.zone == rule.zone && !rule.zone.empty())
+          ctx.Error(n.Mark(), StrCat(w, ": zone \"", rule.zone, "\" is listed twice"));
+      }
+      if (out->rules.size() >= kMaxConnRules) {
+        ctx.Error(n.Mark(), StrCat(w, ": at most ", kMaxConnRules, " zones per route"));
+        return;
+      }
+      out->rules.push_back(std::move(rule));
+    };
+    if (lc.IsSequence()) {
+      int i = 0;
+      for (const auto& n : lc) one(n, StrCat(what, ".limit_conn[", i++, "]"));
+    } else {
+      one(lc, what + ".limit_conn");
+    }
+  }
+  out->status_set = r.Has("limit_conn_status");
+  r.Int("limit_conn_status", &out->status, 400, 599);
+  out->dry_run_set = r.Has("limit_conn_dry_run");
+  r.Bool("limit_conn_dry_run", &out->dry_run);
+}
+
 void ParseBan(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
               BanRuleConfig* out) {
   MapReader r(ctx, node, what);
@@ -874,6 +922,7 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   YAML::Node access = r.Get("access");
   if (access.IsDefined()) ParseAccess(ctx, access, what + ".access", &rc->access);
   ParseLimitReq(ctx, r, what, gw, &rc->limit_req);
+  ParseLimitConn(ctx, r, what, gw, &rc->limit_conn);
   YAML::Node ban = r.Get("ban");
   if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &rc->ban);
   rc->jwt_set = r.Has("jwt");
@@ -906,6 +955,10 @@ void InheritFromListener(const ListenerConfig& l, RouteConfig* rc) {
   if (!lr.status_set) lr.status = l.limit_req.status;
   if (!lr.dry_run_set) lr.dry_run = l.limit_req.dry_run;
   if (!lr.retry_after_set) lr.retry_after = l.limit_req.retry_after;
+  LimitConnConfig& lc = rc->limit_conn;
+  if (!lc.set) lc.rules = l.limit_conn.rules;
+  if (!lc.status_set) lc.status = l.limit_conn.status;
+  if (!lc.dry_run_set) lc.dry_run = l.limit_conn.dry_run;
   if (!rc->ban.set) rc->ban = l.ban;
   if (!rc->jwt_set) rc->jwt = l.jwt;
   if (!rc->add_headers_set) rc->add_headers = l.add_headers;
@@ -923,6 +976,13 @@ bool AccessList::Allows(const IpAddress& ip) const {
     if (rule.all || rule.block.Contains(ip)) return rule.allow;
   }
   return true;
+}
+
+int GatewayConfig::FindConnZone(std::string_view name) const {
+  for (size_t i = 0; i < conn_zones.size(); ++i) {
+    if (conn_zones[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
 }
 
 int GatewayConfig::FindLimitZone(std::string_view name) const {
@@ -956,6 +1016,7 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
     r.Duration("keepalive_timeout", &h.keepalive_timeout_ms);
     r.Int("keepalive_requests", &h.keepalive_requests, 1, 100000000);
     r.Duration("send_timeout", &h.send_timeout_ms);
+    r.Int("max_connections", &h.max_connections, 1, 10000000);
     r.Bool("merge_slashes", &h.path.merge_slashes);
     std::string slashes, upstream_path;
     r.Enum("escaped_slashes", {"decode", "keep", "reject"}, &slashes);
@@ -1130,6 +1191,26 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
     }
   }
 
+  // limit_conn_zones: name -> {key, size} (nginx limit_conn_zone).
+  ForEachNamed(ctx, top.Get("limit_conn_zones"), "limit_conn_zones",
+               "expected a mapping of zone names to settings",
+               [&](const std::string& name, const YAML::Node& node) {
+                 LimitConnZoneConfig z;
+                 z.name = name;
+                 std::string what = StrCat("limit_conn_zones.", name);
+                 MapReader r(ctx, node, what);
+                 if (!r.valid()) return;
+                 z.key.parts = {KeyPart{}};
+                 z.key.text = "client_ip";
+                 YAML::Node key = r.Get("key");
+                 if (key.IsDefined()) ParseKeySpec(ctx, key, what + ".key", &z.key);
+                 r.Size("size", &z.size_bytes);
+                 if (z.size_bytes < 32 * 1024 || z.size_bytes > (int64_t{1} << 34))
+                   ctx.Error(node.Mark(), StrCat(what, ".size: must be between 32k and 16g"));
+                 r.Finish();
+                 out->conn_zones.push_back(std::move(z));
+               });
+
   YAML::Node bans = top.Get("bans");
   if (bans.IsDefined()) {
     MapReader r(ctx, bans, "bans");
@@ -1177,6 +1258,7 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
       YAML::Node access = r.Get("access");
       if (access.IsDefined()) ParseAccess(ctx, access, what + ".access", &lc.access);
       ParseLimitReq(ctx, r, what, *out, &lc.limit_req);
+      ParseLimitConn(ctx, r, what, *out, &lc.limit_conn);
       YAML::Node ban = r.Get("ban");
       if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &lc.ban);
       r.String("jwt", &lc.jwt);

@@ -232,6 +232,29 @@ struct RedisConfig {
   }
 };
 
+// nginx limit_conn_zone: per-key counts of requests in progress, shared by every worker.
+struct LimitConnZoneConfig {
+  std::string name;
+  KeySpec key;
+  int64_t size_bytes = 10 * 1024 * 1024;  // bounds the keys kept, as nginx's zone size does
+};
+
+// One nginx `limit_conn zone N` line.
+struct LimitConnRule {
+  std::string zone;
+  int zone_index = -1;
+  int max = 0;
+};
+constexpr size_t kMaxConnRules = 4;
+struct LimitConnConfig {
+  bool set = false;  // the rules were written here (not inherited)
+  std::vector<LimitConnRule> rules;
+  int status = 429;  // nginx limit_conn_status (nginx itself defaults to 503)
+  bool status_set = false;
+  bool dry_run = false;  // nginx limit_conn_dry_run
+  bool dry_run_set = false;
+};
+
 // One nginx `limit_req zone=... burst=... [nodelay | delay=N]` line. burst and delay are in
 // thousandths of a request, as nginx keeps them.
 struct LimitReqRule {
@@ -296,6 +319,7 @@ struct RouteConfig {
   std::optional<ReturnConfig> ret;
   AccessList access;
   LimitReqConfig limit_req;
+  LimitConnConfig limit_conn;
   BanRuleConfig ban;
   std::string jwt;        // provider name ("" none)
   int jwt_index = -1;
@@ -325,6 +349,7 @@ struct ListenerConfig {
   // Defaults for routes that set none of their own (nginx server-level inheritance).
   AccessList access;
   LimitReqConfig limit_req;
+  LimitConnConfig limit_conn;
   BanRuleConfig ban;
   std::string jwt;
   int jwt_index = -1;
@@ -354,6 +379,10 @@ struct HttpConfig {
   int64_t keepalive_timeout_ms = 75000;        // nginx default
   int keepalive_requests = 1000;               // nginx default
   int64_t send_timeout_ms = 60000;             // nginx default
+  // Client connections one worker holds at most (nginx worker_connections, HAProxy maxconn);
+  // at the cap the worker stops accepting and new connections wait in the kernel's queue.
+  // 0: worked out at start from the open files limit (see ServerLimits in app/server.cc).
+  int max_connections = 0;
 };
 
 struct AccessLogConfig : LogFileConfig {
@@ -367,6 +396,7 @@ struct GatewayConfig {
   std::vector<CidrBlock> trusted_proxies;
   AccessLogConfig access_log;
   std::vector<LimitZoneConfig> limit_zones;
+  std::vector<LimitConnZoneConfig> conn_zones;
   BansConfig bans;
   RedisConfig redis;
   std::vector<JwtProviderConfig> jwt_providers;
@@ -374,6 +404,7 @@ struct GatewayConfig {
 
   const UpstreamConfig* FindUpstream(std::string_view name) const;
   int FindLimitZone(std::string_view name) const;
+  int FindConnZone(std::string_view name) const;
 };
 
 // Reads the gateway keys (listeners, upstreams, http, trusted_proxies, access_log) from the

@@ -242,6 +242,7 @@ UpstreamConn::UpstreamConn(Worker* w) : worker_(w) {
 
 absl::Status UpstreamConn::Connect(ServerState* server, int server_index,
                                    int64_t connect_timeout_ms) {
+  worker_->MakeRoomForUpstream();
   auto fd = ConnectTcp(server->address());
   if (!fd.ok()) return fd.status();
   fd_ = *fd;
@@ -260,6 +261,7 @@ absl::Status UpstreamConn::Connect(ServerState* server, int server_index,
     return s;
   }
   worker_->stats().open_upstreams.fetch_add(1, std::memory_order_relaxed);
+  worker_->CountDescriptor(1);
   ArmTimer(connect_timeout_ms);
   return absl::OkStatus();
 }
@@ -381,6 +383,7 @@ void UpstreamConn::Close() {
     close(fd_);
     fd_ = -1;
     worker_->stats().open_upstreams.fetch_sub(1, std::memory_order_relaxed);
+    worker_->CountDescriptor(-1);
   }
   state_ = State::kFree;
   owner_ = nullptr;
@@ -1108,9 +1111,51 @@ void ClientConn::StrikeBan(std::string_view what) {
   }
 }
 
+bool ClientConn::AcquireConnLimits() {
+  const LimitConnConfig& lc = route_->cfg->limit_conn;
+  if (lc.rules.empty()) return true;
+  const Snapshot& snap = *view_->snap;
+  held_conn_keys_.clear();
+  for (const LimitConnRule& rule : lc.rules) {
+    ConnZone* zone = snap.conn_zones[static_cast<size_t>(rule.zone_index)].get();
+    size_t offset = held_conn_keys_.size();
+    if (!AppendKey(snap.config->conn_zones[static_cast<size_t>(rule.zone_index)].key, true,
+                   &held_conn_keys_)) {
+      continue;  // as nginx: an empty key is not limited
+    }
+    std::string_view key = std::string_view(held_conn_keys_).substr(offset);
+    if (zone->Acquire(key, rule.max)) {
+      held_conn_[static_cast<size_t>(held_conn_n_++)] = {zone, offset, key.size()};
+      continue;
+    }
+    if (lc.dry_run) {
+      held_conn_keys_.resize(offset);
+      zone->Count(ConnResult::kRejectedDryRun);
+      continue;
+    }
+    zone->Count(ConnResult::kRejected);
+    LogDebug("limiting connections by zone \"", zone->name(), "\", client: ", client_ip_);
+    ReleaseConnLimits();
+    limit_rejected_ = true;
+    SendError(lc.status, "too many requests in progress", has_body_);
+    return false;
+  }
+  for (int i = 0; i < held_conn_n_; ++i) held_conn_[static_cast<size_t>(i)].zone->Count(ConnResult::kPassed);
+  return true;
+}
+
+void ClientConn::ReleaseConnLimits() {
+  for (int i = 0; i < held_conn_n_; ++i) {
+    const HeldConn& h = held_conn_[static_cast<size_t>(i)];
+    h.zone->Release(std::string_view(held_conn_keys_).substr(h.offset, h.len));
+  }
+  held_conn_n_ = 0;
+}
+
 void ClientConn::Proceed() {
   const Router::Route* route = route_;
   bool has_body = has_body_;
+  if (!AcquireConnLimits()) return;
   if (route->cfg->ret.has_value()) {
     const ReturnConfig& r = *route->cfg->ret;
     if (r.location.find('$') == std::string::npos && r.body.find('$') == std::string::npos) {
@@ -2680,6 +2725,7 @@ void ClientConn::OnClientTimeout() {
 void ClientConn::LogAndCount(int status) {
   logged_ = true;
   EndUpstreamAccounting();
+  ReleaseConnLimits();
   BanStatus(status);
   int64_t dur_us = NowMicros() - start_us_;
   uint32_t endpoint = route_ != nullptr ? route_->endpoint_id : worker_->unrouted_endpoint();
@@ -2727,6 +2773,7 @@ void ClientConn::Close() {
   ResetCacheState();  // a leader that goes away wakes its waiters (they fetch themselves)
   if (up_ != nullptr) ReleaseUpstream(false);
   EndUpstreamAccounting();
+  ReleaseConnLimits();
   worker_->loop().CancelTimer(&retry_timer_);
   worker_->loop().CancelTimer(&timer_);
   worker_->loop().Remove(fd_);
@@ -2743,6 +2790,7 @@ void ClientConn::Close() {
   }
   close(fd_);
   fd_ = -1;
+  worker_->CountDescriptor(-1);
   if (view_ != nullptr) {
     worker_->ReleaseView(view_);
     view_ = nullptr;

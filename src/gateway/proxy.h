@@ -1,6 +1,7 @@
 // The proxy's two connection types and the exchange between them.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -160,6 +161,10 @@ class ClientConn : public IoHandler {
   bool Protect(const GatewayConfig& cfg);
   // Sets path_ and upstream_path_; answers 400 and returns false for a path nginx refuses.
   bool NormalizeRequestPath(const GatewayConfig& cfg);
+  // nginx limit_conn: counts this request in the route's zones; answers and returns false when
+  // one is at its maximum. ReleaseConnLimits (idempotent) ends the count with the exchange.
+  bool AcquireConnLimits();
+  void ReleaseConnLimits();
   // Appends the key `spec` names for this request; client IPs in binary when `binary_ip`.
   bool AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const;
   // After the protections (and any limit_req delay): answer or proxy the request.
@@ -270,6 +275,14 @@ class ClientConn : public IoHandler {
   std::string_view upstream_path_;
   std::string path_buf_;
   std::string upstream_path_buf_;
+  // limit_conn counts this exchange holds: zone and key (in held_conn_keys_).
+  struct HeldConn {
+    ConnZone* zone;
+    size_t offset, len;
+  };
+  std::array<HeldConn, kMaxConnRules> held_conn_{};
+  int held_conn_n_ = 0;
+  std::string held_conn_keys_;
   http::Method method_ = http::Method::kGet;
   int version_minor_ = 1;
   bool keep_alive_ = true;

@@ -297,15 +297,22 @@ std::shared_ptr<LimitZone> ZoneRegistry::Get(const LimitZoneConfig& cfg) {
   return z;
 }
 
+std::shared_ptr<ConnZone> ZoneRegistry::GetConn(const LimitConnZoneConfig& cfg) {
+  MutexLock lock(&mu_);
+  auto it = conn_zones_.find(cfg.name);
+  if (it != conn_zones_.end() && it->second->key_text() == cfg.key.text &&
+      it->second->size_bytes() == cfg.size_bytes) {
+    return it->second;
+  }
+  auto z = std::make_shared<ConnZone>(cfg.name, cfg.key.text, cfg.size_bytes);
+  conn_zones_[cfg.name] = z;
+  return z;
+}
+
 void ZoneRegistry::Prune() {
   MutexLock lock(&mu_);
-  for (auto it = zones_.begin(); it != zones_.end();) {
-    if (it->second.use_count() == 1) {
-      it = zones_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  std::erase_if(zones_, [](const auto& kv) { return kv.second.use_count() == 1; });
+  std::erase_if(conn_zones_, [](const auto& kv) { return kv.second.use_count() == 1; });
 }
 
 std::vector<std::shared_ptr<LimitZone>> ZoneRegistry::All() const {

@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "core/mutex.h"
 #include "gateway/config.h"
+#include "gateway/conn_limit.h"
 
 namespace bulwark::gateway {
 
@@ -140,9 +141,12 @@ class LimitDecision {
 
 // Keeps zones across reloads: a zone whose name, key and size are unchanged keeps its state (as
 // nginx keeps a shared zone across reloads); a changed rate is applied to it. Thread-safe.
+// limit_conn zones likewise keep their counts when name, key and size are unchanged: requests
+// in flight across a reload release what they acquired in the same table.
 class ZoneRegistry {
  public:
   std::shared_ptr<LimitZone> Get(const LimitZoneConfig& cfg);
+  std::shared_ptr<ConnZone> GetConn(const LimitConnZoneConfig& cfg);
   // Forgets zones no snapshot uses any more.
   void Prune();
   std::vector<std::shared_ptr<LimitZone>> All() const;
@@ -150,6 +154,7 @@ class ZoneRegistry {
  private:
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<LimitZone>> zones_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<ConnZone>> conn_zones_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace bulwark::gateway

@@ -78,6 +78,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     names.push_back(u.name);
   }
   for (const auto& z : config->limit_zones) snap->zones.push_back(zones->Get(z));
+  for (const auto& z : config->conn_zones) snap->conn_zones.push_back(zones->GetConn(z));
   for (const auto& z : config->cache_zones) {
     snap->cache_zones.push_back(cache_zones != nullptr
                                     ? cache_zones->Get(z, workers)

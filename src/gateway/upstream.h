@@ -70,6 +70,7 @@ struct Snapshot {
   std::vector<std::shared_ptr<ListenSockets>> listen;  // per listener
   std::vector<int> routed_upstreams;                   // upstream indexes some route uses
   std::vector<std::shared_ptr<LimitZone>> zones;       // per config.limit_zones
+  std::vector<std::shared_ptr<ConnZone>> conn_zones;   // per config.conn_zones
   std::vector<KeySpec> ban_keys;                       // the distinct keys ban rules use
   std::vector<std::shared_ptr<HttpCacheZone>> cache_zones;  // per config.cache_zones
 

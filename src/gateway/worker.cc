@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/log.h"
+#include "core/strings.h"
 #include "gateway/proxy.h"
 
 namespace bulwark::gateway {
@@ -153,8 +154,48 @@ void Worker::ReleaseView(WorkerView* v) {
   }
 }
 
+int Worker::max_connections() const {
+  int configured = current_ != nullptr ? current_->snap->config->http.max_connections : 0;
+  return configured > 0 ? configured : shared_.auto_max_connections;
+}
+
+void Worker::LimitAccepting(observe::ShardValue& counter, std::string_view why) {
+  if (accept_paused_) return;
+  counter.Add(1);
+  if (loop_.now_ms() - last_limit_log_ms_ >= 10000) {
+    last_limit_log_ms_ = loop_.now_ms();
+    LogWarn("worker ", index_, ": ", why, "; new connections wait in the listen queue");
+  }
+  PauseAccepting(100);
+}
+
+void Worker::MakeRoomForUpstream() {
+  if (shared_.descriptors == nullptr || shared_.descriptors->Has(1)) return;
+  for (auto& list : idle_) {
+    if (list.empty()) continue;
+    UpstreamConn* c = list.back();
+    list.pop_back();
+    c->Close();
+    return;
+  }
+}
+
 void Worker::Accept(int lfd, int listener_index) {
   for (int i = 0; i < 64 && !draining_; ++i) {
+    // HAProxy maxconn: at the cap, stop accepting (the kernel queues new connections) rather
+    // than accept and close them.
+    if (live_clients_ >= max_connections()) {
+      LimitAccepting(stats_.limited_max_connections,
+                     StrCat("max_connections (", max_connections(), ") reached"));
+      return;
+    }
+    // A client may need an upstream connection too: room for two.
+    if (shared_.descriptors != nullptr && !shared_.descriptors->Has(2)) {
+      LimitAccepting(stats_.limited_descriptors,
+                     "the gateway's share of the open files limit is in use (the rest is "
+                     "reserved for admin, pg, the vault and logs)");
+      return;
+    }
     SocketAddress peer;
     peer.len = sizeof(peer.storage);
     int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&peer.storage), &peer.len,
@@ -176,6 +217,7 @@ void Worker::Accept(int lfd, int listener_index) {
       return;
     }
     SetNoDelay(fd);
+    CountDescriptor(1);
     ClientConn* c;
     if (!free_clients_.empty()) {
       c = free_clients_.back();
@@ -260,7 +302,11 @@ void Worker::FreeUpstream(UpstreamConn* c) {
 void Worker::FreeClient(ClientConn* c) {
   --live_clients_;
   loop_.Defer([this, c] { free_clients_.push_back(c); });
-  if (draining_) CheckDrained();
+  if (draining_) {
+    CheckDrained();
+  } else if (accept_paused_ && live_clients_ < max_connections()) {
+    ResumeAccepting();  // a place is free: take the next queued connection now
+  }
 }
 
 void Worker::CloseIdleClients() {

@@ -22,12 +22,24 @@ class UpstreamConn;
 class Worker;
 
 // What every worker shares: the route-name interner and the access log. Owned by the Gateway.
+// The descriptors every worker's client and upstream connections may hold together: the open
+// files limit less what the rest of the process keeps in reserve (admin, the pg proxy, the
+// vault, log files), so a flood on a listener cannot take descriptors from them. Thread-safe.
+struct DescriptorBudget {
+  int64_t limit = INT64_MAX;
+  std::atomic<int64_t> used{0};
+  // Room for `n` more descriptors.
+  bool Has(int64_t n) const { return used.load(std::memory_order_relaxed) + n <= limit; }
+};
+
 struct WorkerShared {
   observe::Interner* endpoints = nullptr;
   AccessLog* access_log = nullptr;  // may be null (access log off)
   BanTable* bans = nullptr;
   std::string instance_id;  // tells this instance's shared bans from others'
   std::string sticky_secret;  // random per process; used when a sticky config sets no secret
+  DescriptorBudget* descriptors = nullptr;  // null: unbounded (tests)
+  int auto_max_connections = 1 << 20;       // http.max_connections when the config says 0
 };
 
 // The per-worker face of one snapshot: balancers with this worker's round-robin state.
@@ -56,6 +68,10 @@ struct WorkerStats {
   observe::ShardValue accept_errors;
   observe::ShardValue access_denied;
   observe::ShardValue bad_paths;
+  // Times accepting stopped because the worker held max_connections clients, or because the
+  // descriptor budget was spent (connections then wait in the kernel's listen queue).
+  observe::ShardValue limited_max_connections;
+  observe::ShardValue limited_descriptors;
   observe::ShardValue retry_budget_exhausted;
   observe::ShardValue retry_backoffs;
   observe::ShardValue panic_selections;
@@ -100,6 +116,17 @@ class Worker {
   UpstreamConn* NewUpstream();
   void FreeUpstream(UpstreamConn* c);
   void FreeClient(ClientConn* c);
+  // Descriptor accounting for the budget: +1 when a connection opens, -1 when it closes.
+  void CountDescriptor(int delta) {
+    if (shared_.descriptors != nullptr)
+      shared_.descriptors->used.fetch_add(delta, std::memory_order_relaxed);
+  }
+  // Before an upstream connect: when the budget is spent, closes one idle keep-alive connection
+  // of this worker to make room (the connect goes ahead either way: the reserve absorbs it).
+  void MakeRoomForUpstream();
+  // The client connections this worker holds at most (http.max_connections, or the value
+  // worked out at start).
+  int max_connections() const;
   // The buffer access-log lines are built in; flushed with one write per event batch.
   std::string& log_buffer() { return log_buf_; }
   void MaybeFlushLog() {
@@ -124,6 +151,9 @@ class Worker {
   void Accept(int fd, int listener_index);
   void BeginDrain();
   void PauseAccepting(int64_t ms);
+  // Stops accepting at a limit: counted, logged at most every 10 s, resumed when a client
+  // closes or after 100 ms.
+  void LimitAccepting(observe::ShardValue& counter, std::string_view why);
   void ResumeAccepting();
   void RegisterListener(Listener* l);
   void CheckDrained();
@@ -152,6 +182,7 @@ class Worker {
   std::vector<const ServerState*> current_servers_;
   int live_clients_ = 0;
   int64_t last_accept_error_log_ms_ = 0;
+  int64_t last_limit_log_ms_ = -100000;
   bool accept_paused_ = false;
   Timer accept_timer_;
 

@@ -104,6 +104,46 @@ TEST(Config, PathSettings) {
             "\"decode\"?); expected one of: decode, keep, reject");
 }
 
+TEST(Config, ConnectionLimits) {
+  ConfigLoad l = Load(R"(http: {max_connections: 500}
+limit_conn_zones:
+  perip: {key: client_ip, size: 1m}
+listeners:
+  - listen: 127.0.0.1:8080
+    limit_conn: {zone: perip, max: 10}
+    limit_conn_status: 503
+    routes:
+      - {prefix: /, return: 204}
+      - {prefix: /dl/, return: 204, limit_conn: [{zone: perip, max: 2}], limit_conn_dry_run: true}
+)");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const gateway::GatewayConfig& g = *l.config->gateway;
+  EXPECT_EQ(g.http.max_connections, 500);
+  ASSERT_EQ(g.conn_zones.size(), 1u);
+  EXPECT_EQ(g.conn_zones[0].size_bytes, 1 << 20);
+  const auto& root = g.listeners[0].routes[0].limit_conn;  // inherited from the listener
+  ASSERT_EQ(root.rules.size(), 1u);
+  EXPECT_EQ(root.rules[0].max, 10);
+  EXPECT_EQ(root.status, 503);
+  const auto& dl = g.listeners[0].routes[1].limit_conn;
+  ASSERT_EQ(dl.rules.size(), 1u);
+  EXPECT_EQ(dl.rules[0].max, 2);
+  EXPECT_TRUE(dl.dry_run);
+  EXPECT_EQ(dl.status, 503);
+
+  l = Load(R"(limit_conn_zones: {perip: {}}
+listeners:
+  - listen: 127.0.0.1:8080
+    routes:
+      - {prefix: /, return: 204, limit_conn: {zone: preip, max: 0}}
+)");
+  ASSERT_EQ(l.errors.size(), 2u) << Join(l.errors, "\n");
+  EXPECT_EQ(l.errors[0],
+            "t.yml:5:53: listeners[0].routes[0].limit_conn.zone: no zone named \"preip\" in "
+            "limit_conn_zones (did you mean \"perip\"?)");
+  EXPECT_NE(l.errors[1].find("limit_conn.max"), std::string::npos) << l.errors[1];
+}
+
 TEST(Config, EnvInterpolation) {
   ConfigLoad l = Load(
       "workers: ${W:-auto}\nlisteners: [{listen: '127.0.0.1:${P}', routes: [{return: 204}]}]\n",
