@@ -14,10 +14,10 @@
 namespace bulwark::admin {
 
 AdminResponse Json(int status, const std::string& body) {
-  return AdminResponse{status, "application/json", body};
+  return AdminResponse{status, "application/json", body, ""};
 }
 AdminResponse Text(int status, std::string body) {
-  return AdminResponse{status, "text/plain; charset=utf-8", std::move(body)};
+  return AdminResponse{status, "text/plain; charset=utf-8", std::move(body), ""};
 }
 
 class AdminServer::Acceptor : public IoHandler {
@@ -32,7 +32,7 @@ class AdminServer::Acceptor : public IoHandler {
 // One admin connection: read a request (head plus a bounded body), answer, close.
 class AdminServer::Conn : public IoHandler {
  public:
-  Conn(AdminServer* s, int fd) : s_(s), fd_(fd) {
+  Conn(AdminServer* s, int fd, std::string peer) : s_(s), fd_(fd), peer_(std::move(peer)) {
     timer_.set_callback([this] { Done(); });
   }
   ~Conn() override {
@@ -98,16 +98,22 @@ class AdminServer::Conn : public IoHandler {
     req.path.assign(head.path);
     req.query.assign(head.query);
     req.body = in_.substr(head.head_len, head.content_length);
-    std::string auth;
-    if (const http::Header* h = head.Find("authorization")) auth.assign(h->value);
-    Respond(s_->Dispatch(req, auth));
+    Meta meta;
+    meta.peer = peer_;
+    if (const http::Header* h = head.Find("authorization")) meta.authorization = h->value;
+    if (const http::Header* h = head.Find("origin")) meta.origin = h->value;
+    meta.host = head.host;
+    Respond(s_->Dispatch(req, meta));
   }
 
   void Respond(const AdminResponse& r) {
     responded_ = true;
+    // No admin answer may be framed by another page (clickjacking) or sniffed into a script.
     out_ = StrCat("HTTP/1.1 ", r.status, " ", http::StatusReason(r.status),
                   "\r\nContent-Type: ", r.content_type, "\r\nContent-Length: ", r.body.size(),
-                  "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n", r.body);
+                  "\r\nCache-Control: no-store\r\nX-Frame-Options: DENY\r\n"
+                  "X-Content-Type-Options: nosniff\r\n",
+                  r.extra_headers, "Connection: close\r\n\r\n", r.body);
     Flush();
   }
 
@@ -143,6 +149,7 @@ class AdminServer::Conn : public IoHandler {
 
   AdminServer* s_;
   int fd_;
+  std::string peer_;
   std::string in_;
   std::string out_;
   size_t off_ = 0;
@@ -151,8 +158,8 @@ class AdminServer::Conn : public IoHandler {
   Timer timer_;
 };
 
-AdminServer::AdminServer(EventLoop* loop, std::string token)
-    : loop_(loop), token_(std::move(token)) {}
+AdminServer::AdminServer(EventLoop* loop, AdminOptions options)
+    : loop_(loop), options_(std::move(options)) {}
 
 AdminServer::~AdminServer() { Close(); }
 
@@ -177,7 +184,10 @@ absl::Status AdminServer::Listen(const SocketAddress& addr) {
 
 void AdminServer::OnAccept() {
   for (int i = 0; i < 64; ++i) {
-    int fd = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    SocketAddress peer;
+    peer.len = sizeof(peer.storage);
+    int fd = accept4(fd_, reinterpret_cast<sockaddr*>(&peer.storage), &peer.len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == ECONNABORTED) return;
@@ -196,7 +206,7 @@ void AdminServer::OnAccept() {
       close(fd);
       continue;
     }
-    conns_.push_back(std::make_unique<Conn>(this, fd));
+    conns_.push_back(std::make_unique<Conn>(this, fd, peer.ToString()));
     conns_.back()->Start();
   }
 }
@@ -245,17 +255,44 @@ const Handler* AdminServer::Find(const std::string& method, const std::string& p
   return nullptr;
 }
 
-AdminResponse AdminServer::Dispatch(const AdminRequest& req, std::string_view authorization) const {
-  // The dashboard page itself holds no data (its script asks the API, with the token), so it
-  // is served without one, like the health checks.
-  if (!token_.empty() && req.path != "/health" && req.path != "/ready" && req.path != "/" &&
-      req.path != "/dashboard") {
-    std::string want = StrCat("Bearer ", token_);
-    if (authorization.size() != want.size() ||
-        CRYPTO_memcmp(authorization.data(), want.data(), want.size()) != 0) {
-      return Json(401, R"({"error":"missing or wrong bearer token"})");
-    }
+bool AdminServer::HostAllowed(std::string_view host) const {
+  // HTTP/1.0 without Host: nothing for a rebinding attack to use (browsers always send one).
+  if (host.empty()) return true;
+  std::string_view name = host;
+  if (name.front() == '[') {
+    size_t end = name.find(']');
+    if (end == std::string_view::npos) return false;
+    return IpAddress::Parse(name.substr(1, end - 1)).has_value();
   }
+  name = name.substr(0, name.rfind(':'));
+  // An IP literal cannot be rebound: only a name can point at one address now, another later.
+  if (IpAddress::Parse(name).has_value()) return true;
+  if (EqualsIgnoreCase(name, "localhost") || EndsWithIgnoreCase(name, ".localhost")) return true;
+  for (const std::string& n : options_.server_names) {
+    if (EqualsIgnoreCase(n, name)) return true;
+  }
+  return false;
+}
+
+AdminResponse AdminServer::Decide(const AdminRequest& req, const Meta& meta,
+                                  bool* token_ok) const {
+  std::string want = StrCat("Bearer ", options_.token);
+  *token_ok = !options_.token.empty() && meta.authorization.size() == want.size() &&
+              CRYPTO_memcmp(meta.authorization.data(), want.data(), want.size()) == 0;
+  if (!HostAllowed(meta.host)) {
+    return Json(403, R"({"error":"Host not allowed: use an IP address, localhost or a name in admin.server_names"})");
+  }
+  // A page on another origin may not use the API even with a token it somehow holds; same-origin
+  // requests (the dashboard's) carry an Origin equal to their Host.
+  if (!meta.origin.empty() && !EqualsIgnoreCase(meta.origin, StrCat("http://", meta.host)) &&
+      !EqualsIgnoreCase(meta.origin, StrCat("https://", meta.host))) {
+    return Json(403, R"({"error":"cross-origin request refused"})");
+  }
+  // The dashboard page holds no data (its script asks the API with the token), so it is served
+  // without one, like the health checks and, unless protect_metrics, the metrics.
+  bool open = req.path == "/health" || req.path == "/ready" || req.path == "/" ||
+              req.path == "/dashboard" || (req.path == "/metrics" && !options_.protect_metrics);
+  if (!open && !*token_ok) return Json(401, R"({"error":"missing or wrong bearer token"})");
   std::vector<std::string> params;
   bool path_exists = false;
   const Handler* h = Find(req.method, req.path, &params, &path_exists);
@@ -266,6 +303,21 @@ AdminResponse AdminServer::Dispatch(const AdminRequest& req, std::string_view au
   AdminRequest r = req;
   r.params = std::move(params);
   return (*h)(r);
+}
+
+AdminResponse AdminServer::Dispatch(const AdminRequest& req, const Meta& meta) const {
+  bool token_ok = false;
+  AdminResponse resp = Decide(req, meta, &token_ok);
+  bool mutation = req.method != "GET" && req.method != "HEAD";
+  // Alerts posted by Prometheus (or any sender) are data, counted by the alerting metrics.
+  bool alerts = req.method == "POST" && req.path == "/api/v2/alerts";
+  if (mutation && !alerts && options_.audit != nullptr) {
+    std::string action = StrCat(req.method, " ", req.path);
+    if (!req.query.empty()) StrAppend(&action, "?", req.query);
+    options_.audit->Record(security::AuditEvent{meta.peer, token_ok ? options_.token_id : "",
+                                                action, req.body, resp.status});
+  }
+  return resp;
 }
 
 }  // namespace bulwark::admin

@@ -8,6 +8,7 @@
 
 #include "core/event_loop.h"
 #include "core/net.h"
+#include "security/audit_log.h"
 
 namespace bulwark::admin {
 
@@ -23,18 +24,33 @@ struct AdminResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  std::string extra_headers;  // whole lines ("Name: value\r\n"), e.g. the dashboard's CSP
+};
+
+// Who may use the admin API and where its mutations are recorded.
+struct AdminOptions {
+  std::string token;     // required as "Authorization: Bearer <token>" (see AdminServer)
+  std::string token_id;  // names the token in the audit log
+  std::vector<std::string> server_names;  // Host names allowed besides IPs and loopback names
+  bool protect_metrics = false;           // /metrics needs the token too
+  security::AuditLog* audit = nullptr;    // every mutation, when set
 };
 
 using Handler = std::function<AdminResponse(const AdminRequest&)>;
 
 // The AdminServer serves a table of (method, pattern) -> handler on the control thread's loop.
-// Patterns are paths whose "{name}" segments match one path segment each. When a token is set,
-// every route but /health and /ready needs "Authorization: Bearer <token>". One request per
-// connection (Connection: close): admin traffic is light and this keeps the code obvious.
+// Patterns are paths whose "{name}" segments match one path segment each. Every route but
+// /health, /ready, /metrics and the dashboard page needs "Authorization: Bearer <token>".
+// Browsers cannot be turned against it: a Host that is not an IP literal, a loopback name or one
+// of server_names is refused (DNS rebinding), and so is a cross-origin Origin; a browser never
+// sends the bearer token by itself, so no form or image on another site can drive a mutation.
+// Every request that is not a GET or HEAD (bar alerts posted to /api/v2/alerts) goes to the
+// audit log, refused ones included. One request per connection (Connection: close): admin
+// traffic is light and this keeps the code obvious.
 class AdminServer {
  public:
   static constexpr size_t kMaxConnections = 64;
-  AdminServer(EventLoop* loop, std::string token);
+  AdminServer(EventLoop* loop, AdminOptions options);
   ~AdminServer();
 
   absl::Status Listen(const SocketAddress& addr);
@@ -51,10 +67,16 @@ class AdminServer {
   class Acceptor;
   void OnAccept();
   void PauseAccepting();
-  AdminResponse Dispatch(const AdminRequest& req, std::string_view authorization) const;
+  struct Meta {
+    std::string peer;
+    std::string_view host, origin, authorization;
+  };
+  AdminResponse Dispatch(const AdminRequest& req, const Meta& meta) const;
+  AdminResponse Decide(const AdminRequest& req, const Meta& meta, bool* token_ok) const;
+  bool HostAllowed(std::string_view host) const;
 
   EventLoop* loop_;
-  std::string token_;
+  AdminOptions options_;
   int fd_ = -1;
   int port_ = 0;
   std::unique_ptr<Acceptor> acceptor_;

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "app/config.h"
+#include "app/state.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
 #include "vault/recovery.h"
@@ -127,8 +128,16 @@ int RunDrill(vault::Vault& v, const BackupCommand& cmd) {
   return passed ? 0 : 1;
 }
 
-int RunPlan(vault::Vault& v, const BackupCommand& cmd) {
+int RunPlan(vault::Vault& v, const BackupCommand& cmd, const Config& cfg) {
   vault::RecoveryRunner runner(&v);
+  // drain-upstream and friends call this bulwark's admin API: with its token, found as the
+  // running bulwark keeps it (the configured one, or the file in the state directory).
+  auto token = FindAdminToken(cfg);
+  if (token.ok()) {
+    runner.set_admin_token(token->token);
+  } else if (cfg.admin.enabled) {
+    fprintf(stderr, "bulwark: note: %s\n", std::string(token.status().message()).c_str());
+  }
   if (!cmd.json) {
     printf("recovery plan %s:\n", cmd.plan.c_str());
     runner.set_on_step([](const nlohmann::json& e) {
@@ -226,7 +235,7 @@ int RunBackupCommand(const BackupCommand& cmd) {
   for (const std::string& note : vc->notes) fprintf(stderr, "bulwark: note: %s\n", note.c_str());
   if (cmd.action == "restore") return RunRestore(v, cmd);
   if (cmd.action == "drill") return RunDrill(v, cmd);
-  if (cmd.action == "plan-run") return RunPlan(v, cmd);
+  if (cmd.action == "plan-run") return RunPlan(v, cmd, *load.config);
   if (cmd.action == "plan-status") return PlanStatus(v, cmd);
 
   if (cmd.action == "run") {

@@ -45,6 +45,7 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
       }
     }
     top.Duration("drain_timeout", &cfg->drain_timeout_ms);
+    top.String("state_dir", &cfg->state_dir);
     top.Int("reserved_descriptors", &cfg->reserved_descriptors, 16, 10000000);
     YAML::Node log = top.Get("log");
     if (log.IsDefined()) {
@@ -92,6 +93,22 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
       r.Bool("enabled", &cfg->admin.enabled);
       r.String("listen", &cfg->admin.listen);
       r.String("token", &cfg->admin.token);
+      if (!cfg->admin.token.empty() && cfg->admin.token.size() < 16) {
+        ctx.Error(r.Get("token").Mark(),
+                  "admin.token: use at least 16 characters (or leave it out: bulwark then "
+                  "generates one in its state directory)");
+      }
+      r.StringList("server_names", &cfg->admin.server_names);
+      r.Bool("protect_metrics", &cfg->admin.protect_metrics);
+      YAML::Node audit = r.Get("audit_log");
+      if (audit.IsDefined()) {
+        MapReader a(ctx, audit, "admin.audit_log");
+        a.String("path", &cfg->admin.audit_log.path);
+        a.Size("max_size", &cfg->admin.audit_log.max_size);
+        a.Int("max_files", &cfg->admin.audit_log.max_files, 0, 1000);
+        a.Bool("compress", &cfg->admin.audit_log.compress);
+        a.Finish();
+      }
       r.Finish();
     }
     if (cfg->admin.enabled) {

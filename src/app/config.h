@@ -19,7 +19,14 @@ struct AdminConfig {
   bool enabled = true;
   std::string listen = "127.0.0.1:9901";
   SocketAddress address;
-  std::string token;  // when set, every admin endpoint except /health and /ready needs it
+  // Every endpoint but /health, /ready, /metrics and the dashboard page needs it as a bearer
+  // token; when none is set, one is generated in the state directory (app/state.h).
+  std::string token;
+  // Host names the admin API answers to besides IP literals and loopback names (DNS rebinding).
+  std::vector<std::string> server_names;
+  bool protect_metrics = false;  // /metrics needs the token too (Prometheus: authorization)
+  // Every admin mutation, as JSON lines (0600): "" = STATE_DIR/audit.log.
+  LogFileConfig audit_log{.path = "", .mode = 0600};
 };
 
 // Several instances in front of the same servers: who does the work that must happen once.
@@ -33,6 +40,7 @@ struct ClusterConfig {
 
 struct Config {
   std::string path;
+  std::string state_dir;  // "" = StateDir()'s default (app/state.h)
   int workers = 0;  // 0 = one per core
   int64_t drain_timeout_ms = 30000;
   // Descriptors the gateway's connections may never take (admin, the pg proxy, the vault, log

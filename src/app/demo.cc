@@ -228,21 +228,25 @@ int RunDemo() {
   server.admin()->Route("POST", "/api/v1/demo/origins/{id}/start",
                         [toggle](const admin::AdminRequest& r) { return toggle(r, true); });
 
+  // The admin API wants its token (generated in the state directory at first start).
+  std::string token_file = server.admin_token().path.empty() ? "your admin.token"
+                                                              : server.admin_token().path;
   printf(
       "\nbulwark demo is running.\n\n"
       "  gateway        http://%s/            (three origins behind it, round robin)\n"
       "  health         http://%s/health\n"
-      "  dashboard      http://%s/               (live charts, upstreams, alerts)\n"
-      "  upstreams      http://%s/api/v1/upstreams\n"
+      "  dashboard      http://%s/               (live charts, upstreams, alerts; it asks for\n"
+      "                                               the admin token in %s)\n"
       "  metrics        http://%s/metrics\n\n"
       "Watch failover: stop an origin, keep requesting, then revive it:\n"
-      "  curl -s -XPOST http://%s/api/v1/demo/origins/2/stop\n"
+      "  TOKEN=$(cat %s)\n"
+      "  curl -s -XPOST -H \"Authorization: Bearer $TOKEN\" http://%s/api/v1/demo/origins/2/stop\n"
       "  for i in 1 2 3 4 5 6; do curl -s http://%s/; done\n"
-      "  curl -s http://%s/api/v1/upstreams\n"
-      "  curl -s -XPOST http://%s/api/v1/demo/origins/2/start\n\n"
+      "  curl -s -H \"Authorization: Bearer $TOKEN\" http://%s/api/v1/upstreams\n"
+      "  curl -s -XPOST -H \"Authorization: Bearer $TOKEN\" http://%s/api/v1/demo/origins/2/start\n\n"
       "Press Ctrl-C to stop.\n\n",
-      listen.c_str(), listen.c_str(), admin.c_str(), admin.c_str(), admin.c_str(), admin.c_str(),
-      listen.c_str(), admin.c_str(), admin.c_str());
+      listen.c_str(), admin.c_str(), admin.c_str(), token_file.c_str(), admin.c_str(),
+      token_file.c_str(), admin.c_str(), listen.c_str(), admin.c_str(), admin.c_str());
   fflush(stdout);
   return server.Run();
 }

@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "admin/dashboard.h"
+#include "app/state.h"
 #include "cache/glob.h"
 #include "core/log.h"
 #include "core/strings.h"
@@ -200,7 +201,31 @@ absl::Status Server::Start() {
     if (!s.ok()) return s;
   }
   if (cfg_->admin.enabled) {
-    admin_ = std::make_unique<admin::AdminServer>(&loop_, cfg_->admin.token);
+    // The token and the audit log live in the state directory (0700, whoever made it).
+    std::string state = StateDir(*cfg_);
+    s = PrepareStateDir(state);
+    if (!s.ok()) return s;
+    auto token = LoadOrCreateAdminToken(*cfg_, state);
+    if (!token.ok()) return token.status();
+    if (token->generated) {
+      LogInfo("admin API token generated in ", token->path,
+              " (send it as Authorization: Bearer <token>; the CLI reads it from there)");
+    } else if (!token->path.empty()) {
+      LogInfo("admin API token: ", token->path, " (", token->id, ")");
+    }
+    LogFileConfig audit_cfg = cfg_->admin.audit_log;
+    if (audit_cfg.path.empty()) audit_cfg.path = state + "/audit.log";
+    auto audit = security::AuditLog::Open(audit_cfg);
+    if (!audit.ok()) return audit.status();
+    audit_ = std::move(*audit);
+    admin_token_ = *token;
+    admin::AdminOptions o;
+    o.token = token->token;
+    o.token_id = token->id;
+    o.server_names = cfg_->admin.server_names;
+    o.protect_metrics = cfg_->admin.protect_metrics;
+    o.audit = audit_.get();
+    admin_ = std::make_unique<admin::AdminServer>(&loop_, std::move(o));
     s = admin_->Listen(cfg_->admin.address);
     if (!s.ok()) return s;
     RegisterAdminRoutes();
@@ -230,6 +255,7 @@ absl::Status Server::Start() {
   // Once a second: rotate the access log when it is full; watch a drain.
   tick_.set_callback([this] {
     if (access_log_ != nullptr) access_log_->MaybeRotate();
+    if (audit_ != nullptr) audit_->file()->MaybeRotate();
     MaybeRotateLogFiles();
     if (draining_) {
       bool all = pg_ == nullptr || pg_->finished();
@@ -297,7 +323,10 @@ std::vector<std::string> Server::Reload() {
   std::vector<std::string> warnings;
   if (next->EffectiveWorkers() != cfg_->EffectiveWorkers())
     warnings.push_back("workers: takes effect after a restart");
-  if (next->admin.listen != cfg_->admin.listen || next->admin.token != cfg_->admin.token) {
+  if (next->admin.listen != cfg_->admin.listen || next->admin.token != cfg_->admin.token ||
+      next->admin.server_names != cfg_->admin.server_names ||
+      next->admin.protect_metrics != cfg_->admin.protect_metrics ||
+      next->admin.audit_log.path != cfg_->admin.audit_log.path || next->state_dir != cfg_->state_dir) {
     warnings.push_back("admin: takes effect after a restart");
   }
   if (!(next->gateway->redis == cfg_->gateway->redis)) {
@@ -666,6 +695,7 @@ void Server::RegisterAdminRoutes() {
       admin::AdminResponse r;
       r.content_type = "text/html; charset=utf-8";
       r.body = std::string(admin::DashboardHtml());
+      r.extra_headers = StrCat("Content-Security-Policy: ", admin::DashboardCsp(), "\r\n");
       return r;
     });
   }
@@ -676,7 +706,7 @@ void Server::RegisterAdminRoutes() {
   });
   if (cfg_->metrics_enabled) {
     admin_->Route("GET", "/metrics", [this](const AdminRequest&) {
-      return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", registry_.Render()};
+      return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", registry_.Render(), ""};
     });
   }
   admin_->Route("GET", "/api/v1/pg", [this](const AdminRequest&) {
@@ -1137,6 +1167,17 @@ void Server::CollectGateway(std::string* out) {
   worker_sum("bulwark_accept_errors_total", "counter",
              "accept() failures other than EAGAIN (EMFILE, ENFILE, ENOMEM...).",
              [](const gateway::WorkerStats& s) { return s.accept_errors.Get(); });
+  if (audit_ != nullptr) {
+    observe::AppendHeader(out, "bulwark_admin_audit_events_total", "counter",
+                          "Admin API mutations written to the audit log, by result (ok, error, "
+                          "denied: no or a wrong token, a refused Host or Origin).");
+    for (int r = 0; r < security::AuditLog::kResults; ++r) {
+      StrAppend(out, "bulwark_admin_audit_events_total{result=\"", security::AuditLog::ResultName(r),
+                "\"} ", audit_->count(r), "\n");
+    }
+    single("bulwark_admin_audit_log_write_errors_total", "counter",
+           "Audit log writes that failed.", audit_->file()->write_errors());
+  }
   observe::AppendHeader(out, "bulwark_config_reloads_total", "counter",
                         "Configuration reloads by result.");
   StrAppend(out, "bulwark_config_reloads_total{result=\"success\"} ", reloads_ok_.Get(), "\n");

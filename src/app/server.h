@@ -8,6 +8,7 @@
 
 #include "admin/admin_server.h"
 #include "app/config.h"
+#include "app/state.h"
 #include "core/etcd_lease.h"
 #include "core/event_loop.h"
 #include "core/redis_client.h"
@@ -18,6 +19,7 @@
 #include "observe/metrics.h"
 #include "observe/observer.h"
 #include "pg/proxy.h"
+#include "security/audit_log.h"
 #include "vault/scheduler.h"
 
 namespace bulwark {
@@ -45,6 +47,8 @@ class Server {
   EventLoop& control_loop() { return loop_; }
   admin::AdminServer* admin() { return admin_.get(); }
   pg::Proxy* pg() { return pg_.get(); }
+  // The admin API token in force (configured or generated; empty without an admin listener).
+  const AdminToken& admin_token() const { return admin_token_; }
   const Config& config() const { return *cfg_; }
   uint64_t generation() const { return generation_; }
 
@@ -96,6 +100,8 @@ class Server {
   std::vector<std::unique_ptr<gateway::Worker>> workers_;
 
   std::unique_ptr<gateway::HealthChecker> health_;
+  AdminToken admin_token_;
+  std::unique_ptr<security::AuditLog> audit_;  // before admin_, which points at it
   std::unique_ptr<admin::AdminServer> admin_;
   std::unique_ptr<observe::Observer> observer_;
   std::unique_ptr<EtcdLease> lease_;  // before pg_: destroyed after it

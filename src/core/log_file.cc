@@ -21,9 +21,16 @@ absl::StatusOr<std::unique_ptr<LogFile>> LogFile::Open(const LogFileConfig& cfg)
     return std::unique_ptr<LogFile>(new LogFile(cfg, STDOUT_FILENO, false));
   }
   if (cfg.path == "stderr") return std::unique_ptr<LogFile>(new LogFile(cfg, STDERR_FILENO, false));
-  int fd = open(cfg.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(cfg.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, cfg.mode);
   if (fd < 0) {
     return absl::UnavailableError(StrCat("log: cannot open ", cfg.path, ": ", strerror(errno)));
+  }
+  // open() leaves an existing file's mode alone (and the umask may have narrowed a new one).
+  if (fchmod(fd, cfg.mode) != 0) {
+    int e = errno;
+    close(fd);
+    return absl::PermissionDeniedError(
+        StrCat("log: cannot set the mode of ", cfg.path, ": ", strerror(e)));
   }
   return std::unique_ptr<LogFile>(new LogFile(cfg, fd, true));
 }
@@ -69,33 +76,37 @@ bool LogFile::MaybeRotate() {
   } else {
     unlink(p.c_str());
   }
-  int nfd = open(p.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  int nfd = open(p.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, cfg_.mode);
   if (nfd < 0) {
     LogError("log: cannot reopen ", p, " after rotation: ", strerror(errno));
     return false;
   }
+  fchmod(nfd, cfg_.mode);
   dup3(nfd, fd_, O_CLOEXEC);
   close(nfd);
   rotations_.fetch_add(1, std::memory_order_relaxed);
   if (cfg_.compress && cfg_.max_files > 0) {
-    compressor_ = std::thread([rotated] {
+    compressor_ = std::thread([rotated, mode = cfg_.mode] {
       // Compression is background work: at nice 19 it never takes CPU from a worker.
       setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 19);
       // A worker may be inside a write() to the old file; give it a moment to land.
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      absl::Status s = GzipFile(rotated, rotated + ".gz");
+      absl::Status s = GzipFile(rotated, rotated + ".gz", mode);
       if (!s.ok()) LogError("log: ", s.message());
     });
   }
   return true;
 }
 
-absl::Status GzipFile(const std::string& src, const std::string& dst) {
+absl::Status GzipFile(const std::string& src, const std::string& dst, unsigned mode) {
   FILE* in = fopen(src.c_str(), "rb");
   if (in == nullptr)
     return absl::UnavailableError(StrCat("cannot read ", src, ": ", strerror(errno)));
   std::string tmp = dst + ".tmp";
-  gzFile out = gzopen(tmp.c_str(), "wb6");
+  int tfd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (tfd >= 0) fchmod(tfd, mode);
+  gzFile out = tfd >= 0 ? gzdopen(tfd, "wb6") : nullptr;
+  if (out == nullptr && tfd >= 0) close(tfd);
   if (out == nullptr) {
     fclose(in);
     return absl::UnavailableError(StrCat("cannot write ", tmp));

@@ -16,6 +16,10 @@ struct LogFileConfig {
   int64_t max_size = 100LL * 1024 * 1024;  // rotate at this size; 0 = never
   int max_files = 5;                       // rotated files kept (path.1 ... path.N)
   bool compress = true;                    // gzip rotated files
+  // Permissions of the file and its rotated copies, set whether or not bulwark created the
+  // file: logs hold client addresses and paths (0640, group-readable for a log shipper);
+  // the audit log holds who changed what (0600).
+  unsigned mode = 0640;
 };
 
 // A LogFile is one open file (or stdout). Threads append whole batches of lines with one
@@ -47,7 +51,7 @@ class LogFile {
   std::atomic<uint64_t> rotations_{0};
 };
 
-// Gzips `src` to `dst` and removes `src` on success.
-absl::Status GzipFile(const std::string& src, const std::string& dst);
+// Gzips `src` to `dst` (created with `mode`) and removes `src` on success.
+absl::Status GzipFile(const std::string& src, const std::string& dst, unsigned mode = 0640);
 
 }  // namespace bulwark

@@ -115,4 +115,15 @@ std::string FormatUtc(int64_t ms, const char* format) {
   return std::string(buf, n);
 }
 
+std::string HexLower(const void* p, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto* b = static_cast<const unsigned char*>(p);
+  std::string out(n * 2, '0');
+  for (size_t i = 0; i < n; ++i) {
+    out[2 * i] = kHex[b[i] >> 4];
+    out[2 * i + 1] = kHex[b[i] & 15];
+  }
+  return out;
+}
+
 }  // namespace bulwark

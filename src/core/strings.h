@@ -68,6 +68,8 @@ std::string Join(const std::vector<std::string>& parts, std::string_view sep);
 std::string_view Trim(std::string_view s);
 // 1536 -> "1.5 KiB" (binary units, one decimal above bytes), for messages and listings.
 std::string HumanBytes(int64_t n);
+// Lower-case hex of `n` bytes.
+std::string HexLower(const void* p, size_t n);
 // strftime(3) of a Unix time in milliseconds, in UTC ("%Y%m%dT%H%M%SZ").
 std::string FormatUtc(int64_t ms, const char* format);
 // Go's url.QueryEscape: A-Z a-z 0-9 - _ . ~ as they are, space as '+', every other byte as %XX

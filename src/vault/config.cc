@@ -215,6 +215,7 @@ void LoadStep(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
   r.Enum("method", {"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"}, &st->method);
   r.String("body", &st->body);
   r.Int("expect_status", &st->expect_status, 100, 599);
+  r.Bool("admin_token", &st->admin_token);
   r.String("plan", &st->plan);
   r.String("backup", &st->backup);
   r.String("target", &st->target);
@@ -247,6 +248,11 @@ void LoadStep(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
   };
   if (st->action == "command") need(!st->command.empty(), "command (an argv list)");
   if (st->action == "http") need(!st->url.empty(), "url");
+  if (st->admin_token && st->action != "http") {
+    ctx.Error(r.Get("admin_token").Mark(),
+              StrCat(what, ".admin_token: only http steps take it (drain-upstream and "
+                           "undrain-upstream always send the admin token)"));
+  }
   if (st->action == "restore" || st->action == "backup" || st->action == "drill") {
     need(!st->plan.empty(), "plan");
   }

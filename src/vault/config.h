@@ -115,6 +115,8 @@ struct StepConfig {
   // http, drain-upstream: the URL (drain: the bulwark admin address, e.g. http://127.0.0.1:9901)
   std::string url, method = "GET", body;
   int expect_status = 0;                        // 0: any 2xx
+  // http: send bulwark's admin token as a bearer token (drain/undrain always send it).
+  bool admin_token = false;
   std::string plan, backup = "latest", target;  // restore, backup
   std::string upstream, server;                 // drain-upstream
   std::string host, user, password;             // promote

@@ -26,9 +26,15 @@ std::string Tail(std::string s) {
 }  // namespace
 
 absl::StatusOr<int> HttpCall(const std::string& method, const std::string& url,
-                             const std::string& body, int64_t timeout_ms) {
+                             const std::string& body, int64_t timeout_ms,
+                             const std::string& bearer) {
   CURL* c = curl_easy_init();
   if (c == nullptr) return absl::InternalError("curl_easy_init failed");
+  curl_slist* headers = nullptr;
+  if (!bearer.empty()) {
+    headers = curl_slist_append(headers, StrCat("Authorization: Bearer ", bearer).c_str());
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  }
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
   if (method == "HEAD") curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
@@ -43,6 +49,7 @@ absl::StatusOr<int> HttpCall(const std::string& method, const std::string& url,
   long code = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
   curl_easy_cleanup(c);
+  curl_slist_free_all(headers);
   if (rc != CURLE_OK) {
     return absl::UnavailableError(StrCat(method, " ", url, ": ", curl_easy_strerror(rc)));
   }
@@ -61,7 +68,8 @@ absl::Status RecoveryRunner::Attempt(const StepConfig& s, std::string* output) {
       url += StrCat("/api/v1/upstreams/", s.upstream, "/servers/", s.server,
                     s.action == "drain-upstream" ? "/drain" : "/enable");
     }
-    auto code = HttpCall(method, url, s.body, s.timeout_ms);
+    bool send_token = s.action != "http" || s.admin_token;
+    auto code = HttpCall(method, url, s.body, s.timeout_ms, send_token ? admin_token_ : "");
     if (!code.ok()) return code.status();
     *output = StrCat("HTTP ", *code);
     bool good = s.expect_status > 0 ? *code == s.expect_status : *code >= 200 && *code < 300;

@@ -18,6 +18,8 @@ class RecoveryRunner {
   explicit RecoveryRunner(Vault* vault) : vault_(vault) {}
   // Called with each journal entry as it is written (the CLI prints them).
   void set_on_step(std::function<void(const nlohmann::json&)> f) { on_step_ = std::move(f); }
+  // bulwark's admin token, sent by drain-upstream, undrain-upstream and http steps that ask.
+  void set_admin_token(std::string t) { admin_token_ = std::move(t); }
   // Runs plan `name`; the report's status is ok, rolled_back (a step failed, every undo and
   // rollback step succeeded) or failed. An error status: no such plan, or no catalog.
   absl::StatusOr<nlohmann::json> Run(const std::string& name);
@@ -29,12 +31,15 @@ class RecoveryRunner {
 
   Vault* vault_;
   std::function<void(const nlohmann::json&)> on_step_;
+  std::string admin_token_;
   Report report_;
   nlohmann::json journal_;
 };
 
-// One HTTP request with libcurl; returns the status code.
+// One HTTP request with libcurl; returns the status code. A non-empty `bearer` is sent as
+// "Authorization: Bearer ...".
 absl::StatusOr<int> HttpCall(const std::string& method, const std::string& url,
-                             const std::string& body, int64_t timeout_ms);
+                             const std::string& body, int64_t timeout_ms,
+                             const std::string& bearer = "");
 
 }  // namespace bulwark::vault

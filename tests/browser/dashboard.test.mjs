@@ -102,18 +102,27 @@ vault:
       encrypt: false
 `);
   const log = fs.openSync(path.join(outDir, "dashboard-bulwark.log"), "w");
-  const b = spawn(bulwarkBin, ["serve", "-c", path.join(dir, "bulwark.yml")], { stdio: ["ignore", log, log] });
+  // Its own state directory, where it generates the admin token the API and the page need.
+  const stateDir = path.join(dir, "state");
+  const b = spawn(bulwarkBin, ["serve", "-c", path.join(dir, "bulwark.yml")],
+                  { stdio: ["ignore", log, log], env: { ...process.env, STATE_DIRECTORY: stateDir } });
   children.push(b);
+  const token = await waitFor("the generated admin token", () =>
+    fs.readFileSync(path.join(stateDir, "admin.token"), "utf8").trim());
+  const auth = { Authorization: `Bearer ${token}` };
   const api = async (p) => {
-    const r = await fetch(`http://127.0.0.1:${admin}${p}`);
+    const r = await fetch(`http://127.0.0.1:${admin}${p}`, { headers: auth });
     if (!r.ok) throw new Error(`${p}: ${r.status}`);
     return r.json();
   };
   await waitFor("bulwark's admin API", () => api("/api/v1/observe/status"));
+  if ((await fetch(`http://127.0.0.1:${admin}/api/v1/observe/status`)).status !== 401) {
+    fail("the admin API answers without its token");
+  }
 
   // Two backups, one failing: the backups panel shows both plans.
   for (const plan of ["configs", "broken"]) {
-    const r = await fetch(`http://127.0.0.1:${admin}/api/v1/backups/run?plan=${plan}`, { method: "POST" });
+    const r = await fetch(`http://127.0.0.1:${admin}/api/v1/backups/run?plan=${plan}`, { method: "POST", headers: auth });
     if (r.status !== 202) fail(`backups/run?plan=${plan}: ${r.status}`);
   }
 
@@ -132,9 +141,23 @@ vault:
   const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
-  await page.goto(`http://127.0.0.1:${admin}/`);
+  // The Content-Security-Policy allows the page's own script and style only: a violation would
+  // show as a console error (and the page would not work).
+  page.on("console", (m) => { if (m.type() === "error" && /Content.Security.Policy/i.test(m.text())) errors.push(m.text()); });
+  const landing = await page.goto(`http://127.0.0.1:${admin}/`);
+  if (!(landing.headers()["content-security-policy"] || "").includes("script-src 'sha256-")) fail("no CSP on the page");
+  if (landing.headers()["x-frame-options"] !== "DENY") fail("the page may be framed");
+  // It asks for the token once...
+  await page.waitForSelector("#token-form:not([hidden])", { timeout: 20000 });
+  await page.fill("#token-input", token);
+  await page.click("#token-form button");
   await waitFor("three refreshes of the page", async () =>
     Number(await page.evaluate(() => document.body.dataset.refreshes || 0)) >= 3);
+  // ...and keeps it: a reload does not ask again.
+  await page.reload();
+  await waitFor("refreshes after a reload", async () =>
+    Number(await page.evaluate(() => document.body.dataset.refreshes || 0)) >= 1);
+  if (await page.isVisible("#token-form")) fail("the page asked for the token again");
 
   // Charts: points drawn and a current value above zero.
   for (const id of ["rps", "errors", "p95"]) {

@@ -238,8 +238,11 @@ TEST(AlertmanagerOracle, SilencesThroughTheApi) {
   // Alertmanager's own client speaks to bulwark's API.
   std::string amtool = FindProgram("amtool");
   ASSERT_FALSE(amtool.empty());
-  Process q({amtool, "--alertmanager.url=http://127.0.0.1:" + std::to_string(admin), "silence",
-             "query", "-o", "json"},
+  // With the admin token as any Prometheus HTTP client sends one (http_config authorization).
+  WriteFile(dir + "/amtool-http.yml",
+            "authorization:\n  credentials_file: " + b.state_dir() + "/admin.token\n");
+  Process q({amtool, "--alertmanager.url=http://127.0.0.1:" + std::to_string(admin),
+             "--http.config.file=" + dir + "/amtool-http.yml", "silence", "query", "-o", "json"},
             {}, dir + "/amtool.out");
   ASSERT_EQ(q.Wait(20000), 0) << ReadFile(dir + "/amtool.out");
   json via_amtool = json::parse(ReadFile(dir + "/amtool.out"), nullptr, false);

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "yaml-cpp/yaml.h"
 #include "http/chunked.h"
 #include "http/parser.h"
 
@@ -178,12 +180,62 @@ int Process::Wait(int timeout_ms) {
   return status_;
 }
 
-Client::Client(int port, int timeout_ms) { fd_ = ConnectTo(port, timeout_ms); }
+namespace {
+std::mutex g_admin_mu;
+std::map<int, std::string> g_admin_token_files;  // admin port -> token file
+}  // namespace
+
+void RegisterAdminPort(int port, const std::string& token_file) {
+  std::lock_guard<std::mutex> l(g_admin_mu);
+  g_admin_token_files[port] = token_file;
+}
+
+void UnregisterAdminPort(int port) {
+  std::lock_guard<std::mutex> l(g_admin_mu);
+  g_admin_token_files.erase(port);
+}
+
+std::string AdminToken(int port) {
+  std::string file;
+  {
+    std::lock_guard<std::mutex> l(g_admin_mu);
+    auto it = g_admin_token_files.find(port);
+    if (it == g_admin_token_files.end()) return "";
+    file = it->second;
+  }
+  if (file.empty()) return "";
+  std::string t = ReadFile(file);
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+  return t;
+}
+
+Client::Client(int port, int timeout_ms) : port_(port) { fd_ = ConnectTo(port, timeout_ms); }
 Client::~Client() {
   if (fd_ >= 0) close(fd_);
 }
 
-bool Client::Send(const std::string& raw) {
+bool Client::Send(const std::string& in) {
+  std::string raw = in;
+  bool admin_port;
+  {
+    std::lock_guard<std::mutex> l(g_admin_mu);
+    admin_port = g_admin_token_files.count(port_) > 0;
+  }
+  // The admin API answers only to IP literals, loopback names and its server_names (DNS
+  // rebinding): the tests' usual "Host: test" is sent as localhost there.
+  if (admin_port) {
+    size_t h = raw.find("\r\nHost: test\r\n");
+    if (h != std::string::npos && h < raw.find("\r\n\r\n")) raw.replace(h + 8, 4, "localhost");
+  }
+  if (auto_token_ && admin_port) {
+    std::string lower = raw.substr(0, raw.find("\r\n\r\n"));
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    size_t eol = raw.find("\r\n");
+    if (lower.find("\nauthorization:") == std::string::npos && eol != std::string::npos) {
+      std::string token = AdminToken(port_);
+      if (!token.empty()) raw.insert(eol + 2, "Authorization: Bearer " + token + "\r\n");
+    }
+  }
   size_t off = 0;
   while (off < raw.size()) {
     ssize_t n = send(fd_, raw.data() + off, raw.size() - off, MSG_NOSIGNAL);
@@ -444,6 +496,21 @@ Bulwark::Bulwark(const std::string& config, std::map<std::string, std::string> e
   config_path_ = dir_ + "/bulwark.yml";
   log_path_ = dir_ + "/bulwark.log";
   WriteFile(config_path_, config);
+  if (!env.count("STATE_DIRECTORY")) env["STATE_DIRECTORY"] = state_dir();
+  // The admin port, unless the config turns admin off or sets a token of its own (a test of
+  // the token then sends it itself).
+  try {
+    YAML::Node root = YAML::Load(config);
+    YAML::Node admin = root["admin"];
+    bool enabled = !admin || !admin["enabled"] || admin["enabled"].as<bool>();
+    std::string listen = admin && admin["listen"] ? admin["listen"].as<std::string>() : "";
+    if (enabled && !listen.empty()) {
+      admin_port_ = std::stoi(listen.substr(listen.rfind(':') + 1));
+      RegisterAdminPort(admin_port_, admin["token"] ? "" : env["STATE_DIRECTORY"] + "/admin.token");
+    }
+  } catch (const std::exception&) {
+    // Not YAML this harness can read (a test of config errors): no admin port to register.
+  }
   std::vector<std::string> argv = std::move(prefix);
   argv.push_back(BulwarkBinary());
   argv.push_back("serve");
@@ -453,6 +520,7 @@ Bulwark::Bulwark(const std::string& config, std::map<std::string, std::string> e
 }
 
 Bulwark::~Bulwark() {
+  if (admin_port_ != 0) UnregisterAdminPort(admin_port_);
   // Stop gracefully so exit-time checks run (LeakSanitizer), then fail the test if the process
   // reported anything: a sanitizer report in the child is a bug even when no request noticed it.
   if (process_->running()) {

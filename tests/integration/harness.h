@@ -48,10 +48,22 @@ struct Response {
   std::string error;    // why no response could be read (status 0)
 };
 
-// A blocking HTTP/1.1 client connection.
+// The admin API token of the bulwark whose admin listener is on `port` (read from its state
+// directory), or "" when no Bulwark below runs there or its config sets its own token.
+std::string AdminToken(int port);
+// Makes requests to a registered admin port carry its token (Client::Send adds the
+// Authorization header when the request has none; "" for a bulwark whose config sets its own
+// token) and "Host: localhost" instead of the tests' usual "Host: test". Tests of the token
+// itself turn the token off (Client::set_auto_token).
+void RegisterAdminPort(int port, const std::string& token_file);
+void UnregisterAdminPort(int port);
+
+// A blocking HTTP/1.1 client connection. A request to a bulwark's admin port gets that
+// bulwark's token added unless it has an Authorization header or set_auto_token(false).
 class Client {
  public:
   explicit Client(int port, int timeout_ms = 5000);
+  void set_auto_token(bool on) { auto_token_ = on; }
   ~Client();
   bool connected() const { return fd_ >= 0; }
   bool Send(const std::string& raw);
@@ -64,6 +76,8 @@ class Client {
 
  private:
   int fd_ = -1;
+  int port_ = 0;
+  bool auto_token_ = true;
   std::string buf_;
 };
 
@@ -101,7 +115,8 @@ class Backend {
   std::vector<std::thread> threads_;
 };
 
-// bulwark under test: writes `config` to a temp file and runs `bulwark serve`.
+// bulwark under test: writes `config` to a temp file and runs `bulwark serve` with its own state
+// directory (STATE_DIRECTORY, as systemd sets it), registering its admin port's token.
 class Bulwark {
  public:
   // `prefix` runs before the binary (e.g. {"prlimit", "--nofile=64", "--"}).
@@ -113,10 +128,12 @@ class Bulwark {
   Process& process() { return *process_; }
   const std::string& config_path() const { return config_path_; }
   const std::string& dir() const { return dir_; }
+  std::string state_dir() const { return dir_ + "/state"; }
   std::string log() const;
 
  private:
   std::string dir_, config_path_, log_path_;
+  int admin_port_ = 0;
   std::unique_ptr<Process> process_;
 };
 

@@ -82,7 +82,7 @@ TEST(JwtRoute, ServiceTokensOnARoute) {
   // full, and after a reload that rotates the secret the old token is refused at once.
   Client c(port);
   auto get = [&](const std::string& t) {
-    c.Send("GET /internal/k HTTP/1.1\r\nHost: a\r\nX-Service-Auth: Bearer " + t + "\r\n\r\n");
+    c.Send("GET /internal/k HTTP/1.1\r\nHost: localhost\r\nX-Service-Auth: Bearer " + t + "\r\n\r\n");
     return c.Read().status;
   };
   EXPECT_EQ(get(token), 200);

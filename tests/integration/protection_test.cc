@@ -336,17 +336,17 @@ TEST(Protection, AuthFailuresBanAClientUntilLifted) {
 
   // Lift one ban through the API; an operator can ban by hand too.
   Client c(admin);
-  c.Send("DELETE /api/v1/bans/198.51.100.1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  c.Send("DELETE /api/v1/bans/198.51.100.1 HTTP/1.1\r\nHost: localhost\r\n\r\n");
   EXPECT_EQ(c.Read().status, 200);
   EXPECT_EQ(from("198.51.100.1", "/"), 200);
   Client c2(admin);
   std::string body = "{\"key\": \"198.51.100.9\", \"duration\": \"5m\"}";
-  c2.Send("POST /api/v1/bans HTTP/1.1\r\nHost: a\r\nContent-Length: " +
+  c2.Send("POST /api/v1/bans HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
           std::to_string(body.size()) + "\r\n\r\n" + body);
   EXPECT_EQ(c2.Read().status, 200);
   EXPECT_EQ(from("198.51.100.9", "/"), 403);
   Client c3(admin);
-  c3.Send("DELETE /api/v1/bans/203.0.113.1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  c3.Send("DELETE /api/v1/bans/203.0.113.1 HTTP/1.1\r\nHost: localhost\r\n\r\n");
   EXPECT_EQ(c3.Read().status, 404);
 }
 
@@ -397,7 +397,7 @@ TEST(Gzip, CompressesLikeNginxGzipFilter) {
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
   Client c(port);
   auto get = [&](const std::string& path, const std::string& headers) {
-    c.Send("GET " + path + " HTTP/1.1\r\nHost: a\r\n" + headers + "\r\n");
+    c.Send("GET " + path + " HTTP/1.1\r\nHost: localhost\r\n" + headers + "\r\n");
     return c.Read();
   };
   Response r = get("/", "Accept-Encoding: br, gzip, deflate\r\n");
@@ -422,7 +422,7 @@ TEST(Gzip, CompressesLikeNginxGzipFilter) {
   EXPECT_EQ(get("/small", "Accept-Encoding: gzip\r\n").headers.count("content-encoding"), 0u);
   EXPECT_EQ(get("/png", "Accept-Encoding: gzip\r\n").headers.count("content-encoding"), 0u);
   EXPECT_EQ(get("/", "Accept-Encoding: gzip\r\nVia: 1.1 cdn\r\n").headers.count("content-encoding"), 0u);
-  c.Send("HEAD / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n");
+  c.Send("HEAD / HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\n\r\n");
   EXPECT_EQ(c.Read(true).headers.count("content-encoding"), 0u);
 }
 

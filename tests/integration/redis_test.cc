@@ -100,11 +100,14 @@ TEST(SharedLimits, TwoInstancesAdmitTheConfiguredRateTogether) {
   EXPECT_EQ(other.load(), 0);
   std::cout << "shared limit: admitted " << admitted << " of " << (ok1 + ok2 + limited)
             << " in " << seconds << " s (expected " << expected << ")\n";
-  // Each instance stamps its requests with its own clock and Redis judges them in arrival
-  // order; under the sanitizers (and other tests on both cores) that order jitters by more
-  // milliseconds, and GCRA then refuses a few requests it would admit. 2% in release builds.
-  const double tolerance = BULWARK_SANITIZED ? 0.06 : 0.02;
-  EXPECT_NEAR(admitted, expected, expected * tolerance + 1)
+  // Never more than the rate (2% for the clocks of two processes): that is the limit holding
+  // across instances. Each instance stamps its requests with its own clock and Redis judges
+  // them in arrival order; with other work on both cores that order jitters by milliseconds
+  // and GCRA refuses a few requests it would admit (2.8% fewer was seen with a sanitizer build
+  // compiling beside the tests), so the floor is looser than the ceiling. Instances limiting
+  // alone would admit twice the rate (the ceiling catches that), a broken script next to none.
+  EXPECT_LE(admitted, expected * 1.02 + 1) << "admitted " << admitted << " in " << seconds << " s";
+  EXPECT_GE(admitted, expected * (BULWARK_SANITIZED ? 0.85 : 0.9))
       << "admitted " << admitted << " in " << seconds << " s";
   std::string m = HttpGet(a1, "/metrics").body;
   EXPECT_EQ(Metric(m, "bulwark_ratelimit_redis_fallbacks_total{zone=\"z\"}"), "0");
@@ -219,7 +222,7 @@ TEST(SharedBans, ABanOnOneInstanceHoldsOnAllAndLiftsEverywhere) {
 
   // Lifted through one instance's API: lifted on all.
   Client c(a2);
-  c.Send("DELETE /api/v1/bans/198.51.100.20 HTTP/1.1\r\nHost: a\r\n\r\n");
+  c.Send("DELETE /api/v1/bans/198.51.100.20 HTTP/1.1\r\nHost: localhost\r\n\r\n");
   EXPECT_EQ(c.Read().status, 200);
   for (int i = 0; i < 40 && (status = from(p1, "198.51.100.20", "/")) != 200; ++i)
     std::this_thread::sleep_for(25ms);

@@ -21,10 +21,11 @@ const char* kKey = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d
 struct VaultDir {
   std::string dir = MakeTempDir();
   std::string config = dir + "/bulwark.yml";
+  std::string top;  // top-level keys written before `vault:`
   // `vault:` with one local storage, then `extra` (plans, drills, recovery, indented 2).
   void Write(const std::string& extra) {
     std::ofstream f(config, std::ios::trunc);
-    f << "vault:\n  catalog: " << dir << "/catalog.db\n  keys: [{value: " << kKey
+    f << top << "vault:\n  catalog: " << dir << "/catalog.db\n  keys: [{value: " << kKey
       << "}]\n  storage:\n    disk: {path: " << dir << "/store}\n"
       << extra;
   }
@@ -329,6 +330,8 @@ TEST(RecoveryPlan, AFailingThirdStepRollsBackStepsTwoAndOne) {
                              std::to_string(backend) + "]\n";
   Bulwark bw(serve_config);
   ASSERT_TRUE(bw.Ready(listen, admin)) << bw.log();
+  // The CLI finds the running bulwark's admin token in the state directory they share.
+  s.top = "state_dir: " + bw.state_dir() + "\n";
   std::string url = "http://127.0.0.1:" + std::to_string(admin);
   std::string server = "127.0.0.1:" + std::to_string(backend);
   s.Write(

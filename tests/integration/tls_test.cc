@@ -66,7 +66,8 @@ TEST(Tls, TerminatesPicksBySniAndReloadsCertificates) {
       std::to_string(https) + "$request_uri'}}]\n"
       "upstreams:\n  app: {servers: ['127.0.0.1:" + std::to_string(backend.port()) + "']}\n";
   WriteFile(dir + "/bulwark.yml", cfg);
-  Process b({BULWARK_BINARY, "serve", "-c", dir + "/bulwark.yml"}, {}, dir + "/bulwark.log");
+  Process b({BULWARK_BINARY, "serve", "-c", dir + "/bulwark.yml"}, {{"STATE_DIRECTORY", dir + "/state"}},
+            dir + "/bulwark.log");
   ASSERT_TRUE(WaitForPort(https, 5000) && WaitForPort(admin, 5000)) << ReadFile(dir + "/bulwark.log");
 
   std::string resolve = " --resolve a.test:" + std::to_string(https) + ":127.0.0.1 --resolve b.test:" +

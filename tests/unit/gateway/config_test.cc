@@ -28,7 +28,7 @@ ConfigLoad Load(const std::string& text, std::map<std::string, std::string> env 
 
 constexpr const char* kGood = R"(
 workers: 2
-admin: {listen: 127.0.0.1:9901, token: secret}
+admin: {listen: 127.0.0.1:9901, token: secret-secret-secret}
 http: {client_max_body_size: 10M, keepalive_timeout: 65s}
 trusted_proxies: [10.0.0.0/8, "::1"]
 listeners:
@@ -53,7 +53,7 @@ TEST(Config, ParsesAFullFile) {
   ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
   const Config& c = *l.config;
   EXPECT_EQ(c.workers, 2);
-  EXPECT_EQ(c.admin.token, "secret");
+  EXPECT_EQ(c.admin.token, "secret-secret-secret");
   EXPECT_EQ(c.gateway->http.client_max_body_size, 10 * 1024 * 1024);
   EXPECT_EQ(c.gateway->http.keepalive_timeout_ms, 65000);
   EXPECT_EQ(c.gateway->trusted_proxies.size(), 2u);
