@@ -32,7 +32,8 @@ class AdminServer::Acceptor : public IoHandler {
 // One admin connection: read a request (head plus a bounded body), answer, close.
 class AdminServer::Conn : public IoHandler {
  public:
-  Conn(AdminServer* s, int fd, std::string peer) : s_(s), fd_(fd), peer_(std::move(peer)) {
+  Conn(AdminServer* s, int fd, std::string peer, uint64_t id)
+      : s_(s), fd_(fd), peer_(std::move(peer)), id_(id) {
     timer_.set_callback([this] { Done(); });
   }
   ~Conn() override {
@@ -49,10 +50,21 @@ class AdminServer::Conn : public IoHandler {
     s_->loop_->ArmTimer(&timer_, 10000);
   }
   bool done() const { return done_; }
+  uint64_t id() const { return id_; }
+  // An async handler took the request: wait for its answer up to `ms`.
+  void AwaitAnswer(int64_t ms) {
+    waiting_ = true;
+    s_->loop_->ArmTimer(&timer_, ms);
+  }
+  void Answer(const AdminResponse& r) {
+    if (done_ || responded_) return;
+    waiting_ = false;
+    Respond(r);
+  }
 
   void OnIo(uint32_t events) override {
     if (done_) return;
-    if (!responded_ && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) ReadRequest();
+    if (!responded_ && !waiting_ && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) ReadRequest();
     if (responded_ && !done_) Flush();
   }
 
@@ -103,7 +115,8 @@ class AdminServer::Conn : public IoHandler {
     if (const http::Header* h = head.Find("authorization")) meta.authorization = h->value;
     if (const http::Header* h = head.Find("origin")) meta.origin = h->value;
     meta.host = head.host;
-    Respond(s_->Dispatch(req, meta));
+    std::optional<AdminResponse> r = s_->Dispatch(req, meta, id_);
+    if (r.has_value()) Respond(*r);
   }
 
   void Respond(const AdminResponse& r) {
@@ -150,6 +163,8 @@ class AdminServer::Conn : public IoHandler {
   AdminServer* s_;
   int fd_;
   std::string peer_;
+  uint64_t id_;
+  bool waiting_ = false;  // an async handler has the request
   std::string in_;
   std::string out_;
   size_t off_ = 0;
@@ -206,7 +221,7 @@ void AdminServer::OnAccept() {
       close(fd);
       continue;
     }
-    conns_.push_back(std::make_unique<Conn>(this, fd, peer.ToString()));
+    conns_.push_back(std::make_unique<Conn>(this, fd, peer.ToString(), next_conn_id_++));
     conns_.back()->Start();
   }
 }
@@ -230,7 +245,27 @@ void AdminServer::Route(std::string method, std::string pattern, Handler h) {
   routes_.push_back(std::move(e));
 }
 
-const Handler* AdminServer::Find(const std::string& method, const std::string& path,
+void AdminServer::RouteAsync(std::string method, std::string pattern, AsyncHandler h,
+                             int64_t timeout_ms) {
+  Entry e;
+  e.method = std::move(method);
+  e.segments = Split(pattern, '/', true);
+  e.async = std::move(h);
+  e.timeout_ms = timeout_ms;
+  routes_.push_back(std::move(e));
+}
+
+void AdminServer::RespondTo(uint64_t conn_id, AdminResponse r) {
+  for (auto& c : conns_) {
+    if (c->id() == conn_id) {
+      c->Answer(r);
+      return;
+    }
+  }
+  // The client went away (or timed out) before the answer: nothing to send it to.
+}
+
+const AdminServer::Entry* AdminServer::Find(const std::string& method, const std::string& path,
                                  std::vector<std::string>* params, bool* path_exists) const {
   std::vector<std::string> segs = Split(path, '/', true);
   *path_exists = false;
@@ -250,7 +285,7 @@ const Handler* AdminServer::Find(const std::string& method, const std::string& p
     *path_exists = true;
     if (e.method != method) continue;
     *params = std::move(p);
-    return &e.handler;
+    return &e;
   }
   return nullptr;
 }
@@ -274,8 +309,8 @@ bool AdminServer::HostAllowed(std::string_view host) const {
   return false;
 }
 
-AdminResponse AdminServer::Decide(const AdminRequest& req, const Meta& meta,
-                                  bool* token_ok) const {
+std::optional<AdminResponse> AdminServer::Decide(const AdminRequest& req, const Meta& meta,
+                                                 uint64_t conn_id, bool* token_ok) {
   std::string want = StrCat("Bearer ", options_.token);
   *token_ok = !options_.token.empty() && meta.authorization.size() == want.size() &&
               CRYPTO_memcmp(meta.authorization.data(), want.data(), want.size()) == 0;
@@ -295,27 +330,34 @@ AdminResponse AdminServer::Decide(const AdminRequest& req, const Meta& meta,
   if (!open && !*token_ok) return Json(401, R"({"error":"missing or wrong bearer token"})");
   std::vector<std::string> params;
   bool path_exists = false;
-  const Handler* h = Find(req.method, req.path, &params, &path_exists);
-  if (h == nullptr) {
+  const Entry* e = Find(req.method, req.path, &params, &path_exists);
+  if (e == nullptr) {
     return path_exists ? Json(405, R"({"error":"method not allowed"})")
                        : Json(404, R"({"error":"not found"})");
   }
   AdminRequest r = req;
   r.params = std::move(params);
-  return (*h)(r);
+  if (!e->async) return e->handler(r);
+  for (auto& c : conns_) {
+    if (c->id() == conn_id) c->AwaitAnswer(e->timeout_ms);
+  }
+  e->async(r, [this, conn_id](AdminResponse resp) { RespondTo(conn_id, std::move(resp)); });
+  return std::nullopt;
 }
 
-AdminResponse AdminServer::Dispatch(const AdminRequest& req, const Meta& meta) const {
+std::optional<AdminResponse> AdminServer::Dispatch(const AdminRequest& req, const Meta& meta,
+                                                   uint64_t conn_id) {
   bool token_ok = false;
-  AdminResponse resp = Decide(req, meta, &token_ok);
+  std::optional<AdminResponse> resp = Decide(req, meta, conn_id, &token_ok);
   bool mutation = req.method != "GET" && req.method != "HEAD";
   // Alerts posted by Prometheus (or any sender) are data, counted by the alerting metrics.
   bool alerts = req.method == "POST" && req.path == "/api/v2/alerts";
   if (mutation && !alerts && options_.audit != nullptr) {
     std::string action = StrCat(req.method, " ", req.path);
     if (!req.query.empty()) StrAppend(&action, "?", req.query);
+    // Async routes are reads (queries); a mutation always has its answer here.
     options_.audit->Record(security::AuditEvent{meta.peer, token_ok ? options_.token_id : "",
-                                                action, req.body, resp.status});
+                                                action, req.body, resp ? resp->status : 0});
   }
   return resp;
 }

@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,10 @@ struct AdminOptions {
 };
 
 using Handler = std::function<AdminResponse(const AdminRequest&)>;
+// A handler that answers later (a query running on another thread): it calls `respond` once, on
+// the control thread. The connection stays open up to the route's timeout meanwhile.
+using Responder = std::function<void(AdminResponse)>;
+using AsyncHandler = std::function<void(const AdminRequest&, Responder respond)>;
 
 // The AdminServer serves a table of (method, pattern) -> handler on the control thread's loop.
 // Patterns are paths whose "{name}" segments match one path segment each. Every route but
@@ -55,12 +60,22 @@ class AdminServer {
 
   absl::Status Listen(const SocketAddress& addr);
   void Route(std::string method, std::string pattern, Handler h);
+  // `timeout_ms`: how long the connection waits for the answer (the handler's own limit plus a
+  // margin); then it is closed.
+  void RouteAsync(std::string method, std::string pattern, AsyncHandler h, int64_t timeout_ms);
   int port() const { return port_; }
   void Close();
 
-  // Exposed for tests: finds the handler for a request.
-  const Handler* Find(const std::string& method, const std::string& path,
-                      std::vector<std::string>* params, bool* path_exists) const;
+  struct Entry {
+    std::string method;
+    std::vector<std::string> segments;
+    Handler handler;
+    AsyncHandler async;  // set instead of `handler` for RouteAsync routes
+    int64_t timeout_ms = 0;
+  };
+  // Exposed for tests: finds the route for a request.
+  const Entry* Find(const std::string& method, const std::string& path,
+                    std::vector<std::string>* params, bool* path_exists) const;
 
  private:
   class Conn;
@@ -71,8 +86,11 @@ class AdminServer {
     std::string peer;
     std::string_view host, origin, authorization;
   };
-  AdminResponse Dispatch(const AdminRequest& req, const Meta& meta) const;
-  AdminResponse Decide(const AdminRequest& req, const Meta& meta, bool* token_ok) const;
+  // The answer, or nullopt when an async handler will give it (through RespondTo).
+  std::optional<AdminResponse> Dispatch(const AdminRequest& req, const Meta& meta, uint64_t conn_id);
+  std::optional<AdminResponse> Decide(const AdminRequest& req, const Meta& meta, uint64_t conn_id,
+                                      bool* token_ok);
+  void RespondTo(uint64_t conn_id, AdminResponse r);
   bool HostAllowed(std::string_view host) const;
 
   EventLoop* loop_;
@@ -86,12 +104,8 @@ class AdminServer {
   bool accept_paused_ = false;
   Timer accept_timer_;
   int64_t last_accept_error_log_ms_ = -1000000;
-  struct Entry {
-    std::string method;
-    std::vector<std::string> segments;
-    Handler handler;
-  };
   std::vector<Entry> routes_;
+  uint64_t next_conn_id_ = 1;
   std::vector<std::unique_ptr<Conn>> conns_;
 };
 

@@ -933,35 +933,27 @@ void Server::RegisterAdminRoutes() {
 void Server::RegisterObserveRoutes() {
   using admin::AdminRequest;
   // Prometheus's and Alertmanager's own API paths, so their tools and dashboards work here.
-  auto api_error = [](int status, std::string_view type, const std::string& msg) {
-    return admin::Json(
-        status, nlohmann::json{{"status", "error"}, {"errorType", type}, {"error", msg}}.dump());
-  };
   admin_->Route("GET", "/api/v1/rules",
                 [this](const AdminRequest&) { return admin::Json(200, observer_->RulesJson()); });
-  admin_->Route("GET", "/api/v1/query", [this, api_error](const AdminRequest& r) {
-    auto q = QueryParam(r.query, "query");
-    if (!q) return api_error(400, "bad_data", "missing query");
-    double t = static_cast<double>(observe::Observer::WallMs()) / 1000;
-    if (auto ts = QueryParam(r.query, "time")) t = std::strtod(ts->c_str(), nullptr);
-    std::string error;
-    std::string body = observer_->QueryJson(*q, t, &error);
-    if (!error.empty()) return api_error(400, "bad_data", error);
-    return admin::Json(200, body);
-  });
-  admin_->Route("GET", "/api/v1/query_range", [this, api_error](const AdminRequest& r) {
-    auto q = QueryParam(r.query, "query");
-    auto start = QueryParam(r.query, "start"), end = QueryParam(r.query, "end"),
-         step = QueryParam(r.query, "step");
-    if (!q || !start || !end || !step)
-      return api_error(400, "bad_data", "query, start, end and step are needed");
-    std::string error;
-    std::string body = observer_->QueryRangeJson(*q, std::strtod(start->c_str(), nullptr),
-                                                 std::strtod(end->c_str(), nullptr),
-                                                 std::strtod(step->c_str(), nullptr), &error);
-    if (!error.empty()) return api_error(400, "bad_data", error);
-    return admin::Json(200, body);
-  });
+  // Queries run on query threads (observe/query_service.h): this thread, which also runs health
+  // checks and the rest of the admin API, only hands them over and writes the answer.
+  auto submit = [this](bool range) {
+    return [this, range](const AdminRequest& r, admin::Responder respond) {
+      observe::QueryRequest q;
+      q.range = range;
+      q.query = QueryParam(r.query, "query").value_or("");
+      q.time = QueryParam(r.query, "time").value_or("");
+      q.start = QueryParam(r.query, "start").value_or("");
+      q.end = QueryParam(r.query, "end").value_or("");
+      q.step = QueryParam(r.query, "step").value_or("");
+      observer_->SubmitQuery(std::move(q), [respond](observe::QueryAnswer a) {
+        respond(admin::Json(a.status, a.body));
+      });
+    };
+  };
+  int64_t query_wait = observer_->query_timeout_ms() + 5000;
+  admin_->RouteAsync("GET", "/api/v1/query", submit(false), query_wait);
+  admin_->RouteAsync("GET", "/api/v1/query_range", submit(true), query_wait);
   admin_->Route("GET", "/api/v1/observe/status",
                 [this](const AdminRequest&) { return admin::Json(200, observer_->StatusJson()); });
   admin_->Route("GET", "/api/v2/alerts", [this](const AdminRequest&) {

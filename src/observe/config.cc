@@ -41,6 +41,16 @@ void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, const std::st
   if (r.Int("max_series", &v, 1, 100000000)) out->max_series = static_cast<size_t>(v);
   v = static_cast<int64_t>(out->max_samples);
   if (r.Int("max_samples", &v, 1000, 4000000000LL)) out->max_samples = static_cast<size_t>(v);
+  if (YAML::Node q = r.Get("query"); q.IsDefined()) {
+    MapReader qr(ctx, q, "observe.query");
+    v = static_cast<int64_t>(out->query.max_samples);
+    if (qr.Int("max_samples", &v, 1, 4000000000LL)) out->query.max_samples = static_cast<size_t>(v);
+    qr.Duration("timeout", &out->query.timeout_ms);
+    if (out->query.timeout_ms <= 0)
+      ctx.Error(q.Mark(), "observe.query.timeout: must be more than zero");
+    qr.Int("max_concurrency", &out->query.max_concurrency, 1, 1000);
+    qr.Finish();
+  }
   if (YAML::Node el = r.Get("external_labels"); el.IsDefined()) {
     if (!el.IsMap()) {
       ctx.Error(el.Mark(), "observe.external_labels: expected a mapping of label to value");

@@ -48,8 +48,17 @@ struct ScrapeConfig {
   size_t sample_limit = 50000;
 };
 
+// Limits of the query API (/api/v1/query and query_range), with Prometheus's flag names and
+// defaults: --query.max-samples, --query.timeout, --query.max-concurrency.
+struct QueryLimitsConfig {
+  size_t max_samples = 50000000;  // samples one query may hold, its result included
+  int64_t timeout_ms = 120000;    // from arrival, waiting for a free slot included
+  int max_concurrency = 20;       // queries running at once; the others wait
+};
+
 struct ObserveConfig {
   bool enabled = true;
+  QueryLimitsConfig query;
   int64_t evaluation_interval_ms = 15000;
   int64_t retention_ms = 2 * 3600 * 1000;
   size_t max_series = 200000;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <thread>
 
 #include "core/log.h"
 #include "core/strings.h"
@@ -24,9 +25,6 @@ json LabelsJson(const promql::Labels& l) {
   return j;
 }
 
-// Prometheus's API renders sample values as strings.
-std::string ApiValue(double v) { return promql::FormatGoFloat(v); }
-
 alerting::LabelMap ToMap(const promql::Labels& l) { return alerting::LabelMap(l.begin(), l.end()); }
 
 }  // namespace
@@ -46,6 +44,7 @@ Observer::Observer(EventLoop* loop, Registry* registry, std::string instance)
 Observer::~Observer() {
   *alive_ = false;
   Stop();
+  queries_.reset();  // running queries end at their next step (or sample check) and are joined
   registry_->RemoveCollector(collector_id_);
   // The delivery threads stop before the loop and this object go away; outcomes still in
   // flight find alive_ false.
@@ -75,6 +74,7 @@ void Observer::Apply(std::shared_ptr<const ObserveConfig> config) {
     o.max_series = config_->max_series;
     o.max_samples = config_->max_samples;
     store_ = std::make_unique<tsdb::Store>(o);
+    queries_ = std::make_unique<QueryService>(store_.get(), &gate_);
   }
   if (!system_ || config_->disk_mounts != system_mounts_) {
     system_ = std::make_unique<SystemMetrics>("/proc", config_->disk_mounts);
@@ -136,16 +136,30 @@ void Observer::Stop() {
   if (!running_) return;
   running_ = false;
   loop_->CancelTimer(&timer_);
+  gate_.CancelWriteRequest();
 }
 
 void Observer::RunOnce() {
+  // Tests call this with no query running: the store is theirs at once.
+  while (!gate_.TryWriteLock()) std::this_thread::yield();
   int64_t now = WallMs();
   Sample(now);
   for (GroupRun& g : groups_) EvalGroup(g, now);
   if (dispatcher_) dispatcher_->Tick(now);
+  gate_.WriteUnlock();
 }
 
 void Observer::Tick() {
+  // The store is written only here, between query steps: when one is running, new steps hold
+  // off and the tick comes back in 2 ms, so neither side waits on the other for long and this
+  // thread (health checks, the admin API) never waits at all.
+  if (!gate_.TryWriteLock()) {
+    ++write_deferrals_;
+    if (running_) loop_->ArmTimer(&timer_, 2);
+    return;
+  }
+  for (const ScrapeResult& r : pending_scrapes_) IngestScrape(r);
+  pending_scrapes_.clear();
   int64_t now = WallMs();
   if (now >= next_sample_ms_) {
     Sample(now);
@@ -172,6 +186,7 @@ void Observer::Tick() {
     }
   }
   if (dispatcher_) dispatcher_->Tick(now);
+  gate_.WriteUnlock();
   if (running_) loop_->ArmTimer(&timer_, kTickMs);
 }
 
@@ -234,25 +249,42 @@ void Observer::Scrape(const ScrapeConfig& job, int64_t now_ms) {
       double took = static_cast<double>(alerting::Notifier::NowMs() - started) / 1000;
       loop_->Post([this, alive, body, target, job, now_ms, ok, err, took] {
         if (alive.expired() || !*alive.lock()) return;
-        promql::Labels extra = {{"instance", target}, {"job", job.job}};
-        std::string error = ok ? "" : err;
-        if (ok) Ingest(extra, *body, now_ms, job.sample_limit, &error);
-        if (!error.empty()) {
-          ++scrape_failures_;
-          LogWarn("observe: scrape of ", target, " (job ", job.job, ") failed: ", error);
+        ScrapeResult r;
+        r.extra = {{"instance", target}, {"job", job.job}};
+        r.body = std::move(*body);
+        r.error = ok ? "" : err;
+        r.ok = ok;
+        r.sample_limit = job.sample_limit;
+        r.now_ms = now_ms;
+        r.took = took;
+        if (!gate_.TryWriteLock()) {
+          pending_scrapes_.push_back(std::move(r));  // a query step holds the store
+          return;
         }
-        auto with = [&](const char* name) {
-          promql::Labels l = extra;
-          l.emplace_back("__name__", name);
-          std::sort(l.begin(), l.end());
-          return l;
-        };
-        store_->Append(with("up"), now_ms, error.empty() ? 1 : 0);
-        store_->Append(with("scrape_duration_seconds"), now_ms, took);
+        IngestScrape(r);
+        gate_.WriteUnlock();
       });
     };
     scraper_->Submit(std::move(j));
   }
+}
+
+void Observer::IngestScrape(const ScrapeResult& r) {
+  std::string error = r.error;
+  if (r.ok) Ingest(r.extra, r.body, r.now_ms, r.sample_limit, &error);
+  if (!error.empty()) {
+    ++scrape_failures_;
+    LogWarn("observe: scrape of ", r.extra[0].second, " (job ", r.extra[1].second,
+            ") failed: ", error);
+  }
+  auto with = [&](const char* name) {
+    promql::Labels l = r.extra;
+    l.emplace_back("__name__", name);
+    std::sort(l.begin(), l.end());
+    return l;
+  };
+  store_->Append(with("up"), r.now_ms, error.empty() ? 1 : 0);
+  store_->Append(with("scrape_duration_seconds"), r.now_ms, r.took);
 }
 
 void Observer::EvalGroup(GroupRun& g, int64_t now_ms) {
@@ -440,92 +472,19 @@ std::string Observer::RulesJson() const {
   return json{{"status", "success"}, {"data", {{"groups", groups}}}}.dump();
 }
 
-std::string Observer::QueryJson(const std::string& query, double time_s, std::string* error) const {
-  auto e = promql::Parse(query);
-  if (!e.ok()) {
-    *error = std::string(e.status().message());
-    return "";
-  }
-  int64_t t = static_cast<int64_t>(std::llround(time_s * 1000));
-  promql::QueryResult r;
-  promql::EvalOptions opts;
-  opts.default_subquery_step_ms = config_ ? config_->evaluation_interval_ms : 60000;
-  absl::Status st = promql::Evaluate(**e, t, *store_, opts, &r);
-  if (!st.ok()) {
-    *error = std::string(st.message());
-    return "";
-  }
-  json data;
-  double ts = static_cast<double>(t) / 1000;
-  switch (r.type) {
-    case promql::ValueType::kScalar:
-      data = {{"resultType", "scalar"}, {"result", json::array({ts, ApiValue(r.scalar)})}};
-      break;
-    case promql::ValueType::kString:
-      data = {{"resultType", "string"}, {"result", json::array({ts, r.str})}};
-      break;
-    case promql::ValueType::kVector: {
-      json res = json::array();
-      for (const promql::Sample& s : r.vector) {
-        res.push_back(
-            {{"metric", LabelsJson(*s.labels)}, {"value", json::array({ts, ApiValue(s.v)})}});
-      }
-      data = {{"resultType", "vector"}, {"result", res}};
-      break;
-    }
-    default: {
-      json res = json::array();
-      for (const auto& s : r.matrix) {
-        json values = json::array();
-        for (const tsdb::Point& p : s.points)
-          values.push_back(json::array({static_cast<double>(p.t) / 1000, ApiValue(p.v)}));
-        res.push_back({{"metric", LabelsJson(*s.labels)}, {"values", values}});
-      }
-      data = {{"resultType", "matrix"}, {"result", res}};
-    }
-  }
-  return json{{"status", "success"}, {"data", data}}.dump();
-}
-
-std::string Observer::QueryRangeJson(const std::string& query, double start_s, double end_s,
-                                     double step_s, std::string* error) const {
-  auto e = promql::Parse(query);
-  if (!e.ok()) {
-    *error = std::string(e.status().message());
-    return "";
-  }
-  if ((*e)->type() != promql::ValueType::kVector && (*e)->type() != promql::ValueType::kScalar) {
-    *error = "invalid expression type for range query, must be Scalar or instant Vector";
-    return "";
-  }
-  if (!(step_s > 0) || !(end_s >= start_s) || (end_s - start_s) / step_s > 11000) {
-    *error = "exceeded maximum resolution of 11,000 points per timeseries, or a bad step";
-    return "";
-  }
-  std::map<promql::Labels, json> series;
-  promql::EvalOptions opts;
-  opts.default_subquery_step_ms = config_ ? config_->evaluation_interval_ms : 60000;
-  int64_t start = static_cast<int64_t>(std::llround(start_s * 1000));
-  int64_t end = static_cast<int64_t>(std::llround(end_s * 1000));
-  int64_t step = std::max<int64_t>(1, static_cast<int64_t>(std::llround(step_s * 1000)));
-  promql::QueryResult r;
-  for (int64_t t = start; t <= end; t += step) {
-    absl::Status st = promql::Evaluate(**e, t, *store_, opts, &r);
-    if (!st.ok()) {
-      *error = std::string(st.message());
-      return "";
-    }
-    double ts = static_cast<double>(t) / 1000;
-    if (r.type == promql::ValueType::kScalar) {
-      series[{}].push_back(json::array({ts, ApiValue(r.scalar)}));
-    } else {
-      for (const promql::Sample& s : r.vector)
-        series[*s.labels].push_back(json::array({ts, ApiValue(s.v)}));
-    }
-  }
-  json res = json::array();
-  for (auto& [l, values] : series) res.push_back({{"metric", LabelsJson(l)}, {"values", values}});
-  return json{{"status", "success"}, {"data", {{"resultType", "matrix"}, {"result", res}}}}.dump();
+void Observer::SubmitQuery(QueryRequest q, std::function<void(QueryAnswer)> done) {
+  ++queries_total_;
+  q.limits = config_->query;
+  q.default_subquery_step_ms = config_->evaluation_interval_ms;
+  q.now_ms = WallMs();
+  std::weak_ptr<bool> alive = alive_;
+  EventLoop* loop = loop_;
+  queries_->Submit(std::move(q), [loop, alive, done = std::move(done)](QueryAnswer a) {
+    loop->Post([alive, done, a = std::move(a)]() mutable {
+      if (alive.expired() || !*alive.lock()) return;
+      done(std::move(a));
+    });
+  });
 }
 
 std::string Observer::AlertsV2Json() const {
@@ -735,6 +694,16 @@ void Observer::Collect(std::string* out) const {
         "Samples sampled or scraped into the store.", static_cast<double>(samples_ingested_));
   gauge("bulwark_scrapes_total", "counter", "Scrapes of observe.scrape targets.",
         static_cast<double>(scrapes_));
+  gauge("bulwark_queries_total", "counter", "Queries received by /api/v1/query and query_range.",
+        static_cast<double>(queries_total_));
+  gauge("bulwark_queries_running", "gauge", "Queries running on query threads.",
+        static_cast<double>(queries_ ? queries_->running() : 0));
+  gauge("bulwark_queries_waiting", "gauge",
+        "Queries waiting for a place (observe.query.max_concurrency).",
+        static_cast<double>(queries_ ? queries_->waiting() : 0));
+  gauge("bulwark_tsdb_write_deferrals_total", "counter",
+        "Store updates put off for a moment because a query step was reading the store.",
+        static_cast<double>(write_deferrals_));
   gauge("bulwark_scrape_failures_total", "counter",
         "Scrapes that failed (network, status, parse, limit).",
         static_cast<double>(scrape_failures_));

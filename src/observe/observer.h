@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "observe/alerting/notifier.h"
 #include "observe/config.h"
 #include "observe/metrics.h"
+#include "observe/query_service.h"
 #include "observe/rules/group.h"
 #include "observe/system_metrics.h"
 #include "observe/tsdb/store.h"
@@ -43,9 +45,10 @@ class Observer {
 
   // Admin API (Prometheus and Alertmanager compatible JSON).
   std::string RulesJson() const;  // GET /api/v1/rules
-  std::string QueryJson(const std::string& query, double time_s, std::string* error) const;
-  std::string QueryRangeJson(const std::string& query, double start_s, double end_s, double step_s,
-                             std::string* error) const;
+  // GET /api/v1/query and /api/v1/query_range: runs on a query thread (query_service.h) within
+  // observe.query's limits; `done` is called on the control loop.
+  void SubmitQuery(QueryRequest q, std::function<void(QueryAnswer)> done);
+  int64_t query_timeout_ms() const { return config_ ? config_->query.timeout_ms : 120000; }
   std::string AlertsV2Json() const;  // GET /api/v2/alerts
   // POST /api/v2/alerts: alerts from Prometheus or another bulwark. Returns "" or an error.
   std::string PostAlerts(const std::string& body);
@@ -63,6 +66,15 @@ class Observer {
   static int64_t WallMs();
 
  private:
+  // A finished scrape, ingested at once or, while a query step holds the store, at the next tick.
+  struct ScrapeResult {
+    promql::Labels extra;
+    std::string body, error;
+    size_t sample_limit = 0;
+    int64_t now_ms = 0;
+    double took = 0;
+    bool ok = false;
+  };
   struct GroupRun {
     std::shared_ptr<const rules::RuleGroup> def;
     std::unique_ptr<rules::GroupEvaluator> eval;
@@ -74,6 +86,7 @@ class Observer {
   void Tick();
   void Sample(int64_t now_ms);
   void Scrape(const ScrapeConfig& job, int64_t now_ms);
+  void IngestScrape(const ScrapeResult& r);
   void Ingest(const promql::Labels& extra, const std::string& text, int64_t now_ms, size_t limit,
               std::string* error);
   void EvalGroup(GroupRun& g, int64_t now_ms);
@@ -88,6 +101,11 @@ class Observer {
   int collector_id_ = -1;
   std::shared_ptr<const ObserveConfig> config_;
   std::unique_ptr<tsdb::Store> store_;
+  StoreGate gate_;
+  std::unique_ptr<QueryService> queries_;  // after store_ and gate_: stopped before them
+  std::vector<ScrapeResult> pending_scrapes_;
+  uint64_t write_deferrals_ = 0;  // ticks put off because a query step held the store
+  uint64_t queries_total_ = 0;
   std::unique_ptr<SystemMetrics> system_;
   std::vector<std::string> system_mounts_;
   std::vector<GroupRun> groups_;

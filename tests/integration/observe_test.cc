@@ -94,6 +94,170 @@ TEST(Observe, SamplesItselfAndScrapesATarget) {
   EXPECT_NE(Metric(metrics, "bulwark_tsdb_series"), "0");
 }
 
+std::string Encode(const std::string& q) {
+  std::string enc;
+  for (unsigned char c : q) {
+    char buf[4];
+    std::snprintf(buf, sizeof(buf), "%%%02X", c);
+    enc += std::isalnum(c) ? std::string(1, static_cast<char>(c)) : std::string(buf);
+  }
+  return enc;
+}
+
+// kB of a /proc/PID/status field (VmRSS, VmHWM).
+long ProcKb(pid_t pid, const std::string& field) {
+  std::string status = ReadFile("/proc/" + std::to_string(pid) + "/status");
+  size_t at = status.find(field + ":");
+  if (at == std::string::npos) return -1;
+  return std::stol(status.substr(at + field.size() + 1));
+}
+
+// Query limits, Prometheus's: one query over 20,000 series and 10,000 steps is refused with
+// Prometheus's error without first holding its result; a long query times out; queries wait
+// for a place; and the control thread (health checks, the admin API, rule evaluation) keeps its
+// pace while queries run on their own threads.
+TEST(Observe, QueryLimitsKeepTheProcessAndTheControlThreadSafe) {
+  std::string series;
+  for (int i = 0; i < 20000; ++i) series += "m{i=\"" + std::to_string(i) + "\"} " + std::to_string(i) + "\n";
+  Backend exporter([&](const Backend::Request& r) {
+    return r.target == "/metrics" ? Backend::Reply(200, series) : Backend::Reply(404, "");
+  });
+  std::mutex mu;
+  std::vector<std::chrono::steady_clock::time_point> probes;
+  Backend app([&](const Backend::Request& r) {
+    if (r.target == "/healthz") {
+      std::lock_guard<std::mutex> l(mu);
+      probes.push_back(std::chrono::steady_clock::now());
+    }
+    return Backend::Reply(200, "ok");
+  });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b("admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+            "}\naccess_log: {enabled: false}\nobserve:\n  evaluation_interval: 1s\n"
+            "  query: {timeout: 2s, max_concurrency: 1}\n"
+            "  scrape:\n    - {job: big, interval: 1s, targets: ['127.0.0.1:" +
+            std::to_string(exporter.port()) + "']}\n" +
+            "listeners: [{listen: '127.0.0.1:" + std::to_string(port) +
+            "', routes: [{prefix: /, upstream: app}]}]\nupstreams:\n  app:\n    servers: ['127.0.0.1:" +
+            std::to_string(app.port()) +
+            "']\n    health_check: {path: /healthz, interval: 200ms, timeout: 1s}\n");
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        json r = Query(admin, "count(m)");
+        return r["data"]["result"].size() == 1 && r["data"]["result"][0]["value"][1] == "20000";
+      },
+      20000))
+      << b.log();
+  pid_t pid = b.process().pid();
+  long rss_before = ProcKb(pid, "VmRSS");
+  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  auto range = [&](const std::string& q, int64_t start, int64_t end, const std::string& step) {
+    return HttpGet(admin, "/api/v1/query_range?query=" + Encode(q) + "&start=" +
+                              std::to_string(start) + "&end=" + std::to_string(end) + "&step=" + step);
+  };
+  // 20,000 series with a value at each of 10,000 steps: 200 million samples.
+  auto t0 = std::chrono::steady_clock::now();
+  Response big = range("last_over_time(m[3h])", now, now + 9999, "1");
+  double big_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(big.status, 422) << big.body.substr(0, 300);
+  json j = json::parse(big.body, nullptr, false);
+  EXPECT_EQ(j["status"], "error");
+  EXPECT_EQ(j["errorType"], "execution");
+  EXPECT_EQ(j["error"],
+            "query processing would load too many samples into memory in query execution");
+  EXPECT_LT(big_s, 2.0);  // refused as soon as the size is clear, not at the timeout
+  // Refused before holding its result: 50 million points would be 800 MB at least.
+  long peak = ProcKb(pid, "VmHWM");
+  EXPECT_LT(peak - rss_before, 200 * 1024) << "before " << rss_before << " kB, peak " << peak;
+
+  // A query that is small in memory but long (20,000 series read at each of 10,000 steps)
+  // times out at observe.query.timeout; a second one waits for the single place and times out
+  // in the same two seconds, its wait counted. Meanwhile the control thread keeps its pace.
+  {
+    std::lock_guard<std::mutex> l(mu);
+    probes.clear();
+  }
+  std::vector<Response> slow(2);
+  std::vector<double> slow_s(2);
+  auto q0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 2; ++i) {
+    ts.emplace_back([&, i] {
+      slow[i] = range("count(last_over_time(m[3h]))", now, now + 9999, "1");
+      slow_s[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - q0).count();
+    });
+  }
+  std::string waiting;
+  double worst_admin = 0;
+  for (int i = 0; i < 15; ++i) {
+    auto a0 = std::chrono::steady_clock::now();
+    Response h = HttpGet(admin, "/metrics");
+    worst_admin = std::max(
+        worst_admin, std::chrono::duration<double>(std::chrono::steady_clock::now() - a0).count());
+    EXPECT_EQ(h.status, 200);
+    if (Metric(h.body, "bulwark_queries_waiting") == "1") waiting = "1";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (auto& t : ts) t.join();
+  double queries_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - q0).count();
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(slow[i].status, 503) << slow[i].body.substr(0, 200);
+    json e = json::parse(slow[i].body, nullptr, false);
+    EXPECT_EQ(e["errorType"], "timeout");
+    EXPECT_EQ(e["error"], "query timed out in query execution");
+    // Each within its own timeout (2 s) and a margin for a loaded machine, the waiting one too.
+    EXPECT_LT(slow_s[i], 6.0);
+  }
+  EXPECT_EQ(waiting, "1");
+  EXPECT_LT(worst_admin, 1.0);
+  // Health checks every 200 ms all along the queries: no gap anywhere near their length.
+  std::vector<std::chrono::steady_clock::time_point> seen;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    seen = probes;
+  }
+  ASSERT_GE(seen.size(), 2u);
+  double worst_gap = 0;
+  for (size_t i = 1; i < seen.size(); ++i) {
+    worst_gap = std::max(worst_gap, std::chrono::duration<double>(seen[i] - seen[i - 1]).count());
+  }
+  EXPECT_LT(worst_gap, 1.0) << seen.size() << " probes in " << queries_s << " s";
+  EXPECT_GE(static_cast<double>(seen.size()), queries_s / 0.2 / 2);
+  // Rule evaluation and sampling went on: bulwark's own `up` is fresh.
+  json up = Query(admin, "time() - timestamp(up{job=\"bulwark\"})");
+  ASSERT_EQ(up["data"]["result"].size(), 1u) << up.dump();
+  EXPECT_LT(std::stod(up["data"]["result"][0]["value"][1].get<std::string>()), 3.0);
+}
+
+// Times are bounded, so no step arithmetic can overflow: absurd values are refused as
+// Prometheus refuses what it cannot parse.
+TEST(Observe, QueryParametersAreValidated) {
+  Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(ObserveConfig(port, admin, app.port(), "  evaluation_interval: 1s\n"));
+  ASSERT_TRUE(b.Ready(port, admin));
+  auto status = [&](const std::string& args) {
+    Response r = HttpGet(admin, "/api/v1/query_range?query=up&" + args);
+    json j = json::parse(r.body, nullptr, false);
+    return std::to_string(r.status) + " " + j.value("errorType", std::string());
+  };
+  EXPECT_EQ(status("start=1e300&end=1e300&step=1"), "400 bad_data");
+  EXPECT_EQ(status("start=-9.3e18&end=0&step=1"), "400 bad_data");
+  EXPECT_EQ(status("start=0&end=100&step=1e-300"), "400 bad_data");
+  EXPECT_EQ(status("start=0&end=100&step=-5"), "400 bad_data");
+  EXPECT_EQ(status("start=nan&end=100&step=1"), "400 bad_data");
+  EXPECT_EQ(status("start=0&end=inf&step=1"), "400 bad_data");
+  EXPECT_EQ(status("start=100&end=0&step=1"), "400 bad_data");
+  EXPECT_EQ(status("start=0&end=100000&step=1"), "400 bad_data");  // over 11,000 points
+  EXPECT_EQ(status("start=0&end=10&step=1s"), "200 ");
+  EXPECT_EQ(status("start=2026-01-01T00:00:00Z&end=2026-01-01T00:01:00.5Z&step=15"), "200 ");
+  Response r = HttpGet(admin, "/api/v1/query?query=up&time=12abc");
+  EXPECT_EQ(r.status, 400);
+}
+
 TEST(Observe, RulesFireAndAreForwardedToARealAlertmanager) {
   std::string am_bin = FindProgram("prometheus-alertmanager");
   ASSERT_FALSE(am_bin.empty()) << "prometheus-alertmanager is not installed: run scripts/deps";

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -24,9 +25,13 @@ constexpr std::string_view kMetricName = "__name__";
 // module boundary (the same pattern as the parser).
 struct EvalError {
   std::string message;
+  absl::StatusCode code = absl::StatusCode::kInvalidArgument;
 };
 
 [[noreturn]] void Fail(std::string message) { throw EvalError{std::move(message)}; }
+[[noreturn]] void FailWith(absl::StatusCode code, std::string message) {
+  throw EvalError{std::move(message), code};
+}
 
 using Point = tsdb::Point;
 
@@ -234,8 +239,15 @@ class Evaluator {
   }
   void CheckSamples(size_t more) {
     samples_ += more;
-    if (samples_ > options_.max_samples) {
-      Fail("query processing would load too many samples into memory in query execution");
+    if (samples_ > options_.max_samples) FailWith(absl::StatusCode::kResourceExhausted, kTooManySamples);
+    // The clock is read every 64 loads: cheap next to the work, often enough to stop in time.
+    if ((++checks_ & 63) != 0) return;
+    if (options_.deadline_ns != 0 &&
+        std::chrono::steady_clock::now().time_since_epoch().count() > options_.deadline_ns) {
+      FailWith(absl::StatusCode::kDeadlineExceeded, kQueryTimeout);
+    }
+    if (options_.cancel != nullptr && options_.cancel->load(std::memory_order_relaxed)) {
+      FailWith(absl::StatusCode::kCancelled, "query was canceled");
     }
   }
   static void CheckUnique(const Vector& v) {
@@ -282,6 +294,7 @@ class Evaluator {
   std::deque<Labels>* arena_;
   size_t samples_ = 0;
   uint64_t steps_ = 0;
+  uint64_t checks_ = 0;
   absl::flat_hash_map<const Labels*, const Labels*> dropped_;
   absl::flat_hash_map<const Expr*, std::vector<const tsdb::Series*>> selected_;
 };
@@ -1416,7 +1429,7 @@ absl::Status Evaluate(const Expr& expr, int64_t t_ms, const tsdb::Store& store,
       out->matrix.push_back({w.labels, std::vector<Point>(w.begin, w.end)});
     }
   } catch (const EvalError& err) {
-    return absl::InvalidArgumentError(err.message);
+    return absl::Status(err.code, err.message);
   }
   return absl::OkStatus();
 }

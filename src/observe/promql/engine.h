@@ -12,6 +12,7 @@
 // the same labelset", many-to-many matching, ...).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -50,7 +51,18 @@ struct EvalOptions {
   // Steps all subqueries of one query may evaluate: `x[1y:1ms]` is refused, not run for
   // hours (Prometheus only stops it at its query timeout).
   size_t max_subquery_steps = 1000000;
+  // A steady-clock deadline (std::chrono::steady_clock nanoseconds since its epoch; 0: none).
+  // Checked as samples are loaded; past it the query fails with DeadlineExceeded.
+  int64_t deadline_ns = 0;
+  // Set by another thread to stop the query (shutdown); checked with the deadline.
+  const std::atomic<bool>* cancel = nullptr;
 };
+
+// Prometheus's messages for a query stopped by a limit (the API answers 422 and 503 with them):
+// Evaluate returns ResourceExhausted with the first, DeadlineExceeded with the second.
+inline constexpr char kTooManySamples[] =
+    "query processing would load too many samples into memory in query execution";
+inline constexpr char kQueryTimeout[] = "query timed out in query execution";
 
 // The value of one query. Label sets made by the query (results of operators and functions)
 // are owned here; the others point into the store and stay valid until its next Trim().
