@@ -117,10 +117,7 @@ class ProxyImpl::Listener final : public IoHandler {
   ProxyImpl* proxy_;
 };
 
-ProxyImpl::ProxyImpl(std::shared_ptr<const PgConfig> c) : cfg(std::move(c)) {
-  RAND_bytes(reinterpret_cast<unsigned char*>(&rng_), sizeof(rng_));
-  rng_ |= 1;
-}
+ProxyImpl::ProxyImpl(std::shared_ptr<const PgConfig> c) : cfg(std::move(c)) {}
 
 ProxyImpl::~ProxyImpl() {
   for (ClientConn* c : clients) delete c;
@@ -135,12 +132,11 @@ std::string ProxyImpl::RandomBytes(size_t n) {
 }
 
 uint64_t ProxyImpl::Random() {
-  // xorshift64*: cancel keys need to be unguessable only in combination with the pid, and are
-  // seeded from the OS; salts and nonces use RAND_bytes.
-  rng_ ^= rng_ >> 12;
-  rng_ ^= rng_ << 25;
-  rng_ ^= rng_ >> 27;
-  return rng_ * 2685821657736338717ull;
+  // Cancel keys (pid and secret) come from the cryptographic generator, as PostgreSQL's own
+  // (pg_strong_random): a linear generator would let one client's key reveal the others'.
+  uint64_t v = 0;
+  RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof(v));
+  return v;
 }
 
 Classification ProxyImpl::Classify(std::string_view sql) { return pg::Classify(sql, classify_options); }

@@ -477,7 +477,7 @@ class ProxyImpl {
   void Accept();
   void Cancel(int32_t pid, int32_t key);
   std::string RandomBytes(size_t n);
-  uint64_t Random();
+  uint64_t Random();  // from the cryptographic generator
   Classification Classify(std::string_view sql);
   Classification Classify(std::string_view sql, const ClassifyOptions& o) {
     return pg::Classify(sql, o);
@@ -494,7 +494,6 @@ class ProxyImpl {
   class Listener;
   std::unique_ptr<Listener> listener_;
   Timer janitor_;
-  uint64_t rng_ = 0;
 };
 
 }  // namespace bulwark::pg

@@ -2,6 +2,7 @@
 // psql, pgbench and a byte-level client through bulwark.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -345,6 +346,92 @@ TEST(PgProxy, CancelRequestReachesTheServerRunningTheQuery) {
     cancel.Send(req);
   }
   EXPECT_EQ(c.Finish(), "");
+}
+
+// The cancel key of one client must tell nothing about another's. A linear generator such as
+// xorshift64* leaks: the low bits of its output are a bijection of the low bits of its state,
+// and xorshift is linear over GF(2), so one login's key (63 observed bits) pins the state down
+// to a couple of candidates and every later login's key follows. This test runs that attack.
+TEST(PgProxy, CancelKeysCannotBePredictedFromAnotherLogin) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  Proxy px(One(db.pg.port()), "");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn attacker(px.port), victim(px.port);
+  ASSERT_EQ(attacker.Login("app", "secret", "app"), "");
+  ASSERT_EQ(victim.Login("app", "secret", "app"), "");
+  constexpr uint64_t kMul = 2685821657736338717ull;
+  uint64_t inv = kMul;  // Newton's iteration for the inverse modulo 2^64
+  for (int i = 0; i < 6; ++i) inv *= 2 - kMul * inv;
+  // Symbolic state: bit i of the state is the XOR of the unknowns in mask[i].
+  using State = std::array<uint64_t, 64>;
+  auto step = [](State s) {
+    auto xr = [&s](int shift) {  // s ^= s >> shift (shift > 0) or s << -shift
+      State t = s;
+      for (int i = 0; i < 64; ++i) {
+        int from = i + shift;
+        if (from >= 0 && from < 64) t[i] ^= s[from];
+      }
+      s = t;
+    };
+    xr(12);
+    xr(-25);
+    xr(27);
+    return s;
+  };
+  State s1;
+  for (int i = 0; i < 64; ++i) s1[i] = uint64_t{1} << i;
+  State s2 = step(s1);
+  // Observed: pid = low31(s1 * kMul), key = low32(s2 * kMul).
+  uint64_t low1 = (static_cast<uint64_t>(static_cast<uint32_t>(attacker.key().pid)) * inv) & 0x7fffffff;
+  uint64_t low2 = (static_cast<uint64_t>(static_cast<uint32_t>(attacker.key().key)) * inv) & 0xffffffff;
+  std::vector<std::pair<uint64_t, int>> eqs;  // (mask, value)
+  for (int i = 0; i < 31; ++i) eqs.push_back({s1[i], static_cast<int>((low1 >> i) & 1)});
+  for (int i = 0; i < 32; ++i) eqs.push_back({s2[i], static_cast<int>((low2 >> i) & 1)});
+  // Gaussian elimination over GF(2).
+  std::vector<int> pivot_of(64, -1);
+  size_t rank = 0;
+  for (int col = 0; col < 64 && rank < eqs.size(); ++col) {
+    size_t r = rank;
+    while (r < eqs.size() && !((eqs[r].first >> col) & 1)) ++r;
+    if (r == eqs.size()) continue;
+    std::swap(eqs[r], eqs[rank]);
+    for (size_t k = 0; k < eqs.size(); ++k) {
+      if (k != rank && ((eqs[k].first >> col) & 1)) {
+        eqs[k].first ^= eqs[rank].first;
+        eqs[k].second ^= eqs[rank].second;
+      }
+    }
+    pivot_of[col] = static_cast<int>(rank++);
+  }
+  std::vector<int> free_cols;
+  for (int c = 0; c < 64; ++c) {
+    if (pivot_of[c] < 0) free_cols.push_back(c);
+  }
+  ASSERT_LE(free_cols.size(), 4u);
+  int predicted = 0;
+  for (uint64_t f = 0; f < (uint64_t{1} << free_cols.size()); ++f) {
+    uint64_t x = 0;
+    for (size_t i = 0; i < free_cols.size(); ++i) x |= ((f >> i) & 1) << free_cols[i];
+    for (int c = 0; c < 64; ++c) {
+      if (pivot_of[c] < 0) continue;
+      const auto& [mask, value] = eqs[static_cast<size_t>(pivot_of[c])];
+      int bit = value ^ (__builtin_popcountll(mask & x & ~(uint64_t{1} << c)) & 1);
+      x |= static_cast<uint64_t>(bit) << c;
+    }
+    // x is a candidate s1: run the generator on to the victim's login.
+    auto next = [](uint64_t s) {
+      s ^= s >> 12;
+      s ^= s << 25;
+      s ^= s >> 27;
+      return s;
+    };
+    uint64_t s3 = next(next(x)), s4 = next(s3);
+    int32_t pid = static_cast<int32_t>((s3 * kMul) & 0x7fffffff);
+    int32_t key = static_cast<int32_t>(s4 * kMul);
+    predicted += pid == victim.key().pid && key == victim.key().key;
+  }
+  EXPECT_EQ(predicted, 0) << "the victim's cancel key follows from the attacker's";
 }
 
 TEST(PgProxy, QueryWaitTimeoutAndMaxClientConn) {
