@@ -344,9 +344,17 @@ void ClientConn::OnStartup() {
     return;
   }
   // A user not in the config is asked of the server at every login (PgBouncer's auth_query),
-  // so a password changed there counts at once.
+  // so a password changed there counts at once. When the query cannot run (no server to ask),
+  // the login fails, as in PgBouncer: a password remembered from an earlier login may belong
+  // to a role that has since been dropped.
   if (proxy->cfg->FindUser(user) == nullptr && proxy->cfg->databases.count(database) &&
-      proxy->StartAuthQuery(this)) {
+      !proxy->cfg->auth_user.empty()) {
+    if (!proxy->StartAuthQuery(this)) {
+      proxy->login_failures.Add(1);
+      Fatal("08006", StrCat("bulwark could not look up user \"", user,
+                            "\": no server is available for auth_query"));
+      return;
+    }
     state = State::kAuthQuery;
     return;
   }

@@ -1163,7 +1163,11 @@ void ProxyImpl::AuthQueryDone(AuthQuery* q) {
       c->Fatal("28000", StrCat("bulwark could not look up user \"", q->user,
                                "\" (auth_query failed: ", q->error, ")"));
     } else {
-      if (q->found) {
+      if (!q->found) {
+        // Dropped on the server: nothing of it stays (its pools are not used for logins).
+        learnt_users.erase(q->user);
+        verifiers.erase(q->user);
+      } else {
         UserConfig& u = learnt_users[q->user];
         u.name = q->user;
         u.password = q->password;
