@@ -198,6 +198,50 @@ std::string SlackPayload(const Notification& n, const SlackConfig& c,
   return msg.dump();
 }
 
+// A header value as Alertmanager writes it (Go's mime.QEncoding): unchanged when it is printable
+// ASCII (tabs allowed), else RFC 2047 encoded words "=?utf-8?q?...?=" of at most 75 characters,
+// never splitting a UTF-8 sequence. A CR or LF from a label value (an alert sender's, a scraped
+// exporter's) is then "=0D"/"=0A" inside a word and can never start a header of its own.
+std::string EncodeHeaderValue(std::string_view v) {
+  bool plain = true;
+  for (unsigned char c : v) plain = plain && ((c >= 0x20 && c <= 0x7e) || c == '\t');
+  if (plain) return std::string(v);
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  static constexpr std::string_view kOpen = "=?utf-8?q?", kClose = "?=";
+  constexpr size_t kMaxWord = 75;
+  std::string out, word;
+  auto flush = [&] {
+    if (word.empty()) return;
+    if (!out.empty()) out.push_back(' ');
+    StrAppend(&out, kOpen, word, kClose);
+    word.clear();
+  };
+  size_t i = 0;
+  while (i < v.size()) {
+    // One character: a UTF-8 lead byte and its continuation bytes stay in one word.
+    size_t len = 1;
+    while (i + len < v.size() && (static_cast<unsigned char>(v[i + len]) & 0xC0) == 0x80) ++len;
+    std::string enc;
+    for (size_t k = i; k < i + len; ++k) {
+      unsigned char b = static_cast<unsigned char>(v[k]);
+      if (b == ' ') {
+        enc.push_back('_');
+      } else if (b > 0x20 && b < 0x7f && b != '=' && b != '?' && b != '_') {
+        enc.push_back(static_cast<char>(b));
+      } else {
+        enc.push_back('=');
+        enc.push_back(kHex[b >> 4]);
+        enc.push_back(kHex[b & 15]);
+      }
+    }
+    if (kOpen.size() + word.size() + enc.size() + kClose.size() > kMaxWord) flush();
+    word += enc;
+    i += len;
+  }
+  flush();
+  return out;
+}
+
 std::string EmailMessage(const Notification& n, const EmailConfig& c,
                          const std::string& external_url, int64_t date_ms,
                          const std::string& message_id) {
@@ -231,7 +275,7 @@ std::string EmailMessage(const Notification& n, const EmailConfig& c,
   std::strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
   std::string boundary = StrCat("bulwark-", message_id.substr(0, 16));
   std::string out;
-  for (const auto& [k, v] : headers) StrAppend(&out, k, ": ", v, "\r\n");
+  for (const auto& [k, v] : headers) StrAppend(&out, k, ": ", EncodeHeaderValue(v), "\r\n");
   StrAppend(&out, "Date: ", date, "\r\nMessage-Id: <", message_id,
             "@bulwark>\r\nMIME-Version: 1.0\r\n");
   StrAppend(&out, "Content-Type: multipart/alternative; boundary=", boundary, "\r\n\r\n");

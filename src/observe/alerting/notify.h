@@ -31,6 +31,8 @@ std::string WebhookPayload(const Notification& n, const WebhookConfig& c,
 std::string SlackPayload(const Notification& n, const SlackConfig& c,
                          const std::string& external_url);
 // The full message: headers, blank line, body. `date_ms` and `message_id` make it testable.
+// RFC 2047 (Q) encoding of a header value, as Alertmanager does it; plain ASCII is unchanged.
+std::string EncodeHeaderValue(std::string_view v);
 std::string EmailMessage(const Notification& n, const EmailConfig& c,
                          const std::string& external_url, int64_t date_ms,
                          const std::string& message_id);

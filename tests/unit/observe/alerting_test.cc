@@ -259,6 +259,45 @@ TEST(AlertmanagerFormat, FingerprintsTimesAndPayloads) {
   EXPECT_NE(msg.find("To: ops@example.com\r\n"), std::string::npos);
   EXPECT_NE(msg.find("Content-Type: text/html"), std::string::npos);
 
+  // Label values are hostile (an alert sender's, a scraped exporter's): a CR LF in one cannot
+  // start a header, and non-ASCII text is RFC 2047-encoded, as Alertmanager does.
+  Notification evil = n;
+  evil.alerts[0].labels["alertname"] = "A\r\nBcc: attacker@example.com";
+  evil.group_labels["alertname"] = "A\r\nBcc: attacker@example.com";
+  email.headers["X-Team"] = "{{ .CommonLabels.alertname }} 数据库";
+  msg = EmailMessage(evil, email, "http://am", 1796141225000, "abc");
+  std::string head = msg.substr(0, msg.find("\r\n\r\n"));
+  EXPECT_EQ(head.find("\nBcc:"), std::string::npos) << head;
+  EXPECT_NE(head.find("Subject: =?utf-8?q?[FIRING]_A=0D=0ABcc:_attacker@example.com?=\r\n"),
+            std::string::npos)
+      << head;
+  for (size_t pos = 0; pos < head.size();) {
+    size_t nl = head.find("\r\n", pos);
+    std::string line = head.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    EXPECT_NE(line.find(':'), std::string::npos) << "not a header: " << line;
+    for (unsigned char ch : line) EXPECT_TRUE(ch >= 0x20 && ch < 0x7f) << line;
+    if (nl == std::string::npos) break;
+    pos = nl + 2;
+  }
+  EXPECT_EQ(EncodeHeaderValue("plain ASCII, unchanged"), "plain ASCII, unchanged");
+  EXPECT_EQ(EncodeHeaderValue("数据库"), "=?utf-8?q?=E6=95=B0=E6=8D=AE=E5=BA=93?=");
+  // Long values become several words of at most 75 characters, never splitting a character.
+  std::string long_value;
+  for (int i = 0; i < 30; ++i) long_value += "数";
+  std::string enc = EncodeHeaderValue(long_value);
+  size_t words = 0;
+  for (size_t pos = 0; pos < enc.size();) {
+    size_t sp = enc.find(' ', pos);
+    std::string w = enc.substr(pos, sp == std::string::npos ? std::string::npos : sp - pos);
+    EXPECT_LE(w.size(), 75u) << w;
+    EXPECT_EQ(w.rfind("=?utf-8?q?", 0), 0u) << w;
+    EXPECT_EQ((w.size() - 12) % 9, 0u) << w;  // whole characters only (=XX=XX=XX each)
+    ++words;
+    if (sp == std::string::npos) break;
+    pos = sp + 1;
+  }
+  EXPECT_GT(words, 1u);
+
   DingTalkConfig ding;
   ding.url = "https://oapi.dingtalk.com/robot/send?access_token=t";
   ding.secret = "SECabc";
