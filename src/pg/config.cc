@@ -173,6 +173,24 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
                                      : AuthType::kScram;
   r.String("auth_user", &out->auth_user);
   r.String("auth_query", &out->auth_query);
+  if (r.Has("server_auth_methods")) {
+    std::vector<std::string> methods;
+    r.StringList("server_auth_methods", &methods);
+    out->server_auth_methods = 0;
+    for (const std::string& m : methods) {
+      unsigned bit = m == "password"        ? kServerAuthPassword
+                     : m == "md5"           ? kServerAuthMd5
+                     : m == "scram-sha-256" ? kServerAuthScram
+                     : m == "none"          ? kServerAuthNone
+                                            : 0;
+      if (bit == 0) {
+        ctx.Error(r.Get("server_auth_methods").Mark(),
+                  StrCat("pg.server_auth_methods: unknown method \"", m,
+                         "\"; expected password, md5, scram-sha-256 or none (libpq's require_auth)"));
+      }
+      out->server_auth_methods |= bit;
+    }
+  }
 
   r.Int("default_pool_size", &out->default_pool_size, 1, 10000);
   r.Int("min_pool_size", &out->min_pool_size, 0, 10000);

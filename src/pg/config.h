@@ -94,12 +94,19 @@ struct FailoverConfig {
   int64_t promote_timeout_ms = 60000;  // pg_promote(wait => true, wait_seconds)
 };
 
+// libpq require_auth names: password (cleartext), md5, scram-sha-256, none (no authentication).
+constexpr unsigned kServerAuthPassword = 1, kServerAuthMd5 = 2, kServerAuthScram = 4,
+                   kServerAuthNone = 8;
+
 struct PgConfig {
   bool enabled = false;
   std::string listen_text = "127.0.0.1:6432";
   SocketAddress listen;
   PoolMode pool_mode = PoolMode::kSession;  // PgBouncer's default
   AuthType auth_type = AuthType::kScram;
+  // What servers may ask of bulwark when it logs in (libpq's require_auth): bits of
+  // kServerAuth*. A cleartext password is never sent unless `password` is listed.
+  unsigned server_auth_methods = kServerAuthScram | kServerAuthMd5 | kServerAuthNone;
   std::vector<UserConfig> users;
   std::string auth_user;   // runs auth_query for users not in `users`
   std::string auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";

@@ -1,12 +1,17 @@
 #include "pg/health.h"
 
 #include <libpq-fe.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 
 #include "core/event_loop.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "pg/protocol.h"
 
 namespace bulwark::pg {
 
@@ -31,6 +36,77 @@ int64_t ParseLsn(std::string_view text) {
   if (!hex(text.substr(0, slash), &hi) || !hex(text.substr(slash + 1), &lo)) return -1;
   return static_cast<int64_t>((hi << 32) | lo);
 }
+
+namespace {
+
+// The authentication the server asks of `user` first (PostgreSQL's AuthenticationRequest code:
+// 0 none, 3 cleartext, 5 md5, 10 SASL), or -1 when it cannot be learnt (libpq then reports
+// the problem itself). libpq 15 has no require_auth, so the health checker asks first and does
+// not hand libpq a password for a method pg.server_auth_methods refuses.
+int FirstAuthRequest(const ServerConfig& s, const std::string& user, const std::string& db,
+                     int timeout_ms) {
+  int fd = -1;
+  if (!s.unix_path.empty()) {
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (fd < 0 || s.unix_path.size() >= sizeof(a.sun_path)) {
+      if (fd >= 0) close(fd);
+      return -1;
+    }
+    std::memcpy(a.sun_path, s.unix_path.c_str(), s.unix_path.size() + 1);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+      close(fd);
+      return -1;
+    }
+  } else {
+    fd = socket(s.address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&s.address.storage), s.address.len) != 0) {
+      close(fd);
+      return -1;
+    }
+  }
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string out;
+  AppendStartup(&out, {{"user", user}, {"database", db}});
+  int code = -1;
+  if (write(fd, out.data(), out.size()) == static_cast<ssize_t>(out.size())) {
+    char buf[512];
+    std::string in;
+    while (in.size() < 9) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+    }
+    if (in.size() >= 9 && in[0] == 'R') {
+      code = (static_cast<unsigned char>(in[5]) << 24) | (static_cast<unsigned char>(in[6]) << 16) |
+             (static_cast<unsigned char>(in[7]) << 8) | static_cast<unsigned char>(in[8]);
+    }
+  }
+  close(fd);
+  return code;
+}
+
+// Why `code` may not be answered under `allowed` (kServerAuth* bits), or "".
+std::string RefusedAuth(int code, unsigned allowed) {
+  if (code == 3 && !(allowed & kServerAuthPassword))
+    return "the server asks for a cleartext password; pg.server_auth_methods does not allow "
+           "password (libpq's require_auth)";
+  if (code == 5 && !(allowed & kServerAuthMd5))
+    return "the server asks for md5; pg.server_auth_methods does not allow md5";
+  if (code == 10 && !(allowed & kServerAuthScram))
+    return "the server asks for SCRAM-SHA-256; pg.server_auth_methods does not allow "
+           "scram-sha-256";
+  if (code == 0 && !(allowed & kServerAuthNone))
+    return "the server asks for no authentication; pg.server_auth_methods does not allow none";
+  return "";
+}
+
+}  // namespace
 
 struct HealthChecker::Target {
   std::string name, conninfo;
@@ -204,6 +280,11 @@ void HealthChecker::Round() {
       for (int attempt = 0; attempt < 2 && !r.ok; ++attempt) {
         if (t->conn == nullptr || PQstatus(t->conn) != CONNECTION_OK) {
           if (t->conn != nullptr) PQfinish(t->conn);
+          t->conn = nullptr;
+          r.error = RefusedAuth(FirstAuthRequest(s, user, db.dbname,
+                                                 static_cast<int>(cfg->health.timeout_ms)),
+                                cfg->server_auth_methods);
+          if (!r.error.empty()) break;
           t->conn = PQconnectdb(t->conninfo.c_str());
           if (PQstatus(t->conn) != CONNECTION_OK) {
             r.error = Trim(PQerrorMessage(t->conn));

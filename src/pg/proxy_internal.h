@@ -233,6 +233,7 @@ class ServerConn final : public IoHandler {
   size_t pass_left = 0;  // bytes of a large DataRow/CopyData still to pass to the client
   bool pass_drop = false;
   std::unique_ptr<ScramClient> scram;
+  bool auth_seen = false;  // the server asked for some authentication during this login
   Timer timer;
   std::string FindParam(std::string_view name) const;
   void SetParam(std::string_view name, std::string_view value);

@@ -136,6 +136,8 @@ void ServerConn::Connect() {
     return;
   }
   fd = s;
+  auth_seen = false;
+  scram.reset();
   std::vector<std::pair<std::string, std::string>> sp = {{"user", pool->group->server_user},
                                                          {"database", pool->dbname}};
   AppendStartup(&out.buf, sp);
@@ -337,10 +339,31 @@ void ServerConn::OnLoginMessage(char type, std::string_view body) {
       // Read at each login: an auth_query user's secret is refreshed in place.
       const std::string& pw = g.db->user.empty() ? g.user_cfg->password : g.db->password;
       bool plain = !pw.empty() && !IsMd5Hash(pw) && !StartsWith(pw, "SCRAM-SHA-256$");
+      unsigned allowed = proxy->cfg->server_auth_methods;
+      auto refuse = [&](std::string_view method, std::string_view name) {
+        LoginFailed(StrCat("the server asks for ", method, "; pg.server_auth_methods does not "
+                           "allow ", name, " (libpq's require_auth)"));
+      };
       switch (a->code) {
         case 0:
+          // AuthenticationOk. In the middle of SCRAM it would skip the server's proof that it
+          // knows the password (an impostor's shortcut): refused, as libpq refuses it.
+          if (scram) {
+            LoginFailed("the server ended SCRAM authentication early (AuthenticationOk before "
+                        "proving it knows the password)");
+            return;
+          }
+          if (!auth_seen && !(allowed & kServerAuthNone)) {
+            refuse("no authentication", "none");
+            return;
+          }
           return;
         case 3:
+          auth_seen = true;
+          if (!(allowed & kServerAuthPassword)) {
+            refuse("a cleartext password", "password");
+            return;
+          }
           if (!plain) {
             LoginFailed(StrCat("the server asks for user \"", g.server_user,
                                "\"'s password in clear text; bulwark knows only a hash"));
@@ -353,6 +376,11 @@ void ServerConn::OnLoginMessage(char type, std::string_view body) {
           }
           break;
         case 5: {
+          auth_seen = true;
+          if (!(allowed & kServerAuthMd5)) {
+            refuse("md5", "md5");
+            return;
+          }
           if (a->data.size() != 4 || (!plain && !IsMd5Hash(pw))) {
             LoginFailed(StrCat("the server asks for md5; bulwark has no password or md5 hash "
                                "for user \"",
@@ -366,6 +394,11 @@ void ServerConn::OnLoginMessage(char type, std::string_view body) {
           break;
         }
         case 10: {
+          auth_seen = true;
+          if (!(allowed & kServerAuthScram)) {
+            refuse("SCRAM-SHA-256", "scram-sha-256");
+            return;
+          }
           bool offered = false;
           for (auto m : a->mechanisms) offered = offered || m == "SCRAM-SHA-256";
           if (!offered) {

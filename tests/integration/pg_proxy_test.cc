@@ -1,6 +1,10 @@
 // The PostgreSQL proxy end to end: real PostgreSQL 15 servers (run as the postgres user),
 // psql, pgbench and a byte-level client through bulwark.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -793,8 +797,8 @@ TEST(PgProxy, ReadYourWritesAndReadsFallBackToThePrimary) {
 TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
   AppDatabase db;
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
-  // A role the server asks for its password in clear text (pg_hba `password`), and the log
-  // line that says which method each login used.
+  // A role the server asks for its password in clear text (pg_hba `password`; allowed here by
+  // server_auth_methods), and the log line that says which method each login used.
   db.pg.Psql("CREATE ROLE plain LOGIN PASSWORD 'pw'");
   std::string hba_path = db.pg.dir() + "/data/pg_hba.conf";
   std::string hba = ReadFile(hba_path);
@@ -804,7 +808,7 @@ TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
   }
   db.pg.Psql("ALTER SYSTEM SET log_connections = on");
   db.pg.Psql("SELECT pg_reload_conf()");
-  Proxy px(One(db.pg.port()), "  pool_mode: transaction\n");
+  Proxy px(One(db.pg.port()), "  pool_mode: transaction\n  server_auth_methods: [scram-sha-256, md5, password]\n");
   ASSERT_TRUE(px.Ready()) << px.bw->log();
   PgConn a(px.port);
   ASSERT_EQ(a.Login("app", "secret", "app"), "");
@@ -825,7 +829,7 @@ TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
     return HttpPost(px.admin, "/api/v1/reload", "").status;
   };
   // A new user: the running pool of app is left as it is (same server connection).
-  ASSERT_EQ(reload("  pool_mode: transaction\n",
+  ASSERT_EQ(reload("  pool_mode: transaction\n  server_auth_methods: [scram-sha-256, md5, password]\n",
                    "    - {name: app, password: secret}\n    - {name: plain, password: pw}\n"),
             200)
       << px.bw->log();
@@ -844,7 +848,7 @@ TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
   EXPECT_EQ(a.Query("SELECT pg_backend_pid()"), pid);
   // A changed pool setting: the pool is rebuilt; its clients carry on with new connections,
   // and a removed user can no longer log in.
-  ASSERT_EQ(reload("  pool_mode: transaction\n  default_pool_size: 5\n",
+  ASSERT_EQ(reload("  pool_mode: transaction\n  default_pool_size: 5\n  server_auth_methods: [scram-sha-256, md5, password]\n",
                    "    - {name: app, password: secret}\n"),
             200);
   std::string next = a.Query("SELECT pg_backend_pid()");
@@ -853,6 +857,104 @@ TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
   PgConn gone(px.port);
   EXPECT_NE(gone.Login("plain", "pw", "app"), "");
   EXPECT_EQ(WaitForValue([&] { return Backends(db.pg); }, "1", 5000), "1");
+}
+
+// Towards servers, libpq's require_auth: no cleartext password unless server_auth_methods
+// lists `password`, and an impostor that answers AuthenticationOk in the middle of SCRAM (never
+// proving it knows the password) gets no query.
+TEST(PgProxy, ServerAuthMethodsAndAnImpostorServer) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  db.pg.Psql("CREATE ROLE plain LOGIN PASSWORD 'pw'");
+  std::string hba_path = db.pg.dir() + "/data/pg_hba.conf";
+  std::string hba = ReadFile(hba_path);
+  {
+    std::ofstream f(hba_path, std::ios::trunc);
+    f << "host all plain 127.0.0.1/32 password\n" << hba;
+  }
+  db.pg.Psql("ALTER SYSTEM SET log_connections = on");
+  db.pg.Psql("SELECT pg_reload_conf()");
+  {
+    int port = FreePort(), admin = FreePort();
+    std::string cfg = ProxyConfig(port, admin, One(db.pg.port()), "  pool_mode: transaction\n");
+    cfg.replace(cfg.find("    - {name: app, password: secret}\n"),
+                std::string("    - {name: app, password: secret}\n").size(),
+                "    - {name: plain, password: pw}\n");
+    Bulwark bw(cfg);
+    ASSERT_TRUE(bw.Ready(port, admin)) << bw.log();
+    PgConn p(port);  // the pool's first server login happens as the client logs in
+    EXPECT_EQ(p.Login("plain", "pw", "app"),
+              "08006 bulwark could not log in to server 127.0.0.1:" + std::to_string(db.pg.port()) +
+                  ": the server asks for a cleartext password; pg.server_auth_methods does not "
+                  "allow password (libpq's require_auth)");
+    EXPECT_EQ(db.pg.log().find("identity=\"plain\" method=password"), std::string::npos);
+  }
+  // The impostor: offers SCRAM, takes the first message, and says "OK" at once.
+  int fake_port = FreePort();
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(fake_port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  ASSERT_EQ(listen(lfd, 16), 0);
+  std::atomic<int> queries{0};
+  std::atomic<bool> stop{false};
+  std::thread fake([&] {
+    while (!stop) {
+      pollfd pf{lfd, POLLIN, 0};
+      if (poll(&pf, 1, 100) <= 0) continue;
+      int c = accept(lfd, nullptr, nullptr);
+      if (c < 0) continue;
+      timeval tv{2, 0};
+      setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      char buf[4096];
+      if (read(c, buf, sizeof(buf)) <= 0) {  // the startup message
+        close(c);
+        continue;
+      }
+      std::string out;
+      std::string sasl;
+      pg::AppendInt32(&sasl, 10);
+      sasl += std::string("SCRAM-SHA-256\0\0", 15);
+      pg::AppendMessage(&out, 'R', sasl);
+      (void)!write(c, out.data(), out.size());
+      if (read(c, buf, sizeof(buf)) <= 0) {  // SASLInitialResponse
+        close(c);
+        continue;
+      }
+      out.clear();
+      std::string ok;
+      pg::AppendInt32(&ok, 0);
+      pg::AppendMessage(&out, 'R', ok);
+      pg::AppendReadyForQuery(&out, 'I');
+      (void)!write(c, out.data(), out.size());
+      ssize_t n;
+      while ((n = read(c, buf, sizeof(buf))) > 0) {
+        if (buf[0] == 'Q' || buf[0] == 'P') ++queries;
+        out.clear();
+        pg::AppendMessage(&out, 'C', std::string("SELECT 0\0", 9));
+        pg::AppendReadyForQuery(&out, 'I');
+        (void)!write(c, out.data(), out.size());
+      }
+      close(c);
+    }
+  });
+  {
+    int port = FreePort(), admin = FreePort();
+    Bulwark bw(ProxyConfig(port, admin, One(fake_port), "  pool_mode: transaction\n"));
+    ASSERT_TRUE(bw.Ready(port, admin)) << bw.log();
+    PgConn c(port);
+    std::string r = c.Login("app", "secret", "app");
+    if (r.empty()) r = c.Query("SELECT 1");
+    EXPECT_NE(r.find("the server ended SCRAM authentication early"), std::string::npos) << r;
+  }
+  stop = true;
+  fake.join();
+  close(lfd);
+  EXPECT_EQ(queries.load(), 0);
 }
 
 TEST(PgProxy, WithEtcdOnlyTheLeaseHolderFailsOver) {
