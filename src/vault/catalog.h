@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,9 @@ class Catalog {
  private:
   explicit Catalog(sqlite3* db) : db_(db) {}
   absl::Status Exec(const std::string& sql);
+  // Plans run on threads of their own (scheduler.h): one call at a time on the connection, so
+  // an insert and its last_insert_rowid() stay together.
+  std::mutex mu_;
   sqlite3* db_;
 };
 

@@ -603,6 +603,9 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
         }
         pr.Bool("verify_restore", &p.verify_restore);
         pr.Bool("verify_after_backup", &p.verify_after_backup);
+        pr.Duration("timeout", &p.timeout_ms);
+        if (p.timeout_ms <= 0)
+          ctx.Error(body.Mark(), StrCat(what, ".timeout: must be more than zero"));
         pr.Finish();
         for (const CheckConfig& c : p.checks) {
           if (!c.command.empty()) continue;

@@ -92,6 +92,9 @@ struct PlanConfig {
   // database (bulwark_verify_<id>) and runs the checks there.
   bool verify_restore = true;
   bool verify_after_backup = false;  // scheduled and manual backups are verified right after
+  // The source program's time: past it, it (and everything it started) is stopped and the
+  // backup fails. Other plans' schedules run meanwhile (scheduler.h).
+  int64_t timeout_ms = 24LL * 3600 * 1000;
 };
 
 // `bulwark drill NAME`: seed known rows in a database of its own, back it up with the plan's

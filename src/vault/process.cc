@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -56,8 +58,22 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const EnvList&
   std::vector<std::string> argv_copy = argv;
   for (auto& s : argv_copy) args.push_back(s.data());
   args.push_back(nullptr);
+  // Its own process group (so a timeout or a failed sink stops everything it started, children
+  // of a shell included), the default signal mask (bulwark's threads block SIGTERM, SIGINT and
+  // SIGHUP for their signalfd) and default dispositions (bulwark ignores SIGPIPE).
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
   pid_t pid = 0;
-  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), envp.data());
+  int rc = posix_spawnp(&pid, args[0], &fa, &attr, args.data(), envp.data());
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0)
     return absl::UnavailableError(StrCat("cannot run ", argv[0], ": ", std::strerror(rc)));
@@ -75,6 +91,13 @@ absl::Status ExitStatus(const std::string& name, int status, const std::string& 
   }
   return absl::OkStatus();
 }
+
+thread_local const std::atomic<bool>* t_cancel = nullptr;
+
+bool Cancelled() { return t_cancel != nullptr && t_cancel->load(); }
+
+// The child's whole process group: what it started goes too.
+void KillGroup(pid_t pid, int sig) { kill(-pid, sig); }
 
 int WaitPid(pid_t pid) {
   int status = 0;
@@ -99,23 +122,23 @@ struct Pump {
     int open_fds = 2;
     int64_t kill_at_us = 0;
     while (open_fds > 0) {
-      int wait_ms = -1;
+      // A quarter of a second at most between looks at the clock and at a shutdown.
+      int wait_ms = 250;
       int64_t now = MonotonicMs() * 1000;
-      if (deadline_us > 0 && !timed_out) {
-        if (now >= deadline_us) {
-          timed_out = true;
-          kill(pid, SIGTERM);
-          kill_at_us = now + 2'000'000;
-        } else {
-          wait_ms = static_cast<int>((deadline_us - now) / 1000) + 1;
-        }
+      bool stop = (deadline_us > 0 && now >= deadline_us) || Cancelled();
+      if (stop && !timed_out) {
+        timed_out = true;
+        KillGroup(pid, SIGTERM);
+        kill_at_us = now + 2'000'000;
+      } else if (deadline_us > 0 && !timed_out) {
+        wait_ms = std::min<int64_t>(wait_ms, (deadline_us - now) / 1000 + 1);
       }
       if (kill_at_us > 0) {
         if (now >= kill_at_us) {
-          kill(pid, SIGKILL);
+          KillGroup(pid, SIGKILL);
           kill_at_us = 0;
         } else {
-          wait_ms = static_cast<int>((kill_at_us - now) / 1000) + 1;
+          wait_ms = std::min<int64_t>(wait_ms, (kill_at_us - now) / 1000 + 1);
         }
       }
       int rc = poll(fds, 2, wait_ms);
@@ -139,7 +162,7 @@ struct Pump {
             if (captured->size() < (1 << 20)) captured->append(data);
           } else if (sink_error.ok()) {
             sink_error = out->Write(data);
-            if (!sink_error.ok()) kill(pid, SIGTERM);  // nowhere to put its output
+            if (!sink_error.ok()) KillGroup(pid, SIGKILL);  // nowhere to put its output
           }
         } else {
           KeepTail(&err_tail, data);
@@ -167,9 +190,15 @@ absl::Status RunPumped(const std::vector<std::string>& argv, const EnvList& env,
   }
   pump->Run(*pid, out_pipe[0], err_pipe[0]);
   int status = WaitPid(*pid);
+  // Whatever it left running in its group (a shell's background job) goes with it.
+  if (!pump->sink_error.ok() || pump->timed_out || WIFSIGNALED(status) || WEXITSTATUS(status) != 0)
+    KillGroup(*pid, SIGKILL);
   if (!pump->sink_error.ok()) return pump->sink_error;
   if (pump->timed_out) {
     std::string t(Trim(pump->err_tail));
+    if (Cancelled()) {
+      return absl::CancelledError(StrCat(argv[0], " stopped: bulwark is shutting down"));
+    }
     return absl::DeadlineExceededError(
         StrCat(argv[0], " did not finish in time and was stopped", t.empty() ? "" : ": ", t));
   }
@@ -178,11 +207,18 @@ absl::Status RunPumped(const std::vector<std::string>& argv, const EnvList& env,
 
 }  // namespace
 
-absl::Status RunSource(const std::vector<std::string>& argv, const EnvList& env, ByteSink* out) {
+absl::Status RunSource(const std::vector<std::string>& argv, const EnvList& env, ByteSink* out,
+                       int64_t timeout_ms) {
   Pump pump;
   pump.out = out;
+  if (timeout_ms > 0) pump.deadline_us = MonotonicMs() * 1000 + timeout_ms * 1000;
   return RunPumped(argv, env, &pump);
 }
+
+ScopedCancel::ScopedCancel(const std::atomic<bool>* cancel) : previous_(t_cancel) {
+  t_cancel = cancel;
+}
+ScopedCancel::~ScopedCancel() { t_cancel = previous_; }
 
 absl::Status RunCapture(const std::vector<std::string>& argv, const EnvList& env,
                         int64_t timeout_ms, std::string* output) {
@@ -217,7 +253,7 @@ absl::StatusOr<std::unique_ptr<ProcessSink>> ProcessSink::Start(
 ProcessSink::~ProcessSink() {
   if (finished_) return;
   if (in_ >= 0) close(in_);
-  kill(pid_, SIGKILL);
+  KillGroup(pid_, SIGKILL);
   WaitPid(pid_);
   if (out_ >= 0) close(out_);
 }

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <utility>
@@ -18,10 +19,29 @@ namespace bulwark::vault {
 
 using EnvList = std::vector<std::pair<std::string, std::string>>;
 
+// Every program runs in a process group of its own, with the default signal mask and
+// dispositions; stopping it (a timeout, a failed sink, a shutdown) stops the whole group, so a
+// shell's background jobs never outlive it.
+//
 // Runs `argv` (PATH lookup) with `env` added, stdin from /dev/null, its stdout streamed into
-// `out`. Fails when the program cannot start, exits non-zero or is killed, or when `out` fails
-// (the program is then stopped); the error ends with the last lines it wrote to stderr.
-absl::Status RunSource(const std::vector<std::string>& argv, const EnvList& env, ByteSink* out);
+// `out`. Fails when the program cannot start, exits non-zero or is killed, when `out` fails or
+// when `timeout_ms` (> 0) passes (the group is then stopped: SIGTERM, SIGKILL 2 s later); the
+// error ends with the last lines it wrote to stderr.
+absl::Status RunSource(const std::vector<std::string>& argv, const EnvList& env, ByteSink* out,
+                       int64_t timeout_ms = 0);
+
+// While one lives, programs this thread runs are stopped (their call returns Cancelled) once
+// `*cancel` is true: the scheduler's shutdown reaches a backup stuck in its source.
+class ScopedCancel {
+ public:
+  explicit ScopedCancel(const std::atomic<bool>* cancel);
+  ~ScopedCancel();
+  ScopedCancel(const ScopedCancel&) = delete;
+  ScopedCancel& operator=(const ScopedCancel&) = delete;
+
+ private:
+  const std::atomic<bool>* previous_;
+};
 
 // Runs `argv` and keeps its stdout (up to 1 MiB) in `*output`; stopped (SIGTERM, then SIGKILL
 // after 2 s) when `timeout_ms` > 0 passes. Same errors as RunSource, plus DeadlineExceeded.

@@ -7,6 +7,7 @@
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
 #include "observe/metrics.h"
+#include "vault/process.h"
 
 namespace bulwark::vault {
 namespace {
@@ -57,6 +58,46 @@ void Scheduler::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // Runs in flight stop their programs (and fail) rather than hold the shutdown.
+  cancel_ = true;
+  std::map<std::string, std::unique_ptr<Run>> runs;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    runs.swap(runs_);
+  }
+  for (auto& [key, r] : runs) r->thread.join();
+}
+
+bool Scheduler::Launch(const std::string& key, std::function<void()> fn) {
+  auto it = runs_.find(key);
+  if (it != runs_.end()) {
+    if (!it->second->done) return false;
+    it->second->thread.join();
+    runs_.erase(it);
+  }
+  auto run = std::make_unique<Run>();
+  Run* r = run.get();
+  r->thread = std::thread([this, r, fn = std::move(fn)] {
+    {
+      ScopedCancel scope(&cancel_);
+      fn();
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    r->done = true;
+    cv_.notify_all();
+  });
+  runs_[key] = std::move(run);
+  return true;
+}
+
+void Scheduler::WaitIdle() {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [this] {
+    for (const auto& [key, r] : runs_) {
+      if (!r->done) return false;
+    }
+    return true;
+  });
 }
 
 void Scheduler::Update(std::shared_ptr<const VaultConfig> cfg) {
@@ -121,13 +162,27 @@ int Scheduler::Tick(int64_t now_ms) {
       if (lead) due.emplace_back(name, StrCat("schedule ", p.schedule_text));
     }
   }
-  for (const auto& [plan, trigger] : due) RunOne(plan, trigger);
-  for (const std::string& d : drills) RunOneDrill(d);
-  return static_cast<int>(due.size() + drills.size());
+  int started = 0;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [plan, trigger] : due) {
+    if (Launch("backup:" + plan, [this, plan, trigger] { RunOne(plan, trigger); })) {
+      ++started;
+    } else {
+      ++stats_[plan].skipped;
+      LogWarn("vault: plan ", plan, " is still running; its ", trigger, " run is skipped");
+    }
+  }
+  for (const std::string& d : drills) {
+    if (Launch("drill:" + d, [this, d] { RunOneDrill(d); })) {
+      ++started;
+    } else {
+      LogWarn("vault: drill ", d, " is still running; this run is skipped");
+    }
+  }
+  return started;
 }
 
 void Scheduler::RunOneDrill(const std::string& name) {
-  std::lock_guard<std::mutex> run(run_mu_);
   std::shared_ptr<const VaultConfig> cfg;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -183,7 +238,6 @@ std::string Scheduler::ReportsJson(const std::string& kind, const std::string& n
 }
 
 void Scheduler::RunOne(const std::string& plan, const std::string& trigger) {
-  std::lock_guard<std::mutex> run(run_mu_);
   std::shared_ptr<const VaultConfig> cfg;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -237,6 +291,9 @@ void Scheduler::CollectMetrics(std::string* out) {
   each("bulwark_backup_last_stored_bytes", "gauge",
        "Stored (compressed, encrypted) size of the last complete backup.",
        [](const PlanStats& s) { return s.last_stored; });
+  each("bulwark_backup_skipped_total", "counter",
+       "Scheduled runs skipped because the plan's previous run was still going.",
+       [](const PlanStats& s) { return s.skipped; });
   each("bulwark_backup_failing", "gauge",
        "1 when the plan's last backup failed (alert on it), 0 after a success.",
        [](const PlanStats& s) { return s.last_failed ? 1 : 0; });

@@ -1,9 +1,12 @@
-// Runs the plans' schedules under `bulwark serve`, on one thread of its own (a backup is a long
-// blocking pipeline; nothing else waits for it). With `cluster.etcd` only the lease holder runs
-// them. As Vixie cron, a run missed while bulwark was down (or busy with another backup) is not
+// Runs the plans' schedules under `bulwark serve`. A thread of its own watches the clock; each
+// run (a backup, a drill) gets a thread of its own, so a plan whose source hangs holds up only
+// itself (until its `timeout`), never another plan's schedule. A plan still running when its
+// time comes again is skipped and counted, as cron with `flock -n`. With `cluster.etcd` only
+// the lease holder runs schedules. As Vixie cron, a run missed while bulwark was down is not
 // made up later: the next run is the schedule's next time after now.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -33,9 +36,12 @@ class Scheduler {
   // Queues drill `name` (vault.drills); it runs on the same thread, one job at a time.
   bool RunDrill(const std::string& name);
 
-  // Runs every plan due at `now_ms` and the queued manual runs; returns how many ran. The
-  // thread calls it; tests call it with their own clock instead of Start().
+  // Starts every plan due at `now_ms` and the queued manual runs, each on a thread of its own;
+  // returns how many started. The thread calls it; tests call it with their own clock instead
+  // of Start(), then WaitIdle().
   int Tick(int64_t now_ms);
+  // Waits until no run is in flight.
+  void WaitIdle();
   absl::Status OpenForTest() { return Open(); }
 
   void CollectMetrics(std::string* out);
@@ -50,7 +56,7 @@ class Scheduler {
   struct PlanStats {
     int64_t next_ms = -1;
     int64_t last_success_ms = 0, last_duration_ms = 0, last_raw = 0, last_stored = 0;
-    uint64_t ok = 0, failed = 0;
+    uint64_t ok = 0, failed = 0, skipped = 0;
     bool last_failed = false;
   };
   struct DrillStats {
@@ -62,6 +68,13 @@ class Scheduler {
   void Loop();
   void RunOne(const std::string& plan, const std::string& trigger);
   void RunOneDrill(const std::string& name);
+  // Starts `fn` on a thread for `key` ("backup:PLAN", "drill:NAME") unless one is in flight;
+  // false then. mu_ held.
+  bool Launch(const std::string& key, std::function<void()> fn);
+  struct Run {
+    std::thread thread;
+    bool done = false;
+  };
 
   std::function<bool()> leader_;
   std::mutex mu_;  // everything below (a backup runs outside it)
@@ -72,7 +85,8 @@ class Scheduler {
   std::deque<std::pair<std::string, std::string>> manual_;  // kind (backup, drill), name
   std::condition_variable cv_;
   bool stop_ = false;
-  std::mutex run_mu_;  // one backup at a time; holds the catalog for writers
+  std::atomic<bool> cancel_{false};  // stops the runs' programs (process.h ScopedCancel)
+  std::map<std::string, std::unique_ptr<Run>> runs_;  // by key; finished ones joined later
   std::thread thread_;
 };
 

@@ -136,7 +136,8 @@ absl::StatusOr<BackupRecord> Vault::BackupPlan(const PlanConfig& plan, const std
   o.metadata = meta.dump();
   auto writer = ArchiveWriter::Create(o, &tee);
   if (!writer.ok()) return fail(writer.status());
-  if (auto st = RunSource(plan.source.Argv(), plan.source.Env(), writer->get()); !st.ok()) {
+  if (auto st = RunSource(plan.source.Argv(), plan.source.Env(), writer->get(), plan.timeout_ms);
+      !st.ok()) {
     return fail(st);  // the objects abort (and disappear) as they go out of scope
   }
   if (auto st = (*writer)->Finish(); !st.ok()) return fail(st);

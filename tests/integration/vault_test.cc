@@ -239,6 +239,8 @@ TEST(Vault, ServeRunsBackupsOnRequestAndReportsThem) {
   auto list = nlohmann::json::parse(HttpGet(admin, "/api/v1/backups").body, nullptr, false);
   ASSERT_TRUE(list.is_array());
   ASSERT_EQ(list.size(), 2u);
+  // The two plans ran at the same time, each on its own thread: either may be first.
+  if (list[0]["plan"] == "ok") std::swap(list[0], list[1]);
   EXPECT_EQ(list[0]["status"], "failed");
   EXPECT_EQ(list[0]["error"], "sh exited with status 5");
   EXPECT_EQ(list[1]["status"], "ok");
@@ -278,6 +280,72 @@ struct S3rver {
   }
   std::string log() { return ReadFile(dir + "/s3rver.log"); }
 };
+
+// A source that hangs (and leaves a background child holding its output) is stopped at its
+// timeout, its whole process group with it, while another plan runs meanwhile; children start
+// with no blocked or ignored signals (bulwark blocks SIGTERM/SIGINT/SIGHUP, ignores SIGPIPE).
+TEST(Vault, AHungSourceIsStoppedWithItsChildrenAndHoldsUpNoOtherPlan) {
+  VaultSetup v;
+  int admin = FreePort();
+  std::string plans =
+      "    hung:\n      source: {type: command, command: [sh, -c, 'sleep 3517 & sleep 3517']}\n"
+      "      timeout: 5s\n"
+      "    quick:\n      source: {type: command, command: [sh, -c, 'seq 1 100']}\n"
+      "    signals:\n      source: {type: command, command: [sh, -c, "
+      "'grep -E \"^Sig(Blk|Ign)\" /proc/self/status']}\n"
+      "      encrypt: false\n";
+  v.Write(VaultConfig(v.dir, kKeyA, plans));
+  Bulwark bw("admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\n" +
+             VaultConfig(v.dir, kKeyA, plans));
+  ASSERT_TRUE(bw.Ready(admin, admin)) << bw.log();
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(HttpPost(admin, "/api/v1/backups/run?plan=hung", "").status, 202);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(HttpPost(admin, "/api/v1/backups/run?plan=quick", "").status, 202);
+  ASSERT_EQ(HttpPost(admin, "/api/v1/backups/run?plan=signals", "").status, 202);
+  std::string m;
+  auto runs = [&](const std::string& plan, const std::string& result) {
+    return Metric(m, "bulwark_backup_runs_total{plan=\"" + plan + "\",result=\"" + result + "\"}");
+  };
+  for (int i = 0; i < 300; ++i) {
+    m = HttpGet(admin, "/metrics").body;
+    if (runs("quick", "ok") == "1" && runs("signals", "ok") == "1") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(runs("quick", "ok"), "1") << m;
+  EXPECT_EQ(runs("hung", "failed"), "0");  // still running: the others did not wait for it
+  double hung_s = 0;
+  for (int i = 0; i < 600; ++i) {
+    m = HttpGet(admin, "/metrics").body;
+    if (runs("hung", "failed") == "1") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  hung_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(runs("hung", "failed"), "1") << bw.log();
+  EXPECT_GE(hung_s, 4.5);  // not before its timeout...
+  EXPECT_LT(hung_s, 15.0);  // ...and not when the background sleep would have ended
+  std::string out;
+  EXPECT_NE(RunProgram({"pgrep", "-f", "sleep 3517"}, {}, &out), 0) << "left behind: " << out;
+  auto list = nlohmann::json::parse(HttpGet(admin, "/api/v1/backups").body, nullptr, false);
+  ASSERT_TRUE(list.is_array());
+  int64_t signals_id = -1;
+  for (const auto& b : list) {
+    if (b["plan"] == "hung") {
+      EXPECT_EQ(b["error"].get<std::string>().rfind("sh did not finish in time and was stopped", 0),
+                0u)
+          << b.dump();
+    }
+    if (b["plan"] == "signals") signals_id = b["id"].get<int64_t>();
+  }
+  ASSERT_GE(signals_id, 0);
+  ASSERT_EQ(v.Run({"backup", "cat", std::to_string(signals_id)}, &out), 0) << out;
+  EXPECT_NE(out.find("SigBlk:\t0000000000000000"), std::string::npos) << out;
+  // No standard signal (1-31) ignored; glibc keeps its own two (32, 33) as it likes.
+  size_t ign = out.find("SigIgn:\t");
+  ASSERT_NE(ign, std::string::npos) << out;
+  uint64_t ignored = std::stoull(out.substr(ign + 8, 16), nullptr, 16);
+  EXPECT_EQ(ignored & 0x7fffffffull, 0u) << out;
+}
 
 TEST(Vault, S3StorageWithMultipartUploadsVerifiesAndPrunes) {
   S3rver s3;

@@ -48,17 +48,20 @@ TEST(Scheduler, RunsWhenDueOnlyOnTheLeaderAndNeverCatchesUp) {
   EXPECT_EQ(s.Tick(kNov30 - 30000), 0);  // learns the next run: 02:00
   EXPECT_EQ(s.Tick(kNov30 - 1000), 0);
   EXPECT_EQ(s.Tick(kNov30), 1);
+  s.WaitIdle();
   EXPECT_EQ(s.Tick(kNov30 + 30000), 0);  // once per scheduled minute
   lead = false;                          // another instance holds the lease
   EXPECT_EQ(s.Tick(kNov30 + 86400000), 0);
   lead = true;
   // Down for five days: one run now, not five (Vixie cron makes nothing up).
   EXPECT_EQ(s.Tick(kNov30 + 6 * 86400000 + 1800000), 1);
+  s.WaitIdle();
   EXPECT_EQ(s.Tick(kNov30 + 6 * 86400000 + 1860000), 0);
   // A manual run of a failing plan raises the alert gauge.
   EXPECT_TRUE(s.RunNow("broken"));
   EXPECT_FALSE(s.RunNow("nope"));
   EXPECT_EQ(s.Tick(kNov30 + 6 * 86400000 + 1900000), 1);
+  s.WaitIdle();
   std::string m;
   s.CollectMetrics(&m);
   EXPECT_NE(m.find("bulwark_backup_runs_total{plan=\"nightly\",result=\"ok\"} 2"),
