@@ -164,12 +164,13 @@ int Scheduler::Tick(int64_t now_ms) {
   }
   int started = 0;
   std::lock_guard<std::mutex> l(mu_);
-  for (const auto& [plan, trigger] : due) {
-    if (Launch("backup:" + plan, [this, plan, trigger] { RunOne(plan, trigger); })) {
+  for (const auto& job : due) {
+    const std::string& plan = job.first;
+    if (Launch("backup:" + plan, [this, job] { RunOne(job.first, job.second); })) {
       ++started;
     } else {
       ++stats_[plan].skipped;
-      LogWarn("vault: plan ", plan, " is still running; its ", trigger, " run is skipped");
+      LogWarn("vault: plan ", plan, " is still running; its ", job.second, " run is skipped");
     }
   }
   for (const std::string& d : drills) {
