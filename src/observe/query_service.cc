@@ -27,16 +27,20 @@ QueryAnswer Error(int status, std::string_view type, std::string_view message) {
   return {status, json{{"status", "error"}, {"errorType", type}, {"error", message}}.dump()};
 }
 
-// Prometheus's parseTime: float seconds (strictly: the whole string), or RFC 3339.
-bool ParseApiTime(const std::string& s, int64_t* ms) {
-  if (s.empty()) return false;
+// Float seconds, strictly (the whole string, finite, within kMaxAbsSeconds): 1 when `s` is
+// one (and *ms set), 0 when it is something else, -1 when it is a number out of range.
+int ParseFloatSeconds(const std::string& s, int64_t* ms) {
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() + s.size()) {
-    if (!std::isfinite(v) || std::fabs(v) > kMaxAbsSeconds) return false;
-    *ms = static_cast<int64_t>(std::llround(v * 1000));
-    return true;
-  }
+  if (s.empty() || end != s.c_str() + s.size()) return 0;
+  if (!std::isfinite(v) || std::fabs(v) > kMaxAbsSeconds) return -1;
+  *ms = static_cast<int64_t>(std::llround(v * 1000));
+  return 1;
+}
+
+// Prometheus's parseTime: float seconds, or RFC 3339.
+bool ParseApiTime(const std::string& s, int64_t* ms) {
+  if (int f = ParseFloatSeconds(s, ms); f != 0) return f > 0;
   absl::Time t;
   std::string err;
   if (!absl::ParseTime(absl::RFC3339_full, s, &t, &err)) return false;
@@ -48,14 +52,7 @@ bool ParseApiTime(const std::string& s, int64_t* ms) {
 
 // Prometheus's parseDuration: float seconds, or a duration such as "15s" or "1m30s".
 bool ParseApiDuration(const std::string& s, int64_t* ms) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() + s.size()) {
-    if (!std::isfinite(v) || std::fabs(v) > kMaxAbsSeconds) return false;
-    *ms = static_cast<int64_t>(std::llround(v * 1000));
-    return true;
-  }
+  if (int f = ParseFloatSeconds(s, ms); f != 0) return f > 0;
   auto d = ParseDurationMs(s);
   if (!d.ok() || *d > static_cast<int64_t>(kMaxAbsSeconds) * 1000) return false;
   *ms = *d;

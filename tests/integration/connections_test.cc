@@ -9,28 +9,20 @@
 
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/pg_client.h"
 
 namespace bulwark::testing {
 namespace {
 
 using namespace std::chrono_literals;
 
-// A PostgreSQL server with the `app` role (password "secret") owning database `app`, and the
-// psql query that logs in through a proxy on `port`.
-struct AppDatabase {
-  PostgresServer pg;
-  AppDatabase() {
-    if (!pg.ok()) return;
-    pg.Psql("SET password_encryption = 'scram-sha-256'; CREATE ROLE app LOGIN PASSWORD 'secret'");
-    pg.Psql("CREATE DATABASE app OWNER app");
-  }
-  std::string PgBlock(int port, const std::string& extra = "") const {
-    return "pg:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n" + extra +
-           "  users:\n    - {name: app, password: secret}\n"
-           "  databases:\n    app:\n      servers: ['127.0.0.1:" +
-           std::to_string(pg.port()) + "']\n";
-  }
-};
+// A `pg:` block proxying `db`'s `app` database on `port`.
+std::string PgBlock(const AppDatabase& db, int port, const std::string& extra = "") {
+  return "pg:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n" + extra +
+         "  users:\n    - {name: app, password: secret}\n"
+         "  databases:\n    app:\n      servers: ['127.0.0.1:" +
+         std::to_string(db.pg.port()) + "']\n";
+}
 
 std::string QueryThrough(int port) {
   std::string out;
@@ -70,7 +62,7 @@ TEST(Connections, MaxConnectionsCapsAnIdleFloodAndAdminAndPgStillAnswer) {
             std::to_string(admin) + "}\nhttp: {max_connections: 20}\nlisteners:\n  - listen: 127.0.0.1:" +
             std::to_string(port) + "\n    routes: [{prefix: /, upstream: app}]\n" +
             "upstreams:\n  app: {servers: ['127.0.0.1:" + std::to_string(app.port()) + "']}\n" +
-            db.PgBlock(pg_port));
+            PgBlock(db, pg_port));
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
   auto hogs = Flood(port, 100);
   EXPECT_EQ(WaitMetric(admin, "bulwark_client_connections", "20"), "20");
@@ -103,7 +95,7 @@ TEST(Connections, DescriptorReserveKeepsAdminAndPgAliveThroughAFlood) {
                 "}\nhttp: {max_connections: 10000}\nlisteners:\n  - listen: 127.0.0.1:" +
                 std::to_string(port) + "\n    routes: [{prefix: /, upstream: app}]\n" +
                 "upstreams:\n  app: {servers: ['127.0.0.1:" + std::to_string(app.port()) +
-                "']}\n" + db.PgBlock(pg_port, "  max_client_conn: 20\n"),
+                "']}\n" + PgBlock(db, pg_port, "  max_client_conn: 20\n"),
             {}, {prlimit, "--nofile=400", "--"});
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
   std::string m = HttpGet(admin, "/metrics").body;

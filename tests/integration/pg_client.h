@@ -14,8 +14,19 @@
 
 #include "pg/auth.h"
 #include "pg/protocol.h"
+#include "tests/integration/harness.h"
 
 namespace bulwark::testing {
+
+// A PostgreSQL server with the `app` role (password "secret", SCRAM) owning database `app`.
+struct AppDatabase {
+  PostgresServer pg;
+  AppDatabase() {
+    if (!pg.ok()) return;
+    pg.Psql("SET password_encryption = 'scram-sha-256'; CREATE ROLE app LOGIN PASSWORD 'secret'");
+    pg.Psql("CREATE DATABASE app OWNER app");
+  }
+};
 
 // A blocking protocol client: enough to log in and run simple queries.
 class PgConn {

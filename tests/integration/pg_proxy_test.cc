@@ -24,15 +24,19 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A PostgreSQL server with the `app` role (password "secret", SCRAM) owning database `app`.
-struct AppDatabase {
-  PostgresServer pg;
-  AppDatabase() {
-    if (!pg.ok()) return;
-    pg.Psql("SET password_encryption = 'scram-sha-256'; CREATE ROLE app LOGIN PASSWORD 'secret'");
-    pg.Psql("CREATE DATABASE app OWNER app");
+// A role `role` (password `password`) that the server asks for its password in clear text
+// (pg_hba `password`), with connections logged so a test can see which method each login used.
+void AddCleartextRole(PostgresServer& pg, const std::string& role, const std::string& password) {
+  pg.Psql("CREATE ROLE " + role + " LOGIN PASSWORD '" + password + "'");
+  std::string hba_path = pg.dir() + "/data/pg_hba.conf";
+  std::string hba = ReadFile(hba_path);
+  {
+    std::ofstream f(hba_path, std::ios::trunc);
+    f << "host all " << role << " 127.0.0.1/32 password\n" << hba;
   }
-};
+  pg.Psql("ALTER SYSTEM SET log_connections = on");
+  pg.Psql("SELECT pg_reload_conf()");
+}
 
 // `pg_block` is inserted under `pg:` (two-space indented lines); `servers` is the YAML list.
 std::string ProxyConfig(int port, int admin, const std::string& servers,
@@ -797,17 +801,9 @@ TEST(PgProxy, ReadYourWritesAndReadsFallBackToThePrimary) {
 TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
   AppDatabase db;
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
-  // A role the server asks for its password in clear text (pg_hba `password`; allowed here by
+  // A role the server asks for its password in clear text (allowed here by
   // server_auth_methods), and the log line that says which method each login used.
-  db.pg.Psql("CREATE ROLE plain LOGIN PASSWORD 'pw'");
-  std::string hba_path = db.pg.dir() + "/data/pg_hba.conf";
-  std::string hba = ReadFile(hba_path);
-  {
-    std::ofstream f(hba_path, std::ios::trunc);
-    f << "host all plain 127.0.0.1/32 password\n" << hba;
-  }
-  db.pg.Psql("ALTER SYSTEM SET log_connections = on");
-  db.pg.Psql("SELECT pg_reload_conf()");
+  AddCleartextRole(db.pg, "plain", "pw");
   Proxy px(One(db.pg.port()), "  pool_mode: transaction\n  server_auth_methods: [scram-sha-256, md5, password]\n");
   ASSERT_TRUE(px.Ready()) << px.bw->log();
   PgConn a(px.port);
@@ -865,15 +861,7 @@ TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
 TEST(PgProxy, ServerAuthMethodsAndAnImpostorServer) {
   AppDatabase db;
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
-  db.pg.Psql("CREATE ROLE plain LOGIN PASSWORD 'pw'");
-  std::string hba_path = db.pg.dir() + "/data/pg_hba.conf";
-  std::string hba = ReadFile(hba_path);
-  {
-    std::ofstream f(hba_path, std::ios::trunc);
-    f << "host all plain 127.0.0.1/32 password\n" << hba;
-  }
-  db.pg.Psql("ALTER SYSTEM SET log_connections = on");
-  db.pg.Psql("SELECT pg_reload_conf()");
+  AddCleartextRole(db.pg, "plain", "pw");
   {
     int port = FreePort(), admin = FreePort();
     std::string cfg = ProxyConfig(port, admin, One(db.pg.port()), "  pool_mode: transaction\n");
