@@ -479,6 +479,24 @@ void LoadSeedBackupFile(ConfigContext& parent, const std::string& path, VaultCon
   for (const auto& e : ctx.errors()) parent.ForeignError(e);
 }
 
+bool IsPlainDatabaseName(std::string_view name) {
+  if (name.empty() || name.size() > 63 || name[0] == '-') return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '$' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+const PlanConfig* PlanWithSourceDatabase(const std::map<std::string, PlanConfig>& plans,
+                                         std::string_view name) {
+  for (const auto& [n, p] : plans) {
+    if (p.source.OneDatabase() && p.source.database == name) return &p;
+  }
+  return nullptr;
+}
+
 void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
                      VaultConfig* out) {
   MapReader r(ctx, node, "vault");
@@ -647,6 +665,17 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
                  dr.Finish();
                  if (d.break_mode == "command" && d.break_command.empty()) {
                    ctx.Error(body.Mark(), StrCat(what, ": break: command needs break_command"));
+                 }
+                 YAML::Node dbn = dr.Get("database");
+                 YAML::Mark mark = dbn.IsDefined() ? dbn.Mark() : body.Mark();
+                 if (!IsPlainDatabaseName(d.database)) {
+                   ctx.Error(mark, StrCat(what, ".database: \"", d.database,
+                                          "\" is not a plain database name"));
+                 } else if (const PlanConfig* p = PlanWithSourceDatabase(out->plans, d.database)) {
+                   ctx.Error(mark, StrCat(what, ".database: \"", d.database,
+                                          "\" is the source database of plan \"", p->name,
+                                          "\"; a drill drops and re-creates its database: give it "
+                                          "one of its own"));
                  }
                  out->drills[d.name] = d;
                });

@@ -4,6 +4,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/config_reader.h"
@@ -99,6 +100,16 @@ struct PlanConfig {
 
 // `bulwark drill NAME`: seed known rows in a database of its own, back it up with the plan's
 // settings, break it, restore it, check every row came back, and measure RTO and RPO.
+// A database name bulwark passes to pg_dump, pg_restore, psql or mysql: letters, digits, `_`,
+// `$` and `-`, not starting with `-`, at most 63 bytes — never a connection string
+// ("host=... dbname=...", "postgresql://..."), a path or an option.
+bool IsPlainDatabaseName(std::string_view name);
+
+// The plan whose source is database `name`, or null. A drill drops and
+// re-creates its database: it must never be one that holds an application's data.
+const PlanConfig* PlanWithSourceDatabase(const std::map<std::string, PlanConfig>& plans,
+                                         std::string_view name);
+
 struct DrillConfig {
   std::string name;
   std::string plan;  // a pg_dump or mysqldump plan: its server and storage

@@ -43,6 +43,16 @@ absl::StatusOr<nlohmann::json> Vault::Drill(const std::string& name) {
   auto pit = cfg_->plans.find(d.plan);
   if (pit == cfg_->plans.end())
     return absl::NotFoundError(StrCat("no plan named \"", d.plan, "\""));
+  // Checked again here: plans from a plans_file join after the config's own checks.
+  if (const PlanConfig* p = PlanWithSourceDatabase(cfg_->plans, d.database)) {
+    return absl::FailedPreconditionError(
+        StrCat("drill ", name, ": database \"", d.database, "\" is the source database of plan \"",
+               p->name, "\"; a drill drops and re-creates its database"));
+  }
+  if (!IsPlainDatabaseName(d.database)) {
+    return absl::InvalidArgumentError(
+        StrCat("drill ", name, ": \"", d.database, "\" is not a plain database name"));
+  }
   PlanConfig plan = pit->second;
   DatabaseClient db(plan.source);
   bool pg = db.postgres();

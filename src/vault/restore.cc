@@ -125,9 +125,12 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
           "this backup holds every database of its server; it restores to that server only "
           "(no --target)");
     }
-    if (target_db.find_first_of("/\\") != std::string::npos) {
+    // pg_restore -d and psql -d take connection strings too: a target is a name, never a
+    // "host=... dbname=..." that would send the restore to another server.
+    if (!IsPlainDatabaseName(target_db)) {
       return absl::InvalidArgumentError(
-          StrCat("--target: \"", target_db, "\" is not a database name"));
+          StrCat("--target: \"", target_db, "\" is not a database name (letters, digits, _, $ "
+                 "and -)"));
     }
     r.target = db.Describe(target_db);
     where = r.target;

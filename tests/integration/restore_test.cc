@@ -112,6 +112,10 @@ TEST(Restore, PgSafetyBackupRollBackDryRunAndScratchVerify) {
   EXPECT_EQ(s.Run({"backup", "verify", "1"}, &out), 1) << out;
   EXPECT_NE(out.find("check \"five\""), std::string::npos) << out;
 
+  // --target is a database name, never a connection string that would send the restore to
+  // another server.
+  EXPECT_EQ(s.Run({"restore", "1", "--target", "dbname=copy host=127.0.0.2"}, &out), 2) << out;
+  EXPECT_NE(out.find("is not a database name"), std::string::npos) << out;
   // Into another database of the same server; it did not exist, so no safety backup.
   s.Write(plan);
   r = s.Json({"restore", "1", "--target", "copy"});

@@ -82,8 +82,21 @@ TEST(VaultConfig, SourcesChecksAndDrillsAreChecked) {
       "      checks: [{table: t, min_rows: 1}]\n"
       "    c:\n      encrypt: false\n      source: {type: mysqldump, all_databases: true}\n"
       "      checks: [{sql: 'SELECT 1'}]\n"
-      "  drills:\n    d1: {plan: b}\n    d2: {plan: zz}\n",
+      "    e:\n      encrypt: false\n      source: {type: pg_dump, database: app}\n"
+      "  drills:\n    d1: {plan: b}\n    d2: {plan: zz}\n"
+      "    d3: {plan: e, database: app}\n    d4: {plan: e, database: 'x host=evil'}\n",
       &c);
+  // A drill drops and re-creates its database: never an application's.
+  EXPECT_NE(errors.find("vault.drills.d3.database: \"app\" is the source database of plan \"e\""),
+            std::string::npos)
+      << errors;
+  EXPECT_NE(errors.find("vault.drills.d4.database: \"x host=evil\" is not a plain database name"),
+            std::string::npos)
+      << errors;
+  EXPECT_TRUE(IsPlainDatabaseName("bulwark_drill"));
+  for (const char* bad : {"", "-h", "dbname=app host=10.0.0.9", "postgresql://evil/app", "a b",
+                          "../x", "a;b"})
+    EXPECT_FALSE(IsPlainDatabaseName(bad)) << bad;
   EXPECT_NE(errors.find("vault.plans.a.source: give either database or all_databases: true"),
             std::string::npos)
       << errors;
