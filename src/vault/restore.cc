@@ -127,7 +127,7 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
     }
     // pg_restore -d and psql -d take connection strings too: a target is a name, never a
     // "host=... dbname=..." that would send the restore to another server.
-    if (!IsPlainDatabaseName(target_db)) {
+    if (src.OneDatabase() && !IsPlainDatabaseName(target_db)) {
       return absl::InvalidArgumentError(
           StrCat("--target: \"", target_db, "\" is not a database name (letters, digits, _, $ "
                  "and -)"));
