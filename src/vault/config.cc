@@ -1,6 +1,7 @@
 #include "vault/config.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 
 #include "absl/strings/str_join.h"
@@ -71,10 +72,14 @@ std::vector<std::string> SourceConfig::Argv() const {
 }
 
 std::vector<std::pair<std::string, std::string>> SourceConfig::Env() const {
-  if (password.empty()) return {};
-  if (Engine() == "postgres") return {{"PGPASSWORD", password}};
-  if (Engine() == "mysql") return {{"MYSQL_PWD", password}};
-  return {};
+  std::vector<std::pair<std::string, std::string>> env;
+  for (const std::string& name : pass_env) {
+    if (const char* v = std::getenv(name.c_str())) env.emplace_back(name, v);
+  }
+  if (password.empty()) return env;
+  if (Engine() == "postgres") env.emplace_back("PGPASSWORD", password);
+  if (Engine() == "mysql") env.emplace_back("MYSQL_PWD", password);
+  return env;
 }
 
 std::string SourceConfig::Engine() const {
@@ -137,6 +142,16 @@ void LoadSource(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   if (!r.valid()) return;
   r.Require("type");
   r.Enum("type", {"pg_dump", "pg_basebackup", "mysqldump", "command", "files"}, &s->type);
+  r.StringList("pass_env", &s->pass_env);
+  for (const std::string& name : s->pass_env) {
+    bool ok = !name.empty() && !(name[0] >= '0' && name[0] <= '9');
+    for (char c : name) ok = ok && ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                    (c >= '0' && c <= '9') || c == '_');
+    if (!ok) {
+      ctx.Error(r.Get("pass_env").Mark(),
+                StrCat(what, ".pass_env: \"", name, "\" is not an environment variable name"));
+    }
+  }
   if (s->Engine() != "") {
     bool mysql = s->Engine() == "mysql";
     r.String("host", &s->host);

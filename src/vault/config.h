@@ -43,6 +43,9 @@ struct SourceConfig {
   std::vector<std::string> command, restore_command;
   // files: absolute paths (a tar stream of them)
   std::vector<std::string> paths;
+  // Variables of bulwark's own environment the program also gets; every other one stays behind
+  // (process.h: children see PATH, HOME, LANG and TZ, and what bulwark sets for them).
+  std::vector<std::string> pass_env;
 
   // The argv and extra environment that produce the stream.
   std::vector<std::string> Argv() const;

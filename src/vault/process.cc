@@ -10,12 +10,11 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/event_loop.h"
 #include "core/strings.h"
-
-extern char** environ;
 
 namespace bulwark::vault {
 namespace {
@@ -44,12 +43,17 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const EnvList&
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   }
   posix_spawn_file_actions_adddup2(&fa, err, 2);
+  // A scrubbed environment: what any program needs to run, then what bulwark sets for this one
+  // (a password, the plan's pass_env). bulwark's own variables — the secrets its configuration
+  // interpolates, cloud credentials — stay behind.
   std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string_view kv(*e);
+  for (const char* name : {"PATH", "HOME", "LANG", "TZ"}) {
+    const char* v = std::getenv(name);
+    if (std::string_view(name) == "PATH" && v == nullptr) v = "/usr/local/bin:/usr/bin:/bin";
+    if (v == nullptr) continue;
     bool overridden = false;
-    for (const auto& [k, v] : env) overridden = overridden || kv.substr(0, k.size() + 1) == k + "=";
-    if (!overridden) env_strings.emplace_back(kv);
+    for (const auto& [k, value] : env) overridden = overridden || k == name;
+    if (!overridden) env_strings.push_back(StrCat(name, "=", v));
   }
   for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
   std::vector<char*> envp, args;

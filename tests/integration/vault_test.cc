@@ -283,20 +283,26 @@ struct S3rver {
 
 // A source that hangs (and leaves a background child holding its output) is stopped at its
 // timeout, its whole process group with it, while another plan runs meanwhile; children start
-// with no blocked or ignored signals (bulwark blocks SIGTERM/SIGINT/SIGHUP, ignores SIGPIPE).
+// with no blocked or ignored signals (bulwark blocks SIGTERM/SIGINT/SIGHUP, ignores SIGPIPE)
+// and a scrubbed environment (bulwark's own secrets stay behind).
 TEST(Vault, AHungSourceIsStoppedWithItsChildrenAndHoldsUpNoOtherPlan) {
   VaultSetup v;
   int admin = FreePort();
+  // A sleep no other test (nor this one in another build running beside it) starts.
+  std::string sleep = "sleep " + std::to_string(100000 + getpid());
   std::string plans =
-      "    hung:\n      source: {type: command, command: [sh, -c, 'sleep 3517 & sleep 3517']}\n"
+      "    hung:\n      source: {type: command, command: [sh, -c, '" + sleep + " & " + sleep +
+      "']}\n"
       "      timeout: 5s\n"
       "    quick:\n      source: {type: command, command: [sh, -c, 'seq 1 100']}\n"
       "    signals:\n      source: {type: command, command: [sh, -c, "
-      "'grep -E \"^Sig(Blk|Ign)\" /proc/self/status']}\n"
+      "'grep -E \"^Sig(Blk|Ign)\" /proc/self/status; env'], pass_env: [BULWARK_TEST_PASSED]}\n"
       "      encrypt: false\n";
   v.Write(VaultConfig(v.dir, kKeyA, plans));
+  // bulwark's own environment holds a secret (as one interpolated into its config would be).
   Bulwark bw("admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\n" +
-             VaultConfig(v.dir, kKeyA, plans));
+                 VaultConfig(v.dir, kKeyA, plans),
+             {{"BULWARK_TEST_SECRET", "s3cr3t"}, {"BULWARK_TEST_PASSED", "yes"}});
   ASSERT_TRUE(bw.Ready(admin, admin)) << bw.log();
   auto t0 = std::chrono::steady_clock::now();
   ASSERT_EQ(HttpPost(admin, "/api/v1/backups/run?plan=hung", "").status, 202);
@@ -325,7 +331,7 @@ TEST(Vault, AHungSourceIsStoppedWithItsChildrenAndHoldsUpNoOtherPlan) {
   EXPECT_GE(hung_s, 4.5);  // not before its timeout...
   EXPECT_LT(hung_s, 15.0);  // ...and not when the background sleep would have ended
   std::string out;
-  EXPECT_NE(RunProgram({"pgrep", "-f", "sleep 3517"}, {}, &out), 0) << "left behind: " << out;
+  EXPECT_NE(RunProgram({"pgrep", "-f", sleep}, {}, &out), 0) << "left behind: " << out;
   auto list = nlohmann::json::parse(HttpGet(admin, "/api/v1/backups").body, nullptr, false);
   ASSERT_TRUE(list.is_array());
   int64_t signals_id = -1;
@@ -345,6 +351,11 @@ TEST(Vault, AHungSourceIsStoppedWithItsChildrenAndHoldsUpNoOtherPlan) {
   ASSERT_NE(ign, std::string::npos) << out;
   uint64_t ignored = std::stoull(out.substr(ign + 8, 16), nullptr, 16);
   EXPECT_EQ(ignored & 0x7fffffffull, 0u) << out;
+  // A scrubbed environment: PATH, and what the plan passes on; not bulwark's secrets.
+  EXPECT_NE(out.find("\nPATH="), std::string::npos) << out;
+  EXPECT_NE(out.find("\nBULWARK_TEST_PASSED=yes"), std::string::npos) << out;
+  EXPECT_EQ(out.find("s3cr3t"), std::string::npos) << out;
+  EXPECT_EQ(out.find("STATE_DIRECTORY"), std::string::npos) << out;
 }
 
 TEST(Vault, S3StorageWithMultipartUploadsVerifiesAndPrunes) {
