@@ -246,12 +246,12 @@ void AdminServer::Route(std::string method, std::string pattern, Handler h) {
 }
 
 void AdminServer::RouteAsync(std::string method, std::string pattern, AsyncHandler h,
-                             int64_t timeout_ms) {
+                             std::function<int64_t()> timeout_ms) {
   Entry e;
   e.method = std::move(method);
   e.segments = Split(pattern, '/', true);
   e.async = std::move(h);
-  e.timeout_ms = timeout_ms;
+  e.timeout_ms = std::move(timeout_ms);
   routes_.push_back(std::move(e));
 }
 
@@ -339,7 +339,7 @@ std::optional<AdminResponse> AdminServer::Decide(const AdminRequest& req, const 
   r.params = std::move(params);
   if (!e->async) return e->handler(r);
   for (auto& c : conns_) {
-    if (c->id() == conn_id) c->AwaitAnswer(e->timeout_ms);
+    if (c->id() == conn_id) c->AwaitAnswer(e->timeout_ms());
   }
   e->async(r, [this, conn_id](AdminResponse resp) { RespondTo(conn_id, std::move(resp)); });
   return std::nullopt;

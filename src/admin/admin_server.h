@@ -60,9 +60,10 @@ class AdminServer {
 
   absl::Status Listen(const SocketAddress& addr);
   void Route(std::string method, std::string pattern, Handler h);
-  // `timeout_ms`: how long the connection waits for the answer (the handler's own limit plus a
-  // margin); then it is closed.
-  void RouteAsync(std::string method, std::string pattern, AsyncHandler h, int64_t timeout_ms);
+  // `timeout_ms()`: how long the connection waits for the answer (the handler's own limit plus
+  // a margin, read at each request: a reload may change it); then it is closed.
+  void RouteAsync(std::string method, std::string pattern, AsyncHandler h,
+                  std::function<int64_t()> timeout_ms);
   int port() const { return port_; }
   void Close();
 
@@ -71,7 +72,7 @@ class AdminServer {
     std::vector<std::string> segments;
     Handler handler;
     AsyncHandler async;  // set instead of `handler` for RouteAsync routes
-    int64_t timeout_ms = 0;
+    std::function<int64_t()> timeout_ms;
   };
   // Exposed for tests: finds the route for a request.
   const Entry* Find(const std::string& method, const std::string& path,

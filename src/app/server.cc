@@ -951,7 +951,7 @@ void Server::RegisterObserveRoutes() {
       });
     };
   };
-  int64_t query_wait = observer_->query_timeout_ms() + 5000;
+  auto query_wait = [this] { return observer_->query_timeout_ms() + 5000; };
   admin_->RouteAsync("GET", "/api/v1/query", submit(false), query_wait);
   admin_->RouteAsync("GET", "/api/v1/query_range", submit(true), query_wait);
   admin_->Route("GET", "/api/v1/observe/status",
