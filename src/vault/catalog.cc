@@ -1,6 +1,10 @@
 #include "vault/catalog.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "core/files.h"
 #include "core/strings.h"
@@ -115,6 +119,16 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) 
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
     return absl::UnavailableError(StrCat("catalog ", path, ": ", msg));
+  }
+  // 0600 whoever made it: it names every backup, its key id and checksums. SQLite gives the
+  // -wal and -shm files the database file's mode, so this comes before WAL mode.
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::string f = path + suffix;
+    if (chmod(f.c_str(), 0600) != 0 && errno != ENOENT && *suffix == '\0') {
+      std::string e = std::strerror(errno);
+      sqlite3_close(db);
+      return absl::PermissionDeniedError(StrCat("catalog ", path, ": cannot set mode 0600: ", e));
+    }
   }
   sqlite3_busy_timeout(db, 10000);  // a scheduled backup and a CLI call may meet
   std::unique_ptr<Catalog> c(new Catalog(db));

@@ -356,6 +356,12 @@ TEST(Vault, AHungSourceIsStoppedWithItsChildrenAndHoldsUpNoOtherPlan) {
   EXPECT_NE(out.find("\nBULWARK_TEST_PASSED=yes"), std::string::npos) << out;
   EXPECT_EQ(out.find("s3cr3t"), std::string::npos) << out;
   EXPECT_EQ(out.find("STATE_DIRECTORY"), std::string::npos) << out;
+  // The catalog (and its WAL) is 0600.
+  for (const char* f : {"/catalog.db", "/catalog.db-wal"}) {
+    struct stat st {};
+    ASSERT_EQ(stat((v.dir + f).c_str(), &st), 0) << f;
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << f;
+  }
 }
 
 TEST(Vault, S3StorageWithMultipartUploadsVerifiesAndPrunes) {
