@@ -100,6 +100,7 @@ void Server::SetDescriptorBudget(int workers, gateway::WorkerShared* shared) {
   shared->descriptors = &descriptors_;
   shared->auto_max_connections =
       static_cast<int>(std::clamp<int64_t>(descriptors_.limit / 2 / workers, 1, 1 << 20));
+  auto_max_connections_ = shared->auto_max_connections;
   int configured = cfg_->gateway->http.max_connections;
   if (limit - reserve - held < 64) {
     LogWarn("the open files limit (", limit, ") leaves the gateway ", limit - reserve - held,
@@ -1144,10 +1145,13 @@ void Server::CollectGateway(std::string* out) {
     StrAppend(out, "bulwark_http_connections_limited_total{reason=\"max_connections\"} ", cap,
               "\nbulwark_http_connections_limited_total{reason=\"descriptors\"} ", fds, "\n");
   }
-  if (!workers_.empty()) {
+  {
+    // From the snapshot this thread owns (a worker's own view is its thread's).
+    int configured = snapshot_->config->http.max_connections;
     observe::AppendHeader(out, "bulwark_http_max_connections", "gauge",
                           "Client connections one worker holds at most (http.max_connections).");
-    StrAppend(out, "bulwark_http_max_connections ", workers_[0]->max_connections(), "\n");
+    StrAppend(out, "bulwark_http_max_connections ",
+              configured > 0 ? configured : auto_max_connections_, "\n");
   }
   observe::AppendHeader(out, "bulwark_gateway_descriptors", "gauge",
                         "Descriptors the gateway's client and upstream connections hold.");

@@ -97,6 +97,7 @@ class Server {
   std::unique_ptr<gateway::AccessLog> access_log_;
   std::shared_ptr<const gateway::Snapshot> snapshot_;
   gateway::DescriptorBudget descriptors_;  // declared before the workers that point at it
+  int auto_max_connections_ = 0;           // http.max_connections when the config says 0
   std::vector<std::unique_ptr<gateway::Worker>> workers_;
 
   std::unique_ptr<gateway::HealthChecker> health_;

@@ -125,7 +125,7 @@ class Worker {
   // of this worker to make room (the connect goes ahead either way: the reserve absorbs it).
   void MakeRoomForUpstream();
   // The client connections this worker holds at most (http.max_connections, or the value
-  // worked out at start).
+  // worked out at start). Worker thread only (it reads the worker's current view).
   int max_connections() const;
   // The buffer access-log lines are built in; flushed with one write per event batch.
   std::string& log_buffer() { return log_buf_; }
