@@ -15,21 +15,11 @@
 namespace bulwark::pg {
 namespace {
 
-std::string Hex(const unsigned char* d, size_t n) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(kHex[d[i] >> 4]);
-    out.push_back(kHex[d[i] & 15]);
-  }
-  return out;
-}
-
 std::string Md5Hex(std::string_view s) {
   unsigned char d[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   EVP_Digest(s.data(), s.size(), d, &n, EVP_md5(), nullptr);
-  return Hex(d, n);
+  return HexLower(d, n);
 }
 
 std::string Hmac(std::string_view key, std::string_view msg) {

@@ -38,16 +38,6 @@ uint32_t GetU32(const char* p) {
 }
 uint64_t GetU64(const char* p) { return (uint64_t{GetU32(p)} << 32) | GetU32(p + 4); }
 
-std::string Hex(const unsigned char* p, size_t n) {
-  static const char* kDigits = "0123456789abcdef";
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(kDigits[p[i] >> 4]);
-    out.push_back(kDigits[p[i] & 15]);
-  }
-  return out;
-}
 
 std::string Sha256(std::string_view data) {
   unsigned char md[32];
@@ -74,7 +64,7 @@ struct Digests {
     unsigned char md[32];
     unsigned int n = 0;
     EVP_DigestFinal_ex(c, md, &n);
-    return hex ? Hex(md, 32) : std::string(reinterpret_cast<char*>(md), 32);
+    return hex ? HexLower(md, 32) : std::string(reinterpret_cast<char*>(md), 32);
   }
 };
 
@@ -389,7 +379,7 @@ class GzipDecompressor final : public Decompressor {
 
 }  // namespace
 
-std::string HexDigest(const unsigned char* p, size_t n) { return Hex(p, n); }
+std::string HexDigest(const unsigned char* p, size_t n) { return HexLower(p, n); }
 
 const char* CompressionName(Compression c) {
   switch (c) {
@@ -407,7 +397,7 @@ std::string KeyId(const std::array<uint8_t, 32>& bytes) {
   std::string in("bulwark archive key id", 23);  // with its terminating NUL
   in.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   std::string d = Sha256(in);
-  return "k-" + Hex(reinterpret_cast<const unsigned char*>(d.data()), 8);
+  return "k-" + HexLower(reinterpret_cast<const unsigned char*>(d.data()), 8);
 }
 
 absl::StatusOr<ArchiveKey> ParseKey(std::string_view text) {
@@ -570,7 +560,7 @@ absl::Status ArchiveWriter::Finish() {
   raw_sha256_ = Digests::Final(digests_->raw, false);
   PutU64(&pending_, raw_bytes_);
   pending_ += raw_sha256_;
-  raw_sha256_ = Hex(reinterpret_cast<const unsigned char*>(raw_sha256_.data()), 32);
+  raw_sha256_ = HexLower(reinterpret_cast<const unsigned char*>(raw_sha256_.data()), 32);
   if (auto st = Emit(pending_, true); !st.ok()) return st;
   pending_.clear();
   stored_sha256_ = Digests::Final(digests_->stored, true);
@@ -741,7 +731,7 @@ absl::Status ArchiveReader::Chunk(std::string_view payload, std::string_view tag
                                         ") do not match the archive's record of the original (",
                                         size, " bytes and its SHA-256)"));
     }
-    raw_sha256_ = Hex(reinterpret_cast<const unsigned char*>(sha.data()), 32);
+    raw_sha256_ = HexLower(reinterpret_cast<const unsigned char*>(sha.data()), 32);
     last_seen_ = true;
     return absl::OkStatus();
   }
