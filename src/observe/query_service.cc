@@ -325,36 +325,48 @@ void QueryService::Submit(QueryRequest q, std::function<void(QueryAnswer)> done)
   queue_.push_back(Job{std::move(q), deadline, std::move(done)});
   int limit = queue_.back().q.limits.max_concurrency;
   if (idle_ > 0) {
-    cv_.notify_one();
-  } else if (static_cast<int>(threads_.size()) < limit) {
+    cv_.notify_all();
+  } else if (static_cast<int>(threads_.size()) < limit + 1) {
+    // One thread beyond the limit stays free to answer queries whose timeout passes while they
+    // wait for a place: they get their 503 at their deadline, not when a place frees.
     threads_.emplace_back([this] { Work(); });
   }
-  // Otherwise it waits for a thread to come free (its wait counts against its timeout).
 }
 
 void QueryService::Work() {
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
     ++idle_;
-    // The limit in force is the waiting query's (a reload may have lowered it below the
-    // number of threads already made).
-    cv_.wait(l, [this] {
-      return stopping_ ||
-             (!queue_.empty() && running_ < queue_.front().q.limits.max_concurrency);
-    });
+    // Run the first waiting query when there is a place (the limit in force is the query's
+    // own: a reload may have lowered it); answer it when its deadline has passed.
+    for (;;) {
+      if (stopping_) return;
+      if (queue_.empty()) {
+        cv_.wait(l);
+        continue;
+      }
+      const Job& front = queue_.front();
+      if (running_ < front.q.limits.max_concurrency || SteadyNs() > front.deadline_ns) break;
+      cv_.wait_until(l, std::chrono::steady_clock::time_point(std::chrono::duration_cast<
+                            std::chrono::steady_clock::duration>(
+                            std::chrono::nanoseconds(front.deadline_ns + 1000000))));
+    }
     --idle_;
-    if (stopping_) return;
     Job job = std::move(queue_.front());
     queue_.pop_front();
+    if (SteadyNs() > job.deadline_ns) {
+      l.unlock();
+      job.done(Error(503, "timeout", promql::kQueryTimeout));
+      l.lock();
+      continue;
+    }
     ++running_;
     l.unlock();
-    QueryAnswer a = SteadyNs() > job.deadline_ns
-                        ? Error(503, "timeout", promql::kQueryTimeout)
-                        : RunQuery(job.q, job.deadline_ns, *store_, gate_, &stopping_);
+    QueryAnswer a = RunQuery(job.q, job.deadline_ns, *store_, gate_, &stopping_);
     job.done(std::move(a));
     l.lock();
     --running_;
-    cv_.notify_one();  // a place is free for a query that waited for one
+    cv_.notify_all();  // a place is free for a query that waited for one
   }
 }
 
