@@ -627,6 +627,18 @@ absl::Status ArchiveReader::ParseHeader(bool* done) {
   if (header_.encrypted != !key_id.empty()) {
     return absl::DataLossError("the header's cipher and key id disagree");
   }
+  if (expect_set_ && key_id != expect_key_id_) {
+    return absl::DataLossError(
+        expect_key_id_.empty()
+            ? StrCat("the catalog says this backup was not encrypted, the archive is (key ",
+                     key_id, "): refused (a swapped object)")
+            : key_id.empty()
+                  ? StrCat("the catalog says this backup was encrypted (key ", expect_key_id_,
+                           "), the archive is not: refused (a downgraded or swapped object)")
+                  : StrCat("the catalog says this backup was encrypted with key ",
+                           expect_key_id_, ", the archive with ", key_id,
+                           ": refused (a swapped object)"));
+  }
   cipher_ = std::make_unique<ChunkCipher>();
   cipher_->salt = in_.substr(at, kSaltSize);
   at += kSaltSize;

@@ -122,6 +122,14 @@ class ArchiveReader final : public ByteSink {
  public:
   ArchiveReader(std::vector<ArchiveKey> keys, ByteSink* out);
   ~ArchiveReader() override;
+  // What the catalog says the archive is: encrypted with `key_id` ("" when it was not). An
+  // archive that says otherwise is refused at its header, before a byte reaches `out` — an
+  // unencrypted archive has no chunk authentication, so a downgraded or swapped object would
+  // otherwise be passed on until the SHA-256 at its end.
+  void Expect(std::string key_id) {
+    expect_set_ = true;
+    expect_key_id_ = std::move(key_id);
+  }
   absl::Status Write(std::string_view stored) override;
   // The archive is complete: its final chunk was read and the original size and SHA-256 match.
   absl::Status Finish();
@@ -139,6 +147,8 @@ class ArchiveReader final : public ByteSink {
 
   std::vector<ArchiveKey> keys_;
   ByteSink* out_;
+  bool expect_set_ = false;
+  std::string expect_key_id_;
   std::string in_;  // stored bytes not yet used
   bool header_parsed_ = false;
   ArchiveHeader header_;

@@ -223,6 +223,7 @@ absl::StatusOr<BackupRecord> Vault::Verify(int64_t id, bool scratch_restore) {
     }
     Sha256Sink sha;
     ArchiveReader reader(cfg_->keys, nullptr);
+    reader.Expect(rec->key_id);
     TeeSink tee({&sha, &reader});
     absl::Status st = storage->Read(rec->object, &tee);
     if (st.ok()) st = reader.Finish();
@@ -266,6 +267,7 @@ absl::Status Vault::Extract(int64_t id, ByteSink* out) {
         StrCat("storage \"", rec->storage.front(), "\" is no longer configured"));
   }
   ArchiveReader reader(cfg_->keys, out);
+  reader.Expect(rec->key_id);
   std::string where = storage->Locate(rec->object);
   absl::Status st = storage->Read(rec->object, &reader);
   if (st.ok()) st = reader.Finish();

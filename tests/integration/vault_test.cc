@@ -364,6 +364,33 @@ TEST(Vault, AHungSourceIsStoppedWithItsChildrenAndHoldsUpNoOtherPlan) {
   }
 }
 
+// An unencrypted archive put in the place of an encrypted backup (a downgrade, or another
+// backup's object) is refused at its header: not a byte of it reaches `backup cat` or a restore.
+TEST(Vault, ADowngradedObjectIsRefusedBeforeAnyByteIsPassedOn) {
+  VaultSetup v;
+  v.Write(VaultConfig(
+      v.dir, kKeyA,
+      "    enc:\n      source: {type: command, command: [sh, -c, 'echo the real backup']}\n"
+      "      storage: [disk]\n"
+      "    plain:\n      source: {type: command, command: [sh, -c, 'echo PLAINDATA-MARKER']}\n"
+      "      storage: [disk]\n      encrypt: false\n"));
+  std::string out;
+  ASSERT_EQ(v.Run({"backup", "run", "enc"}, &out), 0) << out;
+  ASSERT_EQ(v.Run({"backup", "run", "plain"}, &out), 0) << out;
+  nlohmann::json list = v.List();
+  ASSERT_EQ(list.size(), 2u);
+  nlohmann::json enc = list[0]["plan"] == "enc" ? list[0] : list[1];
+  nlohmann::json plain = list[0]["plan"] == "plain" ? list[0] : list[1];
+  WriteFile(v.dir + "/store/" + enc["object"].get<std::string>(),
+            ReadFile(v.dir + "/store/" + plain["object"].get<std::string>()));
+  std::string id = std::to_string(enc["id"].get<int64_t>());
+  EXPECT_NE(v.Run({"backup", "cat", id}, &out), 0) << out;
+  EXPECT_EQ(out.find("PLAINDATA-MARKER"), std::string::npos) << out;
+  EXPECT_NE(out.find("the catalog says this backup was encrypted"), std::string::npos) << out;
+  EXPECT_NE(v.Run({"backup", "verify", id}, &out), 0) << out;
+  EXPECT_NE(out.find("refused (a downgraded or swapped object)"), std::string::npos) << out;
+}
+
 TEST(Vault, S3StorageWithMultipartUploadsVerifiesAndPrunes) {
   S3rver s3;
   ASSERT_TRUE(s3.Ready()) << "s3rver did not start (scripts/test runs `npm ci` in tests/s3): "
