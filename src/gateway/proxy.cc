@@ -791,7 +791,10 @@ bool ClientConn::NormalizeRequestPath(const GatewayConfig& cfg) {
     return false;
   }
   path_ = path_buf_;
-  upstream_path_ = upstream_path_buf_;
+  // What goes upstream (Envoy normalize_path): the normal form, or the client's own path.
+  upstream_path_ = cfg.http.upstream_path == UpstreamPath::kOriginal
+                       ? req_.path
+                       : std::string_view(upstream_path_buf_);
   return true;
 }
 
@@ -1041,9 +1044,8 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
     } else if (name == "uri") {
       out.append(path_);  // decoded and normalised, as nginx's $uri
     } else if (name == "upstream_request_uri") {
-      // The target as it goes upstream: normalised (escapes kept) unless upstream_path: original.
-      out.append(view_->snap->config->http.upstream_path == UpstreamPath::kOriginal ? req_.path
-                                                                                    : upstream_path_);
+      // The target as it goes upstream (NormalizeRequestPath chose the path).
+      out.append(upstream_path_);
       if (!req_.query.empty()) {
         out.push_back('?');
         out.append(req_.query);
@@ -1685,7 +1687,7 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
     h.append(req_.target);
   } else {
     // Envoy normalize_path; absolute-form is sent on in origin-form.
-    h.append(cfg.http.upstream_path == UpstreamPath::kOriginal ? req_.path : upstream_path_);
+    h.append(upstream_path_);
     if (!req_.query.empty()) {
       h.push_back('?');
       h.append(req_.query);

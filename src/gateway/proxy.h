@@ -269,8 +269,9 @@ class ClientConn : public IoHandler {
   UpstreamConn* up_ = nullptr;
   std::string up_head_;  // the request head as sent upstream, kept for retries
   // The normalised path (http/path.h): what routes, access lists, limits, cache keys and $uri
-  // see, and what goes upstream. Views into req_ when the path was already normal, else into
-  // the buffers below (reused from request to request).
+  // see, and the path that goes upstream (the client's own with upstream_path: original).
+  // Views into req_ when the path was already normal, else into the buffers below (reused
+  // from request to request).
   std::string_view path_;
   std::string_view upstream_path_;
   std::string path_buf_;
