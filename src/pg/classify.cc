@@ -69,9 +69,43 @@ void WhereKeys(const json& w, std::string_view column, std::vector<ShardKeyRef>*
   if (v) out->push_back(*v);
 }
 
+bool Listed(const std::vector<std::string>& list, const std::string& name) {
+  return std::find(list.begin(), list.end(), name) != list.end();
+}
+
+// Built-in functions that pg_proc calls volatile because their answer changes from call to
+// call, not because they write: a replica answers them as well (and tells its own recovery
+// state, which is what a caller of pg_is_in_recovery() wants to learn).
+bool VolatileRead(const std::string& name) {
+  static const char* const kNames[] = {"random",
+                                       "random_normal",
+                                       "clock_timestamp",
+                                       "timeofday",
+                                       "gen_random_uuid",
+                                       "pg_sleep",
+                                       "pg_sleep_for",
+                                       "pg_sleep_until",
+                                       "pg_is_in_recovery",
+                                       "pg_last_wal_receive_lsn",
+                                       "pg_last_wal_replay_lsn",
+                                       "pg_last_xact_replay_timestamp",
+                                       "pg_is_wal_replay_paused"};
+  for (const char* n : kNames) {
+    if (name == n) return true;
+  }
+  return false;
+}
+
+// Advisory locks and large objects live on the primary whatever their volatility says.
+bool AlwaysPrimary(const std::string& name) {
+  return StartsWith(name, "pg_advisory_") || StartsWith(name, "pg_try_advisory_") ||
+         StartsWith(name, "lo_") || name == "loread" || name == "lowrite";
+}
+
 class Walker {
  public:
-  Walker(const ClassifyOptions& o, Classification* c) : o_(o), c_(c) {}
+  Walker(const ClassifyOptions& o, const FunctionNames* known, Classification* c)
+      : o_(o), known_(known), c_(c) {}
 
   void Write(std::string reason) {
     if (!c_->write) c_->reason = std::move(reason);
@@ -97,15 +131,26 @@ class Walker {
         if ((k == "UpdateStmt" || k == "DeleteStmt") && v.contains("whereClause")) {
           AllWhereKeys(v["whereClause"]);
         }
+        if (k == "UpdateStmt") Assigns(v.value("targetList", json::array()));
+        if (k == "InsertStmt" && v.contains("onConflictClause")) {
+          Assigns(v["onConflictClause"].value("targetList", json::array()));
+        }
+        if (k == "MergeStmt") {
+          for (const json& w : v.value("mergeWhenClauses", json::array())) {
+            Assigns(w.value("MergeWhenClause", json::object()).value("targetList", json::array()));
+          }
+        }
       } else if (k == "SelectStmt") {
         if (v.contains("lockingClause")) Write("FOR UPDATE/SHARE");
         if (v.contains("intoClause")) Write("SELECT INTO");
         if (v.contains("whereClause")) AllWhereKeys(v["whereClause"]);
       } else if (k == "FuncCall" && v.contains("funcname") && !v["funcname"].empty()) {
         std::string name = AsciiLower(v["funcname"].back()["String"].value("sval", ""));
-        if (std::find(o_.volatile_functions.begin(), o_.volatile_functions.end(), name) !=
-            o_.volatile_functions.end()) {
+        if (Listed(o_.volatile_functions, name) || AlwaysPrimary(name)) {
           Write(name + "()");
+        } else if (!Listed(o_.read_only_functions, name) && !VolatileRead(name) &&
+                   (known_ == nullptr || !known_->count(name))) {
+          Write(name + "() is not known to be read-only");
         }
       } else if (k == "RangeVar") {
         Table(v);
@@ -121,6 +166,17 @@ class Walker {
       c_->tables.push_back(t);
     }
     if (!rv.contains("schemaname")) c_->table_refs.push_back({t, rv.value("location", -1)});
+  }
+
+  // SET <column> = ... in an UPDATE's target list.
+  void Assigns(const json& targets) {
+    if (!targets.is_array()) return;
+    for (const json& t : targets) {
+      if (t.is_object() && t.contains("ResTarget") &&
+          t["ResTarget"].value("name", "") == o_.shard_column) {
+        c_->assigns_shard_key = true;
+      }
+    }
   }
 
   void AllWhereKeys(const json& where) {
@@ -172,6 +228,14 @@ class Walker {
       std::string k = body.value("kind", "");
       if (k == "TRANS_STMT_BEGIN" || k == "TRANS_STMT_START") {
         c_->tx = Classification::Tx::kBegin;
+        // BEGIN READ ONLY / START TRANSACTION READ WRITE, ISOLATION ... READ ONLY: the
+        // options the parser found, the last one winning as in PostgreSQL.
+        for (const json& opt : body.value("options", json::array())) {
+          const json& d = opt.value("DefElem", json::object());
+          if (d.value("defname", "") != "transaction_read_only") continue;
+          auto v = ValueRef(d.value("arg", json::object()));
+          c_->tx_read_only = v && v->literal && *v->literal != "0" && *v->literal != "false";
+        }
       } else if (k == "TRANS_STMT_COMMIT" || k == "TRANS_STMT_COMMIT_PREPARED") {
         c_->tx = Classification::Tx::kCommit;
       } else if (k == "TRANS_STMT_ROLLBACK" || k == "TRANS_STMT_ROLLBACK_PREPARED") {
@@ -195,6 +259,7 @@ class Walker {
 
  private:
   const ClassifyOptions& o_;
+  const FunctionNames* known_;
   Classification* c_;
 };
 
@@ -264,13 +329,20 @@ std::vector<std::string_view> SqlComments(std::string_view s) {
   return out;
 }
 
-Classification Classify(std::string_view sql, const ClassifyOptions& options) {
+Classification Classify(std::string_view sql, const ClassifyOptions& options,
+                        const FunctionNames* known) {
   Classification c;
   for (std::string_view comment : SqlComments(sql)) {
     std::string_view t = Trim(comment);
     if (t == "bulwark:primary") c.hint_primary = true;
     std::string key = options.shard_column + ":";
     if (StartsWith(t, key)) c.hint_tenant = std::string(Trim(t.substr(key.size())));
+  }
+  if (sql.size() > options.max_bytes) {
+    c.parsed = false;
+    c.write = true;
+    c.reason = StrCat("longer than classify_max_bytes (", options.max_bytes, ")");
+    return c;
   }
   std::string text(sql);
   PgQueryParseResult r = pg_query_parse(text.c_str());
@@ -284,7 +356,7 @@ Classification Classify(std::string_view sql, const ClassifyOptions& options) {
   }
   json tree = json::parse(r.parse_tree, nullptr, false);
   pg_query_free_parse_result(r);
-  Walker w(options, &c);
+  Walker w(options, known, &c);
   if (tree.is_object() && tree.contains("stmts")) {
     for (const json& s : tree["stmts"]) {
       ++c.statements;

@@ -560,6 +560,23 @@ void ClientConn::WelcomeFailed(const std::string& error) {
   Fatal("08006", error);
 }
 
+bool ClientConn::ParseWrites(std::string_view query) {
+  // The router reads a batch's Parse before the server is chosen and again when it forwards
+  // it: the second time is answered from here, so one statement costs one parse.
+  if (parse_memo_valid_ && parse_memo_functions_ == group->functions.get() &&
+      parse_memo_query_ == query) {
+    return parse_memo_write_;
+  }
+  bool write = !proxy->IsRead(query, group);
+  parse_memo_valid_ = query.size() <= proxy->classify_options.max_bytes;
+  if (parse_memo_valid_) {
+    parse_memo_functions_ = group->functions.get();
+    parse_memo_query_.assign(query.data(), query.size());
+    parse_memo_write_ = write;
+  }
+  return write;
+}
+
 bool ClientConn::RouteAndAcquire() {
   const PgConfig& cfg = *group->cfg;
   // Only transaction pooling can split: a session keeps the server its first query chose.
@@ -595,13 +612,13 @@ bool ClientConn::RouteAndAcquire() {
       at += 1 + size_t{len};
       if (type == 'Q') {
         auto q = ParseQuery(body);
-        read = read && q.ok() && proxy->IsRead(*q);
+        read = read && q.ok() && proxy->IsRead(*q, group);
         complete = true;
         break;
       }
       if (type == 'P') {
         auto p = ParseParse(body);
-        read = read && p.ok() && proxy->IsRead(p->query);
+        read = read && p.ok() && !ParseWrites(p->query);
       } else if (type == 'B') {
         auto b = ParseBind(body);
         if (b.ok() && !b->statement.empty()) {
@@ -693,7 +710,7 @@ bool ClientConn::RouteShardRequest(bool* answered) {
   if (type == 'Q') {
     auto q = ParseQuery(body);
     if (!q.ok()) return reject(q.status());
-    Classification c = proxy->Classify(*q, group->shard_options);
+    Classification c = proxy->Classify(*q, group->shard_options, group);
     if (c.set_tenant) {
       tenant = *c.set_tenant;
       if (c.statements == 1) {
@@ -711,7 +728,7 @@ bool ClientConn::RouteShardRequest(bool* answered) {
     if (r->scatter) {
       auto plan = PlanScatter(*q);
       if (!plan.ok()) return reject(plan.status());
-      bool read = cfg.routing.read_write_split && group->has_replicas && proxy->IsRead(*q);
+      bool read = cfg.routing.read_write_split && group->has_replicas && proxy->IsRead(*q, group);
       in.Consume(1 + size_t{len});
       group->stats->queries.Add(1);
       proxy->StartScatter(this, std::move(*plan), read);
@@ -761,7 +778,7 @@ bool ClientConn::RouteShardRequest(bool* answered) {
       break;
     }
   }
-  Classification c = proxy->Classify(query, group->shard_options);
+  Classification c = proxy->Classify(query, group->shard_options, group);
   if (!bind) {
     // Only preparing (Parse, Describe, Sync): any shard can, and the Bind that executes it is
     // routed by its values (the statement is prepared again there if needed) — unless its
@@ -1001,7 +1018,7 @@ bool ClientConn::HandleExtended(char type, std::string_view msg, std::string_vie
     ps.parse_body.push_back('\0');
     AppendInt16(&ps.parse_body, static_cast<int16_t>(p->param_types.size()));
     ps.parse_body += types;
-    ps.write = group->has_replicas ? !proxy->IsRead(p->query) : true;
+    ps.write = group->has_replicas ? ParseWrites(p->query) : true;
     std::string client_name(p->statement);
     Expect e;
     e.type = 'P';

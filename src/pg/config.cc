@@ -4,9 +4,7 @@
 
 namespace bulwark::pg {
 
-const char* PoolModeName(PoolMode m) {
-  return m == PoolMode::kSession ? "session" : "transaction";
-}
+const char* PoolModeName(PoolMode m) { return m == PoolMode::kSession ? "session" : "transaction"; }
 
 const char* RoleName(Role r) {
   switch (r) {
@@ -54,7 +52,7 @@ void ReadServer(ConfigContext& ctx, const YAML::Node& n, const std::string& what
     r.String("address", &out->address_text);
     std::string role = "auto";
     r.Enum("role", {"auto", "primary", "replica"}, &role);
-    out->role = role == "primary" ? Role::kPrimary
+    out->role = role == "primary"   ? Role::kPrimary
                 : role == "replica" ? Role::kReplica
                                     : Role::kAuto;
     r.Finish();
@@ -132,8 +130,8 @@ void ReadDatabase(ConfigContext& ctx, const std::string& name, const YAML::Node&
     db->sharding.emplace();
     LoadSharding(ctx, sharding, &*db->sharding);
   } else if (!sharding_file.empty()) {
-    std::string path =
-        sharding_file[0] == '/' || base_dir.empty() ? sharding_file : base_dir + "/" + sharding_file;
+    std::string path = sharding_file[0] == '/' || base_dir.empty() ? sharding_file
+                                                                   : base_dir + "/" + sharding_file;
     ConfigContext sub(path, ctx.env());
     auto root = LoadYamlFile(sub, path);
     if (root && root->IsMap() && (*root)["sharding"].IsDefined()) {
@@ -184,9 +182,10 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
                      : m == "none"          ? kServerAuthNone
                                             : 0;
       if (bit == 0) {
-        ctx.Error(r.Get("server_auth_methods").Mark(),
-                  StrCat("pg.server_auth_methods: unknown method \"", m,
-                         "\"; expected password, md5, scram-sha-256 or none (libpq's require_auth)"));
+        ctx.Error(
+            r.Get("server_auth_methods").Mark(),
+            StrCat("pg.server_auth_methods: unknown method \"", m,
+                   "\"; expected password, md5, scram-sha-256 or none (libpq's require_auth)"));
       }
       out->server_auth_methods |= bit;
     }
@@ -217,8 +216,7 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
     ctx.Error(r.Get("max_packet_size").Mark(), "pg.max_packet_size: at least 1 KiB");
   }
 
-  r.Enum("client_tls_sslmode", {"disable", "allow", "prefer", "require"},
-         &out->client_tls_sslmode);
+  r.Enum("client_tls_sslmode", {"disable", "allow", "prefer", "require"}, &out->client_tls_sslmode);
   std::string cert, key;
   r.String("client_tls_cert_file", &cert);
   r.String("client_tls_key_file", &key);
@@ -283,6 +281,14 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
     rr.Duration("max_lag", &out->routing.max_lag_ms);
     rr.Duration("read_your_writes", &out->routing.read_your_writes_ms);
     rr.StringList("volatile_functions", &out->routing.volatile_functions);
+    rr.StringList("read_only_functions", &out->routing.read_only_functions);
+    for (std::string& f : out->routing.read_only_functions) f = AsciiLower(f);
+    for (std::string& f : out->routing.volatile_functions) f = AsciiLower(f);
+    rr.Size("classify_max_bytes", &out->routing.classify_max_bytes);
+    if (out->routing.classify_max_bytes < 1024 || out->routing.classify_max_bytes > 16 << 20) {
+      ctx.Error(rr.Get("classify_max_bytes").Mark(),
+                "pg.routing.classify_max_bytes: between 1 KiB and 16 MiB");
+    }
     rr.Bool("allow_scatter", &out->routing.allow_scatter);
 
     rr.Finish();

@@ -74,14 +74,16 @@ struct RoutingConfig {
   int64_t max_lag_bytes = 16 * 1024 * 1024;
   int64_t max_lag_ms = 10000;
   int64_t read_your_writes_ms = 0;  // after a write, the client's reads stay on the primary
-  std::vector<std::string> volatile_functions;  // empty: the classifier's list
+  std::vector<std::string> volatile_functions;   // empty: the classifier's list
+  std::vector<std::string> read_only_functions;  // reads whatever pg_proc says (pgpool-II's)
+  int64_t classify_max_bytes = 64 * 1024;        // longer statements go to the primary unparsed
   bool allow_scatter = false;  // queries without a shard key: error (default) or every shard
 };
 
 struct HealthConfig {
   int64_t interval_ms = 2000;
   int64_t timeout_ms = 1000;
-  int fails = 3;        // consecutive failed checks that mark a server down
+  int fails = 3;           // consecutive failed checks that mark a server down
   int64_t ban_ms = 30000;  // how long a failed server gets no new connections
   // The health checker's login; default: the database's `user`, else the first of `users`
   // with a plain password.
@@ -108,7 +110,7 @@ struct PgConfig {
   // kServerAuth*. A cleartext password is never sent unless `password` is listed.
   unsigned server_auth_methods = kServerAuthScram | kServerAuthMd5 | kServerAuthNone;
   std::vector<UserConfig> users;
-  std::string auth_user;   // runs auth_query for users not in `users`
+  std::string auth_user;  // runs auth_query for users not in `users`
   std::string auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
   std::map<std::string, DatabaseConfig> databases;
 
@@ -133,7 +135,9 @@ struct PgConfig {
   bool server_reset_query_always = false;
   std::string server_check_query = "select 1";
   int64_t server_check_delay_ms = 30 * 1000;
-  int64_t max_packet_size = 256 * 1024 * 1024;
+  // Larger messages end the client's connection. PgBouncer allows 2 GiB; a statement or bound
+  // value of 64 MiB is far beyond what a web backend sends, and every client may hold one.
+  int64_t max_packet_size = 64 * 1024 * 1024;
 
   // Client-side TLS (PgBouncer's client_tls_*): disable | allow | prefer | require.
   std::string client_tls_sslmode = "disable";

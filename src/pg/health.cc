@@ -152,6 +152,33 @@ void Credentials(const PgConfig& cfg, const DatabaseConfig& db, std::string* use
   }
 }
 
+// The libpq connection string for server `s` of database `db`.
+std::string ConnInfo(const PgConfig& cfg, const DatabaseConfig& db, const ServerConfig& s,
+                     const std::string& user, const std::string& password) {
+  int timeout_s = static_cast<int>(std::max<int64_t>(1, (cfg.health.timeout_ms + 999) / 1000));
+  std::string host, port;
+  if (!s.unix_path.empty()) {
+    host = s.unix_path.substr(0, s.unix_path.rfind("/.s.PGSQL."));
+    port = s.unix_path.substr(s.unix_path.rfind('.') + 1);
+  } else {
+    host = s.address.IpString();
+    port = std::to_string(s.address.port());
+  }
+  return StrCat("host=", ConnValue(host), " port=", port, " dbname=", ConnValue(db.dbname),
+                " user=", ConnValue(user), " password=", ConnValue(password),
+                " connect_timeout=", timeout_s, " application_name='bulwark health check'",
+                " options='-c statement_timeout=", cfg.health.timeout_ms, "'");
+}
+
+// Names all of whose overloads are immutable or stable: PostgreSQL refuses writes inside such
+// functions, so a query calling only these can run on a replica. Bounded: a tenant creating
+// functions by the million must not grow bulwark (names past the limit count as unknown, that
+// is as writes).
+constexpr char kFunctionsQuery[] =
+    "SELECT proname FROM pg_catalog.pg_proc GROUP BY proname "
+    "HAVING bool_and(provolatile <> 'v') LIMIT 200000";
+constexpr int64_t kFunctionsRefreshMs = 60 * 1000;
+
 constexpr char kQuery[] =
     "SELECT pg_is_in_recovery(), "
     "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text "
@@ -162,6 +189,8 @@ constexpr char kQuery[] =
     "END";
 
 }  // namespace
+
+const char* ReadOnlyFunctionsQuery() { return kFunctionsQuery; }
 
 HealthChecker::HealthChecker(std::shared_ptr<const PgConfig> cfg,
                              std::map<std::string, std::shared_ptr<ServerHealth>> health)
@@ -245,7 +274,6 @@ void HealthChecker::Round() {
   }
   std::vector<Result> results;
   std::map<std::string, bool> seen;
-  int timeout_s = static_cast<int>(std::max<int64_t>(1, (cfg->health.timeout_ms + 999) / 1000));
   for (const auto& [dbname, db] : cfg->databases) {
     std::string user, password;
     Credentials(*cfg, db, &user, &password);
@@ -254,19 +282,7 @@ void HealthChecker::Round() {
       seen[s.Name()] = true;
       auto hit = health.find(s.Name());
       if (hit == health.end()) continue;
-      std::string host, port;
-      if (!s.unix_path.empty()) {
-        host = s.unix_path.substr(0, s.unix_path.rfind("/.s.PGSQL."));
-        port = s.unix_path.substr(s.unix_path.rfind('.') + 1);
-      } else {
-        host = s.address.IpString();
-        port = std::to_string(s.address.port());
-      }
-      std::string conninfo =
-          StrCat("host=", ConnValue(host), " port=", port, " dbname=", ConnValue(db.dbname),
-                 " user=", ConnValue(user), " password=", ConnValue(password),
-                 " connect_timeout=", timeout_s, " application_name='bulwark health check'",
-                 " options='-c statement_timeout=", cfg->health.timeout_ms, "'");
+      std::string conninfo = ConnInfo(*cfg, db, s, user, password);
       auto& t = targets_[s.Name()];
       if (!t || t->conninfo != conninfo) {
         t = std::make_unique<Target>();
@@ -281,9 +297,9 @@ void HealthChecker::Round() {
         if (t->conn == nullptr || PQstatus(t->conn) != CONNECTION_OK) {
           if (t->conn != nullptr) PQfinish(t->conn);
           t->conn = nullptr;
-          r.error = RefusedAuth(FirstAuthRequest(s, user, db.dbname,
-                                                 static_cast<int>(cfg->health.timeout_ms)),
-                                cfg->server_auth_methods);
+          r.error = RefusedAuth(
+              FirstAuthRequest(s, user, db.dbname, static_cast<int>(cfg->health.timeout_ms)),
+              cfg->server_auth_methods);
           if (!r.error.empty()) break;
           t->conn = PQconnectdb(t->conninfo.c_str());
           if (PQstatus(t->conn) != CONNECTION_OK) {
@@ -357,6 +373,63 @@ void HealthChecker::Round() {
     }
   }
   MaybeFailover(*cfg, health);
+  LoadFunctions(*cfg, health);
+}
+
+void HealthChecker::LoadFunctions(
+    const PgConfig& cfg, const std::map<std::string, std::shared_ptr<ServerHealth>>& health) {
+  if (!on_functions_) return;
+  int64_t now = MonotonicMs();
+  for (const auto& [dbname, db] : cfg.databases) {
+    // Only a database split between servers asks; a shard map names other databases.
+    if (db.servers.size() < 2 || db.sharding) continue;
+    int64_t& loaded = functions_loaded_ms_[dbname];
+    if (loaded != 0 && now - loaded < kFunctionsRefreshMs) continue;
+    const ServerConfig* from = nullptr;  // the primary; else any server that is up
+    for (const ServerConfig& s : db.servers) {
+      auto it = health.find(s.Name());
+      if (it == health.end() || !it->second->up.load() || it->second->demoted.load()) continue;
+      if (it->second->role.load() == 1) {
+        from = &s;
+        break;
+      }
+      if (from == nullptr) from = &s;
+    }
+    if (from == nullptr) continue;
+    std::string user, password;
+    Credentials(cfg, db, &user, &password);
+    std::string conninfo = ConnInfo(cfg, db, *from, user, password);
+    PGconn* conn = nullptr;
+    bool own = false;
+    Target* t = TargetFor(from->Name());
+    if (t != nullptr && t->conninfo == conninfo) {
+      conn = t->conn;
+    } else {
+      // Another database on the same server: a connection of its own, after the same check of
+      // what the server asks for (pg.server_auth_methods).
+      std::string refused = RefusedAuth(
+          FirstAuthRequest(*from, user, db.dbname, static_cast<int>(cfg.health.timeout_ms)),
+          cfg.server_auth_methods);
+      if (!refused.empty()) continue;
+      conn = PQconnectdb(conninfo.c_str());
+      own = true;
+    }
+    if (PQstatus(conn) == CONNECTION_OK) {
+      PGresult* r = PQexec(conn, kFunctionsQuery);
+      if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        auto names = std::make_shared<FunctionNames>();
+        names->reserve(static_cast<size_t>(PQntuples(r)));
+        for (int i = 0; i < PQntuples(r); ++i) names->insert(PQgetvalue(r, i, 0));
+        loaded = now;
+        on_functions_(dbname, std::move(names));
+      } else {
+        LogDebug("pg: reading the functions of ", dbname, " on ", from->Name(),
+                 " failed: ", Trim(PQerrorMessage(conn)));
+      }
+      PQclear(r);
+    }
+    if (own) PQfinish(conn);
+  }
 }
 
 HealthChecker::Target* HealthChecker::TargetFor(const std::string& name) {
@@ -422,7 +495,7 @@ void HealthChecker::MaybeFailover(
     const PgConfig& cfg, const std::map<std::string, std::shared_ptr<ServerHealth>>& health) {
   if (!cfg.failover.enabled) return;
   if (leader_ && !leader_()) return;  // another instance holds the lease and decides
-  std::map<std::string, bool> done;  // databases sharing servers fail over once
+  std::map<std::string, bool> done;   // databases sharing servers fail over once
   for (const auto& [dbname, db] : cfg.databases) {
     const ServerConfig* down = nullptr;
     bool primary_up = false;

@@ -18,10 +18,15 @@
 #include <thread>
 #include <vector>
 
+#include "pg/classify.h"
 #include "pg/config.h"
 #include "pg/proxy.h"
 
 namespace bulwark::pg {
+
+// The query that lists a database's read-only functions (names whose every overload is
+// immutable or stable).
+const char* ReadOnlyFunctionsQuery();
 
 // "16/B374D848" -> 0x16B374D848; -1 for text that is not an LSN.
 int64_t ParseLsn(std::string_view text);
@@ -57,6 +62,11 @@ class HealthChecker {
   void Round();
   // Called (on the checker's thread) after a failover changed the topology.
   void set_on_change(std::function<void()> f) { on_change_ = std::move(f); }
+  // Called (on the checker's thread) with a database's read-only functions: names whose every
+  // overload in its pg_proc is immutable or stable, asked of its primary once a minute.
+  using FunctionsCallback =
+      std::function<void(const std::string& database, std::shared_ptr<const FunctionNames>)>;
+  void set_on_functions(FunctionsCallback f) { on_functions_ = std::move(f); }
   // Failover decisions only while `leader` says so (the etcd lease holder).
   void set_leader(std::function<bool()> leader) { leader_ = std::move(leader); }
   std::vector<FailoverEvent> Events();
@@ -67,6 +77,8 @@ class HealthChecker {
   void MaybeFailover(const PgConfig& cfg,
                      const std::map<std::string, std::shared_ptr<ServerHealth>>& health);
   Target* TargetFor(const std::string& name);
+  void LoadFunctions(const PgConfig& cfg,
+                     const std::map<std::string, std::shared_ptr<ServerHealth>>& health);
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -77,7 +89,9 @@ class HealthChecker {
   std::thread thread_;
   std::function<void()> on_change_;
   std::function<bool()> leader_;
-  std::vector<FailoverEvent> events_;  // guarded by mu_
+  FunctionsCallback on_functions_;
+  std::map<std::string, int64_t> functions_loaded_ms_;  // thread only
+  std::vector<FailoverEvent> events_;                   // guarded by mu_
 };
 
 }  // namespace bulwark::pg

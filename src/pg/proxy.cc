@@ -139,19 +139,20 @@ uint64_t ProxyImpl::Random() {
   return v;
 }
 
-Classification ProxyImpl::Classify(std::string_view sql) { return pg::Classify(sql, classify_options); }
-
-bool ProxyImpl::IsRead(std::string_view sql) {
-  Classification c = Classify(sql);
+bool ProxyImpl::IsRead(std::string_view sql, const PoolGroup* g) {
+  Classification c = Classify(sql, g);
   if (c.write) return false;
-  // An explicit transaction goes to the primary unless it says READ ONLY: its later statements
-  // may write, and a replica would refuse them.
-  if (c.tx == Classification::Tx::kBegin) {
-    std::string upper = AsciiUpper(sql);
-    return upper.find("READ ONLY") != std::string::npos &&
-           upper.find("READ WRITE") == std::string::npos;
-  }
+  // An explicit transaction goes to the primary unless its BEGIN says READ ONLY: its later
+  // statements may write, and a replica would refuse them.
+  if (c.tx == Classification::Tx::kBegin) return c.tx_read_only;
   return true;
+}
+
+void ProxyImpl::SetFunctions(const std::string& database, std::shared_ptr<const FunctionNames> f) {
+  functions[database] = f;
+  for (auto& [key, g] : groups) {
+    if (g->database == database) g->functions = f;
+  }
 }
 
 absl::Status ProxyImpl::Start() {
@@ -181,6 +182,9 @@ absl::Status ProxyImpl::Start() {
     checker = std::make_unique<HealthChecker>(cfg, health);
   }
   checker->set_on_change([this] { loop.Post([this] { OnTopologyChange(); }); });
+  checker->set_on_functions([this](const std::string& db, std::shared_ptr<const FunctionNames> f) {
+    loop.Post([this, db, f] { SetFunctions(db, f); });
+  });
   if (lease != nullptr) checker->set_leader([l = lease] { return l->leader(); });
   // Roles and lag are known before the first client is routed.
   checker->Round();
@@ -222,6 +226,8 @@ void ProxyImpl::ApplyConfig(std::shared_ptr<const PgConfig> c) {
   if (!cfg->routing.volatile_functions.empty()) {
     classify_options.volatile_functions = cfg->routing.volatile_functions;
   }
+  classify_options.read_only_functions = cfg->routing.read_only_functions;
+  classify_options.max_bytes = static_cast<size_t>(cfg->routing.classify_max_bytes);
   {
     MutexLock l(&stats_mu);
     for (const auto& [name, db] : cfg->databases) {
@@ -302,14 +308,16 @@ PoolGroup* ProxyImpl::FindGroup(const std::string& database, const std::string& 
   g->user_cfg = u;
   g->signature = GroupSignature(*cfg, db, *u);
   g->mode = u->pool_mode ? *u->pool_mode : db.pool_mode ? *db.pool_mode : cfg->pool_mode;
-  g->pool_size = u->pool_size > 0 ? u->pool_size : db.pool_size > 0 ? db.pool_size
-                                                                    : cfg->default_pool_size;
+  g->pool_size = u->pool_size > 0   ? u->pool_size
+                 : db.pool_size > 0 ? db.pool_size
+                                    : cfg->default_pool_size;
   g->min_pool_size = db.min_pool_size >= 0 ? db.min_pool_size : cfg->min_pool_size;
   g->reserve = db.reserve_pool >= 0 ? db.reserve_pool : cfg->reserve_pool_size;
   g->max_db = db.max_db_connections > 0 ? db.max_db_connections : cfg->max_db_connections;
   g->max_user = u->max_user_connections > 0 ? u->max_user_connections : cfg->max_user_connections;
   g->server_user = db.user.empty() ? user : db.user;
   g->has_replicas = db.servers.size() > 1;
+  if (auto f = functions.find(database); f != functions.end()) g->functions = f->second;
   bool explicit_primary = false;
   for (const auto& s : db.servers) explicit_primary = explicit_primary || s.role == Role::kPrimary;
   MutexLock l(&stats_mu);
@@ -412,8 +420,8 @@ void ProxyImpl::Accept() {
   while (true) {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
-    int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len,
-                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd =
+        accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -1318,8 +1326,7 @@ void Proxy::CollectMetrics(std::string* out) const {
       }
     }
   }
-  auto per_db_counter = [&](const char* name, const char* type, const char* help,
-                            auto get) {
+  auto per_db_counter = [&](const char* name, const char* type, const char* help, auto get) {
     AppendHeader(out, name, type, help);
     for (const auto& [db, st] : p->db_stats) {
       out->append(name);
@@ -1415,8 +1422,10 @@ void Proxy::CollectMetrics(std::string* out) const {
          p->clients_accepted.Get());
   global("bulwark_pg_clients_refused_total", "Client connections refused (max_client_conn).",
          p->clients_refused.Get());
-  global("bulwark_pg_login_failures_total", "Client logins refused (unknown database or user, "
-         "wrong password).", p->login_failures.Get());
+  global("bulwark_pg_login_failures_total",
+         "Client logins refused (unknown database or user, "
+         "wrong password).",
+         p->login_failures.Get());
   global("bulwark_pg_protocol_errors_total", "Clients closed for a protocol violation.",
          p->protocol_errors.Get());
   global("bulwark_pg_cancel_requests_total", "Cancel requests received.", p->cancels.Get());

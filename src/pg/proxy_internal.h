@@ -118,9 +118,9 @@ struct PoolStats {
 // A prepared statement as a client named it, and what the servers call it.
 struct PreparedStatement {
   std::string query;
-  uint64_t hash = 0;        // of query and parameter types: the server-side name
-  std::string parse_body;   // the Parse message body with the server-side name
-  bool write = true;        // the router's verdict on the query
+  uint64_t hash = 0;       // of query and parameter types: the server-side name
+  std::string parse_body;  // the Parse message body with the server-side name
+  bool write = true;       // the router's verdict on the query
 };
 
 // One pool: server connections to one server for one (database, user).
@@ -132,13 +132,13 @@ struct Pool {
   std::shared_ptr<ServerHealth> health;
   Role config_role = Role::kPrimary;  // from the config until the health checker knows better
   PoolStats* stats = nullptr;
-  std::vector<ServerConn*> idle;      // LIFO, as PgBouncer's server_round_robin = 0
-  std::deque<PoolUser*> waiting;      // FIFO
-  int total = 0;                      // every server connection of this pool
+  std::vector<ServerConn*> idle;  // LIFO, as PgBouncer's server_round_robin = 0
+  std::deque<PoolUser*> waiting;  // FIFO
+  int total = 0;                  // every server connection of this pool
   int connecting = 0;
-  int64_t last_failure_ms = -1;       // server_login_retry starts from here
+  int64_t last_failure_ms = -1;  // server_login_retry starts from here
   std::string last_error;
-  int64_t wait_since_ms = 0;          // oldest waiter (for reserve_pool_timeout)
+  int64_t wait_since_ms = 0;  // oldest waiter (for reserve_pool_timeout)
 };
 
 // The pools of one (database, user): one per server, plus what new clients are welcomed with.
@@ -166,9 +166,11 @@ struct PoolGroup {
   // verifier's ServerKey, for servers whose password bulwark holds only as a verifier.
   std::string scram_client_key, scram_server_key;
   bool has_replicas = false;
-  int rr = 0;  // round robin over replicas
+  int rr = 0;                                // round robin over replicas
   const ShardingConfig* sharding = nullptr;  // the database's shard map, when it has one
   ClassifyOptions shard_options;             // its key and date columns
+  // Its database's read-only functions (from pg_proc), null until the health checker has them.
+  std::shared_ptr<const FunctionNames> functions;
 };
 
 // Data queued for a socket: appended at the end, written from `off`.
@@ -191,9 +193,9 @@ struct OutQueue {
 struct Expect {
   enum Kind : uint8_t { kForward, kDrop, kSynthetic };
   Kind kind = kForward;
-  char type = 0;            // the request: 'P','B','C','D','E','S','Q','F'
-  uint64_t stmt_hash = 0;   // an injected or forwarded named Parse (forgotten on error)
-  std::string synthetic;    // kSynthetic: the bytes to send the client
+  char type = 0;           // the request: 'P','B','C','D','E','S','Q','F'
+  uint64_t stmt_hash = 0;  // an injected or forwarded named Parse (forgotten on error)
+  std::string synthetic;   // kSynthetic: the bytes to send the client
 };
 
 class ServerConn final : public IoHandler {
@@ -223,7 +225,7 @@ class ServerConn final : public IoHandler {
   std::unordered_set<uint64_t> prepared;
   std::deque<uint64_t> prepared_order;
   int64_t created_ms = 0, last_used_ms = 0;
-  bool at_sync = true;  // the last thing from the server was ReadyForQuery 'I'
+  bool at_sync = true;             // the last thing from the server was ReadyForQuery 'I'
   bool counted_connecting = true;  // still in its pool's `connecting`
   char tx_status = 'I';
   bool reading_paused = false;
@@ -339,6 +341,11 @@ class ClientConn final : public IoHandler, public PoolUser {
   void OnAuthMessage(char type, std::string_view body);
   void AuthOk();
   bool RouteAndAcquire();
+  // Whether a Parse of `query` must go to the primary (classified once per request).
+  bool ParseWrites(std::string_view query);
+  std::string parse_memo_query_;
+  const FunctionNames* parse_memo_functions_ = nullptr;
+  bool parse_memo_valid_ = false, parse_memo_write_ = true;
   // Sharded databases: fills shard_next (and `rewrite`); false when the request was answered
   // here (an error, or a SET bulwark.tenant_id) or needs more bytes.
   bool RouteShardRequest(bool* answered);
@@ -441,8 +448,7 @@ class ProxyImpl {
   std::unique_ptr<HealthChecker> checker;
   const EtcdLease* lease = nullptr;
 
-  observe::ShardValue clients_accepted, clients_refused, login_failures, protocol_errors,
-      cancels;
+  observe::ShardValue clients_accepted, clients_refused, login_failures, protocol_errors, cancels;
   std::atomic<int64_t> clients_open{0};
 
   // SCRAM verifiers derived once per config for users given plain passwords.
@@ -479,13 +485,18 @@ class ProxyImpl {
   void Cancel(int32_t pid, int32_t key);
   std::string RandomBytes(size_t n);
   uint64_t Random();  // from the cryptographic generator
-  Classification Classify(std::string_view sql);
-  Classification Classify(std::string_view sql, const ClassifyOptions& o) {
-    return pg::Classify(sql, o);
+  Classification Classify(std::string_view sql, const PoolGroup* g) {
+    return pg::Classify(sql, classify_options, g->functions.get());
+  }
+  Classification Classify(std::string_view sql, const ClassifyOptions& o, const PoolGroup* g) {
+    return pg::Classify(sql, o, g->functions.get());
   }
   // The router's verdict: may this request run on a replica?
-  bool IsRead(std::string_view sql);
+  bool IsRead(std::string_view sql, const PoolGroup* g);
   ClassifyOptions classify_options;
+  // Read-only functions by database (loop thread; the health checker's findings, posted).
+  std::map<std::string, std::shared_ptr<const FunctionNames>> functions;
+  void SetFunctions(const std::string& database, std::shared_ptr<const FunctionNames> f);
   void CheckDrained();
 
   ServerConn* NewServer(Pool* p);

@@ -27,6 +27,13 @@ std::optional<std::string> Resolve(const ShardKeyRef& r,
   return std::nullopt;
 }
 
+// Two spellings of one tenant: the same text, or the same integer ('007' and 7).
+bool SameTenant(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  int64_t ia = 0, ib = 0;
+  return ParseInt(a, &ia) && ParseInt(b, &ib) && ia == ib;
+}
+
 }  // namespace
 
 absl::StatusOr<ShardRoute> RouteShard(const ShardingConfig& cfg, const Classification& c,
@@ -35,27 +42,42 @@ absl::StatusOr<ShardRoute> RouteShard(const ShardingConfig& cfg, const Classific
                                       const std::optional<std::string>& session_tenant,
                                       bool allow_scatter) {
   const std::string& col = cfg.shard_column;
-  std::optional<std::string> key;
-  if (c.hint_tenant) {
-    key = c.hint_tenant;
-  } else if (!c.keys.empty()) {
-    for (const ShardKeyRef& r : c.keys) {
-      auto v = Resolve(r, params);
-      if (!v) {
-        return absl::InvalidArgumentError(
-            r.param > 0 ? StrCat(col, " = $", r.param, " has no value to route by")
-                        : StrCat(col, " has no value to route by"));
-      }
-      if (key && *key != *v) {
-        return absl::InvalidArgumentError(StrCat("the query names several tenants (", col, " ",
-                                                 *key, " and ", *v,
-                                                 "); one query may touch one shard"));
-      }
-      key = v;
-    }
-  } else if (session_tenant) {
-    key = session_tenant;
+  if (c.assigns_shard_key) {
+    // The row would belong to another tenant, maybe on another shard: ShardingSphere and Citus
+    // refuse to update the sharding column too. Delete and insert instead.
+    return absl::FailedPreconditionError(
+        StrCat("the query assigns the sharding column ", col,
+               "; a row cannot move between tenants (delete it and insert it again)"));
   }
+  // The tenant the statement itself names (every `tenant_id = ...` must agree).
+  std::optional<std::string> own;
+  for (const ShardKeyRef& r : c.keys) {
+    auto v = Resolve(r, params);
+    if (!v) {
+      return absl::InvalidArgumentError(r.param > 0
+                                            ? StrCat(col, " = $", r.param, " has no value to route by")
+                                            : StrCat(col, " has no value to route by"));
+    }
+    if (own && !SameTenant(*own, *v)) {
+      return absl::InvalidArgumentError(StrCat("the query names several tenants (", col, " ",
+                                               *own, " and ", *v,
+                                               "); one query may touch one shard"));
+    }
+    own = v;
+  }
+  // A hint or the session's tenant that says otherwise is refused, not overruled: either way
+  // the statement would read or write another tenant's rows on the wrong shard.
+  if (own && c.hint_tenant && !SameTenant(*own, *c.hint_tenant)) {
+    return absl::InvalidArgumentError(StrCat("the query names ", col, " ", *own,
+                                             " but its /* ", col, ": ", *c.hint_tenant,
+                                             " */ comment another tenant"));
+  }
+  if (own && !c.hint_tenant && session_tenant && !SameTenant(*own, *session_tenant)) {
+    return absl::InvalidArgumentError(StrCat("the query names ", col, " ", *own,
+                                             " but the session's bulwark.", col, " is ",
+                                             *session_tenant));
+  }
+  std::optional<std::string> key = c.hint_tenant ? c.hint_tenant : own ? own : session_tenant;
   ShardRoute out;
   if (!key) {
     if (allow_scatter) {

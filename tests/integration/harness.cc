@@ -76,6 +76,13 @@ void WriteFile(const std::string& path, const std::string& text) {
   f << text;
 }
 
+long ProcKb(pid_t pid, const std::string& field) {
+  std::string status = ReadFile("/proc/" + std::to_string(pid) + "/status");
+  size_t at = status.find(field + ":");
+  if (at == std::string::npos) return -1;
+  return std::stol(status.substr(at + field.size() + 1));
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream ss;

@@ -18,6 +18,8 @@ int FreePort();
 std::string MakeTempDir();
 void WriteFile(const std::string& path, const std::string& text);
 std::string ReadFile(const std::string& path);
+// kB of a /proc/PID/status field (VmRSS, VmHWM); -1 when absent.
+long ProcKb(pid_t pid, const std::string& field);
 bool WaitForPort(int port, int timeout_ms);
 // Absolute path of a program from PATH, /usr/sbin or /sbin (nginx and haproxy live in sbin); "" if
 // absent.

@@ -105,14 +105,6 @@ std::string Encode(const std::string& q) {
   return enc;
 }
 
-// kB of a /proc/PID/status field (VmRSS, VmHWM).
-long ProcKb(pid_t pid, const std::string& field) {
-  std::string status = ReadFile("/proc/" + std::to_string(pid) + "/status");
-  size_t at = status.find(field + ":");
-  if (at == std::string::npos) return -1;
-  return std::stol(status.substr(at + field.size() + 1));
-}
-
 // Query limits, Prometheus's: one query over 20,000 series and 10,000 steps is refused with
 // Prometheus's error without first holding its result; a long query times out; queries wait
 // for a place; and the control thread (health checks, the admin API, rule evaluation) keeps its

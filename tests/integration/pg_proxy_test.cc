@@ -451,6 +451,88 @@ TEST(PgProxy, ReadsGoToReplicasAndWritesToThePrimary) {
             4);
 }
 
+// The split reads the parse tree: a BEGIN whose comment says READ ONLY is a read-write
+// transaction; functions that write, lock or hold session state go to the primary; a user
+// function goes to a replica only when the primary's pg_proc says it is immutable or stable, or
+// the operator lists it.
+TEST(PgProxy, ReadWriteSplitFollowsTheParseTreeAndTheCatalog) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  db.pg.Psql(
+      "CREATE TABLE t (id int); INSERT INTO t VALUES (1); GRANT ALL ON t TO app;"
+      "CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS "
+      "'UPDATE t SET id = id + 1 RETURNING id';"
+      "CREATE FUNCTION twice(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 2';"
+      "CREATE FUNCTION vouched() RETURNS bool LANGUAGE sql AS 'SELECT pg_is_in_recovery()';",
+      "app");
+  PostgresServer r1(PostgresServer::ReplicaOf{&db.pg});
+  ASSERT_TRUE(r1.ok()) << r1.log();
+  std::string servers = "[{address: '127.0.0.1:" + std::to_string(db.pg.port()) +
+                        "', role: primary}, {address: '127.0.0.1:" + std::to_string(r1.port()) +
+                        "', role: replica}]";
+  Proxy px(servers,
+           "  pool_mode: transaction\n  routing: {read_only_functions: [Vouched]}\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn c(px.port);
+  ASSERT_EQ(c.Login("app", "secret", "app"), "");
+  // The replica has the functions once it has replayed them.
+  for (int i = 0; i < 100 && r1.Psql("SELECT count(*) FROM pg_proc WHERE proname = 'vouched'", "app") !=
+                                 "1";
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "t");  // volatile, but only a read
+  // A comment saying READ ONLY leaves the transaction read-write: the primary.
+  EXPECT_EQ(c.Query("BEGIN; -- READ ONLY"), "");
+  EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "f");
+  EXPECT_EQ(c.Query("UPDATE t SET id = id"), "");
+  EXPECT_EQ(c.Query("COMMIT"), "");
+  EXPECT_EQ(c.Query("BEGIN /* READ ONLY */ ISOLATION LEVEL REPEATABLE READ"), "");
+  EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "f");
+  EXPECT_EQ(c.Query("COMMIT"), "");
+  // A BEGIN that says it in its options: a replica.
+  EXPECT_EQ(c.Query("BEGIN READ ONLY"), "");
+  EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "t");
+  EXPECT_EQ(c.Query("COMMIT"), "");
+  // A volatile user function that writes works (a replica would refuse it).
+  EXPECT_EQ(c.Query("SELECT bump()"), "2");
+  // An immutable one is a read; one the operator vouches for too.
+  EXPECT_EQ(c.Query("SELECT twice(2) || ' ' || pg_is_in_recovery()"), "4 true");
+  EXPECT_EQ(c.Query("SELECT vouched()"), "t");
+  // Advisory locks and large objects: the primary.
+  EXPECT_EQ(c.Query("SELECT pg_try_advisory_xact_lock(7) AND NOT pg_is_in_recovery()"), "t");
+  EXPECT_EQ(c.Query("SELECT pg_is_in_recovery() FROM (SELECT pg_advisory_unlock_all()) u"), "f");
+  EXPECT_EQ(c.Query("SELECT lo_create(0) > 0 AND NOT pg_is_in_recovery()"), "t");
+}
+
+// A statement far beyond classify_max_bytes goes to the primary without being parsed (its
+// parse tree would cost many times its text); bulwark's peak memory grows by less than three
+// times the statement.
+TEST(PgProxy, AHugeStatementIsNotParsed) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  PostgresServer r1(PostgresServer::ReplicaOf{&db.pg});
+  ASSERT_TRUE(r1.ok()) << r1.log();
+  std::string servers = "[{address: '127.0.0.1:" + std::to_string(db.pg.port()) +
+                        "', role: primary}, {address: '127.0.0.1:" + std::to_string(r1.port()) +
+                        "', role: replica}]";
+  Proxy px(servers, "  pool_mode: transaction\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  PgConn c(px.port);
+  ASSERT_EQ(c.Login("app", "secret", "app"), "");
+  EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "t");
+  const size_t kSize = 50 << 20;
+  std::string sql = "SELECT length('" + std::string(kSize, 'x') + "') || ' ' || pg_is_in_recovery()";
+  long before = ProcKb(px.bw->process().pid(), "VmHWM");
+  ASSERT_GT(before, 0);
+  EXPECT_EQ(c.Query(sql), std::to_string(kSize) + " false");
+  long peak = ProcKb(px.bw->process().pid(), "VmHWM");
+  EXPECT_LT(peak - before, static_cast<long>(3 * kSize / 1024))
+      << "peak " << peak << " kB, before " << before << " kB";
+  // Short statements still go by their parse tree.
+  EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "t");
+}
+
 TEST(PgProxy, RolesComeFromTheServersAndALaggingReplicaGetsNoReads) {
   AppDatabase db;
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
@@ -1042,6 +1124,25 @@ TEST(PgProxy, ShardRoutingForEveryKeySourceWithSeedShardMap) {
                     "'2025-02-01')"),
             "");
   EXPECT_EQ(on(2, "SELECT count(*) FROM orders_2025_02 WHERE id = 8"), "1");
+  // The statement's own tenant must agree with the session's and with a hint, and the sharding
+  // column is never assigned: each refused with its reason, the connection going on.
+  ASSERT_TRUE(c.SendQuery(
+      "SELECT count(*) FROM orders WHERE tenant_id = 6 AND created_at = '2025-01-02'"));
+  EXPECT_EQ(c.NextError(),
+            "22023 the query names tenant_id 6 but the session's bulwark.tenant_id is 5");
+  EXPECT_EQ(c.Finish(), "");
+  ASSERT_TRUE(c.SendQuery(
+      "/* tenant_id: 2 */ DELETE FROM orders WHERE tenant_id = 5 AND created_at = '2025-01-02'"));
+  EXPECT_EQ(c.NextError(),
+            "22023 the query names tenant_id 5 but its /* tenant_id: 2 */ comment another tenant");
+  EXPECT_EQ(c.Finish(), "");
+  ASSERT_TRUE(c.SendQuery(
+      "UPDATE orders SET tenant_id = 6 WHERE tenant_id = 5 AND id = 7 AND created_at = "
+      "'2025-01-02'"));
+  EXPECT_EQ(c.NextError().substr(0, 50), "0A000 the query assigns the sharding column tenant");
+  EXPECT_EQ(c.Finish(), "");
+  EXPECT_EQ(on(5, "SELECT count(*) FROM orders_2025_01 WHERE id = 7 AND tenant_id IS NULL"), "1");
+  EXPECT_EQ(c.Query("SELECT count(*) FROM orders WHERE id = 7 AND created_at = '2025-01-02'"), "1");
   // Parameters of the extended protocol (pgbench -M extended sends :t as $1).
   std::string dir = MakeTempDir();
   WriteFile(dir + "/ins.sql",

@@ -12,7 +12,9 @@
 #include <thread>
 
 #include "pg/auth.h"
+#include "core/strings.h"
 #include "pg/classify.h"
+#include "pg/health.h"
 #include "pg/protocol.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/pg_client.h"
@@ -64,14 +66,26 @@ TEST(PgReal, ClassifierAgreesWithAReadOnlyReplicaOnWhatIsARead) {
   // must call a write; what it accepts may be a read.
   PostgresServer pg;
   ASSERT_TRUE(pg.ok()) << pg.log();
-  pg.Psql("CREATE TABLE t (id int, tenant_id int); CREATE SEQUENCE s;");
+  pg.Psql(
+      "CREATE TABLE t (id int, tenant_id int); CREATE SEQUENCE s;"
+      "CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS 'UPDATE t SET id = id + 1 RETURNING 1';"
+      "CREATE FUNCTION twice(int) RETURNS int STABLE LANGUAGE sql AS 'SELECT $1 * 2';");
+  // The functions the proxy would learn from this server.
+  pg::FunctionNames known;
+  for (const std::string& name : Split(pg.Psql(pg::ReadOnlyFunctionsQuery()), '\n')) {
+    if (!name.empty()) known.insert(name);
+  }
+  EXPECT_GT(known.size(), 1000u);
+  EXPECT_TRUE(known.count("twice") && known.count("count") && !known.count("bump"));
   for (const char* sql : {"SELECT * FROM t WHERE tenant_id = 1", "SELECT count(*) FROM t",
+                          "SELECT bump()", "SELECT twice(id), lower('A'), now() FROM t",
+                          "SELECT pg_is_in_recovery(), random()",
                           "INSERT INTO t VALUES (1, 1)", "UPDATE t SET id = 2", "DELETE FROM t",
                           "SELECT * FROM t FOR UPDATE", "SELECT nextval('s')",
                           "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
                           "CREATE TABLE u (a int)", "SELECT * INTO v FROM t"}) {
     std::string out = pg.Psql(std::string("BEGIN TRANSACTION READ ONLY; ") + sql + "; COMMIT;");
-    pg::Classification c = pg::Classify(sql, pg::ClassifyOptions{});
+    pg::Classification c = pg::Classify(sql, pg::ClassifyOptions{}, &known);
     // psql prints nothing for a refused statement on stdout; its error goes to stderr, which
     // the harness keeps in the same file: "ERROR:  cannot execute ... in a read-only transaction".
     bool read_only_error = out.find("read-only transaction") != std::string::npos;

@@ -5,7 +5,11 @@
 namespace bulwark::pg {
 namespace {
 
-Classification C(const std::string& sql) { return Classify(sql, ClassifyOptions{}); }
+// What a server's pg_proc would say of the functions these tests call.
+const FunctionNames kCatalog = {
+    "count", "now", "lower", "currval", "pg_advisory_lock", "pg_try_advisory_xact_lock", "lo_get"};
+
+Classification C(const std::string& sql) { return Classify(sql, ClassifyOptions{}, &kCatalog); }
 
 TEST(PgClassify, ReadsAndWrites) {
   for (const char* read : {"SELECT 1", "select * from users where id = 3", "SHOW server_version",
@@ -38,6 +42,55 @@ TEST(PgClassify, ReadsAndWrites) {
     EXPECT_EQ(c.reason, w.reason) << w.sql;
   }
   EXPECT_FALSE(C("SELEC 1").parsed);
+}
+
+TEST(PgClassify, FunctionsReadOnlyWhenTheCatalogOrTheOperatorSaysSo) {
+  // Stable or immutable in pg_proc: a read. Unknown (a user function, or no catalog yet): a
+  // write, as pgpool-II treats volatile functions.
+  EXPECT_FALSE(C("SELECT lower(name) FROM users").write);
+  Classification c = C("SELECT refresh_totals()");
+  EXPECT_TRUE(c.write);
+  EXPECT_EQ(c.reason, "refresh_totals() is not known to be read-only");
+  EXPECT_TRUE(Classify("SELECT count(*) FROM t", ClassifyOptions{}).write);
+  EXPECT_TRUE(C("SELECT * FROM t WHERE id = myschema.next_id()").write);
+  ClassifyOptions o;
+  o.read_only_functions = {"refresh_totals"};
+  EXPECT_FALSE(Classify("SELECT refresh_totals()", o, &kCatalog).write);
+  // Advisory locks, sequences' session state and large objects: the primary, whatever the
+  // catalog says of them.
+  for (const char* sql : {"SELECT currval('s')", "SELECT lastval()", "SELECT pg_advisory_lock(1)",
+                          "SELECT pg_try_advisory_xact_lock(7)", "SELECT pg_advisory_unlock_all()",
+                          "SELECT lo_get(16384)", "SELECT lo_unlink(16384)",
+                          "SELECT pg_catalog.pg_try_advisory_lock(1)",
+                          "SELECT x FROM t WHERE "
+                          "pg_try_advisory_lock(id)"}) {
+    EXPECT_TRUE(Classify(sql, o, &kCatalog).write) << sql;
+  }
+}
+
+TEST(PgClassify, ReadOnlyTransactionsByTheParseTree) {
+  EXPECT_TRUE(C("BEGIN READ ONLY").tx_read_only);
+  EXPECT_TRUE(C("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").tx_read_only);
+  EXPECT_TRUE(C("begin transaction read only").tx_read_only);
+  EXPECT_FALSE(C("BEGIN").tx_read_only);
+  EXPECT_FALSE(C("BEGIN READ WRITE").tx_read_only);
+  EXPECT_FALSE(C("BEGIN READ ONLY, READ WRITE").tx_read_only);  // the last one named wins
+  // The words in a comment or a string are not the transaction's mode.
+  EXPECT_FALSE(C("BEGIN; -- READ ONLY").tx_read_only);
+  EXPECT_FALSE(C("BEGIN /* READ ONLY */").tx_read_only);
+  EXPECT_FALSE(C("BEGIN; SELECT 'READ ONLY'").tx_read_only);
+}
+
+TEST(PgClassify, LongStatementsAreNotParsed) {
+  ClassifyOptions o;
+  o.max_bytes = 1024;
+  std::string sql = "/* tenant_id: 7 */ SELECT '" + std::string(2000, 'x') + "'";
+  Classification c = Classify(sql, o);
+  EXPECT_FALSE(c.parsed);
+  EXPECT_TRUE(c.write);
+  EXPECT_EQ(c.reason, "longer than classify_max_bytes (1024)");
+  EXPECT_EQ(c.hint_tenant, "7");  // hints are comments, read without the parser
+  EXPECT_FALSE(Classify("SELECT 1", o).write);
 }
 
 TEST(PgClassify, TransactionsTablesAndShardKeys) {

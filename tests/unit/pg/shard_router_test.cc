@@ -87,5 +87,43 @@ TEST_F(ShardRouterTest, WhatCannotBeRoutedSaysWhy) {
   EXPECT_FALSE(months.ok());
 }
 
+// A statement's own tenant must agree with the hint and the session's tenant (a disagreement
+// would reach another tenant's rows, maybe on the wrong shard), and the sharding column is never
+// assigned, as ShardingSphere and Citus refuse.
+TEST_F(ShardRouterTest, DisagreeingTenantsAndShardKeyUpdatesAreRefused) {
+  const std::string q = "SELECT * FROM orders WHERE tenant_id = 3 AND created_at = '2025-01-02'";
+  auto hint = Route("/* tenant_id: 5 */ " + q);
+  EXPECT_EQ(hint.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(hint.status().message(),
+            "the query names tenant_id 3 but its /* tenant_id: 5 */ comment another tenant");
+  auto session = Route(q, {}, "11");  // 11 % 8 = 3: the same shard, still another tenant
+  EXPECT_EQ(session.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(session.status().message(),
+            "the query names tenant_id 3 but the session's bulwark.tenant_id is 11");
+  auto param = Route("SELECT * FROM orders WHERE tenant_id = $1 AND created_at = '2025-01-02'",
+                     {"4"}, "3");
+  EXPECT_FALSE(param.ok());
+  // Agreeing spellings pass.
+  EXPECT_TRUE(Route("/* tenant_id: 3 */ " + q).ok());
+  EXPECT_TRUE(Route(q, {}, "003").ok());
+  EXPECT_TRUE(Route("SELECT * FROM orders WHERE tenant_id = '3' AND tenant_id = 3 AND "
+                    "created_at = '2025-01-02'")
+                  .ok());
+  for (const char* sql :
+       {"UPDATE orders SET tenant_id = 4 WHERE tenant_id = 3 AND created_at = '2025-01-02'",
+        "UPDATE orders SET (tenant_id, id) = (4, 1) WHERE tenant_id = 3 AND created_at = "
+        "'2025-01-02'",
+        "INSERT INTO orders (id, tenant_id, created_at) VALUES (1, 3, '2025-01-02') ON CONFLICT "
+        "(id) DO UPDATE SET tenant_id = 4"}) {
+    auto u = Route(sql);
+    EXPECT_EQ(u.status().code(), absl::StatusCode::kFailedPrecondition) << sql;
+    EXPECT_NE(u.status().message().find("assigns the sharding column tenant_id"),
+              std::string::npos)
+        << sql;
+  }
+  EXPECT_TRUE(
+      Route("UPDATE orders SET id = 2 WHERE tenant_id = 3 AND created_at = '2025-01-02'").ok());
+}
+
 }  // namespace
 }  // namespace bulwark::pg
