@@ -121,11 +121,20 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
       }
     }
     std::string base_dir;
-    if (size_t slash = path.rfind('/'); slash != std::string::npos) base_dir = path.substr(0, slash);
+    if (size_t slash = path.rfind('/'); slash != std::string::npos)
+      base_dir = path.substr(0, slash);
     YAML::Node observe = top.Get("observe");
     if (observe.IsDefined()) observe::LoadObserveConfig(ctx, observe, base_dir, cfg->observe.get());
     YAML::Node pg = top.Get("pg");
     if (pg.IsDefined()) pg::LoadPgConfig(ctx, pg, base_dir, cfg->pg.get());
+    if (cfg->pg->failover.enabled && cfg->cluster.etcd_endpoints.empty() &&
+        !cfg->pg->failover.single_instance) {
+      // Two instances promoting on their own would each pick a primary: split brain.
+      ctx.Error(pg["failover"].Mark(),
+                "pg.failover: automatic failover without cluster.etcd needs `single_instance: "
+                "true` (this is the only bulwark in front of these databases); with several "
+                "instances, configure cluster.etcd so that only the lease holder promotes");
+    }
     YAML::Node vault = top.Get("vault");
     if (vault.IsDefined()) vault::LoadVaultConfig(ctx, vault, base_dir, cfg->vault.get());
     gateway::ParseGatewayConfig(ctx, top, cfg->gateway.get());

@@ -309,6 +309,15 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
     MapReader fr(ctx, failover, "pg.failover");
     fr.Bool("enabled", &out->failover.enabled);
     fr.Duration("promote_timeout", &out->failover.promote_timeout_ms);
+    fr.Bool("single_instance", &out->failover.single_instance);
+    fr.Size("maximum_lag_on_failover", &out->failover.maximum_lag_on_failover);
+    fr.StringList("fence_command", &out->failover.fence_command);
+    fr.Duration("fence_timeout", &out->failover.fence_timeout_ms);
+    if (fr.Get("fence_command").IsDefined() && out->failover.fence_command.empty()) {
+      ctx.Error(fr.Get("fence_command").Mark(),
+                "pg.failover.fence_command: a program and its arguments, e.g. [ssh, db1, "
+                "systemctl, stop, postgresql]");
+    }
     fr.Finish();
   }
   r.Finish();

@@ -94,6 +94,16 @@ struct HealthConfig {
 struct FailoverConfig {
   bool enabled = false;
   int64_t promote_timeout_ms = 60000;  // pg_promote(wait => true, wait_seconds)
+  // Without cluster.etcd, automatic failover is only safe when this is the only bulwark in
+  // front of the database: the operator says so.
+  bool single_instance = false;
+  // A replica further behind the old primary's last known WAL position is not promoted
+  // (Patroni's maximum_lag_on_failover and its 1 MB default).
+  int64_t maximum_lag_on_failover = 1024 * 1024;
+  // Run before promoting (argv, no shell); a failure means no promotion. Gets
+  // BULWARK_OLD_PRIMARY, BULWARK_NEW_PRIMARY and BULWARK_DATABASE.
+  std::vector<std::string> fence_command;
+  int64_t fence_timeout_ms = 30000;
 };
 
 // libpq require_auth names: password (cleartext), md5, scram-sha-256, none (no authentication).

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "pg/protocol.h"
+#include "vault/process.h"
 
 namespace bulwark::pg {
 
@@ -510,6 +511,7 @@ void HealthChecker::MaybeFailover(
         down = &s;
       }
     }
+    if (primary_up) refused_.erase(dbname);
     if (primary_up || down == nullptr || done[down->Name()]) continue;
     done[down->Name()] = true;
     const std::string& database = dbname;  // lambdas cannot capture structured bindings
@@ -563,6 +565,22 @@ void HealthChecker::MaybeFailover(
       } else {
         LogError("pg: failover of ", database, " from ", ev.old_primary, " failed: ", ev.error);
       }
+      results_[ev.error.empty() ? kOk : kFailed].fetch_add(1);
+      std::lock_guard<std::mutex> l(mu_);
+      events_.push_back(ev);
+      if (events_.size() > 100) events_.erase(events_.begin());
+    };
+    // Not promoting, and trying again next round: recorded and logged once per reason while
+    // the primary stays down.
+    auto refuse = [&](std::string why) {
+      std::string& last = refused_[database];
+      if (last == why) return;
+      last = why;
+      ev.refused = true;
+      ev.error = why;
+      ev.total_ms = MonotonicMs() - old_h.first_failure_ms.load();
+      LogError("pg: failover of ", database, " from ", ev.old_primary, " refused: ", why);
+      results_[kRefused].fetch_add(1);
       std::lock_guard<std::mutex> l(mu_);
       events_.push_back(ev);
       if (events_.size() > 100) events_.erase(events_.begin());
@@ -571,11 +589,46 @@ void HealthChecker::MaybeFailover(
       finish("no replica is up to promote");
       continue;
     }
+    // Patroni's maximum_lag_on_failover: a replica missing more than that much of what the old
+    // primary last said it had written would lose those commits; better no failover (the old
+    // primary may come back) than a silent loss.
+    int64_t last_primary_lsn = old_h.lsn.load();
+    if (best_lsn < 0) {
+      refuse(StrCat("the WAL position of ", best->Name(), " is unknown; not promoted"));
+      continue;
+    }
+    if (last_primary_lsn >= 0 &&
+        last_primary_lsn - best_lsn > cfg.failover.maximum_lag_on_failover) {
+      refuse(StrCat("the most advanced replica, ", best->Name(), ", is ",
+                    last_primary_lsn - best_lsn, " bytes behind the last position seen on ",
+                    ev.old_primary,
+                    " (maximum_lag_on_failover: ", cfg.failover.maximum_lag_on_failover,
+                    "); not promoted: bring the old primary back, or promote by hand and "
+                    "re-add it"));
+      continue;
+    }
     Target* t = TargetFor(best->Name());
     if (t == nullptr) {
       finish(StrCat("no connection to ", best->Name()));
       continue;
     }
+    if (!cfg.failover.fence_command.empty()) {
+      // STONITH first, as Pacemaker: the old primary must not take writes once another is
+      // promoted. No fence, no promotion.
+      std::string output;
+      absl::Status fenced = vault::RunCapture(cfg.failover.fence_command,
+                                              {{"BULWARK_OLD_PRIMARY", ev.old_primary},
+                                               {"BULWARK_NEW_PRIMARY", best->Name()},
+                                               {"BULWARK_DATABASE", database}},
+                                              cfg.failover.fence_timeout_ms, &output);
+      if (!fenced.ok()) {
+        refuse(StrCat("fence_command failed: ", fenced.message(), "; not promoted"));
+        continue;
+      }
+      ev.fenced = true;
+      LogWarn("pg: failover of ", database, ": fenced ", ev.old_primary);
+    }
+    refused_.erase(database);
     ev.new_primary = best->Name();
     int64_t promote_start = MonotonicMs();
     std::string sql = StrCat("SELECT pg_promote(true, ",

@@ -9,6 +9,7 @@
 // (an idle primary must not make a caught-up replica look late).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -45,6 +46,8 @@ struct FailoverEvent {
   int64_t total_ms = 0;                // first failed check -> done
   std::vector<std::string> repointed;  // replicas now following the new primary
   std::string error;                   // why it did not complete ("" when it did)
+  bool refused = false;                // not attempted: no replica close enough, or no fence
+  bool fenced = false;                 // fence_command succeeded
 };
 
 class HealthChecker {
@@ -70,6 +73,9 @@ class HealthChecker {
   // Failover decisions only while `leader` says so (the etcd lease holder).
   void set_leader(std::function<bool()> leader) { leader_ = std::move(leader); }
   std::vector<FailoverEvent> Events();
+  // Failovers by result since start (the events list keeps only the last 100).
+  uint64_t failovers(int result) const { return results_[result].load(); }
+  enum FailoverResult { kOk = 0, kFailed = 1, kRefused = 2 };
 
  private:
   struct Target;
@@ -92,6 +98,8 @@ class HealthChecker {
   FunctionsCallback on_functions_;
   std::map<std::string, int64_t> functions_loaded_ms_;  // thread only
   std::vector<FailoverEvent> events_;                   // guarded by mu_
+  std::atomic<uint64_t> results_[3] = {};
+  std::map<std::string, std::string> refused_;  // database -> why (thread only; logged once)
 };
 
 }  // namespace bulwark::pg

@@ -864,6 +864,8 @@ std::string ProxyImpl::StatusJson() {
       j["promote_ms"] = e.promote_ms;
       j["total_ms"] = e.total_ms;
       j["repointed"] = e.repointed;
+      j["fenced"] = e.fenced;
+      if (e.refused) j["refused"] = true;
       if (!e.error.empty()) j["error"] = e.error;
       failovers.push_back(std::move(j));
     }
@@ -1430,12 +1432,15 @@ void Proxy::CollectMetrics(std::string* out) const {
          p->protocol_errors.Get());
   global("bulwark_pg_cancel_requests_total", "Cancel requests received.", p->cancels.Get());
   if (p->checker) {
-    uint64_t ok = 0, failed = 0;
-    for (const FailoverEvent& e : p->checker->Events()) (e.error.empty() ? ok : failed)++;
     AppendHeader(out, "bulwark_pg_failovers_total", "counter",
-                 "Automatic failovers, by result (the last 100 are on /api/v1/pg).");
-    out->append("bulwark_pg_failovers_total{result=\"ok\"} " + std::to_string(ok) + "\n");
-    out->append("bulwark_pg_failovers_total{result=\"failed\"} " + std::to_string(failed) + "\n");
+                 "Automatic failovers, by result: ok, failed (promotion did not finish), refused "
+                 "(no replica within maximum_lag_on_failover, or the fence failed); the last "
+                 "100 are on /api/v1/pg.");
+    const char* names[] = {"ok", "failed", "refused"};
+    for (int r : {HealthChecker::kOk, HealthChecker::kFailed, HealthChecker::kRefused}) {
+      out->append(StrCat("bulwark_pg_failovers_total{result=\"", names[r], "\"} ",
+                         p->checker->failovers(r), "\n"));
+    }
   }
   AppendHeader(out, "bulwark_pg_server_up", "gauge",
                "1 when the health checker reaches the server, by server and role.");

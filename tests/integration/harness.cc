@@ -706,6 +706,13 @@ void PostgresServer::Stop(int sig) {
   }
 }
 
+bool PostgresServer::Restart() {
+  int port = port_;
+  ok_ = false;
+  Start({});
+  return ok_ && port_ == port;
+}
+
 PostgresServer::~PostgresServer() {
   if (proc_ && proc_->running()) {
     proc_->Signal(SIGINT);  // fast shutdown

@@ -193,6 +193,8 @@ class PostgresServer {
   std::string socket_address() const { return dir_ + ":" + std::to_string(port_); }
   // Stops the server with `sig` (SIGQUIT: immediate shutdown, as a crash) and waits for it.
   void Stop(int sig);
+  // Starts it again on its data directory; false unless it is back on the same port.
+  bool Restart();
 
  private:
   bool Prepare();

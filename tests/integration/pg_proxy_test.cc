@@ -11,16 +11,20 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <thread>
 
 #include "core/strings.h"
+#include "nlohmann/json.hpp"
 #include "pg/protocol.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/pg_client.h"
 
 namespace bulwark::testing {
 namespace {
+
+using json = nlohmann::json;
 
 using Clock = std::chrono::steady_clock;
 
@@ -608,6 +612,113 @@ TEST(PgProxy, RolesComeFromTheServersAndALaggingReplicaGetsNoReads) {
   EXPECT_EQ(seen, (std::set<std::string>{p1, p2}));
 }
 
+// Failover safety: a replica further behind the old primary than maximum_lag_on_failover is not
+// promoted (the commits in between would be lost); a caught-up one is, after the fence_command
+// ran; and the old primary, back as a primary, never gets a write again.
+TEST(PgProxy, FailoverRefusesALaggingReplicaFencesAndKeepsTheOldPrimaryOut) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  PostgresServer r1(PostgresServer::ReplicaOf{&db.pg});
+  ASSERT_TRUE(r1.ok()) << r1.log();
+  db.pg.Psql("CREATE TABLE t (id int); GRANT ALL ON t TO app", "app");
+  std::string dir = MakeTempDir();
+  const std::string old_name = db.pg.socket_address(), r1_name = r1.socket_address();
+  Proxy px("['" + old_name + "', '" + r1_name + "']",
+           "  pool_mode: transaction\n  health: {interval: 200ms, fails: 3, user: postgres}\n"
+           "  failover: {enabled: true, single_instance: true, fence_command: [sh, -c, 'echo "
+           "\"$BULWARK_OLD_PRIMARY -> $BULWARK_NEW_PRIMARY\" >> " +
+               dir + "/fenced']}\n");
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  auto status = [&] { return json::parse(HttpGet(px.admin, "/api/v1/pg").body, nullptr, false); };
+  auto server = [&](const std::string& name) {
+    json s = status();
+    for (const json& j : s.value("servers", json::array())) {
+      if (j.value("address", "") == name) return j;
+    }
+    return json::object();
+  };
+  auto wait_for = [&](const std::function<bool()>& done) {
+    for (int i = 0; i < 300 && !done(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return done();
+  };
+  const std::string lag_metric = "bulwark_pg_replication_lag_bytes{server=\"" + r1_name + "\"}";
+
+  // r1 stops receiving WAL; the primary writes ~4 MB more, and the health checker sees it.
+  std::string conninfo = r1.Psql("SHOW primary_conninfo");
+  ASSERT_FALSE(conninfo.empty());
+  r1.Psql("ALTER SYSTEM SET primary_conninfo = ''");
+  r1.Psql("SELECT pg_reload_conf()");
+  ASSERT_TRUE(wait_for([&] { return r1.Psql("SELECT count(*) FROM pg_stat_wal_receiver") == "0"; }));
+  db.pg.Psql("CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 4000) g",
+             "app");
+  ASSERT_TRUE(wait_for([&] {
+    std::string lag = Metric(px.Metrics(), lag_metric);
+    return !lag.empty() && std::stoll(lag) > (3 << 20);
+  })) << HttpGet(px.admin, "/api/v1/pg").body;
+  db.pg.Stop(SIGQUIT);
+  ASSERT_TRUE(wait_for([&] { return status().dump().find("\"refused\":true") != std::string::npos; }))
+      << HttpGet(px.admin, "/api/v1/pg").body << px.bw->log();
+  std::string refusal = status()["failovers"].back().value("error", "");
+  EXPECT_NE(refusal.find("bytes behind the last position seen on " + old_name +
+                         " (maximum_lag_on_failover: 1048576)"),
+            std::string::npos)
+      << refusal;
+  EXPECT_EQ(r1.Psql("SELECT pg_is_in_recovery()"), "t");
+  EXPECT_EQ(ReadFile(dir + "/fenced"), "");  // nothing to fence without a promotion
+  // Tried again every round, recorded once.
+  int64_t checks = server(r1_name).value("checks", 0);
+  ASSERT_TRUE(wait_for([&] { return server(r1_name).value("checks", 0) >= checks + 5; }));
+  std::string m = px.Metrics();
+  EXPECT_EQ(Metric(m, "bulwark_pg_failovers_total{result=\"refused\"}"), "1");
+  EXPECT_EQ(Metric(m, "bulwark_pg_failovers_total{result=\"ok\"}"), "0");
+  EXPECT_NE(px.bw->log().find("refused: the most advanced replica"), std::string::npos);
+
+  // The primary comes back; r1 streams again and catches up.
+  ASSERT_TRUE(db.pg.Restart()) << db.pg.log();
+  std::string quoted;
+  for (char ch : conninfo) quoted += ch == '\'' ? std::string("''") : std::string(1, ch);
+  r1.Psql("ALTER SYSTEM SET primary_conninfo = '" + quoted + "'");
+  r1.Psql("SELECT pg_reload_conf()");
+  ASSERT_TRUE(wait_for([&] { return r1.Psql("SELECT count(*) FROM big", "app") == "4000"; }))
+      << r1.log();
+  ASSERT_TRUE(wait_for([&] {
+    json s = server(old_name);
+    return s.value("up", false) && s.value("role", "") == "primary" && !s.value("demoted", true) &&
+           Metric(px.Metrics(), lag_metric) == "0";
+  })) << HttpGet(px.admin, "/api/v1/pg").body;
+
+  // Lost again: now r1 is close enough. The fence runs first, then r1 is promoted.
+  db.pg.Stop(SIGQUIT);
+  ASSERT_TRUE(wait_for([&] {
+    return status().dump().find("\"new_primary\":\"" + r1_name + "\"") != std::string::npos;
+  })) << HttpGet(px.admin, "/api/v1/pg").body << px.bw->log();
+  json ev = status()["failovers"].back();
+  EXPECT_TRUE(ev.value("fenced", false)) << ev.dump();
+  EXPECT_FALSE(ev.contains("error")) << ev.dump();
+  EXPECT_EQ(ReadFile(dir + "/fenced"), old_name + " -> " + r1_name + "\n");
+  EXPECT_EQ(r1.Psql("SELECT pg_is_in_recovery()"), "f");
+  m = px.Metrics();
+  EXPECT_EQ(Metric(m, "bulwark_pg_failovers_total{result=\"ok\"}"), "1");
+  EXPECT_EQ(Metric(m, "bulwark_pg_failovers_total{result=\"refused\"}"), "1");
+
+  // The old primary returns, still a primary (split brain): it is fenced off from writes.
+  ASSERT_TRUE(db.pg.Restart()) << db.pg.log();
+  ASSERT_TRUE(wait_for([&] {
+    json s = server(old_name);
+    return s.value("up", false) && s.value("role", "") == "primary";
+  })) << HttpGet(px.admin, "/api/v1/pg").body;
+  EXPECT_TRUE(server(old_name).value("demoted", false));
+  PgConn c(px.port);
+  ASSERT_EQ(c.Login("app", "secret", "app"), "");
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(c.Query("INSERT INTO t VALUES (42)"), "");
+  }
+  EXPECT_EQ(r1.Psql("SELECT count(*) FROM t WHERE id = 42", "app"), "5");
+  EXPECT_EQ(db.pg.Psql("SELECT count(*) FROM t WHERE id = 42", "app"), "0");
+}
+
 TEST(PgProxy, FailoverPromotesTheMostAdvancedReplicaAndLosesNoAcknowledgedCommit) {
   AppDatabase db;
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
@@ -633,7 +744,7 @@ TEST(PgProxy, FailoverPromotesTheMostAdvancedReplicaAndLosesNoAcknowledgedCommit
                         r2.socket_address() + "']";
   Proxy px(servers,
            "  pool_mode: transaction\n  health: {interval: 200ms, fails: 3, user: postgres}\n"
-           "  failover: {enabled: true}\n");
+           "  failover: {enabled: true, single_instance: true}\n");
   ASSERT_TRUE(px.Ready()) << px.bw->log();
   std::string init = Pgbench(px.port, {"-i", "-s", "1", "-q"});
   ASSERT_NE(init.find("done in"), std::string::npos) << init << px.bw->log();

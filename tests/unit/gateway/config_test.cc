@@ -204,6 +204,31 @@ TEST(Config, SemanticErrors) {
   }
 }
 
+// Automatic failover with no etcd lease must be declared the only instance: two bulwarks
+// promoting on their own would split the brain.
+TEST(Config, FailoverWithoutEtcdNeedsSingleInstance) {
+  const std::string pg =
+      "pg:\n  users: [{name: app, password: x}]\n  databases: {app: {servers: ['127.0.0.1:5432', "
+      "'127.0.0.1:5433']}}\n";
+  ConfigLoad bad = Load(pg + "  failover: {enabled: true}\n");
+  ASSERT_EQ(bad.errors.size(), 1u);
+  EXPECT_EQ(bad.errors[0].rfind("t.yml:4:", 0), 0u) << bad.errors[0];
+  EXPECT_NE(bad.errors[0].find("needs `single_instance: true`"), std::string::npos);
+  ConfigLoad one = Load(pg + "  failover: {enabled: true, single_instance: true, "
+                             "maximum_lag_on_failover: 4MB, fence_command: [fence, db1], "
+                             "fence_timeout: 5s}\n");
+  ASSERT_TRUE(one.errors.empty()) << one.errors[0];
+  EXPECT_EQ(one.config->pg->failover.maximum_lag_on_failover, 4 << 20);
+  EXPECT_EQ(one.config->pg->failover.fence_command, (std::vector<std::string>{"fence", "db1"}));
+  EXPECT_EQ(one.config->pg->failover.fence_timeout_ms, 5000);
+  EXPECT_EQ(Load(pg + "  failover: {enabled: true, maximum_lag_on_failover: 1MB}\n").errors.size(),
+            1u);
+  ConfigLoad leased = Load("cluster: {etcd: {endpoints: ['127.0.0.1:2379']}}\n" + pg +
+                           "  failover: {enabled: true}\n");
+  EXPECT_TRUE(leased.errors.empty()) << leased.errors[0];
+  EXPECT_TRUE(Load(pg + "  failover: {enabled: false}\n").errors.empty());
+}
+
 TEST(Config, ProtectionSettings) {
   ConfigLoad l = Load(R"(
 limit_req_zones:
