@@ -76,10 +76,7 @@ std::vector<std::pair<std::string, std::string>> SourceConfig::Env() const {
   for (const std::string& name : pass_env) {
     if (const char* v = std::getenv(name.c_str())) env.emplace_back(name, v);
   }
-  if (password.empty()) return env;
-  if (Engine() == "postgres") env.emplace_back("PGPASSWORD", password);
-  if (Engine() == "mysql") env.emplace_back("MYSQL_PWD", password);
-  return env;
+  return env;  // the password goes in a file (ClientCommand), never the environment
 }
 
 std::string SourceConfig::Engine() const {

@@ -1,8 +1,78 @@
 #include "vault/database.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
 #include "core/strings.h"
 
 namespace bulwark::vault {
+
+absl::StatusOr<ClientCommand> ClientCommand::Make(const SourceConfig& src,
+                                                  std::vector<std::string> argv) {
+  ClientCommand c;
+  c.argv = std::move(argv);
+  c.env = src.Env();
+  if (src.password.empty() || src.Engine().empty()) return c;
+  std::string text;
+  if (src.password.find_first_of("\r\n") != std::string::npos) {
+    return absl::InvalidArgumentError("the source's password contains a line break");
+  }
+  if (src.Engine() == "postgres") {
+    // ~/.pgpass's format: host:port:database:user:password, ':' and '\\' escaped.
+    text = "*:*:*:*:";
+    for (char ch : src.password) {
+      if (ch == ':' || ch == '\\') text.push_back('\\');
+      text.push_back(ch);
+    }
+    text.push_back('\n');
+  } else {
+    // An option file: a quoted value, backslashes doubled.
+    char quote = src.password.find('"') == std::string::npos ? '"' : '\'';
+    if (quote == '\'' && src.password.find('\'') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          "the source's password holds both quote characters; MySQL's option file cannot "
+          "carry it");
+    }
+    text = "[client]\npassword=";
+    text.push_back(quote);
+    for (char ch : src.password) {
+      if (ch == '\\') text.push_back('\\');
+      text.push_back(ch);
+    }
+    text.push_back(quote);
+    text.push_back('\n');
+  }
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir = StrCat(tmp != nullptr && tmp[0] == '/' ? tmp : "/tmp", "/bulwark-login-XXXXXX");
+  if (mkdtemp(dir.data()) == nullptr) {
+    return absl::InternalError(StrCat("cannot create a directory for the login file: ",
+                                      std::strerror(errno)));
+  }
+  c.dir_ = dir;  // mkdtemp made it 0700; from here the destructor removes it
+  std::string path = dir + "/login";
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return absl::InternalError(StrCat("cannot create ", path, ": ", std::strerror(errno)));
+  bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  close(fd);
+  if (!written) return absl::InternalError(StrCat("cannot write ", path));
+  if (src.Engine() == "postgres") {
+    c.env.emplace_back("PGPASSFILE", path);
+  } else if (!c.argv.empty()) {
+    c.argv.insert(c.argv.begin() + 1, "--defaults-extra-file=" + path);
+  }
+  return c;
+}
+
+ClientCommand::~ClientCommand() {
+  if (dir_.empty()) return;
+  unlink((dir_ + "/login").c_str());
+  rmdir(dir_.c_str());
+}
 
 std::string DatabaseClient::QuoteIdent(const std::string& name, bool postgres) {
   char q = postgres ? '"' : '`';
@@ -61,7 +131,9 @@ absl::StatusOr<std::string> DatabaseClient::Query(const std::string& db, const s
     argv.insert(argv.end(), {"-e", sql});
   }
   std::string out;
-  if (auto st = RunCapture(argv, Env(), timeout_ms, &out); !st.ok()) return st;
+  auto cmd = Command(std::move(argv));
+  if (!cmd.ok()) return cmd.status();
+  if (auto st = RunCapture(cmd->argv, cmd->env, timeout_ms, &out); !st.ok()) return st;
   size_t nl = out.find('\n');
   if (nl != std::string::npos) out.resize(nl);
   if (!postgres()) {

@@ -12,6 +12,30 @@
 
 namespace bulwark::vault {
 
+// A client program of a source and what it needs to log in. The password goes in a 0600 file in
+// a private 0700 directory (libpq's PGPASSFILE; MySQL's --defaults-extra-file, which must be
+// the program's first argument), removed when this goes; never in the environment, where any
+// process of the same user reads it (/proc/<pid>/environ).
+class ClientCommand {
+ public:
+  static absl::StatusOr<ClientCommand> Make(const SourceConfig& src,
+                                            std::vector<std::string> argv);
+  ClientCommand(ClientCommand&& o) noexcept
+      : argv(std::move(o.argv)), env(std::move(o.env)), dir_(std::move(o.dir_)) {
+    o.dir_.clear();
+  }
+  ClientCommand& operator=(ClientCommand&&) = delete;
+  ClientCommand(const ClientCommand&) = delete;
+  ~ClientCommand();
+
+  std::vector<std::string> argv;
+  EnvList env;
+
+ private:
+  ClientCommand() = default;
+  std::string dir_;  // the secret's directory, removed with it
+};
+
 class DatabaseClient {
  public:
   // `src`: a pg_dump or mysqldump source (host, port, user, password, engine).
@@ -28,7 +52,10 @@ class DatabaseClient {
   // The program that takes a backup of this source on stdin and restores it into `db`
   // ("" with all_databases: the whole server).
   std::vector<std::string> RestoreArgv(const std::string& db) const;
-  EnvList Env() const { return src_.Env(); }
+  // `argv` (a client program of this source) with its login.
+  absl::StatusOr<ClientCommand> Command(std::vector<std::string> argv) const {
+    return ClientCommand::Make(src_, std::move(argv));
+  }
   // A source that backs up `db` of this server the way the plan does.
   SourceConfig DumpOf(const std::string& db) const;
   // "postgres://user@host:port/db"

@@ -52,7 +52,9 @@ absl::Status Vault::VerifyByRestoring(const BackupRecord& rec, const PlanConfig&
         StrCat("cannot create the scratch database ", scratch, ": ", st.message()));
   }
   absl::Status st = [&]() -> absl::Status {
-    auto restore = ProcessSink::Start(db.RestoreArgv(scratch), db.Env());
+    auto cmd = db.Command(db.RestoreArgv(scratch));
+    if (!cmd.ok()) return cmd.status();
+    auto restore = ProcessSink::Start(cmd->argv, cmd->env);
     if (!restore.ok()) return restore.status();
     if (auto est = Extract(rec.id, restore->get()); !est.ok()) return est;
     if (auto fst = (*restore)->Finish(); !fst.ok()) {
@@ -230,7 +232,9 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
   }
   auto restore_from = [&](int64_t id) -> absl::Status {
     if (auto st = prepare(); !st.ok()) return st;
-    auto proc = ProcessSink::Start(restore_argv(), db.Env());
+    auto cmd = db.Command(restore_argv());
+    if (!cmd.ok()) return cmd.status();
+    auto proc = ProcessSink::Start(cmd->argv, cmd->env);
     if (!proc.ok()) return proc.status();
     if (auto st = Extract(id, proc->get()); !st.ok()) return st;
     return (*proc)->Finish();

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
+#include "vault/database.h"
 #include "vault/process.h"
 #include "vault/retention.h"
 
@@ -136,8 +137,9 @@ absl::StatusOr<BackupRecord> Vault::BackupPlan(const PlanConfig& plan, const std
   o.metadata = meta.dump();
   auto writer = ArchiveWriter::Create(o, &tee);
   if (!writer.ok()) return fail(writer.status());
-  if (auto st = RunSource(plan.source.Argv(), plan.source.Env(), writer->get(), plan.timeout_ms);
-      !st.ok()) {
+  auto cmd = ClientCommand::Make(plan.source, plan.source.Argv());
+  if (!cmd.ok()) return fail(cmd.status());
+  if (auto st = RunSource(cmd->argv, cmd->env, writer->get(), plan.timeout_ms); !st.ok()) {
     return fail(st);  // the objects abort (and disappear) as they go out of scope
   }
   if (auto st = (*writer)->Finish(); !st.ok()) return fail(st);

@@ -241,7 +241,12 @@ TEST(Restore, MysqlDumpRoundTripAndTheSeedDrill) {
   std::string want = my.Sql(q);
   ASSERT_FALSE(want.empty());
   VaultDir s;
-  std::string src = "{type: mysqldump, host: " + my.socket() + ", user: root, database: shop}";
+  // A user with a password that needs quoting in MySQL's option file (it reaches the clients
+  // through --defaults-extra-file, never MYSQL_PWD).
+  my.Sql("CREATE USER 'shop'@'localhost' IDENTIFIED BY 'sh\\\\op\"1'; GRANT ALL ON *.* TO "
+         "'shop'@'localhost'");
+  std::string src = "{type: mysqldump, host: " + my.socket() +
+                    ", user: shop, password: 'sh\\op\"1', database: shop}";
   s.Write(
       "  plans:\n    shop:\n      source: " + src +
       "\n      checks: [{table: items, min_rows: 3}]\n"

@@ -364,6 +364,56 @@ TEST(Vault, AHungSourceIsStoppedWithItsChildrenAndHoldsUpNoOtherPlan) {
   }
 }
 
+// A source's password reaches pg_dump through a 0600 passfile (PGPASSFILE) that is gone once
+// the run ends, never through the environment, where every process of the user can read it.
+TEST(Vault, PasswordsReachClientsThroughAFileNeverTheEnvironment) {
+  PostgresServer pg;
+  ASSERT_TRUE(pg.ok()) << pg.log();
+  pg.Psql("CREATE DATABASE app");
+  pg.Psql("CREATE ROLE dumper LOGIN SUPERUSER PASSWORD 'pa:ss\\w0rd'");
+  pg.Psql("CREATE TABLE t AS SELECT 1 AS x", "app");
+  VaultSetup v;
+  // A pg_dump first on PATH that records what it was given, then runs the real one.
+  std::string wrap = v.dir + "/bin";
+  ASSERT_EQ(mkdir(wrap.c_str(), 0755), 0);
+  WriteFile(wrap + "/pg_dump",
+            "#!/bin/sh\n{ env; echo \"mode=$(stat -c %a \"$PGPASSFILE\")\"; "
+            "printf 'file=%s\\n' \"$(cat \"$PGPASSFILE\")\"; } > " +
+                v.dir + "/seen\nPATH=${PATH#*:} exec pg_dump \"$@\"\n");
+  ASSERT_EQ(chmod((wrap + "/pg_dump").c_str(), 0755), 0);
+  std::string plans = "    app-db:\n      source: {type: pg_dump, host: 127.0.0.1, port: " +
+                      std::to_string(pg.port()) +
+                      ", user: dumper, password: 'pa:ss\\w0rd', database: app}\n";
+  v.Write(VaultConfig(v.dir, kKeyA, plans));
+  std::string out;
+  ASSERT_EQ(RunProgram({std::string(BULWARK_BINARY), "backup", "run", "app-db", "-c", v.config},
+                       {{"PATH", wrap + ":" + std::getenv("PATH")}}, &out, 60000),
+            0)
+      << out;
+  EXPECT_NE(out.find("backup 1 of plan app-db: ok"), std::string::npos) << out;
+  std::string seen = ReadFile(v.dir + "/seen");
+  EXPECT_EQ(seen.find("PGPASSWORD"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("\nmode=600\n"), std::string::npos) << seen;
+  // The pgpass line: any host, port, database and user; ':' and '\' escaped.
+  EXPECT_NE(seen.find("\nfile=*:*:*:*:pa\\:ss\\\\w0rd\n"), std::string::npos) << seen;
+  size_t at = seen.find("PGPASSFILE=");
+  ASSERT_NE(at, std::string::npos) << seen;
+  std::string file = seen.substr(at + 11, seen.find('\n', at) - at - 11);
+  struct stat st {};
+  EXPECT_NE(stat(file.c_str(), &st), 0) << file << " outlived the run";
+  EXPECT_NE(stat(file.substr(0, file.rfind('/')).c_str(), &st), 0);
+  // A wrong password fails the run: the file is what pg_dump logged in with.
+  v.Write(VaultConfig(v.dir, kKeyA,
+                      "    app-db:\n      source: {type: pg_dump, host: 127.0.0.1, port: " +
+                          std::to_string(pg.port()) +
+                          ", user: dumper, password: nope, database: app}\n"));
+  EXPECT_EQ(RunProgram({std::string(BULWARK_BINARY), "backup", "run", "app-db", "-c", v.config},
+                       {{"PATH", wrap + ":" + std::getenv("PATH")}}, &out, 60000),
+            1)
+      << out;
+  EXPECT_NE(out.find("password authentication failed"), std::string::npos) << out;
+}
+
 // An unencrypted archive put in the place of an encrypted backup (a downgrade, or another
 // backup's object) is refused at its header: not a byte of it reaches `backup cat` or a restore.
 TEST(Vault, ADowngradedObjectIsRefusedBeforeAnyByteIsPassedOn) {
