@@ -515,6 +515,10 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
   if (!r.valid()) return;
   out->enabled = true;
   r.String("catalog", &out->catalog);
+  r.String("staging", &out->staging);
+  if (!out->staging.empty() && out->staging[0] != '/' && !base_dir.empty()) {
+    out->staging = base_dir + "/" + out->staging;
+  }
   if (!out->catalog.empty() && out->catalog[0] != '/' && !base_dir.empty()) {
     out->catalog = base_dir + "/" + out->catalog;
   }

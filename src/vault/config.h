@@ -154,6 +154,9 @@ struct RecoveryPlanConfig {
 struct VaultConfig {
   bool enabled = false;
   std::string catalog = "/var/lib/bulwark/catalog.db";
+  // Where a restore copies a backup and verifies it before applying it; "" = `staging` next to
+  // the catalog.
+  std::string staging;
   // The key ring: the first key encrypts, all of them decrypt (old keys stay for old archives).
   std::vector<ArchiveKey> keys;
   std::map<std::string, StorageConfig> storage;

@@ -230,13 +230,15 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
     restore_argv = [&src] { return src.restore_command; };
     discard = [] { return absl::OkStatus(); };
   }
-  auto restore_from = [&](int64_t id) -> absl::Status {
+  // Only a staged copy that verified is applied (Stage): what reaches the restore program is
+  // what was checked, whatever happens to the storage meanwhile.
+  auto restore_from = [&](const Staged& staged) -> absl::Status {
     if (auto st = prepare(); !st.ok()) return st;
     auto cmd = db.Command(restore_argv());
     if (!cmd.ok()) return cmd.status();
     auto proc = ProcessSink::Start(cmd->argv, cmd->env);
     if (!proc.ok()) return proc.status();
-    if (auto st = Extract(id, proc->get()); !st.ok()) return st;
+    if (auto st = ExtractStaged(staged, proc->get()); !st.ok()) return st;
     return (*proc)->Finish();
   };
   auto checks = [&]() -> absl::Status {
@@ -255,8 +257,8 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
                             FormatUtc(rec->started_ms, "%Y-%m-%dT%H:%M:%SZ"), ")");
   if (o.dry_run) {
     r.status = "dry_run";
-    r.log.Planned(StrCat("verify ", what, ": checksums of ", rec->storage.size(), " stored cop",
-                         rec->storage.size() == 1 ? "y" : "ies", ", every chunk decrypted"));
+    r.log.Planned(StrCat("copy ", what, " into the staging directory and verify the copy: "
+                         "checksums, every chunk decrypted; only that copy is applied"));
     if (*exists) {
       r.log.Planned(
           StrCat("take a safety backup of ", where, " (plan ", plan.name, ", trigger safety)"));
@@ -290,10 +292,11 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
     return r;
   };
 
-  absl::Status st = r.log.Run("verify " + what, [&]() -> absl::Status {
-    auto v = Verify(rec->id, false);  // the restore itself is the real test
-    if (!v.ok()) return v.status();
-    if (v->verified != "ok") return absl::DataLossError(v->verify_error);
+  std::unique_ptr<Staged> staged;
+  absl::Status st = r.log.Run("stage and verify " + what, [&]() -> absl::Status {
+    auto s = Stage(rec->id);
+    if (!s.ok()) return s.status();
+    staged = std::move(*s);
     return absl::OkStatus();
   });
   if (!st.ok()) {
@@ -315,7 +318,7 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
     }
   }
   st = r.log.Run(StrCat("restore backup ", rec->id, " into ", where),
-                 [&] { return restore_from(rec->id); });
+                 [&] { return restore_from(*staged); });
   if (st.ok()) {
     st = r.log.Run(StrCat("checks (", !o.skip_checks ? plan.checks.size() : 0, ")"), checks);
   }
@@ -326,7 +329,11 @@ absl::StatusOr<RestoreResult> Vault::Restore(const RestoreOptions& o) {
   r.error = std::string(st.message());
   if (r.safety_backup_id > 0) {
     absl::Status rb = r.log.Run(StrCat("roll back: restore safety backup ", r.safety_backup_id),
-                                [&] { return restore_from(r.safety_backup_id); });
+                                [&]() -> absl::Status {
+                                  auto sb = Stage(r.safety_backup_id);
+                                  if (!sb.ok()) return sb.status();
+                                  return restore_from(**sb);
+                                });
     if (!rb.ok()) {
       r.rollback_error = std::string(rb.message());
       return finish("failed");

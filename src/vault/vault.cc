@@ -2,11 +2,14 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 
 #include "core/event_loop.h"
 #include "core/log.h"
@@ -36,6 +39,24 @@ class TeeSink final : public ByteSink {
 
  private:
   std::vector<ByteSink*> sinks_;
+};
+
+// Appends to a file descriptor (the staging copy).
+class FdSink final : public ByteSink {
+ public:
+  explicit FdSink(int fd) : fd_(fd) {}
+  absl::Status Write(std::string_view data) override {
+    while (!data.empty()) {
+      ssize_t n = write(fd_, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return absl::UnavailableError(StrCat("staging: ", std::strerror(errno)));
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  int fd_;
 };
 
 class Sha256Sink final : public ByteSink {
@@ -254,6 +275,90 @@ absl::StatusOr<BackupRecord> Vault::Verify(int64_t id, bool scratch_restore) {
   }
   if (auto st = catalog_->SetVerified(id, error.empty(), error, now_ms_()); !st.ok()) return st;
   return catalog_->Get(id);
+}
+
+Vault::Staged::~Staged() {
+  if (!path.empty()) unlink(path.c_str());
+}
+
+absl::StatusOr<std::unique_ptr<Vault::Staged>> Vault::Stage(int64_t id) {
+  auto rec = catalog_->Get(id);
+  if (!rec.ok()) return rec.status();
+  if (rec->status != "ok") {
+    return absl::FailedPreconditionError(StrCat("backup ", id, " is ", rec->status));
+  }
+  if (rec->storage.empty()) return absl::NotFoundError(StrCat("backup ", id, " has no copies"));
+  std::string dir = cfg_->staging;
+  if (dir.empty()) {
+    size_t slash = cfg_->catalog.rfind('/');
+    dir = (slash == std::string::npos ? std::string(".") : cfg_->catalog.substr(0, slash)) +
+          "/staging";
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::UnavailableError(StrCat("staging directory ", dir, ": ", ec.message()));
+  chmod(dir.c_str(), 0700);
+  auto staged = std::make_unique<Staged>();
+  staged->rec = *rec;
+  std::string error;
+  // The first copy that verifies; another storage is tried when one does not.
+  for (const std::string& name : rec->storage) {
+    auto storage = StorageNamed(name);
+    if (storage == nullptr) {
+      error = StrCat("storage \"", name, "\" is no longer configured");
+      continue;
+    }
+    std::string path = StrCat(dir, "/backup-", id, "-XXXXXX");
+    int fd = mkostemp(path.data(), O_CLOEXEC);  // 0600
+    if (fd < 0) return absl::UnavailableError(StrCat(dir, ": ", std::strerror(errno)));
+    staged->path = path;
+    FdSink file(fd);
+    Sha256Sink sha;
+    ArchiveReader reader(cfg_->keys, nullptr);
+    reader.Expect(rec->key_id);
+    TeeSink tee({&file, &sha, &reader});
+    std::string where = storage->Locate(rec->object);
+    absl::Status st = storage->Read(rec->object, &tee);
+    if (st.ok()) st = reader.Finish();
+    if (st.ok() && fsync(fd) != 0) st = absl::UnavailableError(std::strerror(errno));
+    close(fd);
+    if (st.ok() && sha.Hex() != rec->stored_sha256) {
+      st = absl::DataLossError("SHA-256 differs from the catalog's");
+    }
+    if (st.ok() && reader.raw_sha256() != rec->raw_sha256) {
+      st = absl::DataLossError("the original's SHA-256 differs from the catalog's");
+    }
+    if (st.ok()) return staged;
+    unlink(staged->path.c_str());
+    staged->path.clear();
+    if (!error.empty()) error += "; ";
+    error += StrCat(where, ": ", st.message());
+  }
+  return absl::DataLossError(error);
+}
+
+absl::Status Vault::ExtractStaged(const Staged& s, ByteSink* out) {
+  int fd = open(s.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::UnavailableError(StrCat(s.path, ": ", std::strerror(errno)));
+  ArchiveReader reader(cfg_->keys, out);
+  reader.Expect(s.rec.key_id);
+  std::string buf(1 << 20, '\0');
+  absl::Status st;
+  for (;;) {
+    ssize_t n = read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) st = absl::UnavailableError(StrCat(s.path, ": ", std::strerror(errno)));
+    if (n <= 0) break;
+    st = reader.Write(std::string_view(buf.data(), static_cast<size_t>(n)));
+    if (!st.ok()) break;
+  }
+  close(fd);
+  if (st.ok()) st = reader.Finish();
+  if (st.ok() && reader.raw_sha256() != s.rec.raw_sha256) {
+    st = absl::DataLossError("the original's SHA-256 differs from the catalog's");
+  }
+  if (!st.ok()) return absl::DataLossError(StrCat(s.path, ": ", st.message()));
+  return absl::OkStatus();
 }
 
 absl::Status Vault::Extract(int64_t id, ByteSink* out) {

@@ -74,6 +74,22 @@ class Vault {
   // Writes the original bytes of backup `id` to `out`, read from its first storage; every chunk
   // is checked before it is passed on, and the end is checked against the catalog.
   absl::Status Extract(int64_t id, ByteSink* out);
+  // A backup's object copied from its storage into the staging directory (0600) and verified
+  // there: the stored SHA-256, every chunk authenticated and decompressed, the original's
+  // SHA-256. A restore applies this copy, so a truncated or swapped object fails before the
+  // target is touched, and nothing unverified reaches the restore program. Removed on
+  // destruction.
+  struct Staged {
+    std::string path;
+    BackupRecord rec;
+    Staged() = default;
+    Staged(const Staged&) = delete;
+    Staged& operator=(const Staged&) = delete;
+    ~Staged();
+  };
+  absl::StatusOr<std::unique_ptr<Staged>> Stage(int64_t id);
+  // Writes the original bytes of a staged backup to `out`.
+  absl::Status ExtractStaged(const Staged& s, ByteSink* out);
   // Applies the plan's retention (retention.h): deletes the objects of expired backups from
   // every storage and marks them "deleted". Backup() calls it after each success.
   absl::StatusOr<std::vector<int64_t>> Prune(const std::string& plan);

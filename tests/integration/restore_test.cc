@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <random>
 #include <thread>
 
 #include "nlohmann/json.hpp"
@@ -147,6 +148,43 @@ TEST(Restore, PgSafetyBackupRollBackDryRunAndScratchVerify) {
   EXPECT_EQ(pg.Psql("SELECT count(*) FROM pg_tables WHERE tablename = 'marker2'", "app"), "1");
   // The catalog keeps every restore.
   EXPECT_EQ(s.Run({"backup", "list"}, &out), 0);
+}
+
+// A restore applies a copy staged and verified before the target is touched, not the storage as
+// it is later: an object truncated once the restore has begun (here by the safety backup's own
+// source command) changes nothing, and the restore program never sees an unverified byte. An
+// unencrypted plan, the weakest case: its bytes carry no authentication of their own, only the
+// catalog's SHA-256.
+TEST(Restore, AppliesTheVerifiedStagedCopyNotTheStorageAsItIsLater) {
+  VaultDir s;
+  const std::string data = s.dir + "/data", got = s.dir + "/got";
+  std::string bytes(3 << 20, '\0');
+  std::mt19937_64 rng(7);
+  for (char& c : bytes) c = static_cast<char>(rng());  // incompressible
+  WriteFile(data, bytes);
+  s.Write("  plans:\n    blob:\n      encrypt: false\n      source: {type: command, command: "
+          "[sh, -c, 'cat " + data + "; if [ -e " + s.dir + "/truncate ]; then truncate -s 4096 " +
+          s.dir + "/store/$(cat " + s.dir + "/object); fi'], restore_command: [sh, -c, 'cat > " +
+          got + "']}\n");
+  std::string out;
+  ASSERT_EQ(s.Run({"backup", "run", "blob"}, &out), 0) << out;
+  std::string object = s.Json({"backup", "list"})[0]["object"];
+  WriteFile(s.dir + "/object", object);
+  WriteFile(s.dir + "/truncate", "");
+  nlohmann::json r = s.Json({"restore", "1"});
+  EXPECT_EQ(r["status"], "ok") << r.dump(2);
+  EXPECT_GT(r.value("safety_backup_id", 0), 1) << r.dump(2);
+  EXPECT_EQ(ReadFile(s.dir + "/store/" + object).size(), 4096u);  // cut while the restore ran
+  EXPECT_TRUE(ReadFile(got) == bytes) << ReadFile(got).size() << " bytes restored";
+  // The staging copy is gone; the next restore finds the object cut and touches nothing.
+  std::string left;
+  RunProgram({"sh", "-c", "ls -A " + s.dir + "/staging"}, {}, &left);
+  EXPECT_EQ(left, "");
+  ASSERT_EQ(unlink(got.c_str()), 0);
+  unlink((s.dir + "/truncate").c_str());
+  EXPECT_EQ(s.Run({"restore", "1"}, &out), 1) << out;
+  EXPECT_NE(out.find("did not verify"), std::string::npos) << out;
+  EXPECT_NE(access(got.c_str(), F_OK), 0) << "the restore program ran on an unverified object";
 }
 
 TEST(Restore, PgBasebackupIntoADataDirectoryThatStarts) {
