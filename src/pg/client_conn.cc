@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 
 #include "core/log.h"
@@ -596,6 +597,15 @@ bool ClientConn::RouteAndAcquire() {
     read = true;
     size_t at = 0;
     bool complete = false;
+    // Statement names the batch's Parse messages give (views into `in`; no allocation).
+    std::array<std::string_view, 8> batch_parses;
+    size_t n_parses = 0;
+    auto parsed_here = [&](std::string_view name) {
+      for (size_t i = 0; i < n_parses; ++i) {
+        if (batch_parses[i] == name) return true;
+      }
+      return false;
+    };
     while (at + 5 <= v.size()) {
       char type = v[at];
       uint32_t len = ReadU32(v.data() + at + 1);
@@ -619,9 +629,18 @@ bool ClientConn::RouteAndAcquire() {
       if (type == 'P') {
         auto p = ParseParse(body);
         read = read && p.ok() && !ParseWrites(p->query);
+        if (p.ok() && !p->statement.empty()) {
+          if (n_parses == batch_parses.size()) {
+            read = false;  // more named statements than we track: the primary
+          } else {
+            batch_parses[n_parses++] = p->statement;
+          }
+        }
       } else if (type == 'B') {
         auto b = ParseBind(body);
-        if (b.ok() && !b->statement.empty()) {
+        // A statement parsed earlier in this batch was judged above; one prepared before, by
+        // its remembered verdict.
+        if (b.ok() && !b->statement.empty() && !parsed_here(b->statement)) {
           auto it = prepared.find(std::string(b->statement));
           read = read && it != prepared.end() && !it->second.write;
         }

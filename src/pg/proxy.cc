@@ -1431,6 +1431,12 @@ void Proxy::CollectMetrics(std::string* out) const {
   global("bulwark_pg_protocol_errors_total", "Clients closed for a protocol violation.",
          p->protocol_errors.Get());
   global("bulwark_pg_cancel_requests_total", "Cancel requests received.", p->cancels.Get());
+  global("bulwark_pg_statements_parsed_total",
+         "Statements the read/write and shard router parsed (each Parse once).",
+         p->statements_parsed.Get());
+  global("bulwark_pg_statements_unparsed_total",
+         "Statements longer than routing.classify_max_bytes: sent to the primary unparsed.",
+         p->statements_unparsed.Get());
   if (p->checker) {
     AppendHeader(out, "bulwark_pg_failovers_total", "counter",
                  "Automatic failovers, by result: ok, failed (promotion did not finish), refused "

@@ -486,11 +486,14 @@ class ProxyImpl {
   std::string RandomBytes(size_t n);
   uint64_t Random();  // from the cryptographic generator
   Classification Classify(std::string_view sql, const PoolGroup* g) {
-    return pg::Classify(sql, classify_options, g->functions.get());
+    return Classify(sql, classify_options, g);
   }
   Classification Classify(std::string_view sql, const ClassifyOptions& o, const PoolGroup* g) {
+    (sql.size() > o.max_bytes ? statements_unparsed : statements_parsed).Add(1);
     return pg::Classify(sql, o, g->functions.get());
   }
+  // What the router parsed, and what it left unparsed for being over classify_max_bytes.
+  observe::ShardValue statements_parsed, statements_unparsed;
   // The router's verdict: may this request run on a replica?
   bool IsRead(std::string_view sql, const PoolGroup* g);
   ClassifyOptions classify_options;

@@ -507,6 +507,28 @@ TEST(PgProxy, ReadWriteSplitFollowsTheParseTreeAndTheCatalog) {
   EXPECT_EQ(c.Query("SELECT pg_try_advisory_xact_lock(7) AND NOT pg_is_in_recovery()"), "t");
   EXPECT_EQ(c.Query("SELECT pg_is_in_recovery() FROM (SELECT pg_advisory_unlock_all()) u"), "f");
   EXPECT_EQ(c.Query("SELECT lo_create(0) > 0 AND NOT pg_is_in_recovery()"), "t");
+  // A named Parse in an extended-protocol batch is parsed once: by the router, which then
+  // remembers its verdict when the statement is prepared on the server.
+  auto parsed = [&] {
+    return std::stoll(Metric(px.Metrics(), "bulwark_pg_statements_parsed_total"));
+  };
+  int64_t before = parsed();
+  std::string batch, body;
+  body = std::string("s1\0SELECT twice(3) || ' ' || pg_is_in_recovery()\0", 49);
+  pg::AppendInt16(&body, 0);
+  pg::AppendMessage(&batch, 'P', body);
+  body = std::string("\0s1\0", 4);
+  pg::AppendInt16(&body, 0);
+  pg::AppendInt16(&body, 0);
+  pg::AppendInt16(&body, 0);
+  pg::AppendMessage(&batch, 'B', body);
+  body = std::string("\0", 1);
+  pg::AppendInt32(&body, 0);
+  pg::AppendMessage(&batch, 'E', body);
+  pg::AppendMessage(&batch, 'S', "");
+  ASSERT_TRUE(c.Send(batch));
+  EXPECT_EQ(c.Finish(), "6 true");
+  EXPECT_EQ(parsed() - before, 1);
 }
 
 // A statement far beyond classify_max_bytes goes to the primary without being parsed (its
@@ -533,6 +555,7 @@ TEST(PgProxy, AHugeStatementIsNotParsed) {
   long peak = ProcKb(px.bw->process().pid(), "VmHWM");
   EXPECT_LT(peak - before, static_cast<long>(3 * kSize / 1024))
       << "peak " << peak << " kB, before " << before << " kB";
+  EXPECT_EQ(Metric(px.Metrics(), "bulwark_pg_statements_unparsed_total"), "1");
   // Short statements still go by their parse tree.
   EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "t");
 }
