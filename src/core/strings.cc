@@ -68,19 +68,27 @@ std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
   return out;
 }
 
+bool IsUriUnreserved(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
+}
+
+void AppendHexEscape(std::string* out, char marker, unsigned char c) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  out->push_back(marker);
+  out->push_back(kHex[c >> 4]);
+  out->push_back(kHex[c & 15]);
+}
+
 std::string UrlQueryEscape(std::string_view s) {
-  static const char kHex[] = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : s) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '_' || c == '.' || c == '~') {
+    if (IsUriUnreserved(c)) {
       out.push_back(static_cast<char>(c));
     } else if (c == ' ') {
       out.push_back('+');
     } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
+      AppendHexEscape(&out, '%', c);
     }
   }
   return out;

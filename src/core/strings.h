@@ -75,6 +75,12 @@ std::string FormatUtc(int64_t ms, const char* format);
 // Go's url.QueryEscape: A-Z a-z 0-9 - _ . ~ as they are, space as '+', every other byte as %XX
 // (what Prometheus and Alertmanager put in the links they make).
 std::string UrlQueryEscape(std::string_view s);
+
+// RFC 3986 2.3's unreserved characters: A-Z a-z 0-9 - . _ ~ (an escape of one may be decoded
+// without changing what a URI means).
+bool IsUriUnreserved(unsigned char c);
+// Appends `marker` and `c` as two upper-case hex digits: "%2F" (URIs), "=0D" (RFC 2047 Q).
+void AppendHexEscape(std::string* out, char marker, unsigned char c);
 inline std::string_view ToStd(absl::string_view s) { return std::string_view(s.data(), s.size()); }
 
 }  // namespace bulwark

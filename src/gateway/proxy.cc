@@ -1170,9 +1170,7 @@ void ClientConn::Proceed() {
       for (char c : ExpandVariables(r.location)) {
         unsigned char u = static_cast<unsigned char>(c);
         if (u <= 0x20 || u == 0x7f) {
-          location.push_back('%');
-          location.push_back("0123456789ABCDEF"[u >> 4]);
-          location.push_back("0123456789ABCDEF"[u & 15]);
+          AppendHexEscape(&location, '%', u);
         } else {
           location.push_back(c);
         }

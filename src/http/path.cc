@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "core/strings.h"
+
 namespace bulwark::http {
 namespace {
 
@@ -10,19 +12,6 @@ int HexValue(char c) {
   c = static_cast<char>(c | 0x20);
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   return -1;
-}
-
-// RFC 3986 2.3: escapes of these may be decoded without changing what a URI means.
-bool IsUnreserved(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_' || c == '~';
-}
-
-void AppendEscape(std::string* out, unsigned char c) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  out->push_back('%');
-  out->push_back(kHex[c >> 4]);
-  out->push_back(kHex[c & 15]);
 }
 
 bool Fail(ParseError* err, std::string_view reason) {
@@ -124,10 +113,10 @@ bool NormalizePath(std::string_view path, const PathOptions& opts, std::string* 
       continue;
     }
     decoded->push_back(static_cast<char>(b));
-    if (IsUnreserved(b)) {
+    if (IsUriUnreserved(b)) {
       upstream->push_back(static_cast<char>(b));
     } else {
-      AppendEscape(upstream, b);
+      AppendHexEscape(upstream, '%', b);
     }
   }
   return end_segment(false);

@@ -78,17 +78,12 @@ std::string AmzDate() { return FormatUtc(WallMicros() / 1000, "%Y%m%dT%H%M%SZ");
 }  // namespace
 
 std::string UriEncode(std::string_view s, bool keep_slash) {
-  static const char* kHex = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : s) {
-    bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                      c == '-' || c == '_' || c == '.' || c == '~';
-    if (unreserved || (keep_slash && c == '/')) {
+    if (IsUriUnreserved(c) || (keep_slash && c == '/')) {
       out.push_back(static_cast<char>(c));
     } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
+      AppendHexEscape(&out, '%', c);
     }
   }
   return out;

@@ -206,7 +206,6 @@ std::string EncodeHeaderValue(std::string_view v) {
   bool plain = true;
   for (unsigned char c : v) plain = plain && ((c >= 0x20 && c <= 0x7e) || c == '\t');
   if (plain) return std::string(v);
-  static constexpr char kHex[] = "0123456789ABCDEF";
   static constexpr std::string_view kOpen = "=?utf-8?q?", kClose = "?=";
   constexpr size_t kMaxWord = 75;
   std::string out, word;
@@ -229,9 +228,7 @@ std::string EncodeHeaderValue(std::string_view v) {
       } else if (b > 0x20 && b < 0x7f && b != '=' && b != '?' && b != '_') {
         enc.push_back(static_cast<char>(b));
       } else {
-        enc.push_back('=');
-        enc.push_back(kHex[b >> 4]);
-        enc.push_back(kHex[b & 15]);
+        AppendHexEscape(&enc, '=', b);
       }
     }
     if (kOpen.size() + word.size() + enc.size() + kClose.size() > kMaxWord) flush();
