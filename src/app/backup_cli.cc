@@ -289,7 +289,7 @@ int RunBackupCommand(const BackupCommand& cmd) {
   }
   if (cmd.action == "cat") {
     // The original bytes on stdout: `bulwark backup cat 12 | pg_restore -d app`.
-    class StdoutSink final : public vault::ByteSink {
+    class StdoutSink final : public ByteSink {
      public:
       absl::Status Write(std::string_view d) override {
         if (fwrite(d.data(), 1, d.size(), stdout) != d.size()) {

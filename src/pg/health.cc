@@ -12,7 +12,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "pg/protocol.h"
-#include "vault/process.h"
+#include "core/process.h"
 
 namespace bulwark::pg {
 
@@ -616,7 +616,7 @@ void HealthChecker::MaybeFailover(
       // STONITH first, as Pacemaker: the old primary must not take writes once another is
       // promoted. No fence, no promotion.
       std::string output;
-      absl::Status fenced = vault::RunCapture(cfg.failover.fence_command,
+      absl::Status fenced = RunCapture(cfg.failover.fence_command,
                                               {{"BULWARK_OLD_PRIMARY", ev.old_primary},
                                                {"BULWARK_NEW_PRIMARY", best->Name()},
                                                {"BULWARK_DATABASE", database}},

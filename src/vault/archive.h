@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/byte_sink.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -42,13 +43,6 @@ absl::StatusOr<ArchiveKey> ParseKey(std::string_view text);
 
 // Lower-case hex of `n` bytes (SHA-256 digests in the catalog and in messages).
 std::string HexDigest(const unsigned char* p, size_t n);
-
-// Where bytes go: storage, a restore command's stdin, a digest.
-class ByteSink {
- public:
-  virtual ~ByteSink() = default;
-  virtual absl::Status Write(std::string_view data) = 0;
-};
 
 // Keeps everything in memory (tests, small metadata).
 class StringSink final : public ByteSink {

@@ -8,7 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "vault/config.h"
-#include "vault/process.h"
+#include "core/process.h"
 
 namespace bulwark::vault {
 

@@ -5,7 +5,7 @@
 #include "core/event_loop.h"
 #include "core/strings.h"
 #include "vault/database.h"
-#include "vault/process.h"
+#include "core/process.h"
 #include "vault/vault.h"
 
 namespace bulwark::vault {

@@ -10,7 +10,7 @@
 #include "core/event_loop.h"
 #include "core/strings.h"
 #include "vault/database.h"
-#include "vault/process.h"
+#include "core/process.h"
 
 namespace bulwark::vault {
 namespace {

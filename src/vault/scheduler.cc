@@ -7,7 +7,7 @@
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
 #include "observe/metrics.h"
-#include "vault/process.h"
+#include "core/process.h"
 
 namespace bulwark::vault {
 namespace {

@@ -16,7 +16,7 @@
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
 #include "vault/database.h"
-#include "vault/process.h"
+#include "core/process.h"
 #include "vault/retention.h"
 
 namespace bulwark::vault {

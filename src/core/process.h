@@ -1,4 +1,5 @@
-// The programs the vault drives (pg_dump, pg_restore, psql, mysqldump, mysql, tar, any command):
+// Programs bulwark runs (the vault's pg_dump, pg_restore, psql, mysqldump, mysql, tar and
+// commands; the pg proxy's fence_command):
 // started with posix_spawn, their stdout streamed into a sink or their stdin fed from one,
 // stderr kept (its last 4 KiB) for the error message. Never through a shell.
 #pragma once
@@ -13,9 +14,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "vault/archive.h"
+#include "core/byte_sink.h"
 
-namespace bulwark::vault {
+namespace bulwark {
 
 using EnvList = std::vector<std::pair<std::string, std::string>>;
 
@@ -72,4 +73,4 @@ class ProcessSink final : public ByteSink {
   bool finished_ = false;
 };
 
-}  // namespace bulwark::vault
+}  // namespace bulwark

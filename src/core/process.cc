@@ -1,4 +1,4 @@
-#include "vault/process.h"
+#include "core/process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -16,7 +16,7 @@
 #include "core/event_loop.h"
 #include "core/strings.h"
 
-namespace bulwark::vault {
+namespace bulwark {
 namespace {
 
 constexpr size_t kTail = 4096;
@@ -322,4 +322,4 @@ absl::Status ProcessSink::Finish() {
   return ExitStatus(name_, status, tail_);
 }
 
-}  // namespace bulwark::vault
+}  // namespace bulwark
