@@ -168,22 +168,6 @@ class L2Link {
 
 }  // namespace
 
-const char* SourceName(Source s) {
-  switch (s) {
-    case Source::kNone:
-      return "none";
-    case Source::kL1:
-      return "l1";
-    case Source::kL2:
-      return "l2";
-    case Source::kLoader:
-      return "loader";
-    case Source::kBloom:
-      return "bloom";
-  }
-  return "?";
-}
-
 // ---------------------------------------------------------------- namespaces
 
 struct Cache::Namespace {

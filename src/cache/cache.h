@@ -63,7 +63,6 @@ using WarmupSource = std::function<void(
     std::function<void(absl::StatusOr<std::vector<std::pair<std::string, std::string>>>)> done)>;
 
 enum class Source : uint8_t { kNone, kL1, kL2, kLoader, kBloom };
-const char* SourceName(Source s);
 
 struct GetResult {
   // OK with a value; NotFound when the key does not exist (negative entry, loader, or Bloom

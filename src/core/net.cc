@@ -216,16 +216,6 @@ std::string IpAddress::ToString() const {
   return buf;
 }
 
-bool CidrBlock::ContainsIp(std::string_view ip) const {
-  std::string s(ip);
-  uint8_t buf[16];
-  if (inet_pton(AF_INET, s.c_str(), buf) == 1)
-    return family == AF_INET && PrefixMatch(buf, addr, prefix);
-  if (inet_pton(AF_INET6, s.c_str(), buf) == 1)
-    return family == AF_INET6 && PrefixMatch(buf, addr, prefix);
-  return false;
-}
-
 absl::StatusOr<int> ListenTcp(const SocketAddress& addr, bool reuse_port, int backlog) {
   int fd = socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::InternalError(StrCat("socket: ", strerror(errno)));

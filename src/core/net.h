@@ -62,7 +62,6 @@ struct CidrBlock {
   int prefix = 32;
   bool Contains(const SocketAddress& a) const;
   bool Contains(const IpAddress& a) const;
-  bool ContainsIp(std::string_view ip) const;
   std::string ToString() const;
 };
 absl::StatusOr<CidrBlock> ParseCidr(std::string_view text);

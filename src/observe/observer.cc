@@ -139,16 +139,6 @@ void Observer::Stop() {
   gate_.CancelWriteRequest();
 }
 
-void Observer::RunOnce() {
-  // Tests call this with no query running: the store is theirs at once.
-  while (!gate_.TryWriteLock()) std::this_thread::yield();
-  int64_t now = WallMs();
-  Sample(now);
-  for (GroupRun& g : groups_) EvalGroup(g, now);
-  if (dispatcher_) dispatcher_->Tick(now);
-  gate_.WriteUnlock();
-}
-
 void Observer::Tick() {
   // The store is written only here, between query steps: when one is running, new steps hold
   // off and the tick comes back in 2 ms, so neither side waits on the other for long and this

@@ -60,8 +60,6 @@ class Observer {
 
   void Collect(std::string* out) const;  // bulwark_rule_*, alertmanager_*, bulwark_tsdb_*
 
-  // For tests: run one sampling + evaluation round now.
-  void RunOnce();
   const tsdb::Store& store() const { return *store_; }
   static int64_t WallMs();
 
