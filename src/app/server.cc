@@ -1246,7 +1246,7 @@ void Server::CollectGateway(std::string* out) {
     }
   }
   if (!snapshot_->cache_zones.empty()) {
-    // The seeds' names (cache_hits_total, cache_operations_total) plus bulwark_http_cache_*.
+    // The AlkaidSYS names (cache_hits_total, cache_operations_total) plus bulwark_http_cache_*.
     observe::AppendHeader(out, "cache_hits_total", "counter",
                           "HTTP cache lookups by cache type and result (hit includes stale).");
     uint64_t hit = 0, miss = 0, stored = 0, purged = 0;

@@ -1,5 +1,6 @@
-// A Bloom filter of known keys, the seeds' defence against cache penetration: a lookup for a key
-// the filter has never seen is answered "does not exist" without touching L2 or the origin.
+// A Bloom filter of known keys, the AlkaidSYS cache design's defence against cache penetration: a
+// lookup for a key the filter has never seen is answered "does not exist" without touching L2 or
+// the origin.
 //
 // Sized from the expected number of keys and the false-positive rate (m = -n·ln p / ln²2 bits,
 // k = m/n·ln 2 hash functions, at least 1), with k probes derived from one 64-bit hash

@@ -463,7 +463,8 @@ struct CacheClient::Impl {
     });
     Waiter w{loop, alive, wcb, answered};
     if (!cache->config_.breakdown.single_flight) {
-      // Without single flight every caller loads on its own (the seeds' "off" switch).
+      // Without single flight every caller loads on its own (the AlkaidSYS cache.yml's "off"
+      // switch).
       Lead(ns, key, std::move(stale_value), [answered, wcb](const GetResult& r) {
         if (!answered->exchange(true)) wcb(r);
       });
@@ -626,7 +627,7 @@ struct CacheClient::Impl {
     if (cache->flights_->Acquire(loop, start)) start();
   }
 
-  // The seeds' "lock_request": one instance loads (SET NX on a lock key), the others poll L2
+  // The AlkaidSYS "lock_request": one instance loads (SET NX on a lock key), the others poll L2
   // until the value appears or lock_timeout passes, then load themselves.
   void LockedLoad(Cache::Namespace& ns, const std::string& key,
                   std::shared_ptr<const std::string> stale_value,

@@ -1,5 +1,5 @@
 // The multi-level cache: per-namespace L1 (in process) in front of Redis (L2) in front of the
-// application's loader, with the seeds' defences and invalidations.
+// application's loader, with the AlkaidSYS cache design's defences and invalidations.
 //
 //   auto cache = Cache::Create(config);          // once per process
 //   cache->SetLoader("user", load_user);        // read-through for keys "user:..."
@@ -58,7 +58,7 @@ struct WriteOp {
 // one or more writes; `done` must be called once, on that loop.
 using Writer =
     std::function<void(const std::vector<WriteOp>& batch, std::function<void(absl::Status)> done)>;
-// Produces the entries to warm a namespace with (the seeds' warmupUsers and friends).
+// Produces the entries to warm a namespace with (the AlkaidSYS warmupUsers and friends).
 using WarmupSource = std::function<void(
     std::function<void(absl::StatusOr<std::vector<std::pair<std::string, std::string>>>)> done)>;
 

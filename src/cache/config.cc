@@ -26,7 +26,8 @@ bool ReadDouble(ConfigContext& ctx, MapReader& r, std::string_view key, double* 
   return true;
 }
 
-// The seed writes `lock_timeout: 10000` meaning milliseconds; a unit suffix is also accepted.
+// The AlkaidSYS cache.yml writes `lock_timeout: 10000` meaning milliseconds; a unit suffix is also
+// accepted.
 bool ReadMillis(ConfigContext& ctx, MapReader& r, std::string_view key, int64_t* ms) {
   YAML::Node n = r.Get(key);
   if (!n.IsDefined()) return true;

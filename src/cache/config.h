@@ -1,5 +1,5 @@
-// The cache library's configuration: the seeds' cache.yml shape, accepted as it is, plus the
-// settings the seeds kept in code (business-event invalidations, write strategies, warm-up).
+// The cache library's configuration: the AlkaidSYS cache.yml shape, accepted as it is, plus the
+// settings that design kept in code (business-event invalidations, write strategies, warm-up).
 //
 //   cache_strategies:        # one namespace per entry: ttl, max_size, eviction_policy
 //     user: {ttl: 3600, max_size: 1000, eviction_policy: LRU}
@@ -69,7 +69,7 @@ struct CacheRedisConfig {
 
 struct WarmupConfig {
   bool enabled = false;
-  std::vector<std::string> namespaces;  // the seed's `strategies`
+  std::vector<std::string> namespaces;  // the AlkaidSYS `strategies`
   std::vector<std::string> keys;        // explicit keys to load through their namespace's loader
   std::optional<CronSchedule> schedule;
   bool on_start = true;
@@ -116,7 +116,7 @@ struct CacheConfig {
 // `cache:` section). Errors go to `ctx` with FILE:LINE:COL.
 void ParseCacheConfig(ConfigContext& ctx, const YAML::Node& node, CacheConfig* out);
 
-// Loads a cache.yml file as the seeds write it.
+// Loads a cache.yml file as the AlkaidSYS design writes it.
 struct CacheConfigLoad {
   CacheConfig config;
   std::vector<std::string> errors;

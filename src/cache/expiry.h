@@ -7,8 +7,8 @@
 namespace bulwark::cache {
 
 // `random_expiry`: spreads a TTL uniformly over [ttl·(1−jitter), ttl] so keys written together
-// do not all expire in the same instant (the "cache avalanche" of the seeds). The configured TTL
-// stays the upper bound on staleness. `u` is uniform in [0, 1).
+// do not all expire in the same instant (the "cache avalanche" of the AlkaidSYS cache design). The
+// configured TTL stays the upper bound on staleness. `u` is uniform in [0, 1).
 int64_t JitteredTtl(int64_t ttl_ms, double jitter, double u);
 
 // XFetch (Vattani, Chierichetti, Lowenstein: "Optimal Probabilistic Cache Stampede Prevention"):

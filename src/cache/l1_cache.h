@@ -34,8 +34,8 @@ namespace bulwark::cache {
 
 enum class EvictionPolicy : uint8_t { kWTinyLfu, kLru, kLfu, kTtl };
 
-// Accepts the names the seeds and Caffeine/Redis users write: "W-TinyLFU" (also "tinylfu",
-// "wtinylfu"), "LRU", "LFU", "TTL"; case-insensitive.
+// Accepts the names the AlkaidSYS cache.yml and Caffeine/Redis users write: "W-TinyLFU" (also
+// "tinylfu", "wtinylfu"), "LRU", "LFU", "TTL"; case-insensitive.
 absl::StatusOr<EvictionPolicy> ParseEvictionPolicy(std::string_view name);
 const char* EvictionPolicyName(EvictionPolicy policy);  // "w-tinylfu", "lru", "lfu", "ttl"
 
@@ -124,7 +124,7 @@ class L1Cache {
   size_t ErasePrefix(std::string_view prefix);
   size_t ErasePattern(std::string_view glob);  // Redis KEYS/SCAN MATCH syntax
   size_t Clear();
-  // Shortens the life of every entry matching `glob` to at most `ttl_ms` from now (the seeds'
+  // Shortens the life of every entry matching `glob` to at most `ttl_ms` from now (the AlkaidSYS
   // "time-based" invalidation: EXPIRE on each matching key).
   size_t ExpirePattern(std::string_view glob, int64_t ttl_ms, int64_t now_ms);
   // Drops entries past stale_until in every shard (at most `budget` per shard).

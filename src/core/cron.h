@@ -1,5 +1,5 @@
-// Cron schedules with the syntax and semantics of Vixie cron (crontab(5)), as the seeds write
-// them ("0 2 * * 0"):
+// Cron schedules with the syntax and semantics of Vixie cron (crontab(5)), as the AlkaidSYS
+// backup scripts write them ("0 2 * * 0"):
 //   minute hour day-of-month month day-of-week
 // Each field takes *, numbers, ranges (1-5), lists (1,3,5) and steps (*/15, 1-30/2); months and
 // weekdays also take names (jan, mon); 7 is Sunday like 0. As in Vixie cron, when both

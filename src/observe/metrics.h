@@ -75,7 +75,7 @@ class Interner {
   std::vector<std::string> names_ ABSL_GUARDED_BY(mu_);
 };
 
-// The seeds' HTTP series, one shard per worker thread:
+// The AlkaidSYS HTTP series, one shard per worker thread:
 //   http_requests_total{method,endpoint,status_code}
 //   http_request_duration_seconds{method,endpoint,status_code} (buckets 0.01 .. 10)
 // A fixed-size open-addressing table keyed by (endpoint id, method, status); the owning thread

@@ -1,4 +1,4 @@
-// Host and process metrics, under the names the seeds' dashboards and alert rules use:
+// Host and process metrics, under the names the AlkaidSYS dashboards and alert rules use:
 //   cpu_usage_percent                      host CPU busy time over the last >= 1 s, 0..100
 //   memory_usage_bytes{type="heap"}        bytes bulwark has allocated (malloc in use)
 //   memory_usage_bytes{type="non_heap"}    the rest of its resident memory

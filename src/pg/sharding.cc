@@ -219,7 +219,7 @@ void LoadSharding(ConfigContext& ctx, const YAML::Node& node, ShardingConfig* ou
       strategy("database_strategy", &t.database);
       if (t.monthly) {
         // With monthly rules the table name comes from the date; a modulo table strategy on a
-        // timestamp (the seed has `users_${created_at % 100}`) cannot name those tables.
+        // timestamp (the AlkaidSYS file has `users_${created_at % 100}`) cannot name those tables.
         if (tr.Has("table_strategy")) {
           std::optional<ShardExpression> ignored;
           strategy("table_strategy", &ignored);

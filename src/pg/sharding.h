@@ -1,4 +1,4 @@
-// The tenant shard map, in the shape of seed 000's sharding.yml (ShardingSphere's): a list of
+// The tenant shard map, in the shape of the AlkaidSYS sharding.yml (ShardingSphere's): a list of
 // databases, and per table a database strategy (`algorithm_expression:
 // db_tenant_${tenant_id % 8}` on a `sharding_column`) and monthly tables from a date column
 // (`users` -> `users_2025_01` by `created_at`, between `start_date` and `end_date`).
@@ -16,7 +16,7 @@
 //                             algorithm_expression: "db_tenant_${tenant_id % 8}"}
 //
 // An expression's result names a database of the list exactly, or by its number when the list
-// pads numbers with zeros (the seed's `db_tenant_${tenant_id % 8}` gives `db_tenant_3`, its
+// pads numbers with zeros (the AlkaidSYS `db_tenant_${tenant_id % 8}` gives `db_tenant_3`, its
 // list says `db_tenant_0003`): bulwark maps one to the other and says so at load.
 #pragma once
 
@@ -31,7 +31,7 @@
 
 namespace bulwark::pg {
 
-// ShardingSphere's inline expression, the forms its seeds use: text with `${column}` and
+// ShardingSphere's inline expression, the forms the AlkaidSYS file uses: text with `${column}` and
 // `${column % N}` (N > 0); the column's value must be an integer for `%`.
 class ShardExpression {
  public:
@@ -70,7 +70,7 @@ struct ShardingConfig {
   std::vector<std::string> notes;  // what load decided (e.g. zero-padded names mapped)
 };
 
-// Reads the `sharding:` mapping (the seed's file as it is: other top-level keys of that file,
+// Reads the `sharding:` mapping (the AlkaidSYS file as it is: other top-level keys of that file,
 // such as its MySQL `database:` block, are not this reader's business).
 void LoadSharding(ConfigContext& ctx, const YAML::Node& node, ShardingConfig* out);
 

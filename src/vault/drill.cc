@@ -1,4 +1,4 @@
-// `bulwark drill NAME`: seed 000's disaster-recovery drill, measured. Known rows go into a
+// `bulwark drill NAME`: the AlkaidSYS disaster-recovery drill, measured. Known rows go into a
 // database of the drill's own (never the application's), a backup is taken with the plan's
 // settings, the database is broken, restored from that backup, and every row is checked.
 #include "absl/strings/str_join.h"
@@ -156,7 +156,7 @@ absl::StatusOr<nlohmann::json> Vault::Drill(const std::string& name) {
     });
   }
   if (!st.ok()) problems.push_back(std::string(st.message()));
-  // Clean up like the seed's script: the drill database and its backup go.
+  // Clean up like the AlkaidSYS script: the drill database and its backup go.
   (void)log.Run("clean up", [&]() -> absl::Status {
     absl::Status s = db.Drop(d.database);
     if (backup_id > 0) {

@@ -1,4 +1,4 @@
-// Restores, as seed 000's restore script does by hand: check the backup, keep a safety copy of
+// Restores, as the AlkaidSYS restore script does by hand: check the backup, keep a safety copy of
 // what is there, restore, check the result, and put the safety copy back if anything failed.
 #include <sys/stat.h>
 
