@@ -155,7 +155,7 @@ TEST(Gateway, ProxiesToNginxWithForwardedHeaders) {
   EXPECT_NE(log.find("\"upstream\":\"127.0.0.1:" + std::to_string(nginx_port) + "\""),
             std::string::npos);
 
-  // Metrics carry the seeds' names.
+  // Metrics carry the AlkaidSYS names.
   Response m = HttpGet(admin, "/metrics");
   ASSERT_EQ(m.status, 200);
   EXPECT_NE(

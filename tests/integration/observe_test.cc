@@ -76,7 +76,7 @@ TEST(Observe, SamplesItselfAndScrapesATarget) {
       [&] { return Query(admin, "up{job=\"gone\"}")["data"]["result"].size() == 1; }, 5000));
   EXPECT_EQ(Query(admin, "up{job=\"gone\"}")["data"]["result"][0]["value"][1], "0");
   EXPECT_EQ(Query(admin, "up{job=\"postgres\"}")["data"]["result"][0]["value"][1], "1");
-  // bulwark's own series, and the system metrics under the seeds' names.
+  // bulwark's own series, and the system metrics under the AlkaidSYS names.
   ASSERT_TRUE(WaitUntil(
       [&] {
         json q = Query(admin, "sum(http_requests_total{job=\"bulwark\"})");
@@ -481,9 +481,9 @@ TEST(Observe, EmailOverSmtpAndWebhookRetriedWithBackoff) {
 
 TEST(Observe, CheckConfigReportsRuleAndAlertmanagerErrorsWithTheirLines) {
   std::string dir = MakeTempDir();
-  std::string seeds = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/";
+  std::string fixtures = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/";
   WriteFile(dir + "/bulwark.yml",
-            "observe:\n  rule_files: ['" + seeds +
+            "observe:\n  rule_files: ['" + fixtures +
                 "000-alerts.yml', bad.yml]\n"
                 "listeners: [{listen: '127.0.0.1:1', routes: [{prefix: /, upstream: app}]}]\n"
                 "upstreams: {app: {servers: ['127.0.0.1:2']}}\n");

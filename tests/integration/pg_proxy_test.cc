@@ -279,12 +279,13 @@ TEST(PgProxy, AuthQueryUsersAreNeverLetInOnARememberedPassword) {
   ASSERT_TRUE(standby.ok()) << standby.log();
   int port = FreePort(), admin = FreePort();
   auto config = [&](int server) {
-    return "admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\npg:\n  listen: 127.0.0.1:" +
-           std::to_string(port) +
+    return "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+           "}\npg:\n  listen: 127.0.0.1:" + std::to_string(port) +
            "\n  pool_mode: transaction\n  auth_user: authuser\n"
            "  users: [{name: authuser, password: authpw}]\n"
            "  health: {interval: 200ms}\n"
-           "  databases:\n    app: {servers: " + One(server) + "}\n";
+           "  databases:\n    app: {servers: " +
+           One(server) + "}\n";
   };
   Bulwark bw(config(db.pg.port()));
   ASSERT_TRUE(bw.Ready(port, admin)) << bw.log();
@@ -347,8 +348,10 @@ TEST(PgProxy, CancelKeysCannotBePredictedFromAnotherLogin) {
   for (int i = 0; i < 64; ++i) s1[i] = uint64_t{1} << i;
   State s2 = step(s1);
   // Observed: pid = low31(s1 * kMul), key = low32(s2 * kMul).
-  uint64_t low1 = (static_cast<uint64_t>(static_cast<uint32_t>(attacker.key().pid)) * inv) & 0x7fffffff;
-  uint64_t low2 = (static_cast<uint64_t>(static_cast<uint32_t>(attacker.key().key)) * inv) & 0xffffffff;
+  uint64_t low1 =
+      (static_cast<uint64_t>(static_cast<uint32_t>(attacker.key().pid)) * inv) & 0x7fffffff;
+  uint64_t low2 =
+      (static_cast<uint64_t>(static_cast<uint32_t>(attacker.key().key)) * inv) & 0xffffffff;
   std::vector<std::pair<uint64_t, int>> eqs;  // (mask, value)
   for (int i = 0; i < 31; ++i) eqs.push_back({s1[i], static_cast<int>((low1 >> i) & 1)});
   for (int i = 0; i < 32; ++i) eqs.push_back({s2[i], static_cast<int>((low2 >> i) & 1)});
@@ -474,14 +477,13 @@ TEST(PgProxy, ReadWriteSplitFollowsTheParseTreeAndTheCatalog) {
   std::string servers = "[{address: '127.0.0.1:" + std::to_string(db.pg.port()) +
                         "', role: primary}, {address: '127.0.0.1:" + std::to_string(r1.port()) +
                         "', role: replica}]";
-  Proxy px(servers,
-           "  pool_mode: transaction\n  routing: {read_only_functions: [Vouched]}\n");
+  Proxy px(servers, "  pool_mode: transaction\n  routing: {read_only_functions: [Vouched]}\n");
   ASSERT_TRUE(px.Ready()) << px.bw->log();
   PgConn c(px.port);
   ASSERT_EQ(c.Login("app", "secret", "app"), "");
   // The replica has the functions once it has replayed them.
-  for (int i = 0; i < 100 && r1.Psql("SELECT count(*) FROM pg_proc WHERE proname = 'vouched'", "app") !=
-                                 "1";
+  for (int i = 0;
+       i < 100 && r1.Psql("SELECT count(*) FROM pg_proc WHERE proname = 'vouched'", "app") != "1";
        ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -548,7 +550,8 @@ TEST(PgProxy, AHugeStatementIsNotParsed) {
   ASSERT_EQ(c.Login("app", "secret", "app"), "");
   EXPECT_EQ(c.Query("SELECT pg_is_in_recovery()"), "t");
   const size_t kSize = 50 << 20;
-  std::string sql = "SELECT length('" + std::string(kSize, 'x') + "') || ' ' || pg_is_in_recovery()";
+  std::string sql =
+      "SELECT length('" + std::string(kSize, 'x') + "') || ' ' || pg_is_in_recovery()";
   long before = ProcKb(px.bw->process().pid(), "VmHWM");
   ASSERT_GT(before, 0);
   EXPECT_EQ(c.Query(sql), std::to_string(kSize) + " false");
@@ -676,16 +679,20 @@ TEST(PgProxy, FailoverRefusesALaggingReplicaFencesAndKeepsTheOldPrimaryOut) {
   ASSERT_FALSE(conninfo.empty());
   r1.Psql("ALTER SYSTEM SET primary_conninfo = ''");
   r1.Psql("SELECT pg_reload_conf()");
-  ASSERT_TRUE(wait_for([&] { return r1.Psql("SELECT count(*) FROM pg_stat_wal_receiver") == "0"; }));
-  db.pg.Psql("CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 4000) g",
-             "app");
+  ASSERT_TRUE(
+      wait_for([&] { return r1.Psql("SELECT count(*) FROM pg_stat_wal_receiver") == "0"; }));
+  db.pg.Psql(
+      "CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 4000) g",
+      "app");
   ASSERT_TRUE(wait_for([&] {
     std::string lag = Metric(px.Metrics(), lag_metric);
     return !lag.empty() && std::stoll(lag) > (3 << 20);
   })) << HttpGet(px.admin, "/api/v1/pg").body;
   db.pg.Stop(SIGQUIT);
-  ASSERT_TRUE(wait_for([&] { return status().dump().find("\"refused\":true") != std::string::npos; }))
-      << HttpGet(px.admin, "/api/v1/pg").body << px.bw->log();
+  ASSERT_TRUE(wait_for([&] {
+    return status().dump().find("\"refused\":true") != std::string::npos;
+  })) << HttpGet(px.admin, "/api/v1/pg").body
+      << px.bw->log();
   std::string refusal = status()["failovers"].back().value("error", "");
   EXPECT_NE(refusal.find("bytes behind the last position seen on " + old_name +
                          " (maximum_lag_on_failover: 1048576)"),
@@ -719,7 +726,8 @@ TEST(PgProxy, FailoverRefusesALaggingReplicaFencesAndKeepsTheOldPrimaryOut) {
   db.pg.Stop(SIGQUIT);
   ASSERT_TRUE(wait_for([&] {
     return status().dump().find("\"new_primary\":\"" + r1_name + "\"") != std::string::npos;
-  })) << HttpGet(px.admin, "/api/v1/pg").body << px.bw->log();
+  })) << HttpGet(px.admin, "/api/v1/pg").body
+      << px.bw->log();
   json ev = status()["failovers"].back();
   EXPECT_TRUE(ev.value("fenced", false)) << ev.dump();
   EXPECT_FALSE(ev.contains("error")) << ev.dump();
@@ -1023,7 +1031,8 @@ TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
   // A role the server asks for its password in clear text (allowed here by
   // server_auth_methods), and the log line that says which method each login used.
   AddCleartextRole(db.pg, "plain", "pw");
-  Proxy px(One(db.pg.port()), "  pool_mode: transaction\n  server_auth_methods: [scram-sha-256, md5, password]\n");
+  Proxy px(One(db.pg.port()),
+           "  pool_mode: transaction\n  server_auth_methods: [scram-sha-256, md5, password]\n");
   ASSERT_TRUE(px.Ready()) << px.bw->log();
   PgConn a(px.port);
   ASSERT_EQ(a.Login("app", "secret", "app"), "");
@@ -1044,9 +1053,10 @@ TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
     return HttpPost(px.admin, "/api/v1/reload", "").status;
   };
   // A new user: the running pool of app is left as it is (same server connection).
-  ASSERT_EQ(reload("  pool_mode: transaction\n  server_auth_methods: [scram-sha-256, md5, password]\n",
-                   "    - {name: app, password: secret}\n    - {name: plain, password: pw}\n"),
-            200)
+  ASSERT_EQ(
+      reload("  pool_mode: transaction\n  server_auth_methods: [scram-sha-256, md5, password]\n",
+             "    - {name: app, password: secret}\n    - {name: plain, password: pw}\n"),
+      200)
       << px.bw->log();
   EXPECT_EQ(a.Query("SELECT pg_backend_pid()"), pid) << px.bw->log();
   PgConn p(px.port);
@@ -1063,7 +1073,8 @@ TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
   EXPECT_EQ(a.Query("SELECT pg_backend_pid()"), pid);
   // A changed pool setting: the pool is rebuilt; its clients carry on with new connections,
   // and a removed user can no longer log in.
-  ASSERT_EQ(reload("  pool_mode: transaction\n  default_pool_size: 5\n  server_auth_methods: [scram-sha-256, md5, password]\n",
+  ASSERT_EQ(reload("  pool_mode: transaction\n  default_pool_size: 5\n  server_auth_methods: "
+                   "[scram-sha-256, md5, password]\n",
                    "    - {name: app, password: secret}\n"),
             200);
   std::string next = a.Query("SELECT pg_backend_pid()");
@@ -1216,10 +1227,10 @@ TEST(PgProxy, WithEtcdOnlyTheLeaseHolderFailsOver) {
   }
 }
 
-TEST(PgProxy, ShardRoutingForEveryKeySourceWithSeedShardMap) {
+TEST(PgProxy, ShardRoutingForEveryKeySourceWithTheAlkaidSysShardMap) {
   AppDatabase db;
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
-  // Seed 000's shard map as it is: db_tenant_0000..0007, users and orders split by month.
+  // The AlkaidSYS shard map as it is: db_tenant_0000..0007, users and orders split by month.
   for (int i = 0; i < 8; ++i) {
     std::string name = "db_tenant_000" + std::to_string(i);
     db.pg.Psql("CREATE DATABASE " + name + " OWNER app");
@@ -1232,12 +1243,13 @@ TEST(PgProxy, ShardRoutingForEveryKeySourceWithSeedShardMap) {
     db.pg.Psql(ddl + "GRANT ALL ON ALL TABLES IN SCHEMA public TO app;", name);
   }
   int port = FreePort(), admin = FreePort();
-  std::string seed = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-sharding.yml";
+  std::string shard_map =
+      std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-sharding.yml";
   std::string cfg = "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
                     "}\npg:\n  listen: 127.0.0.1:" + std::to_string(port) +
                     "\n  pool_mode: transaction\n  users: [{name: app, password: secret}]\n"
                     "  databases:\n    tenants:\n      sharding_file: " +
-                    seed + "\n      servers: " + One(db.pg.port()) + "\n";
+                    shard_map + "\n      servers: " + One(db.pg.port()) + "\n";
   Bulwark bw(cfg);
   ASSERT_TRUE(bw.Ready(port, admin)) << bw.log();
   auto on = [&](int shard, const std::string& sql) {
@@ -1263,8 +1275,8 @@ TEST(PgProxy, ShardRoutingForEveryKeySourceWithSeedShardMap) {
   EXPECT_EQ(on(2, "SELECT count(*) FROM orders_2025_02 WHERE id = 8"), "1");
   // The statement's own tenant must agree with the session's and with a hint, and the sharding
   // column is never assigned: each refused with its reason, the connection going on.
-  ASSERT_TRUE(c.SendQuery(
-      "SELECT count(*) FROM orders WHERE tenant_id = 6 AND created_at = '2025-01-02'"));
+  ASSERT_TRUE(
+      c.SendQuery("SELECT count(*) FROM orders WHERE tenant_id = 6 AND created_at = '2025-01-02'"));
   EXPECT_EQ(c.NextError(),
             "22023 the query names tenant_id 6 but the session's bulwark.tenant_id is 5");
   EXPECT_EQ(c.Finish(), "");
@@ -1273,9 +1285,9 @@ TEST(PgProxy, ShardRoutingForEveryKeySourceWithSeedShardMap) {
   EXPECT_EQ(c.NextError(),
             "22023 the query names tenant_id 5 but its /* tenant_id: 2 */ comment another tenant");
   EXPECT_EQ(c.Finish(), "");
-  ASSERT_TRUE(c.SendQuery(
-      "UPDATE orders SET tenant_id = 6 WHERE tenant_id = 5 AND id = 7 AND created_at = "
-      "'2025-01-02'"));
+  ASSERT_TRUE(
+      c.SendQuery("UPDATE orders SET tenant_id = 6 WHERE tenant_id = 5 AND id = 7 AND created_at = "
+                  "'2025-01-02'"));
   EXPECT_EQ(c.NextError().substr(0, 50), "0A000 the query assigns the sharding column tenant");
   EXPECT_EQ(c.Finish(), "");
   EXPECT_EQ(on(5, "SELECT count(*) FROM orders_2025_01 WHERE id = 7 AND tenant_id IS NULL"), "1");

@@ -266,7 +266,7 @@ TEST(Restore, FilesInPlaceIntoADirectoryAndRolledBackByACheck) {
   EXPECT_EQ(ReadFile(data + "/app.conf"), "three\n");
 }
 
-TEST(Restore, MysqlDumpRoundTripAndTheSeedDrill) {
+TEST(Restore, MysqlDumpRoundTripAndTheAlkaidSysDrill) {
   MysqlServer my;
   ASSERT_TRUE(my.ok()) << my.log();
   my.Sql(
@@ -288,7 +288,7 @@ TEST(Restore, MysqlDumpRoundTripAndTheSeedDrill) {
   s.Write(
       "  plans:\n    shop:\n      source: " + src +
       "\n      checks: [{table: items, min_rows: 3}]\n"
-      "  drills:\n    seed-000:\n      plan: shop\n      database: drill_test\n      rows: 100\n"
+      "  drills:\n    alkaidsys:\n      plan: shop\n      database: drill_test\n      rows: 100\n"
       "      targets: {rto: 10m, rpo: 1h}\n");
   std::string out;
   ASSERT_EQ(s.Run({"backup", "run", "shop"}, &out), 0) << out;
@@ -298,8 +298,8 @@ TEST(Restore, MysqlDumpRoundTripAndTheSeedDrill) {
   EXPECT_EQ(r["status"], "ok") << r.dump(2);
   EXPECT_EQ(my.Sql(q), want);
 
-  // Seed 000's drill: 100 rows, backed up, the database dropped, restored, every row checked.
-  nlohmann::json d = s.Json({"drill", "seed-000"});
+  // The AlkaidSYS drill: 100 rows, backed up, the database dropped, restored, every row checked.
+  nlohmann::json d = s.Json({"drill", "alkaidsys"});
   EXPECT_EQ(d["status"], "passed") << d.dump(2);
   EXPECT_EQ(d["rows"], 100);
   EXPECT_GE(d["rto_ms"].get<int64_t>(), 0);
@@ -382,7 +382,7 @@ TEST(RecoveryPlan, AFailingThirdStepRollsBackStepsTwoAndOne) {
   std::string url = "http://127.0.0.1:" + std::to_string(admin);
   std::string server = "127.0.0.1:" + std::to_string(backend);
   s.Write(
-      "  recovery:\n    primary-failure:\n      description: seed 002's plan\n      steps:\n"
+      "  recovery:\n    primary-failure:\n      description: the IAM plan\n      steps:\n"
       "        - id: step-1\n          action: command\n          command: " +
       echo("one") + "\n          undo: {action: command, command: " + echo("undo-one") +
       "}\n"

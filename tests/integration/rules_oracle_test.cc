@@ -1,7 +1,7 @@
-// Rule unit tests through both engines: every tests/rules/*.test.yml (the seeds' rule files
-// unchanged, and files covering PromQL and the alert state machine) must pass under Debian's
-// `promtool test rules` (Prometheus 2.42) and under `bulwark rules test`. A copy with one
-// wrong expectation must fail under both, with the same report.
+// Rule unit tests through both engines: every tests/rules/*.test.yml (the AlkaidSYS,
+// cloud-phone platform and IAM rule files unchanged, and files covering PromQL and the alert state
+// machine) must pass under Debian's `promtool test rules` (Prometheus 2.42) and under `bulwark
+// rules test`. A copy with one wrong expectation must fail under both, with the same report.
 #include <dirent.h>
 #include <gtest/gtest.h>
 
@@ -56,13 +56,13 @@ TEST(RulesOracle, PromtoolAndBulwarkPassEveryTestFile) {
   std::vector<std::string> files = TestFiles();
   ASSERT_GE(files.size(), 6u);
   int cases = 0;
-  bool seeds[3] = {false, false, false};
+  bool covered[3] = {false, false, false};  // the three rule files
   for (const std::string& f : files) {
     std::string text = ReadFile(f);
     cases += CountCases(text);
-    seeds[0] = seeds[0] || text.find("seeds/000-alert-rules.yml") != std::string::npos;
-    seeds[1] = seeds[1] || text.find("seeds/001-alert.rules.yml") != std::string::npos;
-    seeds[2] = seeds[2] || text.find("seeds/002-cache-alerts.yml") != std::string::npos;
+    covered[0] = covered[0] || text.find("seeds/000-alert-rules.yml") != std::string::npos;
+    covered[1] = covered[1] || text.find("seeds/001-alert.rules.yml") != std::string::npos;
+    covered[2] = covered[2] || text.find("seeds/002-cache-alerts.yml") != std::string::npos;
     std::string out;
     EXPECT_EQ(RunCommand({promtool, "test", "rules", f}, &out), 0) << "promtool on " << f << ":\n"
                                                                    << out;
@@ -71,16 +71,18 @@ TEST(RulesOracle, PromtoolAndBulwarkPassEveryTestFile) {
         << out;
   }
   EXPECT_GE(cases, 40);
-  EXPECT_TRUE(seeds[0] && seeds[1] && seeds[2]) << "every seed rule file is under test";
+  EXPECT_TRUE(covered[0] && covered[1] && covered[2])
+      << "every design document's rule file is under test";
 }
 
-// Every alert of the seeds' rule files has at least one test that expects it to fire.
-TEST(RulesOracle, EverySeedAlertHasATest) {
+// Every alert of the AlkaidSYS, cloud-phone platform and IAM rule files has at least one test
+// that expects it to fire.
+TEST(RulesOracle, EveryDesignDocumentAlertHasATest) {
   std::string all;
   for (const std::string& f : TestFiles()) all += ReadFile(f);
-  std::string seeds = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/";
+  std::string fixtures = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/";
   for (const char* file : {"000-alert-rules.yml", "001-alert.rules.yml", "002-cache-alerts.yml"}) {
-    std::string rules = ReadFile(seeds + file);
+    std::string rules = ReadFile(fixtures + file);
     ASSERT_FALSE(rules.empty()) << file;
     std::regex alert_re(R"(- alert:\s*(\S+))");
     for (auto it = std::sregex_iterator(rules.begin(), rules.end(), alert_re);
@@ -131,12 +133,12 @@ TEST(RulesOracle, AWrongExpectationFailsInBoth) {
   }
 }
 
-// Seed 000's alerts.yml mixes rule groups with an Alertmanager configuration: bulwark loads
+// The AlkaidSYS alerts.yml mixes rule groups with an Alertmanager configuration: bulwark loads
 // the groups and sets the rest aside; a broken rule is reported with file:line.
 TEST(RulesOracle, MixedRuleAndAlertmanagerFileIsSplit) {
   std::string out;
-  std::string seed = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-alerts.yml";
-  EXPECT_EQ(RunCommand({BULWARK_BINARY, "rules", "check", seed}, &out), 0) << out;
+  std::string alerts = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-alerts.yml";
+  EXPECT_EQ(RunCommand({BULWARK_BINARY, "rules", "check", alerts}, &out), 0) << out;
   EXPECT_NE(out.find("SUCCESS: 9 rules found"), std::string::npos) << out;
   std::string dir = MakeTempDir();
   WriteFile(dir + "/bad.yml",

@@ -10,7 +10,7 @@ namespace bulwark::cache {
 namespace {
 
 TEST(BloomFilter, SizedByTheStandardFormulas) {
-  BloomFilter f(1000000, 0.01);  // the seed's cache_penetration settings
+  BloomFilter f(1000000, 0.01);  // the AlkaidSYS cache_penetration settings
   // m = -n ln p / ln^2 2 = 9,585,059 bits (~1.14 MiB), k = 7.
   EXPECT_NEAR(static_cast<double>(f.bits()), 9585059.0, 64.0);
   EXPECT_EQ(f.hashes(), 7);

@@ -20,7 +20,7 @@ std::string Errors(const CacheConfigLoad& l) {
   return all;
 }
 
-TEST(CacheConfig, TheSeedFileLoadsAsItIs) {
+TEST(CacheConfig, TheAlkaidSysFileLoadsAsItIs) {
   auto load = LoadCacheConfigFile(
       std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-cache.yml", Env());
   ASSERT_TRUE(load.ok()) << Errors(load);
@@ -51,7 +51,7 @@ TEST(CacheConfig, TheSeedFileLoadsAsItIs) {
   EXPECT_EQ(c.breakdown.max_concurrent, 100);
 }
 
-TEST(CacheConfig, TheSeedFileNeedsItsPasswordVariable) {
+TEST(CacheConfig, TheAlkaidSysFileNeedsItsPasswordVariable) {
   auto load = LoadCacheConfigFile(
       std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-cache.yml",
       [](std::string_view) { return std::nullopt; });

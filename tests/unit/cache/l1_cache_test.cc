@@ -36,7 +36,7 @@ std::string Get(L1Cache& c, const std::string& k, int64_t now = 0) {
   return *l.value;
 }
 
-TEST(EvictionPolicyNames, ParsesWhatTheSeedsWrite) {
+TEST(EvictionPolicyNames, ParsesWhatCacheYmlFilesWrite) {
   EXPECT_EQ(*ParseEvictionPolicy("LRU"), EvictionPolicy::kLru);
   EXPECT_EQ(*ParseEvictionPolicy("lfu"), EvictionPolicy::kLfu);
   EXPECT_EQ(*ParseEvictionPolicy("TTL"), EvictionPolicy::kTtl);

@@ -35,7 +35,7 @@ std::string NextOf(const char* expr, int64_t after) {
   return Show(s->Next(after));
 }
 
-TEST(Cron, TheSeedsSchedules) {
+TEST(Cron, TheAlkaidSysSchedules) {
   // 2026-11-22 is a Sunday.
   int64_t now = Utc(2026, 11, 22, 10, 30);
   EXPECT_EQ(NextOf("0 2 * * 0", now), "2026-11-29 02:00 Sun");  // weekly full backup

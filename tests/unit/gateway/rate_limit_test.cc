@@ -45,7 +45,7 @@ TEST(RateLimitTest, OneRequestPerSecondWithoutBurst) {
 }
 
 TEST(RateLimitTest, BurstWithNodelayAdmitsBurstPlusOne) {
-  // The seed's `limit_req zone=api_limit burst=20 nodelay` at 10r/s.
+  // The IAM nginx.conf's `limit_req zone=api_limit burst=20 nodelay` at 10r/s.
   LimitZone z("api_limit", "client_ip", 10000, 1 << 20);
   int passed = 0, rejected = 0;
   for (int i = 0; i < 25; ++i) {

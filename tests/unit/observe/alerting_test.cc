@@ -1,6 +1,6 @@
-// The built-in Alertmanager's parts with a driven clock: configuration errors (the seeds'
-// files), routing, group timing, the dedup rules, inhibition and silences, and the payloads.
-// (tests/integration/alertmanager_oracle_test.cc checks whole notifications against
+// The built-in Alertmanager's parts with a driven clock: configuration errors (the AlkaidSYS and
+// cloud-phone platform files), routing, group timing, the dedup rules, inhibition and silences, and
+// the payloads. (tests/integration/alertmanager_oracle_test.cc checks whole notifications against
 // Alertmanager 0.25 itself.)
 #include <gtest/gtest.h>
 
@@ -13,10 +13,10 @@
 namespace bulwark::observe::alerting {
 namespace {
 
-std::string Seeds() { return std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/"; }
+std::string Fixtures() { return std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/"; }
 
-TEST(AlertmanagerConfig, SeedFilesLoadOrReportEveryErrorWithItsLine) {
-  auto ok = LoadAlertmanagerConfig(Seeds() + "001-alertmanager.yml");
+TEST(AlertmanagerConfig, DesignDocumentFilesLoadOrReportEveryErrorWithItsLine) {
+  auto ok = LoadAlertmanagerConfig(Fixtures() + "001-alertmanager.yml");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ((*ok)->receivers.size(), 3u);
   EXPECT_EQ((*ok)->route->routes.size(), 2u);
@@ -24,9 +24,9 @@ TEST(AlertmanagerConfig, SeedFilesLoadOrReportEveryErrorWithItsLine) {
   EXPECT_EQ((*ok)->route->routes[0]->repeat_interval_ms, 12 * 3600 * 1000);  // inherited
   EXPECT_EQ((*ok)->route->routes[1]->key, "{}/{severity=\"warning\"}");
 
-  // Seed 000: email `subject`/`body` are not Alertmanager fields, and the route names two
+  // AlkaidSYS: email `subject`/`body` are not Alertmanager fields, and the route names two
   // receivers that do not exist; every one is reported with its line.
-  auto bad = LoadAlertmanagerConfig(Seeds() + "000-alertmanager.yml");
+  auto bad = LoadAlertmanagerConfig(Fixtures() + "000-alertmanager.yml");
   ASSERT_FALSE(bad.ok());
   std::string e(bad.status().message());
   EXPECT_NE(e.find("000-alertmanager.yml:5:9: field subject not found in type email_config"),
@@ -38,21 +38,21 @@ TEST(AlertmanagerConfig, SeedFilesLoadOrReportEveryErrorWithItsLine) {
       << e;
   EXPECT_NE(e.find("undefined receiver \"warning-alerts\" used in route"), std::string::npos) << e;
 
-  // Seed 000's alerts.yml mixes rule groups with the same Alertmanager part: the groups load,
+  // The AlkaidSYS alerts.yml mixes rule groups with the same Alertmanager part: the groups load,
   // the Alertmanager part is split off with its line numbers intact.
   rules::RuleFileOptions opts;
   opts.allow_alertmanager = true;
-  auto mixed = rules::LoadRuleFile(Seeds() + "000-alerts.yml", opts);
+  auto mixed = rules::LoadRuleFile(Fixtures() + "000-alerts.yml", opts);
   ASSERT_TRUE(mixed.ok()) << mixed.status();
   EXPECT_EQ(mixed->groups.size(), 1u);
   EXPECT_EQ(mixed->groups[0].rules.size(), 9u);
-  auto am = ParseAlertmanagerConfig(Seeds() + "000-alerts.yml", mixed->alertmanager_yaml);
+  auto am = ParseAlertmanagerConfig(Fixtures() + "000-alerts.yml", mixed->alertmanager_yaml);
   ASSERT_FALSE(am.ok());
   EXPECT_NE(std::string(am.status().message()).find("000-alerts.yml:109:9: field subject"),
             std::string::npos)
       << am.status();
   // Without allow_alertmanager the same file is refused as Prometheus refuses it.
-  EXPECT_FALSE(rules::LoadRuleFile(Seeds() + "000-alerts.yml").ok());
+  EXPECT_FALSE(rules::LoadRuleFile(Fixtures() + "000-alerts.yml").ok());
 }
 
 TEST(AlertmanagerConfig, MatchersAndValidation) {

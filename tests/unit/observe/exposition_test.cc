@@ -42,7 +42,7 @@ TEST(Exposition, RefusesBadInputWithTheLine) {
   EXPECT_EQ(err(std::string(70000, 'x') + " 1\n"), "line 1: longer than 64 KiB");
 }
 
-TEST(SystemMetrics, RendersTheSeedsNamesFromProc) {
+TEST(SystemMetrics, RendersTheAlkaidSysNamesFromProc) {
   SystemMetrics m;
   std::string out;
   m.Collect(&out);

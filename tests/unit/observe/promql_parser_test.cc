@@ -21,7 +21,7 @@ std::string Error(const std::string& q) {
   return e.ok() ? "" : std::string(e.status().message());
 }
 
-TEST(PromqlParser, EverySeedRuleExpressionParses) {
+TEST(PromqlParser, EveryDesignDocumentRuleExpressionParses) {
   for (const char* q : {
            "(\n  rate(http_requests_total{status_code=~\"5..\"}[5m])\n  /\n"
            "  rate(http_requests_total[5m])\n) > 0.05",

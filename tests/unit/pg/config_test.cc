@@ -91,7 +91,7 @@ TEST(PgConfig, MistakesAreReportedWithTheirLines) {
   EXPECT_NE(errors.find("colour"), std::string::npos) << errors;
 }
 
-TEST(PgConfig, TheSeedShardingFileCanBeReferenced) {
+TEST(PgConfig, TheAlkaidSysShardingFileCanBeReferenced) {
   PgConfig c;
   ASSERT_EQ(Load(R"(pg:
   users: [{name: app, password: x}]

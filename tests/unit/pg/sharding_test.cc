@@ -9,7 +9,7 @@ EnvLookup NoEnv() {
   return [](std::string_view) -> std::optional<std::string> { return std::nullopt; };
 }
 
-TEST(PgSharding, SeedShardingFileLoadsAsItIs) {
+TEST(PgSharding, AlkaidSysShardingFileLoadsAsItIs) {
   std::string path = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-sharding.yml";
   ConfigContext ctx(path, NoEnv());
   auto root = LoadYamlFile(ctx, path);

@@ -27,13 +27,14 @@ std::string Load(const std::string& yaml, VaultConfig* out) {
   return all;
 }
 
-TEST(VaultConfig, TheSeedBackupFileLoadsAsItIs) {
+TEST(VaultConfig, TheAlkaidSysBackupFileLoadsAsItIs) {
   VaultConfig c;
-  std::string seed = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-backup.yml";
+  std::string backup_yml =
+      std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-backup.yml";
   ASSERT_EQ(Load("vault:\n  keys: [{value: "
                  "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f}]\n"
                  "  plans_file: " +
-                     seed + "\n",
+                     backup_yml + "\n",
                  &c),
             "");
   ASSERT_EQ(c.plans.size(), 2u);  // full and incremental; realtime has no schedule
@@ -94,8 +95,8 @@ TEST(VaultConfig, SourcesChecksAndDrillsAreChecked) {
             std::string::npos)
       << errors;
   EXPECT_TRUE(IsPlainDatabaseName("bulwark_drill"));
-  for (const char* bad : {"", "-h", "dbname=app host=10.0.0.9", "postgresql://evil/app", "a b",
-                          "../x", "a;b"})
+  for (const char* bad :
+       {"", "-h", "dbname=app host=10.0.0.9", "postgresql://evil/app", "a b", "../x", "a;b"})
     EXPECT_FALSE(IsPlainDatabaseName(bad)) << bad;
   EXPECT_NE(errors.find("vault.plans.a.source: give either database or all_databases: true"),
             std::string::npos)
