@@ -10,9 +10,9 @@
 
 #include "core/event_loop.h"
 #include "core/log.h"
+#include "core/process.h"
 #include "core/strings.h"
 #include "pg/protocol.h"
-#include "core/process.h"
 
 namespace bulwark::pg {
 
@@ -442,6 +442,13 @@ HealthChecker::Target* HealthChecker::TargetFor(const std::string& name) {
   return it->second.get();
 }
 
+void HealthChecker::Record(const FailoverEvent& ev, FailoverResult result) {
+  results_[result].fetch_add(1);
+  std::lock_guard<std::mutex> l(mu_);
+  events_.push_back(ev);
+  if (events_.size() > 100) events_.erase(events_.begin());
+}
+
 std::vector<FailoverEvent> HealthChecker::Events() {
   std::lock_guard<std::mutex> l(mu_);
   return events_;
@@ -565,10 +572,7 @@ void HealthChecker::MaybeFailover(
       } else {
         LogError("pg: failover of ", database, " from ", ev.old_primary, " failed: ", ev.error);
       }
-      results_[ev.error.empty() ? kOk : kFailed].fetch_add(1);
-      std::lock_guard<std::mutex> l(mu_);
-      events_.push_back(ev);
-      if (events_.size() > 100) events_.erase(events_.begin());
+      Record(ev, ev.error.empty() ? kOk : kFailed);
     };
     // Not promoting, and trying again next round: recorded and logged once per reason while
     // the primary stays down.
@@ -580,10 +584,7 @@ void HealthChecker::MaybeFailover(
       ev.error = why;
       ev.total_ms = MonotonicMs() - old_h.first_failure_ms.load();
       LogError("pg: failover of ", database, " from ", ev.old_primary, " refused: ", why);
-      results_[kRefused].fetch_add(1);
-      std::lock_guard<std::mutex> l(mu_);
-      events_.push_back(ev);
-      if (events_.size() > 100) events_.erase(events_.begin());
+      Record(ev, kRefused);
     };
     if (best == nullptr) {
       finish("no replica is up to promote");
@@ -617,10 +618,10 @@ void HealthChecker::MaybeFailover(
       // promoted. No fence, no promotion.
       std::string output;
       absl::Status fenced = RunCapture(cfg.failover.fence_command,
-                                              {{"BULWARK_OLD_PRIMARY", ev.old_primary},
-                                               {"BULWARK_NEW_PRIMARY", best->Name()},
-                                               {"BULWARK_DATABASE", database}},
-                                              cfg.failover.fence_timeout_ms, &output);
+                                       {{"BULWARK_OLD_PRIMARY", ev.old_primary},
+                                        {"BULWARK_NEW_PRIMARY", best->Name()},
+                                        {"BULWARK_DATABASE", database}},
+                                       cfg.failover.fence_timeout_ms, &output);
       if (!fenced.ok()) {
         refuse(StrCat("fence_command failed: ", fenced.message(), "; not promoted"));
         continue;

@@ -83,6 +83,8 @@ class HealthChecker {
   void MaybeFailover(const PgConfig& cfg,
                      const std::map<std::string, std::shared_ptr<ServerHealth>>& health);
   Target* TargetFor(const std::string& name);
+  // Counts a failover by its result and keeps it among the last 100 events.
+  void Record(const FailoverEvent& ev, FailoverResult result);
   void LoadFunctions(const PgConfig& cfg,
                      const std::map<std::string, std::shared_ptr<ServerHealth>>& health);
 

@@ -1,8 +1,8 @@
 #include "vault/vault.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,10 +13,10 @@
 
 #include "core/event_loop.h"
 #include "core/log.h"
+#include "core/process.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
 #include "vault/database.h"
-#include "core/process.h"
 #include "vault/retention.h"
 
 namespace bulwark::vault {
@@ -230,6 +230,25 @@ absl::Status Vault::Delete(int64_t id) {
   return catalog_->SetStatus(id, "deleted");
 }
 
+absl::Status Vault::ReadAndCheck(const BackupRecord& rec, Storage* storage, ByteSink* copy) {
+  Sha256Sink sha;
+  ArchiveReader reader(cfg_->keys, nullptr);
+  reader.Expect(rec.key_id);
+  std::vector<ByteSink*> sinks = {&sha, &reader};
+  if (copy != nullptr) sinks.insert(sinks.begin(), copy);
+  TeeSink tee(std::move(sinks));
+  absl::Status st = storage->Read(rec.object, &tee);
+  if (st.ok()) st = reader.Finish();
+  if (!st.ok()) return st;
+  if (sha.Hex() != rec.stored_sha256) {
+    return absl::DataLossError("SHA-256 differs from the catalog's");
+  }
+  if (reader.raw_sha256() != rec.raw_sha256) {
+    return absl::DataLossError("the original's SHA-256 differs from the catalog's");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<BackupRecord> Vault::Verify(int64_t id, bool scratch_restore) {
   auto rec = catalog_->Get(id);
   if (!rec.ok()) return rec.status();
@@ -244,23 +263,8 @@ absl::StatusOr<BackupRecord> Vault::Verify(int64_t id, bool scratch_restore) {
       error = StrCat("storage \"", name, "\" is no longer configured");
       break;
     }
-    Sha256Sink sha;
-    ArchiveReader reader(cfg_->keys, nullptr);
-    reader.Expect(rec->key_id);
-    TeeSink tee({&sha, &reader});
-    absl::Status st = storage->Read(rec->object, &tee);
-    if (st.ok()) st = reader.Finish();
-    std::string where = storage->Locate(rec->object);
-    if (!st.ok()) {
-      error = StrCat(where, ": ", st.message());
-      break;
-    }
-    if (sha.Hex() != rec->stored_sha256) {
-      error = StrCat(where, ": SHA-256 differs from the catalog's");
-      break;
-    }
-    if (reader.raw_sha256() != rec->raw_sha256) {
-      error = StrCat(where, ": the original's SHA-256 differs from the catalog's");
+    if (absl::Status st = ReadAndCheck(*rec, storage.get(), nullptr); !st.ok()) {
+      error = StrCat(storage->Locate(rec->object), ": ", st.message());
       break;
     }
   }
@@ -313,26 +317,14 @@ absl::StatusOr<std::unique_ptr<Vault::Staged>> Vault::Stage(int64_t id) {
     if (fd < 0) return absl::UnavailableError(StrCat(dir, ": ", std::strerror(errno)));
     staged->path = path;
     FdSink file(fd);
-    Sha256Sink sha;
-    ArchiveReader reader(cfg_->keys, nullptr);
-    reader.Expect(rec->key_id);
-    TeeSink tee({&file, &sha, &reader});
-    std::string where = storage->Locate(rec->object);
-    absl::Status st = storage->Read(rec->object, &tee);
-    if (st.ok()) st = reader.Finish();
+    absl::Status st = ReadAndCheck(*rec, storage.get(), &file);
     if (st.ok() && fsync(fd) != 0) st = absl::UnavailableError(std::strerror(errno));
     close(fd);
-    if (st.ok() && sha.Hex() != rec->stored_sha256) {
-      st = absl::DataLossError("SHA-256 differs from the catalog's");
-    }
-    if (st.ok() && reader.raw_sha256() != rec->raw_sha256) {
-      st = absl::DataLossError("the original's SHA-256 differs from the catalog's");
-    }
     if (st.ok()) return staged;
     unlink(staged->path.c_str());
     staged->path.clear();
     if (!error.empty()) error += "; ";
-    error += StrCat(where, ": ", st.message());
+    error += StrCat(storage->Locate(rec->object), ": ", st.message());
   }
   return absl::DataLossError(error);
 }

@@ -105,6 +105,10 @@ class Vault {
   std::unique_ptr<Storage> StorageNamed(const std::string& name) const;
   // Restores a scratch copy of a one-database backup and runs the plan's checks there.
   absl::Status VerifyByRestoring(const BackupRecord& rec, const PlanConfig& plan);
+  // Reads `rec`'s object from `storage` end to end (every chunk authenticated, decompressed),
+  // also into `copy` when not null, and checks the stored and the original SHA-256 against the
+  // catalog. Verify and Stage both judge a copy this way.
+  absl::Status ReadAndCheck(const BackupRecord& rec, Storage* storage, ByteSink* copy);
 
   std::shared_ptr<const VaultConfig> cfg_;
   Catalog* catalog_;

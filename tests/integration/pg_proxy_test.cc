@@ -54,6 +54,13 @@ std::string ProxyConfig(int port, int admin, const std::string& servers,
 
 std::string One(int pg_port) { return "['127.0.0.1:" + std::to_string(pg_port) + "']"; }
 
+// A primary and one replica, their roles given in the config.
+std::string PrimaryAndReplica(int primary_port, int replica_port) {
+  return "[{address: '127.0.0.1:" + std::to_string(primary_port) +
+         "', role: primary}, {address: '127.0.0.1:" + std::to_string(replica_port) +
+         "', role: replica}]";
+}
+
 std::string Psql(int port, const std::vector<std::string>& commands,
                  std::map<std::string, std::string> env = {}) {
   std::vector<std::string> argv = {
@@ -474,9 +481,7 @@ TEST(PgProxy, ReadWriteSplitFollowsTheParseTreeAndTheCatalog) {
       "app");
   PostgresServer r1(PostgresServer::ReplicaOf{&db.pg});
   ASSERT_TRUE(r1.ok()) << r1.log();
-  std::string servers = "[{address: '127.0.0.1:" + std::to_string(db.pg.port()) +
-                        "', role: primary}, {address: '127.0.0.1:" + std::to_string(r1.port()) +
-                        "', role: replica}]";
+  std::string servers = PrimaryAndReplica(db.pg.port(), r1.port());
   Proxy px(servers, "  pool_mode: transaction\n  routing: {read_only_functions: [Vouched]}\n");
   ASSERT_TRUE(px.Ready()) << px.bw->log();
   PgConn c(px.port);
@@ -541,9 +546,7 @@ TEST(PgProxy, AHugeStatementIsNotParsed) {
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
   PostgresServer r1(PostgresServer::ReplicaOf{&db.pg});
   ASSERT_TRUE(r1.ok()) << r1.log();
-  std::string servers = "[{address: '127.0.0.1:" + std::to_string(db.pg.port()) +
-                        "', role: primary}, {address: '127.0.0.1:" + std::to_string(r1.port()) +
-                        "', role: replica}]";
+  std::string servers = PrimaryAndReplica(db.pg.port(), r1.port());
   Proxy px(servers, "  pool_mode: transaction\n");
   ASSERT_TRUE(px.Ready()) << px.bw->log();
   PgConn c(px.port);
