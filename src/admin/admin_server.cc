@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "core/log.h"
 #include "core/strings.h"
@@ -245,6 +246,10 @@ void AdminServer::Route(std::string method, std::string pattern, Handler h) {
   routes_.push_back(std::move(e));
 }
 
+void AdminServer::Absent(std::string prefix, std::string error) {
+  absent_.emplace_back(std::move(prefix), nlohmann::json{{"error", std::move(error)}}.dump());
+}
+
 void AdminServer::RouteAsync(std::string method, std::string pattern, AsyncHandler h,
                              std::function<int64_t()> timeout_ms) {
   Entry e;
@@ -266,7 +271,8 @@ void AdminServer::RespondTo(uint64_t conn_id, AdminResponse r) {
 }
 
 const AdminServer::Entry* AdminServer::Find(const std::string& method, const std::string& path,
-                                 std::vector<std::string>* params, bool* path_exists) const {
+                                            std::vector<std::string>* params,
+                                            bool* path_exists) const {
   std::vector<std::string> segs = Split(path, '/', true);
   *path_exists = false;
   for (const auto& e : routes_) {
@@ -315,7 +321,9 @@ std::optional<AdminResponse> AdminServer::Decide(const AdminRequest& req, const 
   *token_ok = !options_.token.empty() && meta.authorization.size() == want.size() &&
               CRYPTO_memcmp(meta.authorization.data(), want.data(), want.size()) == 0;
   if (!HostAllowed(meta.host)) {
-    return Json(403, R"({"error":"Host not allowed: use an IP address, localhost or a name in admin.server_names"})");
+    return Json(
+        403,
+        R"({"error":"Host not allowed: use an IP address, localhost or a name in admin.server_names"})");
   }
   // A page on another origin may not use the API even with a token it somehow holds; same-origin
   // requests (the dashboard's) carry an Origin equal to their Host.
@@ -332,8 +340,14 @@ std::optional<AdminResponse> AdminServer::Decide(const AdminRequest& req, const 
   bool path_exists = false;
   const Entry* e = Find(req.method, req.path, &params, &path_exists);
   if (e == nullptr) {
-    return path_exists ? Json(405, R"({"error":"method not allowed"})")
-                       : Json(404, R"({"error":"not found"})");
+    if (path_exists) return Json(405, R"({"error":"method not allowed"})");
+    for (const auto& [prefix, error] : absent_) {
+      if (req.path.starts_with(prefix) &&
+          (req.path.size() == prefix.size() || req.path[prefix.size()] == '/')) {
+        return Json(404, error);
+      }
+    }
+    return Json(404, R"({"error":"not found"})");
   }
   AdminRequest r = req;
   r.params = std::move(params);
@@ -360,6 +374,29 @@ std::optional<AdminResponse> AdminServer::Dispatch(const AdminRequest& req, cons
                                                 action, req.body, resp ? resp->status : 0});
   }
   return resp;
+}
+
+std::optional<std::string> QueryParam(std::string_view query, std::string_view name) {
+  for (const std::string& kv : Split(query, '&', true)) {
+    size_t eq = kv.find('=');
+    if (kv.substr(0, eq) != name) continue;
+    std::string_view v =
+        eq == std::string::npos ? std::string_view() : std::string_view(kv).substr(eq + 1);
+    std::string out;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '+') {
+        out.push_back(' ');
+      } else if (v[i] == '%' && i + 2 < v.size()) {
+        out.push_back(
+            static_cast<char>(std::strtol(std::string(v.substr(i + 1, 2)).c_str(), nullptr, 16)));
+        i += 2;
+      } else {
+        out.push_back(v[i]);
+      }
+    }
+    return out;
+  }
+  return std::nullopt;
 }
 
 }  // namespace bulwark::admin

@@ -64,6 +64,9 @@ class AdminServer {
   // a margin, read at each request: a reload may change it); then it is closed.
   void RouteAsync(std::string method, std::string pattern, AsyncHandler h,
                   std::function<int64_t()> timeout_ms);
+  // Requests under `prefix` (the path itself or below it) that no route matches are answered
+  // 404 with {"error": `error`}: the API of a plane the configuration leaves out says so.
+  void Absent(std::string prefix, std::string error);
   int port() const { return port_; }
   void Close();
 
@@ -88,7 +91,8 @@ class AdminServer {
     std::string_view host, origin, authorization;
   };
   // The answer, or nullopt when an async handler will give it (through RespondTo).
-  std::optional<AdminResponse> Dispatch(const AdminRequest& req, const Meta& meta, uint64_t conn_id);
+  std::optional<AdminResponse> Dispatch(const AdminRequest& req, const Meta& meta,
+                                        uint64_t conn_id);
   std::optional<AdminResponse> Decide(const AdminRequest& req, const Meta& meta, uint64_t conn_id,
                                       bool* token_ok);
   void RespondTo(uint64_t conn_id, AdminResponse r);
@@ -106,11 +110,14 @@ class AdminServer {
   Timer accept_timer_;
   int64_t last_accept_error_log_ms_ = -1000000;
   std::vector<Entry> routes_;
+  std::vector<std::pair<std::string, std::string>> absent_;  // prefix, error
   uint64_t next_conn_id_ = 1;
   std::vector<std::unique_ptr<Conn>> conns_;
 };
 
 AdminResponse Json(int status, const std::string& body);
 AdminResponse Text(int status, std::string body);
+// A query-string parameter, decoded (+ and %XX); nullopt when absent.
+std::optional<std::string> QueryParam(std::string_view query, std::string_view name);
 
 }  // namespace bulwark::admin

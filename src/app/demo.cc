@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "app/server.h"
+#include "app/app.h"
 #include "core/event_loop.h"
 #include "core/log.h"
 #include "core/strings.h"
@@ -156,7 +156,7 @@ const std::string& DemoOrigin::name() const { return impl_->name; }
 std::string DemoOrigin::address() const { return impl_->addr.ToString(); }
 
 int RunDemo() {
-  Server::BlockSignals();
+  App::BlockSignals();
   EnvLookup env = ProcessEnv();
   auto port_of = [&](const char* var, int def) {
     int p = def;
@@ -189,7 +189,7 @@ int RunDemo() {
   }
   std::string listen = load.config->gateway->listeners[0].listen_text;
   std::string admin = load.config->admin.listen;
-  Server server(std::move(load.config), [demo_env] {
+  App server(std::move(load.config), [demo_env] {
     return LoadConfigText(DemoConfigText(), "config/demo.yml (embedded)", demo_env);
   });
   absl::Status s = server.Start();

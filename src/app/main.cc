@@ -6,7 +6,7 @@
 #include "app/backup_cli.h"
 #include "app/config.h"
 #include "app/demo.h"
-#include "app/server.h"
+#include "app/app.h"
 #include "core/event_loop.h"
 #include "core/units.h"
 #include "nlohmann/json.hpp"
@@ -28,13 +28,13 @@ int CheckConfig(const std::string& path) {
 }
 
 int Serve(const std::string& path) {
-  bulwark::Server::BlockSignals();
+  bulwark::App::BlockSignals();
   bulwark::ConfigLoad load = bulwark::LoadConfigFile(path, bulwark::ProcessEnv());
   if (!load.errors.empty()) {
     for (const auto& e : load.errors) fprintf(stderr, "%s\n", e.c_str());
     return 1;
   }
-  bulwark::Server server(std::move(load.config),
+  bulwark::App server(std::move(load.config),
                          [path] { return bulwark::LoadConfigFile(path, bulwark::ProcessEnv()); });
   absl::Status s = server.Start();
   if (!s.ok()) {

@@ -38,7 +38,7 @@ void EtcdLease::Start() {
 }
 
 std::string EtcdLease::holder() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return holder_;
 }
 
@@ -92,7 +92,7 @@ void EtcdLease::Run() {
   for (;;) {
     int64_t wait = std::max<int64_t>(100, o_.ttl_ms / 3);
     {
-      std::unique_lock<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (stop_) break;
     }
     std::string answer;
@@ -142,14 +142,16 @@ void EtcdLease::Run() {
           }
         }
         {
-          std::lock_guard<std::mutex> l(mu_);
+          MutexLock l(&mu_);
           holder_ = who;
         }
         SetLeader(won);
       }
     }
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::chrono::milliseconds(wait), [this] { return stop_; });
+    MutexLock l(&mu_);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait);
+    while (!stop_ && cv_.WaitUntil(&mu_, deadline)) {
+    }
   }
   if (lease_ != 0) {
     std::string answer;
@@ -161,10 +163,10 @@ void EtcdLease::Run() {
 
 void EtcdLease::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 

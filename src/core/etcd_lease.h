@@ -10,11 +10,12 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 
 namespace bulwark {
 
@@ -49,11 +50,11 @@ class EtcdLease {
 
   EtcdLeaseOptions o_;
   std::atomic<bool> leader_{false};
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::string holder_;
-  int64_t lease_ = 0;
+  mutable Mutex mu_;
+  CondVar cv_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::string holder_ ABSL_GUARDED_BY(mu_);
+  int64_t lease_ = 0;  // the thread's own
   size_t endpoint_ = 0;
   std::thread thread_;
 };

@@ -138,7 +138,7 @@ HealthChecker::HealthChecker(EventLoop* loop) : loop_(loop) {}
 
 HealthChecker::~HealthChecker() { probes_.clear(); }
 
-void HealthChecker::Update(const Snapshot& snap) {
+void HealthChecker::Reload(const Snapshot& snap) {
   std::vector<std::unique_ptr<Probe>> next;
   for (const auto& ur : snap.upstreams) {
     if (!ur.cfg->health_check.enabled) continue;

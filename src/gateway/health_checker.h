@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/event_loop.h"
-#include "gateway/upstream.h"
+#include "gateway/snapshot.h"
 
 namespace bulwark::gateway {
 
@@ -17,7 +17,7 @@ class HealthChecker {
  public:
   explicit HealthChecker(EventLoop* loop);
   ~HealthChecker();
-  void Update(const Snapshot& snap);
+  void Reload(const Snapshot& snap);
   size_t probe_count() const { return probes_.size(); }
   uint64_t checks_run() const { return checks_run_; }
 

@@ -9,6 +9,7 @@
 
 #include <zlib.h>
 
+#include "core/buffers.h"
 #include "core/event_loop.h"
 #include "core/tls.h"
 #include "core/net.h"
@@ -25,43 +26,6 @@ namespace bulwark::gateway {
 class Worker;
 struct WorkerView;
 class ClientConn;
-
-// A fixed-capacity byte buffer with read and write positions. Allocated once per connection.
-struct Buffer {
-  std::unique_ptr<char[]> data;
-  size_t cap = 0;
-  size_t rpos = 0;
-  size_t wpos = 0;
-
-  void Init(size_t capacity) {
-    if (cap != capacity) {
-      data.reset(new char[capacity]);
-      cap = capacity;
-    }
-    rpos = wpos = 0;
-  }
-  char* read_ptr() { return data.get() + rpos; }
-  size_t readable() const { return wpos - rpos; }
-  char* write_ptr() { return data.get() + wpos; }
-  size_t writable() const { return cap - wpos; }
-  void Consume(size_t n) {
-    rpos += n;
-    if (rpos == wpos) rpos = wpos = 0;
-  }
-  // Moves unread bytes to the front.
-  void Compact();
-};
-
-// An output queue: bytes appended, written from `off`. Keeps its capacity between uses.
-struct OutQueue {
-  std::string buf;
-  size_t off = 0;
-  size_t pending() const { return buf.size() - off; }
-  void Clear() {
-    buf.clear();
-    off = 0;
-  }
-};
 
 enum class UpstreamFailure { kConnect, kWrite, kRead, kTimeout, kInvalidResponse, kClosed };
 

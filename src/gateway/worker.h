@@ -12,7 +12,7 @@
 #include "gateway/access_log.h"
 #include "gateway/balancer.h"
 #include "gateway/bans.h"
-#include "gateway/upstream.h"
+#include "gateway/snapshot.h"
 #include "observe/metrics.h"
 
 namespace bulwark::gateway {

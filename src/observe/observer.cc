@@ -66,7 +66,7 @@ rules::EvalContext Observer::Context() const {
   return ctx;
 }
 
-void Observer::Apply(std::shared_ptr<const ObserveConfig> config) {
+void Observer::Reload(std::shared_ptr<const ObserveConfig> config) {
   config_ = std::move(config);
   if (!store_) {
     tsdb::Store::Options o;

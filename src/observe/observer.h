@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "admin/admin_server.h"
 #include "core/event_loop.h"
 #include "observe/alerting/dispatcher.h"
 #include "observe/alerting/notifier.h"
@@ -39,12 +40,14 @@ class Observer {
 
   // Applies a configuration (at start and on every reload). Rule state (pending/firing alerts)
   // carries over for rules whose group, name and expression are unchanged.
-  void Apply(std::shared_ptr<const ObserveConfig> config);
+  void Reload(std::shared_ptr<const ObserveConfig> config);
   void Start();
   void Stop();
 
   // Admin API (Prometheus and Alertmanager compatible JSON).
   std::string RulesJson() const;  // GET /api/v1/rules
+  // /api/v1/rules, /api/v1/query[_range], /api/v1/observe/status, /api/v2/alerts, silences.
+  void RegisterAdminRoutes(admin::AdminServer& admin);
   // GET /api/v1/query and /api/v1/query_range: runs on a query thread (query_service.h) within
   // observe.query's limits; `done` is called on the control loop.
   void SubmitQuery(QueryRequest q, std::function<void(QueryAnswer)> done);

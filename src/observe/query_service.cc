@@ -102,8 +102,9 @@ QueryAnswer Instant(const QueryRequest& q, const promql::Expr& e, int64_t deadli
                     const tsdb::Store& store, StoreGate* gate, const std::atomic<bool>* cancel) {
   int64_t t = q.now_ms;
   if (!q.time.empty() && !ParseApiTime(q.time, &t)) {
-    return Error(400, "bad_data", StrCat("invalid parameter \"time\": cannot parse \"", q.time,
-                                         "\" to a valid timestamp"));
+    return Error(
+        400, "bad_data",
+        StrCat("invalid parameter \"time\": cannot parse \"", q.time, "\" to a valid timestamp"));
   }
   promql::EvalOptions opts;
   opts.default_subquery_step_ms = q.default_subquery_step_ms;
@@ -166,19 +167,23 @@ QueryAnswer Range(const QueryRequest& q, const promql::Expr& e, int64_t deadline
                   const tsdb::Store& store, StoreGate* gate, const std::atomic<bool>* cancel) {
   int64_t start = 0, end = 0, step = 0;
   if (!ParseApiTime(q.start, &start)) {
-    return Error(400, "bad_data", StrCat("invalid parameter \"start\": cannot parse \"", q.start,
-                                         "\" to a valid timestamp"));
+    return Error(
+        400, "bad_data",
+        StrCat("invalid parameter \"start\": cannot parse \"", q.start, "\" to a valid timestamp"));
   }
   if (!ParseApiTime(q.end, &end)) {
-    return Error(400, "bad_data", StrCat("invalid parameter \"end\": cannot parse \"", q.end,
-                                         "\" to a valid timestamp"));
+    return Error(
+        400, "bad_data",
+        StrCat("invalid parameter \"end\": cannot parse \"", q.end, "\" to a valid timestamp"));
   }
   if (end < start) {
-    return Error(400, "bad_data", "invalid parameter \"end\": end timestamp must not be before start time");
+    return Error(400, "bad_data",
+                 "invalid parameter \"end\": end timestamp must not be before start time");
   }
   if (!ParseApiDuration(q.step, &step)) {
-    return Error(400, "bad_data", StrCat("invalid parameter \"step\": cannot parse \"", q.step,
-                                         "\" to a valid duration"));
+    return Error(
+        400, "bad_data",
+        StrCat("invalid parameter \"step\": cannot parse \"", q.step, "\" to a valid duration"));
   }
   if (step <= 0) {
     return Error(400, "bad_data",
@@ -192,10 +197,10 @@ QueryAnswer Range(const QueryRequest& q, const promql::Expr& e, int64_t deadline
                  "query resolution (?step=XX)");
   }
   if (e.type() != promql::ValueType::kVector && e.type() != promql::ValueType::kScalar) {
-    return Error(400, "bad_data", StrCat("invalid expression type \"",
-                                         e.type() == promql::ValueType::kMatrix ? "range vector"
-                                                                                : "string",
-                                         "\" for range query, must be Scalar or instant Vector"));
+    return Error(400, "bad_data",
+                 StrCat("invalid expression type \"",
+                        e.type() == promql::ValueType::kMatrix ? "range vector" : "string",
+                        "\" for range query, must be Scalar or instant Vector"));
   }
   int64_t steps = (end - start) / step + 1;
   // Samples across the whole query: the result kept so far plus what each step loads (every
@@ -255,18 +260,18 @@ QueryAnswer Range(const QueryRequest& q, const promql::Expr& e, int64_t deadline
 }  // namespace
 
 void StoreGate::ReadLock() {
-  std::unique_lock<std::mutex> l(mu_);
-  cv_.wait(l, [this] { return !writer_ && !writer_waiting_; });
+  MutexLock l(&mu_);
+  while (writer_ || writer_waiting_) cv_.Wait(&mu_);
   ++readers_;
 }
 
 void StoreGate::ReadUnlock() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   --readers_;
 }
 
 bool StoreGate::TryWriteLock() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (readers_ > 0) {
     writer_waiting_ = true;
     return false;
@@ -278,18 +283,18 @@ bool StoreGate::TryWriteLock() {
 
 void StoreGate::WriteUnlock() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     writer_ = false;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void StoreGate::CancelWriteRequest() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     writer_waiting_ = false;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 QueryAnswer RunQuery(const QueryRequest& q, int64_t deadline_ns, const tsdb::Store& store,
@@ -305,19 +310,21 @@ QueryAnswer RunQuery(const QueryRequest& q, int64_t deadline_ns, const tsdb::Sto
 }
 
 QueryService::~QueryService() {
+  std::vector<std::thread> threads;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stopping_ = true;
     for (Job& j : queue_) j.done(Error(503, "unavailable", "bulwark is shutting down"));
     queue_.clear();
+    threads.swap(threads_);  // no more are made once stopping_ is set
   }
-  cv_.notify_all();
-  for (std::thread& t : threads_) t.join();
+  cv_.SignalAll();
+  for (std::thread& t : threads) t.join();
 }
 
 void QueryService::Submit(QueryRequest q, std::function<void(QueryAnswer)> done) {
   int64_t deadline = SteadyNs() + q.limits.timeout_ms * 1000000;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (stopping_) {
     done(Error(503, "unavailable", "bulwark is shutting down"));
     return;
@@ -325,7 +332,7 @@ void QueryService::Submit(QueryRequest q, std::function<void(QueryAnswer)> done)
   queue_.push_back(Job{std::move(q), deadline, std::move(done)});
   int limit = queue_.back().q.limits.max_concurrency;
   if (idle_ > 0) {
-    cv_.notify_all();
+    cv_.SignalAll();
   } else if (static_cast<int>(threads_.size()) < limit + 1) {
     // One thread beyond the limit stays free to answer queries whose timeout passes while they
     // wait for a place: they get their 503 at their deadline, not when a place frees.
@@ -334,49 +341,52 @@ void QueryService::Submit(QueryRequest q, std::function<void(QueryAnswer)> done)
 }
 
 void QueryService::Work() {
-  std::unique_lock<std::mutex> l(mu_);
+  mu_.Lock();
   for (;;) {
     ++idle_;
     // Run the first waiting query when there is a place (the limit in force is the query's
     // own: a reload may have lowered it); answer it when its deadline has passed.
     for (;;) {
-      if (stopping_) return;
+      if (stopping_) {
+        mu_.Unlock();
+        return;
+      }
       if (queue_.empty()) {
-        cv_.wait(l);
+        cv_.Wait(&mu_);
         continue;
       }
       const Job& front = queue_.front();
       if (running_ < front.q.limits.max_concurrency || SteadyNs() > front.deadline_ns) break;
-      cv_.wait_until(l, std::chrono::steady_clock::time_point(std::chrono::duration_cast<
-                            std::chrono::steady_clock::duration>(
-                            std::chrono::nanoseconds(front.deadline_ns + 1000000))));
+      cv_.WaitUntil(&mu_, std::chrono::steady_clock::time_point(
+                              std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  std::chrono::nanoseconds(front.deadline_ns + 1000000))));
     }
     --idle_;
     Job job = std::move(queue_.front());
     queue_.pop_front();
     if (SteadyNs() > job.deadline_ns) {
-      l.unlock();
+      mu_.Unlock();
       job.done(Error(503, "timeout", promql::kQueryTimeout));
-      l.lock();
+      mu_.Lock();
       continue;
     }
     ++running_;
-    l.unlock();
+    mu_.Unlock();
     QueryAnswer a = RunQuery(job.q, job.deadline_ns, *store_, gate_, &stopping_);
     job.done(std::move(a));
-    l.lock();
+    mu_.Lock();
     --running_;
-    cv_.notify_all();  // a place is free for a query that waited for one
+    cv_.SignalAll();  // a place is free for a query that waited for one
   }
 }
 
 int QueryService::running() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return running_;
 }
 
 int QueryService::waiting() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return static_cast<int>(queue_.size());
 }
 

@@ -9,14 +9,14 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 #include "observe/config.h"
 #include "observe/tsdb/store.h"
 
@@ -35,11 +35,11 @@ class StoreGate {
   void CancelWriteRequest();  // the writer stopped trying (shutdown)
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int readers_ = 0;
-  bool writer_ = false;
-  bool writer_waiting_ = false;
+  Mutex mu_;
+  CondVar cv_;
+  int readers_ ABSL_GUARDED_BY(mu_) = 0;
+  bool writer_ ABSL_GUARDED_BY(mu_) = false;
+  bool writer_waiting_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 struct QueryRequest {
@@ -83,12 +83,12 @@ class QueryService {
 
   const tsdb::Store* store_;
   StoreGate* gate_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> queue_;
-  std::vector<std::thread> threads_;
-  int idle_ = 0;
-  int running_ = 0;
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  int idle_ ABSL_GUARDED_BY(mu_) = 0;
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<bool> stopping_{false};
 };
 

@@ -205,16 +205,16 @@ void HealthChecker::Start() {
 
 void HealthChecker::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
 void HealthChecker::Update(std::shared_ptr<const PgConfig> cfg,
                            std::map<std::string, std::shared_ptr<ServerHealth>> health) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   cfg_ = std::move(cfg);
   health_ = std::move(health);
 }
@@ -223,13 +223,15 @@ void HealthChecker::Run() {
   for (;;) {
     int64_t interval;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (stop_) return;
       interval = cfg_->health.interval_ms;
     }
     Round();
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::chrono::milliseconds(interval), [this] { return stop_; });
+    MutexLock l(&mu_);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(interval);
+    while (!stop_ && cv_.WaitUntil(&mu_, deadline)) {
+    }
     if (stop_) return;
   }
 }
@@ -269,7 +271,7 @@ void HealthChecker::Round() {
   std::shared_ptr<const PgConfig> cfg;
   std::map<std::string, std::shared_ptr<ServerHealth>> health;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     cfg = cfg_;
     health = health_;
   }
@@ -444,13 +446,13 @@ HealthChecker::Target* HealthChecker::TargetFor(const std::string& name) {
 
 void HealthChecker::Record(const FailoverEvent& ev, FailoverResult result) {
   results_[result].fetch_add(1);
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   events_.push_back(ev);
   if (events_.size() > 100) events_.erase(events_.begin());
 }
 
 std::vector<FailoverEvent> HealthChecker::Events() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return events_;
 }
 

@@ -10,15 +10,15 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 #include "pg/classify.h"
 #include "pg/config.h"
 #include "pg/proxy.h"
@@ -88,18 +88,18 @@ class HealthChecker {
   void LoadFunctions(const PgConfig& cfg,
                      const std::map<std::string, std::shared_ptr<ServerHealth>>& health);
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::shared_ptr<const PgConfig> cfg_;
-  std::map<std::string, std::shared_ptr<ServerHealth>> health_;
+  Mutex mu_;
+  CondVar cv_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<const PgConfig> cfg_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<ServerHealth>> health_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<Target>> targets_;  // thread only
   std::thread thread_;
   std::function<void()> on_change_;
   std::function<bool()> leader_;
   FunctionsCallback on_functions_;
   std::map<std::string, int64_t> functions_loaded_ms_;  // thread only
-  std::vector<FailoverEvent> events_;                   // guarded by mu_
+  std::vector<FailoverEvent> events_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> results_[3] = {};
   std::map<std::string, std::string> refused_;  // database -> why (thread only; logged once)
 };

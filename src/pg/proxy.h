@@ -10,8 +10,10 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "admin/admin_server.h"
 #include "pg/config.h"
 
 namespace bulwark::pg {
@@ -55,6 +57,9 @@ class Proxy {
   absl::Status Start();
   // Thread-safe: new clients and new server connections use `cfg`; existing ones keep going.
   void Reload(std::shared_ptr<const PgConfig> cfg);
+  // The settings that only a restart applies (enabled, listen, client_tls): each one `next`
+  // changes is put back to the running value and named in the returned warnings.
+  static std::vector<std::string> KeepRestartSettings(const PgConfig& running, PgConfig* next);
   // Thread-safe: stop accepting; clients finish (session: until they leave; transaction: their
   // current transaction), then the thread exits. Stop() ends at once.
   void Drain();
@@ -70,6 +75,8 @@ class Proxy {
   // Thread-safe: an operator takes a demoted old primary back (after making it a replica of
   // the new primary, or deciding it is the primary again). False when no server has that name.
   bool Readd(const std::string& server);
+  // GET /api/v1/pg (StatusJson) and POST /api/v1/pg/readd?server=.
+  void RegisterAdminRoutes(admin::AdminServer& admin);
 
  private:
   std::unique_ptr<ProxyImpl> impl_;

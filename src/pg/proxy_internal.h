@@ -24,7 +24,7 @@
 #include "core/tls.h"
 #include "observe/metrics.h"
 #include "pg/auth.h"
-#include "pg/buffer.h"
+#include "core/buffers.h"
 #include "pg/classify.h"
 #include "pg/config.h"
 #include "pg/health.h"
@@ -171,20 +171,6 @@ struct PoolGroup {
   ClassifyOptions shard_options;             // its key and date columns
   // Its database's read-only functions (from pg_proc), null until the health checker has them.
   std::shared_ptr<const FunctionNames> functions;
-};
-
-// Data queued for a socket: appended at the end, written from `off`.
-struct OutQueue {
-  std::string buf;
-  size_t off = 0;
-  size_t pending() const { return buf.size() - off; }
-  void Consumed(size_t n) {
-    off += n;
-    if (off == buf.size()) {
-      buf.clear();
-      off = 0;
-    }
-  }
 };
 
 // What the server owes the client for one message sent to it, in order. The proxy answers some

@@ -132,6 +132,7 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) 
   }
   sqlite3_busy_timeout(db, 10000);  // a scheduled backup and a CLI call may meet
   std::unique_ptr<Catalog> c(new Catalog(db));
+  MutexLock lock(&c->mu_);  // no other thread has it yet; the analysis wants it held
   // WAL: readers (the admin API, `backup list`) never wait for a running backup's writes.
   if (auto st = c->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"); !st.ok()) return st;
   if (auto st =
@@ -176,7 +177,7 @@ absl::Status Catalog::Exec(const std::string& sql) {
 }
 
 absl::StatusOr<int64_t> Catalog::Begin(const BackupRecord& b) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_,
          "INSERT INTO backups (plan, source, trigger, status, started_ms, compression, key_id,"
          " object, storage, pid, database) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)");
@@ -189,7 +190,7 @@ absl::StatusOr<int64_t> Catalog::Begin(const BackupRecord& b) {
 }
 
 absl::Status Catalog::Finish(const BackupRecord& b) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_,
          "UPDATE backups SET status = ?, finished_ms = ?, raw_bytes = ?, stored_bytes = ?,"
          " raw_sha256 = ?, stored_sha256 = ?, storage = ?, error = ?, pid = 0 WHERE id = ?");
@@ -202,7 +203,7 @@ absl::Status Catalog::Finish(const BackupRecord& b) {
 }
 
 absl::Status Catalog::SetVerified(int64_t id, bool ok, const std::string& error, int64_t now_ms) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_, "UPDATE backups SET verified = ?, verified_ms = ?, verify_error = ? WHERE id = ?");
   if (!s.ok()) return s.Error();
   s.Bind(1, std::string(ok ? "ok" : "failed")).Bind(2, now_ms).Bind(3, error).Bind(4, id);
@@ -211,7 +212,7 @@ absl::Status Catalog::SetVerified(int64_t id, bool ok, const std::string& error,
 }
 
 absl::Status Catalog::SetStatus(int64_t id, const std::string& status) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_, "UPDATE backups SET status = ? WHERE id = ?");
   if (!s.ok()) return s.Error();
   s.Bind(1, status).Bind(2, id);
@@ -220,7 +221,7 @@ absl::Status Catalog::SetStatus(int64_t id, const std::string& status) {
 }
 
 absl::StatusOr<BackupRecord> Catalog::Get(int64_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_, StrCat("SELECT ", kColumns, " FROM backups WHERE id = ?").c_str());
   if (!s.ok()) return s.Error();
   s.Bind(1, id);
@@ -231,7 +232,7 @@ absl::StatusOr<BackupRecord> Catalog::Get(int64_t id) {
 }
 
 absl::StatusOr<std::vector<BackupRecord>> Catalog::List(const std::string& plan) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_, StrCat("SELECT ", kColumns,
                      " FROM backups WHERE (? = '' OR plan = ?) ORDER BY started_ms DESC, id DESC")
                   .c_str());
@@ -248,7 +249,7 @@ absl::StatusOr<std::vector<BackupRecord>> Catalog::List(const std::string& plan)
 }
 
 absl::StatusOr<int64_t> Catalog::AddReport(const Report& r) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_,
          "INSERT INTO reports (kind, name, status, started_ms, finished_ms, detail)"
          " VALUES (?, ?, ?, ?, ?, ?)");
@@ -260,7 +261,7 @@ absl::StatusOr<int64_t> Catalog::AddReport(const Report& r) {
 }
 
 absl::Status Catalog::UpdateReport(const Report& r) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_, "UPDATE reports SET status = ?, finished_ms = ?, detail = ? WHERE id = ?");
   if (!s.ok()) return s.Error();
   s.Bind(1, r.status).Bind(2, r.finished_ms).Bind(3, r.detail).Bind(4, r.id);
@@ -270,7 +271,7 @@ absl::Status Catalog::UpdateReport(const Report& r) {
 
 absl::StatusOr<std::vector<Report>> Catalog::Reports(const std::string& kind,
                                                      const std::string& name, int limit) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_,
          "SELECT id, kind, name, status, started_ms, finished_ms, detail FROM reports"
          " WHERE kind = ? AND (? = '' OR name = ?) ORDER BY id DESC LIMIT ?");

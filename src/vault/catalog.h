@@ -6,12 +6,13 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/mutex.h"
 #include "nlohmann/json.hpp"
 
 struct sqlite3;
@@ -78,11 +79,11 @@ class Catalog {
 
  private:
   explicit Catalog(sqlite3* db) : db_(db) {}
-  absl::Status Exec(const std::string& sql);
+  absl::Status Exec(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Plans run on threads of their own (scheduler.h): one call at a time on the connection, so
   // an insert and its last_insert_rowid() stay together.
-  std::mutex mu_;
-  sqlite3* db_;
+  Mutex mu_;
+  sqlite3* db_ ABSL_PT_GUARDED_BY(mu_);
 };
 
 }  // namespace bulwark::vault

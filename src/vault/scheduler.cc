@@ -4,10 +4,10 @@
 
 #include "core/event_loop.h"
 #include "core/log.h"
+#include "core/process.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
 #include "observe/metrics.h"
-#include "core/process.h"
 
 namespace bulwark::vault {
 namespace {
@@ -22,17 +22,22 @@ Scheduler::Scheduler(std::shared_ptr<const VaultConfig> cfg, std::function<bool(
 Scheduler::~Scheduler() { Stop(); }
 
 absl::Status Scheduler::Open() {
-  auto c = Catalog::Open(cfg_->catalog);
+  std::shared_ptr<const VaultConfig> cfg;
+  {
+    MutexLock l(&mu_);
+    cfg = cfg_;
+  }
+  auto c = Catalog::Open(cfg->catalog);
   if (!c.ok()) return c.status();
   catalog_ = std::move(*c);
-  Vault v(cfg_, catalog_.get());
+  Vault v(cfg, catalog_.get());
   auto n = v.RecoverInterrupted();
   if (!n.ok()) return n.status();
   if (*n > 0) LogWarn("vault: ", *n, " interrupted backup(s) marked failed");
   // The last success of each plan, from the catalog, so the metric survives restarts.
   auto all = catalog_->List();
   if (!all.ok()) return all.status();
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   for (const BackupRecord& b : *all) {
     PlanStats& s = stats_[b.plan];
     if ((b.status == "ok" || b.status == "deleted") && s.last_success_ms == 0) {
@@ -53,16 +58,16 @@ absl::Status Scheduler::Start() {
 
 void Scheduler::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
   // Runs in flight stop their programs (and fail) rather than hold the shutdown.
   cancel_ = true;
   std::map<std::string, std::unique_ptr<Run>> runs;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     runs.swap(runs_);
   }
   for (auto& [key, r] : runs) r->thread.join();
@@ -82,56 +87,56 @@ bool Scheduler::Launch(const std::string& key, std::function<void()> fn) {
       ScopedCancel scope(&cancel_);
       fn();
     }
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     r->done = true;
-    cv_.notify_all();
+    cv_.SignalAll();
   });
   runs_[key] = std::move(run);
   return true;
 }
 
 void Scheduler::WaitIdle() {
-  std::unique_lock<std::mutex> l(mu_);
-  cv_.wait(l, [this] {
-    for (const auto& [key, r] : runs_) {
-      if (!r->done) return false;
-    }
-    return true;
-  });
+  MutexLock l(&mu_);
+  for (;;) {
+    bool idle = true;
+    for (const auto& [key, r] : runs_) idle &= r->done;
+    if (idle) return;
+    cv_.Wait(&mu_);
+  }
 }
 
-void Scheduler::Update(std::shared_ptr<const VaultConfig> cfg) {
-  std::lock_guard<std::mutex> l(mu_);
+void Scheduler::Reload(std::shared_ptr<const VaultConfig> cfg) {
+  MutexLock l(&mu_);
   cfg_ = std::move(cfg);
   for (auto& [name, s] : stats_) s.next_ms = -1;  // recomputed from the new schedules
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 bool Scheduler::RunNow(const std::string& plan) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (!cfg_->plans.count(plan)) return false;
   manual_.emplace_back("backup", plan);
-  cv_.notify_all();
+  cv_.SignalAll();
   return true;
 }
 
 bool Scheduler::RunDrill(const std::string& name) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (!cfg_->drills.count(name)) return false;
   manual_.emplace_back("drill", name);
-  cv_.notify_all();
+  cv_.SignalAll();
   return true;
 }
 
 void Scheduler::Loop() {
-  std::unique_lock<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   while (!stop_) {
-    l.unlock();
+    mu_.Unlock();
     Tick(WallMs());
-    l.lock();
+    mu_.Lock();
     if (stop_) break;
     // Schedules have minute resolution; a second's sleep keeps the start within a second.
-    if (manual_.empty()) cv_.wait_for(l, std::chrono::seconds(1));
+    if (manual_.empty()) cv_.WaitFor(&mu_, std::chrono::seconds(1));
   }
 }
 
@@ -139,7 +144,7 @@ int Scheduler::Tick(int64_t now_ms) {
   std::vector<std::pair<std::string, std::string>> due;  // plan, trigger
   std::vector<std::string> drills;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     while (!manual_.empty()) {
       if (manual_.front().first == "drill") {
         drills.push_back(manual_.front().second);
@@ -163,7 +168,7 @@ int Scheduler::Tick(int64_t now_ms) {
     }
   }
   int started = 0;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   for (const auto& job : due) {
     const std::string& plan = job.first;
     if (Launch("backup:" + plan, [this, job] { RunOne(job.first, job.second); })) {
@@ -186,12 +191,12 @@ int Scheduler::Tick(int64_t now_ms) {
 void Scheduler::RunOneDrill(const std::string& name) {
   std::shared_ptr<const VaultConfig> cfg;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     cfg = cfg_;
   }
   Vault v(cfg, catalog_.get());
   auto r = v.Drill(name);
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   DrillStats& s = drills_[name];
   ++s.runs;
   s.last_ms = WallMs();
@@ -211,7 +216,7 @@ void Scheduler::RunOneDrill(const std::string& name) {
 }
 
 std::string Scheduler::GetJson(int64_t id) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (catalog_ == nullptr) return "";
   auto b = catalog_->Get(id);
   if (!b.ok()) return "";
@@ -219,7 +224,7 @@ std::string Scheduler::GetJson(int64_t id) {
 }
 
 std::string Scheduler::ReportsJson(const std::string& kind, const std::string& name) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   nlohmann::json out = nlohmann::json::array();
   if (catalog_ == nullptr) return out.dump();
   auto all = catalog_->Reports(kind, name, 50);
@@ -241,12 +246,12 @@ std::string Scheduler::ReportsJson(const std::string& kind, const std::string& n
 void Scheduler::RunOne(const std::string& plan, const std::string& trigger) {
   std::shared_ptr<const VaultConfig> cfg;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     cfg = cfg_;
   }
   Vault v(cfg, catalog_.get());
   auto r = v.Backup(plan, trigger);
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   PlanStats& s = stats_[plan];
   if (!r.ok()) {
     ++s.failed;
@@ -272,8 +277,9 @@ void Scheduler::RunOne(const std::string& plan, const std::string& trigger) {
 
 void Scheduler::CollectMetrics(std::string* out) {
   using observe::AppendHeader;
-  std::lock_guard<std::mutex> l(mu_);
-  auto each = [&](const char* name, const char* type, const char* help, auto value) {
+  MutexLock l(&mu_);
+  auto each = [&](const char* name, const char* type, const char* help, auto value)
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     AppendHeader(out, name, type, help);
     for (const auto& [plan, p] : cfg_->plans) {
       auto it = stats_.find(plan);
@@ -299,7 +305,8 @@ void Scheduler::CollectMetrics(std::string* out) {
        "1 when the plan's last backup failed (alert on it), 0 after a success.",
        [](const PlanStats& s) { return s.last_failed ? 1 : 0; });
   if (!cfg_->drills.empty()) {
-    auto drill = [&](const char* name, const char* help, auto value) {
+    auto drill = [&](const char* name, const char* help, auto value)
+                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       AppendHeader(out, name, "gauge", help);
       for (const auto& [d, dc] : cfg_->drills) {
         auto it = drills_.find(d);
@@ -328,7 +335,7 @@ void Scheduler::CollectMetrics(std::string* out) {
 }
 
 std::string Scheduler::ListJson(const std::string& plan) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   nlohmann::json out = nlohmann::json::array();
   if (catalog_ == nullptr) return out.dump();
   auto all = catalog_->List(plan);

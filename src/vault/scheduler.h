@@ -7,16 +7,17 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "admin/admin_server.h"
+#include "core/mutex.h"
 #include "vault/vault.h"
 
 namespace bulwark::vault {
@@ -30,7 +31,8 @@ class Scheduler {
   // Opens the catalog, marks interrupted backups failed, starts the thread.
   absl::Status Start();
   void Stop();
-  void Update(std::shared_ptr<const VaultConfig> cfg);
+  // New plans, drills and storages for the runs that start from now on.
+  void Reload(std::shared_ptr<const VaultConfig> cfg);
   // Queues a run of `plan` now (any instance: an operator asked). False for an unknown plan.
   bool RunNow(const std::string& plan);
   // Queues drill `name` (vault.drills); it runs on the same thread, one job at a time.
@@ -45,6 +47,8 @@ class Scheduler {
   absl::Status OpenForTest() { return Open(); }
 
   void CollectMetrics(std::string* out);
+  // GET /api/v1/backups[/{id}], /drills, /restores, /recovery; POST /backups/run, /drills/run.
+  void RegisterAdminRoutes(admin::AdminServer& admin);
   // The catalog, newest first, as JSON (the admin API); `plan` "" for all.
   std::string ListJson(const std::string& plan);
   // One backup with everything the catalog knows (checksums, copies, verification); "" if none.
@@ -69,24 +73,26 @@ class Scheduler {
   void RunOne(const std::string& plan, const std::string& trigger);
   void RunOneDrill(const std::string& name);
   // Starts `fn` on a thread for `key` ("backup:PLAN", "drill:NAME") unless one is in flight;
-  // false then. mu_ held.
-  bool Launch(const std::string& key, std::function<void()> fn);
+  // false then.
+  bool Launch(const std::string& key, std::function<void()> fn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   struct Run {
     std::thread thread;
     bool done = false;
   };
 
   std::function<bool()> leader_;
-  std::mutex mu_;  // everything below (a backup runs outside it)
-  std::shared_ptr<const VaultConfig> cfg_;
-  std::unique_ptr<Catalog> catalog_;
-  std::map<std::string, PlanStats> stats_;
-  std::map<std::string, DrillStats> drills_;
-  std::deque<std::pair<std::string, std::string>> manual_;  // kind (backup, drill), name
-  std::condition_variable cv_;
-  bool stop_ = false;
+  Mutex mu_;  // the state below (a backup runs outside it)
+  CondVar cv_;
+  std::shared_ptr<const VaultConfig> cfg_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Catalog> catalog_;  // set by Open before any thread; thread-safe itself
+  std::map<std::string, PlanStats> stats_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, DrillStats> drills_ ABSL_GUARDED_BY(mu_);
+  // kind (backup, drill), name
+  std::deque<std::pair<std::string, std::string>> manual_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> cancel_{false};  // stops the runs' programs (process.h ScopedCancel)
-  std::map<std::string, std::unique_ptr<Run>> runs_;  // by key; finished ones joined later
+  // By key; finished ones joined later.
+  std::map<std::string, std::unique_ptr<Run>> runs_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

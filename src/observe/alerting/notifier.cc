@@ -61,15 +61,18 @@ Notifier::Notifier(Options options) : options_(options) {
 
 Notifier::~Notifier() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   thread_.join();
   // Jobs still queued are reported failed, so nothing waits for them forever.
-  while (!queue_.empty()) {
-    Pending p = queue_.top();
-    queue_.pop();
+  std::vector<Pending> left;
+  {
+    MutexLock l(&mu_);
+    for (; !queue_.empty(); queue_.pop()) left.push_back(queue_.top());
+  }
+  for (Pending& p : left) {
     if (p.job->done) p.job->done(false, "shutting down", p.attempts);
   }
 }
@@ -81,14 +84,14 @@ Notifier::Counters& Notifier::CountersFor(const std::string& integration) {
 }
 
 std::map<std::string, const Notifier::Counters*> Notifier::counters() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   std::map<std::string, const Counters*> out;
   for (const auto& [k, v] : counters_) out[k] = v.get();
   return out;
 }
 
 size_t Notifier::queued() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return queue_.size();
 }
 
@@ -96,7 +99,7 @@ void Notifier::Submit(Job job) {
   auto shared = std::make_shared<Job>(std::move(job));
   bool full;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     Counters& c = CountersFor(shared->integration);
     c.jobs.fetch_add(1, std::memory_order_relaxed);
     full = queue_.size() >= options_.max_queue;
@@ -110,7 +113,7 @@ void Notifier::Submit(Job job) {
     if (shared->done) shared->done(false, "notification queue full", 0);
     return;
   }
-  cv_.notify_one();
+  cv_.Signal();
 }
 
 bool Notifier::Attempt(const Job& job, bool* retry, std::string* error, std::string* answer_out) {
@@ -186,21 +189,21 @@ bool Notifier::Attempt(const Job& job, bool* retry, std::string* error, std::str
 }
 
 void Notifier::Run() {
-  std::unique_lock<std::mutex> l(mu_);
+  mu_.Lock();
   while (!stop_) {
     if (queue_.empty()) {
-      cv_.wait(l);
+      cv_.Wait(&mu_);
       continue;
     }
     int64_t now = NowMs();
     if (queue_.top().due_ms > now) {
-      cv_.wait_for(l, std::chrono::milliseconds(queue_.top().due_ms - now));
+      cv_.WaitFor(&mu_, std::chrono::milliseconds(queue_.top().due_ms - now));
       continue;
     }
     Pending p = queue_.top();
     queue_.pop();
     Counters& counters = CountersFor(p.job->integration);
-    l.unlock();
+    mu_.Unlock();
     bool retry = false;
     std::string error, answer;
     counters.requests.fetch_add(1, std::memory_order_relaxed);
@@ -210,7 +213,7 @@ void Notifier::Run() {
     if (!ok) counters.requests_failed.fetch_add(1, std::memory_order_relaxed);
     int64_t next = NowMs() + p.backoff_ms;
     if (!ok && retry && p.job->deadline_ms > 0 && next < p.job->deadline_ms) {
-      l.lock();
+      mu_.Lock();
       if (!stop_) {
         p.due_ms = next;
         p.seq = seq_++;
@@ -218,12 +221,13 @@ void Notifier::Run() {
         queue_.push(p);
         continue;
       }
-      l.unlock();
+      mu_.Unlock();
     }
     if (!ok) counters.failed.fetch_add(1, std::memory_order_relaxed);
     if (p.job->done) p.job->done(ok, error, p.attempts);
-    l.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 }  // namespace bulwark::observe::alerting

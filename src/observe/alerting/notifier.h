@@ -8,15 +8,16 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <queue>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 
 namespace bulwark::observe::alerting {
 
@@ -81,15 +82,16 @@ class Notifier {
   void Run();
   // One attempt: true on success; *retry says whether a failure may be retried.
   bool Attempt(const Job& job, bool* retry, std::string* error, std::string* answer);
-  Counters& CountersFor(const std::string& integration);
+  Counters& CountersFor(const std::string& integration) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Options options_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::priority_queue<Pending, std::vector<Pending>, std::greater<Pending>> queue_;
-  std::map<std::string, std::unique_ptr<Counters>> counters_;
-  uint64_t seq_ = 0;
-  bool stop_ = false;
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::priority_queue<Pending, std::vector<Pending>, std::greater<Pending>> queue_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<Counters>> counters_ ABSL_GUARDED_BY(mu_);
+  uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -1,4 +1,4 @@
-#include "gateway/upstream.h"
+#include "gateway/snapshot.h"
 
 #include <unistd.h>
 

@@ -1,0 +1,327 @@
+// Admission: access lists, bans, JWT, limit_req (local and shared through Redis) and
+// limit_conn, in nginx's order (access before limits).
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "core/units.h"
+#include "gateway/bans.h"
+#include "gateway/proxy.h"
+#include "gateway/proxy_internal.h"
+#include "gateway/rate_limit.h"
+#include "gateway/shared_limit.h"
+#include "gateway/worker.h"
+
+namespace bulwark::gateway {
+
+bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const {
+  size_t start = out->size();
+  bool any = false;
+  for (size_t i = 0; i < spec.parts.size(); ++i) {
+    const KeyPart& p = spec.parts[i];
+    if (i > 0) out->push_back(binary_ip ? '\x1f' : '+');
+    switch (p.kind) {
+      case KeyPartKind::kClientIp:
+        if (binary_ip) {
+          out->append(client_addr_.Binary());
+        } else {
+          out->append(client_ip_);
+        }
+        any = true;
+        break;
+      case KeyPartKind::kHeader:
+        if (const http::Header* h = req_.Find(p.name); h != nullptr && !h->value.empty()) {
+          out->append(h->value.substr(0, 1024));
+          any = true;
+        }
+        break;
+      case KeyPartKind::kRoute:
+        if (route_ != nullptr) {
+          out->append(route_->cfg->name);
+          any = true;
+        }
+        break;
+      case KeyPartKind::kJwtClaim:
+        if (jwt_ok_) {
+          auto it = jwt_claims_.find(p.name);
+          if (it != jwt_claims_.end() && (it->is_string() || it->is_number())) {
+            std::string v = it->is_string() ? it->get<std::string>() : it->dump();
+            if (!v.empty()) {
+              out->append(v.substr(0, 1024));
+              any = true;
+            }
+          }
+        }
+        break;
+    }
+  }
+  if (!any) out->resize(start);  // as nginx: a key whose parts are all empty is not limited
+  return any;
+}
+
+bool ClientConn::Protect(const GatewayConfig& cfg) {
+  const Snapshot& snap = *view_->snap;
+  const ListenerConfig& lcfg = cfg.listeners[listener_index_];
+  const AccessList& acl = route_ != nullptr ? route_->cfg->access : lcfg.access;
+  if (!acl.rules.empty() && !acl.Allows(client_addr_)) {
+    worker_->stats().access_denied.Add(1);
+    SendError(403, "access denied", has_body_);
+    return false;
+  }
+  BanTable* bans = worker_->shared().bans;
+  int64_t now = worker_->loop().now_ms();
+  if (bans != nullptr && bans->active() > 0) {
+    for (const KeySpec& spec : snap.ban_keys) {
+      key_buf_.clear();
+      if (AppendKey(spec, false, &key_buf_) && bans->IsBanned(key_buf_, now)) {
+        SendError(cfg.bans.status, "banned", has_body_);
+        return false;
+      }
+    }
+  }
+  if (route_ == nullptr) return true;
+  const RouteConfig& rc = *route_->cfg;
+  if (rc.jwt_index >= 0 && !VerifyJwt(cfg.jwt_providers[rc.jwt_index])) return false;
+  if (rc.ban.set) {
+    ban_key_.clear();
+    AppendKey(rc.ban.key, false, &ban_key_);
+  }
+  const LimitReqConfig& lr = rc.limit_req;
+  if (lr.rules.empty()) return true;
+
+  // Keys first (the buffer may grow), then views into it.
+  int n = std::min<int>(static_cast<int>(lr.rules.size()), LimitDecision::kMaxRules);
+  size_t offsets[LimitDecision::kMaxRules + 1];
+  key_buf_.clear();
+  for (int i = 0; i < n; ++i) {
+    offsets[i] = key_buf_.size();
+    AppendKey(cfg.limit_zones[lr.rules[i].zone_index].key, true, &key_buf_);
+  }
+  offsets[n] = key_buf_.size();
+  LimitRequest* reqs = limit_reqs_;
+  for (int i = 0; i < n; ++i) {
+    const LimitReqRule& rule = lr.rules[i];
+    reqs[i].zone = snap.zones[rule.zone_index].get();
+    reqs[i].burst = rule.burst;
+    reqs[i].delay = rule.delay;
+    reqs[i].key = std::string_view(key_buf_).substr(offsets[i], offsets[i + 1] - offsets[i]);
+  }
+  limit_n_ = n;
+  if (cfg.limit_zones[lr.rules[0].zone_index].shared) {
+    RedisClient* redis = worker_->redis();
+    if (redis != nullptr && redis->connected()) {
+      // Decided in Redis: the request waits for the answer (a few hundred microseconds on a
+      // LAN; at most redis.timeout before the fallback decides instead).
+      std::vector<std::string_view> keys, args;
+      SharedLimit::BuildArgs(cfg.redis.key_prefix, reqs, n, &redis_buf_, &keys, &args);
+      uint64_t seq = ++limit_seq_;
+      state_ = State::kLimiting;
+      redis->Eval(SharedLimit::Script(), SharedLimit::Sha1(), keys, args,
+                  [this, seq](const RedisReply& r) { OnSharedLimit(seq, r); });
+      return false;
+    }
+    return ApplyLimitOutcome(FallbackDecision());
+  }
+  return ApplyLimitOutcome(LimitDecision::Decide(reqs, n, now, lr.dry_run));
+}
+
+LimitOutcome ClientConn::FallbackDecision() {
+  const GatewayConfig& cfg = *view_->snap->config;
+  const LimitReqConfig& lr = route_->cfg->limit_req;
+  const LimitZoneConfig& zc = cfg.limit_zones[lr.rules[0].zone_index];
+  limit_reqs_[0].zone->CountFallback();
+  LimitOutcome out;
+  switch (zc.redis_failure) {
+    case RedisFailure::kLocal:
+      // Each instance limits on its own until Redis is back.
+      return LimitDecision::Decide(limit_reqs_, limit_n_, worker_->loop().now_ms(), lr.dry_run);
+    case RedisFailure::kOpen:
+      out.applied = true;
+      out.rule = 0;
+      limit_reqs_[0].zone->Count(LimitResult::kPassed);
+      return out;
+    case RedisFailure::kClosed:
+      out.applied = true;
+      out.rule = 0;
+      out.result = lr.dry_run ? LimitResult::kRejectedDryRun : LimitResult::kRejected;
+      out.retry_after_s = 1;
+      limit_reqs_[0].zone->Count(out.result);
+      return out;
+  }
+  return out;
+}
+
+void ClientConn::OnSharedLimit(uint64_t seq, const RedisReply& r) {
+  if (!open_ || state_ != State::kLimiting || seq != limit_seq_) return;  // the client left
+  state_ = State::kHead;
+  LimitOutcome out;
+  if (r.is_error() ||
+      !SharedLimit::ParseReply(r, limit_reqs_, limit_n_, route_->cfg->limit_req.dry_run, &out)) {
+    if (!r.is_error()) LogWarn("unexpected reply from the shared rate-limit script");
+    out = FallbackDecision();
+  }
+  if (ApplyLimitOutcome(out)) Proceed();
+}
+
+bool ClientConn::ApplyLimitOutcome(const LimitOutcome& out) {
+  if (!out.applied) return true;
+  const RouteConfig& rc = *route_->cfg;
+  const LimitReqConfig& lr = rc.limit_req;
+  limit_result_ = static_cast<int>(out.result);
+  if (out.result == LimitResult::kRejected) {
+    LogDebug("limiting requests, excess: ", out.excess / 1000, ".", out.excess % 1000,
+             " by zone \"", limit_reqs_[out.rule].zone->name(), "\", client: ", client_ip_);
+    limit_rejected_ = true;
+    if (rc.ban.set && rc.ban.on_rate_limited) StrikeBan("rate_limited");
+    std::string extra;
+    if (lr.retry_after) extra = StrCat("Retry-After: ", out.retry_after_s, "\r\n");
+    SendError(lr.status, "rate limited", has_body_, extra);
+    return false;
+  }
+  if (out.result == LimitResult::kDelayed && out.delay_ms > 0) {
+    // As nginx: the request waits, its body unread, then continues.
+    state_ = State::kDelayed;
+    ArmClientTimer(out.delay_ms);
+    return false;
+  }
+  return true;
+}
+
+bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
+  std::string_view token;
+  if (const http::Header* h = req_.Find(p.header)) {
+    token = h->value;
+    if (token.size() > 7 && http::EqualsLower(token.substr(0, 7), "bearer "))
+      token.remove_prefix(7);
+    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  }
+  int64_t now_s = WallMicros() / 1000000;
+  bool cached = !token.empty() && jwt_verifier_ == p.verifier && token == jwt_token_;
+  security::JwtFailure f = cached ? p.verifier->CheckTimes(jwt_claims_, now_s)
+                                  : p.verifier->Verify(token, now_s, &jwt_claims_);
+  if (f != security::JwtFailure::kNone) {
+    jwt_verifier_.reset();
+    jwt_token_.clear();
+    p.counters->rejected[static_cast<int>(f)].fetch_add(1, std::memory_order_relaxed);
+    // RFC 6750: say it is a bearer token that is wanted, and why this one was not taken.
+    std::string extra = "WWW-Authenticate: Bearer realm=\"bulwark\"";
+    if (f != security::JwtFailure::kMissing) {
+      StrAppend(&extra, ", error=\"invalid_token\", error_description=\"",
+                security::JwtFailureName(f), "\"");
+    }
+    extra.append("\r\n");
+    SendError(401, "token refused", has_body_, extra);
+    return false;
+  }
+  p.counters->verified.fetch_add(1, std::memory_order_relaxed);
+  jwt_ok_ = true;
+  if (cached) return true;  // claims and their headers are still those of this token
+  jwt_verifier_ = p.verifier;
+  jwt_token_.assign(token);
+  jwt_headers_.clear();
+  for (const auto& [claim, header] : p.forward_claims) {
+    auto it = jwt_claims_.find(claim);
+    if (it == jwt_claims_.end()) continue;
+    std::string v = it->is_string() ? it->get<std::string>() : it->dump();
+    bool clean = v.size() <= 1024;
+    for (char c : v) clean &= c >= 32 && c != 127;
+    if (clean) AppendHeaderLine(&jwt_headers_, header, v);
+  }
+  return true;
+}
+
+void ClientConn::BanStatus(int status) {
+  // Counted once, before the answer leaves: the client's next request, on whichever worker,
+  // must already see the ban.
+  if (ban_counted_ || route_ == nullptr || ban_key_.empty() || limit_rejected_) return;
+  ban_counted_ = true;
+  for (int s : route_->cfg->ban.statuses) {
+    if (s == status) {
+      StrikeBan(StrCat(status));
+      break;
+    }
+  }
+}
+
+void ClientConn::StrikeBan(std::string_view what) {
+  BanTable* bans = worker_->shared().bans;
+  if (bans == nullptr || route_ == nullptr || ban_key_.empty()) return;
+  const GatewayConfig& cfg = *view_->snap->config;
+  for (const auto& c : cfg.bans.never_ban) {
+    if (c.Contains(client_addr_)) return;
+  }
+  const BanRuleConfig& rule = route_->cfg->ban;
+  if (bans->Strike(ban_key_, route_->cfg->name, rule, worker_->loop().now_ms(), what)) {
+    std::string reason =
+        StrCat(rule.maxretry, " x ", what, " within ", FormatDurationMs(rule.findtime_ms));
+    LogWarn("security event: banned ", ban_key_, " for ", FormatDurationMs(rule.bantime_ms),
+            " (route ", route_->cfg->name, ": ", reason, ")");
+    RedisClient* redis = worker_->redis();
+    if (redis != nullptr && redis->connected()) {
+      // Shared with the other instances: kept in Redis for the ban's time (for instances that
+      // start or reconnect later) and announced to the ones listening now.
+      const std::string& prefix = cfg.redis.key_prefix;
+      std::string msg = BanMessage("ban", ban_key_, route_->cfg->name, reason, rule.bantime_ms,
+                                   worker_->shared().instance_id);
+      std::string rkey = BanRedisKey(prefix, ban_key_);
+      std::string ms = StrCat(rule.bantime_ms);
+      redis->Command({"SET", rkey, msg, "PX", ms}, [](const RedisReply&) {});
+      redis->Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
+    }
+  }
+}
+
+bool ClientConn::AcquireConnLimits() {
+  const LimitConnConfig& lc = route_->cfg->limit_conn;
+  if (lc.rules.empty()) return true;
+  const Snapshot& snap = *view_->snap;
+  held_conn_keys_.clear();
+  for (const LimitConnRule& rule : lc.rules) {
+    ConnZone* zone = snap.conn_zones[static_cast<size_t>(rule.zone_index)].get();
+    size_t offset = held_conn_keys_.size();
+    if (!AppendKey(snap.config->conn_zones[static_cast<size_t>(rule.zone_index)].key, true,
+                   &held_conn_keys_)) {
+      continue;  // as nginx: an empty key is not limited
+    }
+    std::string_view key = std::string_view(held_conn_keys_).substr(offset);
+    if (zone->Acquire(key, rule.max)) {
+      held_conn_[static_cast<size_t>(held_conn_n_++)] = {zone, offset, key.size()};
+      continue;
+    }
+    if (lc.dry_run) {
+      held_conn_keys_.resize(offset);
+      zone->Count(ConnResult::kRejectedDryRun);
+      continue;
+    }
+    zone->Count(ConnResult::kRejected);
+    LogDebug("limiting connections by zone \"", zone->name(), "\", client: ", client_ip_);
+    ReleaseConnLimits();
+    limit_rejected_ = true;
+    SendError(lc.status, "too many requests in progress", has_body_);
+    return false;
+  }
+  for (int i = 0; i < held_conn_n_; ++i)
+    held_conn_[static_cast<size_t>(i)].zone->Count(ConnResult::kPassed);
+  return true;
+}
+
+void ClientConn::ReleaseConnLimits() {
+  for (int i = 0; i < held_conn_n_; ++i) {
+    const HeldConn& h = held_conn_[static_cast<size_t>(i)];
+    h.zone->Release(std::string_view(held_conn_keys_).substr(h.offset, h.len));
+  }
+  held_conn_n_ = 0;
+}
+
+}  // namespace bulwark::gateway

@@ -1,0 +1,388 @@
+#include "gateway/gateway.h"
+
+#include <dirent.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "cache/glob.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "core/units.h"
+
+namespace bulwark::gateway {
+
+Gateway::Gateway(EventLoop* loop, std::shared_ptr<const GatewayConfig> cfg, int workers,
+                 int64_t reserved_descriptors)
+    : loop_(loop),
+      cfg_(std::move(cfg)),
+      worker_count_(workers),
+      reserved_descriptors_(reserved_descriptors) {}
+
+Gateway::~Gateway() {
+  Stop();
+  Join();
+  workers_.clear();
+  health_.reset();
+}
+
+absl::Status Gateway::Start(uint64_t generation) {
+  if (cfg_->access_log.enabled) {
+    auto al = AccessLog::Open(cfg_->access_log);
+    if (!al.ok()) return al.status();
+    access_log_ = std::move(*al);
+  }
+  auto snap = Snapshot::Build(cfg_, worker_count_, nullptr, &servers_, &zones_, &endpoints_,
+                              generation, &cache_zones_);
+  if (!snap.ok()) return snap.status();
+  snapshot_ = *snap;
+  bans_ = std::make_unique<BanTable>(cfg_->bans.max_entries);
+  {
+    uint64_t id[2] = {};
+    if (getrandom(id, sizeof(id), 0) != sizeof(id)) id[0] = WallMicros();
+    instance_id_ = StrCat(id[0] ^ id[1]);
+  }
+  WorkerShared shared{&endpoints_, access_log_.get(), bans_.get(), instance_id_, ""};
+  SetDescriptorBudget(&shared);
+  {
+    unsigned char key[32];
+    if (getrandom(key, sizeof(key), 0) != sizeof(key)) {
+      for (auto& c : key) c = static_cast<unsigned char>(WallMicros());
+    }
+    shared.sticky_secret.assign(reinterpret_cast<char*>(key), sizeof(key));
+  }
+  for (int i = 0; i < worker_count_; ++i) {
+    workers_.push_back(std::make_unique<Worker>(i, shared));
+    absl::Status s = workers_.back()->Start(snapshot_);
+    if (!s.ok()) return s;
+  }
+  health_ = std::make_unique<HealthChecker>(loop_);
+  health_->Reload(*snapshot_);
+  if (cfg_->redis.enabled) StartRedisSync();
+  for (const auto& l : cfg_->listeners) {
+    LogInfo("listening on ", l.listen_text, " (", l.name, ") with ", worker_count_, " workers");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Gateway::Reload(std::shared_ptr<const GatewayConfig> cfg, uint64_t generation) {
+  auto snap = Snapshot::Build(cfg, worker_count_, snapshot_.get(), &servers_, &zones_, &endpoints_,
+                              generation, &cache_zones_);
+  if (!snap.ok()) return snap.status();
+  snapshot_ = *snap;
+  cfg_ = std::move(cfg);
+  for (auto& w : workers_) w->PostSnapshot(snapshot_);
+  health_->Reload(*snapshot_);
+  servers_.Prune();
+  zones_.Prune();
+  cache_zones_.Prune();
+  bans_->set_max_entries(cfg_->bans.max_entries);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Gateway::KeepRestartSettings(const GatewayConfig& running,
+                                                      GatewayConfig* next) {
+  std::vector<std::string> warnings;
+  if (!(next->redis == running.redis)) warnings.push_back("redis: takes effect after a restart");
+  if (next->access_log.path != running.access_log.path ||
+      next->access_log.enabled != running.access_log.enabled) {
+    warnings.push_back("access_log.path/enabled: takes effect after a restart");
+  }
+  next->access_log = running.access_log;
+  next->redis = running.redis;
+  return warnings;
+}
+
+void Gateway::Drain() {
+  for (auto& w : workers_) w->PostDrain();
+}
+
+void Gateway::Stop() {
+  for (auto& w : workers_) w->Stop();
+}
+
+void Gateway::Join() {
+  for (auto& w : workers_) w->Join();
+}
+
+bool Gateway::finished() const {
+  for (const auto& w : workers_) {
+    if (!w->finished()) return false;
+  }
+  return true;
+}
+
+void Gateway::Tick() {
+  if (access_log_ != nullptr) access_log_->MaybeRotate();
+}
+
+// Descriptors, as HAProxy works out maxconn from `ulimit -n`: the soft open files limit is
+// raised to the hard one (systemd's soft 1024 is far below what a proxy needs), the reserve and
+// what the process already holds are set aside, and the gateway gets the rest. Each client may
+// need an upstream connection, so the per-worker default max_connections is half the gateway's
+// share, split between the workers.
+void Gateway::SetDescriptorBudget(WorkerShared* shared) {
+  const int workers = worker_count_;
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  int64_t limit =
+      rl.rlim_cur == RLIM_INFINITY ? int64_t{1} << 20 : static_cast<int64_t>(rl.rlim_cur);
+  int64_t held = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d)) held += e->d_name[0] != '.';
+    closedir(d);
+  }
+  const int64_t reserve = reserved_descriptors_;
+  descriptors_.limit = std::max<int64_t>(limit - reserve - held, 4 * workers);
+  shared->descriptors = &descriptors_;
+  shared->auto_max_connections =
+      static_cast<int>(std::clamp<int64_t>(descriptors_.limit / 2 / workers, 1, 1 << 20));
+  auto_max_connections_ = shared->auto_max_connections;
+  int configured = cfg_->http.max_connections;
+  if (limit - reserve - held < 64) {
+    LogWarn("the open files limit (", limit, ") leaves the gateway ", limit - reserve - held,
+            " descriptors after the reserve of ", reserve, "; raise it (LimitNOFILE= in systemd)");
+  } else if (configured > 0 && int64_t{configured} * workers * 2 > descriptors_.limit) {
+    // nginx's "worker_connections exceed open file resource limit" warning.
+    LogWarn("http.max_connections ", configured, " x ", workers, " workers x 2 exceeds the ",
+            descriptors_.limit, " descriptors the gateway may use (open files limit ", limit,
+            ", reserve ", reserve, "); connections beyond that wait in the listen queue");
+  }
+  LogInfo("descriptors: open files limit ", limit, ", reserved ", reserve, ", gateway ",
+          descriptors_.limit, ", max_connections per worker ",
+          configured > 0 ? configured : shared->auto_max_connections);
+}
+
+namespace {
+// Every shared ban with its remaining time, in one round trip: {value, pttl, value, pttl, ...}.
+const char kLoadBansScript[] = R"lua(
+local out = {}
+local cursor = '0'
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = r[1]
+  for _, k in ipairs(r[2]) do
+    local v = redis.call('GET', k)
+    local t = redis.call('PTTL', k)
+    if v and t > 0 then
+      table.insert(out, v)
+      table.insert(out, t)
+    end
+  end
+until cursor == '0'
+return out
+)lua";
+}  // namespace
+
+void Gateway::StartRedisSync() {
+  const RedisConfig& rc = cfg_->redis;
+  RedisOptions o;
+  o.address = rc.address;
+  o.password = rc.password;
+  o.db = rc.db;
+  o.connect_timeout_ms = rc.connect_timeout_ms;
+  o.command_timeout_ms = std::max<int64_t>(rc.timeout_ms, 2000);  // loading may take a moment
+  redis_cmd_ = std::make_unique<RedisClient>(loop_, o, "redis (control)");
+  redis_sub_ = std::make_unique<RedisClient>(loop_, o, "redis (ban subscriber)");
+  redis_sub_->SetPushHandler([this](std::string_view channel, std::string_view payload) {
+    if (channel == HttpCacheChannel(cfg_->redis.key_prefix)) {
+      OnCachePurgeMessage(payload);
+    } else {
+      OnBanMessage(payload, -1);
+    }
+  });
+  redis_sub_->SetOnReady([this] {
+    redis_sub_->Command(
+        {"SUBSCRIBE", BanChannel(cfg_->redis.key_prefix), HttpCacheChannel(cfg_->redis.key_prefix)},
+        [](const RedisReply&) {});
+    LoadSharedBans();  // what was banned while this instance was away
+  });
+  // Purges announced while the subscription was down are lost: zones with a shared level drop
+  // their in-memory copies (they refill from Redis).
+  redis_sub_->SetOnDown([this] {
+    for (const auto& z : snapshot_->cache_zones) {
+      if (z->config().redis) z->ForEachL1([](cache::L1Cache& l) { return l.Clear(); });
+    }
+  });
+  redis_cmd_->SetOnReady([this] { LoadSharedBans(); });
+  redis_cmd_->Start();
+  redis_sub_->Start();
+}
+
+size_t Gateway::PurgeLocal(const std::string& zone, const std::string& op, const std::string& arg) {
+  size_t purged = 0;
+  for (const auto& z : snapshot_->cache_zones) {
+    if (!zone.empty() && z->config().name != zone) continue;
+    size_t n = 0;
+    n = z->ForEachL1([&](cache::L1Cache& l) -> size_t {
+      if (op == "key") return l.Erase(arg) ? 1 : 0;
+      if (op == "prefix") return l.ErasePrefix(arg);
+      if (op == "tag") return l.EraseTag(arg);
+      if (op == "pattern") return l.ErasePattern(arg);
+      if (op == "all") return l.Clear();
+      return 0;
+    });
+    z->purged.fetch_add(n, std::memory_order_relaxed);
+    purged += n;
+  }
+  return purged;
+}
+
+void Gateway::PurgeShared(const std::string& zone, const std::string& op, const std::string& arg) {
+  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) return;
+  const std::string& prefix = cfg_->redis.key_prefix;
+  // The other instances hear of the purge only once Redis no longer holds the entries, or they
+  // could copy them straight back from Redis.
+  std::string msg =
+      nlohmann::json{{"from", instance_id_}, {"zone", zone}, {"op", op}, {"arg", arg}}.dump();
+  auto pending = std::make_shared<int>(1);
+  auto publish = [this, pending, msg, channel = HttpCacheChannel(prefix)] {
+    if (--*pending > 0 || redis_cmd_ == nullptr) return;
+    redis_cmd_->Command({"PUBLISH", channel, msg}, [](const RedisReply&) {});
+  };
+  for (const auto& z : snapshot_->cache_zones) {
+    if ((!zone.empty() && z->config().name != zone) || !z->config().redis) continue;
+    const std::string& name = z->config().name;
+    std::string kp = cache::GlobEscape(HttpCacheRedisKey(prefix, name, ""));
+    HttpCacheZone* zp = z.get();
+    ++*pending;
+    if (op == "key") {
+      redis_cmd_->Command({"DEL", HttpCacheRedisKey(prefix, name, arg)},
+                          [zp, publish](const RedisReply& r) {
+                            if (r.type == RedisReply::Type::kInteger)
+                              zp->l2_purged.fetch_add(static_cast<uint64_t>(r.integer));
+                            publish();
+                          });
+    } else if (op == "tag") {
+      std::string tk = HttpCacheRedisTagKey(prefix, name, arg);
+      redis_cmd_->Command({"SMEMBERS", tk}, [this, tk, zp, publish](const RedisReply& r) {
+        if (r.type != RedisReply::Type::kArray || redis_cmd_ == nullptr) {
+          publish();
+          return;
+        }
+        std::vector<std::string_view> del = {"DEL", tk};
+        for (const RedisReply& e : r.elements) del.push_back(e.str);
+        redis_cmd_->Command(del, [zp, publish](const RedisReply& d) {
+          if (d.type == RedisReply::Type::kInteger && d.integer > 0)
+            zp->l2_purged.fetch_add(static_cast<uint64_t>(d.integer - 1));
+          publish();
+        });
+      });
+    } else if (op == "prefix") {
+      ScanDelete(kp + cache::GlobEscape(arg) + "*", "0", publish);
+    } else if (op == "pattern") {
+      ScanDelete(kp + arg, "0", publish);
+    } else {
+      ScanDelete(kp + "*", "0", publish);
+    }
+  }
+  publish();
+}
+
+void Gateway::ScanDelete(std::string match, std::string cursor, std::function<void()> done) {
+  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) {
+    done();
+    return;
+  }
+  redis_cmd_->Command({"SCAN", cursor, "MATCH", match, "COUNT", "1000"},
+                      [this, match, done](const RedisReply& r) {
+                        if (r.type != RedisReply::Type::kArray || r.elements.size() != 2) {
+                          done();
+                          return;
+                        }
+                        if (!r.elements[1].elements.empty() && redis_cmd_ != nullptr) {
+                          std::vector<std::string_view> del = {"DEL"};
+                          for (const RedisReply& e : r.elements[1].elements) del.push_back(e.str);
+                          redis_cmd_->Command(del, [](const RedisReply&) {});
+                        }
+                        if (r.elements[0].str != "0") {
+                          ScanDelete(match, r.elements[0].str, done);
+                        } else {
+                          done();  // the DELs before it are answered first (one connection)
+                        }
+                      });
+}
+
+void Gateway::OnCachePurgeMessage(std::string_view payload) {
+  auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return;
+  if (j.value("from", std::string()) == instance_id_) return;  // applied when it was made
+  PurgeLocal(j.value("zone", std::string()), j.value("op", std::string()),
+             j.value("arg", std::string()));
+}
+
+void Gateway::LoadSharedBans() {
+  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) return;
+  static const std::string sha = RedisClient::ScriptSha1(kLoadBansScript);
+  std::string pattern = BanRedisKey(cfg_->redis.key_prefix, "*");
+  redis_cmd_->Eval(kLoadBansScript, sha, {}, {pattern}, [this](const RedisReply& r) {
+    if (r.type != RedisReply::Type::kArray) return;
+    for (size_t i = 0; i + 1 < r.elements.size(); i += 2)
+      OnBanMessage(r.elements[i].str, r.elements[i + 1].integer);
+  });
+}
+
+void Gateway::OnBanMessage(std::string_view payload, int64_t ttl_ms) {
+  auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return;
+  std::string from = j.value("from", std::string());
+  std::string op = j.value("op", std::string());
+  std::string key = j.value("key", std::string());
+  if (key.empty()) return;
+  if (op == "lift") {
+    if (from != instance_id_ && bans_->Lift(key))
+      LogWarn("security event: ban on ", key, " lifted by another instance");
+    return;
+  }
+  if (op != "ban") return;
+  int64_t ms = ttl_ms > 0 ? ttl_ms : j.value("ms", int64_t{0});
+  if (ms <= 0) return;
+  if (from == instance_id_ && ttl_ms < 0) return;  // our own announcement
+  std::string rule = j.value("rule", std::string("shared"));
+  std::string reason = j.value("reason", std::string());
+  if (bans_->Ban(key, rule, reason, MonotonicMs(), ms, /*remote=*/true)) {
+    LogWarn("security event: banned ", key, " for ", FormatDurationMs(ms), " (shared: ", rule, ": ",
+            reason, ")");
+  }
+}
+
+void Gateway::PublishBan(std::string_view op, const std::string& key, std::string_view reason,
+                         int64_t ms) {
+  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) return;
+  const std::string& prefix = cfg_->redis.key_prefix;
+  std::string msg = BanMessage(op, key, "admin", reason, ms, instance_id_);
+  std::string rkey = BanRedisKey(prefix, key);
+  if (op == "ban") {
+    redis_cmd_->Command({"SET", rkey, msg, "PX", StrCat(ms)}, [](const RedisReply&) {});
+  } else {
+    redis_cmd_->Command({"DEL", rkey}, [](const RedisReply&) {});
+  }
+  redis_cmd_->Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
+}
+
+bool Gateway::Ready(std::string* why) const {
+  int64_t now = MonotonicMs();
+  for (int ui : snapshot_->routed_upstreams) {
+    const auto& ur = snapshot_->upstreams[ui];
+    bool any = false;
+    for (size_t i = 0; i < ur.servers.size(); ++i) {
+      const auto& sc = ur.cfg->servers[i];
+      if (!sc.down && ur.servers[i]->Usable(now, sc.max_fails, sc.fail_timeout_ms) &&
+          ur.servers[i]->ResilienceAllows(now, INT32_MAX))
+        any = true;
+    }
+    if (!any) {
+      *why = StrCat("upstream ", ur.cfg->name, " has no healthy server");
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace bulwark::gateway

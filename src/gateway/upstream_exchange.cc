@@ -1,0 +1,603 @@
+// The upstream side of an exchange: the request head as sent, attempts, body forwarding, the
+// response head, retries (nginx proxy_next_upstream, Envoy retry policies and budgets) and
+// the breaker and outlier outcomes of each attempt.
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "core/units.h"
+#include "gateway/bans.h"
+#include "gateway/proxy.h"
+#include "gateway/proxy_internal.h"
+#include "gateway/rate_limit.h"
+#include "gateway/shared_limit.h"
+#include "gateway/worker.h"
+
+namespace bulwark::gateway {
+
+void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
+  std::string& h = up_head_;
+  h.clear();
+  h.append(req_.method_str);
+  h.push_back(' ');
+  const GatewayConfig& cfg = *view_->snap->config;
+  if (cfg.http.upstream_path == UpstreamPath::kOriginal && !req_.target.empty() &&
+      req_.target[0] == '/') {
+    h.append(req_.target);
+  } else {
+    // Envoy normalize_path; absolute-form is sent on in origin-form.
+    h.append(upstream_path_);
+    if (!req_.query.empty()) {
+      h.push_back('?');
+      h.append(req_.query);
+    }
+  }
+  h.append(" HTTP/1.1\r\n");
+  if (!req_.host.empty()) {
+    AppendHeaderLine(&h, "Host", req_.host);
+  } else {
+    AppendHeaderLine(&h, "Host", route.cfg->upstream);
+  }
+  std::string_view xff, xfp, xfh;
+  for (const auto& hd : req_.headers) {
+    std::string_view n = hd.name;
+    if (http::IsHopByHop(n)) continue;
+    switch (n.size()) {
+      case 4:
+        if (http::EqualsLower(n, "host")) continue;
+        break;
+      case 6:
+        if (http::EqualsLower(n, "expect") && req_.expect_continue) continue;
+        break;
+      case 9:
+        if (http::EqualsLower(n, "x-real-ip")) continue;
+        break;
+      case 11:
+        if (http::EqualsLower(n, "traceparent")) continue;
+        break;
+      case 12:
+        if (http::EqualsLower(n, "x-request-id")) continue;
+        break;
+      case 14:
+        if (http::EqualsLower(n, "content-length")) continue;
+        break;
+      case 15:
+        if (http::EqualsLower(n, "x-forwarded-for")) {
+          xff = hd.value;
+          continue;
+        }
+        break;
+      case 16:
+        if (http::EqualsLower(n, "x-forwarded-host")) {
+          xfh = hd.value;
+          continue;
+        }
+        break;
+      case 17:
+        if (http::EqualsLower(n, "x-forwarded-proto")) {
+          xfp = hd.value;
+          continue;
+        }
+        break;
+      default:
+        break;
+    }
+    // Same default as nginx (underscores_in_headers off): such names are dropped, because some
+    // servers read "X_Foo" as "X-Foo" and that disagreement can be abused.
+    if (n.find('_') != std::string_view::npos) continue;
+    if (route.cfg->jwt_index >= 0) {
+      // Headers that carry verified claims upstream are only ever bulwark's: a client's own
+      // copy is dropped, so it cannot pose as someone else.
+      bool spoof = false;
+      for (const auto& fc : view_->snap->config->jwt_providers[route.cfg->jwt_index].forward_claims)
+        spoof |= n.size() == fc.second.size() && EqualsIgnoreCase(n, fc.second);
+      if (spoof) continue;
+    }
+    if (!req_.connection.empty() && NamedInConnection(req_.connection, n)) continue;
+    AppendHeaderLine(&h, n, hd.value);
+  }
+  // X-Forwarded-*: trusted proxies' values are extended; anyone else's are replaced, so a client
+  // cannot forge its address.
+  h.append("X-Forwarded-For: ");
+  if (trusted && !xff.empty()) {
+    h.append(xff);
+    h.append(", ");
+  }
+  h.append(peer_ip_);
+  h.append("\r\n");
+  AppendHeaderLine(&h, "X-Forwarded-Proto",
+                   trusted && !xfp.empty() ? xfp
+                   : ssl_ != nullptr       ? std::string_view("https")
+                                           : std::string_view("http"));
+  if (trusted && !xfh.empty()) {
+    AppendHeaderLine(&h, "X-Forwarded-Host", xfh);
+  } else if (!req_.host.empty()) {
+    AppendHeaderLine(&h, "X-Forwarded-Host", req_.host);
+  }
+  AppendHeaderLine(&h, "X-Real-IP", client_ip_);
+  if (jwt_ok_) h.append(jwt_headers_);
+  AppendHeaderLine(&h, "X-Request-Id", std::string_view(request_id_, request_id_len_));
+  if (incoming_trace_) {
+    AppendHeaderLine(&h, "traceparent", req_.Find("traceparent")->value);
+  } else {
+    char span[16];
+    worker_->RandomHex(span, 16);
+    h.append("traceparent: 00-");
+    h.append(trace_id_, 32);
+    h.push_back('-');
+    h.append(span, 16);
+    h.append("-01\r\n");
+  }
+  if (body_kind_ == http::BodyKind::kLength) {
+    h.append("Content-Length: ");
+    StrAppend(&h, req_.content_length);
+    h.append("\r\n");
+  } else if (body_kind_ == http::BodyKind::kChunked) {
+    h.append("Transfer-Encoding: chunked\r\n");
+  }
+  if (upgrade_requested_) {
+    h.append("Connection: upgrade\r\n");
+    AppendHeaderLine(&h, "Upgrade", req_.upgrade);
+  }
+  h.append("\r\n");
+}
+
+void ClientConn::StartAttempt(int server_index) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamConfig& ucfg = *ur.cfg;
+  Balancer& bal = *view_->balancers[upstream_index_];
+  ServerState* s = bal.peer(server_index).state;
+  tried_.set(server_index);
+  ++attempts_;
+  log_upstream_.assign(s->address_text());
+  ServerCounters& sc = worker_->server_counters_mut(s->id());
+  sc.requests.Add(1);
+  if (attempts_ > 1) sc.retries.Add(1);
+  s->active().fetch_add(1, std::memory_order_relaxed);
+  upstream_start_us_ = NowMicros();
+
+  int64_t now = worker_->loop().now_ms();
+  attempt_probe_ = s->ClaimProbe(now);
+  probe_server_ = s;
+  int64_t deadline = ucfg.retry.enabled && ucfg.retry.per_try_timeout_ms > 0
+                         ? now + ucfg.retry.per_try_timeout_ms
+                         : 0;
+  UpstreamConn* c = worker_->TakeIdle(s->id());
+  if (c != nullptr) {
+    c->server_index_ = server_index;
+    c->deadline_ms_ = deadline;
+  } else {
+    c = worker_->NewUpstream();
+    c->deadline_ms_ = deadline;
+    absl::Status st = c->Connect(s, server_index, ucfg.connect_timeout_ms);
+    if (!st.ok()) {
+      worker_->FreeUpstream(c);
+      s->active().fetch_sub(1, std::memory_order_relaxed);
+      s->OnFailure(now);
+      bal.RecordFailure(server_index);
+      sc.failures.Add(1);
+      RecordAttemptOutcome(s, 0);
+      RetryOrFail(UpstreamFailure::kConnect, /*sent=*/false);
+      return;
+    }
+  }
+  up_ = c;
+  c->owner_ = this;
+  c->wrote_any_ = c->got_any_ = false;
+  c->read_paused_ = false;
+  c->send_timeout_ms_ = ucfg.send_timeout_ms;
+  c->read_timeout_ms_ = ucfg.read_timeout_ms;
+  resp_scanner_.Reset();
+  resp_chunks_.Reset();
+  resp_started_ = resp_done_ = false;
+
+  // (Re)send the request: the head, then whatever body bytes are in the buffer.
+  c->out_.Clear();
+  c->out_.buf.append(up_head_);
+  body_pos_ = body_start_;
+  body_left_ = req_.content_length;
+  body_bytes_ = 0;
+  body_done_ = body_kind_ == http::BodyKind::kNone;
+  req_chunks_.Reset();
+  ForwardBody();
+  if (up_ == c && c->state_ == UpstreamConn::State::kActive) {
+    c->ArmTimer(ucfg.send_timeout_ms);
+    c->Flush();
+  }
+}
+
+void ClientConn::OnUpstreamConnected() {
+  if (up_ == nullptr) return;
+  up_->ArmTimer(up_->send_timeout_ms_);
+  up_->Flush();
+}
+
+void ClientConn::OnUpstreamDrained() {
+  if (up_ == nullptr) return;
+  if (!body_done_) {
+    ForwardBody();
+    if (read_paused_ && up_ != nullptr && up_->out_.pending() < kMaxPending) DoRead();
+  }
+  if (up_ == nullptr || up_->out_.pending() != 0 || resp_started_) return;
+  if (body_done_) {
+    // The whole request is sent: from now on the read timeout measures the wait for the
+    // response (nginx proxy_read_timeout).
+    up_->ArmTimer(up_->read_timeout_ms_);
+  } else {
+    // Waiting for more body from the client, whose own timeout (client_body_timeout) governs.
+    worker_->loop().CancelTimer(&up_->timer_);
+  }
+}
+
+void ClientConn::ForwardBody() {
+  if (up_ == nullptr) return;
+  int64_t max_body = view_->snap->config->http.client_max_body_size;
+  while (!body_done_) {
+    size_t avail = in_.wpos - body_pos_;
+    if (avail == 0 || up_->out_.pending() > kMaxPending) break;
+    const char* p = in_.data.get() + body_pos_;
+    if (body_kind_ == http::BodyKind::kLength) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(avail, body_left_));
+      up_->out_.buf.append(p, n);
+      body_pos_ += n;
+      body_left_ -= n;
+      body_bytes_ += n;
+      if (body_left_ == 0) body_done_ = true;
+    } else {
+      size_t consumed = 0;
+      std::string& out = up_->out_.buf;
+      http::ChunkedDecoder::Result r =
+          req_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+            AppendHex(&out, n);
+            out.append("\r\n");
+            out.append(d, n);
+            out.append("\r\n");
+            body_bytes_ += n;
+          });
+      body_pos_ += consumed;
+      if (r == http::ChunkedDecoder::Result::kError ||
+          body_bytes_ > static_cast<uint64_t>(max_body)) {
+        bool too_big = r != http::ChunkedDecoder::Result::kError;
+        ReleaseUpstream(false);
+        worker_->stats().parse_errors.Add(too_big ? 0 : 1);
+        if (resp_started_) {
+          Close();
+        } else {
+          SendError(too_big ? 413 : 400,
+                    too_big ? "request body larger than client_max_body_size" : req_chunks_.error(),
+                    true);
+        }
+        return;
+      }
+      if (r == http::ChunkedDecoder::Result::kDone) {
+        out.append("0\r\n\r\n");
+        body_done_ = true;
+      }
+    }
+  }
+  if (body_done_ && state_ == State::kProxy)
+    worker_->loop().CancelTimer(&timer_);
+  else if (!body_done_ && state_ == State::kProxy)
+    ArmClientTimer(view_->snap->config->http.client_body_timeout_ms);
+}
+
+void ClientConn::OnUpstreamData() {
+  if (up_ == nullptr) return;
+  if (state_ == State::kTunnel) {
+    TunnelPump();
+    return;
+  }
+  if (!resp_started_ && !ParseUpstreamHead()) return;
+  ForwardResponseBody();
+}
+
+bool ClientConn::ParseUpstreamHead() {
+  http::Limits limits;
+  limits.max_header_bytes = kUpstreamBufferBytes;
+  limits.max_request_line = kUpstreamBufferBytes;
+  limits.max_headers = 256;
+  for (;;) {
+    Buffer& b = up_->in_;
+    size_t end = 0;
+    http::ParseError err;
+    http::ParseStatus st =
+        resp_scanner_.Scan(b.read_ptr(), b.readable(), limits, false, &end, &err);
+    if (st == http::ParseStatus::kNeedMore) {
+      if (b.readable() >= kUpstreamBufferBytes) {
+        OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
+      }
+      return false;
+    }
+    if (st == http::ParseStatus::kDone)
+      st = http::ParseResponseHead(b.read_ptr(), end, limits, method_, &resp_, &err);
+    if (st == http::ParseStatus::kError || (resp_.status == 101 && !upgrade_requested_)) {
+      OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
+      return false;
+    }
+    if (resp_.status < 200 && resp_.status != 101) {
+      // Interim responses (100 Continue, 103 Early Hints) are not passed on: bulwark already
+      // answered the client's Expect itself.
+      b.Consume(end);
+      resp_scanner_.Reset();
+      continue;
+    }
+    // The response head is here: the attempt's outcome is known.
+    ServerState* s = up_->server_;
+    RecordAttemptOutcome(s, resp_.status);
+    const UpstreamConfig& ucfg = *view_->snap->upstreams[upstream_index_].cfg;
+    if (ucfg.retry.enabled && resp_.status >= 500 &&
+        std::find(ucfg.retry.statuses.begin(), ucfg.retry.statuses.end(), resp_.status) !=
+            ucfg.retry.statuses.end() &&
+        MayRetry(/*sent=*/true)) {
+      // Envoy retry_on 5xx statuses: drop this answer and try another server. nginx counts
+      // such statuses as failures of the server (proxy_next_upstream http_50x).
+      s->OnFailure(worker_->loop().now_ms());
+      view_->balancers[upstream_index_]->RecordFailure(up_->server_index_);
+      worker_->server_counters_mut(s->id()).failures.Add(1);
+      int status = resp_.status;
+      ReleaseUpstream(false);
+      resp_scanner_.Reset();
+      if (!RetryNext(status)) return false;
+      return false;
+    }
+    if (cache_stale_ != nullptr && resp_.status >= 500 && resp_.status != 501 &&
+        resp_.status <= 504 && worker_->loop().now_ms() < cache_stale_until_) {
+      // RFC 5861 stale-if-error (nginx proxy_cache_use_stale http_50x): the stale copy instead
+      // of the server's error.
+      ReleaseUpstream(false);
+      resp_scanner_.Reset();
+      ServeStaleOnError();
+      return false;
+    }
+    up_->deadline_ms_ = 0;  // the per-try timeout covers the wait for the response head
+    resp_started_ = true;
+    status_ = resp_.status;
+    if (cache_store_) CacheDecide();
+    BuildResponseHead();
+    b.Consume(end);
+    if (status_ == 101) {
+      state_ = State::kTunnel;
+      worker_->loop().CancelTimer(&timer_);
+      // Bytes the client sent after its request head belong to the new protocol.
+      size_t extra = in_.wpos - body_start_;
+      if (extra > 0) up_->out_.buf.append(in_.data.get() + body_start_, extra);
+      in_.rpos = in_.wpos = 0;
+      if (!logged_) LogAndCount(101);
+      TunnelPump();
+      return false;
+    }
+    return true;
+  }
+}
+
+void ClientConn::BrokenUpstreamFraming() {
+  // A broken response after its head was sent: all that can be done is cut the connection.
+  LogWarnFor(std::string_view(request_id_, request_id_len_), "upstream: ", log_upstream_,
+             " sent invalid chunked framing: ", resp_chunks_.error());
+  if (!logged_) LogAndCount(status_);
+  ReleaseUpstream(false);
+  Close();
+}
+
+void ClientConn::OnUpstreamEof() {
+  if (up_ == nullptr) return;
+  if (!resp_started_) {
+    OnUpstreamFailure(up_->got_any_ ? UpstreamFailure::kInvalidResponse : UpstreamFailure::kClosed);
+    return;
+  }
+  if (resp_body_ == http::BodyKind::kUntilClose) {
+    ForwardResponseBody();
+    if (up_ == nullptr) return;
+    resp_done_ = true;
+    if (gzip_) GzipFeed(nullptr, 0, true);
+    FinishExchange();
+    return;
+  }
+  if (!resp_done_) {
+    // Truncated response: the client cannot be told except by closing.
+    LogWarnFor(std::string_view(request_id_, request_id_len_), "upstream: ", log_upstream_,
+               " closed the connection mid-response");
+    if (!logged_) LogAndCount(status_);
+    ReleaseUpstream(false);
+    Close();
+  }
+}
+
+void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
+  if (up_ == nullptr) return;
+  if (state_ == State::kTunnel) {
+    ReleaseUpstream(false);
+    Close();
+    return;
+  }
+  UpstreamConn* c = up_;
+  ServerState* s = c->server_;
+  int idx = c->server_index_;
+  bool sent = c->wrote_any_;
+  // A pooled connection the server closed just as we reused it is not the server's fault.
+  bool stale = c->requests_ > 0 && !c->got_any_ &&
+               (why == UpstreamFailure::kClosed || why == UpstreamFailure::kWrite ||
+                why == UpstreamFailure::kRead);
+  ReleaseUpstream(false);
+  if (why == UpstreamFailure::kTimeout) worker_->stats().timeouts.Add(1);
+  if (!stale) {
+    s->OnFailure(worker_->loop().now_ms());
+    RecordAttemptOutcome(s, 0);
+    view_->balancers[upstream_index_]->RecordFailure(idx);
+    worker_->server_counters_mut(s->id()).failures.Add(1);
+    LogWarnFor(std::string_view(request_id_, request_id_len_), "upstream: ", s->upstream(),
+               " server ", s->address_text(), " failed: ",
+               why == UpstreamFailure::kConnect           ? "connect error"
+               : why == UpstreamFailure::kTimeout         ? "timeout"
+               : why == UpstreamFailure::kInvalidResponse ? "invalid response"
+                                                          : "connection error");
+  } else {
+    tried_.reset(idx);  // the server may be tried again on a fresh connection
+    if (attempt_probe_) RecordAttemptOutcome(s, -1);  // give the probe slot back
+  }
+  if (resp_started_) {
+    if (!logged_) LogAndCount(status_);
+    Close();
+    return;
+  }
+  RetryOrFail(why, sent && !stale);
+}
+
+bool ClientConn::MayRetry(bool sent) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamConfig& u = *ur.cfg;
+  int64_t now = worker_->loop().now_ms();
+  // nginx proxy_next_upstream: a request that reached a server is only resent if it is
+  // idempotent (or non_idempotent is allowed); the body must still be here; tries and time are
+  // bounded.
+  bool non_idempotent_ok = route_ != nullptr && route_->cfg->retry_non_idempotent.has_value()
+                               ? *route_->cfg->retry_non_idempotent
+                               : u.retry_non_idempotent;
+  bool allowed = body_retained_ && (!sent || http::IsIdempotent(method_) || non_idempotent_ok) &&
+                 (u.next_upstream_tries == 0 || attempts_ < u.next_upstream_tries) &&
+                 (u.next_upstream_timeout_ms == 0 || now - start_ms_ < u.next_upstream_timeout_ms);
+  if (!allowed || !u.retry.enabled || counted_retry_) return allowed;
+  // Envoy's retry budget: retries in flight stay under a share of the requests in flight.
+  int64_t active = ur.live->active_requests.load(std::memory_order_relaxed);
+  int64_t budget =
+      std::max<int64_t>(u.retry.min_retry_concurrency, active * u.retry.budget_percent / 100);
+  if (ur.live->active_retries.load(std::memory_order_relaxed) >= budget) {
+    worker_->stats().retry_budget_exhausted.Add(1);
+    return false;
+  }
+  ur.live->active_retries.fetch_add(1, std::memory_order_relaxed);
+  counted_retry_ = true;
+  return true;
+}
+
+bool ClientConn::RetryOrFail(UpstreamFailure why, bool sent) {
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  bool condition = true;
+  if (u.retry.enabled) {
+    condition = why == UpstreamFailure::kConnect   ? u.retry.on_connect_failure
+                : why == UpstreamFailure::kTimeout ? u.retry.on_timeout
+                                                   : u.retry.on_reset;
+  }
+  int status = why == UpstreamFailure::kTimeout ? 504 : 502;
+  if (condition && MayRetry(sent)) return RetryNext(status);
+  bool close = !body_done_ || !body_retained_;
+  SendError(status, status == 504 ? "upstream timed out" : "upstream failed", close);
+  return false;
+}
+
+bool ClientConn::RetryNext(int status_if_none) {
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  if (u.retry.enabled && u.retry.backoff_base_ms > 0) {
+    // Envoy retry_back_off: fully jittered, the n-th retry waits a random time below
+    // (2^n - 1) x base, capped at max.
+    int64_t cap = u.retry.backoff_base_ms;
+    for (int i = 1; i < attempts_ && cap < u.retry.backoff_max_ms; ++i)
+      cap = cap * 2 + u.retry.backoff_base_ms;
+    cap = std::min(cap, u.retry.backoff_max_ms);
+    uint64_t r = worker_->Random();
+    int64_t wait = cap > 0 ? static_cast<int64_t>(r % static_cast<uint64_t>(cap)) : 0;
+    retry_status_ = status_if_none;
+    worker_->stats().retry_backoffs.Add(1);
+    worker_->loop().ArmTimer(&retry_timer_, std::max<int64_t>(wait, 1));
+    return true;
+  }
+  int idx = view_->balancers[upstream_index_]->Select(worker_->loop().now_ms(), key_hash_, tried_);
+  if (idx >= 0) {
+    StartAttempt(idx);
+    return true;
+  }
+  if (ServeStaleOnError()) return false;
+  bool close = !body_done_ || !body_retained_;
+  SendError(status_if_none, "upstream failed", close);
+  return false;
+}
+
+void ClientConn::OnRetryTimer() {
+  if (!open_ || state_ != State::kProxy || up_ != nullptr || view_ == nullptr) return;
+  int idx = view_->balancers[upstream_index_]->Select(worker_->loop().now_ms(), key_hash_, tried_);
+  if (idx >= 0) {
+    StartAttempt(idx);
+    return;
+  }
+  bool close = !body_done_ || !body_retained_;
+  SendError(retry_status_, "upstream failed", close);
+}
+
+void ClientConn::RecordAttemptOutcome(ServerState* s, int status) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamConfig& u = *ur.cfg;
+  bool probe = attempt_probe_ && probe_server_ == s;
+  if (probe) attempt_probe_ = false;
+  if (!u.breaker.enabled && !u.outlier.enabled && !probe) return;
+  if (status < 0) {  // not the server's fault: only release a probe slot
+    if (probe) {
+      s->RecordOutcome(false, false, true, worker_->loop().now_ms(), BreakerConfig{},
+                       OutlierConfig{}, ur.servers);
+    }
+    return;
+  }
+  bool breaker_failure =
+      status == 0 || std::find(u.breaker.statuses.begin(), u.breaker.statuses.end(), status) !=
+                         u.breaker.statuses.end();
+  // Envoy counts connection errors and timeouts as 5xx for consecutive_5xx.
+  bool outlier_failure = status == 0 || status >= 500;
+  int64_t now = worker_->loop().now_ms();
+  int change = s->RecordOutcome(breaker_failure, outlier_failure, probe, now, u.breaker, u.outlier,
+                                ur.servers);
+  if (change & ServerState::kOpened) {
+    LogWarn("upstream ", s->upstream(), " server ", s->address_text(),
+            ": circuit breaker opened for ", FormatDurationMs(s->open_until_ms() - now));
+  }
+  if (change & ServerState::kClosed) {
+    LogInfo("upstream ", s->upstream(), " server ", s->address_text(), ": circuit breaker closed");
+  }
+  if (change & ServerState::kEjected) {
+    LogWarn("upstream ", s->upstream(), " server ", s->address_text(), ": ejected for ",
+            FormatDurationMs(s->ejected_until_ms() - now), " (", u.outlier.consecutive_5xx,
+            " consecutive errors)");
+  }
+}
+
+void ClientConn::EndUpstreamAccounting() {
+  if (view_ == nullptr || upstream_index_ < 0) return;
+  if (!counted_active_ && !counted_retry_ && !attempt_probe_) return;
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  if (attempt_probe_ && probe_server_ != nullptr) {
+    // The request ended before its probe had an answer: free the slot without a verdict.
+    probe_server_->RecordOutcome(false, false, true, worker_->loop().now_ms(), BreakerConfig{},
+                                 OutlierConfig{}, ur.servers);
+    attempt_probe_ = false;
+  }
+  if (counted_active_) ur.live->active_requests.fetch_sub(1, std::memory_order_relaxed);
+  if (counted_retry_) ur.live->active_retries.fetch_sub(1, std::memory_order_relaxed);
+  counted_active_ = counted_retry_ = false;
+  worker_->loop().CancelTimer(&retry_timer_);
+}
+
+void ClientConn::ReleaseUpstream(bool reusable) {
+  UpstreamConn* c = up_;
+  if (c == nullptr) return;
+  up_ = nullptr;
+  if (c->server_ != nullptr) c->server_->active().fetch_sub(1, std::memory_order_relaxed);
+  c->owner_ = nullptr;
+  c->deadline_ms_ = 0;
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  if (reusable && worker_->PutIdle(c, u.keepalive)) {
+    c->MakeIdle(u.keepalive_timeout_ms);
+  } else {
+    c->Close();
+  }
+}
+
+}  // namespace bulwark::gateway
