@@ -10,17 +10,17 @@
 #include "observe/alerting/config.h"
 #include "observe/exposition.h"
 #include "observe/rules/rule_file.h"
-#include "observe/rules/template.h"
+#include "observe/template/template.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string text(reinterpret_cast<const char*>(data) + 1, size - 1);
   switch (data[0] % 5) {
     case 0: {
-      auto t = bulwark::observe::rules::Template::Parse("__alert_fuzz", text);
+      auto t = bulwark::observe::tmpl::Template::Parse("__alert_fuzz", text);
       if (!t.ok()) return 0;
       std::map<std::string, std::string> labels = {{"job", "api"}, {"instance", "a:80"}};
-      bulwark::observe::rules::TemplateData d;
+      bulwark::observe::tmpl::TemplateData d;
       d.labels = &labels;
       d.value = data[0] * 1.5 - 100;
       (void)(*t)->Expand(d);

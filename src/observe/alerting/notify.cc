@@ -13,7 +13,7 @@ namespace bulwark::observe::alerting {
 namespace {
 
 using json = nlohmann::ordered_json;
-using rules::TemplateValue;
+using tmpl::TemplateValue;
 
 const char* Status(const Alert& a, int64_t now_ms) {
   return a.Resolved(now_ms) ? "resolved" : "firing";
@@ -36,7 +36,7 @@ LabelMap Common(const std::vector<const Alert*>& alerts, bool annotations) {
 // Go's time.Time String() in UTC, which templates print for .StartsAt.
 std::string GoTime(int64_t ms) {
   if (ms == 0) return "0001-01-01 00:00:00 +0000 UTC";  // Go's zero time
-  return rules::GoTimeString(ms / 1000, (ms % 1000) * 1000000);
+  return tmpl::GoTimeString(ms / 1000, (ms % 1000) * 1000000);
 }
 
 std::string FiringCount(const Notification& n, const std::vector<const Alert*>& alerts) {
@@ -80,7 +80,7 @@ std::string AlertmanagerUrl(const Notification& n, const std::string& external_u
 std::string Expand(const std::string& text, const TemplateValue& data,
                    const std::string& fallback) {
   if (text.empty()) return fallback;
-  auto t = rules::Template::Parse("notification", text);
+  auto t = tmpl::Template::Parse("notification", text);
   if (!t.ok()) return StrCat("<error parsing template: ", t.status().message(), ">");
   auto r = (*t)->ExpandValue(data);
   if (!r.ok()) return StrCat("<error expanding template: ", r.status().message(), ">");

@@ -14,14 +14,14 @@
 
 #include "observe/alerting/config.h"
 #include "observe/alerting/dispatcher.h"
-#include "observe/rules/template.h"
+#include "observe/template/template.h"
 
 namespace bulwark::observe::alerting {
 
 // The alerts a notification carries: with send_resolved false, only the firing ones.
 std::vector<const Alert*> AlertsToSend(const Notification& n, bool send_resolved);
 
-rules::TemplateValue TemplateData(const Notification& n, const std::vector<const Alert*>& alerts,
+tmpl::TemplateValue TemplateData(const Notification& n, const std::vector<const Alert*>& alerts,
                                   const std::string& external_url);
 
 std::string WebhookPayload(const Notification& n, const WebhookConfig& c,

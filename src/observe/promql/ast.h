@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "observe/go_strings.h"
+
 namespace re2 {
 class RE2;
 }
@@ -34,8 +36,8 @@ struct Matcher {
   bool MatchesEmpty() const { return Matches(""); }
 };
 const char* MatcherOpName(Matcher::Op op);  // "=", "!=", "=~", "!~"
-// Go's %q, which Prometheus uses to print strings and label values.
-std::string GoQuote(std::string_view s);
+// Go's %q, which Prometheus uses to print strings and label values (observe/go_strings.h).
+using observe::GoQuote;
 
 enum class BinOp : uint8_t {
   kAdd,

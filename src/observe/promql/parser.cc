@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/strings.h"
+#include "observe/go_strings.h"
 #include "observe/promql/functions.h"
 
 namespace bulwark::observe::promql {
@@ -291,154 +292,11 @@ class Lexer {
     return true;
   }
 
-  // Go's %#U: U+0071 'q'.
-  static std::string RuneName(char c) {
-    char buf[32];
-    if (static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f) {
-      std::snprintf(buf, sizeof(buf), "U+%04X '%c'", static_cast<unsigned char>(c), c);
-    } else {
-      std::snprintf(buf, sizeof(buf), "U+%04X", static_cast<unsigned char>(c));
-    }
-    return buf;
-  }
-  std::string IllegalIn(size_t at) const {
-    if (at >= in_.size()) return "escape sequence not terminated";
-    return StrCat("illegal character ", RuneName(in_[at]), " in escape sequence");
-  }
-
-  static int Hex(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  }
-
-  static void AppendUtf8(std::string* out, uint32_t cp) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-  }
-
-  // Go string literal rules: "..." and '...' with escapes, `...` raw.
+  // Go string literal rules: "..." and '...' with escapes, `...` raw (observe/go_strings.h).
   bool LexString(Token* t, std::string* error) {
-    char quote = in_[pos_];
-    size_t start = pos_++;
+    size_t start = pos_;
     std::string v;
-    while (true) {
-      if (pos_ >= in_.size()) {
-        *error = "unterminated quoted string";
-        return false;
-      }
-      char c = in_[pos_++];
-      if (c == quote) break;
-      if (quote == '`') {
-        v.push_back(c);
-        continue;
-      }
-      if (c == '\n') {
-        *error = "unterminated quoted string";
-        return false;
-      }
-      if (c != '\\') {
-        v.push_back(c);
-        continue;
-      }
-      if (pos_ >= in_.size()) {
-        *error = "escape sequence not terminated";
-        return false;
-      }
-      char e = in_[pos_++];
-      switch (e) {
-        case 'a':
-          v.push_back('\a');
-          break;
-        case 'b':
-          v.push_back('\b');
-          break;
-        case 'f':
-          v.push_back('\f');
-          break;
-        case 'n':
-          v.push_back('\n');
-          break;
-        case 'r':
-          v.push_back('\r');
-          break;
-        case 't':
-          v.push_back('\t');
-          break;
-        case 'v':
-          v.push_back('\v');
-          break;
-        case '\\':
-          v.push_back('\\');
-          break;
-        case '"':
-        case '\'':
-          if (e != quote) {
-            *error = StrCat("unknown escape sequence ", RuneName(e));
-            return false;
-          }
-          v.push_back(e);
-          break;
-        case 'x':
-        case 'u':
-        case 'U': {
-          int n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
-          uint32_t cp = 0;
-          for (int i = 0; i < n; ++i) {
-            int h = pos_ < in_.size() ? Hex(in_[pos_]) : -1;
-            if (h < 0) {
-              *error = IllegalIn(pos_);
-              return false;
-            }
-            cp = cp * 16 + static_cast<uint32_t>(h);
-            ++pos_;
-          }
-          if (e == 'x') {
-            v.push_back(static_cast<char>(cp));
-          } else {
-            if (cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) {
-              *error = "escape sequence is an invalid Unicode code point";
-              return false;
-            }
-            AppendUtf8(&v, cp);
-          }
-          break;
-        }
-        default:
-          if (e >= '0' && e <= '7') {
-            uint32_t cp = static_cast<uint32_t>(e - '0');
-            for (int i = 0; i < 2; ++i) {
-              if (pos_ >= in_.size() || in_[pos_] < '0' || in_[pos_] > '7') {
-                *error = IllegalIn(pos_);
-                return false;
-              }
-              cp = cp * 8 + static_cast<uint32_t>(in_[pos_++] - '0');
-            }
-            if (cp > 255) {
-              *error = "octal escape value > 255";
-              return false;
-            }
-            v.push_back(static_cast<char>(cp));
-            break;
-          }
-          *error = StrCat("unknown escape sequence ", RuneName(e));
-          return false;
-      }
-    }
+    if (!ReadGoString(in_, &pos_, &v, error)) return false;
     t->tok = Tok::kString;
     t->text = in_.substr(start, pos_ - start);
     t->value = std::move(v);

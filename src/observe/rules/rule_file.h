@@ -18,9 +18,12 @@
 #include "absl/status/statusor.h"
 #include "observe/promql/ast.h"
 #include "observe/promql/series_notation.h"
-#include "observe/rules/template.h"
+#include "observe/template/template.h"
 
 namespace bulwark::observe::rules {
+
+using tmpl::Template;
+using tmpl::TemplateData;
 
 using promql::Labels;
 

@@ -22,7 +22,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace bulwark::observe::rules {
+namespace bulwark::observe::tmpl {
 
 // A value templates read: what Alertmanager's notification templates get (objects, lists,
 // label maps) as well as Prometheus's alert data. Copies share their contents.
@@ -91,4 +91,4 @@ std::string GoTimeString(int64_t seconds, int64_t nanos);
 // Go's fmt for one verb, e.g. FormatGo("%.4g", 12.5).
 std::string FormatGoG4(double v);
 
-}  // namespace bulwark::observe::rules
+}  // namespace bulwark::observe::tmpl

@@ -2,9 +2,9 @@
 // templates and values (tests/rules/alerting.test.yml checks a few of them end to end).
 #include <gtest/gtest.h>
 
-#include "observe/rules/template.h"
+#include "observe/template/template.h"
 
-namespace bulwark::observe::rules {
+namespace bulwark::observe::tmpl {
 namespace {
 
 std::string Expand(const std::string& text, double value,
@@ -65,4 +65,4 @@ TEST(Template, ErrorsAtParseAndExpansion) {
 }
 
 }  // namespace
-}  // namespace bulwark::observe::rules
+}  // namespace bulwark::observe::tmpl
