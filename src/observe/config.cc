@@ -4,6 +4,7 @@
 
 #include "core/strings.h"
 #include "observe/promql/parser.h"
+#include "observe/model/duration.h"
 
 namespace bulwark::observe {
 namespace {
@@ -18,7 +19,7 @@ bool PromDuration(ConfigContext& ctx, MapReader& r, std::string_view key, int64_
   if (!n.IsDefined()) return true;
   std::string s;
   if (!ReadScalar(ctx, n, key, &s)) return false;
-  auto d = promql::ParseDurationMs(s);
+  auto d = observe::ParseDurationMs(s);
   if (!d.ok() || *d <= 0) {
     ctx.Error(n.Mark(),
               StrCat(r.what(), ".", key, ": not a valid duration: \"", s, "\" (e.g. 15s, 1m, 2h)"));

@@ -85,7 +85,7 @@ absl::Status ParseExposition(std::string_view text, size_t sample_limit,
     while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
     size_t vs = i;
     while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
-    if (!promql::ParseGoFloat(line.substr(vs, i - vs), &s.value))
+    if (!observe::ParseGoFloat(line.substr(vs, i - vs), &s.value))
       return bad("expected a sample value");
     while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
     if (i < line.size()) {

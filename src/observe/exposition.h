@@ -21,7 +21,7 @@ inline constexpr size_t kMaxExpositionLine = 64 * 1024;
 inline constexpr size_t kMaxExpositionLabels = 64;
 
 struct ExpositionSample {
-  promql::Labels labels;  // sorted, "__name__" included; empty values dropped
+  observe::Labels labels;  // sorted, "__name__" included; empty values dropped
   double value = 0;
   std::optional<int64_t> timestamp_ms;
 };

@@ -19,7 +19,7 @@ namespace {
 using json = nlohmann::json;
 constexpr int64_t kTickMs = 250;
 
-alerting::LabelMap ToMap(const promql::Labels& l) { return alerting::LabelMap(l.begin(), l.end()); }
+alerting::LabelMap ToMap(const observe::Labels& l) { return alerting::LabelMap(l.begin(), l.end()); }
 
 }  // namespace
 
@@ -174,7 +174,7 @@ void Observer::Tick() {
   if (running_) loop_->ArmTimer(&timer_, kTickMs);
 }
 
-void Observer::Ingest(const promql::Labels& extra, const std::string& text, int64_t now_ms,
+void Observer::Ingest(const observe::Labels& extra, const std::string& text, int64_t now_ms,
                       size_t limit, std::string* error) {
   // First parse everything, so a target over its sample limit adds nothing (Prometheus fails
   // such a scrape as a whole).
@@ -186,7 +186,7 @@ void Observer::Ingest(const promql::Labels& extra, const std::string& text, int6
     return;
   }
   for (ExpositionSample& s : samples) {
-    promql::Labels l = std::move(s.labels);
+    observe::Labels l = std::move(s.labels);
     for (const auto& [key, v] : extra) {
       // A target's own job/instance labels are kept as exported_job/exported_instance
       // (Prometheus's honor_labels: false).
@@ -206,7 +206,7 @@ void Observer::Ingest(const promql::Labels& extra, const std::string& text, int6
 
 void Observer::Sample(int64_t now_ms) {
   auto start = std::chrono::steady_clock::now();
-  promql::Labels extra = {{"instance", instance_}, {"job", "bulwark"}};
+  observe::Labels extra = {{"instance", instance_}, {"job", "bulwark"}};
   std::string error;
   Ingest(extra, registry_->Render(), now_ms, std::numeric_limits<size_t>::max(), &error);
   if (!error.empty()) LogWarn("observe: reading bulwark's own metrics failed: ", error);
@@ -262,7 +262,7 @@ void Observer::IngestScrape(const ScrapeResult& r) {
             ") failed: ", error);
   }
   auto with = [&](const char* name) {
-    promql::Labels l = r.extra;
+    observe::Labels l = r.extra;
     l.emplace_back("__name__", name);
     std::sort(l.begin(), l.end());
     return l;

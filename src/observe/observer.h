@@ -69,7 +69,7 @@ class Observer {
  private:
   // A finished scrape, ingested at once or, while a query step holds the store, at the next tick.
   struct ScrapeResult {
-    promql::Labels extra;
+    observe::Labels extra;
     std::string body, error;
     size_t sample_limit = 0;
     int64_t now_ms = 0;
@@ -88,7 +88,7 @@ class Observer {
   void Sample(int64_t now_ms);
   void Scrape(const ScrapeConfig& job, int64_t now_ms);
   void IngestScrape(const ScrapeResult& r);
-  void Ingest(const promql::Labels& extra, const std::string& text, int64_t now_ms, size_t limit,
+  void Ingest(const observe::Labels& extra, const std::string& text, int64_t now_ms, size_t limit,
               std::string* error);
   void EvalGroup(GroupRun& g, int64_t now_ms);
   void SendAlerts(GroupRun& g, int64_t now_ms);

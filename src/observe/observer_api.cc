@@ -12,7 +12,7 @@ namespace {
 
 using json = nlohmann::json;
 
-json LabelsJson(const promql::Labels& l) {
+json LabelsJson(const observe::Labels& l) {
   json j = json::object();
   for (const auto& [k, v] : l) j[k] = v;
   return j;
@@ -152,9 +152,9 @@ std::string Observer::SilencesJson() const {
   int64_t now = WallMs();
   for (const alerting::Silence& s : dispatcher_->silences()) {
     json matchers = json::array();
-    for (const promql::Matcher& m : s.matchers) {
-      bool regex = m.op == promql::Matcher::Op::kRegex || m.op == promql::Matcher::Op::kNotRegex;
-      bool equal = m.op == promql::Matcher::Op::kEqual || m.op == promql::Matcher::Op::kRegex;
+    for (const observe::Matcher& m : s.matchers) {
+      bool regex = m.op == observe::Matcher::Op::kRegex || m.op == observe::Matcher::Op::kNotRegex;
+      bool equal = m.op == observe::Matcher::Op::kEqual || m.op == observe::Matcher::Op::kRegex;
       matchers.push_back(
           {{"name", m.name}, {"value", m.value}, {"isRegex", regex}, {"isEqual", equal}});
     }

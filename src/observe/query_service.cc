@@ -75,7 +75,7 @@ void AppendTimestamp(std::string* out, int64_t ms) {
   out->append(f);
 }
 
-void AppendLabels(std::string* out, const promql::Labels& l) {
+void AppendLabels(std::string* out, const observe::Labels& l) {
   json j = json::object();
   for (const auto& [k, v] : l) j[k] = v;
   out->append(j.dump(-1, ' ', false, json::error_handler_t::replace));
@@ -208,7 +208,7 @@ QueryAnswer Range(const QueryRequest& q, const promql::Expr& e, int64_t deadline
   // query stops as soon as its result would pass the limit at the rate it is growing, rather
   // than first holding tens of millions of points.
   size_t held = 0;
-  std::map<promql::Labels, std::vector<tsdb::Point>> series;
+  std::map<observe::Labels, std::vector<tsdb::Point>> series;
   promql::EvalOptions opts;
   opts.default_subquery_step_ms = q.default_subquery_step_ms;
   opts.deadline_ns = deadline_ns;

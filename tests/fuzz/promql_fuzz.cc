@@ -13,7 +13,7 @@
 namespace {
 
 const bulwark::observe::tsdb::Store& TestStore() {
-  using bulwark::observe::promql::Labels;
+  using bulwark::observe::Labels;
   static bulwark::observe::tsdb::Store* store = [] {
     auto* s = new bulwark::observe::tsdb::Store();
     const Labels series[] = {

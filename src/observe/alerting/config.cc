@@ -8,13 +8,13 @@
 #include "core/config_reader.h"
 #include "core/files.h"
 #include "core/strings.h"
-#include "observe/promql/parser.h"
 #include "yaml-cpp/yaml.h"
+#include "observe/model/duration.h"
 
 namespace bulwark::observe::alerting {
 namespace {
 
-using promql::Matcher;
+using observe::Matcher;
 
 absl::StatusOr<Matcher> MakeMatcher(std::string name, Matcher::Op op, std::string value) {
   Matcher m;
@@ -118,7 +118,7 @@ std::string MatchersString(const std::vector<Matcher>& matchers) {
   std::string out = "{";
   for (size_t i = 0; i < matchers.size(); ++i) {
     if (i > 0) out += ",";
-    StrAppend(&out, matchers[i].name, promql::MatcherOpName(matchers[i].op), "\"");
+    StrAppend(&out, matchers[i].name, observe::MatcherOpName(matchers[i].op), "\"");
     for (char c : matchers[i].value) {
       if (c == '\\' || c == '"') out.push_back('\\');
       if (c == '\n') {
@@ -195,7 +195,7 @@ class Loader {
 
   void Duration(const YAML::Node& n, int64_t* ms) {
     if (!n) return;
-    auto d = promql::ParseDurationMs(Str(n));
+    auto d = observe::ParseDurationMs(Str(n));
     if (!d.ok()) {
       Error(n, StrCat("not a valid duration string: \"", Str(n), "\""));
       return;

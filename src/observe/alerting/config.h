@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "observe/promql/ast.h"
+#include "observe/model/labels.h"
 
 namespace bulwark::observe::alerting {
 
@@ -24,10 +24,10 @@ using LabelMap = std::map<std::string, std::string>;
 
 // Parses Alertmanager's matcher syntax: `name="value"`, `name=~"re"`, `name!=value`, several
 // separated by commas, optionally in braces.
-absl::StatusOr<std::vector<promql::Matcher>> ParseMatchers(std::string_view text);
-bool Matches(const std::vector<promql::Matcher>& matchers, const LabelMap& labels);
+absl::StatusOr<std::vector<observe::Matcher>> ParseMatchers(std::string_view text);
+bool Matches(const std::vector<observe::Matcher>& matchers, const LabelMap& labels);
 // `{a="b",c=~"d"}` as Alertmanager prints a route's matchers in group keys.
-std::string MatchersString(const std::vector<promql::Matcher>& matchers);
+std::string MatchersString(const std::vector<observe::Matcher>& matchers);
 
 struct Route {
   std::string receiver;
@@ -36,7 +36,7 @@ struct Route {
   int64_t group_wait_ms = 30000;
   int64_t group_interval_ms = 300000;
   int64_t repeat_interval_ms = 4 * 3600 * 1000;
-  std::vector<promql::Matcher> matchers;
+  std::vector<observe::Matcher> matchers;
   bool continue_matching = false;
   std::vector<std::unique_ptr<Route>> routes;
   const Route* parent = nullptr;
@@ -87,7 +87,7 @@ struct Receiver {
 };
 
 struct InhibitRule {
-  std::vector<promql::Matcher> source, target;
+  std::vector<observe::Matcher> source, target;
   std::vector<std::string> equal;
 };
 

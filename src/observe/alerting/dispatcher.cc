@@ -7,7 +7,7 @@
 #include <ctime>
 
 #include "core/strings.h"
-#include "observe/promql/ast.h"
+#include "observe/go_strings.h"
 
 namespace bulwark::observe::alerting {
 namespace {
@@ -21,7 +21,7 @@ std::string LabelSetString(const LabelMap& l) {
   for (const auto& [k, v] : l) {
     if (!first) out += ", ";
     first = false;
-    StrAppend(&out, k, "=", promql::GoQuote(v));
+    StrAppend(&out, k, "=", GoQuote(v));
   }
   return out + "}";
 }

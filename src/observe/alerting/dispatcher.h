@@ -50,7 +50,7 @@ struct Alert {
 
 struct Silence {
   std::string id;
-  std::vector<promql::Matcher> matchers;
+  std::vector<observe::Matcher> matchers;
   int64_t starts_at_ms = 0, ends_at_ms = 0, updated_at_ms = 0;
   std::string created_by, comment;
   // "pending", "active" or "expired" at `now`.

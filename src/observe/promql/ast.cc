@@ -9,6 +9,7 @@
 #include "core/strings.h"
 #include "observe/promql/functions.h"
 #include "observe/promql/parser.h"
+#include "observe/model/duration.h"
 
 namespace bulwark::observe::promql {
 namespace {
@@ -77,34 +78,6 @@ const char* ValueTypeName(ValueType t) {
       return "string";
   }
   return "?";
-}
-
-const char* MatcherOpName(Matcher::Op op) {
-  switch (op) {
-    case Matcher::Op::kEqual:
-      return "=";
-    case Matcher::Op::kNotEqual:
-      return "!=";
-    case Matcher::Op::kRegex:
-      return "=~";
-    case Matcher::Op::kNotRegex:
-      return "!~";
-  }
-  return "?";
-}
-
-bool Matcher::Matches(std::string_view v) const {
-  switch (op) {
-    case Op::kEqual:
-      return v == value;
-    case Op::kNotEqual:
-      return v != value;
-    case Op::kRegex:
-      return re != nullptr && RE2::FullMatch(v, *re);
-    case Op::kNotRegex:
-      return re != nullptr && !RE2::FullMatch(v, *re);
-  }
-  return false;
 }
 
 const char* BinOpName(BinOp op) {

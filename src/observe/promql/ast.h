@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "observe/go_strings.h"
+#include "observe/model/labels.h"
 
 namespace re2 {
 class RE2;
@@ -23,19 +24,6 @@ enum class ValueType : uint8_t { kNone, kScalar, kVector, kMatrix, kString };
 // "scalar", "instant vector", "range vector", "string", as Prometheus names them in errors.
 const char* ValueTypeName(ValueType t);
 
-struct Matcher {
-  enum class Op : uint8_t { kEqual, kNotEqual, kRegex, kNotRegex };
-  Op op = Op::kEqual;
-  std::string name;
-  std::string value;
-  // For the regex ops: `value` anchored at both ends, as Prometheus anchors label regexes.
-  std::shared_ptr<const re2::RE2> re;
-
-  bool Matches(std::string_view v) const;
-  // Whether an absent label (the empty value) matches: `{a=""}`, `{a!="x"}`, `{a=~".*"}`.
-  bool MatchesEmpty() const { return Matches(""); }
-};
-const char* MatcherOpName(Matcher::Op op);  // "=", "!=", "=~", "!~"
 // Go's %q, which Prometheus uses to print strings and label values (observe/go_strings.h).
 using observe::GoQuote;
 

@@ -18,10 +18,4 @@ inline constexpr int kMaxDepth = 128;
 
 absl::StatusOr<std::unique_ptr<Expr>> Parse(std::string_view query);
 
-// Prometheus durations: "1h30m", "5m", "250ms", "2d", "1w", "1y" (365 d); units in decreasing
-// order, each at most once.
-absl::StatusOr<int64_t> ParseDurationMs(std::string_view text);
-// The inverse, in the same units ("1h30m", "0s").
-std::string FormatDurationMs(int64_t ms);
-
 }  // namespace bulwark::observe::promql

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "observe/promql/labels.h"
+#include "observe/model/labels.h"
 
 namespace bulwark::observe::promql {
 

@@ -12,7 +12,7 @@ namespace {
 // Prometheus keeps a resolved alert this long so it is sent as resolved.
 constexpr int64_t kResolvedRetentionMs = 15 * 60 * 1000;
 
-using promql::SetLabel;
+using observe::SetLabel;
 
 uint64_t Hash(const Labels& l) { return absl::HashOf(l); }
 

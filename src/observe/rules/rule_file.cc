@@ -9,6 +9,7 @@
 #include "core/strings.h"
 #include "observe/promql/parser.h"
 #include "yaml-cpp/yaml.h"
+#include "observe/model/duration.h"
 
 namespace bulwark::observe::rules {
 namespace {
@@ -53,7 +54,7 @@ class Loader {
   bool Duration(const YAML::Node& n, std::string_view what, int64_t* ms) {
     std::string s;
     if (!Scalar(n, what, &s)) return false;
-    auto d = promql::ParseDurationMs(s);
+    auto d = observe::ParseDurationMs(s);
     if (!d.ok()) {
       Error(n.Mark(), StrCat("not a valid duration string: \"", s, "\""));
       return false;

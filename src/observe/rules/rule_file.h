@@ -25,7 +25,7 @@ namespace bulwark::observe::rules {
 using tmpl::Template;
 using tmpl::TemplateData;
 
-using promql::Labels;
+using observe::Labels;
 
 struct Rule {
   enum class Kind { kRecord, kAlert };
@@ -67,7 +67,7 @@ absl::StatusOr<RuleFile> LoadRuleFile(const std::string& path, const RuleFileOpt
 absl::StatusOr<RuleFile> ParseRuleFile(const std::string& path, const std::string& text,
                                        const RuleFileOptions& options = {});
 
-using promql::IsValidLabelName;
-using promql::IsValidMetricName;
+using observe::IsValidLabelName;
+using observe::IsValidMetricName;
 
 }  // namespace bulwark::observe::rules

@@ -17,11 +17,12 @@
 #include "observe/rules/rule_file.h"
 #include "observe/tsdb/store.h"
 #include "yaml-cpp/yaml.h"
+#include "observe/model/duration.h"
 
 namespace bulwark::observe::rules {
 namespace {
 
-using promql::Labels;
+using observe::Labels;
 
 // Go's strconv.FormatFloat(v, 'E', -1, 64), which promtool prints values with.
 std::string FormatE(double v) {
@@ -71,7 +72,7 @@ class Failure {
   std::vector<std::string> lines;
 };
 
-std::string DurationText(int64_t ms) { return promql::FormatDurationMs(ms); }
+std::string DurationText(int64_t ms) { return observe::FormatDurationMs(ms); }
 
 std::string AlertsText(const std::vector<ExpAlert>& alerts) {
   std::string out = "[\n";
@@ -92,7 +93,7 @@ std::string SamplesText(const std::vector<std::pair<Labels, double>>& samples) {
 
 bool Duration(const YAML::Node& n, int64_t* ms, std::string* err) {
   if (!n) return true;
-  auto d = promql::ParseDurationMs(n.Scalar());
+  auto d = observe::ParseDurationMs(n.Scalar());
   if (!d.ok()) {
     *err =
         StrCat("line ", n.Mark().line + 1, ": not a valid duration string: \"", n.Scalar(), "\"");

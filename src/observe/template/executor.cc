@@ -12,6 +12,7 @@
 #include "observe/promql/engine.h"
 #include "observe/promql/parser.h"
 #include "observe/template/internal.h"
+#include "observe/model/duration.h"
 
 namespace bulwark::observe::tmpl {
 namespace internal {
@@ -370,7 +371,7 @@ class Executor {
     }
     if (fn == "parseDuration") {
       want(1);
-      auto d = promql::ParseDurationMs(str_arg(0));
+      auto d = observe::ParseDurationMs(str_arg(0));
       if (!d.ok()) Throw(StrCat("error calling parseDuration: ", d.status().message()));
       return TValue::Float(static_cast<double>(*d) / 1000);
     }

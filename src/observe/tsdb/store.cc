@@ -42,7 +42,7 @@ std::pair<const Point*, const Point*> Series::Range(int64_t from, int64_t to) co
 }
 
 const std::string* Series::Get(std::string_view name) const {
-  return promql::GetLabel(labels, name);
+  return observe::GetLabel(labels, name);
 }
 
 size_t Store::LabelsHash::operator()(const Labels& l) const { return absl::HashOf(l); }
@@ -121,7 +121,7 @@ const Series* Store::Find(const Labels& labels) const {
   return it == by_labels_.end() ? nullptr : series_[it->second].get();
 }
 
-void Store::Select(const std::vector<promql::Matcher>& matchers,
+void Store::Select(const std::vector<observe::Matcher>& matchers,
                    std::vector<const Series*>* out) const {
   out->clear();
   // Candidates: the intersection of the posting lists of the matchers that need their label
@@ -130,12 +130,12 @@ void Store::Select(const std::vector<promql::Matcher>& matchers,
   std::vector<uint32_t> candidates;
   bool constrained = false;
   std::vector<uint32_t> scratch, merged;
-  for (const promql::Matcher& m : matchers) {
+  for (const observe::Matcher& m : matchers) {
     if (m.MatchesEmpty()) continue;
     auto n = postings_.find(m.name);
     merged.clear();
     if (n != postings_.end()) {
-      if (m.op == promql::Matcher::Op::kEqual) {
+      if (m.op == observe::Matcher::Op::kEqual) {
         auto v = n->second.find(m.value);
         if (v != n->second.end()) merged = v->second;
       } else {
@@ -160,7 +160,7 @@ void Store::Select(const std::vector<promql::Matcher>& matchers,
     if (candidates.empty()) return;
   }
   auto consider = [&](const Series& s) {
-    for (const promql::Matcher& m : matchers) {
+    for (const observe::Matcher& m : matchers) {
       const std::string* v = s.Get(m.name);
       if (!m.Matches(v ? std::string_view(*v) : std::string_view())) return;
     }

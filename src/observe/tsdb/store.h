@@ -15,12 +15,11 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "observe/promql/ast.h"
-#include "observe/promql/series_notation.h"
+#include "observe/model/labels.h"
 
 namespace bulwark::observe::tsdb {
 
-using promql::Labels;
+using observe::Labels;
 
 struct Point {
   int64_t t;  // milliseconds since the epoch
@@ -82,7 +81,7 @@ class Store {
   bool Append(const Labels& labels, int64_t t, double v);
 
   // Series matching all matchers, ordered by labels.
-  void Select(const std::vector<promql::Matcher>& matchers, std::vector<const Series*>* out) const;
+  void Select(const std::vector<observe::Matcher>& matchers, std::vector<const Series*>* out) const;
   const Series* Find(const Labels& labels) const;
 
   // Drops points older than now - retention (and the oldest beyond max_samples), then series

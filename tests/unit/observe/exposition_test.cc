@@ -20,7 +20,7 @@ TEST(Exposition, ParsesWhatPrometheusClientsServe) {
       100, [&](ExpositionSample& s) { got.push_back(s); });
   ASSERT_TRUE(st.ok()) << st;
   ASSERT_EQ(got.size(), 4u);
-  EXPECT_EQ(got[0].labels, (promql::Labels{{"__name__", "x"}, {"a", "1"}, {"b", "q\"\\\n"}}));
+  EXPECT_EQ(got[0].labels, (observe::Labels{{"__name__", "x"}, {"a", "1"}, {"b", "q\"\\\n"}}));
   EXPECT_EQ(got[0].value, 12.5);
   EXPECT_EQ(got[1].timestamp_ms, 1700000000000);
   EXPECT_TRUE(std::isnan(got[2].value));

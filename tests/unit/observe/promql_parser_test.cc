@@ -5,6 +5,7 @@
 
 #include "observe/promql/functions.h"
 #include "observe/promql/parser.h"
+#include "observe/model/duration.h"
 
 namespace bulwark::observe::promql {
 namespace {

@@ -7,8 +7,8 @@
 namespace bulwark::observe::tsdb {
 namespace {
 
-using promql::Labels;
-using promql::Matcher;
+using observe::Labels;
+using observe::Matcher;
 
 Matcher Eq(std::string name, std::string value) {
   Matcher m;

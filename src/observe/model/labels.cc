@@ -1,4 +1,6 @@
-#include "observe/promql/labels.h"
+#include "observe/model/labels.h"
+
+#include <re2/re2.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -7,7 +9,7 @@
 
 #include "core/strings.h"
 
-namespace bulwark::observe::promql {
+namespace bulwark::observe {
 
 const std::string* GetLabel(const Labels& labels, std::string_view name) {
   for (const auto& [n, v] : labels) {
@@ -77,4 +79,32 @@ bool ParseGoFloat(std::string_view s, double* out) {
   return true;
 }
 
-}  // namespace bulwark::observe::promql
+const char* MatcherOpName(Matcher::Op op) {
+  switch (op) {
+    case Matcher::Op::kEqual:
+      return "=";
+    case Matcher::Op::kNotEqual:
+      return "!=";
+    case Matcher::Op::kRegex:
+      return "=~";
+    case Matcher::Op::kNotRegex:
+      return "!~";
+  }
+  return "?";
+}
+
+bool Matcher::Matches(std::string_view v) const {
+  switch (op) {
+    case Op::kEqual:
+      return v == value;
+    case Op::kNotEqual:
+      return v != value;
+    case Op::kRegex:
+      return re != nullptr && re2::RE2::FullMatch(v, *re);
+    case Op::kNotRegex:
+      return re != nullptr && !re2::RE2::FullMatch(v, *re);
+  }
+  return false;
+}
+
+}  // namespace bulwark::observe
