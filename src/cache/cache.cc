@@ -32,7 +32,6 @@ constexpr size_t kMaxTags = 64;
 constexpr size_t kMaxTagLength = 1024;
 constexpr int64_t kLockPollMs = 50;
 
-int64_t WallMs() { return WallMicros() / 1000; }
 
 std::string EncodeL2(bool negative, int64_t fresh_until_wall, const std::vector<std::string>& tags,
                      std::string_view value) {

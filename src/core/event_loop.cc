@@ -11,18 +11,6 @@
 
 namespace bulwark {
 
-int64_t MonotonicMs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t WallMicros() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
-
 EventLoop::EventLoop() : now_ms_(MonotonicMs()), timers_(now_ms_) {}
 
 EventLoop::~EventLoop() {

@@ -10,6 +10,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "core/clock.h"
 #include "core/mutex.h"
 #include "core/timer_wheel.h"
 
@@ -22,11 +23,6 @@ class IoHandler {
   virtual ~IoHandler() = default;
   virtual void OnIo(uint32_t events) = 0;
 };
-
-// Monotonic milliseconds (CLOCK_MONOTONIC).
-int64_t MonotonicMs();
-// Wall-clock microseconds since the epoch.
-int64_t WallMicros();
 
 // An EventLoop is owned by exactly one thread, which calls Run(). Every method except Post()
 // and Stop() must be called from that thread. Fds are registered edge-triggered by default.

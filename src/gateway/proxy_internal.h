@@ -27,11 +27,7 @@ inline constexpr uint32_t kPeerGone = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 // Events that call for a read.
 inline constexpr uint32_t kReadable = EPOLLIN | kPeerGone;
 
-inline int64_t NowMicros() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
+inline int64_t NowMicros() { return MonotonicUs(); }
 
 inline bool IsHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <thread>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
@@ -23,11 +24,7 @@ alerting::LabelMap ToMap(const observe::Labels& l) { return alerting::LabelMap(l
 
 }  // namespace
 
-int64_t Observer::WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+int64_t Observer::WallMs() { return bulwark::WallMs(); }
 
 Observer::Observer(EventLoop* loop, Registry* registry, std::string instance)
     : loop_(loop), registry_(registry), instance_(std::move(instance)) {
@@ -205,14 +202,14 @@ void Observer::Ingest(const observe::Labels& extra, const std::string& text, int
 }
 
 void Observer::Sample(int64_t now_ms) {
-  auto start = std::chrono::steady_clock::now();
+  int64_t start_ns = MonotonicNs();
   observe::Labels extra = {{"instance", instance_}, {"job", "bulwark"}};
   std::string error;
   Ingest(extra, registry_->Render(), now_ms, std::numeric_limits<size_t>::max(), &error);
   if (!error.empty()) LogWarn("observe: reading bulwark's own metrics failed: ", error);
   store_->Append({{"__name__", "up"}, {"instance", instance_}, {"job", "bulwark"}}, now_ms,
                  error.empty() ? 1 : 0);
-  last_sample_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  last_sample_s_ = static_cast<double>(MonotonicNs() - start_ns) / 1e9;
 }
 
 void Observer::Scrape(const ScrapeConfig& job, int64_t now_ms) {

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/time/time.h"
+#include "core/clock.h"
 #include "core/strings.h"
 #include "core/units.h"
 #include "nlohmann/json.hpp"
@@ -21,7 +22,7 @@ using json = nlohmann::json;
 // and their sums never come near int64's range.
 constexpr double kMaxAbsSeconds = 1e12;
 
-int64_t SteadyNs() { return std::chrono::steady_clock::now().time_since_epoch().count(); }
+int64_t SteadyNs() { return MonotonicNs(); }
 
 QueryAnswer Error(int status, std::string_view type, std::string_view message) {
   return {status, json{{"status", "error"}, {"errorType", type}, {"error", message}}.dump()};

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/clock.h"
 #include "core/files.h"
 #include "core/strings.h"
 #include "observe/metrics.h"
@@ -18,11 +19,7 @@
 namespace bulwark::observe {
 namespace {
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+int64_t NowMs() { return MonotonicMs(); }
 
 // /proc files are small; an unreadable one reads as empty (its metric is left out).
 std::string Slurp(const std::string& path) { return ReadFileToString(path, 4 << 20).value_or(""); }
@@ -44,9 +41,7 @@ void Gauge(std::string* out, std::string_view name, std::string_view help) {
 SystemMetrics::SystemMetrics(std::string proc_root, std::vector<std::string> mounts)
     : proc_(std::move(proc_root)), mounts_(std::move(mounts)) {
   // Start time: boot time plus the process's start in clock ticks after boot.
-  start_time_s_ = std::chrono::duration_cast<std::chrono::seconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count();
+  start_time_s_ = WallMs() / 1000;
   std::string stat = Slurp(proc_ + "/self/stat");
   std::string proc_stat = Slurp(proc_ + "/stat");
   size_t close = stat.rfind(')');

@@ -295,7 +295,7 @@ void HealthChecker::Round() {
       Result r;
       r.name = s.Name();
       r.h = hit->second.get();
-      auto started = std::chrono::steady_clock::now();
+      int64_t started_ns = MonotonicNs();
       for (int attempt = 0; attempt < 2 && !r.ok; ++attempt) {
         if (t->conn == nullptr || PQstatus(t->conn) != CONNECTION_OK) {
           if (t->conn != nullptr) PQfinish(t->conn);
@@ -326,9 +326,7 @@ void HealthChecker::Round() {
         }
         PQclear(res);
       }
-      r.latency_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                         std::chrono::steady_clock::now() - started)
-                         .count();
+      r.latency_us = (MonotonicNs() - started_ns) / 1000;
       if (!r.ok) LogDebug("pg: health check of ", s.Name(), " failed: ", r.error);
       results.push_back(std::move(r));
     }

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "core/clock.h"
 #include "core/strings.h"
 #include "nlohmann/json.hpp"
 
@@ -30,9 +31,7 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(LogFileConfig cfg) {
 void AuditLog::Record(const AuditEvent& e) {
   int result = e.status == 401 || e.status == 403 ? kDenied : e.status >= 400 ? kError : kOk;
   counts_[result].fetch_add(1, std::memory_order_relaxed);
-  timeval tv{};
-  gettimeofday(&tv, nullptr);
-  int64_t ms = int64_t{tv.tv_sec} * 1000 + tv.tv_usec / 1000;
+  int64_t ms = WallMs();
   char millis[8];
   snprintf(millis, sizeof(millis), ".%03dZ", static_cast<int>(ms % 1000));
   nlohmann::json line = {

@@ -12,7 +12,6 @@
 namespace bulwark::vault {
 namespace {
 
-int64_t WallMs() { return WallMicros() / 1000; }
 
 }  // namespace
 

@@ -22,7 +22,6 @@
 namespace bulwark::vault {
 namespace {
 
-int64_t WallMs() { return WallMicros() / 1000; }
 
 std::string UtcStamp(int64_t ms) { return FormatUtc(ms, "%Y%m%dT%H%M%SZ"); }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "core/clock.h"
 #include "core/strings.h"
 
 namespace bulwark::observe::alerting {
@@ -46,11 +47,7 @@ void GlobalInit() {
 
 }  // namespace
 
-int64_t Notifier::NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+int64_t Notifier::NowMs() { return MonotonicMs(); }
 
 Notifier::Notifier() : Notifier(Options{}) {}
 

@@ -51,7 +51,7 @@ struct EvalOptions {
   // Steps all subqueries of one query may evaluate: `x[1y:1ms]` is refused, not run for
   // hours (Prometheus only stops it at its query timeout).
   size_t max_subquery_steps = 1000000;
-  // A steady-clock deadline (std::chrono::steady_clock nanoseconds since its epoch; 0: none).
+  // A deadline on core/clock.h's MonotonicNs() (0: none).
   // Checked as samples are loaded; past it the query fails with DeadlineExceeded.
   int64_t deadline_ns = 0;
   // Set by another thread to stop the query (shutdown); checked with the deadline.

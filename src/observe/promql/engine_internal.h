@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
+#include "core/clock.h"
 #include "core/strings.h"
 #include "observe/promql/engine.h"
 
@@ -118,7 +119,7 @@ class Evaluator {
     // The clock is read every 64 loads: cheap next to the work, often enough to stop in time.
     if ((++checks_ & 63) != 0) return;
     if (options_.deadline_ns != 0 &&
-        std::chrono::steady_clock::now().time_since_epoch().count() > options_.deadline_ns) {
+        MonotonicNs() > options_.deadline_ns) {
       FailWith(absl::StatusCode::kDeadlineExceeded, kQueryTimeout);
     }
     if (options_.cancel != nullptr && options_.cancel->load(std::memory_order_relaxed)) {

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/hash/hash.h"
+#include "core/clock.h"
 #include "core/strings.h"
 
 namespace bulwark::observe::rules {
@@ -130,12 +131,12 @@ void GroupEvaluator::EvalAlert(const Rule& rule, RuleState& st, const promql::Qu
 }
 
 void GroupEvaluator::Eval(int64_t t, tsdb::Store* store, const EvalContext& ctx) {
-  auto group_start = std::chrono::steady_clock::now();
+  int64_t group_start_ns = MonotonicNs();
   promql::QueryResult res;
   for (size_t i = 0; i < group_->rules.size(); ++i) {
     const Rule& rule = group_->rules[i];
     RuleState& st = states_[i];
-    auto start = std::chrono::steady_clock::now();
+    int64_t start_ns = MonotonicNs();
     st.last_eval_ms = t;
     st.last_error.clear();
     if (!rule.expr) {
@@ -193,11 +194,9 @@ void GroupEvaluator::Eval(int64_t t, tsdb::Store* store, const EvalContext& ctx)
     st.previous.reserve(out.size());
     for (auto& [l, v] : out) st.previous.push_back(std::move(l));
     st.last_samples = out.size();
-    st.last_duration_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    st.last_duration_s = static_cast<double>(MonotonicNs() - start_ns) / 1e9;
   }
-  last_duration_s_ =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - group_start).count();
+  last_duration_s_ = static_cast<double>(MonotonicNs() - group_start_ns) / 1e9;
 }
 
 }  // namespace bulwark::observe::rules
