@@ -120,13 +120,10 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
         cfg->admin.address = *a;
       }
     }
-    std::string base_dir;
-    if (size_t slash = path.rfind('/'); slash != std::string::npos)
-      base_dir = path.substr(0, slash);
     YAML::Node observe = top.Get("observe");
-    if (observe.IsDefined()) observe::LoadObserveConfig(ctx, observe, base_dir, cfg->observe.get());
+    if (observe.IsDefined()) observe::LoadObserveConfig(ctx, observe, cfg->observe.get());
     YAML::Node pg = top.Get("pg");
-    if (pg.IsDefined()) pg::LoadPgConfig(ctx, pg, base_dir, cfg->pg.get());
+    if (pg.IsDefined()) pg::LoadPgConfig(ctx, pg, cfg->pg.get());
     if (cfg->pg->failover.enabled && cfg->cluster.etcd_endpoints.empty() &&
         !cfg->pg->failover.single_instance) {
       // Two instances promoting on their own would each pick a primary: split brain.
@@ -136,7 +133,7 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
                 "instances, configure cluster.etcd so that only the lease holder promotes");
     }
     YAML::Node vault = top.Get("vault");
-    if (vault.IsDefined()) vault::LoadVaultConfig(ctx, vault, base_dir, cfg->vault.get());
+    if (vault.IsDefined()) vault::LoadVaultConfig(ctx, vault, cfg->vault.get());
     gateway::ParseGatewayConfig(ctx, top, cfg->gateway.get());
     if (cfg->gateway->listeners.empty() && !cfg->pg->enabled && !cfg->vault->enabled && ctx.ok()) {
       ctx.Error(root->Mark(),

@@ -141,6 +141,16 @@ void ConfigContext::Error(std::string_view message) {
 
 std::string ConfigContext::ErrorText() const { return Join(errors_, "\n"); }
 
+std::string ConfigContext::DirOf(std::string_view file) {
+  size_t slash = file.rfind('/');
+  return slash == std::string_view::npos ? std::string() : std::string(file.substr(0, slash));
+}
+
+std::string ConfigContext::ResolveConfigPath(std::string_view dir, std::string_view path) {
+  if (path.empty() || path[0] == '/' || dir.empty()) return std::string(path);
+  return StrCat(dir, "/", path);
+}
+
 bool ReadScalar(ConfigContext& ctx, const YAML::Node& node, std::string_view what,
                 std::string* out) {
   if (!node.IsScalar()) {

@@ -32,7 +32,8 @@ int EditDistance(std::string_view a, std::string_view b);
 // Shared state of one config load: file name, environment and the error list.
 class ConfigContext {
  public:
-  ConfigContext(std::string file, EnvLookup env) : file_(std::move(file)), env_(std::move(env)) {}
+  ConfigContext(std::string file, EnvLookup env)
+      : file_(std::move(file)), env_(std::move(env)), dir_(DirOf(file_)) {}
 
   void Error(const YAML::Mark& mark, std::string_view message);
   void Error(std::string_view message);  // an error without a position (e.g. a file-level problem)
@@ -45,10 +46,22 @@ class ConfigContext {
   std::string ErrorText() const;
   const std::string& file() const { return file_; }
   const EnvLookup& env() const { return env_; }
+  // A file the configuration names (a certificate, a rule file, a shard map, a key, the
+  // catalog): a relative path is taken from the configuration file's directory, as Prometheus
+  // takes rule_files; an absolute one stays.
+  std::string Resolve(std::string_view path) const { return ResolveConfigPath(dir_, path); }
+  // Relative paths are taken from `dir` instead (tests whose text has no file of its own).
+  void set_dir(std::string dir) { dir_ = std::move(dir); }
+
+  // The directory part of `file` ("" for a bare name: the current directory).
+  static std::string DirOf(std::string_view file);
+  // `path` taken from `dir` unless it is absolute (or `dir` is empty).
+  static std::string ResolveConfigPath(std::string_view dir, std::string_view path);
 
  private:
   std::string file_;
   EnvLookup env_;
+  std::string dir_;
   std::vector<std::string> errors_;
 };
 

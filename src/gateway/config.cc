@@ -171,21 +171,25 @@ void ParseSticky(ConfigContext& ctx, const YAML::Node& node, const std::string& 
   auto token = [](const std::string& s) {
     if (s.empty()) return false;
     for (char c : s) {
-      if (c <= 32 || c >= 127 || std::string_view("()<>@,;:\\\"/[]?={}").find(c) != std::string_view::npos)
+      if (c <= 32 || c >= 127 ||
+          std::string_view("()<>@,;:\\\"/[]?={}").find(c) != std::string_view::npos)
         return false;
     }
     return true;
   };
   if (st->cookie.empty() && st->session_cookie.empty())
-    ctx.Error(node.Mark(), StrCat(what, ": set `cookie` (bulwark's own cookie) and/or "
-                                        "`session_cookie` (the application's, kept in Redis)"));
+    ctx.Error(node.Mark(), StrCat(what,
+                                  ": set `cookie` (bulwark's own cookie) and/or "
+                                  "`session_cookie` (the application's, kept in Redis)"));
   if (!st->cookie.empty() && !token(st->cookie))
     ctx.Error(r.Get("cookie").Mark(), StrCat(what, ".cookie: not a valid cookie name"));
   if (!st->session_cookie.empty() && !token(st->session_cookie))
-    ctx.Error(r.Get("session_cookie").Mark(), StrCat(what, ".session_cookie: not a valid cookie name"));
+    ctx.Error(r.Get("session_cookie").Mark(),
+              StrCat(what, ".session_cookie: not a valid cookie name"));
   if (st->ttl_ms <= 0) ctx.Error(node.Mark(), StrCat(what, ".ttl: must be positive"));
   if (st->same_site == "None" && !st->secure)
-    ctx.Error(node.Mark(), StrCat(what, ": same_site None needs secure: true (browsers require it)"));
+    ctx.Error(node.Mark(),
+              StrCat(what, ": same_site None needs secure: true (browsers require it)"));
   r.Finish();
 }
 
@@ -365,8 +369,9 @@ void ParseKeySpec(ConfigContext& ctx, const YAML::Node& node, const std::string&
 void ParseAccess(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
                  AccessList* out) {
   if (!node.IsSequence()) {
-    ctx.Error(node.Mark(),
-              StrCat(what, ": expected a list of rules such as [\"allow 10.0.0.0/8\", \"deny all\"]"));
+    ctx.Error(
+        node.Mark(),
+        StrCat(what, ": expected a list of rules such as [\"allow 10.0.0.0/8\", \"deny all\"]"));
     return;
   }
   out->set = true;
@@ -445,12 +450,13 @@ void ParseLimitReq(ConfigContext& ctx, MapReader& r, const std::string& what,
         ParseLimitReqRule(ctx, n, StrCat(what, ".limit_req[", i++, "]"), gw, &rule);
         for (const auto& other : out->rules) {
           if (other.zone == rule.zone && !rule.zone.empty())
-            ctx.Error(n.Mark(), StrCat(what, ".limit_req: zone \"", rule.zone,
-                                       "\" is listed twice"));
+            ctx.Error(n.Mark(),
+                      StrCat(what, ".limit_req: zone \"", rule.zone, "\" is listed twice"));
           if (other.zone_index >= 0 && rule.zone_index >= 0 &&
               gw.limit_zones[other.zone_index].shared != gw.limit_zones[rule.zone_index].shared)
-            ctx.Error(n.Mark(), StrCat(what, ".limit_req: zones of one route must be all shared "
-                                             "or all local (they are decided together)"));
+            ctx.Error(n.Mark(), StrCat(what,
+                                       ".limit_req: zones of one route must be all shared "
+                                       "or all local (they are decided together)"));
         }
         if (static_cast<int>(out->rules.size()) >= 16)
           ctx.Error(n.Mark(), StrCat(what, ".limit_req: at most 16 zones per route"));
@@ -528,8 +534,9 @@ void ParseBan(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
   YAML::Node on = r.Get("on");
   std::vector<std::string> events;
   if (!on.IsDefined()) {
-    ctx.Error(node.Mark(), StrCat(what, ": expected `on:` with what to count, e.g. [rate_limited, "
-                                        "401, 403]"));
+    ctx.Error(node.Mark(), StrCat(what,
+                                  ": expected `on:` with what to count, e.g. [rate_limited, "
+                                  "401, 403]"));
   } else {
     r.StringList("on", &events);
   }
@@ -540,8 +547,8 @@ void ParseBan(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
     } else if (ParseInt(e, &status) && status >= 100 && status <= 599) {
       out->statuses.push_back(status);
     } else {
-      ctx.Error(on.Mark(), StrCat(what, ".on: \"", e,
-                                  "\" is neither rate_limited nor an HTTP status"));
+      ctx.Error(on.Mark(),
+                StrCat(what, ".on: \"", e, "\" is neither rate_limited nor an HTTP status"));
     }
   }
   YAML::Node key = r.Get("key");
@@ -554,16 +561,9 @@ void ParseBan(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
   r.Finish();
 }
 
-// Paths named in the config: relative ones are taken from the config file's directory.
-std::string ConfigRelative(const ConfigContext& ctx, const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  size_t slash = ctx.file().rfind('/');
-  return slash == std::string::npos ? path : ctx.file().substr(0, slash + 1) + path;
-}
-
 bool ReadConfigFile(ConfigContext& ctx, const YAML::Node& at, const std::string& what,
                     const std::string& path, std::string* out) {
-  std::string full = ConfigRelative(ctx, path);
+  std::string full = ctx.Resolve(path);
   std::ifstream f(full, std::ios::binary);
   if (!f) {
     ctx.Error(at.Mark(), StrCat(what, ": cannot read ", full));
@@ -589,8 +589,8 @@ void ParseTls(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
     if (m.Require("cert") && m.Require("key")) {
       m.String("cert", &c.cert_file);
       m.String("key", &c.key_file);
-      c.cert_file = ConfigRelative(ctx, c.cert_file);
-      c.key_file = ConfigRelative(ctx, c.key_file);
+      c.cert_file = ctx.Resolve(c.cert_file);
+      c.key_file = ctx.Resolve(c.key_file);
       t->settings.certificates.push_back(c);
     }
     (void)w;
@@ -708,8 +708,9 @@ void ParseJwtProvider(ConfigContext& ctx, const std::string& name, const YAML::N
     }
   }
   if (sources != 1)
-    ctx.Error(node.Mark(), StrCat(what, ": set exactly one of secret, secret_file, "
-                                        "public_key_file or jwks_file"));
+    ctx.Error(node.Mark(), StrCat(what,
+                                  ": set exactly one of secret, secret_file, "
+                                  "public_key_file or jwks_file"));
   security::JwtPolicy policy;
   r.StringList("issuer", &p->issuers);
   r.StringList("audience", &p->audiences);
@@ -721,18 +722,13 @@ void ParseJwtProvider(ConfigContext& ctx, const std::string& name, const YAML::N
   r.Bool("require_exp", &policy.require_exp);
   r.String("header", &p->header);
   p->header = AsciiLower(p->header);
-  YAML::Node fc = r.Get("forward_claims");
-  if (fc.IsDefined()) {
-    if (!fc.IsMap()) {
-      ctx.Error(fc.Mark(), StrCat(what, ".forward_claims: expected {claim: Header-Name}"));
-    } else {
-      for (const auto& kv : fc) {
-        std::string header;
-        if (ReadScalar(ctx, kv.second, what + ".forward_claims", &header))
-          p->forward_claims.emplace_back(kv.first.Scalar(), header);
-      }
-    }
-  }
+  ForEachNamed(ctx, r.Get("forward_claims"), what + ".forward_claims",
+               "expected {claim: Header-Name}",
+               [&](const std::string& claim, const YAML::Node& value) {
+                 std::string header;
+                 if (ReadScalar(ctx, value, what + ".forward_claims", &header))
+                   p->forward_claims.emplace_back(claim, header);
+               });
   r.Finish();
   p->verifier = std::make_shared<security::JwtVerifier>(std::move(keys), policy);
 }
@@ -762,8 +758,7 @@ void ParseAddHeaders(ConfigContext& ctx, const YAML::Node& node, const std::stri
   }
 }
 
-void ParseGzip(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
-               GzipConfig* g) {
+void ParseGzip(ConfigContext& ctx, const YAML::Node& node, const std::string& what, GzipConfig* g) {
   if (node.IsScalar()) {
     std::string v;
     if (ReadScalar(ctx, node, what, &v)) {
@@ -833,7 +828,8 @@ void ParseRouteCache(ConfigContext& ctx, const YAML::Node& node, const std::stri
       for (const auto& x : st) {
         int v = 0;
         if (!ParseInt(x, &v) || v < 200 || v > 599) {
-          ctx.Error(r.Get("statuses").Mark(), StrCat(what, ".statuses: \"", x, "\" is not a status 200-599"));
+          ctx.Error(r.Get("statuses").Mark(),
+                    StrCat(what, ".statuses: \"", x, "\" is not a status 200-599"));
         } else {
           c->statuses.push_back(v);
         }
@@ -858,8 +854,9 @@ void ParseRouteCache(ConfigContext& ctx, const YAML::Node& node, const std::stri
     std::vector<std::string> names;
     for (const auto& z : gw.cache_zones) names.push_back(z.name);
     std::string hint = Suggest(c->zone, names);
-    ctx.Error(zone_node.Mark(), StrCat(what, ": no zone named \"", c->zone, "\" in cache_zones",
-                                       hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
+    ctx.Error(zone_node.Mark(),
+              StrCat(what, ": no zone named \"", c->zone, "\" in cache_zones",
+                     hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
   }
   if (c->key.empty()) ctx.Error(node.Mark(), StrCat(what, ".key: must not be empty"));
 }
@@ -1059,17 +1056,12 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
   }
 
   YAML::Node ups = top.Get("upstreams");
-  if (ups.IsDefined()) {
-    if (!ups.IsMap()) {
-      ctx.Error(ups.Mark(), "upstreams: expected a mapping of upstream names to their settings");
-    } else {
-      for (const auto& kv : ups) {
-        UpstreamConfig u;
-        ParseUpstream(ctx, kv.first.Scalar(), kv.second, &u);
-        out->upstreams.push_back(std::move(u));
-      }
-    }
-  }
+  ForEachNamed(ctx, ups, "upstreams", "expected a mapping of upstream names to their settings",
+               [&](const std::string& name, const YAML::Node& body) {
+                 UpstreamConfig u;
+                 ParseUpstream(ctx, name, body, &u);
+                 out->upstreams.push_back(std::move(u));
+               });
 
   YAML::Node redis = top.Get("redis");
   if (redis.IsDefined()) {
@@ -1103,31 +1095,23 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
                                    "session table lives there)"));
   }
 
-  YAML::Node jwts = top.Get("jwt_providers");
-  if (jwts.IsDefined()) {
-    if (!jwts.IsMap()) {
-      ctx.Error(jwts.Mark(), "jwt_providers: expected a mapping of provider names to settings");
-    } else {
-      for (const auto& kv : jwts) {
-        JwtProviderConfig p;
-        ParseJwtProvider(ctx, kv.first.Scalar(), kv.second, &p);
-        out->jwt_providers.push_back(std::move(p));
-      }
-    }
-  }
+  ForEachNamed(ctx, top.Get("jwt_providers"), "jwt_providers",
+               "expected a mapping of provider names to settings",
+               [&](const std::string& name, const YAML::Node& body) {
+                 JwtProviderConfig p;
+                 ParseJwtProvider(ctx, name, body, &p);
+                 out->jwt_providers.push_back(std::move(p));
+               });
 
   // cache_zones: name -> {max_size, max_entries, policy} (nginx proxy_cache_path keys_zone).
-  YAML::Node czones = top.Get("cache_zones");
-  if (czones.IsDefined()) {
-    if (!czones.IsMap()) {
-      ctx.Error(czones.Mark(), "cache_zones: expected a mapping of zone names to settings");
-    } else {
-      for (const auto& kv : czones) {
+  ForEachNamed(
+      ctx, top.Get("cache_zones"), "cache_zones", "expected a mapping of zone names to settings",
+      [&](const std::string& name, const YAML::Node& body) {
         CacheZoneConfig z;
-        z.name = kv.first.Scalar();
+        z.name = name;
         std::string what = StrCat("cache_zones.", z.name);
-        MapReader r(ctx, kv.second, what);
-        if (!r.valid()) continue;
+        MapReader r(ctx, body, what);
+        if (!r.valid()) return;
         r.Size("max_size", &z.max_bytes);
         r.Int("max_entries", &z.max_entries, 0, int64_t{1} << 32);
         if (YAML::Node p = r.Get("policy"); p.IsDefined()) {
@@ -1144,28 +1128,25 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
         r.Bool("redis", &z.redis);
         r.Bool("per_worker", &z.per_worker);
         if (z.redis && !out->redis.enabled)
-          ctx.Error(r.Get("redis").Mark(),
-                    StrCat(what, ".redis: needs a `redis:` section with the server to share through"));
+          ctx.Error(
+              r.Get("redis").Mark(),
+              StrCat(what, ".redis: needs a `redis:` section with the server to share through"));
         if (z.max_bytes < (int64_t{1} << 20) || z.max_bytes > (int64_t{1} << 40))
-          ctx.Error(kv.second.Mark(), StrCat(what, ".max_size: must be between 1m and 1t"));
+          ctx.Error(body.Mark(), StrCat(what, ".max_size: must be between 1m and 1t"));
         r.Finish();
         out->cache_zones.push_back(std::move(z));
-      }
-    }
-  }
+      });
 
   // limit_req_zones: name -> {key, rate, size} (nginx limit_req_zone).
-  YAML::Node zones = top.Get("limit_req_zones");
-  if (zones.IsDefined()) {
-    if (!zones.IsMap()) {
-      ctx.Error(zones.Mark(), "limit_req_zones: expected a mapping of zone names to settings");
-    } else {
-      for (const auto& kv : zones) {
+  ForEachNamed(
+      ctx, top.Get("limit_req_zones"), "limit_req_zones",
+      "expected a mapping of zone names to settings",
+      [&](const std::string& name, const YAML::Node& body) {
         LimitZoneConfig z;
-        z.name = kv.first.Scalar();
+        z.name = name;
         std::string what = StrCat("limit_req_zones.", z.name);
-        MapReader r(ctx, kv.second, what);
-        if (!r.valid()) continue;
+        MapReader r(ctx, body, what);
+        if (!r.valid()) return;
         z.key.parts = {KeyPart{}};
         z.key.text = "client_ip";
         YAML::Node key = r.Get("key");
@@ -1180,16 +1161,15 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
                           : failure == "closed" ? RedisFailure::kClosed
                                                 : RedisFailure::kLocal;
         if (z.shared && !out->redis.enabled)
-          ctx.Error(r.Get("shared").Mark(),
-                    StrCat(what, ".shared: needs a `redis:` section with the server to share through"));
+          ctx.Error(
+              r.Get("shared").Mark(),
+              StrCat(what, ".shared: needs a `redis:` section with the server to share through"));
         // nginx refuses zones smaller than 8 pages; the same floor keeps a useful table here.
         if (z.size_bytes < 32 * 1024 || z.size_bytes > (int64_t{1} << 34))
-          ctx.Error(kv.second.Mark(), StrCat(what, ".size: must be between 32k and 16g"));
+          ctx.Error(body.Mark(), StrCat(what, ".size: must be between 32k and 16g"));
         r.Finish();
         out->limit_zones.push_back(std::move(z));
-      }
-    }
-  }
+      });
 
   // limit_conn_zones: name -> {key, size} (nginx limit_conn_zone).
   ForEachNamed(ctx, top.Get("limit_conn_zones"), "limit_conn_zones",
@@ -1287,8 +1267,9 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
               std::vector<std::string> names;
               for (const auto& p : out->jwt_providers) names.push_back(p.name);
               std::string hint = Suggest(rc.jwt, names);
-              ctx.Error(rn.Mark(), StrCat(rwhat, ".jwt: no jwt_providers entry named \"", rc.jwt,
-                                          "\"", hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
+              ctx.Error(rn.Mark(),
+                        StrCat(rwhat, ".jwt: no jwt_providers entry named \"", rc.jwt, "\"",
+                               hint.empty() ? "" : StrCat(" (did you mean \"", hint, "\"?)")));
             }
           }
           if (!rc.upstream.empty() && out->FindUpstream(rc.upstream) == nullptr) {

@@ -3,16 +3,11 @@
 #include <glob.h>
 
 #include "core/strings.h"
-#include "observe/promql/parser.h"
 #include "observe/model/duration.h"
+#include "observe/promql/parser.h"
 
 namespace bulwark::observe {
 namespace {
-
-std::string Resolve(const std::string& base_dir, const std::string& path) {
-  if (path.empty() || path[0] == '/' || base_dir.empty()) return path;
-  return base_dir + "/" + path;
-}
 
 bool PromDuration(ConfigContext& ctx, MapReader& r, std::string_view key, int64_t* ms) {
   YAML::Node n = r.Get(key);
@@ -31,8 +26,7 @@ bool PromDuration(ConfigContext& ctx, MapReader& r, std::string_view key, int64_
 
 }  // namespace
 
-void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
-                       ObserveConfig* out) {
+void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, ObserveConfig* out) {
   MapReader r(ctx, node, "observe");
   if (!r.valid()) return;
   r.Bool("enabled", &out->enabled);
@@ -52,20 +46,16 @@ void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, const std::st
     qr.Int("max_concurrency", &out->query.max_concurrency, 1, 1000);
     qr.Finish();
   }
-  if (YAML::Node el = r.Get("external_labels"); el.IsDefined()) {
-    if (!el.IsMap()) {
-      ctx.Error(el.Mark(), "observe.external_labels: expected a mapping of label to value");
-    } else {
-      for (const auto& kv : el) {
-        std::string k = kv.first.Scalar(), val;
-        if (!rules::IsValidLabelName(k))
-          ctx.Error(kv.first.Mark(),
-                    StrCat("observe.external_labels: invalid label name \"", k, "\""));
-        ReadScalar(ctx, kv.second, k, &val);
-        out->external_labels[k] = val;
-      }
-    }
-  }
+  ForEachNamed(ctx, r.Get("external_labels"), "observe.external_labels",
+               "expected a mapping of label to value",
+               [&](const std::string& k, const YAML::Node& value) {
+                 std::string val;
+                 if (!IsValidLabelName(k))
+                   ctx.Error(value.Mark(),
+                             StrCat("observe.external_labels: invalid label name \"", k, "\""));
+                 ReadScalar(ctx, value, k, &val);
+                 out->external_labels[k] = val;
+               });
   r.String("external_url", &out->external_url);
   while (!out->external_url.empty() && out->external_url.back() == '/')
     out->external_url.pop_back();
@@ -76,7 +66,7 @@ void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, const std::st
   if (r.StringList("rule_files", &out->rule_files)) {
     YAML::Node at = r.Get("rule_files");
     for (const std::string& pattern : out->rule_files) {
-      std::string full = Resolve(base_dir, pattern);
+      std::string full = ctx.Resolve(pattern);
       std::vector<std::string> files;
       glob_t g;
       if (glob(full.c_str(), 0, nullptr, &g) == 0) {
@@ -129,7 +119,7 @@ void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, const std::st
     }
   }
   if (!out->alertmanager_file.empty()) {
-    std::string path = Resolve(base_dir, out->alertmanager_file);
+    std::string path = ctx.Resolve(out->alertmanager_file);
     auto cfg = alerting::LoadAlertmanagerConfig(path);
     if (!cfg.ok()) {
       for (const std::string& e : Split(std::string(cfg.status().message()), '\n'))

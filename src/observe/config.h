@@ -76,8 +76,8 @@ struct ObserveConfig {
 };
 
 // Reads `node` (the `observe:` mapping) into `out`, loading rule files and the Alertmanager
-// configuration; errors go to `ctx`. Relative paths are relative to `base_dir`.
-void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
-                       ObserveConfig* out);
+// configuration; errors go to `ctx`. Relative paths are taken from
+// the configuration file's directory (ConfigContext::Resolve).
+void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, ObserveConfig* out);
 
 }  // namespace bulwark::observe

@@ -86,7 +86,7 @@ void ReadServer(ConfigContext& ctx, const YAML::Node& n, const std::string& what
 }
 
 void ReadDatabase(ConfigContext& ctx, const std::string& name, const YAML::Node& n,
-                  const std::string& base_dir, DatabaseConfig* db) {
+                  DatabaseConfig* db) {
   std::string what = StrCat("pg.databases.", name);
   db->name = name;
   db->dbname = name;
@@ -130,8 +130,7 @@ void ReadDatabase(ConfigContext& ctx, const std::string& name, const YAML::Node&
     db->sharding.emplace();
     LoadSharding(ctx, sharding, &*db->sharding);
   } else if (!sharding_file.empty()) {
-    std::string path = sharding_file[0] == '/' || base_dir.empty() ? sharding_file
-                                                                   : base_dir + "/" + sharding_file;
+    std::string path = ctx.Resolve(sharding_file);
     ConfigContext sub(path, ctx.env());
     auto root = LoadYamlFile(sub, path);
     if (root && root->IsMap() && (*root)["sharding"].IsDefined()) {
@@ -147,8 +146,7 @@ void ReadDatabase(ConfigContext& ctx, const std::string& name, const YAML::Node&
 
 }  // namespace
 
-void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
-                  PgConfig* out) {
+void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, PgConfig* out) {
   MapReader r(ctx, node, "pg");
   if (!r.valid()) return;
   out->enabled = true;
@@ -265,12 +263,12 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string&
     ctx.Error(dbs.IsDefined() ? dbs.Mark() : node.Mark(),
               "pg.databases: expected a mapping of database names to their servers");
   } else {
-    for (auto it = dbs.begin(); it != dbs.end(); ++it) {
-      std::string name = it->first.Scalar();
-      DatabaseConfig db;
-      ReadDatabase(ctx, name, it->second, base_dir, &db);
-      out->databases[name] = std::move(db);
-    }
+    ForEachNamed(ctx, dbs, "pg.databases", "expected a mapping of database names to their servers",
+                 [&](const std::string& name, const YAML::Node& body) {
+                   DatabaseConfig db;
+                   ReadDatabase(ctx, name, body, &db);
+                   out->databases[name] = std::move(db);
+                 });
   }
 
   YAML::Node routing = r.Get("routing");

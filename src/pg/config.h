@@ -160,8 +160,7 @@ struct PgConfig {
   const UserConfig* FindUser(std::string_view name) const;
 };
 
-// Reads `pg:`; `base_dir` resolves relative file names (sharding_file).
-void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
-                  PgConfig* out);
+// Reads `pg:`; a relative sharding_file is taken from the configuration file's directory.
+void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, PgConfig* out);
 
 }  // namespace bulwark::pg

@@ -87,8 +87,7 @@ std::string SourceConfig::Engine() const {
 
 namespace {
 
-void LoadKey(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
-             VaultConfig* out) {
+void LoadKey(ConfigContext& ctx, const YAML::Node& node, VaultConfig* out) {
   MapReader r(ctx, node, "vault.keys[]");
   if (!r.valid()) return;
   std::string env, file, value, text;
@@ -109,7 +108,7 @@ void LoadKey(ConfigContext& ctx, const YAML::Node& node, const std::string& base
     }
     text = *v;
   } else if (!file.empty()) {
-    std::string path = file[0] == '/' || base_dir.empty() ? file : base_dir + "/" + file;
+    std::string path = ctx.Resolve(file);
     auto f = ReadFileToString(path, 4096);
     if (!f.ok()) {
       ctx.Error(node.Mark(), StrCat("vault.keys[]: ", path, ": ", f.status().message()));
@@ -142,8 +141,9 @@ void LoadSource(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   r.StringList("pass_env", &s->pass_env);
   for (const std::string& name : s->pass_env) {
     bool ok = !name.empty() && !(name[0] >= '0' && name[0] <= '9');
-    for (char c : name) ok = ok && ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                                    (c >= '0' && c <= '9') || c == '_');
+    for (char c : name)
+      ok = ok &&
+           ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
     if (!ok) {
       ctx.Error(r.Get("pass_env").Mark(),
                 StrCat(what, ".pass_env: \"", name, "\" is not an environment variable name"));
@@ -262,8 +262,9 @@ void LoadStep(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
   if (st->action == "http") need(!st->url.empty(), "url");
   if (st->admin_token && st->action != "http") {
     ctx.Error(r.Get("admin_token").Mark(),
-              StrCat(what, ".admin_token: only http steps take it (drain-upstream and "
-                           "undrain-upstream always send the admin token)"));
+              StrCat(what,
+                     ".admin_token: only http steps take it (drain-upstream and "
+                     "undrain-upstream always send the admin token)"));
   }
   if (st->action == "restore" || st->action == "backup" || st->action == "drill") {
     need(!st->plan.empty(), "plan");
@@ -330,7 +331,7 @@ void OrderSteps(ConfigContext& ctx, const YAML::Node& node, const std::string& w
 // `backup.types` (schedule, retention in days, compress, encrypt), `backup.storage.local` and
 // `.cloud` (aws_s3, aliyun_oss), `backup.database.mysql` (the flags of its dump_command are
 // kept). Each type becomes a plan of that name; `backup_scripts` are what bulwark replaces.
-void LoadSeedBackupFile(ConfigContext& parent, const std::string& path, VaultConfig* out) {
+void LoadPlansFile(ConfigContext& parent, const std::string& path, VaultConfig* out) {
   ConfigContext ctx(path, parent.env());
   auto root = LoadYamlFile(ctx, path);
   if (root && (!root->IsMap() || !(*root)["backup"].IsDefined())) {
@@ -509,25 +510,20 @@ const PlanConfig* PlanWithSourceDatabase(const std::map<std::string, PlanConfig>
   return nullptr;
 }
 
-void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
-                     VaultConfig* out) {
+void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, VaultConfig* out) {
   MapReader r(ctx, node, "vault");
   if (!r.valid()) return;
   out->enabled = true;
   r.String("catalog", &out->catalog);
   r.String("staging", &out->staging);
-  if (!out->staging.empty() && out->staging[0] != '/' && !base_dir.empty()) {
-    out->staging = base_dir + "/" + out->staging;
-  }
-  if (!out->catalog.empty() && out->catalog[0] != '/' && !base_dir.empty()) {
-    out->catalog = base_dir + "/" + out->catalog;
-  }
+  out->staging = ctx.Resolve(out->staging);
+  out->catalog = ctx.Resolve(out->catalog);
   YAML::Node keys = r.Get("keys");
   if (keys.IsDefined()) {
     if (!keys.IsSequence()) {
       ctx.Error(keys.Mark(), "vault.keys: a list of {env|file|value: ...}");
     } else {
-      for (const auto& k : keys) LoadKey(ctx, k, base_dir, out);
+      for (const auto& k : keys) LoadKey(ctx, k, out);
     }
   }
   ForEachNamed(ctx, r.Get("storage"), "vault.storage", "a map of name: {type, ...}",
@@ -563,9 +559,7 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
                  } else {
                    sr.Require("path");
                    sr.String("path", &s.path);
-                   if (!s.path.empty() && s.path[0] != '/' && !base_dir.empty()) {
-                     s.path = base_dir + "/" + s.path;
-                   }
+                   s.path = ctx.Resolve(s.path);
                  }
                  sr.Finish();
                  out->storage[s.name] = s;
@@ -723,8 +717,7 @@ void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::stri
                });
   std::string plans_file;
   if (r.String("plans_file", &plans_file) && !plans_file.empty()) {
-    if (plans_file[0] != '/' && !base_dir.empty()) plans_file = base_dir + "/" + plans_file;
-    LoadSeedBackupFile(ctx, plans_file, out);
+    LoadPlansFile(ctx, ctx.Resolve(plans_file), out);
   }
   r.Finish();
   // Cross-checks once everything is read.

@@ -167,7 +167,6 @@ struct VaultConfig {
   std::vector<std::string> notes;
 };
 
-void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, const std::string& base_dir,
-                     VaultConfig* out);
+void LoadVaultConfig(ConfigContext& ctx, const YAML::Node& node, VaultConfig* out);
 
 }  // namespace bulwark::vault

@@ -9,6 +9,7 @@
 #include <memory>
 #include <sstream>
 
+#include "core/config_reader.h"
 #include "core/strings.h"
 #include "observe/promql/engine.h"
 #include "observe/promql/parser.h"
@@ -118,7 +119,7 @@ std::vector<std::string> ResolveRuleFiles(const std::string& dir, const YAML::No
   if (!list) return out;
   for (const YAML::Node& f : list) {
     std::string pattern = f.Scalar();
-    if (!pattern.empty() && pattern[0] != '/') pattern = dir + "/" + pattern;
+    pattern = ConfigContext::ResolveConfigPath(dir, pattern);
     glob_t g;
     int rc = glob(pattern.c_str(), 0, nullptr, &g);
     if (rc == 0) {

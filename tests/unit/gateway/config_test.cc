@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 
+#include "core/config_reader.h"
 #include "core/strings.h"
 #include "gtest/gtest.h"
 
@@ -70,6 +71,41 @@ TEST(Config, ParsesAFullFile) {
   const auto& routes = c.gateway->listeners.at(0).routes;
   EXPECT_EQ(routes[1].methods, (std::vector<std::string>{"GET", "POST"}));
   EXPECT_EQ(routes[0].ret->body, "healthy\n");
+}
+
+// Every "name: {...}" section reads its names the same way (ForEachNamed): a key that is a list
+// or a mapping is refused with its line instead of becoming an empty name.
+TEST(Config, SectionNamesMustBePlainStrings) {
+  for (const char* section : {"upstreams", "limit_req_zones", "limit_conn_zones", "cache_zones",
+                              "jwt_providers"}) {
+    std::string text = StrCat("listeners: [{listen: ':8080', routes: [{return: 204}]}]\n", section,
+                              ":\n  [a, b]: {}\n");
+    ConfigLoad l = Load(text);
+    ASSERT_FALSE(l.errors.empty()) << section;
+    EXPECT_NE(Join(l.errors, "\n").find(StrCat("t.yml:3:3: ", section,
+                                               ": each name must be a plain string")),
+              std::string::npos)
+        << Join(l.errors, "\n");
+  }
+  ConfigLoad l = Load(
+      "listeners: [{listen: ':8080', routes: [{return: 204}]}]\nupstreams: [{name: a}]\n");
+  ASSERT_FALSE(l.errors.empty());
+  EXPECT_NE(Join(l.errors, "\n")
+                .find("upstreams: expected a mapping of upstream names to their settings"),
+            std::string::npos)
+      << Join(l.errors, "\n");
+}
+
+// Files the configuration names are taken from its own directory (ConfigContext::Resolve).
+TEST(Config, RelativePathsAreTakenFromTheConfigFilesDirectory) {
+  EXPECT_EQ(ConfigContext::ResolveConfigPath("/etc/bulwark", "certs/a.pem"),
+            "/etc/bulwark/certs/a.pem");
+  EXPECT_EQ(ConfigContext::ResolveConfigPath("/etc/bulwark", "/abs/a.pem"), "/abs/a.pem");
+  EXPECT_EQ(ConfigContext::ResolveConfigPath("", "a.pem"), "a.pem");
+  ConfigContext ctx("/etc/bulwark/bulwark.yml", Env({}));
+  EXPECT_EQ(ctx.Resolve("rules/x.yml"), "/etc/bulwark/rules/x.yml");
+  ConfigContext bare("bulwark.yml", Env({}));
+  EXPECT_EQ(bare.Resolve("rules/x.yml"), "rules/x.yml");
 }
 
 TEST(Config, Defaults) {

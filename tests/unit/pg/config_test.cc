@@ -12,8 +12,9 @@ EnvLookup NoEnv() {
 // Loads `text` as a whole file holding a `pg:` block; returns the errors, one per line.
 std::string Load(const std::string& text, PgConfig* out) {
   ConfigContext ctx("bulwark.yml", NoEnv());
+  ctx.set_dir(std::string(BULWARK_SOURCE_DIR) + "/config");
   auto root = LoadYamlText(ctx, text);
-  if (root) LoadPgConfig(ctx, (*root)["pg"], std::string(BULWARK_SOURCE_DIR) + "/config", out);
+  if (root) LoadPgConfig(ctx, (*root)["pg"], out);
   return ctx.ErrorText();
 }
 

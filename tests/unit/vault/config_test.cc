@@ -21,7 +21,7 @@ EnvLookup Env() {
 
 std::string Load(const std::string& yaml, VaultConfig* out) {
   ConfigContext ctx("bulwark.yml", Env());
-  LoadVaultConfig(ctx, YAML::Load(yaml)["vault"], "", out);
+  LoadVaultConfig(ctx, YAML::Load(yaml)["vault"], out);
   std::string all;
   for (const auto& e : ctx.errors()) all += e + "\n";
   return all;
