@@ -10,6 +10,7 @@
 #include "cache/bloom_filter.h"
 #include "cache/expiry.h"
 #include "cache/glob.h"
+#include "cache/single_flight.h"
 #include "core/log.h"
 #include "core/mutex.h"
 #include "core/redis_client.h"
@@ -195,38 +196,14 @@ struct Waiter {
   std::shared_ptr<std::atomic<bool>> answered;
 };
 
-class FlightTable {
+// The flights (cache/single_flight.h) and a bound on the loads running at once
+// (breakdown.max_concurrent): a load beyond it waits for a slot.
+class FlightTable : public SingleFlight<Waiter> {
  public:
   explicit FlightTable(int max_concurrent) : max_concurrent_(max_concurrent) {}
 
-  // True when the caller leads a new flight for `key`; otherwise `w` was queued behind it.
-  bool Join(const std::string& key, Waiter w) {
-    MutexLock lock(&mu_);
-    auto it = flights_.find(key);
-    if (it != flights_.end()) {
-      it->second.push_back(std::move(w));
-      return false;
-    }
-    flights_[key].push_back(std::move(w));
-    return true;
-  }
-  // Joins only when a flight exists (a background refresh must not create waiters).
-  bool StartIfIdle(const std::string& key) {
-    MutexLock lock(&mu_);
-    if (flights_.count(key)) return false;
-    flights_[key];
-    return true;
-  }
-  std::vector<Waiter> Finish(const std::string& key) {
-    MutexLock lock(&mu_);
-    auto it = flights_.find(key);
-    if (it == flights_.end()) return {};
-    std::vector<Waiter> w = std::move(it->second);
-    flights_.erase(it);
-    return w;
-  }
-  // Bounded concurrency: true when a load may start now; otherwise `start` runs later (posted
-  // to `loop`) when a slot frees.
+  // True when a load may start now; otherwise `start` runs later (posted to `loop`) when a
+  // slot frees.
   bool Acquire(EventLoop* loop, std::function<void()> start) {
     MutexLock lock(&mu_);
     if (running_ < max_concurrent_) {
@@ -249,16 +226,11 @@ class FlightTable {
     }
     next.first->Post(std::move(next.second));
   }
-  size_t in_flight() const {
-    MutexLock lock(&mu_);
-    return flights_.size();
-  }
 
  private:
   mutable Mutex mu_;
   int max_concurrent_;
   int running_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<std::string, std::vector<Waiter>> flights_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<EventLoop*, std::function<void()>>> queued_ ABSL_GUARDED_BY(mu_);
 };
 

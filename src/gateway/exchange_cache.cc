@@ -96,7 +96,8 @@ bool ClientConn::CacheLookup(bool first) {
     }
     // stale-while-revalidate, as nginx's proxy_cache_use_stale updating: while one request
     // refreshes the entry, the others get the stale copy at once.
-    if (now < l.fresh_until_ms + v.stale_while_revalidate_ms && zone->InFlight(cache_key_)) {
+    if (now < l.fresh_until_ms + v.stale_while_revalidate_ms &&
+        zone->flights.InFlight(cache_key_)) {
       zone->stale.fetch_add(1, std::memory_order_relaxed);
       ServeCached(l.value, v, "STALE");
       return true;
@@ -117,7 +118,7 @@ bool ClientConn::CacheLookup(bool first) {
   }
   cache_wait_token_ = g_cache_wait_tokens.fetch_add(1, std::memory_order_relaxed);
   HttpCacheZone::Waiter me{worker_, this, cache_wait_token_};
-  if (zone->JoinFlight(cache_key_, &me)) {
+  if (zone->flights.LeadOrWait(cache_key_, &me)) {
     miss();
     cache_leader_ = true;
     RedisClient* redis = worker_->redis();
@@ -372,7 +373,7 @@ void ClientConn::CacheComplete(bool store) {
   if (!cache_leader_) return;
   cache_leader_ = false;
   std::shared_ptr<const std::string> value = std::move(cache_handoff_);
-  for (const HttpCacheZone::Waiter& w : zone->FinishFlight(cache_key_)) {
+  for (const HttpCacheZone::Waiter& w : zone->flights.Finish(cache_key_)) {
     ClientConn* c = w.conn;
     uint64_t token = w.token;
     w.worker->loop().Post(

@@ -7,7 +7,8 @@
 
 namespace bulwark::gateway {
 
-std::string HttpCacheRedisKey(std::string_view prefix, std::string_view zone, std::string_view key) {
+std::string HttpCacheRedisKey(std::string_view prefix, std::string_view zone,
+                              std::string_view key) {
   return StrCat(prefix, "hc:", zone, ":", key);
 }
 
@@ -23,7 +24,8 @@ std::string EncodeL2Entry(int64_t fresh_until, int64_t stale_until, std::string_
   out.reserve(17 + object.size());
   out.push_back(1);
   for (int64_t v : {fresh_until, stale_until}) {
-    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xFF));
+    for (int i = 0; i < 8; ++i)
+      out.push_back(static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xFF));
   }
   out.append(object);
   return out;
@@ -35,7 +37,8 @@ bool DecodeL2Entry(std::string_view in, int64_t* fresh_until, int64_t* stale_unt
   int64_t* out[2] = {fresh_until, stale_until};
   for (int k = 0; k < 2; ++k) {
     uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(in[1 + 8 * k + i])) << (8 * i);
+    for (int i = 0; i < 8; ++i)
+      v |= static_cast<uint64_t>(static_cast<uint8_t>(in[1 + 8 * k + i])) << (8 * i);
     *out[k] = static_cast<int64_t>(v);
   }
   *object = in.substr(17);
@@ -65,31 +68,6 @@ cache::L1Stats HttpCacheZone::Stats() const {
   cache::L1Stats t;
   for (const auto& l : l1s_) t += l->Stats();
   return t;
-}
-
-bool HttpCacheZone::JoinFlight(const std::string& key, const Waiter* waiter) {
-  MutexLock lock(&mu_);
-  auto it = flights_.find(key);
-  if (it == flights_.end()) {
-    flights_.emplace(key, std::vector<Waiter>{});
-    return true;
-  }
-  if (waiter != nullptr) it->second.push_back(*waiter);
-  return false;
-}
-
-bool HttpCacheZone::InFlight(const std::string& key) const {
-  MutexLock lock(&mu_);
-  return flights_.count(key) > 0;
-}
-
-std::vector<HttpCacheZone::Waiter> HttpCacheZone::FinishFlight(const std::string& key) {
-  MutexLock lock(&mu_);
-  auto it = flights_.find(key);
-  if (it == flights_.end()) return {};
-  std::vector<Waiter> w = std::move(it->second);
-  flights_.erase(it);
-  return w;
 }
 
 std::shared_ptr<HttpCacheZone> CacheZoneRegistry::Get(const CacheZoneConfig& cfg, int workers) {

@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "cache/l1_cache.h"
+#include "cache/single_flight.h"
 #include "core/mutex.h"
 
 namespace bulwark::gateway {
@@ -42,8 +43,8 @@ std::string HttpCacheChannel(std::string_view prefix);
 // An L2 entry: version, fresh-until and stale-until (Unix ms), then the stored object.
 std::string EncodeL2Entry(int64_t fresh_until_unix_ms, int64_t stale_until_unix_ms,
                           std::string_view object);
-bool DecodeL2Entry(std::string_view in, int64_t* fresh_until_unix_ms,
-                   int64_t* stale_until_unix_ms, std::string_view* object);
+bool DecodeL2Entry(std::string_view in, int64_t* fresh_until_unix_ms, int64_t* stale_until_unix_ms,
+                   std::string_view* object);
 
 // One zone: its L1 and its in-flight fetches. Thread-safe; lives across reloads while a
 // snapshot uses it.
@@ -67,11 +68,8 @@ class HttpCacheZone {
     ClientConn* conn;
     uint64_t token;  // the conn's wait token: a reused conn does not take someone else's wake-up
   };
-  // True when the caller leads the fetch of `key` (nobody else is fetching it).
-  bool JoinFlight(const std::string& key, const Waiter* waiter);
-  bool InFlight(const std::string& key) const;
-  // Ends the leader's fetch and returns who waited for it.
-  std::vector<Waiter> FinishFlight(const std::string& key);
+  // The fetches in flight: LeadOrWait (the leader answers itself), InFlight, Finish.
+  cache::SingleFlight<Waiter> flights;
 
   // Counters for metrics (relaxed).
   std::atomic<uint64_t> hits{0}, misses{0}, stale{0}, bypass{0}, coalesced{0};
@@ -82,8 +80,6 @@ class HttpCacheZone {
   CacheZoneConfig cfg_;
   int workers_;
   std::vector<std::unique_ptr<cache::L1Cache>> l1s_;
-  mutable Mutex mu_;
-  std::map<std::string, std::vector<Waiter>, std::less<>> flights_ ABSL_GUARDED_BY(mu_);
 };
 
 // Zones by name across reloads (the contents survive a reload, as nginx's cache does).

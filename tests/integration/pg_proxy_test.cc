@@ -1200,7 +1200,12 @@ TEST(PgProxy, WithEtcdOnlyTheLeaseHolderFailsOver) {
   auto leader = [](int admin) {
     return HttpGet(admin, "/api/v1/cluster").body.find("\"leader\":true") != std::string::npos;
   };
-  ASSERT_EQ(WaitForValue([&] { return std::string(leader(admin_a) ? "y" : "n"); }, "y", 5000), "y");
+  // Campaigning is a lease grant and a transaction against etcd, each retried a lease_ttl/3
+  // later on failure; 20 s covers an etcd still starting on a loaded machine (it returns as
+  // soon as the lease is held). It once took more than 5 s while three builds ran beside it.
+  ASSERT_EQ(WaitForValue([&] { return std::string(leader(admin_a) ? "y" : "n"); }, "y", 20000),
+            "y")
+      << HttpGet(admin_a, "/api/v1/cluster").body << a.log();
   Bulwark b(cluster("b") + ProxyConfig(port_b, admin_b, servers, block));
   ASSERT_TRUE(b.Ready(port_b, admin_b)) << b.log();
   EXPECT_NE(HttpGet(admin_b, "/api/v1/cluster").body.find("\"holder\":\"a\""), std::string::npos)
