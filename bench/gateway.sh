@@ -7,12 +7,16 @@
 # CPU 0 and wrk has CPU 1 to itself. Then what a proxy costs per request decides how many requests
 # go through, the same way for every contestant. (With the upstream on wrk's core instead, that
 # core saturates first and every proxy measures the same.)
-# bulwark runs as shipped: metrics on and the JSON access log written to a file. nginx writes its
-# access log too. (HAProxy logs only to syslog; none is running, so it logs nothing.)
+# Each proxy runs twice, as a user would compare them: with its access log written to a file
+# ("logs on": bulwark as shipped with metrics and the JSON access log, nginx's combined log,
+# HAProxy's `option httplog` to stdout redirected to a file) and with logging off ("logs off",
+# like for like). Keep-alive settings are the same for all.
 #
 #   bench/gateway.sh [--protected] [ROUNDS] [SECONDS] [CONNECTIONS]
-# The last line is the summary:
-#   gateway: bulwark_rps=N nginx_rps=N haproxy_rps=N direct_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X
+# It prints a line for each, then the summary (the last line):
+#   logs on (as shipped): bulwark=N nginx=N haproxy=N req/s, p99 X / X / X ms
+#   logs off (like for like): bulwark=N nginx=N haproxy=N req/s, p99 X / X / X ms
+#   gateway: bulwark_rps=N nginx_rps=N haproxy_rps=N direct_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X nolog_bulwark_rps=N nolog_nginx_rps=N nolog_haproxy_rps=N nolog_bulwark_p99_ms=X nolog_nginx_p99_ms=X nolog_haproxy_p99_ms=X
 # With --protected, bulwark and nginx both terminate TLS (the same P-256 certificate, keep-alive
 # connections) and apply a rate limit that never triggers; bulwark also verifies a JWT on every
 # request (nginx OSS has no JWT: "bulwark_nojwt" is bulwark without it, for that comparison):
@@ -32,6 +36,7 @@ ninja -C build/release bulwark >/dev/null
 WORK_PREFIX=bench source scripts/lib.sh
 
 UP=$(free_port); BW=$(free_port); BWA=$(free_port); NG=$(free_port); HA=$(free_port)
+BWN=$(free_port); BWNA=$(free_port); NGN=$(free_port); HAN=$(free_port)
 
 # The upstream: nginx, one worker, a 13-byte response.
 mkdir -p "$work/up" "$work/ng"
@@ -136,27 +141,40 @@ CONF
   exit 0
 fi
 
-# nginx as the proxy, configured the way its docs recommend for upstream keep-alive.
+# nginx as the proxy, configured the way its docs recommend for upstream keep-alive; a second
+# one with `access_log off`.
 start_nginx_proxy "" "" "" ""
+mkdir -p "$work/ngn"
+sed -e "s|$work/ng/|$work/ngn/|g" -e "s|access_log [^;]*;|access_log off;|" \
+  -e "s|listen 127.0.0.1:$NG|listen 127.0.0.1:$NGN|" "$work/ng/nginx.conf" > "$work/ngn/nginx.conf"
+taskset -c 0 "$NGINX" -p "$work/ngn" -c "$work/ngn/nginx.conf" & pids+=($!); NGN_PID=$!
 
-# HAProxy, one thread, connection reuse to the upstream.
-cat > "$work/haproxy.cfg" <<CONF
+# HAProxy, one thread, connection reuse to the upstream; with `option httplog` to stdout (a
+# file), and without logging.
+haproxy_cfg() {  # PORT LOGGING(0|1)
+  cat <<CONF
 global
   nbthread 1
   maxconn 4096
+$([ "$2" = 1 ] && echo "  log stdout format raw local0")
 defaults
   mode http
+$([ "$2" = 1 ] && printf '  log global\n  option httplog')
   timeout connect 5s
   timeout client 60s
   timeout server 60s
   http-reuse always
 frontend fe
-  bind 127.0.0.1:$HA
+  bind 127.0.0.1:$1
   default_backend be
 backend be
   server s1 127.0.0.1:$UP maxconn 1000
 CONF
-taskset -c 0 "$HAPROXY" -f "$work/haproxy.cfg" -db >"$work/haproxy.out" 2>&1 & pids+=($!); HA_PID=$!
+}
+haproxy_cfg "$HA" 1 > "$work/haproxy.cfg"
+haproxy_cfg "$HAN" 0 > "$work/haproxy-nolog.cfg"
+taskset -c 0 "$HAPROXY" -f "$work/haproxy.cfg" -db >"$work/haproxy-access.log" 2>"$work/haproxy.err" & pids+=($!); HA_PID=$!
+taskset -c 0 "$HAPROXY" -f "$work/haproxy-nolog.cfg" -db >"$work/haproxy-nolog.out" 2>&1 & pids+=($!); HAN_PID=$!
 
 # bulwark, one worker, metrics and access log on.
 cat > "$work/bulwark.yml" <<CONF
@@ -174,8 +192,12 @@ upstreams:
     servers: [127.0.0.1:$UP]
 CONF
 taskset -c 0 build/release/bulwark serve -c "$work/bulwark.yml" 2>"$work/bulwark.err" & pids+=($!); BW_PID=$!
+# and with the access log off (metrics stay on: they cost no I/O).
+sed -e "s|^access_log: .*|access_log: {enabled: false}|" -e "s|127.0.0.1:$BWA|127.0.0.1:$BWNA|" \
+  -e "s|listen: 127.0.0.1:$BW\$|listen: 127.0.0.1:$BWN|" "$work/bulwark.yml" > "$work/bulwark-nolog.yml"
+taskset -c 0 build/release/bulwark serve -c "$work/bulwark-nolog.yml" 2>"$work/bulwark-nolog.err" & pids+=($!); BWN_PID=$!
 
-for p in $UP $NG $HA $BW; do wait_port "$p"; done
+for p in $UP $NG $HA $BW $NGN $HAN $BWN; do wait_port "$p"; done
 
 # CPU ticks (user+system, all threads) of a process and its children: the proxy's own cost.
 cpu_ticks() {
@@ -186,16 +208,17 @@ cpu_ticks() {
   echo "$total"
 }
 
-names=(bulwark nginx haproxy direct)
-ports=($BW $NG $HA $UP)
-procs=($BW_PID $NG_PID $HA_PID "")
+names=(bulwark nginx haproxy direct bulwark_nolog nginx_nolog haproxy_nolog)
+ports=($BW $NG $HA $UP $BWN $NGN $HAN)
+procs=($BW_PID $NG_PID $HA_PID "" $BWN_PID $NGN_PID $HAN_PID)
+N=${#names[@]}
 declare -A rps p99 us_per_req
 TICK=$(getconf CLK_TCK)
 # warm-up
 for p in "${ports[@]}"; do wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1; done
 for r in $(seq 0 $((ROUNDS - 1))); do
-  for k in 0 1 2 3; do
-    i=$(( (k + r) % 4 ))
+  for k in $(seq 0 $((N - 1))); do
+    i=$(( (k + r) % N ))
     t0=0; [ -n "${procs[$i]}" ] && t0=$(cpu_ticks "${procs[$i]}")
     read -r a b < <(run "http://127.0.0.1:${ports[$i]}/")
     if [ -n "${procs[$i]}" ]; then
@@ -208,7 +231,20 @@ for r in $(seq 0 $((ROUNDS - 1))); do
   done
 done
 m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
-echo "proxy CPU per request (median, microseconds): bulwark=$(m "${us_per_req[bulwark]}") nginx=$(m "${us_per_req[nginx]}") haproxy=$(m "${us_per_req[haproxy]}")"
-printf 'gateway: bulwark_rps=%.0f nginx_rps=%.0f haproxy_rps=%.0f direct_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s haproxy_p99_ms=%s\n' \
-  "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${rps[haproxy]}")" "$(m "${rps[direct]}")" \
+# The logs-on proxies really logged (a request line each), the logs-off ones did not.
+for f in "$work/bulwark-access.log" "$work/ng/access.log" "$work/haproxy-access.log"; do
+  [ -s "$f" ] || { echo "no access log written to $f" >&2; exit 1; }
+done
+[ ! -s "$work/ngn/access.log" ] || { echo "nginx wrote an access log with access_log off" >&2; exit 1; }
+echo "proxy CPU per request (median, microseconds): bulwark=$(m "${us_per_req[bulwark]}") nginx=$(m "${us_per_req[nginx]}") haproxy=$(m "${us_per_req[haproxy]}"); logs off: bulwark=$(m "${us_per_req[bulwark_nolog]}") nginx=$(m "${us_per_req[nginx_nolog]}") haproxy=$(m "${us_per_req[haproxy_nolog]}")"
+printf 'logs on (as shipped): bulwark=%.0f nginx=%.0f haproxy=%.0f req/s, p99 %s / %s / %s ms\n' \
+  "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${rps[haproxy]}")" \
   "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" "$(m "${p99[haproxy]}")"
+printf 'logs off (like for like): bulwark=%.0f nginx=%.0f haproxy=%.0f req/s, p99 %s / %s / %s ms\n' \
+  "$(m "${rps[bulwark_nolog]}")" "$(m "${rps[nginx_nolog]}")" "$(m "${rps[haproxy_nolog]}")" \
+  "$(m "${p99[bulwark_nolog]}")" "$(m "${p99[nginx_nolog]}")" "$(m "${p99[haproxy_nolog]}")"
+printf 'gateway: bulwark_rps=%.0f nginx_rps=%.0f haproxy_rps=%.0f direct_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s haproxy_p99_ms=%s nolog_bulwark_rps=%.0f nolog_nginx_rps=%.0f nolog_haproxy_rps=%.0f nolog_bulwark_p99_ms=%s nolog_nginx_p99_ms=%s nolog_haproxy_p99_ms=%s\n' \
+  "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${rps[haproxy]}")" "$(m "${rps[direct]}")" \
+  "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" "$(m "${p99[haproxy]}")" \
+  "$(m "${rps[bulwark_nolog]}")" "$(m "${rps[nginx_nolog]}")" "$(m "${rps[haproxy_nolog]}")" \
+  "$(m "${p99[bulwark_nolog]}")" "$(m "${p99[nginx_nolog]}")" "$(m "${p99[haproxy_nolog]}")"
