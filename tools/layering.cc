@@ -15,6 +15,14 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
+// Takes the next line off `*text`, trimmed.
+std::string_view NextLine(std::string_view* text) {
+  size_t nl = text->find('\n');
+  std::string_view line = Trim(text->substr(0, nl));
+  *text = nl == std::string_view::npos ? std::string_view() : text->substr(nl + 1);
+  return line;
+}
+
 std::vector<std::string> Words(std::string_view s) {
   std::vector<std::string> out;
   size_t i = 0;
@@ -46,9 +54,7 @@ bool ParseLayerRules(std::string_view markdown, LayerRules* rules, std::string* 
   rest = rest.substr(0, end);
   int line_no = 0;
   while (!rest.empty()) {
-    size_t nl = rest.find('\n');
-    std::string_view line = Trim(rest.substr(0, nl));
-    rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+    std::string_view line = NextLine(&rest);
     ++line_no;
     if (size_t hash = line.find('#'); hash != std::string_view::npos)
       line = Trim(line.substr(0, hash));
@@ -92,9 +98,7 @@ std::vector<Violation> CheckFile(const LayerRules& rules, const std::set<std::st
   }
   int line_no = 0;
   while (!text.empty()) {
-    size_t nl = text.find('\n');
-    std::string_view line = Trim(text.substr(0, nl));
-    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    std::string_view line = NextLine(&text);
     ++line_no;
     if (!line.starts_with("#include \"")) continue;
     std::string_view inc = line.substr(10);

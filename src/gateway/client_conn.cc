@@ -243,7 +243,7 @@ void ClientConn::Process() {
       case State::kIdle:
         if (in_.readable() == 0) return;
         state_ = State::kHead;
-        start_us_ = NowMicros();
+        start_us_ = MonotonicUs();
         start_ms_ = worker_->loop().now_ms();
         if (requests_ > 0) ArmClientTimer(worker_->config().http.client_header_timeout_ms);
         continue;

@@ -304,7 +304,7 @@ void ClientConn::ProceedUpstream() {
 void ClientConn::FinishExchange() {
   if (cache_zone_ != nullptr) CacheComplete(cache_capture_ && resp_done_);
   if (up_ != nullptr) {
-    upstream_us_ = NowMicros() - upstream_start_us_;
+    upstream_us_ = MonotonicUs() - upstream_start_us_;
     UpstreamConn* c = up_;
     c->server_->OnSuccess();
     ++c->requests_;
@@ -326,7 +326,7 @@ void ClientConn::LogAndCount(int status) {
   EndUpstreamAccounting();
   ReleaseConnLimits();
   BanStatus(status);
-  int64_t dur_us = NowMicros() - start_us_;
+  int64_t dur_us = MonotonicUs() - start_us_;
   uint32_t endpoint = route_ != nullptr ? route_->endpoint_id : worker_->unrouted_endpoint();
   worker_->http_shard_mut().Record(endpoint, static_cast<int>(method_), status, dur_us);
   if (worker_->shared().access_log == nullptr) return;

@@ -203,9 +203,8 @@ const TlsFamily kTlsFamilies[] = {
 template <typename V>
 void Sample(std::string* out, std::string_view name, std::string_view label, std::string_view value,
             V v) {
-  StrAppend(out, name, "{", label, "=\"");
-  observe::AppendLabelValue(out, value);
-  StrAppend(out, "\"} ", v, "\n");
+  observe::AppendSeries(out, name, {{label, value}});
+  StrAppend(out, v, "\n");
 }
 
 // A family with one unlabelled sample.
@@ -321,10 +320,10 @@ void Gateway::CollectCaches(std::string* out) const {
   for (const auto& z : snapshot_->zones) {
     auto counts = z->Counts();
     for (int k = 0; k < kLimitResults; ++k) {
-      out->append("bulwark_ratelimit_requests_total{zone=\"");
-      observe::AppendLabelValue(out, z->name());
-      StrAppend(out, "\",result=\"", LimitResultName(static_cast<LimitResult>(k)), "\"} ",
-                counts[k], "\n");
+      observe::AppendSeries(
+          out, "bulwark_ratelimit_requests_total",
+          {{"zone", z->name()}, {"result", LimitResultName(static_cast<LimitResult>(k))}});
+      StrAppend(out, counts[k], "\n");
     }
   }
   observe::AppendHeader(out, "bulwark_ratelimit_keys", "gauge", "Keys a limit_req zone holds.");
@@ -346,9 +345,9 @@ void Gateway::CollectCaches(std::string* out) const {
     for (const auto& z : snapshot_->conn_zones) {
       for (int k = 0; k < kConnResults; ++k) {
         auto r = static_cast<ConnResult>(k);
-        out->append("bulwark_limit_conn_requests_total{zone=\"");
-        observe::AppendLabelValue(out, z->name());
-        StrAppend(out, "\",result=\"", ConnResultName(r), "\"} ", z->Counted(r), "\n");
+        observe::AppendSeries(out, "bulwark_limit_conn_requests_total",
+                              {{"zone", z->name()}, {"result", ConnResultName(r)}});
+        StrAppend(out, z->Counted(r), "\n");
       }
     }
     observe::AppendHeader(out, "bulwark_limit_conn_keys", "gauge",
@@ -425,9 +424,9 @@ void Gateway::CollectSecurity(std::string* out, int64_t now) const {
   for (const auto& l : snapshot_->config->listeners) {
     if (l.tls.server == nullptr) continue;
     for (const char* proto : {"TLSv1.2", "TLSv1.3"}) {
-      out->append("bulwark_tls_handshakes_total{listener=\"");
-      observe::AppendLabelValue(out, l.name);
-      StrAppend(out, "\",protocol=\"", proto, "\"} ",
+      observe::AppendSeries(out, "bulwark_tls_handshakes_total",
+                            {{"listener", l.name}, {"protocol", proto}});
+      StrAppend(out,
                 std::string_view(proto) == "TLSv1.2" ? l.tls.server->handshakes_tls12()
                                                      : l.tls.server->handshakes_tls13(),
                 "\n");
@@ -449,10 +448,11 @@ void Gateway::CollectSecurity(std::string* out, int64_t now) const {
                         "Requests refused (401) by a JWT check, by provider and reason.");
   for (const auto& p : snapshot_->config->jwt_providers) {
     for (int f = 1; f < security::kJwtFailures; ++f) {
-      out->append("bulwark_jwt_rejections_total{provider=\"");
-      observe::AppendLabelValue(out, p.name);
-      StrAppend(out, "\",reason=\"", security::JwtFailureName(static_cast<security::JwtFailure>(f)),
-                "\"} ", p.counters->rejected[f].load(std::memory_order_relaxed), "\n");
+      observe::AppendSeries(
+          out, "bulwark_jwt_rejections_total",
+          {{"provider", p.name},
+           {"reason", security::JwtFailureName(static_cast<security::JwtFailure>(f))}});
+      StrAppend(out, p.counters->rejected[f].load(std::memory_order_relaxed), "\n");
     }
   }
 }

@@ -165,7 +165,7 @@ void ClientConn::StartAttempt(int server_index) {
   sc.requests.Add(1);
   if (attempts_ > 1) sc.retries.Add(1);
   s->active().fetch_add(1, std::memory_order_relaxed);
-  upstream_start_us_ = NowMicros();
+  upstream_start_us_ = MonotonicUs();
 
   int64_t now = worker_->loop().now_ms();
   attempt_probe_ = s->ClaimProbe(now);

@@ -9,6 +9,22 @@
 
 namespace bulwark::observe {
 
+void AppendSeries(std::string* out, std::string_view name,
+                  std::initializer_list<std::pair<std::string_view, std::string_view>> labels) {
+  out->append(name);
+  out->push_back('{');
+  bool first = true;
+  for (const auto& [k, v] : labels) {
+    if (!first) out->push_back(',');
+    first = false;
+    out->append(k);
+    out->append("=\"");
+    AppendLabelValue(out, v);
+    out->push_back('"');
+  }
+  out->append("} ");
+}
+
 void AppendLabelValue(std::string* out, std::string_view v) {
   for (char c : v) {
     if (c == '\\') {

@@ -5,9 +5,11 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -17,6 +19,9 @@ namespace bulwark::observe {
 
 // Appends `v` escaped as a Prometheus label value (backslash, quote and newline).
 void AppendLabelValue(std::string* out, std::string_view v);
+// Appends `name{k="v",...} ` (values escaped), ready for the sample value and its newline.
+void AppendSeries(std::string* out, std::string_view name,
+                  std::initializer_list<std::pair<std::string_view, std::string_view>> labels);
 // Appends a sample value the way Prometheus prints it (integers without a fraction, +Inf).
 void AppendValue(std::string* out, double v);
 // "# HELP name text\n# TYPE name type\n"

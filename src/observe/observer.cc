@@ -24,8 +24,6 @@ alerting::LabelMap ToMap(const observe::Labels& l) { return alerting::LabelMap(l
 
 }  // namespace
 
-int64_t Observer::WallMs() { return bulwark::WallMs(); }
-
 Observer::Observer(EventLoop* loop, Registry* registry, std::string instance)
     : loop_(loop), registry_(registry), instance_(std::move(instance)) {
   timer_.set_callback([this] { Tick(); });
@@ -224,10 +222,10 @@ void Observer::Scrape(const ScrapeConfig& job, int64_t now_ms) {
     j.max_answer = 256 * 1024 * 1024;
     j.on_body = [body](std::string b) { *body = std::move(b); };
     std::weak_ptr<bool> alive = alive_;
-    int64_t started = alerting::Notifier::NowMs();
+    int64_t started = MonotonicMs();
     j.done = [this, alive, body, target, job, now_ms, started](bool ok, const std::string& err,
                                                                int) {
-      double took = static_cast<double>(alerting::Notifier::NowMs() - started) / 1000;
+      double took = static_cast<double>(MonotonicMs() - started) / 1000;
       loop_->Post([this, alive, body, target, job, now_ms, ok, err, took] {
         if (alive.expired() || !*alive.lock()) return;
         ScrapeResult r;
@@ -325,7 +323,7 @@ void Observer::SendAlerts(GroupRun& g, int64_t now_ms) {
       j.integration = "alertmanager";
       j.url = am + "/api/v2/alerts";
       j.body = body;
-      j.deadline_ms = alerting::Notifier::NowMs() + 10000;
+      j.deadline_ms = MonotonicMs() + 10000;
       std::weak_ptr<bool> alive = alive_;
       j.done = [this, alive, am](bool ok, const std::string& err, int) {
         if (ok) return;
@@ -389,7 +387,7 @@ void Observer::Deliver(alerting::Notification n) {
     if (dispatcher_) dispatcher_->Delivered(n, true, WallMs());
     return;
   }
-  j.deadline_ms = alerting::Notifier::NowMs() + std::max<int64_t>(n.deadline_ms - n.now_ms, 1000);
+  j.deadline_ms = MonotonicMs() + std::max<int64_t>(n.deadline_ms - n.now_ms, 1000);
   std::weak_ptr<bool> alive = alive_;
   auto shared = std::make_shared<alerting::Notification>(std::move(n));
   j.done = [this, alive, shared](bool ok, const std::string& err, int attempts) {

@@ -64,7 +64,6 @@ class Observer {
   void Collect(std::string* out) const;  // bulwark_rule_*, alertmanager_*, bulwark_tsdb_*
 
   const tsdb::Store& store() const { return *store_; }
-  static int64_t WallMs();
 
  private:
   // A finished scrape, ingested at once or, while a query step holds the store, at the next tick.

@@ -22,8 +22,6 @@ using json = nlohmann::json;
 // and their sums never come near int64's range.
 constexpr double kMaxAbsSeconds = 1e12;
 
-int64_t SteadyNs() { return MonotonicNs(); }
-
 QueryAnswer Error(int status, std::string_view type, std::string_view message) {
   return {status, json{{"status", "error"}, {"errorType", type}, {"error", message}}.dump()};
 }
@@ -217,7 +215,7 @@ QueryAnswer Range(const QueryRequest& q, const promql::Expr& e, int64_t deadline
   promql::QueryResult r;
   int64_t done = 0;
   for (int64_t t = start; t <= end; t += step, ++done) {
-    if (SteadyNs() > deadline_ns) return Error(503, "timeout", promql::kQueryTimeout);
+    if (MonotonicNs() > deadline_ns) return Error(503, "timeout", promql::kQueryTimeout);
     if (cancel != nullptr && cancel->load()) return Error(503, "canceled", "query was canceled");
     opts.max_samples = q.limits.max_samples - held;
     gate->ReadLock();
@@ -324,7 +322,7 @@ QueryService::~QueryService() {
 }
 
 void QueryService::Submit(QueryRequest q, std::function<void(QueryAnswer)> done) {
-  int64_t deadline = SteadyNs() + q.limits.timeout_ms * 1000000;
+  int64_t deadline = MonotonicNs() + q.limits.timeout_ms * 1000000;
   MutexLock l(&mu_);
   if (stopping_) {
     done(Error(503, "unavailable", "bulwark is shutting down"));
@@ -357,7 +355,7 @@ void QueryService::Work() {
         continue;
       }
       const Job& front = queue_.front();
-      if (running_ < front.q.limits.max_concurrency || SteadyNs() > front.deadline_ns) break;
+      if (running_ < front.q.limits.max_concurrency || MonotonicNs() > front.deadline_ns) break;
       cv_.WaitUntil(&mu_, std::chrono::steady_clock::time_point(
                               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                   std::chrono::nanoseconds(front.deadline_ns + 1000000))));
@@ -365,7 +363,7 @@ void QueryService::Work() {
     --idle_;
     Job job = std::move(queue_.front());
     queue_.pop_front();
-    if (SteadyNs() > job.deadline_ns) {
+    if (MonotonicNs() > job.deadline_ns) {
       mu_.Unlock();
       job.done(Error(503, "timeout", promql::kQueryTimeout));
       mu_.Lock();

@@ -19,8 +19,6 @@
 namespace bulwark::observe {
 namespace {
 
-int64_t NowMs() { return MonotonicMs(); }
-
 // /proc files are small; an unreadable one reads as empty (its metric is left out).
 std::string Slurp(const std::string& path) { return ReadFileToString(path, 4 << 20).value_or(""); }
 
@@ -71,7 +69,7 @@ bool SystemMetrics::ReadCpu(CpuTimes* out) {
   uint64_t total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
   out->busy = total - idle;
   out->total = total;
-  out->at_ms = NowMs();
+  out->at_ms = MonotonicMs();
   return true;
 }
 

@@ -8,23 +8,7 @@ namespace bulwark::pg {
 namespace {
 
 using observe::AppendHeader;
-
-// name{k="v",k2="v2"} (the caller appends the value).
-void Series(std::string* out, std::string_view name,
-            std::initializer_list<std::pair<std::string_view, std::string_view>> labels) {
-  out->append(name);
-  out->push_back('{');
-  bool first = true;
-  for (const auto& [k, v] : labels) {
-    if (!first) out->push_back(',');
-    first = false;
-    out->append(k);
-    out->append("=\"");
-    observe::AppendLabelValue(out, v);
-    out->push_back('"');
-  }
-  out->append("} ");
-}
+using observe::AppendSeries;
 
 struct DatabaseFamily {
   const char* name;
@@ -114,14 +98,16 @@ void CollectQueryDurations(const ProxyImpl& p, std::string* out) {
           le.clear();
           observe::AppendValue(&le, kQueryBuckets[b]);
         }
-        Series(out, "db_query_duration_seconds_bucket",
-               {{"database", db}, {"operation", kOps[op]}, {"le", le}});
+        AppendSeries(out, "db_query_duration_seconds_bucket",
+                     {{"database", db}, {"operation", kOps[op]}, {"le", le}});
         StrAppend(out, b < kQueryBucketCount ? cum : count, "\n");
       }
-      Series(out, "db_query_duration_seconds_sum", {{"database", db}, {"operation", kOps[op]}});
+      AppendSeries(out, "db_query_duration_seconds_sum",
+                   {{"database", db}, {"operation", kOps[op]}});
       observe::AppendValue(out, static_cast<double>(h.sum_us.Get()) / 1e6);
       out->push_back('\n');
-      Series(out, "db_query_duration_seconds_count", {{"database", db}, {"operation", kOps[op]}});
+      AppendSeries(out, "db_query_duration_seconds_count",
+                   {{"database", db}, {"operation", kOps[op]}});
       StrAppend(out, count, "\n");
     }
   }
@@ -143,7 +129,7 @@ void CollectDatabases(const ProxyImpl& p, std::string* out) {
   for (const auto& [db, a] : per_db) {
     static const char* kStates[] = {"active", "idle", "total"};
     for (int i = 0; i < 3; ++i) {
-      Series(out, "db_connections", {{"database", db}, {"state", kStates[i]}});
+      AppendSeries(out, "db_connections", {{"database", db}, {"state", kStates[i]}});
       StrAppend(out, a[i], "\n");
     }
   }
@@ -151,7 +137,7 @@ void CollectDatabases(const ProxyImpl& p, std::string* out) {
   for (const DatabaseFamily& f : kDatabaseFamilies) {
     AppendHeader(out, f.name, f.type, f.help);
     for (const auto& [db, st] : p.db_stats) {
-      Series(out, f.name, {{"database", db}});
+      AppendSeries(out, f.name, {{"database", db}});
       observe::AppendValue(out, f.value(*st));
       out->push_back('\n');
     }
@@ -159,9 +145,9 @@ void CollectDatabases(const ProxyImpl& p, std::string* out) {
   AppendHeader(out, "bulwark_pg_routed_total", "counter",
                "Transactions routed, by target (primary or replica).");
   for (const auto& [db, st] : p.db_stats) {
-    Series(out, "bulwark_pg_routed_total", {{"database", db}, {"target", "primary"}});
+    AppendSeries(out, "bulwark_pg_routed_total", {{"database", db}, {"target", "primary"}});
     StrAppend(out, st->routed_primary.Get(), "\n");
-    Series(out, "bulwark_pg_routed_total", {{"database", db}, {"target", "replica"}});
+    AppendSeries(out, "bulwark_pg_routed_total", {{"database", db}, {"target", "replica"}});
     StrAppend(out, st->routed_replica.Get(), "\n");
   }
 }
@@ -173,18 +159,19 @@ void CollectPools(const ProxyImpl& p, std::string* out) {
     static const char* kStates[] = {"active", "idle", "connecting", "used"};
     int64_t v[] = {ps->active.load(), ps->idle.load(), ps->connecting.load(), ps->used.load()};
     for (int i = 0; i < 4; ++i) {
-      Series(out, "bulwark_pg_server_connections",
-             {{"database", ps->database},
-              {"user", ps->user},
-              {"server", ps->server},
-              {"state", kStates[i]}});
+      AppendSeries(out, "bulwark_pg_server_connections",
+                   {{"database", ps->database},
+                    {"user", ps->user},
+                    {"server", ps->server},
+                    {"state", kStates[i]}});
       StrAppend(out, v[i], "\n");
     }
   }
   for (const PoolFamily& f : kPoolFamilies) {
     AppendHeader(out, f.name, "counter", f.help);
     for (const auto& [k, ps] : p.pool_stats) {
-      Series(out, f.name, {{"database", ps->database}, {"user", ps->user}, {"server", ps->server}});
+      AppendSeries(out, f.name,
+                   {{"database", ps->database}, {"user", ps->user}, {"server", ps->server}});
       StrAppend(out, f.value(*ps), "\n");
     }
   }
@@ -206,23 +193,23 @@ void CollectServers(const ProxyImpl& p, std::string* out) {
                "1 when the health checker reaches the server, by server and role.");
   for (const auto& [name, h] : p.health) {
     int r = h->role.load();
-    Series(out, "bulwark_pg_server_up",
-           {{"server", name},
-            {"role", r == 1   ? "primary"
-                     : r == 2 ? "replica"
-                              : "unknown"}});
+    AppendSeries(out, "bulwark_pg_server_up",
+                 {{"server", name},
+                  {"role", r == 1   ? "primary"
+                           : r == 2 ? "replica"
+                                    : "unknown"}});
     out->append(h->up.load() ? "1\n" : "0\n");
   }
   AppendHeader(out, "bulwark_pg_replication_lag_bytes", "gauge",
                "Replay lag of a replica behind the primary, in bytes of WAL.");
   for (const auto& [name, h] : p.health) {
-    Series(out, "bulwark_pg_replication_lag_bytes", {{"server", name}});
+    AppendSeries(out, "bulwark_pg_replication_lag_bytes", {{"server", name}});
     StrAppend(out, h->lag_bytes.load(), "\n");
   }
   AppendHeader(out, "bulwark_pg_replication_lag_seconds", "gauge",
                "Replay lag of a replica, in seconds (0 when it has replayed all it received).");
   for (const auto& [name, h] : p.health) {
-    Series(out, "bulwark_pg_replication_lag_seconds", {{"server", name}});
+    AppendSeries(out, "bulwark_pg_replication_lag_seconds", {{"server", name}});
     observe::AppendValue(out, static_cast<double>(h->lag_ms.load()) / 1000.0);
     out->push_back('\n');
   }

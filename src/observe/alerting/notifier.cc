@@ -47,8 +47,6 @@ void GlobalInit() {
 
 }  // namespace
 
-int64_t Notifier::NowMs() { return MonotonicMs(); }
-
 Notifier::Notifier() : Notifier(Options{}) {}
 
 Notifier::Notifier(Options options) : options_(options) {
@@ -103,7 +101,7 @@ void Notifier::Submit(Job job) {
     if (full) {
       c.failed.fetch_add(1, std::memory_order_relaxed);
     } else {
-      queue_.push({NowMs(), seq_++, 0, options_.initial_backoff_ms, shared});
+      queue_.push({MonotonicMs(), seq_++, 0, options_.initial_backoff_ms, shared});
     }
   }
   if (full) {
@@ -192,7 +190,7 @@ void Notifier::Run() {
       cv_.Wait(&mu_);
       continue;
     }
-    int64_t now = NowMs();
+    int64_t now = MonotonicMs();
     if (queue_.top().due_ms > now) {
       cv_.WaitFor(&mu_, std::chrono::milliseconds(queue_.top().due_ms - now));
       continue;
@@ -208,7 +206,7 @@ void Notifier::Run() {
     if (ok && p.job->on_body) p.job->on_body(std::move(answer));
     ++p.attempts;
     if (!ok) counters.requests_failed.fetch_add(1, std::memory_order_relaxed);
-    int64_t next = NowMs() + p.backoff_ms;
+    int64_t next = MonotonicMs() + p.backoff_ms;
     if (!ok && retry && p.job->deadline_ms > 0 && next < p.job->deadline_ms) {
       mu_.Lock();
       if (!stop_) {

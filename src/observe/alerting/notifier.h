@@ -66,8 +66,6 @@ class Notifier {
   std::map<std::string, const Counters*> counters() const;
   size_t queued() const;
 
-  static int64_t NowMs();
-
  private:
   struct Pending {
     int64_t due_ms;

@@ -11,8 +11,6 @@ namespace {
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
-int64_t UnitMs(std::string_view u) { return DurationUnitMs(u); }
-
 }  // namespace
 
 int64_t DurationUnitMs(std::string_view u) {
@@ -50,10 +48,10 @@ absl::StatusOr<int64_t> ParseDurationMs(std::string_view text) {
     }
     last_unit = idx;
     int64_t n = 0;
-    if (!ParseInt(text.substr(p, q - p), &n) || n > INT64_MAX / UnitMs(unit)) {
+    if (!ParseInt(text.substr(p, q - p), &n) || n > INT64_MAX / DurationUnitMs(unit)) {
       return absl::InvalidArgumentError(StrCat("duration out of range: \"", text, "\""));
     }
-    int64_t add = n * UnitMs(unit);
+    int64_t add = n * DurationUnitMs(unit);
     if (total > INT64_MAX - add) {
       return absl::InvalidArgumentError(StrCat("duration out of range: \"", text, "\""));
     }

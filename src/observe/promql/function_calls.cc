@@ -248,6 +248,8 @@ struct Impl {
   double (*element)(double x, const ElementParams& p) = nullptr;
   // One series' window of a range-vector function; false: no sample for it.
   bool (*window)(const Value::Window& w, const WindowParams& p, double* r) = nullptr;
+  // Refuses the parameters of a function over windows before any window (Fail).
+  void (*check)(const WindowParams& p) = nullptr;
   bool keep_name = false;  // last_over_time keeps the metric name
 };
 
@@ -440,7 +442,8 @@ bool HoltWinters(const Value::Window& w, const WindowParams& p, double* r) {
   return true;
 }
 
-void CheckHoltWinters(double sf, double tf) {
+void CheckHoltWinters(const WindowParams& p) {
+  double sf = p.p1, tf = p.p2;
   char buf[96];
   if (sf <= 0 || sf >= 1) {
     std::snprintf(buf, sizeof(buf), "invalid smoothing factor. Expected: 0 < sf < 1, got: %f", sf);
@@ -664,7 +667,7 @@ const absl::flat_hash_map<std::string_view, Impl>& Impls() {
               *r = slope * p.p1 + intercept;
               return true;
             }}},
-      {"holt_winters", {.window = HoltWinters}},
+      {"holt_winters", {.window = HoltWinters, .check = CheckHoltWinters}},
   };
   return *table;
 }
@@ -713,7 +716,7 @@ Value Evaluator::MatrixCall(const Expr& e, int64_t t, size_t matrix_arg) {
     if (i == matrix_arg) continue;
     (scalars++ == 0 ? p.p1 : p.p2) = args[i].scalar;
   }
-  if (impl.window == HoltWinters) CheckHoltWinters(p.p1, p.p2);
+  if (impl.check != nullptr) impl.check(p);
   for (const Value::Window& w : m.windows) {
     double r = 0;
     if (!impl.window(w, p, &r)) continue;

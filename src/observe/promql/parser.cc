@@ -64,7 +64,6 @@ bool IsAlpha(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c =
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsIdentChar(char c) { return IsAlpha(c) || IsDigit(c) || c == ':'; }
 
-int64_t UnitMs(std::string_view u) { return DurationUnitMs(u); }
 
 // Go's strconv.ParseFloat as PromQL uses it: decimal with optional fraction and exponent,
 // 0x hex integers, Inf/NaN in any case.
@@ -234,7 +233,7 @@ class Lexer {
       size_t u = q;
       while (u < in_.size() && std::isalpha(static_cast<unsigned char>(in_[u]))) ++u;
       std::string_view unit = in_.substr(q, u - q);
-      if (unit.empty() || UnitMs(unit) == 0) break;
+      if (unit.empty() || DurationUnitMs(unit) == 0) break;
       duration = true;
       p = u;
     }

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include "core/event_loop.h"
-#include "observe/alerting/notifier.h"
 
 namespace bulwark {
 namespace {
@@ -36,7 +35,6 @@ TEST(Clock, AnInstalledClockDrivesEveryReader) {
   EXPECT_EQ(MonotonicMs(), 5'000);
   EXPECT_EQ(WallMicros(), 1'700'000'000'123'456);
   EXPECT_EQ(WallMs(), 1'700'000'000'123);
-  EXPECT_EQ(observe::alerting::Notifier::NowMs(), 5'000);
   fake.mono_ns += 2'500'000'000;
   EXPECT_EQ(MonotonicMs(), 7'500);
   EventLoop loop;
