@@ -29,7 +29,7 @@ constexpr char kDefaultNamespace[] = "default";
 constexpr char kL2Version = 1;
 constexpr uint8_t kL2Negative = 1;
 constexpr size_t kL2Header = 12;  // version, flags, fresh_until (8, LE), tag count (2, LE)
-constexpr size_t kMaxTags = 64;
+constexpr size_t kL2MaxTags = 64;
 constexpr size_t kMaxTagLength = 1024;
 constexpr int64_t kLockPollMs = 50;
 
@@ -43,7 +43,7 @@ std::string EncodeL2(bool negative, int64_t fresh_until_wall, const std::vector<
   for (int i = 0; i < 8; ++i) {
     out.push_back(static_cast<char>((static_cast<uint64_t>(fresh_until_wall) >> (8 * i)) & 0xFF));
   }
-  size_t n = std::min(tags.size(), kMaxTags);
+  size_t n = std::min(tags.size(), kL2MaxTags);
   out.push_back(static_cast<char>(n & 0xFF));
   out.push_back(static_cast<char>(n >> 8));
   for (size_t t = 0; t < n; ++t) {
@@ -67,7 +67,7 @@ bool DecodeL2(std::string_view in, bool* negative, int64_t* fresh_until_wall,
   *fresh_until_wall = static_cast<int64_t>(t);
   size_t n =
       static_cast<uint8_t>(in[10]) | (static_cast<size_t>(static_cast<uint8_t>(in[11])) << 8);
-  if (n > kMaxTags) return false;
+  if (n > kL2MaxTags) return false;
   size_t off = kL2Header;
   for (size_t i = 0; i < n; ++i) {
     if (off + 2 > in.size()) return false;

@@ -79,6 +79,13 @@ std::string UrlQueryEscape(std::string_view s);
 // RFC 3986 2.3's unreserved characters: A-Z a-z 0-9 - . _ ~ (an escape of one may be decoded
 // without changing what a URI means).
 bool IsUriUnreserved(unsigned char c);
+// 0-15 for a hex digit of either case, -1 for anything else.
+constexpr int HexDigitValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
 // Appends `marker` and `c` as two upper-case hex digits: "%2F" (URIs), "=0D" (RFC 2047 Q).
 void AppendHexEscape(std::string* out, char marker, unsigned char c);
 inline std::string_view ToStd(absl::string_view s) { return std::string_view(s.data(), s.size()); }

@@ -2,16 +2,12 @@
 
 #include <algorithm>
 
+#include "core/strings.h"
+
 namespace bulwark::http {
 namespace {
 constexpr size_t kMaxExtBytes = 4096;
 constexpr size_t kMaxTrailerBytes = 16384;
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 }  // namespace
 
 ChunkedDecoder::Result ChunkedDecoder::Feed(const char* data, size_t len, size_t* consumed,
@@ -21,7 +17,7 @@ ChunkedDecoder::Result ChunkedDecoder::Feed(const char* data, size_t len, size_t
     char c = data[i];
     switch (state_) {
       case State::kSize: {
-        int h = HexValue(c);
+        int h = HexDigitValue(c);
         if (h >= 0) {
           if (++digits_ > 15) return Fail("chunk size too large");
           remaining_ = remaining_ * 16 + static_cast<uint64_t>(h);

@@ -7,13 +7,6 @@
 namespace bulwark::http {
 namespace {
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = static_cast<char>(c | 0x20);
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
 bool Fail(ParseError* err, std::string_view reason) {
   err->status = 400;
   err->reason = reason;
@@ -94,8 +87,8 @@ bool NormalizePath(std::string_view path, const PathOptions& opts, std::string* 
       upstream->push_back(static_cast<char>(c));
       continue;
     }
-    int hi = i + 2 < path.size() ? HexValue(path[i + 1]) : -1;
-    int lo = hi >= 0 ? HexValue(path[i + 2]) : -1;
+    int hi = i + 2 < path.size() ? HexDigitValue(path[i + 1]) : -1;
+    int lo = hi >= 0 ? HexDigitValue(path[i + 2]) : -1;
     if (lo < 0) return Fail(err, "malformed percent-encoding in path");
     i += 2;
     unsigned char b = static_cast<unsigned char>(hi * 16 + lo);

@@ -7,13 +7,6 @@
 namespace bulwark::observe {
 namespace {
 
-int Hex(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 std::string IllegalIn(std::string_view s, size_t at) {
   if (at >= s.size()) return "escape sequence not terminated";
   return StrCat("illegal character ", GoRuneName(s[at]), " in escape sequence");
@@ -62,7 +55,7 @@ bool ReadEscape(std::string_view s, size_t* pos, char quote, std::string* v, std
       int n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
       uint32_t cp = 0;
       for (int i = 0; i < n; ++i) {
-        int h = *pos < s.size() ? Hex(s[*pos]) : -1;
+        int h = *pos < s.size() ? HexDigitValue(s[*pos]) : -1;
         if (h < 0) {
           *error = IllegalIn(s, *pos);
           return false;

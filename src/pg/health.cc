@@ -23,10 +23,7 @@ int64_t ParseLsn(std::string_view text) {
     uint64_t v = 0;
     if (s.size() > 8) return false;
     for (char c : s) {
-      int d = c >= '0' && c <= '9'   ? c - '0'
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10
-              : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                     : -1;
+      int d = HexDigitValue(c);
       if (d < 0) return false;
       v = v * 16 + static_cast<uint64_t>(d);
     }

@@ -403,17 +403,11 @@ std::string KeyId(const std::array<uint8_t, 32>& bytes) {
 absl::StatusOr<ArchiveKey> ParseKey(std::string_view text) {
   std::string_view t = Trim(text);
   std::string raw;
-  auto hexval = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
   bool hex = t.size() == 64;
-  for (char c : t) hex = hex && hexval(c) >= 0;
+  for (char c : t) hex = hex && HexDigitValue(c) >= 0;
   if (hex) {
     for (size_t i = 0; i < 64; i += 2) {
-      raw.push_back(static_cast<char>(hexval(t[i]) * 16 + hexval(t[i + 1])));
+      raw.push_back(static_cast<char>(HexDigitValue(t[i]) * 16 + HexDigitValue(t[i + 1])));
     }
   } else {
     auto b = Base64Decode(t);

@@ -18,6 +18,10 @@ int FreePort();
 std::string MakeTempDir();
 void WriteFile(const std::string& path, const std::string& text);
 std::string ReadFile(const std::string& path);
+// The uncompressed contents of a gzip file (all its members); "" if it cannot be opened.
+std::string GunzipFile(const std::string& path);
+// The first gzip member in `bytes`, uncompressed; "<bad gzip>" if it is not one whole member.
+std::string Gunzip(const std::string& bytes);
 // kB of a /proc/PID/status field (VmRSS, VmHWM); -1 when absent.
 long ProcKb(pid_t pid, const std::string& field);
 bool WaitForPort(int port, int timeout_ms);

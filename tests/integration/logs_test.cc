@@ -2,7 +2,6 @@
 // when a request caused the line; a separate error log with warnings and errors only; size
 // rotation with gzipped old files.
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <chrono>
 #include <sstream>
@@ -13,17 +12,6 @@
 
 namespace bulwark::testing {
 namespace {
-
-std::string Gunzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) return "";
-  std::string out;
-  char buf[4096];
-  int n;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  gzclose(f);
-  return out;
-}
 
 TEST(Logs, JsonLinesWithComponentRequestIdErrorLogAndRotation) {
   std::string dir = MakeTempDir();
@@ -46,7 +34,7 @@ TEST(Logs, JsonLinesWithComponentRequestIdErrorLogAndRotation) {
   // Rotation is checked once a second.
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   std::string current = ReadFile(dir + "/bulwark.log");
-  std::string rotated = Gunzip(dir + "/bulwark.log.1.gz");
+  std::string rotated = GunzipFile(dir + "/bulwark.log.1.gz");
   ASSERT_FALSE(rotated.empty()) << "no rotated, compressed log; current:\n" << current;
   std::string all = rotated + current;
   std::istringstream lines(all);
@@ -66,7 +54,7 @@ TEST(Logs, JsonLinesWithComponentRequestIdErrorLogAndRotation) {
   EXPECT_GT(infos, 0);  // start-up lines ("listening on ...")
   EXPECT_GE(upstream_warnings, 20);
   // The error log has the warnings and nothing below.
-  std::istringstream errors(ReadFile(dir + "/error.log") + Gunzip(dir + "/error.log.1.gz"));
+  std::istringstream errors(ReadFile(dir + "/error.log") + GunzipFile(dir + "/error.log.1.gz"));
   int error_lines = 0;
   for (std::string line; std::getline(errors, line);) {
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);

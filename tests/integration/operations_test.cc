@@ -2,7 +2,6 @@
 #include <dirent.h>
 #include <sys/stat.h>
 #include <signal.h>
-#include <zlib.h>
 
 #include <chrono>
 #include <set>
@@ -269,17 +268,6 @@ TEST(Affinity, HeaderHashKeepsAUserOnOneServer) {
   EXPECT_GE(seen_servers.size(), 2u);  // users are spread
 }
 
-std::string Gunzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) return "";
-  std::string out;
-  char buf[8192];
-  int n;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
-  gzclose(f);
-  return out;
-}
-
 TEST(AccessLog, RotatesBySizeAndGzipsRotatedFiles) {
   Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
   int port = FreePort(), admin = FreePort();
@@ -297,8 +285,8 @@ TEST(AccessLog, RotatesBySizeAndGzipsRotatedFiles) {
       ASSERT_EQ(c.Get("/r" + std::to_string(round) + "-" + std::to_string(i)).status, 200);
     std::this_thread::sleep_for(1500ms);
   }
-  std::string l1 = Gunzip(log + ".1.gz");
-  std::string l2 = Gunzip(log + ".2.gz");
+  std::string l1 = GunzipFile(log + ".1.gz");
+  std::string l2 = GunzipFile(log + ".2.gz");
   EXPECT_FALSE(l1.empty()) << "no " << log << ".1.gz";
   EXPECT_FALSE(l2.empty()) << "no " << log << ".2.gz";
   EXPECT_TRUE(ReadFile(log + ".3.gz").empty()) << "max_files: 2 keeps two";

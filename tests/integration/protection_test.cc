@@ -1,6 +1,5 @@
 // Edge protection against real processes: limit_req side by side with a real nginx, allow/deny
 // lists, automatic bans and the bans API.
-#include <zlib.h>
 
 #include <atomic>
 #include <chrono>
@@ -94,7 +93,7 @@ std::string Describe(const std::vector<Outcome>& v) {
   return s;
 }
 
-struct Case {
+struct LimitCase {
   std::string name;
   std::string nginx_zone;   // limit_req_zone arguments after the key
   std::string nginx_rules;  // limit_req lines
@@ -108,7 +107,7 @@ TEST(Protection, LimitReqMatchesNginxRequestForRequest) {
   ASSERT_FALSE(nginx_bin.empty()) << "nginx is not installed: run scripts/deps";
   Backend backend([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
 
-  std::vector<Case> cases = {
+  std::vector<LimitCase> cases = {
       {"delay",
        "zone=c1:1m rate=10r/s",
        "limit_req zone=c1 burst=3;",
@@ -188,7 +187,7 @@ TEST(Protection, LimitReqMatchesNginxRequestForRequest) {
   std::string nginx_log = ReadFile(dir + "/lr.log");
   std::string our_log = ReadFile(dir + "/bulwark-access.log");
   for (size_t k = 0; k < cases.size(); ++k) {
-    const Case& c = cases[k];
+    const LimitCase& c = cases[k];
     std::string want = Classify(nginx_log, c.name + "-", c.offsets.size(), false);
     std::string got = Classify(our_log, c.name + "-", c.offsets.size(), true);
     EXPECT_EQ(got, want) << c.name << "\nnginx:   " << Describe(theirs[k])
@@ -350,23 +349,6 @@ TEST(Protection, AuthFailuresBanAClientUntilLifted) {
   EXPECT_EQ(c3.Read().status, 404);
 }
 
-std::string Gunzip(const std::string& in) {
-  z_stream z{};
-  inflateInit2(&z, 15 + 16);
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  z.avail_in = static_cast<uInt>(in.size());
-  std::string out;
-  char buf[16384];
-  int rc = Z_OK;
-  while (rc == Z_OK) {
-    z.next_out = reinterpret_cast<Bytef*>(buf);
-    z.avail_out = sizeof(buf);
-    rc = inflate(&z, Z_NO_FLUSH);
-    out.append(buf, sizeof(buf) - z.avail_out);
-  }
-  inflateEnd(&z);
-  return rc == Z_STREAM_END ? out : "<bad gzip>";
-}
 
 TEST(Gzip, CompressesLikeNginxGzipFilter) {
   std::string json = "[";

@@ -7,7 +7,7 @@
 namespace bulwark::cache {
 namespace {
 
-EnvLookup Env() {
+EnvLookup RedisPasswordEnv() {
   return [](std::string_view name) -> std::optional<std::string> {
     if (name == "REDIS_PASSWORD") return "s3cret";
     return std::nullopt;
@@ -22,7 +22,8 @@ std::string Errors(const CacheConfigLoad& l) {
 
 TEST(CacheConfig, TheAlkaidSysFileLoadsAsItIs) {
   auto load = LoadCacheConfigFile(
-      std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-cache.yml", Env());
+      std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-cache.yml",
+      RedisPasswordEnv());
   ASSERT_TRUE(load.ok()) << Errors(load);
   const CacheConfig& c = load.config;
   ASSERT_EQ(c.namespaces.size(), 4u);
@@ -89,7 +90,7 @@ invalidation:
     session.expired:
       - {pattern: "session:{sessionId}", strategy: time-based, ttl: 1h}
 )",
-                                  "t.yml", Env());
+                                  "t.yml", RedisPasswordEnv());
   ASSERT_TRUE(load.ok()) << Errors(load);
   const CacheConfig& c = load.config;
   const NamespaceConfig& user = c.namespaces.at("user");
@@ -136,7 +137,7 @@ invalidation:
     user.updated: ["user:{userId:*"]
     session.expired: [{pattern: "session:{id}", strategy: time-based}]
 )",
-                                  "bad.yml", Env());
+                                  "bad.yml", RedisPasswordEnv());
   std::string e = Errors(load);
   EXPECT_NE(e.find("bad.yml:6:"), std::string::npos) << e;
   EXPECT_NE(e.find("unknown eviction policy \"MRU\""), std::string::npos) << e;

@@ -3,17 +3,12 @@
 #include <map>
 
 #include "gtest/gtest.h"
+#include "tests/unit/fake_env.h"
 
 namespace bulwark {
 namespace {
 
-EnvLookup FakeEnv(std::map<std::string, std::string> vars) {
-  return [vars](std::string_view n) -> std::optional<std::string> {
-    auto it = vars.find(std::string(n));
-    if (it == vars.end()) return std::nullopt;
-    return it->second;
-  };
-}
+using testing::FakeEnv;
 
 TEST(Interpolate, ShellSemantics) {
   auto env = FakeEnv({{"A", "1"}, {"EMPTY", ""}});

@@ -11,20 +11,15 @@
 #include "core/config_reader.h"
 #include "core/strings.h"
 #include "gtest/gtest.h"
+#include "tests/unit/fake_env.h"
 
 namespace bulwark {
 namespace {
 
-EnvLookup Env(std::map<std::string, std::string> vars) {
-  return [vars](std::string_view n) -> std::optional<std::string> {
-    auto it = vars.find(std::string(n));
-    if (it == vars.end()) return std::nullopt;
-    return it->second;
-  };
-}
+using testing::FakeEnv;
 
 ConfigLoad Load(const std::string& text, std::map<std::string, std::string> env = {}) {
-  return LoadConfigText(text, "t.yml", Env(std::move(env)));
+  return LoadConfigText(text, "t.yml", FakeEnv(std::move(env)));
 }
 
 constexpr const char* kGood = R"(
@@ -102,9 +97,9 @@ TEST(Config, RelativePathsAreTakenFromTheConfigFilesDirectory) {
             "/etc/bulwark/certs/a.pem");
   EXPECT_EQ(ConfigContext::ResolveConfigPath("/etc/bulwark", "/abs/a.pem"), "/abs/a.pem");
   EXPECT_EQ(ConfigContext::ResolveConfigPath("", "a.pem"), "a.pem");
-  ConfigContext ctx("/etc/bulwark/bulwark.yml", Env({}));
+  ConfigContext ctx("/etc/bulwark/bulwark.yml", FakeEnv({}));
   EXPECT_EQ(ctx.Resolve("rules/x.yml"), "/etc/bulwark/rules/x.yml");
-  ConfigContext bare("bulwark.yml", Env({}));
+  ConfigContext bare("bulwark.yml", FakeEnv({}));
   EXPECT_EQ(bare.Resolve("rules/x.yml"), "rules/x.yml");
 }
 
@@ -445,7 +440,7 @@ TEST(Config, ShippedExamplesAreValid) {
                         "/config/examples/blue-green.yml", "/config/examples/sticky-sessions.yml",
                         "/config/demo.yml"}) {
     ConfigLoad l = LoadConfigFile(std::string(BULWARK_SOURCE_DIR) + f,
-                                  Env({{"LISTEN_PORT", "1"},
+                                  FakeEnv({{"LISTEN_PORT", "1"},
                                        {"UPSTREAM_PORT", "2"},
                                        {"ADMIN_PORT", "3"},
                                        {"DEMO_ORIGIN_1", "127.0.0.1:1"},

@@ -2,16 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/fake_env.h"
+
 namespace bulwark::pg {
 namespace {
 
-EnvLookup NoEnv() {
-  return [](std::string_view) -> std::optional<std::string> { return std::nullopt; };
-}
-
 // Loads `text` as a whole file holding a `pg:` block; returns the errors, one per line.
 std::string Load(const std::string& text, PgConfig* out) {
-  ConfigContext ctx("bulwark.yml", NoEnv());
+  ConfigContext ctx("bulwark.yml", testing::FakeEnv());
   ctx.set_dir(std::string(BULWARK_SOURCE_DIR) + "/config");
   auto root = LoadYamlText(ctx, text);
   if (root) LoadPgConfig(ctx, (*root)["pg"], out);

@@ -2,19 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/fake_env.h"
+
 namespace bulwark::pg {
 namespace {
-
-EnvLookup NoEnv() {
-  return [](std::string_view) -> std::optional<std::string> { return std::nullopt; };
-}
 
 class ShardRouterTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string path =
         std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-sharding.yml";
-    ConfigContext ctx(path, NoEnv());
+    ConfigContext ctx(path, testing::FakeEnv());
     auto root = LoadYamlFile(ctx, path);
     ASSERT_TRUE(root.has_value()) << ctx.ErrorText();
     LoadSharding(ctx, (*root)["sharding"], &cfg_);

@@ -2,16 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/fake_env.h"
+
 namespace bulwark::pg {
 namespace {
 
-EnvLookup NoEnv() {
-  return [](std::string_view) -> std::optional<std::string> { return std::nullopt; };
-}
-
 TEST(PgSharding, AlkaidSysShardingFileLoadsAsItIs) {
   std::string path = std::string(BULWARK_SOURCE_DIR) + "/../shared/fixtures/seeds/000-sharding.yml";
-  ConfigContext ctx(path, NoEnv());
+  ConfigContext ctx(path, testing::FakeEnv());
   auto root = LoadYamlFile(ctx, path);
   ASSERT_TRUE(root.has_value()) << ctx.ErrorText();
   ShardingConfig cfg;
@@ -47,7 +45,7 @@ TEST(PgSharding, ExpressionsAndErrors) {
   for (const char* bad : {"db", "db_${id % 0}", "db_${id % x}", "${a}${b}", "db_${}"}) {
     EXPECT_FALSE(ShardExpression::Parse(bad).ok()) << bad;
   }
-  ConfigContext ctx("s.yml", NoEnv());
+  ConfigContext ctx("s.yml", testing::FakeEnv());
   auto root = LoadYamlText(
       ctx,
       "databases: [a_1, a_2]\ntables:\n  t:\n    database_strategy: {type: standard, "

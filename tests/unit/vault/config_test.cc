@@ -7,7 +7,7 @@
 namespace bulwark::vault {
 namespace {
 
-EnvLookup Env() {
+EnvLookup StorageEnv() {
   return [](std::string_view name) -> std::optional<std::string> {
     if (name == "OSS_ACCESS_KEY") return "oss-id";
     if (name == "OSS_SECRET_KEY") return "oss-secret";
@@ -20,7 +20,7 @@ EnvLookup Env() {
 }
 
 std::string Load(const std::string& yaml, VaultConfig* out) {
-  ConfigContext ctx("bulwark.yml", Env());
+  ConfigContext ctx("bulwark.yml", StorageEnv());
   LoadVaultConfig(ctx, YAML::Load(yaml)["vault"], out);
   std::string all;
   for (const auto& e : ctx.errors()) all += e + "\n";
