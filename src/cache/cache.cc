@@ -10,6 +10,7 @@
 #include "cache/bloom_filter.h"
 #include "cache/expiry.h"
 #include "cache/glob.h"
+#include "cache/l2_record.h"
 #include "cache/single_flight.h"
 #include "core/log.h"
 #include "core/mutex.h"
@@ -22,65 +23,7 @@ namespace bulwark::cache {
 namespace {
 
 constexpr char kDefaultNamespace[] = "default";
-// L2 values start with a version byte, flags, the wall-clock time they stop being fresh (so
-// every instance agrees on freshness whatever its own clock started from) and their tags (so
-// an instance that copies the value into its L1 can drop it on a tag invalidation). The layout
-// is documented in docs/formats/cache_l2.md.
-constexpr char kL2Version = 1;
-constexpr uint8_t kL2Negative = 1;
-constexpr size_t kL2Header = 12;  // version, flags, fresh_until (8, LE), tag count (2, LE)
-constexpr size_t kL2MaxTags = 64;
-constexpr size_t kMaxTagLength = 1024;
 constexpr int64_t kLockPollMs = 50;
-
-
-std::string EncodeL2(bool negative, int64_t fresh_until_wall, const std::vector<std::string>& tags,
-                     std::string_view value) {
-  std::string out;
-  out.reserve(kL2Header + value.size());
-  out.push_back(kL2Version);
-  out.push_back(static_cast<char>(negative ? kL2Negative : 0));
-  for (int i = 0; i < 8; ++i) {
-    out.push_back(static_cast<char>((static_cast<uint64_t>(fresh_until_wall) >> (8 * i)) & 0xFF));
-  }
-  size_t n = std::min(tags.size(), kL2MaxTags);
-  out.push_back(static_cast<char>(n & 0xFF));
-  out.push_back(static_cast<char>(n >> 8));
-  for (size_t t = 0; t < n; ++t) {
-    size_t len = std::min(tags[t].size(), kMaxTagLength);
-    out.push_back(static_cast<char>(len & 0xFF));
-    out.push_back(static_cast<char>(len >> 8));
-    out.append(tags[t], 0, len);
-  }
-  out.append(value);
-  return out;
-}
-
-// Rejects anything malformed (a foreign value under our prefix) as a miss.
-bool DecodeL2(std::string_view in, bool* negative, int64_t* fresh_until_wall,
-              std::vector<std::string>* tags, std::string_view* value) {
-  if (in.size() < kL2Header || in[0] != kL2Version) return false;
-  *negative = (static_cast<uint8_t>(in[1]) & kL2Negative) != 0;
-  uint64_t t = 0;
-  for (int i = 0; i < 8; ++i)
-    t |= static_cast<uint64_t>(static_cast<uint8_t>(in[2 + i])) << (8 * i);
-  *fresh_until_wall = static_cast<int64_t>(t);
-  size_t n =
-      static_cast<uint8_t>(in[10]) | (static_cast<size_t>(static_cast<uint8_t>(in[11])) << 8);
-  if (n > kL2MaxTags) return false;
-  size_t off = kL2Header;
-  for (size_t i = 0; i < n; ++i) {
-    if (off + 2 > in.size()) return false;
-    size_t len = static_cast<uint8_t>(in[off]) |
-                 (static_cast<size_t>(static_cast<uint8_t>(in[off + 1])) << 8);
-    off += 2;
-    if (len > kMaxTagLength || off + len > in.size()) return false;
-    tags->emplace_back(in.substr(off, len));
-    off += len;
-  }
-  *value = in.substr(off);
-  return true;
-}
 
 std::string RandomToken() {
   std::random_device rd;
@@ -329,20 +272,18 @@ struct CacheClient::Impl {
         negative ? 0 : std::max(ns.cfg.stale_while_revalidate_ms, ns.cfg.stale_if_error_ms);
     std::string px = StrCat(fresh_ms + stale);
     std::string k = L2Key(key);
-    std::string v = EncodeL2(negative, WallMs() + fresh_ms, tags, value);
+    L2Record rec;
+    rec.negative = negative;
+    rec.fresh_until_ms = WallMs() + fresh_ms;
+    rec.stale_until_ms = rec.fresh_until_ms + stale;
+    rec.tags.assign(tags.begin(), tags.end());
+    rec.payload = value;
+    std::string v = EncodeL2Record(rec);
     Cache* c = cache;
     redis->Command({"SET", k, v, "PX", px}, [c](const RedisReply& r) {
       if (r.is_error()) c->counters_.l2_errors.fetch_add(1);
     });
-    for (const std::string& t : tags) {
-      std::string tk = TagKey(t);
-      redis->Command({"SADD", tk, k}, [](const RedisReply&) {});
-      // The tag set outlives its members a little; a stale member only costs a useless DEL.
-      redis->Command({"PEXPIRE", tk, StrCat(fresh_ms + stale + 60000), "GT"},
-                     [](const RedisReply&) {});
-      redis->Command({"PEXPIRE", tk, StrCat(fresh_ms + stale + 60000), "NX"},
-                     [](const RedisReply&) {});
-    }
+    for (const std::string& t : tags) AddToL2TagSet(*redis, TagKey(t), k, fresh_ms + stale);
   }
 
   void Publish(std::string_view op, std::string_view arg) {
@@ -540,16 +481,14 @@ struct CacheClient::Impl {
       n.l2_errors.fetch_add(1);
       return false;
     }
-    bool negative = false;
-    int64_t fresh_until = 0;
-    std::string_view payload;
-    std::vector<std::string> tags;
-    if (r.type != RedisReply::Type::kString ||
-        !DecodeL2(r.str, &negative, &fresh_until, &tags, &payload)) {
+    L2Record rec;
+    if (r.type != RedisReply::Type::kString || !DecodeL2Record(r.str, &rec)) {
       n.l2_misses.fetch_add(1);
       return false;
     }
-    int64_t fresh_ms = fresh_until - WallMs();
+    bool negative = rec.negative;
+    std::vector<std::string> tags(rec.tags.begin(), rec.tags.end());
+    int64_t fresh_ms = rec.fresh_until_ms - WallMs();
     if (fresh_ms <= 0) {  // only stale in L2: reload, but keep it for stale-if-error
       n.l2_misses.fetch_add(1);
       return false;
@@ -562,7 +501,7 @@ struct CacheClient::Impl {
       res.status = absl::NotFoundError(StrCat("\"", key, "\" does not exist"));
       n.negative_hits.fetch_add(1);
     } else {
-      v = std::make_shared<const std::string>(payload);
+      v = std::make_shared<const std::string>(rec.payload);
       res.value = v;
     }
     // An invalidation that arrived while this GET was in flight may concern this very value:

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "cache/le_bytes.h"
 #include "core/strings.h"
 
 namespace bulwark::cache {
@@ -57,64 +58,6 @@ bool Clock(std::string_view s, struct tm* tm) {
          Num(s.substr(6, 2), &tm->tm_sec) && tm->tm_hour < 24 && tm->tm_min < 60 &&
          tm->tm_sec <= 60;
 }
-
-void PutU16(std::string* o, size_t v) {
-  o->push_back(static_cast<char>(v & 0xFF));
-  o->push_back(static_cast<char>((v >> 8) & 0xFF));
-}
-void PutU32(std::string* o, size_t v) {
-  for (int i = 0; i < 4; ++i) o->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-void PutI64(std::string* o, int64_t v) {
-  for (int i = 0; i < 8; ++i) {
-    o->push_back(static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xFF));
-  }
-}
-void PutStr16(std::string* o, std::string_view s) {
-  size_t n = std::min<size_t>(s.size(), 0xFFFF);
-  PutU16(o, n);
-  o->append(s.substr(0, n));
-}
-
-class Reader {
- public:
-  explicit Reader(std::string_view d) : d_(d) {}
-  bool U16(size_t* v) {
-    if (d_.size() < 2) return false;
-    *v = static_cast<uint8_t>(d_[0]) | (static_cast<size_t>(static_cast<uint8_t>(d_[1])) << 8);
-    d_.remove_prefix(2);
-    return true;
-  }
-  bool U32(size_t* v) {
-    if (d_.size() < 4) return false;
-    *v = 0;
-    for (int i = 0; i < 4; ++i) *v |= static_cast<size_t>(static_cast<uint8_t>(d_[i])) << (8 * i);
-    d_.remove_prefix(4);
-    return true;
-  }
-  bool I64(int64_t* v) {
-    if (d_.size() < 8) return false;
-    uint64_t u = 0;
-    for (int i = 0; i < 8; ++i) u |= static_cast<uint64_t>(static_cast<uint8_t>(d_[i])) << (8 * i);
-    *v = static_cast<int64_t>(u);
-    d_.remove_prefix(8);
-    return true;
-  }
-  bool Bytes(size_t n, std::string_view* out) {
-    if (d_.size() < n) return false;
-    *out = d_.substr(0, n);
-    d_.remove_prefix(n);
-    return true;
-  }
-  bool Str16(std::string_view* out) {
-    size_t n = 0;
-    return U16(&n) && Bytes(n, out);
-  }
-  std::string_view rest() const { return d_; }
-
- private:
-  std::string_view d_;
-};
 
 constexpr char kObjectVersion = 1;
 
@@ -305,7 +248,7 @@ std::string EncodeHttpObject(const HttpObject& o) {
 
 bool DecodeHttpObject(std::string_view data, HttpObjectView* out) {
   if (data.empty() || data[0] != kObjectVersion) return false;
-  Reader r(data.substr(1));
+  LeReader r(data.substr(1));
   size_t status = 0, nv = 0, nt = 0, head_len = 0;
   if (!r.U16(&status) || status < 100 || status > 999) return false;
   out->status = static_cast<int>(status);

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "cache/l2_record.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/units.h"
@@ -146,16 +147,15 @@ void ClientConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
   if (!open_ || state_ != State::kCacheL2 || seq != limit_seq_) return;  // the client left
   state_ = State::kHead;
   HttpCacheZone* zone = cache_zone_;
-  int64_t fresh_until = 0, stale_until = 0;
-  std::string_view object;
+  cache::L2Record rec;
   cache::HttpObjectView v;
   if (r.is_error()) zone->l2_errors.fetch_add(1, std::memory_order_relaxed);
-  if (r.type == RedisReply::Type::kString &&
-      DecodeL2Entry(r.str, &fresh_until, &stale_until, &object) &&
-      cache::DecodeHttpObject(object, &v) && VaryMatches(v)) {
+  if (r.type == RedisReply::Type::kString && cache::DecodeL2Record(r.str, &rec) && !rec.negative &&
+      cache::DecodeHttpObject(rec.payload, &v) && VaryMatches(v)) {
+    int64_t fresh_until = rec.fresh_until_ms, stale_until = rec.stale_until_ms;
     int64_t wall = WallMicros() / 1000;
     int64_t now = worker_->loop().now_ms();
-    auto value = std::make_shared<const std::string>(object);
+    auto value = std::make_shared<const std::string>(rec.payload);
     cache::HttpObjectView view;
     cache::DecodeHttpObject(*value, &view);
     if (fresh_until > wall) {
@@ -351,18 +351,17 @@ void ClientConn::CacheComplete(bool store) {
       int64_t life = o.stale_until_ms - now;
       std::string rkey = HttpCacheRedisKey(prefix, zone->config().name, cache_key_);
       std::string px = StrCat(std::max<int64_t>(life, 1));
-      redis->Command(
-          {"SET", rkey, EncodeL2Entry(wall + cache_decision_.fresh_ms, wall + life, *value), "PX",
-           px},
-          [zone](const RedisReply& r) {
-            (r.is_error() ? zone->l2_errors : zone->l2_sets)
-                .fetch_add(1, std::memory_order_relaxed);
-          });
+      cache::L2Record rec;
+      rec.fresh_until_ms = wall + cache_decision_.fresh_ms;
+      rec.stale_until_ms = wall + life;
+      rec.payload = *value;
+      std::string record = cache::EncodeL2Record(rec);
+      redis->Command({"SET", rkey, record, "PX", px}, [zone](const RedisReply& r) {
+        (r.is_error() ? zone->l2_errors : zone->l2_sets).fetch_add(1, std::memory_order_relaxed);
+      });
       for (const std::string& t : cache_obj_.tags) {
-        std::string tk = HttpCacheRedisTagKey(prefix, zone->config().name, t);
-        redis->Command({"SADD", tk, rkey}, [](const RedisReply&) {});
-        redis->Command({"PEXPIRE", tk, StrCat(life + 60000), "GT"}, [](const RedisReply&) {});
-        redis->Command({"PEXPIRE", tk, StrCat(life + 60000), "NX"}, [](const RedisReply&) {});
+        cache::AddToL2TagSet(*redis, HttpCacheRedisTagKey(prefix, zone->config().name, t), rkey,
+                             life);
       }
     }
   } else if (cache_store_ && cache_leader_) {

@@ -19,32 +19,6 @@ std::string HttpCacheRedisTagKey(std::string_view prefix, std::string_view zone,
 
 std::string HttpCacheChannel(std::string_view prefix) { return StrCat(prefix, "hc:purge"); }
 
-std::string EncodeL2Entry(int64_t fresh_until, int64_t stale_until, std::string_view object) {
-  std::string out;
-  out.reserve(17 + object.size());
-  out.push_back(1);
-  for (int64_t v : {fresh_until, stale_until}) {
-    for (int i = 0; i < 8; ++i)
-      out.push_back(static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xFF));
-  }
-  out.append(object);
-  return out;
-}
-
-bool DecodeL2Entry(std::string_view in, int64_t* fresh_until, int64_t* stale_until,
-                   std::string_view* object) {
-  if (in.size() < 17 || in[0] != 1) return false;
-  int64_t* out[2] = {fresh_until, stale_until};
-  for (int k = 0; k < 2; ++k) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i)
-      v |= static_cast<uint64_t>(static_cast<uint8_t>(in[1 + 8 * k + i])) << (8 * i);
-    *out[k] = static_cast<int64_t>(v);
-  }
-  *object = in.substr(17);
-  return true;
-}
-
 HttpCacheZone::HttpCacheZone(const CacheZoneConfig& cfg, int workers)
     : cfg_(cfg), workers_(std::max(workers, 1)) {
   int n = cfg.per_worker ? workers_ : 1;

@@ -40,11 +40,6 @@ std::string HttpCacheRedisKey(std::string_view prefix, std::string_view zone, st
 std::string HttpCacheRedisTagKey(std::string_view prefix, std::string_view zone,
                                  std::string_view tag);
 std::string HttpCacheChannel(std::string_view prefix);
-// An L2 entry: version, fresh-until and stale-until (Unix ms), then the stored object.
-std::string EncodeL2Entry(int64_t fresh_until_unix_ms, int64_t stale_until_unix_ms,
-                          std::string_view object);
-bool DecodeL2Entry(std::string_view in, int64_t* fresh_until_unix_ms, int64_t* stale_until_unix_ms,
-                   std::string_view* object);
 
 // One zone: its L1 and its in-flight fetches. Thread-safe; lives across reloads while a
 // snapshot uses it.

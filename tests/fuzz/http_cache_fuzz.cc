@@ -1,11 +1,12 @@
-// Fuzzes what the HTTP cache reads from upstreams and from Redis: Cache-Control values,
-// HTTP dates and stored objects. Decoding an encoded object must give it back.
+// Fuzzes what the caches read from upstreams and from Redis: Cache-Control values, HTTP dates,
+// stored objects and L2 records. Decoding an encoded object or record must give it back.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
 #include "cache/http_policy.h"
+#include "cache/l2_record.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);
@@ -28,6 +29,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     bulwark::cache::HttpObjectView w;
     if (!bulwark::cache::DecodeHttpObject(again, &w) || w.body != v.body || w.head != v.head)
       std::abort();
+  }
+  bulwark::cache::L2Record r;
+  if (bulwark::cache::DecodeL2Record(in, &r)) {
+    std::string again = bulwark::cache::EncodeL2Record(r);
+    if (again != in) std::abort();  // every field was within its limits, so nothing was cut
   }
   return 0;
 }

@@ -13,16 +13,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-template <typename F>
-bool WaitFor(F f, int ms) {
-  auto until = Clock::now() + std::chrono::milliseconds(ms);
-  while (Clock::now() < until) {
-    if (f()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return f();
-}
-
 EtcdLeaseOptions Options(const EtcdServer& etcd, const std::string& name) {
   EtcdLeaseOptions o;
   o.endpoints = {"http://127.0.0.1:1", etcd.endpoint()};  // the first is down: the next answers

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,6 +26,18 @@ std::string Gunzip(const std::string& bytes);
 // kB of a /proc/PID/status field (VmRSS, VmHWM); -1 when absent.
 long ProcKb(pid_t pid, const std::string& field);
 bool WaitForPort(int port, int timeout_ms);
+// Polls `f` every 50 ms until it returns true; gives up when `ms` have passed and it has been
+// asked at least ms / 50 times (on a loaded machine each call can take far longer than the
+// pause, so neither the clock nor the count alone is a fair wait). Returns f's last answer.
+template <typename F>
+bool WaitFor(F f, int ms) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  for (int tries = 0; tries < ms / 50 || std::chrono::steady_clock::now() < until; ++tries) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return f();
+}
 // Absolute path of a program from PATH, /usr/sbin or /sbin (nginx and haproxy live in sbin); "" if
 // absent.
 std::string FindProgram(const std::string& name);

@@ -33,15 +33,6 @@ json Query(int admin, const std::string& q) {
   return json::parse(r.body, nullptr, false);
 }
 
-template <typename F>
-bool WaitUntil(F f, int ms) {
-  for (int i = 0; i < ms / 50; ++i) {
-    if (f()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return f();
-}
-
 TEST(Observe, SamplesItselfAndScrapesATarget) {
   Backend exporter([](const Backend::Request& r) {
     if (r.target != "/metrics") return Backend::Reply(404, "");
@@ -61,7 +52,7 @@ TEST(Observe, SamplesItselfAndScrapesATarget) {
                               std::to_string(dead) + "'], timeout: 1s}\n"));
   ASSERT_TRUE(b.Ready(port, admin));
   for (int i = 0; i < 5; ++i) HttpGet(port, "/");
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(WaitFor(
       [&] {
         json r = Query(admin, "pg_stat_database_numbackends");
         return r["data"]["result"].size() == 1;
@@ -72,12 +63,12 @@ TEST(Observe, SamplesItselfAndScrapesATarget) {
   EXPECT_EQ(r["data"]["result"][0]["value"][1], "7");
   r = Query(admin, "job_label_clash");
   EXPECT_EQ(r["data"]["result"][0]["metric"]["exported_job"], "other");
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(WaitFor(
       [&] { return Query(admin, "up{job=\"gone\"}")["data"]["result"].size() == 1; }, 5000));
   EXPECT_EQ(Query(admin, "up{job=\"gone\"}")["data"]["result"][0]["value"][1], "0");
   EXPECT_EQ(Query(admin, "up{job=\"postgres\"}")["data"]["result"][0]["value"][1], "1");
   // bulwark's own series, and the system metrics under the AlkaidSYS names.
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(WaitFor(
       [&] {
         json q = Query(admin, "sum(http_requests_total{job=\"bulwark\"})");
         return q["data"]["result"].size() == 1 && q["data"]["result"][0]["value"][1] == "5";
@@ -135,7 +126,7 @@ TEST(Observe, QueryLimitsKeepTheProcessAndTheControlThreadSafe) {
             std::to_string(app.port()) +
             "']\n    health_check: {path: /healthz, interval: 200ms, timeout: 1s}\n");
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(WaitFor(
       [&] {
         // Under a sanitizer, with 20,000 series scraped every second, an answer may be late
         // (the client gives up, nothing to parse): ask again.
@@ -312,20 +303,20 @@ TEST(Observe, RulesFireAndAreForwardedToARealAlertmanager) {
   ASSERT_TRUE(b.Ready(port, admin));
   for (int i = 0; i < 3; ++i) HttpGet(port, "/");
   // Pending first, then firing after `for`, then in the real Alertmanager.
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(WaitFor(
       [&] {
         json rules = json::parse(HttpGet(admin, "/api/v1/rules").body, nullptr, false);
         return rules["data"]["groups"][0]["rules"][0]["state"] == "pending";
       },
       5000));
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(WaitFor(
       [&] {
         json rules = json::parse(HttpGet(admin, "/api/v1/rules").body, nullptr, false);
         return rules["data"]["groups"][0]["rules"][0]["state"] == "firing";
       },
       6000));
   json got;
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(WaitFor(
       [&] {
         got = json::parse(HttpGet(am_port, "/api/v2/alerts").body, nullptr, false);
         return got.is_array() && !got.empty();
@@ -466,13 +457,13 @@ TEST(Observe, EmailOverSmtpAndWebhookRetriedWithBackoff) {
              "application/json\r\nContent-Length: " +
              std::to_string(body.size()) + "\r\n\r\n" + body));
   ASSERT_EQ(c.Read().status, 200);
-  ASSERT_TRUE(WaitUntil([&] { return !smtp.message().empty(); }, 5000));
+  ASSERT_TRUE(WaitFor([&] { return !smtp.message().empty(); }, 5000));
   std::string msg = smtp.message();
   EXPECT_NE(msg.find("Subject: [FIRING] DiskFull"), std::string::npos) << msg;
   EXPECT_NE(msg.find("db-1: disk 95% full"), std::string::npos) << msg;
   EXPECT_NE(smtp.envelope().find("<ops@example.com>"), std::string::npos) << smtp.envelope();
   // Retried after 0.5 s and 1 s: delivered on the third attempt, within the group interval.
-  ASSERT_TRUE(WaitUntil([&] { return calls.load() >= 3; }, 4000)) << calls.load();
+  ASSERT_TRUE(WaitFor([&] { return calls.load() >= 3; }, 4000)) << calls.load();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::string metrics = HttpGet(admin, "/metrics").body;
   EXPECT_EQ(

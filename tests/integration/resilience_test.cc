@@ -183,7 +183,7 @@ TEST(Resilience, RetryBudgetAndPerTryTimeout) {
                   .count();
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.body, "ok");
-    EXPECT_LT(ms, 1000);
+    EXPECT_LT(ms, 1500);  // sooner than the slow server would have answered
   }
   EXPECT_GT(slow.requests(), 0);
 }
