@@ -13,7 +13,8 @@
 # like for like). Keep-alive settings are the same for all.
 #
 #   bench/gateway.sh [--protected] [ROUNDS] [SECONDS] [CONNECTIONS]
-# It prints a line for each, then the summary (the last line):
+# It prints the proxies' CPU time and system calls per request, a line for each comparison, then
+# the summary (the last line):
 #   logs on (as shipped): bulwark=N nginx=N haproxy=N req/s, p99 X / X / X ms
 #   logs off (like for like): bulwark=N nginx=N haproxy=N req/s, p99 X / X / X ms
 #   gateway: bulwark_rps=N nginx_rps=N haproxy_rps=N direct_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X nolog_bulwark_rps=N nolog_nginx_rps=N nolog_haproxy_rps=N nolog_bulwark_p99_ms=X nolog_nginx_p99_ms=X nolog_haproxy_p99_ms=X
@@ -231,6 +232,24 @@ for r in $(seq 0 $((ROUNDS - 1))); do
   done
 done
 m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+
+# System calls per request: one more, untimed run of each proxy with perf counting the syscall
+# tracepoint in all its processes and threads (counting costs a little, so it is kept out of the
+# timed rounds).
+syscalls_per_request() {  # NAME PID PORT
+  local targets=$2 c out reqs n
+  for c in $(pgrep -P "$2" || true); do targets+=",$c"; done
+  perf stat -x, -e raw_syscalls:sys_enter -p "$targets" -o "$work/perf-$1.txt" & local perf_pid=$!
+  sleep 0.5
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:$3/" 2>&1)
+  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  n=$(awk -F, '/raw_syscalls/ {print $1}' "$work/perf-$1.txt")
+  awk -v n="$n" -v r="$reqs" 'BEGIN {printf "%.2f", n / r}'
+}
+declare -A sys_per_req
+for i in 0 1 2 4 5 6; do sys_per_req[${names[$i]}]=$(syscalls_per_request "${names[$i]}" "${procs[$i]}" "${ports[$i]}"); done
+echo "system calls per request: bulwark=${sys_per_req[bulwark]} nginx=${sys_per_req[nginx]} haproxy=${sys_per_req[haproxy]}; logs off: bulwark=${sys_per_req[bulwark_nolog]} nginx=${sys_per_req[nginx_nolog]} haproxy=${sys_per_req[haproxy_nolog]}"
 # The logs-on proxies really logged (a request line each), the logs-off ones did not.
 for f in "$work/bulwark-access.log" "$work/ng/access.log" "$work/haproxy-access.log"; do
   [ -s "$f" ] || { echo "no access log written to $f" >&2; exit 1; }

@@ -34,9 +34,9 @@ bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out
     switch (p.kind) {
       case KeyPartKind::kClientIp:
         if (binary_ip) {
-          out->append(client_addr_.Binary());
+          out->append(ex_.admission.client_addr.Binary());
         } else {
-          out->append(client_ip_);
+          out->append(ex_.admission.client_ip);
         }
         any = true;
         break;
@@ -47,15 +47,15 @@ bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out
         }
         break;
       case KeyPartKind::kRoute:
-        if (route_ != nullptr) {
-          out->append(route_->cfg->name);
+        if (ex_.route != nullptr) {
+          out->append(ex_.route->cfg->name);
           any = true;
         }
         break;
       case KeyPartKind::kJwtClaim:
-        if (jwt_ok_) {
-          auto it = jwt_claims_.find(p.name);
-          if (it != jwt_claims_.end() && (it->is_string() || it->is_number())) {
+        if (ex_.admission.jwt_ok) {
+          auto it = ex_.admission.jwt_claims.find(p.name);
+          if (it != ex_.admission.jwt_claims.end() && (it->is_string() || it->is_number())) {
             std::string v = it->is_string() ? it->get<std::string>() : it->dump();
             if (!v.empty()) {
               out->append(v.substr(0, 1024));
@@ -71,31 +71,32 @@ bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out
 }
 
 bool ClientConn::Protect(const GatewayConfig& cfg) {
-  const Snapshot& snap = *view_->snap;
+  const Snapshot& snap = *ex_.view->snap;
   const ListenerConfig& lcfg = cfg.listeners[listener_index_];
-  const AccessList& acl = route_ != nullptr ? route_->cfg->access : lcfg.access;
-  if (!acl.rules.empty() && !acl.Allows(client_addr_)) {
+  const AccessList& acl = ex_.route != nullptr ? ex_.route->cfg->access : lcfg.access;
+  if (!acl.rules.empty() && !acl.Allows(ex_.admission.client_addr)) {
     worker_->stats().access_denied.Add(1);
-    SendError(403, "access denied", has_body_);
+    SendError(403, "access denied", ex_.request.has_body);
     return false;
   }
   BanTable* bans = worker_->shared().bans;
   int64_t now = worker_->loop().now_ms();
   if (bans != nullptr && bans->active() > 0) {
     for (const KeySpec& spec : snap.ban_keys) {
-      key_buf_.clear();
-      if (AppendKey(spec, false, &key_buf_) && bans->IsBanned(key_buf_, now)) {
-        SendError(cfg.bans.status, "banned", has_body_);
+      ex_.admission.key_buf.clear();
+      if (AppendKey(spec, false, &ex_.admission.key_buf) &&
+          bans->IsBanned(ex_.admission.key_buf, now)) {
+        SendError(cfg.bans.status, "banned", ex_.request.has_body);
         return false;
       }
     }
   }
-  if (route_ == nullptr) return true;
-  const RouteConfig& rc = *route_->cfg;
+  if (ex_.route == nullptr) return true;
+  const RouteConfig& rc = *ex_.route->cfg;
   if (rc.jwt_index >= 0 && !VerifyJwt(cfg.jwt_providers[rc.jwt_index])) return false;
   if (rc.ban.set) {
-    ban_key_.clear();
-    AppendKey(rc.ban.key, false, &ban_key_);
+    ex_.admission.ban_key.clear();
+    AppendKey(rc.ban.key, false, &ex_.admission.ban_key);
   }
   const LimitReqConfig& lr = rc.limit_req;
   if (lr.rules.empty()) return true;
@@ -103,21 +104,22 @@ bool ClientConn::Protect(const GatewayConfig& cfg) {
   // Keys first (the buffer may grow), then views into it.
   int n = std::min<int>(static_cast<int>(lr.rules.size()), LimitDecision::kMaxRules);
   size_t offsets[LimitDecision::kMaxRules + 1];
-  key_buf_.clear();
+  ex_.admission.key_buf.clear();
   for (int i = 0; i < n; ++i) {
-    offsets[i] = key_buf_.size();
-    AppendKey(cfg.limit_zones[lr.rules[i].zone_index].key, true, &key_buf_);
+    offsets[i] = ex_.admission.key_buf.size();
+    AppendKey(cfg.limit_zones[lr.rules[i].zone_index].key, true, &ex_.admission.key_buf);
   }
-  offsets[n] = key_buf_.size();
-  LimitRequest* reqs = limit_reqs_;
+  offsets[n] = ex_.admission.key_buf.size();
+  LimitRequest* reqs = ex_.admission.limit_reqs;
   for (int i = 0; i < n; ++i) {
     const LimitReqRule& rule = lr.rules[i];
     reqs[i].zone = snap.zones[rule.zone_index].get();
     reqs[i].burst = rule.burst;
     reqs[i].delay = rule.delay;
-    reqs[i].key = std::string_view(key_buf_).substr(offsets[i], offsets[i + 1] - offsets[i]);
+    reqs[i].key =
+        std::string_view(ex_.admission.key_buf).substr(offsets[i], offsets[i + 1] - offsets[i]);
   }
-  limit_n_ = n;
+  ex_.admission.limit_n = n;
   if (cfg.limit_zones[lr.rules[0].zone_index].shared) {
     RedisClient* redis = worker_->redis();
     if (redis != nullptr && redis->connected()) {
@@ -125,7 +127,7 @@ bool ClientConn::Protect(const GatewayConfig& cfg) {
       // LAN; at most redis.timeout before the fallback decides instead).
       std::vector<std::string_view> keys, args;
       SharedLimit::BuildArgs(cfg.redis.key_prefix, reqs, n, &redis_buf_, &keys, &args);
-      uint64_t seq = ++limit_seq_;
+      uint64_t seq = ++redis_seq_;
       state_ = State::kLimiting;
       redis->Eval(SharedLimit::Script(), SharedLimit::Sha1(), keys, args,
                   [this, seq](const RedisReply& r) { OnSharedLimit(seq, r); });
@@ -137,37 +139,38 @@ bool ClientConn::Protect(const GatewayConfig& cfg) {
 }
 
 LimitOutcome ClientConn::FallbackDecision() {
-  const GatewayConfig& cfg = *view_->snap->config;
-  const LimitReqConfig& lr = route_->cfg->limit_req;
+  const GatewayConfig& cfg = *ex_.view->snap->config;
+  const LimitReqConfig& lr = ex_.route->cfg->limit_req;
   const LimitZoneConfig& zc = cfg.limit_zones[lr.rules[0].zone_index];
-  limit_reqs_[0].zone->CountFallback();
+  ex_.admission.limit_reqs[0].zone->CountFallback();
   LimitOutcome out;
   switch (zc.redis_failure) {
     case RedisFailure::kLocal:
       // Each instance limits on its own until Redis is back.
-      return LimitDecision::Decide(limit_reqs_, limit_n_, worker_->loop().now_ms(), lr.dry_run);
+      return LimitDecision::Decide(ex_.admission.limit_reqs, ex_.admission.limit_n,
+                                   worker_->loop().now_ms(), lr.dry_run);
     case RedisFailure::kOpen:
       out.applied = true;
       out.rule = 0;
-      limit_reqs_[0].zone->Count(LimitResult::kPassed);
+      ex_.admission.limit_reqs[0].zone->Count(LimitResult::kPassed);
       return out;
     case RedisFailure::kClosed:
       out.applied = true;
       out.rule = 0;
       out.result = lr.dry_run ? LimitResult::kRejectedDryRun : LimitResult::kRejected;
       out.retry_after_s = 1;
-      limit_reqs_[0].zone->Count(out.result);
+      ex_.admission.limit_reqs[0].zone->Count(out.result);
       return out;
   }
   return out;
 }
 
 void ClientConn::OnSharedLimit(uint64_t seq, const RedisReply& r) {
-  if (!open_ || state_ != State::kLimiting || seq != limit_seq_) return;  // the client left
+  if (!open_ || state_ != State::kLimiting || seq != redis_seq_) return;  // the client left
   state_ = State::kHead;
   LimitOutcome out;
-  if (r.is_error() ||
-      !SharedLimit::ParseReply(r, limit_reqs_, limit_n_, route_->cfg->limit_req.dry_run, &out)) {
+  if (r.is_error() || !SharedLimit::ParseReply(r, ex_.admission.limit_reqs, ex_.admission.limit_n,
+                                               ex_.route->cfg->limit_req.dry_run, &out)) {
     if (!r.is_error()) LogWarn("unexpected reply from the shared rate-limit script");
     out = FallbackDecision();
   }
@@ -176,17 +179,18 @@ void ClientConn::OnSharedLimit(uint64_t seq, const RedisReply& r) {
 
 bool ClientConn::ApplyLimitOutcome(const LimitOutcome& out) {
   if (!out.applied) return true;
-  const RouteConfig& rc = *route_->cfg;
+  const RouteConfig& rc = *ex_.route->cfg;
   const LimitReqConfig& lr = rc.limit_req;
-  limit_result_ = static_cast<int>(out.result);
+  ex_.admission.limit_result = static_cast<int>(out.result);
   if (out.result == LimitResult::kRejected) {
     LogDebug("limiting requests, excess: ", out.excess / 1000, ".", out.excess % 1000,
-             " by zone \"", limit_reqs_[out.rule].zone->name(), "\", client: ", client_ip_);
-    limit_rejected_ = true;
+             " by zone \"", ex_.admission.limit_reqs[out.rule].zone->name(),
+             "\", client: ", ex_.admission.client_ip);
+    ex_.admission.limit_rejected = true;
     if (rc.ban.set && rc.ban.on_rate_limited) StrikeBan("rate_limited");
     std::string extra;
     if (lr.retry_after) extra = StrCat("Retry-After: ", out.retry_after_s, "\r\n");
-    SendError(lr.status, "rate limited", has_body_, extra);
+    SendError(lr.status, "rate limited", ex_.request.has_body, extra);
     return false;
   }
   if (out.result == LimitResult::kDelayed && out.delay_ms > 0) {
@@ -208,8 +212,8 @@ bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
   }
   int64_t now_s = WallMicros() / 1000000;
   bool cached = !token.empty() && jwt_verifier_ == p.verifier && token == jwt_token_;
-  security::JwtFailure f = cached ? p.verifier->CheckTimes(jwt_claims_, now_s)
-                                  : p.verifier->Verify(token, now_s, &jwt_claims_);
+  security::JwtFailure f = cached ? p.verifier->CheckTimes(ex_.admission.jwt_claims, now_s)
+                                  : p.verifier->Verify(token, now_s, &ex_.admission.jwt_claims);
   if (f != security::JwtFailure::kNone) {
     jwt_verifier_.reset();
     jwt_token_.clear();
@@ -221,22 +225,22 @@ bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
                 security::JwtFailureName(f), "\"");
     }
     extra.append("\r\n");
-    SendError(401, "token refused", has_body_, extra);
+    SendError(401, "token refused", ex_.request.has_body, extra);
     return false;
   }
   p.counters->verified.fetch_add(1, std::memory_order_relaxed);
-  jwt_ok_ = true;
+  ex_.admission.jwt_ok = true;
   if (cached) return true;  // claims and their headers are still those of this token
   jwt_verifier_ = p.verifier;
   jwt_token_.assign(token);
-  jwt_headers_.clear();
+  ex_.admission.jwt_headers.clear();
   for (const auto& [claim, header] : p.forward_claims) {
-    auto it = jwt_claims_.find(claim);
-    if (it == jwt_claims_.end()) continue;
+    auto it = ex_.admission.jwt_claims.find(claim);
+    if (it == ex_.admission.jwt_claims.end()) continue;
     std::string v = it->is_string() ? it->get<std::string>() : it->dump();
     bool clean = v.size() <= 1024;
     for (char c : v) clean &= c >= 32 && c != 127;
-    if (clean) AppendHeaderLine(&jwt_headers_, header, v);
+    if (clean) AppendHeaderLine(&ex_.admission.jwt_headers, header, v);
   }
   return true;
 }
@@ -244,9 +248,11 @@ bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
 void ClientConn::BanStatus(int status) {
   // Counted once, before the answer leaves: the client's next request, on whichever worker,
   // must already see the ban.
-  if (ban_counted_ || route_ == nullptr || ban_key_.empty() || limit_rejected_) return;
-  ban_counted_ = true;
-  for (int s : route_->cfg->ban.statuses) {
+  if (ex_.admission.ban_counted || ex_.route == nullptr || ex_.admission.ban_key.empty() ||
+      ex_.admission.limit_rejected)
+    return;
+  ex_.admission.ban_counted = true;
+  for (int s : ex_.route->cfg->ban.statuses) {
     if (s == status) {
       StrikeBan(StrCat(status));
       break;
@@ -256,25 +262,26 @@ void ClientConn::BanStatus(int status) {
 
 void ClientConn::StrikeBan(std::string_view what) {
   BanTable* bans = worker_->shared().bans;
-  if (bans == nullptr || route_ == nullptr || ban_key_.empty()) return;
-  const GatewayConfig& cfg = *view_->snap->config;
+  if (bans == nullptr || ex_.route == nullptr || ex_.admission.ban_key.empty()) return;
+  const GatewayConfig& cfg = *ex_.view->snap->config;
   for (const auto& c : cfg.bans.never_ban) {
-    if (c.Contains(client_addr_)) return;
+    if (c.Contains(ex_.admission.client_addr)) return;
   }
-  const BanRuleConfig& rule = route_->cfg->ban;
-  if (bans->Strike(ban_key_, route_->cfg->name, rule, worker_->loop().now_ms(), what)) {
+  const BanRuleConfig& rule = ex_.route->cfg->ban;
+  if (bans->Strike(ex_.admission.ban_key, ex_.route->cfg->name, rule, worker_->loop().now_ms(),
+                   what)) {
     std::string reason =
         StrCat(rule.maxretry, " x ", what, " within ", FormatDurationMs(rule.findtime_ms));
-    LogWarn("security event: banned ", ban_key_, " for ", FormatDurationMs(rule.bantime_ms),
-            " (route ", route_->cfg->name, ": ", reason, ")");
+    LogWarn("security event: banned ", ex_.admission.ban_key, " for ",
+            FormatDurationMs(rule.bantime_ms), " (route ", ex_.route->cfg->name, ": ", reason, ")");
     RedisClient* redis = worker_->redis();
     if (redis != nullptr && redis->connected()) {
       // Shared with the other instances: kept in Redis for the ban's time (for instances that
       // start or reconnect later) and announced to the ones listening now.
       const std::string& prefix = cfg.redis.key_prefix;
-      std::string msg = BanMessage("ban", ban_key_, route_->cfg->name, reason, rule.bantime_ms,
-                                   worker_->shared().instance_id);
-      std::string rkey = BanRedisKey(prefix, ban_key_);
+      std::string msg = BanMessage("ban", ex_.admission.ban_key, ex_.route->cfg->name, reason,
+                                   rule.bantime_ms, worker_->shared().instance_id);
+      std::string rkey = BanRedisKey(prefix, ex_.admission.ban_key);
       std::string ms = StrCat(rule.bantime_ms);
       redis->Command({"SET", rkey, msg, "PX", ms}, [](const RedisReply&) {});
       redis->Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
@@ -283,45 +290,47 @@ void ClientConn::StrikeBan(std::string_view what) {
 }
 
 bool ClientConn::AcquireConnLimits() {
-  const LimitConnConfig& lc = route_->cfg->limit_conn;
+  const LimitConnConfig& lc = ex_.route->cfg->limit_conn;
   if (lc.rules.empty()) return true;
-  const Snapshot& snap = *view_->snap;
-  held_conn_keys_.clear();
+  const Snapshot& snap = *ex_.view->snap;
+  ex_.admission.held_conn_keys.clear();
   for (const LimitConnRule& rule : lc.rules) {
     ConnZone* zone = snap.conn_zones[static_cast<size_t>(rule.zone_index)].get();
-    size_t offset = held_conn_keys_.size();
+    size_t offset = ex_.admission.held_conn_keys.size();
     if (!AppendKey(snap.config->conn_zones[static_cast<size_t>(rule.zone_index)].key, true,
-                   &held_conn_keys_)) {
+                   &ex_.admission.held_conn_keys)) {
       continue;  // as nginx: an empty key is not limited
     }
-    std::string_view key = std::string_view(held_conn_keys_).substr(offset);
+    std::string_view key = std::string_view(ex_.admission.held_conn_keys).substr(offset);
     if (zone->Acquire(key, rule.max)) {
-      held_conn_[static_cast<size_t>(held_conn_n_++)] = {zone, offset, key.size()};
+      ex_.admission.held_conn[static_cast<size_t>(ex_.admission.held_conn_n++)] = {zone, offset,
+                                                                                   key.size()};
       continue;
     }
     if (lc.dry_run) {
-      held_conn_keys_.resize(offset);
+      ex_.admission.held_conn_keys.resize(offset);
       zone->Count(ConnResult::kRejectedDryRun);
       continue;
     }
     zone->Count(ConnResult::kRejected);
-    LogDebug("limiting connections by zone \"", zone->name(), "\", client: ", client_ip_);
+    LogDebug("limiting connections by zone \"", zone->name(),
+             "\", client: ", ex_.admission.client_ip);
     ReleaseConnLimits();
-    limit_rejected_ = true;
-    SendError(lc.status, "too many requests in progress", has_body_);
+    ex_.admission.limit_rejected = true;
+    SendError(lc.status, "too many requests in progress", ex_.request.has_body);
     return false;
   }
-  for (int i = 0; i < held_conn_n_; ++i)
-    held_conn_[static_cast<size_t>(i)].zone->Count(ConnResult::kPassed);
+  for (int i = 0; i < ex_.admission.held_conn_n; ++i)
+    ex_.admission.held_conn[static_cast<size_t>(i)].zone->Count(ConnResult::kPassed);
   return true;
 }
 
 void ClientConn::ReleaseConnLimits() {
-  for (int i = 0; i < held_conn_n_; ++i) {
-    const HeldConn& h = held_conn_[static_cast<size_t>(i)];
-    h.zone->Release(std::string_view(held_conn_keys_).substr(h.offset, h.len));
+  for (int i = 0; i < ex_.admission.held_conn_n; ++i) {
+    const auto& h = ex_.admission.held_conn[static_cast<size_t>(i)];
+    h.zone->Release(std::string_view(ex_.admission.held_conn_keys).substr(h.offset, h.len));
   }
-  held_conn_n_ = 0;
+  ex_.admission.held_conn_n = 0;
 }
 
 }  // namespace bulwark::gateway

@@ -29,7 +29,7 @@ namespace bulwark::gateway {
 
 ClientConn::ClientConn(Worker* w) : worker_(w) {
   timer_.set_callback([this] { OnClientTimeout(); });
-  retry_timer_.set_callback([this] { OnRetryTimer(); });
+  ex_.upstream.retry_timer.set_callback([this] { OnRetryTimer(); });
 }
 
 void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
@@ -46,13 +46,13 @@ void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
   requests_ = 0;
   read_paused_ = eof_ = close_after_ = false;
   in_write_ = write_again_ = write_failed_ = false;
-  bytes_in_ = 0;
-  client_ip_.clear();
-  view_ = nullptr;
+  ex_.request.bytes_in = 0;
+  ex_.admission.client_ip.clear();
+  ex_.view = nullptr;
   // A pooled connection object must not remember the route of its previous life: that route
   // belongs to a snapshot a reload may have freed.
-  route_ = nullptr;
-  up_ = nullptr;
+  ex_.route = nullptr;
+  ex_.upstream.conn = nullptr;
   worker_->stats().open_clients.fetch_add(1, std::memory_order_relaxed);
   tls_done_ = read_wants_write_ = write_wants_read_ = false;
   jwt_verifier_.reset();  // a new connection verifies its first token in full
@@ -159,15 +159,16 @@ void ClientConn::DoRead() {
           in_.Compact();
           continue;
         }
-      } else if (state_ == State::kProxy && !body_done_ && body_pos_ > in_.rpos) {
+      } else if (state_ == State::kProxy && !ex_.request.body_done &&
+                 ex_.request.body_pos > in_.rpos) {
         // The body is larger than the buffer: drop what was already forwarded. From here on the
         // request can no longer be resent to another server.
-        in_.rpos = body_pos_;
-        body_retained_ = false;
+        in_.rpos = ex_.request.body_pos;
+        ex_.request.body_retained = false;
         size_t shift = in_.rpos;
         in_.Compact();
-        body_pos_ -= shift;
-        body_start_ = 0;
+        ex_.request.body_pos -= shift;
+        ex_.request.body_start = 0;
         continue;
       }
       read_paused_ = true;  // resumed when the current exchange consumes the buffer
@@ -177,7 +178,7 @@ void ClientConn::DoRead() {
     ssize_t n = Recv(in_.write_ptr(), want);
     if (n > 0) {
       in_.wpos += static_cast<size_t>(n);
-      bytes_in_ += static_cast<uint64_t>(n);
+      ex_.request.bytes_in += static_cast<uint64_t>(n);
       Process();
       // A short plain read drained the socket (see UpstreamConn::ReadAvailable); TLS hands out
       // one record at a time, so it reads on until it would block.
@@ -210,7 +211,7 @@ void ClientConn::OnClientEof() {
       DoWrite();
       return;
     case State::kProxy:
-      if (resp_done_) {
+      if (ex_.response.done) {
         close_after_ = true;
         DoWrite();
         return;
@@ -218,7 +219,7 @@ void ClientConn::OnClientEof() {
       // As nginx without proxy_ignore_client_abort: the client gave up, so does the upstream
       // request; logged as 499.
       worker_->stats().client_aborts.Add(1);
-      if (!logged_) LogAndCount(499);
+      if (!ex_.log.logged) LogAndCount(499);
       ReleaseUpstream(false);
       Close();
       return;
@@ -228,7 +229,7 @@ void ClientConn::OnClientEof() {
     case State::kCacheWait:
     case State::kCacheL2:
       worker_->stats().client_aborts.Add(1);
-      if (!logged_) LogAndCount(499);
+      if (!ex_.log.logged) LogAndCount(499);
       Close();
       return;
     default:
@@ -243,8 +244,8 @@ void ClientConn::Process() {
       case State::kIdle:
         if (in_.readable() == 0) return;
         state_ = State::kHead;
-        start_us_ = MonotonicUs();
-        start_ms_ = worker_->loop().now_ms();
+        ex_.request.start_us = MonotonicUs();
+        ex_.request.start_ms = worker_->loop().now_ms();
         if (requests_ > 0) ArmClientTimer(worker_->config().http.client_header_timeout_ms);
         continue;
       case State::kHead: {
@@ -258,11 +259,11 @@ void ClientConn::Process() {
           st = http::ParseRequestHead(in_.read_ptr(), end, limits, &req_, &err);
         if (st == http::ParseStatus::kError) {
           worker_->stats().parse_errors.Add(1);
-          method_ = http::Method::kOther;
-          log_method_.assign("-");
-          log_path_.assign("-");
-          request_id_len_ = 0;
-          trace_id_[0] = 0;
+          ex_.request.method = http::Method::kOther;
+          ex_.log.method.assign("-");
+          ex_.log.path.assign("-");
+          ex_.log.request_id_len = 0;
+          ex_.log.trace_id[0] = 0;
           SendError(err.status, err.reason, true);
           return;
         }
@@ -270,9 +271,11 @@ void ClientConn::Process() {
         return;
       }
       case State::kProxy:
-        if (!body_done_ && up_ != nullptr) {
+        if (!ex_.request.body_done && ex_.upstream.conn != nullptr) {
           ForwardBody();
-          if (up_ != nullptr && up_->state_ == UpstreamConn::State::kActive) up_->Flush();
+          if (ex_.upstream.conn != nullptr &&
+              ex_.upstream.conn->state_ == UpstreamConn::State::kActive)
+            ex_.upstream.conn->Flush();
         }
         return;
       default:
@@ -283,14 +286,14 @@ void ClientConn::Process() {
 
 void ClientConn::SendLocal(int status, std::string_view body, std::string_view content_type,
                            std::string_view location, bool close, std::string_view extra_headers) {
-  if (cache_zone_ != nullptr) CacheComplete(false);
-  if (close) keep_alive_ = false;
-  if (worker_->draining()) keep_alive_ = false;
-  status_ = status;
-  resp_started_ = resp_done_ = true;
+  if (ex_.cache.zone != nullptr) CacheComplete(false);
+  if (close) ex_.request.keep_alive = false;
+  if (worker_->draining()) ex_.request.keep_alive = false;
+  ex_.response.status = status;
+  ex_.response.started = ex_.response.done = true;
   BanStatus(status);
   std::string& o = out_.buf;
-  o.append(version_minor_ == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  o.append(ex_.request.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
   StrAppend(&o, status, " ", http::StatusReason(status), "\r\nServer: bulwark\r\nDate: ");
   o.append(worker_->http_date());
   o.append("\r\n");
@@ -298,28 +301,29 @@ void ClientConn::SendLocal(int status, std::string_view body, std::string_view c
   StrAppend(&o, "Content-Length: ", body.size(), "\r\n");
   if (!location.empty()) AppendHeaderLine(&o, "Location", location);
   o.append(extra_headers);
-  if (route_ != nullptr) {
-    if (AddHeaderStatus(status)) o.append(route_->cfg->add_header_block);
-    o.append(route_->cfg->add_header_always_block);
-  } else if (view_ != nullptr) {
+  if (ex_.route != nullptr) {
+    if (AddHeaderStatus(status)) o.append(ex_.route->cfg->add_header_block);
+    o.append(ex_.route->cfg->add_header_always_block);
+  } else if (ex_.view != nullptr) {
     // No route (404, refused before routing): the listener's headers, as nginx's server level.
-    for (const auto& h : view_->snap->config->listeners[listener_index_].add_headers) {
+    for (const auto& h : ex_.view->snap->config->listeners[listener_index_].add_headers) {
       if (h.always || AddHeaderStatus(status)) AppendHeaderLine(&o, h.name, h.value);
     }
   }
-  if (request_id_len_ > 0)
-    AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
-  if (!keep_alive_) {
+  if (ex_.log.request_id_len > 0)
+    AppendHeaderLine(&o, "X-Request-Id",
+                     std::string_view(ex_.log.request_id, ex_.log.request_id_len));
+  if (!ex_.request.keep_alive) {
     o.append("Connection: close\r\n");
-  } else if (version_minor_ == 0) {
+  } else if (ex_.request.version_minor == 0) {
     o.append("Connection: keep-alive\r\n");
   }
   o.append("\r\n");
-  if (method_ != http::Method::kHead) o.append(body);
-  bytes_out_ = body.size();
-  if (!logged_) LogAndCount(status);
+  if (ex_.request.method != http::Method::kHead) o.append(body);
+  ex_.response.bytes_out = body.size();
+  if (!ex_.log.logged) LogAndCount(status);
   state_ = State::kLocal;
-  close_after_ = close_after_ || !keep_alive_;
+  close_after_ = close_after_ || !ex_.request.keep_alive;
   DoWrite();
 }
 
@@ -361,13 +365,13 @@ void ClientConn::DoWrite() {
     if (!open_) break;
     WriteOut();
     if (write_failed_) {
-      if (!logged_ && state_ == State::kProxy) LogAndCount(499);
+      if (!ex_.log.logged && state_ == State::kProxy) LogAndCount(499);
       ReleaseUpstream(false);
       Close();
       break;
     }
     if (out_.pending() > 0) break;  // wait for EPOLLOUT
-    if (state_ == State::kLocal && resp_done_) {
+    if (state_ == State::kLocal && ex_.response.done) {
       if (close_after_) {
         Close();
         break;
@@ -375,31 +379,33 @@ void ClientConn::DoWrite() {
       StartNextRequest();
       continue;
     }
-    if (state_ == State::kProxy && up_ != nullptr && resp_started_) {
+    if (state_ == State::kProxy && ex_.upstream.conn != nullptr && ex_.response.started) {
       ForwardResponseBody();
-      if (up_ != nullptr && up_->read_paused_ && out_.pending() < kMaxPending) up_->ReadAvailable();
+      if (ex_.upstream.conn != nullptr && ex_.upstream.conn->read_paused_ &&
+          out_.pending() < kMaxPending)
+        ex_.upstream.conn->ReadAvailable();
     }
   } while (write_again_);
   in_write_ = false;
 }
 
 void ClientConn::StartNextRequest() {
-  if (view_ != nullptr) {
-    worker_->ReleaseView(view_);
-    view_ = nullptr;
+  if (ex_.view != nullptr) {
+    worker_->ReleaseView(ex_.view);
+    ex_.view = nullptr;
   }
-  route_ = nullptr;
+  ex_.route = nullptr;
   ResetCacheState();
   // Consume the finished request (head and body); what follows is the next pipelined request.
-  in_.rpos = std::max(in_.rpos, std::min(body_pos_, in_.wpos));
+  in_.rpos = std::max(in_.rpos, std::min(ex_.request.body_pos, in_.wpos));
   if (in_.rpos == in_.wpos) in_.rpos = in_.wpos = 0;
-  body_pos_ = body_start_ = 0;
+  ex_.request.body_pos = ex_.request.body_start = 0;
   scanner_.Reset();
   state_ = State::kIdle;
-  resp_started_ = resp_done_ = false;
-  request_id_len_ = 0;
-  bytes_in_ = in_.readable();
-  client_ip_.clear();
+  ex_.response.started = ex_.response.done = false;
+  ex_.log.request_id_len = 0;
+  ex_.request.bytes_in = in_.readable();
+  ex_.admission.client_ip.clear();
   if (worker_->draining()) {
     Close();
     return;
@@ -421,30 +427,30 @@ void ClientConn::OnClientTimeout() {
       return;
     case State::kCacheWait:
       // proxy_cache_lock_timeout: go to the server, and do not store what it answers.
-      if (cache_zone_ != nullptr) {
-        cache_zone_->lock_timeouts.fetch_add(1, std::memory_order_relaxed);
-        cache_zone_->misses.fetch_add(1, std::memory_order_relaxed);
+      if (ex_.cache.zone != nullptr) {
+        ex_.cache.zone->lock_timeouts.fetch_add(1, std::memory_order_relaxed);
+        ex_.cache.zone->misses.fetch_add(1, std::memory_order_relaxed);
       }
-      cache_store_ = false;
+      ex_.cache.store = false;
       state_ = State::kHead;
       ProceedUpstream();
       return;
     case State::kHead:
       worker_->stats().timeouts.Add(1);
-      method_ = http::Method::kOther;
-      log_method_.assign("-");
-      log_path_.assign("-");
-      request_id_len_ = 0;
+      ex_.request.method = http::Method::kOther;
+      ex_.log.method.assign("-");
+      ex_.log.path.assign("-");
+      ex_.log.request_id_len = 0;
       SendError(408, "client header timeout", true);
       return;
     case State::kProxy:
       worker_->stats().timeouts.Add(1);
-      if (!body_done_ && !resp_started_) {
+      if (!ex_.request.body_done && !ex_.response.started) {
         ReleaseUpstream(false);
         SendError(408, "client body timeout", true);
         return;
       }
-      if (!logged_) LogAndCount(499);
+      if (!ex_.log.logged) LogAndCount(499);
       ReleaseUpstream(false);
       Close();
       return;
@@ -459,10 +465,10 @@ void ClientConn::Close() {
   if (!open_) return;
   open_ = false;
   ResetCacheState();  // a leader that goes away wakes its waiters (they fetch themselves)
-  if (up_ != nullptr) ReleaseUpstream(false);
+  if (ex_.upstream.conn != nullptr) ReleaseUpstream(false);
   EndUpstreamAccounting();
   ReleaseConnLimits();
-  worker_->loop().CancelTimer(&retry_timer_);
+  worker_->loop().CancelTimer(&ex_.upstream.retry_timer);
   worker_->loop().CancelTimer(&timer_);
   worker_->loop().Remove(fd_);
   if (ssl_ != nullptr) {
@@ -479,11 +485,11 @@ void ClientConn::Close() {
   close(fd_);
   fd_ = -1;
   worker_->CountDescriptor(-1);
-  if (view_ != nullptr) {
-    worker_->ReleaseView(view_);
-    view_ = nullptr;
+  if (ex_.view != nullptr) {
+    worker_->ReleaseView(ex_.view);
+    ex_.view = nullptr;
   }
-  route_ = nullptr;
+  ex_.route = nullptr;
   state_ = State::kClosing;
   worker_->stats().open_clients.fetch_sub(1, std::memory_order_relaxed);
   worker_->FreeClient(this);

@@ -29,77 +29,78 @@ namespace bulwark::gateway {
 void ClientConn::HandleRequest() {
   ++requests_;
   worker_->stats().requests.Add(1);
-  view_ = worker_->AcquireView();
-  const GatewayConfig& cfg = *view_->snap->config;
-  logged_ = false;
-  resp_started_ = resp_done_ = false;
-  route_ = nullptr;
-  status_ = 0;
-  bytes_out_ = 0;
-  upstream_us_ = -1;
-  attempts_ = 0;
-  log_upstream_.clear();
-  ban_key_.clear();
-  ban_counted_ = false;
-  limit_rejected_ = false;
-  jwt_ok_ = false;
-  upstream_index_ = -1;
-  attempt_probe_ = counted_active_ = counted_retry_ = false;
-  probe_server_ = nullptr;
-  limit_result_ = -1;
-  method_ = req_.method;
-  version_minor_ = req_.version_minor;
-  keep_alive_ = req_.keep_alive && !worker_->draining() && requests_ < cfg.http.keepalive_requests;
-  log_method_.assign(req_.method_str);
-  log_path_.assign(req_.target.substr(0, 2048));
+  ex_.view = worker_->AcquireView();
+  const GatewayConfig& cfg = *ex_.view->snap->config;
+  ex_.log.logged = false;
+  ex_.response.started = ex_.response.done = false;
+  ex_.route = nullptr;
+  ex_.response.status = 0;
+  ex_.response.bytes_out = 0;
+  ex_.upstream.us = -1;
+  ex_.upstream.attempts = 0;
+  ex_.log.upstream.clear();
+  ex_.admission.ban_key.clear();
+  ex_.admission.ban_counted = false;
+  ex_.admission.limit_rejected = false;
+  ex_.admission.jwt_ok = false;
+  ex_.upstream.index = -1;
+  ex_.upstream.probe = ex_.upstream.counted_active = ex_.upstream.counted_retry = false;
+  ex_.upstream.probe_server = nullptr;
+  ex_.admission.limit_result = -1;
+  ex_.request.method = req_.method;
+  ex_.request.version_minor = req_.version_minor;
+  ex_.request.keep_alive =
+      req_.keep_alive && !worker_->draining() && requests_ < cfg.http.keepalive_requests;
+  ex_.log.method.assign(req_.method_str);
+  ex_.log.path.assign(req_.target.substr(0, 2048));
 
   const http::Header* rid = req_.Find("x-request-id");
   if (rid != nullptr && ValidRequestId(rid->value)) {
-    request_id_len_ = rid->value.size();
-    std::memcpy(request_id_, rid->value.data(), request_id_len_);
+    ex_.log.request_id_len = rid->value.size();
+    std::memcpy(ex_.log.request_id, rid->value.data(), ex_.log.request_id_len);
   } else {
-    worker_->RandomHex(request_id_, 32);
-    request_id_len_ = 32;
+    worker_->RandomHex(ex_.log.request_id, 32);
+    ex_.log.request_id_len = 32;
   }
   const http::Header* tp = req_.Find("traceparent");
-  incoming_trace_ = tp != nullptr && ValidTraceparent(tp->value);
-  if (incoming_trace_) {
-    std::memcpy(trace_id_, tp->value.data() + 3, 32);
+  ex_.log.incoming_trace = tp != nullptr && ValidTraceparent(tp->value);
+  if (ex_.log.incoming_trace) {
+    std::memcpy(ex_.log.trace_id, tp->value.data() + 3, 32);
   } else {
-    worker_->RandomHex(trace_id_, 32);
+    worker_->RandomHex(ex_.log.trace_id, 32);
   }
-  trace_id_[32] = 0;
+  ex_.log.trace_id[32] = 0;
 
-  accept_gzip_ = via_ = false;
+  ex_.request.accept_gzip = ex_.request.via = false;
   for (const auto& h : req_.headers) {
     if (h.name.size() == 15 && http::EqualsLower(h.name, "accept-encoding")) {
-      accept_gzip_ = accept_gzip_ || AcceptsGzip(h.value);
+      ex_.request.accept_gzip = ex_.request.accept_gzip || AcceptsGzip(h.value);
     } else if (h.name.size() == 3 && http::EqualsLower(h.name, "via")) {
-      via_ = true;
+      ex_.request.via = true;
     }
   }
-  body_kind_ = req_.body;
-  body_left_ = req_.content_length;
-  body_start_ = in_.rpos + req_.head_len;
-  body_pos_ = body_start_;
-  body_done_ = body_kind_ == http::BodyKind::kNone;
-  body_retained_ = true;
-  body_bytes_ = 0;
-  req_chunks_.Reset();
-  has_body_ = !body_done_;
+  ex_.request.body_kind = req_.body;
+  ex_.request.body_left = req_.content_length;
+  ex_.request.body_start = in_.rpos + req_.head_len;
+  ex_.request.body_pos = ex_.request.body_start;
+  ex_.request.body_done = ex_.request.body_kind == http::BodyKind::kNone;
+  ex_.request.body_retained = true;
+  ex_.request.body_bytes = 0;
+  ex_.request.chunks.Reset();
+  ex_.request.has_body = !ex_.request.body_done;
 
   // The client address: like nginx real_ip with real_ip_recursive on, the rightmost address in
   // X-Forwarded-For that is not a trusted proxy, when the peer itself is trusted.
-  trusted_peer_ = false;
+  ex_.admission.trusted_peer = false;
   for (const auto& c : cfg.trusted_proxies) {
     if (c.Contains(peer_)) {
-      trusted_peer_ = true;
+      ex_.admission.trusted_peer = true;
       break;
     }
   }
-  client_ip_ = peer_ip_;
-  client_addr_ = IpAddress::From(peer_);
-  if (trusted_peer_) {
+  ex_.admission.client_ip = peer_ip_;
+  ex_.admission.client_addr = IpAddress::From(peer_);
+  if (ex_.admission.trusted_peer) {
     if (const http::Header* xff = req_.Find("x-forwarded-for")) {
       std::string_view list = xff->value;
       while (!list.empty()) {
@@ -109,8 +110,8 @@ void ClientConn::HandleRequest() {
         while (!ip.empty() && ip.back() == ' ') ip.remove_suffix(1);
         std::optional<IpAddress> parsed = IpAddress::Parse(ip);
         if (parsed.has_value()) {
-          client_ip_.assign(ip);
-          client_addr_ = *parsed;
+          ex_.admission.client_ip.assign(ip);
+          ex_.admission.client_addr = *parsed;
           bool ip_trusted = false;
           for (const auto& c : cfg.trusted_proxies) ip_trusted |= c.Contains(*parsed);
           if (!ip_trusted) break;
@@ -123,20 +124,21 @@ void ClientConn::HandleRequest() {
     }
   }
 
-  if (method_ == http::Method::kConnect) {
+  if (ex_.request.method == http::Method::kConnect) {
     SendError(501, "CONNECT is not supported", true);
     return;
   }
-  if (body_kind_ == http::BodyKind::kLength &&
+  if (ex_.request.body_kind == http::BodyKind::kLength &&
       req_.content_length > static_cast<uint64_t>(cfg.http.client_max_body_size)) {
     SendError(413, "request body larger than client_max_body_size", true);
     return;
   }
   if (!NormalizeRequestPath(cfg)) return;
-  route_ = view_->snap->routers[listener_index_]->Match(req_.host, path_, req_.method_str);
+  ex_.route =
+      ex_.view->snap->routers[listener_index_]->Match(req_.host, ex_.request.path, req_.method_str);
   if (!Protect(cfg)) return;
-  if (route_ == nullptr) {
-    SendError(404, "no route matches", has_body_);
+  if (ex_.route == nullptr) {
+    SendError(404, "no route matches", ex_.request.has_body);
     return;
   }
   Proceed();
@@ -144,20 +146,21 @@ void ClientConn::HandleRequest() {
 
 bool ClientConn::NormalizeRequestPath(const GatewayConfig& cfg) {
   if (http::PathIsNormal(req_.path, cfg.http.path)) {
-    path_ = upstream_path_ = req_.path;
+    ex_.request.path = ex_.request.upstream_path = req_.path;
     return true;
   }
   http::ParseError err;
-  if (!http::NormalizePath(req_.path, cfg.http.path, &path_buf_, &upstream_path_buf_, &err)) {
+  if (!http::NormalizePath(req_.path, cfg.http.path, &ex_.request.path_buf,
+                           &ex_.request.upstream_path_buf, &err)) {
     worker_->stats().bad_paths.Add(1);
-    SendError(err.status, err.reason, has_body_);
+    SendError(err.status, err.reason, ex_.request.has_body);
     return false;
   }
-  path_ = path_buf_;
+  ex_.request.path = ex_.request.path_buf;
   // What goes upstream (Envoy normalize_path): the normal form, or the client's own path.
-  upstream_path_ = cfg.http.upstream_path == UpstreamPath::kOriginal
-                       ? req_.path
-                       : std::string_view(upstream_path_buf_);
+  ex_.request.upstream_path = cfg.http.upstream_path == UpstreamPath::kOriginal
+                                  ? req_.path
+                                  : std::string_view(ex_.request.upstream_path_buf);
   return true;
 }
 
@@ -190,10 +193,10 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
     } else if (name == "request_uri") {
       out.append(req_.target);
     } else if (name == "uri") {
-      out.append(path_);  // decoded and normalised, as nginx's $uri
+      out.append(ex_.request.path);  // decoded and normalised, as nginx's $uri
     } else if (name == "upstream_request_uri") {
       // The target as it goes upstream (NormalizeRequestPath chose the path).
-      out.append(upstream_path_);
+      out.append(ex_.request.upstream_path);
       if (!req_.query.empty()) {
         out.push_back('?');
         out.append(req_.query);
@@ -201,11 +204,12 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
     } else if (name == "args") {
       out.append(req_.query);
     } else if (name == "remote_addr") {
-      out.append(client_ip_);
+      out.append(ex_.admission.client_ip);
     } else if (name == "request_method") {
       // A cache key's method: HEAD is answered from GET entries (nginx proxy_cache_convert_head).
-      out.append(method_ == http::Method::kHead && cache_zone_ != nullptr ? "GET"
-                                                                          : req_.method_str);
+      out.append(ex_.request.method == http::Method::kHead && ex_.cache.zone != nullptr
+                     ? "GET"
+                     : req_.method_str);
     } else if (name.size() > 5 && name.substr(0, 5) == "http_") {
       std::string h = AsciiLower(std::string(name.substr(5)));
       std::replace(h.begin(), h.end(), '_', '-');
@@ -221,8 +225,8 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
 }
 
 void ClientConn::Proceed() {
-  const Router::Route* route = route_;
-  bool has_body = has_body_;
+  const Router::Route* route = ex_.route;
+  bool has_body = ex_.request.has_body;
   if (!AcquireConnLimits()) return;
   if (route->cfg->ret.has_value()) {
     const ReturnConfig& r = *route->cfg->ret;
@@ -246,16 +250,16 @@ void ClientConn::Proceed() {
     }
     return;
   }
-  upgrade_requested_ = req_.connection_upgrade && !req_.upgrade.empty();
+  ex_.request.upgrade_requested = req_.connection_upgrade && !req_.upgrade.empty();
   if (route->cfg->cache.enabled && route->cfg->cache.zone_index >= 0 && CacheLookup(true)) return;
   ProceedUpstream();
 }
 
 void ClientConn::ProceedUpstream() {
-  const GatewayConfig& cfg = *view_->snap->config;
-  const Router::Route* route = route_;
-  bool has_body = has_body_;
-  BuildUpstreamHead(*route, trusted_peer_);
+  const GatewayConfig& cfg = *ex_.view->snap->config;
+  const Router::Route* route = ex_.route;
+  bool has_body = ex_.request.has_body;
+  BuildUpstreamHead(*route, ex_.admission.trusted_peer);
 
   if (req_.expect_continue && has_body && req_.version_minor == 1) {
     // bulwark answers 100-continue itself (as nginx does) and does not forward Expect.
@@ -263,34 +267,34 @@ void ClientConn::ProceedUpstream() {
     WriteOut();
   }
 
-  upstream_index_ = route->upstream_index;
-  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
-  key_hash_ = AffinityHash(*ur.cfg);
-  tried_.reset();
+  ex_.upstream.index = route->upstream_index;
+  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
+  ex_.upstream.key_hash = AffinityHash(*ur.cfg);
+  ex_.upstream.tried.reset();
   ur.live->active_requests.fetch_add(1, std::memory_order_relaxed);
-  counted_active_ = true;
-  sticky_cookie_id_ = session_server_id_ = 0;
-  session_value_.clear();
+  ex_.upstream.counted_active = true;
+  ex_.sticky.cookie_id = ex_.sticky.session_server_id = 0;
+  ex_.sticky.session_value.clear();
   const StickyConfig& sticky = ur.cfg->sticky;
   if (sticky.enabled) {
     if (!sticky.cookie.empty()) {
       uint64_t id = 0;
       if (ParseStickyCookie(CookieValue(req_, sticky.cookie).value_or(""), StickySecret(),
                             ur.cfg->name, &id))
-        sticky_cookie_id_ = id;
+        ex_.sticky.cookie_id = id;
     }
     std::string_view sv = sticky.session_cookie.empty()
                               ? std::string_view()
                               : CookieValue(req_, sticky.session_cookie).value_or("");
     if (!sv.empty() && sv.size() <= 512) {
-      session_value_.assign(sv);
+      ex_.sticky.session_value.assign(sv);
       RedisClient* redis = worker_->redis();
       if (redis != nullptr && redis->connected()) {
         // The session table (seed 002's design): session -> server, refreshed on every use.
         std::string key =
-            StrCat(cfg.redis.key_prefix, "sticky:", ur.cfg->name, ":", session_value_);
+            StrCat(cfg.redis.key_prefix, "sticky:", ur.cfg->name, ":", ex_.sticky.session_value);
         std::string ttl = StrCat(sticky.ttl_ms);
-        uint64_t seq = ++limit_seq_;
+        uint64_t seq = ++redis_seq_;
         state_ = State::kSticky;
         redis->Command({"GETEX", key, "PX", ttl},
                        [this, seq](const RedisReply& r) { OnStickyLookup(seq, r); });
@@ -302,63 +306,66 @@ void ClientConn::ProceedUpstream() {
 }
 
 void ClientConn::FinishExchange() {
-  if (cache_zone_ != nullptr) CacheComplete(cache_capture_ && resp_done_);
-  if (up_ != nullptr) {
-    upstream_us_ = MonotonicUs() - upstream_start_us_;
-    UpstreamConn* c = up_;
+  if (ex_.cache.zone != nullptr) CacheComplete(ex_.cache.capture && ex_.response.done);
+  if (ex_.upstream.conn != nullptr) {
+    ex_.upstream.us = MonotonicUs() - ex_.upstream.start_us;
+    UpstreamConn* c = ex_.upstream.conn;
     c->server_->OnSuccess();
     ++c->requests_;
-    const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
-    bool reusable = resp_.keep_alive && body_done_ && c->in_.readable() == 0 && !c->eof_ &&
-                    resp_body_ != http::BodyKind::kUntilClose &&
+    const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
+    bool reusable = ex_.response.head.keep_alive && ex_.request.body_done &&
+                    c->in_.readable() == 0 && !c->eof_ &&
+                    ex_.response.body_kind != http::BodyKind::kUntilClose &&
                     c->requests_ < u.keepalive_requests;
     ReleaseUpstream(reusable);
   }
-  if (!body_done_) keep_alive_ = false;  // the rest of the body is still on the wire
-  if (!logged_) LogAndCount(status_);
+  if (!ex_.request.body_done)
+    ex_.request.keep_alive = false;  // the rest of the body is still on the wire
+  if (!ex_.log.logged) LogAndCount(ex_.response.status);
   state_ = State::kLocal;
-  close_after_ = close_after_ || !keep_alive_;
+  close_after_ = close_after_ || !ex_.request.keep_alive;
   DoWrite();
 }
 
 void ClientConn::LogAndCount(int status) {
-  logged_ = true;
+  ex_.log.logged = true;
   EndUpstreamAccounting();
   ReleaseConnLimits();
   BanStatus(status);
-  int64_t dur_us = MonotonicUs() - start_us_;
-  uint32_t endpoint = route_ != nullptr ? route_->endpoint_id : worker_->unrouted_endpoint();
-  worker_->http_shard_mut().Record(endpoint, static_cast<int>(method_), status, dur_us);
+  int64_t dur_us = MonotonicUs() - ex_.request.start_us;
+  uint32_t endpoint = ex_.route != nullptr ? ex_.route->endpoint_id : worker_->unrouted_endpoint();
+  worker_->http_shard_mut().Record(endpoint, static_cast<int>(ex_.request.method), status, dur_us);
   if (worker_->shared().access_log == nullptr) return;
   std::string& o = worker_->log_buffer();
   o.append("{\"time\":\"");
   worker_->AppendLogTime(&o);
   o.append("\",\"request_id\":\"");
-  o.append(request_id_, request_id_len_);
+  o.append(ex_.log.request_id, ex_.log.request_id_len);
   o.append("\",\"trace_id\":\"");
-  o.append(trace_id_);
+  o.append(ex_.log.trace_id);
   o.append("\",\"client_ip\":\"");
-  AppendJsonEscaped(&o, client_ip_.empty() ? peer_ip_ : client_ip_);
+  AppendJsonEscaped(&o, ex_.admission.client_ip.empty() ? peer_ip_ : ex_.admission.client_ip);
   o.append("\",\"method\":\"");
-  AppendJsonEscaped(&o, log_method_);
+  AppendJsonEscaped(&o, ex_.log.method);
   o.append("\",\"path\":\"");
-  AppendJsonEscaped(&o, log_path_);
+  AppendJsonEscaped(&o, ex_.log.path);
   o.append("\",\"route\":\"");
-  if (route_ != nullptr) AppendJsonEscaped(&o, route_->cfg->name);
+  if (ex_.route != nullptr) AppendJsonEscaped(&o, ex_.route->cfg->name);
   o.append("\",\"upstream\":\"");
-  o.append(log_upstream_);
+  o.append(ex_.log.upstream);
   o.push_back('"');
-  if (limit_result_ >= 0) {
+  if (ex_.admission.limit_result >= 0) {
     o.append(",\"limit_req\":\"");
-    o.append(LimitResultName(static_cast<LimitResult>(limit_result_)));
+    o.append(LimitResultName(static_cast<LimitResult>(ex_.admission.limit_result)));
     o.push_back('"');
   }
-  StrAppend(&o, ",\"status\":", status, ",\"bytes_sent\":", bytes_out_,
-            ",\"bytes_received\":", bytes_in_, ",\"attempts\":", attempts_, ",\"duration_ms\":");
+  StrAppend(&o, ",\"status\":", status, ",\"bytes_sent\":", ex_.response.bytes_out,
+            ",\"bytes_received\":", ex_.request.bytes_in, ",\"attempts\":", ex_.upstream.attempts,
+            ",\"duration_ms\":");
   AppendMillis(&o, dur_us);
   o.append(",\"upstream_ms\":");
-  if (upstream_us_ >= 0) {
-    AppendMillis(&o, upstream_us_);
+  if (ex_.upstream.us >= 0) {
+    AppendMillis(&o, ex_.upstream.us);
   } else {
     o.append("null");
   }

@@ -37,22 +37,22 @@ bool IsStatusWithoutBody(int status) { return status == 204 || status == 304 || 
 }  // namespace
 
 void ClientConn::ResetCacheState() {
-  if (cache_zone_ != nullptr) CacheComplete(false);
-  cache_zone_ = nullptr;
-  cache_key_.clear();
-  cache_status_ = nullptr;
-  cache_store_ = cache_capture_ = false;
-  cache_stale_.reset();
-  cache_stale_until_ = 0;
-  cache_handoff_.reset();
-  cache_obj_.tags.clear();
-  cache_obj_.vary.clear();
-  cache_obj_.head.clear();
+  if (ex_.cache.zone != nullptr) CacheComplete(false);
+  ex_.cache.zone = nullptr;
+  ex_.cache.key.clear();
+  ex_.cache.status = nullptr;
+  ex_.cache.store = ex_.cache.capture = false;
+  ex_.cache.stale.reset();
+  ex_.cache.stale_until = 0;
+  ex_.cache.handoff.reset();
+  ex_.cache.obj.tags.clear();
+  ex_.cache.obj.vary.clear();
+  ex_.cache.obj.head.clear();
   // A large captured body is not kept around on an idle connection.
-  if (cache_obj_.body.capacity() > 64 * 1024) {
-    std::string().swap(cache_obj_.body);
+  if (ex_.cache.obj.body.capacity() > 64 * 1024) {
+    std::string().swap(ex_.cache.obj.body);
   } else {
-    cache_obj_.body.clear();
+    ex_.cache.obj.body.clear();
   }
 }
 
@@ -66,24 +66,25 @@ bool ClientConn::VaryMatches(const cache::HttpObjectView& v) const {
 }
 
 bool ClientConn::CacheLookup(bool first) {
-  const RouteCacheConfig& cc = route_->cfg->cache;
-  HttpCacheZone* zone = view_->snap->cache_zones[static_cast<size_t>(cc.zone_index)].get();
-  cache_zone_ = zone;
-  bool head = method_ == http::Method::kHead;
+  const RouteCacheConfig& cc = ex_.route->cfg->cache;
+  HttpCacheZone* zone = ex_.view->snap->cache_zones[static_cast<size_t>(cc.zone_index)].get();
+  ex_.cache.zone = zone;
+  bool head = ex_.request.method == http::Method::kHead;
   bool allowed = false;
   for (const std::string& m : cc.methods) {
-    if ((m == "GET" && method_ == http::Method::kGet) || (m == "HEAD" && head)) allowed = true;
+    if ((m == "GET" && ex_.request.method == http::Method::kGet) || (m == "HEAD" && head))
+      allowed = true;
   }
   // RFC 9111 §3.5: a shared cache does not answer requests with credentials from a stored
   // response (Varnish passes them too); upgrades are never cached.
-  if (!allowed || upgrade_requested_ || req_.Find("authorization") != nullptr) {
-    cache_status_ = "BYPASS";
+  if (!allowed || ex_.request.upgrade_requested || req_.Find("authorization") != nullptr) {
+    ex_.cache.status = "BYPASS";
     zone->bypass.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  if (first) cache_key_ = ExpandVariables(cc.key);
+  if (first) ex_.cache.key = ExpandVariables(cc.key);
   int64_t now = worker_->loop().now_ms();
-  cache::Lookup l = zone->l1(worker_->index()).Get(cache_key_, now);
+  cache::Lookup l = zone->l1(worker_->index()).Get(ex_.cache.key, now);
   cache::HttpObjectView v;
   if (l.hit() && l.value != nullptr && cache::DecodeHttpObject(*l.value, &v) && VaryMatches(v)) {
     if (l.state == cache::Freshness::kFresh) {
@@ -92,19 +93,19 @@ bool ClientConn::CacheLookup(bool first) {
       return true;
     }
     if (now < l.fresh_until_ms + v.stale_if_error_ms) {
-      cache_stale_ = l.value;
-      cache_stale_until_ = l.fresh_until_ms + v.stale_if_error_ms;
+      ex_.cache.stale = l.value;
+      ex_.cache.stale_until = l.fresh_until_ms + v.stale_if_error_ms;
     }
     // stale-while-revalidate, as nginx's proxy_cache_use_stale updating: while one request
     // refreshes the entry, the others get the stale copy at once.
     if (now < l.fresh_until_ms + v.stale_while_revalidate_ms &&
-        zone->flights.InFlight(cache_key_)) {
+        zone->flights.InFlight(ex_.cache.key)) {
       zone->stale.fetch_add(1, std::memory_order_relaxed);
       ServeCached(l.value, v, "STALE");
       return true;
     }
   }
-  cache_status_ = "MISS";
+  ex_.cache.status = "MISS";
   // One outcome per request: a request that waits for another's fetch is counted when it
   // wakes (a hit, or a miss if it must go to the server after all), not here as well.
   auto miss = [zone] { zone->misses.fetch_add(1, std::memory_order_relaxed); };
@@ -112,24 +113,24 @@ bool ClientConn::CacheLookup(bool first) {
     miss();
     return false;
   }
-  cache_store_ = true;
+  ex_.cache.store = true;
   if (!cc.lock) {
     miss();
     return false;
   }
-  cache_wait_token_ = g_cache_wait_tokens.fetch_add(1, std::memory_order_relaxed);
-  HttpCacheZone::Waiter me{worker_, this, cache_wait_token_};
-  if (zone->flights.LeadOrWait(cache_key_, &me)) {
+  ex_.cache.wait_token = g_cache_wait_tokens.fetch_add(1, std::memory_order_relaxed);
+  HttpCacheZone::Waiter me{worker_, this, ex_.cache.wait_token};
+  if (zone->flights.LeadOrWait(ex_.cache.key, &me)) {
     miss();
-    cache_leader_ = true;
+    ex_.cache.leader = true;
     RedisClient* redis = worker_->redis();
     if (zone->config().redis && redis != nullptr && redis->connected()) {
       // The second level, shared by the instances: asked once per key, by the leader.
-      uint64_t seq = ++limit_seq_;
+      uint64_t seq = ++redis_seq_;
       state_ = State::kCacheL2;
-      const GatewayConfig& gw = *view_->snap->config;
+      const GatewayConfig& gw = *ex_.view->snap->config;
       redis->Command(
-          {"GET", HttpCacheRedisKey(gw.redis.key_prefix, zone->config().name, cache_key_)},
+          {"GET", HttpCacheRedisKey(gw.redis.key_prefix, zone->config().name, ex_.cache.key)},
           [this, seq](const RedisReply& r) { OnCacheL2(seq, r); });
       return true;
     }
@@ -137,16 +138,16 @@ bool ClientConn::CacheLookup(bool first) {
   }
   // Another request is fetching this key: wait for it (nginx proxy_cache_lock).
   zone->coalesced.fetch_add(1, std::memory_order_relaxed);
-  cache_store_ = false;
+  ex_.cache.store = false;
   state_ = State::kCacheWait;
   ArmClientTimer(cc.lock_timeout_ms);
   return true;
 }
 
 void ClientConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
-  if (!open_ || state_ != State::kCacheL2 || seq != limit_seq_) return;  // the client left
+  if (!open_ || state_ != State::kCacheL2 || seq != redis_seq_) return;  // the client left
   state_ = State::kHead;
-  HttpCacheZone* zone = cache_zone_;
+  HttpCacheZone* zone = ex_.cache.zone;
   cache::L2Record rec;
   cache::HttpObjectView v;
   if (r.is_error()) zone->l2_errors.fetch_add(1, std::memory_order_relaxed);
@@ -164,15 +165,15 @@ void ClientConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
       o.fresh_until_ms = now + (fresh_until - wall);
       o.stale_until_ms = now + (stale_until - wall);
       for (std::string_view t : view.tags) o.tags.emplace_back(t);
-      zone->l1(worker_->index()).Put(cache_key_, value, o, now);
-      cache_handoff_ = value;
-      cache_handoff_opts_ = o;
+      zone->l1(worker_->index()).Put(ex_.cache.key, value, o, now);
+      ex_.cache.handoff = value;
+      ex_.cache.handoff_opts = o;
       ServeCached(value, view, "HIT");  // and wakes the requests waiting on this key
       return;
     }
     if (wall < fresh_until + view.stale_if_error_ms) {
-      cache_stale_ = value;  // stale-if-error from the shared level
-      cache_stale_until_ = now + (fresh_until + view.stale_if_error_ms - wall);
+      ex_.cache.stale = value;  // stale-if-error from the shared level
+      ex_.cache.stale_until = now + (fresh_until + view.stale_if_error_ms - wall);
     }
   }
   zone->l2_misses.fetch_add(1, std::memory_order_relaxed);
@@ -181,12 +182,12 @@ void ClientConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
 
 void ClientConn::OnCacheWake(uint64_t token, std::shared_ptr<const std::string> value,
                              cache::PutOptions options) {
-  if (!open_ || state_ != State::kCacheWait || token != cache_wait_token_) return;
+  if (!open_ || state_ != State::kCacheWait || token != ex_.cache.wait_token) return;
   worker_->loop().CancelTimer(&timer_);
-  if (value != nullptr && cache_zone_ != nullptr && cache_zone_->config().per_worker) {
+  if (value != nullptr && ex_.cache.zone != nullptr && ex_.cache.zone->config().per_worker) {
     // This worker's own L1 gets the leader's copy (the deadlines are on the same clock).
-    cache_zone_->l1(worker_->index())
-        .Put(cache_key_, std::move(value), options, worker_->loop().now_ms());
+    ex_.cache.zone->l1(worker_->index())
+        .Put(ex_.cache.key, std::move(value), options, worker_->loop().now_ms());
   }
   state_ = State::kHead;
   // The fetch is over: a hit now, or (not storable, or it failed) straight to the server.
@@ -196,58 +197,60 @@ void ClientConn::OnCacheWake(uint64_t token, std::shared_ptr<const std::string> 
 
 void ClientConn::ServeCached(const std::shared_ptr<const std::string>& value,
                              const cache::HttpObjectView& v, const char* status) {
-  cache_status_ = status;
-  if (cache_zone_ != nullptr) CacheComplete(false);
-  if (worker_->draining()) keep_alive_ = false;
-  if (has_body_ && !body_done_) keep_alive_ = false;  // the request body is not read
-  status_ = v.status;
-  resp_started_ = resp_done_ = true;
-  log_upstream_.clear();
+  ex_.cache.status = status;
+  if (ex_.cache.zone != nullptr) CacheComplete(false);
+  if (worker_->draining()) ex_.request.keep_alive = false;
+  if (ex_.request.has_body && !ex_.request.body_done)
+    ex_.request.keep_alive = false;  // the request body is not read
+  ex_.response.status = v.status;
+  ex_.response.started = ex_.response.done = true;
+  ex_.log.upstream.clear();
   std::string& o = out_.buf;
-  o.append(version_minor_ == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  o.append(ex_.request.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
   StrAppend(&o, v.status, " ", http::StatusReason(v.status), "\r\n");
   o.append(v.head);
   int64_t age = std::max<int64_t>(0, WallMicros() / 1000000 - v.stored_unix_s) + v.initial_age_s;
   StrAppend(&o, "Age: ", age, "\r\nX-Cache: ", status, "\r\n");
-  if (request_id_len_ > 0)
-    AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
-  if (AddHeaderStatus(v.status)) o.append(route_->cfg->add_header_block);
-  o.append(route_->cfg->add_header_always_block);
+  if (ex_.log.request_id_len > 0)
+    AppendHeaderLine(&o, "X-Request-Id",
+                     std::string_view(ex_.log.request_id, ex_.log.request_id_len));
+  if (AddHeaderStatus(v.status)) o.append(ex_.route->cfg->add_header_block);
+  o.append(ex_.route->cfg->add_header_always_block);
   if (!IsStatusWithoutBody(v.status)) StrAppend(&o, "Content-Length: ", v.body.size(), "\r\n");
-  if (!keep_alive_) {
+  if (!ex_.request.keep_alive) {
     o.append("Connection: close\r\n");
-  } else if (version_minor_ == 0) {
+  } else if (ex_.request.version_minor == 0) {
     o.append("Connection: keep-alive\r\n");
   }
   o.append("\r\n");
-  if (method_ != http::Method::kHead && !IsStatusWithoutBody(v.status)) {
+  if (ex_.request.method != http::Method::kHead && !IsStatusWithoutBody(v.status)) {
     o.append(v.body);
-    bytes_out_ = v.body.size();
+    ex_.response.bytes_out = v.body.size();
   }
   (void)value;  // the caller's reference keeps `v` valid until here
-  if (!logged_) LogAndCount(v.status);
+  if (!ex_.log.logged) LogAndCount(v.status);
   state_ = State::kLocal;
-  close_after_ = close_after_ || !keep_alive_;
+  close_after_ = close_after_ || !ex_.request.keep_alive;
   DoWrite();
 }
 
 bool ClientConn::ServeStaleOnError() {
-  if (cache_stale_ == nullptr || worker_->loop().now_ms() >= cache_stale_until_) return false;
+  if (ex_.cache.stale == nullptr || worker_->loop().now_ms() >= ex_.cache.stale_until) return false;
   cache::HttpObjectView v;
-  std::shared_ptr<const std::string> keep = cache_stale_;
+  std::shared_ptr<const std::string> keep = ex_.cache.stale;
   if (!cache::DecodeHttpObject(*keep, &v)) return false;
-  if (cache_zone_ != nullptr) cache_zone_->stale.fetch_add(1, std::memory_order_relaxed);
+  if (ex_.cache.zone != nullptr) ex_.cache.zone->stale.fetch_add(1, std::memory_order_relaxed);
   ServeCached(keep, v, "STALE");
   return true;
 }
 
 void ClientConn::CacheDecide() {
-  const RouteCacheConfig& cc = route_->cfg->cache;
+  const RouteCacheConfig& cc = ex_.route->cfg->cache;
   cache::ResponseFacts f;
-  f.status = resp_.status;
+  f.status = ex_.response.head.status;
   std::string_view vary_value;
   bool vary_seen = false;
-  for (const auto& hd : resp_.headers) {
+  for (const auto& hd : ex_.response.head.headers) {
     if (http::EqualsLower(hd.name, "cache-control")) {
       cache::ParseCacheControl(hd.value, &f.cc);
     } else if (http::EqualsLower(hd.name, "expires")) {
@@ -273,30 +276,32 @@ void ClientConn::CacheDecide() {
   rules.stale_if_error_ms = cc.stale_if_error_ms;
   rules.ignore_set_cookie = cc.ignore_set_cookie;
   int64_t now_s = WallMicros() / 1000000;
-  cache_decision_ = cache::DecideStorage(f, rules, now_s);
-  if (!cache_decision_.store ||
-      (resp_.body == http::BodyKind::kLength &&
-       resp_.content_length > static_cast<uint64_t>(cc.max_object_bytes))) {
-    if (cache_decision_.store) cache_zone_->too_big.fetch_add(1, std::memory_order_relaxed);
+  ex_.cache.decision = cache::DecideStorage(f, rules, now_s);
+  if (!ex_.cache.decision.store ||
+      (ex_.response.head.body == http::BodyKind::kLength &&
+       ex_.response.head.content_length > static_cast<uint64_t>(cc.max_object_bytes))) {
+    if (ex_.cache.decision.store) ex_.cache.zone->too_big.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  cache_obj_ = cache::HttpObject{};
-  cache_obj_.status = resp_.status;
-  for (const auto& hd : resp_.headers) {
+  ex_.cache.obj = cache::HttpObject{};
+  ex_.cache.obj.status = ex_.response.head.status;
+  for (const auto& hd : ex_.response.head.headers) {
     if (http::IsHopByHop(hd.name)) continue;
-    if (!resp_.connection.empty() && NamedInConnection(resp_.connection, hd.name)) continue;
+    if (!ex_.response.head.connection.empty() &&
+        NamedInConnection(ex_.response.head.connection, hd.name))
+      continue;
     if (http::EqualsLower(hd.name, "content-length") || http::EqualsLower(hd.name, "age") ||
         http::EqualsLower(hd.name, "x-request-id") || http::EqualsLower(hd.name, "x-cache") ||
         http::EqualsLower(hd.name, "set-cookie"))
       continue;
-    AppendHeaderLine(&cache_obj_.head, hd.name, hd.value);
+    AppendHeaderLine(&ex_.cache.obj.head, hd.name, hd.value);
     for (const std::string& tag_header : cc.tag_headers) {
       if (!http::EqualsLower(hd.name, tag_header)) continue;
       // Cache-Tag (comma-separated) and Surrogate-Key (space-separated) lists.
       for (std::string& part : Split(hd.value, ',', true)) {
         for (std::string& t : Split(part, ' ', true)) {
-          if (cache_obj_.tags.size() < cache::kMaxTags && t.size() <= 256)
-            cache_obj_.tags.push_back(std::move(t));
+          if (ex_.cache.obj.tags.size() < cache::kMaxTags && t.size() <= 256)
+            ex_.cache.obj.tags.push_back(std::move(t));
         }
       }
     }
@@ -304,79 +309,79 @@ void ClientConn::CacheDecide() {
   for (std::string& name : Split(vary_value, ',', true)) {
     std::string n = AsciiLower(std::string(Trim(name)));
     if (n.empty()) continue;
-    if (cache_obj_.vary.size() >= cache::kMaxVaryHeaders) return;  // too many: not stored
+    if (ex_.cache.obj.vary.size() >= cache::kMaxVaryHeaders) return;  // too many: not stored
     const http::Header* h = req_.Find(n);
-    cache_obj_.vary.emplace_back(n, h != nullptr ? std::string(h->value) : std::string());
+    ex_.cache.obj.vary.emplace_back(n, h != nullptr ? std::string(h->value) : std::string());
   }
   int64_t apparent = f.date >= 0 ? std::max<int64_t>(0, now_s - f.date) : 0;
-  cache_obj_.stored_unix_s = now_s;
-  cache_obj_.initial_age_s = std::max(apparent, f.age);
-  cache_obj_.stale_while_revalidate_ms = cache_decision_.stale_while_revalidate_ms;
-  cache_obj_.stale_if_error_ms = cache_decision_.stale_if_error_ms;
-  if (resp_.body == http::BodyKind::kLength) {
-    cache_obj_.body.reserve(static_cast<size_t>(resp_.content_length));
+  ex_.cache.obj.stored_unix_s = now_s;
+  ex_.cache.obj.initial_age_s = std::max(apparent, f.age);
+  ex_.cache.obj.stale_while_revalidate_ms = ex_.cache.decision.stale_while_revalidate_ms;
+  ex_.cache.obj.stale_if_error_ms = ex_.cache.decision.stale_if_error_ms;
+  if (ex_.response.head.body == http::BodyKind::kLength) {
+    ex_.cache.obj.body.reserve(static_cast<size_t>(ex_.response.head.content_length));
   }
-  cache_capture_ = true;
+  ex_.cache.capture = true;
 }
 
 void ClientConn::CaptureBody(const char* d, size_t n) {
-  if (cache_obj_.body.size() + n > static_cast<size_t>(route_->cfg->cache.max_object_bytes)) {
-    cache_capture_ = false;  // too big to keep: the response still streams to the client
-    cache_zone_->too_big.fetch_add(1, std::memory_order_relaxed);
-    cache_obj_.body.clear();
+  if (ex_.cache.obj.body.size() + n > static_cast<size_t>(ex_.route->cfg->cache.max_object_bytes)) {
+    ex_.cache.capture = false;  // too big to keep: the response still streams to the client
+    ex_.cache.zone->too_big.fetch_add(1, std::memory_order_relaxed);
+    ex_.cache.obj.body.clear();
     return;
   }
-  cache_obj_.body.append(d, n);
+  ex_.cache.obj.body.append(d, n);
 }
 
 void ClientConn::CacheComplete(bool store) {
-  HttpCacheZone* zone = cache_zone_;
+  HttpCacheZone* zone = ex_.cache.zone;
   if (zone == nullptr) return;
-  if (store && cache_capture_) {
+  if (store && ex_.cache.capture) {
     int64_t now = worker_->loop().now_ms();
     cache::PutOptions o;
-    o.fresh_until_ms = now + cache_decision_.fresh_ms;
-    o.stale_until_ms = o.fresh_until_ms + std::max(cache_decision_.stale_while_revalidate_ms,
-                                                   cache_decision_.stale_if_error_ms);
-    o.tags = cache_obj_.tags;
-    auto value = std::make_shared<const std::string>(cache::EncodeHttpObject(cache_obj_));
-    zone->l1(worker_->index()).Put(cache_key_, value, o, now);
+    o.fresh_until_ms = now + ex_.cache.decision.fresh_ms;
+    o.stale_until_ms = o.fresh_until_ms + std::max(ex_.cache.decision.stale_while_revalidate_ms,
+                                                   ex_.cache.decision.stale_if_error_ms);
+    o.tags = ex_.cache.obj.tags;
+    auto value = std::make_shared<const std::string>(cache::EncodeHttpObject(ex_.cache.obj));
+    zone->l1(worker_->index()).Put(ex_.cache.key, value, o, now);
     zone->stored.fetch_add(1, std::memory_order_relaxed);
-    cache_handoff_ = value;
-    cache_handoff_opts_ = o;
+    ex_.cache.handoff = value;
+    ex_.cache.handoff_opts = o;
     RedisClient* redis = worker_->redis();
     if (zone->config().redis && redis != nullptr && redis->connected()) {
-      const std::string& prefix = view_->snap->config->redis.key_prefix;
+      const std::string& prefix = ex_.view->snap->config->redis.key_prefix;
       int64_t wall = WallMicros() / 1000;
       int64_t life = o.stale_until_ms - now;
-      std::string rkey = HttpCacheRedisKey(prefix, zone->config().name, cache_key_);
+      std::string rkey = HttpCacheRedisKey(prefix, zone->config().name, ex_.cache.key);
       std::string px = StrCat(std::max<int64_t>(life, 1));
       cache::L2Record rec;
-      rec.fresh_until_ms = wall + cache_decision_.fresh_ms;
+      rec.fresh_until_ms = wall + ex_.cache.decision.fresh_ms;
       rec.stale_until_ms = wall + life;
       rec.payload = *value;
       std::string record = cache::EncodeL2Record(rec);
       redis->Command({"SET", rkey, record, "PX", px}, [zone](const RedisReply& r) {
         (r.is_error() ? zone->l2_errors : zone->l2_sets).fetch_add(1, std::memory_order_relaxed);
       });
-      for (const std::string& t : cache_obj_.tags) {
+      for (const std::string& t : ex_.cache.obj.tags) {
         cache::AddToL2TagSet(*redis, HttpCacheRedisTagKey(prefix, zone->config().name, t), rkey,
                              life);
       }
     }
-  } else if (cache_store_ && cache_leader_) {
+  } else if (ex_.cache.store && ex_.cache.leader) {
     zone->not_stored.fetch_add(1, std::memory_order_relaxed);
   }
-  cache_capture_ = false;
-  cache_store_ = false;
-  if (!cache_leader_) return;
-  cache_leader_ = false;
-  std::shared_ptr<const std::string> value = std::move(cache_handoff_);
-  for (const HttpCacheZone::Waiter& w : zone->flights.Finish(cache_key_)) {
+  ex_.cache.capture = false;
+  ex_.cache.store = false;
+  if (!ex_.cache.leader) return;
+  ex_.cache.leader = false;
+  std::shared_ptr<const std::string> value = std::move(ex_.cache.handoff);
+  for (const HttpCacheZone::Waiter& w : zone->flights.Finish(ex_.cache.key)) {
     ClientConn* c = w.conn;
     uint64_t token = w.token;
     w.worker->loop().Post(
-        [c, token, value, o = cache_handoff_opts_] { c->OnCacheWake(token, value, o); });
+        [c, token, value, o = ex_.cache.handoff_opts] { c->OnCacheWake(token, value, o); });
   }
 }
 

@@ -1,20 +1,20 @@
 // The proxy's two connection types and the exchange between them.
 #pragma once
 
+#include <zlib.h>
+
 #include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 
-#include <zlib.h>
-
+#include "cache/http_policy.h"
 #include "core/buffers.h"
 #include "core/event_loop.h"
-#include "core/tls.h"
 #include "core/net.h"
 #include "core/resp.h"
-#include "cache/http_policy.h"
+#include "core/tls.h"
 #include "gateway/balancer.h"
 #include "gateway/rate_limit.h"
 #include "gateway/router.h"
@@ -66,6 +66,140 @@ class UpstreamConn : public IoHandler {
   int64_t send_timeout_ms_ = 60000;
   int64_t read_timeout_ms_ = 60000;
   int64_t deadline_ms_ = 0;  // a retry policy's per-try timeout (0: none)
+};
+
+// The life of one request, from its head to its access-log line, grouped by phase as nginx
+// runs its request phases and Envoy its filters: what the request is, whether it is admitted,
+// the cache, the sticky session, the upstream attempts, the response and the log record. What
+// outlives a request (bytes, TLS, keep-alive, the verified-token cache, the gzip stream) belongs
+// to the connection; an exchange holds no socket, so a connection can carry several.
+struct Exchange {
+  WorkerView* view = nullptr;  // the configuration snapshot, held until the exchange ends
+  const Router::Route* route = nullptr;
+
+  // The request, copied out of its head (whose bytes may be overwritten), and its body.
+  struct Request {
+    http::Method method = http::Method::kGet;
+    int version_minor = 1;
+    bool keep_alive = true;
+    // The normalised path (http/path.h): what routes, access lists, limits, cache keys and $uri
+    // see, and the path that goes upstream (the client's own with upstream_path: original).
+    // Views into the head when the path was already normal, else into the buffers below
+    // (reused from request to request).
+    std::string_view path;
+    std::string_view upstream_path;
+    std::string path_buf;
+    std::string upstream_path_buf;
+    http::BodyKind body_kind = http::BodyKind::kNone;
+    bool has_body = false;
+    uint64_t body_left = 0;  // Content-Length bytes not yet forwarded
+    size_t body_start = 0;   // offset of the body in the connection's input (at head time)
+    size_t body_pos = 0;     // absolute input offset of the next body byte to forward
+    bool body_done = false;
+    bool body_retained = true;  // every body byte is still buffered, so a retry can resend
+    uint64_t body_bytes = 0;
+    http::ChunkedDecoder chunks;
+    bool upgrade_requested = false;
+    bool accept_gzip = false;  // Accept-Encoding allows gzip
+    bool via = false;          // it came through a proxy (nginx gzip_proxied)
+    uint64_t bytes_in = 0;
+    int64_t start_us = 0;
+    int64_t start_ms = 0;
+  } request;
+
+  // Who the client is and what access lists, bans, limits and JWT decided.
+  struct Admission {
+    std::string client_ip;  // after trusted proxies (nginx real_ip), text
+    IpAddress client_addr;  // the same, binary
+    bool trusted_peer = false;
+    std::string key_buf;  // rate-limit keys of the request
+    std::string ban_key;  // the route's ban key for it (empty: no ban rule)
+    bool limit_rejected = false;
+    bool ban_counted = false;
+    int limit_n = 0;
+    LimitRequest limit_reqs[16];  // the request's rules (keys view key_buf)
+    int limit_result = -1;        // LimitResult of the request, -1 when no limit applied
+    // limit_conn counts the exchange holds: zone and key (in held_conn_keys).
+    struct HeldConn {
+      ConnZone* zone;
+      size_t offset, len;
+    };
+    std::array<HeldConn, kMaxConnRules> held_conn{};
+    int held_conn_n = 0;
+    std::string held_conn_keys;
+    bool jwt_ok = false;  // the route's JWT verified; claims below
+    nlohmann::json jwt_claims;
+    std::string jwt_headers;  // claim headers to send upstream
+  } admission;
+
+  // The route's HTTP cache.
+  struct Cache {
+    HttpCacheZone* zone = nullptr;  // null: not cached
+    std::string key;
+    const char* status = nullptr;  // X-Cache: HIT, MISS, STALE or BYPASS
+    bool leader = false;           // this request leads the zone's fetch of the key
+    bool store = false;            // its response may be stored
+    bool capture = false;          // the response is being captured for storing
+    uint64_t wait_token = 0;
+    std::shared_ptr<const std::string> stale;  // a stale copy for stale-if-error...
+    int64_t stale_until = 0;                   // ...usable until then (loop ms)
+    cache::StorageDecision decision;
+    cache::HttpObject obj;                       // the response being captured
+    std::shared_ptr<const std::string> handoff;  // what this request put in its L1...
+    cache::PutOptions handoff_opts;              // ...and its deadlines, for waiters
+  } cache;
+
+  // Sticky sessions.
+  struct Sticky {
+    uint64_t cookie_id = 0;          // the server the request's sticky cookie names (0: none)
+    uint64_t session_server_id = 0;  // the server Redis maps its session to (0: none)
+    std::string session_value;       // the request's application session cookie
+  } sticky;
+
+  // The attempts at upstream servers.
+  struct Upstream {
+    int index = -1;  // of the route's upstream in the snapshot
+    UpstreamConn* conn = nullptr;
+    std::string head;  // the request head as sent upstream, kept for retries
+    TriedSet tried;
+    int attempts = 0;
+    std::optional<uint64_t> key_hash;
+    int64_t start_us = 0;
+    int64_t us = 0;
+    bool probe = false;                   // the current attempt is a half-open breaker probe...
+    ServerState* probe_server = nullptr;  // ...of this server
+    int retry_status = 502;               // the answer if no server is left after a backoff
+    bool counted_active = false;          // counted in the upstream's active requests (budget)
+    bool counted_retry = false;           // counted in its active retries
+    Timer retry_timer;                    // backoff before the next attempt
+  } upstream;
+
+  // The response on its way to the client.
+  struct Response {
+    bool started = false;
+    http::HeadScanner scanner;
+    http::ResponseHead head;
+    int status = 0;
+    http::BodyKind body_kind = http::BodyKind::kNone;
+    uint64_t left = 0;
+    bool dechunk = false;  // HTTP/1.0 client: chunked bodies are sent decoded
+    bool gzip = false;     // the body is being gzipped (sent chunked)
+    bool done = false;
+    http::ChunkedDecoder chunks;
+    uint64_t bytes_out = 0;
+  } response;
+
+  // The access-log record (copied out of the head, whose bytes may be overwritten).
+  struct Log {
+    bool logged = false;
+    std::string path;
+    std::string method;
+    std::string upstream;
+    char request_id[33] = {};
+    size_t request_id_len = 0;
+    char trace_id[33] = {};
+    bool incoming_trace = false;
+  } log;
 };
 
 // A client connection: reads requests, routes them, proxies each to an upstream (retrying
@@ -141,8 +275,8 @@ class ClientConn : public IoHandler {
   bool VaryMatches(const cache::HttpObjectView& v) const;
   // The zone's Redis level answered the leader's lookup (or failed).
   void OnCacheL2(uint64_t seq, const RedisReply& r);
-  void ServeCached(const std::shared_ptr<const std::string>& value,
-                   const cache::HttpObjectView& v, const char* status);
+  void ServeCached(const std::shared_ptr<const std::string>& value, const cache::HttpObjectView& v,
+                   const char* status);
   // stale-if-error: answers with the stale copy instead of an error; false if there is none.
   bool ServeStaleOnError();
   // Decides whether the upstream's response is stored and starts capturing it.
@@ -224,123 +358,22 @@ class ClientConn : public IoHandler {
   bool in_write_ = false;
   bool write_again_ = false;
   bool write_failed_ = false;
-  bool logged_ = false;
 
-  // The current exchange.
-  WorkerView* view_ = nullptr;
-  const Router::Route* route_ = nullptr;
-  int upstream_index_ = -1;
-  UpstreamConn* up_ = nullptr;
-  std::string up_head_;  // the request head as sent upstream, kept for retries
-  // The normalised path (http/path.h): what routes, access lists, limits, cache keys and $uri
-  // see, and the path that goes upstream (the client's own with upstream_path: original).
-  // Views into req_ when the path was already normal, else into the buffers below (reused
-  // from request to request).
-  std::string_view path_;
-  std::string_view upstream_path_;
-  std::string path_buf_;
-  std::string upstream_path_buf_;
-  // limit_conn counts this exchange holds: zone and key (in held_conn_keys_).
-  struct HeldConn {
-    ConnZone* zone;
-    size_t offset, len;
-  };
-  std::array<HeldConn, kMaxConnRules> held_conn_{};
-  int held_conn_n_ = 0;
-  std::string held_conn_keys_;
-  http::Method method_ = http::Method::kGet;
-  int version_minor_ = 1;
-  bool keep_alive_ = true;
-  http::BodyKind body_kind_ = http::BodyKind::kNone;
-  uint64_t body_left_ = 0;  // Content-Length bytes not yet forwarded
-  size_t body_start_ = 0;   // offset of the body in in_ (from rpos at head time)
-  size_t body_pos_ = 0;     // absolute in_ offset of the next body byte to forward
-  bool body_done_ = false;
-  bool body_retained_ = true;  // every body byte is still in in_, so a retry can resend
-  uint64_t body_bytes_ = 0;
-  http::ChunkedDecoder req_chunks_;
-  TriedSet tried_;
-  int attempts_ = 0;
-  int64_t start_us_ = 0;
-  int64_t start_ms_ = 0;
-  int64_t upstream_start_us_ = 0;
-  int64_t upstream_us_ = 0;
-  bool upgrade_requested_ = false;
-  bool incoming_trace_ = false;
-  std::optional<uint64_t> key_hash_;
-  bool attempt_probe_ = false;    // the current attempt is a half-open breaker probe...
-  ServerState* probe_server_ = nullptr;  // ...of this server
-  int retry_status_ = 502;        // the answer if no server is left after a backoff
-  bool counted_active_ = false;   // counted in the upstream's active requests (retry budget)
-  bool counted_retry_ = false;    // counted in its active retries
-  Timer retry_timer_;             // backoff before the next attempt
-  std::string client_ip_;   // after trusted proxies (nginx real_ip), text
-  IpAddress client_addr_;   // the same, binary
-  bool trusted_peer_ = false;
-  bool has_body_ = false;
-  std::string key_buf_;     // rate-limit keys of the current request
-  std::string ban_key_;     // the route's ban key for this request (empty: no ban rule)
-  bool limit_rejected_ = false;
-  bool ban_counted_ = false;
-  uint64_t limit_seq_ = 0;        // matches a Redis reply to the request that asked
-  int limit_n_ = 0;
-  LimitRequest limit_reqs_[16];   // the current request's rules (keys view key_buf_)
+  // The connection's scratch for shared-limit commands, and the number that matches a Redis
+  // reply (shared limits, sticky sessions, the cache's Redis level) to the request that asked:
+  // it only grows, so a reply for a request that has gone matches nothing.
   std::string redis_buf_;
-  uint64_t sticky_cookie_id_ = 0;   // the server the request's sticky cookie names (0: none)
-  uint64_t session_server_id_ = 0;  // the server Redis maps its session to (0: none)
-  std::string session_value_;       // the request's application session cookie
-  bool jwt_ok_ = false;             // the route's JWT verified; claims below
-  nlohmann::json jwt_claims_;
-  std::string jwt_headers_;         // claim headers to send upstream
+  uint64_t redis_seq_ = 0;
   // The last token this connection verified (clients send the same one on every request of a
   // keep-alive connection): the signature is not checked again, only the times (Envoy caches
   // verified tokens in the same spirit).
   std::string jwt_token_;
   // Held, not just compared: a reload's new verifier can never reuse this one's address.
   std::shared_ptr<const security::JwtVerifier> jwt_verifier_;
-  int limit_result_ = -1;   // LimitResult of the request, -1 when no limit applied
-
-  // The HTTP cache of the current request.
-  HttpCacheZone* cache_zone_ = nullptr;  // the route's zone (null: not cached)
-  std::string cache_key_;
-  const char* cache_status_ = nullptr;  // X-Cache: HIT, MISS, STALE or BYPASS
-  bool cache_leader_ = false;           // this request leads the zone's fetch of the key
-  bool cache_store_ = false;            // its response may be stored
-  bool cache_capture_ = false;          // the response is being captured for storing
-  uint64_t cache_wait_token_ = 0;
-  std::shared_ptr<const std::string> cache_stale_;  // a stale copy for stale-if-error...
-  int64_t cache_stale_until_ = 0;                    // ...usable until then (loop ms)
-  cache::StorageDecision cache_decision_;
-  cache::HttpObject cache_obj_;  // the response being captured
-  std::shared_ptr<const std::string> cache_handoff_;  // what this request put in its L1...
-  cache::PutOptions cache_handoff_opts_;               // ...and its deadlines, for waiters
-
-  // The response.
-  bool resp_started_ = false;
-  http::HeadScanner resp_scanner_;
-  http::ResponseHead resp_;
-  int status_ = 0;
-  http::BodyKind resp_body_ = http::BodyKind::kNone;
-  uint64_t resp_left_ = 0;
-  bool resp_dechunk_ = false;  // HTTP/1.0 client: send chunked bodies decoded
-  bool gzip_ = false;          // the response body is being gzipped (sent chunked)
-  bool accept_gzip_ = false;   // the request's Accept-Encoding allows gzip
-  bool via_ = false;           // the request came through a proxy (nginx gzip_proxied)
   std::unique_ptr<z_stream> gz_;  // kept between responses (deflateReset), freed on Close
   int gz_level_ = 0;
-  bool resp_done_ = false;
-  http::ChunkedDecoder resp_chunks_;
-  uint64_t bytes_out_ = 0;
-  uint64_t bytes_in_ = 0;
 
-  // Copied out of the request head for the access log (the head's bytes may be overwritten).
-  std::string log_path_;
-  std::string log_method_;
-  std::string log_upstream_;
-  std::string log_client_ip_;
-  char request_id_[33] = {};
-  size_t request_id_len_ = 0;
-  char trace_id_[33] = {};
+  Exchange ex_;
 };
 
 }  // namespace bulwark::gateway

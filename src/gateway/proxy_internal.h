@@ -27,7 +27,6 @@ inline constexpr uint32_t kPeerGone = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 // Events that call for a read.
 inline constexpr uint32_t kReadable = EPOLLIN | kPeerGone;
 
-
 inline bool IsHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 // A client-supplied X-Request-Id is kept when it is short and made of safe characters, so it

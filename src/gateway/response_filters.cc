@@ -28,26 +28,26 @@ namespace bulwark::gateway {
 
 void ClientConn::BuildResponseHead() {
   std::string& o = out_.buf;
-  resp_body_ = resp_.body;
-  resp_left_ = resp_.content_length;
-  resp_dechunk_ = false;
-  if (resp_body_ == http::BodyKind::kChunked && version_minor_ == 0) {
-    resp_dechunk_ = true;  // an HTTP/1.0 client gets the decoded body, delimited by close
-    keep_alive_ = false;
+  ex_.response.body_kind = ex_.response.head.body;
+  ex_.response.left = ex_.response.head.content_length;
+  ex_.response.dechunk = false;
+  if (ex_.response.body_kind == http::BodyKind::kChunked && ex_.request.version_minor == 0) {
+    ex_.response.dechunk = true;  // an HTTP/1.0 client gets the decoded body, delimited by close
+    ex_.request.keep_alive = false;
   }
-  if (resp_body_ == http::BodyKind::kUntilClose) keep_alive_ = false;
-  if (worker_->draining()) keep_alive_ = false;
-  BanStatus(status_);
-  gzip_ = ShouldGzip();
-  if (gzip_) {
-    const GzipConfig& g = route_->cfg->gzip;
+  if (ex_.response.body_kind == http::BodyKind::kUntilClose) ex_.request.keep_alive = false;
+  if (worker_->draining()) ex_.request.keep_alive = false;
+  BanStatus(ex_.response.status);
+  ex_.response.gzip = ShouldGzip();
+  if (ex_.response.gzip) {
+    const GzipConfig& g = ex_.route->cfg->gzip;
     if (!gz_) {
       gz_ = std::make_unique<z_stream>();
       *gz_ = z_stream{};
       // windowBits 15 + 16: a gzip wrapper, as nginx sends.
       if (deflateInit2(gz_.get(), g.level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
         gz_.reset();
-        gzip_ = false;
+        ex_.response.gzip = false;
       }
       gz_level_ = g.level;
     } else {
@@ -58,17 +58,20 @@ void ClientConn::BuildResponseHead() {
       }
     }
   }
-  o.append(version_minor_ == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
-  StrAppend(&o, status_);
+  o.append(ex_.request.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  StrAppend(&o, ex_.response.status);
   o.push_back(' ');
-  o.append(resp_.reason.empty() ? http::StatusReason(status_) : resp_.reason);
+  o.append(ex_.response.head.reason.empty() ? http::StatusReason(ex_.response.status)
+                                            : ex_.response.head.reason);
   o.append("\r\n");
   bool has_request_id = false;
-  for (const auto& hd : resp_.headers) {
+  for (const auto& hd : ex_.response.head.headers) {
     if (http::IsHopByHop(hd.name)) continue;
-    if (!resp_.connection.empty() && NamedInConnection(resp_.connection, hd.name)) continue;
+    if (!ex_.response.head.connection.empty() &&
+        NamedInConnection(ex_.response.head.connection, hd.name))
+      continue;
     if (hd.name.size() == 12 && http::EqualsLower(hd.name, "x-request-id")) has_request_id = true;
-    if (gzip_) {
+    if (ex_.response.gzip) {
       if (hd.name.size() == 14 && http::EqualsLower(hd.name, "content-length")) continue;
       if (hd.name.size() == 4 && http::EqualsLower(hd.name, "etag") &&
           !(hd.value.size() > 2 && hd.value[0] == 'W' && hd.value[1] == '/')) {
@@ -81,27 +84,29 @@ void ClientConn::BuildResponseHead() {
     }
     AppendHeaderLine(&o, hd.name, hd.value);
   }
-  if (gzip_) {
+  if (ex_.response.gzip) {
     o.append("Content-Encoding: gzip\r\n");
-    if (route_->cfg->gzip.vary) o.append("Vary: Accept-Encoding\r\n");
+    if (ex_.route->cfg->gzip.vary) o.append("Vary: Accept-Encoding\r\n");
   }
   if (!has_request_id)
-    AppendHeaderLine(&o, "X-Request-Id", std::string_view(request_id_, request_id_len_));
-  if (cache_status_ != nullptr) AppendHeaderLine(&o, "X-Cache", cache_status_);
+    AppendHeaderLine(&o, "X-Request-Id",
+                     std::string_view(ex_.log.request_id, ex_.log.request_id_len));
+  if (ex_.cache.status != nullptr) AppendHeaderLine(&o, "X-Cache", ex_.cache.status);
   StickyResponse(&o);
-  if (route_ != nullptr) {
-    if (AddHeaderStatus(status_)) o.append(route_->cfg->add_header_block);
-    o.append(route_->cfg->add_header_always_block);
+  if (ex_.route != nullptr) {
+    if (AddHeaderStatus(ex_.response.status)) o.append(ex_.route->cfg->add_header_block);
+    o.append(ex_.route->cfg->add_header_always_block);
   }
-  if (status_ == 101) {
+  if (ex_.response.status == 101) {
     o.append("Connection: upgrade\r\n");
-    AppendHeaderLine(&o, "Upgrade", resp_.upgrade);
+    AppendHeaderLine(&o, "Upgrade", ex_.response.head.upgrade);
   } else {
-    if (gzip_ || (resp_body_ == http::BodyKind::kChunked && !resp_dechunk_))
+    if (ex_.response.gzip ||
+        (ex_.response.body_kind == http::BodyKind::kChunked && !ex_.response.dechunk))
       o.append("Transfer-Encoding: chunked\r\n");
-    if (!keep_alive_) {
+    if (!ex_.request.keep_alive) {
       o.append("Connection: close\r\n");
-    } else if (version_minor_ == 0) {
+    } else if (ex_.request.version_minor == 0) {
       o.append("Connection: keep-alive\r\n");
     }
   }
@@ -109,19 +114,21 @@ void ClientConn::BuildResponseHead() {
 }
 
 bool ClientConn::ShouldGzip() const {
-  if (route_ == nullptr || !route_->cfg->gzip.enabled || !accept_gzip_) return false;
-  const GzipConfig& g = route_->cfg->gzip;
+  if (ex_.route == nullptr || !ex_.route->cfg->gzip.enabled || !ex_.request.accept_gzip)
+    return false;
+  const GzipConfig& g = ex_.route->cfg->gzip;
   // nginx gzip filter: 200, 403 and 404 only; HTTP/1.1 clients (gzip_http_version 1.1); not HEAD;
   // not through a proxy unless gzip_proxied any; not already encoded; a listed type; long enough.
-  if (status_ != 200 && status_ != 403 && status_ != 404) return false;
-  if (version_minor_ != 1 || method_ == http::Method::kHead) return false;
-  if (resp_body_ == http::BodyKind::kNone) return false;
-  if (via_ && !g.proxied) return false;
-  if (resp_body_ == http::BodyKind::kLength &&
-      resp_.content_length < static_cast<uint64_t>(g.min_length))
+  if (ex_.response.status != 200 && ex_.response.status != 403 && ex_.response.status != 404)
+    return false;
+  if (ex_.request.version_minor != 1 || ex_.request.method == http::Method::kHead) return false;
+  if (ex_.response.body_kind == http::BodyKind::kNone) return false;
+  if (ex_.request.via && !g.proxied) return false;
+  if (ex_.response.body_kind == http::BodyKind::kLength &&
+      ex_.response.head.content_length < static_cast<uint64_t>(g.min_length))
     return false;
   bool typed = false;
-  for (const auto& h : resp_.headers) {
+  for (const auto& h : ex_.response.head.headers) {
     if (h.name.size() == 16 && http::EqualsLower(h.name, "content-encoding")) return false;
     if (h.name.size() == 13 && http::EqualsLower(h.name, "content-range")) return false;
     if (h.name.size() == 12 && http::EqualsLower(h.name, "content-type")) {
@@ -152,7 +159,7 @@ void ClientConn::GzipFeed(const char* d, size_t n, bool finish) {
       out_.buf.append("\r\n");
       out_.buf.append(reinterpret_cast<char*>(buf), have);
       out_.buf.append("\r\n");
-      bytes_out_ += have;
+      ex_.response.bytes_out += have;
     }
     if (finish ? rc == Z_STREAM_END : (z.avail_in == 0 && z.avail_out != 0)) break;
     if (rc == Z_STREAM_ERROR) break;
@@ -161,23 +168,23 @@ void ClientConn::GzipFeed(const char* d, size_t n, bool finish) {
 }
 
 void ClientConn::ForwardResponseBody() {
-  if (up_ == nullptr) return;
-  Buffer& b = up_->in_;
-  while (!resp_done_) {
-    if (resp_body_ == http::BodyKind::kNone) {
-      resp_done_ = true;
+  if (ex_.upstream.conn == nullptr) return;
+  Buffer& b = ex_.upstream.conn->in_;
+  while (!ex_.response.done) {
+    if (ex_.response.body_kind == http::BodyKind::kNone) {
+      ex_.response.done = true;
       break;
     }
     if (b.readable() == 0 || out_.pending() > kMaxPending) break;
     const char* p = b.read_ptr();
     size_t avail = b.readable();
-    if (gzip_) {
+    if (ex_.response.gzip) {
       // The decoded body goes through deflate; what comes out is sent as chunks.
-      if (resp_body_ == http::BodyKind::kChunked) {
+      if (ex_.response.body_kind == http::BodyKind::kChunked) {
         size_t consumed = 0;
         http::ChunkedDecoder::Result r =
-            resp_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
-              if (cache_capture_) CaptureBody(d, n);
+            ex_.response.chunks.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+              if (ex_.cache.capture) CaptureBody(d, n);
               GzipFeed(d, n, false);
             });
         if (r == http::ChunkedDecoder::Result::kError) {
@@ -185,55 +192,55 @@ void ClientConn::ForwardResponseBody() {
           return;
         }
         b.Consume(consumed);
-        if (r == http::ChunkedDecoder::Result::kDone) resp_done_ = true;
+        if (r == http::ChunkedDecoder::Result::kDone) ex_.response.done = true;
       } else {
-        size_t n = resp_body_ == http::BodyKind::kLength
-                       ? static_cast<size_t>(std::min<uint64_t>(avail, resp_left_))
+        size_t n = ex_.response.body_kind == http::BodyKind::kLength
+                       ? static_cast<size_t>(std::min<uint64_t>(avail, ex_.response.left))
                        : avail;
-        if (cache_capture_) CaptureBody(p, n);
+        if (ex_.cache.capture) CaptureBody(p, n);
         GzipFeed(p, n, false);
         b.Consume(n);
-        if (resp_body_ == http::BodyKind::kLength) {
-          resp_left_ -= n;
-          if (resp_left_ == 0) resp_done_ = true;
+        if (ex_.response.body_kind == http::BodyKind::kLength) {
+          ex_.response.left -= n;
+          if (ex_.response.left == 0) ex_.response.done = true;
         }
       }
-      if (resp_done_) GzipFeed(nullptr, 0, true);
+      if (ex_.response.done) GzipFeed(nullptr, 0, true);
       continue;
     }
-    switch (resp_body_) {
+    switch (ex_.response.body_kind) {
       case http::BodyKind::kLength: {
-        size_t n = static_cast<size_t>(std::min<uint64_t>(avail, resp_left_));
+        size_t n = static_cast<size_t>(std::min<uint64_t>(avail, ex_.response.left));
         out_.buf.append(p, n);
-        if (cache_capture_) CaptureBody(p, n);
+        if (ex_.cache.capture) CaptureBody(p, n);
         b.Consume(n);
-        resp_left_ -= n;
-        bytes_out_ += n;
-        if (resp_left_ == 0) resp_done_ = true;
+        ex_.response.left -= n;
+        ex_.response.bytes_out += n;
+        if (ex_.response.left == 0) ex_.response.done = true;
         break;
       }
       case http::BodyKind::kChunked: {
         size_t consumed = 0;
         http::ChunkedDecoder::Result r =
-            resp_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
-              if (resp_dechunk_) out_.buf.append(d, n);
-              if (cache_capture_) CaptureBody(d, n);
+            ex_.response.chunks.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+              if (ex_.response.dechunk) out_.buf.append(d, n);
+              if (ex_.cache.capture) CaptureBody(d, n);
             });
         if (r == http::ChunkedDecoder::Result::kError) {
           BrokenUpstreamFraming();
           return;
         }
-        if (!resp_dechunk_) out_.buf.append(p, consumed);
+        if (!ex_.response.dechunk) out_.buf.append(p, consumed);
         b.Consume(consumed);
-        bytes_out_ += consumed;
-        if (r == http::ChunkedDecoder::Result::kDone) resp_done_ = true;
+        ex_.response.bytes_out += consumed;
+        if (r == http::ChunkedDecoder::Result::kDone) ex_.response.done = true;
         break;
       }
       case http::BodyKind::kUntilClose:
         out_.buf.append(p, avail);
-        if (cache_capture_) CaptureBody(p, avail);
+        if (ex_.cache.capture) CaptureBody(p, avail);
         b.Consume(avail);
-        bytes_out_ += avail;
+        ex_.response.bytes_out += avail;
         break;
       case http::BodyKind::kNone:
         break;
@@ -241,7 +248,7 @@ void ClientConn::ForwardResponseBody() {
   }
   WriteOut();
   if (!open_) return;
-  if (resp_done_) FinishExchange();
+  if (ex_.response.done) FinishExchange();
 }
 
 }  // namespace bulwark::gateway

@@ -29,7 +29,7 @@ std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg) {
   if (cfg.balance != BalanceKind::kHash) return std::nullopt;
   switch (cfg.hash_key) {
     case HashKeyKind::kClientIp:
-      return StableHash(client_ip_);
+      return StableHash(ex_.admission.client_ip);
     case HashKeyKind::kHeader:
       if (const http::Header* h = req_.Find(cfg.hash_key_name)) return StableHash(h->value);
       return std::nullopt;
@@ -41,39 +41,41 @@ std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg) {
 }
 
 void ClientConn::OnStickyLookup(uint64_t seq, const RedisReply& r) {
-  if (!open_ || state_ != State::kSticky || seq != limit_seq_) return;
+  if (!open_ || state_ != State::kSticky || seq != redis_seq_) return;
   state_ = State::kHead;
   uint64_t id = 0;
   // Redis down or slow: the session is balanced like any request (and re-pinned later).
-  if (r.type == RedisReply::Type::kString && ParseHex16(r.str, &id)) session_server_id_ = id;
-  ChooseAndStart(session_server_id_);
+  if (r.type == RedisReply::Type::kString && ParseHex16(r.str, &id))
+    ex_.sticky.session_server_id = id;
+  ChooseAndStart(ex_.sticky.session_server_id);
 }
 
 std::string_view ClientConn::StickySecret() const {
-  const StickyConfig& st = view_->snap->upstreams[upstream_index_].cfg->sticky;
+  const StickyConfig& st = ex_.view->snap->upstreams[ex_.upstream.index].cfg->sticky;
   return st.secret.empty() ? std::string_view(worker_->shared().sticky_secret)
                            : std::string_view(st.secret);
 }
 
 void ClientConn::ChooseAndStart(uint64_t session_server) {
-  const GatewayConfig& cfg = *view_->snap->config;
-  Balancer& bal = *view_->balancers[upstream_index_];
+  const GatewayConfig& cfg = *ex_.view->snap->config;
+  Balancer& bal = *ex_.view->balancers[ex_.upstream.index];
   int64_t now = worker_->loop().now_ms();
   int idx = -1;
-  if (session_server != 0) idx = bal.FindSticky(session_server, now, tried_);
-  if (idx < 0 && sticky_cookie_id_ != 0) idx = bal.FindSticky(sticky_cookie_id_, now, tried_);
-  if (idx < 0) idx = bal.Select(now, key_hash_, tried_);
+  if (session_server != 0) idx = bal.FindSticky(session_server, now, ex_.upstream.tried);
+  if (idx < 0 && ex_.sticky.cookie_id != 0)
+    idx = bal.FindSticky(ex_.sticky.cookie_id, now, ex_.upstream.tried);
+  if (idx < 0) idx = bal.Select(now, ex_.upstream.key_hash, ex_.upstream.tried);
   if (bal.panicked()) worker_->stats().panic_selections.Add(1);
   if (idx < 0) {
     // Every server is down, drained or failed: answer now instead of queueing (nginx: "no live
     // upstreams").
     worker_->stats().no_upstream.Add(1);
     if (ServeStaleOnError()) return;
-    SendError(503, "no live upstreams", has_body_);
+    SendError(503, "no live upstreams", ex_.request.has_body);
     return;
   }
   state_ = State::kProxy;
-  if (has_body_) {
+  if (ex_.request.has_body) {
     ArmClientTimer(cfg.http.client_body_timeout_ms);
   } else {
     worker_->loop().CancelTimer(&timer_);
@@ -82,11 +84,12 @@ void ClientConn::ChooseAndStart(uint64_t session_server) {
 }
 
 void ClientConn::StickyResponse(std::string* o) {
-  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
   const StickyConfig& st = ur.cfg->sticky;
-  if (!st.enabled || up_ == nullptr) return;
-  uint64_t id = view_->balancers[upstream_index_]->peer(up_->server_index_).sticky_id;
-  if (!st.cookie.empty() && id != sticky_cookie_id_) {
+  if (!st.enabled || ex_.upstream.conn == nullptr) return;
+  uint64_t id =
+      ex_.view->balancers[ex_.upstream.index]->peer(ex_.upstream.conn->server_index_).sticky_id;
+  if (!st.cookie.empty() && id != ex_.sticky.cookie_id) {
     // Pin (or re-pin, when the pinned server could not answer) to the server that did.
     o->append("Set-Cookie: ");
     o->append(st.cookie);
@@ -103,7 +106,7 @@ void ClientConn::StickyResponse(std::string* o) {
   if (st.session_cookie.empty()) return;
   // A session the application just created, or one whose server changed, is (re)recorded.
   std::string_view created;
-  for (const auto& h : resp_.headers) {
+  for (const auto& h : ex_.response.head.headers) {
     if (h.name.size() != 10 || !http::EqualsLower(h.name, "set-cookie")) continue;
     std::string_view v = h.value;
     if (v.size() > st.session_cookie.size() &&
@@ -113,13 +116,14 @@ void ClientConn::StickyResponse(std::string* o) {
       created = v.substr(0, v.find(';'));
     }
   }
-  std::string_view session = !created.empty() ? created : std::string_view(session_value_);
+  std::string_view session =
+      !created.empty() ? created : std::string_view(ex_.sticky.session_value);
   if (session.empty() || session.size() > 512) return;
-  if (created.empty() && session_server_id_ == id) return;
+  if (created.empty() && ex_.sticky.session_server_id == id) return;
   RedisClient* redis = worker_->redis();
   if (redis == nullptr || !redis->connected()) return;
   std::string key =
-      StrCat(view_->snap->config->redis.key_prefix, "sticky:", ur.cfg->name, ":", session);
+      StrCat(ex_.view->snap->config->redis.key_prefix, "sticky:", ur.cfg->name, ":", session);
   std::string value;
   AppendHex16(&value, id);
   redis->Command({"SET", key, value, "PX", StrCat(st.ttl_ms)}, [](const RedisReply&) {});

@@ -26,47 +26,48 @@
 namespace bulwark::gateway {
 
 void ClientConn::TunnelPump() {
-  if (up_ == nullptr) {
+  if (ex_.upstream.conn == nullptr) {
     Close();
     return;
   }
-  int64_t idle_ms = up_->read_timeout_ms_;
+  int64_t idle_ms = ex_.upstream.conn->read_timeout_ms_;
   bool progress = true;
   bool done = false;
   while (progress && !done) {
     progress = false;
     // client -> upstream
-    if (up_->out_.pending() < kMaxPending) {
+    if (ex_.upstream.conn->out_.pending() < kMaxPending) {
       char* p = in_.data.get();
       ssize_t n = Recv(p, in_.cap);
       if (n > 0) {
-        up_->out_.buf.append(p, static_cast<size_t>(n));
+        ex_.upstream.conn->out_.buf.append(p, static_cast<size_t>(n));
         progress = true;
       } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         done = true;
       }
     }
-    while (up_->out_.pending() > 0) {
-      ssize_t n =
-          send(up_->fd_, up_->out_.buf.data() + up_->out_.off, up_->out_.pending(), MSG_NOSIGNAL);
+    while (ex_.upstream.conn->out_.pending() > 0) {
+      ssize_t n = send(ex_.upstream.conn->fd_,
+                       ex_.upstream.conn->out_.buf.data() + ex_.upstream.conn->out_.off,
+                       ex_.upstream.conn->out_.pending(), MSG_NOSIGNAL);
       if (n > 0) {
-        up_->out_.off += static_cast<size_t>(n);
+        ex_.upstream.conn->out_.off += static_cast<size_t>(n);
         progress = true;
       } else {
         if (n < 0 && errno != EAGAIN && errno != EINTR) done = true;
         break;
       }
     }
-    if (up_->out_.pending() == 0) up_->out_.Clear();
+    if (ex_.upstream.conn->out_.pending() == 0) ex_.upstream.conn->out_.Clear();
     // upstream -> client
     if (out_.pending() < kMaxPending) {
-      Buffer& b = up_->in_;
+      Buffer& b = ex_.upstream.conn->in_;
       if (b.readable() > 0) {
         out_.buf.append(b.read_ptr(), b.readable());
         b.Consume(b.readable());
         progress = true;
       }
-      ssize_t n = recv(up_->fd_, b.data.get(), b.cap, 0);
+      ssize_t n = recv(ex_.upstream.conn->fd_, b.data.get(), b.cap, 0);
       if (n > 0) {
         out_.buf.append(b.data.get(), static_cast<size_t>(n));
         progress = true;

@@ -27,17 +27,17 @@
 namespace bulwark::gateway {
 
 void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
-  std::string& h = up_head_;
+  std::string& h = ex_.upstream.head;
   h.clear();
   h.append(req_.method_str);
   h.push_back(' ');
-  const GatewayConfig& cfg = *view_->snap->config;
+  const GatewayConfig& cfg = *ex_.view->snap->config;
   if (cfg.http.upstream_path == UpstreamPath::kOriginal && !req_.target.empty() &&
       req_.target[0] == '/') {
     h.append(req_.target);
   } else {
     // Envoy normalize_path; absolute-form is sent on in origin-form.
-    h.append(upstream_path_);
+    h.append(ex_.request.upstream_path);
     if (!req_.query.empty()) {
       h.push_back('?');
       h.append(req_.query);
@@ -100,7 +100,8 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
       // Headers that carry verified claims upstream are only ever bulwark's: a client's own
       // copy is dropped, so it cannot pose as someone else.
       bool spoof = false;
-      for (const auto& fc : view_->snap->config->jwt_providers[route.cfg->jwt_index].forward_claims)
+      for (const auto& fc :
+           ex_.view->snap->config->jwt_providers[route.cfg->jwt_index].forward_claims)
         spoof |= n.size() == fc.second.size() && EqualsIgnoreCase(n, fc.second);
       if (spoof) continue;
     }
@@ -125,28 +126,29 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
   } else if (!req_.host.empty()) {
     AppendHeaderLine(&h, "X-Forwarded-Host", req_.host);
   }
-  AppendHeaderLine(&h, "X-Real-IP", client_ip_);
-  if (jwt_ok_) h.append(jwt_headers_);
-  AppendHeaderLine(&h, "X-Request-Id", std::string_view(request_id_, request_id_len_));
-  if (incoming_trace_) {
+  AppendHeaderLine(&h, "X-Real-IP", ex_.admission.client_ip);
+  if (ex_.admission.jwt_ok) h.append(ex_.admission.jwt_headers);
+  AppendHeaderLine(&h, "X-Request-Id",
+                   std::string_view(ex_.log.request_id, ex_.log.request_id_len));
+  if (ex_.log.incoming_trace) {
     AppendHeaderLine(&h, "traceparent", req_.Find("traceparent")->value);
   } else {
     char span[16];
     worker_->RandomHex(span, 16);
     h.append("traceparent: 00-");
-    h.append(trace_id_, 32);
+    h.append(ex_.log.trace_id, 32);
     h.push_back('-');
     h.append(span, 16);
     h.append("-01\r\n");
   }
-  if (body_kind_ == http::BodyKind::kLength) {
+  if (ex_.request.body_kind == http::BodyKind::kLength) {
     h.append("Content-Length: ");
     StrAppend(&h, req_.content_length);
     h.append("\r\n");
-  } else if (body_kind_ == http::BodyKind::kChunked) {
+  } else if (ex_.request.body_kind == http::BodyKind::kChunked) {
     h.append("Transfer-Encoding: chunked\r\n");
   }
-  if (upgrade_requested_) {
+  if (ex_.request.upgrade_requested) {
     h.append("Connection: upgrade\r\n");
     AppendHeaderLine(&h, "Upgrade", req_.upgrade);
   }
@@ -154,22 +156,22 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
 }
 
 void ClientConn::StartAttempt(int server_index) {
-  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
   const UpstreamConfig& ucfg = *ur.cfg;
-  Balancer& bal = *view_->balancers[upstream_index_];
+  Balancer& bal = *ex_.view->balancers[ex_.upstream.index];
   ServerState* s = bal.peer(server_index).state;
-  tried_.set(server_index);
-  ++attempts_;
-  log_upstream_.assign(s->address_text());
+  ex_.upstream.tried.set(server_index);
+  ++ex_.upstream.attempts;
+  ex_.log.upstream.assign(s->address_text());
   ServerCounters& sc = worker_->server_counters_mut(s->id());
   sc.requests.Add(1);
-  if (attempts_ > 1) sc.retries.Add(1);
+  if (ex_.upstream.attempts > 1) sc.retries.Add(1);
   s->active().fetch_add(1, std::memory_order_relaxed);
-  upstream_start_us_ = MonotonicUs();
+  ex_.upstream.start_us = MonotonicUs();
 
   int64_t now = worker_->loop().now_ms();
-  attempt_probe_ = s->ClaimProbe(now);
-  probe_server_ = s;
+  ex_.upstream.probe = s->ClaimProbe(now);
+  ex_.upstream.probe_server = s;
   int64_t deadline = ucfg.retry.enabled && ucfg.retry.per_try_timeout_ms > 0
                          ? now + ucfg.retry.per_try_timeout_ms
                          : 0;
@@ -192,113 +194,118 @@ void ClientConn::StartAttempt(int server_index) {
       return;
     }
   }
-  up_ = c;
+  ex_.upstream.conn = c;
   c->owner_ = this;
   c->wrote_any_ = c->got_any_ = false;
   c->read_paused_ = false;
   c->send_timeout_ms_ = ucfg.send_timeout_ms;
   c->read_timeout_ms_ = ucfg.read_timeout_ms;
-  resp_scanner_.Reset();
-  resp_chunks_.Reset();
-  resp_started_ = resp_done_ = false;
+  ex_.response.scanner.Reset();
+  ex_.response.chunks.Reset();
+  ex_.response.started = ex_.response.done = false;
 
   // (Re)send the request: the head, then whatever body bytes are in the buffer.
   c->out_.Clear();
-  c->out_.buf.append(up_head_);
-  body_pos_ = body_start_;
-  body_left_ = req_.content_length;
-  body_bytes_ = 0;
-  body_done_ = body_kind_ == http::BodyKind::kNone;
-  req_chunks_.Reset();
+  c->out_.buf.append(ex_.upstream.head);
+  ex_.request.body_pos = ex_.request.body_start;
+  ex_.request.body_left = req_.content_length;
+  ex_.request.body_bytes = 0;
+  ex_.request.body_done = ex_.request.body_kind == http::BodyKind::kNone;
+  ex_.request.chunks.Reset();
   ForwardBody();
-  if (up_ == c && c->state_ == UpstreamConn::State::kActive) {
+  if (ex_.upstream.conn == c && c->state_ == UpstreamConn::State::kActive) {
     c->ArmTimer(ucfg.send_timeout_ms);
     c->Flush();
   }
 }
 
 void ClientConn::OnUpstreamConnected() {
-  if (up_ == nullptr) return;
-  up_->ArmTimer(up_->send_timeout_ms_);
-  up_->Flush();
+  if (ex_.upstream.conn == nullptr) return;
+  ex_.upstream.conn->ArmTimer(ex_.upstream.conn->send_timeout_ms_);
+  ex_.upstream.conn->Flush();
 }
 
 void ClientConn::OnUpstreamDrained() {
-  if (up_ == nullptr) return;
-  if (!body_done_) {
+  if (ex_.upstream.conn == nullptr) return;
+  if (!ex_.request.body_done) {
     ForwardBody();
-    if (read_paused_ && up_ != nullptr && up_->out_.pending() < kMaxPending) DoRead();
+    if (read_paused_ && ex_.upstream.conn != nullptr &&
+        ex_.upstream.conn->out_.pending() < kMaxPending)
+      DoRead();
   }
-  if (up_ == nullptr || up_->out_.pending() != 0 || resp_started_) return;
-  if (body_done_) {
+  if (ex_.upstream.conn == nullptr || ex_.upstream.conn->out_.pending() != 0 ||
+      ex_.response.started)
+    return;
+  if (ex_.request.body_done) {
     // The whole request is sent: from now on the read timeout measures the wait for the
     // response (nginx proxy_read_timeout).
-    up_->ArmTimer(up_->read_timeout_ms_);
+    ex_.upstream.conn->ArmTimer(ex_.upstream.conn->read_timeout_ms_);
   } else {
     // Waiting for more body from the client, whose own timeout (client_body_timeout) governs.
-    worker_->loop().CancelTimer(&up_->timer_);
+    worker_->loop().CancelTimer(&ex_.upstream.conn->timer_);
   }
 }
 
 void ClientConn::ForwardBody() {
-  if (up_ == nullptr) return;
-  int64_t max_body = view_->snap->config->http.client_max_body_size;
-  while (!body_done_) {
-    size_t avail = in_.wpos - body_pos_;
-    if (avail == 0 || up_->out_.pending() > kMaxPending) break;
-    const char* p = in_.data.get() + body_pos_;
-    if (body_kind_ == http::BodyKind::kLength) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(avail, body_left_));
-      up_->out_.buf.append(p, n);
-      body_pos_ += n;
-      body_left_ -= n;
-      body_bytes_ += n;
-      if (body_left_ == 0) body_done_ = true;
+  if (ex_.upstream.conn == nullptr) return;
+  int64_t max_body = ex_.view->snap->config->http.client_max_body_size;
+  while (!ex_.request.body_done) {
+    size_t avail = in_.wpos - ex_.request.body_pos;
+    if (avail == 0 || ex_.upstream.conn->out_.pending() > kMaxPending) break;
+    const char* p = in_.data.get() + ex_.request.body_pos;
+    if (ex_.request.body_kind == http::BodyKind::kLength) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(avail, ex_.request.body_left));
+      ex_.upstream.conn->out_.buf.append(p, n);
+      ex_.request.body_pos += n;
+      ex_.request.body_left -= n;
+      ex_.request.body_bytes += n;
+      if (ex_.request.body_left == 0) ex_.request.body_done = true;
     } else {
       size_t consumed = 0;
-      std::string& out = up_->out_.buf;
+      std::string& out = ex_.upstream.conn->out_.buf;
       http::ChunkedDecoder::Result r =
-          req_chunks_.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+          ex_.request.chunks.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
             AppendHex(&out, n);
             out.append("\r\n");
             out.append(d, n);
             out.append("\r\n");
-            body_bytes_ += n;
+            ex_.request.body_bytes += n;
           });
-      body_pos_ += consumed;
+      ex_.request.body_pos += consumed;
       if (r == http::ChunkedDecoder::Result::kError ||
-          body_bytes_ > static_cast<uint64_t>(max_body)) {
+          ex_.request.body_bytes > static_cast<uint64_t>(max_body)) {
         bool too_big = r != http::ChunkedDecoder::Result::kError;
         ReleaseUpstream(false);
         worker_->stats().parse_errors.Add(too_big ? 0 : 1);
-        if (resp_started_) {
+        if (ex_.response.started) {
           Close();
         } else {
           SendError(too_big ? 413 : 400,
-                    too_big ? "request body larger than client_max_body_size" : req_chunks_.error(),
+                    too_big ? "request body larger than client_max_body_size"
+                            : ex_.request.chunks.error(),
                     true);
         }
         return;
       }
       if (r == http::ChunkedDecoder::Result::kDone) {
         out.append("0\r\n\r\n");
-        body_done_ = true;
+        ex_.request.body_done = true;
       }
     }
   }
-  if (body_done_ && state_ == State::kProxy)
+  if (ex_.request.body_done && state_ == State::kProxy)
     worker_->loop().CancelTimer(&timer_);
-  else if (!body_done_ && state_ == State::kProxy)
-    ArmClientTimer(view_->snap->config->http.client_body_timeout_ms);
+  else if (!ex_.request.body_done && state_ == State::kProxy)
+    ArmClientTimer(ex_.view->snap->config->http.client_body_timeout_ms);
 }
 
 void ClientConn::OnUpstreamData() {
-  if (up_ == nullptr) return;
+  if (ex_.upstream.conn == nullptr) return;
   if (state_ == State::kTunnel) {
     TunnelPump();
     return;
   }
-  if (!resp_started_ && !ParseUpstreamHead()) return;
+  if (!ex_.response.started && !ParseUpstreamHead()) return;
   ForwardResponseBody();
 }
 
@@ -308,11 +315,11 @@ bool ClientConn::ParseUpstreamHead() {
   limits.max_request_line = kUpstreamBufferBytes;
   limits.max_headers = 256;
   for (;;) {
-    Buffer& b = up_->in_;
+    Buffer& b = ex_.upstream.conn->in_;
     size_t end = 0;
     http::ParseError err;
     http::ParseStatus st =
-        resp_scanner_.Scan(b.read_ptr(), b.readable(), limits, false, &end, &err);
+        ex_.response.scanner.Scan(b.read_ptr(), b.readable(), limits, false, &end, &err);
     if (st == http::ParseStatus::kNeedMore) {
       if (b.readable() >= kUpstreamBufferBytes) {
         OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
@@ -320,60 +327,65 @@ bool ClientConn::ParseUpstreamHead() {
       return false;
     }
     if (st == http::ParseStatus::kDone)
-      st = http::ParseResponseHead(b.read_ptr(), end, limits, method_, &resp_, &err);
-    if (st == http::ParseStatus::kError || (resp_.status == 101 && !upgrade_requested_)) {
+      st = http::ParseResponseHead(b.read_ptr(), end, limits, ex_.request.method,
+                                   &ex_.response.head, &err);
+    if (st == http::ParseStatus::kError ||
+        (ex_.response.head.status == 101 && !ex_.request.upgrade_requested)) {
       OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
       return false;
     }
-    if (resp_.status < 200 && resp_.status != 101) {
+    if (ex_.response.head.status < 200 && ex_.response.head.status != 101) {
       // Interim responses (100 Continue, 103 Early Hints) are not passed on: bulwark already
       // answered the client's Expect itself.
       b.Consume(end);
-      resp_scanner_.Reset();
+      ex_.response.scanner.Reset();
       continue;
     }
     // The response head is here: the attempt's outcome is known.
-    ServerState* s = up_->server_;
-    RecordAttemptOutcome(s, resp_.status);
-    const UpstreamConfig& ucfg = *view_->snap->upstreams[upstream_index_].cfg;
-    if (ucfg.retry.enabled && resp_.status >= 500 &&
-        std::find(ucfg.retry.statuses.begin(), ucfg.retry.statuses.end(), resp_.status) !=
-            ucfg.retry.statuses.end() &&
+    ServerState* s = ex_.upstream.conn->server_;
+    RecordAttemptOutcome(s, ex_.response.head.status);
+    const UpstreamConfig& ucfg = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
+    if (ucfg.retry.enabled && ex_.response.head.status >= 500 &&
+        std::find(ucfg.retry.statuses.begin(), ucfg.retry.statuses.end(),
+                  ex_.response.head.status) != ucfg.retry.statuses.end() &&
         MayRetry(/*sent=*/true)) {
       // Envoy retry_on 5xx statuses: drop this answer and try another server. nginx counts
       // such statuses as failures of the server (proxy_next_upstream http_50x).
       s->OnFailure(worker_->loop().now_ms());
-      view_->balancers[upstream_index_]->RecordFailure(up_->server_index_);
+      ex_.view->balancers[ex_.upstream.index]->RecordFailure(ex_.upstream.conn->server_index_);
       worker_->server_counters_mut(s->id()).failures.Add(1);
-      int status = resp_.status;
+      int status = ex_.response.head.status;
       ReleaseUpstream(false);
-      resp_scanner_.Reset();
+      ex_.response.scanner.Reset();
       if (!RetryNext(status)) return false;
       return false;
     }
-    if (cache_stale_ != nullptr && resp_.status >= 500 && resp_.status != 501 &&
-        resp_.status <= 504 && worker_->loop().now_ms() < cache_stale_until_) {
+    if (ex_.cache.stale != nullptr && ex_.response.head.status >= 500 &&
+        ex_.response.head.status != 501 && ex_.response.head.status <= 504 &&
+        worker_->loop().now_ms() < ex_.cache.stale_until) {
       // RFC 5861 stale-if-error (nginx proxy_cache_use_stale http_50x): the stale copy instead
       // of the server's error.
       ReleaseUpstream(false);
-      resp_scanner_.Reset();
+      ex_.response.scanner.Reset();
       ServeStaleOnError();
       return false;
     }
-    up_->deadline_ms_ = 0;  // the per-try timeout covers the wait for the response head
-    resp_started_ = true;
-    status_ = resp_.status;
-    if (cache_store_) CacheDecide();
+    ex_.upstream.conn->deadline_ms_ =
+        0;  // the per-try timeout covers the wait for the response head
+    ex_.response.started = true;
+    ex_.response.status = ex_.response.head.status;
+    if (ex_.cache.store) CacheDecide();
     BuildResponseHead();
     b.Consume(end);
-    if (status_ == 101) {
+    if (ex_.response.status == 101) {
       state_ = State::kTunnel;
       worker_->loop().CancelTimer(&timer_);
       // Bytes the client sent after its request head belong to the new protocol.
-      size_t extra = in_.wpos - body_start_;
-      if (extra > 0) up_->out_.buf.append(in_.data.get() + body_start_, extra);
+      size_t extra = in_.wpos - ex_.request.body_start;
+      if (extra > 0)
+        ex_.upstream.conn->out_.buf.append(in_.data.get() + ex_.request.body_start, extra);
       in_.rpos = in_.wpos = 0;
-      if (!logged_) LogAndCount(101);
+      if (!ex_.log.logged) LogAndCount(101);
       TunnelPump();
       return false;
     }
@@ -383,45 +395,47 @@ bool ClientConn::ParseUpstreamHead() {
 
 void ClientConn::BrokenUpstreamFraming() {
   // A broken response after its head was sent: all that can be done is cut the connection.
-  LogWarnFor(std::string_view(request_id_, request_id_len_), "upstream: ", log_upstream_,
-             " sent invalid chunked framing: ", resp_chunks_.error());
-  if (!logged_) LogAndCount(status_);
+  LogWarnFor(std::string_view(ex_.log.request_id, ex_.log.request_id_len),
+             "upstream: ", ex_.log.upstream,
+             " sent invalid chunked framing: ", ex_.response.chunks.error());
+  if (!ex_.log.logged) LogAndCount(ex_.response.status);
   ReleaseUpstream(false);
   Close();
 }
 
 void ClientConn::OnUpstreamEof() {
-  if (up_ == nullptr) return;
-  if (!resp_started_) {
-    OnUpstreamFailure(up_->got_any_ ? UpstreamFailure::kInvalidResponse : UpstreamFailure::kClosed);
+  if (ex_.upstream.conn == nullptr) return;
+  if (!ex_.response.started) {
+    OnUpstreamFailure(ex_.upstream.conn->got_any_ ? UpstreamFailure::kInvalidResponse
+                                                  : UpstreamFailure::kClosed);
     return;
   }
-  if (resp_body_ == http::BodyKind::kUntilClose) {
+  if (ex_.response.body_kind == http::BodyKind::kUntilClose) {
     ForwardResponseBody();
-    if (up_ == nullptr) return;
-    resp_done_ = true;
-    if (gzip_) GzipFeed(nullptr, 0, true);
+    if (ex_.upstream.conn == nullptr) return;
+    ex_.response.done = true;
+    if (ex_.response.gzip) GzipFeed(nullptr, 0, true);
     FinishExchange();
     return;
   }
-  if (!resp_done_) {
+  if (!ex_.response.done) {
     // Truncated response: the client cannot be told except by closing.
-    LogWarnFor(std::string_view(request_id_, request_id_len_), "upstream: ", log_upstream_,
-               " closed the connection mid-response");
-    if (!logged_) LogAndCount(status_);
+    LogWarnFor(std::string_view(ex_.log.request_id, ex_.log.request_id_len),
+               "upstream: ", ex_.log.upstream, " closed the connection mid-response");
+    if (!ex_.log.logged) LogAndCount(ex_.response.status);
     ReleaseUpstream(false);
     Close();
   }
 }
 
 void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
-  if (up_ == nullptr) return;
+  if (ex_.upstream.conn == nullptr) return;
   if (state_ == State::kTunnel) {
     ReleaseUpstream(false);
     Close();
     return;
   }
-  UpstreamConn* c = up_;
+  UpstreamConn* c = ex_.upstream.conn;
   ServerState* s = c->server_;
   int idx = c->server_index_;
   bool sent = c->wrote_any_;
@@ -434,20 +448,20 @@ void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
   if (!stale) {
     s->OnFailure(worker_->loop().now_ms());
     RecordAttemptOutcome(s, 0);
-    view_->balancers[upstream_index_]->RecordFailure(idx);
+    ex_.view->balancers[ex_.upstream.index]->RecordFailure(idx);
     worker_->server_counters_mut(s->id()).failures.Add(1);
-    LogWarnFor(std::string_view(request_id_, request_id_len_), "upstream: ", s->upstream(),
-               " server ", s->address_text(), " failed: ",
+    LogWarnFor(std::string_view(ex_.log.request_id, ex_.log.request_id_len),
+               "upstream: ", s->upstream(), " server ", s->address_text(), " failed: ",
                why == UpstreamFailure::kConnect           ? "connect error"
                : why == UpstreamFailure::kTimeout         ? "timeout"
                : why == UpstreamFailure::kInvalidResponse ? "invalid response"
                                                           : "connection error");
   } else {
-    tried_.reset(idx);  // the server may be tried again on a fresh connection
-    if (attempt_probe_) RecordAttemptOutcome(s, -1);  // give the probe slot back
+    ex_.upstream.tried.reset(idx);  // the server may be tried again on a fresh connection
+    if (ex_.upstream.probe) RecordAttemptOutcome(s, -1);  // give the probe slot back
   }
-  if (resp_started_) {
-    if (!logged_) LogAndCount(status_);
+  if (ex_.response.started) {
+    if (!ex_.log.logged) LogAndCount(ex_.response.status);
     Close();
     return;
   }
@@ -455,19 +469,21 @@ void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
 }
 
 bool ClientConn::MayRetry(bool sent) {
-  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
   const UpstreamConfig& u = *ur.cfg;
   int64_t now = worker_->loop().now_ms();
   // nginx proxy_next_upstream: a request that reached a server is only resent if it is
   // idempotent (or non_idempotent is allowed); the body must still be here; tries and time are
   // bounded.
-  bool non_idempotent_ok = route_ != nullptr && route_->cfg->retry_non_idempotent.has_value()
-                               ? *route_->cfg->retry_non_idempotent
+  bool non_idempotent_ok = ex_.route != nullptr && ex_.route->cfg->retry_non_idempotent.has_value()
+                               ? *ex_.route->cfg->retry_non_idempotent
                                : u.retry_non_idempotent;
-  bool allowed = body_retained_ && (!sent || http::IsIdempotent(method_) || non_idempotent_ok) &&
-                 (u.next_upstream_tries == 0 || attempts_ < u.next_upstream_tries) &&
-                 (u.next_upstream_timeout_ms == 0 || now - start_ms_ < u.next_upstream_timeout_ms);
-  if (!allowed || !u.retry.enabled || counted_retry_) return allowed;
+  bool allowed =
+      ex_.request.body_retained &&
+      (!sent || http::IsIdempotent(ex_.request.method) || non_idempotent_ok) &&
+      (u.next_upstream_tries == 0 || ex_.upstream.attempts < u.next_upstream_tries) &&
+      (u.next_upstream_timeout_ms == 0 || now - ex_.request.start_ms < u.next_upstream_timeout_ms);
+  if (!allowed || !u.retry.enabled || ex_.upstream.counted_retry) return allowed;
   // Envoy's retry budget: retries in flight stay under a share of the requests in flight.
   int64_t active = ur.live->active_requests.load(std::memory_order_relaxed);
   int64_t budget =
@@ -477,12 +493,12 @@ bool ClientConn::MayRetry(bool sent) {
     return false;
   }
   ur.live->active_retries.fetch_add(1, std::memory_order_relaxed);
-  counted_retry_ = true;
+  ex_.upstream.counted_retry = true;
   return true;
 }
 
 bool ClientConn::RetryOrFail(UpstreamFailure why, bool sent) {
-  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
   bool condition = true;
   if (u.retry.enabled) {
     condition = why == UpstreamFailure::kConnect   ? u.retry.on_connect_failure
@@ -491,54 +507,57 @@ bool ClientConn::RetryOrFail(UpstreamFailure why, bool sent) {
   }
   int status = why == UpstreamFailure::kTimeout ? 504 : 502;
   if (condition && MayRetry(sent)) return RetryNext(status);
-  bool close = !body_done_ || !body_retained_;
+  bool close = !ex_.request.body_done || !ex_.request.body_retained;
   SendError(status, status == 504 ? "upstream timed out" : "upstream failed", close);
   return false;
 }
 
 bool ClientConn::RetryNext(int status_if_none) {
-  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
   if (u.retry.enabled && u.retry.backoff_base_ms > 0) {
     // Envoy retry_back_off: fully jittered, the n-th retry waits a random time below
     // (2^n - 1) x base, capped at max.
     int64_t cap = u.retry.backoff_base_ms;
-    for (int i = 1; i < attempts_ && cap < u.retry.backoff_max_ms; ++i)
+    for (int i = 1; i < ex_.upstream.attempts && cap < u.retry.backoff_max_ms; ++i)
       cap = cap * 2 + u.retry.backoff_base_ms;
     cap = std::min(cap, u.retry.backoff_max_ms);
     uint64_t r = worker_->Random();
     int64_t wait = cap > 0 ? static_cast<int64_t>(r % static_cast<uint64_t>(cap)) : 0;
-    retry_status_ = status_if_none;
+    ex_.upstream.retry_status = status_if_none;
     worker_->stats().retry_backoffs.Add(1);
-    worker_->loop().ArmTimer(&retry_timer_, std::max<int64_t>(wait, 1));
+    worker_->loop().ArmTimer(&ex_.upstream.retry_timer, std::max<int64_t>(wait, 1));
     return true;
   }
-  int idx = view_->balancers[upstream_index_]->Select(worker_->loop().now_ms(), key_hash_, tried_);
+  int idx = ex_.view->balancers[ex_.upstream.index]->Select(
+      worker_->loop().now_ms(), ex_.upstream.key_hash, ex_.upstream.tried);
   if (idx >= 0) {
     StartAttempt(idx);
     return true;
   }
   if (ServeStaleOnError()) return false;
-  bool close = !body_done_ || !body_retained_;
+  bool close = !ex_.request.body_done || !ex_.request.body_retained;
   SendError(status_if_none, "upstream failed", close);
   return false;
 }
 
 void ClientConn::OnRetryTimer() {
-  if (!open_ || state_ != State::kProxy || up_ != nullptr || view_ == nullptr) return;
-  int idx = view_->balancers[upstream_index_]->Select(worker_->loop().now_ms(), key_hash_, tried_);
+  if (!open_ || state_ != State::kProxy || ex_.upstream.conn != nullptr || ex_.view == nullptr)
+    return;
+  int idx = ex_.view->balancers[ex_.upstream.index]->Select(
+      worker_->loop().now_ms(), ex_.upstream.key_hash, ex_.upstream.tried);
   if (idx >= 0) {
     StartAttempt(idx);
     return;
   }
-  bool close = !body_done_ || !body_retained_;
-  SendError(retry_status_, "upstream failed", close);
+  bool close = !ex_.request.body_done || !ex_.request.body_retained;
+  SendError(ex_.upstream.retry_status, "upstream failed", close);
 }
 
 void ClientConn::RecordAttemptOutcome(ServerState* s, int status) {
-  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
+  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
   const UpstreamConfig& u = *ur.cfg;
-  bool probe = attempt_probe_ && probe_server_ == s;
-  if (probe) attempt_probe_ = false;
+  bool probe = ex_.upstream.probe && ex_.upstream.probe_server == s;
+  if (probe) ex_.upstream.probe = false;
   if (!u.breaker.enabled && !u.outlier.enabled && !probe) return;
   if (status < 0) {  // not the server's fault: only release a probe slot
     if (probe) {
@@ -570,29 +589,29 @@ void ClientConn::RecordAttemptOutcome(ServerState* s, int status) {
 }
 
 void ClientConn::EndUpstreamAccounting() {
-  if (view_ == nullptr || upstream_index_ < 0) return;
-  if (!counted_active_ && !counted_retry_ && !attempt_probe_) return;
-  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_index_];
-  if (attempt_probe_ && probe_server_ != nullptr) {
+  if (ex_.view == nullptr || ex_.upstream.index < 0) return;
+  if (!ex_.upstream.counted_active && !ex_.upstream.counted_retry && !ex_.upstream.probe) return;
+  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
+  if (ex_.upstream.probe && ex_.upstream.probe_server != nullptr) {
     // The request ended before its probe had an answer: free the slot without a verdict.
-    probe_server_->RecordOutcome(false, false, true, worker_->loop().now_ms(), BreakerConfig{},
-                                 OutlierConfig{}, ur.servers);
-    attempt_probe_ = false;
+    ex_.upstream.probe_server->RecordOutcome(false, false, true, worker_->loop().now_ms(),
+                                             BreakerConfig{}, OutlierConfig{}, ur.servers);
+    ex_.upstream.probe = false;
   }
-  if (counted_active_) ur.live->active_requests.fetch_sub(1, std::memory_order_relaxed);
-  if (counted_retry_) ur.live->active_retries.fetch_sub(1, std::memory_order_relaxed);
-  counted_active_ = counted_retry_ = false;
-  worker_->loop().CancelTimer(&retry_timer_);
+  if (ex_.upstream.counted_active) ur.live->active_requests.fetch_sub(1, std::memory_order_relaxed);
+  if (ex_.upstream.counted_retry) ur.live->active_retries.fetch_sub(1, std::memory_order_relaxed);
+  ex_.upstream.counted_active = ex_.upstream.counted_retry = false;
+  worker_->loop().CancelTimer(&ex_.upstream.retry_timer);
 }
 
 void ClientConn::ReleaseUpstream(bool reusable) {
-  UpstreamConn* c = up_;
+  UpstreamConn* c = ex_.upstream.conn;
   if (c == nullptr) return;
-  up_ = nullptr;
+  ex_.upstream.conn = nullptr;
   if (c->server_ != nullptr) c->server_->active().fetch_sub(1, std::memory_order_relaxed);
   c->owner_ = nullptr;
   c->deadline_ms_ = 0;
-  const UpstreamConfig& u = *view_->snap->upstreams[upstream_index_].cfg;
+  const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
   if (reusable && worker_->PutIdle(c, u.keepalive)) {
     c->MakeIdle(u.keepalive_timeout_ms);
   } else {
