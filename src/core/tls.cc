@@ -4,6 +4,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+
 #include "core/strings.h"
 
 namespace bulwark {
@@ -165,6 +169,76 @@ void TlsServer::CountHandshake(SSL* ssl) {
     tls12_.fetch_add(1, std::memory_order_relaxed);
   }
   if (SSL_session_reused(ssl)) resumed_.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool TlsStream::Start(std::shared_ptr<TlsServer> server, int fd) {
+  End();
+  ssl_ = server->NewSsl(fd);
+  if (ssl_ == nullptr) return false;
+  server_ = std::move(server);
+  done_ = read_wants_write_ = write_wants_read_ = false;
+  failure_reason_ = "";
+  return true;
+}
+
+void TlsStream::Handshaken() {
+  if (done_) return;
+  done_ = true;
+  server_->CountHandshake(ssl_);
+}
+
+ssize_t TlsStream::Recv(char* buf, size_t n) {
+  ERR_clear_error();
+  int r = SSL_read(ssl_, buf, static_cast<int>(std::min<size_t>(n, INT32_MAX)));
+  if (r > 0) {
+    Handshaken();
+    return r;
+  }
+  int e = SSL_get_error(ssl_, r);
+  read_wants_write_ = e == SSL_ERROR_WANT_WRITE;
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    if (SSL_is_init_finished(ssl_)) Handshaken();
+    errno = EAGAIN;
+    return -1;
+  }
+  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+    if (!done_) server_->CountFailure();  // gave up in the middle of the handshake
+    return 0;
+  }
+  if (!done_) server_->CountFailure();
+  const char* why = ERR_reason_error_string(ERR_peek_error());
+  failure_reason_ = why != nullptr ? why : "error";
+  ERR_clear_error();
+  errno = EPROTO;
+  return -1;
+}
+
+ssize_t TlsStream::Send(const char* buf, size_t n) {
+  ERR_clear_error();
+  int r = SSL_write(ssl_, buf, static_cast<int>(std::min<size_t>(n, INT32_MAX)));
+  if (r > 0) {
+    write_wants_read_ = false;
+    return r;
+  }
+  int e = SSL_get_error(ssl_, r);
+  write_wants_read_ = e == SSL_ERROR_WANT_READ;
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return -1;
+  }
+  ERR_clear_error();
+  errno = EPIPE;
+  return -1;
+}
+
+void TlsStream::End() {
+  if (ssl_ != nullptr) {
+    if (done_) SSL_shutdown(ssl_);
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+  }
+  server_.reset();
+  done_ = read_wants_write_ = write_wants_read_ = false;
 }
 
 }  // namespace bulwark

@@ -2,10 +2,13 @@
 // counters for handshakes. Built once per configuration; new connections use the newest.
 #pragma once
 
+#include <sys/types.h>
+
 #include <array>
 #include <atomic>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -55,6 +58,48 @@ class TlsServer {
   std::vector<SSL_CTX*> ctxs_;
   std::vector<std::vector<std::string>> names_;  // per context: DNS names (lower case)
   std::atomic<uint64_t> tls12_{0}, tls13_{0}, failures_{0}, resumed_{0};
+};
+
+// One server-side TLS session over a non-blocking socket, read and written the way the socket
+// itself is: the gateway's and the pg proxy's client connections both use it. It counts the
+// handshake, or its failure, once in its server's counters, and keeps that server alive (a
+// reload may replace the listener's).
+class TlsStream {
+ public:
+  TlsStream() = default;
+  TlsStream(const TlsStream&) = delete;
+  TlsStream& operator=(const TlsStream&) = delete;
+  ~TlsStream() { End(); }
+
+  // Starts a session on `fd`; false when OpenSSL could not allocate one.
+  bool Start(std::shared_ptr<TlsServer> server, int fd);
+  bool active() const { return ssl_ != nullptr; }
+  bool handshake_done() const { return done_; }
+  // Like recv(2): > 0 bytes; 0 when the peer ended the session (close_notify, or a plain close
+  // without a protocol error); -1 with errno EAGAIN when the socket must become readable, or
+  // writable when read_wants_write() (a handshake or key update in progress), or EPROTO after
+  // a protocol error (failure_reason() says which).
+  ssize_t Recv(char* buf, size_t n);
+  // Like send(2): > 0 bytes; -1 with errno EAGAIN (readable first when write_wants_read()) or
+  // EPIPE.
+  ssize_t Send(const char* buf, size_t n);
+  bool read_wants_write() const { return read_wants_write_; }
+  bool write_wants_read() const { return write_wants_read_; }
+  // OpenSSL's reason for the last failed handshake or read, for a log line.
+  const char* failure_reason() const { return failure_reason_; }
+  // Sends close_notify when the handshake had finished (if the socket takes it; no waiting for
+  // the peer's), frees the session and lets the server go. Idempotent.
+  void End();
+
+ private:
+  void Handshaken();
+
+  SSL* ssl_ = nullptr;
+  std::shared_ptr<TlsServer> server_;
+  bool done_ = false;
+  bool read_wants_write_ = false;
+  bool write_wants_read_ = false;
+  const char* failure_reason_ = "";
 };
 
 // "TLSv1.2" -> 0x0303, "TLSv1.3" -> 0x0304; 0 for anything else.

@@ -1,10 +1,5 @@
 // The client connection: bytes in and out (TLS included), HTTP/1.1 framing, keep-alive and
 // pipelining, timeouts, local answers. The exchange (exchange.cc) is what it carries.
-#include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,13 +49,10 @@ void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
   ex_.route = nullptr;
   ex_.upstream.conn = nullptr;
   worker_->stats().open_clients.fetch_add(1, std::memory_order_relaxed);
-  tls_done_ = read_wants_write_ = write_wants_read_ = false;
   jwt_verifier_.reset();  // a new connection verifies its first token in full
   jwt_token_.clear();
-  tls_ = cfg.listeners[listener_index].tls.server;
-  if (tls_ != nullptr) {
-    ssl_ = tls_->NewSsl(fd_);
-    if (ssl_ == nullptr) {
+  if (const auto& server = cfg.listeners[listener_index].tls.server) {
+    if (!tls_.Start(server, fd_)) {
       Close();
       return;
     }
@@ -86,10 +78,12 @@ void ClientConn::OnIo(uint32_t events) {
     TunnelPump();
     return;
   }
-  if (ssl_ != nullptr) {
+  if (tls_.active()) {
     // TLS reads may need the socket writable and writes readable (handshakes, key updates).
-    if ((events & kReadable) || (read_wants_write_ && (events & EPOLLOUT))) DoRead();
-    if (open_ && ((events & EPOLLOUT) || (write_wants_read_ && (events & kReadable)))) DoWrite();
+    if ((events & kReadable) || (tls_.read_wants_write() && (events & EPOLLOUT))) DoRead();
+    if (open_ && ((events & EPOLLOUT) || (tls_.write_wants_read() && (events & kReadable)))) {
+      DoWrite();
+    }
     return;
   }
   if (events & kReadable) DoRead();
@@ -97,58 +91,17 @@ void ClientConn::OnIo(uint32_t events) {
 }
 
 ssize_t ClientConn::Recv(char* buf, size_t n) {
-  if (ssl_ == nullptr) return recv(fd_, buf, n, 0);
-  ERR_clear_error();
-  int r = SSL_read(ssl_, buf, static_cast<int>(std::min<size_t>(n, INT32_MAX)));
-  if (r > 0) {
-    if (!tls_done_) {
-      tls_done_ = true;
-      tls_->CountHandshake(ssl_);
-    }
-    return r;
+  if (!tls_.active()) return recv(fd_, buf, n, 0);
+  ssize_t r = tls_.Recv(buf, n);
+  if (r < 0 && errno == EPROTO && !tls_.handshake_done()) {
+    LogDebug("TLS handshake with ", peer_ip_, " failed: ", tls_.failure_reason());
   }
-  int e = SSL_get_error(ssl_, r);
-  read_wants_write_ = e == SSL_ERROR_WANT_WRITE;
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-    if (!tls_done_ && SSL_is_init_finished(ssl_)) {
-      tls_done_ = true;
-      tls_->CountHandshake(ssl_);
-    }
-    errno = EAGAIN;
-    return -1;
-  }
-  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
-    if (!tls_done_) tls_->CountFailure();  // gave up in the middle of the handshake
-    return 0;
-  }
-  if (!tls_done_) {
-    tls_->CountFailure();
-    LogDebug("TLS handshake with ", peer_ip_, " failed: ",
-             ERR_reason_error_string(ERR_peek_error()) ? ERR_reason_error_string(ERR_peek_error())
-                                                       : "error");
-  }
-  ERR_clear_error();
-  errno = EPROTO;
-  return -1;
+  return r;
 }
 
 ssize_t ClientConn::Send(const char* buf, size_t n) {
-  if (ssl_ == nullptr) return send(fd_, buf, n, MSG_NOSIGNAL);
-  ERR_clear_error();
-  int r = SSL_write(ssl_, buf, static_cast<int>(std::min<size_t>(n, INT32_MAX)));
-  if (r > 0) {
-    write_wants_read_ = false;
-    return r;
-  }
-  int e = SSL_get_error(ssl_, r);
-  write_wants_read_ = e == SSL_ERROR_WANT_READ;
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-    errno = EAGAIN;
-    return -1;
-  }
-  ERR_clear_error();
-  errno = EPIPE;
-  return -1;
+  if (!tls_.active()) return send(fd_, buf, n, MSG_NOSIGNAL);
+  return tls_.Send(buf, n);
 }
 
 void ClientConn::DoRead() {
@@ -182,7 +135,7 @@ void ClientConn::DoRead() {
       Process();
       // A short plain read drained the socket (see UpstreamConn::ReadAvailable); TLS hands out
       // one record at a time, so it reads on until it would block.
-      if (static_cast<size_t>(n) < want && !rdhup_ && ssl_ == nullptr) return;
+      if (static_cast<size_t>(n) < want && !rdhup_ && !tls_.active()) return;
       continue;
     }
     if (n == 0) {
@@ -471,12 +424,7 @@ void ClientConn::Close() {
   worker_->loop().CancelTimer(&ex_.upstream.retry_timer);
   worker_->loop().CancelTimer(&timer_);
   worker_->loop().Remove(fd_);
-  if (ssl_ != nullptr) {
-    if (tls_done_) SSL_shutdown(ssl_);  // close_notify if the socket takes it; no waiting
-    SSL_free(ssl_);
-    ssl_ = nullptr;
-  }
-  tls_.reset();
+  tls_.End();  // close_notify if the handshake finished and the socket takes it
   jwt_verifier_.reset();
   if (gz_) {
     deflateEnd(gz_.get());

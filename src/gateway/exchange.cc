@@ -185,7 +185,7 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
     while (j < t.size() && (std::isalnum(static_cast<unsigned char>(t[j])) || t[j] == '_')) ++j;
     std::string_view name = t.substr(i + 1, j - i - 1);
     if (name == "scheme") {
-      out.append(ssl_ != nullptr ? "https" : "http");
+      out.append(tls_.active() ? "https" : "http");
     } else if (name == "host") {
       out.append(AsciiLower(std::string(host)));
     } else if (name == "http_host") {

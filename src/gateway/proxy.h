@@ -337,11 +337,7 @@ class ClientConn : public IoHandler {
   std::optional<uint64_t> AffinityHash(const UpstreamConfig& cfg);
 
   State state_ = State::kIdle;
-  SSL* ssl_ = nullptr;
-  std::shared_ptr<TlsServer> tls_;  // the listener's TLS (counters), kept for the connection
-  bool tls_done_ = false;           // handshake finished
-  bool read_wants_write_ = false;   // SSL_read needs the socket writable first
-  bool write_wants_read_ = false;   // SSL_write needs the socket readable first
+  TlsStream tls_;  // when the listener has TLS
   SocketAddress peer_;
   std::string peer_ip_;
   int listener_index_ = 0;

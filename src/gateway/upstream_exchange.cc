@@ -119,7 +119,7 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
   h.append("\r\n");
   AppendHeaderLine(&h, "X-Forwarded-Proto",
                    trusted && !xfp.empty() ? xfp
-                   : ssl_ != nullptr       ? std::string_view("https")
+                   : tls_.active()         ? std::string_view("https")
                                            : std::string_view("http"));
   if (trusted && !xfh.empty()) {
     AppendHeaderLine(&h, "X-Forwarded-Host", xfh);

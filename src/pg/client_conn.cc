@@ -2,7 +2,6 @@
 // whichever server the client is attached to, with prepared statements carried across servers in
 // transaction mode.
 #include <errno.h>
-#include <openssl/err.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -64,7 +63,7 @@ ClientConn::ClientConn(ProxyImpl* p, int f, const SocketAddress& a)
 }
 
 ClientConn::~ClientConn() {
-  if (ssl != nullptr) SSL_free(ssl);
+  tls_stream.End();  // before the descriptor goes: close_notify must not reach a reused one
   if (fd >= 0) close(fd);
 }
 
@@ -74,6 +73,8 @@ void ClientConn::OnIo(uint32_t events) {
   if (events & EPOLLOUT) {
     if (!Flush()) return;
   }
+  // A TLS write that needed the peer's bytes first (a key update) goes on when they come.
+  if ((events & EPOLLIN) && tls_stream.write_wants_read() && !Flush()) return;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) TryRecv();
 }
 
@@ -81,40 +82,13 @@ void ClientConn::TryRecv() {
   while (state != State::kClosed && !reading_paused) {
     char* p = in.Reserve(kReadChunk);
     size_t room = in.tail_room();
-    ssize_t n;
-    if (ssl != nullptr) {
-      ERR_clear_error();
-      int r = SSL_read(ssl, p, static_cast<int>(std::min<size_t>(room, INT32_MAX)));
-      if (r > 0) {
-        n = r;
-      } else {
-        int e = SSL_get_error(ssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-          if (!tls_done && SSL_is_init_finished(ssl)) {
-            tls_done = true;
-            proxy->tls->CountHandshake(ssl);
-          }
-          if (e == SSL_ERROR_WANT_WRITE) Flush();
-          return;
-        }
-        if (!tls_done) proxy->tls->CountFailure();
-        ERR_clear_error();
-        Close(e == SSL_ERROR_ZERO_RETURN ? "client closed" : "TLS error");
-        return;
-      }
-      if (!tls_done) {
-        tls_done = true;
-        proxy->tls->CountHandshake(ssl);
-      }
-    } else {
-      n = recv(fd, p, room, 0);
-    }
+    ssize_t n = tls_stream.active() ? tls_stream.Recv(p, room) : recv(fd, p, room, 0);
     if (n > 0) {
       in.Commit(static_cast<size_t>(n));
       ProcessInput();
       // A short read drained the socket: the next byte brings a new edge (nginx's rule) — but
       // a hang-up that came with the data shows only at the next recv().
-      if (ssl == nullptr && static_cast<size_t>(n) < room && !peer_hup) return;
+      if (!tls_stream.active() && static_cast<size_t>(n) < room && !peer_hup) return;
       continue;
     }
     if (n == 0) {
@@ -122,8 +96,15 @@ void ClientConn::TryRecv() {
       return;
     }
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    Close(StrCat("read error: ", std::strerror(errno)));
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (tls_stream.read_wants_write()) Flush();
+      return;
+    }
+    if (errno == EPROTO && tls_stream.active()) {
+      Close(StrCat("TLS error: ", tls_stream.failure_reason()));
+    } else {
+      Close(StrCat("read error: ", std::strerror(errno)));
+    }
     return;
   }
 }
@@ -137,23 +118,9 @@ void ClientConn::ResumeReading() {
 
 bool ClientConn::Flush() {
   while (out.pending() > 0) {
-    ssize_t n;
     const char* p = out.buf.data() + out.off;
-    if (ssl != nullptr) {
-      ERR_clear_error();
-      int r = SSL_write(ssl, p, static_cast<int>(std::min<size_t>(out.pending(), INT32_MAX)));
-      if (r > 0) {
-        n = r;
-      } else {
-        int e = SSL_get_error(ssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return true;
-        ERR_clear_error();
-        Close("TLS write error");
-        return false;
-      }
-    } else {
-      n = send(fd, p, out.pending(), MSG_NOSIGNAL);
-    }
+    ssize_t n = tls_stream.active() ? tls_stream.Send(p, out.pending())
+                                    : send(fd, p, out.pending(), MSG_NOSIGNAL);
     if (n > 0) {
       out.Consumed(static_cast<size_t>(n));
       continue;
@@ -220,7 +187,7 @@ void ClientConn::ProcessInput() {
         }
         in.Consume(size);
         if (sp->code == kSslRequest || sp->code == kGssEncRequest) {
-          bool tls = sp->code == kSslRequest && proxy->tls != nullptr && ssl == nullptr;
+          bool tls = sp->code == kSslRequest && proxy->tls != nullptr && !tls_stream.active();
           // Bytes after the request would be read in the clear before the handshake
           // (CVE-2021-23222's lesson): refuse them.
           if (!in.empty()) {
@@ -231,12 +198,10 @@ void ClientConn::ProcessInput() {
           out.buf.push_back(tls ? 'S' : 'N');
           if (!Flush()) return;
           if (tls) {
-            ssl = proxy->tls->NewSsl(fd);
-            if (ssl == nullptr) {
+            if (!tls_stream.Start(proxy->tls, fd)) {
               Close("TLS setup failed");
               return;
             }
-            SSL_set_accept_state(ssl);
           }
           continue;
         }
@@ -340,7 +305,8 @@ void ClientConn::OnStartup() {
     return;
   }
   if (database.empty()) database = user;
-  if (proxy->tls != nullptr && ssl == nullptr && proxy->cfg->client_tls_sslmode == "require") {
+  if (proxy->tls != nullptr && !tls_stream.active() &&
+      proxy->cfg->client_tls_sslmode == "require") {
     Fatal("28000", "SSL required");
     return;
   }

@@ -226,6 +226,22 @@ void Proxy::CollectMetrics(std::string* out) const {
     AppendHeader(out, f.name, "counter", f.help);
     StrAppend(out, f.name, " ", f.value(p), "\n");
   }
+  // Client TLS, counted as the gateway counts its listeners' (client_tls_* need a restart, so
+  // the server is the same for the process's life).
+  if (p.tls != nullptr) {
+    AppendHeader(out, "bulwark_pg_tls_handshakes_total", "counter",
+                 "Client TLS handshakes completed, by protocol.");
+    for (const char* proto : {"TLSv1.2", "TLSv1.3"}) {
+      AppendSeries(out, "bulwark_pg_tls_handshakes_total", {{"protocol", proto}});
+      StrAppend(out,
+                std::string_view(proto) == "TLSv1.2" ? p.tls->handshakes_tls12()
+                                                     : p.tls->handshakes_tls13(),
+                "\n");
+    }
+    AppendHeader(out, "bulwark_pg_tls_handshake_errors_total", "counter",
+                 "Client TLS handshakes that failed or were abandoned.");
+    StrAppend(out, "bulwark_pg_tls_handshake_errors_total ", p.tls->failures(), "\n");
+  }
   CollectServers(p, out);
 }
 

@@ -826,7 +826,7 @@ std::string ProxyImpl::StatusJson() {
     j["user"] = c->user;
     j["database"] = c->database;
     j["state"] = kStates[static_cast<int>(c->state)];
-    j["tls"] = c->ssl != nullptr;
+    j["tls"] = c->tls_stream.active();
     j["connected_s"] = (now - c->connected_ms) / 1000;
     if (c->server != nullptr) j["server"] = c->server->pool->server->Name();
     j["prepared_statements"] = c->prepared.size();

@@ -286,8 +286,7 @@ class ClientConn final : public IoHandler, public PoolUser {
   int fd;
   SocketAddress peer;
   State state = State::kStartup;
-  SSL* ssl = nullptr;
-  bool tls_done = false;
+  TlsStream tls_stream;  // after an SSLRequest, when the proxy has TLS
   ByteBuffer in;
   OutQueue out;
   PoolGroup* group = nullptr;

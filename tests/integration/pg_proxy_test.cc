@@ -96,6 +96,45 @@ struct Proxy {
   std::string Metrics() { return HttpGet(admin, "/metrics").body; }
 };
 
+TEST(PgProxy, ClientTlsAfterSslRequestAndRequireRefusesClearText) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  std::string dir = MakeTempDir(), out;
+  ASSERT_EQ(RunProgram({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", dir + "/pg.key",
+                        "-out", dir + "/pg.crt", "-days", "2", "-subj", "/CN=pg.test"},
+                       {}, &out),
+            0)
+      << out;
+  std::string tls = "  pool_mode: transaction\n  client_tls_sslmode: require\n";
+  tls += "  client_tls_cert_file: " + dir + "/pg.crt\n";
+  tls += "  client_tls_key_file: " + dir + "/pg.key\n";
+  Proxy px(One(db.pg.port()), tls);
+  ASSERT_TRUE(px.Ready()) << px.bw->log();
+  // libpq asks with an SSLRequest and logs in inside TLS; a result of 640 kB crosses many TLS
+  // records, and a statement of 100 kB too on the way in.
+  EXPECT_EQ(Psql(px.port,
+                 {"SELECT 41 + 1",
+                  "SELECT length(string_agg(md5(i::text), '')) FROM generate_series(1, 20000) i",
+                  "SELECT length('" + std::string(100000, 'x') + "')"},
+                 {{"PGSSLMODE", "require"}}),
+            "42\n640000\n100000");
+  // Clear text is refused, as PostgreSQL refuses it with hostssl only.
+  std::string clear = Psql(px.port, {"SELECT 1"}, {{"PGSSLMODE", "disable"}});
+  EXPECT_NE(clear.find("SSL required"), std::string::npos) << clear;
+  // A client that asks for TLS and then speaks something else is a failed handshake.
+  Client raw(px.port);
+  ASSERT_TRUE(raw.Send(std::string("\0\0\0\x08\x04\xd2\x16\x2f", 8)));  // SSLRequest
+  char answer = 0;
+  ASSERT_EQ(recv(raw.fd(), &answer, 1, 0), 1);
+  EXPECT_EQ(answer, 'S');
+  ASSERT_TRUE(raw.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_TRUE(raw.WaitClosed(5000));
+  std::string m = px.Metrics();
+  EXPECT_EQ(Metric(m, "bulwark_pg_tls_handshakes_total{protocol=\"TLSv1.3\"}"), "1") << m;
+  EXPECT_EQ(Metric(m, "bulwark_pg_tls_handshake_errors_total"), "1");
+}
+
 TEST(PgProxy, PgbenchAllProtocolsThroughTransactionPooling) {
   AppDatabase db;
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
