@@ -25,7 +25,7 @@
 
 namespace bulwark::gateway {
 
-bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const {
+bool DownstreamConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const {
   size_t start = out->size();
   bool any = false;
   for (size_t i = 0; i < spec.parts.size(); ++i) {
@@ -70,7 +70,7 @@ bool ClientConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out
   return any;
 }
 
-bool ClientConn::Protect(const GatewayConfig& cfg) {
+bool DownstreamConn::Protect(const GatewayConfig& cfg) {
   const Snapshot& snap = *ex_.view->snap;
   const ListenerConfig& lcfg = cfg.listeners[listener_index_];
   const AccessList& acl = ex_.route != nullptr ? ex_.route->cfg->access : lcfg.access;
@@ -138,7 +138,7 @@ bool ClientConn::Protect(const GatewayConfig& cfg) {
   return ApplyLimitOutcome(LimitDecision::Decide(reqs, n, now, lr.dry_run));
 }
 
-LimitOutcome ClientConn::FallbackDecision() {
+LimitOutcome DownstreamConn::FallbackDecision() {
   const GatewayConfig& cfg = *ex_.view->snap->config;
   const LimitReqConfig& lr = ex_.route->cfg->limit_req;
   const LimitZoneConfig& zc = cfg.limit_zones[lr.rules[0].zone_index];
@@ -165,7 +165,7 @@ LimitOutcome ClientConn::FallbackDecision() {
   return out;
 }
 
-void ClientConn::OnSharedLimit(uint64_t seq, const RedisReply& r) {
+void DownstreamConn::OnSharedLimit(uint64_t seq, const RedisReply& r) {
   if (!open_ || state_ != State::kLimiting || seq != redis_seq_) return;  // the client left
   state_ = State::kHead;
   LimitOutcome out;
@@ -177,7 +177,7 @@ void ClientConn::OnSharedLimit(uint64_t seq, const RedisReply& r) {
   if (ApplyLimitOutcome(out)) Proceed();
 }
 
-bool ClientConn::ApplyLimitOutcome(const LimitOutcome& out) {
+bool DownstreamConn::ApplyLimitOutcome(const LimitOutcome& out) {
   if (!out.applied) return true;
   const RouteConfig& rc = *ex_.route->cfg;
   const LimitReqConfig& lr = rc.limit_req;
@@ -202,7 +202,7 @@ bool ClientConn::ApplyLimitOutcome(const LimitOutcome& out) {
   return true;
 }
 
-bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
+bool DownstreamConn::VerifyJwt(const JwtProviderConfig& p) {
   std::string_view token;
   if (const http::Header* h = req_.Find(p.header)) {
     token = h->value;
@@ -245,7 +245,7 @@ bool ClientConn::VerifyJwt(const JwtProviderConfig& p) {
   return true;
 }
 
-void ClientConn::BanStatus(int status) {
+void DownstreamConn::BanStatus(int status) {
   // Counted once, before the answer leaves: the client's next request, on whichever worker,
   // must already see the ban.
   if (ex_.admission.ban_counted || ex_.route == nullptr || ex_.admission.ban_key.empty() ||
@@ -260,7 +260,7 @@ void ClientConn::BanStatus(int status) {
   }
 }
 
-void ClientConn::StrikeBan(std::string_view what) {
+void DownstreamConn::StrikeBan(std::string_view what) {
   BanTable* bans = worker_->shared().bans;
   if (bans == nullptr || ex_.route == nullptr || ex_.admission.ban_key.empty()) return;
   const GatewayConfig& cfg = *ex_.view->snap->config;
@@ -289,7 +289,7 @@ void ClientConn::StrikeBan(std::string_view what) {
   }
 }
 
-bool ClientConn::AcquireConnLimits() {
+bool DownstreamConn::AcquireConnLimits() {
   const LimitConnConfig& lc = ex_.route->cfg->limit_conn;
   if (lc.rules.empty()) return true;
   const Snapshot& snap = *ex_.view->snap;
@@ -325,7 +325,7 @@ bool ClientConn::AcquireConnLimits() {
   return true;
 }
 
-void ClientConn::ReleaseConnLimits() {
+void DownstreamConn::ReleaseConnLimits() {
   for (int i = 0; i < ex_.admission.held_conn_n; ++i) {
     const auto& h = ex_.admission.held_conn[static_cast<size_t>(i)];
     h.zone->Release(std::string_view(ex_.admission.held_conn_keys).substr(h.offset, h.len));

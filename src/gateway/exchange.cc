@@ -26,7 +26,7 @@
 
 namespace bulwark::gateway {
 
-void ClientConn::HandleRequest() {
+void DownstreamConn::HandleRequest() {
   ++requests_;
   worker_->stats().requests.Add(1);
   ex_.view = worker_->AcquireView();
@@ -144,7 +144,7 @@ void ClientConn::HandleRequest() {
   Proceed();
 }
 
-bool ClientConn::NormalizeRequestPath(const GatewayConfig& cfg) {
+bool DownstreamConn::NormalizeRequestPath(const GatewayConfig& cfg) {
   if (http::PathIsNormal(req_.path, cfg.http.path)) {
     ex_.request.path = ex_.request.upstream_path = req_.path;
     return true;
@@ -164,7 +164,7 @@ bool ClientConn::NormalizeRequestPath(const GatewayConfig& cfg) {
   return true;
 }
 
-std::string ClientConn::ExpandVariables(std::string_view t) const {
+std::string DownstreamConn::ExpandVariables(std::string_view t) const {
   // nginx variables a `return` commonly uses: return 301 https://$host$request_uri;
   // $host is the Host without its port (a bracketed IPv6 literal is kept whole).
   std::string_view host = req_.host;
@@ -224,7 +224,7 @@ std::string ClientConn::ExpandVariables(std::string_view t) const {
   return out;
 }
 
-void ClientConn::Proceed() {
+void DownstreamConn::Proceed() {
   const Router::Route* route = ex_.route;
   bool has_body = ex_.request.has_body;
   if (!AcquireConnLimits()) return;
@@ -255,7 +255,7 @@ void ClientConn::Proceed() {
   ProceedUpstream();
 }
 
-void ClientConn::ProceedUpstream() {
+void DownstreamConn::ProceedUpstream() {
   const GatewayConfig& cfg = *ex_.view->snap->config;
   const Router::Route* route = ex_.route;
   bool has_body = ex_.request.has_body;
@@ -305,7 +305,7 @@ void ClientConn::ProceedUpstream() {
   ChooseAndStart(0);
 }
 
-void ClientConn::FinishExchange() {
+void DownstreamConn::FinishExchange() {
   if (ex_.cache.zone != nullptr) CacheComplete(ex_.cache.capture && ex_.response.done);
   if (ex_.upstream.conn != nullptr) {
     ex_.upstream.us = MonotonicUs() - ex_.upstream.start_us;
@@ -327,7 +327,7 @@ void ClientConn::FinishExchange() {
   DoWrite();
 }
 
-void ClientConn::LogAndCount(int status) {
+void DownstreamConn::LogAndCount(int status) {
   ex_.log.logged = true;
   EndUpstreamAccounting();
   ReleaseConnLimits();

@@ -36,7 +36,7 @@ bool IsStatusWithoutBody(int status) { return status == 204 || status == 304 || 
 
 }  // namespace
 
-void ClientConn::ResetCacheState() {
+void DownstreamConn::ResetCacheState() {
   if (ex_.cache.zone != nullptr) CacheComplete(false);
   ex_.cache.zone = nullptr;
   ex_.cache.key.clear();
@@ -56,7 +56,7 @@ void ClientConn::ResetCacheState() {
   }
 }
 
-bool ClientConn::VaryMatches(const cache::HttpObjectView& v) const {
+bool DownstreamConn::VaryMatches(const cache::HttpObjectView& v) const {
   for (const auto& [name, value] : v.vary) {
     const http::Header* h = req_.Find(name);
     std::string_view now = h != nullptr ? h->value : std::string_view();
@@ -65,7 +65,7 @@ bool ClientConn::VaryMatches(const cache::HttpObjectView& v) const {
   return true;
 }
 
-bool ClientConn::CacheLookup(bool first) {
+bool DownstreamConn::CacheLookup(bool first) {
   const RouteCacheConfig& cc = ex_.route->cfg->cache;
   HttpCacheZone* zone = ex_.view->snap->cache_zones[static_cast<size_t>(cc.zone_index)].get();
   ex_.cache.zone = zone;
@@ -144,7 +144,7 @@ bool ClientConn::CacheLookup(bool first) {
   return true;
 }
 
-void ClientConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
+void DownstreamConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
   if (!open_ || state_ != State::kCacheL2 || seq != redis_seq_) return;  // the client left
   state_ = State::kHead;
   HttpCacheZone* zone = ex_.cache.zone;
@@ -180,8 +180,8 @@ void ClientConn::OnCacheL2(uint64_t seq, const RedisReply& r) {
   ProceedUpstream();
 }
 
-void ClientConn::OnCacheWake(uint64_t token, std::shared_ptr<const std::string> value,
-                             cache::PutOptions options) {
+void DownstreamConn::OnCacheWake(uint64_t token, std::shared_ptr<const std::string> value,
+                                 cache::PutOptions options) {
   if (!open_ || state_ != State::kCacheWait || token != ex_.cache.wait_token) return;
   worker_->loop().CancelTimer(&timer_);
   if (value != nullptr && ex_.cache.zone != nullptr && ex_.cache.zone->config().per_worker) {
@@ -195,8 +195,8 @@ void ClientConn::OnCacheWake(uint64_t token, std::shared_ptr<const std::string> 
   ProceedUpstream();
 }
 
-void ClientConn::ServeCached(const std::shared_ptr<const std::string>& value,
-                             const cache::HttpObjectView& v, const char* status) {
+void DownstreamConn::ServeCached(const std::shared_ptr<const std::string>& value,
+                                 const cache::HttpObjectView& v, const char* status) {
   ex_.cache.status = status;
   if (ex_.cache.zone != nullptr) CacheComplete(false);
   if (worker_->draining()) ex_.request.keep_alive = false;
@@ -234,7 +234,7 @@ void ClientConn::ServeCached(const std::shared_ptr<const std::string>& value,
   DoWrite();
 }
 
-bool ClientConn::ServeStaleOnError() {
+bool DownstreamConn::ServeStaleOnError() {
   if (ex_.cache.stale == nullptr || worker_->loop().now_ms() >= ex_.cache.stale_until) return false;
   cache::HttpObjectView v;
   std::shared_ptr<const std::string> keep = ex_.cache.stale;
@@ -244,7 +244,7 @@ bool ClientConn::ServeStaleOnError() {
   return true;
 }
 
-void ClientConn::CacheDecide() {
+void DownstreamConn::CacheDecide() {
   const RouteCacheConfig& cc = ex_.route->cfg->cache;
   cache::ResponseFacts f;
   f.status = ex_.response.head.status;
@@ -324,7 +324,7 @@ void ClientConn::CacheDecide() {
   ex_.cache.capture = true;
 }
 
-void ClientConn::CaptureBody(const char* d, size_t n) {
+void DownstreamConn::CaptureBody(const char* d, size_t n) {
   if (ex_.cache.obj.body.size() + n > static_cast<size_t>(ex_.route->cfg->cache.max_object_bytes)) {
     ex_.cache.capture = false;  // too big to keep: the response still streams to the client
     ex_.cache.zone->too_big.fetch_add(1, std::memory_order_relaxed);
@@ -334,7 +334,7 @@ void ClientConn::CaptureBody(const char* d, size_t n) {
   ex_.cache.obj.body.append(d, n);
 }
 
-void ClientConn::CacheComplete(bool store) {
+void DownstreamConn::CacheComplete(bool store) {
   HttpCacheZone* zone = ex_.cache.zone;
   if (zone == nullptr) return;
   if (store && ex_.cache.capture) {
@@ -378,7 +378,7 @@ void ClientConn::CacheComplete(bool store) {
   ex_.cache.leader = false;
   std::shared_ptr<const std::string> value = std::move(ex_.cache.handoff);
   for (const HttpCacheZone::Waiter& w : zone->flights.Finish(ex_.cache.key)) {
-    ClientConn* c = w.conn;
+    DownstreamConn* c = w.conn;
     uint64_t token = w.token;
     w.worker->loop().Post(
         [c, token, value, o = ex_.cache.handoff_opts] { c->OnCacheWake(token, value, o); });

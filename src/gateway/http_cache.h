@@ -17,7 +17,7 @@
 namespace bulwark::gateway {
 
 class Worker;
-class ClientConn;
+class DownstreamConn;
 
 struct CacheZoneConfig {
   std::string name;
@@ -60,7 +60,7 @@ class HttpCacheZone {
   // A request waiting for another request's fetch of the same key.
   struct Waiter {
     Worker* worker;
-    ClientConn* conn;
+    DownstreamConn* conn;
     uint64_t token;  // the conn's wait token: a reused conn does not take someone else's wake-up
   };
   // The fetches in flight: LeadOrWait (the leader answers itself), InFlight, Finish.

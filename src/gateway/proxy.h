@@ -25,7 +25,7 @@ namespace bulwark::gateway {
 
 class Worker;
 struct WorkerView;
-class ClientConn;
+class DownstreamConn;
 
 enum class UpstreamFailure { kConnect, kWrite, kRead, kTimeout, kInvalidResponse, kClosed };
 
@@ -53,7 +53,7 @@ class UpstreamConn : public IoHandler {
   State state_ = State::kFree;
   ServerState* server_ = nullptr;
   int server_index_ = -1;
-  ClientConn* owner_ = nullptr;
+  DownstreamConn* owner_ = nullptr;
   Buffer in_;
   OutQueue out_;
   int requests_ = 0;  // exchanges on this connection
@@ -202,12 +202,13 @@ struct Exchange {
   } log;
 };
 
-// A client connection: reads requests, routes them, proxies each to an upstream (retrying
-// another server when one fails before answering) and streams the response back. Pipelined
-// requests are served in order. Owned by its Worker (pooled); worker thread only.
-class ClientConn : public IoHandler {
+// The client's connection (the downstream side, in Envoy's words): reads requests, routes them,
+// proxies each to an upstream (retrying another server when one fails before answering) and
+// streams the response back. Pipelined requests are served in order. Owned by its Worker (pooled);
+// worker thread only.
+class DownstreamConn : public IoHandler {
  public:
-  explicit ClientConn(Worker* w);
+  explicit DownstreamConn(Worker* w);
   void OnIo(uint32_t events) override;
 
   void Open(int fd, const SocketAddress& peer, int listener_index);

@@ -26,7 +26,7 @@
 
 namespace bulwark::gateway {
 
-void ClientConn::BuildResponseHead() {
+void DownstreamConn::BuildResponseHead() {
   std::string& o = out_.buf;
   ex_.response.body_kind = ex_.response.head.body;
   ex_.response.left = ex_.response.head.content_length;
@@ -113,7 +113,7 @@ void ClientConn::BuildResponseHead() {
   o.append("\r\n");
 }
 
-bool ClientConn::ShouldGzip() const {
+bool DownstreamConn::ShouldGzip() const {
   if (ex_.route == nullptr || !ex_.route->cfg->gzip.enabled || !ex_.request.accept_gzip)
     return false;
   const GzipConfig& g = ex_.route->cfg->gzip;
@@ -142,7 +142,7 @@ bool ClientConn::ShouldGzip() const {
   return typed;
 }
 
-void ClientConn::GzipFeed(const char* d, size_t n, bool finish) {
+void DownstreamConn::GzipFeed(const char* d, size_t n, bool finish) {
   z_stream& z = *gz_;
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(d));
   z.avail_in = static_cast<uInt>(n);
@@ -167,7 +167,7 @@ void ClientConn::GzipFeed(const char* d, size_t n, bool finish) {
   if (finish) out_.buf.append("0\r\n\r\n");
 }
 
-void ClientConn::ForwardResponseBody() {
+void DownstreamConn::ForwardResponseBody() {
   if (ex_.upstream.conn == nullptr) return;
   Buffer& b = ex_.upstream.conn->in_;
   while (!ex_.response.done) {

@@ -25,7 +25,7 @@
 
 namespace bulwark::gateway {
 
-std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg) {
+std::optional<uint64_t> DownstreamConn::AffinityHash(const UpstreamConfig& cfg) {
   if (cfg.balance != BalanceKind::kHash) return std::nullopt;
   switch (cfg.hash_key) {
     case HashKeyKind::kClientIp:
@@ -40,7 +40,7 @@ std::optional<uint64_t> ClientConn::AffinityHash(const UpstreamConfig& cfg) {
   return std::nullopt;
 }
 
-void ClientConn::OnStickyLookup(uint64_t seq, const RedisReply& r) {
+void DownstreamConn::OnStickyLookup(uint64_t seq, const RedisReply& r) {
   if (!open_ || state_ != State::kSticky || seq != redis_seq_) return;
   state_ = State::kHead;
   uint64_t id = 0;
@@ -50,13 +50,13 @@ void ClientConn::OnStickyLookup(uint64_t seq, const RedisReply& r) {
   ChooseAndStart(ex_.sticky.session_server_id);
 }
 
-std::string_view ClientConn::StickySecret() const {
+std::string_view DownstreamConn::StickySecret() const {
   const StickyConfig& st = ex_.view->snap->upstreams[ex_.upstream.index].cfg->sticky;
   return st.secret.empty() ? std::string_view(worker_->shared().sticky_secret)
                            : std::string_view(st.secret);
 }
 
-void ClientConn::ChooseAndStart(uint64_t session_server) {
+void DownstreamConn::ChooseAndStart(uint64_t session_server) {
   const GatewayConfig& cfg = *ex_.view->snap->config;
   Balancer& bal = *ex_.view->balancers[ex_.upstream.index];
   int64_t now = worker_->loop().now_ms();
@@ -83,7 +83,7 @@ void ClientConn::ChooseAndStart(uint64_t session_server) {
   StartAttempt(idx);
 }
 
-void ClientConn::StickyResponse(std::string* o) {
+void DownstreamConn::StickyResponse(std::string* o) {
   const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
   const StickyConfig& st = ur.cfg->sticky;
   if (!st.enabled || ex_.upstream.conn == nullptr) return;

@@ -25,7 +25,7 @@
 
 namespace bulwark::gateway {
 
-void ClientConn::TunnelPump() {
+void DownstreamConn::TunnelPump() {
   if (ex_.upstream.conn == nullptr) {
     Close();
     return;

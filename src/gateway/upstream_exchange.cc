@@ -26,7 +26,7 @@
 
 namespace bulwark::gateway {
 
-void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
+void DownstreamConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
   std::string& h = ex_.upstream.head;
   h.clear();
   h.append(req_.method_str);
@@ -155,7 +155,7 @@ void ClientConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
   h.append("\r\n");
 }
 
-void ClientConn::StartAttempt(int server_index) {
+void DownstreamConn::StartAttempt(int server_index) {
   const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
   const UpstreamConfig& ucfg = *ur.cfg;
   Balancer& bal = *ex_.view->balancers[ex_.upstream.index];
@@ -219,13 +219,13 @@ void ClientConn::StartAttempt(int server_index) {
   }
 }
 
-void ClientConn::OnUpstreamConnected() {
+void DownstreamConn::OnUpstreamConnected() {
   if (ex_.upstream.conn == nullptr) return;
   ex_.upstream.conn->ArmTimer(ex_.upstream.conn->send_timeout_ms_);
   ex_.upstream.conn->Flush();
 }
 
-void ClientConn::OnUpstreamDrained() {
+void DownstreamConn::OnUpstreamDrained() {
   if (ex_.upstream.conn == nullptr) return;
   if (!ex_.request.body_done) {
     ForwardBody();
@@ -246,7 +246,7 @@ void ClientConn::OnUpstreamDrained() {
   }
 }
 
-void ClientConn::ForwardBody() {
+void DownstreamConn::ForwardBody() {
   if (ex_.upstream.conn == nullptr) return;
   int64_t max_body = ex_.view->snap->config->http.client_max_body_size;
   while (!ex_.request.body_done) {
@@ -299,7 +299,7 @@ void ClientConn::ForwardBody() {
     ArmClientTimer(ex_.view->snap->config->http.client_body_timeout_ms);
 }
 
-void ClientConn::OnUpstreamData() {
+void DownstreamConn::OnUpstreamData() {
   if (ex_.upstream.conn == nullptr) return;
   if (state_ == State::kTunnel) {
     TunnelPump();
@@ -309,7 +309,7 @@ void ClientConn::OnUpstreamData() {
   ForwardResponseBody();
 }
 
-bool ClientConn::ParseUpstreamHead() {
+bool DownstreamConn::ParseUpstreamHead() {
   http::Limits limits;
   limits.max_header_bytes = kUpstreamBufferBytes;
   limits.max_request_line = kUpstreamBufferBytes;
@@ -393,7 +393,7 @@ bool ClientConn::ParseUpstreamHead() {
   }
 }
 
-void ClientConn::BrokenUpstreamFraming() {
+void DownstreamConn::BrokenUpstreamFraming() {
   // A broken response after its head was sent: all that can be done is cut the connection.
   LogWarnFor(std::string_view(ex_.log.request_id, ex_.log.request_id_len),
              "upstream: ", ex_.log.upstream,
@@ -403,7 +403,7 @@ void ClientConn::BrokenUpstreamFraming() {
   Close();
 }
 
-void ClientConn::OnUpstreamEof() {
+void DownstreamConn::OnUpstreamEof() {
   if (ex_.upstream.conn == nullptr) return;
   if (!ex_.response.started) {
     OnUpstreamFailure(ex_.upstream.conn->got_any_ ? UpstreamFailure::kInvalidResponse
@@ -428,7 +428,7 @@ void ClientConn::OnUpstreamEof() {
   }
 }
 
-void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
+void DownstreamConn::OnUpstreamFailure(UpstreamFailure why) {
   if (ex_.upstream.conn == nullptr) return;
   if (state_ == State::kTunnel) {
     ReleaseUpstream(false);
@@ -468,7 +468,7 @@ void ClientConn::OnUpstreamFailure(UpstreamFailure why) {
   RetryOrFail(why, sent && !stale);
 }
 
-bool ClientConn::MayRetry(bool sent) {
+bool DownstreamConn::MayRetry(bool sent) {
   const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
   const UpstreamConfig& u = *ur.cfg;
   int64_t now = worker_->loop().now_ms();
@@ -497,7 +497,7 @@ bool ClientConn::MayRetry(bool sent) {
   return true;
 }
 
-bool ClientConn::RetryOrFail(UpstreamFailure why, bool sent) {
+bool DownstreamConn::RetryOrFail(UpstreamFailure why, bool sent) {
   const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
   bool condition = true;
   if (u.retry.enabled) {
@@ -512,7 +512,7 @@ bool ClientConn::RetryOrFail(UpstreamFailure why, bool sent) {
   return false;
 }
 
-bool ClientConn::RetryNext(int status_if_none) {
+bool DownstreamConn::RetryNext(int status_if_none) {
   const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
   if (u.retry.enabled && u.retry.backoff_base_ms > 0) {
     // Envoy retry_back_off: fully jittered, the n-th retry waits a random time below
@@ -540,7 +540,7 @@ bool ClientConn::RetryNext(int status_if_none) {
   return false;
 }
 
-void ClientConn::OnRetryTimer() {
+void DownstreamConn::OnRetryTimer() {
   if (!open_ || state_ != State::kProxy || ex_.upstream.conn != nullptr || ex_.view == nullptr)
     return;
   int idx = ex_.view->balancers[ex_.upstream.index]->Select(
@@ -553,7 +553,7 @@ void ClientConn::OnRetryTimer() {
   SendError(ex_.upstream.retry_status, "upstream failed", close);
 }
 
-void ClientConn::RecordAttemptOutcome(ServerState* s, int status) {
+void DownstreamConn::RecordAttemptOutcome(ServerState* s, int status) {
   const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
   const UpstreamConfig& u = *ur.cfg;
   bool probe = ex_.upstream.probe && ex_.upstream.probe_server == s;
@@ -588,7 +588,7 @@ void ClientConn::RecordAttemptOutcome(ServerState* s, int status) {
   }
 }
 
-void ClientConn::EndUpstreamAccounting() {
+void DownstreamConn::EndUpstreamAccounting() {
   if (ex_.view == nullptr || ex_.upstream.index < 0) return;
   if (!ex_.upstream.counted_active && !ex_.upstream.counted_retry && !ex_.upstream.probe) return;
   const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
@@ -604,7 +604,7 @@ void ClientConn::EndUpstreamAccounting() {
   worker_->loop().CancelTimer(&ex_.upstream.retry_timer);
 }
 
-void ClientConn::ReleaseUpstream(bool reusable) {
+void DownstreamConn::ReleaseUpstream(bool reusable) {
   UpstreamConn* c = ex_.upstream.conn;
   if (c == nullptr) return;
   ex_.upstream.conn = nullptr;

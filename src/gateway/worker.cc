@@ -218,12 +218,12 @@ void Worker::Accept(int lfd, int listener_index) {
     }
     SetNoDelay(fd);
     CountDescriptor(1);
-    ClientConn* c;
+    DownstreamConn* c;
     if (!free_clients_.empty()) {
       c = free_clients_.back();
       free_clients_.pop_back();
     } else {
-      clients_.push_back(std::make_unique<ClientConn>(this));
+      clients_.push_back(std::make_unique<DownstreamConn>(this));
       c = clients_.back().get();
     }
     ++live_clients_;
@@ -299,7 +299,7 @@ void Worker::FreeUpstream(UpstreamConn* c) {
   loop_.Defer([this, c] { free_upstreams_.push_back(c); });
 }
 
-void Worker::FreeClient(ClientConn* c) {
+void Worker::FreeClient(DownstreamConn* c) {
   --live_clients_;
   loop_.Defer([this, c] { free_clients_.push_back(c); });
   if (draining_) {

@@ -17,7 +17,7 @@
 
 namespace bulwark::gateway {
 
-class ClientConn;
+class DownstreamConn;
 class UpstreamConn;
 class Worker;
 
@@ -36,7 +36,7 @@ struct WorkerShared {
   observe::Interner* endpoints = nullptr;
   AccessLog* access_log = nullptr;  // may be null (access log off)
   BanTable* bans = nullptr;
-  std::string instance_id;  // tells this instance's shared bans from others'
+  std::string instance_id;    // tells this instance's shared bans from others'
   std::string sticky_secret;  // random per process; used when a sticky config sets no secret
   DescriptorBudget* descriptors = nullptr;  // null: unbounded (tests)
   int auto_max_connections = 1 << 20;       // http.max_connections when the config says 0
@@ -115,7 +115,7 @@ class Worker {
   void RemoveIdle(UpstreamConn* c);
   UpstreamConn* NewUpstream();
   void FreeUpstream(UpstreamConn* c);
-  void FreeClient(ClientConn* c);
+  void FreeClient(DownstreamConn* c);
   // Descriptor accounting for the budget: +1 when a connection opens, -1 when it closes.
   void CountDescriptor(int delta) {
     if (shared_.descriptors != nullptr)
@@ -171,8 +171,8 @@ class Worker {
   std::vector<std::unique_ptr<WorkerView>> views_;
   std::vector<std::unique_ptr<Listener>> listeners_;
 
-  std::vector<std::unique_ptr<ClientConn>> clients_;  // all client connections ever made
-  std::vector<ClientConn*> free_clients_;
+  std::vector<std::unique_ptr<DownstreamConn>> clients_;  // all client connections ever made
+  std::vector<DownstreamConn*> free_clients_;
   std::vector<std::unique_ptr<UpstreamConn>> upstreams_;
   std::vector<UpstreamConn*> free_upstreams_;
   std::vector<std::vector<UpstreamConn*>> idle_;  // per server id

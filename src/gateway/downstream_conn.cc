@@ -1,5 +1,6 @@
-// The client connection: bytes in and out (TLS included), HTTP/1.1 framing, keep-alive and
-// pipelining, timeouts, local answers. The exchange (exchange.cc) is what it carries.
+// The client's connection (DownstreamConn): bytes in and out (TLS included), HTTP/1.1 framing,
+// keep-alive and pipelining, timeouts, local answers. The exchange (exchange.cc) is what it
+// carries.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,14 +21,14 @@
 
 namespace bulwark::gateway {
 
-// ClientConn
+// DownstreamConn
 
-ClientConn::ClientConn(Worker* w) : worker_(w) {
+DownstreamConn::DownstreamConn(Worker* w) : worker_(w) {
   timer_.set_callback([this] { OnClientTimeout(); });
   ex_.upstream.retry_timer.set_callback([this] { OnRetryTimer(); });
 }
 
-void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
+void DownstreamConn::Open(int fd, const SocketAddress& peer, int listener_index) {
   const GatewayConfig& cfg = worker_->config();
   fd_ = fd;
   open_ = true;
@@ -65,13 +66,13 @@ void ClientConn::Open(int fd, const SocketAddress& peer, int listener_index) {
   ArmClientTimer(cfg.http.client_header_timeout_ms);
 }
 
-void ClientConn::ArmClientTimer(int64_t ms) { worker_->loop().ArmTimer(&timer_, ms); }
+void DownstreamConn::ArmClientTimer(int64_t ms) { worker_->loop().ArmTimer(&timer_, ms); }
 
-bool ClientConn::IdleForDrain() const {
+bool DownstreamConn::IdleForDrain() const {
   return open_ && state_ == State::kIdle && in_.readable() == 0;
 }
 
-void ClientConn::OnIo(uint32_t events) {
+void DownstreamConn::OnIo(uint32_t events) {
   if (!open_) return;
   rdhup_ = (events & kPeerGone) != 0;
   if (state_ == State::kTunnel) {
@@ -90,7 +91,7 @@ void ClientConn::OnIo(uint32_t events) {
   if (open_ && (events & EPOLLOUT)) DoWrite();
 }
 
-ssize_t ClientConn::Recv(char* buf, size_t n) {
+ssize_t DownstreamConn::Recv(char* buf, size_t n) {
   if (!tls_.active()) return recv(fd_, buf, n, 0);
   ssize_t r = tls_.Recv(buf, n);
   if (r < 0 && errno == EPROTO && !tls_.handshake_done()) {
@@ -99,12 +100,12 @@ ssize_t ClientConn::Recv(char* buf, size_t n) {
   return r;
 }
 
-ssize_t ClientConn::Send(const char* buf, size_t n) {
+ssize_t DownstreamConn::Send(const char* buf, size_t n) {
   if (!tls_.active()) return send(fd_, buf, n, MSG_NOSIGNAL);
   return tls_.Send(buf, n);
 }
 
-void ClientConn::DoRead() {
+void DownstreamConn::DoRead() {
   while (open_ && state_ != State::kTunnel) {
     if (in_.writable() == 0) {
       if (state_ == State::kIdle || state_ == State::kHead) {
@@ -153,7 +154,7 @@ void ClientConn::DoRead() {
   }
 }
 
-void ClientConn::OnClientEof() {
+void DownstreamConn::OnClientEof() {
   switch (state_) {
     case State::kIdle:
     case State::kHead:
@@ -191,7 +192,7 @@ void ClientConn::OnClientEof() {
   }
 }
 
-void ClientConn::Process() {
+void DownstreamConn::Process() {
   for (;;) {
     switch (state_) {
       case State::kIdle:
@@ -237,8 +238,9 @@ void ClientConn::Process() {
   }
 }
 
-void ClientConn::SendLocal(int status, std::string_view body, std::string_view content_type,
-                           std::string_view location, bool close, std::string_view extra_headers) {
+void DownstreamConn::SendLocal(int status, std::string_view body, std::string_view content_type,
+                               std::string_view location, bool close,
+                               std::string_view extra_headers) {
   if (ex_.cache.zone != nullptr) CacheComplete(false);
   if (close) ex_.request.keep_alive = false;
   if (worker_->draining()) ex_.request.keep_alive = false;
@@ -280,14 +282,14 @@ void ClientConn::SendLocal(int status, std::string_view body, std::string_view c
   DoWrite();
 }
 
-void ClientConn::SendError(int status, std::string_view reason, bool close,
-                           std::string_view extra_headers) {
+void DownstreamConn::SendError(int status, std::string_view reason, bool close,
+                               std::string_view extra_headers) {
   std::string body = StrCat(status, " ", http::StatusReason(status), "\n");
   if (status >= 500 || status == 413 || status == 404) LogDebug("answering ", status, ": ", reason);
   SendLocal(status, body, "text/plain", "", close, extra_headers);
 }
 
-void ClientConn::WriteOut() {
+void DownstreamConn::WriteOut() {
   while (out_.pending() > 0) {
     ssize_t n = Send(out_.buf.data() + out_.off, out_.pending());
     if (n > 0) {
@@ -305,7 +307,7 @@ void ClientConn::WriteOut() {
   out_.Clear();
 }
 
-void ClientConn::DoWrite() {
+void DownstreamConn::DoWrite() {
   // Flattened: a completed response may start the next pipelined request, which may complete
   // at once and call back here; loop instead of recursing.
   if (in_write_) {
@@ -342,7 +344,7 @@ void ClientConn::DoWrite() {
   in_write_ = false;
 }
 
-void ClientConn::StartNextRequest() {
+void DownstreamConn::StartNextRequest() {
   if (ex_.view != nullptr) {
     worker_->ReleaseView(ex_.view);
     ex_.view = nullptr;
@@ -368,7 +370,7 @@ void ClientConn::StartNextRequest() {
   if (open_ && read_paused_ && state_ == State::kIdle) DoRead();
 }
 
-void ClientConn::OnClientTimeout() {
+void DownstreamConn::OnClientTimeout() {
   if (!open_) return;
   switch (state_) {
     case State::kIdle:
@@ -414,7 +416,7 @@ void ClientConn::OnClientTimeout() {
   }
 }
 
-void ClientConn::Close() {
+void DownstreamConn::Close() {
   if (!open_) return;
   open_ = false;
   ResetCacheState();  // a leader that goes away wakes its waiters (they fetch themselves)
