@@ -70,12 +70,14 @@ ClientConn::~ClientConn() {
 void ClientConn::OnIo(uint32_t events) {
   if (state == State::kClosed) return;
   if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) peer_hup = true;
-  if (events & EPOLLOUT) {
+  bool readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+  bool writable = (events & EPOLLOUT) != 0;
+  // TLS writes may need the socket readable first and reads writable (handshakes, key
+  // updates): each goes on at the event it waited for, as in the gateway's connections.
+  if (writable || (readable && tls_stream.write_wants_read())) {
     if (!Flush()) return;
   }
-  // A TLS write that needed the peer's bytes first (a key update) goes on when they come.
-  if ((events & EPOLLIN) && tls_stream.write_wants_read() && !Flush()) return;
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) TryRecv();
+  if (readable || (writable && tls_stream.read_wants_write())) TryRecv();
 }
 
 void ClientConn::TryRecv() {
