@@ -208,7 +208,8 @@ TEST(Gateway, EveryServerDownAnswers503AtOnce) {
   auto t0 = std::chrono::steady_clock::now();
   r = HttpGet(port, "/");
   EXPECT_EQ(r.status, 503);  // then the server is out for fail_timeout: no live upstreams
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+  // Sooner than one connect_timeout (1 s): no server was tried.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1000ms);
   EXPECT_EQ(HttpGet(admin, "/ready").status, 503);
   EXPECT_EQ(HttpGet(admin, "/health").status, 200);
 }
@@ -504,7 +505,7 @@ TEST(Gateway, Timeouts) {
   // The server does not answer within read_timeout: 504.
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(HttpGet(port, "/").status, 504);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1200ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);  // before the server would answer
   // The only server timed out, so it is out for fail_timeout (max_fails 1): 503 at once.
   EXPECT_EQ(HttpGet(port, "/").status, 503);
 
