@@ -487,7 +487,6 @@ struct CacheClient::Impl {
       return false;
     }
     bool negative = rec.negative;
-    std::vector<std::string> tags(rec.tags.begin(), rec.tags.end());
     int64_t fresh_ms = rec.fresh_until_ms - WallMs();
     if (fresh_ms <= 0) {  // only stale in L2: reload, but keep it for stale-if-error
       n.l2_misses.fetch_add(1);
@@ -507,7 +506,8 @@ struct CacheClient::Impl {
     // An invalidation that arrived while this GET was in flight may concern this very value:
     // serve it, but do not keep it in L1.
     if (cache->invalidation_epoch_.load(std::memory_order_acquire) == epoch) {
-      StoreL1(ns, key, v, negative, fresh_ms, 0, tags);
+      StoreL1(ns, key, v, negative, fresh_ms, 0,
+              std::vector<std::string>(rec.tags.begin(), rec.tags.end()));
     }
     finish(res);
     return true;

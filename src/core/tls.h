@@ -43,11 +43,13 @@ class TlsServer {
   // The names the certificates answer for (for logs and the admin API).
   const std::vector<std::vector<std::string>>& names() const { return names_; }
 
-  // Counters: handshakes by protocol (TLSv1.2, TLSv1.3) and failures.
+  // Counters: handshakes by protocol (the names in kProtocols) and failures.
+  static constexpr std::array<const char*, 2> kProtocols = {"TLSv1.2", "TLSv1.3"};
   void CountHandshake(SSL* ssl);
   void CountFailure() { failures_.fetch_add(1, std::memory_order_relaxed); }
-  uint64_t handshakes_tls12() const { return tls12_.load(std::memory_order_relaxed); }
-  uint64_t handshakes_tls13() const { return tls13_.load(std::memory_order_relaxed); }
+  uint64_t handshakes(std::string_view protocol) const {
+    return (protocol == "TLSv1.3" ? tls13_ : tls12_).load(std::memory_order_relaxed);
+  }
   uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
   uint64_t resumed() const { return resumed_.load(std::memory_order_relaxed); }
 

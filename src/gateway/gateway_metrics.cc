@@ -423,13 +423,10 @@ void Gateway::CollectSecurity(std::string* out, int64_t now) const {
                         "TLS handshakes completed, by listener and protocol (reset by a reload).");
   for (const auto& l : snapshot_->config->listeners) {
     if (l.tls.server == nullptr) continue;
-    for (const char* proto : {"TLSv1.2", "TLSv1.3"}) {
+    for (const char* proto : TlsServer::kProtocols) {
       observe::AppendSeries(out, "bulwark_tls_handshakes_total",
                             {{"listener", l.name}, {"protocol", proto}});
-      StrAppend(out,
-                std::string_view(proto) == "TLSv1.2" ? l.tls.server->handshakes_tls12()
-                                                     : l.tls.server->handshakes_tls13(),
-                "\n");
+      StrAppend(out, l.tls.server->handshakes(proto), "\n");
     }
   }
   for (const TlsFamily& f : kTlsFamilies) {

@@ -231,12 +231,9 @@ void Proxy::CollectMetrics(std::string* out) const {
   if (p.tls != nullptr) {
     AppendHeader(out, "bulwark_pg_tls_handshakes_total", "counter",
                  "Client TLS handshakes completed, by protocol.");
-    for (const char* proto : {"TLSv1.2", "TLSv1.3"}) {
+    for (const char* proto : TlsServer::kProtocols) {
       AppendSeries(out, "bulwark_pg_tls_handshakes_total", {{"protocol", proto}});
-      StrAppend(out,
-                std::string_view(proto) == "TLSv1.2" ? p.tls->handshakes_tls12()
-                                                     : p.tls->handshakes_tls13(),
-                "\n");
+      StrAppend(out, p.tls->handshakes(proto), "\n");
     }
     AppendHeader(out, "bulwark_pg_tls_handshake_errors_total", "counter",
                  "Client TLS handshakes that failed or were abandoned.");

@@ -91,6 +91,16 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+void MakeCert(const std::string& dir, const std::string& name) {
+  std::string out;
+  int st = RunProgram(
+      {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+       "-nodes", "-keyout", dir + "/" + name + ".key", "-out", dir + "/" + name + ".crt", "-days",
+       "2", "-subj", "/CN=" + name, "-addext", "subjectAltName=DNS:" + name + ",DNS:*." + name},
+      {}, &out);
+  ASSERT_EQ(st, 0) << out;
+}
+
 std::string GunzipFile(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");
   if (f == nullptr) return "";

@@ -19,6 +19,9 @@ int FreePort();
 std::string MakeTempDir();
 void WriteFile(const std::string& path, const std::string& text);
 std::string ReadFile(const std::string& path);
+// A self-signed P-256 certificate for `name` (and *.name): DIR/NAME.crt and DIR/NAME.key. A
+// failure of openssl is a test failure (run under ASSERT_NO_FATAL_FAILURE to stop there).
+void MakeCert(const std::string& dir, const std::string& name);
 // The uncompressed contents of a gzip file (all its members); "" if it cannot be opened.
 std::string GunzipFile(const std::string& path);
 // The first gzip member in `bytes`, uncompressed; "<bad gzip>" if it is not one whole member.

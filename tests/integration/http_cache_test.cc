@@ -262,13 +262,7 @@ TEST(HttpCache, PurgeByTagKeyAndPrefix) {
 // as it goes upstream: spellings of one path share an entry, /a%3Fb and /a?b do not.
 TEST(HttpCache, DefaultKeyHasTheSchemeAndTheNormalisedPath) {
   std::string dir = MakeTempDir();
-  std::string out;
-  ASSERT_EQ(RunProgram({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", dir + "/t.key", "-out",
-                        dir + "/t.crt", "-days", "2", "-subj", "/CN=test"},
-                       {}, &out),
-            0)
-      << out;
+  ASSERT_NO_FATAL_FAILURE(MakeCert(dir, "t"));
   std::atomic<int> n{0};
   Backend backend([&](const Backend::Request& r) {
     auto proto = r.headers.find("x-forwarded-proto");

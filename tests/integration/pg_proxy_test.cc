@@ -99,13 +99,8 @@ struct Proxy {
 TEST(PgProxy, ClientTlsAfterSslRequestAndRequireRefusesClearText) {
   AppDatabase db;
   ASSERT_TRUE(db.pg.ok()) << db.pg.log();
-  std::string dir = MakeTempDir(), out;
-  ASSERT_EQ(RunProgram({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", dir + "/pg.key",
-                        "-out", dir + "/pg.crt", "-days", "2", "-subj", "/CN=pg.test"},
-                       {}, &out),
-            0)
-      << out;
+  std::string dir = MakeTempDir();
+  ASSERT_NO_FATAL_FAILURE(MakeCert(dir, "pg"));
   std::string tls = "  pool_mode: transaction\n  client_tls_sslmode: require\n";
   tls += "  client_tls_cert_file: " + dir + "/pg.crt\n";
   tls += "  client_tls_key_file: " + dir + "/pg.key\n";

@@ -27,16 +27,6 @@ std::string Shell(const std::string& cmd, int* status = nullptr) {
   return out;
 }
 
-// A self-signed P-256 certificate for `name` (and *.name).
-void MakeCert(const std::string& dir, const std::string& name) {
-  int st = 0;
-  std::string out = Shell("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-                          "-keyout " + dir + "/" + name + ".key -out " + dir + "/" + name +
-                          ".crt -days 2 -subj /CN=" + name + " -addext subjectAltName=DNS:" +
-                          name + ",DNS:*." + name, &st);
-  ASSERT_EQ(st, 0) << out;
-}
-
 TEST(Tls, TerminatesPicksBySniAndReloadsCertificates) {
   ASSERT_FALSE(FindProgram("curl").empty()) << "curl is not installed: run scripts/deps";
   ASSERT_FALSE(FindProgram("openssl").empty()) << "openssl is not installed: run scripts/deps";
