@@ -43,7 +43,8 @@ int Serve(const std::string& path) {
   }
   return server.Run();
 }
-// Mints an HS256 service token from a provider's secret (seed 002's X-Service-Auth tokens).
+// Mints an HS256 service token from a provider's secret (the cloud-phone platform's
+// X-Service-Auth tokens).
 int IssueToken(const std::string& path, std::string provider, const std::string& service,
                const std::string& ttl_text) {
   bulwark::ConfigLoad load = bulwark::LoadConfigFile(path, bulwark::ProcessEnv());

@@ -25,7 +25,7 @@
 
 namespace bulwark::gateway {
 
-bool DownstreamConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const {
+bool Exchange::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) const {
   size_t start = out->size();
   bool any = false;
   for (size_t i = 0; i < spec.parts.size(); ++i) {
@@ -34,28 +34,28 @@ bool DownstreamConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string*
     switch (p.kind) {
       case KeyPartKind::kClientIp:
         if (binary_ip) {
-          out->append(ex_.admission.client_addr.Binary());
+          out->append(admission_.client_addr.Binary());
         } else {
-          out->append(ex_.admission.client_ip);
+          out->append(admission_.client_ip);
         }
         any = true;
         break;
       case KeyPartKind::kHeader:
-        if (const http::Header* h = req_.Find(p.name); h != nullptr && !h->value.empty()) {
+        if (const http::Header* h = req_->Find(p.name); h != nullptr && !h->value.empty()) {
           out->append(h->value.substr(0, 1024));
           any = true;
         }
         break;
       case KeyPartKind::kRoute:
-        if (ex_.route != nullptr) {
-          out->append(ex_.route->cfg->name);
+        if (route_ != nullptr) {
+          out->append(route_->cfg->name);
           any = true;
         }
         break;
       case KeyPartKind::kJwtClaim:
-        if (ex_.admission.jwt_ok) {
-          auto it = ex_.admission.jwt_claims.find(p.name);
-          if (it != ex_.admission.jwt_claims.end() && (it->is_string() || it->is_number())) {
+        if (admission_.jwt_ok) {
+          auto it = admission_.jwt_claims.find(p.name);
+          if (it != admission_.jwt_claims.end() && (it->is_string() || it->is_number())) {
             std::string v = it->is_string() ? it->get<std::string>() : it->dump();
             if (!v.empty()) {
               out->append(v.substr(0, 1024));
@@ -70,33 +70,32 @@ bool DownstreamConn::AppendKey(const KeySpec& spec, bool binary_ip, std::string*
   return any;
 }
 
-bool DownstreamConn::Protect(const GatewayConfig& cfg) {
-  const Snapshot& snap = *ex_.view->snap;
-  const ListenerConfig& lcfg = cfg.listeners[listener_index_];
-  const AccessList& acl = ex_.route != nullptr ? ex_.route->cfg->access : lcfg.access;
-  if (!acl.rules.empty() && !acl.Allows(ex_.admission.client_addr)) {
+bool Exchange::Protect(const GatewayConfig& cfg) {
+  const Snapshot& snap = *view_->snap;
+  const ListenerConfig& lcfg = cfg.listeners[down_->listener_index()];
+  const AccessList& acl = route_ != nullptr ? route_->cfg->access : lcfg.access;
+  if (!acl.rules.empty() && !acl.Allows(admission_.client_addr)) {
     worker_->stats().access_denied.Add(1);
-    SendError(403, "access denied", ex_.request.has_body);
+    SendError(403, "access denied", request_.has_body);
     return false;
   }
   BanTable* bans = worker_->shared().bans;
   int64_t now = worker_->loop().now_ms();
   if (bans != nullptr && bans->active() > 0) {
     for (const KeySpec& spec : snap.ban_keys) {
-      ex_.admission.key_buf.clear();
-      if (AppendKey(spec, false, &ex_.admission.key_buf) &&
-          bans->IsBanned(ex_.admission.key_buf, now)) {
-        SendError(cfg.bans.status, "banned", ex_.request.has_body);
+      admission_.key_buf.clear();
+      if (AppendKey(spec, false, &admission_.key_buf) && bans->IsBanned(admission_.key_buf, now)) {
+        SendError(cfg.bans.status, "banned", request_.has_body);
         return false;
       }
     }
   }
-  if (ex_.route == nullptr) return true;
-  const RouteConfig& rc = *ex_.route->cfg;
+  if (route_ == nullptr) return true;
+  const RouteConfig& rc = *route_->cfg;
   if (rc.jwt_index >= 0 && !VerifyJwt(cfg.jwt_providers[rc.jwt_index])) return false;
   if (rc.ban.set) {
-    ex_.admission.ban_key.clear();
-    AppendKey(rc.ban.key, false, &ex_.admission.ban_key);
+    admission_.ban_key.clear();
+    AppendKey(rc.ban.key, false, &admission_.ban_key);
   }
   const LimitReqConfig& lr = rc.limit_req;
   if (lr.rules.empty()) return true;
@@ -104,22 +103,22 @@ bool DownstreamConn::Protect(const GatewayConfig& cfg) {
   // Keys first (the buffer may grow), then views into it.
   int n = std::min<int>(static_cast<int>(lr.rules.size()), LimitDecision::kMaxRules);
   size_t offsets[LimitDecision::kMaxRules + 1];
-  ex_.admission.key_buf.clear();
+  admission_.key_buf.clear();
   for (int i = 0; i < n; ++i) {
-    offsets[i] = ex_.admission.key_buf.size();
-    AppendKey(cfg.limit_zones[lr.rules[i].zone_index].key, true, &ex_.admission.key_buf);
+    offsets[i] = admission_.key_buf.size();
+    AppendKey(cfg.limit_zones[lr.rules[i].zone_index].key, true, &admission_.key_buf);
   }
-  offsets[n] = ex_.admission.key_buf.size();
-  LimitRequest* reqs = ex_.admission.limit_reqs;
+  offsets[n] = admission_.key_buf.size();
+  LimitRequest* reqs = admission_.limit_reqs;
   for (int i = 0; i < n; ++i) {
     const LimitReqRule& rule = lr.rules[i];
     reqs[i].zone = snap.zones[rule.zone_index].get();
     reqs[i].burst = rule.burst;
     reqs[i].delay = rule.delay;
     reqs[i].key =
-        std::string_view(ex_.admission.key_buf).substr(offsets[i], offsets[i + 1] - offsets[i]);
+        std::string_view(admission_.key_buf).substr(offsets[i], offsets[i + 1] - offsets[i]);
   }
-  ex_.admission.limit_n = n;
+  admission_.limit_n = n;
   if (cfg.limit_zones[lr.rules[0].zone_index].shared) {
     RedisClient* redis = worker_->redis();
     if (redis != nullptr && redis->connected()) {
@@ -128,7 +127,7 @@ bool DownstreamConn::Protect(const GatewayConfig& cfg) {
       std::vector<std::string_view> keys, args;
       SharedLimit::BuildArgs(cfg.redis.key_prefix, reqs, n, &redis_buf_, &keys, &args);
       uint64_t seq = ++redis_seq_;
-      state_ = State::kLimiting;
+      phase_ = Phase::kLimiting;
       redis->Eval(SharedLimit::Script(), SharedLimit::Sha1(), keys, args,
                   [this, seq](const RedisReply& r) { OnSharedLimit(seq, r); });
       return false;
@@ -138,85 +137,86 @@ bool DownstreamConn::Protect(const GatewayConfig& cfg) {
   return ApplyLimitOutcome(LimitDecision::Decide(reqs, n, now, lr.dry_run));
 }
 
-LimitOutcome DownstreamConn::FallbackDecision() {
-  const GatewayConfig& cfg = *ex_.view->snap->config;
-  const LimitReqConfig& lr = ex_.route->cfg->limit_req;
+LimitOutcome Exchange::FallbackDecision() {
+  const GatewayConfig& cfg = *view_->snap->config;
+  const LimitReqConfig& lr = route_->cfg->limit_req;
   const LimitZoneConfig& zc = cfg.limit_zones[lr.rules[0].zone_index];
-  ex_.admission.limit_reqs[0].zone->CountFallback();
+  admission_.limit_reqs[0].zone->CountFallback();
   LimitOutcome out;
   switch (zc.redis_failure) {
     case RedisFailure::kLocal:
       // Each instance limits on its own until Redis is back.
-      return LimitDecision::Decide(ex_.admission.limit_reqs, ex_.admission.limit_n,
+      return LimitDecision::Decide(admission_.limit_reqs, admission_.limit_n,
                                    worker_->loop().now_ms(), lr.dry_run);
     case RedisFailure::kOpen:
       out.applied = true;
       out.rule = 0;
-      ex_.admission.limit_reqs[0].zone->Count(LimitResult::kPassed);
+      admission_.limit_reqs[0].zone->Count(LimitResult::kPassed);
       return out;
     case RedisFailure::kClosed:
       out.applied = true;
       out.rule = 0;
       out.result = lr.dry_run ? LimitResult::kRejectedDryRun : LimitResult::kRejected;
       out.retry_after_s = 1;
-      ex_.admission.limit_reqs[0].zone->Count(out.result);
+      admission_.limit_reqs[0].zone->Count(out.result);
       return out;
   }
   return out;
 }
 
-void DownstreamConn::OnSharedLimit(uint64_t seq, const RedisReply& r) {
-  if (!open_ || state_ != State::kLimiting || seq != redis_seq_) return;  // the client left
-  state_ = State::kHead;
+void Exchange::OnSharedLimit(uint64_t seq, const RedisReply& r) {
+  if (phase_ != Phase::kLimiting || seq != redis_seq_) return;  // the client left
+  phase_ = Phase::kNone;
   LimitOutcome out;
-  if (r.is_error() || !SharedLimit::ParseReply(r, ex_.admission.limit_reqs, ex_.admission.limit_n,
-                                               ex_.route->cfg->limit_req.dry_run, &out)) {
+  if (r.is_error() || !SharedLimit::ParseReply(r, admission_.limit_reqs, admission_.limit_n,
+                                               route_->cfg->limit_req.dry_run, &out)) {
     if (!r.is_error()) LogWarn("unexpected reply from the shared rate-limit script");
     out = FallbackDecision();
   }
   if (ApplyLimitOutcome(out)) Proceed();
 }
 
-bool DownstreamConn::ApplyLimitOutcome(const LimitOutcome& out) {
+bool Exchange::ApplyLimitOutcome(const LimitOutcome& out) {
   if (!out.applied) return true;
-  const RouteConfig& rc = *ex_.route->cfg;
+  const RouteConfig& rc = *route_->cfg;
   const LimitReqConfig& lr = rc.limit_req;
-  ex_.admission.limit_result = static_cast<int>(out.result);
+  admission_.limit_result = static_cast<int>(out.result);
   if (out.result == LimitResult::kRejected) {
     LogDebug("limiting requests, excess: ", out.excess / 1000, ".", out.excess % 1000,
-             " by zone \"", ex_.admission.limit_reqs[out.rule].zone->name(),
-             "\", client: ", ex_.admission.client_ip);
-    ex_.admission.limit_rejected = true;
+             " by zone \"", admission_.limit_reqs[out.rule].zone->name(),
+             "\", client: ", admission_.client_ip);
+    admission_.limit_rejected = true;
     if (rc.ban.set && rc.ban.on_rate_limited) StrikeBan("rate_limited");
     std::string extra;
     if (lr.retry_after) extra = StrCat("Retry-After: ", out.retry_after_s, "\r\n");
-    SendError(lr.status, "rate limited", ex_.request.has_body, extra);
+    SendError(lr.status, "rate limited", request_.has_body, extra);
     return false;
   }
   if (out.result == LimitResult::kDelayed && out.delay_ms > 0) {
     // As nginx: the request waits, its body unread, then continues.
-    state_ = State::kDelayed;
-    ArmClientTimer(out.delay_ms);
+    phase_ = Phase::kDelayed;
+    down_->ArmTimer(out.delay_ms);
     return false;
   }
   return true;
 }
 
-bool DownstreamConn::VerifyJwt(const JwtProviderConfig& p) {
+bool Exchange::VerifyJwt(const JwtProviderConfig& p) {
   std::string_view token;
-  if (const http::Header* h = req_.Find(p.header)) {
+  if (const http::Header* h = req_->Find(p.header)) {
     token = h->value;
     if (token.size() > 7 && http::EqualsLower(token.substr(0, 7), "bearer "))
       token.remove_prefix(7);
     while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
   }
   int64_t now_s = WallMicros() / 1000000;
-  bool cached = !token.empty() && jwt_verifier_ == p.verifier && token == jwt_token_;
-  security::JwtFailure f = cached ? p.verifier->CheckTimes(ex_.admission.jwt_claims, now_s)
-                                  : p.verifier->Verify(token, now_s, &ex_.admission.jwt_claims);
+  Downstream::VerifiedToken& verified = down_->verified_token();
+  bool cached = !token.empty() && verified.verifier == p.verifier && token == verified.token;
+  security::JwtFailure f = cached ? p.verifier->CheckTimes(admission_.jwt_claims, now_s)
+                                  : p.verifier->Verify(token, now_s, &admission_.jwt_claims);
   if (f != security::JwtFailure::kNone) {
-    jwt_verifier_.reset();
-    jwt_token_.clear();
+    verified.verifier.reset();
+    verified.token.clear();
     p.counters->rejected[static_cast<int>(f)].fetch_add(1, std::memory_order_relaxed);
     // RFC 6750: say it is a bearer token that is wanted, and why this one was not taken.
     std::string extra = "WWW-Authenticate: Bearer realm=\"bulwark\"";
@@ -225,34 +225,34 @@ bool DownstreamConn::VerifyJwt(const JwtProviderConfig& p) {
                 security::JwtFailureName(f), "\"");
     }
     extra.append("\r\n");
-    SendError(401, "token refused", ex_.request.has_body, extra);
+    SendError(401, "token refused", request_.has_body, extra);
     return false;
   }
   p.counters->verified.fetch_add(1, std::memory_order_relaxed);
-  ex_.admission.jwt_ok = true;
+  admission_.jwt_ok = true;
   if (cached) return true;  // claims and their headers are still those of this token
-  jwt_verifier_ = p.verifier;
-  jwt_token_.assign(token);
-  ex_.admission.jwt_headers.clear();
+  verified.verifier = p.verifier;
+  verified.token.assign(token);
+  admission_.jwt_headers.clear();
   for (const auto& [claim, header] : p.forward_claims) {
-    auto it = ex_.admission.jwt_claims.find(claim);
-    if (it == ex_.admission.jwt_claims.end()) continue;
+    auto it = admission_.jwt_claims.find(claim);
+    if (it == admission_.jwt_claims.end()) continue;
     std::string v = it->is_string() ? it->get<std::string>() : it->dump();
     bool clean = v.size() <= 1024;
     for (char c : v) clean &= c >= 32 && c != 127;
-    if (clean) AppendHeaderLine(&ex_.admission.jwt_headers, header, v);
+    if (clean) AppendHeaderLine(&admission_.jwt_headers, header, v);
   }
   return true;
 }
 
-void DownstreamConn::BanStatus(int status) {
+void Exchange::BanStatus(int status) {
   // Counted once, before the answer leaves: the client's next request, on whichever worker,
   // must already see the ban.
-  if (ex_.admission.ban_counted || ex_.route == nullptr || ex_.admission.ban_key.empty() ||
-      ex_.admission.limit_rejected)
+  if (admission_.ban_counted || route_ == nullptr || admission_.ban_key.empty() ||
+      admission_.limit_rejected)
     return;
-  ex_.admission.ban_counted = true;
-  for (int s : ex_.route->cfg->ban.statuses) {
+  admission_.ban_counted = true;
+  for (int s : route_->cfg->ban.statuses) {
     if (s == status) {
       StrikeBan(StrCat(status));
       break;
@@ -260,28 +260,27 @@ void DownstreamConn::BanStatus(int status) {
   }
 }
 
-void DownstreamConn::StrikeBan(std::string_view what) {
+void Exchange::StrikeBan(std::string_view what) {
   BanTable* bans = worker_->shared().bans;
-  if (bans == nullptr || ex_.route == nullptr || ex_.admission.ban_key.empty()) return;
-  const GatewayConfig& cfg = *ex_.view->snap->config;
+  if (bans == nullptr || route_ == nullptr || admission_.ban_key.empty()) return;
+  const GatewayConfig& cfg = *view_->snap->config;
   for (const auto& c : cfg.bans.never_ban) {
-    if (c.Contains(ex_.admission.client_addr)) return;
+    if (c.Contains(admission_.client_addr)) return;
   }
-  const BanRuleConfig& rule = ex_.route->cfg->ban;
-  if (bans->Strike(ex_.admission.ban_key, ex_.route->cfg->name, rule, worker_->loop().now_ms(),
-                   what)) {
+  const BanRuleConfig& rule = route_->cfg->ban;
+  if (bans->Strike(admission_.ban_key, route_->cfg->name, rule, worker_->loop().now_ms(), what)) {
     std::string reason =
         StrCat(rule.maxretry, " x ", what, " within ", FormatDurationMs(rule.findtime_ms));
-    LogWarn("security event: banned ", ex_.admission.ban_key, " for ",
-            FormatDurationMs(rule.bantime_ms), " (route ", ex_.route->cfg->name, ": ", reason, ")");
+    LogWarn("security event: banned ", admission_.ban_key, " for ",
+            FormatDurationMs(rule.bantime_ms), " (route ", route_->cfg->name, ": ", reason, ")");
     RedisClient* redis = worker_->redis();
     if (redis != nullptr && redis->connected()) {
       // Shared with the other instances: kept in Redis for the ban's time (for instances that
       // start or reconnect later) and announced to the ones listening now.
       const std::string& prefix = cfg.redis.key_prefix;
-      std::string msg = BanMessage("ban", ex_.admission.ban_key, ex_.route->cfg->name, reason,
+      std::string msg = BanMessage("ban", admission_.ban_key, route_->cfg->name, reason,
                                    rule.bantime_ms, worker_->shared().instance_id);
-      std::string rkey = BanRedisKey(prefix, ex_.admission.ban_key);
+      std::string rkey = BanRedisKey(prefix, admission_.ban_key);
       std::string ms = StrCat(rule.bantime_ms);
       redis->Command({"SET", rkey, msg, "PX", ms}, [](const RedisReply&) {});
       redis->Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
@@ -289,48 +288,47 @@ void DownstreamConn::StrikeBan(std::string_view what) {
   }
 }
 
-bool DownstreamConn::AcquireConnLimits() {
-  const LimitConnConfig& lc = ex_.route->cfg->limit_conn;
+bool Exchange::AcquireConnLimits() {
+  const LimitConnConfig& lc = route_->cfg->limit_conn;
   if (lc.rules.empty()) return true;
-  const Snapshot& snap = *ex_.view->snap;
-  ex_.admission.held_conn_keys.clear();
+  const Snapshot& snap = *view_->snap;
+  admission_.held_conn_keys.clear();
   for (const LimitConnRule& rule : lc.rules) {
     ConnZone* zone = snap.conn_zones[static_cast<size_t>(rule.zone_index)].get();
-    size_t offset = ex_.admission.held_conn_keys.size();
+    size_t offset = admission_.held_conn_keys.size();
     if (!AppendKey(snap.config->conn_zones[static_cast<size_t>(rule.zone_index)].key, true,
-                   &ex_.admission.held_conn_keys)) {
+                   &admission_.held_conn_keys)) {
       continue;  // as nginx: an empty key is not limited
     }
-    std::string_view key = std::string_view(ex_.admission.held_conn_keys).substr(offset);
+    std::string_view key = std::string_view(admission_.held_conn_keys).substr(offset);
     if (zone->Acquire(key, rule.max)) {
-      ex_.admission.held_conn[static_cast<size_t>(ex_.admission.held_conn_n++)] = {zone, offset,
-                                                                                   key.size()};
+      admission_.held_conn[static_cast<size_t>(admission_.held_conn_n++)] = {zone, offset,
+                                                                             key.size()};
       continue;
     }
     if (lc.dry_run) {
-      ex_.admission.held_conn_keys.resize(offset);
+      admission_.held_conn_keys.resize(offset);
       zone->Count(ConnResult::kRejectedDryRun);
       continue;
     }
     zone->Count(ConnResult::kRejected);
-    LogDebug("limiting connections by zone \"", zone->name(),
-             "\", client: ", ex_.admission.client_ip);
+    LogDebug("limiting connections by zone \"", zone->name(), "\", client: ", admission_.client_ip);
     ReleaseConnLimits();
-    ex_.admission.limit_rejected = true;
-    SendError(lc.status, "too many requests in progress", ex_.request.has_body);
+    admission_.limit_rejected = true;
+    SendError(lc.status, "too many requests in progress", request_.has_body);
     return false;
   }
-  for (int i = 0; i < ex_.admission.held_conn_n; ++i)
-    ex_.admission.held_conn[static_cast<size_t>(i)].zone->Count(ConnResult::kPassed);
+  for (int i = 0; i < admission_.held_conn_n; ++i)
+    admission_.held_conn[static_cast<size_t>(i)].zone->Count(ConnResult::kPassed);
   return true;
 }
 
-void DownstreamConn::ReleaseConnLimits() {
-  for (int i = 0; i < ex_.admission.held_conn_n; ++i) {
-    const auto& h = ex_.admission.held_conn[static_cast<size_t>(i)];
-    h.zone->Release(std::string_view(ex_.admission.held_conn_keys).substr(h.offset, h.len));
+void Exchange::ReleaseConnLimits() {
+  for (int i = 0; i < admission_.held_conn_n; ++i) {
+    const auto& h = admission_.held_conn[static_cast<size_t>(i)];
+    h.zone->Release(std::string_view(admission_.held_conn_keys).substr(h.offset, h.len));
   }
-  ex_.admission.held_conn_n = 0;
+  admission_.held_conn_n = 0;
 }
 
 }  // namespace bulwark::gateway

@@ -26,82 +26,106 @@
 
 namespace bulwark::gateway {
 
-void DownstreamConn::HandleRequest() {
-  ++requests_;
+Exchange::Exchange(Worker* worker, Downstream* down) : worker_(worker), down_(down) {
+  upstream_.retry_timer.set_callback([this] { OnRetryTimer(); });
+}
+
+void Exchange::Begin() {
+  req_ = &down_->request_head();
+  HandleRequest();
+}
+
+void Exchange::StartRecord() {
+  log_.logged = false;
+  response_.started = response_.done = false;
+  route_ = nullptr;
+  response_.status = 0;
+  response_.bytes_out = 0;
+  upstream_.us = -1;
+  upstream_.attempts = 0;
+  log_.upstream.clear();
+  admission_.ban_key.clear();
+  admission_.ban_counted = false;
+  admission_.limit_rejected = false;
+  admission_.jwt_ok = false;
+  upstream_.index = -1;
+  upstream_.probe = upstream_.counted_active = upstream_.counted_retry = false;
+  upstream_.probe_server = nullptr;
+  admission_.limit_result = -1;
+}
+
+void Exchange::RefuseUnparsed(int status, std::string_view reason) {
+  req_ = nullptr;
+  StartRecord();
+  request_.method = http::Method::kOther;
+  request_.keep_alive = false;
+  log_.method.assign("-");
+  log_.path.assign("-");
+  log_.request_id_len = 0;
+  log_.trace_id[0] = 0;
+  SendError(status, reason, true);
+}
+
+void Exchange::HandleRequest() {
   worker_->stats().requests.Add(1);
-  ex_.view = worker_->AcquireView();
-  const GatewayConfig& cfg = *ex_.view->snap->config;
-  ex_.log.logged = false;
-  ex_.response.started = ex_.response.done = false;
-  ex_.route = nullptr;
-  ex_.response.status = 0;
-  ex_.response.bytes_out = 0;
-  ex_.upstream.us = -1;
-  ex_.upstream.attempts = 0;
-  ex_.log.upstream.clear();
-  ex_.admission.ban_key.clear();
-  ex_.admission.ban_counted = false;
-  ex_.admission.limit_rejected = false;
-  ex_.admission.jwt_ok = false;
-  ex_.upstream.index = -1;
-  ex_.upstream.probe = ex_.upstream.counted_active = ex_.upstream.counted_retry = false;
-  ex_.upstream.probe_server = nullptr;
-  ex_.admission.limit_result = -1;
-  ex_.request.method = req_.method;
-  ex_.request.version_minor = req_.version_minor;
-  ex_.request.keep_alive =
-      req_.keep_alive && !worker_->draining() && requests_ < cfg.http.keepalive_requests;
-  ex_.log.method.assign(req_.method_str);
-  ex_.log.path.assign(req_.target.substr(0, 2048));
+  view_ = worker_->AcquireView();
+  const GatewayConfig& cfg = *view_->snap->config;
+  StartRecord();
+  request_.method = req_->method;
+  request_.version_minor = req_->version_minor;
+  request_.keep_alive =
+      req_->keep_alive && !worker_->draining() && down_->requests() < cfg.http.keepalive_requests;
+  log_.method.assign(req_->method_str);
+  log_.path.assign(req_->target.substr(0, 2048));
 
-  const http::Header* rid = req_.Find("x-request-id");
+  const http::Header* rid = req_->Find("x-request-id");
   if (rid != nullptr && ValidRequestId(rid->value)) {
-    ex_.log.request_id_len = rid->value.size();
-    std::memcpy(ex_.log.request_id, rid->value.data(), ex_.log.request_id_len);
+    log_.request_id_len = rid->value.size();
+    std::memcpy(log_.request_id, rid->value.data(), log_.request_id_len);
   } else {
-    worker_->RandomHex(ex_.log.request_id, 32);
-    ex_.log.request_id_len = 32;
+    worker_->RandomHex(log_.request_id, 32);
+    log_.request_id_len = 32;
   }
-  const http::Header* tp = req_.Find("traceparent");
-  ex_.log.incoming_trace = tp != nullptr && ValidTraceparent(tp->value);
-  if (ex_.log.incoming_trace) {
-    std::memcpy(ex_.log.trace_id, tp->value.data() + 3, 32);
+  const http::Header* tp = req_->Find("traceparent");
+  log_.incoming_trace = tp != nullptr && ValidTraceparent(tp->value);
+  if (log_.incoming_trace) {
+    std::memcpy(log_.trace_id, tp->value.data() + 3, 32);
   } else {
-    worker_->RandomHex(ex_.log.trace_id, 32);
+    worker_->RandomHex(log_.trace_id, 32);
   }
-  ex_.log.trace_id[32] = 0;
+  log_.trace_id[32] = 0;
 
-  ex_.request.accept_gzip = ex_.request.via = false;
-  for (const auto& h : req_.headers) {
+  request_.accept_gzip = request_.via = false;
+  for (const auto& h : req_->headers) {
     if (h.name.size() == 15 && http::EqualsLower(h.name, "accept-encoding")) {
-      ex_.request.accept_gzip = ex_.request.accept_gzip || AcceptsGzip(h.value);
+      request_.accept_gzip = request_.accept_gzip || AcceptsGzip(h.value);
     } else if (h.name.size() == 3 && http::EqualsLower(h.name, "via")) {
-      ex_.request.via = true;
+      request_.via = true;
     }
   }
-  ex_.request.body_kind = req_.body;
-  ex_.request.body_left = req_.content_length;
-  ex_.request.body_start = in_.rpos + req_.head_len;
-  ex_.request.body_pos = ex_.request.body_start;
-  ex_.request.body_done = ex_.request.body_kind == http::BodyKind::kNone;
-  ex_.request.body_retained = true;
-  ex_.request.body_bytes = 0;
-  ex_.request.chunks.Reset();
-  ex_.request.has_body = !ex_.request.body_done;
+  request_.body_kind = req_->body;
+  request_.body_left = req_->content_length;
+  request_.body_start = down_->input().rpos + req_->head_len;
+  request_.body_pos = request_.body_start;
+  request_.body_done = request_.body_kind == http::BodyKind::kNone;
+  request_.body_retained = true;
+  request_.body_bytes = 0;
+  request_.chunks.Reset();
+  request_.has_body = !request_.body_done;
 
   // The client address: like nginx real_ip with real_ip_recursive on, the rightmost address in
   // X-Forwarded-For that is not a trusted proxy, when the peer itself is trusted.
-  ex_.admission.trusted_peer = false;
+  admission_.trusted_peer = false;
   for (const auto& c : cfg.trusted_proxies) {
-    if (c.Contains(peer_)) {
-      ex_.admission.trusted_peer = true;
+    if (c.Contains(down_->peer())) {
+      admission_.trusted_peer = true;
       break;
     }
   }
-  ex_.admission.client_ip = peer_ip_;
-  ex_.admission.client_addr = IpAddress::From(peer_);
-  if (ex_.admission.trusted_peer) {
-    if (const http::Header* xff = req_.Find("x-forwarded-for")) {
+  admission_.client_ip = down_->peer_ip();
+  admission_.client_addr = IpAddress::From(down_->peer());
+  if (admission_.trusted_peer) {
+    if (const http::Header* xff = req_->Find("x-forwarded-for")) {
       std::string_view list = xff->value;
       while (!list.empty()) {
         size_t comma = list.rfind(',');
@@ -110,8 +134,8 @@ void DownstreamConn::HandleRequest() {
         while (!ip.empty() && ip.back() == ' ') ip.remove_suffix(1);
         std::optional<IpAddress> parsed = IpAddress::Parse(ip);
         if (parsed.has_value()) {
-          ex_.admission.client_ip.assign(ip);
-          ex_.admission.client_addr = *parsed;
+          admission_.client_ip.assign(ip);
+          admission_.client_addr = *parsed;
           bool ip_trusted = false;
           for (const auto& c : cfg.trusted_proxies) ip_trusted |= c.Contains(*parsed);
           if (!ip_trusted) break;
@@ -124,53 +148,53 @@ void DownstreamConn::HandleRequest() {
     }
   }
 
-  if (ex_.request.method == http::Method::kConnect) {
+  if (request_.method == http::Method::kConnect) {
     SendError(501, "CONNECT is not supported", true);
     return;
   }
-  if (ex_.request.body_kind == http::BodyKind::kLength &&
-      req_.content_length > static_cast<uint64_t>(cfg.http.client_max_body_size)) {
+  if (request_.body_kind == http::BodyKind::kLength &&
+      req_->content_length > static_cast<uint64_t>(cfg.http.client_max_body_size)) {
     SendError(413, "request body larger than client_max_body_size", true);
     return;
   }
   if (!NormalizeRequestPath(cfg)) return;
-  ex_.route =
-      ex_.view->snap->routers[listener_index_]->Match(req_.host, ex_.request.path, req_.method_str);
+  route_ = view_->snap->routers[down_->listener_index()]->Match(req_->host, request_.path,
+                                                                req_->method_str);
   if (!Protect(cfg)) return;
-  if (ex_.route == nullptr) {
-    SendError(404, "no route matches", ex_.request.has_body);
+  if (route_ == nullptr) {
+    SendError(404, "no route matches", request_.has_body);
     return;
   }
   Proceed();
 }
 
-bool DownstreamConn::NormalizeRequestPath(const GatewayConfig& cfg) {
-  if (http::PathIsNormal(req_.path, cfg.http.path)) {
-    ex_.request.path = ex_.request.upstream_path = req_.path;
+bool Exchange::NormalizeRequestPath(const GatewayConfig& cfg) {
+  if (http::PathIsNormal(req_->path, cfg.http.path)) {
+    request_.path = request_.upstream_path = req_->path;
     return true;
   }
   http::ParseError err;
-  if (!http::NormalizePath(req_.path, cfg.http.path, &ex_.request.path_buf,
-                           &ex_.request.upstream_path_buf, &err)) {
+  if (!http::NormalizePath(req_->path, cfg.http.path, &request_.path_buf,
+                           &request_.upstream_path_buf, &err)) {
     worker_->stats().bad_paths.Add(1);
-    SendError(err.status, err.reason, ex_.request.has_body);
+    SendError(err.status, err.reason, request_.has_body);
     return false;
   }
-  ex_.request.path = ex_.request.path_buf;
+  request_.path = request_.path_buf;
   // What goes upstream (Envoy normalize_path): the normal form, or the client's own path.
-  ex_.request.upstream_path = cfg.http.upstream_path == UpstreamPath::kOriginal
-                                  ? req_.path
-                                  : std::string_view(ex_.request.upstream_path_buf);
+  request_.upstream_path = cfg.http.upstream_path == UpstreamPath::kOriginal
+                               ? req_->path
+                               : std::string_view(request_.upstream_path_buf);
   return true;
 }
 
-std::string DownstreamConn::ExpandVariables(std::string_view t) const {
+std::string Exchange::ExpandVariables(std::string_view t) const {
   // nginx variables a `return` commonly uses: return 301 https://$host$request_uri;
   // $host is the Host without its port (a bracketed IPv6 literal is kept whole).
-  std::string_view host = req_.host;
+  std::string_view host = req_->host;
   if (!host.empty() && host[0] == '[') {
     host = host.substr(0, host.find(']') + 1);  // [v6] without its port (npos + 1 is 0: all)
-    if (host.empty()) host = req_.host;
+    if (host.empty()) host = req_->host;
   } else if (size_t colon = host.rfind(':'); colon != std::string_view::npos) {
     host = host.substr(0, colon);
   }
@@ -185,37 +209,37 @@ std::string DownstreamConn::ExpandVariables(std::string_view t) const {
     while (j < t.size() && (std::isalnum(static_cast<unsigned char>(t[j])) || t[j] == '_')) ++j;
     std::string_view name = t.substr(i + 1, j - i - 1);
     if (name == "scheme") {
-      out.append(tls_.active() ? "https" : "http");
+      out.append(down_->secure() ? "https" : "http");
     } else if (name == "host") {
       out.append(AsciiLower(std::string(host)));
     } else if (name == "http_host") {
-      out.append(req_.host);
+      out.append(req_->host);
     } else if (name == "request_uri") {
-      out.append(req_.target);
+      out.append(req_->target);
     } else if (name == "uri") {
-      out.append(ex_.request.path);  // decoded and normalised, as nginx's $uri
+      out.append(request_.path);  // decoded and normalised, as nginx's $uri
     } else if (name == "upstream_request_uri") {
       // The target as it goes upstream (NormalizeRequestPath chose the path).
-      out.append(ex_.request.upstream_path);
-      if (!req_.query.empty()) {
+      out.append(request_.upstream_path);
+      if (!req_->query.empty()) {
         out.push_back('?');
-        out.append(req_.query);
+        out.append(req_->query);
       }
     } else if (name == "args") {
-      out.append(req_.query);
+      out.append(req_->query);
     } else if (name == "remote_addr") {
-      out.append(ex_.admission.client_ip);
+      out.append(admission_.client_ip);
     } else if (name == "request_method") {
       // A cache key's method: HEAD is answered from GET entries (nginx proxy_cache_convert_head).
-      out.append(ex_.request.method == http::Method::kHead && ex_.cache.zone != nullptr
+      out.append(request_.method == http::Method::kHead && cache_.zone != nullptr
                      ? "GET"
-                     : req_.method_str);
+                     : req_->method_str);
     } else if (name.size() > 5 && name.substr(0, 5) == "http_") {
       std::string h = AsciiLower(std::string(name.substr(5)));
       std::replace(h.begin(), h.end(), '_', '-');
-      if (const http::Header* hd = req_.Find(h)) out.append(hd->value);
+      if (const http::Header* hd = req_->Find(h)) out.append(hd->value);
     } else if (name.size() > 7 && name.substr(0, 7) == "cookie_") {
-      out.append(CookieValue(req_, name.substr(7)).value_or(""));
+      out.append(CookieValue(*req_, name.substr(7)).value_or(""));
     } else {
       out.append(t.substr(i, j - i));  // unknown: left as written
     }
@@ -224,9 +248,9 @@ std::string DownstreamConn::ExpandVariables(std::string_view t) const {
   return out;
 }
 
-void DownstreamConn::Proceed() {
-  const Router::Route* route = ex_.route;
-  bool has_body = ex_.request.has_body;
+void Exchange::Proceed() {
+  const Router::Route* route = route_;
+  bool has_body = request_.has_body;
   if (!AcquireConnLimits()) return;
   if (route->cfg->ret.has_value()) {
     const ReturnConfig& r = *route->cfg->ret;
@@ -250,52 +274,53 @@ void DownstreamConn::Proceed() {
     }
     return;
   }
-  ex_.request.upgrade_requested = req_.connection_upgrade && !req_.upgrade.empty();
+  request_.upgrade_requested = req_->connection_upgrade && !req_->upgrade.empty();
   if (route->cfg->cache.enabled && route->cfg->cache.zone_index >= 0 && CacheLookup(true)) return;
   ProceedUpstream();
 }
 
-void DownstreamConn::ProceedUpstream() {
-  const GatewayConfig& cfg = *ex_.view->snap->config;
-  const Router::Route* route = ex_.route;
-  bool has_body = ex_.request.has_body;
-  BuildUpstreamHead(*route, ex_.admission.trusted_peer);
+void Exchange::ProceedUpstream() {
+  const GatewayConfig& cfg = *view_->snap->config;
+  const Router::Route* route = route_;
+  bool has_body = request_.has_body;
+  BuildUpstreamHead(*route, admission_.trusted_peer);
 
-  if (req_.expect_continue && has_body && req_.version_minor == 1) {
+  if (req_->expect_continue && has_body && req_->version_minor == 1) {
     // bulwark answers 100-continue itself (as nginx does) and does not forward Expect.
-    out_.buf.append("HTTP/1.1 100 Continue\r\n\r\n");
-    WriteOut();
+    down_->output().buf.append("HTTP/1.1 100 Continue\r\n\r\n");
+    down_->Write();
   }
 
-  ex_.upstream.index = route->upstream_index;
-  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
-  ex_.upstream.key_hash = AffinityHash(*ur.cfg);
-  ex_.upstream.tried.reset();
+  upstream_.index = route->upstream_index;
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_.index];
+  upstream_.key_hash = AffinityHash(*ur.cfg);
+  upstream_.tried.reset();
   ur.live->active_requests.fetch_add(1, std::memory_order_relaxed);
-  ex_.upstream.counted_active = true;
-  ex_.sticky.cookie_id = ex_.sticky.session_server_id = 0;
-  ex_.sticky.session_value.clear();
+  upstream_.counted_active = true;
+  sticky_.cookie_id = sticky_.session_server_id = 0;
+  sticky_.session_value.clear();
   const StickyConfig& sticky = ur.cfg->sticky;
   if (sticky.enabled) {
     if (!sticky.cookie.empty()) {
       uint64_t id = 0;
-      if (ParseStickyCookie(CookieValue(req_, sticky.cookie).value_or(""), StickySecret(),
+      if (ParseStickyCookie(CookieValue(*req_, sticky.cookie).value_or(""), StickySecret(),
                             ur.cfg->name, &id))
-        ex_.sticky.cookie_id = id;
+        sticky_.cookie_id = id;
     }
     std::string_view sv = sticky.session_cookie.empty()
                               ? std::string_view()
-                              : CookieValue(req_, sticky.session_cookie).value_or("");
+                              : CookieValue(*req_, sticky.session_cookie).value_or("");
     if (!sv.empty() && sv.size() <= 512) {
-      ex_.sticky.session_value.assign(sv);
+      sticky_.session_value.assign(sv);
       RedisClient* redis = worker_->redis();
       if (redis != nullptr && redis->connected()) {
-        // The session table (seed 002's design): session -> server, refreshed on every use.
+        // The session table (the IAM design's session-sticky service): session -> server,
+        // refreshed on every use.
         std::string key =
-            StrCat(cfg.redis.key_prefix, "sticky:", ur.cfg->name, ":", ex_.sticky.session_value);
+            StrCat(cfg.redis.key_prefix, "sticky:", ur.cfg->name, ":", sticky_.session_value);
         std::string ttl = StrCat(sticky.ttl_ms);
         uint64_t seq = ++redis_seq_;
-        state_ = State::kSticky;
+        phase_ = Phase::kSticky;
         redis->Command({"GETEX", key, "PX", ttl},
                        [this, seq](const RedisReply& r) { OnStickyLookup(seq, r); });
         return;
@@ -305,72 +330,213 @@ void DownstreamConn::ProceedUpstream() {
   ChooseAndStart(0);
 }
 
-void DownstreamConn::FinishExchange() {
-  if (ex_.cache.zone != nullptr) CacheComplete(ex_.cache.capture && ex_.response.done);
-  if (ex_.upstream.conn != nullptr) {
-    ex_.upstream.us = MonotonicUs() - ex_.upstream.start_us;
-    UpstreamConn* c = ex_.upstream.conn;
+void Exchange::FinishExchange() {
+  if (cache_.zone != nullptr) CacheComplete(cache_.capture && response_.done);
+  if (upstream_.conn != nullptr) {
+    upstream_.us = MonotonicUs() - upstream_.start_us;
+    UpstreamConn* c = upstream_.conn;
     c->server_->OnSuccess();
     ++c->requests_;
-    const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
-    bool reusable = ex_.response.head.keep_alive && ex_.request.body_done &&
-                    c->in_.readable() == 0 && !c->eof_ &&
-                    ex_.response.body_kind != http::BodyKind::kUntilClose &&
+    const UpstreamConfig& u = *view_->snap->upstreams[upstream_.index].cfg;
+    bool reusable = response_.head.keep_alive && request_.body_done && c->in_.readable() == 0 &&
+                    !c->eof_ && response_.body_kind != http::BodyKind::kUntilClose &&
                     c->requests_ < u.keepalive_requests;
     ReleaseUpstream(reusable);
   }
-  if (!ex_.request.body_done)
-    ex_.request.keep_alive = false;  // the rest of the body is still on the wire
-  if (!ex_.log.logged) LogAndCount(ex_.response.status);
-  state_ = State::kLocal;
-  close_after_ = close_after_ || !ex_.request.keep_alive;
-  DoWrite();
+  if (!request_.body_done)
+    request_.keep_alive = false;  // the rest of the body is still on the wire
+  if (!log_.logged) LogAndCount(response_.status);
+  Done();
 }
 
-void DownstreamConn::LogAndCount(int status) {
-  ex_.log.logged = true;
+void Exchange::LogAndCount(int status) {
+  log_.logged = true;
   EndUpstreamAccounting();
   ReleaseConnLimits();
   BanStatus(status);
-  int64_t dur_us = MonotonicUs() - ex_.request.start_us;
-  uint32_t endpoint = ex_.route != nullptr ? ex_.route->endpoint_id : worker_->unrouted_endpoint();
-  worker_->http_shard_mut().Record(endpoint, static_cast<int>(ex_.request.method), status, dur_us);
+  int64_t dur_us = MonotonicUs() - request_.start_us;
+  uint32_t endpoint = route_ != nullptr ? route_->endpoint_id : worker_->unrouted_endpoint();
+  worker_->http_shard_mut().Record(endpoint, static_cast<int>(request_.method), status, dur_us);
   if (worker_->shared().access_log == nullptr) return;
   std::string& o = worker_->log_buffer();
   o.append("{\"time\":\"");
   worker_->AppendLogTime(&o);
   o.append("\",\"request_id\":\"");
-  o.append(ex_.log.request_id, ex_.log.request_id_len);
+  o.append(log_.request_id, log_.request_id_len);
   o.append("\",\"trace_id\":\"");
-  o.append(ex_.log.trace_id);
+  o.append(log_.trace_id);
   o.append("\",\"client_ip\":\"");
-  AppendJsonEscaped(&o, ex_.admission.client_ip.empty() ? peer_ip_ : ex_.admission.client_ip);
+  AppendJsonEscaped(&o, admission_.client_ip.empty() ? down_->peer_ip() : admission_.client_ip);
   o.append("\",\"method\":\"");
-  AppendJsonEscaped(&o, ex_.log.method);
+  AppendJsonEscaped(&o, log_.method);
   o.append("\",\"path\":\"");
-  AppendJsonEscaped(&o, ex_.log.path);
+  AppendJsonEscaped(&o, log_.path);
   o.append("\",\"route\":\"");
-  if (ex_.route != nullptr) AppendJsonEscaped(&o, ex_.route->cfg->name);
+  if (route_ != nullptr) AppendJsonEscaped(&o, route_->cfg->name);
   o.append("\",\"upstream\":\"");
-  o.append(ex_.log.upstream);
+  o.append(log_.upstream);
   o.push_back('"');
-  if (ex_.admission.limit_result >= 0) {
+  if (admission_.limit_result >= 0) {
     o.append(",\"limit_req\":\"");
-    o.append(LimitResultName(static_cast<LimitResult>(ex_.admission.limit_result)));
+    o.append(LimitResultName(static_cast<LimitResult>(admission_.limit_result)));
     o.push_back('"');
   }
-  StrAppend(&o, ",\"status\":", status, ",\"bytes_sent\":", ex_.response.bytes_out,
-            ",\"bytes_received\":", ex_.request.bytes_in, ",\"attempts\":", ex_.upstream.attempts,
+  StrAppend(&o, ",\"status\":", status, ",\"bytes_sent\":", response_.bytes_out,
+            ",\"bytes_received\":", request_.bytes_in, ",\"attempts\":", upstream_.attempts,
             ",\"duration_ms\":");
   AppendMillis(&o, dur_us);
   o.append(",\"upstream_ms\":");
-  if (ex_.upstream.us >= 0) {
-    AppendMillis(&o, ex_.upstream.us);
+  if (upstream_.us >= 0) {
+    AppendMillis(&o, upstream_.us);
   } else {
     o.append("null");
   }
   o.append("}\n");
   worker_->MaybeFlushLog();
+}
+
+void Exchange::SendLocal(int status, std::string_view body, std::string_view content_type,
+                         std::string_view location, bool close, std::string_view extra_headers) {
+  if (cache_.zone != nullptr) CacheComplete(false);
+  if (close) request_.keep_alive = false;
+  if (worker_->draining()) request_.keep_alive = false;
+  response_.status = status;
+  response_.started = response_.done = true;
+  BanStatus(status);
+  std::string& o = down_->output().buf;
+  o.append(request_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  StrAppend(&o, status, " ", http::StatusReason(status), "\r\nServer: bulwark\r\nDate: ");
+  o.append(worker_->http_date());
+  o.append("\r\n");
+  if (!content_type.empty()) AppendHeaderLine(&o, "Content-Type", content_type);
+  StrAppend(&o, "Content-Length: ", body.size(), "\r\n");
+  if (!location.empty()) AppendHeaderLine(&o, "Location", location);
+  o.append(extra_headers);
+  if (route_ != nullptr) {
+    if (AddHeaderStatus(status)) o.append(route_->cfg->add_header_block);
+    o.append(route_->cfg->add_header_always_block);
+  } else if (view_ != nullptr) {
+    // No route (404, refused before routing): the listener's headers, as nginx's server level.
+    for (const auto& h : view_->snap->config->listeners[down_->listener_index()].add_headers) {
+      if (h.always || AddHeaderStatus(status)) AppendHeaderLine(&o, h.name, h.value);
+    }
+  }
+  if (log_.request_id_len > 0)
+    AppendHeaderLine(&o, "X-Request-Id", std::string_view(log_.request_id, log_.request_id_len));
+  if (!request_.keep_alive) {
+    o.append("Connection: close\r\n");
+  } else if (request_.version_minor == 0) {
+    o.append("Connection: keep-alive\r\n");
+  }
+  o.append("\r\n");
+  if (request_.method != http::Method::kHead) o.append(body);
+  response_.bytes_out = body.size();
+  if (!log_.logged) LogAndCount(status);
+  Done();
+}
+
+void Exchange::SendError(int status, std::string_view reason, bool close,
+                         std::string_view extra_headers) {
+  std::string body = StrCat(status, " ", http::StatusReason(status), "\n");
+  if (status >= 500 || status == 413 || status == 404) LogDebug("answering ", status, ": ", reason);
+  SendLocal(status, body, "text/plain", "", close, extra_headers);
+}
+
+void Exchange::Done() {
+  phase_ = Phase::kDone;
+  down_->ExchangeDone(request_.keep_alive);
+}
+
+void Exchange::OnInput() {
+  if (phase_ != Phase::kProxy || request_.body_done || upstream_.conn == nullptr) return;
+  ForwardBody();
+  if (upstream_.conn != nullptr && upstream_.conn->state_ == UpstreamConn::State::kActive)
+    upstream_.conn->Flush();
+}
+
+void Exchange::OnOutputDrained() {
+  if (phase_ != Phase::kProxy || upstream_.conn == nullptr || !response_.started) return;
+  ForwardResponseBody();
+  if (upstream_.conn != nullptr && upstream_.conn->read_paused_ &&
+      down_->output().pending() < kMaxPending)
+    upstream_.conn->ReadAvailable();
+}
+
+void Exchange::OnClientGone(bool eof) {
+  bool waiting = phase_ == Phase::kLimiting || phase_ == Phase::kDelayed ||
+                 phase_ == Phase::kSticky || phase_ == Phase::kCacheWait ||
+                 phase_ == Phase::kCacheL2;
+  if (phase_ == Phase::kProxy || (eof && waiting)) {
+    if (eof) worker_->stats().client_aborts.Add(1);
+    if (!log_.logged) LogAndCount(499);
+  }
+  ReleaseUpstream(false);
+}
+
+void Exchange::OnTimeout() {
+  switch (phase_) {
+    case Phase::kDelayed:
+      // The limit_req delay is over.
+      phase_ = Phase::kNone;
+      Proceed();
+      return;
+    case Phase::kCacheWait:
+      // proxy_cache_lock_timeout: go to the server, and do not store what it answers.
+      if (cache_.zone != nullptr) {
+        cache_.zone->lock_timeouts.fetch_add(1, std::memory_order_relaxed);
+        cache_.zone->misses.fetch_add(1, std::memory_order_relaxed);
+      }
+      cache_.store = false;
+      phase_ = Phase::kNone;
+      ProceedUpstream();
+      return;
+    case Phase::kProxy:
+      worker_->stats().timeouts.Add(1);
+      if (!request_.body_done && !response_.started) {
+        ReleaseUpstream(false);
+        SendError(408, "client body timeout", true);
+        return;
+      }
+      if (!log_.logged) LogAndCount(499);
+      ReleaseUpstream(false);
+      down_->Abort();
+      return;
+    default:
+      // A shared limit's or the session table's Redis wait outlasted the header timeout, or
+      // the response could not be sent within send_timeout.
+      ReleaseUpstream(false);
+      down_->Abort();
+      return;
+  }
+}
+
+void Exchange::Finish() {
+  if (view_ != nullptr) {
+    worker_->ReleaseView(view_);
+    view_ = nullptr;
+  }
+  route_ = nullptr;
+  req_ = nullptr;
+  ResetCacheState();
+  phase_ = Phase::kNone;
+  response_.started = response_.done = false;
+  log_.request_id_len = 0;
+  admission_.client_ip.clear();
+}
+
+void Exchange::End() {
+  ResetCacheState();  // a leader that goes away wakes its waiters (they fetch themselves)
+  if (upstream_.conn != nullptr) ReleaseUpstream(false);
+  EndUpstreamAccounting();
+  ReleaseConnLimits();
+  worker_->loop().CancelTimer(&upstream_.retry_timer);
+  if (gz_) {
+    deflateEnd(gz_.get());
+    gz_.reset();
+  }
+  // A pooled connection's next life must not meet the route of this one: that route belongs
+  // to a snapshot a reload may free.
+  Finish();
 }
 
 }  // namespace bulwark::gateway

@@ -17,7 +17,7 @@
 namespace bulwark::gateway {
 
 class Worker;
-class DownstreamConn;
+class Exchange;
 
 struct CacheZoneConfig {
   std::string name;
@@ -60,8 +60,8 @@ class HttpCacheZone {
   // A request waiting for another request's fetch of the same key.
   struct Waiter {
     Worker* worker;
-    DownstreamConn* conn;
-    uint64_t token;  // the conn's wait token: a reused conn does not take someone else's wake-up
+    Exchange* exchange;
+    uint64_t token;  // the exchange's wait token: a reused one does not take another's wake-up
   };
   // The fetches in flight: LeadOrWait (the leader answers itself), InFlight, Finish.
   cache::SingleFlight<Waiter> flights;

@@ -20,12 +20,14 @@
 #include "gateway/router.h"
 #include "http/chunked.h"
 #include "http/parser.h"
+#include "security/jwt.h"
 
 namespace bulwark::gateway {
 
 class Worker;
 struct WorkerView;
 class DownstreamConn;
+class Exchange;
 
 enum class UpstreamFailure { kConnect, kWrite, kRead, kTimeout, kInvalidResponse, kClosed };
 
@@ -53,7 +55,7 @@ class UpstreamConn : public IoHandler {
   State state_ = State::kFree;
   ServerState* server_ = nullptr;
   int server_index_ = -1;
-  DownstreamConn* owner_ = nullptr;
+  Exchange* owner_ = nullptr;
   Buffer in_;
   OutQueue out_;
   int requests_ = 0;  // exchanges on this connection
@@ -68,14 +70,74 @@ class UpstreamConn : public IoHandler {
   int64_t deadline_ms_ = 0;  // a retry policy's per-try timeout (0: none)
 };
 
-// The life of one request, from its head to its access-log line, grouped by phase as nginx
-// runs its request phases and Envoy its filters: what the request is, whether it is admitted,
-// the cache, the sticky session, the upstream attempts, the response and the log record. What
-// outlives a request (bytes, TLS, keep-alive, the verified-token cache, the gzip stream) belongs
-// to the connection; an exchange holds no socket, so a connection can carry several.
-struct Exchange {
-  WorkerView* view = nullptr;  // the configuration snapshot, held until the exchange ends
-  const Router::Route* route = nullptr;
+// What an exchange needs from what carries it: the request head and the bytes that follow it,
+// a place for the response, a timer, and facts about the client. A DownstreamConn (HTTP/1.1)
+// is one; an HTTP/2 stream will be another, several on one connection. Worker thread only.
+class Downstream {
+ public:
+  virtual ~Downstream() = default;
+
+  // The request head, valid while the exchange runs.
+  virtual const http::RequestHead& request_head() const = 0;
+  // The request's bytes as received: the body starts at Exchange::request().body_start and
+  // grows at wpos. The exchange forwards from it; the carrier compacts it (see DoRead).
+  virtual Buffer& input() = 0;
+  // Resumes reading input the exchange has now made room for.
+  virtual void ResumeRead() = 0;
+  // The response, in HTTP/1.1 wire form: bytes appended are sent in order by Write().
+  virtual OutQueue& output() = 0;
+  virtual void Write() = 0;
+  // The response is complete in output(): send it, then carry on (the next request, or close
+  // when `keep_alive` is false).
+  virtual void ExchangeDone(bool keep_alive) = 0;
+  // The exchange cannot go on (the client left, a broken upstream mid-response): close.
+  virtual void Abort() = 0;
+  virtual bool open() const = 0;
+  // A 101 answer: from now on the carrier pumps bytes between the client and the exchange's
+  // upstream connection (Tunnel), and the exchange hands upstream events to it.
+  virtual void StartTunnel() = 0;
+  virtual void Tunnel() = 0;
+  // One timer for the exchange's waits (limit_req delay, cache lock, client body); its expiry
+  // calls Exchange::OnTimeout.
+  virtual void ArmTimer(int64_t ms) = 0;
+  virtual void CancelTimer() = 0;
+
+  // Facts about the client.
+  virtual const SocketAddress& peer() const = 0;
+  virtual std::string_view peer_ip() const = 0;
+  virtual bool secure() const = 0;  // TLS ($scheme https, X-Forwarded-Proto)
+  virtual int listener_index() const = 0;
+  virtual int requests() const = 0;  // requests the connection carried, this one included
+
+  // The last token this connection verified (clients send the same one on every request of a
+  // keep-alive connection): the signature is not checked again, only the times (Envoy caches
+  // verified tokens in the same spirit). The verifier is held, not just compared: a reload's
+  // new verifier can never reuse this one's address.
+  struct VerifiedToken {
+    std::string token;
+    std::shared_ptr<const security::JwtVerifier> verifier;
+  };
+  virtual VerifiedToken& verified_token() = 0;
+};
+
+// The life of one request, from its head to its access-log line, in phases as nginx runs its
+// request phases and Envoy its filters: route and admission (exchange.cc, admission.cc), the
+// cache (exchange_cache.cc), the server choice (sticky.cc), the attempts (upstream_exchange.cc),
+// the response filters (response_filters.cc) and the log record. It holds no socket: its
+// Downstream carries the bytes, so a connection can carry several. Worker thread only.
+class Exchange {
+ public:
+  enum class Phase {
+    kNone,       // no request, or its head is being read
+    kLimiting,   // a shared limit_req zone is asking Redis
+    kDelayed,    // limit_req delays the request
+    kSticky,     // the session table is being asked
+    kCacheWait,  // another request is fetching the same cache key (proxy_cache_lock)
+    kCacheL2,    // the cache's Redis level is being asked
+    kProxy,      // at an upstream server
+    kTunnel,     // after a 101: the carrier pumps bytes
+    kDone,       // the response is complete (or being written)
+  };
 
   // The request, copied out of its head (whose bytes may be overwritten), and its body.
   struct Request {
@@ -105,7 +167,7 @@ struct Exchange {
     uint64_t bytes_in = 0;
     int64_t start_us = 0;
     int64_t start_ms = 0;
-  } request;
+  };
 
   // Who the client is and what access lists, bans, limits and JWT decided.
   struct Admission {
@@ -130,7 +192,7 @@ struct Exchange {
     bool jwt_ok = false;  // the route's JWT verified; claims below
     nlohmann::json jwt_claims;
     std::string jwt_headers;  // claim headers to send upstream
-  } admission;
+  };
 
   // The route's HTTP cache.
   struct Cache {
@@ -147,14 +209,14 @@ struct Exchange {
     cache::HttpObject obj;                       // the response being captured
     std::shared_ptr<const std::string> handoff;  // what this request put in its L1...
     cache::PutOptions handoff_opts;              // ...and its deadlines, for waiters
-  } cache;
+  };
 
   // Sticky sessions.
   struct Sticky {
     uint64_t cookie_id = 0;          // the server the request's sticky cookie names (0: none)
     uint64_t session_server_id = 0;  // the server Redis maps its session to (0: none)
     std::string session_value;       // the request's application session cookie
-  } sticky;
+  };
 
   // The attempts at upstream servers.
   struct Upstream {
@@ -172,7 +234,7 @@ struct Exchange {
     bool counted_active = false;          // counted in the upstream's active requests (budget)
     bool counted_retry = false;           // counted in its active retries
     Timer retry_timer;                    // backoff before the next attempt
-  } upstream;
+  };
 
   // The response on its way to the client.
   struct Response {
@@ -187,7 +249,7 @@ struct Exchange {
     bool done = false;
     http::ChunkedDecoder chunks;
     uint64_t bytes_out = 0;
-  } response;
+  };
 
   // The access-log record (copied out of the head, whose bytes may be overwritten).
   struct Log {
@@ -199,19 +261,30 @@ struct Exchange {
     size_t request_id_len = 0;
     char trace_id[33] = {};
     bool incoming_trace = false;
-  } log;
-};
+  };
 
-// The client's connection (the downstream side, in Envoy's words): reads requests, routes them,
-// proxies each to an upstream (retrying another server when one fails before answering) and
-// streams the response back. Pipelined requests are served in order. Owned by its Worker (pooled);
-// worker thread only.
-class DownstreamConn : public IoHandler {
- public:
-  explicit DownstreamConn(Worker* w);
-  void OnIo(uint32_t events) override;
+  Exchange(Worker* worker, Downstream* down);
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
 
-  void Open(int fd, const SocketAddress& peer, int listener_index);
+  // The carrier read a request head (request_head()) at input().rpos: route it, admit it, answer
+  // it. request().start_us/start_ms and bytes_in are the carrier's to set before.
+  void Begin();
+  // Refuses a request whose head could not be read (bad syntax, header timeout).
+  void RefuseUnparsed(int status, std::string_view reason);
+  // More request bytes arrived in input().
+  void OnInput();
+  // output() has room again.
+  void OnOutputDrained();
+  // The client went away before the response was complete: at EOF (`eof`), or its socket
+  // failed. The carrier closes next.
+  void OnClientGone(bool eof);
+  // The carrier's timer (ArmTimer) expired.
+  void OnTimeout();
+  // The response was written: let go of the request (its snapshot, its cache claim).
+  void Finish();
+  // The carrier closes: release everything the exchange holds. Idempotent.
+  void End();
 
   // Called by the UpstreamConn.
   void OnUpstreamConnected();
@@ -223,42 +296,25 @@ class DownstreamConn : public IoHandler {
   // stored (for per-worker zones, whose waiters keep their own copy).
   void OnCacheWake(uint64_t token, std::shared_ptr<const std::string> value,
                    cache::PutOptions options);
-  // True for a connection waiting for its next request with nothing buffered (drain closes it).
-  bool IdleForDrain() const;
-  void Close();
+  // Drops an upstream connection (pooled again when `reusable`).
+  void ReleaseUpstream(bool reusable);
 
-  Worker* worker_;
-  int fd_ = -1;
-  bool open_ = false;
+  Phase phase() const { return phase_; }
+  Request& request() { return request_; }
+  const Response& response() const { return response_; }
+  const Log& log_record() const { return log_; }
+  UpstreamConn* upstream_conn() const { return upstream_.conn; }
+  // Counts and logs the exchange (once) with `status`.
+  void LogAndCount(int status);
 
  private:
-  enum class State {
-    kIdle,
-    kHead,
-    kLimiting,
-    kDelayed,
-    kSticky,
-    kCacheWait,  // another request is fetching the same cache key (proxy_cache_lock)
-    kCacheL2,    // the cache's Redis level is being asked
-    kProxy,
-    kLocal,
-    kTunnel,
-    kClosing
-  };
-
-  void DoRead();
-  void DoWrite();
-  // The client socket, through TLS when the listener has it: >0 bytes, 0 at EOF, -1 with errno
-  // (EAGAIN when it would block).
-  ssize_t Recv(char* buf, size_t n);
-  ssize_t Send(const char* buf, size_t n);
-  void WriteOut();
-  void OnClientEof();
-  void Process();
   void HandleRequest();
+  // Resets what the access-log record and the metrics of a new request start from.
+  void StartRecord();
   // Access lists, bans and rate limits; false when the request was answered here.
   bool Protect(const GatewayConfig& cfg);
-  // Sets path_ and upstream_path_; answers 400 and returns false for a path nginx refuses.
+  // Sets the request's path and upstream path; answers 400 and returns false for a path nginx
+  // refuses.
   bool NormalizeRequestPath(const GatewayConfig& cfg);
   // nginx limit_conn: counts this request in the route's zones; answers and returns false when
   // one is at its maximum. ReleaseConnLimits (idempotent) ends the count with the exchange.
@@ -319,7 +375,8 @@ class DownstreamConn : public IoHandler {
   void ForwardResponseBody();
   void BrokenUpstreamFraming();
   void FinishExchange();
-  void StartNextRequest();
+  // The response is complete in the carrier's output.
+  void Done();
   void SendLocal(int status, std::string_view body, std::string_view content_type,
                  std::string_view location, bool close, std::string_view extra_headers = {});
   void SendError(int status, std::string_view reason, bool close,
@@ -328,14 +385,89 @@ class DownstreamConn : public IoHandler {
   void BuildResponseHead();
   // nginx's gzip filter conditions for the current response.
   bool ShouldGzip() const;
-  // Compresses body bytes into chunks on out_; `finish` ends the stream and the chunked body.
+  // Compresses body bytes into chunks on the output; `finish` ends the stream and the body.
   void GzipFeed(const char* d, size_t n, bool finish);
-  void ReleaseUpstream(bool reusable);
+  std::optional<uint64_t> AffinityHash(const UpstreamConfig& cfg);
+
+  Worker* worker_;
+  Downstream* down_;
+  const http::RequestHead* req_ = nullptr;  // down_->request_head() while the exchange runs
+  Phase phase_ = Phase::kNone;
+  WorkerView* view_ = nullptr;  // the configuration snapshot, held until the exchange ends
+  const Router::Route* route_ = nullptr;
+  Request request_;
+  Admission admission_;
+  Cache cache_;
+  Sticky sticky_;
+  Upstream upstream_;
+  Response response_;
+  Log log_;
+
+  // The scratch for shared-limit commands, and the number that matches a Redis reply (shared
+  // limits, sticky sessions, the cache's Redis level) to the request that asked: it only
+  // grows, so a reply for a request that has gone matches nothing.
+  std::string redis_buf_;
+  uint64_t redis_seq_ = 0;
+  std::unique_ptr<z_stream> gz_;  // kept between responses (deflateReset), freed by End
+  int gz_level_ = 0;
+};
+
+// The client's connection (the downstream side, in Envoy's words): bytes in and out (TLS
+// included), HTTP/1.1 framing, keep-alive and pipelining, timeouts. It carries one exchange at
+// a time; pipelined requests are served in order. Owned by its Worker (pooled); worker thread
+// only.
+class DownstreamConn final : public IoHandler, public Downstream {
+ public:
+  explicit DownstreamConn(Worker* w);
+  void OnIo(uint32_t events) override;
+
+  void Open(int fd, const SocketAddress& peer, int listener_index);
+  // True for a connection waiting for its next request with nothing buffered (drain closes it).
+  bool IdleForDrain() const;
+  void Close();
+
+  // Downstream
+  const http::RequestHead& request_head() const override { return req_; }
+  Buffer& input() override { return in_; }
+  void ResumeRead() override {
+    if (read_paused_) DoRead();
+  }
+  OutQueue& output() override { return out_; }
+  void Write() override { WriteOut(); }
+  void ExchangeDone(bool keep_alive) override;
+  void Abort() override { Close(); }
+  bool open() const override { return open_; }
+  void StartTunnel() override;
+  void Tunnel() override { TunnelPump(); }
+  void ArmTimer(int64_t ms) override { ArmClientTimer(ms); }
+  void CancelTimer() override;
+  const SocketAddress& peer() const override { return peer_; }
+  std::string_view peer_ip() const override { return peer_ip_; }
+  bool secure() const override { return tls_.active(); }
+  int listener_index() const override { return listener_index_; }
+  int requests() const override { return requests_; }
+  VerifiedToken& verified_token() override { return verified_token_; }
+
+  Worker* worker_;
+  int fd_ = -1;
+  bool open_ = false;
+
+ private:
+  enum class State { kIdle, kHead, kExchange, kTunnel, kClosing };
+
+  void DoRead();
+  void DoWrite();
+  // The client socket, through TLS when the listener has it: >0 bytes, 0 at EOF, -1 with errno
+  // (EAGAIN when it would block).
+  ssize_t Recv(char* buf, size_t n);
+  ssize_t Send(const char* buf, size_t n);
+  void WriteOut();
+  void OnClientEof();
+  void Process();
+  void StartNextRequest();
   void ArmClientTimer(int64_t ms);
   void OnClientTimeout();
-  void LogAndCount(int status);
   void TunnelPump();
-  std::optional<uint64_t> AffinityHash(const UpstreamConfig& cfg);
 
   State state_ = State::kIdle;
   TlsStream tls_;  // when the listener has TLS
@@ -355,20 +487,7 @@ class DownstreamConn : public IoHandler {
   bool in_write_ = false;
   bool write_again_ = false;
   bool write_failed_ = false;
-
-  // The connection's scratch for shared-limit commands, and the number that matches a Redis
-  // reply (shared limits, sticky sessions, the cache's Redis level) to the request that asked:
-  // it only grows, so a reply for a request that has gone matches nothing.
-  std::string redis_buf_;
-  uint64_t redis_seq_ = 0;
-  // The last token this connection verified (clients send the same one on every request of a
-  // keep-alive connection): the signature is not checked again, only the times (Envoy caches
-  // verified tokens in the same spirit).
-  std::string jwt_token_;
-  // Held, not just compared: a reload's new verifier can never reuse this one's address.
-  std::shared_ptr<const security::JwtVerifier> jwt_verifier_;
-  std::unique_ptr<z_stream> gz_;  // kept between responses (deflateReset), freed on Close
-  int gz_level_ = 0;
+  VerifiedToken verified_token_;
 
   Exchange ex_;
 };

@@ -25,71 +25,69 @@
 
 namespace bulwark::gateway {
 
-std::optional<uint64_t> DownstreamConn::AffinityHash(const UpstreamConfig& cfg) {
+std::optional<uint64_t> Exchange::AffinityHash(const UpstreamConfig& cfg) {
   if (cfg.balance != BalanceKind::kHash) return std::nullopt;
   switch (cfg.hash_key) {
     case HashKeyKind::kClientIp:
-      return StableHash(ex_.admission.client_ip);
+      return StableHash(admission_.client_ip);
     case HashKeyKind::kHeader:
-      if (const http::Header* h = req_.Find(cfg.hash_key_name)) return StableHash(h->value);
+      if (const http::Header* h = req_->Find(cfg.hash_key_name)) return StableHash(h->value);
       return std::nullopt;
     case HashKeyKind::kCookie:
-      if (auto v = CookieValue(req_, cfg.hash_key_name)) return StableHash(*v);
+      if (auto v = CookieValue(*req_, cfg.hash_key_name)) return StableHash(*v);
       return std::nullopt;
   }
   return std::nullopt;
 }
 
-void DownstreamConn::OnStickyLookup(uint64_t seq, const RedisReply& r) {
-  if (!open_ || state_ != State::kSticky || seq != redis_seq_) return;
-  state_ = State::kHead;
+void Exchange::OnStickyLookup(uint64_t seq, const RedisReply& r) {
+  if (phase_ != Phase::kSticky || seq != redis_seq_) return;
+  phase_ = Phase::kNone;
   uint64_t id = 0;
   // Redis down or slow: the session is balanced like any request (and re-pinned later).
-  if (r.type == RedisReply::Type::kString && ParseHex16(r.str, &id))
-    ex_.sticky.session_server_id = id;
-  ChooseAndStart(ex_.sticky.session_server_id);
+  if (r.type == RedisReply::Type::kString && ParseHex16(r.str, &id)) sticky_.session_server_id = id;
+  ChooseAndStart(sticky_.session_server_id);
 }
 
-std::string_view DownstreamConn::StickySecret() const {
-  const StickyConfig& st = ex_.view->snap->upstreams[ex_.upstream.index].cfg->sticky;
+std::string_view Exchange::StickySecret() const {
+  const StickyConfig& st = view_->snap->upstreams[upstream_.index].cfg->sticky;
   return st.secret.empty() ? std::string_view(worker_->shared().sticky_secret)
                            : std::string_view(st.secret);
 }
 
-void DownstreamConn::ChooseAndStart(uint64_t session_server) {
-  const GatewayConfig& cfg = *ex_.view->snap->config;
-  Balancer& bal = *ex_.view->balancers[ex_.upstream.index];
+void Exchange::ChooseAndStart(uint64_t session_server) {
+  const GatewayConfig& cfg = *view_->snap->config;
+  Balancer& bal = *view_->balancers[upstream_.index];
   int64_t now = worker_->loop().now_ms();
   int idx = -1;
-  if (session_server != 0) idx = bal.FindSticky(session_server, now, ex_.upstream.tried);
-  if (idx < 0 && ex_.sticky.cookie_id != 0)
-    idx = bal.FindSticky(ex_.sticky.cookie_id, now, ex_.upstream.tried);
-  if (idx < 0) idx = bal.Select(now, ex_.upstream.key_hash, ex_.upstream.tried);
+  if (session_server != 0) idx = bal.FindSticky(session_server, now, upstream_.tried);
+  if (idx < 0 && sticky_.cookie_id != 0)
+    idx = bal.FindSticky(sticky_.cookie_id, now, upstream_.tried);
+  if (idx < 0) idx = bal.Select(now, upstream_.key_hash, upstream_.tried);
   if (bal.panicked()) worker_->stats().panic_selections.Add(1);
   if (idx < 0) {
     // Every server is down, drained or failed: answer now instead of queueing (nginx: "no live
     // upstreams").
     worker_->stats().no_upstream.Add(1);
     if (ServeStaleOnError()) return;
-    SendError(503, "no live upstreams", ex_.request.has_body);
+    SendError(503, "no live upstreams", request_.has_body);
     return;
   }
-  state_ = State::kProxy;
-  if (ex_.request.has_body) {
-    ArmClientTimer(cfg.http.client_body_timeout_ms);
+  phase_ = Phase::kProxy;
+  if (request_.has_body) {
+    down_->ArmTimer(cfg.http.client_body_timeout_ms);
   } else {
-    worker_->loop().CancelTimer(&timer_);
+    down_->CancelTimer();
   }
   StartAttempt(idx);
 }
 
-void DownstreamConn::StickyResponse(std::string* o) {
-  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
+void Exchange::StickyResponse(std::string* o) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_.index];
   const StickyConfig& st = ur.cfg->sticky;
-  if (!st.enabled || ex_.upstream.conn == nullptr) return;
-  uint64_t id =
-      ex_.view->balancers[ex_.upstream.index]->peer(ex_.upstream.conn->server_index_).sticky_id;
-  if (!st.cookie.empty() && id != ex_.sticky.cookie_id) {
+  if (!st.enabled || upstream_.conn == nullptr) return;
+  uint64_t id = view_->balancers[upstream_.index]->peer(upstream_.conn->server_index_).sticky_id;
+  if (!st.cookie.empty() && id != sticky_.cookie_id) {
     // Pin (or re-pin, when the pinned server could not answer) to the server that did.
     o->append("Set-Cookie: ");
     o->append(st.cookie);
@@ -106,7 +104,7 @@ void DownstreamConn::StickyResponse(std::string* o) {
   if (st.session_cookie.empty()) return;
   // A session the application just created, or one whose server changed, is (re)recorded.
   std::string_view created;
-  for (const auto& h : ex_.response.head.headers) {
+  for (const auto& h : response_.head.headers) {
     if (h.name.size() != 10 || !http::EqualsLower(h.name, "set-cookie")) continue;
     std::string_view v = h.value;
     if (v.size() > st.session_cookie.size() &&
@@ -116,14 +114,13 @@ void DownstreamConn::StickyResponse(std::string* o) {
       created = v.substr(0, v.find(';'));
     }
   }
-  std::string_view session =
-      !created.empty() ? created : std::string_view(ex_.sticky.session_value);
+  std::string_view session = !created.empty() ? created : std::string_view(sticky_.session_value);
   if (session.empty() || session.size() > 512) return;
-  if (created.empty() && ex_.sticky.session_server_id == id) return;
+  if (created.empty() && sticky_.session_server_id == id) return;
   RedisClient* redis = worker_->redis();
   if (redis == nullptr || !redis->connected()) return;
   std::string key =
-      StrCat(ex_.view->snap->config->redis.key_prefix, "sticky:", ur.cfg->name, ":", session);
+      StrCat(view_->snap->config->redis.key_prefix, "sticky:", ur.cfg->name, ":", session);
   std::string value;
   AppendHex16(&value, id);
   redis->Command({"SET", key, value, "PX", StrCat(st.ttl_ms)}, [](const RedisReply&) {});

@@ -25,49 +25,61 @@
 
 namespace bulwark::gateway {
 
+void DownstreamConn::StartTunnel() {
+  state_ = State::kTunnel;
+  worker_->loop().CancelTimer(&timer_);
+  // Bytes the client sent after its request head belong to the new protocol.
+  size_t start = ex_.request().body_start;
+  size_t extra = in_.wpos - start;
+  UpstreamConn* up = ex_.upstream_conn();
+  if (extra > 0 && up != nullptr) up->out_.buf.append(in_.data.get() + start, extra);
+  in_.rpos = in_.wpos = 0;
+  TunnelPump();
+}
+
 void DownstreamConn::TunnelPump() {
-  if (ex_.upstream.conn == nullptr) {
+  UpstreamConn* up = ex_.upstream_conn();
+  if (up == nullptr) {
     Close();
     return;
   }
-  int64_t idle_ms = ex_.upstream.conn->read_timeout_ms_;
+  int64_t idle_ms = up->read_timeout_ms_;
   bool progress = true;
   bool done = false;
   while (progress && !done) {
     progress = false;
     // client -> upstream
-    if (ex_.upstream.conn->out_.pending() < kMaxPending) {
+    if (up->out_.pending() < kMaxPending) {
       char* p = in_.data.get();
       ssize_t n = Recv(p, in_.cap);
       if (n > 0) {
-        ex_.upstream.conn->out_.buf.append(p, static_cast<size_t>(n));
+        up->out_.buf.append(p, static_cast<size_t>(n));
         progress = true;
       } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         done = true;
       }
     }
-    while (ex_.upstream.conn->out_.pending() > 0) {
-      ssize_t n = send(ex_.upstream.conn->fd_,
-                       ex_.upstream.conn->out_.buf.data() + ex_.upstream.conn->out_.off,
-                       ex_.upstream.conn->out_.pending(), MSG_NOSIGNAL);
+    while (up->out_.pending() > 0) {
+      ssize_t n =
+          send(up->fd_, up->out_.buf.data() + up->out_.off, up->out_.pending(), MSG_NOSIGNAL);
       if (n > 0) {
-        ex_.upstream.conn->out_.off += static_cast<size_t>(n);
+        up->out_.off += static_cast<size_t>(n);
         progress = true;
       } else {
         if (n < 0 && errno != EAGAIN && errno != EINTR) done = true;
         break;
       }
     }
-    if (ex_.upstream.conn->out_.pending() == 0) ex_.upstream.conn->out_.Clear();
+    if (up->out_.pending() == 0) up->out_.Clear();
     // upstream -> client
     if (out_.pending() < kMaxPending) {
-      Buffer& b = ex_.upstream.conn->in_;
+      Buffer& b = up->in_;
       if (b.readable() > 0) {
         out_.buf.append(b.read_ptr(), b.readable());
         b.Consume(b.readable());
         progress = true;
       }
-      ssize_t n = recv(ex_.upstream.conn->fd_, b.data.get(), b.cap, 0);
+      ssize_t n = recv(up->fd_, b.data.get(), b.cap, 0);
       if (n > 0) {
         out_.buf.append(b.data.get(), static_cast<size_t>(n));
         progress = true;
@@ -80,7 +92,7 @@ void DownstreamConn::TunnelPump() {
   }
   if (done) {
     WriteOut();
-    ReleaseUpstream(false);
+    ex_.ReleaseUpstream(false);
     Close();
     return;
   }

@@ -26,31 +26,31 @@
 
 namespace bulwark::gateway {
 
-void DownstreamConn::BuildUpstreamHead(const Router::Route& route, bool trusted) {
-  std::string& h = ex_.upstream.head;
+void Exchange::BuildUpstreamHead(const Router::Route& route, bool trusted) {
+  std::string& h = upstream_.head;
   h.clear();
-  h.append(req_.method_str);
+  h.append(req_->method_str);
   h.push_back(' ');
-  const GatewayConfig& cfg = *ex_.view->snap->config;
-  if (cfg.http.upstream_path == UpstreamPath::kOriginal && !req_.target.empty() &&
-      req_.target[0] == '/') {
-    h.append(req_.target);
+  const GatewayConfig& cfg = *view_->snap->config;
+  if (cfg.http.upstream_path == UpstreamPath::kOriginal && !req_->target.empty() &&
+      req_->target[0] == '/') {
+    h.append(req_->target);
   } else {
     // Envoy normalize_path; absolute-form is sent on in origin-form.
-    h.append(ex_.request.upstream_path);
-    if (!req_.query.empty()) {
+    h.append(request_.upstream_path);
+    if (!req_->query.empty()) {
       h.push_back('?');
-      h.append(req_.query);
+      h.append(req_->query);
     }
   }
   h.append(" HTTP/1.1\r\n");
-  if (!req_.host.empty()) {
-    AppendHeaderLine(&h, "Host", req_.host);
+  if (!req_->host.empty()) {
+    AppendHeaderLine(&h, "Host", req_->host);
   } else {
     AppendHeaderLine(&h, "Host", route.cfg->upstream);
   }
   std::string_view xff, xfp, xfh;
-  for (const auto& hd : req_.headers) {
+  for (const auto& hd : req_->headers) {
     std::string_view n = hd.name;
     if (http::IsHopByHop(n)) continue;
     switch (n.size()) {
@@ -58,7 +58,7 @@ void DownstreamConn::BuildUpstreamHead(const Router::Route& route, bool trusted)
         if (http::EqualsLower(n, "host")) continue;
         break;
       case 6:
-        if (http::EqualsLower(n, "expect") && req_.expect_continue) continue;
+        if (http::EqualsLower(n, "expect") && req_->expect_continue) continue;
         break;
       case 9:
         if (http::EqualsLower(n, "x-real-ip")) continue;
@@ -100,12 +100,11 @@ void DownstreamConn::BuildUpstreamHead(const Router::Route& route, bool trusted)
       // Headers that carry verified claims upstream are only ever bulwark's: a client's own
       // copy is dropped, so it cannot pose as someone else.
       bool spoof = false;
-      for (const auto& fc :
-           ex_.view->snap->config->jwt_providers[route.cfg->jwt_index].forward_claims)
+      for (const auto& fc : view_->snap->config->jwt_providers[route.cfg->jwt_index].forward_claims)
         spoof |= n.size() == fc.second.size() && EqualsIgnoreCase(n, fc.second);
       if (spoof) continue;
     }
-    if (!req_.connection.empty() && NamedInConnection(req_.connection, n)) continue;
+    if (!req_->connection.empty() && NamedInConnection(req_->connection, n)) continue;
     AppendHeaderLine(&h, n, hd.value);
   }
   // X-Forwarded-*: trusted proxies' values are extended; anyone else's are replaced, so a client
@@ -115,63 +114,62 @@ void DownstreamConn::BuildUpstreamHead(const Router::Route& route, bool trusted)
     h.append(xff);
     h.append(", ");
   }
-  h.append(peer_ip_);
+  h.append(down_->peer_ip());
   h.append("\r\n");
   AppendHeaderLine(&h, "X-Forwarded-Proto",
                    trusted && !xfp.empty() ? xfp
-                   : tls_.active()         ? std::string_view("https")
+                   : down_->secure()       ? std::string_view("https")
                                            : std::string_view("http"));
   if (trusted && !xfh.empty()) {
     AppendHeaderLine(&h, "X-Forwarded-Host", xfh);
-  } else if (!req_.host.empty()) {
-    AppendHeaderLine(&h, "X-Forwarded-Host", req_.host);
+  } else if (!req_->host.empty()) {
+    AppendHeaderLine(&h, "X-Forwarded-Host", req_->host);
   }
-  AppendHeaderLine(&h, "X-Real-IP", ex_.admission.client_ip);
-  if (ex_.admission.jwt_ok) h.append(ex_.admission.jwt_headers);
-  AppendHeaderLine(&h, "X-Request-Id",
-                   std::string_view(ex_.log.request_id, ex_.log.request_id_len));
-  if (ex_.log.incoming_trace) {
-    AppendHeaderLine(&h, "traceparent", req_.Find("traceparent")->value);
+  AppendHeaderLine(&h, "X-Real-IP", admission_.client_ip);
+  if (admission_.jwt_ok) h.append(admission_.jwt_headers);
+  AppendHeaderLine(&h, "X-Request-Id", std::string_view(log_.request_id, log_.request_id_len));
+  if (log_.incoming_trace) {
+    AppendHeaderLine(&h, "traceparent", req_->Find("traceparent")->value);
   } else {
     char span[16];
     worker_->RandomHex(span, 16);
     h.append("traceparent: 00-");
-    h.append(ex_.log.trace_id, 32);
+    h.append(log_.trace_id, 32);
     h.push_back('-');
     h.append(span, 16);
     h.append("-01\r\n");
   }
-  if (ex_.request.body_kind == http::BodyKind::kLength) {
+  if (request_.body_kind == http::BodyKind::kLength) {
     h.append("Content-Length: ");
-    StrAppend(&h, req_.content_length);
+    StrAppend(&h, req_->content_length);
     h.append("\r\n");
-  } else if (ex_.request.body_kind == http::BodyKind::kChunked) {
+  } else if (request_.body_kind == http::BodyKind::kChunked) {
     h.append("Transfer-Encoding: chunked\r\n");
   }
-  if (ex_.request.upgrade_requested) {
+  if (request_.upgrade_requested) {
     h.append("Connection: upgrade\r\n");
-    AppendHeaderLine(&h, "Upgrade", req_.upgrade);
+    AppendHeaderLine(&h, "Upgrade", req_->upgrade);
   }
   h.append("\r\n");
 }
 
-void DownstreamConn::StartAttempt(int server_index) {
-  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
+void Exchange::StartAttempt(int server_index) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_.index];
   const UpstreamConfig& ucfg = *ur.cfg;
-  Balancer& bal = *ex_.view->balancers[ex_.upstream.index];
+  Balancer& bal = *view_->balancers[upstream_.index];
   ServerState* s = bal.peer(server_index).state;
-  ex_.upstream.tried.set(server_index);
-  ++ex_.upstream.attempts;
-  ex_.log.upstream.assign(s->address_text());
+  upstream_.tried.set(server_index);
+  ++upstream_.attempts;
+  log_.upstream.assign(s->address_text());
   ServerCounters& sc = worker_->server_counters_mut(s->id());
   sc.requests.Add(1);
-  if (ex_.upstream.attempts > 1) sc.retries.Add(1);
+  if (upstream_.attempts > 1) sc.retries.Add(1);
   s->active().fetch_add(1, std::memory_order_relaxed);
-  ex_.upstream.start_us = MonotonicUs();
+  upstream_.start_us = MonotonicUs();
 
   int64_t now = worker_->loop().now_ms();
-  ex_.upstream.probe = s->ClaimProbe(now);
-  ex_.upstream.probe_server = s;
+  upstream_.probe = s->ClaimProbe(now);
+  upstream_.probe_server = s;
   int64_t deadline = ucfg.retry.enabled && ucfg.retry.per_try_timeout_ms > 0
                          ? now + ucfg.retry.per_try_timeout_ms
                          : 0;
@@ -194,132 +192,130 @@ void DownstreamConn::StartAttempt(int server_index) {
       return;
     }
   }
-  ex_.upstream.conn = c;
+  upstream_.conn = c;
   c->owner_ = this;
   c->wrote_any_ = c->got_any_ = false;
   c->read_paused_ = false;
   c->send_timeout_ms_ = ucfg.send_timeout_ms;
   c->read_timeout_ms_ = ucfg.read_timeout_ms;
-  ex_.response.scanner.Reset();
-  ex_.response.chunks.Reset();
-  ex_.response.started = ex_.response.done = false;
+  response_.scanner.Reset();
+  response_.chunks.Reset();
+  response_.started = response_.done = false;
 
   // (Re)send the request: the head, then whatever body bytes are in the buffer.
   c->out_.Clear();
-  c->out_.buf.append(ex_.upstream.head);
-  ex_.request.body_pos = ex_.request.body_start;
-  ex_.request.body_left = req_.content_length;
-  ex_.request.body_bytes = 0;
-  ex_.request.body_done = ex_.request.body_kind == http::BodyKind::kNone;
-  ex_.request.chunks.Reset();
+  c->out_.buf.append(upstream_.head);
+  request_.body_pos = request_.body_start;
+  request_.body_left = req_->content_length;
+  request_.body_bytes = 0;
+  request_.body_done = request_.body_kind == http::BodyKind::kNone;
+  request_.chunks.Reset();
   ForwardBody();
-  if (ex_.upstream.conn == c && c->state_ == UpstreamConn::State::kActive) {
+  if (upstream_.conn == c && c->state_ == UpstreamConn::State::kActive) {
     c->ArmTimer(ucfg.send_timeout_ms);
     c->Flush();
   }
 }
 
-void DownstreamConn::OnUpstreamConnected() {
-  if (ex_.upstream.conn == nullptr) return;
-  ex_.upstream.conn->ArmTimer(ex_.upstream.conn->send_timeout_ms_);
-  ex_.upstream.conn->Flush();
+void Exchange::OnUpstreamConnected() {
+  if (upstream_.conn == nullptr) return;
+  upstream_.conn->ArmTimer(upstream_.conn->send_timeout_ms_);
+  upstream_.conn->Flush();
 }
 
-void DownstreamConn::OnUpstreamDrained() {
-  if (ex_.upstream.conn == nullptr) return;
-  if (!ex_.request.body_done) {
+void Exchange::OnUpstreamDrained() {
+  if (upstream_.conn == nullptr) return;
+  if (!request_.body_done) {
     ForwardBody();
-    if (read_paused_ && ex_.upstream.conn != nullptr &&
-        ex_.upstream.conn->out_.pending() < kMaxPending)
-      DoRead();
+    if (upstream_.conn != nullptr && upstream_.conn->out_.pending() < kMaxPending)
+      down_->ResumeRead();
   }
-  if (ex_.upstream.conn == nullptr || ex_.upstream.conn->out_.pending() != 0 ||
-      ex_.response.started)
-    return;
-  if (ex_.request.body_done) {
+  if (upstream_.conn == nullptr || upstream_.conn->out_.pending() != 0 || response_.started) return;
+  if (request_.body_done) {
     // The whole request is sent: from now on the read timeout measures the wait for the
     // response (nginx proxy_read_timeout).
-    ex_.upstream.conn->ArmTimer(ex_.upstream.conn->read_timeout_ms_);
+    upstream_.conn->ArmTimer(upstream_.conn->read_timeout_ms_);
   } else {
     // Waiting for more body from the client, whose own timeout (client_body_timeout) governs.
-    worker_->loop().CancelTimer(&ex_.upstream.conn->timer_);
+    worker_->loop().CancelTimer(&upstream_.conn->timer_);
   }
 }
 
-void DownstreamConn::ForwardBody() {
-  if (ex_.upstream.conn == nullptr) return;
-  int64_t max_body = ex_.view->snap->config->http.client_max_body_size;
-  while (!ex_.request.body_done) {
-    size_t avail = in_.wpos - ex_.request.body_pos;
-    if (avail == 0 || ex_.upstream.conn->out_.pending() > kMaxPending) break;
-    const char* p = in_.data.get() + ex_.request.body_pos;
-    if (ex_.request.body_kind == http::BodyKind::kLength) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(avail, ex_.request.body_left));
-      ex_.upstream.conn->out_.buf.append(p, n);
-      ex_.request.body_pos += n;
-      ex_.request.body_left -= n;
-      ex_.request.body_bytes += n;
-      if (ex_.request.body_left == 0) ex_.request.body_done = true;
+void Exchange::ForwardBody() {
+  if (upstream_.conn == nullptr) return;
+  int64_t max_body = view_->snap->config->http.client_max_body_size;
+  Buffer& in = down_->input();
+  while (!request_.body_done) {
+    size_t avail = in.wpos - request_.body_pos;
+    if (avail == 0 || upstream_.conn->out_.pending() > kMaxPending) break;
+    const char* p = in.data.get() + request_.body_pos;
+    if (request_.body_kind == http::BodyKind::kLength) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(avail, request_.body_left));
+      upstream_.conn->out_.buf.append(p, n);
+      request_.body_pos += n;
+      request_.body_left -= n;
+      request_.body_bytes += n;
+      if (request_.body_left == 0) request_.body_done = true;
     } else {
       size_t consumed = 0;
-      std::string& out = ex_.upstream.conn->out_.buf;
+      std::string& out = upstream_.conn->out_.buf;
       http::ChunkedDecoder::Result r =
-          ex_.request.chunks.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
+          request_.chunks.Feed(p, avail, &consumed, [&](const char* d, size_t n) {
             AppendHex(&out, n);
             out.append("\r\n");
             out.append(d, n);
             out.append("\r\n");
-            ex_.request.body_bytes += n;
+            request_.body_bytes += n;
           });
-      ex_.request.body_pos += consumed;
+      request_.body_pos += consumed;
       if (r == http::ChunkedDecoder::Result::kError ||
-          ex_.request.body_bytes > static_cast<uint64_t>(max_body)) {
+          request_.body_bytes > static_cast<uint64_t>(max_body)) {
         bool too_big = r != http::ChunkedDecoder::Result::kError;
         ReleaseUpstream(false);
         worker_->stats().parse_errors.Add(too_big ? 0 : 1);
-        if (ex_.response.started) {
-          Close();
+        if (response_.started) {
+          down_->Abort();
         } else {
-          SendError(too_big ? 413 : 400,
-                    too_big ? "request body larger than client_max_body_size"
-                            : ex_.request.chunks.error(),
-                    true);
+          SendError(
+              too_big ? 413 : 400,
+              too_big ? "request body larger than client_max_body_size" : request_.chunks.error(),
+              true);
         }
         return;
       }
       if (r == http::ChunkedDecoder::Result::kDone) {
         out.append("0\r\n\r\n");
-        ex_.request.body_done = true;
+        request_.body_done = true;
       }
     }
   }
-  if (ex_.request.body_done && state_ == State::kProxy)
-    worker_->loop().CancelTimer(&timer_);
-  else if (!ex_.request.body_done && state_ == State::kProxy)
-    ArmClientTimer(ex_.view->snap->config->http.client_body_timeout_ms);
+  if (request_.body_done && phase_ == Phase::kProxy)
+    down_->CancelTimer();
+  else if (!request_.body_done && phase_ == Phase::kProxy)
+    down_->ArmTimer(view_->snap->config->http.client_body_timeout_ms);
 }
 
-void DownstreamConn::OnUpstreamData() {
-  if (ex_.upstream.conn == nullptr) return;
-  if (state_ == State::kTunnel) {
-    TunnelPump();
+void Exchange::OnUpstreamData() {
+  if (upstream_.conn == nullptr) return;
+  if (phase_ == Phase::kTunnel) {
+    down_->Tunnel();
     return;
   }
-  if (!ex_.response.started && !ParseUpstreamHead()) return;
+  if (!response_.started && !ParseUpstreamHead()) return;
   ForwardResponseBody();
 }
 
-bool DownstreamConn::ParseUpstreamHead() {
+bool Exchange::ParseUpstreamHead() {
   http::Limits limits;
   limits.max_header_bytes = kUpstreamBufferBytes;
   limits.max_request_line = kUpstreamBufferBytes;
   limits.max_headers = 256;
   for (;;) {
-    Buffer& b = ex_.upstream.conn->in_;
+    Buffer& b = upstream_.conn->in_;
     size_t end = 0;
     http::ParseError err;
     http::ParseStatus st =
-        ex_.response.scanner.Scan(b.read_ptr(), b.readable(), limits, false, &end, &err);
+        response_.scanner.Scan(b.read_ptr(), b.readable(), limits, false, &end, &err);
     if (st == http::ParseStatus::kNeedMore) {
       if (b.readable() >= kUpstreamBufferBytes) {
         OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
@@ -327,115 +323,106 @@ bool DownstreamConn::ParseUpstreamHead() {
       return false;
     }
     if (st == http::ParseStatus::kDone)
-      st = http::ParseResponseHead(b.read_ptr(), end, limits, ex_.request.method,
-                                   &ex_.response.head, &err);
+      st = http::ParseResponseHead(b.read_ptr(), end, limits, request_.method, &response_.head,
+                                   &err);
     if (st == http::ParseStatus::kError ||
-        (ex_.response.head.status == 101 && !ex_.request.upgrade_requested)) {
+        (response_.head.status == 101 && !request_.upgrade_requested)) {
       OnUpstreamFailure(UpstreamFailure::kInvalidResponse);
       return false;
     }
-    if (ex_.response.head.status < 200 && ex_.response.head.status != 101) {
+    if (response_.head.status < 200 && response_.head.status != 101) {
       // Interim responses (100 Continue, 103 Early Hints) are not passed on: bulwark already
       // answered the client's Expect itself.
       b.Consume(end);
-      ex_.response.scanner.Reset();
+      response_.scanner.Reset();
       continue;
     }
     // The response head is here: the attempt's outcome is known.
-    ServerState* s = ex_.upstream.conn->server_;
-    RecordAttemptOutcome(s, ex_.response.head.status);
-    const UpstreamConfig& ucfg = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
-    if (ucfg.retry.enabled && ex_.response.head.status >= 500 &&
-        std::find(ucfg.retry.statuses.begin(), ucfg.retry.statuses.end(),
-                  ex_.response.head.status) != ucfg.retry.statuses.end() &&
+    ServerState* s = upstream_.conn->server_;
+    RecordAttemptOutcome(s, response_.head.status);
+    const UpstreamConfig& ucfg = *view_->snap->upstreams[upstream_.index].cfg;
+    if (ucfg.retry.enabled && response_.head.status >= 500 &&
+        std::find(ucfg.retry.statuses.begin(), ucfg.retry.statuses.end(), response_.head.status) !=
+            ucfg.retry.statuses.end() &&
         MayRetry(/*sent=*/true)) {
       // Envoy retry_on 5xx statuses: drop this answer and try another server. nginx counts
       // such statuses as failures of the server (proxy_next_upstream http_50x).
       s->OnFailure(worker_->loop().now_ms());
-      ex_.view->balancers[ex_.upstream.index]->RecordFailure(ex_.upstream.conn->server_index_);
+      view_->balancers[upstream_.index]->RecordFailure(upstream_.conn->server_index_);
       worker_->server_counters_mut(s->id()).failures.Add(1);
-      int status = ex_.response.head.status;
+      int status = response_.head.status;
       ReleaseUpstream(false);
-      ex_.response.scanner.Reset();
+      response_.scanner.Reset();
       if (!RetryNext(status)) return false;
       return false;
     }
-    if (ex_.cache.stale != nullptr && ex_.response.head.status >= 500 &&
-        ex_.response.head.status != 501 && ex_.response.head.status <= 504 &&
-        worker_->loop().now_ms() < ex_.cache.stale_until) {
+    if (cache_.stale != nullptr && response_.head.status >= 500 && response_.head.status != 501 &&
+        response_.head.status <= 504 && worker_->loop().now_ms() < cache_.stale_until) {
       // RFC 5861 stale-if-error (nginx proxy_cache_use_stale http_50x): the stale copy instead
       // of the server's error.
       ReleaseUpstream(false);
-      ex_.response.scanner.Reset();
+      response_.scanner.Reset();
       ServeStaleOnError();
       return false;
     }
-    ex_.upstream.conn->deadline_ms_ =
-        0;  // the per-try timeout covers the wait for the response head
-    ex_.response.started = true;
-    ex_.response.status = ex_.response.head.status;
-    if (ex_.cache.store) CacheDecide();
+    upstream_.conn->deadline_ms_ = 0;  // the per-try timeout covers the wait for the response head
+    response_.started = true;
+    response_.status = response_.head.status;
+    if (cache_.store) CacheDecide();
     BuildResponseHead();
     b.Consume(end);
-    if (ex_.response.status == 101) {
-      state_ = State::kTunnel;
-      worker_->loop().CancelTimer(&timer_);
-      // Bytes the client sent after its request head belong to the new protocol.
-      size_t extra = in_.wpos - ex_.request.body_start;
-      if (extra > 0)
-        ex_.upstream.conn->out_.buf.append(in_.data.get() + ex_.request.body_start, extra);
-      in_.rpos = in_.wpos = 0;
-      if (!ex_.log.logged) LogAndCount(101);
-      TunnelPump();
+    if (response_.status == 101) {
+      phase_ = Phase::kTunnel;
+      if (!log_.logged) LogAndCount(101);
+      down_->StartTunnel();
       return false;
     }
     return true;
   }
 }
 
-void DownstreamConn::BrokenUpstreamFraming() {
+void Exchange::BrokenUpstreamFraming() {
   // A broken response after its head was sent: all that can be done is cut the connection.
-  LogWarnFor(std::string_view(ex_.log.request_id, ex_.log.request_id_len),
-             "upstream: ", ex_.log.upstream,
-             " sent invalid chunked framing: ", ex_.response.chunks.error());
-  if (!ex_.log.logged) LogAndCount(ex_.response.status);
+  LogWarnFor(std::string_view(log_.request_id, log_.request_id_len), "upstream: ", log_.upstream,
+             " sent invalid chunked framing: ", response_.chunks.error());
+  if (!log_.logged) LogAndCount(response_.status);
   ReleaseUpstream(false);
-  Close();
+  down_->Abort();
 }
 
-void DownstreamConn::OnUpstreamEof() {
-  if (ex_.upstream.conn == nullptr) return;
-  if (!ex_.response.started) {
-    OnUpstreamFailure(ex_.upstream.conn->got_any_ ? UpstreamFailure::kInvalidResponse
-                                                  : UpstreamFailure::kClosed);
+void Exchange::OnUpstreamEof() {
+  if (upstream_.conn == nullptr) return;
+  if (!response_.started) {
+    OnUpstreamFailure(upstream_.conn->got_any_ ? UpstreamFailure::kInvalidResponse
+                                               : UpstreamFailure::kClosed);
     return;
   }
-  if (ex_.response.body_kind == http::BodyKind::kUntilClose) {
+  if (response_.body_kind == http::BodyKind::kUntilClose) {
     ForwardResponseBody();
-    if (ex_.upstream.conn == nullptr) return;
-    ex_.response.done = true;
-    if (ex_.response.gzip) GzipFeed(nullptr, 0, true);
+    if (upstream_.conn == nullptr) return;
+    response_.done = true;
+    if (response_.gzip) GzipFeed(nullptr, 0, true);
     FinishExchange();
     return;
   }
-  if (!ex_.response.done) {
+  if (!response_.done) {
     // Truncated response: the client cannot be told except by closing.
-    LogWarnFor(std::string_view(ex_.log.request_id, ex_.log.request_id_len),
-               "upstream: ", ex_.log.upstream, " closed the connection mid-response");
-    if (!ex_.log.logged) LogAndCount(ex_.response.status);
+    LogWarnFor(std::string_view(log_.request_id, log_.request_id_len), "upstream: ", log_.upstream,
+               " closed the connection mid-response");
+    if (!log_.logged) LogAndCount(response_.status);
     ReleaseUpstream(false);
-    Close();
+    down_->Abort();
   }
 }
 
-void DownstreamConn::OnUpstreamFailure(UpstreamFailure why) {
-  if (ex_.upstream.conn == nullptr) return;
-  if (state_ == State::kTunnel) {
+void Exchange::OnUpstreamFailure(UpstreamFailure why) {
+  if (upstream_.conn == nullptr) return;
+  if (phase_ == Phase::kTunnel) {
     ReleaseUpstream(false);
-    Close();
+    down_->Abort();
     return;
   }
-  UpstreamConn* c = ex_.upstream.conn;
+  UpstreamConn* c = upstream_.conn;
   ServerState* s = c->server_;
   int idx = c->server_index_;
   bool sent = c->wrote_any_;
@@ -448,42 +435,42 @@ void DownstreamConn::OnUpstreamFailure(UpstreamFailure why) {
   if (!stale) {
     s->OnFailure(worker_->loop().now_ms());
     RecordAttemptOutcome(s, 0);
-    ex_.view->balancers[ex_.upstream.index]->RecordFailure(idx);
+    view_->balancers[upstream_.index]->RecordFailure(idx);
     worker_->server_counters_mut(s->id()).failures.Add(1);
-    LogWarnFor(std::string_view(ex_.log.request_id, ex_.log.request_id_len),
-               "upstream: ", s->upstream(), " server ", s->address_text(), " failed: ",
+    LogWarnFor(std::string_view(log_.request_id, log_.request_id_len), "upstream: ", s->upstream(),
+               " server ", s->address_text(), " failed: ",
                why == UpstreamFailure::kConnect           ? "connect error"
                : why == UpstreamFailure::kTimeout         ? "timeout"
                : why == UpstreamFailure::kInvalidResponse ? "invalid response"
                                                           : "connection error");
   } else {
-    ex_.upstream.tried.reset(idx);  // the server may be tried again on a fresh connection
-    if (ex_.upstream.probe) RecordAttemptOutcome(s, -1);  // give the probe slot back
+    upstream_.tried.reset(idx);  // the server may be tried again on a fresh connection
+    if (upstream_.probe) RecordAttemptOutcome(s, -1);  // give the probe slot back
   }
-  if (ex_.response.started) {
-    if (!ex_.log.logged) LogAndCount(ex_.response.status);
-    Close();
+  if (response_.started) {
+    if (!log_.logged) LogAndCount(response_.status);
+    down_->Abort();
     return;
   }
   RetryOrFail(why, sent && !stale);
 }
 
-bool DownstreamConn::MayRetry(bool sent) {
-  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
+bool Exchange::MayRetry(bool sent) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_.index];
   const UpstreamConfig& u = *ur.cfg;
   int64_t now = worker_->loop().now_ms();
   // nginx proxy_next_upstream: a request that reached a server is only resent if it is
   // idempotent (or non_idempotent is allowed); the body must still be here; tries and time are
   // bounded.
-  bool non_idempotent_ok = ex_.route != nullptr && ex_.route->cfg->retry_non_idempotent.has_value()
-                               ? *ex_.route->cfg->retry_non_idempotent
+  bool non_idempotent_ok = route_ != nullptr && route_->cfg->retry_non_idempotent.has_value()
+                               ? *route_->cfg->retry_non_idempotent
                                : u.retry_non_idempotent;
   bool allowed =
-      ex_.request.body_retained &&
-      (!sent || http::IsIdempotent(ex_.request.method) || non_idempotent_ok) &&
-      (u.next_upstream_tries == 0 || ex_.upstream.attempts < u.next_upstream_tries) &&
-      (u.next_upstream_timeout_ms == 0 || now - ex_.request.start_ms < u.next_upstream_timeout_ms);
-  if (!allowed || !u.retry.enabled || ex_.upstream.counted_retry) return allowed;
+      request_.body_retained &&
+      (!sent || http::IsIdempotent(request_.method) || non_idempotent_ok) &&
+      (u.next_upstream_tries == 0 || upstream_.attempts < u.next_upstream_tries) &&
+      (u.next_upstream_timeout_ms == 0 || now - request_.start_ms < u.next_upstream_timeout_ms);
+  if (!allowed || !u.retry.enabled || upstream_.counted_retry) return allowed;
   // Envoy's retry budget: retries in flight stay under a share of the requests in flight.
   int64_t active = ur.live->active_requests.load(std::memory_order_relaxed);
   int64_t budget =
@@ -493,12 +480,12 @@ bool DownstreamConn::MayRetry(bool sent) {
     return false;
   }
   ur.live->active_retries.fetch_add(1, std::memory_order_relaxed);
-  ex_.upstream.counted_retry = true;
+  upstream_.counted_retry = true;
   return true;
 }
 
-bool DownstreamConn::RetryOrFail(UpstreamFailure why, bool sent) {
-  const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
+bool Exchange::RetryOrFail(UpstreamFailure why, bool sent) {
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_.index].cfg;
   bool condition = true;
   if (u.retry.enabled) {
     condition = why == UpstreamFailure::kConnect   ? u.retry.on_connect_failure
@@ -507,57 +494,56 @@ bool DownstreamConn::RetryOrFail(UpstreamFailure why, bool sent) {
   }
   int status = why == UpstreamFailure::kTimeout ? 504 : 502;
   if (condition && MayRetry(sent)) return RetryNext(status);
-  bool close = !ex_.request.body_done || !ex_.request.body_retained;
+  bool close = !request_.body_done || !request_.body_retained;
   SendError(status, status == 504 ? "upstream timed out" : "upstream failed", close);
   return false;
 }
 
-bool DownstreamConn::RetryNext(int status_if_none) {
-  const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
+bool Exchange::RetryNext(int status_if_none) {
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_.index].cfg;
   if (u.retry.enabled && u.retry.backoff_base_ms > 0) {
     // Envoy retry_back_off: fully jittered, the n-th retry waits a random time below
     // (2^n - 1) x base, capped at max.
     int64_t cap = u.retry.backoff_base_ms;
-    for (int i = 1; i < ex_.upstream.attempts && cap < u.retry.backoff_max_ms; ++i)
+    for (int i = 1; i < upstream_.attempts && cap < u.retry.backoff_max_ms; ++i)
       cap = cap * 2 + u.retry.backoff_base_ms;
     cap = std::min(cap, u.retry.backoff_max_ms);
     uint64_t r = worker_->Random();
     int64_t wait = cap > 0 ? static_cast<int64_t>(r % static_cast<uint64_t>(cap)) : 0;
-    ex_.upstream.retry_status = status_if_none;
+    upstream_.retry_status = status_if_none;
     worker_->stats().retry_backoffs.Add(1);
-    worker_->loop().ArmTimer(&ex_.upstream.retry_timer, std::max<int64_t>(wait, 1));
+    worker_->loop().ArmTimer(&upstream_.retry_timer, std::max<int64_t>(wait, 1));
     return true;
   }
-  int idx = ex_.view->balancers[ex_.upstream.index]->Select(
-      worker_->loop().now_ms(), ex_.upstream.key_hash, ex_.upstream.tried);
+  int idx = view_->balancers[upstream_.index]->Select(worker_->loop().now_ms(), upstream_.key_hash,
+                                                      upstream_.tried);
   if (idx >= 0) {
     StartAttempt(idx);
     return true;
   }
   if (ServeStaleOnError()) return false;
-  bool close = !ex_.request.body_done || !ex_.request.body_retained;
+  bool close = !request_.body_done || !request_.body_retained;
   SendError(status_if_none, "upstream failed", close);
   return false;
 }
 
-void DownstreamConn::OnRetryTimer() {
-  if (!open_ || state_ != State::kProxy || ex_.upstream.conn != nullptr || ex_.view == nullptr)
-    return;
-  int idx = ex_.view->balancers[ex_.upstream.index]->Select(
-      worker_->loop().now_ms(), ex_.upstream.key_hash, ex_.upstream.tried);
+void Exchange::OnRetryTimer() {
+  if (phase_ != Phase::kProxy || upstream_.conn != nullptr || view_ == nullptr) return;
+  int idx = view_->balancers[upstream_.index]->Select(worker_->loop().now_ms(), upstream_.key_hash,
+                                                      upstream_.tried);
   if (idx >= 0) {
     StartAttempt(idx);
     return;
   }
-  bool close = !ex_.request.body_done || !ex_.request.body_retained;
-  SendError(ex_.upstream.retry_status, "upstream failed", close);
+  bool close = !request_.body_done || !request_.body_retained;
+  SendError(upstream_.retry_status, "upstream failed", close);
 }
 
-void DownstreamConn::RecordAttemptOutcome(ServerState* s, int status) {
-  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
+void Exchange::RecordAttemptOutcome(ServerState* s, int status) {
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_.index];
   const UpstreamConfig& u = *ur.cfg;
-  bool probe = ex_.upstream.probe && ex_.upstream.probe_server == s;
-  if (probe) ex_.upstream.probe = false;
+  bool probe = upstream_.probe && upstream_.probe_server == s;
+  if (probe) upstream_.probe = false;
   if (!u.breaker.enabled && !u.outlier.enabled && !probe) return;
   if (status < 0) {  // not the server's fault: only release a probe slot
     if (probe) {
@@ -588,30 +574,30 @@ void DownstreamConn::RecordAttemptOutcome(ServerState* s, int status) {
   }
 }
 
-void DownstreamConn::EndUpstreamAccounting() {
-  if (ex_.view == nullptr || ex_.upstream.index < 0) return;
-  if (!ex_.upstream.counted_active && !ex_.upstream.counted_retry && !ex_.upstream.probe) return;
-  const UpstreamRuntime& ur = ex_.view->snap->upstreams[ex_.upstream.index];
-  if (ex_.upstream.probe && ex_.upstream.probe_server != nullptr) {
+void Exchange::EndUpstreamAccounting() {
+  if (view_ == nullptr || upstream_.index < 0) return;
+  if (!upstream_.counted_active && !upstream_.counted_retry && !upstream_.probe) return;
+  const UpstreamRuntime& ur = view_->snap->upstreams[upstream_.index];
+  if (upstream_.probe && upstream_.probe_server != nullptr) {
     // The request ended before its probe had an answer: free the slot without a verdict.
-    ex_.upstream.probe_server->RecordOutcome(false, false, true, worker_->loop().now_ms(),
-                                             BreakerConfig{}, OutlierConfig{}, ur.servers);
-    ex_.upstream.probe = false;
+    upstream_.probe_server->RecordOutcome(false, false, true, worker_->loop().now_ms(),
+                                          BreakerConfig{}, OutlierConfig{}, ur.servers);
+    upstream_.probe = false;
   }
-  if (ex_.upstream.counted_active) ur.live->active_requests.fetch_sub(1, std::memory_order_relaxed);
-  if (ex_.upstream.counted_retry) ur.live->active_retries.fetch_sub(1, std::memory_order_relaxed);
-  ex_.upstream.counted_active = ex_.upstream.counted_retry = false;
-  worker_->loop().CancelTimer(&ex_.upstream.retry_timer);
+  if (upstream_.counted_active) ur.live->active_requests.fetch_sub(1, std::memory_order_relaxed);
+  if (upstream_.counted_retry) ur.live->active_retries.fetch_sub(1, std::memory_order_relaxed);
+  upstream_.counted_active = upstream_.counted_retry = false;
+  worker_->loop().CancelTimer(&upstream_.retry_timer);
 }
 
-void DownstreamConn::ReleaseUpstream(bool reusable) {
-  UpstreamConn* c = ex_.upstream.conn;
+void Exchange::ReleaseUpstream(bool reusable) {
+  UpstreamConn* c = upstream_.conn;
   if (c == nullptr) return;
-  ex_.upstream.conn = nullptr;
+  upstream_.conn = nullptr;
   if (c->server_ != nullptr) c->server_->active().fetch_sub(1, std::memory_order_relaxed);
   c->owner_ = nullptr;
   c->deadline_ms_ = 0;
-  const UpstreamConfig& u = *ex_.view->snap->upstreams[ex_.upstream.index].cfg;
+  const UpstreamConfig& u = *view_->snap->upstreams[upstream_.index].cfg;
   if (reusable && worker_->PutIdle(c, u.keepalive)) {
     c->MakeIdle(u.keepalive_timeout_ms);
   } else {

@@ -76,7 +76,7 @@ class InternalUser : public PoolUser {
   bool TrackServer(ServerConn* s, char type, std::string_view body, bool* ready);
 };
 
-// db_query_duration_seconds' operations and buckets (seed 000's metrics.yml).
+// db_query_duration_seconds' operations and buckets (the AlkaidSYS metrics.yml).
 enum Operation { kOpSelect, kOpInsert, kOpUpdate, kOpDelete, kOpCopy, kOpOther, kOpCount };
 inline constexpr double kQueryBuckets[] = {0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10};
 inline constexpr int kQueryBucketCount = 8;

@@ -327,7 +327,7 @@ void OrderSteps(ConfigContext& ctx, const YAML::Node& node, const std::string& w
 
 }  // namespace
 
-// A backup plan file in the shape teams write for their own scripts (seed 000's backup.yml):
+// A backup plan file in the shape teams write for their own scripts (the AlkaidSYS backup.yml):
 // `backup.types` (schedule, retention in days, compress, encrypt), `backup.storage.local` and
 // `.cloud` (aws_s3, aliyun_oss), `backup.database.mysql` (the flags of its dump_command are
 // kept). Each type becomes a plan of that name; `backup_scripts` are what bulwark replaces.

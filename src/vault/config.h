@@ -123,7 +123,7 @@ struct DrillConfig {
   int64_t rto_target_ms = 0, rpo_target_ms = 0;  // 0: not judged
 };
 
-// One step of a recovery plan (seed 002's RecoveryStep).
+// One step of a recovery plan (the IAM design's RecoveryStep).
 struct StepConfig {
   std::string id, name, description;
   // command | http | restore | backup | promote | drill | drain-upstream | undrain-upstream

@@ -193,7 +193,7 @@ absl::StatusOr<nlohmann::json> RecoveryRunner::Run(const std::string& name) {
   bool rollback_ok = true;
   if (!failed_step.empty()) {
     // Undo what was done, newest first, then the plan's own rollback list. A failing rollback
-    // step is journaled and the others still run (seed 002's executeRollbackPlan).
+    // step is journaled and the others still run (the IAM design's executeRollbackPlan).
     for (auto d = done.rbegin(); d != done.rend(); ++d) {
       for (const StepConfig& u : (*d)->undo) {
         StepConfig named = u;

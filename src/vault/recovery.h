@@ -1,5 +1,5 @@
-// Recovery plans (seed 002's RecoveryPlan): steps run in dependency order, each with a timeout
-// and retries; when a step fails for good, the completed steps' `undo` actions run newest
+// Recovery plans (the IAM design's RecoveryPlan): steps run in dependency order, each with a
+// timeout and retries; when a step fails for good, the completed steps' `undo` actions run newest
 // first, then the plan's `rollback` list. Every attempt is journaled in the catalog as it
 // happens, so `bulwark plan status` shows a run in progress too.
 #pragma once

@@ -4,7 +4,7 @@
 // annotations on recording rules, templates must parse, ...) with errors that name
 // FILE:LINE:COL, the group and the rule.
 //
-// A file may also carry an Alertmanager configuration beside its groups (seed 000's
+// A file may also carry an Alertmanager configuration beside its groups (the AlkaidSYS
 // alerts.yml mixes them): with `allow_alertmanager` the Alertmanager keys are handed back as
 // their own YAML document instead of being refused.
 #pragma once
