@@ -1,7 +1,7 @@
 // Operational behaviour: the admin token, trusted proxies, affinity, access-log rotation, the demo.
 #include <dirent.h>
-#include <sys/stat.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <set>
@@ -27,8 +27,8 @@ Response NoToken(int port, const std::string& method, const std::string& path,
   Client c(port);
   c.set_auto_token(false);
   c.Send(method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
-         "\r\nConnection: close\r\n" + headers + "Content-Length: " +
-         std::to_string(body.size()) + "\r\n\r\n" + body);
+         "\r\nConnection: close\r\n" + headers + "Content-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + body);
   return c.Read();
 }
 
@@ -50,14 +50,16 @@ TEST(Admin, AConfiguredTokenProtectsEverythingButHealthReadyAndMetrics) {
   EXPECT_EQ(HttpGet(admin, "/metrics").status, 200);  // as Prometheus's own /metrics
   EXPECT_EQ(HttpGet(admin, "/api/v1/upstreams").status, 401);
   EXPECT_EQ(HttpGet(admin, "/api/v1/upstreams", "Authorization: Bearer wrong\r\n").status, 401);
-  EXPECT_EQ(HttpGet(admin, "/api/v1/upstreams", "Authorization: Bearer s3cret-s3cret-s3cret\r\n").status,
-            200);
+  EXPECT_EQ(
+      HttpGet(admin, "/api/v1/upstreams", "Authorization: Bearer s3cret-s3cret-s3cret\r\n").status,
+      200);
   EXPECT_EQ(HttpPost(admin, "/api/v1/reload", "").status, 401);
   EXPECT_EQ(HttpGet(admin, "/nope", "Authorization: Bearer s3cret-s3cret-s3cret\r\n").status, 404);
   // A token short enough to guess is refused with its line.
   std::string out;
   std::string dir = MakeTempDir();
-  WriteFile(dir + "/short.yml", "admin: {token: secret}\nlisteners: [{listen: ':1', routes: [{return: 204}]}]\n");
+  WriteFile(dir + "/short.yml",
+            "admin: {token: secret}\nlisteners: [{listen: ':1', routes: [{return: 204}]}]\n");
   EXPECT_EQ(RunBulwark({"check-config", dir + "/short.yml"}, &out), 1);
   EXPECT_NE(out.find("short.yml:1:16: admin.token: use at least 16 characters"), std::string::npos)
       << out;
@@ -71,8 +73,8 @@ TEST(Admin, AGeneratedTokenIsKeptInTheStateDirectoryAndRequired) {
   ASSERT_EQ(mkdir(state.c_str(), 0755), 0);
   std::string cfg = "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
                     ", protect_metrics: true}\naccess_log: {enabled: false}\n"
-                    "listeners: [{listen: '127.0.0.1:" + std::to_string(port) +
-                    "', routes: [{return: 204}]}]\n";
+                    "listeners: [{listen: '127.0.0.1:" +
+                    std::to_string(port) + "', routes: [{return: 204}]}]\n";
   std::string token;
   {
     Bulwark b(cfg, {{"STATE_DIRECTORY", state}});
@@ -88,7 +90,7 @@ TEST(Admin, AGeneratedTokenIsKeptInTheStateDirectoryAndRequired) {
     EXPECT_EQ(b.log().find(token), std::string::npos);  // never logged
     EXPECT_EQ(NoToken(admin, "GET", "/health").status, 200);
     EXPECT_EQ(NoToken(admin, "GET", "/ready").status, 200);
-    EXPECT_EQ(NoToken(admin, "GET", "/").status, 200);  // the page asks for the token itself
+    EXPECT_EQ(NoToken(admin, "GET", "/").status, 200);         // the page asks for the token itself
     EXPECT_EQ(NoToken(admin, "GET", "/metrics").status, 401);  // protect_metrics
     EXPECT_EQ(NoToken(admin, "GET", "/api/v1/upstreams").status, 401);
     EXPECT_EQ(NoToken(admin, "POST", "/api/v1/reload").status, 401);
@@ -100,9 +102,9 @@ TEST(Admin, AGeneratedTokenIsKeptInTheStateDirectoryAndRequired) {
   Bulwark again(cfg, {{"STATE_DIRECTORY", state}});
   ASSERT_TRUE(again.Ready(port, admin)) << again.log();
   EXPECT_EQ(Mode(state + "/admin.token"), 0600u);
-  EXPECT_EQ(NoToken(admin, "GET", "/api/v1/upstreams", "Authorization: Bearer " + token + "\r\n")
-                .status,
-            200);
+  EXPECT_EQ(
+      NoToken(admin, "GET", "/api/v1/upstreams", "Authorization: Bearer " + token + "\r\n").status,
+      200);
 }
 
 // Browsers cannot be turned against it: DNS rebinding (a foreign Host), cross-origin pages,
@@ -110,9 +112,9 @@ TEST(Admin, AGeneratedTokenIsKeptInTheStateDirectoryAndRequired) {
 TEST(Admin, BrowsersCannotDriveIt) {
   int admin = FreePort(), port = FreePort();
   Bulwark b("admin: {listen: 127.0.0.1:" + std::to_string(admin) +
-                ", server_names: [admin.internal]}\naccess_log: {enabled: false}\n"
-                "listeners: [{listen: '127.0.0.1:" + std::to_string(port) +
-                "', routes: [{return: 204}]}]\n");
+            ", server_names: [admin.internal]}\naccess_log: {enabled: false}\n"
+            "listeners: [{listen: '127.0.0.1:" +
+            std::to_string(port) + "', routes: [{return: 204}]}]\n");
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
   std::string bearer = "Authorization: Bearer " + AdminToken(admin) + "\r\n";
   auto get = [&](const std::string& host, const std::string& extra = "") {
@@ -156,7 +158,8 @@ TEST(Admin, AuditLogRecordsEveryMutation) {
   chmod((dir + "/audit.log").c_str(), 0644);
   Bulwark b(Listener(port, "    servers: ['127.0.0.1:" + std::to_string(a.port()) + "']\n",
                      "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
-                         ", audit_log: {path: " + dir + "/audit.log}}\n"
+                         ", audit_log: {path: " + dir +
+                         "/audit.log}}\n"
                          "access_log: {enabled: false}\n"));
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
   EXPECT_EQ(Mode(dir + "/audit.log"), 0600u);
@@ -309,6 +312,40 @@ TEST(AccessLog, RotatesBySizeAndGzipsRotatedFiles) {
       << m.body.substr(0, 200);
 }
 
+TEST(AccessLog, ARequestRefusedUnreadOnAKeptAliveConnectionIsLoggedAndCounted) {
+  // A head bulwark cannot parse, or one that times out, is a request of its own: its line and
+  // its count do not depend on whether the connection carried a request before (nginx logs such
+  // 400s too).
+  Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
+  int port = FreePort(), admin = FreePort();
+  std::string dir = MakeTempDir();
+  std::string log = dir + "/access.log";
+  Bulwark b(Listener(port, "    servers: ['127.0.0.1:" + std::to_string(a.port()) + "']\n",
+                     "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+                         "}\naccess_log: {path: " + log + "}\n"));
+  ASSERT_TRUE(b.Ready(port, admin));
+  Client c(port);
+  ASSERT_EQ(c.Get("/first").status, 200);
+  ASSERT_TRUE(
+      c.Send("GET /second HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+             "Content-Length: 2\r\n\r\nab"));
+  EXPECT_EQ(c.Read().status, 400);
+  EXPECT_TRUE(c.WaitClosed(5000));
+  std::string text;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        text = ReadFile(log);
+        return text.find("\"status\":400") != std::string::npos;
+      },
+      10000))
+      << text;
+  EXPECT_NE(text.find("\"path\":\"/first\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"method\":\"-\",\"path\":\"-\""), std::string::npos) << text;
+  Response m = HttpGet(admin, "/metrics");
+  EXPECT_NE(m.body.find("endpoint=\"unrouted\",status_code=\"400\"} 1\n"), std::string::npos)
+      << m.body.substr(0, 300);
+}
+
 TEST(Demo, OriginsFailOverAndRevive) {
   // The demo's origins take three consecutive ports from a base; on a busy machine one of them can
   // be taken between choosing and binding, so a start that fails to bind is retried with new ports.
@@ -378,8 +415,10 @@ TEST(Regression, PooledConnectionForgetsItsRouteAcrossReload) {
   auto config = [&](const std::string& name) {
     return "workers: 1\naccess_log: {path: stderr}\nadmin: {listen: 127.0.0.1:" +
            std::to_string(admin) + "}\nlisteners:\n  - listen: 127.0.0.1:" + std::to_string(port) +
-           "\n    routes: [{name: " + name + ", prefix: /, upstream: app}]\n"
-           "upstreams:\n  app: {servers: ['127.0.0.1:" + std::to_string(a.port()) + "']}\n";
+           "\n    routes: [{name: " + name +
+           ", prefix: /, upstream: app}]\n"
+           "upstreams:\n  app: {servers: ['127.0.0.1:" +
+           std::to_string(a.port()) + "']}\n";
   };
   Bulwark b(config("first"));
   ASSERT_TRUE(b.Ready(port, admin)) << b.log();
