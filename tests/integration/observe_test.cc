@@ -228,10 +228,11 @@ TEST(Observe, QueryLimitsKeepTheProcessAndTheControlThreadSafe) {
     // Not before the timeout (4 s from when both were sent).
     EXPECT_GE(slow_s[i], 3.5);
   }
-  // The waiting query's 4 s ran while it waited: it ended about when the first did, not a
-  // whole timeout after it (as one whose clock started only when it got the place would). The
-  // difference, not the absolute time, is what a loaded machine cannot blur.
-  EXPECT_LT(std::abs(slow_s[0] - slow_s[1]), 2.0) << slow_s[0] << " s and " << slow_s[1] << " s";
+  // The waiting query's 4 s ran while it waited: it ended about when the first did. One whose
+  // clock started only when it got the place would end a whole timeout (4 s) or more after the
+  // first, however fast or slow the machine; done right, the two ends differ only by how late
+  // each was answered (2.3 s seen with ASan beside two CPU hogs), which the timeout bounds.
+  EXPECT_LT(std::abs(slow_s[0] - slow_s[1]), 4.0) << slow_s[0] << " s and " << slow_s[1] << " s";
   EXPECT_EQ(waiting, "1");
   std::vector<std::chrono::steady_clock::time_point> seen;
   {
