@@ -1,4 +1,9 @@
 // bulwark: one binary for the gateway, the PostgreSQL proxy, observability and backups.
+#include <ares.h>
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <zlib.h>
+
 #include <cstdio>
 #include <iostream>
 
@@ -14,7 +19,18 @@
 #include "security/jwt.h"
 
 namespace {
-constexpr const char* kVersion = "0.1.0";
+#include "app/build_info.inc"
+
+// `bulwark --version`: what was built from what, and the libraries it runs with (their versions
+// at run time, which is what a security advisory asks about).
+std::string VersionText() {
+  std::string s = "bulwark ";
+  s.append(kBuildVersion).append(" (commit ").append(kBuildCommit).append("; ");
+  s.append(kBuildOptions).append(")\nlibraries: ").append(OpenSSL_version(OPENSSL_VERSION));
+  s.append(", c-ares ").append(ares_version(nullptr)).append(", zlib ").append(zlibVersion());
+  s.append(", libcurl ").append(curl_version_info(CURLVERSION_NOW)->version);
+  return s;
+}
 
 int CheckConfig(const std::string& path) {
   bulwark::ConfigLoad load = bulwark::LoadConfigFile(path, bulwark::ProcessEnv());
@@ -80,6 +96,7 @@ int IssueToken(const std::string& path, std::string provider, const std::string&
 
 int main(int argc, char** argv) {
   CLI::App app{"bulwark: gateway, PostgreSQL proxy, observability and backups in one binary"};
+  app.set_version_flag("--version", VersionText());
   app.require_subcommand(1);
   std::string serve_path, check_path;
   auto* serve = app.add_subcommand("serve", "Run with a configuration file");
@@ -151,7 +168,7 @@ int main(int argc, char** argv) {
   if (*serve) return Serve(serve_path);
   if (*check) return CheckConfig(check_path);
   if (*version) {
-    printf("bulwark %s\n", kVersion);
+    printf("%s\n", VersionText().c_str());
     return 0;
   }
   if (*demo) return bulwark::RunDemo();

@@ -18,7 +18,12 @@ class HealthChecker::Probe : public IoHandler {
     next_.set_callback([this] { Start(); });
     deadline_.set_callback([this] { Finish(false, 0, "timeout"); });
   }
-  ~Probe() override { Abort(); }
+  // A reload (a posted task, run inside a batch of events) frees probes whose events may
+  // still be waiting later in the same batch.
+  ~Probe() override {
+    Abort();
+    owner_->loop_->Forget(this);
+  }
 
   ServerState* server() const { return server_.get(); }
   void set_config(const HealthCheckConfig& c) { cfg_ = c; }

@@ -19,6 +19,9 @@ namespace bulwark::gateway {
 class Worker::Listener : public IoHandler {
  public:
   Listener(Worker* w, int fd, int index) : worker_(w), fd_(fd), index_(index) {}
+  // A reload or a drain (posted tasks, run inside a batch of events) frees listeners whose
+  // accept events may still be waiting later in the same batch.
+  ~Listener() override { worker_->loop_.Forget(this); }
   void OnIo(uint32_t) override { worker_->Accept(fd_, index_); }
   int fd() const { return fd_; }
   void set_index(int i) { index_ = i; }

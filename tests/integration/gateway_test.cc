@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <regex>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -542,7 +543,18 @@ TEST(CheckConfig, ExitCodesAndMessages) {
   EXPECT_EQ(RunBulwark({"check-config", dir + "/missing.yml"}, &out), 1);
   EXPECT_NE(out.find("cannot open file"), std::string::npos);
   EXPECT_EQ(RunBulwark({"version"}, &out), 0);
-  EXPECT_NE(out.find("bulwark "), std::string::npos);
+  std::string version = out;
+  EXPECT_EQ(RunBulwark({"--version"}, &out), 0);
+  EXPECT_EQ(out, version);
+  // The commit it was built from (a git checkout here: never "unknown"), the build's options
+  // and the libraries' versions at run time.
+  std::smatch m;
+  EXPECT_TRUE(std::regex_search(
+      version, m, std::regex("^bulwark [0-9]+\\.[0-9]+\\.[0-9]+ \\(commit [0-9a-f]{12}(-dirty)?; "
+                             "(GNU|Clang) [0-9.]+, [A-Za-z]+[^)]*\\)\n")))
+      << version;
+  EXPECT_NE(version.find("libraries: OpenSSL 3."), std::string::npos) << version;
+  EXPECT_NE(version.find(", c-ares 1."), std::string::npos) << version;
 }
 
 }  // namespace
