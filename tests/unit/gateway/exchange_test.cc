@@ -1,7 +1,6 @@
 // The exchange driven without an HTTP/1.1 connection: a fake Downstream hands it a request head
 // and collects the response, as an HTTP/2 stream will. Two exchanges run at once on one
 // (fake) connection against a real upstream socket on loopback.
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -139,19 +138,6 @@ std::string HexSize(size_t n) {
   return buf;
 }
 
-int ListenLoopback(int* port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  listen(fd, 16);
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  *port = ntohs(a.sin_port);
-  return fd;
-}
-
 // Reads one request head from `fd` (5 s at most); empty on timeout or EOF.
 std::string ReadHead(int fd) {
   std::string got;
@@ -188,8 +174,10 @@ listeners:
 }
 
 TEST(Exchange, TwoExchangesOfOneConnectionAreAtTheUpstreamAtOnce) {
-  int port = 0;
-  int lfd = ListenLoopback(&port);
+  auto listening = ListenTcp(*ParseSocketAddress("127.0.0.1:0"), /*reuse_port=*/false, 16);
+  ASSERT_TRUE(listening.ok()) << listening.status();
+  int lfd = *listening;
+  int port = LocalPort(lfd);
   // The server answers only once both requests are in: an exchange that waited for the other
   // one (one request at a time per connection) would never be answered.
   std::atomic<int> heads{0};
