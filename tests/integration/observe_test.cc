@@ -241,8 +241,12 @@ TEST(Observe, QueryLimitsKeepTheProcessAndTheControlThreadSafe) {
   }
   ASSERT_GE(seen.size(), 2u);
   double worst_gap = worst_gap_of(seen);
-  // Well under the query's 4 s, with room for the jitter this machine showed without queries.
-  double bound = std::min(3.0, std::max(1.0, 2 * base_gap + 0.5));
+  // A control thread that ran a query would stop for as long as the query ran (its 4 s timeout),
+  // so the proof is a worst gap clearly shorter than the queries took. The baseline is no
+  // yardstick: the queries' own threads take CPU that the quiet window did not share (2.5 s gaps
+  // against a 0.8 s baseline were seen with ASan beside two CPU hogs and a compiler, the control
+  // thread never blocked).
+  double bound = 0.85 * std::min(slow_s[0], slow_s[1]);
   EXPECT_LT(worst_gap, bound) << seen.size() << " probes in " << queries_s << " s; without "
                               << "queries the worst gap was " << base_gap << " s";
   EXPECT_LT(worst_admin, 3.0);
