@@ -249,7 +249,8 @@ TEST(Observe, QueryLimitsKeepTheProcessAndTheControlThreadSafe) {
   double bound = 0.85 * std::min(slow_s[0], slow_s[1]);
   EXPECT_LT(worst_gap, bound) << seen.size() << " probes in " << queries_s << " s; without "
                               << "queries the worst gap was " << base_gap << " s";
-  EXPECT_LT(worst_admin, 3.0);
+  // The same for the admin API: a blocked control thread would answer as late as a query runs.
+  EXPECT_LT(worst_admin, bound);
   // And at least half the pace the same machine kept without queries.
   EXPECT_GE(static_cast<double>(seen.size()) / queries_s,
             0.5 * static_cast<double>(baseline.size() - 2) / base_s);  // without the edges
