@@ -220,6 +220,11 @@ TEST(CacheRedis, RedisKilledUnderLoadCausesNoClientErrors) {
   EXPECT_GE(a.cache->counters().l1_flushes.load(), 1u);
   // And L2 works again by itself: a value set on A is read by B from Redis.
   ASSERT_TRUE(a.Set("user:after", "back").ok());
+  // A cache-aside Set answers once L1 has the value; its Redis write follows on A's connection.
+  // B reads after it has landed (a loaded machine once let B's GET overtake it).
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return RedisCli(redis.port(), {"EXISTS", "bulwark:cache:k:user:after"}) == "1"; },
+      10000));
   GetResult r = b.Get("user:after");
   EXPECT_EQ(Value(r), "back");
   EXPECT_EQ(r.source, Source::kL2);
