@@ -218,8 +218,12 @@ TEST(Protection, LimitReqMatchesNginxRequestForRequest) {
     }
     std::sort(our_delays.begin(), our_delays.end());
     std::sort(their_delays.begin(), their_delays.end());
+    // A wrong delay is off by a whole request's interval of the zone (200 ms at 5r/s, the
+    // fastest delaying zone here), so 150 ms tells it from scheduling noise, which only ever
+    // makes one server late: nginx answered 112 ms after its own 230 ms delay once, under a
+    // sanitizer run beside two CPU hogs.
     for (size_t i = 0; i < our_delays.size(); ++i) {
-      EXPECT_NEAR(our_delays[i], their_delays[i], 100) << c.name << " delay " << i;
+      EXPECT_NEAR(our_delays[i], their_delays[i], 150) << c.name << " delay " << i;
     }
   }
   // Every decision is counted.
