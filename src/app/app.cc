@@ -147,8 +147,15 @@ absl::Status App::Start() {
   int64_t reserve = cfg_->reserved_descriptors;
   if (reserve == 0)
     reserve = 256 + (cfg_->pg->enabled ? 2 * int64_t{cfg_->pg->max_client_conn} : 0);
-  gateway_ =
-      std::make_unique<gateway::Gateway>(&loop_, cfg_->gateway, cfg_->EffectiveWorkers(), reserve);
+  resolver_ = std::make_unique<Resolver>(cfg_->resolver);
+  if (std::vector<std::string> errors = CheckNamesResolve(*cfg_, resolver_.get());
+      !errors.empty()) {
+    return absl::FailedPreconditionError(Join(errors, "\n"));
+  }
+  s = resolver_->Start();
+  if (!s.ok()) return s;
+  gateway_ = std::make_unique<gateway::Gateway>(&loop_, cfg_->gateway, cfg_->EffectiveWorkers(),
+                                                reserve, resolver_.get());
   s = gateway_->Start(++generation_);
   if (!s.ok()) return s;
   if (cfg_->cluster.enabled()) StartLease();
@@ -265,6 +272,15 @@ std::vector<std::string> App::KeepRestartSettings(Config* next) const {
       next->cluster.lease_ttl_ms != cfg_->cluster.lease_ttl_ms) {
     warnings.push_back("cluster: takes effect after a restart");
   }
+  if (next->resolver.servers != cfg_->resolver.servers ||
+      next->resolver.min_ttl_ms != cfg_->resolver.min_ttl_ms ||
+      next->resolver.max_ttl_ms != cfg_->resolver.max_ttl_ms ||
+      next->resolver.timeout_ms != cfg_->resolver.timeout_ms ||
+      next->resolver.attempts != cfg_->resolver.attempts ||
+      next->resolver.retry_ms != cfg_->resolver.retry_ms) {
+    warnings.push_back("resolver: takes effect after a restart (required_at_start applies now)");
+  }
+  next->resolver = cfg_->resolver;
   next->workers = cfg_->workers;
   next->admin = cfg_->admin;
   next->cluster = cfg_->cluster;
@@ -285,6 +301,12 @@ std::vector<std::string> App::Reload() {
   std::unique_ptr<Config> next = std::move(load.config);
   // Keep what needs a restart as it is, so the running state and the reported config agree.
   std::vector<std::string> warnings = KeepRestartSettings(next.get());
+  if (std::vector<std::string> errors = CheckNamesResolve(*next, resolver_.get());
+      !errors.empty()) {
+    reloads_failed_.Add(1);
+    LogError("reload refused; the running configuration stays:\n", Join(errors, "\n"));
+    return errors;
+  }
   // The gateway goes first: it is the one plane whose new snapshot can still fail to build
   // (a listener that cannot be bound), and then nothing changes.
   absl::Status s = gateway_->Reload(next->gateway, generation_ + 1);
@@ -377,6 +399,43 @@ void App::RegisterAdminRoutes() {
   }
 }
 
+namespace {
+
+// The host names servers are written with: one series per name.
+void CollectResolverMetrics(const Resolver& resolver, std::string* out) {
+  std::vector<NameStats> names = resolver.name_stats();
+  if (names.empty()) return;
+  struct Family {
+    const char* name;
+    const char* type;
+    const char* help;
+    uint64_t (*value)(const NameStats&);
+  };
+  static const Family kFamilies[] = {
+      {"bulwark_resolver_lookups_total", "counter", "DNS lookups of the name.",
+       [](const NameStats& n) -> uint64_t { return n.lookups; }},
+      {"bulwark_resolver_failures_total", "counter",
+       "Lookups of the name that failed (the last good addresses stayed in use).",
+       [](const NameStats& n) -> uint64_t { return n.failures; }},
+      {"bulwark_resolver_changes_total", "counter", "Times the name's set of addresses changed.",
+       [](const NameStats& n) -> uint64_t { return n.changes; }},
+      {"bulwark_resolver_up", "gauge", "1 when the name's last lookup answered.",
+       [](const NameStats& n) -> uint64_t { return n.failing ? 0 : 1; }},
+      {"bulwark_resolver_addresses", "gauge", "Addresses in the name's last good answer.",
+       [](const NameStats& n) -> uint64_t { return n.addresses; }},
+  };
+  for (const Family& f : kFamilies) {
+    observe::AppendHeader(out, f.name, f.type, f.help);
+    for (const NameStats& n : names) {
+      StrAppend(out, f.name, "{name=\"");
+      observe::AppendLabelValue(out, n.name);
+      StrAppend(out, "\"} ", f.value(n), "\n");
+    }
+  }
+}
+
+}  // namespace
+
 void App::CollectMetrics(std::string* out) const {
   gateway_->CollectMetrics(out);
   if (audit_ != nullptr) {
@@ -399,6 +458,7 @@ void App::CollectMetrics(std::string* out) const {
   observe::AppendHeader(out, "bulwark_config_generation", "gauge",
                         "Generation of the configuration in use.");
   StrAppend(out, "bulwark_config_generation ", generation_, "\n");
+  if (resolver_ != nullptr) CollectResolverMetrics(*resolver_, out);
   if (pg_) pg_->CollectMetrics(out);
   if (vault_) vault_->CollectMetrics(out);
   if (lease_) {

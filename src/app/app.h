@@ -73,6 +73,7 @@ class App {
   ConfigSource source_;
   EventLoop loop_;
   observe::Registry registry_;
+  std::unique_ptr<Resolver> resolver_;  // before the planes that watch names
   std::unique_ptr<gateway::Gateway> gateway_;
   AdminToken admin_token_;
   std::unique_ptr<security::AuditLog> audit_;  // before admin_, which points at it

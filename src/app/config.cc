@@ -87,6 +87,33 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
       }
       r.Finish();
     }
+    YAML::Node resolver = top.Get("resolver");
+    if (resolver.IsDefined()) {
+      MapReader r(ctx, resolver, "resolver");
+      ResolverOptions& o = cfg->resolver;
+      r.StringList("servers", &o.servers);
+      for (const std::string& server : o.servers) {
+        if (!IpAddress::Parse(server).has_value() && !ParseSocketAddress(server).ok()) {
+          ctx.Error(r.Get("servers").Mark(),
+                    StrCat("resolver.servers: \"", server,
+                           "\" is not IP, IP:PORT or [IPv6]:PORT (name servers are addresses)"));
+        }
+      }
+      r.Duration("min_ttl", &o.min_ttl_ms);
+      r.Duration("max_ttl", &o.max_ttl_ms);
+      r.Duration("timeout", &o.timeout_ms);
+      r.Int("attempts", &o.attempts, 1, 10);
+      r.Duration("retry", &o.retry_ms);
+      r.Bool("required_at_start", &cfg->resolver_required_at_start);
+      if (o.min_ttl_ms < 100 || o.max_ttl_ms < o.min_ttl_ms || o.max_ttl_ms > 86400000)
+        ctx.Error(resolver.Mark(),
+                  "resolver: min_ttl must be at least 100ms and max_ttl between min_ttl and 1d");
+      if (o.timeout_ms < 10 || o.timeout_ms > 60000)
+        ctx.Error(resolver.Mark(), "resolver.timeout: between 10ms and 60s");
+      if (o.retry_ms < 100 || o.retry_ms > 3600000)
+        ctx.Error(resolver.Mark(), "resolver.retry: between 100ms and 1h");
+      r.Finish();
+    }
     YAML::Node admin = top.Get("admin");
     if (admin.IsDefined()) {
       MapReader r(ctx, admin, "admin");
@@ -163,6 +190,28 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
 ConfigLoad LoadConfigFile(const std::string& path, const EnvLookup& env) {
   ConfigContext ctx(path, env);
   return Parse(ctx, LoadYamlFile(ctx, path), path);
+}
+
+std::vector<std::string> CheckNamesResolve(const Config& cfg, Resolver* resolver) {
+  if (!cfg.resolver_required_at_start) return {};
+  std::vector<std::string> names, where;
+  for (const auto& u : cfg.gateway->upstreams) {
+    for (const auto& s : u.servers) {
+      if (s.host.empty()) continue;
+      names.push_back(s.host);
+      where.push_back(s.where);
+    }
+  }
+  std::vector<std::string> errors;
+  if (names.empty()) return errors;
+  auto answers = resolver->LookupAll(names);
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (!answers[i].ok()) {
+      errors.push_back(StrCat(where[i], ": ", answers[i].status().message(),
+                              " (resolver.required_at_start is true)"));
+    }
+  }
+  return errors;
 }
 
 ConfigLoad LoadConfigText(const std::string& text, const std::string& name, const EnvLookup& env) {

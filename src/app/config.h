@@ -8,6 +8,7 @@
 #include "core/config_reader.h"
 #include "core/log_file.h"
 #include "core/net.h"
+#include "core/resolver.h"
 #include "gateway/config.h"
 #include "observe/config.h"
 #include "pg/config.h"
@@ -41,7 +42,7 @@ struct ClusterConfig {
 struct Config {
   std::string path;
   std::string state_dir;  // "" = StateDir()'s default (app/state.h)
-  int workers = 0;  // 0 = one per core
+  int workers = 0;        // 0 = one per core
   int64_t drain_timeout_ms = 30000;
   // Descriptors the gateway's connections may never take (admin, the pg proxy, the vault, log
   // files). 0: 256, plus two per pg.max_client_conn when the pg proxy is on.
@@ -53,6 +54,11 @@ struct Config {
   bool metrics_enabled = true;
   AdminConfig admin;
   ClusterConfig cluster;
+  // Host names in server addresses (`resolver:`): the name servers, TTL bounds and tries.
+  ResolverOptions resolver;
+  // A name that does not resolve at load is an error (check-config, start, reload) rather than
+  // a server that starts down.
+  bool resolver_required_at_start = false;
   std::shared_ptr<gateway::GatewayConfig> gateway = std::make_shared<gateway::GatewayConfig>();
   std::shared_ptr<observe::ObserveConfig> observe = std::make_shared<observe::ObserveConfig>();
   std::shared_ptr<pg::PgConfig> pg = std::make_shared<pg::PgConfig>();
@@ -67,6 +73,9 @@ struct ConfigLoad {
 };
 
 ConfigLoad LoadConfigFile(const std::string& path, const EnvLookup& env);
+// With resolver.required_at_start, looks up every host name the config uses (all at once) and
+// returns one error per name that does not resolve, at the place it is written; else nothing.
+std::vector<std::string> CheckNamesResolve(const Config& cfg, Resolver* resolver);
 ConfigLoad LoadConfigText(const std::string& text, const std::string& name, const EnvLookup& env);
 
 }  // namespace bulwark

@@ -8,10 +8,10 @@
 #include <iostream>
 
 #include "CLI/CLI.hpp"
+#include "app/app.h"
 #include "app/backup_cli.h"
 #include "app/config.h"
 #include "app/demo.h"
-#include "app/app.h"
 #include "core/event_loop.h"
 #include "core/units.h"
 #include "nlohmann/json.hpp"
@@ -34,6 +34,10 @@ std::string VersionText() {
 
 int CheckConfig(const std::string& path) {
   bulwark::ConfigLoad load = bulwark::LoadConfigFile(path, bulwark::ProcessEnv());
+  if (load.errors.empty()) {
+    bulwark::Resolver resolver(load.config->resolver);
+    load.errors = bulwark::CheckNamesResolve(*load.config, &resolver);
+  }
   if (!load.errors.empty()) {
     for (const auto& e : load.errors) fprintf(stderr, "%s\n", e.c_str());
     fprintf(stderr, "%zu error%s\n", load.errors.size(), load.errors.size() == 1 ? "" : "s");
@@ -51,7 +55,7 @@ int Serve(const std::string& path) {
     return 1;
   }
   bulwark::App server(std::move(load.config),
-                         [path] { return bulwark::LoadConfigFile(path, bulwark::ProcessEnv()); });
+                      [path] { return bulwark::LoadConfigFile(path, bulwark::ProcessEnv()); });
   absl::Status s = server.Start();
   if (!s.ok()) {
     fprintf(stderr, "bulwark: %s\n", std::string(s.message()).c_str());
@@ -112,7 +116,8 @@ int main(int argc, char** argv) {
   issue->add_option("-c,--config", token_config, "Configuration file")->required();
   issue->add_option("--service", token_service, "The service name (the `sub` claim)")->required();
   issue->add_option("--ttl", token_ttl, "Lifetime, e.g. 1h (default 1h)");
-  issue->add_option("--provider", token_provider, "jwt_providers entry (default: the first with a secret)");
+  issue->add_option("--provider", token_provider,
+                    "jwt_providers entry (default: the first with a secret)");
   auto* rules = app.add_subcommand("rules", "Prometheus rule files");
   rules->require_subcommand(1);
   std::vector<std::string> rule_test_files, rule_check_files;

@@ -135,6 +135,11 @@ void ConfigContext::Error(const YAML::Mark& mark, std::string_view message) {
   errors_.push_back(StrCat(file_, ":", mark.line + 1, ":", mark.column + 1, ": ", message));
 }
 
+std::string ConfigContext::Where(const YAML::Mark& mark) const {
+  if (mark.line < 0) return file_;
+  return StrCat(file_, ":", mark.line + 1, ":", mark.column + 1);
+}
+
 void ConfigContext::Error(std::string_view message) {
   errors_.push_back(StrCat(file_, ": ", message));
 }

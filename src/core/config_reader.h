@@ -45,6 +45,8 @@ class ConfigContext {
   // All errors, one per line.
   std::string ErrorText() const;
   const std::string& file() const { return file_; }
+  // "FILE:LINE:COL" of `mark` (what Error puts before a message), for checks made after parsing.
+  std::string Where(const YAML::Mark& mark) const;
   const EnvLookup& env() const { return env_; }
   // A file the configuration names (a certificate, a rule file, a shard map, a key, the
   // catalog): a relative path is taken from the configuration file's directory, as Prometheus

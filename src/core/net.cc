@@ -1,8 +1,8 @@
 #include "core/net.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
 
@@ -102,6 +102,79 @@ absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text) {
                "\" is not an IP address (host names are not resolved)"));
   }
   return a;
+}
+
+bool IsHostName(std::string_view name) {
+  if (!name.empty() && name.back() == '.') name.remove_suffix(1);
+  if (name.empty() || name.size() > 253) return false;
+  size_t label = 0;
+  for (size_t i = 0; i <= name.size(); ++i) {
+    if (i == name.size() || name[i] == '.') {
+      if (label == 0 || label > 63) return false;
+      if (name[i - 1] == '-' || name[i - label] == '-') return false;
+      label = 0;
+      continue;
+    }
+    char c = name[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_';  // '_' appears in docker-compose service names
+    if (!ok) return false;
+    ++label;
+  }
+  return true;
+}
+
+absl::StatusOr<HostPort> ParseHostPort(std::string_view text) {
+  HostPort hp;
+  if (auto a = ParseSocketAddress(text); a.ok()) {
+    if (text.find(':') == std::string_view::npos || text.back() == ':' || text[0] == ':')
+      return absl::InvalidArgumentError(
+          StrCat("invalid address \"", text, "\": expected HOST:PORT"));
+    if (a->port() == 0)
+      return absl::InvalidArgumentError(StrCat("invalid address \"", text, "\": port 0"));
+    hp.port = a->port();
+    hp.address = *a;
+    return hp;
+  }
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || text[0] == '[')
+    return ParseSocketAddress(text).status();
+  std::string_view host = text.substr(0, colon);
+  uint32_t port;
+  if (!ParseInt(text.substr(colon + 1), &port) || port == 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        StrCat("invalid address \"", text, "\": expected HOST:PORT with a port 1-65535"));
+  }
+  if (!IsHostName(host)) {
+    return absl::InvalidArgumentError(StrCat("invalid address \"", text, "\": \"", host,
+                                             "\" is neither an IP address nor a host name"));
+  }
+  hp.host = AsciiLower(host);
+  hp.port = static_cast<uint16_t>(port);
+  return hp;
+}
+
+SocketAddress MakeSocketAddress(const IpAddress& ip, uint16_t port) {
+  SocketAddress a;
+  if (ip.family == AF_INET) {
+    auto* in4 = reinterpret_cast<sockaddr_in*>(&a.storage);
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons(port);
+    std::memcpy(&in4->sin_addr, ip.bytes, 4);
+    a.len = sizeof(sockaddr_in);
+  } else {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(port);
+    std::memcpy(&in6->sin6_addr, ip.bytes, 16);
+    a.len = sizeof(sockaddr_in6);
+  }
+  return a;
+}
+
+bool SameAddress(const SocketAddress& a, const SocketAddress& b) {
+  return a.len == b.len && a.family() == b.family() && a.port() == b.port() &&
+         IpAddress::From(a) == IpAddress::From(b);
 }
 
 absl::StatusOr<CidrBlock> ParseCidr(std::string_view text) {

@@ -31,6 +31,26 @@ struct SocketAddress {
 // Parses "HOST:PORT", "[V6]:PORT", ":PORT" or "PORT" (host defaults to 0.0.0.0). HOST must be a
 // literal address or "localhost": bulwark does not resolve names on its hot path.
 absl::StatusOr<SocketAddress> ParseSocketAddress(std::string_view text);
+struct IpAddress;
+
+// A server address as configured: a literal (`address` set) or a host name and a port, which a
+// Resolver turns into addresses off the request path.
+struct HostPort {
+  std::string host;  // the name; empty for a literal address
+  uint16_t port = 0;
+  std::optional<SocketAddress> address;  // a literal address
+};
+// Parses "HOST:PORT" where HOST is an IP literal, "[V6]", "localhost" or a DNS host name
+// (RFC 1123: letters, digits and hyphens in dot-separated labels of at most 63 characters,
+// 253 in all; a trailing dot is allowed). The port is required and not 0.
+absl::StatusOr<HostPort> ParseHostPort(std::string_view text);
+// True for a syntactically valid DNS host name (see ParseHostPort).
+bool IsHostName(std::string_view name);
+// `ip` with `port`.
+SocketAddress MakeSocketAddress(const IpAddress& ip, uint16_t port);
+// Same family, address and port.
+bool SameAddress(const SocketAddress& a, const SocketAddress& b);
+
 // Like ParseSocketAddress for a host and port, but also resolves host names (getaddrinfo,
 // blocking): for start-up and control paths only, never per request.
 absl::StatusOr<SocketAddress> ResolveSocketAddress(const std::string& host, int port);

@@ -147,22 +147,42 @@ int64_t Resolver::ClampTtl(int64_t ttl_ms) const {
 }
 
 absl::StatusOr<Resolved> Resolver::Lookup(const std::string& name) {
-  if (std::optional<IpAddress> ip = IpAddress::Parse(name)) {
-    return Resolved{{*ip}, options_.max_ttl_ms};
+  return std::move(LookupAll({name})[0]);
+}
+
+std::vector<absl::StatusOr<Resolved>> Resolver::LookupAll(const std::vector<std::string>& names) {
+  std::vector<std::optional<absl::StatusOr<Resolved>>> out(names.size());
+  size_t pending = 0;
+  absl::StatusOr<ares_channel> ch = absl::UnknownError("");
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (std::optional<IpAddress> ip = IpAddress::Parse(names[i])) {
+      out[i] = Resolved{{*ip}, options_.max_ttl_ms};
+      continue;
+    }
+    if (!ch.ok()) {
+      ch = NewChannel(options_);
+      if (!ch.ok()) {
+        out[i] = ch.status();
+        continue;
+      }
+    }
+    ++pending;
+    Query(*ch, names[i], [&out, &pending, i](absl::StatusOr<Resolved> r) {
+      out[i] = std::move(r);
+      --pending;
+    });
   }
-  absl::StatusOr<ares_channel> ch = NewChannel(options_);
-  if (!ch.ok()) return ch.status();
-  std::optional<absl::StatusOr<Resolved>> out;
-  Query(*ch, name, [&](absl::StatusOr<Resolved> r) { out = std::move(r); });
   // c-ares bounds the wait (timeout x tries x servers); the cap only bounds one poll.
-  while (!out.has_value()) Drive(*ch, -1, 1000);
-  ares_destroy(*ch);
-  {
-    MutexLock l(&mu_);
+  while (pending > 0) Drive(*ch, -1, 1000);
+  if (ch.ok()) ares_destroy(*ch);
+  std::vector<absl::StatusOr<Resolved>> answers;
+  MutexLock l(&mu_);
+  for (auto& a : out) {
     ++stats_.lookups;
-    if (!out->ok()) ++stats_.failures;
+    if (!a->ok()) ++stats_.failures;
+    answers.push_back(std::move(*a));
   }
-  return std::move(*out);
+  return answers;
 }
 
 absl::Status Resolver::Start() {
@@ -226,6 +246,25 @@ ResolverStats Resolver::stats() const {
   return stats_;
 }
 
+std::vector<NameStats> Resolver::name_stats() const {
+  std::map<std::string, NameStats> by_name;
+  {
+    MutexLock l(&mu_);
+    for (const auto& [id, w] : watches_) {
+      NameStats& n = by_name[w.name];
+      n.name = w.name;
+      n.lookups += w.lookups;
+      n.failures += w.failures;
+      n.changes += w.changes;
+      n.failing = n.failing || w.failing;
+      n.addresses = std::max(n.addresses, w.last.size());
+    }
+  }
+  std::vector<NameStats> out;
+  for (auto& [name, n] : by_name) out.push_back(std::move(n));
+  return out;
+}
+
 int64_t Resolver::StartDue(int64_t now_ms) {
   int64_t next = now_ms + 1000;
   std::vector<std::pair<uint64_t, std::string>> due;
@@ -265,8 +304,10 @@ void Resolver::OnWatchAnswer(uint64_t id, absl::StatusOr<Resolved> r) {
     if (it == watches_.end()) return;  // unwatched meanwhile
     WatchState& w = it->second;
     w.in_flight = false;
+    ++w.lookups;
     if (!r.ok()) {
       ++stats_.failures;
+      ++w.failures;
       w.due_ms = now + options_.retry_ms;
       if (!w.failing) {
         // Logged once per change of outcome; the last good addresses stay in use (HAProxy
@@ -281,7 +322,10 @@ void Resolver::OnWatchAnswer(uint64_t id, absl::StatusOr<Resolved> r) {
     w.failing = false;
     w.due_ms = now + ClampTtl(r->ttl_ms);
     if (w.have_last && w.last == r->addresses) return;
-    if (w.have_last) ++stats_.changes;
+    if (w.have_last) {
+      ++stats_.changes;
+      ++w.changes;
+    }
     w.last = r->addresses;
     w.have_last = true;
     call = w.on_change;

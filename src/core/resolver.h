@@ -49,6 +49,16 @@ struct ResolverStats {
   uint64_t changes = 0;   // watched names whose set of addresses changed
 };
 
+// One watched name's counters (summed over the watches of the same name).
+struct NameStats {
+  std::string name;
+  uint64_t lookups = 0;
+  uint64_t failures = 0;
+  uint64_t changes = 0;
+  bool failing = false;  // the last lookup failed (the last good addresses are in use)
+  size_t addresses = 0;  // in the last good answer
+};
+
 // Thread-safe. Owns one thread while started.
 class Resolver {
  public:
@@ -63,6 +73,9 @@ class Resolver {
   // One lookup, waiting for its answer (loading a config, check-config): a literal address
   // answers itself. Needs no Start: it runs on the caller's thread with a channel of its own.
   absl::StatusOr<Resolved> Lookup(const std::string& name);
+  // Several lookups at once, waiting for all of them (at most one query's timeout x attempts,
+  // however many names): answers in the order of `names`.
+  std::vector<absl::StatusOr<Resolved>> LookupAll(const std::vector<std::string>& names);
 
   // Keeps `name` resolved: `on_change` runs on the resolver's thread with the new addresses
   // each time the set changes, the first answer included. A failed lookup keeps the last good
@@ -73,6 +86,8 @@ class Resolver {
   void Unwatch(uint64_t id);
 
   ResolverStats stats() const;
+  // The watched names, by name.
+  std::vector<NameStats> name_stats() const;
 
   // The bound a TTL is held within (exposed for tests).
   int64_t ClampTtl(int64_t ttl_ms) const;
@@ -86,6 +101,7 @@ class Resolver {
     bool failing = false;
     bool in_flight = false;
     int64_t due_ms = 0;
+    uint64_t lookups = 0, failures = 0, changes = 0;
   };
 
   void Run();

@@ -70,7 +70,8 @@ Balancer::Balancer(const UpstreamConfig& cfg, const std::vector<ServerState*>& s
       rng_(seed | 1) {
   for (size_t i = 0; i < cfg.servers.size(); ++i) {
     const ServerConfig& s = cfg.servers[i];
-    Peer p{states[i], s.weight, s.max_fails, s.fail_timeout_ms, s.backup, s.down};
+    // A host name with no address yet is a server that is down until it resolves.
+    Peer p{states[i], s.weight, s.max_fails, s.fail_timeout_ms, s.backup, s.down || !s.resolved};
     p.effective_weight = s.weight;
     p.half_open_requests = cfg.breaker.half_open_requests;
     p.sticky_id = StableHash(s.address_text);

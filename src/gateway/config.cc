@@ -203,13 +203,18 @@ void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& 
   // (Never assign one YAML::Node to another: yaml-cpp's operator= writes through to the node.)
   const YAML::Node addr_node = r ? r->Get("address") : node;
   if (!ReadScalar(ctx, addr_node, what + ".address", &s->address_text)) return;
-  auto a = ParseSocketAddress(s->address_text);
-  if (!a.ok()) {
-    ctx.Error(addr_node.Mark(), StrCat(what, ".address: ", a.status().message()));
-  } else if (a->port() == 0) {
-    ctx.Error(addr_node.Mark(), StrCat(what, ".address: a server needs a port"));
+  s->where = ctx.Where(addr_node.Mark());
+  auto hp = ParseHostPort(s->address_text);
+  if (!hp.ok()) {
+    ctx.Error(addr_node.Mark(), StrCat(what, ".address: ", hp.status().message()));
+  } else if (hp->address.has_value()) {
+    s->address = *hp->address;
+    s->port = hp->port;
   } else {
-    s->address = *a;
+    // Resolved at load and kept current in the background (see NameTable in snapshot.h).
+    s->host = hp->host;
+    s->port = hp->port;
+    s->resolved = false;
   }
   if (r) {
     r->Int("weight", &s->weight, 1, 1000);

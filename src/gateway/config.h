@@ -35,8 +35,15 @@ struct HealthCheckConfig {
 };
 
 struct ServerConfig {
+  // As written: "10.0.0.5:3000" or "iam-api-1:3000". In a snapshot, the server's label: a name
+  // that stands for several addresses is several servers, "NAME:PORT", "NAME:PORT#2", ...
+  // (HAProxy server-template), each keeping its label while the name keeps its address.
   std::string address_text;
-  SocketAddress address;
+  SocketAddress address;  // valid when `resolved`
+  std::string host;       // the host name, or empty for a literal address
+  uint16_t port = 0;
+  bool resolved = true;  // false: a name with no address yet; the server is down
+  std::string where;     // "FILE:LINE:COL" of the address, for errors found after parsing
   int weight = 1;
   int max_fails = 1;  // nginx defaults: max_fails=1 fail_timeout=10s
   int64_t fail_timeout_ms = 10000;
@@ -81,12 +88,12 @@ struct RetryPolicyConfig {
   bool on_connect_failure = true;
   bool on_timeout = true;
   bool on_reset = true;
-  std::vector<int> statuses;        // e.g. 502, 503, 504: the response is dropped and retried
-  int64_t per_try_timeout_ms = 0;   // 0: the upstream's read_timeout only
-  int64_t backoff_base_ms = 25;     // Envoy retry_back_off defaults
+  std::vector<int> statuses;       // e.g. 502, 503, 504: the response is dropped and retried
+  int64_t per_try_timeout_ms = 0;  // 0: the upstream's read_timeout only
+  int64_t backoff_base_ms = 25;    // Envoy retry_back_off defaults
   int64_t backoff_max_ms = 250;
-  int budget_percent = 20;          // active retries <= this share of active requests...
-  int min_retry_concurrency = 3;    // ...or this many, whichever is larger (Envoy retry_budget)
+  int budget_percent = 20;        // active retries <= this share of active requests...
+  int min_retry_concurrency = 3;  // ...or this many, whichever is larger (Envoy retry_budget)
 };
 
 // Sticky sessions. `cookie`: bulwark sets a cookie naming the server (signed, so a client cannot
@@ -95,9 +102,9 @@ struct RetryPolicyConfig {
 // cookie is mapped to a server in Redis (shared by instances, refreshed on use, with a TTL).
 struct StickyConfig {
   bool enabled = false;
-  std::string cookie;          // e.g. "bulwark_srv"
-  std::string secret;          // HMAC key; empty: random per process
-  int64_t max_age_ms = 0;      // 0: a session cookie
+  std::string cookie;      // e.g. "bulwark_srv"
+  std::string secret;      // HMAC key; empty: random per process
+  int64_t max_age_ms = 0;  // 0: a session cookie
   std::string path = "/";
   bool http_only = true;
   bool secure = false;
@@ -193,7 +200,7 @@ enum class RedisFailure { kLocal, kOpen, kClosed };
 struct LimitZoneConfig {
   std::string name;
   KeySpec key;
-  int64_t rate_milli = 0;               // thousandths of a request per second
+  int64_t rate_milli = 0;                 // thousandths of a request per second
   int64_t size_bytes = 10 * 1024 * 1024;  // bounds the keys kept, as nginx's zone size does
   bool shared = false;
   RedisFailure redis_failure = RedisFailure::kLocal;
@@ -204,7 +211,7 @@ struct JwtProviderConfig {
   std::string name;
   std::string header = "authorization";  // lower case; "Bearer " is stripped when present
   std::vector<std::pair<std::string, std::string>> forward_claims;  // claim -> header
-  std::string secret;                    // HS256 (for `bulwark token issue` too)
+  std::string secret;  // HS256 (for `bulwark token issue` too)
   std::vector<std::string> issuers, audiences;
   std::shared_ptr<const security::JwtVerifier> verifier;
   // Counters (reset by a reload): verified, and rejections by JwtFailure.
@@ -222,7 +229,7 @@ struct RedisConfig {
   SocketAddress address;
   std::string password;
   int db = 0;
-  int64_t timeout_ms = 100;          // per command; a later reply counts as a failure
+  int64_t timeout_ms = 100;  // per command; a later reply counts as a failure
   int64_t connect_timeout_ms = 500;
   std::string key_prefix = "bulwark:";
   bool operator==(const RedisConfig& o) const {
@@ -266,11 +273,11 @@ struct LimitReqRule {
 struct LimitReqConfig {
   bool set = false;  // the rules were written here (not inherited)
   std::vector<LimitReqRule> rules;
-  int status = 429;          // nginx limit_req_status (nginx itself defaults to 503)
+  int status = 429;  // nginx limit_req_status (nginx itself defaults to 503)
   bool status_set = false;
-  bool dry_run = false;      // nginx limit_req_dry_run
+  bool dry_run = false;  // nginx limit_req_dry_run
   bool dry_run_set = false;
-  bool retry_after = true;   // add Retry-After to rejections
+  bool retry_after = true;  // add Retry-After to rejections
   bool retry_after_set = false;
 };
 
@@ -282,7 +289,7 @@ struct BanRuleConfig {
   bool on_rate_limited = false;
   std::vector<int> statuses;
   KeySpec key;
-  int maxretry = 5;                  // fail2ban defaults: 5 within 10m bans for 10m
+  int maxretry = 5;  // fail2ban defaults: 5 within 10m bans for 10m
   int64_t findtime_ms = 10 * 60 * 1000;
   int64_t bantime_ms = 10 * 60 * 1000;
 };
@@ -303,10 +310,10 @@ struct RouteCacheConfig {
   int64_t max_object_bytes = 1 << 20;
   int64_t stale_while_revalidate_ms = 0;  // unless the response says otherwise
   int64_t stale_if_error_ms = 0;
-  bool lock = true;                  // coalesce concurrent misses (proxy_cache_lock)
-  int64_t lock_timeout_ms = 5000;    // proxy_cache_lock_timeout
+  bool lock = true;                // coalesce concurrent misses (proxy_cache_lock)
+  int64_t lock_timeout_ms = 5000;  // proxy_cache_lock_timeout
   std::vector<std::string> tag_headers = {"cache-tag", "surrogate-key"};
-  bool ignore_set_cookie = false;    // proxy_ignore_headers Set-Cookie
+  bool ignore_set_cookie = false;  // proxy_ignore_headers Set-Cookie
 };
 
 struct RouteConfig {
@@ -321,7 +328,7 @@ struct RouteConfig {
   LimitReqConfig limit_req;
   LimitConnConfig limit_conn;
   BanRuleConfig ban;
-  std::string jwt;        // provider name ("" none)
+  std::string jwt;  // provider name ("" none)
   int jwt_index = -1;
   bool jwt_set = false;
   std::vector<AddHeader> add_headers;
@@ -360,9 +367,9 @@ struct ListenerConfig {
 
 // Settings of the shared ban table.
 struct BansConfig {
-  int64_t max_entries = 100000;       // bans and strike counters kept; the oldest go first
-  std::vector<CidrBlock> never_ban;   // e.g. the office network or monitoring
-  int status = 403;                   // what a banned client gets
+  int64_t max_entries = 100000;      // bans and strike counters kept; the oldest go first
+  std::vector<CidrBlock> never_ban;  // e.g. the office network or monitoring
+  int status = 403;                  // what a banned client gets
 };
 
 // What goes upstream as the request path (Envoy normalize_path): the normalised path, or the

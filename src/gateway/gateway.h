@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -13,6 +14,7 @@
 #include "admin/admin_server.h"
 #include "core/event_loop.h"
 #include "core/redis_client.h"
+#include "core/resolver.h"
 #include "gateway/access_log.h"
 #include "gateway/bans.h"
 #include "gateway/config.h"
@@ -28,8 +30,9 @@ class Gateway {
  public:
   // `workers`: worker threads (fixed until a restart). `reserved_descriptors`: what the rest of
   // the process keeps out of the gateway's share of the open files limit.
+  // `resolver` (may be null: host names then never resolve) keeps servers' host names current.
   Gateway(EventLoop* loop, std::shared_ptr<const GatewayConfig> cfg, int workers,
-          int64_t reserved_descriptors);
+          int64_t reserved_descriptors, Resolver* resolver = nullptr);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
@@ -78,10 +81,23 @@ class Gateway {
   void ScanDelete(std::string match, std::string cursor, std::function<void()> done);
   void OnCachePurgeMessage(std::string_view payload);
   void CollectUpstreams(std::string* out, int64_t now) const;
+  // Host names: the ones `cfg` uses are resolved (all at once, waiting) if new and watched;
+  // the ones it no longer uses are forgotten.
+  void WatchNames(const GatewayConfig& cfg);
+  // A watched name's addresses changed (resolver thread, posted here): a new snapshot of the
+  // same config.
+  void OnNameResolved(const std::string& host, const std::vector<IpAddress>& addresses);
+  // Hands `snap` to the workers and the health checks.
+  void Apply(std::shared_ptr<const Snapshot> snap);
   void CollectCaches(std::string* out) const;
   void CollectSecurity(std::string* out, int64_t now) const;
 
   EventLoop* loop_;
+  Resolver* resolver_;
+  NameTable names_;
+  std::map<std::string, uint64_t> name_watches_;  // host name -> Resolver watch id
+  // Tasks the resolver posts check it: the loop may outlive the gateway.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::shared_ptr<const GatewayConfig> cfg_;
   const int worker_count_;
   const int64_t reserved_descriptors_;

@@ -27,8 +27,14 @@ std::string Gateway::UpstreamsJson() const {
       }
       nlohmann::json j;
       j["address"] = s.address_text();
-      j["state"] = sc.down ? "down" : s.StateName(now, sc.max_fails, sc.fail_timeout_ms);
-      j["health_score"] = sc.down ? 0 : s.Score(now, sc.max_fails, sc.fail_timeout_ms);
+      if (!sc.host.empty()) {
+        // The name's current address (HAProxy's `show servers state` srv_addr).
+        j["host"] = sc.host;
+        j["ip"] = sc.resolved ? sc.address.IpString() : "";
+      }
+      j["state"] = std::string(ServerStateName(sc, s, now));
+      j["health_score"] =
+          sc.down || !sc.resolved ? 0 : s.Score(now, sc.max_fails, sc.fail_timeout_ms);
       j["active_connections"] = s.active_count();
       j["fails"] = s.fails();
       j["weight"] = sc.weight;

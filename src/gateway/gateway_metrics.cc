@@ -18,8 +18,7 @@ struct ServerRow {
 };
 
 bool RowUp(const ServerRow& r, int64_t now) {
-  return !r.sc->down && r.s->Usable(now, r.sc->max_fails, r.sc->fail_timeout_ms) &&
-         r.s->ResilienceAllows(now, INT32_MAX);
+  return ServerTakesRequests(*r.sc, *r.s, now) && r.s->ResilienceAllows(now, INT32_MAX);
 }
 
 struct ServerFamily {
@@ -36,7 +35,9 @@ const ServerFamily kServerFamilies[] = {
     {"bulwark_upstream_health_score", "gauge",
      "Health score 0-100 (active-check health times passive headroom).",
      [](const ServerRow& r, int64_t now) -> int64_t {
-       return r.sc->down ? 0 : r.s->Score(now, r.sc->max_fails, r.sc->fail_timeout_ms);
+       return r.sc->down || !r.sc->resolved
+                  ? 0
+                  : r.s->Score(now, r.sc->max_fails, r.sc->fail_timeout_ms);
      }},
     {"bulwark_upstream_active_connections", "gauge", "Requests in flight to the server.",
      [](const ServerRow& r, int64_t) -> int64_t { return r.s->active_count(); }},
@@ -73,9 +74,9 @@ struct ServerStateFamily {
 const ServerStateFamily kServerStateFamilies[] = {
     {"bulwark_upstream_state",
      "The server's state: one series per state, 1 for the current one.",
-     {"up", "down", "failed", "drained", "open", "ejected"},
+     {"up", "down", "unresolved", "failed", "drained", "open", "ejected"},
      [](const ServerRow& r, int64_t now) -> std::string_view {
-       return r.sc->down ? "down" : r.s->StateName(now, r.sc->max_fails, r.sc->fail_timeout_ms);
+       return ServerStateName(*r.sc, *r.s, now);
      }},
     {"bulwark_upstream_circuit_breaker_state",
      "The server's circuit breaker: one series per state, 1 for the current.",

@@ -37,22 +37,19 @@ class RiseFall {
   int rise_, fall_, health_;
 };
 
-// A ServerState is one server of one upstream: its address, nginx-style passive failure
+// A ServerState is one server of one upstream: its label (the address as written, or a host
+// name's slot; the address itself is in each snapshot), nginx-style passive failure
 // accounting, the active-check verdict, the admin drain flag and the live connection count.
 // Created by the ServerRegistry; shared by all workers (every field is atomic or guarded); the
 // control thread writes the active-check fields.
 class ServerState {
  public:
-  ServerState(uint32_t id, std::string upstream, std::string address_text, SocketAddress address)
-      : id_(id),
-        upstream_(std::move(upstream)),
-        address_text_(std::move(address_text)),
-        address_(address) {}
+  ServerState(uint32_t id, std::string upstream, std::string address_text)
+      : id_(id), upstream_(std::move(upstream)), address_text_(std::move(address_text)) {}
 
   uint32_t id() const { return id_; }
   const std::string& upstream() const { return upstream_; }
   const std::string& address_text() const { return address_text_; }
-  const SocketAddress& address() const { return address_; }
 
   // --- nginx max_fails / fail_timeout (ngx_http_upstream_round_robin.c semantics) ---
   // A server with fails >= max_fails is skipped until fail_timeout has passed since the last
@@ -131,7 +128,6 @@ class ServerState {
   const uint32_t id_;
   const std::string upstream_;
   const std::string address_text_;
-  const SocketAddress address_;
 
   Mutex mu_;  // serialises passive updates; never taken while a server is healthy
   std::atomic<int> fails_{0};

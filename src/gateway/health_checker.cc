@@ -13,8 +13,9 @@ namespace bulwark::gateway {
 
 class HealthChecker::Probe : public IoHandler {
  public:
-  Probe(HealthChecker* owner, std::shared_ptr<ServerState> server, HealthCheckConfig cfg)
-      : owner_(owner), server_(std::move(server)), cfg_(std::move(cfg)) {
+  Probe(HealthChecker* owner, std::shared_ptr<ServerState> server, const SocketAddress& address,
+        HealthCheckConfig cfg)
+      : owner_(owner), server_(std::move(server)), address_(address), cfg_(std::move(cfg)) {
     next_.set_callback([this] { Start(); });
     deadline_.set_callback([this] { Finish(false, 0, "timeout"); });
   }
@@ -27,6 +28,15 @@ class HealthChecker::Probe : public IoHandler {
 
   ServerState* server() const { return server_.get(); }
   void set_config(const HealthCheckConfig& c) { cfg_ = c; }
+  // A server whose name now stands for another address is checked there at once; its state
+  // carries over (as HAProxy keeps a server's state when DNS moves it).
+  // The probe's Host header unless the check names one: the server as written.
+  void set_default_host(std::string h) { default_host_ = std::move(h); }
+  void set_address(const SocketAddress& a) {
+    if (SameAddress(a, address_)) return;
+    address_ = a;
+    Schedule(0);
+  }
   void Schedule(int64_t delay_ms) { owner_->loop_->ArmTimer(&next_, delay_ms); }
 
   void OnIo(uint32_t events) override {
@@ -41,7 +51,7 @@ class HealthChecker::Probe : public IoHandler {
         return;
       }
       connecting_ = false;
-      std::string host = cfg_.host.empty() ? server_->address_text() : cfg_.host;
+      const std::string& host = cfg_.host.empty() ? default_host_ : cfg_.host;
       std::string req = StrCat("GET ", cfg_.path, " HTTP/1.1\r\nHost: ", host,
                                "\r\nUser-Agent: bulwark-health-check\r\nConnection: close\r\n\r\n");
       // A probe request is tiny; a short write on a fresh connection is not worth handling.
@@ -90,7 +100,7 @@ class HealthChecker::Probe : public IoHandler {
   void Start() {
     Abort();
     got_.clear();
-    auto fd = ConnectTcp(server_->address());
+    auto fd = ConnectTcp(address_);
     if (!fd.ok()) {
       Finish(false, 0, ToStd(fd.status().message()));
       return;
@@ -131,6 +141,8 @@ class HealthChecker::Probe : public IoHandler {
 
   HealthChecker* owner_;
   std::shared_ptr<ServerState> server_;
+  SocketAddress address_;
+  std::string default_host_;
   HealthCheckConfig cfg_;
   Timer next_;
   Timer deadline_;
@@ -147,15 +159,20 @@ void HealthChecker::Reload(const Snapshot& snap) {
   std::vector<std::unique_ptr<Probe>> next;
   for (const auto& ur : snap.upstreams) {
     if (!ur.cfg->health_check.enabled) continue;
-    for (const auto& s : ur.servers) {
+    for (size_t i = 0; i < ur.servers.size(); ++i) {
+      const auto& s = ur.servers[i];
+      const ServerConfig& sc = ur.cfg->servers[i];
+      if (!sc.resolved) continue;  // nothing to check until its name resolves
       std::unique_ptr<Probe> p;
       for (auto& old : probes_) {
         if (old && old->server() == s.get()) p = std::move(old);
       }
       if (p) {
         p->set_config(ur.cfg->health_check);
+        p->set_address(sc.address);
       } else {
-        p = std::make_unique<Probe>(this, s, ur.cfg->health_check);
+        p = std::make_unique<Probe>(this, s, sc.address, ur.cfg->health_check);
+        p->set_default_host(sc.host.empty() ? sc.address_text : StrCat(sc.host, ":", sc.port));
         p->Schedule(0);  // check new servers at once
       }
       next.push_back(std::move(p));

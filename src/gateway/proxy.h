@@ -40,8 +40,9 @@ class UpstreamConn : public IoHandler {
   explicit UpstreamConn(Worker* w);
   void OnIo(uint32_t events) override;
 
-  // Starts a new connection to `server`.
-  absl::Status Connect(ServerState* server, int server_index, int64_t connect_timeout_ms);
+  // Starts a new connection to `server` at `address` (the server's address in the snapshot).
+  absl::Status Connect(ServerState* server, int server_index, const SocketAddress& address,
+                       int64_t connect_timeout_ms);
   // Writes as much of out_ as the socket takes.
   void Flush();
   // Reads what is available into in_ and hands it to the owner.
@@ -55,6 +56,7 @@ class UpstreamConn : public IoHandler {
   State state_ = State::kFree;
   ServerState* server_ = nullptr;
   int server_index_ = -1;
+  SocketAddress address_;  // where it is connected: a server whose name moved is not reused
   Exchange* owner_ = nullptr;
   Buffer in_;
   OutQueue out_;

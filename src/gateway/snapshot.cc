@@ -2,9 +2,65 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "core/strings.h"
 
 namespace bulwark::gateway {
+
+std::vector<std::optional<IpAddress>> AssignSlots(const std::vector<std::optional<IpAddress>>& old,
+                                                  const std::vector<IpAddress>& addresses) {
+  std::vector<std::optional<IpAddress>> slots = old;
+  for (auto& slot : slots) {
+    if (slot && std::find(addresses.begin(), addresses.end(), *slot) == addresses.end())
+      slot.reset();
+  }
+  for (const IpAddress& ip : addresses) {
+    if (std::find(slots.begin(), slots.end(), std::optional<IpAddress>(ip)) != slots.end())
+      continue;
+    auto free = std::find(slots.begin(), slots.end(), std::nullopt);
+    if (free != slots.end())
+      *free = ip;
+    else
+      slots.push_back(ip);
+  }
+  while (!slots.empty() && !slots.back()) slots.pop_back();
+  return slots;
+}
+
+std::vector<ServerConfig> ExpandServer(const ServerConfig& server, const NameTable* names) {
+  if (server.host.empty()) return {server};
+  std::vector<ServerConfig> out;
+  if (names != nullptr) {
+    auto it = names->find(server.host);
+    if (it != names->end()) {
+      for (size_t k = 0; k < it->second.size(); ++k) {
+        if (!it->second[k]) continue;
+        ServerConfig s = server;
+        if (k > 0) s.address_text = StrCat(server.address_text, "#", k + 1);
+        s.address = MakeSocketAddress(*it->second[k], server.port);
+        s.resolved = true;
+        out.push_back(std::move(s));
+      }
+    }
+  }
+  if (out.empty()) {
+    ServerConfig s = server;
+    s.resolved = false;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::string_view ServerStateName(const ServerConfig& sc, const ServerState& s, int64_t now_ms) {
+  if (sc.down) return "down";
+  if (!sc.resolved) return "unresolved";
+  return s.StateName(now_ms, sc.max_fails, sc.fail_timeout_ms);
+}
+
+bool ServerTakesRequests(const ServerConfig& sc, const ServerState& s, int64_t now_ms) {
+  return !sc.down && sc.resolved && s.Usable(now_ms, sc.max_fails, sc.fail_timeout_ms);
+}
 
 std::shared_ptr<ServerState> ServerRegistry::Get(const std::string& upstream,
                                                  const ServerConfig& server) {
@@ -21,7 +77,7 @@ std::shared_ptr<ServerState> ServerRegistry::Get(const std::string& upstream,
   } else {
     return nullptr;
   }
-  auto s = std::make_shared<ServerState>(id, upstream, server.address_text, server.address);
+  auto s = std::make_shared<ServerState>(id, upstream, server.address_text);
   states_[key] = s;
   return s;
 }
@@ -54,14 +110,21 @@ ListenSockets::~ListenSockets() {
 absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     std::shared_ptr<const GatewayConfig> config, int workers, const Snapshot* previous,
     ServerRegistry* registry, ZoneRegistry* zones, observe::Interner* endpoints,
-    uint64_t generation, CacheZoneRegistry* cache_zones) {
+    uint64_t generation, CacheZoneRegistry* cache_zones, const NameTable* names) {
   auto snap = std::make_shared<Snapshot>();
   snap->generation = generation;
   snap->config = config;
-  std::vector<std::string> names;
-  for (const auto& u : config->upstreams) {
+  std::vector<std::string> upstream_names;
+  for (const auto& configured : config->upstreams) {
     UpstreamRuntime rt;
-    rt.cfg = &u;
+    auto expanded = std::make_shared<UpstreamConfig>(configured);
+    expanded->servers.clear();
+    for (const auto& s : configured.servers) {
+      for (auto& e : ExpandServer(s, names)) expanded->servers.push_back(std::move(e));
+    }
+    rt.expanded = expanded;
+    rt.cfg = expanded.get();
+    const UpstreamConfig& u = *expanded;
     if (u.servers.size() > kMaxServersPerUpstream) {
       return absl::InvalidArgumentError(
           StrCat("upstream ", u.name, ": at most ", kMaxServersPerUpstream, " servers"));
@@ -75,7 +138,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     }
     if (u.balance == BalanceKind::kHash) rt.tables = HashTables::Build(u);
     snap->upstreams.push_back(std::move(rt));
-    names.push_back(u.name);
+    upstream_names.push_back(u.name);
   }
   for (const auto& z : config->limit_zones) snap->zones.push_back(zones->Get(z));
   for (const auto& z : config->conn_zones) snap->conn_zones.push_back(zones->GetConn(z));
@@ -92,7 +155,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
         snap->ban_keys.push_back(r.ban.key);
       }
     }
-    snap->routers.push_back(std::make_unique<Router>(l, names, intern));
+    snap->routers.push_back(std::make_unique<Router>(l, upstream_names, intern));
     for (const auto& r : snap->routers.back()->routes()) {
       if (r.upstream_index >= 0 &&
           std::find(snap->routed_upstreams.begin(), snap->routed_upstreams.end(),

@@ -3,6 +3,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,26 @@ namespace bulwark::gateway {
 // Server ids index fixed per-worker counter arrays; this bounds servers across all upstreams.
 constexpr uint32_t kMaxServers = 4096;
 
-// The ServerRegistry owns every ServerState, keyed by (upstream, address), so health, drain
+// What the gateway's host names stand for now. Slot k of a name is the address of its (k+1)th
+// server, labelled "NAME:PORT" for the first and "NAME:PORT#K+1" after it (HAProxy
+// server-template). A slot keeps its address while the name keeps it, so a server keeps its
+// label, health and counters when its name gains or loses other addresses; an empty slot (its
+// address gone) is free for the next new address. A name with no address yet has no slots.
+using NameTable = std::map<std::string, std::vector<std::optional<IpAddress>>>;
+// Fits a name's new set of addresses into its slots (see NameTable).
+std::vector<std::optional<IpAddress>> AssignSlots(const std::vector<std::optional<IpAddress>>& old,
+                                                  const std::vector<IpAddress>& addresses);
+// The servers one configured server stands for: itself for a literal address, one per address
+// of its name, or, while the name has none, itself unresolved (down).
+std::vector<ServerConfig> ExpandServer(const ServerConfig& server, const NameTable* names);
+
+// A server's state for the admin API and metrics: "down" (configured so), "unresolved" (its name
+// has no address yet), else ServerState::StateName.
+std::string_view ServerStateName(const ServerConfig& sc, const ServerState& s, int64_t now_ms);
+// Whether the server takes new requests: neither down nor unresolved, and usable.
+bool ServerTakesRequests(const ServerConfig& sc, const ServerState& s, int64_t now_ms);
+
+// The ServerRegistry owns every ServerState, keyed by (upstream, label), so health, drain
 // flags and failure counts survive a reload that keeps the server. Thread-safe.
 class ServerRegistry {
  public:
@@ -54,6 +74,9 @@ struct UpstreamLive {
 };
 
 struct UpstreamRuntime {
+  // The upstream as configured with its servers expanded (ExpandServer): every index into
+  // `servers` is an index into cfg->servers.
+  std::shared_ptr<const UpstreamConfig> expanded;
   const UpstreamConfig* cfg = nullptr;
   std::shared_ptr<UpstreamLive> live = std::make_shared<UpstreamLive>();
   std::vector<std::shared_ptr<ServerState>> servers;
@@ -66,19 +89,21 @@ struct Snapshot {
   uint64_t generation = 0;
   std::shared_ptr<const GatewayConfig> config;
   std::vector<UpstreamRuntime> upstreams;
-  std::vector<std::unique_ptr<Router>> routers;        // per listener
-  std::vector<std::shared_ptr<ListenSockets>> listen;  // per listener
-  std::vector<int> routed_upstreams;                   // upstream indexes some route uses
-  std::vector<std::shared_ptr<LimitZone>> zones;       // per config.limit_zones
-  std::vector<std::shared_ptr<ConnZone>> conn_zones;   // per config.conn_zones
-  std::vector<KeySpec> ban_keys;                       // the distinct keys ban rules use
+  std::vector<std::unique_ptr<Router>> routers;             // per listener
+  std::vector<std::shared_ptr<ListenSockets>> listen;       // per listener
+  std::vector<int> routed_upstreams;                        // upstream indexes some route uses
+  std::vector<std::shared_ptr<LimitZone>> zones;            // per config.limit_zones
+  std::vector<std::shared_ptr<ConnZone>> conn_zones;        // per config.conn_zones
+  std::vector<KeySpec> ban_keys;                            // the distinct keys ban rules use
   std::vector<std::shared_ptr<HttpCacheZone>> cache_zones;  // per config.cache_zones
 
-  // Builds a snapshot, reusing sockets from `previous` where the address is unchanged.
+  // Builds a snapshot, reusing sockets from `previous` where the address is unchanged. Host
+  // names stand for what `names` says (nullptr: nothing yet).
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(
       std::shared_ptr<const GatewayConfig> config, int workers, const Snapshot* previous,
       ServerRegistry* registry, ZoneRegistry* zones, observe::Interner* endpoints,
-      uint64_t generation, CacheZoneRegistry* cache_zones = nullptr);
+      uint64_t generation, CacheZoneRegistry* cache_zones = nullptr,
+      const NameTable* names = nullptr);
 };
 
 }  // namespace bulwark::gateway

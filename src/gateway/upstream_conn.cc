@@ -39,12 +39,13 @@ UpstreamConn::UpstreamConn(Worker* w) : worker_(w) {
 }
 
 absl::Status UpstreamConn::Connect(ServerState* server, int server_index,
-                                   int64_t connect_timeout_ms) {
+                                   const SocketAddress& address, int64_t connect_timeout_ms) {
   worker_->MakeRoomForUpstream();
-  auto fd = ConnectTcp(server->address());
+  auto fd = ConnectTcp(address);
   if (!fd.ok()) return fd.status();
   fd_ = *fd;
   server_ = server;
+  address_ = address;
   server_index_ = server_index;
   in_.Init(kUpstreamBufferBytes);
   out_.Clear();

@@ -180,7 +180,8 @@ void Exchange::StartAttempt(int server_index) {
   } else {
     c = worker_->NewUpstream();
     c->deadline_ms_ = deadline;
-    absl::Status st = c->Connect(s, server_index, ucfg.connect_timeout_ms);
+    absl::Status st =
+        c->Connect(s, server_index, ucfg.servers[server_index].address, ucfg.connect_timeout_ms);
     if (!st.ok()) {
       worker_->FreeUpstream(c);
       s->active().fetch_sub(1, std::memory_order_relaxed);

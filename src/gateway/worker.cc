@@ -41,6 +41,7 @@ Worker::Worker(int index, WorkerShared shared) : index_(index), shared_(shared) 
   server_counters_.reset(new ServerCounters[kMaxServers]);
   idle_.resize(kMaxServers);
   current_servers_.assign(kMaxServers, nullptr);
+  current_configs_.assign(kMaxServers, nullptr);
   accept_timer_.set_callback([this] { ResumeAccepting(); });
   unrouted_endpoint_ = shared_.endpoints->Intern("unrouted");
 }
@@ -122,14 +123,22 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
       if (!accept_paused_) RegisterListener(listeners_.back().get());
     }
   }
-  // Servers that left the config: close their idle connections now. (In-flight ones finish and
-  // are then closed rather than pooled: PutIdle checks current_servers_.)
+  // Servers that left the config, or whose name now stands for another address: close their
+  // idle connections now. (In-flight ones finish and are then closed rather than pooled:
+  // PutIdle checks current_servers_ and current_configs_.)
   std::vector<const ServerState*> next(kMaxServers, nullptr);
+  std::vector<const ServerConfig*> next_configs(kMaxServers, nullptr);
   for (const auto& ur : snap->upstreams) {
-    for (const auto& s : ur.servers) next[s->id()] = s.get();
+    for (size_t i = 0; i < ur.servers.size(); ++i) {
+      next[ur.servers[i]->id()] = ur.servers[i].get();
+      next_configs[ur.servers[i]->id()] = &ur.cfg->servers[i];
+    }
   }
   for (uint32_t id = 0; id < kMaxServers; ++id) {
-    if (current_servers_[id] == next[id]) continue;
+    if (current_servers_[id] == next[id] &&
+        (next[id] == nullptr ||
+         SameAddress(current_configs_[id]->address, next_configs[id]->address)))
+      continue;
     auto& list = idle_[id];
     while (!list.empty()) {
       UpstreamConn* c = list.back();
@@ -138,6 +147,7 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
     }
   }
   current_servers_.swap(next);
+  current_configs_.swap(next_configs);
 
   WorkerView* old = current_;
   current_ = view.get();
@@ -271,6 +281,7 @@ UpstreamConn* Worker::TakeIdle(uint32_t server_id) {
 bool Worker::PutIdle(UpstreamConn* c, int keepalive_limit) {
   if (draining_ || keepalive_limit <= 0 || c->server_ == nullptr) return false;
   if (current_servers_[c->server_->id()] != c->server_) return false;  // its server left the config
+  if (!SameAddress(current_configs_[c->server_->id()]->address, c->address_)) return false;
   auto& list = idle_[c->server_->id()];
   if (static_cast<int>(list.size()) >= keepalive_limit) return false;
   list.push_back(c);

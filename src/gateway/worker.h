@@ -180,6 +180,9 @@ class Worker {
   // a server has left every snapshot, so a pooled connection is only kept while its server is
   // still the current owner of its id.
   std::vector<const ServerState*> current_servers_;
+  // Each current server's configuration in the current view (its address: a pooled connection
+  // is only kept while its server is still at the address it was made to).
+  std::vector<const ServerConfig*> current_configs_;
   int live_clients_ = 0;
   int64_t last_accept_error_log_ms_ = 0;
   int64_t last_limit_log_ms_ = -100000;

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -23,9 +24,9 @@
 #include <thread>
 
 #include "gtest/gtest.h"
-#include "yaml-cpp/yaml.h"
 #include "http/chunked.h"
 #include "http/parser.h"
+#include "yaml-cpp/yaml.h"
 
 namespace bulwark::testing {
 
@@ -404,8 +405,8 @@ Response HttpPost(int port, const std::string& path, const std::string& body) {
   return c.Read();
 }
 
-Backend::Backend(Handler h, int port)
-    : handler_(std::move(h)), port_(port == 0 ? FreePort() : port) {
+Backend::Backend(Handler h, int port, std::string ip)
+    : handler_(std::move(h)), port_(port == 0 ? FreePort() : port), ip_(std::move(ip)) {
   Start();
 }
 
@@ -424,7 +425,7 @@ void Backend::Start() {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port_));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  inet_pton(AF_INET, ip_.c_str(), &a.sin_addr);
   if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(fd, 512) != 0) {
     close(fd);
     return;
@@ -875,15 +876,15 @@ void RedisServer::Start() {
     argv.push_back("--sentinel");
   }
   for (const std::string& a : std::vector<std::string>{"--port", std::to_string(port_), "--bind",
-                                                        "127.0.0.1", "--dir", dir_}) {
+                                                       "127.0.0.1", "--dir", dir_}) {
     argv.push_back(a);
   }
   if (sentinel_conf_.empty()) {
     for (const char* a : {"--save", "", "--appendonly", "no"}) argv.push_back(a);
   }
   argv.insert(argv.end(), extra_.begin(), extra_.end());
-  proc_ = std::make_unique<Process>(argv, std::map<std::string, std::string>{},
-                                    dir_ + "/redis.log");
+  proc_ =
+      std::make_unique<Process>(argv, std::map<std::string, std::string>{}, dir_ + "/redis.log");
   if (!WaitForPort(port_, 5000)) ADD_FAILURE() << ReadFile(dir_ + "/redis.log");
 }
 
@@ -930,6 +931,50 @@ std::string RedisCli(int port, const std::vector<std::string>& args) {
   [[maybe_unused]] int r = system(cmd.c_str());
   while (!out.empty() && out.back() == '\n') out.pop_back();
   return out;
+}
+
+DnsServer::DnsServer() : dir_(MakeTempDir()), port_(FreePort()) {
+  chmod(dir_.c_str(), 0755);  // dnsmasq reads its hosts file as an unprivileged user
+}
+
+void DnsServer::Start(const std::string& hosts) {
+  SetHosts(hosts);
+  proc_ = std::make_unique<Process>(
+      std::vector<std::string>{"/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                               "--listen-address=127.0.0.1", "--bind-interfaces",
+                               "--port=" + std::to_string(port_), "--no-resolv", "--no-hosts",
+                               "--local=/test/", "--addn-hosts=" + dir_ + "/hosts", "--local-ttl=1",
+                               "--pid-file=" + dir_ + "/pid", "--log-facility=-"},
+      std::map<std::string, std::string>{}, dir_ + "/dnsmasq.log");
+  ResolverOptions o = options();
+  o.timeout_ms = 200;
+  Resolver probe(o);
+  ASSERT_TRUE(WaitFor([&] { return probe.Lookup("ready.test").ok(); }, 10000))
+      << ReadFile(dir_ + "/dnsmasq.log");
+}
+
+void DnsServer::SetHosts(const std::string& hosts) {
+  WriteFile(dir_ + "/hosts", "127.0.0.1 ready.test\n" + hosts);
+  chmod((dir_ + "/hosts").c_str(), 0644);
+  if (proc_) proc_->Signal(SIGHUP);
+}
+
+void DnsServer::Kill() { proc_.reset(); }
+
+ResolverOptions DnsServer::options() const {
+  ResolverOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port_)};
+  o.timeout_ms = 500;
+  o.attempts = 1;
+  o.min_ttl_ms = 200;
+  o.max_ttl_ms = 2000;
+  o.retry_ms = 200;
+  return o;
+}
+
+std::string DnsServer::ConfigBlock() const {
+  return "resolver: {servers: ['127.0.0.1:" + std::to_string(port_) +
+         "'], timeout: 500ms, attempts: 1, min_ttl: 200ms, max_ttl: 2s, retry: 200ms}\n";
 }
 
 }  // namespace bulwark::testing

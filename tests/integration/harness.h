@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/resolver.h"
+
 namespace bulwark::testing {
 
 int FreePort();
@@ -115,7 +117,8 @@ class Backend {
     std::map<std::string, std::string> headers;  // lower-case names
   };
   using Handler = std::function<std::string(const Request&)>;  // returns a whole raw response
-  explicit Backend(Handler h, int port = 0);
+  // Listens on `ip` (any loopback address: 127.0.0.0/8 is all local) and `port` (0: a free one).
+  explicit Backend(Handler h, int port = 0, std::string ip = "127.0.0.1");
   ~Backend();
   int port() const { return port_; }
   int requests() const { return requests_.load(); }
@@ -128,6 +131,7 @@ class Backend {
   void Serve(int fd);
   Handler handler_;
   int port_;
+  std::string ip_;
   std::atomic<int> lfd_{-1};
   std::atomic<bool> stopping_{false};
   std::atomic<int> requests_{0};
@@ -243,6 +247,27 @@ class MysqlServer {
   bool ok_ = false;
   int port_;
   std::string dir_;
+  std::unique_ptr<Process> proc_;
+};
+
+// dnsmasq answering from `hosts` only (no upstream, no /etc/hosts) on its own loopback port,
+// records with a 1 s TTL. Start waits until it answers.
+class DnsServer {
+ public:
+  DnsServer();
+  void Start(const std::string& hosts);
+  // Rewrites the hosts file; a running dnsmasq re-reads it on SIGHUP.
+  void SetHosts(const std::string& hosts);
+  void Kill();
+  int port() const { return port_; }
+  // Resolver options that ask only this server, with short timeouts and TTL bounds.
+  ResolverOptions options() const;
+  // The same as a bulwark `resolver:` block.
+  std::string ConfigBlock() const;
+
+ private:
+  std::string dir_;
+  int port_;
   std::unique_ptr<Process> proc_;
 };
 

@@ -15,52 +15,6 @@
 namespace bulwark::testing {
 namespace {
 
-// dnsmasq answering from `hosts` only (no upstream, no /etc/hosts), records with a 1 s TTL.
-class Dns {
- public:
-  Dns() : dir_(MakeTempDir()), port_(FreePort()) {
-    chmod(dir_.c_str(), 0755);  // dnsmasq reads its hosts file as an unprivileged user
-  }
-  void Start(const std::string& hosts) {
-    SetHosts(hosts);
-    proc_ = std::make_unique<Process>(
-        std::vector<std::string>{
-            "/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-            "--listen-address=127.0.0.1", "--bind-interfaces", "--port=" + std::to_string(port_),
-            "--no-resolv", "--no-hosts", "--local=/test/", "--addn-hosts=" + dir_ + "/hosts",
-            "--local-ttl=1", "--pid-file=" + dir_ + "/pid", "--log-facility=-"},
-        std::map<std::string, std::string>{}, dir_ + "/dnsmasq.log");
-    // Ready when it answers.
-    ResolverOptions o = options();
-    o.timeout_ms = 200;
-    Resolver probe(o);
-    ASSERT_TRUE(WaitFor([&] { return probe.Lookup("ready.test").ok(); }, 10000))
-        << ReadFile(dir_ + "/dnsmasq.log");
-  }
-  // Rewrites the hosts file; a running dnsmasq re-reads it on SIGHUP.
-  void SetHosts(const std::string& hosts) {
-    WriteFile(dir_ + "/hosts", "127.0.0.1 ready.test\n" + hosts);
-    chmod((dir_ + "/hosts").c_str(), 0644);
-    if (proc_) proc_->Signal(SIGHUP);
-  }
-  void Kill() { proc_.reset(); }
-  ResolverOptions options() const {
-    ResolverOptions o;
-    o.servers = {"127.0.0.1:" + std::to_string(port_)};
-    o.timeout_ms = 500;
-    o.attempts = 1;
-    o.min_ttl_ms = 200;
-    o.max_ttl_ms = 2000;
-    o.retry_ms = 200;
-    return o;
-  }
-
- private:
-  std::string dir_;
-  int port_;
-  std::unique_ptr<Process> proc_;
-};
-
 std::vector<std::string> Texts(const std::vector<IpAddress>& a) {
   std::vector<std::string> out;
   for (const auto& ip : a) out.push_back(ip.ToString());
@@ -68,7 +22,7 @@ std::vector<std::string> Texts(const std::vector<IpAddress>& a) {
 }
 
 TEST(Resolver, ANameWithSeveralRecordsIsSeveralAddressesInAStableOrder) {
-  Dns dns;
+  DnsServer dns;
   dns.Start("127.0.0.13 app.test\n127.0.0.11 app.test\n127.0.0.12 app.test\n::1 app.test\n");
   Resolver r(dns.options());
   auto got = r.Lookup("app.test");
@@ -88,7 +42,7 @@ TEST(Resolver, ANameWithSeveralRecordsIsSeveralAddressesInAStableOrder) {
 }
 
 TEST(Resolver, AWatchFollowsChangesAndKeepsTheLastGoodAnswerWhenTheServerDies) {
-  Dns dns;
+  DnsServer dns;
   dns.Start("127.0.0.11 app.test\n");
   Resolver r(dns.options());
   ASSERT_TRUE(r.Start().ok());

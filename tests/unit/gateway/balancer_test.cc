@@ -27,7 +27,7 @@ struct Fixture {
       s.backup = i < backup.size() && backup[i];
       cfg.servers.push_back(s);
       states.push_back(
-          std::make_unique<ServerState>(static_cast<uint32_t>(i), "u", s.address_text, s.address));
+          std::make_unique<ServerState>(static_cast<uint32_t>(i), "u", s.address_text));
       raw.push_back(states.back().get());
     }
     std::shared_ptr<const HashTables> tables;

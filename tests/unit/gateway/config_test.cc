@@ -71,19 +71,19 @@ TEST(Config, ParsesAFullFile) {
 // Every "name: {...}" section reads its names the same way (ForEachNamed): a key that is a list
 // or a mapping is refused with its line instead of becoming an empty name.
 TEST(Config, SectionNamesMustBePlainStrings) {
-  for (const char* section : {"upstreams", "limit_req_zones", "limit_conn_zones", "cache_zones",
-                              "jwt_providers"}) {
+  for (const char* section :
+       {"upstreams", "limit_req_zones", "limit_conn_zones", "cache_zones", "jwt_providers"}) {
     std::string text = StrCat("listeners: [{listen: ':8080', routes: [{return: 204}]}]\n", section,
                               ":\n  [a, b]: {}\n");
     ConfigLoad l = Load(text);
     ASSERT_FALSE(l.errors.empty()) << section;
-    EXPECT_NE(Join(l.errors, "\n").find(StrCat("t.yml:3:3: ", section,
-                                               ": each name must be a plain string")),
+    EXPECT_NE(Join(l.errors, "\n")
+                  .find(StrCat("t.yml:3:3: ", section, ": each name must be a plain string")),
               std::string::npos)
         << Join(l.errors, "\n");
   }
-  ConfigLoad l = Load(
-      "listeners: [{listen: ':8080', routes: [{return: 204}]}]\nupstreams: [{name: a}]\n");
+  ConfigLoad l =
+      Load("listeners: [{listen: ':8080', routes: [{return: 204}]}]\nupstreams: [{name: a}]\n");
   ASSERT_FALSE(l.errors.empty());
   EXPECT_NE(Join(l.errors, "\n")
                 .find("upstreams: expected a mapping of upstream names to their settings"),
@@ -128,7 +128,9 @@ TEST(Config, PathSettings) {
   EXPECT_FALSE(h.path.merge_slashes);
   EXPECT_EQ(h.path.escaped_slashes, http::EscapedSlashes::kReject);
   EXPECT_EQ(h.upstream_path, gateway::UpstreamPath::kOriginal);
-  l = Load("http: {escaped_slashes: decoded}\nlisteners: [{listen: ':8080', routes: [{return: 204}]}]\n");
+  l = Load(
+      "http: {escaped_slashes: decoded}\nlisteners: [{listen: ':8080', routes: [{return: "
+      "204}]}]\n");
   ASSERT_EQ(l.errors.size(), 1u);
   EXPECT_EQ(l.errors[0],
             "t.yml:1:25: http.escaped_slashes: unknown value \"decoded\" (did you mean "
@@ -235,6 +237,62 @@ TEST(Config, SemanticErrors) {
   }
 }
 
+// Servers may be written with host names (resolved off the request path, see resolver:);
+// what is not a name or an address is refused at its line.
+TEST(Config, ServersByHostName) {
+  ConfigLoad l = Load(
+      "resolver: {servers: ['127.0.0.1:5353', '::1'], min_ttl: 1s, max_ttl: 30s, timeout: 1s,\n"
+      "           attempts: 3, retry: 2s, required_at_start: true}\n"
+      "listeners: [{listen: ':80', routes: [{prefix: /, upstream: a}]}]\n"
+      "upstreams: {a: {servers: ['IAM-api-1:3000', {address: 'db.internal.:5432'}, "
+      "'10.0.0.1:80', 'localhost:81']}}\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const auto& s = l.config->gateway->upstreams[0].servers;
+  EXPECT_EQ(s[0].host, "iam-api-1");  // names are case-insensitive
+  EXPECT_EQ(s[0].port, 3000);
+  EXPECT_FALSE(s[0].resolved);
+  EXPECT_EQ(s[0].address_text, "IAM-api-1:3000");
+  EXPECT_EQ(s[0].where, "t.yml:4:27");
+  EXPECT_EQ(s[1].host, "db.internal.");
+  EXPECT_TRUE(s[2].host.empty());
+  EXPECT_TRUE(s[2].resolved);
+  EXPECT_EQ(s[2].address.ToString(), "10.0.0.1:80");
+  EXPECT_TRUE(s[3].host.empty());  // localhost is 127.0.0.1, as for listeners
+  const ResolverOptions& r = l.config->resolver;
+  EXPECT_EQ(r.servers, (std::vector<std::string>{"127.0.0.1:5353", "::1"}));
+  EXPECT_EQ(r.min_ttl_ms, 1000);
+  EXPECT_EQ(r.max_ttl_ms, 30000);
+  EXPECT_EQ(r.timeout_ms, 1000);
+  EXPECT_EQ(r.attempts, 3);
+  EXPECT_EQ(r.retry_ms, 2000);
+  EXPECT_TRUE(l.config->resolver_required_at_start);
+
+  const std::string head = "listeners: [{listen: ':80', routes: [{prefix: /, upstream: a}]}]\n";
+  for (const auto& [text, error] : std::vector<std::pair<std::string, std::string>>{
+           {head + "upstreams: {a: {servers: ['bad_name!:80']}}\n",
+            "t.yml:2:27: upstreams.a.servers[0].address: invalid address \"bad_name!:80\": "
+            "\"bad_name!\" is neither an IP address nor a host name"},
+           {head + "upstreams: {a: {servers: ['app.test']}}\n", "expected HOST:PORT"},
+           {head + "upstreams: {a: {servers: ['app.test:0']}}\n", "port 1-65535"},
+           {head + "upstreams: {a: {servers: ['-app.test:80']}}\n", "nor a host name"},
+           {head + "upstreams: {a: {servers: ['" + std::string(64, 'a') + ".test:80']}}\n",
+            "nor a host name"},
+           {head + "upstreams: {a: {servers: ['app.test:80', 'app.test:80']}}\n", "listed twice"},
+           {"resolver: {servers: [dns.example]}\n" + head +
+                "upstreams: {a: {servers: ['a.test:80']}}\n",
+            "t.yml:1:21: resolver.servers: \"dns.example\" is not IP"},
+           {"resolver: {min_ttl: 10s, max_ttl: 1s}\n" + head +
+                "upstreams: {a: {servers: ['a.test:80']}}\n",
+            "max_ttl between min_ttl and 1d"},
+           {"resolver: {hold: 10s}\n" + head + "upstreams: {a: {servers: ['a.test:80']}}\n",
+            "resolver: unknown key \"hold\""},
+       }) {
+    ConfigLoad bad = Load(text);
+    EXPECT_NE(Join(bad.errors, "\n").find(error), std::string::npos) << text << "\n"
+                                                                     << Join(bad.errors, "\n");
+  }
+}
+
 // Automatic failover with no etcd lease must be declared the only instance: two bulwarks
 // promoting on their own would split the brain.
 TEST(Config, FailoverWithoutEtcdNeedsSingleInstance) {
@@ -245,9 +303,10 @@ TEST(Config, FailoverWithoutEtcdNeedsSingleInstance) {
   ASSERT_EQ(bad.errors.size(), 1u);
   EXPECT_EQ(bad.errors[0].rfind("t.yml:4:", 0), 0u) << bad.errors[0];
   EXPECT_NE(bad.errors[0].find("needs `single_instance: true`"), std::string::npos);
-  ConfigLoad one = Load(pg + "  failover: {enabled: true, single_instance: true, "
-                             "maximum_lag_on_failover: 4MB, fence_command: [fence, db1], "
-                             "fence_timeout: 5s}\n");
+  ConfigLoad one = Load(pg +
+                        "  failover: {enabled: true, single_instance: true, "
+                        "maximum_lag_on_failover: 4MB, fence_command: [fence, db1], "
+                        "fence_timeout: 5s}\n");
   ASSERT_TRUE(one.errors.empty()) << one.errors[0];
   EXPECT_EQ(one.config->pg->failover.maximum_lag_on_failover, 4 << 20);
   EXPECT_EQ(one.config->pg->failover.fence_command, (std::vector<std::string>{"fence", "db1"}));
@@ -441,13 +500,13 @@ TEST(Config, ShippedExamplesAreValid) {
                         "/config/demo.yml"}) {
     ConfigLoad l = LoadConfigFile(std::string(BULWARK_SOURCE_DIR) + f,
                                   FakeEnv({{"LISTEN_PORT", "1"},
-                                       {"UPSTREAM_PORT", "2"},
-                                       {"ADMIN_PORT", "3"},
-                                       {"DEMO_ORIGIN_1", "127.0.0.1:1"},
-                                       {"DEMO_ORIGIN_2", "127.0.0.1:2"},
-                                       {"DEMO_ORIGIN_3", "127.0.0.1:3"},
-                                       {"TLS_CERT", cert},
-                                       {"TLS_KEY", key}}));
+                                           {"UPSTREAM_PORT", "2"},
+                                           {"ADMIN_PORT", "3"},
+                                           {"DEMO_ORIGIN_1", "127.0.0.1:1"},
+                                           {"DEMO_ORIGIN_2", "127.0.0.1:2"},
+                                           {"DEMO_ORIGIN_3", "127.0.0.1:3"},
+                                           {"TLS_CERT", cert},
+                                           {"TLS_KEY", key}}));
     EXPECT_TRUE(l.errors.empty()) << f << "\n" << Join(l.errors, "\n");
   }
   std::filesystem::remove_all(std::filesystem::path(cert).parent_path());  // nothing left in /tmp

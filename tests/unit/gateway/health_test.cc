@@ -3,7 +3,6 @@
 #include <memory>
 
 #include "gateway/config.h"
-
 #include "gtest/gtest.h"
 
 namespace bulwark::gateway {
@@ -40,9 +39,7 @@ TEST(RiseFall, NeedsRiseConsecutiveSuccessesAndFallConsecutiveFailures) {
   EXPECT_FALSE(rf.up());
 }
 
-ServerState MakeState() {
-  return ServerState(0, "app", "127.0.0.1:1", *ParseSocketAddress("127.0.0.1:1"));
-}
+ServerState MakeState() { return ServerState(0, "app", "127.0.0.1:1"); }
 
 TEST(Passive, MaxFailsWithinFailTimeoutLikeNginx) {
   ServerState s = MakeState();
@@ -95,7 +92,7 @@ TEST(Score, ReflectsActiveAndPassiveHealth) {
 std::vector<std::shared_ptr<ServerState>> Pool(int n) {
   std::vector<std::shared_ptr<ServerState>> v;
   for (int i = 0; i < n; ++i)
-    v.push_back(std::make_shared<ServerState>(i, "app", "s" + std::to_string(i), SocketAddress{}));
+    v.push_back(std::make_shared<ServerState>(i, "app", "s" + std::to_string(i)));
   return v;
 }
 

@@ -1,0 +1,257 @@
+// Upstream servers written with host names, against the real binary and a real DNS server on
+// loopback (dnsmasq): several records are several servers, a changed record is followed within
+// its TTL without a client error, a dead DNS server leaves the last good answer in use, a name
+// that does not resolve yet is a server that is down until it does.
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "core/clock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/harness.h"
+
+namespace bulwark::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A backend that answers with its own name.
+std::unique_ptr<Backend> Named(const std::string& name, int port, const std::string& ip) {
+  return std::make_unique<Backend>(
+      [name](const Backend::Request&) { return Backend::Reply(200, name); }, port, ip);
+}
+
+std::string Cfg(const DnsServer& dns, int port, int admin, const std::string& servers,
+                const std::string& extra = "", const std::string& upstream_extra = "") {
+  return dns.ConfigBlock() + extra + "workers: 2\naccess_log: {enabled: false}\n" +
+         "admin: {listen: 127.0.0.1:" + std::to_string(admin) + "}\n" +
+         "listeners:\n  - listen: 127.0.0.1:" + std::to_string(port) +
+         "\n    routes: [{prefix: /, upstream: app}]\n"
+         "upstreams:\n  app:\n" +
+         upstream_extra + "    servers: [" + servers + "]\n";
+}
+
+nlohmann::json Servers(int admin) {
+  Response r = Client(admin).Get("/api/v1/upstreams");
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.contains("upstreams")) return nlohmann::json::array();
+  return j["upstreams"][0]["servers"];
+}
+
+TEST(Names, ANameWithThreeRecordsIsThreeBalancedServers) {
+  DnsServer dns;
+  dns.Start("127.0.0.31 api.test\n127.0.0.32 api.test\n127.0.0.33 api.test\n");
+  int app_port = FreePort();
+  std::vector<std::unique_ptr<Backend>> backends;
+  for (int i = 1; i <= 3; ++i)
+    backends.push_back(Named("b" + std::to_string(i), app_port, "127.0.0.3" + std::to_string(i)));
+  int port = FreePort(), admin = FreePort();
+  std::string name = "api.test:" + std::to_string(app_port);
+  Bulwark b(Cfg(dns, port, admin, "'" + name + "'"));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(HttpGet(port, "/").status, 200) << b.log();
+  for (const auto& be : backends) EXPECT_GE(be->requests(), 60) << "unbalanced";
+
+  // Three servers, labelled like HAProxy's server-template, each with its address and state.
+  nlohmann::json servers = Servers(admin);
+  ASSERT_EQ(servers.size(), 3u) << servers.dump();
+  std::vector<std::string> labels, ips;
+  for (const auto& s : servers) {
+    labels.push_back(s["address"]);
+    ips.push_back(s["ip"]);
+    EXPECT_EQ(s["host"], "api.test");
+    EXPECT_EQ(s["state"], "up");
+    EXPECT_GE(s["requests"].get<int>(), 60);
+  }
+  EXPECT_EQ(labels, (std::vector<std::string>{name, name + "#2", name + "#3"}));
+  EXPECT_EQ(ips, (std::vector<std::string>{"127.0.0.31", "127.0.0.32", "127.0.0.33"}));
+  std::string m = HttpGet(admin, "/metrics").body;
+  EXPECT_EQ(Metric(m, "bulwark_resolver_addresses{name=\"api.test\"}"), "3") << m;
+  EXPECT_EQ(
+      Metric(m, "bulwark_upstream_state{upstream=\"app\",server=\"" + name + "#2\",state=\"up\"}"),
+      "1");
+}
+
+TEST(Names, ARecordChangedUnderLoadIsFollowedWithinItsTtlWithoutAClientError) {
+  DnsServer dns;
+  dns.Start("127.0.0.41 app.test\n");
+  int app_port = FreePort();
+  auto a = Named("a", app_port, "127.0.0.41");
+  auto bb = Named("b", app_port, "127.0.0.42");
+  int port = FreePort(), admin = FreePort();
+  std::string name = "app.test:" + std::to_string(app_port);
+  Bulwark b(Cfg(dns, port, admin, "'" + name + "'"));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+
+  // Two clients on kept-alive connections, as a busy site has.
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, errors{0};
+  std::atomic<int64_t> first_b_ms{0};
+  std::mutex mu;
+  std::string error_text;
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 2; ++t) {
+    clients.emplace_back([&] {
+      std::unique_ptr<Client> c;
+      while (!stop) {
+        if (c == nullptr || !c->connected()) c = std::make_unique<Client>(port);
+        Response r = c->Get("/");
+        if (r.status != 200) {
+          ++errors;
+          std::lock_guard<std::mutex> l(mu);
+          error_text += std::to_string(r.status) + " " + r.error + " " + r.body + "\n";
+          c.reset();
+          continue;
+        }
+        ++ok;
+        if (r.closed || r.headers["connection"] == "close") c.reset();  // keepalive_requests
+        if (r.body == "b" && first_b_ms == 0) first_b_ms = MonotonicMs();
+      }
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] { return ok > 200; }, 10000));
+  dns.SetHosts("127.0.0.42 app.test\n");
+  int64_t changed_ms = MonotonicMs();
+  bool followed = WaitFor([&] { return first_b_ms != 0; }, 15000);
+  // The old server stops getting requests once those in flight are done...
+  int before = 0;
+  bool quiet = followed && WaitFor(
+                               [&] {
+                                 before = a->requests();
+                                 std::this_thread::sleep_for(300ms);
+                                 return a->requests() == before;
+                               },
+                               10000);
+  // ...and then goes away without a client noticing: no request or pooled connection is left
+  // on it.
+  a->Stop();
+  int ok_before = ok;
+  WaitFor([&] { return ok > ok_before + 200; }, 10000);
+  stop = true;
+  for (auto& t : clients) t.join();
+  ASSERT_TRUE(followed) << b.log();
+  EXPECT_TRUE(quiet);
+  EXPECT_EQ(errors, 0) << error_text << b.log();
+  EXPECT_GT(ok, ok_before + 200);
+  // dnsmasq serves the record with a 1 s TTL: the change is seen within that, one lookup and
+  // the new snapshot (bounded loosely: this runs beside other work).
+  int64_t followed_ms = first_b_ms - changed_ms;
+  std::cout << "record change followed after " << followed_ms << " ms\n";
+  EXPECT_LT(followed_ms, 1000 + 5000);
+  // Same server, same label and counters: the name moved, the server did not.
+  nlohmann::json servers = Servers(admin);
+  ASSERT_EQ(servers.size(), 1u) << servers.dump();
+  EXPECT_EQ(servers[0]["address"], name);
+  EXPECT_EQ(servers[0]["ip"], "127.0.0.42");
+  EXPECT_EQ(servers[0]["requests"].get<int>(), a->requests() + bb->requests());
+  std::string m = HttpGet(admin, "/metrics").body;
+  EXPECT_EQ(Metric(m, "bulwark_resolver_changes_total{name=\"app.test\"}"), "1");
+  EXPECT_NE(b.log().find("app.test now stands for 127.0.0.42 (was 127.0.0.41)"), std::string::npos)
+      << b.log();
+}
+
+TEST(Names, WhenTheDnsServerDiesTrafficContinuesOnTheLastGoodAnswer) {
+  DnsServer dns;
+  dns.Start("127.0.0.45 app.test\n");
+  int app_port = FreePort();
+  auto a = Named("a", app_port, "127.0.0.45");
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(Cfg(dns, port, admin, "'app.test:" + std::to_string(app_port) + "'"));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  ASSERT_EQ(HttpGet(port, "/").body, "a");
+  dns.Kill();
+  auto failures = [&] {
+    return std::atoi(Metric(HttpGet(admin, "/metrics").body,
+                            "bulwark_resolver_failures_total{name=\"app.test\"}")
+                         .c_str());
+  };
+  // The 1 s TTL runs out, lookups fail (every retry: 200 ms)...
+  ASSERT_TRUE(WaitFor([&] { return failures() >= 3; }, 20000)) << b.log();
+  // ...and the last good address stays in use.
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(HttpGet(port, "/").body, "a");
+  std::string m = HttpGet(admin, "/metrics").body;
+  EXPECT_EQ(Metric(m, "bulwark_resolver_up{name=\"app.test\"}"), "0");
+  // Logged once, not once per failed lookup.
+  std::string log = b.log();
+  size_t first = log.find("keeping the last good addresses");
+  ASSERT_NE(first, std::string::npos) << log;
+  EXPECT_EQ(log.find("keeping the last good addresses", first + 1), std::string::npos) << log;
+}
+
+TEST(Names, ANameThatDoesNotResolveYetIsAServerThatIsDownUntilItDoes) {
+  DnsServer dns;
+  dns.Start("");
+  int app_port = FreePort();
+  std::mutex mu;
+  std::string probe_host;
+  Backend late(
+      [&](const Backend::Request& r) {
+        if (r.headers.count("user-agent") && r.headers.at("user-agent") == "bulwark-health-check") {
+          std::lock_guard<std::mutex> l(mu);
+          probe_host = r.headers.at("host");
+        }
+        return Backend::Reply(200, "late");
+      },
+      app_port, "127.0.0.51");
+  int port = FreePort(), admin = FreePort();
+  std::string name = "late.test:" + std::to_string(app_port);
+  Bulwark b(Cfg(dns, port, admin, "'" + name + "'", "",
+                "    health_check: {path: /health, interval: 200ms}\n"));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  EXPECT_EQ(HttpGet(port, "/").status, 503);  // no usable server: immediate 503
+  nlohmann::json servers = Servers(admin);
+  ASSERT_EQ(servers.size(), 1u) << servers.dump();
+  EXPECT_EQ(servers[0]["state"], "unresolved");
+  EXPECT_EQ(HttpGet(admin, "/ready").status, 503);
+  EXPECT_NE(b.log().find("cannot resolve \"late.test\""), std::string::npos) << b.log();
+
+  dns.SetHosts("127.0.0.51 late.test\n");
+  ASSERT_TRUE(WaitFor([&] { return HttpGet(port, "/").body == "late"; }, 15000)) << b.log();
+  EXPECT_EQ(HttpGet(admin, "/ready").status, 200);
+  servers = Servers(admin);
+  EXPECT_EQ(servers[0]["state"], "up");
+  EXPECT_EQ(servers[0]["ip"], "127.0.0.51");
+  // Health checks start once there is an address, asking for the server by its name.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::lock_guard<std::mutex> l(mu);
+        return !probe_host.empty();
+      },
+      10000));
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(probe_host, name);
+}
+
+TEST(Names, RequiredAtStartMakesAnUnresolvableNameAnErrorAtItsLine) {
+  DnsServer dns;
+  dns.Start("127.0.0.55 known.test\n");
+  int port = FreePort(), admin = FreePort();
+  std::string dir = MakeTempDir();
+  std::string path = dir + "/bulwark.yml";
+  std::string servers = "'known.test:80', 'nowhere.test:80'";
+  WriteFile(path, Cfg(dns, port, admin, servers));
+  std::string out;
+  // Without required_at_start the server just starts down.
+  EXPECT_EQ(RunBulwark({"check-config", path}, &out), 0) << out;
+  std::string text = Cfg(dns, port, admin, servers);
+  text.replace(text.find("attempts: 1"), 11, "attempts: 1, required_at_start: true");
+  WriteFile(path, text);
+  EXPECT_EQ(RunBulwark({"check-config", path}, &out), 1) << out;
+  // The error names the file, line and column of the address that does not resolve.
+  size_t line = 1 + std::count(text.begin(), text.begin() + text.find("'nowhere.test"), '\n');
+  size_t col = text.find("'nowhere.test") - text.rfind('\n', text.find("'nowhere.test"));
+  EXPECT_NE(out.find(path + ":" + std::to_string(line) + ":" + std::to_string(col) +
+                     ": cannot resolve \"nowhere.test\""),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("known.test"), std::string::npos) << out;
+  // serve refuses to start the same way.
+  EXPECT_EQ(RunBulwark({"serve", "-c", path}, &out), 1);
+  EXPECT_NE(out.find("cannot resolve \"nowhere.test\""), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace bulwark::testing
