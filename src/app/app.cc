@@ -62,6 +62,7 @@ App::App(std::unique_ptr<Config> cfg, ConfigSource source)
 App::~App() {
   observer_.reset();
   pg_.reset();
+  pg_names_.reset();
   gateway_.reset();
   admin_.reset();
 }
@@ -122,6 +123,10 @@ absl::Status App::StartAdmin() {
   return absl::OkStatus();
 }
 
+std::shared_ptr<const pg::PgConfig> App::PgWithAddresses() const {
+  return pg::ExpandServerNames(*cfg_->pg, pg_names_ ? &pg_names_->table() : nullptr);
+}
+
 void App::StartLease() {
   EtcdLeaseOptions o;
   o.endpoints = cfg_->cluster.etcd_endpoints;
@@ -160,7 +165,13 @@ absl::Status App::Start() {
   if (!s.ok()) return s;
   if (cfg_->cluster.enabled()) StartLease();
   if (cfg_->pg->enabled) {
-    pg_ = std::make_unique<pg::Proxy>(cfg_->pg);
+    pg_names_ = std::make_unique<NameWatcher>(resolver_.get(), &loop_, "pg", [this] {
+      // A name moved: the proxy reloads with the new addresses (groups whose servers changed are
+      // replaced; clients on them finish where they are, as with any reload).
+      if (pg_) pg_->Reload(PgWithAddresses());
+    });
+    pg_names_->Set(pg::ServerHostNames(*cfg_->pg));
+    pg_ = std::make_unique<pg::Proxy>(PgWithAddresses());
     pg_->set_lease(lease_.get());
     s = pg_->Start();
     if (!s.ok()) return s;
@@ -318,7 +329,10 @@ std::vector<std::string> App::Reload() {
   }
   ++generation_;
   cfg_ = std::move(next);
-  if (pg_) pg_->Reload(cfg_->pg);
+  if (pg_) {
+    pg_names_->Set(pg::ServerHostNames(*cfg_->pg));
+    pg_->Reload(PgWithAddresses());
+  }
   if (vault_) vault_->Reload(cfg_->vault);
   if (observer_) {
     observer_->Reload(cfg_->observe);

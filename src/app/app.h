@@ -58,6 +58,8 @@ class App {
   absl::Status StartLogs();
   absl::Status StartAdmin();
   void StartLease();
+  // The pg proxy's configuration: cfg_->pg with its servers' host names as they resolve now.
+  std::shared_ptr<const pg::PgConfig> PgWithAddresses() const;
   // The process's own routes (health, readiness, metrics, dashboard, reload, cluster), then each
   // plane's; a plane the config leaves out answers its paths with a 404 that says so.
   void RegisterAdminRoutes();
@@ -79,7 +81,8 @@ class App {
   std::unique_ptr<security::AuditLog> audit_;  // before admin_, which points at it
   std::unique_ptr<admin::AdminServer> admin_;
   std::unique_ptr<observe::Observer> observer_;
-  std::unique_ptr<EtcdLease> lease_;  // before pg_: destroyed after it
+  std::unique_ptr<EtcdLease> lease_;       // before pg_: destroyed after it
+  std::unique_ptr<NameWatcher> pg_names_;  // the host names pg servers are written with
   std::unique_ptr<pg::Proxy> pg_;
   std::unique_ptr<vault::Scheduler> vault_;
   std::unique_ptr<SignalHandler> signals_;

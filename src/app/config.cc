@@ -202,6 +202,15 @@ std::vector<std::string> CheckNamesResolve(const Config& cfg, Resolver* resolver
       where.push_back(s.where);
     }
   }
+  if (cfg.pg->enabled) {
+    for (const auto& [name, db] : cfg.pg->databases) {
+      for (const auto& s : db.servers) {
+        if (s.host.empty()) continue;
+        names.push_back(s.host);
+        where.push_back(s.where);
+      }
+    }
+  }
   std::vector<std::string> errors;
   if (names.empty()) return errors;
   auto answers = resolver->LookupAll(names);

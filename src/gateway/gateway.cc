@@ -17,14 +17,12 @@ namespace bulwark::gateway {
 Gateway::Gateway(EventLoop* loop, std::shared_ptr<const GatewayConfig> cfg, int workers,
                  int64_t reserved_descriptors, Resolver* resolver)
     : loop_(loop),
-      resolver_(resolver),
+      names_(resolver, loop, "gateway", [this] { OnNamesChanged(); }),
       cfg_(std::move(cfg)),
       worker_count_(workers),
       reserved_descriptors_(reserved_descriptors) {}
 
 Gateway::~Gateway() {
-  *alive_ = false;
-  for (const auto& [host, id] : name_watches_) resolver_->Unwatch(id);
   Stop();
   Join();
   workers_.clear();
@@ -39,7 +37,7 @@ absl::Status Gateway::Start(uint64_t generation) {
   }
   WatchNames(*cfg_);
   auto snap = Snapshot::Build(cfg_, worker_count_, nullptr, &servers_, &zones_, &endpoints_,
-                              generation, &cache_zones_, &names_);
+                              generation, &cache_zones_, &names_.table());
   if (!snap.ok()) return snap.status();
   snapshot_ = *snap;
   bans_ = std::make_unique<BanTable>(cfg_->bans.max_entries);
@@ -74,7 +72,7 @@ absl::Status Gateway::Start(uint64_t generation) {
 absl::Status Gateway::Reload(std::shared_ptr<const GatewayConfig> cfg, uint64_t generation) {
   WatchNames(*cfg);
   auto snap = Snapshot::Build(cfg, worker_count_, snapshot_.get(), &servers_, &zones_, &endpoints_,
-                              generation, &cache_zones_, &names_);
+                              generation, &cache_zones_, &names_.table());
   if (!snap.ok()) {
     WatchNames(*cfg_);  // back to the running config's names
     return snap.status();
@@ -98,64 +96,18 @@ void Gateway::WatchNames(const GatewayConfig& cfg) {
   std::vector<std::string> used;
   for (const auto& u : cfg.upstreams) {
     for (const auto& s : u.servers) {
-      if (!s.host.empty() && std::find(used.begin(), used.end(), s.host) == used.end())
-        used.push_back(s.host);
+      if (!s.host.empty()) used.push_back(s.host);
     }
   }
-  for (auto it = name_watches_.begin(); it != name_watches_.end();) {
-    if (std::find(used.begin(), used.end(), it->first) != used.end()) {
-      ++it;
-      continue;
-    }
-    resolver_->Unwatch(it->second);
-    names_.erase(it->first);
-    it = name_watches_.erase(it);
-  }
-  std::vector<std::string> fresh;
-  for (const auto& h : used) {
-    if (!name_watches_.contains(h)) fresh.push_back(h);
-  }
-  if (fresh.empty()) return;
-  if (resolver_ == nullptr) {
-    LogWarn("upstream servers named by host name stay down: no resolver");
-    return;
-  }
-  // Resolved before the snapshot is built, so servers start with their addresses (nginx
-  // resolves at load too); the watches keep them current from here on.
-  auto answers = resolver_->LookupAll(fresh);
-  for (size_t i = 0; i < fresh.size(); ++i) {
-    const std::string& host = fresh[i];
-    if (answers[i].ok()) {
-      names_[host] = AssignSlots({}, answers[i]->addresses);
-    } else {
-      LogWarn("gateway: ", answers[i].status().message(),
-              "; its servers are down until it resolves");
-    }
-    std::weak_ptr<bool> alive = alive_;
-    name_watches_[host] =
-        resolver_->Watch(host, [this, alive, host](const std::vector<IpAddress>& addresses) {
-          loop_->Post([this, alive, host, addresses] {
-            if (auto a = alive.lock(); a && *a) OnNameResolved(host, addresses);
-          });
-        });
-  }
+  names_.Set(used);
 }
 
-void Gateway::OnNameResolved(const std::string& host, const std::vector<IpAddress>& addresses) {
-  if (!name_watches_.contains(host) || snapshot_ == nullptr) return;
-  auto& slots = names_[host];
-  auto next = AssignSlots(slots, addresses);
-  if (next == slots) return;
-  std::vector<std::string> was, now;
-  for (const auto& a : slots) was.push_back(a ? a->ToString() : "-");
-  for (const auto& a : next) now.push_back(a ? a->ToString() : "-");
-  LogInfo("gateway: ", host, " now stands for ", bulwark::Join(now, ", "),
-          was.empty() ? std::string() : StrCat(" (was ", bulwark::Join(was, ", "), ")"));
-  slots = std::move(next);
+void Gateway::OnNamesChanged() {
+  if (snapshot_ == nullptr) return;
   auto snap = Snapshot::Build(cfg_, worker_count_, snapshot_.get(), &servers_, &zones_, &endpoints_,
-                              snapshot_->generation, &cache_zones_, &names_);
+                              snapshot_->generation, &cache_zones_, &names_.table());
   if (!snap.ok()) {
-    LogError("gateway: cannot apply the new addresses of ", host, ": ", snap.status().message());
+    LogError("gateway: cannot apply new server addresses: ", snap.status().message());
     return;
   }
   Apply(*snap);

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "admin/admin_server.h"
 #include "core/event_loop.h"
+#include "core/names.h"
 #include "core/redis_client.h"
 #include "core/resolver.h"
 #include "gateway/access_log.h"
@@ -81,23 +82,17 @@ class Gateway {
   void ScanDelete(std::string match, std::string cursor, std::function<void()> done);
   void OnCachePurgeMessage(std::string_view payload);
   void CollectUpstreams(std::string* out, int64_t now) const;
-  // Host names: the ones `cfg` uses are resolved (all at once, waiting) if new and watched;
-  // the ones it no longer uses are forgotten.
+  // Watches the host names `cfg`'s servers are written with.
   void WatchNames(const GatewayConfig& cfg);
-  // A watched name's addresses changed (resolver thread, posted here): a new snapshot of the
-  // same config.
-  void OnNameResolved(const std::string& host, const std::vector<IpAddress>& addresses);
+  // A watched name's addresses changed: a new snapshot of the same config.
+  void OnNamesChanged();
   // Hands `snap` to the workers and the health checks.
   void Apply(std::shared_ptr<const Snapshot> snap);
   void CollectCaches(std::string* out) const;
   void CollectSecurity(std::string* out, int64_t now) const;
 
   EventLoop* loop_;
-  Resolver* resolver_;
-  NameTable names_;
-  std::map<std::string, uint64_t> name_watches_;  // host name -> Resolver watch id
-  // Tasks the resolver posts check it: the loop may outlive the gateway.
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  NameWatcher names_;
   std::shared_ptr<const GatewayConfig> cfg_;
   const int worker_count_;
   const int64_t reserved_descriptors_;

@@ -8,26 +8,6 @@
 
 namespace bulwark::gateway {
 
-std::vector<std::optional<IpAddress>> AssignSlots(const std::vector<std::optional<IpAddress>>& old,
-                                                  const std::vector<IpAddress>& addresses) {
-  std::vector<std::optional<IpAddress>> slots = old;
-  for (auto& slot : slots) {
-    if (slot && std::find(addresses.begin(), addresses.end(), *slot) == addresses.end())
-      slot.reset();
-  }
-  for (const IpAddress& ip : addresses) {
-    if (std::find(slots.begin(), slots.end(), std::optional<IpAddress>(ip)) != slots.end())
-      continue;
-    auto free = std::find(slots.begin(), slots.end(), std::nullopt);
-    if (free != slots.end())
-      *free = ip;
-    else
-      slots.push_back(ip);
-  }
-  while (!slots.empty() && !slots.back()) slots.pop_back();
-  return slots;
-}
-
 std::vector<ServerConfig> ExpandServer(const ServerConfig& server, const NameTable* names) {
   if (server.host.empty()) return {server};
   std::vector<ServerConfig> out;
@@ -37,7 +17,7 @@ std::vector<ServerConfig> ExpandServer(const ServerConfig& server, const NameTab
       for (size_t k = 0; k < it->second.size(); ++k) {
         if (!it->second[k]) continue;
         ServerConfig s = server;
-        if (k > 0) s.address_text = StrCat(server.address_text, "#", k + 1);
+        s.address_text = SlotLabel(server.address_text, k);
         s.address = MakeSocketAddress(*it->second[k], server.port);
         s.resolved = true;
         out.push_back(std::move(s));

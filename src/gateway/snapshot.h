@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "core/mutex.h"
+#include "core/names.h"
 #include "gateway/balancer.h"
 #include "gateway/config.h"
 #include "gateway/health.h"
@@ -22,15 +23,6 @@ namespace bulwark::gateway {
 // Server ids index fixed per-worker counter arrays; this bounds servers across all upstreams.
 constexpr uint32_t kMaxServers = 4096;
 
-// What the gateway's host names stand for now. Slot k of a name is the address of its (k+1)th
-// server, labelled "NAME:PORT" for the first and "NAME:PORT#K+1" after it (HAProxy
-// server-template). A slot keeps its address while the name keeps it, so a server keeps its
-// label, health and counters when its name gains or loses other addresses; an empty slot (its
-// address gone) is free for the next new address. A name with no address yet has no slots.
-using NameTable = std::map<std::string, std::vector<std::optional<IpAddress>>>;
-// Fits a name's new set of addresses into its slots (see NameTable).
-std::vector<std::optional<IpAddress>> AssignSlots(const std::vector<std::optional<IpAddress>>& old,
-                                                  const std::vector<IpAddress>& addresses);
 // The servers one configured server stands for: itself for a literal address, one per address
 // of its name, or, while the name has none, itself unresolved (down).
 std::vector<ServerConfig> ExpandServer(const ServerConfig& server, const NameTable* names);

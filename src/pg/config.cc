@@ -1,5 +1,7 @@
 #include "pg/config.h"
 
+#include <algorithm>
+
 #include "core/strings.h"
 
 namespace bulwark::pg {
@@ -51,6 +53,7 @@ void ReadServer(ConfigContext& ctx, const YAML::Node& n, const std::string& what
     r.Require("address");
     r.String("address", &out->address_text);
     std::string role = "auto";
+    out->role_written = r.Get("role").IsDefined();
     r.Enum("role", {"auto", "primary", "replica"}, &role);
     out->role = role == "primary"   ? Role::kPrimary
                 : role == "replica" ? Role::kReplica
@@ -58,6 +61,7 @@ void ReadServer(ConfigContext& ctx, const YAML::Node& n, const std::string& what
     r.Finish();
   }
   if (out->address_text.empty()) return;
+  out->where = ctx.Where(n.IsMap() && n["address"] ? n["address"].Mark() : n.Mark());
   if (out->address_text[0] == '/') {
     // A socket directory and port, as libpq's host=/var/run/postgresql port=5432.
     std::string dir = out->address_text;
@@ -72,17 +76,24 @@ void ReadServer(ConfigContext& ctx, const YAML::Node& n, const std::string& what
     out->unix_path = StrCat(dir, "/.s.PGSQL.", port);
     return;
   }
-  auto a = ParseSocketAddress(out->address_text);
-  if (!a.ok()) {
-    ctx.Error(n.Mark(), StrCat(what, ": ", a.status().message()));
-    return;
-  }
-  if (a->port() == 0 || out->address_text.find(':') == std::string::npos) {
+  if (out->address_text.find(':') == std::string::npos) {
     ctx.Error(n.Mark(), StrCat(what, ": \"", out->address_text,
                                "\" needs a port (PostgreSQL's is usually 5432)"));
     return;
   }
-  out->address = *a;
+  auto hp = ParseHostPort(out->address_text);
+  if (!hp.ok()) {
+    ctx.Error(n.Mark(), StrCat(what, ": ", hp.status().message()));
+    return;
+  }
+  out->port = hp->port;
+  if (hp->address.has_value()) {
+    out->address = *hp->address;
+  } else {
+    // Resolved at load and kept current in the background (ExpandServerNames).
+    out->host = hp->host;
+    out->resolved = false;
+  }
 }
 
 void ReadDatabase(ConfigContext& ctx, const std::string& name, const YAML::Node& n,
@@ -319,6 +330,54 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, PgConfig* out) {
     fr.Finish();
   }
   r.Finish();
+}
+
+std::vector<std::string> ServerHostNames(const PgConfig& cfg) {
+  std::vector<std::string> out;
+  for (const auto& [name, db] : cfg.databases) {
+    for (const auto& s : db.servers) {
+      if (!s.host.empty() && std::find(out.begin(), out.end(), s.host) == out.end())
+        out.push_back(s.host);
+    }
+  }
+  return out;
+}
+
+std::shared_ptr<const PgConfig> ExpandServerNames(const PgConfig& cfg, const NameTable* names) {
+  auto out = std::make_shared<PgConfig>(cfg);
+  for (auto& [name, db] : out->databases) {
+    std::vector<ServerConfig> servers;
+    for (const auto& s : db.servers) {
+      if (s.host.empty()) {
+        servers.push_back(s);
+        continue;
+      }
+      size_t before = servers.size();
+      if (names != nullptr) {
+        if (auto it = names->find(s.host); it != names->end()) {
+          int addresses = 0;
+          for (const auto& slot : it->second) addresses += slot.has_value();
+          for (size_t k = 0; k < it->second.size(); ++k) {
+            if (!it->second[k]) continue;
+            ServerConfig e = s;
+            // A lone server is the primary, but a lone name with several addresses is several
+            // servers: their roles are found out (pg_is_in_recovery) unless one was written.
+            if (addresses > 1 && !s.role_written) e.role = Role::kAuto;
+            e.address_text = SlotLabel(s.address_text, k);
+            e.address = MakeSocketAddress(*it->second[k], s.port);
+            e.resolved = true;
+            servers.push_back(std::move(e));
+          }
+        }
+      }
+      if (servers.size() == before) {
+        servers.push_back(s);
+        servers.back().resolved = false;
+      }
+    }
+    db.servers = std::move(servers);
+  }
+  return out;
 }
 
 }  // namespace bulwark::pg

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/config_reader.h"
+#include "core/names.h"
 #include "core/net.h"
 #include "core/tls.h"
 #include "pg/sharding.h"
@@ -47,10 +48,17 @@ struct UserConfig {
 };
 
 struct ServerConfig {
-  std::string address_text;  // host:port, or a unix socket directory (starts with "/")
-  SocketAddress address;     // TCP only
-  std::string unix_path;     // ".../.s.PGSQL.<port>" for socket directories
+  // host:port, or a unix socket directory (starts with "/"). Once a host name's addresses are
+  // known (ExpandServerNames), the label of one of them: "NAME:PORT", "NAME:PORT#2", ...
+  std::string address_text;
+  SocketAddress address;  // TCP only, valid when `resolved`
+  std::string unix_path;  // ".../.s.PGSQL.<port>" for socket directories
+  std::string host;       // a host name, or empty (an IP address or a socket directory)
+  uint16_t port = 0;
+  bool resolved = true;  // false: a host name with no address yet (the server is down)
+  std::string where;     // "FILE:LINE:COL" of the address
   Role role = Role::kAuto;
+  bool role_written = false;  // `role:` was given (else a lone server is taken as the primary)
   std::string Name() const { return address_text; }
 };
 
@@ -162,5 +170,12 @@ struct PgConfig {
 
 // Reads `pg:`; a relative sharding_file is taken from the configuration file's directory.
 void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, PgConfig* out);
+
+// The host names `cfg`'s servers are written with.
+std::vector<std::string> ServerHostNames(const PgConfig& cfg);
+// `cfg` with each server written by host name replaced by one server per address the name
+// stands for in `names` (see NameTable), or by itself unresolved while it has none. The proxy
+// only ever runs an expanded configuration.
+std::shared_ptr<const PgConfig> ExpandServerNames(const PgConfig& cfg, const NameTable* names);
 
 }  // namespace bulwark::pg

@@ -293,7 +293,8 @@ void HealthChecker::Round() {
       r.name = s.Name();
       r.h = hit->second.get();
       int64_t started_ns = MonotonicNs();
-      for (int attempt = 0; attempt < 2 && !r.ok; ++attempt) {
+      if (!s.resolved) r.error = StrCat("\"", s.host, "\" does not resolve (yet)");
+      for (int attempt = 0; attempt < 2 && !r.ok && s.resolved; ++attempt) {
         if (t->conn == nullptr || PQstatus(t->conn) != CONNECTION_OK) {
           if (t->conn != nullptr) PQfinish(t->conn);
           t->conn = nullptr;

@@ -77,6 +77,7 @@ class CancelConn final : public IoHandler {
       if (s >= 0) close(s);
       return;
     }
+    if (!server.resolved) return;
     auto r = ConnectTcp(server.address);
     if (!r.ok()) return;
     fd_ = *r;

@@ -124,6 +124,11 @@ void ServerConn::Connect() {
       s = -1;
       errno = e;
     }
+  } else if (!sc.resolved) {
+    state = State::kConnecting;
+    fd = -1;
+    LoginFailed(StrCat("\"", sc.host, "\" does not resolve (yet)"));
+    return;
   } else {
     auto r = ConnectTcp(sc.address);
     s = r.ok() ? *r : -1;
@@ -341,16 +346,19 @@ void ServerConn::OnLoginMessage(char type, std::string_view body) {
       bool plain = !pw.empty() && !IsMd5Hash(pw) && !StartsWith(pw, "SCRAM-SHA-256$");
       unsigned allowed = proxy->cfg->server_auth_methods;
       auto refuse = [&](std::string_view method, std::string_view name) {
-        LoginFailed(StrCat("the server asks for ", method, "; pg.server_auth_methods does not "
-                           "allow ", name, " (libpq's require_auth)"));
+        LoginFailed(StrCat("the server asks for ", method,
+                           "; pg.server_auth_methods does not "
+                           "allow ",
+                           name, " (libpq's require_auth)"));
       };
       switch (a->code) {
         case 0:
           // AuthenticationOk. In the middle of SCRAM it would skip the server's proof that it
           // knows the password (an impostor's shortcut): refused, as libpq refuses it.
           if (scram) {
-            LoginFailed("the server ended SCRAM authentication early (AuthenticationOk before "
-                        "proving it knows the password)");
+            LoginFailed(
+                "the server ended SCRAM authentication early (AuthenticationOk before "
+                "proving it knows the password)");
             return;
           }
           if (!auth_seen && !(allowed & kServerAuthNone)) {
@@ -382,13 +390,14 @@ void ServerConn::OnLoginMessage(char type, std::string_view body) {
             return;
           }
           if (a->data.size() != 4 || (!plain && !IsMd5Hash(pw))) {
-            LoginFailed(StrCat("the server asks for md5; bulwark has no password or md5 hash "
-                               "for user \"",
-                               g.server_user, "\""));
+            LoginFailed(
+                StrCat("the server asks for md5; bulwark has no password or md5 hash "
+                       "for user \"",
+                       g.server_user, "\""));
             return;
           }
-          std::string b = plain ? Md5Response(g.server_user, pw, a->data)
-                                : Md5ResponseFromHash(pw, a->data);
+          std::string b =
+              plain ? Md5Response(g.server_user, pw, a->data) : Md5ResponseFromHash(pw, a->data);
           b.push_back('\0');
           AppendMessage(&out.buf, 'p', b);
           break;
@@ -408,9 +417,8 @@ void ServerConn::OnLoginMessage(char type, std::string_view body) {
           if (plain) {
             scram = std::make_unique<ScramClient>(pw, proxy->RandomBytes(18));
           } else if (!g.scram_client_key.empty()) {
-            scram = std::make_unique<ScramClient>(
-                ScramClient::FromKeys(g.scram_client_key, g.scram_server_key,
-                                      proxy->RandomBytes(18)));
+            scram = std::make_unique<ScramClient>(ScramClient::FromKeys(
+                g.scram_client_key, g.scram_server_key, proxy->RandomBytes(18)));
           } else {
             LoginFailed(StrCat("the server asks for SCRAM; bulwark has no password for user \"",
                                g.server_user,
@@ -452,9 +460,10 @@ void ServerConn::OnLoginMessage(char type, std::string_view body) {
           return;
         }
         default:
-          LoginFailed(StrCat("the server asks for an authentication method bulwark does not "
-                             "speak (code ",
-                             a->code, ")"));
+          LoginFailed(
+              StrCat("the server asks for an authentication method bulwark does not "
+                     "speak (code ",
+                     a->code, ")"));
           return;
       }
       Flush();

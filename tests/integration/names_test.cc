@@ -11,6 +11,7 @@
 #include "core/clock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/pg_client.h"
 
 namespace bulwark::testing {
 namespace {
@@ -251,6 +252,37 @@ TEST(Names, RequiredAtStartMakesAnUnresolvableNameAnErrorAtItsLine) {
   // serve refuses to start the same way.
   EXPECT_EQ(RunBulwark({"serve", "-c", path}, &out), 1);
   EXPECT_NE(out.find("cannot resolve \"nowhere.test\""), std::string::npos) << out;
+}
+
+// A PostgreSQL server written by host name (an RDS endpoint, a Kubernetes Service): down while
+// its name does not resolve, reached at its address once it does.
+TEST(Names, APgServerByNameIsDownUntilItsNameResolvesThenReachedThere) {
+  AppDatabase db;
+  ASSERT_TRUE(db.pg.ok()) << db.pg.log();
+  DnsServer dns;
+  dns.Start("");
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(dns.ConfigBlock() + "admin: {listen: 127.0.0.1:" + std::to_string(admin) +
+            "}\npg:\n  listen: 127.0.0.1:" + std::to_string(port) +
+            "\n  pool_mode: transaction\n  server_login_retry: 200ms\n"
+            "  users: [{name: app, password: secret}]\n"
+            "  databases:\n    app: {servers: ['db.test:" +
+            std::to_string(db.pg.port()) + "']}\n");
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  auto psql = [&] {
+    std::string out;
+    RunProgram({"psql", "-X", "-At", "-h", "127.0.0.1", "-p", std::to_string(port), "-U", "app",
+                "-d", "app", "-c", "SELECT 40 + 2"},
+               {{"PGPASSWORD", "secret"}}, &out, 60000);
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    return out;
+  };
+  std::string refused = psql();
+  EXPECT_NE(refused.find("does not resolve"), std::string::npos) << refused << b.log();
+  dns.SetHosts("127.0.0.1 db.test\n");
+  std::string out;
+  ASSERT_TRUE(WaitFor([&] { return (out = psql()) == "42"; }, 20000)) << out << b.log();
+  EXPECT_NE(b.log().find("pg: db.test now stands for 127.0.0.1"), std::string::npos) << b.log();
 }
 
 }  // namespace

@@ -83,11 +83,74 @@ TEST(PgConfig, MistakesAreReportedWithTheirLines) {
       << errors;
   EXPECT_NE(errors.find("user \"app\" is listed twice"), std::string::npos) << errors;
   EXPECT_NE(errors.find("pg.auth_user: \"pgbouncer\" must be in pg.users"), std::string::npos);
-  EXPECT_NE(errors.find("11:11: pg.databases.app.servers[1]: invalid address \"127.0.0.1\""),
+  EXPECT_NE(errors.find("11:11: pg.databases.app.servers[1]: \"127.0.0.1\" needs a port"),
             std::string::npos)
       << errors;
   EXPECT_NE(errors.find("2 servers say role: primary; at most one may"), std::string::npos);
   EXPECT_NE(errors.find("colour"), std::string::npos) << errors;
+}
+
+// Servers may be host names (an RDS endpoint, a Kubernetes Service): the proxy runs a copy of
+// the configuration in which each name is the servers of its current addresses.
+TEST(PgConfig, ServersByHostNameAreExpandedToTheirAddresses) {
+  PgConfig c;
+  ASSERT_EQ(Load(R"(pg:
+  users: [{name: app, password: x}]
+  databases:
+    app:
+      servers: ['DB.internal:5432']
+    two:
+      servers:
+        - {address: 'primary.internal:5432', role: primary}
+        - 'replicas.internal:5433'
+        - '10.0.0.9:5432'
+)",
+                 &c),
+            "");
+  const ServerConfig& lone = c.databases["app"].servers[0];
+  EXPECT_EQ(lone.host, "db.internal");
+  EXPECT_EQ(lone.port, 5432);
+  EXPECT_FALSE(lone.resolved);
+  EXPECT_EQ(lone.role, Role::kPrimary);  // a lone server takes everything
+  EXPECT_EQ(lone.where, "bulwark.yml:5:17");
+  EXPECT_EQ(ServerHostNames(c),
+            (std::vector<std::string>{"db.internal", "primary.internal", "replicas.internal"}));
+
+  NameTable names;
+  names["db.internal"] = {*IpAddress::Parse("10.1.0.1")};
+  names["replicas.internal"] = {*IpAddress::Parse("10.2.0.1"), std::nullopt,
+                                *IpAddress::Parse("10.2.0.3")};
+  auto e = ExpandServerNames(c, &names);
+  const auto& app = e->databases.at("app").servers;
+  ASSERT_EQ(app.size(), 1u);
+  EXPECT_EQ(app[0].Name(), "DB.internal:5432");
+  EXPECT_EQ(app[0].address.ToString(), "10.1.0.1:5432");
+  EXPECT_TRUE(app[0].resolved);
+  EXPECT_EQ(app[0].role, Role::kPrimary);
+  const auto& two = e->databases.at("two").servers;
+  ASSERT_EQ(two.size(), 4u);
+  EXPECT_EQ(two[0].Name(), "primary.internal:5432");  // no address yet: one server, down
+  EXPECT_FALSE(two[0].resolved);
+  EXPECT_EQ(two[0].role, Role::kPrimary);
+  EXPECT_EQ(two[1].Name(), "replicas.internal:5433");
+  EXPECT_EQ(two[1].address.ToString(), "10.2.0.1:5433");
+  EXPECT_EQ(two[2].Name(), "replicas.internal:5433#3");
+  EXPECT_EQ(two[2].address.ToString(), "10.2.0.3:5433");
+  EXPECT_EQ(two[3].Name(), "10.0.0.9:5432");
+  // A lone name with several addresses is several servers whose roles are found out.
+  names["db.internal"].push_back(*IpAddress::Parse("10.1.0.2"));
+  e = ExpandServerNames(c, &names);
+  ASSERT_EQ(e->databases.at("app").servers.size(), 2u);
+  for (const auto& s : e->databases.at("app").servers) EXPECT_EQ(s.role, Role::kAuto);
+  // The configuration itself is left as written.
+  EXPECT_FALSE(c.databases["app"].servers[0].resolved);
+
+  std::string errors = Load(
+      "pg:\n  users: [{name: app, password: x}]\n  databases:\n"
+      "    app: {servers: ['bad!name:5432', 'db.internal']}\n",
+      &c);
+  EXPECT_NE(errors.find("is neither an IP address nor a host name"), std::string::npos) << errors;
+  EXPECT_NE(errors.find("\"db.internal\" needs a port"), std::string::npos) << errors;
 }
 
 TEST(PgConfig, TheAlkaidSysShardingFileCanBeReferenced) {
