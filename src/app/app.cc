@@ -283,12 +283,7 @@ std::vector<std::string> App::KeepRestartSettings(Config* next) const {
       next->cluster.lease_ttl_ms != cfg_->cluster.lease_ttl_ms) {
     warnings.push_back("cluster: takes effect after a restart");
   }
-  if (next->resolver.servers != cfg_->resolver.servers ||
-      next->resolver.min_ttl_ms != cfg_->resolver.min_ttl_ms ||
-      next->resolver.max_ttl_ms != cfg_->resolver.max_ttl_ms ||
-      next->resolver.timeout_ms != cfg_->resolver.timeout_ms ||
-      next->resolver.attempts != cfg_->resolver.attempts ||
-      next->resolver.retry_ms != cfg_->resolver.retry_ms) {
+  if (!(next->resolver == cfg_->resolver)) {
     warnings.push_back("resolver: takes effect after a restart (required_at_start applies now)");
   }
   next->resolver = cfg_->resolver;

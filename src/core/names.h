@@ -32,6 +32,32 @@ std::vector<std::optional<IpAddress>> AssignSlots(const std::vector<std::optiona
 // first, "NAME:PORT#K+1" after it.
 std::string SlotLabel(const std::string& text, size_t k);
 
+// The servers one configured server `s` stands for: itself for a literal address (empty
+// `s.host`), a copy per address of its name in `names` (labelled by SlotLabel, `resolved`), or,
+// while the name has none, itself unresolved (down). Any server type with address_text,
+// address, host, port and resolved will do (the gateway's and the pg proxy's).
+template <class Server>
+std::vector<Server> ExpandByName(const Server& s, const NameTable* names) {
+  if (s.host.empty()) return {s};
+  std::vector<Server> out;
+  auto it = names != nullptr ? names->find(s.host) : NameTable::const_iterator{};
+  if (names != nullptr && it != names->end()) {
+    for (size_t k = 0; k < it->second.size(); ++k) {
+      if (!it->second[k]) continue;
+      Server e = s;
+      e.address_text = SlotLabel(s.address_text, k);
+      e.address = MakeSocketAddress(*it->second[k], s.port);
+      e.resolved = true;
+      out.push_back(std::move(e));
+    }
+  }
+  if (out.empty()) {
+    out.push_back(s);
+    out.back().resolved = false;
+  }
+  return out;
+}
+
 // Keeps a set of names resolved for one plane. Control thread only (the loop's), except that
 // the resolver's thread posts to the loop.
 class NameWatcher {

@@ -126,7 +126,8 @@ bool IsHostName(std::string_view name) {
 
 absl::StatusOr<HostPort> ParseHostPort(std::string_view text) {
   HostPort hp;
-  if (auto a = ParseSocketAddress(text); a.ok()) {
+  absl::StatusOr<SocketAddress> a = ParseSocketAddress(text);
+  if (a.ok()) {
     if (text.find(':') == std::string_view::npos || text.back() == ':' || text[0] == ':')
       return absl::InvalidArgumentError(
           StrCat("invalid address \"", text, "\": expected HOST:PORT"));
@@ -137,8 +138,7 @@ absl::StatusOr<HostPort> ParseHostPort(std::string_view text) {
     return hp;
   }
   size_t colon = text.rfind(':');
-  if (colon == std::string_view::npos || colon == 0 || text[0] == '[')
-    return ParseSocketAddress(text).status();
+  if (colon == std::string_view::npos || colon == 0 || text[0] == '[') return a.status();
   std::string_view host = text.substr(0, colon);
   uint32_t port;
   if (!ParseInt(text.substr(colon + 1), &port) || port == 0 || port > 65535) {

@@ -33,6 +33,7 @@ struct ResolverOptions {
   int attempts = 2;
   // After a failed lookup, the next try (HAProxy `timeout retry`); the last good answer stays.
   int64_t retry_ms = 1000;
+  bool operator==(const ResolverOptions&) const = default;
 };
 
 // The addresses of a name: A records before AAAA, each family in byte order (a stable set,

@@ -211,7 +211,7 @@ void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& 
     s->address = *hp->address;
     s->port = hp->port;
   } else {
-    // Resolved at load and kept current in the background (see NameTable in snapshot.h).
+    // Resolved at load and kept current in the background (see NameTable in core/names.h).
     s->host = hp->host;
     s->port = hp->port;
     s->resolved = false;

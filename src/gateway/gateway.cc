@@ -36,8 +36,7 @@ absl::Status Gateway::Start(uint64_t generation) {
     access_log_ = std::move(*al);
   }
   WatchNames(*cfg_);
-  auto snap = Snapshot::Build(cfg_, worker_count_, nullptr, &servers_, &zones_, &endpoints_,
-                              generation, &cache_zones_, &names_.table());
+  auto snap = BuildSnapshot(cfg_, generation);
   if (!snap.ok()) return snap.status();
   snapshot_ = *snap;
   bans_ = std::make_unique<BanTable>(cfg_->bans.max_entries);
@@ -71,8 +70,7 @@ absl::Status Gateway::Start(uint64_t generation) {
 
 absl::Status Gateway::Reload(std::shared_ptr<const GatewayConfig> cfg, uint64_t generation) {
   WatchNames(*cfg);
-  auto snap = Snapshot::Build(cfg, worker_count_, snapshot_.get(), &servers_, &zones_, &endpoints_,
-                              generation, &cache_zones_, &names_.table());
+  auto snap = BuildSnapshot(cfg, generation);
   if (!snap.ok()) {
     WatchNames(*cfg_);  // back to the running config's names
     return snap.status();
@@ -81,6 +79,12 @@ absl::Status Gateway::Reload(std::shared_ptr<const GatewayConfig> cfg, uint64_t 
   Apply(*snap);
   bans_->set_max_entries(cfg_->bans.max_entries);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> Gateway::BuildSnapshot(
+    std::shared_ptr<const GatewayConfig> cfg, uint64_t generation) {
+  return Snapshot::Build(std::move(cfg), worker_count_, snapshot_.get(), &servers_, &zones_,
+                         &endpoints_, generation, &cache_zones_, &names_.table());
 }
 
 void Gateway::Apply(std::shared_ptr<const Snapshot> snap) {
@@ -104,8 +108,7 @@ void Gateway::WatchNames(const GatewayConfig& cfg) {
 
 void Gateway::OnNamesChanged() {
   if (snapshot_ == nullptr) return;
-  auto snap = Snapshot::Build(cfg_, worker_count_, snapshot_.get(), &servers_, &zones_, &endpoints_,
-                              snapshot_->generation, &cache_zones_, &names_.table());
+  auto snap = BuildSnapshot(cfg_, snapshot_->generation);
   if (!snap.ok()) {
     LogError("gateway: cannot apply new server addresses: ", snap.status().message());
     return;
@@ -404,9 +407,7 @@ bool Gateway::Ready(std::string* why) const {
     bool any = false;
     for (size_t i = 0; i < ur.servers.size(); ++i) {
       const auto& sc = ur.cfg->servers[i];
-      if (ServerTakesRequests(sc, *ur.servers[i], now) &&
-          ur.servers[i]->ResilienceAllows(now, INT32_MAX))
-        any = true;
+      if (ServerTakesRequests(sc, *ur.servers[i], now)) any = true;
     }
     if (!any) {
       *why = StrCat("upstream ", ur.cfg->name, " has no healthy server");

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -86,6 +85,9 @@ class Gateway {
   void WatchNames(const GatewayConfig& cfg);
   // A watched name's addresses changed: a new snapshot of the same config.
   void OnNamesChanged();
+  // A snapshot of `cfg` beside the running one (if any), its names as they resolve now.
+  absl::StatusOr<std::shared_ptr<const Snapshot>> BuildSnapshot(
+      std::shared_ptr<const GatewayConfig> cfg, uint64_t generation);
   // Hands `snap` to the workers and the health checks.
   void Apply(std::shared_ptr<const Snapshot> snap);
   void CollectCaches(std::string* out) const;

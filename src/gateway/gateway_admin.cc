@@ -33,8 +33,7 @@ std::string Gateway::UpstreamsJson() const {
         j["ip"] = sc.resolved ? sc.address.IpString() : "";
       }
       j["state"] = std::string(ServerStateName(sc, s, now));
-      j["health_score"] =
-          sc.down || !sc.resolved ? 0 : s.Score(now, sc.max_fails, sc.fail_timeout_ms);
+      j["health_score"] = ServerScore(sc, s, now);
       j["active_connections"] = s.active_count();
       j["fails"] = s.fails();
       j["weight"] = sc.weight;

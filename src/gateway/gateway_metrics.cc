@@ -17,9 +17,7 @@ struct ServerRow {
   uint64_t requests = 0, failures = 0, retries = 0;
 };
 
-bool RowUp(const ServerRow& r, int64_t now) {
-  return ServerTakesRequests(*r.sc, *r.s, now) && r.s->ResilienceAllows(now, INT32_MAX);
-}
+bool RowUp(const ServerRow& r, int64_t now) { return ServerTakesRequests(*r.sc, *r.s, now); }
 
 struct ServerFamily {
   const char* name;
@@ -34,11 +32,7 @@ const ServerFamily kServerFamilies[] = {
      [](const ServerRow& r, int64_t now) -> int64_t { return RowUp(r, now) ? 1 : 0; }},
     {"bulwark_upstream_health_score", "gauge",
      "Health score 0-100 (active-check health times passive headroom).",
-     [](const ServerRow& r, int64_t now) -> int64_t {
-       return r.sc->down || !r.sc->resolved
-                  ? 0
-                  : r.s->Score(now, r.sc->max_fails, r.sc->fail_timeout_ms);
-     }},
+     [](const ServerRow& r, int64_t now) -> int64_t { return ServerScore(*r.sc, *r.s, now); }},
     {"bulwark_upstream_active_connections", "gauge", "Requests in flight to the server.",
      [](const ServerRow& r, int64_t) -> int64_t { return r.s->active_count(); }},
     {"bulwark_upstream_fails", "gauge", "Current nginx-style failure count (max_fails window).",

@@ -8,30 +8,6 @@
 
 namespace bulwark::gateway {
 
-std::vector<ServerConfig> ExpandServer(const ServerConfig& server, const NameTable* names) {
-  if (server.host.empty()) return {server};
-  std::vector<ServerConfig> out;
-  if (names != nullptr) {
-    auto it = names->find(server.host);
-    if (it != names->end()) {
-      for (size_t k = 0; k < it->second.size(); ++k) {
-        if (!it->second[k]) continue;
-        ServerConfig s = server;
-        s.address_text = SlotLabel(server.address_text, k);
-        s.address = MakeSocketAddress(*it->second[k], server.port);
-        s.resolved = true;
-        out.push_back(std::move(s));
-      }
-    }
-  }
-  if (out.empty()) {
-    ServerConfig s = server;
-    s.resolved = false;
-    out.push_back(std::move(s));
-  }
-  return out;
-}
-
 std::string_view ServerStateName(const ServerConfig& sc, const ServerState& s, int64_t now_ms) {
   if (sc.down) return "down";
   if (!sc.resolved) return "unresolved";
@@ -39,7 +15,12 @@ std::string_view ServerStateName(const ServerConfig& sc, const ServerState& s, i
 }
 
 bool ServerTakesRequests(const ServerConfig& sc, const ServerState& s, int64_t now_ms) {
-  return !sc.down && sc.resolved && s.Usable(now_ms, sc.max_fails, sc.fail_timeout_ms);
+  return !sc.down && sc.resolved && s.Usable(now_ms, sc.max_fails, sc.fail_timeout_ms) &&
+         s.ResilienceAllows(now_ms, INT32_MAX);
+}
+
+int ServerScore(const ServerConfig& sc, const ServerState& s, int64_t now_ms) {
+  return sc.down || !sc.resolved ? 0 : s.Score(now_ms, sc.max_fails, sc.fail_timeout_ms);
 }
 
 std::shared_ptr<ServerState> ServerRegistry::Get(const std::string& upstream,
@@ -100,10 +81,9 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(
     auto expanded = std::make_shared<UpstreamConfig>(configured);
     expanded->servers.clear();
     for (const auto& s : configured.servers) {
-      for (auto& e : ExpandServer(s, names)) expanded->servers.push_back(std::move(e));
+      for (auto& e : ExpandByName(s, names)) expanded->servers.push_back(std::move(e));
     }
-    rt.expanded = expanded;
-    rt.cfg = expanded.get();
+    rt.cfg = expanded;
     const UpstreamConfig& u = *expanded;
     if (u.servers.size() > kMaxServersPerUpstream) {
       return absl::InvalidArgumentError(

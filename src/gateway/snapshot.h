@@ -23,15 +23,15 @@ namespace bulwark::gateway {
 // Server ids index fixed per-worker counter arrays; this bounds servers across all upstreams.
 constexpr uint32_t kMaxServers = 4096;
 
-// The servers one configured server stands for: itself for a literal address, one per address
-// of its name, or, while the name has none, itself unresolved (down).
-std::vector<ServerConfig> ExpandServer(const ServerConfig& server, const NameTable* names);
-
 // A server's state for the admin API and metrics: "down" (configured so), "unresolved" (its name
 // has no address yet), else ServerState::StateName.
 std::string_view ServerStateName(const ServerConfig& sc, const ServerState& s, int64_t now_ms);
-// Whether the server takes new requests: neither down nor unresolved, and usable.
+// Whether the server takes new requests: neither down nor unresolved, usable, and its breaker
+// and outlier ejection let requests through.
 bool ServerTakesRequests(const ServerConfig& sc, const ServerState& s, int64_t now_ms);
+// The health score for the admin API and metrics: 0 when down or unresolved, else
+// ServerState::Score.
+int ServerScore(const ServerConfig& sc, const ServerState& s, int64_t now_ms);
 
 // The ServerRegistry owns every ServerState, keyed by (upstream, label), so health, drain
 // flags and failure counts survive a reload that keeps the server. Thread-safe.
@@ -66,10 +66,9 @@ struct UpstreamLive {
 };
 
 struct UpstreamRuntime {
-  // The upstream as configured with its servers expanded (ExpandServer): every index into
+  // The upstream as configured with its servers expanded (ExpandByName): every index into
   // `servers` is an index into cfg->servers.
-  std::shared_ptr<const UpstreamConfig> expanded;
-  const UpstreamConfig* cfg = nullptr;
+  std::shared_ptr<const UpstreamConfig> cfg;
   std::shared_ptr<UpstreamLive> live = std::make_shared<UpstreamLive>();
   std::vector<std::shared_ptr<ServerState>> servers;
   std::shared_ptr<const HashTables> tables;

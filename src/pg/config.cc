@@ -348,31 +348,12 @@ std::shared_ptr<const PgConfig> ExpandServerNames(const PgConfig& cfg, const Nam
   for (auto& [name, db] : out->databases) {
     std::vector<ServerConfig> servers;
     for (const auto& s : db.servers) {
-      if (s.host.empty()) {
-        servers.push_back(s);
-        continue;
-      }
-      size_t before = servers.size();
-      if (names != nullptr) {
-        if (auto it = names->find(s.host); it != names->end()) {
-          int addresses = 0;
-          for (const auto& slot : it->second) addresses += slot.has_value();
-          for (size_t k = 0; k < it->second.size(); ++k) {
-            if (!it->second[k]) continue;
-            ServerConfig e = s;
-            // A lone server is the primary, but a lone name with several addresses is several
-            // servers: their roles are found out (pg_is_in_recovery) unless one was written.
-            if (addresses > 1 && !s.role_written) e.role = Role::kAuto;
-            e.address_text = SlotLabel(s.address_text, k);
-            e.address = MakeSocketAddress(*it->second[k], s.port);
-            e.resolved = true;
-            servers.push_back(std::move(e));
-          }
-        }
-      }
-      if (servers.size() == before) {
-        servers.push_back(s);
-        servers.back().resolved = false;
+      std::vector<ServerConfig> expanded = ExpandByName(s, names);
+      // A lone server is the primary, but a lone name with several addresses is several
+      // servers: their roles are found out (pg_is_in_recovery) unless one was written.
+      for (ServerConfig& e : expanded) {
+        if (expanded.size() > 1 && !s.role_written) e.role = Role::kAuto;
+        servers.push_back(std::move(e));
       }
     }
     db.servers = std::move(servers);

@@ -49,11 +49,11 @@ TEST(Names, AServerIsOneServerPerAddressOfItsName) {
 
   NameTable names;
   names["app.test"] = {Ip("10.0.0.7"), std::nullopt, Ip("fd00::7")};
-  auto l = ExpandServer(literal, &names);
+  auto l = ExpandByName(literal, &names);
   ASSERT_EQ(l.size(), 1u);
   EXPECT_EQ(l[0].address_text, "10.0.0.1:80");
 
-  auto e = ExpandServer(named, &names);
+  auto e = ExpandByName(named, &names);
   ASSERT_EQ(e.size(), 2u);  // the free slot is no server
   EXPECT_EQ(e[0].address_text, "App.test:8080");
   EXPECT_EQ(e[0].address.ToString(), "10.0.0.7:8080");
@@ -66,7 +66,7 @@ TEST(Names, AServerIsOneServerPerAddressOfItsName) {
   NameTable empty;
   for (const NameTable* table :
        {static_cast<const NameTable*>(nullptr), static_cast<const NameTable*>(&empty)}) {
-    auto u = ExpandServer(named, table);
+    auto u = ExpandByName(named, table);
     ASSERT_EQ(u.size(), 1u);
     EXPECT_FALSE(u[0].resolved);
     EXPECT_EQ(u[0].address_text, "App.test:8080");
