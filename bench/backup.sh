@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SCALE=${2:-50}
 
-scripts/deps
+scripts/deps --test
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
 ninja -C build/release bulwark >/dev/null
 BULWARK=$PWD/build/release/bulwark

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 REQUESTS=${1:-1000000}
 SECONDS_PER_RUN=${2:-10}
 
-scripts/deps
+scripts/deps --test
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
 ninja -C build/release bulwark >/dev/null
 cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DBULWARK_BENCH=ON -DBULWARK_TESTS=OFF \

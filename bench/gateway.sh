@@ -30,7 +30,7 @@ ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNS=${3:-50}
 
-scripts/deps
+scripts/deps --test
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
 ninja -C build/release bulwark >/dev/null
 

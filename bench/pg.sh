@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-30}
 ROUNDS=${2:-1}
 
-scripts/deps
+scripts/deps --test
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
 ninja -C build/release bulwark >/dev/null
 

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 WARMUP=${1:-75}
 ROUNDS=${2:-6}
 
-scripts/deps
+scripts/deps --test
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
 ninja -C build/release bulwark >/dev/null
 

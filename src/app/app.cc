@@ -1,5 +1,6 @@
 #include "app/app.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -7,9 +8,11 @@
 #include <nlohmann/json.hpp>
 
 #include "admin/dashboard.h"
+#include "app/privileges.h"
 #include "app/state.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "core/systemd.h"
 #include "core/units.h"
 
 namespace bulwark {
@@ -22,6 +25,7 @@ class App::SignalHandler : public IoHandler {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
   }
   ~SignalHandler() override {
@@ -34,6 +38,10 @@ class App::SignalHandler : public IoHandler {
       if (si.ssi_signo == SIGHUP) {
         LogInfo("SIGHUP: reloading configuration");
         s_->Reload();
+      } else if (si.ssi_signo == SIGUSR1) {
+        // nginx's USR1: logrotate renames the files, then asks for new ones (no copytruncate).
+        s_->ReopenLogs();
+        LogInfo("SIGUSR1: log files reopened");
       } else {
         LogInfo(si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", ": draining and shutting down");
         s_->BeginDrain();
@@ -52,6 +60,7 @@ void App::BlockSignals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
@@ -89,6 +98,10 @@ absl::Status App::StartLogs() {
     }
     SetLogFiles(std::move(main), std::move(errors));
   }
+  // Started by systemd with the log on journald's stream: each line carries its priority.
+  const std::string& to = cfg_->log_file.path;
+  int stream = to.empty() || to == "stderr" ? STDERR_FILENO : to == "stdout" ? STDOUT_FILENO : -1;
+  SetLogPriorityPrefix(stream >= 0 && systemd::IsJournalStream(stream));
   return absl::OkStatus();
 }
 
@@ -133,6 +146,7 @@ void App::StartLease() {
   o.key = cfg_->cluster.etcd_key_prefix + "/leader";
   o.ttl_ms = cfg_->cluster.lease_ttl_ms;
   o.name = cfg_->cluster.name;
+  o.pins = pins_.get();
   if (o.name.empty()) {
     char host[256] = {};
     gethostname(host, sizeof(host) - 1);
@@ -159,6 +173,7 @@ absl::Status App::Start() {
   }
   s = resolver_->Start();
   if (!s.ok()) return s;
+  pins_ = std::make_unique<HostPins>(resolver_.get());
   gateway_ = std::make_unique<gateway::Gateway>(&loop_, cfg_->gateway, cfg_->EffectiveWorkers(),
                                                 reserve, resolver_.get());
   s = gateway_->Start(++generation_);
@@ -199,7 +214,7 @@ absl::Status App::Start() {
       char host[256] = {};
       if (gethostname(host, sizeof(host) - 1) == 0) instance = host;
     }
-    observer_ = std::make_unique<observe::Observer>(&loop_, &registry_, instance);
+    observer_ = std::make_unique<observe::Observer>(&loop_, &registry_, instance, pins_.get());
     observer_->Reload(cfg_->observe);
     if (admin_) RegisterAdminRoutes();
     observer_->Start();
@@ -211,12 +226,52 @@ absl::Status App::Start() {
   }
   tick_.set_callback([this] { OnTick(); });
   loop_.ArmTimer(&tick_, 1000);
+  // WatchdogSec=: the control loop proves it is alive at half the interval (sd_watchdog_enabled).
+  if (int64_t usec = systemd::WatchdogUsec(); usec > 0) {
+    watchdog_ms_ = std::max<int64_t>(1, usec / 2000);
+    watchdog_.set_callback([this] { KickWatchdog(); });
+    KickWatchdog();
+  }
   if (pg_) {
     LogInfo("PostgreSQL proxy on ", cfg_->pg->listen.IpString(), ":", pg_->port(), " (",
             pg::PoolModeName(cfg_->pg->pool_mode), " pooling, ", cfg_->pg->databases.size(),
             cfg_->pg->databases.size() == 1 ? " database)" : " databases)");
   }
   if (admin_) LogInfo("admin API on ", cfg_->admin.address.IpString(), ":", admin_->port());
+  for (const std::string& a : systemd::UnusedListenFds())
+    LogWarn("systemd passed a socket on ", a, " that no listener is configured for");
+  return BecomeUser();
+}
+
+absl::Status App::BecomeUser() {
+  if (cfg_->user.empty()) return absl::OkStatus();
+  absl::StatusOr<RunAs> who = LookUpRunAs(cfg_->user, cfg_->group);
+  if (!who.ok()) return who.status();
+  if (geteuid() != 0) {
+    // nginx: "the user directive makes sense only if the master process runs with super-user
+    // privileges, ignored".
+    if (geteuid() != who->uid)
+      LogWarn("user: \"", cfg_->user, "\" needs bulwark started as root; running as uid ",
+              geteuid());
+    return absl::OkStatus();
+  }
+  // What bulwark made as root and keeps writing to.
+  std::vector<std::string> paths;
+  std::string state = StateDir(*cfg_);
+  paths.push_back(state);
+  if (DIR* d = opendir(state.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] != '.') paths.push_back(StrCat(state, "/", e->d_name));
+    }
+    closedir(d);
+  }
+  for (const std::string& f : {cfg_->log_file.path, cfg_->error_log, cfg_->gateway->access_log.path,
+                               cfg_->admin.audit_log.path}) {
+    if (!f.empty() && f != "stdout" && f != "stderr") paths.push_back(f);
+  }
+  absl::Status s = DropPrivileges(*who, paths);
+  if (!s.ok()) return s;
+  LogInfo("running as user ", who->user, " (uid ", who->uid, ", gid ", who->gid, ")");
   return absl::OkStatus();
 }
 
@@ -238,7 +293,29 @@ void App::OnTick() {
   loop_.ArmTimer(&tick_, 50);
 }
 
+void App::ReopenLogs() {
+  ReopenLogFiles();
+  gateway_->ReopenLogs();
+  if (audit_ != nullptr) {
+    if (absl::Status s = audit_->file()->Reopen(); !s.ok())
+      LogError("admin: audit log: ", s.message());
+  }
+}
+
+std::string App::StatusLine() const {
+  std::string why;
+  return StrCat("configuration generation ", generation_, "; ",
+                Ready(&why) ? std::string("ready") : StrCat("not ready: ", why));
+}
+
+void App::KickWatchdog() {
+  systemd::Notify("WATCHDOG=1");
+  loop_.ArmTimer(&watchdog_, watchdog_ms_);
+}
+
 int App::Run() {
+  // Type=notify: listeners are bound and every plane has started.
+  systemd::Notify(StrCat("READY=1\nSTATUS=", StatusLine()));
   loop_.Run();
   gateway_->Stop();
   gateway_->Join();
@@ -260,6 +337,7 @@ void App::Shutdown() {
 void App::BeginDrain() {
   if (draining_) return;
   draining_ = true;
+  systemd::Notify("STOPPING=1\nSTATUS=draining");
   drain_deadline_ms_ = loop_.now_ms() + cfg_->drain_timeout_ms;
   gateway_->Drain();
   if (pg_) pg_->Drain();
@@ -283,6 +361,10 @@ std::vector<std::string> App::KeepRestartSettings(Config* next) const {
       next->cluster.lease_ttl_ms != cfg_->cluster.lease_ttl_ms) {
     warnings.push_back("cluster: takes effect after a restart");
   }
+  if (next->user != cfg_->user || next->group != cfg_->group)
+    warnings.push_back("user, group: take effect after a restart");
+  next->user = cfg_->user;
+  next->group = cfg_->group;
   if (!(next->resolver == cfg_->resolver)) {
     warnings.push_back("resolver: takes effect after a restart (required_at_start applies now)");
   }
@@ -298,6 +380,16 @@ std::vector<std::string> App::KeepRestartSettings(Config* next) const {
 }
 
 std::vector<std::string> App::Reload() {
+  // Type=notify-reload's handshake, also right for Type=notify: systemd knows a reload is under
+  // way until READY=1 comes back, whatever its outcome.
+  systemd::Notify(systemd::ReloadingState());
+  std::vector<std::string> errors = ApplyReload();
+  systemd::Notify(
+      StrCat("READY=1\nSTATUS=", errors.empty() ? "" : "reload refused; ", StatusLine()));
+  return errors;
+}
+
+std::vector<std::string> App::ApplyReload() {
   ConfigLoad load = source_();
   if (!load.errors.empty()) {
     reloads_failed_.Add(1);

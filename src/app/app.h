@@ -12,6 +12,7 @@
 #include "app/state.h"
 #include "core/etcd_lease.h"
 #include "core/event_loop.h"
+#include "core/host_pins.h"
 #include "gateway/gateway.h"
 #include "observe/metrics.h"
 #include "observe/observer.h"
@@ -57,6 +58,8 @@ class App {
   class SignalHandler;
   absl::Status StartLogs();
   absl::Status StartAdmin();
+  // `user:`: after binding, run as that user (root only).
+  absl::Status BecomeUser();
   void StartLease();
   // The pg proxy's configuration: cfg_->pg with its servers' host names as they resolve now.
   std::shared_ptr<const pg::PgConfig> PgWithAddresses() const;
@@ -64,6 +67,11 @@ class App {
   // plane's; a plane the config leaves out answers its paths with a 404 that says so.
   void RegisterAdminRoutes();
   void CollectMetrics(std::string* out) const;
+  std::vector<std::string> ApplyReload();
+  void ReopenLogs();
+  // What STATUS= tells systemd: the generation and readiness.
+  std::string StatusLine() const;
+  void KickWatchdog();
   void BeginDrain();
   void OnTick();
   bool Ready(std::string* why) const;
@@ -76,6 +84,7 @@ class App {
   EventLoop loop_;
   observe::Registry registry_;
   std::unique_ptr<Resolver> resolver_;  // before the planes that watch names
+  std::unique_ptr<HostPins> pins_;      // the names libcurl clients connect to (etcd, observe)
   std::unique_ptr<gateway::Gateway> gateway_;
   AdminToken admin_token_;
   std::unique_ptr<security::AuditLog> audit_;  // before admin_, which points at it
@@ -90,6 +99,8 @@ class App {
   bool draining_ = false;
   int64_t drain_deadline_ms_ = 0;
   Timer tick_;
+  Timer watchdog_;
+  int64_t watchdog_ms_ = 0;
   observe::AtomicValue reloads_ok_;
   observe::AtomicValue reloads_failed_;
 };

@@ -2,6 +2,9 @@
 
 #include <thread>
 
+#include "app/privileges.h"
+#include "core/host_pins.h"
+#include "core/net.h"
 #include "core/strings.h"
 
 namespace bulwark {
@@ -44,6 +47,17 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
         }
       }
     }
+    if (YAML::Node u = top.Get("user"); u.IsDefined()) cfg->user_where = ctx.Where(u.Mark());
+    top.String("user", &cfg->user);
+    top.String("group", &cfg->group);
+    if (!cfg->group.empty() && cfg->user.empty())
+      ctx.Error(top.Get("group").Mark(), "group: needs user");
+    if (!cfg->user.empty()) {
+      if (absl::StatusOr<RunAs> who = LookUpRunAs(cfg->user, cfg->group); !who.ok()) {
+        std::string m(who.status().message());
+        ctx.Error(top.Get(StartsWith(m, "group") ? "group" : "user").Mark(), m);
+      }
+    }
     top.Duration("drain_timeout", &cfg->drain_timeout_ms);
     top.String("state_dir", &cfg->state_dir);
     top.Int("reserved_descriptors", &cfg->reserved_descriptors, 16, 10000000);
@@ -79,9 +93,15 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
         if (cfg->cluster.lease_ttl_ms < 2000) {
           ctx.Error(etcd.Mark(), "cluster.etcd.lease_ttl: at least 2s (etcd counts in seconds)");
         }
-        for (std::string& ep : cfg->cluster.etcd_endpoints) {
+        YAML::Node list = e.Get("endpoints");
+        for (size_t i = 0; i < cfg->cluster.etcd_endpoints.size(); ++i) {
+          std::string& ep = cfg->cluster.etcd_endpoints[i];
+          YAML::Mark mark = list.IsSequence() && i < list.size() ? list[i].Mark() : etcd.Mark();
           if (ep.find("://") == std::string::npos) ep = "http://" + ep;
           while (!ep.empty() && ep.back() == '/') ep.pop_back();
+          cfg->cluster.etcd_where.push_back(ctx.Where(mark));
+          if (absl::StatusOr<HostPort> hp = UrlHostPort(ep); !hp.ok())
+            ctx.Error(mark, StrCat("cluster.etcd.endpoints: ", hp.status().message()));
         }
         e.Finish();
       }
@@ -162,10 +182,14 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
     YAML::Node vault = top.Get("vault");
     if (vault.IsDefined()) vault::LoadVaultConfig(ctx, vault, cfg->vault.get());
     gateway::ParseGatewayConfig(ctx, top, cfg->gateway.get());
-    if (cfg->gateway->listeners.empty() && !cfg->pg->enabled && !cfg->vault->enabled && ctx.ok()) {
+    // Observing alone (scrapes and rules behind the admin API) is something to do too.
+    bool observes =
+        cfg->admin.enabled && (!cfg->observe->scrape.empty() || !cfg->observe->rule_files.empty());
+    if (cfg->gateway->listeners.empty() && !cfg->pg->enabled && !cfg->vault->enabled && !observes &&
+        ctx.ok()) {
       ctx.Error(root->Mark(),
-                "config: no `listeners:`, no `pg:` and no `vault:`; bulwark needs something to "
-                "do");
+                "config: no `listeners:`, no `pg:`, no `vault:` and no `observe:` scrapes or "
+                "rules; bulwark needs something to do");
     }
     if (cfg->admin.enabled) {
       for (const auto& l : cfg->gateway->listeners) {
@@ -209,6 +233,23 @@ std::vector<std::string> CheckNamesResolve(const Config& cfg, Resolver* resolver
         names.push_back(s.host);
         where.push_back(s.where);
       }
+    }
+  }
+  auto add_url = [&](const std::string& url, const std::string& at) {
+    absl::StatusOr<HostPort> hp = UrlHostPort(url);
+    if (hp.ok() && !hp->host.empty()) {
+      names.push_back(hp->host);
+      where.push_back(at);
+    }
+  };
+  for (size_t i = 0; i < cfg.cluster.etcd_endpoints.size(); ++i)
+    add_url(cfg.cluster.etcd_endpoints[i], cfg.cluster.etcd_where[i]);
+  if (cfg.observe) {
+    for (size_t i = 0; i < cfg.observe->forward.size(); ++i)
+      add_url(cfg.observe->forward[i], cfg.observe->forward_where[i]);
+    for (const auto& job : cfg.observe->scrape) {
+      for (size_t i = 0; i < job.targets.size(); ++i)
+        add_url("http://" + job.targets[i], job.targets_where[i]);
     }
   }
   std::vector<std::string> errors;

@@ -34,6 +34,7 @@ struct AdminConfig {
 struct ClusterConfig {
   std::string name;  // this instance (default: host name and admin port)
   std::vector<std::string> etcd_endpoints;
+  std::vector<std::string> etcd_where;  // FILE:LINE:COL of each endpoint
   std::string etcd_key_prefix = "/bulwark";
   int64_t lease_ttl_ms = 10000;
   bool enabled() const { return !etcd_endpoints.empty(); }
@@ -47,6 +48,10 @@ struct Config {
   // Descriptors the gateway's connections may never take (admin, the pg proxy, the vault, log
   // files). 0: 256, plus two per pg.max_client_conn when the pg proxy is on.
   int64_t reserved_descriptors = 0;
+  // Started as root: the user and group to run as once every listener is bound (nginx `user`;
+  // group "" = the user's primary group, as systemd's User= without Group=).
+  std::string user, group;
+  std::string user_where;  // FILE:LINE:COL of `user`
   std::string log_level = "info";
   std::string log_format = "text";
   LogFileConfig log_file{.path = ""};  // path "" = stderr

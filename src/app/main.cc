@@ -11,8 +11,10 @@
 #include "app/app.h"
 #include "app/backup_cli.h"
 #include "app/config.h"
+#include "app/control_cli.h"
 #include "app/demo.h"
 #include "core/event_loop.h"
+#include "core/systemd.h"
 #include "core/units.h"
 #include "nlohmann/json.hpp"
 #include "observe/rules/test_runner.h"
@@ -49,6 +51,8 @@ int CheckConfig(const std::string& path) {
 
 int Serve(const std::string& path) {
   bulwark::App::BlockSignals();
+  // Socket activation: sockets systemd bound for us serve the listeners of their addresses.
+  bulwark::systemd::AdoptListenFds();
   bulwark::ConfigLoad load = bulwark::LoadConfigFile(path, bulwark::ProcessEnv());
   if (!load.errors.empty()) {
     for (const auto& e : load.errors) fprintf(stderr, "%s\n", e.c_str());
@@ -109,6 +113,15 @@ int main(int argc, char** argv) {
       app.add_subcommand("check-config", "Validate a configuration file (exit 1 on any error)");
   check->add_option("file", check_path, "Configuration file")->required();
   auto* version = app.add_subcommand("version", "Print the version");
+  std::string control_path;
+  bool status_json = false;
+  auto* reload = app.add_subcommand(
+      "reload", "Validate a configuration file, then have the running bulwark reload it");
+  reload->add_option("-c,--config", control_path, "Configuration file")->required();
+  auto* status = app.add_subcommand(
+      "status", "Is bulwark running and ready (exit 0), running but not ready (1), or not (3)");
+  status->add_option("-c,--config", control_path, "Configuration file")->required();
+  status->add_flag("--json", status_json, "Print JSON");
   auto* token = app.add_subcommand("token", "Service tokens");
   token->require_subcommand(1);
   auto* issue = token->add_subcommand("issue", "Mint an HS256 token from a jwt provider's secret");
@@ -172,6 +185,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (*serve) return Serve(serve_path);
   if (*check) return CheckConfig(check_path);
+  if (*reload) return bulwark::RunReloadCommand(control_path);
+  if (*status) return bulwark::RunStatusCommand(control_path, status_json);
   if (*version) {
     printf("%s\n", VersionText().c_str());
     return 0;

@@ -61,6 +61,11 @@ bool EtcdLease::Post(const std::string& path, const std::string& body, std::stri
     std::string url = base + path;
     answer->clear();
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    CurlPin pin;
+    if (absl::Status s = pin.Apply(o_.pins, c, url); !s.ok()) {
+      LogDebug("cluster: etcd ", url, ": ", s.message());
+      continue;
+    }
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(o_.request_timeout_ms));
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(o_.request_timeout_ms));

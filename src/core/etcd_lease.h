@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/host_pins.h"
 #include "core/mutex.h"
 
 namespace bulwark {
@@ -25,6 +26,7 @@ struct EtcdLeaseOptions {
   std::string name;  // this instance, stored as the key's value
   int64_t ttl_ms = 10000;
   int64_t request_timeout_ms = 2000;
+  HostPins* pins = nullptr;  // endpoints written with host names resolve through it
 };
 
 class EtcdLease {

@@ -16,6 +16,7 @@ std::atomic<bool> g_json{false};
 // Set once at start-up (SetLogFiles) and kept for the life of the process.
 std::atomic<LogFile*> g_main{nullptr};
 std::atomic<LogFile*> g_errors{nullptr};
+std::atomic<bool> g_priority_prefix{false};
 
 // "health: server x is DOWN" -> component "health", message "server x is DOWN".
 std::string_view SplitComponent(std::string_view* message) {
@@ -127,10 +128,19 @@ void LogLineFor(LogLevel level, std::string_view request_id, std::string_view me
     line.push_back('\n');
   }
   // One write() per line keeps lines whole when several threads log at once.
+  std::string_view out = line;
+  std::string with_priority;
+  if (g_priority_prefix.load(std::memory_order_relaxed)) {
+    // LOG_DEBUG 7, LOG_INFO 6, LOG_WARNING 4, LOG_ERR 3.
+    static constexpr const char* kPriority[] = {"<7>", "<6>", "<4>", "<3>"};
+    with_priority = kPriority[static_cast<int>(level)];
+    with_priority.append(line);
+    out = with_priority;
+  }
   if (LogFile* f = g_main.load(std::memory_order_acquire)) {
-    f->Write(line);
+    f->Write(out);
   } else {
-    [[maybe_unused]] ssize_t n = write(STDERR_FILENO, line.data(), line.size());
+    [[maybe_unused]] ssize_t n = write(STDERR_FILENO, out.data(), out.size());
   }
   if (level >= LogLevel::kWarn) {
     if (LogFile* e = g_errors.load(std::memory_order_acquire)) e->Write(line);
@@ -147,6 +157,16 @@ void FinishLogFiles() {
   if (LogFile* f = g_main.load(std::memory_order_acquire)) f->WaitForCompression();
   if (LogFile* e = g_errors.load(std::memory_order_acquire)) e->WaitForCompression();
 }
+
+void ReopenLogFiles() {
+  for (LogFile* f :
+       {g_main.load(std::memory_order_acquire), g_errors.load(std::memory_order_acquire)}) {
+    if (f == nullptr) continue;
+    if (absl::Status s = f->Reopen(); !s.ok()) LogError("log: ", s.message());
+  }
+}
+
+void SetLogPriorityPrefix(bool on) { g_priority_prefix.store(on, std::memory_order_relaxed); }
 
 void MaybeRotateLogFiles() {
   if (LogFile* f = g_main.load(std::memory_order_acquire)) f->MaybeRotate();

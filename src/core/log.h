@@ -28,6 +28,11 @@ struct LogFileConfig;
 void SetLogFiles(std::unique_ptr<LogFile> main, std::unique_ptr<LogFile> errors);
 // Rotates the log files that have reached their size (from the control thread, once a second).
 void MaybeRotateLogFiles();
+// Reopens the log files by their paths (SIGUSR1, after logrotate moved them).
+void ReopenLogFiles();
+// Starts each line of the process log (not the error log) with its syslog priority, "<3>" ...
+// "<7>", which journald reads as the line's level (sd-daemon(3)).
+void SetLogPriorityPrefix(bool on);
 // At exit: waits for a rotated log file still being compressed (the files themselves stay open,
 // for threads that log to the end).
 void FinishLogFiles();

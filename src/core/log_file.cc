@@ -56,6 +56,17 @@ void LogFile::Write(std::string_view data) {
   }
 }
 
+absl::Status LogFile::Reopen() {
+  if (!owned_) return absl::OkStatus();  // stdout / stderr
+  int nfd = open(cfg_.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, cfg_.mode);
+  if (nfd < 0)
+    return absl::UnavailableError(StrCat("cannot reopen ", cfg_.path, ": ", strerror(errno)));
+  fchmod(nfd, cfg_.mode);
+  dup3(nfd, fd_, O_CLOEXEC);
+  close(nfd);
+  return absl::OkStatus();
+}
+
 bool LogFile::MaybeRotate() {
   if (!owned_ || cfg_.max_size <= 0) return false;
   struct stat st;

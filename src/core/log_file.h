@@ -35,6 +35,9 @@ class LogFile {
   void Write(std::string_view data);
   // Rotates when the file has reached max_size. Returns true if it rotated.
   bool MaybeRotate();
+  // Opens the file by its path again (nginx's SIGUSR1: logrotate moved it away, or removed it,
+  // and bulwark now writes a new one there), under the same descriptor number. Control thread.
+  absl::Status Reopen();
   // Waits for the compression of the last rotated file, if one is running.
   void WaitForCompression();
   const LogFileConfig& config() const { return cfg_; }

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/strings.h"
+#include "core/systemd.h"
 
 namespace bulwark {
 
@@ -290,6 +291,8 @@ std::string IpAddress::ToString() const {
 }
 
 absl::StatusOr<int> ListenTcp(const SocketAddress& addr, bool reuse_port, int backlog) {
+  // A socket systemd passed for this address (socket activation) is used as it is.
+  if (int passed = systemd::TakeListenFd(addr.sa(), addr.len); passed >= 0) return passed;
   int fd = socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::InternalError(StrCat("socket: ", strerror(errno)));
   int one = 1;

@@ -87,7 +87,8 @@ struct CidrBlock {
 absl::StatusOr<CidrBlock> ParseCidr(std::string_view text);
 
 // Listening socket: non-blocking, SO_REUSEADDR, and SO_REUSEPORT when `reuse_port` so that each
-// worker can have its own accept queue (the kernel spreads connections across them).
+// worker can have its own accept queue (the kernel spreads connections across them). When
+// systemd passed a socket bound to `addr` (systemd::AdoptListenFds), a duplicate of it instead.
 absl::StatusOr<int> ListenTcp(const SocketAddress& addr, bool reuse_port, int backlog = 4096);
 // Starts a non-blocking connect. Returns the fd; the connect may still be in progress.
 absl::StatusOr<int> ConnectTcp(const SocketAddress& addr);

@@ -241,6 +241,12 @@ void Resolver::Unwatch(uint64_t id) {
   while (running_callback_ == id && std::this_thread::get_id() != thread_.get_id()) cv_.Wait(&mu_);
 }
 
+int64_t Resolver::LookupBoundMs() const {
+  // resolv.conf may list up to three name servers (MAXNS).
+  int64_t servers = options_.servers.empty() ? 3 : static_cast<int64_t>(options_.servers.size());
+  return std::max<int64_t>(options_.timeout_ms, 1) * std::max(options_.attempts, 1) * servers;
+}
+
 ResolverStats Resolver::stats() const {
   MutexLock l(&mu_);
   return stats_;

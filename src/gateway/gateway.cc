@@ -148,6 +148,12 @@ bool Gateway::finished() const {
   return true;
 }
 
+void Gateway::ReopenLogs() {
+  if (access_log_ == nullptr) return;
+  if (absl::Status s = access_log_->Reopen(); !s.ok())
+    LogError("gateway: access log: ", s.message());
+}
+
 void Gateway::Tick() {
   if (access_log_ != nullptr) access_log_->MaybeRotate();
 }

@@ -53,6 +53,8 @@ class Gateway {
   bool finished() const;
   // Once a second on the control thread: rotates the access log when it is full.
   void Tick();
+  // Opens the access log by its path again (SIGUSR1, after logrotate moved it).
+  void ReopenLogs();
 
   // Not ready while a routed upstream has no usable server; `why` names it.
   bool Ready(std::string* why) const;

@@ -2,6 +2,8 @@
 
 #include <glob.h>
 
+#include "core/host_pins.h"
+#include "core/net.h"
 #include "core/strings.h"
 #include "observe/model/duration.h"
 #include "observe/promql/parser.h"
@@ -108,11 +110,17 @@ void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, ObserveConfig
       a.String("config_file", &out->alertmanager_file);
       a.StringList("forward", &out->forward);
       PromDuration(ctx, a, "resend_delay", &out->resend_delay_ms);
-      for (std::string& f : out->forward) {
+      YAML::Node list = a.Get("forward");
+      for (size_t i = 0; i < out->forward.size(); ++i) {
+        std::string& f = out->forward[i];
+        YAML::Mark mark = list.IsSequence() && i < list.size() ? list[i].Mark() : list.Mark();
+        out->forward_where.push_back(ctx.Where(mark));
         while (!f.empty() && f.back() == '/') f.pop_back();
         if (!StartsWith(f, "http://") && !StartsWith(f, "https://")) {
-          ctx.Error(a.Get("forward").Mark(),
+          ctx.Error(mark,
                     StrCat("observe.alertmanager.forward: \"", f, "\" is not an http(s) URL"));
+        } else if (absl::StatusOr<HostPort> hp = UrlHostPort(f); !hp.ok()) {
+          ctx.Error(mark, StrCat("observe.alertmanager.forward: ", hp.status().message()));
         }
       }
       a.Finish();
@@ -154,6 +162,16 @@ void LoadObserveConfig(ConfigContext& ctx, const YAML::Node& node, ObserveConfig
         PromDuration(ctx, s, "timeout", &c.timeout_ms);
         int64_t lim = static_cast<int64_t>(c.sample_limit);
         if (s.Int("sample_limit", &lim, 1, 100000000)) c.sample_limit = static_cast<size_t>(lim);
+        YAML::Node list = s.Get("targets");
+        for (size_t i = 0; i < c.targets.size(); ++i) {
+          YAML::Mark mark = list.IsSequence() && i < list.size() ? list[i].Mark() : j.Mark();
+          c.targets_where.push_back(ctx.Where(mark));
+          // As Prometheus's static_configs: HOST:PORT (a name, an IPv4 or a bracketed IPv6).
+          if (absl::StatusOr<HostPort> hp = ParseHostPort(c.targets[i]); !hp.ok()) {
+            ctx.Error(mark, StrCat("observe.scrape job \"", c.job, "\": target \"", c.targets[i],
+                                   "\": ", hp.status().message()));
+          }
+        }
         if (c.targets.empty())
           ctx.Error(j.Mark(), StrCat("observe.scrape job \"", c.job, "\": no targets"));
         s.Finish();

@@ -41,7 +41,8 @@ namespace bulwark::observe {
 
 struct ScrapeConfig {
   std::string job;
-  std::vector<std::string> targets;  // host:port
+  std::vector<std::string> targets;        // host:port
+  std::vector<std::string> targets_where;  // FILE:LINE:COL of each target
   std::string metrics_path = "/metrics";
   int64_t interval_ms = 0;  // 0: evaluation_interval
   int64_t timeout_ms = 10000;
@@ -70,6 +71,7 @@ struct ObserveConfig {
   std::string alertmanager_file;
   std::shared_ptr<const alerting::AlertmanagerConfig> alertmanager;  // null: no routing
   std::vector<std::string> forward;
+  std::vector<std::string> forward_where;  // FILE:LINE:COL of each URL
   int64_t resend_delay_ms = 60000;
   std::vector<ScrapeConfig> scrape;
   std::vector<std::string> disk_mounts;

@@ -20,12 +20,14 @@ namespace {
 using json = nlohmann::json;
 constexpr int64_t kTickMs = 250;
 
-alerting::LabelMap ToMap(const observe::Labels& l) { return alerting::LabelMap(l.begin(), l.end()); }
+alerting::LabelMap ToMap(const observe::Labels& l) {
+  return alerting::LabelMap(l.begin(), l.end());
+}
 
 }  // namespace
 
-Observer::Observer(EventLoop* loop, Registry* registry, std::string instance)
-    : loop_(loop), registry_(registry), instance_(std::move(instance)) {
+Observer::Observer(EventLoop* loop, Registry* registry, std::string instance, HostPins* pins)
+    : loop_(loop), registry_(registry), instance_(std::move(instance)), pins_(pins) {
   timer_.set_callback([this] { Tick(); });
   collector_id_ = registry_->AddCollector([this](std::string* out) { Collect(out); });
 }
@@ -69,8 +71,10 @@ void Observer::Reload(std::shared_ptr<const ObserveConfig> config) {
     system_ = std::make_unique<SystemMetrics>("/proc", config_->disk_mounts);
     system_mounts_ = config_->disk_mounts;
   }
-  if (!notifier_) notifier_ = std::make_unique<alerting::Notifier>();
-  if (!scraper_) scraper_ = std::make_unique<alerting::Notifier>();
+  alerting::Notifier::Options delivery;
+  delivery.pins = pins_;
+  if (!notifier_) notifier_ = std::make_unique<alerting::Notifier>(delivery);
+  if (!scraper_) scraper_ = std::make_unique<alerting::Notifier>(delivery);
 
   // Rule groups; alert state carries over for unchanged rules (same group, name, expression).
   std::vector<GroupRun> old;

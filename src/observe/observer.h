@@ -32,8 +32,9 @@ namespace bulwark::observe {
 
 class Observer {
  public:
-  // `instance` labels bulwark's own samples (and is the default external URL's host).
-  Observer(EventLoop* loop, Registry* registry, std::string instance);
+  // `instance` labels bulwark's own samples (and is the default external URL's host). Scrape
+  // targets and receivers written with host names resolve through `pins` (may be null).
+  Observer(EventLoop* loop, Registry* registry, std::string instance, HostPins* pins = nullptr);
   ~Observer();
   Observer(const Observer&) = delete;
   Observer& operator=(const Observer&) = delete;
@@ -110,6 +111,7 @@ class Observer {
   std::vector<std::string> system_mounts_;
   std::vector<GroupRun> groups_;
   std::unique_ptr<alerting::Dispatcher> dispatcher_;
+  HostPins* const pins_;
   std::unique_ptr<alerting::Notifier> notifier_;
   std::unique_ptr<alerting::Notifier> scraper_;
   Timer timer_;

@@ -46,7 +46,7 @@ bool ReadPoolMode(MapReader& r, std::string_view key, std::optional<PoolMode>* o
 void ReadServer(ConfigContext& ctx, const YAML::Node& n, const std::string& what,
                 ServerConfig* out) {
   if (n.IsScalar()) {
-    out->address_text = n.Scalar();
+    if (!ReadScalar(ctx, n, what, &out->address_text)) return;  // ${VAR} expanded, as everywhere
   } else {
     MapReader r(ctx, n, what);
     if (!r.valid()) return;

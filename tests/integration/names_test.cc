@@ -9,6 +9,10 @@
 #include <thread>
 
 #include "core/clock.h"
+#include "core/etcd_lease.h"
+#include "core/host_pins.h"
+#include "core/resolver.h"
+#include "core/strings.h"
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/pg_client.h"
@@ -252,6 +256,16 @@ TEST(Names, RequiredAtStartMakesAnUnresolvableNameAnErrorAtItsLine) {
   // serve refuses to start the same way.
   EXPECT_EQ(RunBulwark({"serve", "-c", path}, &out), 1);
   EXPECT_NE(out.find("cannot resolve \"nowhere.test\""), std::string::npos) << out;
+  // So are the names of scrape targets, Alertmanagers and etcd endpoints.
+  text = Cfg(
+      dns, port, admin, "'known.test:80'",
+      "observe: {scrape: [{job: j, targets: ['gone.test:9100']}], alertmanager: {forward: "
+      "['http://am-gone.test:9093']}}\ncluster: {etcd: {endpoints: ['etcd-gone.test:2379']}}\n");
+  text.replace(text.find("attempts: 1"), 11, "attempts: 1, required_at_start: true");
+  WriteFile(path, text);
+  EXPECT_EQ(RunBulwark({"check-config", path}, &out), 1) << out;
+  for (const char* name : {"gone.test", "am-gone.test", "etcd-gone.test"})
+    EXPECT_NE(out.find(StrCat(": cannot resolve \"", name, "\"")), std::string::npos) << out;
 }
 
 // A PostgreSQL server written by host name (an RDS endpoint, a Kubernetes Service): down while
@@ -283,6 +297,91 @@ TEST(Names, APgServerByNameIsDownUntilItsNameResolvesThenReachedThere) {
   std::string out;
   ASSERT_TRUE(WaitFor([&] { return (out = psql()) == "42"; }, 20000)) << out << b.log();
   EXPECT_NE(b.log().find("pg: db.test now stands for 127.0.0.1"), std::string::npos) << b.log();
+}
+
+// Scrape targets and Alertmanager forward URLs written with host names resolve through
+// bulwark's resolver (the system's knows none of these names), and keep working on the last
+// good answer when the DNS server dies.
+TEST(Names, ScrapeTargetsAndAlertmanagerUrlsByNameResolveThroughTheResolver) {
+  DnsServer dns;
+  dns.Start("127.0.0.61 exporter.test\n127.0.0.62 am.test\n");
+  int ex_port = FreePort(), am_port = FreePort();
+  Backend exporter(
+      [](const Backend::Request& r) {
+        if (r.target != "/metrics") return Backend::Reply(404, "");
+        return Backend::Reply(200, "named_metric 7\n");
+      },
+      ex_port, "127.0.0.61");
+  std::atomic<int> alert_posts{0};
+  Backend am(
+      [&](const Backend::Request& r) {
+        if (r.method == "POST" && r.target == "/api/v2/alerts") ++alert_posts;
+        return Backend::Reply(200, "");
+      },
+      am_port, "127.0.0.62");
+  std::string dir = MakeTempDir();
+  WriteFile(dir + "/rules.yml",
+            "groups:\n  - name: g\n    rules:\n      - {alert: Always, expr: vector(1)}\n");
+  int port = FreePort(), admin = FreePort();
+  std::string observe =
+      "observe:\n  evaluation_interval: 1s\n  rule_files: [" + dir +
+      "/rules.yml]\n  alertmanager: {forward: ['http://am.test:" + std::to_string(am_port) +
+      "'], resend_delay: 1s}\n  scrape:\n    - {job: named, interval: 1s, targets: "
+      "['exporter.test:" +
+      std::to_string(ex_port) + "']}\n";
+  Backend app([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  Bulwark b(Cfg(dns, port, admin, "'127.0.0.1:" + std::to_string(app.port()) + "'", observe));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  auto up = [&] {
+    auto j = nlohmann::json::parse(
+        HttpGet(admin, "/api/v1/query?query=up%7Bjob%3D%22named%22%7D").body, nullptr, false);
+    if (j.is_discarded() || j["data"]["result"].empty()) return std::string();
+    return j["data"]["result"][0]["value"][1].get<std::string>();
+  };
+  ASSERT_TRUE(WaitFor([&] { return up() == "1"; }, 15000)) << b.log();
+  auto j = nlohmann::json::parse(HttpGet(admin, "/api/v1/query?query=named_metric").body);
+  ASSERT_EQ(j["data"]["result"].size(), 1u) << j.dump();
+  EXPECT_EQ(j["data"]["result"][0]["metric"]["instance"],
+            "exporter.test:" + std::to_string(ex_port));
+  EXPECT_EQ(j["data"]["result"][0]["value"][1], "7");
+  ASSERT_TRUE(WaitFor([&] { return alert_posts.load() > 0; }, 15000)) << b.log();
+
+  dns.Kill();
+  auto failures = [&] {
+    return std::atoi(Metric(HttpGet(admin, "/metrics").body,
+                            "bulwark_resolver_failures_total{name=\"exporter.test\"}")
+                         .c_str());
+  };
+  ASSERT_TRUE(WaitFor([&] { return failures() >= 2; }, 20000)) << b.log();
+  // Scrapes and forwarded alerts after lookups started failing still reach their targets.
+  int served = exporter.requests(), posts = alert_posts.load();
+  ASSERT_TRUE(WaitFor([&] { return exporter.requests() >= served + 2; }, 10000)) << b.log();
+  ASSERT_TRUE(WaitFor([&] { return alert_posts.load() > posts; }, 15000)) << b.log();
+  EXPECT_EQ(up(), "1") << b.log();
+}
+
+// An etcd endpoint written with a host name: the lease is won through it.
+TEST(Names, AnEtcdEndpointByNameResolvesThroughTheResolver) {
+  EtcdServer etcd;
+  ASSERT_TRUE(etcd.ok());
+  DnsServer dns;
+  dns.Start("127.0.0.1 etcd.test\n");
+  Resolver resolver(dns.options());
+  ASSERT_TRUE(resolver.Start().ok());
+  HostPins pins(&resolver);
+  EtcdLeaseOptions o;
+  std::string port = etcd.endpoint().substr(etcd.endpoint().rfind(':') + 1);
+  o.endpoints = {"http://etcd.test:" + port};
+  o.key = "/bulwark-names-test/leader";
+  o.name = "by-name";
+  o.ttl_ms = 3000;
+  o.request_timeout_ms = 500;
+  o.pins = &pins;
+  EtcdLease lease(o);
+  lease.Start();
+  EXPECT_TRUE(WaitFor([&] { return lease.leader(); }, 10000));
+  EXPECT_EQ(pins.watched(), 1u);
+  lease.Stop();
 }
 
 }  // namespace

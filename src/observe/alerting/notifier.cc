@@ -123,6 +123,11 @@ bool Notifier::Attempt(const Job& job, bool* retry, std::string* error, std::str
   Answer sink{&answer, job.max_answer};
   char errbuf[CURL_ERROR_SIZE] = {};
   curl_easy_setopt(c, CURLOPT_URL, job.url.c_str());
+  CurlPin pin;
+  if (absl::Status s = pin.Apply(options_.pins, c, job.url); !s.ok()) {
+    *error = std::string(s.message());
+    return false;  // retried: the name may resolve by the next attempt
+  }
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   long timeout =
       static_cast<long>(job.timeout_ms > 0 ? job.timeout_ms : options_.attempt_timeout_ms);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/host_pins.h"
 #include "core/mutex.h"
 
 namespace bulwark::observe::alerting {
@@ -28,6 +29,7 @@ class Notifier {
     int64_t initial_backoff_ms = 500;
     int64_t max_backoff_ms = 30000;
     size_t max_queue = 10000;
+    HostPins* pins = nullptr;  // URLs written with host names resolve through it
   };
 
   struct Job {

@@ -293,6 +293,38 @@ TEST(Config, ServersByHostName) {
   }
 }
 
+// etcd endpoints, scrape targets and Alertmanager URLs take host names too; their syntax is
+// checked at load, each error at its own line.
+TEST(Config, ClientUrlsAndTargetsByHostName) {
+  const std::string head =
+      "listeners: [{listen: ':80', routes: [{prefix: /, upstream: a}]}]\n"
+      "upstreams: {a: {servers: ['127.0.0.1:80']}}\n";
+  ConfigLoad l =
+      Load(head +
+           "cluster: {etcd: {endpoints: ['etcd-1.internal:2379', 'http://10.0.0.2:2379/']}}\n"
+           "observe:\n"
+           "  alertmanager: {forward: ['http://am.internal:9093/']}\n"
+           "  scrape: [{job: pg, targets: ['pg-exporter:9187', '[::1]:9100']}]\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  EXPECT_EQ(l.config->cluster.etcd_endpoints,
+            (std::vector<std::string>{"http://etcd-1.internal:2379", "http://10.0.0.2:2379"}));
+  EXPECT_EQ(l.config->cluster.etcd_where[1], "t.yml:3:54");
+  EXPECT_EQ(l.config->observe->forward_where[0], "t.yml:5:28");
+  EXPECT_EQ(l.config->observe->scrape[0].targets_where[1], "t.yml:6:52");
+  for (const auto& [text, error] : std::vector<std::pair<std::string, std::string>>{
+           {"cluster: {etcd: {endpoints: ['etcd_1!:2379']}}\n",
+            "t.yml:3:30: cluster.etcd.endpoints: \"http://etcd_1!:2379\" is not a URL"},
+           {"observe: {scrape: [{job: x, targets: ['ok:1', 'nope']}]}\n",
+            "t.yml:3:47: observe.scrape job \"x\": target \"nope\": "},
+           {"observe: {alertmanager: {forward: ['ftp://am:21']}}\n",
+            "t.yml:3:36: observe.alertmanager.forward: \"ftp://am:21\" is not an http(s) URL"},
+       }) {
+    ConfigLoad bad = Load(head + text);
+    EXPECT_NE(Join(bad.errors, "\n").find(error), std::string::npos) << text << "\n"
+                                                                     << Join(bad.errors, "\n");
+  }
+}
+
 // Automatic failover with no etcd lease must be declared the only instance: two bulwarks
 // promoting on their own would split the brain.
 TEST(Config, FailoverWithoutEtcdNeedsSingleInstance) {
@@ -495,9 +527,12 @@ std::pair<std::string, std::string> TestCertificate() {
 
 TEST(Config, ShippedExamplesAreValid) {
   auto [cert, key] = TestCertificate();
-  for (const char* f : {"/config/examples/minimal.yml", "/config/examples/api-gateway.yml",
-                        "/config/examples/blue-green.yml", "/config/examples/sticky-sessions.yml",
-                        "/config/demo.yml"}) {
+  for (const char* f :
+       {"/config/examples/minimal.yml", "/config/examples/api-gateway.yml",
+        "/config/examples/blue-green.yml", "/config/examples/sticky-sessions.yml",
+        "/config/examples/pg.yml", "/config/examples/observe.yml", "/config/examples/vault.yml",
+        "/config/examples/cluster.yml", "/config/examples/all-in-one.yml", "/config/demo.yml",
+        "/packaging/bulwark.yml"}) {
     ConfigLoad l = LoadConfigFile(std::string(BULWARK_SOURCE_DIR) + f,
                                   FakeEnv({{"LISTEN_PORT", "1"},
                                            {"UPSTREAM_PORT", "2"},
@@ -506,7 +541,9 @@ TEST(Config, ShippedExamplesAreValid) {
                                            {"DEMO_ORIGIN_2", "127.0.0.1:2"},
                                            {"DEMO_ORIGIN_3", "127.0.0.1:3"},
                                            {"TLS_CERT", cert},
-                                           {"TLS_KEY", key}}));
+                                           {"TLS_KEY", key},
+                                           {"APP_PASSWORD", "secret"},
+                                           {"BULWARK_BACKUP_KEY", std::string(64, 'a')}}));
     EXPECT_TRUE(l.errors.empty()) << f << "\n" << Join(l.errors, "\n");
   }
   std::filesystem::remove_all(std::filesystem::path(cert).parent_path());  // nothing left in /tmp

@@ -92,6 +92,24 @@ TEST(PgConfig, MistakesAreReportedWithTheirLines) {
 
 // Servers may be host names (an RDS endpoint, a Kubernetes Service): the proxy runs a copy of
 // the configuration in which each name is the servers of its current addresses.
+// A server written as a plain string goes through ${VAR} expansion like every other scalar
+// (it once was read raw, so `${PG_PRIMARY:-...}` was refused as an address).
+TEST(PgConfig, ServerStringsExpandEnvironmentVariables) {
+  PgConfig c;
+  ConfigContext ctx("bulwark.yml", testing::FakeEnv({{"PG_PRIMARY", "10.0.0.7:5432"}}));
+  auto root = LoadYamlText(ctx, R"(pg:
+  users: [{name: app, password: x}]
+  databases:
+    app:
+      servers: ['${PG_PRIMARY}', '${PG_REPLICA:-10.0.0.8:5433}']
+)");
+  ASSERT_TRUE(root);
+  LoadPgConfig(ctx, (*root)["pg"], &c);
+  ASSERT_EQ(ctx.ErrorText(), "");
+  EXPECT_EQ(c.databases["app"].servers[0].address.ToString(), "10.0.0.7:5432");
+  EXPECT_EQ(c.databases["app"].servers[1].address.ToString(), "10.0.0.8:5433");
+}
+
 TEST(PgConfig, ServersByHostNameAreExpandedToTheirAddresses) {
   PgConfig c;
   ASSERT_EQ(Load(R"(pg:
