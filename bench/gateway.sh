@@ -12,7 +12,7 @@
 # HAProxy's `option httplog` to stdout redirected to a file) and with logging off ("logs off",
 # like for like). Keep-alive settings are the same for all.
 #
-#   bench/gateway.sh [--protected] [ROUNDS] [SECONDS] [CONNECTIONS]
+#   bench/gateway.sh [--protected | --upstream-tls] [ROUNDS] [SECONDS] [CONNECTIONS]
 # It prints the proxies' CPU time and system calls per request, a line for each comparison, then
 # the summary (the last line):
 #   logs on (as shipped): bulwark=N nginx=N haproxy=N req/s, p99 X / X / X ms
@@ -22,10 +22,17 @@
 # connections) and apply a rate limit that never triggers; bulwark also verifies a JWT on every
 # request (nginx OSS has no JWT: "bulwark_nojwt" is bulwark without it, for that comparison):
 #   gateway-protected: bulwark_rps=N nginx_rps=N bulwark_p99_ms=X nginx_p99_ms=X bulwark_nojwt_rps=N
+# With --upstream-tls, the upstream nginx serves HTTPS and every proxy speaks TLS to it with the
+# certificate verified (name and chain), SNI, session reuse and keep-alive (nginx
+# proxy_ssl_verify on + proxy_ssl_session_reuse, HAProxy `ssl verify required` + http-reuse
+# always); access logs off for all three:
+#   gateway-upstream-tls: bulwark_rps=N nginx_rps=N haproxy_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROTECTED=0
+UPSTREAM_TLS=0
 if [ "${1:-}" = "--protected" ]; then PROTECTED=1; shift; fi
+if [ "${1:-}" = "--upstream-tls" ]; then UPSTREAM_TLS=1; shift; fi
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNS=${3:-50}
@@ -39,13 +46,22 @@ WORK_PREFIX=bench source scripts/lib.sh
 UP=$(free_port); BW=$(free_port); BWA=$(free_port); NG=$(free_port); HA=$(free_port)
 BWN=$(free_port); BWNA=$(free_port); NGN=$(free_port); HAN=$(free_port)
 
-# The upstream: nginx, one worker, a 13-byte response.
+# The upstream: nginx, one worker, a 13-byte response (over HTTPS with --upstream-tls: a
+# certificate for bench.test that is its own CA).
 mkdir -p "$work/up" "$work/ng"
+UP_SSL=""; UP_CERTS=""
+if [ "$UPSTREAM_TLS" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$work/up-key.pem" -out "$work/up-cert.pem" -subj /CN=bench.test \
+    -addext subjectAltName=DNS:bench.test >/dev/null 2>&1
+  UP_SSL=" ssl"
+  UP_CERTS="ssl_certificate $work/up-cert.pem; ssl_certificate_key $work/up-key.pem; ssl_session_cache shared:up:10m;"
+fi
 cat > "$work/up/nginx.conf" <<CONF
 daemon off; worker_processes 1; pid $work/up/nginx.pid; error_log $work/up/error.log crit;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP reuseport; location / { return 200 "hello, world\n"; } } }
+  server { listen 127.0.0.1:$UP reuseport$UP_SSL; $UP_CERTS location / { return 200 "hello, world\n"; } } }
 CONF
 taskset -c 0 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 
@@ -139,6 +155,75 @@ CONF
   printf 'gateway-protected: bulwark_rps=%.0f nginx_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s bulwark_nojwt_rps=%.0f\n' \
     "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" \
     "$(m "${rps[bulwark_nojwt]}")"
+  exit 0
+fi
+
+if [ "$UPSTREAM_TLS" = 1 ]; then
+  cat > "$work/ng/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid $work/ng/nginx.pid; error_log $work/ng/error.log crit;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NG;
+    location / { proxy_pass https://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_verify on; proxy_ssl_trusted_certificate $work/up-cert.pem;
+      proxy_ssl_name bench.test; proxy_ssl_server_name on; proxy_ssl_session_reuse on; } } }
+CONF
+  taskset -c 0 "$NGINX" -p "$work/ng" -c "$work/ng/nginx.conf" & pids+=($!); NG_PID=$!
+  cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HA
+  default_backend be
+backend be
+  server s1 127.0.0.1:$UP maxconn 1000 ssl verify required ca-file $work/up-cert.pem sni str(bench.test) verifyhost bench.test
+CONF
+  taskset -c 0 "$HAPROXY" -f "$work/haproxy.cfg" -db >"$work/haproxy.out" 2>&1 & pids+=($!); HA_PID=$!
+  cat > "$work/bulwark.yml" <<CONF
+workers: 1
+log: {level: warn}
+admin: {listen: 127.0.0.1:$BWA}
+access_log: {enabled: false}
+http: {keepalive_requests: 1000000}
+listeners:
+  - listen: 127.0.0.1:$BW
+    routes: [{prefix: /, upstream: app}]
+upstreams:
+  app:
+    keepalive: 64
+    servers: [127.0.0.1:$UP]
+    tls: {ca_file: $work/up-cert.pem, sni: bench.test}
+CONF
+  taskset -c 0 build/release/bulwark serve -c "$work/bulwark.yml" 2>"$work/bulwark.err" & pids+=($!); BW_PID=$!
+  for p in $UP $NG $HA $BW; do wait_port "$p"; done
+  names=(bulwark nginx haproxy); ports=($BW $NG $HA)
+  declare -A rps p99
+  for p in "${ports[@]}"; do
+    wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1
+    # Each proxy really reached the HTTPS upstream (a verification failure would be a 502).
+    body=$(curl -fsS "http://127.0.0.1:$p/") || { echo "proxy on $p failed to reach the HTTPS upstream" >&2; cat "$work"/*.err "$work/haproxy.out" >&2; exit 1; }
+    [ "$body" = "hello, world" ] || { echo "proxy on $p answered: $body" >&2; exit 1; }
+  done
+  for r in $(seq 0 $((ROUNDS - 1))); do
+    for k in 0 1 2; do
+      i=$(( (k + r) % 3 ))
+      read -r a b < <(run "http://127.0.0.1:${ports[$i]}/")
+      rps[${names[$i]}]+="$a "; p99[${names[$i]}]+="$b "
+      echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
+    done
+  done
+  m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+  printf 'gateway-upstream-tls: bulwark_rps=%.0f nginx_rps=%.0f haproxy_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s haproxy_p99_ms=%s\n' \
+    "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${rps[haproxy]}")" \
+    "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" "$(m "${p99[haproxy]}")"
   exit 0
 fi
 

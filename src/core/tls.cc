@@ -3,11 +3,14 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <mutex>
 
+#include "core/net.h"
 #include "core/strings.h"
 
 namespace bulwark {
@@ -26,7 +29,8 @@ std::vector<std::string> CertNames(SSL_CTX* ctx) {
   std::vector<std::string> out;
   X509* cert = SSL_CTX_get0_certificate(ctx);
   if (cert == nullptr) return out;
-  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* sans =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (sans != nullptr) {
     for (int i = 0; i < sk_GENERAL_NAME_num(sans); ++i) {
       const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans, i);
@@ -90,8 +94,8 @@ absl::StatusOr<std::shared_ptr<TlsServer>> TlsServer::Build(const TlsSettings& s
     server->ctxs_.push_back(ctx);
     SSL_CTX_set_min_proto_version(ctx, s.min_version);
     SSL_CTX_set_max_proto_version(ctx, s.max_version);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_options(
+        ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     // (No SSL_MODE_RELEASE_BUFFERS: keep-alive connections would free and allocate their
     // buffers on every request. About 34 KiB per idle TLS connection is the price.)
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -104,15 +108,15 @@ absl::StatusOr<std::shared_ptr<TlsServer>> TlsServer::Build(const TlsSettings& s
     if (SSL_CTX_use_PrivateKey_file(ctx, c.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
       std::string err = OpenSslError();
       if (err.find("key values mismatch") != std::string::npos)
-        return absl::InvalidArgumentError(
-            StrCat(c.key_file, " is not the key of ", c.cert_file));
+        return absl::InvalidArgumentError(StrCat(c.key_file, " is not the key of ", c.cert_file));
       return absl::InvalidArgumentError(StrCat(c.key_file, ": ", err));
     }
     if (SSL_CTX_check_private_key(ctx) != 1)
       return absl::InvalidArgumentError(
           StrCat(c.key_file, " is not the key of ", c.cert_file, ": ", OpenSslError()));
     SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof(kSessionContext) - 1);
-    SSL_CTX_set_session_cache_mode(ctx, s.session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_session_cache_mode(ctx,
+                                   s.session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
     SSL_CTX_set_timeout(ctx, static_cast<long>(s.session_timeout_s));
     if (!s.session_cache) SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_alpn_select_cb(ctx, OnAlpn, nullptr);
@@ -171,6 +175,164 @@ void TlsServer::CountHandshake(SSL* ssl) {
   if (SSL_session_reused(ssl)) resumed_.fetch_add(1, std::memory_order_relaxed);
 }
 
+// TlsClient
+
+namespace {
+int g_client_index = -1;  // SSL ex_data: the TlsClient
+int g_key_index = -1;     // SSL ex_data: the session key (a string the TlsStream owns)
+std::once_flag g_indexes;
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<TlsClient>> TlsClient::Build(const TlsClientSettings& s) {
+  std::call_once(g_indexes, [] {
+    g_client_index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    g_key_index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  });
+  auto client = std::shared_ptr<TlsClient>(new TlsClient(s));
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) return absl::InternalError(OpenSslError());
+  client->ctx_ = ctx;
+  SSL_CTX_set_min_proto_version(ctx, s.min_version);
+  SSL_CTX_set_max_proto_version(ctx, s.max_version);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_read_ahead(ctx, 1);
+  if (SSL_CTX_set_cipher_list(ctx, s.ciphers.c_str()) != 1)
+    return absl::InvalidArgumentError(StrCat("ciphers \"", s.ciphers, "\": ", OpenSslError()));
+  if (s.verify) {
+    if (s.ca_file.empty()) {
+      if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+        return absl::InvalidArgumentError(StrCat("the system's CA store: ", OpenSslError()));
+    } else if (SSL_CTX_load_verify_locations(ctx, s.ca_file.c_str(), nullptr) != 1) {
+      return absl::InvalidArgumentError(StrCat(s.ca_file, ": ", OpenSslError()));
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  } else {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  }
+  if (!s.cert_file.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, s.cert_file.c_str()) != 1)
+      return absl::InvalidArgumentError(StrCat(s.cert_file, ": ", OpenSslError()));
+    if (SSL_CTX_use_PrivateKey_file(ctx, s.key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+      return absl::InvalidArgumentError(
+          StrCat(s.key_file, " is not the key of ", s.cert_file, ": ", OpenSslError()));
+    }
+  }
+  static const unsigned char kAlpn[] = "\x08http/1.1";
+  SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof(kAlpn) - 1);
+  if (s.session_reuse) {
+    // Sessions (TLS 1.3 tickets arrive after the handshake) come to OnNewSession, which keeps
+    // the newest per server.
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, OnNewSession);
+  } else {
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  }
+  return client;
+}
+
+TlsClient::~TlsClient() {
+  MutexLock l(&mu_);
+  for (auto& [key, session] : sessions_) SSL_SESSION_free(session);
+  if (ctx_ != nullptr) SSL_CTX_free(ctx_);
+}
+
+int TlsClient::OnNewSession(SSL* ssl, SSL_SESSION* session) {
+  auto* self = static_cast<TlsClient*>(SSL_get_ex_data(ssl, g_client_index));
+  auto* key = static_cast<const std::string*>(SSL_get_ex_data(ssl, g_key_index));
+  if (self == nullptr || key == nullptr || key->empty()) return 0;
+  MutexLock l(&self->mu_);
+  SSL_SESSION*& slot = self->sessions_[*key];
+  if (slot != nullptr) SSL_SESSION_free(slot);
+  slot = session;
+  return 1;  // we keep the reference
+}
+
+SSL* TlsClient::NewSsl(int fd, const std::string& sni, const std::string& verify_name,
+                       const std::string* session_key) {
+  SSL* ssl = SSL_new(ctx_);
+  if (ssl == nullptr) return nullptr;
+  if (SSL_set_fd(ssl, fd) != 1) {
+    SSL_free(ssl);
+    return nullptr;
+  }
+  SSL_set_connect_state(ssl);
+  SSL_set_ex_data(ssl, g_client_index, this);
+  SSL_set_ex_data(ssl, g_key_index, const_cast<std::string*>(session_key));
+  // SNI is for host names only (RFC 6066: not for IP literals).
+  if (!sni.empty() && !IpAddress::Parse(sni).has_value())
+    SSL_set_tlsext_host_name(ssl, sni.c_str());
+  if (settings_.verify && !verify_name.empty()) {
+    if (IpAddress::Parse(verify_name).has_value()) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), verify_name.c_str());
+    } else {
+      SSL_set1_host(ssl, verify_name.c_str());
+    }
+  }
+  if (settings_.session_reuse && session_key != nullptr && !session_key->empty()) {
+    MutexLock l(&mu_);
+    auto it = sessions_.find(*session_key);
+    if (it != sessions_.end()) SSL_set_session(ssl, it->second);
+  }
+  return ssl;
+}
+
+void TlsClient::CountHandshake(SSL* ssl) {
+  handshakes_.fetch_add(1, std::memory_order_relaxed);
+  if (SSL_session_reused(ssl)) resumed_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void TlsClient::CountFailure(SSL* ssl) {
+  failures_.fetch_add(1, std::memory_order_relaxed);
+  if (ssl != nullptr && SSL_get_verify_result(ssl) != X509_V_OK)
+    verify_failures_.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool TlsStream::StartClient(std::shared_ptr<TlsClient> client, int fd, const std::string& sni,
+                            const std::string& verify_name, std::string session_key) {
+  End();
+  session_key_ = std::move(session_key);
+  ssl_ = client->NewSsl(fd, sni, verify_name, &session_key_);
+  if (ssl_ == nullptr) return false;
+  server_ = std::move(client);
+  done_ = read_wants_write_ = write_wants_read_ = false;
+  failure_reason_ = "";
+  return true;
+}
+
+int TlsStream::Handshake() {
+  ERR_clear_error();
+  int r = SSL_do_handshake(ssl_);
+  if (r == 1) {
+    Handshaken();
+    return 1;
+  }
+  int e = SSL_get_error(ssl_, r);
+  read_wants_write_ = e == SSL_ERROR_WANT_WRITE;
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return 0;
+  }
+  Failed();
+  return -1;
+}
+
+void TlsStream::Failed() {
+  server_->CountFailure(ssl_);
+  long v = SSL_get_verify_result(ssl_);
+  if (v != X509_V_OK) {
+    // "certificate verify failed" alone does not tell an operator what to fix.
+    verify_error_ = StrCat("certificate verify failed: ", X509_verify_cert_error_string(v));
+    failure_reason_ = verify_error_.c_str();
+  } else {
+    const char* why = ERR_reason_error_string(ERR_peek_error());
+    failure_reason_ = why != nullptr ? why : "the peer closed the connection during the handshake";
+  }
+  ERR_clear_error();
+  errno = EPROTO;
+}
+
 bool TlsStream::Start(std::shared_ptr<TlsServer> server, int fd) {
   End();
   ssl_ = server->NewSsl(fd);
@@ -202,10 +364,13 @@ ssize_t TlsStream::Recv(char* buf, size_t n) {
     return -1;
   }
   if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
-    if (!done_) server_->CountFailure();  // gave up in the middle of the handshake
+    if (!done_) server_->CountFailure(ssl_);  // gave up in the middle of the handshake
     return 0;
   }
-  if (!done_) server_->CountFailure();
+  if (!done_) {
+    Failed();
+    return -1;
+  }
   const char* why = ERR_reason_error_string(ERR_peek_error());
   failure_reason_ = why != nullptr ? why : "error";
   ERR_clear_error();
@@ -239,6 +404,16 @@ void TlsStream::End() {
   }
   server_.reset();
   done_ = read_wants_write_ = write_wants_read_ = false;
+}
+
+ssize_t SendOn(TlsStream& tls, int fd, const char* data, size_t n) {
+  if (tls.active()) return tls.Send(data, n);
+  return send(fd, data, n, MSG_NOSIGNAL);
+}
+
+ssize_t RecvOn(TlsStream& tls, int fd, char* data, size_t n) {
+  if (tls.active()) return tls.Recv(data, n);
+  return recv(fd, data, n, 0);
 }
 
 }  // namespace bulwark

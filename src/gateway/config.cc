@@ -226,6 +226,95 @@ void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& 
   }
 }
 
+}  // namespace
+
+TlsPeer TlsPeerFor(const UpstreamTlsConfig& tls, const ServerConfig& server) {
+  TlsPeer p;
+  p.sni = !tls.sni.empty() ? tls.sni : server.host;
+  p.verify_name = !tls.verify_name.empty() ? tls.verify_name
+                  : !p.sni.empty()         ? p.sni
+                                           : server.address.IpString();
+  p.session_key = server.address.ToString();
+  return p;
+}
+
+namespace {
+
+// TLS protocol versions from a `protocols:` list ([TLSv1.2, TLSv1.3]).
+void ReadProtocols(ConfigContext& ctx, MapReader& r, const std::string& what, int* min_version,
+                   int* max_version) {
+  std::vector<std::string> protocols;
+  YAML::Node pn = r.Get("protocols");
+  if (!pn.IsDefined() || !r.StringList("protocols", &protocols)) return;
+  int lo = 0, hi = 0;
+  for (const auto& p : protocols) {
+    int v = TlsVersionFromName(p);
+    if (v == 0) {
+      ctx.Error(pn.Mark(), StrCat(what, ".protocols: \"", p, "\" is not TLSv1.2 or TLSv1.3"));
+      continue;
+    }
+    lo = lo == 0 ? v : std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  if (lo != 0) {
+    *min_version = lo;
+    *max_version = hi;
+  }
+}
+
+void ParseUpstreamTls(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                      UpstreamTlsConfig* t) {
+  t->enabled = true;
+  if (node.IsScalar()) {
+    // `tls: true` / `tls: on`: everything by default.
+    std::string v;
+    if (!ReadScalar(ctx, node, what, &v)) return;
+    v = AsciiLower(v);
+    if (v == "true" || v == "yes" || v == "on") {
+      t->enabled = true;
+    } else if (v == "false" || v == "no" || v == "off") {
+      t->enabled = false;
+    } else {
+      ctx.Error(node.Mark(), StrCat(what, ": expected true, false or a map"));
+    }
+  } else {
+    MapReader r(ctx, node, what);
+    if (!r.valid()) return;
+    r.Bool("enabled", &t->enabled);
+    r.Bool("verify", &t->settings.verify);
+    r.String("ca_file", &t->settings.ca_file);
+    r.String("sni", &t->sni);
+    r.String("verify_name", &t->verify_name);
+    r.String("cert", &t->settings.cert_file);
+    r.String("key", &t->settings.key_file);
+    ReadProtocols(ctx, r, what, &t->settings.min_version, &t->settings.max_version);
+    r.String("ciphers", &t->settings.ciphers);
+    r.Bool("session_reuse", &t->settings.session_reuse);
+    if (t->settings.cert_file.empty() != t->settings.key_file.empty())
+      ctx.Error(node.Mark(), StrCat(what, ": `cert` and `key` go together"));
+    for (const std::string* name : {&t->sni, &t->verify_name}) {
+      if (!name->empty() && !IsHostName(*name) && !IpAddress::Parse(*name).has_value())
+        ctx.Error(node.Mark(),
+                  StrCat(what, ": \"", *name, "\" is neither a host name nor an IP address"));
+    }
+    if (!t->settings.verify && !t->settings.ca_file.empty())
+      ctx.Error(node.Mark(), StrCat(what, ": ca_file with verify: false would not be used"));
+    r.Finish();
+  }
+  if (!t->enabled || !ctx.ok()) return;
+  t->settings.ca_file = t->settings.ca_file.empty() ? "" : ctx.Resolve(t->settings.ca_file);
+  if (!t->settings.cert_file.empty()) {
+    t->settings.cert_file = ctx.Resolve(t->settings.cert_file);
+    t->settings.key_file = ctx.Resolve(t->settings.key_file);
+  }
+  auto client = TlsClient::Build(t->settings);
+  if (!client.ok()) {
+    ctx.Error(node.Mark(), StrCat(what, ": ", client.status().message()));
+  } else {
+    t->client = *client;
+  }
+}
+
 void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node& node,
                    UpstreamConfig* u) {
   std::string what = StrCat("upstreams.", name);
@@ -292,6 +381,8 @@ void ParseUpstream(ConfigContext& ctx, const std::string& name, const YAML::Node
   if (rp.IsDefined()) ParseRetry(ctx, rp, what + ".retry", &u->retry);
   YAML::Node sk = r.Get("sticky");
   if (sk.IsDefined()) ParseSticky(ctx, sk, what + ".sticky", &u->sticky);
+  YAML::Node tls = r.Get("tls");
+  if (tls.IsDefined()) ParseUpstreamTls(ctx, tls, what + ".tls", &u->tls);
 
   YAML::Node servers = r.Get("servers");
   if (!servers.IsDefined() || !servers.IsSequence() || servers.size() == 0) {
@@ -619,24 +710,7 @@ void ParseTls(ConfigContext& ctx, const YAML::Node& node, const std::string& wha
   } else {
     ctx.Error(node.Mark(), StrCat(what, ": expected `cert` and `key`, or `certificates:`"));
   }
-  std::vector<std::string> protocols;
-  YAML::Node pn = r.Get("protocols");
-  if (pn.IsDefined() && r.StringList("protocols", &protocols)) {
-    int lo = 0, hi = 0;
-    for (const auto& p : protocols) {
-      int v = TlsVersionFromName(p);
-      if (v == 0) {
-        ctx.Error(pn.Mark(), StrCat(what, ".protocols: \"", p, "\" is not TLSv1.2 or TLSv1.3"));
-        continue;
-      }
-      lo = lo == 0 ? v : std::min(lo, v);
-      hi = std::max(hi, v);
-    }
-    if (lo != 0) {
-      t->settings.min_version = lo;
-      t->settings.max_version = hi;
-    }
-  }
+  ReadProtocols(ctx, r, what, &t->settings.min_version, &t->settings.max_version);
   r.String("ciphers", &t->settings.ciphers);
   int64_t timeout_ms = t->settings.session_timeout_s * 1000;
   r.Duration("session_timeout", &timeout_ms);

@@ -113,6 +113,24 @@ struct StickyConfig {
   int64_t ttl_ms = 30 * 60 * 1000;
 };
 
+// TLS to an upstream's servers (nginx proxy_ssl_*, HAProxy `server ... ssl verify required`).
+struct UpstreamTlsConfig {
+  bool enabled = false;
+  TlsClientSettings settings;
+  // SNI sent (nginx proxy_ssl_name with proxy_ssl_server_name on); "" = the server's host name
+  // (none for a server written as an IP).
+  std::string sni;
+  // The name the certificate must carry; "" = `sni`, else the server's host name, else its IP.
+  std::string verify_name;
+  std::shared_ptr<TlsClient> client;  // built when the config is loaded (files read then)
+};
+
+// What a TLS connection to one server sends and checks: SNI, the name its certificate must
+// carry, and the key its session is kept under for resumption.
+struct TlsPeer {
+  std::string sni, verify_name, session_key;
+};
+
 struct UpstreamConfig {
   std::string name;
   BalanceKind balance = BalanceKind::kRoundRobin;
@@ -134,7 +152,12 @@ struct UpstreamConfig {
   OutlierConfig outlier;
   RetryPolicyConfig retry;
   StickyConfig sticky;
+  UpstreamTlsConfig tls;
 };
+
+// SNI: `tls.sni`, else the server's host name (none for an IP). The name checked:
+// `tls.verify_name`, else the SNI, else the server's IP.
+TlsPeer TlsPeerFor(const UpstreamTlsConfig& tls, const ServerConfig& server);
 
 struct ReturnConfig {
   int status = 200;

@@ -194,6 +194,28 @@ const TlsFamily kTlsFamilies[] = {
      [](const TlsServer& t) -> uint64_t { return t.resumed(); }},
 };
 
+// A family with one series per upstream with `tls:`.
+struct UpstreamTlsFamily {
+  const char* name;
+  const char* help;
+  uint64_t (*value)(const TlsClient&);
+};
+
+const UpstreamTlsFamily kUpstreamTlsFamilies[] = {
+    {"bulwark_upstream_tls_handshakes_total",
+     "TLS handshakes with the upstream's servers that completed (reset by a reload).",
+     [](const TlsClient& t) -> uint64_t { return t.handshakes(); }},
+    {"bulwark_upstream_tls_resumed_total",
+     "Of those, handshakes that resumed a saved session (proxy_ssl_session_reuse).",
+     [](const TlsClient& t) -> uint64_t { return t.resumed(); }},
+    {"bulwark_upstream_tls_failures_total",
+     "TLS handshakes with the upstream's servers that failed.",
+     [](const TlsClient& t) -> uint64_t { return t.failures(); }},
+    {"bulwark_upstream_tls_verify_failures_total",
+     "Of those, handshakes refused because the server's certificate did not verify.",
+     [](const TlsClient& t) -> uint64_t { return t.verify_failures(); }},
+};
+
 // name{label="value"} v
 template <typename V>
 void Sample(std::string* out, std::string_view name, std::string_view label, std::string_view value,
@@ -428,6 +450,13 @@ void Gateway::CollectSecurity(std::string* out, int64_t now) const {
     observe::AppendHeader(out, f.name, "counter", f.help);
     for (const auto& l : snapshot_->config->listeners) {
       if (l.tls.server != nullptr) Sample(out, f.name, "listener", l.name, f.value(*l.tls.server));
+    }
+  }
+  for (const UpstreamTlsFamily& f : kUpstreamTlsFamilies) {
+    observe::AppendHeader(out, f.name, "counter", f.help);
+    for (const auto& u : snapshot_->config->upstreams) {
+      if (u.tls.enabled && u.tls.client != nullptr)
+        Sample(out, f.name, "upstream", u.name, f.value(*u.tls.client));
     }
   }
   observe::AppendHeader(out, "bulwark_jwt_verified_total", "counter",

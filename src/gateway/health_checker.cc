@@ -39,6 +39,12 @@ class HealthChecker::Probe : public IoHandler {
   }
   void Schedule(int64_t delay_ms) { owner_->loop_->ArmTimer(&next_, delay_ms); }
 
+  // TLS as the upstream's connections use it (HAProxy checks over `ssl` as the server does).
+  void set_tls(const UpstreamTlsConfig& tls, TlsPeer peer) {
+    tls_cfg_ = tls;
+    peer_ = std::move(peer);
+  }
+
   void OnIo(uint32_t events) override {
     if (fd_ < 0) return;
     if (connecting_) {
@@ -51,19 +57,33 @@ class HealthChecker::Probe : public IoHandler {
         return;
       }
       connecting_ = false;
-      const std::string& host = cfg_.host.empty() ? default_host_ : cfg_.host;
-      std::string req = StrCat("GET ", cfg_.path, " HTTP/1.1\r\nHost: ", host,
-                               "\r\nUser-Agent: bulwark-health-check\r\nConnection: close\r\n\r\n");
-      // A probe request is tiny; a short write on a fresh connection is not worth handling.
-      if (write(fd_, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
-        Finish(false, 0, "write failed");
-        return;
+      if (tls_cfg_.enabled && tls_cfg_.client != nullptr) {
+        if (!tls_.StartClient(tls_cfg_.client, fd_, peer_.sni, peer_.verify_name,
+                              peer_.session_key)) {
+          Finish(false, 0, "TLS: out of memory");
+          return;
+        }
+        handshaking_ = true;
+      } else {
+        SendRequest();
+        if (fd_ < 0) return;
       }
     }
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+    if (handshaking_) {
+      int r = tls_.Handshake();
+      if (r == 0) return;
+      if (r < 0) {
+        Finish(false, 0, StrCat("TLS handshake: ", tls_.failure_reason()));
+        return;
+      }
+      handshaking_ = false;
+      SendRequest();
+      if (fd_ < 0) return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP) || tls_.active()) {
       for (;;) {
         char buf[512];
-        ssize_t n = read(fd_, buf, sizeof(buf));
+        ssize_t n = RecvOn(tls_, fd_, buf, sizeof(buf));
         if (n > 0) {
           if (got_.size() < 64) got_.append(buf, static_cast<size_t>(std::min<ssize_t>(n, 64)));
           int status = StatusFromLine();
@@ -79,13 +99,22 @@ class HealthChecker::Probe : public IoHandler {
           return;
         }
         if (errno == EAGAIN || errno == EINTR) return;
-        Finish(false, 0, strerror(errno));
+        Finish(false, 0, tls_.active() ? tls_.failure_reason() : strerror(errno));
         return;
       }
     }
   }
 
  private:
+  void SendRequest() {
+    const std::string& host = cfg_.host.empty() ? default_host_ : cfg_.host;
+    std::string req = StrCat("GET ", cfg_.path, " HTTP/1.1\r\nHost: ", host,
+                             "\r\nUser-Agent: bulwark-health-check\r\nConnection: close\r\n\r\n");
+    // A probe request is tiny; a short write on a fresh connection is not worth handling.
+    ssize_t n = SendOn(tls_, fd_, req.data(), req.size());
+    if (n != static_cast<ssize_t>(req.size())) Finish(false, 0, "write failed");
+  }
+
   int StatusFromLine() const {
     if (got_.size() < 12) return 0;
     if (got_.compare(0, 7, "HTTP/1.") != 0 || got_[8] != ' ') return -1;
@@ -116,8 +145,10 @@ class HealthChecker::Probe : public IoHandler {
 
   void Abort() {
     owner_->loop_->CancelTimer(&deadline_);
+    handshaking_ = false;
     if (fd_ >= 0) {
       owner_->loop_->Remove(fd_);
+      tls_.End();
       close(fd_);
       fd_ = -1;
     }
@@ -148,6 +179,10 @@ class HealthChecker::Probe : public IoHandler {
   Timer deadline_;
   int fd_ = -1;
   bool connecting_ = false;
+  bool handshaking_ = false;
+  UpstreamTlsConfig tls_cfg_;
+  TlsPeer peer_;
+  TlsStream tls_;
   std::string got_;
 };
 
@@ -169,9 +204,11 @@ void HealthChecker::Reload(const Snapshot& snap) {
       }
       if (p) {
         p->set_config(ur.cfg->health_check);
+        p->set_tls(ur.cfg->tls, TlsPeerFor(ur.cfg->tls, sc));
         p->set_address(sc.address);
       } else {
         p = std::make_unique<Probe>(this, s, sc.address, ur.cfg->health_check);
+        p->set_tls(ur.cfg->tls, TlsPeerFor(ur.cfg->tls, sc));
         p->set_default_host(sc.host.empty() ? sc.address_text : StrCat(sc.host, ":", sc.port));
         p->Schedule(0);  // check new servers at once
       }

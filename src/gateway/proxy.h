@@ -35,14 +35,16 @@ enum class UpstreamFailure { kConnect, kWrite, kRead, kTimeout, kInvalidResponse
 // worker's keep-alive pool. Owned by its Worker (pooled objects); worker thread only.
 class UpstreamConn : public IoHandler {
  public:
-  enum class State { kFree, kConnecting, kActive, kIdle };
+  enum class State { kFree, kConnecting, kHandshaking, kActive, kIdle };
 
   explicit UpstreamConn(Worker* w);
   void OnIo(uint32_t events) override;
 
-  // Starts a new connection to `server` at `address` (the server's address in the snapshot).
-  absl::Status Connect(ServerState* server, int server_index, const SocketAddress& address,
-                       int64_t connect_timeout_ms);
+  // Starts a new connection to `server` as `config` says (its address in the snapshot), over
+  // TLS when `tls` is enabled (the owner hears OnUpstreamConnected after the handshake).
+  absl::Status Connect(ServerState* server, int server_index, const ServerConfig& config,
+                       const UpstreamTlsConfig& tls, int64_t connect_timeout_ms);
+  bool tls() const { return tls_.active(); }
   // Writes as much of out_ as the socket takes.
   void Flush();
   // Reads what is available into in_ and hands it to the owner.
@@ -50,6 +52,9 @@ class UpstreamConn : public IoHandler {
   void Close();
   void MakeIdle(int64_t keepalive_timeout_ms);
   void ArmTimer(int64_t ms);
+  // Drives the TLS handshake: on success the owner hears OnUpstreamConnected, on failure
+  // OnUpstreamFailure(kConnect).
+  void Handshake();
 
   Worker* worker_;
   int fd_ = -1;
@@ -57,6 +62,9 @@ class UpstreamConn : public IoHandler {
   ServerState* server_ = nullptr;
   int server_index_ = -1;
   SocketAddress address_;  // where it is connected: a server whose name moved is not reused
+  TlsStream tls_;
+  std::shared_ptr<TlsClient> tls_client_;  // what it was made with: a reload that changes it
+                                           // retires the connection (Worker::PutIdle)
   Exchange* owner_ = nullptr;
   Buffer in_;
   OutQueue out_;

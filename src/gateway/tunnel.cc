@@ -60,8 +60,7 @@ void DownstreamConn::TunnelPump() {
       }
     }
     while (up->out_.pending() > 0) {
-      ssize_t n =
-          send(up->fd_, up->out_.buf.data() + up->out_.off, up->out_.pending(), MSG_NOSIGNAL);
+      ssize_t n = SendOn(up->tls_, up->fd_, up->out_.buf.data() + up->out_.off, up->out_.pending());
       if (n > 0) {
         up->out_.off += static_cast<size_t>(n);
         progress = true;
@@ -79,7 +78,7 @@ void DownstreamConn::TunnelPump() {
         b.Consume(b.readable());
         progress = true;
       }
-      ssize_t n = recv(up->fd_, b.data.get(), b.cap, 0);
+      ssize_t n = RecvOn(up->tls_, up->fd_, b.data.get(), b.cap);
       if (n > 0) {
         out_.buf.append(b.data.get(), static_cast<size_t>(n));
         progress = true;

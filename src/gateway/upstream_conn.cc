@@ -39,13 +39,26 @@ UpstreamConn::UpstreamConn(Worker* w) : worker_(w) {
 }
 
 absl::Status UpstreamConn::Connect(ServerState* server, int server_index,
-                                   const SocketAddress& address, int64_t connect_timeout_ms) {
+                                   const ServerConfig& config, const UpstreamTlsConfig& tls,
+                                   int64_t connect_timeout_ms) {
   worker_->MakeRoomForUpstream();
-  auto fd = ConnectTcp(address);
+  auto fd = ConnectTcp(config.address);
   if (!fd.ok()) return fd.status();
   fd_ = *fd;
   server_ = server;
-  address_ = address;
+  address_ = config.address;
+  tls_.End();
+  tls_client_.reset();
+  if (tls.enabled && tls.client != nullptr) {
+    TlsPeer peer = TlsPeerFor(tls, config);
+    if (!tls_.StartClient(tls.client, fd_, peer.sni, peer.verify_name,
+                          std::move(peer.session_key))) {
+      close(fd_);
+      fd_ = -1;
+      return absl::ResourceExhaustedError("TLS: out of memory");
+    }
+    tls_client_ = tls.client;
+  }
   server_index_ = server_index;
   in_.Init(kUpstreamBufferBytes);
   out_.Clear();
@@ -75,14 +88,20 @@ void UpstreamConn::OnIo(uint32_t events) {
   switch (state_) {
     case State::kFree:
       return;
-    case State::kIdle:
+    case State::kIdle: {
       // An idle keep-alive connection should be silent: input, hang-up or an error means the
       // server closed it (or broke protocol). Drop it now rather than hand it to the next
-      // request. (A bare EPOLLOUT is only send-buffer space coming back.)
+      // request. (A bare EPOLLOUT is only send-buffer space coming back.) Over TLS, a record
+      // that carries no data (a TLS 1.3 session ticket) is not a reason.
       if (!(events & kReadable)) return;
+      if (tls_.active() && !(events & kPeerGone)) {
+        char byte;
+        if (tls_.Recv(&byte, 1) < 0 && errno == EAGAIN) return;
+      }
       worker_->RemoveIdle(this);
       Close();
       return;
+    }
     case State::kConnecting: {
       if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
       int err = 0;
@@ -92,14 +111,23 @@ void UpstreamConn::OnIo(uint32_t events) {
         if (owner_ != nullptr) owner_->OnUpstreamFailure(UpstreamFailure::kConnect);
         return;
       }
+      if (tls_.active()) {
+        state_ = State::kHandshaking;
+        Handshake();
+        return;
+      }
       state_ = State::kActive;
       if (owner_ != nullptr) owner_->OnUpstreamConnected();
       return;
     }
+    case State::kHandshaking:
+      Handshake();
+      return;
     case State::kActive:
       if (owner_ == nullptr) return;
       rdhup_ = (events & kPeerGone) != 0;
-      if (events & EPOLLOUT) {
+      // A TLS write that waits for the peer's records goes on when they arrive.
+      if ((events & EPOLLOUT) || (tls_.write_wants_read() && (events & kReadable))) {
         Flush();
         if (state_ != State::kActive || owner_ == nullptr) return;
       }
@@ -108,10 +136,25 @@ void UpstreamConn::OnIo(uint32_t events) {
   }
 }
 
+void UpstreamConn::Handshake() {
+  int r = tls_.Handshake();
+  if (r == 0) return;  // the socket's next event goes on with it
+  if (r < 0) {
+    // nginx: "SSL_do_handshake() failed ... while SSL handshaking to upstream"; a connect
+    // failure for retries and the server's health.
+    LogWarn("upstream: TLS handshake with ", server_ != nullptr ? server_->address_text() : "",
+            " failed: ", tls_.failure_reason());
+    if (owner_ != nullptr) owner_->OnUpstreamFailure(UpstreamFailure::kConnect);
+    return;
+  }
+  state_ = State::kActive;
+  if (owner_ != nullptr) owner_->OnUpstreamConnected();
+}
+
 void UpstreamConn::Flush() {
   for (;;) {
     while (out_.pending() > 0) {
-      ssize_t n = send(fd_, out_.buf.data() + out_.off, out_.pending(), MSG_NOSIGNAL);
+      ssize_t n = SendOn(tls_, fd_, out_.buf.data() + out_.off, out_.pending());
       if (n > 0) {
         out_.off += static_cast<size_t>(n);
         wrote_any_ = true;
@@ -141,15 +184,16 @@ void UpstreamConn::ReadAvailable() {
       }
     }
     size_t want = in_.writable();
-    ssize_t n = recv(fd_, in_.write_ptr(), want, 0);
+    ssize_t n = RecvOn(tls_, fd_, in_.write_ptr(), want);
     if (n > 0) {
       in_.wpos += static_cast<size_t>(n);
       got_any_ = true;
       owner_->OnUpstreamData();
       // As nginx does with edge-triggered epoll: a short read means the socket is drained, so
       // skip the read that would only return EAGAIN -- unless the peer also closed (RDHUP),
-      // whose EOF we must still read.
-      if (static_cast<size_t>(n) < want && !rdhup_) return;
+      // whose EOF we must still read. (Not over TLS: a read returns one record, and OpenSSL
+      // may hold more that no event will announce.)
+      if (static_cast<size_t>(n) < want && !rdhup_ && !tls_.active()) return;
       continue;
     }
     if (n == 0) {
@@ -180,6 +224,8 @@ void UpstreamConn::Close() {
   worker_->loop().CancelTimer(&timer_);
   if (fd_ >= 0) {
     worker_->loop().Remove(fd_);
+    tls_.End();  // close_notify, as nginx's ssl_shutdown to upstreams
+    tls_client_.reset();
     close(fd_);
     fd_ = -1;
     worker_->stats().open_upstreams.fetch_sub(1, std::memory_order_relaxed);

@@ -181,7 +181,7 @@ void Exchange::StartAttempt(int server_index) {
     c = worker_->NewUpstream();
     c->deadline_ms_ = deadline;
     absl::Status st =
-        c->Connect(s, server_index, ucfg.servers[server_index].address, ucfg.connect_timeout_ms);
+        c->Connect(s, server_index, ucfg.servers[server_index], ucfg.tls, ucfg.connect_timeout_ms);
     if (!st.ok()) {
       worker_->FreeUpstream(c);
       s->active().fetch_sub(1, std::memory_order_relaxed);

@@ -42,6 +42,7 @@ Worker::Worker(int index, WorkerShared shared) : index_(index), shared_(shared) 
   idle_.resize(kMaxServers);
   current_servers_.assign(kMaxServers, nullptr);
   current_configs_.assign(kMaxServers, nullptr);
+  current_tls_.assign(kMaxServers, nullptr);
   accept_timer_.set_callback([this] { ResumeAccepting(); });
   unrouted_endpoint_ = shared_.endpoints->Intern("unrouted");
 }
@@ -128,14 +129,16 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
   // PutIdle checks current_servers_ and current_configs_.)
   std::vector<const ServerState*> next(kMaxServers, nullptr);
   std::vector<const ServerConfig*> next_configs(kMaxServers, nullptr);
+  std::vector<const TlsClient*> next_tls(kMaxServers, nullptr);
   for (const auto& ur : snap->upstreams) {
     for (size_t i = 0; i < ur.servers.size(); ++i) {
       next[ur.servers[i]->id()] = ur.servers[i].get();
       next_configs[ur.servers[i]->id()] = &ur.cfg->servers[i];
+      next_tls[ur.servers[i]->id()] = ur.cfg->tls.enabled ? ur.cfg->tls.client.get() : nullptr;
     }
   }
   for (uint32_t id = 0; id < kMaxServers; ++id) {
-    if (current_servers_[id] == next[id] &&
+    if (current_servers_[id] == next[id] && current_tls_[id] == next_tls[id] &&
         (next[id] == nullptr ||
          SameAddress(current_configs_[id]->address, next_configs[id]->address)))
       continue;
@@ -148,6 +151,7 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
   }
   current_servers_.swap(next);
   current_configs_.swap(next_configs);
+  current_tls_.swap(next_tls);
 
   WorkerView* old = current_;
   current_ = view.get();
@@ -282,6 +286,7 @@ bool Worker::PutIdle(UpstreamConn* c, int keepalive_limit) {
   if (draining_ || keepalive_limit <= 0 || c->server_ == nullptr) return false;
   if (current_servers_[c->server_->id()] != c->server_) return false;  // its server left the config
   if (!SameAddress(current_configs_[c->server_->id()]->address, c->address_)) return false;
+  if (current_tls_[c->server_->id()] != c->tls_client_.get()) return false;  // TLS settings changed
   auto& list = idle_[c->server_->id()];
   if (static_cast<int>(list.size()) >= keepalive_limit) return false;
   list.push_back(c);

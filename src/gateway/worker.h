@@ -183,6 +183,9 @@ class Worker {
   // Each current server's configuration in the current view (its address: a pooled connection
   // is only kept while its server is still at the address it was made to).
   std::vector<const ServerConfig*> current_configs_;
+  // Each current server's TLS client (null without TLS): a pooled connection made with other
+  // TLS settings (or none) is not reused.
+  std::vector<const TlsClient*> current_tls_;
   int live_clients_ = 0;
   int64_t last_accept_error_log_ms_ = 0;
   int64_t last_limit_log_ms_ = -100000;

@@ -84,7 +84,7 @@ void ClientConn::TryRecv() {
   while (state != State::kClosed && !reading_paused) {
     char* p = in.Reserve(kReadChunk);
     size_t room = in.tail_room();
-    ssize_t n = tls_stream.active() ? tls_stream.Recv(p, room) : recv(fd, p, room, 0);
+    ssize_t n = RecvOn(tls_stream, fd, p, room);
     if (n > 0) {
       in.Commit(static_cast<size_t>(n));
       ProcessInput();
@@ -121,8 +121,7 @@ void ClientConn::ResumeReading() {
 bool ClientConn::Flush() {
   while (out.pending() > 0) {
     const char* p = out.buf.data() + out.off;
-    ssize_t n = tls_stream.active() ? tls_stream.Send(p, out.pending())
-                                    : send(fd, p, out.pending(), MSG_NOSIGNAL);
+    ssize_t n = SendOn(tls_stream, fd, p, out.pending());
     if (n > 0) {
       out.Consumed(static_cast<size_t>(n));
       continue;

@@ -239,6 +239,71 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, PgConfig* out) {
     }
   }
 
+  r.Enum("server_tls_sslmode",
+         {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"},
+         &out->server_tls_sslmode);
+  if (out->server_tls_sslmode == "allow") {
+    // libpq's allow tries plain and falls back to TLS when the server refuses it; bulwark does
+    // not make two logins for one, so it says what to write instead of half-doing it.
+    ctx.Error(r.Get("server_tls_sslmode").Mark(),
+              "pg.server_tls_sslmode: allow is not supported; prefer (TLS when the server "
+              "offers it, else plain) or disable");
+  }
+  r.String("server_tls_ca_file", &out->server_tls.ca_file);
+  r.String("server_tls_cert_file", &out->server_tls.cert_file);
+  r.String("server_tls_key_file", &out->server_tls.key_file);
+  r.String("server_tls_ciphers", &out->server_tls.ciphers);
+  std::string protocols = "secure";
+  r.String("server_tls_protocols", &protocols);
+  {
+    // PgBouncer's values: "secure" (TLS 1.2 and 1.3), "all", or a list such as "tlsv1.3".
+    int lo = 0, hi = 0;
+    for (std::string p : Split(AsciiLower(protocols), ',')) {
+      p = std::string(Trim(p));
+      int v = p == "tlsv1.2" ? 0x0303 : p == "tlsv1.3" ? 0x0304 : 0;
+      if (p == "secure" || p == "all" || p == "legacy") {
+        lo = lo == 0 ? 0x0303 : std::min(lo, 0x0303);
+        hi = 0x0304;
+        continue;
+      }
+      if (v == 0) {
+        ctx.Error(node.Mark(), StrCat("pg.server_tls_protocols: \"", p,
+                                      "\" is not secure, all, tlsv1.2 or tlsv1.3 (older "
+                                      "versions are not offered)"));
+        continue;
+      }
+      lo = lo == 0 ? v : std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    if (lo != 0) {
+      out->server_tls.min_version = lo;
+      out->server_tls.max_version = hi;
+    }
+  }
+  if (out->server_tls.cert_file.empty() != out->server_tls.key_file.empty())
+    ctx.Error(node.Mark(), "pg.server_tls_cert_file and server_tls_key_file go together");
+  out->server_tls.verify = StartsWith(out->server_tls_sslmode, "verify-");
+  out->server_tls.session_reuse = true;
+  if (!out->server_tls.verify && !out->server_tls.ca_file.empty()) {
+    ctx.Error(node.Mark(), StrCat("pg.server_tls_ca_file is only used with server_tls_sslmode "
+                                  "verify-ca or verify-full (it is ",
+                                  out->server_tls_sslmode, ")"));
+  }
+  if (out->server_tls_sslmode != "disable" && ctx.ok()) {
+    if (!out->server_tls.ca_file.empty())
+      out->server_tls.ca_file = ctx.Resolve(out->server_tls.ca_file);
+    if (!out->server_tls.cert_file.empty()) {
+      out->server_tls.cert_file = ctx.Resolve(out->server_tls.cert_file);
+      out->server_tls.key_file = ctx.Resolve(out->server_tls.key_file);
+    }
+    auto client = TlsClient::Build(out->server_tls);
+    if (!client.ok()) {
+      ctx.Error(node.Mark(), StrCat("pg.server_tls: ", client.status().message()));
+    } else {
+      out->server_tls_client = *client;
+    }
+  }
+
   YAML::Node users = r.Get("users");
   if (users.IsDefined()) {
     if (!users.IsSequence()) {

@@ -161,6 +161,14 @@ struct PgConfig {
   std::string client_tls_sslmode = "disable";
   std::optional<TlsSettings> client_tls;
 
+  // Server-side TLS, PgBouncer's server_tls_* (libpq's sslmode): disable | prefer | require |
+  // verify-ca | verify-full (allow is refused). PgBouncer's default, prefer: TLS when the server
+  // offers it, unverified. verify-ca checks the chain against server_tls_ca_file (the system's
+  // store when unset), verify-full the server's name (or IP) too.
+  std::string server_tls_sslmode = "prefer";
+  TlsClientSettings server_tls;                  // verify, ca_file, cert/key, protocols, ciphers
+  std::shared_ptr<TlsClient> server_tls_client;  // built at load (files read then)
+
   RoutingConfig routing;
   HealthConfig health;
   FailoverConfig failover;

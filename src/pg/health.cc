@@ -1,6 +1,7 @@
 #include "pg/health.h"
 
 #include <libpq-fe.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -162,10 +163,31 @@ std::string ConnInfo(const PgConfig& cfg, const DatabaseConfig& db, const Server
     host = s.address.IpString();
     port = std::to_string(s.address.port());
   }
-  return StrCat("host=", ConnValue(host), " port=", port, " dbname=", ConnValue(db.dbname),
-                " user=", ConnValue(user), " password=", ConnValue(password),
-                " connect_timeout=", timeout_s, " application_name='bulwark health check'",
-                " options='-c statement_timeout=", cfg.health.timeout_ms, "'");
+  std::string out =
+      StrCat(" port=", port, " dbname=", ConnValue(db.dbname), " user=", ConnValue(user),
+             " password=", ConnValue(password), " connect_timeout=", timeout_s,
+             " application_name='bulwark health check'",
+             " options='-c statement_timeout=", cfg.health.timeout_ms, "'");
+  // The same TLS as the proxy's own server connections (libpq's sslmode is PgBouncer's).
+  const std::string& mode = cfg.server_tls_sslmode;
+  StrAppend(&out, " sslmode=", s.unix_path.empty() ? mode : "disable");
+  if (s.unix_path.empty() && mode != "disable") {
+    const TlsClientSettings& t = cfg.server_tls;
+    if (t.verify) {
+      // Unset: the system's store, as the proxy's connections use (libpq would look in
+      // ~/.postgresql/root.crt).
+      StrAppend(&out, " sslrootcert=",
+                ConnValue(!t.ca_file.empty() ? t.ca_file : X509_get_default_cert_file()));
+    }
+    if (!t.cert_file.empty())
+      StrAppend(&out, " sslcert=", ConnValue(t.cert_file), " sslkey=", ConnValue(t.key_file));
+    StrAppend(&out, " ssl_min_protocol_version=", t.min_version == 0x0304 ? "TLSv1.3" : "TLSv1.2",
+              " ssl_max_protocol_version=", t.max_version == 0x0303 ? "TLSv1.2" : "TLSv1.3");
+  }
+  // A server written by name is checked under that name (verify-full) at its resolved address.
+  if (s.unix_path.empty() && !s.host.empty())
+    return StrCat("host=", ConnValue(s.host), " hostaddr=", ConnValue(host), out);
+  return StrCat("host=", ConnValue(host), out);
 }
 
 // Names all of whose overloads are immutable or stable: PostgreSQL refuses writes inside such

@@ -18,13 +18,13 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/buffers.h"
 #include "core/etcd_lease.h"
 #include "core/event_loop.h"
 #include "core/mutex.h"
 #include "core/tls.h"
 #include "observe/metrics.h"
 #include "pg/auth.h"
-#include "core/buffers.h"
 #include "pg/classify.h"
 #include "pg/config.h"
 #include "pg/health.h"
@@ -222,6 +222,11 @@ class ServerConn final : public IoHandler {
   bool pass_drop = false;
   std::unique_ptr<ScramClient> scram;
   bool auth_seen = false;  // the server asked for some authentication during this login
+  // TLS to the server (pg.server_tls_sslmode): the SSLRequest's one-byte answer is awaited,
+  // then the handshake runs; the startup packet goes after it.
+  enum class TlsPhase { kNone, kAwaitAnswer, kHandshake };
+  TlsPhase tls_phase = TlsPhase::kNone;
+  TlsStream tls;
   Timer timer;
   std::string FindParam(std::string_view name) const;
   void SetParam(std::string_view name, std::string_view value);
@@ -236,6 +241,9 @@ class ServerConn final : public IoHandler {
  private:
   void OnLoginMessage(char type, std::string_view body);
   void LoginFailed(std::string why);
+  // The SSLRequest's answer and the handshake; false when the connection failed.
+  bool NegotiateTls();
+  void SendStartup();
 };
 
 class ClientConn final : public IoHandler, public PoolUser {

@@ -143,15 +143,80 @@ void ServerConn::Connect() {
   fd = s;
   auth_seen = false;
   scram.reset();
-  std::vector<std::pair<std::string, std::string>> sp = {{"user", pool->group->server_user},
-                                                         {"database", pool->dbname}};
-  AppendStartup(&out.buf, sp);
+  tls.End();
+  // libpq's sslmode as PgBouncer's server_tls_sslmode: everything but disable asks for TLS
+  // first. Not over a Unix socket (PostgreSQL refuses it there).
+  bool ask_tls = sc.unix_path.empty() && proxy->cfg->server_tls_client != nullptr &&
+                 proxy->cfg->server_tls_sslmode != "disable";
+  if (ask_tls) {
+    static constexpr char kSslRequest[8] = {0, 0, 0, 8, 0x04, static_cast<char>(0xd2), 0x16, 0x2f};
+    out.buf.append(kSslRequest, sizeof(kSslRequest));
+    tls_phase = TlsPhase::kAwaitAnswer;
+  } else {
+    tls_phase = TlsPhase::kNone;
+    SendStartup();
+  }
   auto st = proxy->loop.Add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, this);
   if (!st.ok()) {
     LoginFailed(std::string(st.message()));
     return;
   }
   proxy->loop.ArmTimer(&timer, pool->group->cfg->server_connect_timeout_ms);
+}
+
+void ServerConn::SendStartup() {
+  std::vector<std::pair<std::string, std::string>> sp = {{"user", pool->group->server_user},
+                                                         {"database", pool->dbname}};
+  AppendStartup(&out.buf, sp);
+}
+
+bool ServerConn::NegotiateTls() {
+  const std::string& mode = proxy->cfg->server_tls_sslmode;
+  if (tls_phase == TlsPhase::kAwaitAnswer) {
+    // Exactly one byte: anything the server sent after an 'S' must come through TLS, or a
+    // man in the middle could inject it (CVE-2021-23222).
+    char answer;
+    ssize_t n = recv(fd, &answer, 1, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+    if (n <= 0) {
+      LoginFailed("the server closed the connection after SSLRequest");
+      return false;
+    }
+    if (answer == 'N') {
+      if (mode == "require" || StartsWith(mode, "verify-")) {
+        LoginFailed(StrCat("the server does not support TLS (server_tls_sslmode ", mode, ")"));
+        return false;
+      }
+      tls_phase = TlsPhase::kNone;  // prefer: plain, as libpq
+      SendStartup();
+      return Flush();
+    }
+    if (answer != 'S') {
+      LoginFailed(StrCat("unexpected answer to SSLRequest: 0x",
+                         static_cast<unsigned>(static_cast<unsigned char>(answer))));
+      return false;
+    }
+    const ServerConfig& sc = *pool->server;
+    // verify-full checks the name the server is written with (its IP when written as one);
+    // verify-ca only the chain. SNI carries the host name either way.
+    std::string verify_name =
+        mode == "verify-full" ? (sc.host.empty() ? sc.address.IpString() : sc.host) : "";
+    if (!tls.StartClient(proxy->cfg->server_tls_client, fd, sc.host, verify_name,
+                         sc.address.ToString())) {
+      LoginFailed("TLS: out of memory");
+      return false;
+    }
+    tls_phase = TlsPhase::kHandshake;
+  }
+  int r = tls.Handshake();
+  if (r == 0) return true;
+  if (r < 0) {
+    LoginFailed(StrCat("TLS handshake: ", tls.failure_reason()));
+    return false;
+  }
+  tls_phase = TlsPhase::kNone;
+  SendStartup();
+  return Flush();
 }
 
 void ServerConn::OnIo(uint32_t events) {
@@ -166,6 +231,12 @@ void ServerConn::OnIo(uint32_t events) {
       return;
     }
     state = State::kLogin;
+    if (tls_phase == TlsPhase::kAwaitAnswer) {
+      if (!Flush()) return;  // the SSLRequest
+    }
+  }
+  if (tls_phase != TlsPhase::kNone) {
+    if (!NegotiateTls() || tls_phase != TlsPhase::kNone) return;
   }
   if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) peer_hup = true;
   if (events & EPOLLOUT) {
@@ -176,7 +247,7 @@ void ServerConn::OnIo(uint32_t events) {
 
 bool ServerConn::Flush() {
   while (out.pending() > 0) {
-    ssize_t n = send(fd, out.buf.data() + out.off, out.pending(), MSG_NOSIGNAL);
+    ssize_t n = SendOn(tls, fd, out.buf.data() + out.off, out.pending());
     if (n > 0) {
       out.Consumed(static_cast<size_t>(n));
       continue;
@@ -203,7 +274,7 @@ void ServerConn::ReadAndForward() {
   while (state != State::kClosed && !reading_paused) {
     char* p = in.Reserve(kReadChunk);
     size_t room = in.tail_room();
-    ssize_t n = recv(fd, p, room, 0);
+    ssize_t n = RecvOn(tls, fd, p, room);
     if (n == 0) {
       Close("the server closed the connection");
       return;
@@ -269,8 +340,9 @@ void ServerConn::ReadAndForward() {
       sp->AfterServerBatch();
     }
     // A short read drained the socket (the next byte brings a new edge), unless the server
-    // hung up: then its EOF came in the same event and only the next recv() shows it.
-    if (static_cast<size_t>(n) < room && !peer_hup) return;
+    // hung up: then its EOF came in the same event and only the next recv() shows it. (Not
+    // over TLS: a read returns one record and OpenSSL may hold more.)
+    if (static_cast<size_t>(n) < room && !peer_hup && !tls.active()) return;
   }
 }
 
@@ -292,6 +364,7 @@ void ServerConn::Close(std::string_view why) {
   state = State::kClosed;
   proxy->loop.CancelTimer(&timer);
   if (fd >= 0) proxy->loop.Remove(fd);
+  tls.End();  // close_notify before the descriptor goes
   proxy->ServerGone(this, was, login ? std::string(why) : "");
   if (client != nullptr) {
     ClientConn* c = client;

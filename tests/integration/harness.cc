@@ -23,6 +23,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/strings.h"
 #include "gtest/gtest.h"
 #include "http/chunked.h"
 #include "http/parser.h"
@@ -110,6 +111,35 @@ void MakeCert(const std::string& dir, const std::string& name) {
        "2", "-subj", "/CN=" + name, "-addext", "subjectAltName=DNS:" + name + ",DNS:*." + name},
       {}, &out);
   ASSERT_EQ(st, 0) << out;
+}
+
+// A CA, a server certificate for api.test and 127.0.0.1 signed by it, a client certificate
+// signed by it, and a second CA that signed nothing here. Files in `dir`.
+void MakeTestPki(const std::string& dir) {
+  std::string out;
+  auto run = [&](std::vector<std::string> argv) {
+    ASSERT_EQ(RunProgram(argv, {}, &out), 0) << Join(argv, " ") << "\n" << out;
+  };
+  auto key = [&](const std::string& name) {
+    run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+         dir + "/" + name + ".key"});
+  };
+  for (const char* ca : {"ca", "other-ca"}) {
+    key(ca);
+    run({"openssl", "req", "-x509", "-new", "-key", dir + "/" + ca + ".key", "-out",
+         dir + "/" + ca + ".crt", "-days", "2", "-subj", StrCat("/CN=bulwark test ", ca)});
+  }
+  auto sign = [&](const std::string& name, const std::string& ext) {
+    key(name);
+    run({"openssl", "req", "-new", "-key", dir + "/" + name + ".key", "-out",
+         dir + "/" + name + ".csr", "-subj", "/CN=" + name});
+    WriteFile(dir + "/" + name + ".ext", ext);
+    run({"openssl", "x509", "-req", "-in", dir + "/" + name + ".csr", "-CA", dir + "/ca.crt",
+         "-CAkey", dir + "/ca.key", "-CAcreateserial", "-out", dir + "/" + name + ".crt", "-days",
+         "2", "-extfile", dir + "/" + name + ".ext"});
+  };
+  sign("server", "subjectAltName=DNS:api.test,IP:127.0.0.1\n");
+  sign("client", "extendedKeyUsage=clientAuth\n");
 }
 
 std::string GunzipFile(const std::string& path) {

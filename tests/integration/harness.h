@@ -24,6 +24,10 @@ std::string ReadFile(const std::string& path);
 // A self-signed P-256 certificate for `name` (and *.name): DIR/NAME.crt and DIR/NAME.key. A
 // failure of openssl is a test failure (run under ASSERT_NO_FATAL_FAILURE to stop there).
 void MakeCert(const std::string& dir, const std::string& name);
+// A test PKI in `dir`: ca.crt/key, server.crt/key for api.test and 127.0.0.1 signed by it,
+// client.crt/key (clientAuth) signed by it, and other-ca.crt/key that signed nothing. A failure
+// of openssl is a test failure (run under ASSERT_NO_FATAL_FAILURE).
+void MakeTestPki(const std::string& dir);
 // The uncompressed contents of a gzip file (all its members); "" if it cannot be opened.
 std::string GunzipFile(const std::string& path);
 // The first gzip member in `bytes`, uncompressed; "<bad gzip>" if it is not one whole member.

@@ -325,6 +325,37 @@ TEST(Config, ClientUrlsAndTargetsByHostName) {
   }
 }
 
+// What a TLS connection to each server sends as SNI and checks the certificate for.
+TEST(Config, UpstreamTlsPeers) {
+  ConfigLoad l = Load(
+      "listeners: [{listen: ':80', routes: [{prefix: /, upstream: a}]}]\n"
+      "upstreams:\n"
+      "  a: {servers: ['api.internal:443', '10.0.0.1:443'], tls: true}\n"
+      "  b: {servers: ['10.0.0.2:443'], tls: {sni: api.example, session_reuse: false, "
+      "protocols: [TLSv1.3]}}\n"
+      "  c: {servers: ['10.0.0.3:443'], tls: {verify_name: 10.0.0.3, verify: true}}\n"
+      "  d: {servers: ['10.0.0.4:443'], tls: false}\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const auto& u = l.config->gateway->upstreams;
+  ASSERT_TRUE(u[0].tls.enabled);
+  ASSERT_NE(u[0].tls.client, nullptr);
+  gateway::TlsPeer named = gateway::TlsPeerFor(u[0].tls, u[0].servers[0]);
+  EXPECT_EQ(named.sni, "api.internal");
+  EXPECT_EQ(named.verify_name, "api.internal");
+  gateway::TlsPeer by_ip = gateway::TlsPeerFor(u[0].tls, u[0].servers[1]);
+  EXPECT_EQ(by_ip.sni, "");  // no SNI for an IP (RFC 6066)
+  EXPECT_EQ(by_ip.verify_name, "10.0.0.1");
+  EXPECT_NE(named.session_key, by_ip.session_key);
+  gateway::TlsPeer b = gateway::TlsPeerFor(u[1].tls, u[1].servers[0]);
+  EXPECT_EQ(b.sni, "api.example");
+  EXPECT_EQ(b.verify_name, "api.example");
+  EXPECT_FALSE(u[1].tls.settings.session_reuse);
+  EXPECT_EQ(u[1].tls.settings.min_version, 0x0304);
+  EXPECT_EQ(gateway::TlsPeerFor(u[2].tls, u[2].servers[0]).verify_name, "10.0.0.3");
+  EXPECT_FALSE(u[3].tls.enabled);
+  EXPECT_EQ(u[3].tls.client, nullptr);
+}
+
 // Automatic failover with no etcd lease must be declared the only instance: two bulwarks
 // promoting on their own would split the brain.
 TEST(Config, FailoverWithoutEtcdNeedsSingleInstance) {
