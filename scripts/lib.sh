@@ -5,6 +5,9 @@
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 work=$(mktemp -d "/tmp/bulwark-${WORK_PREFIX:-run}-XXXXXX")
+# bulwark's state (the admin token, the audit log) stays in $work: a run as root must not leave
+# /var/lib/bulwark behind on the machine.
+export STATE_DIRECTORY="$work/state"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
