@@ -68,7 +68,10 @@ void RedisClient::OnConnected() {
   auto check = [this](const RedisReply& r) {
     if (r.is_error()) Fail(StrCat("handshake: ", r.str));
   };
-  if (!opt_.password.empty()) {
+  if (!opt_.password.empty() && !opt_.username.empty()) {
+    AppendRespCommand(&out_, {"AUTH", opt_.username, opt_.password});
+    pending_.push_front({check, loop_->now_ms() + opt_.command_timeout_ms * 10, true});
+  } else if (!opt_.password.empty()) {
     AppendRespCommand(&out_, {"AUTH", opt_.password});
     pending_.push_front({check, loop_->now_ms() + opt_.command_timeout_ms * 10, true});
   }
@@ -141,6 +144,7 @@ void RedisClient::ArmDeadline() {
 void RedisClient::OnTimer() {
   switch (state_) {
     case State::kConnecting:
+    case State::kHandshaking:
       Fail("connect timed out");
       return;
     case State::kBackoff:
@@ -169,6 +173,25 @@ void RedisClient::OnIo(uint32_t events) {
       Fail(err != 0 ? strerror(err) : "connect failed");
       return;
     }
+    if (opt_.tls != nullptr) {
+      std::string name = opt_.tls_name.empty() ? opt_.address.IpString() : opt_.tls_name;
+      if (!tls_.StartClient(opt_.tls, fd_, opt_.tls_name, name, opt_.address.ToString())) {
+        Fail("TLS: out of memory");
+        return;
+      }
+      state_ = State::kHandshaking;
+    } else {
+      OnConnected();
+      if (state_ != State::kReady) return;
+    }
+  }
+  if (state_ == State::kHandshaking) {
+    int r = tls_.Handshake();
+    if (r == 0) return;
+    if (r < 0) {
+      Fail(StrCat("TLS handshake: ", tls_.failure_reason()));
+      return;
+    }
     OnConnected();
     if (state_ != State::kReady) return;
   }
@@ -180,7 +203,7 @@ void RedisClient::OnIo(uint32_t events) {
 
 void RedisClient::Flush() {
   while (state_ == State::kReady && out_off_ < out_.size()) {
-    ssize_t n = send(fd_, out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);
+    ssize_t n = SendOn(tls_, fd_, out_.data() + out_off_, out_.size() - out_off_);
     if (n > 0) {
       out_off_ += static_cast<size_t>(n);
       continue;
@@ -199,7 +222,7 @@ void RedisClient::Flush() {
 void RedisClient::ReadAvailable() {
   char buf[16384];
   for (;;) {
-    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    ssize_t n = RecvOn(tls_, fd_, buf, sizeof(buf));
     if (n > 0) {
       in_.append(buf, static_cast<size_t>(n));
       continue;
@@ -262,6 +285,7 @@ void RedisClient::Fail(std::string_view why) {
   if (state_ == State::kClosed) return;
   if (fd_ >= 0) {
     loop_->Remove(fd_);
+    tls_.End();
     close(fd_);
     fd_ = -1;
   }
@@ -276,8 +300,8 @@ void RedisClient::Fail(std::string_view why) {
   bool was_ready = state_ == State::kReady;
   state_ = State::kBackoff;
   subscribed_ = false;
-  backoff_ms_ = backoff_ms_ == 0 ? opt_.reconnect_min_ms
-                                 : std::min(backoff_ms_ * 2, opt_.reconnect_max_ms);
+  backoff_ms_ =
+      backoff_ms_ == 0 ? opt_.reconnect_min_ms : std::min(backoff_ms_ * 2, opt_.reconnect_max_ms);
   loop_->ArmTimer(&timer_, backoff_ms_);
   std::deque<Pending> failed;
   failed.swap(pending_);
@@ -295,6 +319,7 @@ void RedisClient::Close() {
   if (fd_ >= 0) {
     loop_->Remove(fd_);
     loop_->Forget(this);
+    tls_.End();
     close(fd_);
     fd_ = -1;
   }

@@ -13,13 +13,19 @@
 #include "core/event_loop.h"
 #include "core/net.h"
 #include "core/resp.h"
+#include "core/tls.h"
 
 namespace bulwark {
 
 struct RedisOptions {
   SocketAddress address;
-  std::string password;              // AUTH when set
-  int db = 0;                        // SELECT when not 0
+  std::string username;  // AUTH username password (Redis 6 ACL) when set
+  std::string password;  // AUTH when set
+  // TLS (Redis 6 --tls-port) when set: `tls_name` is sent as SNI and checked in the server's
+  // certificate (its IP when empty).
+  std::shared_ptr<TlsClient> tls;
+  std::string tls_name;
+  int db = 0;  // SELECT when not 0
   int64_t connect_timeout_ms = 500;
   int64_t command_timeout_ms = 100;  // a reply later than this fails the command (and the link)
   int64_t reconnect_min_ms = 100;    // backoff between attempts, doubling up to the max
@@ -82,7 +88,7 @@ class RedisClient : private IoHandler {
                                  const std::vector<std::string_view>& args);
 
  private:
-  enum class State { kIdle, kConnecting, kReady, kBackoff, kClosed };
+  enum class State { kIdle, kConnecting, kHandshaking, kReady, kBackoff, kClosed };
   struct Pending {
     Callback cb;
     int64_t deadline_ms;
@@ -103,6 +109,7 @@ class RedisClient : private IoHandler {
   std::string name_;
   State state_ = State::kIdle;
   int fd_ = -1;
+  TlsStream tls_;
   std::string out_;
   size_t out_off_ = 0;
   std::string in_;

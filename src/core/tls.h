@@ -90,6 +90,7 @@ struct TlsClientSettings {
   int max_version = 0x0304;  // TLS 1.3
   std::string ciphers = "HIGH:!aNULL:!MD5";
   bool session_reuse = true;
+  bool operator==(const TlsClientSettings&) const = default;
 };
 
 class TlsClient : public TlsEndpoint {

@@ -228,6 +228,21 @@ void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& 
 
 }  // namespace
 
+RedisOptions ToRedisOptions(const RedisConfig& rc, int64_t command_timeout_ms) {
+  RedisOptions o;
+  o.address = rc.address;
+  o.username = rc.username;
+  o.password = rc.password;
+  o.db = rc.db;
+  o.connect_timeout_ms = rc.connect_timeout_ms;
+  o.command_timeout_ms = command_timeout_ms;
+  if (rc.tls.enabled) {
+    o.tls = rc.tls.client;
+    o.tls_name = !rc.tls.verify_name.empty() ? rc.tls.verify_name : rc.tls.sni;
+  }
+  return o;
+}
+
 TlsPeer TlsPeerFor(const UpstreamTlsConfig& tls, const ServerConfig& server) {
   TlsPeer p;
   p.sni = !tls.sni.empty() ? tls.sni : server.host;
@@ -1157,8 +1172,13 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
         rc.address = *a;
       }
     }
+    r.String("username", &rc.username);
     r.String("password", &rc.password);
+    if (!rc.username.empty() && rc.password.empty())
+      ctx.Error(redis.Mark(), "redis.username: needs password (AUTH username password)");
     r.Int("db", &rc.db, 0, 1000);
+    if (YAML::Node tls = r.Get("tls"); tls.IsDefined())
+      ParseUpstreamTls(ctx, tls, "redis.tls", &rc.tls);
     r.Duration("timeout", &rc.timeout_ms);
     r.Duration("connect_timeout", &rc.connect_timeout_ms);
     r.String("key_prefix", &rc.key_prefix);

@@ -13,6 +13,7 @@
 #include "core/config_reader.h"
 #include "core/log_file.h"
 #include "core/net.h"
+#include "core/redis_client.h"
 #include "core/tls.h"
 #include "gateway/http_cache.h"
 #include "http/parser.h"
@@ -250,17 +251,24 @@ struct RedisConfig {
   bool enabled = false;
   std::string address_text;
   SocketAddress address;
+  std::string username;  // Redis 6 ACL: AUTH username password
   std::string password;
   int db = 0;
+  UpstreamTlsConfig tls;     // Redis 6 --tls-port: the same keys as an upstream's `tls:`
   int64_t timeout_ms = 100;  // per command; a later reply counts as a failure
   int64_t connect_timeout_ms = 500;
   std::string key_prefix = "bulwark:";
   bool operator==(const RedisConfig& o) const {
-    return enabled == o.enabled && address_text == o.address_text && password == o.password &&
-           db == o.db && timeout_ms == o.timeout_ms && connect_timeout_ms == o.connect_timeout_ms &&
-           key_prefix == o.key_prefix;
+    return enabled == o.enabled && address_text == o.address_text && username == o.username &&
+           password == o.password && db == o.db && timeout_ms == o.timeout_ms &&
+           connect_timeout_ms == o.connect_timeout_ms && key_prefix == o.key_prefix &&
+           tls.enabled == o.tls.enabled && tls.settings == o.tls.settings && tls.sni == o.tls.sni &&
+           tls.verify_name == o.tls.verify_name;
   }
 };
+
+// The RedisClient options for `redis:` (`command_timeout_ms` as given).
+RedisOptions ToRedisOptions(const RedisConfig& rc, int64_t command_timeout_ms);
 
 // nginx limit_conn_zone: per-key counts of requests in progress, shared by every worker.
 struct LimitConnZoneConfig {

@@ -222,12 +222,8 @@ return out
 
 void Gateway::StartRedisSync() {
   const RedisConfig& rc = cfg_->redis;
-  RedisOptions o;
-  o.address = rc.address;
-  o.password = rc.password;
-  o.db = rc.db;
-  o.connect_timeout_ms = rc.connect_timeout_ms;
-  o.command_timeout_ms = std::max<int64_t>(rc.timeout_ms, 2000);  // loading may take a moment
+  // Loading the bans in force may take a moment: a longer command timeout than the workers'.
+  RedisOptions o = ToRedisOptions(rc, std::max<int64_t>(rc.timeout_ms, 2000));
   redis_cmd_ = std::make_unique<RedisClient>(loop_, o, "redis (control)");
   redis_sub_ = std::make_unique<RedisClient>(loop_, o, "redis (ban subscriber)");
   redis_sub_->SetPushHandler([this](std::string_view channel, std::string_view payload) {

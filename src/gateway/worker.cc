@@ -58,12 +58,7 @@ absl::Status Worker::Start(std::shared_ptr<const Snapshot> snap) {
   const RedisConfig& rc = snap->config->redis;
   if (rc.enabled) {
     // Created before the thread starts; from then on only the worker's thread touches it.
-    RedisOptions o;
-    o.address = rc.address;
-    o.password = rc.password;
-    o.db = rc.db;
-    o.command_timeout_ms = rc.timeout_ms;
-    o.connect_timeout_ms = rc.connect_timeout_ms;
+    RedisOptions o = ToRedisOptions(rc, rc.timeout_ms);
     redis_ = std::make_unique<RedisClient>(&loop_, o, StrCat("redis (worker ", index_, ")"));
     redis_->Start();
   }
