@@ -47,7 +47,6 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
         }
       }
     }
-    if (YAML::Node u = top.Get("user"); u.IsDefined()) cfg->user_where = ctx.Where(u.Mark());
     top.String("user", &cfg->user);
     top.String("group", &cfg->group);
     if (!cfg->group.empty() && cfg->user.empty())
@@ -218,29 +217,15 @@ ConfigLoad LoadConfigFile(const std::string& path, const EnvLookup& env) {
 
 std::vector<std::string> CheckNamesResolve(const Config& cfg, Resolver* resolver) {
   if (!cfg.resolver_required_at_start) return {};
-  std::vector<std::string> names, where;
-  for (const auto& u : cfg.gateway->upstreams) {
-    for (const auto& s : u.servers) {
-      if (s.host.empty()) continue;
-      names.push_back(s.host);
-      where.push_back(s.where);
-    }
-  }
+  // Every place a name is written: the planes' servers, then the URLs libcurl connects to.
+  std::vector<NamedServer> places = gateway::NamedServers(*cfg.gateway);
   if (cfg.pg->enabled) {
-    for (const auto& [name, db] : cfg.pg->databases) {
-      for (const auto& s : db.servers) {
-        if (s.host.empty()) continue;
-        names.push_back(s.host);
-        where.push_back(s.where);
-      }
-    }
+    std::vector<NamedServer> pg = pg::NamedServers(*cfg.pg);
+    places.insert(places.end(), pg.begin(), pg.end());
   }
   auto add_url = [&](const std::string& url, const std::string& at) {
     absl::StatusOr<HostPort> hp = UrlHostPort(url);
-    if (hp.ok() && !hp->host.empty()) {
-      names.push_back(hp->host);
-      where.push_back(at);
-    }
+    if (hp.ok() && !hp->host.empty()) places.push_back({hp->host, at});
   };
   for (size_t i = 0; i < cfg.cluster.etcd_endpoints.size(); ++i)
     add_url(cfg.cluster.etcd_endpoints[i], cfg.cluster.etcd_where[i]);
@@ -253,11 +238,13 @@ std::vector<std::string> CheckNamesResolve(const Config& cfg, Resolver* resolver
     }
   }
   std::vector<std::string> errors;
-  if (names.empty()) return errors;
+  if (places.empty()) return errors;
+  std::vector<std::string> names;
+  for (const NamedServer& p : places) names.push_back(p.name);
   auto answers = resolver->LookupAll(names);
-  for (size_t i = 0; i < names.size(); ++i) {
+  for (size_t i = 0; i < places.size(); ++i) {
     if (!answers[i].ok()) {
-      errors.push_back(StrCat(where[i], ": ", answers[i].status().message(),
+      errors.push_back(StrCat(places[i].where, ": ", answers[i].status().message(),
                               " (resolver.required_at_start is true)"));
     }
   }

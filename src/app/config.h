@@ -51,7 +51,6 @@ struct Config {
   // Started as root: the user and group to run as once every listener is bound (nginx `user`;
   // group "" = the user's primary group, as systemd's User= without Group=).
   std::string user, group;
-  std::string user_where;  // FILE:LINE:COL of `user`
   std::string log_level = "info";
   std::string log_format = "text";
   LogFileConfig log_file{.path = ""};  // path "" = stderr

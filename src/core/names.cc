@@ -40,6 +40,14 @@ NameWatcher::~NameWatcher() {
   for (const auto& [name, id] : watches_) resolver_->Unwatch(id);
 }
 
+std::vector<std::string> DistinctNames(const std::vector<NamedServer>& servers) {
+  std::vector<std::string> out;
+  for (const NamedServer& s : servers) {
+    if (std::find(out.begin(), out.end(), s.name) == out.end()) out.push_back(s.name);
+  }
+  return out;
+}
+
 void NameWatcher::Set(const std::vector<std::string>& names) {
   for (auto it = watches_.begin(); it != watches_.end();) {
     if (std::find(names.begin(), names.end(), it->first) != names.end()) {

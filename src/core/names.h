@@ -58,6 +58,25 @@ std::vector<Server> ExpandByName(const Server& s, const NameTable* names) {
   return out;
 }
 
+// A host name a server is written with, and where (FILE:LINE:COL): what a plane watches and
+// what check-config reports on.
+struct NamedServer {
+  std::string name;
+  std::string where;
+};
+
+// The servers of `servers` written with host names, appended to `out`. Any server type with
+// host and where (the gateway's and the pg proxy's).
+template <class Server>
+void AppendNamedServers(const std::vector<Server>& servers, std::vector<NamedServer>* out) {
+  for (const Server& s : servers) {
+    if (!s.host.empty()) out->push_back({s.host, s.where});
+  }
+}
+
+// The names of `servers`, each once, in the order they first appear.
+std::vector<std::string> DistinctNames(const std::vector<NamedServer>& servers);
+
 // Keeps a set of names resolved for one plane. Control thread only (the loop's), except that
 // the resolver's thread posts to the loop.
 class NameWatcher {

@@ -243,6 +243,12 @@ RedisOptions ToRedisOptions(const RedisConfig& rc, int64_t command_timeout_ms) {
   return o;
 }
 
+std::vector<NamedServer> NamedServers(const GatewayConfig& cfg) {
+  std::vector<NamedServer> out;
+  for (const auto& u : cfg.upstreams) AppendNamedServers(u.servers, &out);
+  return out;
+}
+
 TlsPeer TlsPeerFor(const UpstreamTlsConfig& tls, const ServerConfig& server) {
   TlsPeer p;
   p.sni = !tls.sni.empty() ? tls.sni : server.host;

@@ -12,6 +12,7 @@
 
 #include "core/config_reader.h"
 #include "core/log_file.h"
+#include "core/names.h"
 #include "core/net.h"
 #include "core/redis_client.h"
 #include "core/tls.h"
@@ -444,6 +445,9 @@ struct GatewayConfig {
   int FindLimitZone(std::string_view name) const;
   int FindConnZone(std::string_view name) const;
 };
+
+// The upstream servers of `cfg` written with host names, with where they are written.
+std::vector<NamedServer> NamedServers(const GatewayConfig& cfg);
 
 // Reads the gateway keys (listeners, upstreams, http, trusted_proxies, access_log) from the
 // top-level mapping. Errors go to ctx.

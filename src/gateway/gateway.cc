@@ -96,15 +96,7 @@ void Gateway::Apply(std::shared_ptr<const Snapshot> snap) {
   cache_zones_.Prune();
 }
 
-void Gateway::WatchNames(const GatewayConfig& cfg) {
-  std::vector<std::string> used;
-  for (const auto& u : cfg.upstreams) {
-    for (const auto& s : u.servers) {
-      if (!s.host.empty()) used.push_back(s.host);
-    }
-  }
-  names_.Set(used);
-}
+void Gateway::WatchNames(const GatewayConfig& cfg) { names_.Set(DistinctNames(NamedServers(cfg))); }
 
 void Gateway::OnNamesChanged() {
   if (snapshot_ == nullptr) return;

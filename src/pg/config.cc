@@ -397,15 +397,14 @@ void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, PgConfig* out) {
   r.Finish();
 }
 
-std::vector<std::string> ServerHostNames(const PgConfig& cfg) {
-  std::vector<std::string> out;
-  for (const auto& [name, db] : cfg.databases) {
-    for (const auto& s : db.servers) {
-      if (!s.host.empty() && std::find(out.begin(), out.end(), s.host) == out.end())
-        out.push_back(s.host);
-    }
-  }
+std::vector<NamedServer> NamedServers(const PgConfig& cfg) {
+  std::vector<NamedServer> out;
+  for (const auto& [name, db] : cfg.databases) AppendNamedServers(db.servers, &out);
   return out;
+}
+
+std::vector<std::string> ServerHostNames(const PgConfig& cfg) {
+  return DistinctNames(NamedServers(cfg));
 }
 
 std::shared_ptr<const PgConfig> ExpandServerNames(const PgConfig& cfg, const NameTable* names) {

@@ -179,7 +179,9 @@ struct PgConfig {
 // Reads `pg:`; a relative sharding_file is taken from the configuration file's directory.
 void LoadPgConfig(ConfigContext& ctx, const YAML::Node& node, PgConfig* out);
 
-// The host names `cfg`'s servers are written with.
+// The servers of `cfg` written with host names, with where they are written.
+std::vector<NamedServer> NamedServers(const PgConfig& cfg);
+// Their names, each once.
 std::vector<std::string> ServerHostNames(const PgConfig& cfg);
 // `cfg` with each server written by host name replaced by one server per address the name
 // stands for in `names` (see NameTable), or by itself unresolved while it has none. The proxy
