@@ -253,20 +253,24 @@ bool MapReader::Int(std::string_view key, int* out, int min, int max) {
   return true;
 }
 
+std::optional<bool> ParseBoolWord(std::string_view text) {
+  std::string l = AsciiLower(std::string(text));
+  if (l == "true" || l == "yes" || l == "on") return true;
+  if (l == "false" || l == "no" || l == "off") return false;
+  return std::nullopt;
+}
+
 bool MapReader::Bool(std::string_view key, bool* out) {
   YAML::Node n = Get(key);
   if (!n.IsDefined()) return true;
   std::string s;
   if (!ReadScalar(ctx_, n, StrCat(what_, ".", key), &s)) return false;
-  std::string l = AsciiLower(s);
-  if (l == "true" || l == "yes" || l == "on") {
-    *out = true;
-  } else if (l == "false" || l == "no" || l == "off") {
-    *out = false;
-  } else {
+  std::optional<bool> b = ParseBoolWord(s);
+  if (!b.has_value()) {
     ctx_.Error(n.Mark(), StrCat(what_, ".", key, ": expected true or false, got \"", s, "\""));
     return false;
   }
+  *out = *b;
   return true;
 }
 

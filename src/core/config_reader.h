@@ -72,6 +72,9 @@ class ConfigContext {
 bool ReadScalar(ConfigContext& ctx, const YAML::Node& node, std::string_view what,
                 std::string* out);
 
+// A boolean as configurations write it: true/yes/on or false/no/off, any case; nullopt else.
+std::optional<bool> ParseBoolWord(std::string_view text);
+
 // A view of one YAML mapping that remembers which keys were read, so Finish() can report the
 // rest as unknown. Typed getters report errors themselves and return false on a bad value; a
 // missing optional key leaves the output untouched (the caller's default stands).

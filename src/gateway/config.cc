@@ -290,14 +290,12 @@ void ParseUpstreamTls(ConfigContext& ctx, const YAML::Node& node, const std::str
     // `tls: true` / `tls: on`: everything by default.
     std::string v;
     if (!ReadScalar(ctx, node, what, &v)) return;
-    v = AsciiLower(v);
-    if (v == "true" || v == "yes" || v == "on") {
-      t->enabled = true;
-    } else if (v == "false" || v == "no" || v == "off") {
-      t->enabled = false;
-    } else {
+    std::optional<bool> on = ParseBoolWord(v);
+    if (!on.has_value()) {
       ctx.Error(node.Mark(), StrCat(what, ": expected true, false or a map"));
+      return;
     }
+    t->enabled = *on;
   } else {
     MapReader r(ctx, node, what);
     if (!r.valid()) return;
