@@ -174,8 +174,9 @@ void RedisClient::OnIo(uint32_t events) {
       return;
     }
     if (opt_.tls != nullptr) {
-      std::string name = opt_.tls_name.empty() ? opt_.address.IpString() : opt_.tls_name;
-      if (!tls_.StartClient(opt_.tls, fd_, opt_.tls_name, name, opt_.address.ToString())) {
+      std::string name =
+          opt_.tls_verify_name.empty() ? opt_.address.IpString() : opt_.tls_verify_name;
+      if (!tls_.StartClient(opt_.tls, fd_, opt_.tls_sni, name, opt_.address.ToString())) {
         Fail("TLS: out of memory");
         return;
       }

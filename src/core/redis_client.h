@@ -21,10 +21,11 @@ struct RedisOptions {
   SocketAddress address;
   std::string username;  // AUTH username password (Redis 6 ACL) when set
   std::string password;  // AUTH when set
-  // TLS (Redis 6 --tls-port) when set: `tls_name` is sent as SNI and checked in the server's
-  // certificate (its IP when empty).
+  // TLS (Redis 6 --tls-port) when set: `tls_sni` is sent as SNI (none when empty) and
+  // `tls_verify_name` checked in the server's certificate (its IP when empty).
   std::shared_ptr<TlsClient> tls;
-  std::string tls_name;
+  std::string tls_sni;
+  std::string tls_verify_name;
   int db = 0;  // SELECT when not 0
   int64_t connect_timeout_ms = 500;
   int64_t command_timeout_ms = 100;  // a reply later than this fails the command (and the link)

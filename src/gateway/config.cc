@@ -238,7 +238,9 @@ RedisOptions ToRedisOptions(const RedisConfig& rc, int64_t command_timeout_ms) {
   o.command_timeout_ms = command_timeout_ms;
   if (rc.tls.enabled) {
     o.tls = rc.tls.client;
-    o.tls_name = !rc.tls.verify_name.empty() ? rc.tls.verify_name : rc.tls.sni;
+    // As an upstream's tls: SNI is `sni`; the name checked is `verify_name`, else `sni`.
+    o.tls_sni = rc.tls.sni;
+    o.tls_verify_name = !rc.tls.verify_name.empty() ? rc.tls.verify_name : rc.tls.sni;
   }
   return o;
 }

@@ -356,6 +356,28 @@ TEST(Config, UpstreamTlsPeers) {
   EXPECT_EQ(u[3].tls.client, nullptr);
 }
 
+// The gateway's Redis over TLS takes an upstream's tls keys with their meaning: SNI is `sni`,
+// the certificate is checked for `verify_name` (else `sni`).
+TEST(Config, RedisTlsNamesAsAnUpstreams) {
+  ConfigLoad l = Load(
+      "listeners: [{listen: ':80', routes: [{prefix: /, return: {status: 200}}]}]\n"
+      "redis: {address: '10.0.0.9:6380', username: bulwark, password: x,\n"
+      "        tls: {sni: redis.internal, verify_name: redis-1.internal}}\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  RedisOptions o = gateway::ToRedisOptions(l.config->gateway->redis, 100);
+  ASSERT_NE(o.tls, nullptr);
+  EXPECT_EQ(o.username, "bulwark");
+  EXPECT_EQ(o.tls_sni, "redis.internal");
+  EXPECT_EQ(o.tls_verify_name, "redis-1.internal");
+  ConfigLoad sni_only = Load(
+      "listeners: [{listen: ':80', routes: [{prefix: /, return: {status: 200}}]}]\n"
+      "redis: {address: '10.0.0.9:6380', tls: {sni: redis.internal}}\n");
+  ASSERT_TRUE(sni_only.errors.empty()) << Join(sni_only.errors, "\n");
+  o = gateway::ToRedisOptions(sni_only.config->gateway->redis, 100);
+  EXPECT_EQ(o.tls_sni, "redis.internal");
+  EXPECT_EQ(o.tls_verify_name, "redis.internal");
+}
+
 // Automatic failover with no etcd lease must be declared the only instance: two bulwarks
 // promoting on their own would split the brain.
 TEST(Config, FailoverWithoutEtcdNeedsSingleInstance) {
