@@ -87,7 +87,6 @@ class Resolver {
   void Unwatch(uint64_t id);
 
   ResolverStats stats() const;
-  const ResolverOptions& options() const { return options_; }
   // The longest one lookup can take: timeout x attempts, for each server.
   int64_t LookupBoundMs() const;
   // The watched names, by name.

@@ -103,7 +103,6 @@ class TlsClient : public TlsEndpoint {
   // saved under `session_key` resumed. Null on allocation failure.
   SSL* NewSsl(int fd, const std::string& sni, const std::string& verify_name,
               const std::string* session_key);
-  const TlsClientSettings& settings() const { return settings_; }
 
   void CountHandshake(SSL* ssl) override;
   void CountFailure(SSL* ssl) override;
@@ -142,10 +141,10 @@ class TlsStream {
   // in Handshake(), or in the first Recv/Send.
   bool StartClient(std::shared_ptr<TlsClient> client, int fd, const std::string& sni,
                    const std::string& verify_name, std::string session_key);
-  // Drives the handshake: 1 done, 0 not yet (errno EAGAIN; wants_write() says for what), -1
-  // failed (failure_reason() says why: a certificate that did not verify names the reason).
+  // Drives the handshake: 1 done, 0 not yet (errno EAGAIN: the socket's next event, readable
+  // or writable, goes on with it), -1 failed (failure_reason() says why: a certificate that did
+  // not verify names the reason).
   int Handshake();
-  bool wants_write() const { return read_wants_write_; }
   bool active() const { return ssl_ != nullptr; }
   bool handshake_done() const { return done_; }
   // Like recv(2): > 0 bytes; 0 when the peer ended the session (close_notify, or a plain close

@@ -41,7 +41,7 @@ class HealthChecker::Probe : public IoHandler {
 
   // TLS as the upstream's connections use it (HAProxy checks over `ssl` as the server does).
   void set_tls(const UpstreamTlsConfig& tls, TlsPeer peer) {
-    tls_cfg_ = tls;
+    tls_client_ = tls.enabled ? tls.client : nullptr;
     peer_ = std::move(peer);
   }
 
@@ -57,9 +57,8 @@ class HealthChecker::Probe : public IoHandler {
         return;
       }
       connecting_ = false;
-      if (tls_cfg_.enabled && tls_cfg_.client != nullptr) {
-        if (!tls_.StartClient(tls_cfg_.client, fd_, peer_.sni, peer_.verify_name,
-                              peer_.session_key)) {
+      if (tls_client_ != nullptr) {
+        if (!tls_.StartClient(tls_client_, fd_, peer_.sni, peer_.verify_name, peer_.session_key)) {
           Finish(false, 0, "TLS: out of memory");
           return;
         }
@@ -180,7 +179,7 @@ class HealthChecker::Probe : public IoHandler {
   int fd_ = -1;
   bool connecting_ = false;
   bool handshaking_ = false;
-  UpstreamTlsConfig tls_cfg_;
+  std::shared_ptr<TlsClient> tls_client_;  // null: plain
   TlsPeer peer_;
   TlsStream tls_;
   std::string got_;

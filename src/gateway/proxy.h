@@ -44,7 +44,6 @@ class UpstreamConn : public IoHandler {
   // TLS when `tls` is enabled (the owner hears OnUpstreamConnected after the handshake).
   absl::Status Connect(ServerState* server, int server_index, const ServerConfig& config,
                        const UpstreamTlsConfig& tls, int64_t connect_timeout_ms);
-  bool tls() const { return tls_.active(); }
   // Writes as much of out_ as the socket takes.
   void Flush();
   // Reads what is available into in_ and hands it to the owner.
