@@ -222,6 +222,9 @@ Process::Process(std::vector<std::string> argv, std::map<std::string, std::strin
                  const std::string& log_path) {
   pid_ = fork();
   if (pid_ == 0) {
+    // A process group of its own, so that what it starts (nginx's workers, a postmaster's
+    // backends) goes with it at the end of the test.
+    setpgid(0, 0);
     int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(fd, 1);
     dup2(fd, 2);
@@ -235,6 +238,7 @@ Process::Process(std::vector<std::string> argv, std::map<std::string, std::strin
     execvp(args[0], args.data());
     _exit(127);
   }
+  if (pid_ > 0) setpgid(pid_, pid_);  // also from here: no race with the destructor's kill
 }
 
 Process::~Process() {
@@ -242,6 +246,8 @@ Process::~Process() {
     kill(pid_, SIGKILL);
     Wait(5000);
   }
+  // Its children too, even when it ended first: nginx's workers outlive a killed master.
+  if (pid_ > 0) kill(-pid_, SIGKILL);
 }
 
 void Process::Signal(int sig) {

@@ -51,7 +51,8 @@ bool WaitFor(F f, int ms) {
 // absent.
 std::string FindProgram(const std::string& name);
 
-// A child process (fork+exec), its output in files. Killed (SIGKILL) on destruction if running.
+// A child process (fork+exec) in a process group of its own, its output in files. On
+// destruction the group is killed (SIGKILL): the process and whatever it started.
 class Process {
  public:
   Process(std::vector<std::string> argv, std::map<std::string, std::string> env,
