@@ -15,7 +15,7 @@
 #include "core/log.h"
 #include "core/mutex.h"
 #include "core/redis_client.h"
-#include "core/redis_cluster.h"
+#include "core/redis_link.h"
 #include "core/redis_sentinel.h"
 #include "core/strings.h"
 
@@ -35,79 +35,23 @@ constexpr char kUnlockScript[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
     "return 0";
 
-// Connection options for the L2 master. With a Sentinel, the master is whatever the resolver last
-// learned; otherwise the first node, resolved now or, while its name does not resolve, again at
-// every connection attempt.
-RedisOptions L2RedisOptions(const CacheRedisConfig& cfg,
-                            const std::atomic<SentinelResolver*>* sentinel,
-                            int64_t command_timeout_ms) {
+// The master Sentinel names, for every loop's L2 connection: none until Start has made the
+// resolver (clients may be attached before).
+std::function<std::optional<SocketAddress>()> SentinelMaster(
+    const std::atomic<SentinelResolver*>* sentinel) {
+  return [sentinel]() -> std::optional<SocketAddress> {
+    SentinelResolver* s = sentinel->load(std::memory_order_acquire);
+    return s ? s->master() : std::nullopt;
+  };
+}
+
+RedisOptions L2Options(const CacheRedisConfig& cfg, int64_t command_timeout_ms) {
   RedisOptions o;
   o.password = cfg.password;
   o.db = cfg.database;
   o.command_timeout_ms = command_timeout_ms;
-  if (cfg.mode == CacheRedisConfig::Mode::kSentinel) {
-    o.resolve = [sentinel]() -> std::optional<SocketAddress> {
-      SentinelResolver* s = sentinel->load(std::memory_order_acquire);
-      return s ? s->master() : std::nullopt;
-    };
-    return o;
-  }
-  if (cfg.mode == CacheRedisConfig::Mode::kCluster) {
-    // Any node will do (a cluster forwards PUBLISH to every node): the next one at each attempt.
-    auto next = std::make_shared<size_t>(0);
-    o.resolve = [nodes = cfg.nodes, next]() -> std::optional<SocketAddress> {
-      for (size_t i = 0; i < nodes.size(); ++i) {
-        const RedisEndpointConfig& e = nodes[(*next)++ % nodes.size()];
-        auto r = ResolveSocketAddress(e.host, e.port);
-        if (r.ok()) return *r;
-      }
-      return std::nullopt;
-    };
-    return o;
-  }
-  const RedisEndpointConfig& e = cfg.nodes.front();
-  auto a = ResolveSocketAddress(e.host, e.port);
-  if (a.ok()) {
-    o.address = *a;
-    return o;
-  }
-  o.resolve = [host = e.host, port = e.port]() -> std::optional<SocketAddress> {
-    auto r = ResolveSocketAddress(host, port);
-    if (!r.ok()) return std::nullopt;
-    return *r;
-  };
   return o;
 }
-
-// The L2 connection of one loop: a single server (named, or Sentinel's master) or a Redis
-// Cluster. Both answer the same calls; only SCAN needs to know, as it walks one node at a time.
-class L2Link {
- public:
-  explicit L2Link(std::unique_ptr<RedisClient> one) : one_(std::move(one)) {}
-  explicit L2Link(std::unique_ptr<RedisClusterClient> cluster) : cluster_(std::move(cluster)) {}
-
-  void Start() { one_ ? one_->Start() : cluster_->Start(); }
-  bool connected() const { return one_ ? one_->connected() : cluster_->connected(); }
-  void Command(const std::vector<std::string_view>& args, RedisClient::Callback cb) {
-    one_ ? one_->Command(args, std::move(cb)) : cluster_->Command(args, std::move(cb));
-  }
-  void Eval(const std::string& script, const std::string& sha1,
-            const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
-            RedisClient::Callback cb) {
-    one_ ? one_->Eval(script, sha1, keys, args, std::move(cb))
-         : cluster_->Eval(script, sha1, keys, args, std::move(cb));
-  }
-  void SetOnReady(std::function<void()> fn) {
-    one_ ? one_->SetOnReady(std::move(fn)) : cluster_->SetOnReady(std::move(fn));
-  }
-  std::vector<RedisClient*> ScanTargets() const {
-    return one_ ? std::vector<RedisClient*>{one_.get()} : cluster_->Masters();
-  }
-
- private:
-  std::unique_ptr<RedisClient> one_;
-  std::unique_ptr<RedisClusterClient> cluster_;
-};
 
 }  // namespace
 
@@ -199,7 +143,7 @@ struct Cache::Control {
 struct CacheClient::Impl {
   Cache* cache;
   EventLoop* loop;
-  std::unique_ptr<L2Link> redis;
+  std::unique_ptr<RedisLink> redis;
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
   struct Delayed {
     Timer timer;
@@ -752,7 +696,7 @@ struct CacheClient::Impl {
       done(absl::OkStatus());
       return;
     }
-    ScanNode(std::make_shared<std::vector<RedisClient*>>(redis->ScanTargets()), 0,
+    ScanNode(std::make_shared<std::vector<RedisClient*>>(redis->Masters()), 0,
              StrCat(GlobEscape(cache->config_.redis.key_prefix), "k:", glob), std::move(op),
              std::move(done), "0");
   }
@@ -926,19 +870,12 @@ std::unique_ptr<CacheClient> Cache::Attach(EventLoop* loop) {
   auto impl = std::make_unique<CacheClient::Impl>();
   impl->cache = this;
   impl->loop = loop;
-  if (config_.redis.enabled && !config_.redis.nodes.empty()) {
-    if (config_.redis.mode == CacheRedisConfig::Mode::kCluster) {
-      RedisClusterOptions co;
-      for (const auto& e : config_.redis.nodes) co.seeds.push_back({e.host, e.port});
-      co.password = config_.redis.password;
-      co.command_timeout_ms = config_.redis.command_timeout_ms;
-      impl->redis = std::make_unique<L2Link>(
-          std::make_unique<RedisClusterClient>(loop, std::move(co), "cache redis cluster"));
-    } else {
-      RedisOptions o =
-          L2RedisOptions(config_.redis, &control_->sentinel_ptr, config_.redis.command_timeout_ms);
-      impl->redis = std::make_unique<L2Link>(std::make_unique<RedisClient>(loop, o, "cache redis"));
-    }
+  if (config_.redis.enabled && !config_.redis.servers.nodes.empty()) {
+    impl->redis = std::make_unique<RedisLink>(
+        loop, config_.redis.servers, L2Options(config_.redis, config_.redis.command_timeout_ms),
+        SystemRedisLookup(), SentinelMaster(&control_->sentinel_ptr),
+        config_.redis.servers.mode == RedisServers::Mode::kCluster ? "cache redis cluster"
+                                                                   : "cache redis");
     impl->redis->Start();
   }
   return std::unique_ptr<CacheClient>(new CacheClient(std::move(impl)));
@@ -947,24 +884,17 @@ std::unique_ptr<CacheClient> Cache::Attach(EventLoop* loop) {
 void Cache::Start(EventLoop* loop) {
   Control& c = *control_;
   c.loop = loop;
-  if (config_.redis.enabled && config_.redis.mode == CacheRedisConfig::Mode::kSentinel) {
-    std::vector<SocketAddress> sentinels;
-    for (const auto& e : config_.redis.nodes) {
-      auto a = ResolveSocketAddress(e.host, e.port);
-      if (a.ok()) {
-        sentinels.push_back(*a);
-      } else {
-        LogWarn("cache: sentinel ", e.host, ":", e.port, ": ", a.status().message());
-      }
-    }
-    c.sentinel = std::make_unique<SentinelResolver>(loop, sentinels, config_.redis.sentinel_master);
+  if (config_.redis.enabled && config_.redis.servers.mode == RedisServers::Mode::kSentinel) {
+    c.sentinel = std::make_unique<SentinelResolver>(loop, config_.redis.servers.nodes,
+                                                    config_.redis.servers.sentinel_master);
     c.sentinel->Start();
     c.sentinel_ptr.store(c.sentinel.get(), std::memory_order_release);
   }
   c.client = Attach(loop);
   if (c.client->impl_->redis) {
     // A second connection for the subscription (a subscribed connection takes no commands).
-    RedisOptions o = L2RedisOptions(config_.redis, &c.sentinel_ptr, 1000);
+    RedisOptions o = OneConnectionOptions(config_.redis.servers, L2Options(config_.redis, 1000),
+                                          SystemRedisLookup(), SentinelMaster(&c.sentinel_ptr));
     Control* ctl = control_.get();
     c.subscriber = std::make_unique<RedisClient>(loop, o, "cache invalidation subscriber");
     c.subscriber->SetPushHandler([this](std::string_view channel, std::string_view payload) {
@@ -1012,7 +942,7 @@ void Cache::Start(EventLoop* loop) {
     });
     if (config_.warmup.on_start) {
       // Warm once Redis is reachable, so L2 is filled too; without it after a second anyway.
-      L2Link* r = c.client->impl_->redis.get();
+      RedisLink* r = c.client->impl_->redis.get();
       if (r != nullptr) {
         r->SetOnReady([this] {
           if (control_->warmed_once || control_->stopped) return;

@@ -47,49 +47,6 @@ bool ReadMillis(ConfigContext& ctx, MapReader& r, std::string_view key, int64_t*
   return true;
 }
 
-bool ParseEndpoint(ConfigContext& ctx, const YAML::Node& n, std::string_view what,
-                   RedisEndpointConfig* out) {
-  if (n.IsScalar()) {
-    std::string s;
-    if (!ReadScalar(ctx, n, what, &s)) return false;
-    size_t colon = s.rfind(':');
-    out->host = colon == std::string::npos ? s : s.substr(0, colon);
-    if (colon != std::string::npos &&
-        (!ParseInt(std::string_view(s).substr(colon + 1), &out->port) || out->port <= 0 ||
-         out->port > 65535)) {
-      ctx.Error(n.Mark(), StrCat(what, ": \"", s, "\" is not HOST:PORT"));
-      return false;
-    }
-    if (!out->host.empty() && out->host.front() == '[' && out->host.back() == ']') {
-      out->host = out->host.substr(1, out->host.size() - 2);
-    }
-    return !out->host.empty();
-  }
-  MapReader r(ctx, n, std::string(what));
-  if (!r.valid()) return false;
-  r.Require("host");
-  r.String("host", &out->host);
-  r.Int("port", &out->port, 1, 65535);
-  r.Finish();
-  return true;
-}
-
-void ParseEndpoints(ConfigContext& ctx, MapReader& r, std::string_view key,
-                    std::vector<RedisEndpointConfig>* out) {
-  YAML::Node n = r.Get(key);
-  if (!n.IsDefined()) return;
-  if (!n.IsSequence()) {
-    ctx.Error(n.Mark(), StrCat(r.what(), ".", key, ": expected a list of {host, port}"));
-    return;
-  }
-  for (size_t i = 0; i < n.size(); ++i) {
-    RedisEndpointConfig e;
-    if (ParseEndpoint(ctx, n[i], StrCat(r.what(), ".", key, "[", i, "]"), &e)) {
-      out->push_back(e);
-    }
-  }
-}
-
 void ParseWarmup(ConfigContext& ctx, const YAML::Node& n, std::string what, WarmupConfig* out) {
   MapReader r(ctx, n, std::move(what));
   if (!r.valid()) return;
@@ -121,54 +78,7 @@ void ParseRedis(ConfigContext& ctx, const YAML::Node& n, CacheConfig* out) {
   CacheRedisConfig& redis = out->redis;
   redis.enabled = true;
   r.Bool("enabled", &redis.enabled);
-  if (YAML::Node c = r.Get("cluster"); c.IsDefined()) {
-    MapReader cr(ctx, c, "redis.cluster");
-    if (cr.valid()) {
-      bool enabled = true;
-      cr.Bool("enabled", &enabled);
-      std::vector<RedisEndpointConfig> nodes;
-      ParseEndpoints(ctx, cr, "nodes", &nodes);
-      cr.String("password", &redis.password);
-      cr.Int("database", &redis.database, 0, 15);
-      if (enabled) {
-        redis.mode = CacheRedisConfig::Mode::kCluster;
-        redis.nodes = nodes;
-        if (nodes.empty()) ctx.Error(c.Mark(), "redis.cluster: enabled but lists no nodes");
-        if (redis.database != 0) {
-          ctx.Error(c.Mark(), "redis.cluster: Redis Cluster has only database 0");
-        }
-      }
-      cr.Finish();
-    }
-  }
-  if (YAML::Node s = r.Get("sentinel"); s.IsDefined()) {
-    MapReader sr(ctx, s, "redis.sentinel");
-    if (sr.valid()) {
-      if (redis.mode == CacheRedisConfig::Mode::kCluster) {
-        ctx.Error(s.Mark(), "redis: use either cluster or sentinel, not both");
-      }
-      redis.mode = CacheRedisConfig::Mode::kSentinel;
-      sr.Require("master_name");
-      sr.String("master_name", &redis.sentinel_master);
-      redis.nodes.clear();
-      ParseEndpoints(ctx, sr, "nodes", &redis.nodes);
-      if (redis.nodes.empty()) ctx.Error(s.Mark(), "redis.sentinel: lists no sentinel nodes");
-      sr.Finish();
-    }
-  }
-  if (YAML::Node a = r.Get("address"); a.IsDefined()) {
-    if (redis.mode != CacheRedisConfig::Mode::kSingle) {
-      ctx.Error(a.Mark(), "redis.address: not with cluster or sentinel");
-    }
-    RedisEndpointConfig e;
-    if (ParseEndpoint(ctx, a, "redis.address", &e)) redis.nodes = {e};
-  }
-  if (r.Has("host")) {
-    RedisEndpointConfig e;
-    r.String("host", &e.host);
-    r.Int("port", &e.port, 1, 65535);
-    redis.nodes = {e};
-  }
+  ParseRedisServers(ctx, r, &redis.servers, &redis.password, &redis.database);
   r.String("password", &redis.password);
   r.Int("database", &redis.database, 0, 15);
   r.String("key_prefix", &redis.key_prefix);
@@ -177,7 +87,7 @@ void ParseRedis(ConfigContext& ctx, const YAML::Node& n, CacheConfig* out) {
   if (YAML::Node w = r.Get("warmup"); w.IsDefined()) {
     ParseWarmup(ctx, w, "redis.warmup", &out->warmup);
   }
-  if (redis.enabled && redis.nodes.empty()) {
+  if (redis.enabled && redis.servers.nodes.empty()) {
     ctx.Error(n.Mark(), "redis: enabled but no address, cluster nodes or sentinel given");
   }
   r.Finish();

@@ -26,6 +26,7 @@
 #include "core/config_reader.h"
 #include "core/cron.h"
 #include "core/net.h"
+#include "core/redis_link.h"
 
 namespace bulwark::cache {
 
@@ -50,16 +51,9 @@ struct NamespaceConfig {
   int write_behind_max_attempts = 0;  // 0: retry until it succeeds (never drop)
 };
 
-struct RedisEndpointConfig {
-  std::string host;
-  int port = 6379;
-};
-
 struct CacheRedisConfig {
   bool enabled = false;
-  enum class Mode : uint8_t { kSingle, kCluster, kSentinel } mode = Mode::kSingle;
-  std::vector<RedisEndpointConfig> nodes;  // single: one; cluster: seeds; sentinel: sentinels
-  std::string sentinel_master;             // the master name Sentinel knows
+  RedisServers servers;  // one server, a cluster or Sentinel's master (core/redis_link.h)
   std::string password;
   int database = 0;
   std::string key_prefix = "bulwark:cache:";

@@ -82,14 +82,25 @@ absl::StatusOr<std::string> HostPins::EntryFor(const std::string& url) {
   absl::StatusOr<HostPort> hp = UrlHostPort(url);
   if (!hp.ok()) return hp.status();
   if (hp->host.empty()) return std::string();
-  const std::string& name = hp->host;
+  absl::StatusOr<std::vector<IpAddress>> addresses = Addresses(hp->host, /*wait=*/true);
+  if (!addresses.ok()) return addresses.status();
+  std::string entry = StrCat(hp->host, ":", hp->port, ":");
+  for (size_t i = 0; i < addresses->size(); ++i) {
+    if (i > 0) entry += ",";
+    const IpAddress& a = (*addresses)[i];
+    entry += a.family == AF_INET6 ? StrCat("[", a.ToString(), "]") : a.ToString();
+  }
+  return entry;
+}
+
+absl::StatusOr<std::vector<IpAddress>> HostPins::Addresses(const std::string& name, bool wait) {
+  if (resolver_ == nullptr) return absl::FailedPreconditionError("no resolver");
   int64_t now = MonotonicMs();
   std::vector<uint64_t> idle;
   bool is_new = false;
-  std::string entry;
   {
     MutexLock l(&mu_);
-    // Names no URL has asked for in a while (a target removed by a reload) stop being watched.
+    // Names nobody has asked for in a while (a target removed by a reload) stop being watched.
     for (auto it = names_.begin(); it != names_.end();) {
       if (it->first != name && now - it->second.used_ms > kIdleMs) {
         idle.push_back(it->second.watch);
@@ -118,17 +129,9 @@ absl::StatusOr<std::string> HostPins::EntryFor(const std::string& url) {
     auto it = names_.find(name);
     if (it == names_.end()) break;
     const Name& n = it->second;
-    if (!n.addresses.empty()) {
-      entry = StrCat(name, ":", hp->port, ":");
-      for (size_t i = 0; i < n.addresses.size(); ++i) {
-        if (i > 0) entry += ",";
-        const IpAddress& a = n.addresses[i];
-        entry += a.family == AF_INET6 ? StrCat("[", a.ToString(), "]") : a.ToString();
-      }
-      return entry;
-    }
+    if (!n.addresses.empty()) return n.addresses;
     int64_t left = n.first_wait_until_ms - MonotonicMs();
-    if (left <= 0) break;
+    if (!wait || left <= 0) break;
     cv_.WaitFor(&mu_, std::chrono::milliseconds(left));
   }
   return absl::UnavailableError(StrCat("\"", name, "\" does not resolve (yet)"));

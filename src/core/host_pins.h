@@ -1,8 +1,8 @@
 // Host names for the clients that speak through libcurl (etcd, scrape targets, Alertmanager
-// and the other alert receivers): looked up by the Resolver like every other name bulwark
-// takes — resolver.servers, the TTL bounds, the last good answer kept while DNS fails (HAProxy
-// `hold valid`), the bulwark_resolver_* metrics — and handed to curl as CURLOPT_RESOLVE pins,
-// so curl never asks the system resolver on a thread of its own.
+// and the other alert receivers) and for the gateway's Redis links: looked up by the Resolver like
+// every other name bulwark takes — resolver.servers, the TTL bounds, the last good answer kept
+// while DNS fails (HAProxy `hold valid`), the bulwark_resolver_* metrics — and handed to curl as
+// CURLOPT_RESOLVE pins, so curl never asks the system resolver on a thread of its own.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +35,11 @@ class HostPins {
   // never resolved is an error naming it. Names unused for `idle_ms` stop being watched.
   absl::StatusOr<std::string> EntryFor(const std::string& url);
 
+  // The addresses of a host name now (for clients that connect by themselves, as the Redis
+  // links do before each attempt): watched from its first use on, as EntryFor; with `wait`, the
+  // first use waits for the first answer, without it the call never blocks and a name not yet
+  // answered is an error.
+  absl::StatusOr<std::vector<IpAddress>> Addresses(const std::string& name, bool wait);
   // Names currently watched (tests).
   size_t watched() const;
 

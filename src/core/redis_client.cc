@@ -13,9 +13,26 @@
 
 namespace bulwark {
 
+RedisLookup SystemRedisLookup() {
+  return [](const std::string& host, int port) -> std::optional<SocketAddress> {
+    absl::StatusOr<SocketAddress> a = ResolveSocketAddress(host, port);
+    if (!a.ok()) return std::nullopt;
+    return *a;
+  };
+}
+
 RedisClient::RedisClient(EventLoop* loop, RedisOptions options, std::string name)
     : loop_(loop), opt_(std::move(options)), name_(std::move(name)) {
   timer_.set_callback([this] { OnTimer(); });
+  recheck_timer_.set_callback([this] {
+    if (state_ != State::kReady) return;
+    std::optional<SocketAddress> a = opt_.resolve();
+    if (a.has_value() && a->ToString() != opt_.address.ToString()) {
+      Fail(StrCat("the server is ", a->ToString(), " now"));
+      return;
+    }
+    loop_->ArmTimer(&recheck_timer_, opt_.recheck_ms);
+  });
 }
 
 RedisClient::~RedisClient() { Close(); }
@@ -87,6 +104,7 @@ void RedisClient::OnConnected() {
     logged_down_ = false;
   }
   ArmDeadline();
+  if (opt_.resolve && opt_.recheck_ms > 0) loop_->ArmTimer(&recheck_timer_, opt_.recheck_ms);
   Flush();
   if (on_ready_ && state_ == State::kReady) on_ready_();
 }
@@ -317,6 +335,7 @@ void RedisClient::Fail(std::string_view why) {
 void RedisClient::Close() {
   if (state_ == State::kClosed) return;
   loop_->CancelTimer(&timer_);
+  loop_->CancelTimer(&recheck_timer_);
   if (fd_ >= 0) {
     loop_->Remove(fd_);
     loop_->Forget(this);

@@ -17,6 +17,20 @@
 
 namespace bulwark {
 
+// A Redis server as a configuration names it: a host name or a literal address, and a port.
+struct RedisEndpoint {
+  std::string host;
+  int port = 6379;
+  std::string where;  // "FILE:LINE:COL" it is written at, for errors found after parsing
+  bool operator==(const RedisEndpoint& o) const { return host == o.host && port == o.port; }
+};
+
+// How a host name becomes an address when a connection is about to be tried: nullopt while it
+// has none. The gateway's answers from its Resolver without blocking; the default asks the
+// system (getaddrinfo), which may block the loop for as long as DNS takes.
+using RedisLookup = std::function<std::optional<SocketAddress>(const std::string& host, int port)>;
+RedisLookup SystemRedisLookup();
+
 struct RedisOptions {
   SocketAddress address;
   std::string username;  // AUTH username password (Redis 6 ACL) when set
@@ -34,6 +48,10 @@ struct RedisOptions {
   // When set, asked for the address before every connection attempt (Sentinel discovery);
   // nullopt means "no server known yet" and the attempt fails into the usual backoff.
   std::function<std::optional<SocketAddress>()> resolve;
+  // With `resolve`: while connected, asked again this often (0: never); when the answer is
+  // another server (Sentinel names a new master, a name moved) the link reconnects there, as
+  // Sentinel-aware clients do on +switch-master.
+  int64_t recheck_ms = 0;
 };
 
 // A RedisClient owns one connection and belongs to the thread that runs its loop. Commands sent
@@ -116,6 +134,7 @@ class RedisClient : private IoHandler {
   std::string in_;
   std::deque<Pending> pending_;
   Timer timer_;
+  Timer recheck_timer_;
   int64_t backoff_ms_ = 0;
   RespLimits limits_;
   std::atomic<uint64_t> errors_{0};

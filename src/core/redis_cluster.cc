@@ -129,6 +129,7 @@ std::vector<RedisClusterClient::SlotRange> RedisClusterClient::ParseSlots(
 RedisClusterClient::RedisClusterClient(EventLoop* loop, RedisClusterOptions options,
                                        std::string name)
     : loop_(loop), opt_(std::move(options)), name_(std::move(name)) {
+  if (!opt_.lookup) opt_.lookup = SystemRedisLookup();
   slots_.fill(-1);
   timer_.set_callback([this] { Refresh(); });
 }
@@ -140,16 +141,13 @@ RedisClusterClient::~RedisClusterClient() {
 
 void RedisClusterClient::Start() {
   if (seed_ || closed_) return;
-  RedisOptions o;
-  o.password = opt_.password;
-  o.connect_timeout_ms = opt_.connect_timeout_ms;
-  o.command_timeout_ms = std::max<int64_t>(opt_.command_timeout_ms, 1000);
+  RedisOptions o = opt_.node;
+  o.command_timeout_ms = std::max<int64_t>(opt_.node.command_timeout_ms, 1000);
   // Each connection attempt tries the next seed, so one dead seed does not stop discovery.
   o.resolve = [this]() -> std::optional<SocketAddress> {
     for (size_t i = 0; i < opt_.seeds.size(); ++i) {
       const auto& s = opt_.seeds[next_seed_++ % opt_.seeds.size()];
-      auto a = ResolveSocketAddress(s.host, s.port);
-      if (a.ok()) return *a;
+      if (std::optional<SocketAddress> a = opt_.lookup(s.host, s.port)) return a;
     }
     return std::nullopt;
   };
@@ -260,17 +258,15 @@ int RedisClusterClient::NodeFor(std::string_view address) {
   std::string host;
   int port = 0;
   if (!SplitAddress(address, &host, &port)) return -1;
-  auto a = ResolveSocketAddress(host, port);
-  if (!a.ok()) {
-    LogWarn(name_, ": node ", address, ": ", a.status().message());
+  std::optional<SocketAddress> a = opt_.lookup(host, port);
+  if (!a) {
+    LogWarn(name_, ": node ", address, " does not resolve");
     return -1;
   }
   if (nodes_.size() >= 1000) return -1;  // a map that large is not a real cluster
-  RedisOptions o;
+  RedisOptions o = opt_.node;
   o.address = *a;
-  o.password = opt_.password;
-  o.connect_timeout_ms = opt_.connect_timeout_ms;
-  o.command_timeout_ms = opt_.command_timeout_ms;
+  o.resolve = nullptr;
   Node node;
   node.address = std::string(address);
   node.client = std::make_unique<RedisClient>(loop_, o, StrCat(name_, " node"));
@@ -321,6 +317,7 @@ void RedisClusterClient::Command(const std::vector<std::string_view>& args, Call
 void RedisClusterClient::SendToSlot(uint16_t slot, std::shared_ptr<const Args> args, Callback cb) {
   int16_t n = slots_[slot];
   if (n < 0) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
     loop_->Defer([cb = std::move(cb), slot] {
       cb(RedisReply::Error(StrCat("CLUSTERDOWN hash slot ", slot, " has no master")));
     });
@@ -340,10 +337,12 @@ void RedisClusterClient::Send(int node, std::shared_ptr<const Args> args, int ho
     std::string_view address;
     if (alive.expired() || closed_ || !r.is_error() ||
         !ParseRedirect(r.str, &ask, &slot, &address)) {
+      if (r.is_error() && !alive.expired()) errors_.fetch_add(1, std::memory_order_relaxed);
       cb(r);
       return;
     }
     if (hops >= opt_.max_redirects) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
       cb(RedisReply::Error(StrCat("too many cluster redirections: ", r.str)));
       return;
     }

@@ -21,14 +21,11 @@
 namespace bulwark {
 
 struct RedisClusterOptions {
-  struct Seed {
-    std::string host;
-    int port = 6379;
-  };
-  std::vector<Seed> seeds;  // resolved at each connection attempt, tried in turn
-  std::string password;     // AUTH on every node
-  int64_t connect_timeout_ms = 500;
-  int64_t command_timeout_ms = 100;
+  std::vector<RedisEndpoint> seeds;  // looked up at each connection attempt, tried in turn
+  // Credentials (AUTH on every node), TLS and timeouts of every node's connection; its address
+  // is the node's.
+  RedisOptions node;
+  RedisLookup lookup;  // names (seeds, and nodes CLUSTER SLOTS names); empty: the system's
   // CLUSTER SLOTS is asked again this often, and soon after a MOVED or a lost node.
   int64_t refresh_interval_ms = 10000;
   int max_redirects = 5;  // MOVED/ASK hops for one command, as redis-cli -c
@@ -83,6 +80,8 @@ class RedisClusterClient {
   // Counters for metrics (single writer, read from any thread).
   uint64_t redirects() const { return redirects_.load(std::memory_order_relaxed); }
   uint64_t refreshes() const { return refreshes_.load(std::memory_order_relaxed); }
+  // Commands answered with an error (by a node, or here: no node, no master for the slot).
+  uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
   bool up() const { return up_.load(std::memory_order_relaxed); }
 
  private:
@@ -120,6 +119,7 @@ class RedisClusterClient {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::atomic<uint64_t> redirects_{0};
   std::atomic<uint64_t> refreshes_{0};
+  std::atomic<uint64_t> errors_{0};
   std::atomic<bool> up_{false};
 };
 

@@ -5,20 +5,27 @@
 
 namespace bulwark {
 
-SentinelResolver::SentinelResolver(EventLoop* loop, std::vector<SocketAddress> sentinels,
-                                   std::string master_name, int64_t interval_ms)
+SentinelResolver::SentinelResolver(EventLoop* loop, std::vector<RedisEndpoint> sentinels,
+                                   std::string master_name, RedisLookup lookup,
+                                   RedisOptions sentinel, int64_t interval_ms)
     : loop_(loop),
       sentinels_(std::move(sentinels)),
       master_name_(std::move(master_name)),
+      lookup_(lookup ? std::move(lookup) : SystemRedisLookup()),
       interval_ms_(interval_ms) {
-  RedisOptions o;
+  RedisOptions o = std::move(sentinel);
+  o.db = 0;
   o.command_timeout_ms = 500;
   o.reconnect_min_ms = 100;
   o.reconnect_max_ms = 1000;
-  // Each connection attempt goes to the next sentinel, so one dead sentinel is skipped.
+  // Each connection attempt goes to the next sentinel, so one dead (or unresolvable) sentinel is
+  // skipped.
   o.resolve = [this]() -> std::optional<SocketAddress> {
-    if (sentinels_.empty()) return std::nullopt;
-    return sentinels_[next_sentinel_++ % sentinels_.size()];
+    for (size_t i = 0; i < sentinels_.size(); ++i) {
+      const RedisEndpoint& e = sentinels_[next_sentinel_++ % sentinels_.size()];
+      if (std::optional<SocketAddress> a = lookup_(e.host, e.port)) return a;
+    }
+    return std::nullopt;
   };
   client_ = std::make_unique<RedisClient>(loop_, o, "redis sentinel");
   client_->SetOnReady([this] { Query(); });
@@ -39,8 +46,15 @@ void SentinelResolver::Start() {
 }
 
 std::optional<SocketAddress> SentinelResolver::master() const {
-  MutexLock lock(&mu_);
-  return master_;
+  MutexLock lock(&shared_->mu);
+  return shared_->master;
+}
+
+std::function<std::optional<SocketAddress>()> SentinelResolver::MasterSource() const {
+  return [shared = shared_]() -> std::optional<SocketAddress> {
+    MutexLock lock(&shared->mu);
+    return shared->master;
+  };
 }
 
 void SentinelResolver::Query() {
@@ -55,12 +69,13 @@ void SentinelResolver::Query() {
         }
         int port = 0;
         if (!ParseInt(r.elements[1].str, &port)) return;
-        auto a = ResolveSocketAddress(r.elements[0].str, port);
-        if (!a.ok()) return;
-        MutexLock lock(&mu_);
-        if (!master_.has_value() || master_->ToString() != a->ToString()) {
+        // An IP, or a name with Sentinel's `announce-hostnames`.
+        std::optional<SocketAddress> a = lookup_(r.elements[0].str, port);
+        if (!a) return;
+        MutexLock lock(&shared_->mu);
+        if (!shared_->master.has_value() || shared_->master->ToString() != a->ToString()) {
           LogInfo("redis sentinel: master \"", master_name_, "\" is at ", a->ToString());
-          master_ = *a;
+          shared_->master = *a;
           changes_.fetch_add(1, std::memory_order_relaxed);
         }
       });

@@ -9,8 +9,7 @@
 
 namespace bulwark::gateway {
 
-BanTable::BanTable(int64_t max_entries)
-    : max_entries_(max_entries), shards_(new Shard[kShards]) {}
+BanTable::BanTable(int64_t max_entries) : max_entries_(max_entries), shards_(new Shard[kShards]) {}
 
 BanTable::Shard& BanTable::ShardFor(std::string_view key) {
   return shards_[std::hash<std::string_view>()(key) % kShards];
@@ -68,7 +67,8 @@ void BanTable::TrimLocked(Shard& s, int64_t now_ms) {
 }
 
 bool BanTable::BanLocked(Shard& s, std::string_view key, std::string_view rule_name,
-                         std::string_view reason, int64_t now_ms, int64_t duration_ms) {
+                         std::string_view reason, int64_t now_ms, int64_t duration_ms,
+                         bool remote) {
   absl::string_view k(key.data(), key.size());
   auto it = s.bans.find(k);
   bool was_banned = it != s.bans.end() && it->second.expires_at_ms > now_ms;
@@ -78,6 +78,9 @@ bool BanTable::BanLocked(Shard& s, std::string_view key, std::string_view rule_n
     active_.fetch_add(1, std::memory_order_relaxed);
   }
   BanInfo& b = it->second;
+  // A ban this instance imposed stays its own (it writes it to Redis again after a failover)
+  // when another instance announces the same key.
+  b.remote = was_banned ? b.remote && remote : remote;
   b.key.assign(key);
   b.rule.assign(rule_name);
   b.reason.assign(reason);
@@ -105,14 +108,13 @@ bool BanTable::Strike(std::string_view key, std::string_view rule_name, const Ba
     Strikes& st = it->second;
     st.last_ms = now_ms;
     st.times.push_back(now_ms);
-    while (!st.times.empty() && now_ms - st.times.front() >= rule.findtime_ms)
-      st.times.pop_front();
+    while (!st.times.empty() && now_ms - st.times.front() >= rule.findtime_ms) st.times.pop_front();
     while (static_cast<int>(st.times.size()) > rule.maxretry) st.times.pop_front();
     // fail2ban: maxretry failures within findtime.
     if (static_cast<int>(st.times.size()) >= rule.maxretry) {
-      std::string reason = StrCat(rule.maxretry, " x ", what, " within ",
-                                  FormatDurationMs(rule.findtime_ms));
-      BanLocked(s, key, rule_name, reason, now_ms, rule.bantime_ms);
+      std::string reason =
+          StrCat(rule.maxretry, " x ", what, " within ", FormatDurationMs(rule.findtime_ms));
+      BanLocked(s, key, rule_name, reason, now_ms, rule.bantime_ms, /*remote=*/false);
       banned = true;
     }
   }
@@ -129,7 +131,7 @@ bool BanTable::Ban(std::string_view key, std::string_view rule_name, std::string
   {
     Shard& s = ShardFor(key);
     MutexLock lock(&s.mu);
-    fresh = BanLocked(s, key, rule_name, reason, now_ms, duration_ms);
+    fresh = BanLocked(s, key, rule_name, reason, now_ms, duration_ms, remote);
   }
   if (remote) {
     received_.fetch_add(1, std::memory_order_relaxed);
@@ -140,13 +142,16 @@ bool BanTable::Ban(std::string_view key, std::string_view rule_name, std::string
   return fresh;
 }
 
-bool BanTable::Lift(std::string_view key) {
+bool BanTable::Lift(std::string_view key, int64_t* expires_at_ms, int64_t banned_before_ms) {
+  if (expires_at_ms != nullptr) *expires_at_ms = 0;
   Shard& s = ShardFor(key);
   MutexLock lock(&s.mu);
   absl::string_view k(key.data(), key.size());
-  s.strikes.erase(k);
   auto it = s.bans.find(k);
+  if (it != s.bans.end() && it->second.banned_at_ms > banned_before_ms) return false;
+  s.strikes.erase(k);
   if (it == s.bans.end()) return false;
+  if (expires_at_ms != nullptr) *expires_at_ms = it->second.expires_at_ms;
   s.bans.erase(it);
   active_.fetch_sub(1, std::memory_order_relaxed);
   return true;
@@ -173,7 +178,8 @@ std::vector<BanInfo> BanTable::List(int64_t now_ms) {
 }
 
 std::string BanMessage(std::string_view op, std::string_view key, std::string_view rule,
-                       std::string_view reason, int64_t duration_ms, std::string_view from) {
+                       std::string_view reason, int64_t duration_ms, std::string_view from,
+                       int64_t at_unix_ms) {
   std::string m = "{\"op\":\"";
   AppendJsonEscaped(&m, op);
   m.append("\",\"key\":\"");
@@ -182,7 +188,7 @@ std::string BanMessage(std::string_view op, std::string_view key, std::string_vi
   AppendJsonEscaped(&m, rule);
   m.append("\",\"reason\":\"");
   AppendJsonEscaped(&m, reason);
-  StrAppend(&m, "\",\"ms\":", duration_ms, ",\"from\":\"");
+  StrAppend(&m, "\",\"ms\":", duration_ms, ",\"at\":", at_unix_ms, ",\"from\":\"");
   AppendJsonEscaped(&m, from);
   m.append("\"}");
   return m;

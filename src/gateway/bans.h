@@ -22,11 +22,12 @@ struct RedisReply;
 namespace bulwark::gateway {
 
 struct BanInfo {
-  std::string key;     // e.g. the client IP
-  std::string rule;    // the route whose rule banned it, or "admin"
-  std::string reason;  // "5 x 401/403 within 1m"
+  std::string key;            // e.g. the client IP
+  std::string rule;           // the route whose rule banned it, or "admin"
+  std::string reason;         // "5 x 401/403 within 1m"
   int64_t banned_at_ms = 0;   // monotonic
   int64_t expires_at_ms = 0;  // monotonic
+  bool remote = false;        // imposed by another instance (shared through Redis), not this one
 };
 
 // A BanTable holds active bans and the strike counters ("failures" in fail2ban's words) that
@@ -48,8 +49,15 @@ class BanTable {
   // the key was not banned before.
   bool Ban(std::string_view key, std::string_view rule_name, std::string_view reason,
            int64_t now_ms, int64_t duration_ms, bool remote = false);
-  // Lifts a ban and forgets the key's strikes. Returns false when the key was not banned.
-  bool Lift(std::string_view key);
+  // Lifts a ban and forgets the key's strikes. Returns false when the key was not banned, or
+  // its ban was imposed after `banned_before_ms` (then nothing changes); `expires_at_ms` (when
+  // given) gets the lifted ban's end, 0 when none was lifted.
+  bool Lift(std::string_view key, int64_t* expires_at_ms = nullptr,
+            int64_t banned_before_ms = INT64_MAX);
+  // This instance's bans could not all be written to Redis (it was unreachable, or a write
+  // failed): the control thread writes them again (Gateway::Tick). Any thread.
+  void RequestResync() { resync_.store(true, std::memory_order_relaxed); }
+  bool TakeResync() { return resync_.exchange(false, std::memory_order_relaxed); }
   std::vector<BanInfo> List(int64_t now_ms);
 
   int64_t active() const { return active_.load(std::memory_order_relaxed); }
@@ -72,12 +80,13 @@ class BanTable {
   Shard& ShardFor(std::string_view key);
   // Returns true when the key had no ban in force.
   bool BanLocked(Shard& s, std::string_view key, std::string_view rule_name,
-                 std::string_view reason, int64_t now_ms, int64_t duration_ms)
+                 std::string_view reason, int64_t now_ms, int64_t duration_ms, bool remote)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void TrimLocked(Shard& s, int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 
   std::atomic<int64_t> max_entries_;
   std::atomic<int64_t> active_{0};
+  std::atomic<bool> resync_{false};
   std::atomic<uint64_t> refused_{0};
   std::atomic<uint64_t> received_{0};
   std::unique_ptr<Shard[]> shards_;
@@ -86,8 +95,11 @@ class BanTable {
 };
 
 // The message a ban or a lift is shared with through Redis (JSON, one line), and the Redis keys.
+// `at_unix_ms`: when the ban was imposed or lifted (wall clock), so a ban written again after a
+// failover never undoes a later lift.
 std::string BanMessage(std::string_view op, std::string_view key, std::string_view rule,
-                       std::string_view reason, int64_t duration_ms, std::string_view from);
+                       std::string_view reason, int64_t duration_ms, std::string_view from,
+                       int64_t at_unix_ms);
 inline std::string BanRedisKey(std::string_view prefix, std::string_view key) {
   return std::string(prefix) + "ban:" + std::string(key);
 }

@@ -230,7 +230,6 @@ void ParseServer(ConfigContext& ctx, const YAML::Node& node, const std::string& 
 
 RedisOptions ToRedisOptions(const RedisConfig& rc, int64_t command_timeout_ms) {
   RedisOptions o;
-  o.address = rc.address;
   o.username = rc.username;
   o.password = rc.password;
   o.db = rc.db;
@@ -248,6 +247,11 @@ RedisOptions ToRedisOptions(const RedisConfig& rc, int64_t command_timeout_ms) {
 std::vector<NamedServer> NamedServers(const GatewayConfig& cfg) {
   std::vector<NamedServer> out;
   for (const auto& u : cfg.upstreams) AppendNamedServers(u.servers, &out);
+  if (cfg.redis.enabled) {
+    for (const RedisEndpoint& e : cfg.redis.servers.nodes) {
+      if (!IpAddress::Parse(e.host)) out.push_back({e.host, e.where});
+    }
+  }
   return out;
 }
 
@@ -575,6 +579,13 @@ void ParseLimitReq(ConfigContext& ctx, MapReader& r, const std::string& what,
                                        ".limit_req: zones of one route must be all shared "
                                        "or all local (they are decided together)"));
         }
+        if (!out->rules.empty() && rule.zone_index >= 0 && gw.limit_zones[rule.zone_index].shared &&
+            gw.redis.servers.mode == RedisServers::Mode::kCluster)
+          ctx.Error(n.Mark(),
+                    StrCat(what,
+                           ".limit_req: several shared zones are decided in one Redis script, "
+                           "whose keys a Redis Cluster may keep on different nodes; use one "
+                           "shared zone per route, or a single Redis (or Sentinel)"));
         if (static_cast<int>(out->rules.size()) >= 16)
           ctx.Error(n.Mark(), StrCat(what, ".limit_req: at most 16 zones per route"));
         out->rules.push_back(std::move(rule));
@@ -1169,20 +1180,17 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
     RedisConfig& rc = out->redis;
     rc.enabled = true;
     r.Bool("enabled", &rc.enabled);
-    if (r.Require("address") && r.String("address", &rc.address_text)) {
-      auto a = ParseSocketAddress(rc.address_text);
-      if (!a.ok() || a->port() == 0) {
-        ctx.Error(r.Get("address").Mark(),
-                  StrCat("redis.address: ", a.ok() ? "needs a port" : a.status().message()));
-      } else {
-        rc.address = *a;
-      }
-    }
+    // address / host + port, cluster or sentinel: the cache library's keys, read by its code.
+    ParseRedisServers(ctx, r, &rc.servers, &rc.password, &rc.db);
+    if (rc.servers.nodes.empty() && !r.Has("cluster") && !r.Has("sentinel"))
+      ctx.Error(redis.Mark(), "redis: needs address, cluster or sentinel");
     r.String("username", &rc.username);
     r.String("password", &rc.password);
     if (!rc.username.empty() && rc.password.empty())
       ctx.Error(redis.Mark(), "redis.username: needs password (AUTH username password)");
     r.Int("db", &rc.db, 0, 1000);
+    if (rc.servers.mode == RedisServers::Mode::kCluster && rc.db != 0 && r.Has("db"))
+      ctx.Error(r.Get("db").Mark(), "redis.db: Redis Cluster has only database 0");
     if (YAML::Node tls = r.Get("tls"); tls.IsDefined())
       ParseUpstreamTls(ctx, tls, "redis.tls", &rc.tls);
     r.Duration("timeout", &rc.timeout_ms);

@@ -15,6 +15,7 @@
 #include "core/names.h"
 #include "core/net.h"
 #include "core/redis_client.h"
+#include "core/redis_link.h"
 #include "core/tls.h"
 #include "gateway/http_cache.h"
 #include "http/parser.h"
@@ -247,11 +248,12 @@ struct JwtProviderConfig {
   std::shared_ptr<Counters> counters = std::make_shared<Counters>();
 };
 
-// The Redis server shared state lives in (rate limits across instances, bans).
+// The Redis shared state lives in (rate limits across instances, bans, sticky sessions, the
+// HTTP cache's Redis level): one server, a Redis Cluster or Sentinel's master, written as the
+// cache library's `redis:` is (core/redis_link.h).
 struct RedisConfig {
   bool enabled = false;
-  std::string address_text;
-  SocketAddress address;
+  RedisServers servers;
   std::string username;  // Redis 6 ACL: AUTH username password
   std::string password;
   int db = 0;
@@ -260,7 +262,7 @@ struct RedisConfig {
   int64_t connect_timeout_ms = 500;
   std::string key_prefix = "bulwark:";
   bool operator==(const RedisConfig& o) const {
-    return enabled == o.enabled && address_text == o.address_text && username == o.username &&
+    return enabled == o.enabled && servers == o.servers && username == o.username &&
            password == o.password && db == o.db && timeout_ms == o.timeout_ms &&
            connect_timeout_ms == o.connect_timeout_ms && key_prefix == o.key_prefix &&
            tls.enabled == o.tls.enabled && tls.settings == o.tls.settings && tls.sni == o.tls.sni &&
@@ -268,7 +270,8 @@ struct RedisConfig {
   }
 };
 
-// The RedisClient options for `redis:` (`command_timeout_ms` as given).
+// The RedisClient options for `redis:` but the address (credentials, TLS, database, timeouts;
+// `command_timeout_ms` as given).
 RedisOptions ToRedisOptions(const RedisConfig& rc, int64_t command_timeout_ms);
 
 // nginx limit_conn_zone: per-key counts of requests in progress, shared by every worker.

@@ -312,7 +312,7 @@ void Exchange::ProceedUpstream() {
                               : CookieValue(*req_, sticky.session_cookie).value_or("");
     if (!sv.empty() && sv.size() <= 512) {
       sticky_.session_value.assign(sv);
-      RedisClient* redis = worker_->redis();
+      RedisLink* redis = worker_->redis();
       if (redis != nullptr && redis->connected()) {
         // The session table (the IAM design's session-sticky service): session -> server,
         // refreshed on every use.

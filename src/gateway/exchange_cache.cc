@@ -123,7 +123,7 @@ bool Exchange::CacheLookup(bool first) {
   if (zone->flights.LeadOrWait(cache_.key, &me)) {
     miss();
     cache_.leader = true;
-    RedisClient* redis = worker_->redis();
+    RedisLink* redis = worker_->redis();
     if (zone->config().redis && redis != nullptr && redis->connected()) {
       // The second level, shared by the instances: asked once per key, by the leader.
       uint64_t seq = ++redis_seq_;
@@ -345,7 +345,7 @@ void Exchange::CacheComplete(bool store) {
     zone->stored.fetch_add(1, std::memory_order_relaxed);
     cache_.handoff = value;
     cache_.handoff_opts = o;
-    RedisClient* redis = worker_->redis();
+    RedisLink* redis = worker_->redis();
     if (zone->config().redis && redis != nullptr && redis->connected()) {
       const std::string& prefix = view_->snap->config->redis.key_prefix;
       int64_t wall = WallMicros() / 1000;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cache/glob.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/units.h"
@@ -20,7 +21,8 @@ Gateway::Gateway(EventLoop* loop, std::shared_ptr<const GatewayConfig> cfg, int 
       names_(resolver, loop, "gateway", [this] { OnNamesChanged(); }),
       cfg_(std::move(cfg)),
       worker_count_(workers),
-      reserved_descriptors_(reserved_descriptors) {}
+      reserved_descriptors_(reserved_descriptors),
+      resolver_(resolver) {}
 
 Gateway::~Gateway() {
   Stop();
@@ -47,6 +49,7 @@ absl::Status Gateway::Start(uint64_t generation) {
   }
   WorkerShared shared{&endpoints_, access_log_.get(), bans_.get(), instance_id_, ""};
   SetDescriptorBudget(&shared);
+  if (cfg_->redis.enabled) StartRedisDiscovery(&shared);
   {
     unsigned char key[32];
     if (getrandom(key, sizeof(key), 0) != sizeof(key)) {
@@ -148,6 +151,9 @@ void Gateway::ReopenLogs() {
 
 void Gateway::Tick() {
   if (access_log_ != nullptr) access_log_->MaybeRotate();
+  // Bans a worker could not write (Redis away, a failed write) are written now.
+  if (bans_ != nullptr && redis_cmd_ != nullptr && redis_cmd_->connected() && bans_->TakeResync())
+    ResyncBans();
 }
 
 // Descriptors, as HAProxy works out maxconn from `ulimit -n`: the soft open files limit is
@@ -192,7 +198,8 @@ void Gateway::SetDescriptorBudget(WorkerShared* shared) {
 }
 
 namespace {
-// Every shared ban with its remaining time, in one round trip: {value, pttl, value, pttl, ...}.
+// Every shared ban (and lift) with its remaining time, in one round trip: {value, pttl, ...}.
+// In a cluster it runs on each master, over the keys that master holds.
 const char kLoadBansScript[] = R"lua(
 local out = {}
 local cursor = '0'
@@ -210,14 +217,90 @@ repeat
 until cursor == '0'
 return out
 )lua";
+
+// This instance's ban, written again (after a failover, or once Redis is back): unless Redis
+// holds a lift made after the ban, or a ban of the same key that lasts at least as long.
+// Announced when written. KEYS[1] ban key; ARGV: message, remaining ms, banned at (Unix ms),
+// channel.
+const char kResyncBanScript[] = R"lua(
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, cur = pcall(cjson.decode, v)
+  if ok and type(cur) == 'table' then
+    if cur.op == 'lift' and tonumber(cur.at or 0) >= tonumber(ARGV[3]) then return 0 end
+    if cur.op == 'ban' and redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+return 1
+)lua";
+
+// A lift: kept in Redis as long as the ban would have lasted (the longer of Redis's and this
+// instance's view), so an instance that missed the announcement learns it when it reconnects and
+// a ban written again after a failover does not come back. KEYS[1] ban key; ARGV: message, this
+// instance's remaining ms (0: none), channel.
+const char kLiftBanScript[] = R"lua(
+local ms = tonumber(ARGV[2])
+local t = redis.call('PTTL', KEYS[1])
+if t > ms then ms = t end
+if ms > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ms) end
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return 1
+)lua";
+
+// Names of the Redis servers, as the workers look them up before each connection attempt: from
+// the resolver's last answer, never waiting on DNS (a name without an answer yet is an attempt
+// that fails into the usual backoff).
+RedisLookup ResolverLookup(std::shared_ptr<HostPins> pins) {
+  if (pins == nullptr) return SystemRedisLookup();
+  return [pins](const std::string& host, int port) -> std::optional<SocketAddress> {
+    if (std::optional<IpAddress> ip = IpAddress::Parse(host))
+      return MakeSocketAddress(*ip, static_cast<uint16_t>(port));
+    absl::StatusOr<std::vector<IpAddress>> a = pins->Addresses(host, /*wait=*/false);
+    if (!a.ok() || a->empty()) return std::nullopt;
+    return MakeSocketAddress(a->front(), static_cast<uint16_t>(port));
+  };
+}
 }  // namespace
+
+void Gateway::StartRedisDiscovery(WorkerShared* shared) {
+  const RedisConfig& rc = cfg_->redis;
+  if (resolver_ != nullptr) {
+    redis_names_ = std::make_shared<HostPins>(resolver_);
+    // Names are looked up now, waiting, so the first connections find them (as upstream
+    // servers' names are at start).
+    for (const RedisEndpoint& e : rc.servers.nodes) {
+      if (IpAddress::Parse(e.host)) continue;
+      absl::StatusOr<std::vector<IpAddress>> a = redis_names_->Addresses(e.host, /*wait=*/true);
+      if (!a.ok()) LogWarn("redis: ", e.host, ": ", a.status().message());
+    }
+  }
+  redis_lookup_ = ResolverLookup(redis_names_);
+  if (rc.servers.mode == RedisServers::Mode::kSentinel) {
+    // Sentinels take the same TLS as the servers (Sentinel's tls-port); not the password, which
+    // is the data servers'.
+    RedisOptions so = ToRedisOptions(rc, 500);
+    so.username.clear();
+    so.password.clear();
+    sentinel_ = std::make_unique<SentinelResolver>(loop_, rc.servers.nodes,
+                                                   rc.servers.sentinel_master, redis_lookup_, so);
+    sentinel_->Start();
+    redis_master_ = sentinel_->MasterSource();
+  }
+  shared->redis_lookup = redis_lookup_;
+  shared->redis_master = redis_master_;
+}
 
 void Gateway::StartRedisSync() {
   const RedisConfig& rc = cfg_->redis;
   // Loading the bans in force may take a moment: a longer command timeout than the workers'.
   RedisOptions o = ToRedisOptions(rc, std::max<int64_t>(rc.timeout_ms, 2000));
-  redis_cmd_ = std::make_unique<RedisClient>(loop_, o, "redis (control)");
-  redis_sub_ = std::make_unique<RedisClient>(loop_, o, "redis (ban subscriber)");
+  redis_cmd_ = std::make_unique<RedisLink>(loop_, rc.servers, o, redis_lookup_, redis_master_,
+                                           "redis (control)");
+  redis_sub_ = std::make_unique<RedisClient>(
+      loop_, OneConnectionOptions(rc.servers, o, redis_lookup_, redis_master_),
+      "redis (ban subscriber)");
   redis_sub_->SetPushHandler([this](std::string_view channel, std::string_view payload) {
     if (channel == HttpCacheChannel(cfg_->redis.key_prefix)) {
       OnCachePurgeMessage(payload);
@@ -238,9 +321,44 @@ void Gateway::StartRedisSync() {
       if (z->config().redis) z->ForEachL1([](cache::L1Cache& l) { return l.Clear(); });
     }
   });
-  redis_cmd_->SetOnReady([this] { LoadSharedBans(); });
+  // After every (re)connection, which is also how a failover is followed: the bans in force are
+  // read, and this instance's own are written again — a ban the old master acknowledged but never
+  // passed to its replica is not lost with it, nor one imposed while Redis was away.
+  redis_cmd_->SetOnReady([this] {
+    LoadSharedBans();
+    ResyncBans();
+  });
   redis_cmd_->Start();
   redis_sub_->Start();
+}
+
+void Gateway::ResyncBans() {
+  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) {
+    bans_->RequestResync();
+    return;
+  }
+  static const std::string sha = RedisClient::ScriptSha1(kResyncBanScript);
+  const std::string& prefix = cfg_->redis.key_prefix;
+  int64_t now = MonotonicMs();
+  int64_t wall_ms = WallMicros() / 1000;
+  std::string channel = BanChannel(prefix);
+  for (const BanInfo& b : bans_->List(now)) {
+    if (b.remote) continue;  // its own instance writes it
+    int64_t left = b.expires_at_ms - now;
+    if (left <= 0) continue;
+    int64_t at = wall_ms - (now - b.banned_at_ms);
+    std::string msg = BanMessage("ban", b.key, b.rule, b.reason, left, instance_id_, at);
+    std::string rkey = BanRedisKey(prefix, b.key);
+    std::string ms = StrCat(left), at_text = StrCat(at);
+    redis_cmd_->Eval(kResyncBanScript, sha, {rkey}, {msg, ms, at_text, channel},
+                     [this](const RedisReply& r) {
+                       if (r.is_error()) {
+                         bans_->RequestResync();
+                       } else if (r.type == RedisReply::Type::kInteger && r.integer == 1) {
+                         bans_resynced_.fetch_add(1, std::memory_order_relaxed);
+                       }
+                     });
+  }
 }
 
 size_t Gateway::PurgeLocal(const std::string& zone, const std::string& op, const std::string& arg) {
@@ -318,23 +436,41 @@ void Gateway::ScanDelete(std::string match, std::string cursor, std::function<vo
     done();
     return;
   }
-  redis_cmd_->Command({"SCAN", cursor, "MATCH", match, "COUNT", "1000"},
-                      [this, match, done](const RedisReply& r) {
-                        if (r.type != RedisReply::Type::kArray || r.elements.size() != 2) {
-                          done();
-                          return;
-                        }
-                        if (!r.elements[1].elements.empty() && redis_cmd_ != nullptr) {
-                          std::vector<std::string_view> del = {"DEL"};
-                          for (const RedisReply& e : r.elements[1].elements) del.push_back(e.str);
-                          redis_cmd_->Command(del, [](const RedisReply&) {});
-                        }
-                        if (r.elements[0].str != "0") {
-                          ScanDelete(match, r.elements[0].str, done);
-                        } else {
-                          done();  // the DELs before it are answered first (one connection)
-                        }
-                      });
+  // SCAN walks one node: every master of a cluster in turn, each with its own cursor.
+  auto masters = std::make_shared<std::vector<RedisClient*>>(redis_cmd_->Masters());
+  ScanDeleteNode(std::move(masters), 0, std::move(match), std::move(cursor), std::move(done));
+}
+
+void Gateway::ScanDeleteNode(std::shared_ptr<std::vector<RedisClient*>> masters, size_t node,
+                             std::string match, std::string cursor, std::function<void()> done) {
+  if (node >= masters->size() || redis_cmd_ == nullptr) {
+    done();
+    return;
+  }
+  (*masters)[node]->Command(
+      {"SCAN", cursor, "MATCH", match, "COUNT", "1000"},
+      [this, masters, node, match, done](const RedisReply& r) {
+        if (r.type != RedisReply::Type::kArray || r.elements.size() != 2 || redis_cmd_ == nullptr) {
+          ScanDeleteNode(masters, node + 1, match, "0", done);
+          return;
+        }
+        bool last = r.elements[0].str == "0";
+        size_t next_node = last ? node + 1 : node;
+        std::string next_cursor = last ? "0" : r.elements[0].str;
+        if (r.elements[1].elements.empty()) {
+          ScanDeleteNode(masters, next_node, match, next_cursor, done);
+          return;
+        }
+        // Through the link, which splits a cluster's DEL by slot (one node still refuses a DEL
+        // whose keys are in different slots); the scan goes on once they are gone, so `done`
+        // (the announcement to the other instances) comes after every delete.
+        std::vector<std::string_view> del = {"DEL"};
+        for (const RedisReply& e : r.elements[1].elements) del.push_back(e.str);
+        redis_cmd_->Command(
+            del, [this, masters, next_node, match, next_cursor, done](const RedisReply&) {
+              ScanDeleteNode(masters, next_node, match, next_cursor, done);
+            });
+      });
 }
 
 void Gateway::OnCachePurgeMessage(std::string_view payload) {
@@ -349,11 +485,13 @@ void Gateway::LoadSharedBans() {
   if (redis_cmd_ == nullptr || !redis_cmd_->connected()) return;
   static const std::string sha = RedisClient::ScriptSha1(kLoadBansScript);
   std::string pattern = BanRedisKey(cfg_->redis.key_prefix, "*");
-  redis_cmd_->Eval(kLoadBansScript, sha, {}, {pattern}, [this](const RedisReply& r) {
-    if (r.type != RedisReply::Type::kArray) return;
-    for (size_t i = 0; i + 1 < r.elements.size(); i += 2)
-      OnBanMessage(r.elements[i].str, r.elements[i + 1].integer);
-  });
+  for (RedisClient* c : redis_cmd_->Masters()) {
+    c->Eval(kLoadBansScript, sha, {}, {pattern}, [this](const RedisReply& r) {
+      if (r.type != RedisReply::Type::kArray) return;
+      for (size_t i = 0; i + 1 < r.elements.size(); i += 2)
+        OnBanMessage(r.elements[i].str, r.elements[i + 1].integer);
+    });
+  }
 }
 
 void Gateway::OnBanMessage(std::string_view payload, int64_t ttl_ms) {
@@ -364,7 +502,11 @@ void Gateway::OnBanMessage(std::string_view payload, int64_t ttl_ms) {
   std::string key = j.value("key", std::string());
   if (key.empty()) return;
   if (op == "lift") {
-    if (from != instance_id_ && bans_->Lift(key))
+    // Only bans imposed before the lift: one made here since (while this instance could not hear
+    // of the lift) stands.
+    int64_t at = j.value("at", int64_t{0});
+    int64_t before = at > 0 ? MonotonicMs() - (WallMicros() / 1000 - at) : INT64_MAX;
+    if (from != instance_id_ && bans_->Lift(key, nullptr, before))
       LogWarn("security event: ban on ", key, " lifted by another instance");
     return;
   }
@@ -382,16 +524,26 @@ void Gateway::OnBanMessage(std::string_view payload, int64_t ttl_ms) {
 
 void Gateway::PublishBan(std::string_view op, const std::string& key, std::string_view reason,
                          int64_t ms) {
-  if (redis_cmd_ == nullptr || !redis_cmd_->connected()) return;
+  if (redis_cmd_ == nullptr) return;
+  if (!redis_cmd_->connected()) {
+    // A ban is written when Redis is back (ResyncBans); a lift made meanwhile is known to the
+    // other instances only if they were listening, as a lift is not kept here once made.
+    if (op == "ban") bans_->RequestResync();
+    return;
+  }
   const std::string& prefix = cfg_->redis.key_prefix;
-  std::string msg = BanMessage(op, key, "admin", reason, ms, instance_id_);
+  std::string msg = BanMessage(op, key, "admin", reason, ms, instance_id_, WallMicros() / 1000);
   std::string rkey = BanRedisKey(prefix, key);
   if (op == "ban") {
-    redis_cmd_->Command({"SET", rkey, msg, "PX", StrCat(ms)}, [](const RedisReply&) {});
+    redis_cmd_->Command({"SET", rkey, msg, "PX", StrCat(ms)}, [this](const RedisReply& r) {
+      if (r.is_error()) bans_->RequestResync();
+    });
+    redis_cmd_->Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
   } else {
-    redis_cmd_->Command({"DEL", rkey}, [](const RedisReply&) {});
+    static const std::string sha = RedisClient::ScriptSha1(kLiftBanScript);
+    redis_cmd_->Eval(kLiftBanScript, sha, {rkey}, {msg, StrCat(ms), BanChannel(prefix)},
+                     [](const RedisReply&) {});
   }
-  redis_cmd_->Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
 }
 
 bool Gateway::Ready(std::string* why) const {

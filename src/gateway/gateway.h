@@ -12,8 +12,11 @@
 #include "absl/status/status.h"
 #include "admin/admin_server.h"
 #include "core/event_loop.h"
+#include "core/host_pins.h"
 #include "core/names.h"
 #include "core/redis_client.h"
+#include "core/redis_link.h"
+#include "core/redis_sentinel.h"
 #include "core/resolver.h"
 #include "gateway/access_log.h"
 #include "gateway/bans.h"
@@ -70,6 +73,10 @@ class Gateway {
   // Bans shared through Redis: a subscriber for other instances' bans and lifts, and a command
   // connection to load the current bans after every (re)connect and to publish the admin's.
   void StartRedisSync();
+  // How the Redis links find their servers (names, Sentinel's master), before the workers start.
+  void StartRedisDiscovery(WorkerShared* shared);
+  // Writes this instance's bans in force to Redis again (after a reconnection or a failed write).
+  void ResyncBans();
   // Raises the soft open files limit and works out the gateway's descriptor budget and the
   // default http.max_connections.
   void SetDescriptorBudget(WorkerShared* shared);
@@ -81,6 +88,8 @@ class Gateway {
   size_t PurgeLocal(const std::string& zone, const std::string& op, const std::string& arg);
   void PurgeShared(const std::string& zone, const std::string& op, const std::string& arg);
   void ScanDelete(std::string match, std::string cursor, std::function<void()> done);
+  void ScanDeleteNode(std::shared_ptr<std::vector<RedisClient*>> masters, size_t node,
+                      std::string match, std::string cursor, std::function<void()> done);
   void OnCachePurgeMessage(std::string_view payload);
   void CollectUpstreams(std::string* out, int64_t now) const;
   // Watches the host names `cfg`'s servers are written with.
@@ -106,8 +115,14 @@ class Gateway {
   CacheZoneRegistry cache_zones_;
   std::unique_ptr<BanTable> bans_;
   std::string instance_id_;
-  std::unique_ptr<RedisClient> redis_cmd_;
+  Resolver* const resolver_;
+  std::shared_ptr<HostPins> redis_names_;  // null without a resolver
+  RedisLookup redis_lookup_;
+  std::unique_ptr<SentinelResolver> sentinel_;
+  std::function<std::optional<SocketAddress>()> redis_master_;
+  std::unique_ptr<RedisLink> redis_cmd_;
   std::unique_ptr<RedisClient> redis_sub_;
+  std::atomic<uint64_t> bans_resynced_{0};  // this instance's bans written again
   std::unique_ptr<AccessLog> access_log_;
   std::shared_ptr<const Snapshot> snapshot_;
   DescriptorBudget descriptors_;  // declared before the workers that point at it

@@ -122,9 +122,10 @@ void Gateway::RegisterAdminRoutes(admin::AdminServer& admin) {
     return admin::Json(200, nlohmann::json{{"banned", key}, {"seconds", ms / 1000}}.dump());
   });
   admin.Route("DELETE", "/api/v1/bans/{key}", [this](const AdminRequest& r) {
-    bool lifted = bans_->Lift(r.params[0]);
+    int64_t expires_at = 0;
+    bool lifted = bans_->Lift(r.params[0], &expires_at);
     // Other instances may hold the ban even if this one does not.
-    PublishBan("lift", r.params[0], "", 0);
+    PublishBan("lift", r.params[0], "", std::max<int64_t>(0, expires_at - MonotonicMs()));
     if (!lifted) return admin::Json(404, nlohmann::json{{"error", "no such ban"}}.dump());
     LogWarn("security event: ban on ", r.params[0], " lifted by an operator");
     return admin::Json(200, nlohmann::json{{"lifted", r.params[0]}}.dump());

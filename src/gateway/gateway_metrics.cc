@@ -293,6 +293,11 @@ void Gateway::CollectMetrics(std::string* out) const {
            "Redis commands that failed (errors, timeouts, lost connections).", errors);
     Single(out, "bulwark_redis_reconnects_total", "counter",
            "Times a worker's Redis connection was lost and retried.", reconnects);
+    if (sentinel_ != nullptr) {
+      Single(out, "bulwark_redis_master_changes_total", "counter",
+             "Times Sentinel named another master (the first answer included).",
+             sentinel_->changes());
+    }
   }
   CollectSecurity(out, now);
   Single(out, "bulwark_workers", "gauge", "Worker threads.", workers_.size());
@@ -425,6 +430,10 @@ void Gateway::CollectSecurity(std::string* out, int64_t now) const {
   Single(out, "bulwark_bans_active", "gauge", "Keys banned now.", bans_->active());
   Single(out, "bulwark_bans_received_total", "counter",
          "Bans other instances shared through Redis.", bans_->received());
+  Single(out, "bulwark_bans_resynced_total", "counter",
+         "This instance's bans written to Redis again after a reconnection (a failover, Redis "
+         "back) or a failed write, because Redis no longer held them.",
+         bans_resynced_.load(std::memory_order_relaxed));
   Single(out, "bulwark_ban_refused_total", "counter",
          "Requests refused because their key was banned.", bans_->refused());
   auto rule_counts = bans_->RuleCounts();

@@ -117,7 +117,7 @@ void Exchange::StickyResponse(std::string* o) {
   std::string_view session = !created.empty() ? created : std::string_view(sticky_.session_value);
   if (session.empty() || session.size() > 512) return;
   if (created.empty() && sticky_.session_server_id == id) return;
-  RedisClient* redis = worker_->redis();
+  RedisLink* redis = worker_->redis();
   if (redis == nullptr || !redis->connected()) return;
   std::string key =
       StrCat(view_->snap->config->redis.key_prefix, "sticky:", ur.cfg->name, ":", session);

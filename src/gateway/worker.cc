@@ -58,8 +58,9 @@ absl::Status Worker::Start(std::shared_ptr<const Snapshot> snap) {
   const RedisConfig& rc = snap->config->redis;
   if (rc.enabled) {
     // Created before the thread starts; from then on only the worker's thread touches it.
-    RedisOptions o = ToRedisOptions(rc, rc.timeout_ms);
-    redis_ = std::make_unique<RedisClient>(&loop_, o, StrCat("redis (worker ", index_, ")"));
+    redis_ = std::make_unique<RedisLink>(&loop_, rc.servers, ToRedisOptions(rc, rc.timeout_ms),
+                                         shared_.redis_lookup, shared_.redis_master,
+                                         StrCat("redis (worker ", index_, ")"));
     redis_->Start();
   }
   ApplySnapshot(std::move(snap));

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "core/event_loop.h"
-#include "core/redis_client.h"
+#include "core/redis_link.h"
 #include "gateway/access_log.h"
 #include "gateway/balancer.h"
 #include "gateway/bans.h"
@@ -40,6 +40,10 @@ struct WorkerShared {
   std::string sticky_secret;  // random per process; used when a sticky config sets no secret
   DescriptorBudget* descriptors = nullptr;  // null: unbounded (tests)
   int auto_max_connections = 1 << 20;       // http.max_connections when the config says 0
+  // How the Redis links find their servers: names through the resolver (never blocking a
+  // worker), and Sentinel's current master.
+  RedisLookup redis_lookup;
+  std::function<std::optional<SocketAddress>()> redis_master;
 };
 
 // The per-worker face of one snapshot: balancers with this worker's round-robin state.
@@ -141,8 +145,8 @@ class Worker {
   void RandomHex(char* out, size_t n);
   uint64_t Random();
   // This worker's Redis connection (null when no `redis:` is configured).
-  RedisClient* redis() { return redis_.get(); }
-  const RedisClient* redis() const { return redis_.get(); }
+  RedisLink* redis() { return redis_.get(); }
+  const RedisLink* redis() const { return redis_.get(); }
   const std::string& http_date();
 
  private:
@@ -162,7 +166,7 @@ class Worker {
   const int index_;
   WorkerShared shared_;
   EventLoop loop_;
-  std::unique_ptr<RedisClient> redis_;  // after loop_: destroyed first
+  std::unique_ptr<RedisLink> redis_;  // after loop_: destroyed first
   std::thread thread_;
   std::atomic<bool> finished_{false};
   bool draining_ = false;

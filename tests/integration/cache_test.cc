@@ -28,7 +28,7 @@ CacheConfig RedisConfig(int port) {
   user.l1.max_entries = 10000;
   c.namespaces["user"] = user;
   c.redis.enabled = true;
-  c.redis.nodes = {{"127.0.0.1", port}};
+  c.redis.servers.nodes = {{"127.0.0.1", port, ""}};
   c.redis.command_timeout_ms = 500;
   c.events["user.updated"] = {{"user:{userId}*", InvalidationMode::kImmediate, 0, 0}};
   return c;
@@ -223,7 +223,9 @@ TEST(CacheRedis, RedisKilledUnderLoadCausesNoClientErrors) {
   // A cache-aside Set answers once L1 has the value; its Redis write follows on A's connection.
   // B reads after it has landed (a loaded machine once let B's GET overtake it).
   ASSERT_TRUE(testing::WaitFor(
-      [&] { return RedisCli(redis.port(), {"EXISTS", "bulwark:cache:k:user:after"}) == "1"; },
+      [&] {
+        return RedisCli(redis.port(), {"EXISTS", "bulwark:cache:k:user:after"}) == "1";
+      },
       10000));
   GetResult r = b.Get("user:after");
   EXPECT_EQ(Value(r), "back");
@@ -272,11 +274,11 @@ TEST(CacheRedis, ClusterRoutesBySlotAndFollowsAMigratingSlot) {
   ASSERT_TRUE(cluster.ok()) << cluster.log();
   auto config = [&] {
     CacheConfig c = RedisConfig(0);
-    c.redis.mode = CacheRedisConfig::Mode::kCluster;
+    c.redis.servers.mode = RedisServers::Mode::kCluster;
     // An unreachable seed first: discovery moves on to the next one.
-    c.redis.nodes = {{"127.0.0.1", testing::FreePort()},
-                     {"127.0.0.1", cluster.port(1)},
-                     {"127.0.0.1", cluster.port(2)}};
+    c.redis.servers.nodes = {{"127.0.0.1", testing::FreePort(), ""},
+                             {"127.0.0.1", cluster.port(1), ""},
+                             {"127.0.0.1", cluster.port(2), ""}};
     return c;
   };
   auto dbsize = [&](size_t i) { return std::stoi(RedisCli(cluster.port(i), {"DBSIZE"})); };
@@ -376,9 +378,10 @@ TEST(CacheRedis, SentinelFailoverMovesTheCacheToTheNewMaster) {
     std::this_thread::sleep_for(100ms);
   }
   CacheConfig cfg = RedisConfig(0);
-  cfg.redis.mode = CacheRedisConfig::Mode::kSentinel;
-  cfg.redis.sentinel_master = "mymaster";
-  cfg.redis.nodes = {{"127.0.0.1", testing::FreePort()}, {"127.0.0.1", sentinel.port()}};
+  cfg.redis.servers.mode = RedisServers::Mode::kSentinel;
+  cfg.redis.servers.sentinel_master = "mymaster";
+  cfg.redis.servers.nodes = {{"127.0.0.1", testing::FreePort(), ""},
+                             {"127.0.0.1", sentinel.port(), ""}};
   Instance a(cfg);
   a.Start();
   ASSERT_TRUE(a.WaitReady(10000));

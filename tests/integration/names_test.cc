@@ -384,5 +384,48 @@ TEST(Names, AnEtcdEndpointByNameResolvesThroughTheResolver) {
   lease.Stop();
 }
 
+// The gateway's Redis by name: while the name has no answer the workers decide locally (never
+// waiting on DNS); once it resolves, every connection goes there.
+TEST(Names, TheGatewaysRedisByNameIsReachedOnceTheNameResolves) {
+  RedisServer redis;
+  DnsServer dns;
+  dns.Start("");
+  Backend backend([](const Backend::Request&) { return Backend::Reply(200, "ok"); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(dns.ConfigBlock() +
+            StrCat("workers: 2\naccess_log: {enabled: false}\nadmin: {listen: 127.0.0.1:", admin,
+                   "}\nredis: {address: 'redis.test:", redis.port(),
+                   "'}\nlimit_req_zones: {z: {key: client_ip, rate: 100r/s, shared: true}}\n"
+                   "listeners:\n  - listen: 127.0.0.1:",
+                   port,
+                   "\n    routes: [{prefix: /, upstream: app, limit_req: {zone: z, burst: 100}}]\n"
+                   "upstreams:\n  app: {servers: ['127.0.0.1:",
+                   backend.port(), "']}\n"));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  auto fallbacks = [&] {
+    return Metric(HttpGet(admin, "/metrics").body,
+                  "bulwark_ratelimit_redis_fallbacks_total{zone=\"z\"}");
+  };
+  EXPECT_EQ(HttpGet(port, "/").status, 200);
+  EXPECT_EQ(fallbacks(), "1");
+  EXPECT_EQ(Metric(HttpGet(admin, "/metrics").body, "bulwark_redis_up"), "0");
+
+  dns.SetHosts("127.0.0.1 redis.test\n");
+  ASSERT_TRUE(WaitFor(
+      [&] { return Metric(HttpGet(admin, "/metrics").body, "bulwark_redis_up") == "1"; }, 15000))
+      << b.log();
+  EXPECT_EQ(HttpGet(port, "/").status, 200);
+  EXPECT_EQ(fallbacks(), "1");  // decided in Redis now
+  ASSERT_EQ(HttpPost(admin, "/api/v1/bans", R"({"key": "192.0.2.1", "duration": "1h"})").status,
+            200);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return RedisCli(redis.port(), {"EXISTS", "bulwark:ban:192.0.2.1"}) == "1";
+      },
+      5000));
+  EXPECT_NE(Metric(HttpGet(admin, "/metrics").body, "bulwark_resolver_up{name=\"redis.test\"}"),
+            "");
+}
+
 }  // namespace
 }  // namespace bulwark::testing

@@ -62,6 +62,44 @@ TEST(BanTableTest, LiftEndsABanAndForgetsStrikes) {
   EXPECT_FALSE(t.Strike("k", "r", r, 3, "401"));  // counting starts again
 }
 
+// What an instance writes to Redis again after a failover is what it imposed itself: a ban
+// another instance announced is that instance's to write, unless this one banned the key too.
+TEST(BanTableTest, KnowsWhichBansAreItsOwn) {
+  BanTable t;
+  t.Ban("mine", "admin", "x", 0, 5000);
+  t.Ban("theirs", "shared", "x", 0, 5000, /*remote=*/true);
+  t.Ban("both", "admin", "x", 0, 5000);
+  t.Ban("both", "shared", "x", 10, 5000, /*remote=*/true);
+  auto list = t.List(100);
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_FALSE(list[0].remote);  // both
+  EXPECT_FALSE(list[1].remote);  // mine
+  EXPECT_TRUE(list[2].remote);   // theirs
+}
+
+// A lift heard late (after a reconnection) lifts only what was banned before it, and tells the
+// lifter how long the ban had left.
+TEST(BanTableTest, LiftSparesALaterBan) {
+  BanTable t;
+  t.Ban("k", "admin", "x", 1000, 5000);
+  int64_t expires = -1;
+  EXPECT_FALSE(t.Lift("k", &expires, /*banned_before_ms=*/999));
+  EXPECT_EQ(expires, 0);
+  EXPECT_TRUE(t.IsBanned("k", 1001));
+  EXPECT_TRUE(t.Lift("k", &expires, /*banned_before_ms=*/1000));
+  EXPECT_EQ(expires, 6000);
+  EXPECT_FALSE(t.IsBanned("k", 1001));
+}
+
+TEST(BanTableTest, ResyncRequestsAreTakenOnce) {
+  BanTable t;
+  EXPECT_FALSE(t.TakeResync());
+  t.RequestResync();
+  t.RequestResync();
+  EXPECT_TRUE(t.TakeResync());
+  EXPECT_FALSE(t.TakeResync());
+}
+
 TEST(BanTableTest, OperatorBans) {
   BanTable t;
   t.Ban("10.0.0.1", "admin", "abuse", 0, 5000);

@@ -378,6 +378,74 @@ TEST(Config, RedisTlsNamesAsAnUpstreams) {
   EXPECT_EQ(o.tls_verify_name, "redis.internal");
 }
 
+// The gateway's `redis:` takes the cache library's Sentinel and Cluster keys, and names.
+TEST(Config, RedisSentinelClusterAndNames) {
+  const std::string head =
+      "listeners: [{listen: ':80', routes: [{prefix: /, return: {status: 200}}]}]\n";
+  ConfigLoad s = Load(head +
+                      "redis:\n  sentinel:\n    master_name: mymaster\n"
+                      "    nodes: [{host: sentinel-1, port: 26379}, '10.0.0.2:26379']\n"
+                      "  password: x\n");
+  ASSERT_TRUE(s.errors.empty()) << Join(s.errors, "\n");
+  const RedisServers& ss = s.config->gateway->redis.servers;
+  EXPECT_EQ(ss.mode, RedisServers::Mode::kSentinel);
+  EXPECT_EQ(ss.sentinel_master, "mymaster");
+  ASSERT_EQ(ss.nodes.size(), 2u);
+  EXPECT_EQ(ss.nodes[0].host, "sentinel-1");
+  EXPECT_EQ(ss.nodes[1].port, 26379);
+  // A sentinel written by name is resolved as every other name is.
+  std::vector<NamedServer> named = gateway::NamedServers(*s.config->gateway);
+  ASSERT_EQ(named.size(), 1u);
+  EXPECT_EQ(named[0].name, "sentinel-1");
+  EXPECT_NE(named[0].where.find(":5:13"), std::string::npos) << named[0].where;
+
+  ConfigLoad c = Load(head +
+                      "redis: {cluster: {enabled: true, password: x, nodes: ['r1:7000', "
+                      "{host: r2, port: 7001}]}}\n");
+  ASSERT_TRUE(c.errors.empty()) << Join(c.errors, "\n");
+  EXPECT_EQ(c.config->gateway->redis.servers.mode, RedisServers::Mode::kCluster);
+  EXPECT_EQ(c.config->gateway->redis.password, "x");
+  EXPECT_EQ(c.config->gateway->redis.servers.nodes.size(), 2u);
+
+  ConfigLoad n = Load(head + "redis: {address: 'redis.internal:6380'}\n");
+  ASSERT_TRUE(n.errors.empty()) << Join(n.errors, "\n");
+  EXPECT_EQ(n.config->gateway->redis.servers.nodes[0].host, "redis.internal");
+
+  auto error_of = [&](const std::string& redis) {
+    ConfigLoad l = Load(head + redis);
+    return Join(l.errors, "\n");
+  };
+  EXPECT_NE(error_of("redis: {cluster: {nodes: ['r1:7000']}, db: 2}\n")
+                .find(":2:44: redis.db: Redis Cluster has only database 0"),
+            std::string::npos)
+      << error_of("redis: {cluster: {nodes: ['r1:7000']}, db: 2}\n");
+  EXPECT_NE(error_of("redis: {sentinel: {nodes: ['s:1']}}\n")
+                .find("redis.sentinel: missing required key \"master_name\""),
+            std::string::npos)
+      << error_of("redis: {sentinel: {nodes: ['s:1']}}\n");
+  EXPECT_NE(error_of("redis: {timeout: 1s}\n").find("redis: needs address, cluster or sentinel"),
+            std::string::npos);
+  EXPECT_NE(error_of("redis: {address: 'bad_name!:6379'}\n")
+                .find("redis.address: \"bad_name!\" is neither an address nor a host name"),
+            std::string::npos)
+      << error_of("redis: {address: 'bad_name!:6379'}\n");
+  // Several shared zones on one route are one script over several keys: not on a cluster.
+  ConfigLoad multi = Load(
+      "redis: {cluster: {nodes: ['r1:7000']}}\n"
+      "limit_req_zones: {a: {key: client_ip, rate: 1r/s, shared: true},\n"
+      "                  b: {key: 'header:X', rate: 1r/s, shared: true}}\n"
+      "listeners: [{listen: ':80', routes: [{prefix: /, return: {status: 200},\n"
+      "             limit_req: [{zone: a}, {zone: b}]}]}]\n");
+  EXPECT_NE(Join(multi.errors, "\n")
+                .find(":5:37: listeners[0].routes[0].limit_req: several shared zones"),
+            std::string::npos)
+      << Join(multi.errors, "\n");
+  EXPECT_NE(error_of("redis: {cluster: {nodes: ['r1:7000']}, sentinel: {master_name: m, nodes: "
+                     "['s:1']}}\n")
+                .find("redis: use either cluster or sentinel, not both"),
+            std::string::npos);
+}
+
 // Automatic failover with no etcd lease must be declared the only instance: two bulwarks
 // promoting on their own would split the brain.
 TEST(Config, FailoverWithoutEtcdNeedsSingleInstance) {
