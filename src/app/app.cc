@@ -146,6 +146,11 @@ void App::StartLease() {
   o.key = cfg_->cluster.etcd_key_prefix + "/leader";
   o.ttl_ms = cfg_->cluster.lease_ttl_ms;
   o.name = cfg_->cluster.name;
+  o.username = cfg_->cluster.etcd_username;
+  o.password = cfg_->cluster.etcd_password;
+  o.ca_file = cfg_->cluster.etcd_ca_file;
+  o.cert_file = cfg_->cluster.etcd_cert_file;
+  o.key_file = cfg_->cluster.etcd_key_file;
   o.pins = pins_.get();
   if (o.name.empty()) {
     char host[256] = {};
@@ -358,7 +363,12 @@ std::vector<std::string> App::KeepRestartSettings(Config* next) const {
   if (next->cluster.etcd_endpoints != cfg_->cluster.etcd_endpoints ||
       next->cluster.name != cfg_->cluster.name ||
       next->cluster.etcd_key_prefix != cfg_->cluster.etcd_key_prefix ||
-      next->cluster.lease_ttl_ms != cfg_->cluster.lease_ttl_ms) {
+      next->cluster.lease_ttl_ms != cfg_->cluster.lease_ttl_ms ||
+      next->cluster.etcd_username != cfg_->cluster.etcd_username ||
+      next->cluster.etcd_password != cfg_->cluster.etcd_password ||
+      next->cluster.etcd_ca_file != cfg_->cluster.etcd_ca_file ||
+      next->cluster.etcd_cert_file != cfg_->cluster.etcd_cert_file ||
+      next->cluster.etcd_key_file != cfg_->cluster.etcd_key_file) {
     warnings.push_back("cluster: takes effect after a restart");
   }
   if (next->user != cfg_->user || next->group != cfg_->group)

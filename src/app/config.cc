@@ -1,5 +1,9 @@
 #include "app/config.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <thread>
 
 #include "app/privileges.h"
@@ -91,6 +95,26 @@ ConfigLoad Parse(ConfigContext& ctx, std::optional<YAML::Node> root, const std::
         e.Duration("lease_ttl", &cfg->cluster.lease_ttl_ms);
         if (cfg->cluster.lease_ttl_ms < 2000) {
           ctx.Error(etcd.Mark(), "cluster.etcd.lease_ttl: at least 2s (etcd counts in seconds)");
+        }
+        ClusterConfig& cc = cfg->cluster;
+        e.String("username", &cc.etcd_username);
+        e.String("password", &cc.etcd_password);
+        if (cc.etcd_username.empty() != cc.etcd_password.empty())
+          ctx.Error(etcd.Mark(), "cluster.etcd: username and password go together (etcd auth)");
+        if (YAML::Node tls = e.Get("tls"); tls.IsDefined()) {
+          MapReader t(ctx, tls, "cluster.etcd.tls");
+          for (auto [key, out] : {std::pair<const char*, std::string*>{"ca_file", &cc.etcd_ca_file},
+                                  {"cert", &cc.etcd_cert_file},
+                                  {"key", &cc.etcd_key_file}}) {
+            if (!t.String(key, out) || out->empty()) continue;
+            *out = ctx.Resolve(*out);
+            if (access(out->c_str(), R_OK) != 0)
+              ctx.Error(t.Get(key).Mark(), StrCat("cluster.etcd.tls.", key, ": cannot read ", *out,
+                                                  ": ", strerror(errno)));
+          }
+          if (cc.etcd_cert_file.empty() != cc.etcd_key_file.empty())
+            ctx.Error(tls.Mark(), "cluster.etcd.tls: cert and key go together");
+          t.Finish();
         }
         YAML::Node list = e.Get("endpoints");
         for (size_t i = 0; i < cfg->cluster.etcd_endpoints.size(); ++i) {

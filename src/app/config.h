@@ -37,6 +37,10 @@ struct ClusterConfig {
   std::vector<std::string> etcd_where;  // FILE:LINE:COL of each endpoint
   std::string etcd_key_prefix = "/bulwark";
   int64_t lease_ttl_ms = 10000;
+  // etcd's authentication (`etcdctl auth enable`) and TLS (https:// endpoints; a CA of its own,
+  // a client certificate when etcd has --client-cert-auth). Paths resolved against the file.
+  std::string etcd_username, etcd_password;
+  std::string etcd_ca_file, etcd_cert_file, etcd_key_file;
   bool enabled() const { return !etcd_endpoints.empty(); }
 };
 

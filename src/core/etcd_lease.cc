@@ -52,40 +52,89 @@ void EtcdLease::SetLeader(bool v) {
   }
 }
 
-bool EtcdLease::Post(const std::string& path, const std::string& body, std::string* answer) {
+long EtcdLease::PostOnce(const std::string& url, const std::string& body, const std::string& token,
+                         std::string* answer) {
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (!curl) return 0;
+  CURL* c = curl.get();
+  answer->clear();
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  CurlPin pin;
+  if (absl::Status s = pin.Apply(o_.pins, c, url); !s.ok()) {
+    LogDebug("cluster: etcd ", url, ": ", s.message());
+    return 0;
+  }
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(o_.request_timeout_ms));
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(o_.request_timeout_ms));
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  if (!o_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, o_.ca_file.c_str());
+  if (!o_.cert_file.empty()) {
+    curl_easy_setopt(c, CURLOPT_SSLCERT, o_.cert_file.c_str());
+    curl_easy_setopt(c, CURLOPT_SSLKEY, o_.key_file.c_str());
+  }
+  curl_easy_setopt(c, CURLOPT_POST, 1L);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  curl_slist* h = curl_slist_append(nullptr, "Content-Type: application/json");
+  // etcd's gateway takes the token as the header's whole value (no scheme).
+  if (!token.empty()) h = curl_slist_append(h, ("Authorization: " + token).c_str());
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, answer);
+  CURLcode rc = curl_easy_perform(c);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(h);
+  if (rc != CURLE_OK) {
+    LogDebug("cluster: etcd ", url, ": ", curl_easy_strerror(rc));
+    return 0;
+  }
+  if (status != 200) LogDebug("cluster: etcd ", url, ": HTTP ", status, " ", *answer);
+  return status;
+}
+
+bool EtcdLease::Authenticate() {
+  std::string body = nlohmann::json{{"name", o_.username}, {"password", o_.password}}.dump();
   for (size_t tries = 0; tries < o_.endpoints.size(); ++tries) {
     const std::string& base = o_.endpoints[(endpoint_ + tries) % o_.endpoints.size()];
-    std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
-    if (!curl) return false;
-    CURL* c = curl.get();
-    std::string url = base + path;
-    answer->clear();
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    CurlPin pin;
-    if (absl::Status s = pin.Apply(o_.pins, c, url); !s.ok()) {
-      LogDebug("cluster: etcd ", url, ": ", s.message());
-      continue;
+    std::string answer;
+    long status = PostOnce(base + "/v3/auth/authenticate", body, "", &answer);
+    if (status == 200) {
+      auto j = nlohmann::json::parse(answer, nullptr, false);
+      if (j.is_object() && j.contains("token") && j["token"].is_string()) {
+        token_ = j["token"].get<std::string>();
+        auth_warned_ = false;
+        return true;
+      }
+    } else if (status != 0) {
+      // Wrong credentials do not get better by retrying: said once, until a token is given.
+      if (!auth_warned_)
+        LogWarn("cluster: etcd refused user \"", o_.username, "\": HTTP ", status, " ",
+                answer.substr(0, 200));
+      auth_warned_ = true;
+      return false;
     }
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(o_.request_timeout_ms));
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(o_.request_timeout_ms));
-    curl_easy_setopt(c, CURLOPT_POST, 1L);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-    curl_slist* h = curl_slist_append(nullptr, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, answer);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    if (rc == CURLE_OK && status == 200) {
+  }
+  return false;
+}
+
+bool EtcdLease::Post(const std::string& path, const std::string& body, std::string* answer) {
+  if (!o_.username.empty() && token_.empty() && !Authenticate()) return false;
+  for (size_t tries = 0; tries < o_.endpoints.size(); ++tries) {
+    const std::string& base = o_.endpoints[(endpoint_ + tries) % o_.endpoints.size()];
+    long status = PostOnce(base + path, body, token_, answer);
+    // An expired or unknown token (etcd's --auth-token-ttl, a restart): a new one, once.
+    if (!o_.username.empty() && status != 200 && status != 0 &&
+        answer->find("token") != std::string::npos) {
+      token_.clear();
+      if (!Authenticate()) return false;
+      status = PostOnce(base + path, body, token_, answer);
+    }
+    if (status == 200) {
       endpoint_ = (endpoint_ + tries) % o_.endpoints.size();
       return true;
     }
-    LogDebug("cluster: etcd ", url, ": ",
-             rc != CURLE_OK ? curl_easy_strerror(rc) : StrCat("HTTP ", status));
   }
   return false;
 }

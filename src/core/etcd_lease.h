@@ -27,6 +27,12 @@ struct EtcdLeaseOptions {
   int64_t ttl_ms = 10000;
   int64_t request_timeout_ms = 2000;
   HostPins* pins = nullptr;  // endpoints written with host names resolve through it
+  // etcd's authentication: a token from /v3/auth/authenticate, sent with every request and asked
+  // for again when etcd no longer takes it (its --auth-token-ttl, a restart).
+  std::string username, password;
+  // TLS for https:// endpoints: the CA that signed etcd's certificate (default: the system's)
+  // and a client certificate for etcd's --client-cert-auth. The name is always verified.
+  std::string ca_file, cert_file, key_file;
 };
 
 class EtcdLease {
@@ -48,6 +54,11 @@ class EtcdLease {
   void Run();
   // POSTs `body` to `path` on the first endpoint that answers; false when none does.
   bool Post(const std::string& path, const std::string& body, std::string* answer);
+  // One request to `url`; the HTTP status (0: no answer).
+  long PostOnce(const std::string& url, const std::string& body, const std::string& token,
+                std::string* answer);
+  // A token for the user, from the first endpoint that gives one.
+  bool Authenticate();
   void SetLeader(bool v);
 
   EtcdLeaseOptions o_;
@@ -58,6 +69,8 @@ class EtcdLease {
   std::string holder_ ABSL_GUARDED_BY(mu_);
   int64_t lease_ = 0;  // the thread's own
   size_t endpoint_ = 0;
+  std::string token_;  // the thread's own
+  bool auth_warned_ = false;
   std::thread thread_;
 };
 

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/etcd_lease.h"
+#include "core/strings.h"
 #include "tests/integration/harness.h"
 
 namespace bulwark::testing {
@@ -56,6 +57,76 @@ TEST(Cluster, ALeaderWithoutEtcdStepsDownBeforeItsLeaseExpires) {
   ASSERT_TRUE(WaitFor([&] { return !a.leader(); }, 5000));
   // 2/3 of the 3 s ttl (plus a round and the request timeout), under the ttl.
   EXPECT_LT(Clock::now() - lost, std::chrono::milliseconds(3000));
+}
+
+// etcd over TLS (its certificate verified against a CA of its own, a client certificate for
+// --client-cert-auth) with authentication on: bulwark's configuration leads through it; a wrong
+// password or a CA that did not sign etcd's certificate never does.
+TEST(Cluster, EtcdOverTlsWithAClientCertificateAndAUser) {
+  std::string pki = MakeTempDir();
+  ASSERT_NO_FATAL_FAILURE(MakeTestPki(pki));
+  EtcdServer etcd(pki);
+  ASSERT_TRUE(etcd.ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return etcd.Post("/v3/maintenance/status", "{}").find("version") != std::string::npos;
+      },
+      10000))
+      << etcd.Post("/v3/maintenance/status", "{}");
+  ASSERT_TRUE(etcd.EnableAuth("s3cret"));
+  // Without a token etcd refuses (so a lease below can only have been won with one).
+  const std::string put = R"({"key": "YQ==", "value": "Yg=="})";
+  EXPECT_NE(etcd.Post("/v3/kv/put", put).find("user name is empty"), std::string::npos)
+      << etcd.Post("/v3/kv/put", put);
+
+  int port = FreePort(), admin = FreePort();
+  Bulwark b(StrCat("admin: {listen: 127.0.0.1:", admin,
+                   "}\naccess_log: {enabled: false}\ncluster:\n  name: tls-one\n  etcd:\n"
+                   "    endpoints: ['",
+                   etcd.endpoint(),
+                   "']\n    username: root\n    password: s3cret\n    lease_ttl: 3s\n"
+                   "    tls: {ca_file: ",
+                   pki, "/ca.crt, cert: ", pki, "/client-nocn.crt, key: ", pki,
+                   "/client-nocn.key}\nlisteners: [{listen: '127.0.0.1:", port,
+                   "', routes: [{prefix: /, return: {status: 200}}]}]\n"));
+  ASSERT_TRUE(b.Ready(port, admin)) << b.log();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return HttpGet(admin, "/api/v1/cluster").body.find("\"leader\":true") != std::string::npos;
+      },
+      10000))
+      << HttpGet(admin, "/api/v1/cluster").body << b.log();
+
+  auto options = [&](const std::string& name) {
+    EtcdLeaseOptions o;
+    o.endpoints = {etcd.endpoint()};
+    o.key = "/bulwark-test/tls-leader";
+    o.name = name;
+    o.ttl_ms = 3000;
+    o.request_timeout_ms = 1000;
+    o.username = "root";
+    o.password = "s3cret";
+    o.ca_file = pki + "/ca.crt";
+    o.cert_file = pki + "/client-nocn.crt";
+    o.key_file = pki + "/client-nocn.key";
+    return o;
+  };
+  EtcdLeaseOptions wrong_password = options("wrong-password");
+  wrong_password.password = "nope";
+  EtcdLeaseOptions wrong_ca = options("wrong-ca");
+  wrong_ca.ca_file = pki + "/other-ca.crt";
+  EtcdLease bad1(wrong_password), bad2(wrong_ca);
+  bad1.Start();
+  bad2.Start();
+  EtcdLease good(options("good"));
+  good.Start();
+  ASSERT_TRUE(WaitFor([&] { return good.leader(); }, 10000));
+  // Three of the bad ones' rounds (a ttl) later they still have not taken part.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  EXPECT_FALSE(bad1.leader());
+  EXPECT_FALSE(bad2.leader());
+  EXPECT_EQ(bad1.holder(), "");
+  EXPECT_EQ(bad2.holder(), "");
 }
 
 }  // namespace

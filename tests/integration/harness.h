@@ -279,16 +279,27 @@ class DnsServer {
 // A single-member etcd (Debian's etcd-server) on loopback ports.
 class EtcdServer {
  public:
-  EtcdServer();
+  // With `pki` (a MakeTestPki directory): HTTPS with its server certificate, client
+  // certificates signed by its CA required (--client-cert-auth).
+  explicit EtcdServer(std::string pki = "");
   ~EtcdServer();
   bool ok() const { return ok_; }
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string endpoint() const {
+    return (pki_.empty() ? "http://127.0.0.1:" : "https://127.0.0.1:") + std::to_string(port_);
+  }
+  // POSTs JSON to the v3 gateway (with the test client certificate without a CommonName over
+  // TLS, and `token` when
+  // given); returns the answer.
+  std::string Post(const std::string& path, const std::string& body,
+                   const std::string& token = "");
+  // Creates user root with `password` (role root) and turns authentication on.
+  bool EnableAuth(const std::string& password);
   void Stop();
 
  private:
   bool ok_ = false;
   int port_, peer_port_;
-  std::string dir_;
+  std::string dir_, pki_;
   std::unique_ptr<Process> proc_;
 };
 

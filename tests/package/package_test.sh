@@ -4,11 +4,14 @@
 # package and checks that the user, its state and its logs went with it.
 #   tests/package/package_test.sh build/release/bulwark_VERSION_ARCH.deb
 set -euo pipefail
+# `producer | grep -q` under pipefail fails when grep exits at the first match while the producer
+# still writes (SIGPIPE: a man page is larger than a pipe's buffer). `contains` reads everything.
+contains() { local text; text=$(cat); grep -q -- "$1" <<<"$text"; }
 deb=$(readlink -f "$1")
 fail() { echo "package test: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || fail "needs root (dpkg -i)"
 # Never replace or purge a bulwark someone installed on this machine.
-if dpkg-query -W -f='${Status}' bulwark 2>/dev/null | grep -q installed; then
+if dpkg-query -W -f='${Status}' bulwark 2>/dev/null | contains installed; then
   fail "a bulwark package is installed on this machine; this test would replace it (dpkg --purge bulwark first)"
 fi
 if getent passwd bulwark >/dev/null; then fail "a bulwark user exists on this machine; this test would remove it"; fi
@@ -47,11 +50,11 @@ check "bulwark:bulwark 700" /var/lib/bulwark
 check "bulwark:adm 750" /var/log/bulwark
 [ "$(getent passwd bulwark | cut -d: -f7)" = /usr/sbin/nologin ] || fail "bulwark's shell is not nologin"
 [ "$(getent passwd bulwark | cut -d: -f3)" -lt 1000 ] || fail "bulwark is not a system user"
-dpkg-query --showformat='${Conffiles}\n' --show bulwark | grep -q ' /etc/bulwark/bulwark.yml ' ||
+dpkg-query --showformat='${Conffiles}\n' --show bulwark | contains ' /etc/bulwark/bulwark.yml ' ||
   fail "/etc/bulwark/bulwark.yml is not a conffile"
-zcat /usr/share/man/man5/bulwark.yml.5.gz | grep -q '^\.TH "BULWARK.YML" "5"' || fail "bulwark.yml(5) has no title"
-zcat /usr/share/man/man1/bulwark.1.gz | grep -q '^\.TH BULWARK "1"' || fail "bulwark(1) has no title"
-zcat /usr/share/man/man1/bulwark.1.gz | grep -q 'SIGUSR1' || fail "bulwark(1) does not document SIGUSR1"
+zcat /usr/share/man/man5/bulwark.yml.5.gz | contains '^\.TH "BULWARK.YML" "5"' || fail "bulwark.yml(5) has no title"
+zcat /usr/share/man/man1/bulwark.1.gz | contains '^\.TH BULWARK "1"' || fail "bulwark(1) has no title"
+zcat /usr/share/man/man1/bulwark.1.gz | contains 'SIGUSR1' || fail "bulwark(1) does not document SIGUSR1"
 bash -n /usr/share/bash-completion/completions/bulwark || fail "the bash completion does not parse"
 
 # The installed configuration as the service checks it, as the service's user.

@@ -314,6 +314,12 @@ TEST(Config, ClientUrlsAndTargetsByHostName) {
   for (const auto& [text, error] : std::vector<std::pair<std::string, std::string>>{
            {"cluster: {etcd: {endpoints: ['etcd_1!:2379']}}\n",
             "t.yml:3:30: cluster.etcd.endpoints: \"http://etcd_1!:2379\" is not a URL"},
+           {"cluster: {etcd: {endpoints: ['https://e:2379'], username: root}}\n",
+            "t.yml:3:17: cluster.etcd: username and password go together (etcd auth)"},
+           {"cluster: {etcd: {endpoints: ['https://e:2379'], tls: {ca_file: /nonexistent/ca}}}\n",
+            "t.yml:3:64: cluster.etcd.tls.ca_file: cannot read /nonexistent/ca: No such file"},
+           {"cluster: {etcd: {endpoints: ['https://e:2379'], tls: {cert: /etc/hostname}}}\n",
+            "t.yml:3:54: cluster.etcd.tls: cert and key go together"},
            {"observe: {scrape: [{job: x, targets: ['ok:1', 'nope']}]}\n",
             "t.yml:3:47: observe.scrape job \"x\": target \"nope\": "},
            {"observe: {alertmanager: {forward: ['ftp://am:21']}}\n",
