@@ -308,19 +308,27 @@ void Gateway::StartRedisSync() {
       OnBanMessage(payload, -1);
     }
   });
-  redis_sub_->SetOnReady([this] {
-    redis_sub_->Command(
-        {"SUBSCRIBE", BanChannel(cfg_->redis.key_prefix), HttpCacheChannel(cfg_->redis.key_prefix)},
-        [](const RedisReply&) {});
-    LoadSharedBans();  // what was banned while this instance was away
-  });
   // Purges announced while the subscription was down are lost: zones with a shared level drop
   // their in-memory copies (they refill from Redis).
-  redis_sub_->SetOnDown([this] {
+  auto drop_shared_copies = [this] {
     for (const auto& z : snapshot_->cache_zones) {
       if (z->config().redis) z->ForEachL1([](cache::L1Cache& l) { return l.Clear(); });
     }
+  };
+  redis_sub_->SetOnReady([this, drop_shared_copies] {
+    redis_sub_->Command(
+        {"SUBSCRIBE", BanChannel(cfg_->redis.key_prefix), HttpCacheChannel(cfg_->redis.key_prefix)},
+        [this, drop_shared_copies](const RedisReply& r) {
+          if (r.is_error()) return;
+          // Only once subscribed: a ban announced before this moment was written to Redis before
+          // it was announced, so the load finds it; one announced after is heard. Loading
+          // earlier (on another connection) could miss one in between. The same for purges:
+          // copies taken from Redis before the subscription are dropped again.
+          LoadSharedBans();
+          drop_shared_copies();
+        });
   });
+  redis_sub_->SetOnDown(drop_shared_copies);
   // After every (re)connection, which is also how a failover is followed: the bans in force are
   // read, and this instance's own are written again — a ban the old master acknowledged but never
   // passed to its replica is not lost with it, nor one imposed while Redis was away.

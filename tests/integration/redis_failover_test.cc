@@ -210,7 +210,9 @@ TEST(RedisFailover, SentinelPromotionLosesNoBanAndEveryInstanceFollows) {
         return missing.empty();
       },
       15000);
-  EXPECT_TRUE(all) << "missing:" << missing << "\n" << b0.log();
+  EXPECT_TRUE(all) << "missing:" << missing << "\n"
+                   << b0.log() << "\n--- instance 1:\n"
+                   << b1.log();
 
   // Every instance writes to the new master: its limits and its bans land there.
   for (int i = 0; i < 2; ++i) {
