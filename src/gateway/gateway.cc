@@ -47,7 +47,11 @@ absl::Status Gateway::Start(uint64_t generation) {
     if (getrandom(id, sizeof(id), 0) != sizeof(id)) id[0] = WallMicros();
     instance_id_ = StrCat(id[0] ^ id[1]);
   }
-  WorkerShared shared{&endpoints_, access_log_.get(), bans_.get(), instance_id_, ""};
+  WorkerShared shared;
+  shared.endpoints = &endpoints_;
+  shared.access_log = access_log_.get();
+  shared.bans = bans_.get();
+  shared.instance_id = instance_id_;
   SetDescriptorBudget(&shared);
   if (cfg_->redis.enabled) StartRedisDiscovery(&shared);
   {

@@ -42,8 +42,8 @@ struct WorkerShared {
   int auto_max_connections = 1 << 20;       // http.max_connections when the config says 0
   // How the Redis links find their servers: names through the resolver (never blocking a
   // worker), and Sentinel's current master.
-  RedisLookup redis_lookup;
-  std::function<std::optional<SocketAddress>()> redis_master;
+  RedisLookup redis_lookup = {};
+  std::function<std::optional<SocketAddress>()> redis_master = {};
 };
 
 // The per-worker face of one snapshot: balancers with this worker's round-robin state.
