@@ -241,8 +241,14 @@ ConfigLoad LoadConfigFile(const std::string& path, const EnvLookup& env) {
 
 std::vector<std::string> CheckNamesResolve(const Config& cfg, Resolver* resolver) {
   if (!cfg.resolver_required_at_start) return {};
-  // Every place a name is written: the planes' servers, then the URLs libcurl connects to.
+  // Every place a name is written: the planes' servers, the gateway's Redis, then the URLs
+  // libcurl connects to.
   std::vector<NamedServer> places = gateway::NamedServers(*cfg.gateway);
+  if (cfg.gateway->redis.enabled) {
+    for (const RedisEndpoint& e : cfg.gateway->redis.servers.nodes) {
+      if (!IpAddress::Parse(e.host)) places.push_back({e.host, e.where});
+    }
+  }
   if (cfg.pg->enabled) {
     std::vector<NamedServer> pg = pg::NamedServers(*cfg.pg);
     places.insert(places.end(), pg.begin(), pg.end());

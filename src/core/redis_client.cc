@@ -21,6 +21,18 @@ RedisLookup SystemRedisLookup() {
   };
 }
 
+std::function<std::optional<SocketAddress>()> EndpointsInTurn(std::vector<RedisEndpoint> endpoints,
+                                                              RedisLookup lookup) {
+  return [endpoints = std::move(endpoints), lookup = std::move(lookup),
+          next = size_t{0}]() mutable -> std::optional<SocketAddress> {
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      const RedisEndpoint& e = endpoints[next++ % endpoints.size()];
+      if (std::optional<SocketAddress> a = lookup(e.host, e.port)) return a;
+    }
+    return std::nullopt;
+  };
+}
+
 RedisClient::RedisClient(EventLoop* loop, RedisOptions options, std::string name)
     : loop_(loop), opt_(std::move(options)), name_(std::move(name)) {
   timer_.set_callback([this] { OnTimer(); });

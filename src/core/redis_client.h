@@ -31,6 +31,12 @@ struct RedisEndpoint {
 using RedisLookup = std::function<std::optional<SocketAddress>(const std::string& host, int port)>;
 RedisLookup SystemRedisLookup();
 
+// A RedisOptions::resolve that answers the next of `endpoints` that looks up, one further at
+// each call, so a connection's attempts go round them and a dead (or unresolvable) one is
+// skipped (Sentinel discovery, cluster seeds).
+std::function<std::optional<SocketAddress>()> EndpointsInTurn(std::vector<RedisEndpoint> endpoints,
+                                                              RedisLookup lookup);
+
 struct RedisOptions {
   SocketAddress address;
   std::string username;  // AUTH username password (Redis 6 ACL) when set

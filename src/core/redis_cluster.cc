@@ -144,13 +144,7 @@ void RedisClusterClient::Start() {
   RedisOptions o = opt_.node;
   o.command_timeout_ms = std::max<int64_t>(opt_.node.command_timeout_ms, 1000);
   // Each connection attempt tries the next seed, so one dead seed does not stop discovery.
-  o.resolve = [this]() -> std::optional<SocketAddress> {
-    for (size_t i = 0; i < opt_.seeds.size(); ++i) {
-      const auto& s = opt_.seeds[next_seed_++ % opt_.seeds.size()];
-      if (std::optional<SocketAddress> a = opt_.lookup(s.host, s.port)) return a;
-    }
-    return std::nullopt;
-  };
+  o.resolve = EndpointsInTurn(opt_.seeds, opt_.lookup);
   seed_ = std::make_unique<RedisClient>(loop_, o, name_ + " seed");
   seed_->SetOnReady([this] { Refresh(); });
   seed_->Start();

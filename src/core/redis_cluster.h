@@ -104,7 +104,6 @@ class RedisClusterClient {
   EventLoop* loop_;
   RedisClusterOptions opt_;
   std::string name_;
-  size_t next_seed_ = 0;
   std::unique_ptr<RedisClient> seed_;  // asks CLUSTER SLOTS while no node is connected
   std::vector<Node> nodes_;
   std::array<int16_t, kSlots> slots_;  // node index, or -1

@@ -121,14 +121,7 @@ RedisOptions OneConnectionOptions(const RedisServers& servers, RedisOptions base
   }
   if (servers.mode == RedisServers::Mode::kCluster) {
     // Any node will do (a cluster forwards PUBLISH to every node): the next one at each attempt.
-    auto next = std::make_shared<size_t>(0);
-    o.resolve = [nodes = servers.nodes, next, lookup]() -> std::optional<SocketAddress> {
-      for (size_t i = 0; i < nodes.size(); ++i) {
-        const RedisEndpoint& e = nodes[(*next)++ % nodes.size()];
-        if (std::optional<SocketAddress> a = lookup(e.host, e.port)) return a;
-      }
-      return std::nullopt;
-    };
+    o.resolve = EndpointsInTurn(servers.nodes, lookup);
     return o;
   }
   const RedisEndpoint& e = servers.nodes.front();

@@ -9,7 +9,6 @@ SentinelResolver::SentinelResolver(EventLoop* loop, std::vector<RedisEndpoint> s
                                    std::string master_name, RedisLookup lookup,
                                    RedisOptions sentinel, int64_t interval_ms)
     : loop_(loop),
-      sentinels_(std::move(sentinels)),
       master_name_(std::move(master_name)),
       lookup_(lookup ? std::move(lookup) : SystemRedisLookup()),
       interval_ms_(interval_ms) {
@@ -20,13 +19,7 @@ SentinelResolver::SentinelResolver(EventLoop* loop, std::vector<RedisEndpoint> s
   o.reconnect_max_ms = 1000;
   // Each connection attempt goes to the next sentinel, so one dead (or unresolvable) sentinel is
   // skipped.
-  o.resolve = [this]() -> std::optional<SocketAddress> {
-    for (size_t i = 0; i < sentinels_.size(); ++i) {
-      const RedisEndpoint& e = sentinels_[next_sentinel_++ % sentinels_.size()];
-      if (std::optional<SocketAddress> a = lookup_(e.host, e.port)) return a;
-    }
-    return std::nullopt;
-  };
+  o.resolve = EndpointsInTurn(std::move(sentinels), lookup_);
   client_ = std::make_unique<RedisClient>(loop_, o, "redis sentinel");
   client_->SetOnReady([this] { Query(); });
   timer_.set_callback([this] {

@@ -43,11 +43,9 @@ class SentinelResolver {
   void Query();
 
   EventLoop* loop_;
-  std::vector<RedisEndpoint> sentinels_;
   std::string master_name_;
   RedisLookup lookup_;
   int64_t interval_ms_;
-  size_t next_sentinel_ = 0;
   std::unique_ptr<RedisClient> client_;
   Timer timer_;
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();

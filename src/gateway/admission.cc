@@ -274,23 +274,11 @@ void Exchange::StrikeBan(std::string_view what) {
         StrCat(rule.maxretry, " x ", what, " within ", FormatDurationMs(rule.findtime_ms));
     LogWarn("security event: banned ", admission_.ban_key, " for ",
             FormatDurationMs(rule.bantime_ms), " (route ", route_->cfg->name, ": ", reason, ")");
-    RedisLink* redis = worker_->redis();
-    if (redis != nullptr && redis->connected()) {
-      // Shared with the other instances: kept in Redis for the ban's time (for instances that
-      // start or reconnect later) and announced to the ones listening now.
-      const std::string& prefix = cfg.redis.key_prefix;
-      std::string msg =
-          BanMessage("ban", admission_.ban_key, route_->cfg->name, reason, rule.bantime_ms,
-                     worker_->shared().instance_id, WallMicros() / 1000);
-      std::string rkey = BanRedisKey(prefix, admission_.ban_key);
-      std::string ms = StrCat(rule.bantime_ms);
-      // A write that fails is made again by the control thread (BanTable::RequestResync).
-      redis->Command({"SET", rkey, msg, "PX", ms}, [bans](const RedisReply& r) {
-        if (r.is_error()) bans->RequestResync();
-      });
-      redis->Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
-    } else if (redis != nullptr) {
-      bans->RequestResync();  // written when Redis is back
+    if (RedisLink* redis = worker_->redis(); redis != nullptr) {
+      ShareBan(*redis, bans, cfg.redis.key_prefix, admission_.ban_key,
+               BanMessage("ban", admission_.ban_key, route_->cfg->name, reason, rule.bantime_ms,
+                          worker_->shared().instance_id, WallMicros() / 1000),
+               rule.bantime_ms);
     }
   }
 }

@@ -194,6 +194,19 @@ std::string BanMessage(std::string_view op, std::string_view key, std::string_vi
   return m;
 }
 
+void ShareBan(RedisLink& redis, BanTable* bans, std::string_view prefix, std::string_view key,
+              const std::string& msg, int64_t ms) {
+  if (!redis.connected()) {
+    bans->RequestResync();  // written when Redis is back
+    return;
+  }
+  redis.Command({"SET", BanRedisKey(prefix, key), msg, "PX", StrCat(ms)},
+                [bans](const RedisReply& r) {
+                  if (r.is_error()) bans->RequestResync();
+                });
+  redis.Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
+}
+
 std::map<std::string, std::pair<uint64_t, uint64_t>> BanTable::RuleCounts() const {
   MutexLock lock(&counts_mu_);
   return counts_;

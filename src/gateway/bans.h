@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "core/mutex.h"
+#include "core/redis_link.h"
 #include "gateway/config.h"
 
 namespace bulwark {
@@ -104,5 +105,11 @@ inline std::string BanRedisKey(std::string_view prefix, std::string_view key) {
   return std::string(prefix) + "ban:" + std::string(key);
 }
 inline std::string BanChannel(std::string_view prefix) { return std::string(prefix) + "bans"; }
+
+// Shares a ban this instance imposed for `ms`: kept in Redis for its time (for instances that
+// start or reconnect later) and announced to the ones listening now. When Redis is not
+// connected, or the write fails, `bans` is asked to write it again (BanTable::RequestResync).
+void ShareBan(RedisLink& redis, BanTable* bans, std::string_view prefix, std::string_view key,
+              const std::string& msg, int64_t ms);
 
 }  // namespace bulwark::gateway

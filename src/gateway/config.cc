@@ -247,11 +247,6 @@ RedisOptions ToRedisOptions(const RedisConfig& rc, int64_t command_timeout_ms) {
 std::vector<NamedServer> NamedServers(const GatewayConfig& cfg) {
   std::vector<NamedServer> out;
   for (const auto& u : cfg.upstreams) AppendNamedServers(u.servers, &out);
-  if (cfg.redis.enabled) {
-    for (const RedisEndpoint& e : cfg.redis.servers.nodes) {
-      if (!IpAddress::Parse(e.host)) out.push_back({e.host, e.where});
-    }
-  }
   return out;
 }
 

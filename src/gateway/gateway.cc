@@ -537,25 +537,18 @@ void Gateway::OnBanMessage(std::string_view payload, int64_t ttl_ms) {
 void Gateway::PublishBan(std::string_view op, const std::string& key, std::string_view reason,
                          int64_t ms) {
   if (redis_cmd_ == nullptr) return;
-  if (!redis_cmd_->connected()) {
-    // A ban is written when Redis is back (ResyncBans); a lift made meanwhile is known to the
-    // other instances only if they were listening, as a lift is not kept here once made.
-    if (op == "ban") bans_->RequestResync();
-    return;
-  }
   const std::string& prefix = cfg_->redis.key_prefix;
   std::string msg = BanMessage(op, key, "admin", reason, ms, instance_id_, WallMicros() / 1000);
-  std::string rkey = BanRedisKey(prefix, key);
   if (op == "ban") {
-    redis_cmd_->Command({"SET", rkey, msg, "PX", StrCat(ms)}, [this](const RedisReply& r) {
-      if (r.is_error()) bans_->RequestResync();
-    });
-    redis_cmd_->Command({"PUBLISH", BanChannel(prefix), msg}, [](const RedisReply&) {});
-  } else {
-    static const std::string sha = RedisClient::ScriptSha1(kLiftBanScript);
-    redis_cmd_->Eval(kLiftBanScript, sha, {rkey}, {msg, StrCat(ms), BanChannel(prefix)},
-                     [](const RedisReply&) {});
+    ShareBan(*redis_cmd_, bans_.get(), prefix, key, msg, ms);
+    return;
   }
+  // A lift made while Redis is away is known to the other instances only if they were listening,
+  // as a lift is not kept here once made.
+  if (!redis_cmd_->connected()) return;
+  static const std::string sha = RedisClient::ScriptSha1(kLiftBanScript);
+  redis_cmd_->Eval(kLiftBanScript, sha, {BanRedisKey(prefix, key)},
+                   {msg, StrCat(ms), BanChannel(prefix)}, [](const RedisReply&) {});
 }
 
 bool Gateway::Ready(std::string* why) const {

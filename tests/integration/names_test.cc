@@ -256,15 +256,16 @@ TEST(Names, RequiredAtStartMakesAnUnresolvableNameAnErrorAtItsLine) {
   // serve refuses to start the same way.
   EXPECT_EQ(RunBulwark({"serve", "-c", path}, &out), 1);
   EXPECT_NE(out.find("cannot resolve \"nowhere.test\""), std::string::npos) << out;
-  // So are the names of scrape targets, Alertmanagers and etcd endpoints.
-  text = Cfg(
-      dns, port, admin, "'known.test:80'",
-      "observe: {scrape: [{job: j, targets: ['gone.test:9100']}], alertmanager: {forward: "
-      "['http://am-gone.test:9093']}}\ncluster: {etcd: {endpoints: ['etcd-gone.test:2379']}}\n");
+  // So are the names of scrape targets, Alertmanagers, etcd endpoints and the gateway's Redis.
+  text =
+      Cfg(dns, port, admin, "'known.test:80'",
+          "observe: {scrape: [{job: j, targets: ['gone.test:9100']}], alertmanager: {forward: "
+          "['http://am-gone.test:9093']}}\ncluster: {etcd: {endpoints: ['etcd-gone.test:2379']}}\n"
+          "redis: {sentinel: {master_name: m, nodes: ['sentinel-gone.test:26379']}}\n");
   text.replace(text.find("attempts: 1"), 11, "attempts: 1, required_at_start: true");
   WriteFile(path, text);
   EXPECT_EQ(RunBulwark({"check-config", path}, &out), 1) << out;
-  for (const char* name : {"gone.test", "am-gone.test", "etcd-gone.test"})
+  for (const char* name : {"gone.test", "am-gone.test", "etcd-gone.test", "sentinel-gone.test"})
     EXPECT_NE(out.find(StrCat(": cannot resolve \"", name, "\"")), std::string::npos) << out;
 }
 

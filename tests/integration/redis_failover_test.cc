@@ -215,22 +215,15 @@ TEST(RedisFailover, SentinelPromotionLosesNoBanAndEveryInstanceFollows) {
                    << b1.log();
 
   // Every instance writes to the new master: its limits and its bans land there.
+  auto on_new_master = [&](const std::string& key) {
+    return WaitFor([&] { return RedisCli(replica.port(), {"EXISTS", key}) == "1"; }, 5000);
+  };
   for (int i = 0; i < 2; ++i) {
     std::string user = StrCat("after-", i);
     EXPECT_EQ(HttpGet(p[i], "/", StrCat("X-User: ", user, "\r\n")).status, 200);
-    EXPECT_TRUE(WaitFor(
-        [&] {
-          return RedisCli(replica.port(), {"EXISTS", "bulwark:lr:z:" + user}) == "1";
-        },
-        5000))
-        << i;
+    EXPECT_TRUE(on_new_master("bulwark:lr:z:" + user)) << i;
     EXPECT_EQ(HttpGet(p[i], "/deny", StrCat("X-User: ban-", user, "\r\n")).status, 401);
-    EXPECT_TRUE(WaitFor(
-        [&] {
-          return RedisCli(replica.port(), {"EXISTS", "bulwark:ban:ban-" + user}) == "1";
-        },
-        5000))
-        << i;
+    EXPECT_TRUE(on_new_master("bulwark:ban:ban-" + user)) << i;
   }
 }
 
