@@ -353,12 +353,13 @@ void ClientConn::StartAuth() {
   }
   bool md5_secret = StartsWith(secret, "md5") && secret.size() == 35;
   auto vit = proxy->verifiers.find(user);
-  verifier = vit == proxy->verifiers.end() ? nullptr : &vit->second;
+  verifier.reset();
+  if (vit != proxy->verifiers.end()) verifier = vit->second;
   AuthType type = cfg.auth_type;
   // What the stored secret allows decides, as in PgBouncer: an md5 hash cannot do SCRAM, and
   // a SCRAM verifier cannot do md5.
   if (type == AuthType::kScram && md5_secret) type = AuthType::kMd5;
-  if (type == AuthType::kMd5 && verifier != nullptr && StartsWith(secret, "SCRAM-SHA-256$")) {
+  if (type == AuthType::kMd5 && verifier.has_value() && StartsWith(secret, "SCRAM-SHA-256$")) {
     type = AuthType::kScram;
   }
   if (type == AuthType::kScram) {
@@ -393,7 +394,7 @@ void ClientConn::OnAuthMessage(char, std::string_view body) {
       return;
     }
     std::string_view data = body.substr(z + 5);
-    if (verifier == nullptr) {
+    if (!verifier.has_value()) {
       fail();
       return;
     }
@@ -436,7 +437,7 @@ void ClientConn::OnAuthMessage(char, std::string_view body) {
     if (StartsWith(secret, "md5") && secret.size() == 35) {
       ok = StrCat("md5", Md5Response(user, given, "").substr(3)) == secret ||
            Md5ResponseFromHash(secret, "x") == Md5Response(user, given, "x");
-    } else if (StartsWith(secret, "SCRAM-SHA-256$") && verifier != nullptr) {
+    } else if (StartsWith(secret, "SCRAM-SHA-256$") && verifier.has_value()) {
       ScramVerifier v = MakeScramVerifier(given, verifier->salt, verifier->iterations);
       ok = v.stored_key == verifier->stored_key;
     } else {

@@ -324,7 +324,9 @@ class ClientConn final : public IoHandler, public PoolUser {
   std::unique_ptr<ScramServer> scram_server;
   std::string md5_salt;
   std::string scram_client_key;  // for SCRAM pass-through to servers
-  const ScramVerifier* verifier = nullptr;
+  // A copy, not a pointer into ProxyImpl::verifiers: a reload, a name that starts resolving or an
+  // auth_query answer replaces that map while a login is half-way through SCRAM.
+  std::optional<ScramVerifier> verifier;
   int auth_step = 0;
   Timer timer;
 

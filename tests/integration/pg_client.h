@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -110,6 +111,7 @@ class PgConn {
           break;
         }
         case 10: {
+          if (at_sasl) at_sasl();
           scram = std::make_unique<pg::ScramClient>(password, "nonce-from-the-test-0123");
           std::string first = scram->ClientFirst();
           std::string body = "SCRAM-SHA-256";
@@ -178,6 +180,10 @@ class PgConn {
       if (m.type == 'Z') return "";
     }
   }
+
+  // Runs when the server has offered SASL and before the client answers: a test changes the
+  // world in the middle of a login.
+  std::function<void()> at_sasl;
 
   const std::string& used() const { return used_; }
   bool verified() const { return verified_; }

@@ -1106,6 +1106,20 @@ TEST(PgProxy, ReloadKeepsUnchangedPoolsAndAddsUsersWithCleartextServerAuth) {
       200)
       << px.bw->log();
   EXPECT_EQ(a.Query("SELECT pg_backend_pid()"), pid) << px.bw->log();
+  // A login half-way through SCRAM when a reload derives the users' verifiers again finishes
+  // with the verifier it started with (it once kept a pointer into the replaced map).
+  {
+    PgConn mid(px.port);
+    mid.at_sasl = [&] {
+      EXPECT_EQ(reload("  pool_mode: transaction\n  server_auth_methods: [scram-sha-256, md5, "
+                       "password]\n",
+                       "    - {name: app, password: secret}\n    - {name: plain, password: pw}\n"),
+                200);
+    };
+    EXPECT_EQ(mid.Login("app", "secret", "app"), "") << px.bw->log();
+    EXPECT_TRUE(mid.verified());
+    EXPECT_EQ(mid.Query("SELECT 1"), "1");
+  }
   PgConn p(px.port);
   ASSERT_EQ(p.Login("plain", "pw", "app"), "");
   EXPECT_EQ(p.Query("SELECT current_user"), "plain");
