@@ -326,7 +326,7 @@ void Worker::FreeClient(DownstreamConn* c) {
 
 void Worker::CloseIdleClients() {
   for (auto& c : clients_) {
-    if (c->IdleForDrain()) c->Close();
+    if (c->open_) c->Drain();
   }
 }
 

@@ -79,6 +79,12 @@ struct WorkerStats {
   observe::ShardValue retry_budget_exhausted;
   observe::ShardValue retry_backoffs;
   observe::ShardValue panic_selections;
+  // HTTP/2: connections, streams, and connections ended by a defence.
+  observe::ShardValue h2_connections;
+  observe::ShardValue h2_streams;
+  observe::ShardValue h2_rapid_resets;
+  observe::ShardValue h2_floods;
+  observe::ShardValue h2_protocol_errors;
   std::atomic<int64_t> open_clients{0};
   std::atomic<int64_t> open_upstreams{0};
 };
