@@ -33,6 +33,7 @@ DownstreamConn::~DownstreamConn() = default;
 void DownstreamConn::Open(int fd, const SocketAddress& peer, int listener_index) {
   const GatewayConfig& cfg = worker_->config();
   ++generation_;
+  h2_.reset();
   fd_ = fd;
   open_ = true;
   peer_ = peer;
@@ -371,12 +372,9 @@ void DownstreamConn::Close() {
   open_ = false;
   ex_.End();
   worker_->loop().CancelTimer(&timer_);
-  if (h2_ != nullptr) {
-    h2_->Shutdown();
-    // Freed after the event batch: a stream's exchange may be on the stack.
-    H2Session* h2 = h2_.release();
-    worker_->loop().Defer([h2] { delete h2; });
-  }
+  // The session object stays until the connection's next life (Open): a stream's exchange may
+  // be on the stack; Shutdown has ended its streams and freed nghttp2's state.
+  if (h2_ != nullptr) h2_->Shutdown();
   worker_->loop().Remove(fd_);
   tls_.End();  // close_notify if the handshake finished and the socket takes it
   lingering_ = false;

@@ -43,7 +43,8 @@ struct H2Callbacks {
   static int OnBeginHeaders(nghttp2_session* s, const nghttp2_frame* f, void* ud) {
     auto* h = static_cast<H2Session*>(ud);
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-    auto* st = new H2Stream(h, f->hd.stream_id);
+    H2Stream* st = h->worker_->TakeH2Stream();
+    st->Reset(h, f->hd.stream_id);
     nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
     h->live_.push_back(st);
     ++h->streams_;
@@ -156,8 +157,7 @@ struct H2Callbacks {
 
 // H2Stream
 
-H2Stream::H2Stream(H2Session* session, int32_t id)
-    : session_(session), id_(id), ex_(session->worker(), this) {
+H2Stream::H2Stream(Worker* worker) : ex_(worker, this) {
   timer_.set_callback([this] {
     if (closed_) return;
     if (!begun_) {
@@ -180,13 +180,43 @@ H2Stream::H2Stream(H2Session* session, int32_t id)
 
 H2Stream::~H2Stream() = default;
 
+void H2Stream::Reset(H2Session* session, int32_t id) {
+  session_ = session;
+  id_ = id;
+  request_.Reset();
+  header_bytes_ = 0;
+  too_large_ = chunked_ = false;
+  staged_.clear();
+  unconsumed_ = 0;
+  end_stream_ = body_ended_ = begun_ = false;
+  out_.Clear();
+  scanner_.Reset();
+  submitted_ = false;
+  body_kind_ = http::BodyKind::kNone;
+  body_left_ = 0;
+  chunks_.Reset();
+  body_complete_ = deferred_ = exchange_done_ = aborted_ = closed_ = false;
+  close_code_ = 0;
+  given_back_ = 0;
+  queued_ = want_begin_ = want_input_ = want_drained_ = false;
+  ex_.request().bytes_in = 0;
+}
+
 void H2Stream::HeadersDone(bool end_stream) {
   end_stream_ = end_stream;
   const GatewayConfig& cfg = session_->worker()->config();
-  std::string head = request_.Build(end_stream, &chunked_);
+  // The head goes straight into the input buffer, which keeps its size from request to request
+  // (it grows for a larger head or a body, up to max_header_bytes + initial_window_size).
+  std::string& head = session_->head_scratch_;
+  head.clear();
+  request_.Build(end_stream, &chunked_, &head);
   size_t body_room =
       end_stream ? 0 : static_cast<size_t>(cfg.http.http2.initial_window_size) + kChunkFraming;
-  in_.Init(head.size() + body_room);
+  if (in_.cap < head.size() + body_room) {
+    in_.Init(head.size() + body_room);
+  } else {
+    in_.rpos = in_.wpos = 0;
+  }
   std::memcpy(in_.write_ptr(), head.data(), head.size());
   in_.wpos = head.size();
   body_ended_ = end_stream;
@@ -240,9 +270,6 @@ void H2Stream::PumpInput() {
       }
       staged_.erase(0, moved);
       r.bytes_in += moved;
-      // The window reopens by what the exchange can now see (flow control as back-pressure).
-      nghttp2_session_consume(session_->session(), id_, moved);
-      unconsumed_ -= moved;
     }
   }
   if (end_stream_ && staged_.empty() && !body_ended_) {
@@ -254,11 +281,24 @@ void H2Stream::PumpInput() {
   }
 }
 
+void H2Stream::GiveBackWindow() {
+  // The window reopens by what the exchange has forwarded (body_bytes counts the body's bytes
+  // sent on, decoded), never by what merely sits in a buffer: a client is held to one window
+  // ahead of the server, which is flow control used as back-pressure.
+  uint64_t forwarded = ex_.request().body_bytes;
+  if (forwarded <= given_back_ || unconsumed_ == 0 || closed_) return;
+  uint64_t n = std::min<uint64_t>(forwarded - given_back_, unconsumed_);
+  nghttp2_session_consume(session_->session(), id_, n);
+  unconsumed_ -= n;
+  given_back_ += n;
+}
+
 void H2Stream::ResumeRead() {
-  if (closed_ || staged_.empty()) return;
+  if (closed_) return;
   size_t before = in_.wpos;
   PumpInput();
   if (in_.wpos != before) ex_.OnInput();
+  GiveBackWindow();
   session_->Flush();
 }
 
@@ -279,12 +319,13 @@ bool H2Stream::SubmitHeads() {
       return false;
     }
     // Lowercase names (RFC 9113 8.2.1), without the connection's own fields.
-    std::string names;
+    std::string& names = names_;
     size_t total = 0;
     for (const auto& h : resp_.headers) total += h.name.size();
-    names.reserve(total);
-    std::vector<nghttp2_nv> nva;
-    nva.reserve(resp_.headers.size() + 1);
+    names.clear();
+    names.reserve(total);  // no reallocation below: the pointers into it stay valid
+    std::vector<nghttp2_nv>& nva = nva_;
+    nva.clear();
     char status[4] = {static_cast<char>('0' + resp_.status / 100 % 10),
                       static_cast<char>('0' + resp_.status / 10 % 10),
                       static_cast<char>('0' + resp_.status % 10), 0};
@@ -559,8 +600,10 @@ void H2Session::Queue(H2Stream* s) {
 
 void H2Session::RunQueue() {
   while (!queue_.empty()) {
-    std::vector<H2Stream*> work;
-    work.swap(queue_);
+    // Two vectors trade places so that neither allocates once warm.
+    std::vector<H2Stream*> work = std::move(queue_);
+    queue_ = std::move(work_);
+    queue_.clear();
     for (H2Stream* s : work) {
       s->queued_ = false;
       if (s->closed_) {
@@ -581,12 +624,15 @@ void H2Session::RunQueue() {
         size_t before = s->in_.wpos;
         s->PumpInput();
         if (s->begun_ && s->in_.wpos != before && !s->closed_) s->ex_.OnInput();
+        if (s->begun_) s->GiveBackWindow();
       }
       if (s->want_drained_ && !s->closed_ && !s->aborted_) {
         s->want_drained_ = false;
         s->ex_.OnOutputDrained();
       }
     }
+    work.clear();
+    work_ = std::move(work);
     if (conn_ == nullptr || !conn_->open_) return;
   }
 }
@@ -623,6 +669,7 @@ void H2Session::Begin(H2Stream* s) {
   }
   s->PumpInput();
   s->ex_.Begin();
+  s->GiveBackWindow();
 }
 
 void H2Session::EndStream(H2Stream* s) {
@@ -642,7 +689,8 @@ void H2Session::EndStream(H2Stream* s) {
   live_.erase(std::find(live_.begin(), live_.end(), s));
   --streams_;
   // Freed after the event batch: the exchange that ended may still be on the stack.
-  worker_->loop().Defer([s] { delete s; });
+  Worker* w = worker_;
+  w->loop().Defer([w, s] { w->ReturnH2Stream(s); });
   if (streams_ == 0) Arm();
 }
 
@@ -729,6 +777,10 @@ void H2Session::Shutdown() {
   }
   queue_.clear();
   conn_ = nullptr;
+  if (session_ != nullptr) {
+    nghttp2_session_del(session_);
+    session_ = nullptr;
+  }
 }
 
 }  // namespace bulwark::gateway

@@ -7,6 +7,8 @@
 // as nginx's HTTP/2 module feeds its HTTP/1.1 request pipeline. Worker thread only.
 #pragma once
 
+#include <nghttp2/nghttp2.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,16 +18,17 @@
 #include "gateway/proxy.h"
 #include "http/h2_request.h"
 
-struct nghttp2_session;
-
 namespace bulwark::gateway {
 
 class H2Session;
 
 class H2Stream final : public Downstream {
  public:
-  H2Stream(H2Session* session, int32_t id);
+  // Streams are pooled by their worker (Worker::TakeH2Stream): constructed once, then Reset for
+  // each request, as connections are.
+  explicit H2Stream(Worker* worker);
   ~H2Stream() override;
+  void Reset(H2Session* session, int32_t id);
   H2Stream(const H2Stream&) = delete;
   H2Stream& operator=(const H2Stream&) = delete;
 
@@ -59,8 +62,10 @@ class H2Stream final : public Downstream {
 
   // The request's headers are complete: build the HTTP/1.1 head the exchange reads.
   void HeadersDone(bool end_stream);
-  // Moves received DATA into in_ as far as it fits, opening the window by as much.
+  // Moves received DATA into in_ as far as it fits.
   void PumpInput();
+  // Opens the stream's window by the body bytes the exchange has forwarded since last time.
+  void GiveBackWindow();
   // The response head(s) in out_: submits 1xx and the final HEADERS.
   bool SubmitHeads();
   // nghttp2's data source: the next DATA payload from out_.
@@ -68,8 +73,8 @@ class H2Stream final : public Downstream {
   // The stream is gone (closed by both sides, reset by either, or the connection ended).
   void Closed(uint32_t error_code);
 
-  H2Session* session_;
-  int32_t id_;
+  H2Session* session_ = nullptr;
+  int32_t id_ = 0;
   // The request as the exchange reads it: an HTTP/1.1 head, then the body (chunked when the
   // client gave no content-length and did not end the stream with its headers).
   Buffer in_;
@@ -80,6 +85,7 @@ class H2Stream final : public Downstream {
   bool chunked_ = false;     // the body in in_ is chunked by the stream
   std::string staged_;       // DATA received, not yet in in_
   uint64_t unconsumed_ = 0;  // DATA bytes received whose window is not yet given back
+  uint64_t given_back_ = 0;  // DATA bytes whose window was given back
   bool end_stream_ = false;  // the client's END_STREAM arrived...
   bool body_ended_ = false;  // ...and the body in in_ is complete
   bool begun_ = false;       // the exchange has the request
@@ -99,9 +105,10 @@ class H2Stream final : public Downstream {
   uint32_t close_code_ = 0;  // the RST_STREAM code it closed with (0: a normal end)
   bool queued_ = false;      // in the session's work list
   bool want_begin_ = false, want_input_ = false, want_drained_ = false;
-  std::vector<std::string> lower_names_;  // scratch for the response's lowercased names
-  Timer timer_;       // the exchange's (and, before it starts, client_header_timeout)
-  Timer send_timer_;  // send_timeout while the body waits for the client's window
+  std::string names_;            // scratch: the response's lowercased names
+  std::vector<nghttp2_nv> nva_;  // scratch: the response's fields for nghttp2
+  Timer timer_;                  // the exchange's (and, before it starts, client_header_timeout)
+  Timer send_timer_;             // send_timeout while the body waits for the client's window
   Exchange ex_;
 };
 
@@ -153,12 +160,12 @@ class H2Session {
   DownstreamConn* conn_;
   Worker* worker_;
   nghttp2_session* session_ = nullptr;
-  std::vector<H2Stream*> queue_;
+  std::vector<H2Stream*> queue_, work_;
+  std::string head_scratch_;  // a request head being built
   std::vector<H2Stream*> live_;
   size_t streams_ = 0;  // H2Streams alive
   int requests_ = 0;
   bool in_flush_ = false, flush_again_ = false;
-  bool in_recv_ = false;
   bool draining_ = false;
   bool refused_ = false;
   bool failed_ = false;  // the connection must close (write failure, nghttp2 error, timeout)

@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "gateway/h2.h"
 #include "gateway/proxy.h"
 
 namespace bulwark::gateway {
@@ -312,6 +313,16 @@ UpstreamConn* Worker::NewUpstream() {
 // still hold events for the old fd that point at the object.
 void Worker::FreeUpstream(UpstreamConn* c) {
   loop_.Defer([this, c] { free_upstreams_.push_back(c); });
+}
+
+H2Stream* Worker::TakeH2Stream() {
+  if (!free_h2_streams_.empty()) {
+    H2Stream* s = free_h2_streams_.back();
+    free_h2_streams_.pop_back();
+    return s;
+  }
+  h2_streams_.push_back(std::make_unique<H2Stream>(this));
+  return h2_streams_.back().get();
 }
 
 void Worker::FreeClient(DownstreamConn* c) {

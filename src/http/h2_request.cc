@@ -2,6 +2,18 @@
 
 namespace bulwark::http {
 
+void H2RequestBuilder::Reset() {
+  method_.clear();
+  path_.clear();
+  authority_.clear();
+  host_.clear();
+  fields_.clear();
+  cookie_.clear();
+  list_bytes_ = 0;
+  has_length_ = false;
+  too_large_ = false;
+}
+
 void H2RequestBuilder::Add(std::string_view name, std::string_view value, size_t max_bytes) {
   list_bytes_ += name.size() + value.size() + 32;
   if (list_bytes_ > max_bytes) {
@@ -33,10 +45,10 @@ void H2RequestBuilder::Add(std::string_view name, std::string_view value, size_t
   fields_.append("\r\n");
 }
 
-std::string H2RequestBuilder::Build(bool end_stream, bool* chunked) const {
-  std::string head;
-  head.reserve(method_.size() + path_.size() + authority_.size() + fields_.size() + cookie_.size() +
-               96);
+void H2RequestBuilder::Build(bool end_stream, bool* chunked, std::string* out) const {
+  std::string& head = *out;
+  head.reserve(head.size() + method_.size() + path_.size() + authority_.size() + fields_.size() +
+               cookie_.size() + 96);
   head.append(method_);
   head.push_back(' ');
   // CONNECT has no :path (RFC 9113 8.5): its target is the authority.
@@ -58,7 +70,6 @@ std::string H2RequestBuilder::Build(bool end_stream, bool* chunked) const {
   *chunked = !end_stream && !has_length_;
   if (*chunked) head.append("transfer-encoding: chunked\r\n");
   head.append("\r\n");
-  return head;
 }
 
 }  // namespace bulwark::http

@@ -12,7 +12,8 @@ namespace bulwark::http {
 
 class H2RequestBuilder {
  public:
-  void Reset() { *this = H2RequestBuilder(); }
+  // Ready for the next request; the strings keep their capacity.
+  void Reset();
   // One field. Past `max_bytes` of header list (name + value + 32 per field, RFC 9113 6.5.2)
   // the rest is dropped and too_large() says so.
   void Add(std::string_view name, std::string_view value, size_t max_bytes);
@@ -21,7 +22,8 @@ class H2RequestBuilder {
   // The head, "METHOD target HTTP/1.1" and its fields: Host from :authority (or the host
   // field), the cookie fields joined with "; ", and Transfer-Encoding: chunked when the request
   // has a body without a content-length (`end_stream` false) -- *chunked says so.
-  std::string Build(bool end_stream, bool* chunked) const;
+  // Appends it to *out.
+  void Build(bool end_stream, bool* chunked, std::string* out) const;
 
  private:
   std::string method_, path_, authority_, host_, fields_, cookie_;

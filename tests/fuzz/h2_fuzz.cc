@@ -57,7 +57,8 @@ int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void*) {
   if (g_stream.builder.too_large()) return 0;
   bool chunked = false;
   bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
-  std::string head = g_stream.builder.Build(end, &chunked);
+  std::string head;
+  g_stream.builder.Build(end, &chunked, &head);
   bulwark::http::Limits limits;
   limits.max_header_bytes = 4 * kMaxList;
   limits.max_request_line = 4 * kMaxList;

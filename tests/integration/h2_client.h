@@ -122,7 +122,7 @@ class H2Raw {
     uint8_t type = 0, flags = 0;
     uint32_t stream = 0;
     std::string payload;
-    uint32_t code() const {  // RST_STREAM's or GOAWAY's error code
+    uint32_t code() const {  // RST_STREAM's or GOAWAY's error code, WINDOW_UPDATE's increment
       size_t at = type == kH2Goaway ? 4 : 0;
       if (payload.size() < at + 4) return 0xffffffff;
       uint32_t v = 0;

@@ -51,17 +51,19 @@ struct Gateway {
   std::string dir = MakeTempDir();
   int port = FreePort(), tls_port = FreePort(), plain_port = FreePort(), admin = FreePort();
   std::unique_ptr<Bulwark> bw;
-  explicit Gateway(int backend, const std::string& extra = "", const std::string& http2 = "") {
+  explicit Gateway(int backend, const std::string& extra = "", const std::string& http2 = "",
+                   const std::string& top = "", const std::string& routes = "") {
     MakeCert(dir, "a.test");
     std::string cfg =
         "workers: 1\nadmin: {listen: 127.0.0.1:" + P(admin) + "}\naccess_log: {path: " + dir +
         "/access.log}\nhttp:\n  client_max_body_size: 50m\n" + extra +
-        (http2.empty() ? "" : "  http2:\n" + http2) +
+        (http2.empty() ? "" : "  http2:\n" + http2) + top +
         "listeners:\n"
         "  - {name: h2c, listen: 127.0.0.1:" +
         P(port) +
         ", http2: true,\n"
-        "     routes: [{name: local, exact: /local, return: {status: 200, body: \"ok\\n\"}},\n"
+        "     routes: [{name: local, exact: /local, return: {status: 200, body: \"ok\\n\"}},\n" +
+        routes +
         "              {prefix: /, upstream: app}]}\n"
         "  - {name: h2, listen: 127.0.0.1:" +
         P(tls_port) +
@@ -253,6 +255,55 @@ TEST(H2, DefencesEndAbusiveConnectionsAndAreCounted) {
   EXPECT_EQ(Metric(m, "bulwark_http2_rapid_resets_total"), "1") << m;
   EXPECT_EQ(Metric(m, "bulwark_http2_floods_total"), "1") << m;
   EXPECT_GE(std::stoll("0" + Metric(m, "bulwark_http2_protocol_errors_total")), 2) << m;
+}
+
+// A stream's window opens only as far as its exchange has taken the body: a request that
+// limit_req delays holds its client at the initial window, and the window opens once the
+// request goes on (flow control as back-pressure, not buffering).
+TEST(H2, TheWindowOpensOnlyAsTheBodyIsForwarded) {
+  Backend backend([&](const Backend::Request& r) { return Echo(r, ""); });
+  Gateway g(backend.port(), "", "", "limit_req_zones: {slow: {rate: 1r/s}}\n",
+            "              {prefix: /slow, upstream: app, limit_req: {zone: slow, burst: 5}},\n");
+  ASSERT_TRUE(g.Ready()) << g.bw->log();
+  H2Raw c(g.port);
+  c.Next(1000);  // the server's SETTINGS
+  auto t0 = std::chrono::steady_clock::now();
+  c.Headers(1, H2Raw::Get("/slow", g.port), true);
+  ASSERT_EQ(c.Response(1).status, 200);  // the zone's first request passes at once
+  // The second is delayed by limit_req (1 s at 1r/s, counted from the first).
+  const size_t total = 200000;
+  H2Raw::Fields f = Post(g.port, "/slow", total);
+  c.Headers(3, f, false);
+  size_t sent = 0;
+  const size_t window = 65535;
+  while (sent < window) {
+    size_t n = std::min<size_t>(16384, window - sent);
+    c.Frame(kH2Data, 0, 3, std::string(n, 'd'));
+    sent += n;
+  }
+  // Nothing more may be sent until the server opens the stream's window, which it does only
+  // when the delay is over and the exchange forwards what it holds.
+  int64_t credit = 0;
+  std::chrono::steady_clock::time_point opened{};
+  while (sent < total) {
+    H2Raw::Frame_ fr = c.Next(10000);
+    ASSERT_TRUE(fr.ok) << "no window update; sent " << sent;
+    if (fr.type == kH2RstStream || fr.type == kH2Goaway) FAIL() << "stream ended: " << fr.code();
+    if (fr.type != kH2WindowUpdate || fr.stream != 3) continue;
+    if (opened == std::chrono::steady_clock::time_point{})
+      opened = std::chrono::steady_clock::now();
+    credit += fr.code() & 0x7fffffff;  // the increment
+    while (credit > 0 && sent < total) {
+      size_t n = std::min<size_t>({16384, static_cast<size_t>(credit), total - sent});
+      sent += n;
+      credit -= static_cast<int64_t>(n);
+      c.Frame(kH2Data, sent == total ? kH2EndStream : 0, 3, std::string(n, 'd'));
+    }
+  }
+  EXPECT_GE(opened - t0, 900ms) << "the window opened before limit_req let the request go";
+  H2Raw::Result r = c.Response(3);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("POST /slow body=200000"), std::string::npos) << r.body;
 }
 
 TEST(H2, RefusesMalformedFramesAndHeadersAsRfc9113Says) {

@@ -2,6 +2,7 @@
 // happens when Redis dies and comes back.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <set>
 #include <iostream>
@@ -60,12 +61,14 @@ TEST(SharedLimits, TwoInstancesAdmitTheConfiguredRateTogether) {
         .count();
   };
   std::vector<std::thread> threads;
+  std::vector<std::vector<int64_t>> sends(4);  // every request's send time, per client
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       int port = t % 2 == 0 ? p1 : p2;
       auto c = std::make_unique<Client>(port);
       while (!stop) {
         int64_t sent = ns();
+        sends[t].push_back(sent);
         Response r = c->Get("/");
         if (r.status == 200) {
           (t % 2 == 0 ? ok1 : ok2)++;
@@ -107,9 +110,24 @@ TEST(SharedLimits, TwoInstancesAdmitTheConfiguredRateTogether) {
   // compiling beside the tests), so the floor is looser than the ceiling. Instances limiting
   // alone would admit twice the rate (the ceiling catches that), a broken script next to none.
   EXPECT_LE(admitted, expected * 1.02 + 1) << "admitted " << admitted << " in " << seconds << " s";
-  // (an ASan build beside a release build and another test run let 15% go: 254 of 300).
-  EXPECT_GE(admitted, expected * (BULWARK_SANITIZED ? 0.7 : 0.85))
-      << "admitted " << admitted << " in " << seconds << " s";
+  // The floor comes from the arrivals that were actually seen: GCRA run over every request's
+  // send time (all four clients, in order) admits what a perfect shared limiter would. On a
+  // busy machine the clients stall now and then, and a slot that frees while nobody asks is
+  // lost, so this is below 100/s by however long the stalls were. Redis sees the requests a
+  // little later and in a slightly different order than they were sent, hence the margin.
+  std::vector<int64_t> all;
+  for (const auto& v : sends) all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  int64_t tat = INT64_MIN;
+  int ideal = 0;
+  for (int64_t t : all) {
+    if (t < tat) continue;
+    ++ideal;
+    tat = std::max(tat, t) + 10'000'000;  // 10 ms: 100/s
+  }
+  std::cout << "a perfect limiter would have admitted " << ideal << " of these arrivals\n";
+  EXPECT_GE(admitted, ideal * (BULWARK_SANITIZED ? 0.8 : 0.9))
+      << "admitted " << admitted << " where the arrivals allowed " << ideal;
   std::string m = HttpGet(a1, "/metrics").body;
   EXPECT_EQ(Metric(m, "bulwark_ratelimit_redis_fallbacks_total{zone=\"z\"}"), "0");
   EXPECT_EQ(Metric(m, "bulwark_ratelimit_requests_total{zone=\"z\",result=\"passed\"}"),
