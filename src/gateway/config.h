@@ -429,6 +429,8 @@ struct Http2Config {
   // SETTINGS, PING, PRIORITY, WINDOW_UPDATE and empty DATA frames, as a token bucket.
   int control_burst = 1000;
   int control_rate = 100;  // per second
+
+  bool operator==(const Http2Config&) const = default;
 };
 
 struct HttpConfig {

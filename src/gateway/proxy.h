@@ -452,6 +452,7 @@ class DownstreamConn final : public IoHandler, public Downstream {
   // Writes out_; true when all of it went.
   bool SendQueued();
   bool write_failed() const { return write_failed_; }
+  bool speaks_h2() const { return h2_ != nullptr && state_ == State::kH2; }
 
   // Downstream
   const http::RequestHead& request_head() const override { return req_; }

@@ -153,6 +153,21 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
   WorkerView* old = current_;
   current_ = view.get();
   views_.push_back(std::move(view));
+  // HTTP/2 connections whose settings changed say goodbye gracefully (GOAWAY: their streams
+  // finish, the client reconnects and meets the new settings), as nginx's old workers do on a
+  // reload.
+  if (old != nullptr) {
+    const GatewayConfig& before = *old->snap->config;
+    const GatewayConfig& after = *snap->config;
+    for (auto& c : clients_) {
+      if (!c->open_ || !c->speaks_h2()) continue;
+      int li = c->listener_index();
+      bool same = before.http.http2 == after.http.http2 &&
+                  before.http.limits.max_header_bytes == after.http.limits.max_header_bytes &&
+                  li < static_cast<int>(after.listeners.size()) && after.listeners[li].http2;
+      if (!same) c->Drain();
+    }
+  }
   if (old != nullptr && old->refs == 0) ReleaseView(old);
 }
 

@@ -42,7 +42,7 @@ int OnHeader(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name, size
   if (n == ":method") g_stream.method.assign(v);
   if (!n.empty() && n[0] != ':') {
     if (n == "cookie") {
-      g_stream.cookie = true;
+      g_stream.cookie = g_stream.cookie || !v.empty();  // empty crumbs make no Cookie header
     } else if (n == "host") {
       g_stream.host = true;
     } else {

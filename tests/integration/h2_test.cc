@@ -386,6 +386,18 @@ TEST(H2, RefusesMalformedFramesAndHeadersAsRfc9113Says) {
   // The same port still speaks HTTP/1.1 to a client that does not start with the preface.
   Response r = HttpGet(g.port, "/local");
   EXPECT_EQ(r.status, 200);
+  {  // A reload that changes the HTTP/2 settings: open connections get GOAWAY(NO_ERROR).
+    H2Raw c(g.port);
+    c.Headers(1, H2Raw::Get("/local", g.port), true);
+    EXPECT_EQ(c.Response(1).status, 200);
+    std::string cfg = ReadFile(g.bw->config_path());
+    cfg.replace(cfg.find("http:\n"), 6, "http:\n  http2: {max_concurrent_streams: 50}\n");
+    WriteFile(g.bw->config_path(), cfg);
+    ASSERT_EQ(HttpPost(g.admin, "/api/v1/reload", "").status, 200) << g.bw->log();
+    EXPECT_EQ(c.UntilGoaway(), 0);
+    c.Next(5000);
+    EXPECT_TRUE(c.eof);
+  }
   std::string m = g.Metrics();
   EXPECT_GE(std::stoll("0" + Metric(m, "bulwark_http2_protocol_errors_total")), 7) << m;
 }
