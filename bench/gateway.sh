@@ -27,11 +27,18 @@
 # proxy_ssl_verify on + proxy_ssl_session_reuse, HAProxy `ssl verify required` + http-reuse
 # always); access logs off for all three:
 #   gateway-upstream-tls: bulwark_rps=N nginx_rps=N haproxy_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X
+# With --h2, clients speak HTTP/2 over TLS (ALPN h2, the same P-256 certificate): h2load with 100
+# connections x 10 concurrent streams against bulwark (`http2: true`), nginx (`listen ... ssl
+# http2`) and HAProxy (`alpn h2`), each proxying HTTP/1.1 with keep-alive to the upstream; access
+# logs off for all three; p99 from h2load's per-request log:
+#   gateway-h2: bulwark_rps=N nginx_rps=N haproxy_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROTECTED=0
 UPSTREAM_TLS=0
+H2=0
 if [ "${1:-}" = "--protected" ]; then PROTECTED=1; shift; fi
+if [ "${1:-}" = "--h2" ]; then H2=1; shift; fi
 if [ "${1:-}" = "--upstream-tls" ]; then UPSTREAM_TLS=1; shift; fi
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
@@ -222,6 +229,82 @@ CONF
   done
   m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
   printf 'gateway-upstream-tls: bulwark_rps=%.0f nginx_rps=%.0f haproxy_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s haproxy_p99_ms=%s\n' \
+    "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${rps[haproxy]}")" \
+    "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" "$(m "${p99[haproxy]}")"
+  exit 0
+fi
+
+if [ "$H2" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=bench.test >/dev/null 2>&1
+  cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
+  start_nginx_proxy "" " ssl http2" \
+    "ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_session_cache shared:SSL:10m;
+    http2_max_concurrent_streams 100; keepalive_requests 1000000;" ""
+  sed -i "s|access_log $work/ng/access.log;|access_log off;|" "$work/ng/nginx.conf"
+  cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HA ssl crt $work/haproxy.pem alpn h2,http/1.1
+  default_backend be
+backend be
+  server s1 127.0.0.1:$UP maxconn 1000
+CONF
+  taskset -c 0 "$HAPROXY" -f "$work/haproxy.cfg" -db >"$work/haproxy.out" 2>&1 & pids+=($!); HA_PID=$!
+  cat > "$work/bulwark.yml" <<CONF
+workers: 1
+log: {level: warn}
+admin: {listen: 127.0.0.1:$BWA}
+access_log: {enabled: false}
+http: {keepalive_requests: 1000000}
+listeners:
+  - listen: 127.0.0.1:$BW
+    http2: true
+    tls: {cert: $work/cert.pem, key: $work/key.pem}
+    routes: [{prefix: /, upstream: app}]
+upstreams:
+  app:
+    keepalive: 64
+    servers: [127.0.0.1:$UP]
+CONF
+  taskset -c 0 build/release/bulwark serve -c "$work/bulwark.yml" 2>"$work/bulwark.err" & pids+=($!); BW_PID=$!
+  for p in $UP $NG $HA $BW; do wait_port "$p"; done
+  names=(bulwark nginx haproxy); ports=($BW $NG $HA)
+  # h2load URL -> "RPS P99_MS"; every request must succeed.
+  run_h2() {
+    local out rps p99 log="$work/h2load.log"
+    rm -f "$log"
+    out=$(taskset -c 1 h2load -c 100 -m 10 -D "$SECONDS_PER_RUN" --warm-up-time=1 --log-file="$log" "$1" 2>&1)
+    rps=$(awk '/finished in/ {print $4}' <<<"$out")
+    grep -q " 0 failed, 0 errored" <<<"$out" || echo "  ($1: $(grep 'requests:' <<<"$out"))" >&2
+    # The log: start time, status, microseconds per request.
+    p99=$(awk '{print $3}' "$log" | sort -n | awk '{a[NR]=$1} END {printf "%.2f", a[int(NR*0.99)]/1000}')
+    echo "$rps $p99"
+  }
+  for p in "${ports[@]}"; do
+    v=$(curl -sk -o /dev/null -w '%{http_version} %{http_code}' "https://127.0.0.1:$p/")
+    [ "$v" = "2 200" ] || { echo "proxy on $p answered $v (want HTTP/2 200)" >&2; cat "$work"/*.err "$work/haproxy.out" >&2; exit 1; }
+    taskset -c 1 h2load -c 100 -m 10 -n 20000 "https://127.0.0.1:$p/" >/dev/null 2>&1
+  done
+  declare -A rps p99
+  for r in $(seq 0 $((ROUNDS - 1))); do
+    for k in 0 1 2; do
+      i=$(( (k + r) % 3 ))
+      read -r a b < <(run_h2 "https://127.0.0.1:${ports[$i]}/")
+      rps[${names[$i]}]+="$a "; p99[${names[$i]}]+="$b "
+      echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
+    done
+  done
+  m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+  printf 'gateway-h2: bulwark_rps=%.0f nginx_rps=%.0f haproxy_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s haproxy_p99_ms=%s\n' \
     "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${rps[haproxy]}")" \
     "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" "$(m "${p99[haproxy]}")"
   exit 0

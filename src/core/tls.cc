@@ -61,19 +61,27 @@ bool NameMatches(std::string_view pattern, std::string_view host) {
 }
 
 int OnAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-           unsigned int inlen, void*) {
-  // Only HTTP/1.1 is spoken; pick it when offered, otherwise carry on without ALPN.
+           unsigned int inlen, void* arg) {
+  // The server's preference decides (RFC 7301 3.2): h2 when the listener speaks it and the
+  // client offers it, else http/1.1, else no ALPN at all (a client without ALPN gets HTTP/1.1).
+  const bool http2 = arg != nullptr;
+  const unsigned char* h1 = nullptr;
   for (unsigned int i = 0; i < inlen;) {
     unsigned int len = in[i];
     if (i + 1 + len > inlen) break;
-    if (len == 8 && std::string_view(reinterpret_cast<const char*>(in + i + 1), 8) == "http/1.1") {
+    std::string_view proto(reinterpret_cast<const char*>(in + i + 1), len);
+    if (http2 && proto == "h2") {
       *out = in + i + 1;
-      *outlen = 8;
+      *outlen = 2;
       return SSL_TLSEXT_ERR_OK;
     }
+    if (proto == "http/1.1") h1 = in + i + 1;
     i += 1 + len;
   }
-  return SSL_TLSEXT_ERR_NOACK;
+  if (h1 == nullptr) return SSL_TLSEXT_ERR_NOACK;
+  *out = h1;
+  *outlen = 8;
+  return SSL_TLSEXT_ERR_OK;
 }
 
 }  // namespace
@@ -119,7 +127,9 @@ absl::StatusOr<std::shared_ptr<TlsServer>> TlsServer::Build(const TlsSettings& s
                                    s.session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
     SSL_CTX_set_timeout(ctx, static_cast<long>(s.session_timeout_s));
     if (!s.session_cache) SSL_CTX_set_num_tickets(ctx, 0);
-    SSL_CTX_set_alpn_select_cb(ctx, OnAlpn, nullptr);
+    // The callback's argument only says whether h2 is offered (any non-null pointer).
+    static char kHttp2;
+    SSL_CTX_set_alpn_select_cb(ctx, OnAlpn, s.http2 ? &kHttp2 : nullptr);
     server->names_.push_back(CertNames(ctx));
   }
   SSL_CTX_set_tlsext_servername_callback(server->ctxs_[0], OnServerName);
@@ -341,6 +351,14 @@ bool TlsStream::Start(std::shared_ptr<TlsServer> server, int fd) {
   done_ = read_wants_write_ = write_wants_read_ = false;
   failure_reason_ = "";
   return true;
+}
+
+bool TlsStream::alpn_h2() const {
+  if (ssl_ == nullptr) return false;
+  const unsigned char* p = nullptr;
+  unsigned int n = 0;
+  SSL_get0_alpn_selected(ssl_, &p, &n);
+  return n == 2 && p[0] == 'h' && p[1] == '2';
 }
 
 void TlsStream::Handshaken() {

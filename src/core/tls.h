@@ -36,6 +36,8 @@ struct TlsSettings {
   std::string ciphers = "HIGH:!aNULL:!MD5";  // TLS 1.2 ciphers: nginx's default
   int64_t session_timeout_s = 300;           // nginx ssl_session_timeout default 5m
   bool session_cache = true;
+  // ALPN: offer "h2" before "http/1.1" (nginx `http2 on`, HAProxy `alpn h2,http/1.1`).
+  bool http2 = false;
 };
 
 // What a TlsStream counts its handshake in: a TlsServer (client connections) or a TlsClient
@@ -147,6 +149,8 @@ class TlsStream {
   int Handshake();
   bool active() const { return ssl_ != nullptr; }
   bool handshake_done() const { return done_; }
+  // Whether ALPN chose "h2" (known once the handshake is done).
+  bool alpn_h2() const;
   // Like recv(2): > 0 bytes; 0 when the peer ended the session (close_notify, or a plain close
   // without a protocol error); -1 with errno EAGAIN when the socket must become readable, or
   // writable when read_wants_write() (a handshake or key update in progress), or EPROTO after

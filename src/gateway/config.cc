@@ -1127,6 +1127,36 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
     if (slashes == "reject") h.path.escaped_slashes = http::EscapedSlashes::kReject;
     r.Enum("upstream_path", {"normalized", "original"}, &upstream_path);
     if (upstream_path == "original") h.upstream_path = UpstreamPath::kOriginal;
+    YAML::Node h2 = r.Get("http2");
+    if (h2.IsDefined()) {
+      MapReader m(ctx, h2, "http.http2");
+      Http2Config& c = h.http2;
+      m.Int("max_concurrent_streams", &c.max_concurrent_streams, 1, 10000);
+      int64_t n = c.initial_window_size;
+      if (m.Size("initial_window_size", &n)) {
+        if (n < 1024 || n > 16 * 1024 * 1024) {
+          ctx.Error(m.Get("initial_window_size").Mark(),
+                    "http.http2.initial_window_size: must be between 1k and 16m");
+        } else {
+          c.initial_window_size = static_cast<int>(n);
+        }
+      }
+      n = c.header_table_size;
+      if (m.Size("header_table_size", &n)) {
+        if (n < 0 || n > 65536) {
+          ctx.Error(m.Get("header_table_size").Mark(),
+                    "http.http2.header_table_size: must be between 0 and 64k");
+        } else {
+          c.header_table_size = static_cast<int>(n);
+        }
+      }
+      m.Int("max_continuations", &c.max_continuations, 0, 1000);
+      m.Int("reset_burst", &c.reset_burst, 1, 1000000);
+      m.Int("reset_rate", &c.reset_rate, 1, 1000000);
+      m.Int("control_burst", &c.control_burst, 1, 1000000);
+      m.Int("control_rate", &c.control_rate, 1, 1000000);
+      m.Finish();
+    }
     if (h.limits.max_header_bytes < 256 || h.limits.max_header_bytes > 1024 * 1024) {
       ctx.Error(http.Mark(), "http.max_header_bytes: must be between 256 and 1M");
     }
@@ -1350,6 +1380,8 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
       YAML::Node ban = r.Get("ban");
       if (ban.IsDefined()) ParseBan(ctx, ban, what + ".ban", &lc.ban);
       r.String("jwt", &lc.jwt);
+      r.Bool("http2", &lc.http2);
+      lc.tls.settings.http2 = lc.http2;  // read before the TLS server is built: ALPN offers h2
       YAML::Node tls = r.Get("tls");
       if (tls.IsDefined()) ParseTls(ctx, tls, what + ".tls", &lc.tls);
       YAML::Node ah = r.Get("add_header");

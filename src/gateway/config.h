@@ -398,6 +398,9 @@ struct ListenerConfig {
   ListenerTlsConfig tls;
   std::vector<AddHeader> add_headers;
   GzipConfig gzip;
+  // HTTP/2 besides HTTP/1.1, as nginx `http2 on`: over TLS when ALPN picks "h2", in clear text
+  // when a connection starts with the HTTP/2 preface (prior knowledge).
+  bool http2 = false;
 };
 
 // Settings of the shared ban table.
@@ -411,7 +414,27 @@ struct BansConfig {
 // path exactly as the client sent it. Routes always decide on the normalised path.
 enum class UpstreamPath : uint8_t { kNormalized, kOriginal };
 
+// HTTP/2 settings and defences (http.http2). Defaults: HAProxy's 100 streams, the RFC's 64 KiB
+// windows and 4 KiB HPACK table; budgets in the spirit of nghttp2's and nginx's flood checks.
+// The header list's bound is http.max_header_bytes, as nginx (since 1.19.7) bounds HTTP/2
+// headers by large_client_header_buffers: one limit for both protocols.
+struct Http2Config {
+  int max_concurrent_streams = 100;  // SETTINGS_MAX_CONCURRENT_STREAMS
+  int initial_window_size = 65535;   // SETTINGS_INITIAL_WINDOW_SIZE: request body per stream
+  int header_table_size = 4096;      // SETTINGS_HEADER_TABLE_SIZE (HPACK)
+  int max_continuations = 8;         // CONTINUATION frames after one HEADERS
+  // Rapid reset (CVE-2023-44487): RST_STREAM frames from the client, as a token bucket.
+  int reset_burst = 200;
+  int reset_rate = 33;  // per second
+  // SETTINGS, PING, PRIORITY, WINDOW_UPDATE and empty DATA frames, as a token bucket.
+  int control_burst = 1000;
+  int control_rate = 100;  // per second
+
+  bool operator==(const Http2Config&) const = default;
+};
+
 struct HttpConfig {
+  Http2Config http2;
   http::Limits limits;
   http::PathOptions path;  // merge_slashes, escaped_slashes
   UpstreamPath upstream_path = UpstreamPath::kNormalized;

@@ -13,6 +13,7 @@
 #include "core/strings.h"
 #include "core/units.h"
 #include "gateway/bans.h"
+#include "gateway/h2.h"
 #include "gateway/proxy.h"
 #include "gateway/proxy_internal.h"
 #include "gateway/rate_limit.h"
@@ -27,8 +28,12 @@ DownstreamConn::DownstreamConn(Worker* w) : worker_(w), ex_(w, this) {
   timer_.set_callback([this] { OnClientTimeout(); });
 }
 
+DownstreamConn::~DownstreamConn() = default;
+
 void DownstreamConn::Open(int fd, const SocketAddress& peer, int listener_index) {
   const GatewayConfig& cfg = worker_->config();
+  ++generation_;
+  h2_.reset();
   fd_ = fd;
   open_ = true;
   peer_ = peer;
@@ -66,9 +71,57 @@ bool DownstreamConn::IdleForDrain() const {
   return open_ && state_ == State::kIdle && in_.readable() == 0;
 }
 
+void DownstreamConn::Drain() {
+  if (h2_ != nullptr) {
+    h2_->Drain();
+    h2_->Flush();
+    return;
+  }
+  if (IdleForDrain()) Close();
+}
+
+void DownstreamConn::CloseSoon(bool linger) {
+  uint64_t gen = generation_;
+  worker_->loop().Defer([this, gen, linger] {
+    if (!open_ || generation_ != gen || lingering_) return;
+    if (!linger) {
+      Close();
+      return;
+    }
+    // nginx lingering_close (lingering_timeout 5s): close_notify, FIN, then drain until the
+    // client closes too.
+    if (h2_ != nullptr) h2_->Shutdown();
+    tls_.End();
+    shutdown(fd_, SHUT_WR);
+    lingering_ = true;
+    ArmClientTimer(5000);
+    OnIo(EPOLLIN);
+  });
+}
+
+bool DownstreamConn::SendQueued() {
+  WriteOut();
+  return out_.pending() == 0 && !write_failed_;
+}
+
 void DownstreamConn::OnIo(uint32_t events) {
   if (!open_) return;
   rdhup_ = (events & kPeerGone) != 0;
+  if (lingering_) {
+    char scratch[4096];
+    for (;;) {
+      ssize_t n = recv(fd_, scratch, sizeof(scratch), 0);
+      if (n > 0) continue;
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      Close();  // EOF or an error: the client is done
+      return;
+    }
+  }
+  if (state_ == State::kH2) {
+    H2Io(events);
+    return;
+  }
   if (state_ == State::kTunnel) {
     TunnelPump();
     return;
@@ -129,6 +182,10 @@ void DownstreamConn::DoRead() {
       in_.wpos += static_cast<size_t>(n);
       ex_.request().bytes_in += static_cast<uint64_t>(n);
       Process();
+      if (state_ == State::kH2) {
+        if (open_) H2Io(EPOLLIN);
+        return;
+      }
       // A short plain read drained the socket (see UpstreamConn::ReadAvailable); TLS hands out
       // one record at a time, so it reads on until it would block.
       if (static_cast<size_t>(n) < want && !rdhup_ && !tls_.active()) return;
@@ -169,6 +226,10 @@ void DownstreamConn::Process() {
     switch (state_) {
       case State::kIdle:
         if (in_.readable() == 0) return;
+        if (requests_ == 0 && worker_->config().listeners[listener_index_].http2 &&
+            MaybeStartH2()) {
+          return;
+        }
         state_ = State::kHead;
         ex_.request().start_us = MonotonicUs();
         ex_.request().start_ms = worker_->loop().now_ms();
@@ -280,7 +341,15 @@ void DownstreamConn::StartNextRequest() {
 
 void DownstreamConn::OnClientTimeout() {
   if (!open_) return;
+  if (lingering_) {
+    Close();
+    return;
+  }
   switch (state_) {
+    case State::kH2:
+      h2_->OnTimeout();
+      if (h2_->failed()) Close();
+      return;
     case State::kIdle:
       Close();  // keep-alive or fresh connection that sent nothing: close quietly, as nginx
       return;
@@ -303,8 +372,12 @@ void DownstreamConn::Close() {
   open_ = false;
   ex_.End();
   worker_->loop().CancelTimer(&timer_);
+  // The session object stays until the connection's next life (Open): a stream's exchange may
+  // be on the stack; Shutdown has ended its streams and freed nghttp2's state.
+  if (h2_ != nullptr) h2_->Shutdown();
   worker_->loop().Remove(fd_);
   tls_.End();  // close_notify if the handshake finished and the socket takes it
+  lingering_ = false;
   verified_token_ = {};
   close(fd_);
   fd_ = -1;
@@ -312,6 +385,74 @@ void DownstreamConn::Close() {
   state_ = State::kClosing;
   worker_->stats().open_clients.fetch_sub(1, std::memory_order_relaxed);
   worker_->FreeClient(this);
+}
+
+// HTTP/2
+
+bool DownstreamConn::MaybeStartH2() {
+  if (tls_.active()) {
+    if (!tls_.alpn_h2()) return false;
+  } else {
+    // Prior knowledge (RFC 9113 3.3): the connection starts with the preface. A prefix of it
+    // waits for more bytes; anything else is HTTP/1.1 (nginx sniffs the same way).
+    static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t n = std::min(in_.readable(), kPreface.size());
+    if (std::string_view(in_.read_ptr(), n) != kPreface.substr(0, n)) return false;
+    if (n < kPreface.size()) return true;  // wait: Process returns, DoRead reads on
+  }
+  state_ = State::kH2;
+  out_.Clear();
+  h2_ = std::make_unique<H2Session>(this, worker_);
+  if (!h2_->Start()) {
+    Close();
+    return true;
+  }
+  return true;
+}
+
+void DownstreamConn::H2Io(uint32_t events) {
+  // Bytes already read (the preface, what followed it) go first.
+  if (in_.readable() > 0) {
+    bool ok = h2_->Receive(in_.read_ptr(), in_.readable());
+    in_.rpos = in_.wpos = 0;
+    if (!ok) {
+      h2_->Flush();  // the GOAWAY nghttp2 queued
+      if (open_) Close();
+      return;
+    }
+  }
+  bool readable = (events & kReadable) != 0 ||
+                  (tls_.active() && tls_.read_wants_write() && (events & EPOLLOUT));
+  while (open_ && readable) {
+    ssize_t n = Recv(in_.data.get(), in_.cap);
+    if (n > 0) {
+      if (!h2_->Receive(in_.data.get(), static_cast<size_t>(n))) {
+        h2_->Flush();
+        if (open_) Close();
+        return;
+      }
+      // Streams run between reads: one connection cannot monopolise the worker with a
+      // never-ending read, and responses go out as soon as they are ready.
+      h2_->Flush();
+      if (!open_) return;
+      if (static_cast<size_t>(n) < in_.cap && !rdhup_ && !tls_.active()) break;
+      continue;
+    }
+    if (n == 0) {
+      eof_ = true;
+      Close();
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) {
+      Close();
+      return;
+    }
+    break;
+  }
+  if (!open_) return;
+  h2_->Flush();
+  if (open_ && h2_->failed()) Close();
 }
 
 }  // namespace bulwark::gateway

@@ -371,7 +371,15 @@ void Exchange::LogAndCount(int status) {
   AppendJsonEscaped(&o, log_.method);
   o.append("\",\"path\":\"");
   AppendJsonEscaped(&o, log_.path);
-  o.append("\",\"route\":\"");
+  // nginx $server_protocol, and the HTTP/2 stream that carried the request.
+  uint32_t stream = down_->stream_id();
+  o.append(stream != 0                   ? "\",\"protocol\":\"HTTP/2.0"
+           : request_.version_minor == 0 ? "\",\"protocol\":\"HTTP/1.0"
+                                         : "\",\"protocol\":\"HTTP/1.1");
+  if (stream != 0)
+    StrAppend(&o, "\",\"stream\":", stream, ",\"route\":\"");
+  else
+    o.append("\",\"route\":\"");
   if (route_ != nullptr) AppendJsonEscaped(&o, route_->cfg->name);
   o.append("\",\"upstream\":\"");
   o.append(log_.upstream);

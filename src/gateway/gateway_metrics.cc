@@ -122,6 +122,22 @@ const WorkerFamily kWorkerFamilies[] = {
      [](const WorkerStats& s) { return s.panic_selections.Get(); }},
     {"bulwark_access_denied_total", "counter", "Requests refused (403) by an allow/deny list.",
      [](const WorkerStats& s) { return s.access_denied.Get(); }},
+    {"bulwark_http2_connections_total", "counter", "Client connections that spoke HTTP/2.",
+     [](const WorkerStats& s) { return s.h2_connections.Get(); }},
+    {"bulwark_http2_streams_total", "counter", "HTTP/2 streams clients opened.",
+     [](const WorkerStats& s) { return s.h2_streams.Get(); }},
+    {"bulwark_http2_rapid_resets_total", "counter",
+     "HTTP/2 connections ended (GOAWAY ENHANCE_YOUR_CALM) for resetting streams faster than "
+     "http.http2.reset_rate allows (CVE-2023-44487).",
+     [](const WorkerStats& s) { return s.h2_rapid_resets.Get(); }},
+    {"bulwark_http2_floods_total", "counter",
+     "HTTP/2 connections ended for a flood: SETTINGS, PING, PRIORITY or empty DATA frames over "
+     "http.http2.control_rate, or acknowledgements the client would not read.",
+     [](const WorkerStats& s) { return s.h2_floods.Get(); }},
+    {"bulwark_http2_protocol_errors_total", "counter",
+     "HTTP/2 connections ended by a protocol error (bad frames, too many CONTINUATION frames, "
+     "a header block that did not end within client_header_timeout).",
+     [](const WorkerStats& s) { return s.h2_protocol_errors.Get(); }},
     {"bulwark_http_bad_paths_total", "counter",
      "Requests refused (400) for their path: a malformed or NUL escape, `..` above the root, or "
      "an encoded slash under escaped_slashes: reject.",

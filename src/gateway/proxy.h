@@ -27,6 +27,7 @@ namespace bulwark::gateway {
 class Worker;
 struct WorkerView;
 class DownstreamConn;
+class H2Session;
 class Exchange;
 
 enum class UpstreamFailure { kConnect, kWrite, kRead, kTimeout, kInvalidResponse, kClosed };
@@ -117,6 +118,8 @@ class Downstream {
   virtual bool secure() const = 0;  // TLS ($scheme https, X-Forwarded-Proto)
   virtual int listener_index() const = 0;
   virtual int requests() const = 0;  // requests the connection carried, this one included
+  // The HTTP/2 stream carrying the request; 0 for HTTP/1.x.
+  virtual uint32_t stream_id() const { return 0; }
 
   // The last token this connection verified (clients send the same one on every request of a
   // keep-alive connection): the signature is not checked again, only the times (Envoy caches
@@ -428,12 +431,28 @@ class Exchange {
 class DownstreamConn final : public IoHandler, public Downstream {
  public:
   explicit DownstreamConn(Worker* w);
+  ~DownstreamConn() override;
   void OnIo(uint32_t events) override;
 
   void Open(int fd, const SocketAddress& peer, int listener_index);
   // True for a connection waiting for its next request with nothing buffered (drain closes it).
   bool IdleForDrain() const;
+  // The worker drains: an idle HTTP/1.1 connection closes, an HTTP/2 one sends GOAWAY and
+  // closes once its streams are done.
+  void Drain();
   void Close();
+  // Closes after the current event batch (from an HTTP/2 stream's call stack). `linger`: as
+  // nginx's lingering_close, the write side closes first and what the client still sends is
+  // read and dropped for a while, so its unread data cannot turn the close into a reset that
+  // destroys the last responses on their way.
+  void CloseSoon(bool linger);
+
+  // For the HTTP/2 session that the connection carries.
+  Timer& timer() { return timer_; }
+  // Writes out_; true when all of it went.
+  bool SendQueued();
+  bool write_failed() const { return write_failed_; }
+  bool speaks_h2() const { return h2_ != nullptr && state_ == State::kH2; }
 
   // Downstream
   const http::RequestHead& request_head() const override { return req_; }
@@ -462,7 +481,7 @@ class DownstreamConn final : public IoHandler, public Downstream {
   bool open_ = false;
 
  private:
-  enum class State { kIdle, kHead, kExchange, kTunnel, kClosing };
+  enum class State { kIdle, kHead, kExchange, kTunnel, kH2, kClosing };
 
   void DoRead();
   void DoWrite();
@@ -477,6 +496,10 @@ class DownstreamConn final : public IoHandler, public Downstream {
   void ArmClientTimer(int64_t ms);
   void OnClientTimeout();
   void TunnelPump();
+  // HTTP/2: whether the connection starts it (ALPN h2, or the preface on a clear-text
+  // listener with http2), and the session's reads and writes.
+  bool MaybeStartH2();
+  void H2Io(uint32_t events);
 
   State state_ = State::kIdle;
   TlsStream tls_;  // when the listener has TLS
@@ -497,6 +520,9 @@ class DownstreamConn final : public IoHandler, public Downstream {
   bool write_again_ = false;
   bool write_failed_ = false;
   VerifiedToken verified_token_;
+  std::unique_ptr<H2Session> h2_;
+  bool lingering_ = false;
+  uint64_t generation_ = 0;  // Opens so far: a deferred close meets the same connection
 
   Exchange ex_;
 };

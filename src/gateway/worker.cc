@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "gateway/h2.h"
 #include "gateway/proxy.h"
 
 namespace bulwark::gateway {
@@ -152,6 +153,21 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
   WorkerView* old = current_;
   current_ = view.get();
   views_.push_back(std::move(view));
+  // HTTP/2 connections whose settings changed say goodbye gracefully (GOAWAY: their streams
+  // finish, the client reconnects and meets the new settings), as nginx's old workers do on a
+  // reload.
+  if (old != nullptr) {
+    const GatewayConfig& before = *old->snap->config;
+    const GatewayConfig& after = *snap->config;
+    for (auto& c : clients_) {
+      if (!c->open_ || !c->speaks_h2()) continue;
+      int li = c->listener_index();
+      bool same = before.http.http2 == after.http.http2 &&
+                  before.http.limits.max_header_bytes == after.http.limits.max_header_bytes &&
+                  li < static_cast<int>(after.listeners.size()) && after.listeners[li].http2;
+      if (!same) c->Drain();
+    }
+  }
   if (old != nullptr && old->refs == 0) ReleaseView(old);
 }
 
@@ -314,6 +330,16 @@ void Worker::FreeUpstream(UpstreamConn* c) {
   loop_.Defer([this, c] { free_upstreams_.push_back(c); });
 }
 
+H2Stream* Worker::TakeH2Stream() {
+  if (!free_h2_streams_.empty()) {
+    H2Stream* s = free_h2_streams_.back();
+    free_h2_streams_.pop_back();
+    return s;
+  }
+  h2_streams_.push_back(std::make_unique<H2Stream>(this));
+  return h2_streams_.back().get();
+}
+
 void Worker::FreeClient(DownstreamConn* c) {
   --live_clients_;
   loop_.Defer([this, c] { free_clients_.push_back(c); });
@@ -326,7 +352,7 @@ void Worker::FreeClient(DownstreamConn* c) {
 
 void Worker::CloseIdleClients() {
   for (auto& c : clients_) {
-    if (c->IdleForDrain()) c->Close();
+    if (c->open_) c->Drain();
   }
 }
 

@@ -18,6 +18,7 @@
 namespace bulwark::gateway {
 
 class DownstreamConn;
+class H2Stream;
 class UpstreamConn;
 class Worker;
 
@@ -79,6 +80,12 @@ struct WorkerStats {
   observe::ShardValue retry_budget_exhausted;
   observe::ShardValue retry_backoffs;
   observe::ShardValue panic_selections;
+  // HTTP/2: connections, streams, and connections ended by a defence.
+  observe::ShardValue h2_connections;
+  observe::ShardValue h2_streams;
+  observe::ShardValue h2_rapid_resets;
+  observe::ShardValue h2_floods;
+  observe::ShardValue h2_protocol_errors;
   std::atomic<int64_t> open_clients{0};
   std::atomic<int64_t> open_upstreams{0};
 };
@@ -120,6 +127,9 @@ class Worker {
   UpstreamConn* NewUpstream();
   void FreeUpstream(UpstreamConn* c);
   void FreeClient(DownstreamConn* c);
+  // HTTP/2 streams, pooled like connections (a stream is returned after its event batch).
+  H2Stream* TakeH2Stream();
+  void ReturnH2Stream(H2Stream* s) { free_h2_streams_.push_back(s); }
   // Descriptor accounting for the budget: +1 when a connection opens, -1 when it closes.
   void CountDescriptor(int delta) {
     if (shared_.descriptors != nullptr)
@@ -177,6 +187,8 @@ class Worker {
 
   std::vector<std::unique_ptr<DownstreamConn>> clients_;  // all client connections ever made
   std::vector<DownstreamConn*> free_clients_;
+  std::vector<std::unique_ptr<H2Stream>> h2_streams_;  // all HTTP/2 streams ever made
+  std::vector<H2Stream*> free_h2_streams_;
   std::vector<std::unique_ptr<UpstreamConn>> upstreams_;
   std::vector<UpstreamConn*> free_upstreams_;
   std::vector<std::vector<UpstreamConn*>> idle_;  // per server id

@@ -137,6 +137,42 @@ TEST(Config, PathSettings) {
             "\"decode\"?); expected one of: decode, keep, reject");
 }
 
+TEST(Config, Http2SettingsAndLimits) {
+  ConfigLoad l = Load("listeners: [{listen: ':8080', routes: [{return: 204}]}]\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const gateway::Http2Config& d = l.config->gateway->http.http2;
+  EXPECT_FALSE(l.config->gateway->listeners[0].http2);  // off unless asked, as nginx
+  EXPECT_EQ(d.max_concurrent_streams, 100);
+  EXPECT_EQ(d.initial_window_size, 65535);
+  EXPECT_EQ(d.header_table_size, 4096);
+  EXPECT_EQ(d.max_continuations, 8);
+  l = Load(
+      "http:\n  http2: {max_concurrent_streams: 10, initial_window_size: 1m, header_table_size: 0,"
+      " max_continuations: 2, reset_burst: 5, reset_rate: 2, control_burst: 7, control_rate: 3}\n"
+      "listeners: [{listen: ':8080', http2: true, routes: [{return: 204}]}]\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const gateway::Http2Config& h = l.config->gateway->http.http2;
+  EXPECT_TRUE(l.config->gateway->listeners[0].http2);
+  EXPECT_EQ(h.max_concurrent_streams, 10);
+  EXPECT_EQ(h.initial_window_size, 1 << 20);
+  EXPECT_EQ(h.header_table_size, 0);
+  EXPECT_EQ(h.max_continuations, 2);
+  EXPECT_EQ(h.reset_burst, 5);
+  EXPECT_EQ(h.reset_rate, 2);
+  EXPECT_EQ(h.control_burst, 7);
+  EXPECT_EQ(h.control_rate, 3);
+  l = Load(
+      "http:\n  http2: {initial_window_size: 100, max_concurrent_streams: 0, window: 1}\n"
+      "listeners: [{listen: ':8080', http2: yes please, routes: [{return: 204}]}]\n");
+  ASSERT_EQ(l.errors.size(), 4u) << Join(l.errors, "\n");
+  EXPECT_EQ(l.errors[0],
+            "t.yml:2:61: http.http2.max_concurrent_streams: 0 is out of range [1, 10000]");
+  EXPECT_EQ(l.errors[1], "t.yml:2:32: http.http2.initial_window_size: must be between 1k and 16m");
+  EXPECT_NE(l.errors[2].find("http.http2: unknown key \"window\""), std::string::npos)
+      << l.errors[2];
+  EXPECT_NE(l.errors[3].find("listeners[0].http2"), std::string::npos) << l.errors[3];
+}
+
 TEST(Config, ConnectionLimits) {
   ConfigLoad l = Load(R"(http: {max_connections: 500}
 limit_conn_zones:
