@@ -160,18 +160,8 @@ void DownstreamConn::DoRead() {
           in_.Compact();
           continue;
         }
-      } else if (state_ == State::kExchange && ex_.phase() == Exchange::Phase::kProxy &&
-                 !ex_.request().body_done && ex_.request().body_pos > in_.rpos) {
-        // The body is larger than the buffer: drop what was already forwarded. From here on the
-        // request can no longer be resent to another server.
-        Exchange::Request& r = ex_.request();
-        in_.rpos = r.body_pos;
-        r.body_retained = false;
-        size_t shift = in_.rpos;
-        in_.Compact();
-        r.body_pos -= shift;
-        r.body_start = 0;
-        continue;
+      } else if (state_ == State::kExchange && ex_.DropForwardedBody(in_)) {
+        continue;  // the body is larger than the buffer
       }
       read_paused_ = true;  // resumed when the current exchange consumes the buffer
       return;

@@ -455,6 +455,17 @@ void Exchange::Done() {
   down_->ExchangeDone(request_.keep_alive);
 }
 
+bool Exchange::DropForwardedBody(Buffer& in) {
+  if (phase_ != Phase::kProxy || request_.body_done || request_.body_pos <= in.rpos) return false;
+  in.rpos = request_.body_pos;
+  request_.body_retained = false;
+  size_t shift = in.rpos;
+  in.Compact();
+  request_.body_pos -= shift;
+  request_.body_start = 0;
+  return true;
+}
+
 void Exchange::OnInput() {
   if (phase_ != Phase::kProxy || request_.body_done || upstream_.conn == nullptr) return;
   ForwardBody();

@@ -238,16 +238,9 @@ void H2Stream::PumpInput() {
     if (!begun_) return;
   }
   Exchange::Request& r = ex_.request();
-  if (!staged_.empty() && in_.writable() < staged_.size() + kChunkFraming &&
-      ex_.phase() == Exchange::Phase::kProxy && !r.body_done && r.body_pos > in_.rpos) {
-    // As DownstreamConn::DoRead: the body outgrew the buffer, so what was forwarded goes, and
-    // the request can no longer be resent to another server.
-    in_.rpos = r.body_pos;
-    r.body_retained = false;
-    size_t shift = in_.rpos;
-    in_.Compact();
-    r.body_pos -= shift;
-    r.body_start = 0;
+  // As DownstreamConn::DoRead: a body that outgrew the buffer loses what was forwarded.
+  if (!staged_.empty() && in_.writable() < staged_.size() + kChunkFraming) {
+    ex_.DropForwardedBody(in_);
   }
   size_t moved = 0;
   if (!staged_.empty()) {

@@ -308,6 +308,10 @@ class Exchange {
   // stored (for per-worker zones, whose waiters keep their own copy).
   void OnCacheWake(uint64_t token, std::shared_ptr<const std::string> value,
                    cache::PutOptions options);
+  // The carrier's input is full while the body streams to the server: drops the part already
+  // forwarded and moves the rest to the front of `in` (from then on the request can no longer be
+  // resent to another server). False when nothing could be dropped.
+  bool DropForwardedBody(Buffer& in);
   // Drops an upstream connection (pooled again when `reusable`).
   void ReleaseUpstream(bool reusable);
 
