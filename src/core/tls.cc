@@ -84,6 +84,27 @@ int OnAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigne
   return SSL_TLSEXT_ERR_OK;
 }
 
+// OpenSSL fills a certificate's extension cache (key identifiers, flags) the first time a
+// verification touches it, under the certificate's own lock, but later verifications read those
+// fields without it. Certificates in a context are shared by every worker and the health
+// checker, so the caches are filled here, once, before any thread can use the context.
+void FillCertificateCaches(SSL_CTX* ctx) {
+  if (X509_STORE* store = SSL_CTX_get_cert_store(ctx); store != nullptr) {
+    STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
+    for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
+      X509* x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objects, i));
+      if (x != nullptr) X509_check_purpose(x, -1, 0);
+    }
+  }
+  for (int r = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST); r == 1;
+       r = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT)) {
+    if (X509* x = SSL_CTX_get0_certificate(ctx); x != nullptr) X509_check_purpose(x, -1, 0);
+    STACK_OF(X509)* chain = nullptr;
+    SSL_CTX_get0_chain_certs(ctx, &chain);
+    for (int i = 0; i < sk_X509_num(chain); ++i) X509_check_purpose(sk_X509_value(chain, i), -1, 0);
+  }
+}
+
 }  // namespace
 
 int TlsVersionFromName(std::string_view name) {
@@ -132,6 +153,7 @@ absl::StatusOr<std::shared_ptr<TlsServer>> TlsServer::Build(const TlsSettings& s
     SSL_CTX_set_alpn_select_cb(ctx, OnAlpn, s.http2 ? &kHttp2 : nullptr);
     server->names_.push_back(CertNames(ctx));
   }
+  for (SSL_CTX* ctx : server->ctxs_) FillCertificateCaches(ctx);
   SSL_CTX_set_tlsext_servername_callback(server->ctxs_[0], OnServerName);
   SSL_CTX_set_tlsext_servername_arg(server->ctxs_[0], server.get());
   return server;
@@ -239,6 +261,7 @@ absl::StatusOr<std::shared_ptr<TlsClient>> TlsClient::Build(const TlsClientSetti
   } else {
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   }
+  FillCertificateCaches(ctx);
   return client;
 }
 
