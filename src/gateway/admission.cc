@@ -73,7 +73,7 @@ bool Exchange::AppendKey(const KeySpec& spec, bool binary_ip, std::string* out) 
 
 bool Exchange::Protect(const GatewayConfig& cfg) {
   const Snapshot& snap = *view_->snap;
-  const ListenerConfig& lcfg = cfg.listeners[down_->listener_index()];
+  const ListenerConfig& lcfg = cfg.listeners[listener_];
   const AccessList& acl = route_ != nullptr ? route_->cfg->access : lcfg.access;
   if (!acl.rules.empty() && !acl.Allows(admission_.client_addr)) {
     worker_->stats().access_denied.Add(1);

@@ -45,8 +45,8 @@ class Balancer {
     bool down;
     int half_open_requests = 1;  // breaker probes allowed at once
     uint64_t sticky_id = 0;      // StableHash of the address: what sticky cookies name
-    int current_weight = 0;    // nginx smooth weighted round robin
-    int effective_weight = 0;  // lowered on failures, recovers by one per selection
+    int current_weight = 0;      // nginx smooth weighted round robin
+    int effective_weight = 0;    // lowered on failures, recovers by one per selection
   };
 
   Balancer(const UpstreamConfig& cfg, const std::vector<ServerState*>& states,

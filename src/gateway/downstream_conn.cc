@@ -30,7 +30,7 @@ DownstreamConn::DownstreamConn(Worker* w) : worker_(w), ex_(w, this) {
 
 DownstreamConn::~DownstreamConn() = default;
 
-void DownstreamConn::Open(int fd, const SocketAddress& peer, int listener_index) {
+void DownstreamConn::Open(int fd, const SocketAddress& peer, int listen_fd, int listener_index) {
   const GatewayConfig& cfg = worker_->config();
   ++generation_;
   h2_.reset();
@@ -38,6 +38,7 @@ void DownstreamConn::Open(int fd, const SocketAddress& peer, int listener_index)
   open_ = true;
   peer_ = peer;
   peer_ip_ = peer.IpString();
+  listen_fd_ = listen_fd;
   listener_index_ = listener_index;
   in_.Init(cfg.http.limits.max_header_bytes + kBodySlackBytes);
   out_.Clear();
@@ -77,6 +78,18 @@ void DownstreamConn::Drain() {
     h2_->Flush();
     return;
   }
+  if (IdleForDrain()) Close();
+}
+
+void DownstreamConn::Relisten(int index) {
+  listener_index_ = index;
+  if (index >= 0 || !open_) return;
+  listen_fd_ = -1;  // gone for good: a later listener may get the same descriptor number
+  if (h2_ != nullptr) {
+    Drain();
+    return;
+  }
+  close_after_ = true;
   if (IdleForDrain()) Close();
 }
 
@@ -216,6 +229,10 @@ void DownstreamConn::Process() {
     switch (state_) {
       case State::kIdle:
         if (in_.readable() == 0) return;
+        if (listener_index_ < 0) {  // its listener left with a reload (Relisten)
+          Close();
+          return;
+        }
         if (requests_ == 0 && worker_->config().listeners[listener_index_].http2 &&
             MaybeStartH2()) {
           return;

@@ -70,6 +70,7 @@ void Exchange::HandleRequest() {
   worker_->stats().requests.Add(1);
   view_ = worker_->AcquireView();
   const GatewayConfig& cfg = *view_->snap->config;
+  listener_ = down_->listener_index();
   StartRecord();
   request_.method = req_->method;
   request_.version_minor = req_->version_minor;
@@ -148,6 +149,12 @@ void Exchange::HandleRequest() {
     }
   }
 
+  if (listener_ < 0) {
+    // A reload removed the listener while this request was on its way (an HTTP/2 stream, or
+    // a head that was still arriving): it is not served by another listener's routes.
+    SendError(503, "its listener was removed by a reload", true);
+    return;
+  }
   if (request_.method == http::Method::kConnect) {
     SendError(501, "CONNECT is not supported", true);
     return;
@@ -158,8 +165,7 @@ void Exchange::HandleRequest() {
     return;
   }
   if (!NormalizeRequestPath(cfg)) return;
-  route_ = view_->snap->routers[down_->listener_index()]->Match(req_->host, request_.path,
-                                                                req_->method_str);
+  route_ = view_->snap->routers[listener_]->Match(req_->host, request_.path, req_->method_str);
   if (!Protect(cfg)) return;
   if (route_ == nullptr) {
     SendError(404, "no route matches", request_.has_body);
@@ -423,9 +429,9 @@ void Exchange::SendLocal(int status, std::string_view body, std::string_view con
   if (route_ != nullptr) {
     if (AddHeaderStatus(status)) o.append(route_->cfg->add_header_block);
     o.append(route_->cfg->add_header_always_block);
-  } else if (view_ != nullptr) {
+  } else if (view_ != nullptr && listener_ >= 0) {
     // No route (404, refused before routing): the listener's headers, as nginx's server level.
-    for (const auto& h : view_->snap->config->listeners[down_->listener_index()].add_headers) {
+    for (const auto& h : view_->snap->config->listeners[listener_].add_headers) {
       if (h.always || AddHeaderStatus(status)) AppendHeaderLine(&o, h.name, h.value);
     }
   }

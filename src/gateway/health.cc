@@ -102,8 +102,8 @@ void ServerState::OpenBreakerLocked(int64_t now_ms, const BreakerConfig& breaker
 }
 
 int ServerState::RecordOutcome(bool breaker_failure, bool outlier_failure, bool probe,
-                               int64_t now_ms,
-                               const BreakerConfig& breaker, const OutlierConfig& outlier,
+                               int64_t now_ms, const BreakerConfig& breaker,
+                               const OutlierConfig& outlier,
                                const std::vector<std::shared_ptr<ServerState>>& peers) {
   if (probe) half_open_inflight_.fetch_sub(1, std::memory_order_relaxed);
   int change = kNoChange;
@@ -155,9 +155,9 @@ int ServerState::RecordOutcome(bool breaker_failure, bool outlier_failure, bool 
       // Envoy: at most max_ejection_percent of the upstream is ejected, but one server may
       // always be.
       size_t total = std::max<size_t>(1, peers.size());
-      bool allowed = ejected_now == 0 ||
-                     static_cast<size_t>(ejected_now + 1) * 100 <=
-                         static_cast<size_t>(outlier.max_ejection_percent) * total;
+      bool allowed =
+          ejected_now == 0 || static_cast<size_t>(ejected_now + 1) * 100 <=
+                                  static_cast<size_t>(outlier.max_ejection_percent) * total;
       if (allowed) {
         MutexLock lock(&mu_);
         // The multiplier grows with each ejection and shrinks by one for every interval the
@@ -169,8 +169,9 @@ int ServerState::RecordOutcome(bool breaker_failure, bool outlier_failure, bool 
               static_cast<int>(std::max<int64_t>(0, ejection_multiplier_ - healthy_intervals));
         }
         ++ejection_multiplier_;
-        int64_t ms = std::min(outlier.base_ejection_time_ms * ejection_multiplier_,
-                              std::max(outlier.base_ejection_time_ms, outlier.max_ejection_time_ms));
+        int64_t ms =
+            std::min(outlier.base_ejection_time_ms * ejection_multiplier_,
+                     std::max(outlier.base_ejection_time_ms, outlier.max_ejection_time_ms));
         ejected_until_.store(now_ms + ms, std::memory_order_relaxed);
         ejections_.fetch_add(1, std::memory_order_relaxed);
         consecutive_5xx_.store(0, std::memory_order_relaxed);

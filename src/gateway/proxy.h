@@ -116,6 +116,8 @@ class Downstream {
   virtual const SocketAddress& peer() const = 0;
   virtual std::string_view peer_ip() const = 0;
   virtual bool secure() const = 0;  // TLS ($scheme https, X-Forwarded-Proto)
+  // The listener's index in the worker's current snapshot, -1 when a reload removed it. An
+  // exchange reads it once, with the snapshot it acquires (Exchange::listener_).
   virtual int listener_index() const = 0;
   virtual int requests() const = 0;  // requests the connection carried, this one included
   // The HTTP/2 stream carrying the request; 0 for HTTP/1.x.
@@ -410,6 +412,7 @@ class Exchange {
   const http::RequestHead* req_ = nullptr;  // down_->request_head() while the exchange runs
   Phase phase_ = Phase::kNone;
   WorkerView* view_ = nullptr;  // the configuration snapshot, held until the exchange ends
+  int listener_ = 0;            // the client's listener in view_'s snapshot
   const Router::Route* route_ = nullptr;
   Request request_;
   Admission admission_;
@@ -438,7 +441,13 @@ class DownstreamConn final : public IoHandler, public Downstream {
   ~DownstreamConn() override;
   void OnIo(uint32_t events) override;
 
-  void Open(int fd, const SocketAddress& peer, int listener_index);
+  // `listen_fd`: the listening socket it came from, which names its listener across reloads.
+  void Open(int fd, const SocketAddress& peer, int listen_fd, int listener_index);
+  // A reload moved the connection's listener to `index` in the new snapshot, or (-1) removed
+  // it: then the connection ends as on a drain (nginx's old workers do the same), after its
+  // current request, and no request starts on it any more.
+  void Relisten(int index);
+  int listen_fd() const { return listen_fd_; }
   // True for a connection waiting for its next request with nothing buffered (drain closes it).
   bool IdleForDrain() const;
   // The worker drains: an idle HTTP/1.1 connection closes, an HTTP/2 one sends GOAWAY and
@@ -509,7 +518,8 @@ class DownstreamConn final : public IoHandler, public Downstream {
   TlsStream tls_;  // when the listener has TLS
   SocketAddress peer_;
   std::string peer_ip_;
-  int listener_index_ = 0;
+  int listen_fd_ = -1;
+  int listener_index_ = 0;  // in the worker's current snapshot; -1 once a reload removed it
   Buffer in_;
   OutQueue out_;
   http::HeadScanner scanner_;

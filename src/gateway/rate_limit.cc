@@ -22,8 +22,7 @@ const char* LimitResultName(LimitResult r) {
   return "passed";
 }
 
-LimitZone::LimitZone(std::string name, std::string key_text, int64_t rate_milli,
-                     int64_t size_bytes)
+LimitZone::LimitZone(std::string name, std::string key_text, int64_t rate_milli, int64_t size_bytes)
     : name_(std::move(name)),
       key_text_(std::move(key_text)),
       size_bytes_(size_bytes),
@@ -78,8 +77,14 @@ uint64_t LimitZone::Evictions() const {
 
 void LimitZone::Unlink(Shard& s, uint32_t i) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   Node& n = s.nodes[i];
-  if (n.prev != kNil) s.nodes[n.prev].next = n.next; else s.head = n.next;
-  if (n.next != kNil) s.nodes[n.next].prev = n.prev; else s.tail = n.prev;
+  if (n.prev != kNil)
+    s.nodes[n.prev].next = n.next;
+  else
+    s.head = n.next;
+  if (n.next != kNil)
+    s.nodes[n.next].prev = n.prev;
+  else
+    s.tail = n.prev;
   n.prev = n.next = kNil;
 }
 
@@ -120,8 +125,8 @@ void LimitZone::Expire(Shard& s, int64_t now_ms) ABSL_NO_THREAD_SAFETY_ANALYSIS 
 }
 
 uint32_t LimitZone::Lookup(Shard& s, std::string_view key, int64_t now_ms, int64_t burst,
-                           bool account, int64_t* excess, bool* busy)
-    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                           bool account, int64_t* excess,
+                           bool* busy) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   *busy = false;
   auto it = s.index.find(key);
   if (it != s.index.end()) {
@@ -217,8 +222,8 @@ LimitOutcome LimitDecision::Decide(const LimitRequest* rules, int n, int64_t now
   uint32_t node[kMaxRules];
   bool pending[kMaxRules] = {};
   int64_t excess = 0;
-  int last = -1;   // nginx's `limit`: the last rule looked at
-  int stop = n;    // nginx's `n` after the loop
+  int last = -1;  // nginx's `limit`: the last rule looked at
+  int stop = n;   // nginx's `n` after the loop
   bool busy = false;
   for (int i = 0; i < n; ++i) {
     last = i;

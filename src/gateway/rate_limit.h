@@ -118,17 +118,17 @@ class LimitZone {
 // One rule of a route applied to one key.
 struct LimitRequest {
   LimitZone* zone = nullptr;
-  int64_t burst = 0;  // thousandths
-  int64_t delay = 0;  // thousandths
+  int64_t burst = 0;     // thousandths
+  int64_t delay = 0;     // thousandths
   std::string_view key;  // empty: the rule does not apply to this request
 };
 
 struct LimitOutcome {
   bool applied = false;  // some rule had a key
   LimitResult result = LimitResult::kPassed;
-  int rule = -1;         // the rule that rejected, or whose delay won
-  int64_t excess = 0;    // that rule's excess, thousandths
-  int64_t delay_ms = 0;  // how long to hold the request (0 in dry-run)
+  int rule = -1;              // the rule that rejected, or whose delay won
+  int64_t excess = 0;         // that rule's excess, thousandths
+  int64_t delay_ms = 0;       // how long to hold the request (0 in dry-run)
   int64_t retry_after_s = 0;  // for a rejection: when a request would next be admitted
 };
 

@@ -121,6 +121,16 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
       if (!accept_paused_) RegisterListener(listeners_.back().get());
     }
   }
+  // Open connections follow their listener to its new index, or end if it left the config:
+  // their requests must not read another listener's routes, headers or access rules.
+  for (auto& c : clients_) {
+    if (!c->open_ || c->listener_index() < 0) continue;
+    int index = -1;
+    for (size_t i = 0; i < snap->listen.size(); ++i) {
+      if (snap->listen[i]->fds[index_] == c->listen_fd()) index = static_cast<int>(i);
+    }
+    if (index != c->listener_index()) c->Relisten(index);
+  }
   // Servers that left the config, or whose name now stands for another address: close their
   // idle connections now. (In-flight ones finish and are then closed rather than pooled:
   // PutIdle checks current_servers_ and current_configs_.)
@@ -164,7 +174,7 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
       int li = c->listener_index();
       bool same = before.http.http2 == after.http.http2 &&
                   before.http.limits.max_header_bytes == after.http.limits.max_header_bytes &&
-                  li < static_cast<int>(after.listeners.size()) && after.listeners[li].http2;
+                  li >= 0 && after.listeners[li].http2;
       if (!same) c->Drain();
     }
   }
@@ -257,7 +267,7 @@ void Worker::Accept(int lfd, int listener_index) {
     }
     ++live_clients_;
     stats_.accepted.Add(1);
-    c->Open(fd, peer, listener_index);
+    c->Open(fd, peer, lfd, listener_index);
   }
 }
 

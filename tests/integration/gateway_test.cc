@@ -10,6 +10,7 @@
 #include <regex>
 #include <thread>
 
+#include "core/strings.h"
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
 
@@ -328,6 +329,51 @@ TEST(Gateway, ReloadThatReplacesServersNeverReusesTheirConnections) {
   EXPECT_TRUE(b.process().running()) << b.log();
 }
 
+// A kept-alive connection belongs to its listener, not to a position in the config: a reload
+// that reorders listeners must not hand its next request to another listener's routes, and one
+// that removes its listener ends it (idle: at once; a head still arriving: 503, then close).
+TEST(Gateway, ReloadThatMovesOrRemovesListenersKeepsConnectionsOnTheirOwn) {
+  Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
+  Backend b([](const Backend::Request&) { return Backend::Reply(200, "B"); });
+  Backend c([](const Backend::Request&) { return Backend::Reply(200, "C"); });
+  int port_a = FreePort(), port_b = FreePort(), port_c = FreePort(), admin = FreePort();
+  auto listener = [](int port, const char* upstream) {
+    return StrCat("  - listen: 127.0.0.1:", port, "\n    routes: [{prefix: /, upstream: ", upstream,
+                  "}]\n");
+  };
+  auto config = [&](const std::string& listeners) {
+    return StrCat("workers: 1\naccess_log: {path: stderr}\nadmin: {listen: 127.0.0.1:", admin,
+                  "}\nlisteners:\n", listeners, "upstreams:\n  a: {servers: ['127.0.0.1:", a.port(),
+                  "']}\n  b: {servers: ['127.0.0.1:", b.port(),
+                  "']}\n  c: {servers: ['127.0.0.1:", c.port(), "']}\n");
+  };
+  Bulwark gw(config(listener(port_a, "a") + listener(port_b, "b")));
+  ASSERT_TRUE(gw.Ready(port_b, admin)) << gw.log();
+  Client kept_a(port_a), kept_b(port_b), half_a(port_a);
+  EXPECT_EQ(kept_a.Get("/").body, "A");
+  EXPECT_EQ(kept_b.Get("/").body, "B");
+  EXPECT_EQ(half_a.Get("/").body, "A");
+  ASSERT_TRUE(half_a.Send("GET / HTTP/1.1\r\nHost: test\r\n"));  // a head still arriving
+  // Listener B moves from the second place to the first, A leaves, C comes second.
+  WriteFile(gw.config_path(), config(listener(port_b, "b") + listener(port_c, "c")));
+  ASSERT_EQ(HttpPost(admin, "/api/v1/reload", "").status, 200) << gw.log();
+  // C answering proves the (single) worker applied the new config: it accepts only afterwards.
+  EXPECT_EQ(HttpGet(port_c, "/").body, "C") << gw.log();
+  Response r = kept_b.Get("/");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "B") << "a kept-alive connection was served by another listener's routes";
+  EXPECT_TRUE(kept_a.WaitClosed(5000)) << "an idle connection of a removed listener stayed open";
+  ASSERT_TRUE(half_a.Send("\r\n"));
+  r = half_a.Read();
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_TRUE(half_a.WaitClosed(5000));
+  // New connections to A are refused; B and C serve as configured.
+  Client gone(port_a, 1000);
+  EXPECT_FALSE(gone.connected());
+  EXPECT_EQ(HttpGet(port_b, "/").body, "B");
+  EXPECT_TRUE(gw.process().running()) << gw.log();
+}
+
 TEST(Gateway, SlowlorisIsCutOffByTheHeaderTimeout) {
   Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
   int port = FreePort(), admin = FreePort();
@@ -550,8 +596,9 @@ TEST(CheckConfig, ExitCodesAndMessages) {
   // and the libraries' versions at run time.
   std::smatch m;
   EXPECT_TRUE(std::regex_search(
-      version, m, std::regex("^bulwark [0-9]+\\.[0-9]+\\.[0-9]+ \\(commit [0-9a-f]{12}(-dirty)?; "
-                             "(GNU|Clang) [0-9.]+, [A-Za-z]+[^)]*\\)\n")))
+      version, m,
+      std::regex("^bulwark [0-9]+\\.[0-9]+\\.[0-9]+ \\(commit [0-9a-f]{12}(-dirty)?; "
+                 "(GNU|Clang) [0-9.]+, [A-Za-z]+[^)]*\\)\n")))
       << version;
   EXPECT_NE(version.find("libraries: OpenSSL 3."), std::string::npos) << version;
   EXPECT_NE(version.find(", c-ares 1."), std::string::npos) << version;
