@@ -29,7 +29,8 @@
 #   gateway-upstream-tls: bulwark_rps=N nginx_rps=N haproxy_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X
 # With --h2, clients speak HTTP/2 over TLS (ALPN h2, the same P-256 certificate): h2load with 100
 # connections x 10 concurrent streams against bulwark (`http2: true`), nginx (`listen ... ssl
-# http2`) and HAProxy (`alpn h2`), each proxying HTTP/1.1 with keep-alive to the upstream; access
+# http2`) and HAProxy (`alpn h2`), each proxying HTTP/1.1 with keep-alive to the upstream (pools
+# of 1024 idle connections: see UP_KEEPALIVE); access
 # logs off for all three; p99 from h2load's per-request log:
 #   gateway-h2: bulwark_rps=N nginx_rps=N haproxy_rps=N bulwark_p99_ms=X nginx_p99_ms=X haproxy_p99_ms=X
 set -euo pipefail
@@ -43,6 +44,12 @@ if [ "${1:-}" = "--upstream-tls" ]; then UPSTREAM_TLS=1; shift; fi
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNS=${3:-50}
+# Idle connections each proxy keeps to the upstream. With --h2, 1000 streams are in flight at
+# once, each needing an upstream connection: a pool of 64 would close and reopen hundreds of them
+# per wave, while HAProxy (`http-reuse always`, no pool limit) keeps them all. Like for like, nginx
+# and bulwark keep 1024 there.
+UP_KEEPALIVE=64
+[ "$H2" = 1 ] && UP_KEEPALIVE=1024
 
 scripts/deps --test
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
@@ -96,7 +103,7 @@ http {
   access_log $work/ng/access.log;
   keepalive_requests 1000000;
   $1
-  upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  upstream app { server 127.0.0.1:$UP; keepalive $UP_KEEPALIVE; }
   server { listen 127.0.0.1:$NG$2;
     $3
     location / { $4
@@ -272,7 +279,7 @@ listeners:
     routes: [{prefix: /, upstream: app}]
 upstreams:
   app:
-    keepalive: 64
+    keepalive: $UP_KEEPALIVE
     servers: [127.0.0.1:$UP]
 CONF
   taskset -c 0 build/release/bulwark serve -c "$work/bulwark.yml" 2>"$work/bulwark.err" & pids+=($!); BW_PID=$!

@@ -92,10 +92,11 @@ void EventLoop::Run() {
     }
     batch_n_ = 0;
     timers_.Advance(now_ms_);
+    // Both vectors keep their capacity: no allocation per batch.
     while (!deferred_.empty()) {
-      std::vector<std::function<void()>> d;
-      d.swap(deferred_);
-      for (auto& fn : d) fn();
+      running_.swap(deferred_);
+      for (auto& fn : running_) fn();
+      running_.clear();
     }
     if (batch_hook_) batch_hook_();
   }

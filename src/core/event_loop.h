@@ -78,6 +78,7 @@ class EventLoop : private IoHandler {
   Mutex mu_;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(mu_);
   std::vector<std::function<void()>> deferred_;
+  std::vector<std::function<void()>> running_;  // the deferred functions being run
   std::function<void()> batch_hook_;
 };
 

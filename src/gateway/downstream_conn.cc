@@ -112,6 +112,13 @@ void DownstreamConn::CloseSoon(bool linger) {
   });
 }
 
+void DownstreamConn::FlushH2Soon() {
+  uint64_t gen = generation_;
+  worker_->loop().Defer([this, gen] {
+    if (open_ && generation_ == gen && h2_ != nullptr) h2_->Flush();
+  });
+}
+
 bool DownstreamConn::SendQueued() {
   WriteOut();
   return out_.pending() == 0 && !write_failed_;

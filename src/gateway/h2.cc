@@ -292,7 +292,7 @@ void H2Stream::ResumeRead() {
   PumpInput();
   if (in_.wpos != before) ex_.OnInput();
   GiveBackWindow();
-  session_->Flush();
+  session_->FlushSoon();
 }
 
 bool H2Stream::SubmitHeads() {
@@ -429,13 +429,13 @@ void H2Stream::Write() {
     deferred_ = false;
     nghttp2_session_resume_data(session_->session(), id_);
   }
-  session_->Flush();
-  // Body waiting for the client's window: send_timeout starts (ReadBody re-arms on progress).
-  if (!closed_ && !aborted_ && submitted_ && !body_complete_ && out_.pending() > 0 &&
-      !send_timer_.armed()) {
+  // Body waiting to go: send_timeout starts; ReadBody re-arms it on progress and stops it once
+  // the queue is empty (so a client that keeps its window shut is cut off).
+  if (submitted_ && !body_complete_ && out_.pending() > 0 && !send_timer_.armed()) {
     session_->worker()->loop().ArmTimer(&send_timer_,
                                         session_->worker()->config().http.send_timeout_ms);
   }
+  session_->FlushSoon();
 }
 
 void H2Stream::ExchangeDone(bool) {
@@ -443,7 +443,7 @@ void H2Stream::ExchangeDone(bool) {
   exchange_done_ = true;
   if (closed_) {  // everything was sent already (see RunQueue)
     session_->Queue(this);
-    session_->Flush();
+    session_->FlushSoon();
     return;
   }
   if (!body_ended_ || !staged_.empty()) PumpInput();
@@ -687,7 +687,14 @@ void H2Session::EndStream(H2Stream* s) {
   if (streams_ == 0) Arm();
 }
 
+void H2Session::FlushSoon() {
+  if (flush_soon_ || conn_ == nullptr || !conn_->open_) return;
+  flush_soon_ = true;
+  conn_->FlushH2Soon();
+}
+
 void H2Session::Flush() {
+  flush_soon_ = false;
   if (conn_ == nullptr || !conn_->open_) return;
   if (in_flush_) {
     flush_again_ = true;

@@ -126,6 +126,10 @@ class H2Session {
   bool Receive(const char* data, size_t n);
   // Runs the streams' pending work and writes what nghttp2 has to send into the connection.
   void Flush();
+  // Flush once the worker's current batch of events is handled: the responses of streams that
+  // finish in the same batch leave in one write and one TLS record (as HAProxy's mux does),
+  // not one each.
+  void FlushSoon();
   // Sends GOAWAY (the in-flight streams finish; no new ones start).
   void Drain();
   // Whether the connection may close: nothing in flight, nothing to send, or the peer is done.
@@ -166,6 +170,7 @@ class H2Session {
   size_t streams_ = 0;  // H2Streams alive
   int requests_ = 0;
   bool in_flush_ = false, flush_again_ = false;
+  bool flush_soon_ = false;  // a FlushSoon is pending
   bool draining_ = false;
   bool refused_ = false;
   bool failed_ = false;  // the connection must close (write failure, nghttp2 error, timeout)

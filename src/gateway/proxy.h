@@ -459,6 +459,8 @@ class DownstreamConn final : public IoHandler, public Downstream {
   // read and dropped for a while, so its unread data cannot turn the close into a reset that
   // destroys the last responses on their way.
   void CloseSoon(bool linger);
+  // Runs the HTTP/2 session's Flush after the current batch of events (H2Session::FlushSoon).
+  void FlushH2Soon();
 
   // For the HTTP/2 session that the connection carries.
   Timer& timer() { return timer_; }
