@@ -92,6 +92,23 @@ run() {
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# The median of a space-separated list.
+m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+# ROUNDS rounds over the contestants in `names` / `ports`, who goes first turning each round;
+# RUNNER URL [ARGS...] prints "RPS P99_MS". Appends each run's figures to rps[name], p99[name].
+declare -A rps p99
+compare() {  # RUNNER SCHEME [ARGS...]
+  local runner=$1 scheme=$2 n=${#names[@]} r k i a b
+  shift 2
+  for r in $(seq 0 $((ROUNDS - 1))); do
+    for k in $(seq 0 $((n - 1))); do
+      i=$(( (k + r) % n ))
+      read -r a b < <("$runner" "$scheme://127.0.0.1:${ports[$i]}/" "$@")
+      rps[${names[$i]}]+="$a "; p99[${names[$i]}]+="$b "
+      echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
+    done
+  done
+}
 
 # nginx as the proxy on CPU 0, keep-alive to the upstream as its docs recommend. Arguments add to
 # the http block, the listen line, the server block and the location (the --protected settings).
@@ -152,20 +169,11 @@ CONF
   TOKEN=$(build/release/bulwark token issue -c "$work/bulwark-jwt.yml" --service bench --ttl 2h)
   for p in $UP $NG $BW $BW2; do wait_port "$p"; done
   names=(bulwark nginx bulwark_nojwt); ports=($BW $NG $BW2)
-  declare -A rps p99
   for p in "${ports[@]}"; do wrk -t1 -c"$CONNS" -d1s -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$p/" >/dev/null 2>&1; done
   # A request without the token must be refused by the JWT variant (the check is really on).
   code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$BW/")
   [ "$code" = 401 ] || { echo "bulwark did not ask for the token (got $code)" >&2; exit 1; }
-  for r in $(seq 0 $((ROUNDS - 1))); do
-    for k in 0 1 2; do
-      i=$(( (k + r) % 3 ))
-      read -r a b < <(run "https://127.0.0.1:${ports[$i]}/" -H "Authorization: Bearer $TOKEN")
-      rps[${names[$i]}]+="$a "; p99[${names[$i]}]+="$b "
-      echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
-    done
-  done
-  m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+  compare run https -H "Authorization: Bearer $TOKEN"
   printf 'gateway-protected: bulwark_rps=%.0f nginx_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s bulwark_nojwt_rps=%.0f\n' \
     "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" \
     "$(m "${rps[bulwark_nojwt]}")"
@@ -219,22 +227,13 @@ CONF
   taskset -c 0 build/release/bulwark serve -c "$work/bulwark.yml" 2>"$work/bulwark.err" & pids+=($!); BW_PID=$!
   for p in $UP $NG $HA $BW; do wait_port "$p"; done
   names=(bulwark nginx haproxy); ports=($BW $NG $HA)
-  declare -A rps p99
   for p in "${ports[@]}"; do
     wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1
     # Each proxy really reached the HTTPS upstream (a verification failure would be a 502).
     body=$(curl -fsS "http://127.0.0.1:$p/") || { echo "proxy on $p failed to reach the HTTPS upstream" >&2; cat "$work"/*.err "$work/haproxy.out" >&2; exit 1; }
     [ "$body" = "hello, world" ] || { echo "proxy on $p answered: $body" >&2; exit 1; }
   done
-  for r in $(seq 0 $((ROUNDS - 1))); do
-    for k in 0 1 2; do
-      i=$(( (k + r) % 3 ))
-      read -r a b < <(run "http://127.0.0.1:${ports[$i]}/")
-      rps[${names[$i]}]+="$a "; p99[${names[$i]}]+="$b "
-      echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
-    done
-  done
-  m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+  compare run http
   printf 'gateway-upstream-tls: bulwark_rps=%.0f nginx_rps=%.0f haproxy_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s haproxy_p99_ms=%s\n' \
     "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${rps[haproxy]}")" \
     "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" "$(m "${p99[haproxy]}")"
@@ -301,16 +300,7 @@ CONF
     [ "$v" = "2 200" ] || { echo "proxy on $p answered $v (want HTTP/2 200)" >&2; cat "$work"/*.err "$work/haproxy.out" >&2; exit 1; }
     taskset -c 1 h2load -c 100 -m 10 -n 20000 "https://127.0.0.1:$p/" >/dev/null 2>&1
   done
-  declare -A rps p99
-  for r in $(seq 0 $((ROUNDS - 1))); do
-    for k in 0 1 2; do
-      i=$(( (k + r) % 3 ))
-      read -r a b < <(run_h2 "https://127.0.0.1:${ports[$i]}/")
-      rps[${names[$i]}]+="$a "; p99[${names[$i]}]+="$b "
-      echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
-    done
-  done
-  m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+  compare run_h2 https
   printf 'gateway-h2: bulwark_rps=%.0f nginx_rps=%.0f haproxy_rps=%.0f bulwark_p99_ms=%s nginx_p99_ms=%s haproxy_p99_ms=%s\n' \
     "$(m "${rps[bulwark]}")" "$(m "${rps[nginx]}")" "$(m "${rps[haproxy]}")" \
     "$(m "${p99[bulwark]}")" "$(m "${p99[nginx]}")" "$(m "${p99[haproxy]}")"
@@ -388,7 +378,7 @@ names=(bulwark nginx haproxy direct bulwark_nolog nginx_nolog haproxy_nolog)
 ports=($BW $NG $HA $UP $BWN $NGN $HAN)
 procs=($BW_PID $NG_PID $HA_PID "" $BWN_PID $NGN_PID $HAN_PID)
 N=${#names[@]}
-declare -A rps p99 us_per_req
+declare -A us_per_req
 TICK=$(getconf CLK_TCK)
 # warm-up
 for p in "${ports[@]}"; do wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$p/" >/dev/null 2>&1; done
@@ -406,7 +396,6 @@ for r in $(seq 0 $((ROUNDS - 1))); do
     echo "round $((r + 1)) ${names[$i]}: ${a} req/s, p99 ${b} ms" >&2
   done
 done
-m() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
 
 # System calls per request: one more, untimed run of each proxy with perf counting the syscall
 # tracepoint in all its processes and threads (counting costs a little, so it is kept out of the

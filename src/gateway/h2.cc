@@ -87,7 +87,8 @@ struct H2Callbacks {
         bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
         // Empty DATA frames cost work and carry nothing (CVE-2019-9518).
         if (f->hd.length == 0 && !end && !h->ControlFrame()) {
-          h->Refuse(NGHTTP2_ENHANCE_YOUR_CALM, "empty DATA frame flood");
+          h->Refuse(NGHTTP2_ENHANCE_YOUR_CALM, h->worker()->stats().h2_floods,
+                    "empty DATA frame flood");
           return 0;
         }
         if (st != nullptr && end) {
@@ -98,15 +99,18 @@ struct H2Callbacks {
         return 0;
       }
       case NGHTTP2_RST_STREAM:
-        if (!h->SpendReset()) h->Refuse(NGHTTP2_ENHANCE_YOUR_CALM, "rapid reset");
+        if (!h->SpendReset())
+          h->Refuse(NGHTTP2_ENHANCE_YOUR_CALM, h->worker()->stats().h2_rapid_resets, "rapid reset");
         return 0;
       case NGHTTP2_SETTINGS:
       case NGHTTP2_PING:
         if ((f->hd.flags & NGHTTP2_FLAG_ACK) == 0 && !h->ControlFrame())
-          h->Refuse(NGHTTP2_ENHANCE_YOUR_CALM, "SETTINGS or PING flood");
+          h->Refuse(NGHTTP2_ENHANCE_YOUR_CALM, h->worker()->stats().h2_floods,
+                    "SETTINGS or PING flood");
         return 0;
       case NGHTTP2_PRIORITY:
-        if (!h->ControlFrame()) h->Refuse(NGHTTP2_ENHANCE_YOUR_CALM, "PRIORITY flood");
+        if (!h->ControlFrame())
+          h->Refuse(NGHTTP2_ENHANCE_YOUR_CALM, h->worker()->stats().h2_floods, "PRIORITY flood");
         return 0;
       default:
         return 0;
@@ -162,7 +166,8 @@ H2Stream::H2Stream(Worker* worker) : ex_(worker, this) {
     if (closed_) return;
     if (!begun_) {
       session_->worker()->stats().timeouts.Add(1);
-      session_->Refuse(NGHTTP2_PROTOCOL_ERROR, "client header timeout");
+      session_->Refuse(NGHTTP2_PROTOCOL_ERROR, session_->worker()->stats().h2_protocol_errors,
+                       "client header timeout");
       session_->Flush();
       return;
     }
@@ -552,18 +557,10 @@ bool H2Session::ControlFrame() {
                c.control_burst);
 }
 
-void H2Session::Refuse(uint32_t error, const char* why) {
+void H2Session::Refuse(uint32_t error, observe::ShardValue& counter, const char* why) {
   if (refused_) return;
   refused_ = true;
-  if (error == NGHTTP2_ENHANCE_YOUR_CALM) {
-    if (std::string_view(why) == "rapid reset") {
-      worker_->stats().h2_rapid_resets.Add(1);
-    } else {
-      worker_->stats().h2_floods.Add(1);
-    }
-  } else {
-    worker_->stats().h2_protocol_errors.Add(1);
-  }
+  counter.Add(1);
   LogInfo("http2: ", conn_->peer_ip(), ": ", why, "; GOAWAY sent and the connection closed");
   nghttp2_session_terminate_session(session_, error);
 }

@@ -156,8 +156,8 @@ class H2Session {
   // A closed stream's exchange ends; the stream is freed after the event batch.
   void EndStream(H2Stream* s);
   bool SpendReset();  // one RST_STREAM token; false when the budget is gone
-  // Ends the connection with GOAWAY(error) after a defence tripped.
-  void Refuse(uint32_t error, const char* why);
+  // Ends the connection with GOAWAY(error) after a defence tripped, counted in `counter`.
+  void Refuse(uint32_t error, observe::ShardValue& counter, const char* why);
   bool ControlFrame();  // spends one control-frame token; false when the budget is gone
   void Arm();           // the idle or first-request timer when no stream is open
 

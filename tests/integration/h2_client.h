@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "tests/integration/harness.h"
+
 namespace bulwark::testing {
 
 inline constexpr uint8_t kH2Data = 0, kH2Headers = 1, kH2Priority = 2, kH2RstStream = 3,
@@ -30,15 +32,7 @@ class H2Raw {
 
   // Connects to 127.0.0.1:port and, with `preface`, sends the preface and an empty SETTINGS.
   explicit H2Raw(int port, bool preface = true) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-      close(fd_);
-      fd_ = -1;
-    }
+    fd_ = ConnectLoopback(port, 10000);
     nghttp2_hd_inflate_new(&inflater_);
     if (preface) {
       Send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");

@@ -17,18 +17,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string Shell(const std::string& cmd, int* status = nullptr) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  if (status != nullptr) *status = WEXITSTATUS(st);
-  return out;
-}
-
 std::string P(int port) { return std::to_string(port); }
 
 // An echo backend: the method, the body's size and the headers it was sent, or a big body.

@@ -193,7 +193,7 @@ std::string FindProgram(const std::string& name) {
   return "";
 }
 
-static int ConnectTo(int port, int timeout_ms) {
+int ConnectLoopback(int port, int timeout_ms) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -211,10 +211,22 @@ static int ConnectTo(int port, int timeout_ms) {
   return fd;
 }
 
+std::string Shell(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int st = pclose(p);
+  if (status != nullptr) *status = WEXITSTATUS(st);
+  return out;
+}
+
 bool WaitForPort(int port, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (std::chrono::steady_clock::now() < deadline) {
-    int fd = ConnectTo(port, 200);
+    int fd = ConnectLoopback(port, 200);
     if (fd >= 0) {
       close(fd);
       return true;
@@ -309,7 +321,7 @@ std::string AdminToken(int port) {
   return t;
 }
 
-Client::Client(int port, int timeout_ms) : port_(port) { fd_ = ConnectTo(port, timeout_ms); }
+Client::Client(int port, int timeout_ms) : port_(port) { fd_ = ConnectLoopback(port, timeout_ms); }
 Client::~Client() {
   if (fd_ >= 0) close(fd_);
 }

@@ -35,6 +35,11 @@ std::string Gunzip(const std::string& bytes);
 // kB of a /proc/PID/status field (VmRSS, VmHWM); -1 when absent.
 long ProcKb(pid_t pid, const std::string& field);
 bool WaitForPort(int port, int timeout_ms);
+// A blocking TCP connection to 127.0.0.1:port (TCP_NODELAY, send and receive timeouts of
+// timeout_ms); -1 when refused.
+int ConnectLoopback(int port, int timeout_ms);
+// Runs `cmd` with sh, returning its stdout and stderr together; `status` gets its exit code.
+std::string Shell(const std::string& cmd, int* status = nullptr);
 // Polls `f` every 50 ms until it returns true; gives up when `ms` have passed and it has been
 // asked at least ms / 50 times (on a loaded machine each call can take far longer than the
 // pause, so neither the clock nor the count alone is a fair wait). Returns f's last answer.
@@ -290,8 +295,7 @@ class EtcdServer {
   // POSTs JSON to the v3 gateway (with the test client certificate without a CommonName over
   // TLS, and `token` when
   // given); returns the answer.
-  std::string Post(const std::string& path, const std::string& body,
-                   const std::string& token = "");
+  std::string Post(const std::string& path, const std::string& body, const std::string& token = "");
   // Creates user root with `password` (role root) and turns authentication on.
   bool EnableAuth(const std::string& password);
   void Stop();

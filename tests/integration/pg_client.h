@@ -32,19 +32,7 @@ struct AppDatabase {
 // A blocking protocol client: enough to log in and run simple queries.
 class PgConn {
  public:
-  explicit PgConn(int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-      close(fd_);
-      fd_ = -1;
-    }
-    timeval tv{10, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  }
+  explicit PgConn(int port) { fd_ = ConnectLoopback(port, 10000); }
   ~PgConn() {
     if (fd_ >= 0) close(fd_);
   }
