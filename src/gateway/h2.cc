@@ -401,6 +401,10 @@ ssize_t H2Stream::ReadBody(uint8_t* buf, size_t length, uint32_t* flags) {
   }
   if (body_complete_) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
+    // A chunked body's trailers (gRPC's grpc-status, grpc-message) end the stream as trailing
+    // HEADERS (RFC 9113 8.1).
+    if (body_kind_ == http::BodyKind::kChunked && !chunks_.trailers().empty() && SubmitTrailers())
+      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     out_.Clear();
   } else if (n == 0) {
     deferred_ = true;
@@ -419,6 +423,20 @@ ssize_t H2Stream::ReadBody(uint8_t* buf, size_t length, uint32_t* flags) {
     session_->Queue(this);
   }
   return static_cast<ssize_t>(n);
+}
+
+bool H2Stream::SubmitTrailers() {
+  std::vector<std::pair<std::string, std::string>> fields = http::TrailerFields(chunks_.trailers());
+  if (fields.empty()) return false;
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(fields.size());
+  for (auto& [name, value] : fields) {
+    nva.push_back({reinterpret_cast<uint8_t*>(name.data()),
+                   reinterpret_cast<uint8_t*>(value.data()), name.size(), value.size(),
+                   NGHTTP2_NV_FLAG_NONE});
+  }
+  // nghttp2 copies the fields.
+  return nghttp2_submit_trailer(session_->session(), id_, nva.data(), nva.size()) == 0;
 }
 
 void H2Stream::Write() {

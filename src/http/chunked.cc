@@ -107,10 +107,12 @@ ChunkedDecoder::Result ChunkedDecoder::Feed(const char* data, size_t len, size_t
         } else if (c == '\n') {
           return Fail("bare LF in trailer");
         }
+        trailers_.push_back(c);
         ++i;
         break;
       case State::kTrailerLf:
         if (c != '\n') return Fail("trailer line not ended by CRLF");
+        trailers_.push_back(c);
         state_ = State::kTrailerStart;
         ++i;
         break;

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "absl/functional/function_ref.h"
 
@@ -22,6 +23,9 @@ class ChunkedDecoder {
               absl::FunctionRef<void(const char*, size_t)> on_data);
   const char* error() const { return error_; }
   uint64_t body_bytes() const { return body_bytes_; }
+  // The trailer section's lines as received ("Name: value\r\n" each; empty when there were
+  // none), at most 16 KiB: an HTTP/2 client gets them as trailing HEADERS (gRPC's status).
+  const std::string& trailers() const { return trailers_; }
 
  private:
   enum class State : uint8_t {
@@ -50,6 +54,7 @@ class ChunkedDecoder {
   size_t trailer_bytes_ = 0;
   uint64_t body_bytes_ = 0;
   const char* error_ = nullptr;
+  std::string trailers_;
 };
 
 }  // namespace bulwark::http

@@ -552,4 +552,32 @@ std::string_view StatusReason(int status) {
   }
 }
 
+std::vector<std::pair<std::string, std::string>> TrailerFields(std::string_view lines) {
+  std::vector<std::pair<std::string, std::string>> out;
+  while (!lines.empty()) {
+    size_t end = lines.find("\r\n");
+    std::string_view line = lines.substr(0, end);
+    lines.remove_prefix(end == std::string_view::npos ? lines.size() : end + 2);
+    size_t colon = line.find(':');
+    if (colon == 0 || colon == std::string_view::npos) continue;
+    std::string_view name = line.substr(0, colon), value = line.substr(colon + 1);
+    bool ok = true;
+    for (unsigned char c : name) ok &= kTchar[c];
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    for (unsigned char c : value) ok &= (c >= 0x20 && c != 0x7f) || c == '\t' || c >= 0x80;
+    if (!ok || IsHopByHop(name)) continue;
+    std::string lower(name);
+    for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    if (lower == "host" || lower == "authorization" || lower == "set-cookie" || lower == "cookie" ||
+        lower.rfind("content-", 0) == 0 || lower == "cache-control" || lower == "expect" ||
+        lower == "range" || lower == "location" || lower == "age" || lower == "expires" ||
+        lower == "date" || lower == "vary" || lower == "www-authenticate")
+      continue;
+    out.emplace_back(std::move(lower), std::string(value));
+  }
+  return out;
+}
+
 }  // namespace bulwark::http

@@ -8,7 +8,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace bulwark::http {
@@ -126,5 +128,10 @@ bool ListHasToken(std::string_view list, std::string_view lower_token);
 std::string_view StatusReason(int status);
 // True for hop-by-hop headers (RFC 9110 7.6.1) that a proxy never forwards.
 bool IsHopByHop(std::string_view name);
+// The fields of a chunked body's trailer section (ChunkedDecoder::trailers), names lower-cased,
+// values without surrounding whitespace. Lines that are not "token: value", values with control
+// characters, and fields RFC 9110 6.5.1 keeps out of trailers (framing, routing, hop-by-hop,
+// Content-*, authentication, Set-Cookie) are left out, as HTTP/2 would refuse them.
+std::vector<std::pair<std::string, std::string>> TrailerFields(std::string_view lines);
 
 }  // namespace bulwark::http

@@ -205,9 +205,10 @@ class H2Raw {
   }
 
   struct Result {
-    int status = 0;                              // the final :status (0: none)
-    std::vector<int> interim;                    // 1xx statuses
-    std::map<std::string, std::string> headers;  // the final response's
+    int status = 0;                               // the final :status (0: none)
+    std::vector<int> interim;                     // 1xx statuses
+    std::map<std::string, std::string> headers;   // the final response's
+    std::map<std::string, std::string> trailers;  // a HEADERS after the final response's
     std::string body;
     int64_t rst = -1;     // RST_STREAM code on the stream
     int64_t goaway = -1;  // GOAWAY code
@@ -240,6 +241,8 @@ class H2Raw {
         } else if (r.status == 0) {
           r.status = st;
           r.headers = h;
+        } else {
+          r.trailers = h;
         }
       }
       if (f.type == kH2Data) r.body += f.payload;

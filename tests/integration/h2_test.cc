@@ -3,6 +3,7 @@
 // floods, CONTINUATION, header size, stream limits, stalls, timeouts) and the protocol's
 // conformance cases (RFC 9113 framing, flow control, stream states, header validation).
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <cstdio>
@@ -154,6 +155,53 @@ H2Raw::Fields Post(int port, const std::string& path, size_t length) {
   f[0].second = "POST";
   f.push_back({"content-length", std::to_string(length)});
   return f;
+}
+
+// A chunked response's trailer section (how an HTTP/1.1 server sends gRPC's grpc-status) reaches
+// an HTTP/2 client as trailing HEADERS that end the stream, without the fields RFC 9110 6.5.1
+// keeps out of trailers; an HTTP/1.1 client gets the trailer section as it came.
+TEST(H2, ChunkedTrailersEndTheStreamAsTrailingHeaders) {
+  const std::string chunked =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: grpc-status\r\n\r\n"
+      "5\r\nhello\r\n0\r\nGrpc-Status: 0\r\ngrpc-message: all  good \r\n"
+      "Content-Length: 5\r\nConnection: close\r\nbad name: x\r\n\r\n";
+  Backend backend([&](const Backend::Request& r) {
+    if (r.target == "/no-usable-trailers")
+      return std::string(
+          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "2\r\nok\r\n0\r\nHost: x\r\n\r\n");
+    return chunked;
+  });
+  Gateway g(backend.port());
+  ASSERT_TRUE(g.Ready()) << g.bw->log();
+  H2Raw c(g.port);
+  c.Headers(1, H2Raw::Get("/t", g.port), true);
+  H2Raw::Result r = c.Response(1);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "hello");
+  EXPECT_TRUE(r.ended);
+  EXPECT_EQ(r.trailers["grpc-status"], "0");
+  EXPECT_EQ(r.trailers["grpc-message"], "all  good");
+  EXPECT_EQ(r.trailers.count("content-length"), 0u);
+  EXPECT_EQ(r.trailers.count("connection"), 0u);
+  EXPECT_EQ(r.trailers.size(), 2u);
+  // Nothing usable: the last DATA frame ends the stream.
+  c.Headers(3, H2Raw::Get("/no-usable-trailers", g.port), true);
+  r = c.Response(3);
+  EXPECT_EQ(r.body, "ok");
+  EXPECT_TRUE(r.ended);
+  EXPECT_TRUE(r.trailers.empty());
+  // HTTP/1.1: passed through as it came.
+  Client h1(g.port);
+  ASSERT_TRUE(h1.Send("GET /t HTTP/1.1\r\nHost: test\r\n\r\n"));
+  char buf[4096];
+  std::string raw;
+  while (raw.find("bad name: x\r\n\r\n") == std::string::npos) {
+    ssize_t n = recv(h1.fd(), buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    raw.append(buf, static_cast<size_t>(n));
+  }
+  EXPECT_NE(raw.find("0\r\nGrpc-Status: 0\r\n"), std::string::npos) << raw;
 }
 
 TEST(H2, DefencesEndAbusiveConnectionsAndAreCounted) {
