@@ -1,7 +1,9 @@
 #include "gateway/config.h"
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "core/strings.h"
@@ -864,6 +866,154 @@ void ParseAddHeaders(ConfigContext& ctx, const YAML::Node& node, const std::stri
   }
 }
 
+bool ValidHeaderName(std::string_view name) {
+  bool ok = !name.empty();
+  for (char c : name) ok &= c > 32 && c < 127 && c != ':';
+  return ok;
+}
+
+// nginx variables in a header value: "$name" (letters, digits, '_') or "${name}".
+std::optional<HeaderTemplate> CompileHeaderTemplate(std::string_view text, std::string* error) {
+  using Var = HeaderTemplate::Var;
+  static const std::pair<std::string_view, Var> kVars[] = {
+      {"host", Var::kHost},
+      {"remote_addr", Var::kRemoteAddr},
+      {"scheme", Var::kScheme},
+      {"request_uri", Var::kRequestUri},
+      {"uri", Var::kUri},
+      {"args", Var::kArgs},
+      {"query_string", Var::kArgs},
+      {"is_args", Var::kIsArgs},
+      {"request_method", Var::kRequestMethod},
+      {"request_id", Var::kRequestId},
+      {"proxy_add_x_forwarded_for", Var::kProxyAddXForwardedFor},
+  };
+  HeaderTemplate t;
+  auto literal = [&](std::string_view s) {
+    if (s.empty()) return;
+    if (t.parts.empty() || t.parts.back().var != Var::kText) t.parts.push_back({Var::kText, ""});
+    t.parts.back().text.append(s);
+  };
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t dollar = text.find('$', i);
+    if (dollar == std::string_view::npos) {
+      literal(text.substr(i));
+      break;
+    }
+    literal(text.substr(i, dollar - i));
+    size_t start = dollar + 1, end;
+    bool braced = start < text.size() && text[start] == '{';
+    if (braced) {
+      ++start;
+      end = text.find('}', start);
+      if (end == std::string_view::npos) {
+        *error = StrCat("\"", text, "\": the variable after '${' has no '}'");
+        return std::nullopt;
+      }
+    } else {
+      end = start;
+      while (end < text.size() &&
+             (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '_'))
+        ++end;
+    }
+    std::string_view name = text.substr(start, end - start);
+    if (name.empty()) {
+      *error = StrCat("\"", text, "\": '$' without a variable name (nginx has no escape for it)");
+      return std::nullopt;
+    }
+    HeaderTemplate::Part part;
+    bool known = false;
+    for (const auto& [n, v] : kVars) {
+      if (name == n) {
+        part.var = v;
+        known = true;
+      }
+    }
+    if (!known && name.size() > 5 && name.substr(0, 5) == "http_") {
+      part.var = Var::kHttp;
+      part.text = AsciiLower(name.substr(5));
+      for (char& c : part.text) c = c == '_' ? '-' : c;
+      known = true;
+    }
+    if (!known) {
+      std::vector<std::string> names;
+      for (const auto& [n, v] : kVars) names.emplace_back(n);
+      std::string hint = Suggest(name, names);
+      *error = StrCat("unknown variable \"$", name, "\"",
+                      hint.empty() ? "" : StrCat(" (did you mean $", hint, "?)"),
+                      "; known: $host, $remote_addr, $scheme, $request_uri, $uri, $args, "
+                      "$is_args, $request_method, $request_id, $proxy_add_x_forwarded_for, "
+                      "$http_NAME");
+      return std::nullopt;
+    }
+    t.parts.push_back(std::move(part));
+    i = braced ? end + 1 : end;
+  }
+  return t;
+}
+
+// proxy_set_header: {NAME: VALUE, ...}.
+void ParseSetHeaders(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                     std::vector<SetHeader>* out) {
+  if (!node.IsMap()) {
+    ctx.Error(node.Mark(), StrCat(what, ": expected a mapping of header names to values"));
+    return;
+  }
+  out->clear();
+  for (const auto& kv : node) {
+    std::string name, value;
+    if (!ReadScalar(ctx, kv.first, what, &name)) continue;
+    if (!kv.second.IsNull() && !ReadScalar(ctx, kv.second, StrCat(what, ".", name), &value))
+      continue;
+    if (!ValidHeaderName(name)) {
+      ctx.Error(kv.first.Mark(), StrCat(what, ": \"", name, "\" is not a header name"));
+      continue;
+    }
+    std::string lower = AsciiLower(name);
+    if (http::IsHopByHop(lower) || lower == "content-length" || lower == "x-request-id" ||
+        lower == "traceparent") {
+      // These carry the message's framing or bulwark's tracing: setting them would desync the
+      // server or break the request's trail.
+      ctx.Error(kv.first.Mark(), StrCat(what, ": \"", name, "\" is bulwark's to set"));
+      continue;
+    }
+    bool ok = true;
+    for (char c : value) ok &= (c >= 32 && c != 127) || c == '\t';
+    std::string error;
+    std::optional<HeaderTemplate> t = CompileHeaderTemplate(value, &error);
+    if (!ok) error = "control characters in the value";
+    if (!ok || !t.has_value()) {
+      ctx.Error(kv.second.Mark(), StrCat(what, ".", name, ": ", error));
+      continue;
+    }
+    for (const auto& s : *out) {
+      if (EqualsIgnoreCase(s.name, name))
+        ctx.Error(kv.first.Mark(), StrCat(what, ": \"", name, "\" is set twice"));
+    }
+    out->push_back({std::move(name), std::move(*t)});
+  }
+}
+
+// proxy_hide_header: [NAME, ...].
+void ParseHideHeaders(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                      std::vector<std::string>* out) {
+  if (!node.IsSequence()) {
+    ctx.Error(node.Mark(), StrCat(what, ": expected a list of header names"));
+    return;
+  }
+  out->clear();
+  for (const auto& n : node) {
+    std::string name;
+    if (!ReadScalar(ctx, n, what, &name)) continue;
+    if (!ValidHeaderName(name)) {
+      ctx.Error(n.Mark(), StrCat(what, ": \"", name, "\" is not a header name"));
+      continue;
+    }
+    out->push_back(AsciiLower(name));
+  }
+}
+
 void ParseGzip(ConfigContext& ctx, const YAML::Node& node, const std::string& what, GzipConfig* g) {
   if (node.IsScalar()) {
     std::string v;
@@ -1045,6 +1195,22 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
     rc->add_headers_set = true;
     ParseAddHeaders(ctx, ah, what + ".add_header", &rc->add_headers);
   }
+  YAML::Node sh = r.Get("proxy_set_header");
+  if (sh.IsDefined()) {
+    rc->set_headers_set = true;
+    ParseSetHeaders(ctx, sh, what + ".proxy_set_header", &rc->set_headers);
+  }
+  YAML::Node hh = r.Get("proxy_hide_header");
+  if (hh.IsDefined()) {
+    rc->hide_headers_set = true;
+    ParseHideHeaders(ctx, hh, what + ".proxy_hide_header", &rc->hide_headers);
+  }
+  if (rc->ret.has_value() && (sh.IsDefined() || hh.IsDefined())) {
+    ctx.Error((sh.IsDefined() ? sh : hh).Mark(),
+              StrCat(what,
+                     ": proxy_set_header and proxy_hide_header need an upstream; this route "
+                     "answers with `return`"));
+  }
   YAML::Node cache = r.Get("cache");
   if (cache.IsDefined()) ParseRouteCache(ctx, cache, what + ".cache", gw, &rc->cache);
   r.Finish();
@@ -1065,6 +1231,8 @@ void InheritFromListener(const ListenerConfig& l, RouteConfig* rc) {
   if (!rc->ban.set) rc->ban = l.ban;
   if (!rc->jwt_set) rc->jwt = l.jwt;
   if (!rc->add_headers_set) rc->add_headers = l.add_headers;
+  if (!rc->set_headers_set) rc->set_headers = l.set_headers;
+  if (!rc->hide_headers_set) rc->hide_headers = l.hide_headers;
   if (!rc->gzip_set) rc->gzip = l.gzip;
   for (const auto& h : rc->add_headers) {
     std::string& block = h.always ? rc->add_header_always_block : rc->add_header_block;
@@ -1386,6 +1554,10 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
       if (tls.IsDefined()) ParseTls(ctx, tls, what + ".tls", &lc.tls);
       YAML::Node ah = r.Get("add_header");
       if (ah.IsDefined()) ParseAddHeaders(ctx, ah, what + ".add_header", &lc.add_headers);
+      YAML::Node sh = r.Get("proxy_set_header");
+      if (sh.IsDefined()) ParseSetHeaders(ctx, sh, what + ".proxy_set_header", &lc.set_headers);
+      YAML::Node hh = r.Get("proxy_hide_header");
+      if (hh.IsDefined()) ParseHideHeaders(ctx, hh, what + ".proxy_hide_header", &lc.hide_headers);
       YAML::Node gz = r.Get("gzip");
       if (gz.IsDefined()) ParseGzip(ctx, gz, what + ".gzip", &lc.gzip);
       YAML::Node routes = r.Get("routes");

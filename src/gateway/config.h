@@ -190,6 +190,39 @@ struct AddHeader {
   bool always = false;
 };
 
+// A header value with nginx variables ("$remote_addr", "${host}:8443", "$http_x_tenant"),
+// compiled when the config loads: literal text and variables in order.
+struct HeaderTemplate {
+  enum class Var : uint8_t {
+    kText,                   // `text` as written
+    kHost,                   // $host: the request's host, without a port
+    kRemoteAddr,             // $remote_addr: the client's address (after trusted_proxies)
+    kScheme,                 // $scheme: http or https
+    kRequestUri,             // $request_uri: the target as the client sent it
+    kUri,                    // $uri: the normalised path
+    kArgs,                   // $args: the query string
+    kIsArgs,                 // $is_args: "?" when there is a query string
+    kRequestMethod,          // $request_method
+    kRequestId,              // $request_id: the request's id
+    kProxyAddXForwardedFor,  // $proxy_add_x_forwarded_for
+    kHttp,                   // $http_NAME: the request header NAME (`text`, lower-case, '-')
+  };
+  struct Part {
+    Var var = Var::kText;
+    std::string text;
+  };
+  std::vector<Part> parts;
+  bool empty() const { return parts.empty(); }
+};
+
+// nginx `proxy_set_header NAME VALUE`: the request goes upstream with NAME set to VALUE instead of
+// what the client sent (or bulwark's own X-Forwarded-* / X-Real-IP / Host); an empty value, as
+// written or once expanded, leaves the header out.
+struct SetHeader {
+  std::string name;
+  HeaderTemplate value;
+};
+
 // nginx `allow` / `deny`: rules are checked in the order written and the first match decides;
 // when none matches the request is allowed. A route with its own list ignores the listener's
 // (nginx inherits a server's rules only into locations that have none).
@@ -368,6 +401,10 @@ struct RouteConfig {
   bool jwt_set = false;
   std::vector<AddHeader> add_headers;
   bool add_headers_set = false;
+  std::vector<SetHeader> set_headers;  // proxy_set_header
+  bool set_headers_set = false;
+  std::vector<std::string> hide_headers;  // proxy_hide_header: response headers not passed on
+  bool hide_headers_set = false;
   GzipConfig gzip;
   bool gzip_set = false;
   RouteCacheConfig cache;
@@ -397,6 +434,8 @@ struct ListenerConfig {
   int jwt_index = -1;
   ListenerTlsConfig tls;
   std::vector<AddHeader> add_headers;
+  std::vector<SetHeader> set_headers;
+  std::vector<std::string> hide_headers;
   GzipConfig gzip;
   // HTTP/2 besides HTTP/1.1, as nginx `http2 on`: over TLS when ALPN picks "h2", in clear text
   // when a connection starts with the HTTP/2 preface (prior knowledge).

@@ -288,7 +288,7 @@ void Exchange::CacheDecide() {
       continue;
     if (http::EqualsLower(hd.name, "content-length") || http::EqualsLower(hd.name, "age") ||
         http::EqualsLower(hd.name, "x-request-id") || http::EqualsLower(hd.name, "x-cache") ||
-        http::EqualsLower(hd.name, "set-cookie"))
+        http::EqualsLower(hd.name, "set-cookie") || HiddenHeader(hd.name))
       continue;
     AppendHeaderLine(&cache_.obj.head, hd.name, hd.value);
     for (const std::string& tag_header : cc.tag_headers) {

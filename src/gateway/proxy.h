@@ -400,6 +400,10 @@ class Exchange {
   void SendError(int status, std::string_view reason, bool close,
                  std::string_view extra_headers = {});
   void BuildUpstreamHead(const Router::Route& route, bool trusted);
+  // Appends a proxy_set_header value with its variables filled in.
+  void ExpandHeader(const HeaderTemplate& t, std::string* out) const;
+  // Whether the route's proxy_hide_header names the response header `name`.
+  bool HiddenHeader(std::string_view name) const;
   void BuildResponseHead();
   // nginx's gzip filter conditions for the current response.
   bool ShouldGzip() const;

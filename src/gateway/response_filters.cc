@@ -69,6 +69,7 @@ void Exchange::BuildResponseHead() {
     if (http::IsHopByHop(hd.name)) continue;
     if (!response_.head.connection.empty() && NamedInConnection(response_.head.connection, hd.name))
       continue;
+    if (HiddenHeader(hd.name)) continue;  // proxy_hide_header
     if (hd.name.size() == 12 && http::EqualsLower(hd.name, "x-request-id")) has_request_id = true;
     if (response_.gzip) {
       if (hd.name.size() == 14 && http::EqualsLower(hd.name, "content-length")) continue;

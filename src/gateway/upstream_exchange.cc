@@ -26,9 +26,96 @@
 
 namespace bulwark::gateway {
 
+namespace {
+
+// nginx's $host: the host name without its port.
+std::string_view HostWithoutPort(std::string_view host) {
+  if (!host.empty() && host[0] == '[') {
+    size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(0, close + 1);
+  }
+  size_t colon = host.rfind(':');
+  return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
+
+bool NamedIn(const std::vector<SetHeader>& sets, std::string_view name) {
+  for (const auto& s : sets) {
+    if (s.name.size() == name.size() && EqualsIgnoreCase(s.name, name)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void Exchange::ExpandHeader(const HeaderTemplate& t, std::string* out) const {
+  using Var = HeaderTemplate::Var;
+  for (const auto& p : t.parts) {
+    switch (p.var) {
+      case Var::kText:
+        out->append(p.text);
+        break;
+      case Var::kHost:
+        out->append(HostWithoutPort(req_->host));
+        break;
+      case Var::kRemoteAddr:
+        out->append(admission_.client_ip);
+        break;
+      case Var::kScheme:
+        out->append(down_->secure() ? "https" : "http");
+        break;
+      case Var::kRequestUri:
+        out->append(req_->target);
+        break;
+      case Var::kUri:
+        out->append(request_.path);
+        break;
+      case Var::kArgs:
+        out->append(req_->query);
+        break;
+      case Var::kIsArgs:
+        if (!req_->query.empty()) out->push_back('?');
+        break;
+      case Var::kRequestMethod:
+        out->append(req_->method_str);
+        break;
+      case Var::kRequestId:
+        out->append(log_.request_id, log_.request_id_len);
+        break;
+      case Var::kProxyAddXForwardedFor:
+        // As nginx: the client's X-Forwarded-For as sent, then $remote_addr.
+        if (const http::Header* xff = req_->Find("x-forwarded-for")) {
+          out->append(xff->value);
+          out->append(", ");
+        }
+        out->append(admission_.client_ip);
+        break;
+      case Var::kHttp: {
+        // nginx joins repeated headers with ", " (Cookie with "; ").
+        bool first = true;
+        for (const auto& hd : req_->headers) {
+          if (hd.name.size() != p.text.size() || !http::EqualsLower(hd.name, p.text)) continue;
+          if (!first) out->append(p.text == "cookie" ? "; " : ", ");
+          out->append(hd.value);
+          first = false;
+        }
+        break;
+      }
+    }
+  }
+}
+
+bool Exchange::HiddenHeader(std::string_view name) const {
+  if (route_ == nullptr) return false;
+  for (const std::string& h : route_->cfg->hide_headers) {
+    if (h.size() == name.size() && http::EqualsLower(name, h)) return true;
+  }
+  return false;
+}
+
 void Exchange::BuildUpstreamHead(const Router::Route& route, bool trusted) {
   std::string& h = upstream_.head;
   h.clear();
+  const std::vector<SetHeader>& sets = route.cfg->set_headers;
   h.append(req_->method_str);
   h.push_back(' ');
   const GatewayConfig& cfg = *view_->snap->config;
@@ -44,11 +131,11 @@ void Exchange::BuildUpstreamHead(const Router::Route& route, bool trusted) {
     }
   }
   h.append(" HTTP/1.1\r\n");
-  if (!req_->host.empty()) {
-    AppendHeaderLine(&h, "Host", req_->host);
-  } else {
-    AppendHeaderLine(&h, "Host", route.cfg->upstream);
-  }
+  // proxy_set_header replaces a header of the same name, the client's or bulwark's own.
+  bool set_any = !sets.empty();
+  auto ours = [&](std::string_view name) { return !set_any || !NamedIn(sets, name); };
+  if (ours("host"))
+    AppendHeaderLine(&h, "Host", req_->host.empty() ? route.cfg->upstream : req_->host);
   std::string_view xff, xfp, xfh;
   for (const auto& hd : req_->headers) {
     std::string_view n = hd.name;
@@ -105,27 +192,45 @@ void Exchange::BuildUpstreamHead(const Router::Route& route, bool trusted) {
       if (spoof) continue;
     }
     if (!req_->connection.empty() && NamedInConnection(req_->connection, n)) continue;
+    if (set_any && NamedIn(sets, n)) continue;
     AppendHeaderLine(&h, n, hd.value);
   }
   // X-Forwarded-*: trusted proxies' values are extended; anyone else's are replaced, so a client
   // cannot forge its address.
-  h.append("X-Forwarded-For: ");
-  if (trusted && !xff.empty()) {
-    h.append(xff);
-    h.append(", ");
+  if (ours("x-forwarded-for")) {
+    h.append("X-Forwarded-For: ");
+    if (trusted && !xff.empty()) {
+      h.append(xff);
+      h.append(", ");
+    }
+    h.append(down_->peer_ip());
+    h.append("\r\n");
   }
-  h.append(down_->peer_ip());
-  h.append("\r\n");
-  AppendHeaderLine(&h, "X-Forwarded-Proto",
-                   trusted && !xfp.empty() ? xfp
-                   : down_->secure()       ? std::string_view("https")
-                                           : std::string_view("http"));
-  if (trusted && !xfh.empty()) {
-    AppendHeaderLine(&h, "X-Forwarded-Host", xfh);
-  } else if (!req_->host.empty()) {
-    AppendHeaderLine(&h, "X-Forwarded-Host", req_->host);
+  if (ours("x-forwarded-proto")) {
+    AppendHeaderLine(&h, "X-Forwarded-Proto",
+                     trusted && !xfp.empty() ? xfp
+                     : down_->secure()       ? std::string_view("https")
+                                             : std::string_view("http"));
   }
-  AppendHeaderLine(&h, "X-Real-IP", admission_.client_ip);
+  if (ours("x-forwarded-host")) {
+    if (trusted && !xfh.empty()) {
+      AppendHeaderLine(&h, "X-Forwarded-Host", xfh);
+    } else if (!req_->host.empty()) {
+      AppendHeaderLine(&h, "X-Forwarded-Host", req_->host);
+    }
+  }
+  if (ours("x-real-ip")) AppendHeaderLine(&h, "X-Real-IP", admission_.client_ip);
+  for (const SetHeader& s : sets) {
+    size_t start = h.size();
+    StrAppend(&h, s.name, ": ");
+    size_t value = h.size();
+    ExpandHeader(s.value, &h);
+    if (h.size() == value) {
+      h.resize(start);  // nginx: an empty value is not passed
+    } else {
+      h.append("\r\n");
+    }
+  }
   if (admission_.jwt_ok) h.append(admission_.jwt_headers);
   AppendHeaderLine(&h, "X-Request-Id", std::string_view(log_.request_id, log_.request_id_len));
   if (log_.incoming_trace) {

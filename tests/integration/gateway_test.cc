@@ -374,6 +374,58 @@ TEST(Gateway, ReloadThatMovesOrRemovesListenersKeepsConnectionsOnTheirOwn) {
   EXPECT_TRUE(gw.process().running()) << gw.log();
 }
 
+// nginx proxy_set_header / proxy_hide_header: set headers replace the client's and bulwark's own,
+// variables are filled in per request, an empty value leaves the header out, a route with its
+// own list takes nothing from its listener's.
+TEST(Gateway, ProxySetHeaderAndProxyHideHeaderAsNginx) {
+  Backend b([](const Backend::Request& r) {
+    std::string out;
+    for (const auto& [k, v] : r.headers) out += k + "=" + v + "\n";
+    return Backend::Reply(200, out, "X-Powered-By: php\r\nServer: app/1\r\nX-Keep: 1\r\n");
+  });
+  int port = FreePort(), admin = FreePort();
+  Bulwark gw(StrCat(
+      "workers: 1\naccess_log: {path: stderr}\nadmin: {listen: 127.0.0.1:", admin,
+      "}\nlisteners:\n  - listen: 127.0.0.1:", port,
+      "\n    proxy_set_header:\n      Host: backend.internal\n      X-Tenant: $http_x_tenant_id\n"
+      "      X-Forwarded-For: $proxy_add_x_forwarded_for\n"
+      "      X-Url: '$${scheme}://$host$request_uri'\n      Accept-Encoding: ''\n"
+      "      X-Absent: $http_x_nothing\n"
+      "    proxy_hide_header: [X-Powered-By, server]\n"
+      "    routes:\n      - {prefix: /b, upstream: app, proxy_set_header: {X-Only: "
+      "b$is_args$args}}\n"
+      "      - {prefix: /, upstream: app}\nupstreams:\n  app: {servers: ['127.0.0.1:",
+      b.port(), "']}\n"));
+  ASSERT_TRUE(gw.Ready(port, admin)) << gw.log();
+  Client c(port);
+  std::string extra = "X-Tenant-Id: t1\r\nX-Forwarded-For: 9.9.9.9\r\nAccept-Encoding: gzip\r\n";
+  ASSERT_TRUE(c.Send("GET /a/x?q=1 HTTP/1.1\r\nHost: api.test:8080\r\n" + extra + "\r\n"));
+  Response r = c.Read();
+  ASSERT_EQ(r.status, 200) << gw.log();
+  EXPECT_NE(r.body.find("host=backend.internal\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("x-tenant=t1\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("x-tenant-id=t1\n"), std::string::npos) << r.body;
+  // As nginx's $proxy_add_x_forwarded_for: the client's list as sent, then its address.
+  EXPECT_NE(r.body.find("x-forwarded-for=9.9.9.9, 127.0.0.1\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("x-url=http://api.test/a/x?q=1\n"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("accept-encoding"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("x-absent"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("x-forwarded-proto=http\n"), std::string::npos) << r.body;
+  EXPECT_EQ(r.headers.count("x-powered-by"), 0u);
+  EXPECT_EQ(r.headers.count("server"), 0u);
+  EXPECT_EQ(r.headers["x-keep"], "1");
+  // A route with its own list: only that, and bulwark's defaults for the rest.
+  ASSERT_TRUE(c.Send("GET /b?k=v HTTP/1.1\r\nHost: api.test:8080\r\n" + extra + "\r\n"));
+  r = c.Read();
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("x-only=b?k=v\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("host=api.test:8080\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("accept-encoding=gzip\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("x-forwarded-for=127.0.0.1\n"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("x-tenant="), std::string::npos) << r.body;
+  EXPECT_EQ(r.headers.count("x-powered-by"), 0u);  // each directive is inherited on its own
+}
+
 TEST(Gateway, SlowlorisIsCutOffByTheHeaderTimeout) {
   Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
   int port = FreePort(), admin = FreePort();

@@ -137,6 +137,64 @@ TEST(Config, PathSettings) {
             "\"decode\"?); expected one of: decode, keep, reject");
 }
 
+TEST(Config, ProxySetHeaderAndHideHeaderAsNginx) {
+  ConfigLoad l = Load(
+      "listeners:\n"
+      "  - listen: ':8080'\n"
+      "    proxy_set_header: {X-Tenant: $http_x_tenant_id, X-Url: "
+      "'$${scheme}://$host$request_uri'}\n"
+      "    proxy_hide_header: [X-Powered-By]\n"
+      "    routes:\n"
+      "      - {prefix: /a, upstream: app}\n"
+      "      - {prefix: /b, upstream: app, proxy_set_header: {Accept-Encoding: ''},\n"
+      "         proxy_hide_header: [Server]}\n"
+      "upstreams: {app: {servers: ['127.0.0.1:1']}}\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const auto& routes = l.config->gateway->listeners[0].routes;
+  // nginx inheritance: a level with none of its own takes the enclosing level's, all of them.
+  ASSERT_EQ(routes[0].set_headers.size(), 2u);
+  EXPECT_EQ(routes[0].set_headers[0].name, "X-Tenant");
+  using Var = gateway::HeaderTemplate::Var;
+  ASSERT_EQ(routes[0].set_headers[0].value.parts.size(), 1u);
+  EXPECT_EQ(routes[0].set_headers[0].value.parts[0].var, Var::kHttp);
+  EXPECT_EQ(routes[0].set_headers[0].value.parts[0].text, "x-tenant-id");
+  const auto& url = routes[0].set_headers[1].value.parts;
+  ASSERT_EQ(url.size(), 4u);
+  EXPECT_EQ(url[0].var, Var::kScheme);
+  EXPECT_EQ(url[1].text, "://");
+  EXPECT_EQ(url[2].var, Var::kHost);
+  EXPECT_EQ(url[3].var, Var::kRequestUri);
+  EXPECT_EQ(routes[0].hide_headers, std::vector<std::string>{"x-powered-by"});
+  ASSERT_EQ(routes[1].set_headers.size(), 1u);
+  EXPECT_TRUE(routes[1].set_headers[0].value.empty());
+  EXPECT_EQ(routes[1].hide_headers, std::vector<std::string>{"server"});
+  l = Load(
+      "listeners:\n"
+      "  - listen: ':8080'\n"
+      "    routes:\n"
+      "      - {prefix: /a, upstream: app, proxy_set_header: {X-A: $remote_adr}}\n"
+      "      - {prefix: /b, upstream: app, proxy_set_header: {Content-Length: '1', X-B: 'a$'}}\n"
+      "      - {prefix: /c, return: 204, proxy_hide_header: [Server]}\n"
+      "      - {prefix: /d, upstream: app, proxy_set_header: [X-D], proxy_hide_header: "
+      "['bad:name']}\n"
+      "upstreams: {app: {servers: ['127.0.0.1:1']}}\n");
+  ASSERT_EQ(l.errors.size(), 6u) << Join(l.errors, "\n");
+  EXPECT_EQ(l.errors[0],
+            "t.yml:4:61: listeners[0].routes[0].proxy_set_header.X-A: unknown variable "
+            "\"$remote_adr\" (did you mean $remote_addr?); known: $host, $remote_addr, $scheme, "
+            "$request_uri, $uri, $args, $is_args, $request_method, $request_id, "
+            "$proxy_add_x_forwarded_for, $http_NAME");
+  EXPECT_EQ(l.errors[1],
+            "t.yml:5:56: listeners[0].routes[1].proxy_set_header: \"Content-Length\" is "
+            "bulwark's to set");
+  EXPECT_EQ(l.errors[2],
+            "t.yml:5:82: listeners[0].routes[1].proxy_set_header.X-B: \"a$\": '$' without a "
+            "variable name (nginx has no escape for it)");
+  EXPECT_EQ(l.errors[3],
+            "t.yml:6:54: listeners[0].routes[2]: proxy_set_header and proxy_hide_header need an "
+            "upstream; this route answers with `return`");
+}
+
 TEST(Config, Http2SettingsAndLimits) {
   ConfigLoad l = Load("listeners: [{listen: ':8080', routes: [{return: 204}]}]\n");
   ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
