@@ -872,11 +872,13 @@ bool ValidHeaderName(std::string_view name) {
   return ok;
 }
 
-// nginx variables in a header value: "$name" (letters, digits, '_') or "${name}".
-std::optional<HeaderTemplate> CompileHeaderTemplate(std::string_view text, std::string* error) {
-  using Var = HeaderTemplate::Var;
+}  // namespace
+
+std::optional<VarTemplate::Part> NginxVariable(std::string_view name) {
+  using Var = VarTemplate::Var;
   static const std::pair<std::string_view, Var> kVars[] = {
       {"host", Var::kHost},
+      {"http_host", Var::kHttpHost},
       {"remote_addr", Var::kRemoteAddr},
       {"scheme", Var::kScheme},
       {"request_uri", Var::kRequestUri},
@@ -887,8 +889,33 @@ std::optional<HeaderTemplate> CompileHeaderTemplate(std::string_view text, std::
       {"request_method", Var::kRequestMethod},
       {"request_id", Var::kRequestId},
       {"proxy_add_x_forwarded_for", Var::kProxyAddXForwardedFor},
+      {"upstream_request_uri", Var::kUpstreamRequestUri},
   };
-  HeaderTemplate t;
+  for (const auto& [n, v] : kVars) {
+    if (name == n) return VarTemplate::Part{v, ""};
+  }
+  if (name.size() > 5 && name.substr(0, 5) == "http_") {
+    std::string h = AsciiLower(name.substr(5));
+    std::replace(h.begin(), h.end(), '_', '-');
+    return VarTemplate::Part{Var::kHttp, std::move(h)};
+  }
+  if (name.size() > 7 && name.substr(0, 7) == "cookie_")
+    return VarTemplate::Part{Var::kCookie, std::string(name.substr(7))};
+  return std::nullopt;
+}
+
+std::string_view NginxVariableNames() {
+  return "$host, $http_host, $remote_addr, $scheme, $request_uri, $uri, $args, $is_args, "
+         "$request_method, $request_id, $proxy_add_x_forwarded_for, $upstream_request_uri, "
+         "$http_NAME, $cookie_NAME";
+}
+
+namespace {
+
+// nginx variables in a proxy_set_header value: "$name" (letters, digits, '_') or "${name}".
+std::optional<VarTemplate> CompileVarTemplate(std::string_view text, std::string* error) {
+  using Var = VarTemplate::Var;
+  VarTemplate t;
   auto literal = [&](std::string_view s) {
     if (s.empty()) return;
     if (t.parts.empty() || t.parts.back().var != Var::kText) t.parts.push_back({Var::kText, ""});
@@ -922,35 +949,46 @@ std::optional<HeaderTemplate> CompileHeaderTemplate(std::string_view text, std::
       *error = StrCat("\"", text, "\": '$' without a variable name (nginx has no escape for it)");
       return std::nullopt;
     }
-    HeaderTemplate::Part part;
-    bool known = false;
-    for (const auto& [n, v] : kVars) {
-      if (name == n) {
-        part.var = v;
-        known = true;
-      }
-    }
-    if (!known && name.size() > 5 && name.substr(0, 5) == "http_") {
-      part.var = Var::kHttp;
-      part.text = AsciiLower(name.substr(5));
-      for (char& c : part.text) c = c == '_' ? '-' : c;
-      known = true;
-    }
-    if (!known) {
-      std::vector<std::string> names;
-      for (const auto& [n, v] : kVars) names.emplace_back(n);
-      std::string hint = Suggest(name, names);
+    std::optional<VarTemplate::Part> part = NginxVariable(name);
+    if (!part.has_value()) {
+      static const std::vector<std::string> kNames = {"host",
+                                                      "http_host",
+                                                      "remote_addr",
+                                                      "scheme",
+                                                      "request_uri",
+                                                      "uri",
+                                                      "args",
+                                                      "is_args",
+                                                      "request_method",
+                                                      "request_id",
+                                                      "proxy_add_x_forwarded_for",
+                                                      "upstream_request_uri"};
+      std::string hint = Suggest(name, kNames);
       *error = StrCat("unknown variable \"$", name, "\"",
                       hint.empty() ? "" : StrCat(" (did you mean $", hint, "?)"),
-                      "; known: $host, $remote_addr, $scheme, $request_uri, $uri, $args, "
-                      "$is_args, $request_method, $request_id, $proxy_add_x_forwarded_for, "
-                      "$http_NAME");
+                      "; known: ", NginxVariableNames());
       return std::nullopt;
     }
-    t.parts.push_back(std::move(part));
+    t.parts.push_back(std::move(*part));
     i = braced ? end + 1 : end;
   }
   return t;
+}
+
+// A route's or listener's client_max_body_size and upstream timeouts (nginx location level).
+void ParseLocationLimits(ConfigContext& ctx, MapReader& r, const std::string& what,
+                         int64_t* max_body, int64_t* connect_ms, int64_t* send_ms,
+                         int64_t* read_ms) {
+  if (r.Has("client_max_body_size")) r.Size("client_max_body_size", max_body);
+  for (auto [key, ms] : {std::pair{"connect_timeout", connect_ms},
+                         {"send_timeout", send_ms},
+                         {"read_timeout", read_ms}}) {
+    if (!r.Has(key) || !r.Duration(key, ms)) continue;
+    if (*ms <= 0 || *ms > kMaxTimeoutMs) {
+      ctx.Error(r.Get(key).Mark(), StrCat(what, ".", key, ": must be between 1ms and 7d"));
+      *ms = 0;
+    }
+  }
 }
 
 // proxy_set_header: {NAME: VALUE, ...}.
@@ -981,7 +1019,7 @@ void ParseSetHeaders(ConfigContext& ctx, const YAML::Node& node, const std::stri
     bool ok = true;
     for (char c : value) ok &= (c >= 32 && c != 127) || c == '\t';
     std::string error;
-    std::optional<HeaderTemplate> t = CompileHeaderTemplate(value, &error);
+    std::optional<VarTemplate> t = CompileVarTemplate(value, &error);
     if (!ok) error = "control characters in the value";
     if (!ok || !t.has_value()) {
       ctx.Error(kv.second.Mark(), StrCat(what, ".", name, ": ", error));
@@ -1205,6 +1243,14 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
     rc->hide_headers_set = true;
     ParseHideHeaders(ctx, hh, what + ".proxy_hide_header", &rc->hide_headers);
   }
+  ParseLocationLimits(ctx, r, what, &rc->client_max_body_size, &rc->connect_timeout_ms,
+                      &rc->send_timeout_ms, &rc->read_timeout_ms);
+  if (rc->ret.has_value() &&
+      (r.Has("connect_timeout") || r.Has("send_timeout") || r.Has("read_timeout"))) {
+    ctx.Error(node.Mark(), StrCat(what,
+                                  ": connect_timeout, send_timeout and read_timeout need an "
+                                  "upstream; this route answers with `return`"));
+  }
   if (rc->ret.has_value() && (sh.IsDefined() || hh.IsDefined())) {
     ctx.Error((sh.IsDefined() ? sh : hh).Mark(),
               StrCat(what,
@@ -1233,6 +1279,10 @@ void InheritFromListener(const ListenerConfig& l, RouteConfig* rc) {
   if (!rc->add_headers_set) rc->add_headers = l.add_headers;
   if (!rc->set_headers_set) rc->set_headers = l.set_headers;
   if (!rc->hide_headers_set) rc->hide_headers = l.hide_headers;
+  if (rc->client_max_body_size < 0) rc->client_max_body_size = l.client_max_body_size;
+  if (rc->connect_timeout_ms == 0) rc->connect_timeout_ms = l.connect_timeout_ms;
+  if (rc->send_timeout_ms == 0) rc->send_timeout_ms = l.send_timeout_ms;
+  if (rc->read_timeout_ms == 0) rc->read_timeout_ms = l.read_timeout_ms;
   if (!rc->gzip_set) rc->gzip = l.gzip;
   for (const auto& h : rc->add_headers) {
     std::string& block = h.always ? rc->add_header_always_block : rc->add_header_block;
@@ -1560,6 +1610,8 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
       if (hh.IsDefined()) ParseHideHeaders(ctx, hh, what + ".proxy_hide_header", &lc.hide_headers);
       YAML::Node gz = r.Get("gzip");
       if (gz.IsDefined()) ParseGzip(ctx, gz, what + ".gzip", &lc.gzip);
+      ParseLocationLimits(ctx, r, what, &lc.client_max_body_size, &lc.connect_timeout_ms,
+                          &lc.send_timeout_ms, &lc.read_timeout_ms);
       YAML::Node routes = r.Get("routes");
       if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
         ctx.Error(routes.IsDefined() ? routes.Mark() : ln.Mark(),

@@ -190,12 +190,14 @@ struct AddHeader {
   bool always = false;
 };
 
-// A header value with nginx variables ("$remote_addr", "${host}:8443", "$http_x_tenant"),
-// compiled when the config loads: literal text and variables in order.
-struct HeaderTemplate {
+// Text with nginx variables ("$remote_addr", "${host}:8443", "$http_x_tenant"): literal text
+// and variables in order. proxy_set_header values are compiled when the config loads; `return`
+// and cache keys name the same variables (Exchange::ExpandVariables).
+struct VarTemplate {
   enum class Var : uint8_t {
     kText,                   // `text` as written
-    kHost,                   // $host: the request's host, without a port
+    kHost,                   // $host: the request's host, lower case, without a port
+    kHttpHost,               // $http_host: the Host header as sent
     kRemoteAddr,             // $remote_addr: the client's address (after trusted_proxies)
     kScheme,                 // $scheme: http or https
     kRequestUri,             // $request_uri: the target as the client sent it
@@ -206,6 +208,8 @@ struct HeaderTemplate {
     kRequestId,              // $request_id: the request's id
     kProxyAddXForwardedFor,  // $proxy_add_x_forwarded_for
     kHttp,                   // $http_NAME: the request header NAME (`text`, lower-case, '-')
+    kCookie,                 // $cookie_NAME: the cookie NAME (`text`)
+    kUpstreamRequestUri,     // bulwark's: the normalised target as it goes upstream
   };
   struct Part {
     Var var = Var::kText;
@@ -218,9 +222,14 @@ struct HeaderTemplate {
 // nginx `proxy_set_header NAME VALUE`: the request goes upstream with NAME set to VALUE instead of
 // what the client sent (or bulwark's own X-Forwarded-* / X-Real-IP / Host); an empty value, as
 // written or once expanded, leaves the header out.
+// The variable `name` (without '$') names, or nullopt when nginx's set here has no such one.
+std::optional<VarTemplate::Part> NginxVariable(std::string_view name);
+// The list of variable names for error messages.
+std::string_view NginxVariableNames();
+
 struct SetHeader {
   std::string name;
-  HeaderTemplate value;
+  VarTemplate value;
 };
 
 // nginx `allow` / `deny`: rules are checked in the order written and the first match decides;
@@ -403,6 +412,11 @@ struct RouteConfig {
   bool add_headers_set = false;
   std::vector<SetHeader> set_headers;  // proxy_set_header
   bool set_headers_set = false;
+  // nginx client_max_body_size and proxy_{connect,send,read}_timeout in a location: they
+  // override http.client_max_body_size (-1: not set; 0, as nginx: no limit) and the upstream's
+  // timeouts (0: not set).
+  int64_t client_max_body_size = -1;
+  int64_t connect_timeout_ms = 0, send_timeout_ms = 0, read_timeout_ms = 0;
   std::vector<std::string> hide_headers;  // proxy_hide_header: response headers not passed on
   bool hide_headers_set = false;
   GzipConfig gzip;
@@ -436,6 +450,8 @@ struct ListenerConfig {
   std::vector<AddHeader> add_headers;
   std::vector<SetHeader> set_headers;
   std::vector<std::string> hide_headers;
+  int64_t client_max_body_size = -1;  // as a route's, for routes without their own
+  int64_t connect_timeout_ms = 0, send_timeout_ms = 0, read_timeout_ms = 0;
   GzipConfig gzip;
   // HTTP/2 besides HTTP/1.1, as nginx `http2 on`: over TLS when ALPN picks "h2", in clear text
   // when a connection starts with the HTTP/2 preface (prior knowledge).
@@ -477,7 +493,7 @@ struct HttpConfig {
   http::Limits limits;
   http::PathOptions path;  // merge_slashes, escaped_slashes
   UpstreamPath upstream_path = UpstreamPath::kNormalized;
-  int64_t client_max_body_size = 1024 * 1024;  // nginx default 1m
+  int64_t client_max_body_size = 1024 * 1024;  // nginx default 1m; 0: no limit, as nginx
   int64_t client_header_timeout_ms = 60000;    // nginx default
   int64_t client_body_timeout_ms = 60000;      // nginx default
   int64_t keepalive_timeout_ms = 75000;        // nginx default

@@ -159,19 +159,31 @@ void Exchange::HandleRequest() {
     SendError(501, "CONNECT is not supported", true);
     return;
   }
-  if (request_.body_kind == http::BodyKind::kLength &&
-      req_->content_length > static_cast<uint64_t>(cfg.http.client_max_body_size)) {
+  if (!NormalizeRequestPath(cfg)) return;
+  route_ = view_->snap->routers[listener_]->Match(req_->host, request_.path, req_->method_str);
+  // As nginx, once the location is known and before its access checks.
+  int64_t max_body = MaxBodyBytes();
+  if (request_.body_kind == http::BodyKind::kLength && max_body > 0 &&
+      req_->content_length > static_cast<uint64_t>(max_body)) {
     SendError(413, "request body larger than client_max_body_size", true);
     return;
   }
-  if (!NormalizeRequestPath(cfg)) return;
-  route_ = view_->snap->routers[listener_]->Match(req_->host, request_.path, req_->method_str);
   if (!Protect(cfg)) return;
   if (route_ == nullptr) {
     SendError(404, "no route matches", request_.has_body);
     return;
   }
   Proceed();
+}
+
+int64_t Exchange::MaxBodyBytes() const {
+  if (route_ != nullptr && route_->cfg->client_max_body_size >= 0)
+    return route_->cfg->client_max_body_size;
+  if (route_ == nullptr && listener_ >= 0) {
+    int64_t l = view_->snap->config->listeners[listener_].client_max_body_size;
+    if (l >= 0) return l;
+  }
+  return view_->snap->config->http.client_max_body_size;
 }
 
 bool Exchange::NormalizeRequestPath(const GatewayConfig& cfg) {
@@ -194,16 +206,85 @@ bool Exchange::NormalizeRequestPath(const GatewayConfig& cfg) {
   return true;
 }
 
-std::string Exchange::ExpandVariables(std::string_view t) const {
-  // nginx variables a `return` commonly uses: return 301 https://$host$request_uri;
-  // $host is the Host without its port (a bracketed IPv6 literal is kept whole).
-  std::string_view host = req_->host;
-  if (!host.empty() && host[0] == '[') {
-    host = host.substr(0, host.find(']') + 1);  // [v6] without its port (npos + 1 is 0: all)
-    if (host.empty()) host = req_->host;
-  } else if (size_t colon = host.rfind(':'); colon != std::string_view::npos) {
-    host = host.substr(0, colon);
+void Exchange::AppendVariable(const VarTemplate::Part& p, std::string* out) const {
+  using Var = VarTemplate::Var;
+  switch (p.var) {
+    case Var::kText:
+      out->append(p.text);
+      break;
+    case Var::kHost: {
+      // The Host without its port (a bracketed IPv6 literal is kept whole), lower case.
+      std::string_view host = req_->host;
+      if (!host.empty() && host[0] == '[') {
+        host = host.substr(0, host.find(']') + 1);  // npos + 1 is 0: all of it
+        if (host.empty()) host = req_->host;
+      } else if (size_t colon = host.rfind(':'); colon != std::string_view::npos) {
+        host = host.substr(0, colon);
+      }
+      for (char c : host) out->push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+      break;
+    }
+    case Var::kHttpHost:
+      out->append(req_->host);
+      break;
+    case Var::kRemoteAddr:
+      out->append(admission_.client_ip);
+      break;
+    case Var::kScheme:
+      out->append(down_->secure() ? "https" : "http");
+      break;
+    case Var::kRequestUri:
+      out->append(req_->target);
+      break;
+    case Var::kUri:
+      out->append(request_.path);  // decoded and normalised, as nginx's $uri
+      break;
+    case Var::kArgs:
+      out->append(req_->query);
+      break;
+    case Var::kIsArgs:
+      if (!req_->query.empty()) out->push_back('?');
+      break;
+    case Var::kRequestMethod:
+      out->append(req_->method_str);
+      break;
+    case Var::kRequestId:
+      out->append(log_.request_id, log_.request_id_len);
+      break;
+    case Var::kProxyAddXForwardedFor:
+      // As nginx: the client's X-Forwarded-For as sent, then $remote_addr.
+      if (const http::Header* xff = req_->Find("x-forwarded-for")) {
+        out->append(xff->value);
+        out->append(", ");
+      }
+      out->append(admission_.client_ip);
+      break;
+    case Var::kHttp: {
+      // nginx joins repeated headers with ", " (Cookie with "; ").
+      bool first = true;
+      for (const auto& hd : req_->headers) {
+        if (hd.name.size() != p.text.size() || !http::EqualsLower(hd.name, p.text)) continue;
+        if (!first) out->append(p.text == "cookie" ? "; " : ", ");
+        out->append(hd.value);
+        first = false;
+      }
+      break;
+    }
+    case Var::kCookie:
+      out->append(CookieValue(*req_, p.text).value_or(""));
+      break;
+    case Var::kUpstreamRequestUri:
+      // The target as it goes upstream (NormalizeRequestPath chose the path).
+      out->append(request_.upstream_path);
+      if (!req_->query.empty()) {
+        out->push_back('?');
+        out->append(req_->query);
+      }
+      break;
   }
+}
+
+std::string Exchange::ExpandVariables(std::string_view t) const {
   std::string out;
   size_t i = 0;
   while (i < t.size()) {
@@ -213,41 +294,15 @@ std::string Exchange::ExpandVariables(std::string_view t) const {
     }
     size_t j = i + 1;
     while (j < t.size() && (std::isalnum(static_cast<unsigned char>(t[j])) || t[j] == '_')) ++j;
-    std::string_view name = t.substr(i + 1, j - i - 1);
-    if (name == "scheme") {
-      out.append(down_->secure() ? "https" : "http");
-    } else if (name == "host") {
-      out.append(AsciiLower(std::string(host)));
-    } else if (name == "http_host") {
-      out.append(req_->host);
-    } else if (name == "request_uri") {
-      out.append(req_->target);
-    } else if (name == "uri") {
-      out.append(request_.path);  // decoded and normalised, as nginx's $uri
-    } else if (name == "upstream_request_uri") {
-      // The target as it goes upstream (NormalizeRequestPath chose the path).
-      out.append(request_.upstream_path);
-      if (!req_->query.empty()) {
-        out.push_back('?');
-        out.append(req_->query);
-      }
-    } else if (name == "args") {
-      out.append(req_->query);
-    } else if (name == "remote_addr") {
-      out.append(admission_.client_ip);
-    } else if (name == "request_method") {
-      // A cache key's method: HEAD is answered from GET entries (nginx proxy_cache_convert_head).
-      out.append(request_.method == http::Method::kHead && cache_.zone != nullptr
-                     ? "GET"
-                     : req_->method_str);
-    } else if (name.size() > 5 && name.substr(0, 5) == "http_") {
-      std::string h = AsciiLower(std::string(name.substr(5)));
-      std::replace(h.begin(), h.end(), '_', '-');
-      if (const http::Header* hd = req_->Find(h)) out.append(hd->value);
-    } else if (name.size() > 7 && name.substr(0, 7) == "cookie_") {
-      out.append(CookieValue(*req_, name.substr(7)).value_or(""));
-    } else {
+    std::optional<VarTemplate::Part> part = NginxVariable(t.substr(i + 1, j - i - 1));
+    if (!part.has_value()) {
       out.append(t.substr(i, j - i));  // unknown: left as written
+    } else if (part->var == VarTemplate::Var::kRequestMethod && cache_.zone != nullptr &&
+               request_.method == http::Method::kHead) {
+      out.append("GET");  // a cache key's: HEAD is answered from GET entries (nginx
+                          // proxy_cache_convert_head)
+    } else {
+      AppendVariable(*part, &out);
     }
     i = j;
   }

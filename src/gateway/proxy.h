@@ -368,7 +368,8 @@ class Exchange {
   std::string_view StickySecret() const;
   void StrikeBan(std::string_view what);
   void BanStatus(int status);
-  // $scheme, $host, $http_host, $request_uri, $uri, $args, $remote_addr in a `return`.
+  // Fills in the nginx variables (NginxVariable) of a `return` or a cache key; an unknown one
+  // is left as written.
   std::string ExpandVariables(std::string_view t) const;
   // The route's JWT check: false when the request was answered (401).
   bool VerifyJwt(const JwtProviderConfig& p);
@@ -401,9 +402,13 @@ class Exchange {
                  std::string_view extra_headers = {});
   void BuildUpstreamHead(const Router::Route& route, bool trusted);
   // Appends a proxy_set_header value with its variables filled in.
-  void ExpandHeader(const HeaderTemplate& t, std::string* out) const;
+  void AppendTemplate(const VarTemplate& t, std::string* out) const;
+  void AppendVariable(const VarTemplate::Part& p, std::string* out) const;
   // Whether the route's proxy_hide_header names the response header `name`.
   bool HiddenHeader(std::string_view name) const;
+  // client_max_body_size for this request: its route's (or listener's), else http's; 0 is no
+  // limit, as nginx.
+  int64_t MaxBodyBytes() const;
   void BuildResponseHead();
   // nginx's gzip filter conditions for the current response.
   bool ShouldGzip() const;

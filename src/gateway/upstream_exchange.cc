@@ -28,16 +28,6 @@ namespace bulwark::gateway {
 
 namespace {
 
-// nginx's $host: the host name without its port.
-std::string_view HostWithoutPort(std::string_view host) {
-  if (!host.empty() && host[0] == '[') {
-    size_t close = host.find(']');
-    return close == std::string_view::npos ? host : host.substr(0, close + 1);
-  }
-  size_t colon = host.rfind(':');
-  return colon == std::string_view::npos ? host : host.substr(0, colon);
-}
-
 bool NamedIn(const std::vector<SetHeader>& sets, std::string_view name) {
   for (const auto& s : sets) {
     if (s.name.size() == name.size() && EqualsIgnoreCase(s.name, name)) return true;
@@ -47,61 +37,8 @@ bool NamedIn(const std::vector<SetHeader>& sets, std::string_view name) {
 
 }  // namespace
 
-void Exchange::ExpandHeader(const HeaderTemplate& t, std::string* out) const {
-  using Var = HeaderTemplate::Var;
-  for (const auto& p : t.parts) {
-    switch (p.var) {
-      case Var::kText:
-        out->append(p.text);
-        break;
-      case Var::kHost:
-        out->append(HostWithoutPort(req_->host));
-        break;
-      case Var::kRemoteAddr:
-        out->append(admission_.client_ip);
-        break;
-      case Var::kScheme:
-        out->append(down_->secure() ? "https" : "http");
-        break;
-      case Var::kRequestUri:
-        out->append(req_->target);
-        break;
-      case Var::kUri:
-        out->append(request_.path);
-        break;
-      case Var::kArgs:
-        out->append(req_->query);
-        break;
-      case Var::kIsArgs:
-        if (!req_->query.empty()) out->push_back('?');
-        break;
-      case Var::kRequestMethod:
-        out->append(req_->method_str);
-        break;
-      case Var::kRequestId:
-        out->append(log_.request_id, log_.request_id_len);
-        break;
-      case Var::kProxyAddXForwardedFor:
-        // As nginx: the client's X-Forwarded-For as sent, then $remote_addr.
-        if (const http::Header* xff = req_->Find("x-forwarded-for")) {
-          out->append(xff->value);
-          out->append(", ");
-        }
-        out->append(admission_.client_ip);
-        break;
-      case Var::kHttp: {
-        // nginx joins repeated headers with ", " (Cookie with "; ").
-        bool first = true;
-        for (const auto& hd : req_->headers) {
-          if (hd.name.size() != p.text.size() || !http::EqualsLower(hd.name, p.text)) continue;
-          if (!first) out->append(p.text == "cookie" ? "; " : ", ");
-          out->append(hd.value);
-          first = false;
-        }
-        break;
-      }
-    }
-  }
+void Exchange::AppendTemplate(const VarTemplate& t, std::string* out) const {
+  for (const auto& p : t.parts) AppendVariable(p, out);
 }
 
 bool Exchange::HiddenHeader(std::string_view name) const {
@@ -224,7 +161,7 @@ void Exchange::BuildUpstreamHead(const Router::Route& route, bool trusted) {
     size_t start = h.size();
     StrAppend(&h, s.name, ": ");
     size_t value = h.size();
-    ExpandHeader(s.value, &h);
+    AppendTemplate(s.value, &h);
     if (h.size() == value) {
       h.resize(start);  // nginx: an empty value is not passed
     } else {
@@ -286,7 +223,9 @@ void Exchange::StartAttempt(int server_index) {
     c = worker_->NewUpstream();
     c->deadline_ms_ = deadline;
     absl::Status st =
-        c->Connect(s, server_index, ucfg.servers[server_index], ucfg.tls, ucfg.connect_timeout_ms);
+        c->Connect(s, server_index, ucfg.servers[server_index], ucfg.tls,
+                   route_->cfg->connect_timeout_ms > 0 ? route_->cfg->connect_timeout_ms
+                                                       : ucfg.connect_timeout_ms);
     if (!st.ok()) {
       worker_->FreeUpstream(c);
       s->active().fetch_sub(1, std::memory_order_relaxed);
@@ -302,8 +241,11 @@ void Exchange::StartAttempt(int server_index) {
   c->owner_ = this;
   c->wrote_any_ = c->got_any_ = false;
   c->read_paused_ = false;
-  c->send_timeout_ms_ = ucfg.send_timeout_ms;
-  c->read_timeout_ms_ = ucfg.read_timeout_ms;
+  // A route's own timeouts win over its upstream's (nginx proxy_*_timeout in a location).
+  c->send_timeout_ms_ =
+      route_->cfg->send_timeout_ms > 0 ? route_->cfg->send_timeout_ms : ucfg.send_timeout_ms;
+  c->read_timeout_ms_ =
+      route_->cfg->read_timeout_ms > 0 ? route_->cfg->read_timeout_ms : ucfg.read_timeout_ms;
   response_.scanner.Reset();
   response_.chunks.Reset();
   response_.started = response_.done = false;
@@ -318,7 +260,7 @@ void Exchange::StartAttempt(int server_index) {
   request_.chunks.Reset();
   ForwardBody();
   if (upstream_.conn == c && c->state_ == UpstreamConn::State::kActive) {
-    c->ArmTimer(ucfg.send_timeout_ms);
+    c->ArmTimer(c->send_timeout_ms_);
     c->Flush();
   }
 }
@@ -349,7 +291,7 @@ void Exchange::OnUpstreamDrained() {
 
 void Exchange::ForwardBody() {
   if (upstream_.conn == nullptr) return;
-  int64_t max_body = view_->snap->config->http.client_max_body_size;
+  int64_t max_body = MaxBodyBytes();
   Buffer& in = down_->input();
   while (!request_.body_done) {
     size_t avail = in.wpos - request_.body_pos;
@@ -375,7 +317,7 @@ void Exchange::ForwardBody() {
           });
       request_.body_pos += consumed;
       if (r == http::ChunkedDecoder::Result::kError ||
-          request_.body_bytes > static_cast<uint64_t>(max_body)) {
+          (max_body > 0 && request_.body_bytes > static_cast<uint64_t>(max_body))) {
         bool too_big = r != http::ChunkedDecoder::Result::kError;
         ReleaseUpstream(false);
         worker_->stats().parse_errors.Add(too_big ? 0 : 1);

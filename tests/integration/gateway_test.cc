@@ -426,6 +426,47 @@ TEST(Gateway, ProxySetHeaderAndProxyHideHeaderAsNginx) {
   EXPECT_EQ(r.headers.count("x-powered-by"), 0u);  // each directive is inherited on its own
 }
 
+// nginx client_max_body_size and proxy_read_timeout in a location: a route's own values win over
+// the http and upstream ones, 0 lifts the body limit, a listener's apply to its routes.
+TEST(Gateway, RouteBodyLimitsAndTimeoutsOverrideTheDefaults) {
+  Backend b([](const Backend::Request& r) {
+    if (r.target.rfind("/slow", 0) == 0 || r.target.rfind("/patient", 0) == 0)
+      std::this_thread::sleep_for(2s);
+    return Backend::Reply(200, StrCat("got ", r.body.size()));
+  });
+  int port = FreePort(), admin = FreePort();
+  Bulwark gw(
+      StrCat("workers: 1\naccess_log: {path: stderr}\nadmin: {listen: 127.0.0.1:", admin,
+             "}\nhttp: {client_max_body_size: 100}\nlisteners:\n  - listen: 127.0.0.1:", port,
+             "\n    client_max_body_size: 50\n    routes:\n"
+             "      - {prefix: /small, upstream: app, client_max_body_size: 10}\n"
+             "      - {prefix: /any, upstream: app, client_max_body_size: 0}\n"
+             "      - {prefix: /slow, upstream: app, read_timeout: 200ms}\n"
+             "      - {prefix: /, upstream: app}\n"
+             "upstreams:\n  app: {read_timeout: 30s, servers: ['127.0.0.1:",
+             b.port(), "']}\n"));
+  ASSERT_TRUE(gw.Ready(port, admin)) << gw.log();
+  EXPECT_EQ(HttpPost(port, "/small", std::string(10, 'a')).status, 200);
+  EXPECT_EQ(HttpPost(port, "/small", std::string(11, 'a')).status, 413);
+  // The listener's 50 for routes without their own, not http's 100.
+  EXPECT_EQ(HttpPost(port, "/other", std::string(50, 'a')).status, 200);
+  EXPECT_EQ(HttpPost(port, "/other", std::string(51, 'a')).status, 413);
+  Response big = HttpPost(port, "/any", std::string(3 << 20, 'a'));
+  EXPECT_EQ(big.status, 200);
+  EXPECT_EQ(big.body, StrCat("got ", 3 << 20));
+  // A chunked body is counted as it streams.
+  Client c(port);
+  ASSERT_TRUE(
+      c.Send("POST /small HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "6\r\naaaaaa\r\n6\r\naaaaaa\r\n0\r\n\r\n"));
+  EXPECT_EQ(c.Read().status, 413);
+  // The same slow server: the upstream's 30s waits for it, the route with read_timeout 200ms
+  // answers 504 (and, as in nginx, the timeout counts as the server's failure: asked last).
+  Response patient = HttpGet(port, "/patient");
+  EXPECT_EQ(patient.status, 200) << patient.error;
+  EXPECT_EQ(HttpGet(port, "/slow").status, 504);
+}
+
 TEST(Gateway, SlowlorisIsCutOffByTheHeaderTimeout) {
   Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
   int port = FreePort(), admin = FreePort();

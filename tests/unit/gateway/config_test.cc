@@ -154,7 +154,7 @@ TEST(Config, ProxySetHeaderAndHideHeaderAsNginx) {
   // nginx inheritance: a level with none of its own takes the enclosing level's, all of them.
   ASSERT_EQ(routes[0].set_headers.size(), 2u);
   EXPECT_EQ(routes[0].set_headers[0].name, "X-Tenant");
-  using Var = gateway::HeaderTemplate::Var;
+  using Var = gateway::VarTemplate::Var;
   ASSERT_EQ(routes[0].set_headers[0].value.parts.size(), 1u);
   EXPECT_EQ(routes[0].set_headers[0].value.parts[0].var, Var::kHttp);
   EXPECT_EQ(routes[0].set_headers[0].value.parts[0].text, "x-tenant-id");
@@ -181,9 +181,10 @@ TEST(Config, ProxySetHeaderAndHideHeaderAsNginx) {
   ASSERT_EQ(l.errors.size(), 6u) << Join(l.errors, "\n");
   EXPECT_EQ(l.errors[0],
             "t.yml:4:61: listeners[0].routes[0].proxy_set_header.X-A: unknown variable "
-            "\"$remote_adr\" (did you mean $remote_addr?); known: $host, $remote_addr, $scheme, "
-            "$request_uri, $uri, $args, $is_args, $request_method, $request_id, "
-            "$proxy_add_x_forwarded_for, $http_NAME");
+            "\"$remote_adr\" (did you mean $remote_addr?); known: $host, $http_host, "
+            "$remote_addr, $scheme, $request_uri, $uri, $args, $is_args, $request_method, "
+            "$request_id, $proxy_add_x_forwarded_for, $upstream_request_uri, $http_NAME, "
+            "$cookie_NAME");
   EXPECT_EQ(l.errors[1],
             "t.yml:5:56: listeners[0].routes[1].proxy_set_header: \"Content-Length\" is "
             "bulwark's to set");
@@ -193,6 +194,41 @@ TEST(Config, ProxySetHeaderAndHideHeaderAsNginx) {
   EXPECT_EQ(l.errors[3],
             "t.yml:6:54: listeners[0].routes[2]: proxy_set_header and proxy_hide_header need an "
             "upstream; this route answers with `return`");
+}
+
+TEST(Config, RouteBodyLimitAndTimeouts) {
+  ConfigLoad l = Load(
+      "listeners:\n"
+      "  - listen: ':8080'\n"
+      "    client_max_body_size: 5m\n"
+      "    read_timeout: 5s\n"
+      "    routes:\n"
+      "      - {prefix: /a, upstream: app}\n"
+      "      - {prefix: /b, upstream: app, client_max_body_size: 0, connect_timeout: 1s,\n"
+      "         send_timeout: 2s, read_timeout: 3s}\n"
+      "upstreams: {app: {servers: ['127.0.0.1:1']}}\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const auto& routes = l.config->gateway->listeners[0].routes;
+  EXPECT_EQ(routes[0].client_max_body_size, 5 << 20);
+  EXPECT_EQ(routes[0].read_timeout_ms, 5000);
+  EXPECT_EQ(routes[0].connect_timeout_ms, 0);    // the upstream's
+  EXPECT_EQ(routes[1].client_max_body_size, 0);  // no limit, as nginx
+  EXPECT_EQ(routes[1].connect_timeout_ms, 1000);
+  EXPECT_EQ(routes[1].send_timeout_ms, 2000);
+  EXPECT_EQ(routes[1].read_timeout_ms, 3000);
+  l = Load(
+      "listeners:\n"
+      "  - listen: ':8080'\n"
+      "    routes:\n"
+      "      - {prefix: /a, upstream: app, read_timeout: 0s}\n"
+      "      - {prefix: /b, return: 204, send_timeout: 1s}\n"
+      "upstreams: {app: {servers: ['127.0.0.1:1']}}\n");
+  ASSERT_EQ(l.errors.size(), 2u) << Join(l.errors, "\n");
+  EXPECT_EQ(l.errors[0],
+            "t.yml:4:51: listeners[0].routes[0].read_timeout: must be between 1ms and 7d");
+  EXPECT_EQ(l.errors[1],
+            "t.yml:5:9: listeners[0].routes[1]: connect_timeout, send_timeout and read_timeout "
+            "need an upstream; this route answers with `return`");
 }
 
 TEST(Config, Http2SettingsAndLimits) {
