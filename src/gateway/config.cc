@@ -912,8 +912,10 @@ std::string_view NginxVariableNames() {
 
 namespace {
 
-// nginx variables in a proxy_set_header value: "$name" (letters, digits, '_') or "${name}".
-std::optional<VarTemplate> CompileVarTemplate(std::string_view text, std::string* error) {
+// nginx variables in a proxy_set_header value or a rewrite's replacement: "$name" (letters,
+// digits, '_') or "${name}"; with `captures`, $1..$9 too.
+std::optional<VarTemplate> CompileVarTemplate(std::string_view text, std::string* error,
+                                              bool captures = false) {
   using Var = VarTemplate::Var;
   VarTemplate t;
   auto literal = [&](std::string_view s) {
@@ -938,6 +940,8 @@ std::optional<VarTemplate> CompileVarTemplate(std::string_view text, std::string
         *error = StrCat("\"", text, "\": the variable after '${' has no '}'");
         return std::nullopt;
       }
+    } else if (captures && start < text.size() && text[start] >= '0' && text[start] <= '9') {
+      end = start + 1;  // nginx: "$10" is capture 1, then "0"
     } else {
       end = start;
       while (end < text.size() &&
@@ -950,6 +954,8 @@ std::optional<VarTemplate> CompileVarTemplate(std::string_view text, std::string
       return std::nullopt;
     }
     std::optional<VarTemplate::Part> part = NginxVariable(name);
+    if (captures && name.size() == 1 && name[0] >= '1' && name[0] <= '9')
+      part = VarTemplate::Part{Var::kCapture, std::string(name)};
     if (!part.has_value()) {
       static const std::vector<std::string> kNames = {"host",
                                                       "http_host",
@@ -1030,6 +1036,87 @@ void ParseSetHeaders(ConfigContext& ctx, const YAML::Node& node, const std::stri
         ctx.Error(kv.first.Mark(), StrCat(what, ": \"", name, "\" is set twice"));
     }
     out->push_back({std::move(name), std::move(*t)});
+  }
+}
+
+// rewrite: [{regex, replacement, flag}] or nginx's own words: ["REGEX REPLACEMENT [FLAG]"].
+void ParseRewrites(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
+                   std::vector<RewriteRule>* out) {
+  if (!node.IsSequence()) {
+    ctx.Error(node.Mark(), StrCat(what, ": expected a list of {regex, replacement, flag}"));
+    return;
+  }
+  int i = 0;
+  for (const auto& n : node) {
+    std::string w = StrCat(what, "[", i++, "]");
+    RewriteRule rule;
+    std::string replacement, flag;
+    if (n.IsScalar()) {
+      std::string line;
+      if (!ReadScalar(ctx, n, w, &line)) continue;
+      std::vector<std::string> words = Split(line, ' ', true);
+      if (words.size() < 2 || words.size() > 3) {
+        ctx.Error(n.Mark(), StrCat(w, ": expected \"REGEX REPLACEMENT [FLAG]\""));
+        continue;
+      }
+      rule.pattern = words[0];
+      replacement = words[1];
+      if (words.size() == 3) flag = words[2];
+    } else {
+      MapReader r(ctx, n, w);
+      if (!r.valid()) continue;
+      if (r.Require("regex")) r.String("regex", &rule.pattern);
+      if (r.Require("replacement")) r.String("replacement", &replacement);
+      r.Enum("flag", {"last", "break", "redirect", "permanent"}, &flag);
+      r.Finish();
+    }
+    auto re = std::make_shared<const RE2>(rule.pattern, RE2::Quiet);
+    if (!re->ok()) {
+      ctx.Error(n.Mark(), StrCat(w, ": regex \"", rule.pattern, "\": ", re->error()));
+      continue;
+    }
+    if (re->NumberOfCapturingGroups() > 9) {
+      ctx.Error(n.Mark(), StrCat(w, ": at most 9 capturing groups ($1..$9)"));
+      continue;
+    }
+    rule.regex = std::move(re);
+    std::string error;
+    std::optional<VarTemplate> t = CompileVarTemplate(replacement, &error, /*captures=*/true);
+    if (!t.has_value() || replacement.empty()) {
+      ctx.Error(n.Mark(), StrCat(w, ": replacement: ", replacement.empty() ? "empty" : error));
+      continue;
+    }
+    rule.replacement = std::move(*t);
+    using Flag = RewriteRule::Flag;
+    if (flag == "last") {
+      rule.flag = Flag::kLast;
+    } else if (flag == "break") {
+      rule.flag = Flag::kBreak;
+    } else if (flag == "redirect") {
+      rule.flag = Flag::kRedirect;
+    } else if (flag == "permanent") {
+      rule.flag = Flag::kPermanent;
+    } else if (!flag.empty()) {
+      ctx.Error(n.Mark(), StrCat(w, ": flag \"", flag,
+                                 "\": expected last, break, redirect or "
+                                 "permanent"));
+      continue;
+    }
+    // As nginx: a replacement that starts with the scheme redirects whatever the flag.
+    const auto& first = rule.replacement.parts.front();
+    bool absolute = first.var == VarTemplate::Var::kScheme ||
+                    (first.var == VarTemplate::Var::kText &&
+                     (first.text.rfind("http://", 0) == 0 || first.text.rfind("https://", 0) == 0));
+    if (!absolute && (first.var != VarTemplate::Var::kText || first.text[0] != '/') &&
+        rule.flag != Flag::kRedirect && rule.flag != Flag::kPermanent &&
+        first.var != VarTemplate::Var::kCapture) {
+      ctx.Error(n.Mark(), StrCat(w, ": replacement \"", replacement,
+                                 "\" must start with '/', a "
+                                 "capture, http://, https:// or $scheme"));
+      continue;
+    }
+    rule.redirects = absolute || rule.flag == Flag::kRedirect || rule.flag == Flag::kPermanent;
+    out->push_back(std::move(rule));
   }
 }
 
@@ -1245,6 +1332,8 @@ void ParseRoute(ConfigContext& ctx, const YAML::Node& node, const std::string& w
   }
   ParseLocationLimits(ctx, r, what, &rc->client_max_body_size, &rc->connect_timeout_ms,
                       &rc->send_timeout_ms, &rc->read_timeout_ms);
+  YAML::Node rw = r.Get("rewrite");
+  if (rw.IsDefined()) ParseRewrites(ctx, rw, what + ".rewrite", &rc->rewrites);
   if (rc->ret.has_value() &&
       (r.Has("connect_timeout") || r.Has("send_timeout") || r.Has("read_timeout"))) {
     ctx.Error(node.Mark(), StrCat(what,
@@ -1612,6 +1701,8 @@ void ParseGatewayConfig(ConfigContext& ctx, MapReader& top, GatewayConfig* out) 
       if (gz.IsDefined()) ParseGzip(ctx, gz, what + ".gzip", &lc.gzip);
       ParseLocationLimits(ctx, r, what, &lc.client_max_body_size, &lc.connect_timeout_ms,
                           &lc.send_timeout_ms, &lc.read_timeout_ms);
+      YAML::Node rw = r.Get("rewrite");
+      if (rw.IsDefined()) ParseRewrites(ctx, rw, what + ".rewrite", &lc.rewrites);
       YAML::Node routes = r.Get("routes");
       if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
         ctx.Error(routes.IsDefined() ? routes.Mark() : ln.Mark(),

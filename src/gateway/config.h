@@ -20,6 +20,7 @@
 #include "gateway/http_cache.h"
 #include "http/parser.h"
 #include "http/path.h"
+#include "re2/re2.h"
 #include "security/jwt.h"
 
 namespace bulwark::gateway {
@@ -210,6 +211,7 @@ struct VarTemplate {
     kHttp,                   // $http_NAME: the request header NAME (`text`, lower-case, '-')
     kCookie,                 // $cookie_NAME: the cookie NAME (`text`)
     kUpstreamRequestUri,     // bulwark's: the normalised target as it goes upstream
+    kCapture,                // $1..$9 in a rewrite's replacement (`text`: the digit)
   };
   struct Part {
     Var var = Var::kText;
@@ -226,6 +228,18 @@ struct VarTemplate {
 std::optional<VarTemplate::Part> NginxVariable(std::string_view name);
 // The list of variable names for error messages.
 std::string_view NginxVariableNames();
+
+// nginx `rewrite REGEX REPLACEMENT [FLAG]`: when REGEX matches the path, it becomes REPLACEMENT
+// (with $1..$9 and variables; a '?' in it sets the query, the old one appended unless it ends in
+// '?'). A replacement starting with http://, https:// or $scheme redirects (302).
+struct RewriteRule {
+  enum class Flag : uint8_t { kNone, kLast, kBreak, kRedirect, kPermanent };
+  std::string pattern;
+  std::shared_ptr<const RE2> regex;
+  VarTemplate replacement;
+  Flag flag = Flag::kNone;
+  bool redirects = false;  // kRedirect, kPermanent, or an absolute replacement
+};
 
 struct SetHeader {
   std::string name;
@@ -412,6 +426,7 @@ struct RouteConfig {
   bool add_headers_set = false;
   std::vector<SetHeader> set_headers;  // proxy_set_header
   bool set_headers_set = false;
+  std::vector<RewriteRule> rewrites;  // nginx rewrite in the location
   // nginx client_max_body_size and proxy_{connect,send,read}_timeout in a location: they
   // override http.client_max_body_size (-1: not set; 0, as nginx: no limit) and the upstream's
   // timeouts (0: not set).
@@ -450,6 +465,7 @@ struct ListenerConfig {
   std::vector<AddHeader> add_headers;
   std::vector<SetHeader> set_headers;
   std::vector<std::string> hide_headers;
+  std::vector<RewriteRule> rewrites;  // nginx rewrite at server level: before route matching
   int64_t client_max_body_size = -1;  // as a route's, for routes without their own
   int64_t connect_timeout_ms = 0, send_timeout_ms = 0, read_timeout_ms = 0;
   GzipConfig gzip;

@@ -159,8 +159,29 @@ void Exchange::HandleRequest() {
     SendError(501, "CONNECT is not supported", true);
     return;
   }
+  request_.args = req_->query;
+  request_.rewritten = false;
   if (!NormalizeRequestPath(cfg)) return;
+  // nginx: the server's rewrites, then the location search; a location's rewrites that change
+  // the path search again (at most 10 times, then 500 as nginx's "rewrite or internal
+  // redirection cycle").
+  const auto& server_rewrites = cfg.listeners[listener_].rewrites;
+  if (!server_rewrites.empty() && ApplyRewrites(server_rewrites) == RewriteOutcome::kAnswered)
+    return;
   route_ = view_->snap->routers[listener_]->Match(req_->host, request_.path, req_->method_str);
+  for (int cycle = 0; route_ != nullptr && !route_->cfg->rewrites.empty(); ++cycle) {
+    if (cycle == 10) {
+      LogError("rewrite: ", log_.path, ": the rewrites of route ", route_->cfg->name,
+               " changed the path 10 times");
+      route_ = nullptr;
+      SendError(500, "rewrite cycle", true);
+      return;
+    }
+    RewriteOutcome o = ApplyRewrites(route_->cfg->rewrites);
+    if (o == RewriteOutcome::kAnswered) return;
+    if (o == RewriteOutcome::kStay) break;
+    route_ = view_->snap->routers[listener_]->Match(req_->host, request_.path, req_->method_str);
+  }
   // As nginx, once the location is known and before its access checks.
   int64_t max_body = MaxBodyBytes();
   if (request_.body_kind == http::BodyKind::kLength && max_body > 0 &&
@@ -174,6 +195,64 @@ void Exchange::HandleRequest() {
     return;
   }
   Proceed();
+}
+
+Exchange::RewriteOutcome Exchange::ApplyRewrites(const std::vector<RewriteRule>& rules) {
+  bool changed = false;
+  for (const RewriteRule& rule : rules) {
+    re2::StringPiece groups[10];
+    int n = 1 + rule.regex->NumberOfCapturingGroups();
+    re2::StringPiece path(request_.path.data(), request_.path.size());
+    if (!rule.regex->Match(path, 0, path.size(), RE2::UNANCHORED, groups, n)) continue;
+    std::string out;
+    // A '?' written in the replacement (not one a capture or variable brings) starts new
+    // arguments; the old ones follow unless it is the last character.
+    size_t q = std::string::npos;
+    for (const auto& p : rule.replacement.parts) {
+      if (p.var == VarTemplate::Var::kCapture) {
+        int i = p.text[0] - '0';
+        if (i < n) out.append(groups[i].data(), groups[i].size());
+      } else {
+        if (p.var == VarTemplate::Var::kText && q == std::string::npos &&
+            p.text.find('?') != std::string::npos)
+          q = out.size() + p.text.find('?');
+        AppendVariable(p, &out);
+      }
+    }
+    std::string args;
+    if (q == std::string::npos) {
+      args.assign(request_.args);
+    } else {
+      args = out.substr(q + 1);
+      if (q + 1 < out.size() && !request_.args.empty()) StrAppend(&args, "&", request_.args);
+      out.resize(q);
+    }
+    if (rule.redirects) {
+      if (!args.empty()) StrAppend(&out, "?", args);
+      worker_->stats().requests_rewritten.Add(1);
+      SendLocal(rule.flag == RewriteRule::Flag::kPermanent ? 301 : 302, "", "text/plain", out,
+                request_.has_body);
+      return RewriteOutcome::kAnswered;
+    }
+    if (out.empty() || out[0] != '/') {
+      LogError("rewrite: ", log_.path, ": \"", rule.pattern,
+               "\" made a path without '/': ", out.substr(0, 256));
+      SendError(500, "rewrite made an invalid path", true);
+      return RewriteOutcome::kAnswered;
+    }
+    request_.path_buf = std::move(out);
+    request_.path = request_.path_buf;
+    request_.upstream_path_buf.clear();
+    http::EscapePath(request_.path, &request_.upstream_path_buf);
+    request_.upstream_path = request_.upstream_path_buf;
+    request_.args_buf = std::move(args);
+    request_.args = request_.args_buf;
+    request_.rewritten = changed = true;
+    worker_->stats().requests_rewritten.Add(1);
+    if (rule.flag == RewriteRule::Flag::kLast) return RewriteOutcome::kSearch;
+    if (rule.flag == RewriteRule::Flag::kBreak) return RewriteOutcome::kStay;
+  }
+  return changed ? RewriteOutcome::kSearch : RewriteOutcome::kStay;
 }
 
 int64_t Exchange::MaxBodyBytes() const {
@@ -240,10 +319,10 @@ void Exchange::AppendVariable(const VarTemplate::Part& p, std::string* out) cons
       out->append(request_.path);  // decoded and normalised, as nginx's $uri
       break;
     case Var::kArgs:
-      out->append(req_->query);
+      out->append(request_.args);
       break;
     case Var::kIsArgs:
-      if (!req_->query.empty()) out->push_back('?');
+      if (!request_.args.empty()) out->push_back('?');
       break;
     case Var::kRequestMethod:
       out->append(req_->method_str);
@@ -273,12 +352,14 @@ void Exchange::AppendVariable(const VarTemplate::Part& p, std::string* out) cons
     case Var::kCookie:
       out->append(CookieValue(*req_, p.text).value_or(""));
       break;
+    case Var::kCapture:  // only in a rewrite's replacement (ApplyRewrites)
+      break;
     case Var::kUpstreamRequestUri:
       // The target as it goes upstream (NormalizeRequestPath chose the path).
       out->append(request_.upstream_path);
-      if (!req_->query.empty()) {
+      if (!request_.args.empty()) {
         out->push_back('?');
-        out->append(req_->query);
+        out->append(request_.args);
       }
       break;
   }

@@ -142,6 +142,9 @@ const WorkerFamily kWorkerFamilies[] = {
      "Requests refused (400) for their path: a malformed or NUL escape, `..` above the root, or "
      "an encoded slash under escaped_slashes: reject.",
      [](const WorkerStats& s) { return s.bad_paths.Get(); }},
+    {"bulwark_http_rewrites_total", "counter",
+     "Rewrite rules that changed a request's path or redirected it (nginx rewrite).",
+     [](const WorkerStats& s) { return s.requests_rewritten.Get(); }},
 };
 
 // A family with one series per HTTP cache zone.

@@ -166,6 +166,10 @@ class Exchange {
     std::string_view upstream_path;
     std::string path_buf;
     std::string upstream_path_buf;
+    // The query ($args): the client's, or what a rewrite made of it.
+    std::string_view args;
+    std::string args_buf;
+    bool rewritten = false;  // a rewrite changed the path: it goes upstream in escaped form
     http::BodyKind body_kind = http::BodyKind::kNone;
     bool has_body = false;
     uint64_t body_left = 0;  // Content-Length bytes not yet forwarded
@@ -409,6 +413,11 @@ class Exchange {
   // client_max_body_size for this request: its route's (or listener's), else http's; 0 is no
   // limit, as nginx.
   int64_t MaxBodyBytes() const;
+  // nginx rewrite: applies `rules` to the path. kAnswered: a redirect was sent; kSearch: the
+  // path changed and the route is to be found again (`last`, or no flag); kStay: no change, or
+  // `break`.
+  enum class RewriteOutcome { kStay, kSearch, kAnswered };
+  RewriteOutcome ApplyRewrites(const std::vector<RewriteRule>& rules);
   void BuildResponseHead();
   // nginx's gzip filter conditions for the current response.
   bool ShouldGzip() const;

@@ -56,15 +56,16 @@ void Exchange::BuildUpstreamHead(const Router::Route& route, bool trusted) {
   h.append(req_->method_str);
   h.push_back(' ');
   const GatewayConfig& cfg = *view_->snap->config;
-  if (cfg.http.upstream_path == UpstreamPath::kOriginal && !req_->target.empty() &&
-      req_->target[0] == '/') {
+  if (cfg.http.upstream_path == UpstreamPath::kOriginal && !request_.rewritten &&
+      !req_->target.empty() && req_->target[0] == '/') {
     h.append(req_->target);
   } else {
-    // Envoy normalize_path; absolute-form is sent on in origin-form.
+    // Envoy normalize_path; absolute-form is sent on in origin-form; a rewritten path as
+    // nginx sends it (escaped, with the rewrite's arguments).
     h.append(request_.upstream_path);
-    if (!req_->query.empty()) {
+    if (!request_.args.empty()) {
       h.push_back('?');
-      h.append(req_->query);
+      h.append(request_.args);
     }
   }
   h.append(" HTTP/1.1\r\n");

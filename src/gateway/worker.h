@@ -73,6 +73,7 @@ struct WorkerStats {
   observe::ShardValue accept_errors;
   observe::ShardValue access_denied;
   observe::ShardValue bad_paths;
+  observe::ShardValue requests_rewritten;
   // Times accepting stopped because the worker held max_connections clients, or because the
   // descriptor budget was spent (connections then wait in the kernel's listen queue).
   observe::ShardValue limited_max_connections;

@@ -36,4 +36,9 @@ bool PathIsNormal(std::string_view path, const PathOptions& opts);
 bool NormalizePath(std::string_view path, const PathOptions& opts, std::string* decoded,
                    std::string* upstream, ParseError* err);
 
+// Appends a decoded path in the form a request line carries: every byte that is not a path
+// character of RFC 3986 (unreserved, sub-delims, ':', '@', '/') as %XX (as nginx escapes a
+// rewritten URI before it goes upstream).
+void EscapePath(std::string_view decoded, std::string* out);
+
 }  // namespace bulwark::http

@@ -467,6 +467,48 @@ TEST(Gateway, RouteBodyLimitsAndTimeoutsOverrideTheDefaults) {
   EXPECT_EQ(HttpGet(port, "/slow").status, 504);
 }
 
+// nginx rewrite: server-level rules before the route search, a route's own after it; captures,
+// arguments appended or dropped, last (search again), break (stay), redirect, permanent, an
+// absolute replacement redirects, a cycle ends in 500, and the new path goes upstream escaped.
+TEST(Gateway, RewriteAsNginx) {
+  Backend b([](const Backend::Request& r) { return Backend::Reply(200, r.target); });
+  int port = FreePort(), admin = FreePort();
+  Bulwark gw(StrCat(
+      "workers: 1\naccess_log: {path: stderr}\nadmin: {listen: 127.0.0.1:", admin,
+      "}\nlisteners:\n  - listen: 127.0.0.1:", port,
+      "\n    rewrite: ['^/old/(.*)$ /new/$1']\n"
+      "    routes:\n"
+      "      - {prefix: /new/, upstream: app}\n"
+      "      - {prefix: /api/v1/, upstream: app,\n"
+      "         rewrite: [{regex: '^/api/v1/(.*)$', replacement: '/v1/$1?ver=1', flag: break}]}\n"
+      "      - {prefix: /go/, upstream: app, rewrite: ['^/go/(.*)$ /static/$1 last']}\n"
+      "      - {prefix: /static/, return: {status: 200, body: 'static $uri$is_args$args'}}\n"
+      "      - {prefix: /moved/, upstream: app,\n"
+      "         rewrite: ['^/moved/(.*)$ https://example.com/$1 permanent']}\n"
+      "      - {prefix: /tmp/, upstream: app, rewrite: ['^/tmp/(.*)$ /elsewhere/$1? redirect']}\n"
+      "      - {prefix: /loop/, upstream: app, rewrite: ['^/loop/(.*)$ /loop/x$1']}\n"
+      "      - {prefix: /sp/, upstream: app, rewrite: ['^/sp/(.*)$ /new/$1 break']}\n"
+      "upstreams:\n  app: {servers: ['127.0.0.1:",
+      b.port(), "']}\n"));
+  ASSERT_TRUE(gw.Ready(port, admin)) << gw.log();
+  EXPECT_EQ(HttpGet(port, "/old/a?q=1").body, "/new/a?q=1");
+  EXPECT_EQ(HttpGet(port, "/api/v1/users?q=2").body, "/v1/users?ver=1&q=2");
+  Response r = HttpGet(port, "/go/x?k=v");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "static /static/x?k=v");
+  r = HttpGet(port, "/moved/x?q=2");
+  EXPECT_EQ(r.status, 301);
+  EXPECT_EQ(r.headers["location"], "https://example.com/x?q=2");
+  r = HttpGet(port, "/tmp/x?q=2");
+  EXPECT_EQ(r.status, 302);
+  EXPECT_EQ(r.headers["location"], "/elsewhere/x");
+  EXPECT_EQ(HttpGet(port, "/loop/a").status, 500);
+  // The decoded path is what the rules see; what goes upstream is escaped again.
+  EXPECT_EQ(HttpGet(port, "/sp/a%20b%3Fc").body, "/new/a%20b%3Fc");
+  std::string m = HttpGet(admin, "/metrics").body;
+  EXPECT_EQ(Metric(m, "bulwark_http_rewrites_total"), "16") << m;  // /loop: 10
+}
+
 TEST(Gateway, SlowlorisIsCutOffByTheHeaderTimeout) {
   Backend a([](const Backend::Request&) { return Backend::Reply(200, "A"); });
   int port = FreePort(), admin = FreePort();

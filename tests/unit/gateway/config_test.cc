@@ -231,6 +231,40 @@ TEST(Config, RouteBodyLimitAndTimeouts) {
             "need an upstream; this route answers with `return`");
 }
 
+TEST(Config, RewriteRulesAsNginx) {
+  ConfigLoad l = Load(
+      "listeners:\n"
+      "  - listen: ':8080'\n"
+      "    rewrite: ['^/a/(.*)$ /b/$1 last', {regex: ^/c$, replacement: 'https://$host/d'}]\n"
+      "    routes: [{prefix: /, upstream: app, rewrite: ['^/x(.*) /y$1?z=1 break']}]\n"
+      "upstreams: {app: {servers: ['127.0.0.1:1']}}\n");
+  ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
+  const auto& lc = l.config->gateway->listeners[0];
+  ASSERT_EQ(lc.rewrites.size(), 2u);
+  EXPECT_EQ(lc.rewrites[0].flag, gateway::RewriteRule::Flag::kLast);
+  EXPECT_FALSE(lc.rewrites[0].redirects);
+  EXPECT_TRUE(lc.rewrites[1].redirects);  // an absolute replacement redirects, as nginx
+  ASSERT_EQ(lc.routes[0].rewrites.size(), 1u);
+  EXPECT_EQ(lc.routes[0].rewrites[0].flag, gateway::RewriteRule::Flag::kBreak);
+  l = Load(
+      "listeners:\n"
+      "  - listen: ':8080'\n"
+      "    rewrite: ['^/a/(.*$ /b', '^/a /b sometimes', '^/a b', '^/a', '^/a /b/$10x']\n"
+      "    routes: [{prefix: /, return: 204}]\n");
+  ASSERT_EQ(l.errors.size(), 4u) << Join(l.errors, "\n");
+  EXPECT_NE(l.errors[0].find("t.yml:3:15: listeners[0].rewrite[0]: regex \"^/a/(.*$\": "),
+            std::string::npos)
+      << l.errors[0];
+  EXPECT_EQ(l.errors[1],
+            "t.yml:3:30: listeners[0].rewrite[1]: flag \"sometimes\": expected last, break, "
+            "redirect or permanent");
+  EXPECT_EQ(l.errors[2],
+            "t.yml:3:50: listeners[0].rewrite[2]: replacement \"b\" must start with '/', a "
+            "capture, http://, https:// or $scheme");
+  EXPECT_EQ(l.errors[3],
+            "t.yml:3:59: listeners[0].rewrite[3]: expected \"REGEX REPLACEMENT [FLAG]\"");
+}
+
 TEST(Config, Http2SettingsAndLimits) {
   ConfigLoad l = Load("listeners: [{listen: ':8080', routes: [{return: 204}]}]\n");
   ASSERT_TRUE(l.errors.empty()) << Join(l.errors, "\n");
