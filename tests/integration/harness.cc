@@ -919,7 +919,9 @@ int RunBulwark(const std::vector<std::string>& args, std::string* output) {
   std::vector<std::string> argv{BulwarkBinary()};
   argv.insert(argv.end(), args.begin(), args.end());
   Process p(argv, {}, dir + "/out");
-  int rc = p.Wait(10000);
+  // A bound against a hang, not a timing check: a drill (seed, dump, drop, restore, verify)
+  // under ASan on a loaded machine took longer than 10 s.
+  int rc = p.Wait(120000);
   *output = ReadFile(dir + "/out");
   std::string cmd = "rm -rf " + dir;
   [[maybe_unused]] int r = system(cmd.c_str());
