@@ -841,6 +841,19 @@ void ParseJwtProvider(ConfigContext& ctx, const std::string& name, const YAML::N
   p->verifier = std::make_shared<security::JwtVerifier>(std::move(keys), policy);
 }
 
+// What add_header, proxy_set_header and proxy_hide_header accept as a header's name and value.
+bool ValidHeaderName(std::string_view name) {
+  bool ok = !name.empty();
+  for (char c : name) ok &= c > 32 && c < 127 && c != ':';
+  return ok;
+}
+
+bool ValidHeaderValue(std::string_view value) {
+  bool ok = true;
+  for (char c : value) ok &= (c >= 32 && c != 127) || c == '\t';
+  return ok;
+}
+
 void ParseAddHeaders(ConfigContext& ctx, const YAML::Node& node, const std::string& what,
                      std::vector<AddHeader>* out) {
   if (!node.IsSequence()) {
@@ -857,42 +870,57 @@ void ParseAddHeaders(ConfigContext& ctx, const YAML::Node& node, const std::stri
     if (r.Require("name")) r.String("name", &h.name);
     if (r.Require("value")) r.String("value", &h.value);
     r.Bool("always", &h.always);
-    bool ok = !h.name.empty();
-    for (char c : h.name) ok &= c > 32 && c < 127 && c != ':';
-    for (char c : h.value) ok &= (c >= 32 && c != 127) || c == '\t';
-    if (!ok) ctx.Error(n.Mark(), StrCat(w, ": not a valid header name and value"));
+    if (!ValidHeaderName(h.name) || !ValidHeaderValue(h.value))
+      ctx.Error(n.Mark(), StrCat(w, ": not a valid header name and value"));
     r.Finish();
     out->push_back(std::move(h));
   }
 }
 
-bool ValidHeaderName(std::string_view name) {
-  bool ok = !name.empty();
-  for (char c : name) ok &= c > 32 && c < 127 && c != ':';
-  return ok;
+}  // namespace
+
+namespace {
+
+// The variables by name; an alias is accepted but not listed in messages.
+struct NamedVariable {
+  std::string_view name;
+  VarTemplate::Var var;
+  bool alias = false;
+};
+constexpr NamedVariable kNginxVariables[] = {
+    {"host", VarTemplate::Var::kHost},
+    {"http_host", VarTemplate::Var::kHttpHost},
+    {"remote_addr", VarTemplate::Var::kRemoteAddr},
+    {"scheme", VarTemplate::Var::kScheme},
+    {"request_uri", VarTemplate::Var::kRequestUri},
+    {"uri", VarTemplate::Var::kUri},
+    {"args", VarTemplate::Var::kArgs},
+    {"query_string", VarTemplate::Var::kArgs, /*alias=*/true},
+    {"is_args", VarTemplate::Var::kIsArgs},
+    {"request_method", VarTemplate::Var::kRequestMethod},
+    {"request_id", VarTemplate::Var::kRequestId},
+    {"proxy_add_x_forwarded_for", VarTemplate::Var::kProxyAddXForwardedFor},
+    {"upstream_request_uri", VarTemplate::Var::kUpstreamRequestUri},
+};
+
+// The listed names, for Suggest.
+const std::vector<std::string>& NginxVariableList() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& nv : kNginxVariables) {
+      if (!nv.alias) v.emplace_back(nv.name);
+    }
+    return v;
+  }();
+  return names;
 }
 
 }  // namespace
 
 std::optional<VarTemplate::Part> NginxVariable(std::string_view name) {
   using Var = VarTemplate::Var;
-  static const std::pair<std::string_view, Var> kVars[] = {
-      {"host", Var::kHost},
-      {"http_host", Var::kHttpHost},
-      {"remote_addr", Var::kRemoteAddr},
-      {"scheme", Var::kScheme},
-      {"request_uri", Var::kRequestUri},
-      {"uri", Var::kUri},
-      {"args", Var::kArgs},
-      {"query_string", Var::kArgs},
-      {"is_args", Var::kIsArgs},
-      {"request_method", Var::kRequestMethod},
-      {"request_id", Var::kRequestId},
-      {"proxy_add_x_forwarded_for", Var::kProxyAddXForwardedFor},
-      {"upstream_request_uri", Var::kUpstreamRequestUri},
-  };
-  for (const auto& [n, v] : kVars) {
-    if (name == n) return VarTemplate::Part{v, ""};
+  for (const auto& nv : kNginxVariables) {
+    if (name == nv.name) return VarTemplate::Part{nv.var, ""};
   }
   if (name.size() > 5 && name.substr(0, 5) == "http_") {
     std::string h = AsciiLower(name.substr(5));
@@ -905,9 +933,12 @@ std::optional<VarTemplate::Part> NginxVariable(std::string_view name) {
 }
 
 std::string_view NginxVariableNames() {
-  return "$host, $http_host, $remote_addr, $scheme, $request_uri, $uri, $args, $is_args, "
-         "$request_method, $request_id, $proxy_add_x_forwarded_for, $upstream_request_uri, "
-         "$http_NAME, $cookie_NAME";
+  static const std::string names = [] {
+    std::string s;
+    for (const std::string& n : NginxVariableList()) StrAppend(&s, "$", n, ", ");
+    return s + "$http_NAME, $cookie_NAME";
+  }();
+  return names;
 }
 
 namespace {
@@ -957,19 +988,7 @@ std::optional<VarTemplate> CompileVarTemplate(std::string_view text, std::string
     if (captures && name.size() == 1 && name[0] >= '1' && name[0] <= '9')
       part = VarTemplate::Part{Var::kCapture, std::string(name)};
     if (!part.has_value()) {
-      static const std::vector<std::string> kNames = {"host",
-                                                      "http_host",
-                                                      "remote_addr",
-                                                      "scheme",
-                                                      "request_uri",
-                                                      "uri",
-                                                      "args",
-                                                      "is_args",
-                                                      "request_method",
-                                                      "request_id",
-                                                      "proxy_add_x_forwarded_for",
-                                                      "upstream_request_uri"};
-      std::string hint = Suggest(name, kNames);
+      std::string hint = Suggest(name, NginxVariableList());
       *error = StrCat("unknown variable \"$", name, "\"",
                       hint.empty() ? "" : StrCat(" (did you mean $", hint, "?)"),
                       "; known: ", NginxVariableNames());
@@ -1022,8 +1041,7 @@ void ParseSetHeaders(ConfigContext& ctx, const YAML::Node& node, const std::stri
       ctx.Error(kv.first.Mark(), StrCat(what, ": \"", name, "\" is bulwark's to set"));
       continue;
     }
-    bool ok = true;
-    for (char c : value) ok &= (c >= 32 && c != 127) || c == '\t';
+    bool ok = ValidHeaderValue(value);
     std::string error;
     std::optional<VarTemplate> t = CompileVarTemplate(value, &error);
     if (!ok) error = "control characters in the value";

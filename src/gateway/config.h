@@ -221,9 +221,6 @@ struct VarTemplate {
   bool empty() const { return parts.empty(); }
 };
 
-// nginx `proxy_set_header NAME VALUE`: the request goes upstream with NAME set to VALUE instead of
-// what the client sent (or bulwark's own X-Forwarded-* / X-Real-IP / Host); an empty value, as
-// written or once expanded, leaves the header out.
 // The variable `name` (without '$') names, or nullopt when nginx's set here has no such one.
 std::optional<VarTemplate::Part> NginxVariable(std::string_view name);
 // The list of variable names for error messages.
@@ -241,6 +238,9 @@ struct RewriteRule {
   bool redirects = false;  // kRedirect, kPermanent, or an absolute replacement
 };
 
+// nginx `proxy_set_header NAME VALUE`: the request goes upstream with NAME set to VALUE instead of
+// what the client sent (or bulwark's own X-Forwarded-* / X-Real-IP / Host); an empty value, as
+// written or once expanded, leaves the header out.
 struct SetHeader {
   std::string name;
   VarTemplate value;

@@ -213,9 +213,8 @@ Exchange::RewriteOutcome Exchange::ApplyRewrites(const std::vector<RewriteRule>&
         int i = p.text[0] - '0';
         if (i < n) out.append(groups[i].data(), groups[i].size());
       } else {
-        if (p.var == VarTemplate::Var::kText && q == std::string::npos &&
-            p.text.find('?') != std::string::npos)
-          q = out.size() + p.text.find('?');
+        size_t mark = p.var == VarTemplate::Var::kText ? p.text.find('?') : std::string::npos;
+        if (q == std::string::npos && mark != std::string::npos) q = out.size() + mark;
         AppendVariable(p, &out);
       }
     }

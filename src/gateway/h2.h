@@ -67,9 +67,9 @@ class H2Stream final : public Downstream {
   // Opens the stream's window by the body bytes the exchange has forwarded since last time.
   void GiveBackWindow();
   // The response head(s) in out_: submits 1xx and the final HEADERS.
+  bool SubmitHeads();
   // Sends the chunked body's trailer fields as trailing HEADERS; false when none are usable.
   bool SubmitTrailers();
-  bool SubmitHeads();
   // nghttp2's data source: the next DATA payload from out_.
   ssize_t ReadBody(uint8_t* buf, size_t length, uint32_t* flags);
   // The stream is gone (closed by both sides, reset by either, or the connection ended).

@@ -121,16 +121,6 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
       if (!accept_paused_) RegisterListener(listeners_.back().get());
     }
   }
-  // Open connections follow their listener to its new index, or end if it left the config:
-  // their requests must not read another listener's routes, headers or access rules.
-  for (auto& c : clients_) {
-    if (!c->open_ || c->listener_index() < 0) continue;
-    int index = -1;
-    for (size_t i = 0; i < snap->listen.size(); ++i) {
-      if (snap->listen[i]->fds[index_] == c->listen_fd()) index = static_cast<int>(i);
-    }
-    if (index != c->listener_index()) c->Relisten(index);
-  }
   // Servers that left the config, or whose name now stands for another address: close their
   // idle connections now. (In-flight ones finish and are then closed rather than pooled:
   // PutIdle checks current_servers_ and current_configs_.)
@@ -163,20 +153,28 @@ void Worker::ApplySnapshot(std::shared_ptr<const Snapshot> snap) {
   WorkerView* old = current_;
   current_ = view.get();
   views_.push_back(std::move(view));
-  // HTTP/2 connections whose settings changed say goodbye gracefully (GOAWAY: their streams
-  // finish, the client reconnects and meets the new settings), as nginx's old workers do on a
-  // reload.
-  if (old != nullptr) {
+  for (auto& c : clients_) {
+    if (!c->open_) continue;
+    // Open connections follow their listener to its new index, or end if it left the config:
+    // their requests must not read another listener's routes, headers or access rules.
+    if (int li = c->listener_index(); li >= 0) {
+      int index = -1;
+      for (size_t i = 0; i < snap->listen.size(); ++i) {
+        if (snap->listen[i]->fds[index_] == c->listen_fd()) index = static_cast<int>(i);
+      }
+      if (index != li) c->Relisten(index);
+    }
+    // HTTP/2 connections whose settings changed say goodbye gracefully (GOAWAY: their streams
+    // finish, the client reconnects and meets the new settings), as nginx's old workers do on a
+    // reload.
+    if (old == nullptr || !c->open_ || !c->speaks_h2()) continue;
     const GatewayConfig& before = *old->snap->config;
     const GatewayConfig& after = *snap->config;
-    for (auto& c : clients_) {
-      if (!c->open_ || !c->speaks_h2()) continue;
-      int li = c->listener_index();
-      bool same = before.http.http2 == after.http.http2 &&
-                  before.http.limits.max_header_bytes == after.http.limits.max_header_bytes &&
-                  li >= 0 && after.listeners[li].http2;
-      if (!same) c->Drain();
-    }
+    int li = c->listener_index();
+    bool same = before.http.http2 == after.http.http2 &&
+                before.http.limits.max_header_bytes == after.http.limits.max_header_bytes &&
+                li >= 0 && after.listeners[li].http2;
+    if (!same) c->Drain();
   }
   if (old != nullptr && old->refs == 0) ReleaseView(old);
 }
