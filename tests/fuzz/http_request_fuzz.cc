@@ -35,6 +35,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     d.Feed(p + req.head_len, size - req.head_len, &consumed,
            [&](const char*, size_t n) { total += n; });
     if (consumed > size - req.head_len || total > size) __builtin_trap();
+    // The trailer section is kept whole and bounded; what TrailerFields keeps for an HTTP/2
+    // client is a lower-case token name and a value without CR, LF or NUL.
+    if (d.trailers().size() > 2 * 16384) __builtin_trap();  // 16 KiB counted, plus LFs
+    for (const auto& [name, value] : bulwark::http::TrailerFields(d.trailers())) {
+      if (name.empty()) __builtin_trap();
+      for (char c : name)
+        if (c >= 'A' && c <= 'Z') __builtin_trap();
+      for (char c : value)
+        if (c == '\r' || c == '\n' || c == '\0') __builtin_trap();
+    }
   }
   bulwark::http::ResponseHead resp;
   bulwark::http::ParseResponse(p, size, limits, bulwark::http::Method::kGet, &resp, &err);
